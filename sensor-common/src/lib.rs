@@ -1,0 +1,299 @@
+//! The contract between keysentry's kernel programs and its user-space agent.
+//!
+//! Every record is `#[repr(C)]`, has no implicit padding and no `bool`, and
+//! starts with a [`Header`] whose `kind` tags it and whose `size` is the size
+//! of the whole record. Sizes are checked at compile time below.
+#![no_std]
+
+pub mod names;
+
+/// Bytes kept of a path rebuilt from dentries (components leaf first).
+pub const PATH_BUF: usize = 1280;
+/// Offset mask used while writing a component (must be a power of two - 1,
+/// and `PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF`).
+pub const PATH_WRITE_MASK: usize = 1023;
+/// Longest file-name component (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// Bytes kept of a path argument as the process passed it.
+pub const ARG_BUF: usize = 256;
+/// Bytes kept of a command line (NUL separated).
+pub const CMDLINE_BUF: usize = 512;
+pub const COMM_LEN: usize = 16;
+/// Most components walked when rebuilding a path.
+pub const PATH_MAX_DEPTH: u32 = 48;
+
+/// Event kinds. The value indexes the per-kind lost-event counters.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    /// A successful open of a watched or key-named file.
+    KeyOpen = 10,
+    /// A failed open (EACCES/EPERM) whose path may name a key file.
+    KeyOpenFailed = 11,
+}
+
+/// Number of slots in the lost-event counter array.
+pub const KIND_SLOTS: u32 = 16;
+
+impl EventKind {
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+        EventKind::KeyOpen,
+        EventKind::KeyOpenFailed,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as u32 == v)
+    }
+
+    /// Stable metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Exec => "exec",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+            EventKind::KeyOpen => "key_open",
+            EventKind::KeyOpenFailed => "key_open_failed",
+        }
+    }
+
+    /// Size of the record this kind travels in. An exhaustive match, so a new
+    /// kind cannot be added without its size.
+    pub const fn record_size(self) -> usize {
+        match self {
+            EventKind::Exec => core::mem::size_of::<ExecEvent>(),
+            EventKind::Fork => core::mem::size_of::<ForkEvent>(),
+            EventKind::Exit => core::mem::size_of::<ExitEvent>(),
+            EventKind::KeyOpen | EventKind::KeyOpenFailed => core::mem::size_of::<OpenEvent>(),
+        }
+    }
+}
+
+/// First bytes of every record.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct Header {
+    pub kind: u32,
+    /// Size of the whole record in bytes.
+    pub size: u32,
+    /// bpf_ktime_get_boot_ns() at the event.
+    pub ts_boot_ns: u64,
+    /// Thread-group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A path rebuilt in the kernel from dentries and mounts. `buf[..len]` holds
+/// the components leaf first, each followed by `/`; user space reverses them.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct KPath {
+    pub len: u32,
+    /// PATH_* flags.
+    pub flags: u32,
+    pub buf: [u8; PATH_BUF],
+}
+
+pub const PATH_TRUNCATED: u32 = 1;
+/// The walk reached the root of the mount namespace.
+pub const PATH_COMPLETE: u32 = 2;
+
+/// Where an open was seen.
+pub const SRC_OPEN: u32 = 1;
+pub const SRC_OPENAT: u32 = 2;
+pub const SRC_OPENAT2: u32 = 3;
+pub const SRC_CREAT: u32 = 4;
+pub const SRC_OPEN_BY_HANDLE: u32 = 5;
+pub const SRC_IO_URING: u32 = 6;
+
+/// Why an open was reported (bits of `OpenEvent::matched`).
+pub const MATCH_INODE: u32 = 1;
+pub const MATCH_PARENT: u32 = 2;
+pub const MATCH_NAME: u32 = 4;
+/// A failed open whose final component names a watched file or key pattern.
+pub const MATCH_FAILED_NAME: u32 = 8;
+
+/// A reported open (success or failure).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct OpenEvent {
+    pub hdr: Header,
+    /// Return value: the new fd, or -errno.
+    pub ret: i64,
+    /// Identity of the opened file (zero for failures).
+    pub ino: u64,
+    pub dev: u32,
+    /// inode i_mode (zero for failures).
+    pub mode: u32,
+    /// file f_flags (success) or the flags argument (failure).
+    pub flags: u32,
+    /// dirfd argument (AT_FDCWD = -100), when the syscall has one.
+    pub dfd: i32,
+    /// SRC_* value.
+    pub source: u32,
+    /// MATCH_* bits.
+    pub matched: u32,
+    /// Value stored with the matched watch entry (its key_path index).
+    pub watch_id: u32,
+    /// Bit per key_name rule that matched.
+    pub name_rules: u32,
+    /// Bytes of `arg` read (0 when unavailable).
+    pub arg_len: u32,
+    pub _pad: u32,
+    /// The path argument as the process passed it.
+    pub arg: [u8; ARG_BUF],
+    /// The opened file's path, rebuilt from its dentry (success only).
+    pub path: KPath,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct ExecEvent {
+    pub hdr: Header,
+    pub ppid: u32,
+    pub cmdline_len: u32,
+    /// task start_boottime, ns since boot (CLOCK_BOOTTIME, as /proc stat).
+    pub start_ns: u64,
+    pub cmdline: [u8; CMDLINE_BUF],
+    /// mm->exe_file, rebuilt from its dentry.
+    pub exe: KPath,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct ForkEvent {
+    /// The header describes the parent.
+    pub hdr: Header,
+    pub child_pid: u32,
+    pub _pad: u32,
+    pub child_start_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct ExitEvent {
+    pub hdr: Header,
+    /// task->exit_code (signal in the low 7 bits, 0x80 core dumped).
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// Key of the watched-inode map.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InodeKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub ino: u64,
+}
+
+/// Value of the watched-inode map.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WatchEntry {
+    /// Index of the key_path this inode belongs to.
+    pub watch_id: u32,
+    /// WATCH_* bits.
+    pub flags: u32,
+}
+
+/// The inode itself is watched.
+pub const WATCH_SELF: u32 = 1;
+/// Files directly inside this directory are watched.
+pub const WATCH_CHILDREN: u32 = 2;
+
+/// Byte offsets of kernel struct members, read from the running kernel's
+/// BTF at load time and handed to the programs as a global.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_start_time: u32,
+    pub task_exit_code: u32,
+    pub files_fdt: u32,
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    pub file_f_inode: u32,
+    pub file_f_path: u32,
+    pub file_f_flags: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_mode: u32,
+    pub sb_s_dev: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub dentry_d_inode: u32,
+    /// Offset of `len` inside struct qstr.
+    pub qstr_len: u32,
+    /// Offset of `name` inside struct qstr.
+    pub qstr_name: u32,
+    /// Offset of the embedded `struct vfsmount mnt` in struct mount.
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub pt_regs_di: u32,
+    pub pt_regs_si: u32,
+    pub pt_regs_dx: u32,
+    pub io_kiocb_opcode: u32,
+    /// Field offsets inside tracepoint records (from tracefs formats).
+    pub tp_sys_exit_ret: u32,
+    pub tp_iou_complete_req: u32,
+    pub tp_iou_complete_res: u32,
+    /// IORING_OP_OPENAT / OPENAT2 opcode values.
+    pub iou_op_openat: u32,
+    pub iou_op_openat2: u32,
+}
+
+/// Run-time switches handed to the programs as a global.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SensorSettings {
+    /// The sensor's own pid: its opens are not reported.
+    pub self_pid: u32,
+    /// Bench switch: every program returns at once (measures the hook floor).
+    pub empty_programs: u32,
+    /// Ring-buffer fill (bytes) above which a non-urgent submit wakes user space.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == 56);
+const _: () = assert!(core::mem::size_of::<KPath>() == 8 + PATH_BUF);
+const _: () = assert!(core::mem::size_of::<OpenEvent>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    // SAFETY: all of these are repr(C), without padding, valid for any bits.
+    unsafe impl aya::Pod for InodeKey {}
+    unsafe impl aya::Pod for WatchEntry {}
+    unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for SensorSettings {}
+    unsafe impl aya::Pod for names::NamePatterns {}
+    unsafe impl aya::Pod for names::NameKey {}
+}

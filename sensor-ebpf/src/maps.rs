@@ -1,0 +1,89 @@
+//! Maps and load-time globals shared by all probes.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use sensor_common::{
+    EventKind, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, WatchEntry,
+    names::{NameKey, NamePatterns},
+};
+
+/// Struct offsets of the running kernel (from its BTF), set at load time.
+#[unsafe(no_mangle)]
+pub static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+
+/// Run-time switches, set at load time.
+#[unsafe(no_mangle)]
+pub static SETTINGS: SensorSettings = unsafe { core::mem::zeroed() };
+
+/// Reads one field of a load-time global. Volatile, so the compiler does not
+/// fold the zero it was built with.
+#[macro_export]
+macro_rules! off {
+    ($field:ident) => {
+        {
+            #[allow(unused_unsafe)]
+            let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) };
+            v
+        }
+    };
+}
+
+#[macro_export]
+macro_rules! setting {
+    ($field:ident) => {
+        {
+            #[allow(unused_unsafe)]
+            let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::SETTINGS.$field) };
+            v
+        }
+    };
+}
+
+/// All events to user space, in order.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Events that did not fit in EVENTS, per EventKind.
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+
+/// Watched inodes: key files, and directories whose children are watched.
+#[map]
+pub static WATCHED: HashMap<InodeKey, WatchEntry> = HashMap::with_max_entries(65536, 0);
+
+/// Final path components of watched files (filter for failed opens).
+#[map]
+pub static WATCHED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Key-file name patterns.
+#[map]
+pub static NAME_PATTERNS: Array<NamePatterns> = Array::with_max_entries(1, 0);
+
+pub const BPF_RB_NO_WAKEUP: u64 = 1;
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Counts an event that could not be reserved.
+#[inline(always)]
+pub fn count_lost(kind: EventKind) {
+    if let Some(p) = LOST.get_ptr_mut(kind as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// Submit flags: urgent events wake the reader at once; others only when the
+/// ring holds more than `wakeup_bytes` (user space also drains on a timer).
+#[inline(always)]
+pub fn submit_flags(urgent: bool) -> u64 {
+    if urgent {
+        return BPF_RB_FORCE_WAKEUP;
+    }
+    let threshold = crate::setting!(wakeup_bytes) as u64;
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}

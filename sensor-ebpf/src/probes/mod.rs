@@ -1,0 +1,2 @@
+pub mod open;
+pub mod process;

@@ -1,0 +1,360 @@
+//! Opens of key files: the exit tracepoints of every open syscall and the
+//! io_uring completion tracepoint.
+//!
+//! A successful open is matched on the file it produced (fd -> struct file
+//! -> inode), so the name used to reach it does not matter: absolute or
+//! relative path, symlink, hardlink, bind mount, /proc/self/fd reopen.
+//! Only matches are reserved in the ring buffer.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    macros::{map, tracepoint},
+    maps::PerCpuArray,
+    programs::TracePointContext,
+};
+use sensor_common::{
+    ARG_BUF, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
+    OpenEvent, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2,
+    WATCH_CHILDREN, WATCH_SELF,
+    names::{NameKey, name_key},
+};
+
+use crate::{
+    maps::{BPF_RB_FORCE_WAKEUP, EVENTS, NAME_PATTERNS, WATCHED, WATCHED_NAMES, count_lost},
+    off, setting,
+    vfs::{Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+};
+
+const EPERM: i64 = 1;
+const EACCES: i64 = 13;
+const AT_FDCWD: i32 = -100;
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
+
+/// Scratch for a failed open's path argument (+ room for 16-byte reads).
+#[map]
+static ARG_SCRATCH: PerCpuArray<[u8; ARG_BUF + 32]> = PerCpuArray::with_max_entries(1, 0);
+
+// syscalls:sys_exit_<name>: common fields; int __syscall_nr; long ret
+// (offset of ret read from the tracepoint's format at load time).
+#[tracepoint]
+pub fn ks_exit_open(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, SRC_OPEN)
+}
+
+#[tracepoint]
+pub fn ks_exit_openat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, SRC_OPENAT)
+}
+
+#[tracepoint]
+pub fn ks_exit_openat2(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, SRC_OPENAT2)
+}
+
+#[tracepoint]
+pub fn ks_exit_creat(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, SRC_CREAT)
+}
+
+#[tracepoint]
+pub fn ks_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
+    on_open_exit(&ctx, SRC_OPEN_BY_HANDLE)
+}
+
+/// io_uring:io_uring_complete: void *ctx; void *req; u64 user_data; int res;
+/// ... (offsets of req and res read from the format at load time). The
+/// completion runs in the submitter or one of its io_uring threads, which
+/// share its file table, so `res` is an fd of that table for OPENAT/OPENAT2.
+#[tracepoint]
+pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Ok(res) = (unsafe { ctx.read_at::<i32>(off!(tp_iou_complete_res) as usize) }) else {
+        return 0;
+    };
+    // res 0 is also what a direct-descriptor (fixed file slot) open returns.
+    if res <= 0 {
+        return 0;
+    }
+    let Ok(req) = (unsafe { ctx.read_at::<u64>(off!(tp_iou_complete_req) as usize) }) else {
+        return 0;
+    };
+    let opcode = unsafe { rd::<u8>(req as Ptr, off!(io_kiocb_opcode)) }.unwrap_or(0) as u32;
+    if opcode != off!(iou_op_openat) && opcode != off!(iou_op_openat2) {
+        return 0;
+    }
+    if is_self() {
+        return 0;
+    }
+    unsafe { check_opened(res as u64, SRC_IO_URING, res as i64) };
+    0
+}
+
+#[inline(always)]
+fn is_self() -> bool {
+    (bpf_get_current_pid_tgid() >> 32) as u32 == setting!(self_pid)
+}
+
+#[inline(always)]
+fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(off!(tp_sys_exit_ret) as usize) }) else {
+        return 0;
+    };
+    if ret >= 0 {
+        if !is_self() {
+            unsafe { check_opened(ret as u64, src, ret) };
+        }
+    } else if (ret == -EACCES || ret == -EPERM) && src != SRC_OPEN_BY_HANDLE && !is_self() {
+        unsafe { check_failed(src, ret) };
+    }
+    0
+}
+
+/// The syscall's arguments, from the task's saved user registers:
+/// (dirfd, path pointer, flags or `struct open_how *` for openat2).
+#[inline(always)]
+unsafe fn syscall_args(src: u32) -> Option<(i32, u64, u64)> {
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
+        if regs.is_null() {
+            return None;
+        }
+        let di: u64 = rd(regs, off!(pt_regs_di))?;
+        let si: u64 = rd(regs, off!(pt_regs_si))?;
+        let dx: u64 = rd(regs, off!(pt_regs_dx))?;
+        match src {
+            SRC_OPEN => Some((AT_FDCWD, di, si)),
+            SRC_CREAT => Some((AT_FDCWD, di, O_CREAT_WRONLY_TRUNC as u64)),
+            SRC_OPENAT => Some((di as i32, si, dx)),
+            SRC_OPENAT2 => {
+                let flags: u64 = bpf_probe_read_user(dx as *const u64).unwrap_or(0);
+                Some((di as i32, si, flags))
+            }
+            SRC_OPEN_BY_HANDLE => Some((di as i32, 0, dx)),
+            _ => None,
+        }
+    }
+}
+
+/// Checks the file behind `fd` of the current task against the watch map
+/// (the inode itself, then its parent directory) and the name patterns.
+#[inline(always)]
+unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
+    unsafe {
+        let Some(file) = fd_file(fd) else { return };
+        let Some((key, inode)) = file_identity(file) else {
+            return;
+        };
+        let mut matched = 0u32;
+        let mut watch_id = 0u32;
+        if let Some(w) = WATCHED.get(&key) {
+            if w.flags & WATCH_SELF != 0 {
+                matched |= MATCH_INODE;
+                watch_id = w.watch_id;
+            }
+        }
+        let Some(dentry) = file_dentry(file) else {
+            return;
+        };
+        let parent = rd_ptr(dentry, off!(dentry_d_parent));
+        if matched == 0 {
+            if let Some(parent) = parent {
+                let pino = rd_ptr(parent, off!(dentry_d_inode))
+                    .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
+                if let Some(pino) = pino {
+                    let pkey = InodeKey {
+                        dev: key.dev,
+                        _pad: 0,
+                        ino: pino,
+                    };
+                    if let Some(w) = WATCHED.get(&pkey) {
+                        if w.flags & WATCH_CHILDREN != 0 {
+                            matched |= MATCH_PARENT;
+                            watch_id = w.watch_id;
+                        }
+                    }
+                }
+            }
+        }
+        let mut rules = 0u32;
+        if let Some(pats) = NAME_PATTERNS.get(0) {
+            if pats.count > 0 {
+                let name = dentry_name_key(dentry);
+                let pname = match parent {
+                    Some(p) if pats.has_dir != 0 => dentry_name_key(p),
+                    _ => NameKey::default(),
+                };
+                rules = pats.eval(&name, &pname);
+            }
+        }
+        if rules != 0 {
+            matched |= MATCH_NAME;
+        }
+        if matched == 0 {
+            return;
+        }
+        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        if mode & S_IFMT == S_IFDIR {
+            return;
+        }
+        let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+            count_lost(EventKind::KeyOpen);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::KeyOpen as u32,
+            size_of::<OpenEvent>(),
+        );
+        (*ev).ret = ret;
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).mode = mode;
+        (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        (*ev).source = src;
+        (*ev).matched = matched;
+        (*ev).watch_id = watch_id;
+        (*ev).name_rules = rules;
+        (*ev)._pad = 0;
+        (*ev).dfd = AT_FDCWD;
+        (*ev).arg_len = 0;
+        if let Some((dfd, path, _flags)) = syscall_args(src) {
+            (*ev).dfd = dfd;
+            if path != 0 {
+                let n = generated::bpf_probe_read_user_str(
+                    (*ev).arg.as_mut_ptr() as *mut c_void,
+                    ARG_BUF as u32,
+                    path as *const c_void,
+                );
+                if n > 0 {
+                    (*ev).arg_len = n as u32 - 1;
+                }
+            }
+        }
+        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        entry.submit(BPF_RB_FORCE_WAKEUP);
+    }
+}
+
+#[repr(C)]
+struct SlashScan {
+    len: u64,
+    start: u64,
+}
+
+/// bpf_loop callback: remembers the position after each '/'.
+#[inline(never)]
+unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
+    unsafe {
+        let scan = ctx as *mut SlashScan;
+        if i >= (*scan).len {
+            return 1;
+        }
+        let Some(buf) = ARG_SCRATCH.get_ptr(0) else {
+            return 1;
+        };
+        if (*buf)[(i as usize) & (ARG_BUF - 1)] == b'/' {
+            (*scan).start = i + 1;
+        }
+        0
+    }
+}
+
+/// A failed open (EACCES/EPERM) has no file: report it when the final
+/// component of the path argument names a watched file or matches a key
+/// name pattern. User space resolves the path and confirms.
+#[inline(always)]
+unsafe fn check_failed(src: u32, ret: i64) {
+    unsafe {
+        let Some((dfd, path, flags)) = syscall_args(src) else {
+            return;
+        };
+        if path == 0 {
+            return;
+        }
+        let Some(buf) = ARG_SCRATCH.get_ptr_mut(0) else {
+            return;
+        };
+        let buf = buf as *mut u8;
+        let n = generated::bpf_probe_read_user_str(
+            buf as *mut c_void,
+            ARG_BUF as u32,
+            path as *const c_void,
+        );
+        if n <= 1 {
+            return;
+        }
+        let len = (n - 1) as usize & (ARG_BUF - 1);
+        // Start of the final component (a bpf_loop: verified once).
+        let mut scan = SlashScan {
+            len: len as u64,
+            start: 0,
+        };
+        generated::bpf_loop(
+            ARG_BUF as u32,
+            slash_step as *mut c_void,
+            &raw mut scan as *mut c_void,
+            0,
+        );
+        let start = scan.start as usize;
+        let start = start & (ARG_BUF - 1);
+        let name_len = len.saturating_sub(start);
+        if name_len == 0 {
+            return;
+        }
+        let head: [u64; 2] = core::ptr::read_unaligned(buf.add(start) as *const [u64; 2]);
+        let tail: [u64; 2] = if name_len >= 16 {
+            core::ptr::read_unaligned(buf.add((len - 16) & (ARG_BUF - 1)) as *const [u64; 2])
+        } else {
+            [0, 0]
+        };
+        let key: NameKey = name_key(head, tail, name_len as u32);
+        let mut rules = 0u32;
+        if let Some(pats) = NAME_PATTERNS.get(0) {
+            rules = pats.eval(&key, &NameKey::default());
+        }
+        let watched = WATCHED_NAMES.get(&key).is_some();
+        if rules == 0 && !watched {
+            return;
+        }
+        let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
+            count_lost(EventKind::KeyOpenFailed);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::KeyOpenFailed as u32,
+            size_of::<OpenEvent>(),
+        );
+        (*ev).ret = ret;
+        (*ev).ino = 0;
+        (*ev).dev = 0;
+        (*ev).mode = 0;
+        (*ev).flags = flags as u32;
+        (*ev).dfd = dfd;
+        (*ev).source = src;
+        (*ev).matched = MATCH_FAILED_NAME;
+        (*ev).watch_id = 0;
+        (*ev).name_rules = rules;
+        (*ev)._pad = 0;
+        (*ev).arg_len = len as u32;
+        generated::bpf_probe_read_kernel(
+            (*ev).arg.as_mut_ptr() as *mut c_void,
+            ARG_BUF as u32,
+            buf as *const c_void,
+        );
+        (*ev).path.len = 0;
+        (*ev).path.flags = 0;
+        entry.submit(BPF_RB_FORCE_WAKEUP);
+    }
+}

@@ -1,0 +1,134 @@
+//! Process lifecycle: exec, fork, exit. Feeds user space's process table.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated},
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent};
+
+use crate::{
+    maps::{EVENTS, count_lost, submit_flags},
+    off, setting,
+    vfs::{Ptr, current_task, fill_header, rd, rd_ptr, read_path},
+};
+
+/// sched:sched_process_exec (fields unused: the new image is read from
+/// `current->mm`: exe_file for the real executable, arg_start..arg_end for
+/// the command line).
+#[tracepoint]
+pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_lost(EventKind::Exec);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::Exec as u32,
+            size_of::<ExecEvent>(),
+        );
+        let task = current_task();
+        (*ev).ppid = rd_ptr(task, off!(task_real_parent))
+            .and_then(|p| rd::<u32>(p, off!(task_tgid)))
+            .unwrap_or(0);
+        (*ev).start_ns = rd::<u64>(task, off!(task_start_time)).unwrap_or(0);
+        (*ev).cmdline_len = 0;
+        (*ev).exe.len = 0;
+        (*ev).exe.flags = 0;
+        if let Some(mm) = rd_ptr(task, off!(task_mm)) {
+            let start: u64 = rd(mm, off!(mm_arg_start)).unwrap_or(0);
+            let end: u64 = rd(mm, off!(mm_arg_end)).unwrap_or(0);
+            if end > start {
+                let mut n = end - start;
+                if n > CMDLINE_BUF as u64 {
+                    n = CMDLINE_BUF as u64;
+                }
+                if generated::bpf_probe_read_user(
+                    (*ev).cmdline.as_mut_ptr() as *mut c_void,
+                    n as u32,
+                    start as *const c_void,
+                ) == 0
+                {
+                    (*ev).cmdline_len = n as u32;
+                }
+            }
+            if let Some(exe) = rd_ptr(mm, off!(mm_exe_file)) {
+                read_path(exe.add(off!(file_f_path) as usize), &raw mut (*ev).exe);
+            }
+        }
+    }
+    entry.submit(submit_flags(false));
+    0
+}
+
+/// raw_tp sched_process_fork: TP_PROTO(struct task_struct *parent,
+/// struct task_struct *child). Only new processes (child pid == tgid).
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let child: u64 = ctx.arg(1);
+    let child = child as Ptr;
+    let (pid, tgid) = unsafe {
+        (
+            rd::<u32>(child, off!(task_pid)).unwrap_or(0),
+            rd::<u32>(child, off!(task_tgid)).unwrap_or(1),
+        )
+    };
+    if pid != tgid {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
+        count_lost(EventKind::Fork);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::Fork as u32,
+            size_of::<ForkEvent>(),
+        );
+        (*ev).child_pid = tgid;
+        (*ev)._pad = 0;
+        (*ev).child_start_ns = rd::<u64>(child, off!(task_start_time)).unwrap_or(0);
+    }
+    entry.submit(submit_flags(false));
+    0
+}
+
+/// sched:sched_process_exit, reported for the thread-group leader.
+#[tracepoint]
+pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
+        count_lost(EventKind::Exit);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::Exit as u32,
+            size_of::<ExitEvent>(),
+        );
+        (*ev).exit_code = rd::<u32>(current_task(), off!(task_exit_code)).unwrap_or(0);
+        (*ev)._pad = 0;
+    }
+    entry.submit(submit_flags(false));
+    0
+}

@@ -1,0 +1,241 @@
+//! Readers of kernel memory: the current task's files, a file's identity,
+//! dentry names and full paths. Every offset comes from `OFFSETS`, filled
+//! from the running kernel's BTF at load time.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
+};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
+use sensor_common::{
+    Header, InodeKey, KPath, PATH_BUF, PATH_COMPLETE, PATH_MAX_DEPTH, PATH_TRUNCATED,
+    PATH_WRITE_MASK,
+    names::{NameKey, name_key},
+};
+
+use crate::off;
+
+pub type Ptr = *const u8;
+
+/// Reads a `T` at `base + offset` of kernel memory.
+#[inline(always)]
+pub unsafe fn rd<T: Copy>(base: Ptr, offset: u32) -> Option<T> {
+    unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
+}
+
+/// Reads a non-null kernel pointer at `base + offset`.
+#[inline(always)]
+pub unsafe fn rd_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
+    let p: u64 = unsafe { rd(base, offset)? };
+    if p == 0 { None } else { Some(p as Ptr) }
+}
+
+#[inline(always)]
+pub fn current_task() -> Ptr {
+    unsafe { generated::bpf_get_current_task() as Ptr }
+}
+
+/// `current->files->fdt->fd[fd]`.
+#[inline(always)]
+pub unsafe fn fd_file(fd: u64) -> Option<Ptr> {
+    unsafe {
+        let files = rd_ptr(current_task(), off!(task_files))?;
+        let fdt = rd_ptr(files, off!(files_fdt))?;
+        let max: u32 = rd(fdt, off!(fdt_max_fds))?;
+        if fd >= max as u64 {
+            return None;
+        }
+        let fds = rd_ptr(fdt, off!(fdt_fd))?;
+        let slot: u64 = bpf_probe_read_kernel(fds.add((fd as usize) * 8) as *const u64).ok()?;
+        if slot == 0 { None } else { Some(slot as Ptr) }
+    }
+}
+
+/// (device, inode number) and the inode of an open file.
+#[inline(always)]
+pub unsafe fn file_identity(file: Ptr) -> Option<(InodeKey, Ptr)> {
+    unsafe {
+        let inode = rd_ptr(file, off!(file_f_inode))?;
+        let ino: u64 = rd(inode, off!(inode_i_ino))?;
+        let sb = rd_ptr(inode, off!(inode_i_sb))?;
+        let dev: u32 = rd(sb, off!(sb_s_dev))?;
+        Some((InodeKey { dev, _pad: 0, ino }, inode))
+    }
+}
+
+#[inline(always)]
+pub unsafe fn file_dentry(file: Ptr) -> Option<Ptr> {
+    unsafe { rd_ptr(file, off!(file_f_path) + off!(path_dentry)) }
+}
+
+/// (len, name pointer) of a dentry's name.
+#[inline(always)]
+unsafe fn dentry_name(dentry: Ptr) -> Option<(u32, Ptr)> {
+    unsafe {
+        let q = dentry.add(off!(dentry_d_name) as usize);
+        let len: u32 = rd(q, off!(qstr_len))?;
+        let name = rd_ptr(q, off!(qstr_name))?;
+        Some((len, name))
+    }
+}
+
+/// Head/tail words of a dentry's name (see `sensor_common::names`); all
+/// zero (matching no pattern) when it cannot be read.
+#[inline(always)]
+pub unsafe fn dentry_name_key(dentry: Ptr) -> NameKey {
+    unsafe {
+        let Some((len, name)) = dentry_name(dentry) else {
+            return NameKey::default();
+        };
+        // Short names live in the dentry's inline storage (at least 32
+        // bytes), long ones in an allocation of len + 1: 16 bytes are there.
+        let mut head = [0u64; 2];
+        let mut tail = [0u64; 2];
+        if generated::bpf_probe_read_kernel(
+            head.as_mut_ptr() as *mut c_void,
+            16,
+            name as *const c_void,
+        ) != 0
+        {
+            return NameKey::default();
+        }
+        if len >= 16
+            && generated::bpf_probe_read_kernel(
+                tail.as_mut_ptr() as *mut c_void,
+                16,
+                name.add((len - 16) as usize) as *const c_void,
+            ) != 0
+        {
+            return NameKey::default();
+        }
+        name_key(head, tail, len)
+    }
+}
+
+/// Per-CPU scratch the path walk writes into (the walk runs in a bpf_loop
+/// callback, verified once instead of once per level).
+#[map]
+static PATH_SCRATCH: PerCpuArray<KPath> = PerCpuArray::with_max_entries(1, 0);
+
+/// State of a path walk, on the caller's stack.
+#[repr(C)]
+struct Walk {
+    dentry: u64,
+    mnt: u64,
+    mnt_root: u64,
+    pos: u64,
+    flags: u64,
+}
+
+/// One level of the walk: writes the current dentry's name or crosses a
+/// mount. Returns 1 to stop.
+#[inline(never)]
+unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
+    unsafe {
+        let w = ctx as *mut Walk;
+        let Some(out) = PATH_SCRATCH.get_ptr_mut(0) else {
+            return 1;
+        };
+        let dentry = (*w).dentry as Ptr;
+        let mnt = (*w).mnt as Ptr;
+        let Some(parent) = rd_ptr(dentry, off!(dentry_d_parent)) else {
+            return 1;
+        };
+        if dentry as u64 == (*w).mnt_root || dentry == parent {
+            let Some(mnt_parent) = rd_ptr(mnt, off!(mount_mnt_parent)) else {
+                return 1;
+            };
+            if mnt_parent == mnt || dentry as u64 != (*w).mnt_root {
+                (*w).flags = PATH_COMPLETE as u64;
+                return 1;
+            }
+            let Some(mp) = rd_ptr(mnt, off!(mount_mnt_mountpoint)) else {
+                return 1;
+            };
+            (*w).dentry = mp as u64;
+            (*w).mnt = mnt_parent as u64;
+            (*w).mnt_root = rd_ptr(mnt_parent, off!(mount_mnt) + off!(vfsmount_mnt_root))
+                .map(|p| p as u64)
+                .unwrap_or(0);
+            return 0;
+        }
+        let Some((len, name)) = dentry_name(dentry) else {
+            return 1;
+        };
+        let pos = (*w).pos as usize;
+        if pos > PATH_WRITE_MASK {
+            return 1;
+        }
+        let buf = (*out).buf.as_mut_ptr();
+        let at = pos & PATH_WRITE_MASK;
+        let n = (len & 0xff) as usize;
+        generated::bpf_probe_read_kernel(buf.add(at) as *mut c_void, n as u32, name as *const c_void);
+        *buf.add(at + n) = b'/';
+        (*w).pos = (at + n + 1) as u64;
+        (*w).dentry = parent as u64;
+        0
+    }
+}
+
+/// Rebuilds the path of a `struct path` into `out`, crossing mounts up to
+/// the root of the mount namespace. Components are written leaf first,
+/// each followed by '/'.
+#[inline(always)]
+pub unsafe fn read_path(path: Ptr, out: *mut KPath) {
+    unsafe {
+        (*out).len = 0;
+        (*out).flags = 0;
+        let Some(dentry) = rd_ptr(path, off!(path_dentry)) else {
+            return;
+        };
+        let Some(vfsmnt) = rd_ptr(path, off!(path_mnt)) else {
+            return;
+        };
+        let mut w = Walk {
+            dentry: dentry as u64,
+            mnt: vfsmnt as u64 - off!(mount_mnt) as u64,
+            mnt_root: rd_ptr(vfsmnt, off!(vfsmount_mnt_root))
+                .map(|p| p as u64)
+                .unwrap_or(0),
+            pos: 0,
+            flags: PATH_TRUNCATED as u64,
+        };
+        generated::bpf_loop(
+            PATH_MAX_DEPTH,
+            path_step as *mut c_void,
+            &raw mut w as *mut c_void,
+            0,
+        );
+        let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
+            return;
+        };
+        let len = (w.pos as usize).min(PATH_BUF);
+        generated::bpf_probe_read_kernel(
+            (*out).buf.as_mut_ptr() as *mut c_void,
+            PATH_BUF as u32,
+            (*scratch).buf.as_ptr() as *const c_void,
+        );
+        (*out).len = len as u32;
+        (*out).flags = w.flags as u32;
+    }
+}
+
+/// Fills a record header from the current task.
+#[inline(always)]
+pub unsafe fn fill_header(h: *mut Header, kind: u32, size: usize) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    unsafe {
+        (*h).kind = kind;
+        (*h).size = size as u32;
+        (*h).ts_boot_ns = generated::bpf_ktime_get_boot_ns();
+        (*h).pid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).uid = uid_gid as u32;
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+}
