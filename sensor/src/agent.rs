@@ -1,0 +1,427 @@
+//! The running sensor: start-up (privileges, tracefs, BTF, load, maps,
+//! attach) and the event loop that drains the ring buffer and moves each
+//! record through decode -> enrich -> detect -> outputs.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use sensor_common::{
+    EventKind, InodeKey, KIND_SLOTS, MATCH_INODE, MATCH_PARENT, SensorSettings, WatchEntry,
+    names::{NameKey, NamePattern, NamePatterns, PAT_DIR, PAT_EXACT, PAT_PREFIX, PAT_SUFFIX},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    alert::{Outputs, rfc3339},
+    btf, config,
+    config::Config,
+    decode::{self, Event, OpenRecord},
+    detect::{KeyOpen, Policy},
+    loader,
+    metrics::{self, Metrics},
+    proctab::ProcessTable,
+    tracefs,
+    watch::{Watcher, st_dev},
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Bench only: attach the programs but make them return at once.
+    pub empty_programs: bool,
+}
+
+/// Refuses to start without the privileges loading needs.
+pub fn check_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if !(has(CAP_BPF) && has(CAP_PERFMON) || has(CAP_SYS_ADMIN)) {
+        bail!(
+            "keysentry needs root (CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN) to load its kernel probes; running as uid {}",
+            nix::unistd::geteuid()
+        );
+    }
+    Ok(())
+}
+
+/// Compiles the key_name rules into the kernel's pattern table.
+pub fn name_patterns(cfg: &Config) -> Result<NamePatterns> {
+    let mut t = NamePatterns::default();
+    let mut n = 0usize;
+    let mut push = |m: config::NameMatch, rule: usize, exclude: bool| -> Result<()> {
+        let (kind, text) = match m {
+            config::NameMatch::Exact(s) => (PAT_EXACT, s),
+            config::NameMatch::Prefix(s) => (PAT_PREFIX, s),
+            config::NameMatch::Suffix(s) => (PAT_SUFFIX, s),
+            config::NameMatch::Dir(s) => (PAT_DIR, s),
+        };
+        if n >= t.pats.len() {
+            bail!("too many key_name patterns");
+        }
+        let p = NamePattern::new(kind, text.as_bytes(), rule as u8, exclude)
+            .with_context(|| format!("key_name[{rule}]: pattern {text:?} cannot be compiled"))?;
+        if kind == PAT_DIR {
+            t.has_dir = 1;
+        }
+        t.pats[n] = p;
+        n += 1;
+        Ok(())
+    };
+    for (i, k) in cfg.key_name.iter().enumerate() {
+        push(k.include(), i, false)?;
+        for e in k.excludes() {
+            push(e, i, true)?;
+        }
+    }
+    t.count = n as u32;
+    Ok(t)
+}
+
+/// Clock conversion: kernel boot-time ns to wall-clock ns since the epoch.
+struct Clock {
+    offset_ns: i128,
+}
+
+impl Clock {
+    fn new() -> Self {
+        use nix::time::{ClockId, clock_gettime};
+        let ns = |c| {
+            clock_gettime(c)
+                .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+                .unwrap_or(0)
+        };
+        Self {
+            offset_ns: ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME),
+        }
+    }
+
+    fn wall(&self, boot_ns: u64) -> String {
+        rfc3339(self.offset_ns + boot_ns as i128)
+    }
+}
+
+/// Everything after the ring buffer: decode, enrich, detect, output.
+pub struct Pipeline {
+    pub procs: ProcessTable,
+    pub watcher: Watcher,
+    pub policy: Policy,
+    pub outputs: Outputs,
+    pub metrics: Arc<Metrics>,
+    host: String,
+    clock: Clock,
+}
+
+impl Pipeline {
+    pub fn handle(&mut self, bytes: &[u8]) {
+        let ev = match decode::decode(bytes) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.metrics.events_malformed.with_label_values(&[e.reason()]).inc();
+                tracing::debug!("skipped malformed record: {e}");
+                return;
+            }
+        };
+        self.metrics.events.with_label_values(&[ev.kind().name()]).inc();
+        match ev {
+            Event::Exec {
+                task,
+                ppid,
+                start_ns,
+                argv,
+                exe,
+            } => self.procs.exec(&task, ppid, start_ns, argv, exe),
+            Event::Fork {
+                parent,
+                child_pid,
+                child_start_ns,
+            } => self.procs.fork(&parent, child_pid, child_start_ns),
+            Event::Exit { task, .. } => self.procs.exit(task.pid),
+            Event::Open(rec) => self.key_open(&rec),
+        }
+    }
+
+    fn key_open(&mut self, rec: &OpenRecord) {
+        let actor = self.procs.resolve(&rec.task);
+        let (path, dev, ino, watch_id) = if rec.failed {
+            match self.resolve_failed(rec) {
+                Some(r) => r,
+                None => return,
+            }
+        } else {
+            let watch_id = (rec.matched & (MATCH_INODE | MATCH_PARENT) != 0).then_some(rec.watch_id);
+            let mut path = rec.path.clone().unwrap_or_default();
+            if rec.path_truncated {
+                path.insert_str(0, "...");
+            }
+            (path, st_dev(rec.dev), rec.ino, watch_id)
+        };
+        let k = KeyOpen {
+            rec,
+            actor: &actor,
+            path,
+            dev,
+            ino,
+            watch_id,
+        };
+        if let Some(alert) = self
+            .policy
+            .key_file_open(&k, &self.host, self.clock.wall(rec.task.ts_boot_ns))
+        {
+            self.outputs.send(alert);
+        }
+    }
+
+    /// A failed open names no file: resolve its path argument as the
+    /// process saw it (its root, cwd or dirfd) and check it is watched.
+    fn resolve_failed(&self, rec: &OpenRecord) -> Option<(String, u64, u64, Option<u32>)> {
+        let arg = rec.arg.as_deref()?;
+        let pid = rec.task.pid;
+        let proc_base = |p: &str| PathBuf::from(format!("/proc/{pid}/{p}"));
+        let (shown, seen): (PathBuf, PathBuf) = if arg.starts_with('/') {
+            let root = proc_base("root");
+            let seen = if root.exists() {
+                root.join(arg.trim_start_matches('/'))
+            } else {
+                PathBuf::from(arg)
+            };
+            (PathBuf::from(arg), seen)
+        } else {
+            let base = if rec.dfd == -100 {
+                proc_base("cwd")
+            } else {
+                proc_base(&format!("fd/{}", rec.dfd))
+            };
+            let shown = std::fs::read_link(&base)
+                .map(|b| b.join(arg))
+                .unwrap_or_else(|_| PathBuf::from(arg));
+            (shown, base.join(arg))
+        };
+        let covered = self.watcher.covers(&seen);
+        let (watch_id, key) = match covered {
+            Some((id, key)) => (Some(id), key),
+            None if rec.name_rules != 0 => (None, None),
+            None => {
+                if Path::new(&seen).exists() {
+                    // The name filter matched but the file is not watched.
+                    return None;
+                }
+                self.metrics.unresolved_failed_opens.inc();
+                return None;
+            }
+        };
+        let key = key.unwrap_or(InodeKey {
+            dev: 0,
+            _pad: 0,
+            ino: 0,
+        });
+        let dev = if key.dev == 0 { 0 } else { st_dev(key.dev) };
+        Some((shown.to_string_lossy().into_owned(), dev, key.ino, watch_id))
+    }
+}
+
+/// Kernel maps the agent writes.
+struct KernelMaps {
+    watched: BpfHashMap<MapData, InodeKey, WatchEntry>,
+    names: BpfHashMap<MapData, NameKey, u32>,
+}
+
+impl KernelMaps {
+    /// Pushes a scan's new entries into the kernel. `initial`: the first
+    /// scan (summarised); later ones log each new directory.
+    fn apply(&mut self, delta: &crate::watch::ScanDelta, initial: bool) {
+        for (k, v) in &delta.entries {
+            if let Err(e) = self.watched.insert(k, v, 0) {
+                tracing::warn!("watch map insert failed: {e}");
+            }
+        }
+        for n in &delta.names {
+            let _ = self.names.insert(n, 1, 0);
+        }
+        if !initial {
+            for d in &delta.new_dirs {
+                tracing::info!("watching new directory {}", d.display());
+            }
+            for p in &delta.appeared {
+                tracing::info!("watching key path {}", p.display());
+            }
+        }
+        if delta.overflow > 0 {
+            tracing::warn!(
+                "watch map full: {} inodes not watched (at most {})",
+                delta.overflow,
+                crate::watch::MAX_WATCHED
+            );
+        }
+    }
+}
+
+/// Watches directories for files created or moved in (re-adding is a no-op).
+fn add_watches(mut watches: inotify::Watches, dirs: &[PathBuf]) {
+    use inotify::WatchMask;
+    for d in dirs {
+        let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ATTRIB;
+        if let Err(e) = watches.add(d, mask) {
+            tracing::warn!("inotify on {}: {e}", d.display());
+        }
+    }
+}
+
+/// Runs the sensor until SIGTERM/SIGINT.
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
+    check_privileges()?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    tracefs::ensure_mounted()?;
+    let kbtf = btf::KernelBtf::load()?;
+    let offsets = btf::kernel_offsets(&kbtf)?;
+    let metrics = Metrics::new()?;
+    let settings = SensorSettings {
+        self_pid: std::process::id(),
+        empty_programs: opts.empty_programs as u32,
+        wakeup_bytes: 256 * 1024,
+        _pad: 0,
+    };
+    let mut ebpf = loader::load(&offsets, &settings)?;
+    if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
+        tracing::debug!("no kernel log map: {e}");
+    }
+
+    // Policy into the kernel before the probes attach.
+    let mut pats: Array<MapData, NamePatterns> =
+        Array::try_from(ebpf.take_map("NAME_PATTERNS").context("map NAME_PATTERNS")?)?;
+    pats.set(0, name_patterns(&cfg)?, 0)?;
+    let mut maps = KernelMaps {
+        watched: BpfHashMap::try_from(ebpf.take_map("WATCHED").context("map WATCHED")?)?,
+        names: BpfHashMap::try_from(ebpf.take_map("WATCHED_NAMES").context("map WATCHED_NAMES")?)?,
+    };
+    let mut watcher = Watcher::new(cfg.key_path.iter().map(|k| k.path.clone()).collect());
+    let delta = watcher.scan();
+    maps.apply(&delta, true);
+    for m in watcher.missing() {
+        tracing::warn!("key path {} does not exist yet: it is watched once it appears", m.display());
+    }
+    metrics.watched_inodes.set(watcher.len() as i64);
+
+    let skip: Vec<&str> = if btf::has_io_uring(&offsets) {
+        vec![]
+    } else {
+        vec!["ks_iou_complete"]
+    };
+    loader::attach_all(&mut ebpf, &metrics, &skip)?;
+
+    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
+    // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
+    // so the fd stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }
+        .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {}", e))?;
+    let lost: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("LOST").context("map LOST")?)?;
+    let mut lost_seen = [0u64; KIND_SLOTS as usize];
+
+    let _server = if cfg.metrics.enabled {
+        Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?)
+    } else {
+        None
+    };
+    let outputs = Outputs::start(cfg.alerts.stdout, cfg.alerts.file.as_deref(), metrics.clone())?;
+    let inotify = inotify::Inotify::init().context("inotify")?;
+    add_watches(inotify.watches(), &watcher.inotify_dirs());
+    let mut inotify = inotify.into_event_stream([0u8; 4096])?;
+
+    // Attached first, then the snapshot: no process falls between them.
+    let mut pipe = Pipeline {
+        procs: ProcessTable::snapshot(),
+        watcher,
+        policy: Policy::from_config(&cfg),
+        outputs,
+        metrics: metrics.clone(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        clock: Clock::new(),
+    };
+    tracing::info!(
+        "ready: watching {} inodes under {} key paths, {} key-name rules, {} processes known",
+        pipe.watcher.len(),
+        cfg.key_path.len(),
+        cfg.key_name.len(),
+        pipe.procs.len()
+    );
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut slow_tick = tokio::time::interval(Duration::from_secs(30));
+    use futures_util::StreamExt;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    pipe.handle(&item);
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                let rb = ring.get_mut();
+                while let Some(item) = rb.next() {
+                    pipe.handle(&item);
+                }
+                update_lost(&lost, &mut lost_seen, &metrics);
+                metrics.process_table_entries.set(pipe.procs.len() as i64);
+            }
+            ev = inotify.next() => {
+                if ev.is_some() {
+                    rescan(&mut pipe, &mut maps, &metrics, inotify.watches());
+                }
+            }
+            _ = slow_tick.tick() => {
+                rescan(&mut pipe, &mut maps, &metrics, inotify.watches());
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    tracing::info!("stopping: detaching probes");
+    drop(ring);
+    drop(ebpf);
+    Ok(())
+}
+
+fn rescan(pipe: &mut Pipeline, maps: &mut KernelMaps, metrics: &Metrics, watches: inotify::Watches) {
+    let delta = pipe.watcher.scan();
+    if delta.entries.is_empty() && delta.appeared.is_empty() {
+        return;
+    }
+    maps.apply(&delta, false);
+    metrics.watched_inodes.set(pipe.watcher.len() as i64);
+    add_watches(watches, &pipe.watcher.inotify_dirs());
+}
+
+fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Metrics) {
+    for kind in EventKind::ALL {
+        let i = kind as u32;
+        let Ok(values) = lost.get(&i, 0) else { continue };
+        let total: u64 = values.iter().sum();
+        let prev = seen[i as usize];
+        if total > prev {
+            metrics
+                .events_lost
+                .with_label_values(&[kind.name()])
+                .inc_by(total - prev);
+            seen[i as usize] = total;
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Alerts: the JSON-lines schema (docs/alerts.md) and the outputs that
+//! write it. Outputs run in their own task behind a bounded queue: a slow
+//! output never blocks detection, and what it cannot take is counted.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProcessCtx {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: String,
+    /// Redacted command line.
+    pub cmdline: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Target {
+    File {
+        path: String,
+        /// st_dev encoding (as `stat -c %d`).
+        dev: u64,
+        inode: u64,
+    },
+    Process {
+        pid: u32,
+        comm: String,
+        exe: String,
+    },
+}
+
+/// Details of a key-file open.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OpenDetail {
+    /// "success" or "failed".
+    pub result: &'static str,
+    /// errno name for a failed attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<&'static str>,
+    /// "read", "write", "read-write" or "path" (O_PATH).
+    pub access: &'static str,
+    /// Syscall or io_uring.
+    pub via: &'static str,
+    /// The path as the process passed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// Why the file is a key: "key_path", "key_name".
+    pub matched: Vec<&'static str>,
+    /// The configured key_path that covers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_path: Option<String>,
+    /// The key_name rule(s) that matched.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub key_name: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Alert {
+    /// RFC 3339, UTC.
+    pub ts: String,
+    pub rule: &'static str,
+    pub severity: Severity,
+    pub score: u32,
+    /// MITRE ATT&CK technique id.
+    pub attack: &'static str,
+    pub host: String,
+    pub process: ProcessCtx,
+    pub target: Target,
+    pub incident: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open: Option<OpenDetail>,
+}
+
+/// Where alerts go.
+pub struct Outputs {
+    tx: mpsc::Sender<Arc<Alert>>,
+    metrics: Arc<Metrics>,
+}
+
+const QUEUE: usize = 4096;
+
+enum Sink {
+    Stdout,
+    File(PathBuf, std::fs::File),
+}
+
+impl Sink {
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::Stdout => "stdout",
+            Sink::File(..) => "file",
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(line)?;
+                out.flush()
+            }
+            Sink::File(_, f) => f.write_all(line),
+        }
+    }
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening alert file {}", path.display()))
+}
+
+impl Outputs {
+    /// Opens the configured outputs (errors now, not at the first alert).
+    pub fn start(stdout: bool, file: Option<&Path>, metrics: Arc<Metrics>) -> Result<Self> {
+        let mut sinks = Vec::new();
+        if stdout {
+            sinks.push(Sink::Stdout);
+        }
+        if let Some(path) = file {
+            sinks.push(Sink::File(path.to_path_buf(), open_append(path)?));
+        }
+        let (tx, mut rx) = mpsc::channel::<Arc<Alert>>(QUEUE);
+        let m = metrics.clone();
+        // Blocking writes live on their own thread.
+        std::thread::Builder::new()
+            .name("keysentry-out".into())
+            .spawn(move || {
+                while let Some(alert) = rx.blocking_recv() {
+                    let mut line = match serde_json::to_vec(&*alert) {
+                        Ok(l) => l,
+                        Err(_) => continue,
+                    };
+                    line.push(b'\n');
+                    for sink in sinks.iter_mut() {
+                        if let Err(e) = sink.write(&line) {
+                            m.output_dropped.with_label_values(&[sink.name()]).inc();
+                            if let Sink::File(p, _) = sink {
+                                tracing::warn!("alert file {}: {e}", p.display());
+                            }
+                        }
+                    }
+                }
+            })
+            .context("starting output thread")?;
+        Ok(Self { tx, metrics })
+    }
+
+    pub fn send(&self, alert: Alert) {
+        self.metrics
+            .alerts
+            .with_label_values(&[alert.rule, alert.severity.as_str()])
+            .inc();
+        if self.tx.try_send(Arc::new(alert)).is_err() {
+            self.metrics.output_dropped.with_label_values(&["queue"]).inc();
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp of a wall-clock time in ns since the epoch.
+pub fn rfc3339(epoch_ns: i128) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(epoch_ns)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_500_000_000), "1970-01-01T00:00:01.5Z");
+    }
+
+    #[test]
+    fn schema_fields() {
+        let a = Alert {
+            ts: rfc3339(0),
+            rule: "key-file-open",
+            severity: Severity::High,
+            score: 70,
+            attack: "T1552.004",
+            host: "h".into(),
+            process: ProcessCtx {
+                pid: 1,
+                ppid: 0,
+                uid: 0,
+                comm: "cat".into(),
+                exe: "/usr/bin/cat".into(),
+                cmdline: "cat k".into(),
+            },
+            target: Target::File {
+                path: "/k".into(),
+                dev: 2049,
+                inode: 12,
+            },
+            incident: "i".into(),
+            message: "m".into(),
+            open: None,
+        };
+        let v: serde_json::Value = serde_json::to_value(&a).unwrap();
+        for f in ["ts", "rule", "severity", "score", "attack", "host", "process", "target", "incident", "message"] {
+            assert!(v.get(f).is_some(), "{f}");
+        }
+        assert_eq!(v["target"]["inode"], 12);
+        assert_eq!(v["severity"], "high");
+    }
+}

@@ -1,0 +1,341 @@
+//! Decoding of ring-buffer records into owned events. Defensive: the header
+//! is checked first, then the length for its kind; anything else is an error
+//! that the caller counts and skips.
+
+use sensor_common::{
+    COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, OpenEvent,
+    PATH_COMPLETE, PATH_TRUNCATED,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than a header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind:?} record has {got} bytes, expected {want}")]
+    BadSize { kind: EventKind, got: usize, want: usize },
+}
+
+impl DecodeError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Short(_) => "short",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::BadSize { .. } => "bad_size",
+        }
+    }
+}
+
+/// Who did it, as the kernel saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub ts_boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRecord {
+    pub task: Task,
+    pub failed: bool,
+    pub ret: i64,
+    pub dev: u32,
+    pub ino: u64,
+    pub mode: u32,
+    pub flags: u32,
+    pub dfd: i32,
+    pub source: u32,
+    pub matched: u32,
+    pub watch_id: u32,
+    pub name_rules: u32,
+    /// The path argument as passed, if read.
+    pub arg: Option<String>,
+    /// Path rebuilt from the dentry (success only).
+    pub path: Option<String>,
+    pub path_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exec {
+        task: Task,
+        ppid: u32,
+        start_ns: u64,
+        /// Arguments (NUL separated in the kernel).
+        argv: Vec<String>,
+        exe: Option<String>,
+    },
+    Fork {
+        parent: Task,
+        child_pid: u32,
+        child_start_ns: u64,
+    },
+    Exit {
+        task: Task,
+        exit_code: u32,
+    },
+    Open(OpenRecord),
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Exec { .. } => EventKind::Exec,
+            Event::Fork { .. } => EventKind::Fork,
+            Event::Exit { .. } => EventKind::Exit,
+            Event::Open(o) if o.failed => EventKind::KeyOpenFailed,
+            Event::Open(_) => EventKind::KeyOpen,
+        }
+    }
+}
+
+fn read<T: Copy>(buf: &[u8]) -> T {
+    assert!(buf.len() >= size_of::<T>());
+    // SAFETY: length checked; T is a plain repr(C) record valid for any bits.
+    unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const T) }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn task(h: &Header) -> Task {
+    Task {
+        ts_boot_ns: h.ts_boot_ns,
+        pid: h.pid,
+        tid: h.tid,
+        uid: h.uid,
+        gid: h.gid,
+        cgroup_id: h.cgroup_id,
+        comm: cstr(&h.comm[..COMM_LEN]),
+    }
+}
+
+/// Turns a kernel path (components leaf first, each followed by '/') into
+/// an absolute path. Returns (path, truncated).
+pub fn kpath(p: &KPath) -> Option<(String, bool)> {
+    let len = (p.len as usize).min(p.buf.len());
+    if len == 0 && p.flags & PATH_COMPLETE == 0 {
+        return None;
+    }
+    let comps: Vec<&[u8]> = p.buf[..len]
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let mut out = String::with_capacity(len + 1);
+    for c in comps.iter().rev() {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(c));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some((out, p.flags & PATH_TRUNCATED != 0))
+}
+
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    if buf.len() < size_of::<Header>() {
+        return Err(DecodeError::Short(buf.len()));
+    }
+    let h: Header = read(buf);
+    let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let want = kind.record_size();
+    if h.size as usize != want || buf.len() < want {
+        return Err(DecodeError::BadSize {
+            kind,
+            got: buf.len().min(h.size as usize),
+            want,
+        });
+    }
+    Ok(match kind {
+        EventKind::Exec => {
+            let e: ExecEvent = read(buf);
+            let n = (e.cmdline_len as usize).min(e.cmdline.len());
+            let argv = e.cmdline[..n]
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Event::Exec {
+                task: task(&e.hdr),
+                ppid: e.ppid,
+                start_ns: e.start_ns,
+                argv,
+                exe: kpath(&e.exe).map(|(p, _)| p),
+            }
+        }
+        EventKind::Fork => {
+            let e: ForkEvent = read(buf);
+            Event::Fork {
+                parent: task(&e.hdr),
+                child_pid: e.child_pid,
+                child_start_ns: e.child_start_ns,
+            }
+        }
+        EventKind::Exit => {
+            let e: ExitEvent = read(buf);
+            Event::Exit {
+                task: task(&e.hdr),
+                exit_code: e.exit_code,
+            }
+        }
+        EventKind::KeyOpen | EventKind::KeyOpenFailed => {
+            let e: OpenEvent = read(buf);
+            let n = (e.arg_len as usize).min(e.arg.len());
+            let arg = (n > 0).then(|| cstr(&e.arg[..n]));
+            let failed = kind == EventKind::KeyOpenFailed;
+            let (path, path_truncated) = if failed {
+                (None, false)
+            } else {
+                match kpath(&e.path) {
+                    Some((p, t)) => (Some(p), t),
+                    None => (None, false),
+                }
+            };
+            Event::Open(OpenRecord {
+                task: task(&e.hdr),
+                failed,
+                ret: e.ret,
+                dev: e.dev,
+                ino: e.ino,
+                mode: e.mode,
+                flags: e.flags,
+                dfd: e.dfd,
+                source: e.source,
+                matched: e.matched,
+                watch_id: e.watch_id,
+                name_rules: e.name_rules,
+                arg,
+                path,
+                path_truncated,
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use sensor_common::{MATCH_INODE, PATH_BUF, SRC_OPENAT};
+
+    pub fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) value.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    pub fn header(kind: EventKind, pid: u32) -> Header {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"test");
+        Header {
+            kind: kind as u32,
+            size: kind.record_size() as u32,
+            ts_boot_ns: 5,
+            pid,
+            tid: pid,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 1,
+            comm,
+        }
+    }
+
+    pub fn kpath_of(path: &str) -> KPath {
+        let mut p = KPath {
+            len: 0,
+            flags: PATH_COMPLETE,
+            buf: [0; PATH_BUF],
+        };
+        let mut pos = 0;
+        for c in path.split('/').filter(|c| !c.is_empty()).rev() {
+            p.buf[pos..pos + c.len()].copy_from_slice(c.as_bytes());
+            pos += c.len();
+            p.buf[pos] = b'/';
+            pos += 1;
+        }
+        p.len = pos as u32;
+        p
+    }
+
+    pub fn open_event(pid: u32, path: &str, ino: u64) -> OpenEvent {
+        // SAFETY: all-zero is valid for this plain record.
+        let mut e: OpenEvent = unsafe { std::mem::zeroed() };
+        e.hdr = header(EventKind::KeyOpen, pid);
+        e.ret = 3;
+        e.ino = ino;
+        e.dev = (8 << 20) | 1;
+        e.mode = 0o100600;
+        e.source = SRC_OPENAT;
+        e.matched = MATCH_INODE;
+        e.path = kpath_of(path);
+        e.arg[..path.len()].copy_from_slice(path.as_bytes());
+        e.arg_len = path.len() as u32;
+        e
+    }
+
+    #[test]
+    fn open_round_trip() {
+        let e = open_event(42, "/etc/ssl/private/server.key", 77);
+        let Event::Open(o) = decode(&bytes_of(&e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(o.task.pid, 42);
+        assert_eq!(o.task.comm, "test");
+        assert_eq!(o.ino, 77);
+        assert_eq!(o.path.as_deref(), Some("/etc/ssl/private/server.key"));
+        assert_eq!(o.arg.as_deref(), Some("/etc/ssl/private/server.key"));
+        assert!(!o.failed);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let mut h = header(EventKind::Exit, 1);
+        h.kind = 999;
+        let mut b = bytes_of(&h);
+        b.resize(200, 0);
+        assert_eq!(decode(&b), Err(DecodeError::UnknownKind(999)));
+        let e = open_event(1, "/x", 1);
+        let b = bytes_of(&e);
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(DecodeError::BadSize { .. })
+        ));
+        let mut h = header(EventKind::Exit, 1);
+        h.size = 3;
+        let mut b = bytes_of(&h);
+        b.resize(64, 0);
+        assert!(matches!(decode(&b), Err(DecodeError::BadSize { .. })));
+    }
+
+    #[test]
+    fn exec_argv() {
+        // SAFETY: all-zero is valid for this plain record.
+        let mut e: ExecEvent = unsafe { std::mem::zeroed() };
+        e.hdr = header(EventKind::Exec, 9);
+        let cmd = b"cat\0/etc/shadow\0";
+        e.cmdline[..cmd.len()].copy_from_slice(cmd);
+        e.cmdline_len = cmd.len() as u32;
+        e.exe = kpath_of("/usr/bin/cat");
+        let Event::Exec { argv, exe, .. } = decode(&bytes_of(&e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(argv, vec!["cat", "/etc/shadow"]);
+        assert_eq!(exe.as_deref(), Some("/usr/bin/cat"));
+    }
+
+    #[test]
+    fn kpath_root_and_truncation() {
+        let mut p = kpath_of("/");
+        assert_eq!(kpath(&p), Some(("/".to_string(), false)));
+        p.flags = PATH_TRUNCATED;
+        p.len = 0;
+        assert_eq!(kpath(&p), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! keysentry's user-space agent. Stages, in the order an event flows:
+//! `loader` (load + attach) -> `agent` (ring buffer, event loop) ->
+//! `decode` -> `proctab` (enrich) -> `detect` (rules) -> `alert` / `metrics`
+//! (outputs). `config`, `watch`, `btf` and `tracefs` prepare the kernel side.
+
+pub mod agent;
+pub mod alert;
+pub mod btf;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod loader;
+pub mod metrics;
+pub mod proctab;
+pub mod redact;
+pub mod tracefs;
+pub mod watch;

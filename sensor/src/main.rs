@@ -1,0 +1,106 @@
+//! `keysentry`: command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use sensor::{agent, config::Config};
+
+#[derive(Parser)]
+#[command(name = "keysentry", version, about = "eBPF sensor for hosts that hold signing keys")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the sensor (as root) until SIGTERM or SIGINT.
+    Run {
+        /// Config file (default: the embedded default config).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Daemon log format on stderr.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+        /// Benchmarks only: attach every program but make each return at once.
+        #[arg(long, hide = true)]
+        bench_empty_programs: bool,
+    },
+    /// Validate a config file: exit 0 when valid, 2 naming the bad field.
+    CheckConfig { file: PathBuf },
+    /// Print the embedded default config.
+    DefaultConfig,
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYSENTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::DefaultConfig => {
+            print!("{}", sensor::config::DEFAULT_CONFIG);
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("keysentry: invalid config: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run {
+            config,
+            log_format,
+            bench_empty_programs,
+        } => {
+            let cfg = match &config {
+                Some(path) => Config::load(path),
+                None => Ok(Config::default_config()),
+            };
+            let cfg = match cfg {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("keysentry: invalid config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = agent::check_privileges() {
+                eprintln!("keysentry: {e}");
+                return ExitCode::from(1);
+            }
+            init_logs(&log_format);
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("keysentry: starting runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let opts = agent::RunOptions {
+                empty_programs: bench_empty_programs,
+            };
+            match rt.block_on(agent::run(cfg, opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("keysentry: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Prometheus metrics (prometheus crate) and their HTTP endpoint (hyper).
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sensor_common::EventKind;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub events_lost: IntCounterVec,
+    pub events_malformed: IntCounterVec,
+    pub alerts: IntCounterVec,
+    pub probe_attached: IntGaugeVec,
+    pub process_table_entries: IntGauge,
+    pub watched_inodes: IntGauge,
+    pub output_dropped: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub unresolved_failed_opens: IntCounter,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Self>> {
+        let r = Registry::new();
+        let events = counter_vec(&r, "keysentry_events_total", "Kernel events received, by kind.", &["kind"])?;
+        let events_lost = counter_vec(
+            &r,
+            "keysentry_events_lost_total",
+            "Kernel events dropped because the ring buffer was full, by kind.",
+            &["kind"],
+        )?;
+        let events_malformed = counter_vec(
+            &r,
+            "keysentry_events_malformed_total",
+            "Ring-buffer records that failed to decode and were skipped.",
+            &["reason"],
+        )?;
+        let alerts = counter_vec(&r, "keysentry_alerts_total", "Alerts raised.", &["rule", "severity"])?;
+        let output_dropped = counter_vec(
+            &r,
+            "keysentry_output_dropped_total",
+            "Alerts an output could not take (queue full or write error).",
+            &["output"],
+        )?;
+        let probe_attached = IntGaugeVec::new(
+            Opts::new("keysentry_probe_attached", "1 when the probe is attached, 0 when not."),
+            &["probe"],
+        )?;
+        r.register(Box::new(probe_attached.clone()))?;
+        let process_table_entries =
+            IntGauge::new("keysentry_process_table_entries", "Processes in the process table.")?;
+        r.register(Box::new(process_table_entries.clone()))?;
+        let watched_inodes = IntGauge::new(
+            "keysentry_watched_inodes",
+            "Files and directories in the kernel's watch map.",
+        )?;
+        r.register(Box::new(watched_inodes.clone()))?;
+        let unresolved_failed_opens = IntCounter::new(
+            "keysentry_failed_opens_unresolved_total",
+            "Failed opens reported by the kernel that user space could not resolve to a file.",
+        )?;
+        r.register(Box::new(unresolved_failed_opens.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("keysentry_build_info", "Version of keysentry and the running kernel."),
+            &["version", "kernel"],
+        )?;
+        r.register(Box::new(build_info.clone()))?;
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), kernel.as_str()])
+            .set(1);
+        // Known label sets start at zero so dashboards see them.
+        for k in EventKind::ALL {
+            events.with_label_values(&[k.name()]);
+            events_lost.with_label_values(&[k.name()]);
+        }
+        Ok(Arc::new(Self {
+            registry: r,
+            events,
+            events_lost,
+            events_malformed,
+            alerts,
+            probe_attached,
+            process_table_entries,
+            watched_inodes,
+            output_dropped,
+            build_info,
+            unresolved_failed_opens,
+        }))
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+/// Binds the listener (so a bad address fails at start) and serves
+/// /metrics on it in the background.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics listener {addr}"))?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, Infallible>(handle(&req, &metrics)) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    }))
+}
+
+fn handle(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if req.uri().path() != "/metrics" {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(b"not found; try /metrics\n")))
+            .unwrap_or_default();
+    }
+    Response::builder()
+        .header("content-type", prometheus::TEXT_FORMAT)
+        .body(Full::new(Bytes::from(metrics.render())))
+        .unwrap_or_default()
+}

@@ -1,0 +1,212 @@
+//! The process table: what user space knows of each process, seeded from
+//! /proc at start and kept current by the kernel's exec/fork/exit events.
+//! Enrichment of every event goes through `ProcessTable::get`.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::decode::Task;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    /// Real executable path (the kernel's mm->exe_file, or /proc/<pid>/exe).
+    pub exe: String,
+    pub argv: Vec<String>,
+    /// Start time, ns since boot.
+    pub start_ns: u64,
+    pub cgroup_id: u64,
+}
+
+/// How long an exited process stays in the table for late lookups.
+const EXITED_KEEP: usize = 4096;
+
+#[derive(Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, ProcInfo>,
+    exited: VecDeque<(u32, u64)>,
+}
+
+impl ProcessTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Seeds the table from /proc.
+    pub fn snapshot() -> Self {
+        let mut t = Self::new();
+        if let Ok(all) = procfs::process::all_processes() {
+            for p in all.flatten() {
+                if let Some(info) = read_proc(&p) {
+                    t.procs.insert(info.pid, info);
+                }
+            }
+        }
+        t
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<&ProcInfo> {
+        self.procs.get(&pid)
+    }
+
+    /// The process, from the table, else from /proc, else from what the
+    /// kernel record says.
+    pub fn resolve(&mut self, task: &Task) -> ProcInfo {
+        if let Some(p) = self.procs.get(&task.pid) {
+            let mut p = p.clone();
+            p.uid = task.uid;
+            return p;
+        }
+        if let Some(p) = procfs::process::Process::new(task.pid as i32)
+            .ok()
+            .and_then(|p| read_proc(&p))
+        {
+            self.procs.insert(p.pid, p.clone());
+            return p;
+        }
+        ProcInfo {
+            pid: task.pid,
+            ppid: 0,
+            uid: task.uid,
+            comm: task.comm.clone(),
+            exe: String::new(),
+            argv: Vec::new(),
+            start_ns: 0,
+            cgroup_id: task.cgroup_id,
+        }
+    }
+
+    pub fn exec(&mut self, task: &Task, ppid: u32, start_ns: u64, argv: Vec<String>, exe: Option<String>) {
+        let exe = exe.unwrap_or_default();
+        self.procs.insert(
+            task.pid,
+            ProcInfo {
+                pid: task.pid,
+                ppid,
+                uid: task.uid,
+                comm: task.comm.clone(),
+                exe,
+                argv,
+                start_ns,
+                cgroup_id: task.cgroup_id,
+            },
+        );
+    }
+
+    pub fn fork(&mut self, parent: &Task, child_pid: u32, child_start_ns: u64) {
+        let base = self.procs.get(&parent.pid).cloned();
+        let child = match base {
+            Some(p) => ProcInfo {
+                pid: child_pid,
+                ppid: parent.pid,
+                start_ns: child_start_ns,
+                ..p
+            },
+            None => ProcInfo {
+                pid: child_pid,
+                ppid: parent.pid,
+                uid: parent.uid,
+                comm: parent.comm.clone(),
+                exe: String::new(),
+                argv: Vec::new(),
+                start_ns: child_start_ns,
+                cgroup_id: parent.cgroup_id,
+            },
+        };
+        self.procs.insert(child_pid, child);
+    }
+
+    /// Marks a process exited; it is dropped after EXITED_KEEP later exits,
+    /// so events already queued behind its exit still find it.
+    pub fn exit(&mut self, pid: u32) {
+        let start = self.procs.get(&pid).map(|p| p.start_ns).unwrap_or(0);
+        self.exited.push_back((pid, start));
+        while self.exited.len() > EXITED_KEEP {
+            if let Some((old, start)) = self.exited.pop_front() {
+                // Only drop it if the pid was not reused meanwhile.
+                if self.procs.get(&old).is_some_and(|p| p.start_ns == start) {
+                    self.procs.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+fn read_proc(p: &procfs::process::Process) -> Option<ProcInfo> {
+    let stat = p.stat().ok()?;
+    let tps = procfs::ticks_per_second().max(1);
+    Some(ProcInfo {
+        pid: stat.pid as u32,
+        ppid: stat.ppid as u32,
+        uid: p.uid().unwrap_or(u32::MAX),
+        comm: stat.comm.clone(),
+        exe: p
+            .exe()
+            .map(|e| e.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        argv: p.cmdline().unwrap_or_default(),
+        start_ns: stat.starttime.saturating_mul(1_000_000_000 / tps),
+        cgroup_id: cgroup_id(stat.pid).unwrap_or(0),
+    })
+}
+
+/// cgroup v2 id of a process: the inode of its cgroup directory.
+fn cgroup_id(pid: i32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    std::fs::metadata(format!("/sys/fs/cgroup{path}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(pid: u32) -> Task {
+        Task {
+            ts_boot_ns: 0,
+            pid,
+            tid: pid,
+            uid: 7,
+            gid: 7,
+            cgroup_id: 3,
+            comm: "sh".into(),
+        }
+    }
+
+    #[test]
+    fn exec_fork_exit() {
+        let mut t = ProcessTable::new();
+        t.exec(&task(10), 1, 100, vec!["sh".into()], Some("/usr/bin/sh".into()));
+        t.fork(&task(10), 11, 200);
+        let c = t.get(11).unwrap();
+        assert_eq!((c.ppid, c.exe.as_str(), c.start_ns), (10, "/usr/bin/sh", 200));
+        t.exit(11);
+        assert!(t.get(11).is_some(), "kept for late events");
+        for pid in 1000..1000 + EXITED_KEEP as u32 + 1 {
+            t.exit(pid);
+        }
+        assert!(t.get(11).is_none());
+        assert!(t.get(10).is_some());
+    }
+
+    #[test]
+    fn snapshot_sees_self() {
+        let t = ProcessTable::snapshot();
+        let me = t.get(std::process::id()).expect("own pid in snapshot");
+        assert!(me.exe.len() > 1);
+        assert!(me.start_ns > 0);
+    }
+}

@@ -1,0 +1,161 @@
+//! ks-bench: what keysentry costs the workload, measured the way
+//! ../shared/guides/performance.md does: openat+close of an unwatched file
+//! and of a watched key file, pinned to one CPU, with no sensor, with the
+//! sensor's programs attached but returning at once (the hook floor), and
+//! with the real sensor. Rounds are interleaved; medians are reported.
+//!
+//! usage: ks-bench KEYSENTRY_BIN [ROUNDS]
+
+use std::{
+    ffi::CString,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Instant,
+};
+
+const UNWATCHED_OPS: u32 = 200_000;
+const WATCHED_OPS: u32 = 50_000;
+
+fn pin(cpu: usize) {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// ns per openat+close of `path`.
+fn open_close(path: &Path, ops: u32) -> f64 {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // Warm up.
+    for _ in 0..1000 {
+        unsafe { libc::close(libc::openat(libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY)) };
+    }
+    let t = Instant::now();
+    for _ in 0..ops {
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY) };
+        assert!(fd >= 0);
+        unsafe { libc::close(fd) };
+    }
+    t.elapsed().as_nanos() as f64 / ops as f64
+}
+
+struct Sensor(Child);
+
+impl Sensor {
+    fn start(bin: &str, cfg: &Path, empty: bool) -> Sensor {
+        let mut cmd = Command::new(bin);
+        cmd.args(["run", "--config"]).arg(cfg);
+        if empty {
+            cmd.arg("--bench-empty-programs");
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("KEYSENTRY_LOG", "info")
+            .spawn()
+            .expect("spawn keysentry");
+        let err = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(err).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("ready") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("keysentry did not start"),
+            }
+        }
+        // Keep draining stderr so the sensor never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        // Keep the sensor off the measured CPU.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(child.id() as i32, size_of::<libc::cpu_set_t>(), &set);
+        }
+        Sensor(child)
+    }
+
+    fn metrics(port: u16) -> String {
+        ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()
+            .and_then(|r| r.into_body().read_to_string().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bin = args.get(1).expect("usage: ks-bench KEYSENTRY_BIN [ROUNDS]").clone();
+    let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
+    let dir = std::env::temp_dir().join(format!("ks-bench-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let key = dir.join("keys/bench.key");
+    let plain = dir.join("plain.txt");
+    std::fs::write(&key, b"k").unwrap();
+    std::fs::write(&plain, b"p").unwrap();
+    let port = 19979;
+    let cfg = dir.join("bench.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nstdout = true\n[[key_path]]\npath = \"{}\"\n[[key_name]]\nsuffix = \".p12\"\n[[key_name]]\nprefix = \"id_\"\nexclude = [\"*.pub\"]\n",
+            dir.join("keys").display()
+        ),
+    )
+    .unwrap();
+    pin(1);
+    let modes = ["none", "empty", "full"];
+    let mut unwatched: Vec<Vec<f64>> = vec![vec![]; 3];
+    let mut watched: Vec<Vec<f64>> = vec![vec![]; 3];
+    let mut lost = String::new();
+    for _ in 0..rounds {
+        for (i, mode) in modes.iter().enumerate() {
+            let sensor = match *mode {
+                "none" => None,
+                m => Some(Sensor::start(&bin, &cfg, m == "empty")),
+            };
+            unwatched[i].push(open_close(&plain, UNWATCHED_OPS));
+            watched[i].push(open_close(&key, WATCHED_OPS));
+            if *mode == "full" {
+                lost = Sensor::metrics(port)
+                    .lines()
+                    .filter(|l| l.starts_with("keysentry_events_lost_total") || l.starts_with("keysentry_events_total{kind=\"key_open\"}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+            drop(sensor);
+        }
+    }
+    let u: Vec<f64> = unwatched.iter_mut().map(|v| median(v)).collect();
+    let w: Vec<f64> = watched.iter_mut().map(|v| median(v)).collect();
+    println!("keysentry bench: openat+close, ns/op, median of {rounds} interleaved rounds, pinned to CPU 1");
+    println!("{:<28}{:>10}{:>16}{:>14}", "", "none", "empty programs", "keysentry");
+    println!("{:<28}{:>10.0}{:>16.0}{:>14.0}", "unwatched file", u[0], u[1], u[2]);
+    println!("{:<28}{:>10.0}{:>16.0}{:>14.0}", "watched key file", w[0], w[1], w[2]);
+    let floor = u[1] - u[0];
+    let added = u[2] - u[0];
+    println!(
+        "unwatched: keysentry adds {added:.0} ns, the empty hooks {floor:.0} ns: ratio {:.2} (goal <= 1.5)",
+        if floor > 0.0 { added / floor } else { f64::NAN }
+    );
+    println!(
+        "watched key open: keysentry adds {:.0} ns (goal <= 2000; bpftrace 12800, auditd 56000)",
+        w[2] - w[0]
+    );
+    println!("last full round: {lost}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

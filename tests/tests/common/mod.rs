@@ -1,0 +1,220 @@
+//! Harness: starts the real `keysentry` binary with a test config, reads its
+//! JSON alerts from stdout and its log from stderr, and waits on events
+//! (alerts, log lines) with deadlines, never on fixed sleeps.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    os::unix::{fs::MetadataExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn keysentry_bin() -> PathBuf {
+    PathBuf::from(std::env::var("KEYSENTRY_BIN").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/keysentry").to_string()
+    }))
+}
+
+pub fn actor_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ks-actor"))
+}
+
+/// Fails the test unless it runs as root (the suite needs it; `cargo xtask
+/// test` checks this up front).
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "integration tests load eBPF programs and must run as root (cargo xtask test)"
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub struct Sensor {
+    child: Child,
+    alerts: Receiver<Value>,
+    logs: Receiver<String>,
+    pub metrics_port: u16,
+}
+
+impl Sensor {
+    /// Starts keysentry with `[metrics]`/`[alerts]` set for the test and
+    /// `body` as the rest of the config; returns once it logs "ready".
+    pub fn start(dir: &Path, body: &str) -> Sensor {
+        require_root();
+        let port = free_port();
+        let cfg = dir.join("keysentry.toml");
+        std::fs::write(
+            &cfg,
+            format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nstdout = true\n\n{body}"),
+        )
+        .unwrap();
+        let mut child = Command::new(keysentry_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("KEYSENTRY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keysentry");
+        let (atx, alerts) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if atx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("keysentry printed a non-JSON line on stdout ({e}): {line}"),
+                }
+            }
+        });
+        let (ltx, logs) = channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[keysentry] {line}");
+                let _ = ltx.send(line);
+            }
+        });
+        let mut s = Sensor {
+            child,
+            alerts,
+            logs,
+            metrics_port: port,
+        };
+        s.wait_log("ready");
+        s
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub fn wait_log(&mut self, needle: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.logs.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => panic!("no log line with {needle:?} within {DEADLINE:?}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    let st = self.child.wait().ok();
+                    panic!("keysentry exited ({st:?}) before logging {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// Alerts received until (not including) the first alert about
+    /// `marker`, a watched key file the test opens itself as a barrier:
+    /// every event the kernel queued before it has then been processed.
+    pub fn alerts_until_marker(&mut self, marker: &Path) -> Vec<Value> {
+        let ino = std::fs::metadata(marker).unwrap().ino();
+        let st = Command::new(actor_bin())
+            .arg("open")
+            .arg(marker)
+            .status()
+            .unwrap();
+        assert!(st.success(), "marker open failed");
+        let end = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.alerts.recv_timeout(left) {
+                Ok(a) if a["target"]["inode"] == ino => return seen,
+                Ok(a) => seen.push(a),
+                Err(e) => panic!("marker alert for {} not seen ({e:?}); got {seen:#?}", marker.display()),
+            }
+        }
+    }
+
+    /// GET /metrics over real HTTP.
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        ureq::get(&url)
+            .call()
+            .expect("GET /metrics")
+            .into_body()
+            .read_to_string()
+            .expect("metrics body")
+    }
+
+    /// Value of one sample, e.g. `keysentry_events_total{kind="key_open"}`.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.trim().parse().ok())
+        })
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(mut self) -> ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        self.child.wait().expect("wait keysentry")
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+/// Runs ks-actor with `args` (optionally as `uid`, in `cwd`) and returns
+/// (pid, exit status).
+pub fn actor(args: &[&str], cwd: Option<&Path>, uid: Option<u32>) -> (u32, ExitStatus) {
+    let mut c = Command::new(actor_bin());
+    c.args(args);
+    if let Some(d) = cwd {
+        c.current_dir(d);
+    }
+    if let Some(u) = uid {
+        c.uid(u).gid(u);
+    }
+    let mut child = c.spawn().expect("spawn ks-actor");
+    let pid = child.id();
+    (pid, child.wait().unwrap())
+}
+
+pub fn ino(p: &Path) -> u64 {
+    std::fs::metadata(p).unwrap().ino()
+}
+
+/// The alerts of `rule` by process `pid`.
+pub fn by_pid<'a>(alerts: &'a [Value], rule: &str, pid: u32) -> Vec<&'a Value> {
+    alerts
+        .iter()
+        .filter(|a| a["rule"] == rule && a["process"]["pid"] == pid)
+        .collect()
+}
+
+/// A world-traversable temporary directory (the tests also act as nobody).
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new().prefix("keysentry-test-").tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}

@@ -1,0 +1,257 @@
+//! key-file-open: real opens of real files against the real sensor.
+
+mod common;
+
+use std::{
+    os::unix::fs::{PermissionsExt, symlink},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use common::*;
+
+const RULE: &str = "key-file-open";
+
+struct Keys {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    keydir: PathBuf,
+    secret: PathBuf,
+    marker: PathBuf,
+}
+
+/// A key directory with a secret and a marker key, and an unwatched area.
+fn keys() -> Keys {
+    let tmp = tempdir();
+    let root = tmp.path().to_path_buf();
+    let keydir = root.join("keys");
+    std::fs::create_dir(&keydir).unwrap();
+    std::fs::set_permissions(&keydir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = keydir.join("signing.secret");
+    std::fs::write(&secret, b"not really a key").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let marker = keydir.join("zz-marker");
+    std::fs::write(&marker, b"marker").unwrap();
+    std::fs::create_dir(root.join("elsewhere")).unwrap();
+    Keys {
+        _tmp: tmp,
+        root,
+        keydir,
+        secret,
+        marker,
+    }
+}
+
+fn config(k: &Keys, extra: &str) -> String {
+    format!(
+        "[[key_path]]\npath = \"{}\"\n\n[[key_name]]\nsuffix = \".p12\"\n\n{extra}",
+        k.keydir.display()
+    )
+}
+
+fn one_alert(alerts: &[serde_json::Value], pid: u32, file: &Path, how: &str) -> serde_json::Value {
+    let mine = by_pid(alerts, RULE, pid);
+    assert_eq!(mine.len(), 1, "{how}: expected exactly one alert for pid {pid}, got {alerts:#?}");
+    let a = mine[0].clone();
+    assert_eq!(a["target"]["inode"], ino(file), "{how}: inode");
+    assert_eq!(a["attack"], "T1552.004");
+    assert_eq!(a["open"]["result"], "success", "{how}");
+    assert!(a["ts"].as_str().unwrap().ends_with('Z'));
+    a
+}
+
+#[test]
+fn every_name_of_a_key_gives_exactly_one_alert() {
+    let k = keys();
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let secret = k.secret.to_str().unwrap();
+
+    let (abs, st) = actor(&["open", secret], None, None);
+    assert!(st.success());
+    let (rel, st) = actor(&["open", "signing.secret"], Some(&k.keydir), None);
+    assert!(st.success());
+    let (rel_up, st) = actor(&["open", "../keys/./signing.secret"], Some(&k.root.join("elsewhere")), None);
+    assert!(st.success());
+    let link = k.root.join("elsewhere/innocent-link");
+    symlink(&k.secret, &link).unwrap();
+    let (via_link, st) = actor(&["open", link.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let hard = k.root.join("elsewhere/hardlink");
+    std::fs::hard_link(&k.secret, &hard).unwrap();
+    let (via_hard, st) = actor(&["open", hard.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let (via_dirfd, st) = actor(&["openat", k.keydir.to_str().unwrap(), "signing.secret"], None, None);
+    assert!(st.success());
+    let (reopen, st) = actor(&["opath-reopen", secret], None, None);
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&k.marker);
+    let a = one_alert(&alerts, abs, &k.secret, "absolute path");
+    assert_eq!(a["target"]["path"], secret);
+    assert_eq!(a["open"]["arg"], secret);
+    assert_eq!(a["open"]["access"], "read");
+    assert_eq!(a["open"]["key_path"], k.keydir.to_str().unwrap());
+    assert_eq!(a["process"]["exe"], actor_bin().canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(a["severity"], "high");
+    let a = one_alert(&alerts, rel, &k.secret, "relative path");
+    assert_eq!(a["target"]["path"], secret, "kernel path, not the argument");
+    assert_eq!(a["open"]["arg"], "signing.secret");
+    one_alert(&alerts, rel_up, &k.secret, "relative path with ..");
+    let a = one_alert(&alerts, via_link, &k.secret, "symlink");
+    assert_eq!(a["target"]["path"], secret);
+    let a = one_alert(&alerts, via_hard, &k.secret, "hardlink");
+    assert_eq!(a["target"]["path"], hard.to_str().unwrap());
+    one_alert(&alerts, via_dirfd, &k.secret, "openat on a dirfd");
+    // O_PATH grants no read: only the reopen is an access.
+    let a = one_alert(&alerts, reopen, &k.secret, "O_PATH reopened via /proc/self/fd");
+    assert_eq!(a["open"]["access"], "read");
+
+    let st = s.stop();
+    assert_eq!(st.code(), Some(0), "SIGTERM exits 0");
+}
+
+#[test]
+fn io_uring_open_bind_mount_and_files_created_later() {
+    let k = keys();
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let (uring, st) = actor(&["uring", k.secret.to_str().unwrap()], None, None);
+    assert!(st.success(), "io_uring open");
+
+    let bind = k.root.join("elsewhere/bind");
+    std::fs::create_dir(&bind).unwrap();
+    nix::mount::mount(Some(&k.keydir), &bind, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .expect("bind mount");
+    let (via_bind, st) = actor(&["open", bind.join("signing.secret").to_str().unwrap()], None, None);
+    nix::mount::umount(&bind).expect("umount");
+    assert!(st.success());
+
+    let later = k.keydir.join("created-after-start");
+    std::fs::write(&later, b"new key").unwrap();
+    let (new_file, st) = actor(&["open", later.to_str().unwrap()], None, None);
+    assert!(st.success());
+
+    let sub = k.keydir.join("sub/deeper");
+    std::fs::create_dir_all(&sub).unwrap();
+    let nested = sub.join("nested.secret");
+    std::fs::write(&nested, b"k").unwrap();
+    // The new directories are picked up by inotify; the sensor logs it.
+    s.wait_log(&format!("watching new directory {}", sub.display()));
+    let (in_new_dir, st) = actor(&["open", nested.to_str().unwrap()], None, None);
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&k.marker);
+    let a = one_alert(&alerts, uring, &k.secret, "io_uring");
+    assert_eq!(a["open"]["via"], "io_uring");
+    one_alert(&alerts, via_bind, &k.secret, "bind mount");
+    one_alert(&alerts, new_file, &later, "file created after start");
+    one_alert(&alerts, in_new_dir, &nested, "file in a directory created after start");
+}
+
+#[test]
+fn key_names_match_anywhere_and_unwatched_files_never_reach_user_space() {
+    let k = keys();
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let copied = k.root.join("elsewhere/copied.p12");
+    std::fs::write(&copied, b"pkcs12").unwrap();
+    let plain = k.root.join("elsewhere/notes.txt");
+    std::fs::write(&plain, b"hello").unwrap();
+    let before = s.metric("keysentry_events_total{kind=\"key_open\"}").unwrap();
+
+    let (by_name, st) = actor(&["open", copied.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let mut unwatched = Vec::new();
+    for _ in 0..3 {
+        let (pid, st) = actor(&["open", plain.to_str().unwrap()], None, None);
+        assert!(st.success());
+        unwatched.push(pid);
+    }
+    let alerts = s.alerts_until_marker(&k.marker);
+    let a = one_alert(&alerts, by_name, &copied, "key name pattern");
+    assert_eq!(a["open"]["matched"], serde_json::json!(["key_name"]));
+    assert_eq!(a["open"]["key_name"], serde_json::json!(["*.p12"]));
+    for pid in unwatched {
+        assert!(by_pid(&alerts, RULE, pid).is_empty());
+    }
+    // Only the .p12 and the marker reached user space.
+    let after = s.metric("keysentry_events_total{kind=\"key_open\"}").unwrap();
+    assert_eq!(after - before, 2.0, "kernel filtered the unwatched opens");
+}
+
+#[test]
+fn allowed_exe_gives_no_alert_but_a_renamed_copy_does() {
+    let k = keys();
+    let cat = Path::new("/usr/bin/cat");
+    let cfg = config(
+        &k,
+        &format!("[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n", cat.display(), k.keydir.display()),
+    );
+    let mut s = Sensor::start(&k.root, &cfg);
+    let allowed = Command::new(cat).arg(&k.secret).output().unwrap();
+    assert!(allowed.status.success());
+    let copy = k.root.join("elsewhere/cat");
+    std::fs::copy(cat, &copy).unwrap();
+    let mut c = Command::new(&copy)
+        .arg(&k.secret)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let copy_pid = c.id();
+    assert!(c.wait().unwrap().success());
+
+    let alerts = s.alerts_until_marker(&k.marker);
+    assert!(
+        !alerts.iter().any(|a| a["process"]["exe"] == "/usr/bin/cat"),
+        "allowed exe alerted: {alerts:#?}"
+    );
+    let a = one_alert(&alerts, copy_pid, &k.secret, "renamed copy of an allowed exe");
+    assert_eq!(a["process"]["exe"], copy.to_str().unwrap());
+}
+
+#[test]
+fn failed_open_is_reported_as_an_attempt() {
+    let k = keys();
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let (pid, st) = actor(&["open", k.secret.to_str().unwrap()], None, Some(65534));
+    assert_eq!(st.code(), Some(1), "EACCES expected as nobody");
+    let alerts = s.alerts_until_marker(&k.marker);
+    let mine = by_pid(&alerts, RULE, pid);
+    assert_eq!(mine.len(), 1, "{alerts:#?}");
+    let a = mine[0];
+    assert_eq!(a["open"]["result"], "failed");
+    assert_eq!(a["open"]["errno"], "EACCES");
+    assert_eq!(a["process"]["uid"], 65534);
+    assert_eq!(a["target"]["path"], k.secret.to_str().unwrap());
+    assert_eq!(a["target"]["inode"], ino(&k.secret));
+    assert_eq!(a["severity"], "medium");
+}
+
+#[test]
+fn metrics_are_served_over_http() {
+    let k = keys();
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let _ = s.alerts_until_marker(&k.marker);
+    let m = s.metrics();
+    assert!(m.contains("keysentry_probe_attached{probe=\"tracepoint/syscalls/sys_exit_openat\"} 1"), "{m}");
+    assert!(m.contains("keysentry_probe_attached{probe=\"raw_tp/sched_process_fork\"} 1"));
+    assert!(m.contains("keysentry_build_info{kernel="));
+    assert!(s.metric("keysentry_alerts_total{rule=\"key-file-open\",severity=\"high\"}").unwrap() >= 1.0);
+    assert_eq!(s.metric("keysentry_events_lost_total{kind=\"key_open\"}"), Some(0.0));
+    assert!(s.metric("keysentry_process_table_entries").unwrap() > 1.0);
+    assert!(s.metric("keysentry_watched_inodes").unwrap() >= 3.0);
+}
+
+#[test]
+fn key_path_created_after_start_is_watched_once_it_appears() {
+    let k = keys();
+    let later = k.root.join("later/keys");
+    let cfg = format!("{}\n[[key_path]]\npath = \"{}\"\n", config(&k, ""), later.display());
+    let mut s = Sensor::start(&k.root, &cfg);
+    std::fs::create_dir_all(&later).unwrap();
+    let key = later.join("fresh.secret");
+    std::fs::write(&key, b"k").unwrap();
+    s.wait_log(&format!("watching key path {}", later.display()));
+    let (pid, st) = actor(&["open", key.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&k.marker);
+    one_alert(&alerts, pid, &key, "key path that appeared");
+}
