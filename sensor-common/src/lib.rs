@@ -279,8 +279,8 @@ pub struct SensorSettings {
 
 const _: () = assert!(core::mem::size_of::<Header>() == 56);
 const _: () = assert!(core::mem::size_of::<KPath>() == 8 + PATH_BUF);
-const _: () = assert!(core::mem::size_of::<OpenEvent>() % 8 == 0);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);

@@ -68,7 +68,11 @@ impl Default for NamePatterns {
 /// A mask of the low `n` bytes of a word (n ≤ 8).
 #[inline(always)]
 pub fn low_bytes(n: u32) -> u64 {
-    if n >= 8 { u64::MAX } else { (1u64 << (n * 8)) - 1 }
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (n * 8)) - 1
+    }
 }
 
 /// Builds the words of a name of `len` bytes from its first 16 bytes
@@ -297,10 +301,7 @@ mod tests {
         let parent = name_key_of(b"private-keys-v1.d");
         assert_eq!(t.eval(&name_key_of(b"ABCD.key"), &parent), 8);
         assert_eq!(t.eval(&name_key_of(b"ABCD.key"), &NameKey::default()), 0);
-        assert_eq!(
-            t.eval(&name_key_of(b"ABCD.key"), &name_key_of(b"other")),
-            0
-        );
+        assert_eq!(t.eval(&name_key_of(b"ABCD.key"), &name_key_of(b"other")), 0);
     }
 
     #[test]

@@ -21,24 +21,20 @@ pub static SETTINGS: SensorSettings = unsafe { core::mem::zeroed() };
 /// fold the zero it was built with.
 #[macro_export]
 macro_rules! off {
-    ($field:ident) => {
-        {
-            #[allow(unused_unsafe)]
-            let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) };
-            v
-        }
-    };
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) };
+        v
+    }};
 }
 
 #[macro_export]
 macro_rules! setting {
-    ($field:ident) => {
-        {
-            #[allow(unused_unsafe)]
-            let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::SETTINGS.$field) };
-            v
-        }
-    };
+    ($field:ident) => {{
+        #[allow(unused_unsafe)]
+        let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::SETTINGS.$field) };
+        v
+    }};
 }
 
 /// All events to user space, in order.

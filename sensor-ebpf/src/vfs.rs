@@ -171,7 +171,11 @@ unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
         let buf = (*out).buf.as_mut_ptr();
         let at = pos & PATH_WRITE_MASK;
         let n = (len & 0xff) as usize;
-        generated::bpf_probe_read_kernel(buf.add(at) as *mut c_void, n as u32, name as *const c_void);
+        generated::bpf_probe_read_kernel(
+            buf.add(at) as *mut c_void,
+            n as u32,
+            name as *const c_void,
+        );
         *buf.add(at + n) = b'/';
         (*w).pos = (at + n + 1) as u64;
         (*w).dentry = parent as u64;

@@ -131,12 +131,18 @@ impl Pipeline {
         let ev = match decode::decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
-                self.metrics.events_malformed.with_label_values(&[e.reason()]).inc();
+                self.metrics
+                    .events_malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
                 tracing::debug!("skipped malformed record: {e}");
                 return;
             }
         };
-        self.metrics.events.with_label_values(&[ev.kind().name()]).inc();
+        self.metrics
+            .events
+            .with_label_values(&[ev.kind().name()])
+            .inc();
         match ev {
             Event::Exec {
                 task,
@@ -163,7 +169,8 @@ impl Pipeline {
                 None => return,
             }
         } else {
-            let watch_id = (rec.matched & (MATCH_INODE | MATCH_PARENT) != 0).then_some(rec.watch_id);
+            let watch_id =
+                (rec.matched & (MATCH_INODE | MATCH_PARENT) != 0).then_some(rec.watch_id);
             let mut path = rec.path.clone().unwrap_or_default();
             if rec.path_truncated {
                 path.insert_str(0, "...");
@@ -178,9 +185,9 @@ impl Pipeline {
             ino,
             watch_id,
         };
-        if let Some(alert) = self
-            .policy
-            .key_file_open(&k, &self.host, self.clock.wall(rec.task.ts_boot_ns))
+        if let Some(alert) =
+            self.policy
+                .key_file_open(&k, &self.host, self.clock.wall(rec.task.ts_boot_ns))
         {
             self.outputs.send(alert);
         }
@@ -302,18 +309,26 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
 
     // Policy into the kernel before the probes attach.
-    let mut pats: Array<MapData, NamePatterns> =
-        Array::try_from(ebpf.take_map("NAME_PATTERNS").context("map NAME_PATTERNS")?)?;
+    let mut pats: Array<MapData, NamePatterns> = Array::try_from(
+        ebpf.take_map("NAME_PATTERNS")
+            .context("map NAME_PATTERNS")?,
+    )?;
     pats.set(0, name_patterns(&cfg)?, 0)?;
     let mut maps = KernelMaps {
         watched: BpfHashMap::try_from(ebpf.take_map("WATCHED").context("map WATCHED")?)?,
-        names: BpfHashMap::try_from(ebpf.take_map("WATCHED_NAMES").context("map WATCHED_NAMES")?)?,
+        names: BpfHashMap::try_from(
+            ebpf.take_map("WATCHED_NAMES")
+                .context("map WATCHED_NAMES")?,
+        )?,
     };
     let mut watcher = Watcher::new(cfg.key_path.iter().map(|k| k.path.clone()).collect());
     let delta = watcher.scan();
     maps.apply(&delta, true);
     for m in watcher.missing() {
-        tracing::warn!("key path {} does not exist yet: it is watched once it appears", m.display());
+        tracing::warn!(
+            "key path {} does not exist yet: it is watched once it appears",
+            m.display()
+        );
     }
     metrics.watched_inodes.set(watcher.len() as i64);
 
@@ -338,7 +353,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     } else {
         None
     };
-    let outputs = Outputs::start(cfg.alerts.stdout, cfg.alerts.file.as_deref(), metrics.clone())?;
+    let outputs = Outputs::start(
+        cfg.alerts.stdout,
+        cfg.alerts.file.as_deref(),
+        metrics.clone(),
+    )?;
     let inotify = inotify::Inotify::init().context("inotify")?;
     add_watches(inotify.watches(), &watcher.inotify_dirs());
     let mut inotify = inotify.into_event_stream([0u8; 4096])?;
@@ -400,7 +419,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-fn rescan(pipe: &mut Pipeline, maps: &mut KernelMaps, metrics: &Metrics, watches: inotify::Watches) {
+fn rescan(
+    pipe: &mut Pipeline,
+    maps: &mut KernelMaps,
+    metrics: &Metrics,
+    watches: inotify::Watches,
+) {
     let delta = pipe.watcher.scan();
     if delta.entries.is_empty() && delta.appeared.is_empty() {
         return;
@@ -413,7 +437,9 @@ fn rescan(pipe: &mut Pipeline, maps: &mut KernelMaps, metrics: &Metrics, watches
 fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Metrics) {
     for kind in EventKind::ALL {
         let i = kind as u32;
-        let Ok(values) = lost.get(&i, 0) else { continue };
+        let Ok(values) = lost.get(&i, 0) else {
+            continue;
+        };
         let total: u64 = values.iter().sum();
         let prev = seen[i as usize];
         if total > prev {

@@ -190,7 +190,10 @@ impl Outputs {
             .with_label_values(&[alert.rule, alert.severity.as_str()])
             .inc();
         if self.tx.try_send(Arc::new(alert)).is_err() {
-            self.metrics.output_dropped.with_label_values(&["queue"]).inc();
+            self.metrics
+                .output_dropped
+                .with_label_values(&["queue"])
+                .inc();
         }
     }
 }
@@ -199,7 +202,10 @@ impl Outputs {
 pub fn rfc3339(epoch_ns: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(epoch_ns)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 
@@ -240,7 +246,10 @@ mod tests {
             open: None,
         };
         let v: serde_json::Value = serde_json::to_value(&a).unwrap();
-        for f in ["ts", "rule", "severity", "score", "attack", "host", "process", "target", "incident", "message"] {
+        for f in [
+            "ts", "rule", "severity", "score", "attack", "host", "process", "target", "incident",
+            "message",
+        ] {
             assert!(v.get(f).is_some(), "{f}");
         }
         assert_eq!(v["target"]["inode"], 12);

@@ -66,10 +66,10 @@ impl KernelBtf {
             }
             if name.is_empty() && depth < 8 {
                 let inner = self.btf.resolve_chained_type(m).ok()?;
-                if let Some(inner) = self.as_struct(inner) {
-                    if let Some(bits) = self.member_bits(&inner, member, depth + 1) {
-                        return Some(m.bit_offset() + bits);
-                    }
+                if let Some(inner) = self.as_struct(inner)
+                    && let Some(bits) = self.member_bits(&inner, member, depth + 1)
+                {
+                    return Some(m.bit_offset() + bits);
                 }
             }
         }
@@ -107,10 +107,10 @@ impl KernelBtf {
             }
             if name.is_empty() {
                 let t = self.btf.resolve_chained_type(m).ok()?;
-                if let Some(inner) = self.as_struct(t) {
-                    if let Some(found) = self.member_struct(&inner, member) {
-                        return Some(found);
-                    }
+                if let Some(inner) = self.as_struct(t)
+                    && let Some(found) = self.member_struct(&inner, member)
+                {
+                    return Some(found);
                 }
             }
         }

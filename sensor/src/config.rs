@@ -144,7 +144,10 @@ impl NameMatch {
 
     fn text(&self) -> &str {
         match self {
-            NameMatch::Exact(s) | NameMatch::Prefix(s) | NameMatch::Suffix(s) | NameMatch::Dir(s) => s,
+            NameMatch::Exact(s)
+            | NameMatch::Prefix(s)
+            | NameMatch::Suffix(s)
+            | NameMatch::Dir(s) => s,
         }
     }
 
@@ -185,7 +188,10 @@ impl KeyName {
     }
 
     pub fn excludes(&self) -> Vec<NameMatch> {
-        self.exclude.iter().map(|e| NameMatch::parse_exclude(e)).collect()
+        self.exclude
+            .iter()
+            .map(|e| NameMatch::parse_exclude(e))
+            .collect()
     }
 }
 
@@ -226,7 +232,8 @@ pub struct Allow {
 /// `parent`) and none of whose excludes match `name`.
 pub fn name_matches(rules: &[KeyName], name: &str, parent_dir: Option<&str>) -> Option<usize> {
     rules.iter().position(|r| {
-        r.include().matches(name, parent_dir) && !r.excludes().iter().any(|e| e.matches(name, parent_dir))
+        r.include().matches(name, parent_dir)
+            && !r.excludes().iter().any(|e| e.matches(name, parent_dir))
     })
 }
 
@@ -236,11 +243,12 @@ impl Config {
             origin: origin.to_string(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        cfg.validate().map_err(|(field, message)| ConfigError::Invalid {
-            origin: origin.to_string(),
-            field,
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                origin: origin.to_string(),
+                field,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -251,18 +259,22 @@ impl Config {
     }
 
     pub fn default_config() -> Config {
-        Self::parse(DEFAULT_CONFIG, "embedded default config").expect("the embedded default config is valid")
+        Self::parse(DEFAULT_CONFIG, "embedded default config")
+            .expect("the embedded default config is valid")
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |field: String, msg: &str| Err((field, msg.to_string()));
-        if let Some(f) = &self.alerts.file {
-            if !f.is_absolute() {
-                return err("alerts.file".into(), "must be an absolute path");
-            }
+        if let Some(f) = &self.alerts.file
+            && !f.is_absolute()
+        {
+            return err("alerts.file".into(), "must be an absolute path");
         }
         if self.key_path.len() > MAX_KEY_PATHS {
-            return err("key_path".into(), &format!("at most {MAX_KEY_PATHS} entries"));
+            return err(
+                "key_path".into(),
+                &format!("at most {MAX_KEY_PATHS} entries"),
+            );
         }
         for (i, k) in self.key_path.iter().enumerate() {
             if !k.path.is_absolute() {
@@ -317,39 +329,53 @@ impl Config {
         if self.key_name.len() > 32 || patterns > MAX_PATTERNS {
             return err(
                 "key_name".into(),
-                &format!("at most {MAX_PATTERNS} patterns in all (entries plus excludes), found {patterns}"),
+                &format!(
+                    "at most {MAX_PATTERNS} patterns in all (entries plus excludes), found {patterns}"
+                ),
             );
         }
         for (i, p) in self.protected.iter().enumerate() {
-            let n = [p.exe.is_some(), p.comm.is_some(), p.pid_file.is_some(), p.cgroup.is_some()]
-                .iter()
-                .filter(|b| **b)
-                .count();
+            let n = [
+                p.exe.is_some(),
+                p.comm.is_some(),
+                p.pid_file.is_some(),
+                p.cgroup.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
             if n != 1 {
                 return err(
                     format!("protected[{i}]"),
                     "set exactly one of exe, comm, pid_file, cgroup",
                 );
             }
-            for (field, path) in [("exe", &p.exe), ("pid_file", &p.pid_file), ("cgroup", &p.cgroup)] {
+            for (field, path) in [
+                ("exe", &p.exe),
+                ("pid_file", &p.pid_file),
+                ("cgroup", &p.cgroup),
+            ] {
                 if path.as_ref().is_some_and(|p| !p.is_absolute()) {
-                    return err(format!("protected[{i}].{field}"), "must be an absolute path");
+                    return err(
+                        format!("protected[{i}].{field}"),
+                        "must be an absolute path",
+                    );
                 }
             }
-            if let Some(c) = &p.comm {
-                if c.is_empty() || c.len() > 15 {
-                    return err(format!("protected[{i}].comm"), "must be 1 to 15 bytes");
-                }
+            if let Some(c) = &p.comm
+                && (c.is_empty() || c.len() > 15)
+            {
+                return err(format!("protected[{i}].comm"), "must be 1 to 15 bytes");
             }
         }
         for (i, a) in self.allow.iter().enumerate() {
             if !a.exe.is_absolute() {
                 return err(format!("allow[{i}].exe"), "must be an absolute path");
             }
-            if let Some(kp) = &a.key_path {
-                if !self.key_path.iter().any(|k| &k.path == kp) {
-                    return err(format!("allow[{i}].key_path"), "not a configured key_path");
-                }
+            if let Some(kp) = &a.key_path
+                && !self.key_path.iter().any(|k| &k.path == kp)
+            {
+                return err(format!("allow[{i}].key_path"), "not a configured key_path");
             }
         }
         Ok(())
@@ -363,7 +389,10 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), (String, Strin
     if value.len() > max {
         return Err((
             field.to_string(),
-            format!("{value:?} is {} bytes, at most {max} are supported", value.len()),
+            format!(
+                "{value:?} is {} bytes, at most {max} are supported",
+                value.len()
+            ),
         ));
     }
     if value.contains('/') || value.contains('\0') {
@@ -392,7 +421,9 @@ mod tests {
     fn errors_name_the_field() {
         assert!(bad("[metrics]\nbogus = 1\n").contains("bogus"));
         assert!(bad("[[key_path]]\npath = \"rel\"\n").contains("key_path[0].path"));
-        assert!(bad("[[key_name]]\nsuffix = \"12345678901234567\"\n").contains("key_name[0].suffix"));
+        assert!(
+            bad("[[key_name]]\nsuffix = \"12345678901234567\"\n").contains("key_name[0].suffix")
+        );
         assert!(bad("[[key_name]]\nname = \"a\"\nprefix = \"b\"\n").contains("key_name[0]"));
         assert!(bad("[metrics]\nlisten = \"nope\"\n").contains("listen"));
         assert!(
@@ -400,7 +431,9 @@ mod tests {
                 .contains("allow[0].key_path")
         );
         assert!(bad("[[key_name]]\nsuffix = \".x\"\nexclude = [\"a*b\"]\n").contains("exclude[0]"));
-        let many: String = (0..33).map(|i| format!("[[key_name]]\nsuffix = \".k{i}\"\n")).collect();
+        let many: String = (0..33)
+            .map(|i| format!("[[key_name]]\nsuffix = \".k{i}\"\n"))
+            .collect();
         assert!(bad(&many).contains("key_name"));
         assert!(bad("[[protected]]\nexe = \"/a\"\ncomm = \"b\"\n").contains("protected[0]"));
         assert!(bad("[alerts]\nfile = \"x.jsonl\"\n").contains("alerts.file"));
@@ -417,7 +450,10 @@ mod tests {
         assert_eq!(name_matches(r, "id_rsa", None), Some(0));
         assert_eq!(name_matches(r, "id_rsa.pub", None), None);
         assert_eq!(name_matches(r, "x.p12", None), Some(1));
-        assert_eq!(name_matches(r, "ABC.key", Some("private-keys-v1.d")), Some(2));
+        assert_eq!(
+            name_matches(r, "ABC.key", Some("private-keys-v1.d")),
+            Some(2)
+        );
         assert_eq!(r[0].to_string(), "id_* !*.pub");
     }
 }

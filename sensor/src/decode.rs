@@ -3,8 +3,8 @@
 //! that the caller counts and skips.
 
 use sensor_common::{
-    COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, OpenEvent,
-    PATH_COMPLETE, PATH_TRUNCATED,
+    COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, OpenEvent, PATH_COMPLETE,
+    PATH_TRUNCATED,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -14,7 +14,11 @@ pub enum DecodeError {
     #[error("unknown event kind {0}")]
     UnknownKind(u32),
     #[error("{kind:?} record has {got} bytes, expected {want}")]
-    BadSize { kind: EventKind, got: usize, want: usize },
+    BadSize {
+        kind: EventKind,
+        got: usize,
+        want: usize,
+    },
 }
 
 impl DecodeError {

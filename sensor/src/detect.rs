@@ -207,12 +207,18 @@ impl Policy {
             message,
             open: Some(OpenDetail {
                 result,
-                errno: if rec.failed { errno_name(rec.ret) } else { None },
+                errno: if rec.failed {
+                    errno_name(rec.ret)
+                } else {
+                    None
+                },
                 access: acc,
                 via: via(rec.source),
                 arg: rec.arg.clone(),
                 matched,
-                key_path: k.watch_id.and_then(|i| self.key_paths.get(i as usize).cloned()),
+                key_path: k
+                    .watch_id
+                    .and_then(|i| self.key_paths.get(i as usize).cloned()),
                 key_name,
             }),
         })

@@ -108,7 +108,11 @@ pub fn load(offsets: &KernelOffsets, settings: &SensorSettings) -> Result<Ebpf> 
 
 /// Attaches every probe; fails only when a required one cannot attach.
 /// `skip` lists programs not to attach (e.g. io_uring without its offsets).
-pub fn attach_all(ebpf: &mut Ebpf, metrics: &Metrics, skip: &[&str]) -> Result<Vec<(Probe, Result<(), String>)>> {
+pub fn attach_all(
+    ebpf: &mut Ebpf,
+    metrics: &Metrics,
+    skip: &[&str],
+) -> Result<Vec<(Probe, Result<(), String>)>> {
     let mut report = Vec::new();
     for probe in PROBES {
         let res = if skip.contains(&probe.program) {
@@ -144,14 +148,17 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
                 bail!("tracepoint {cat}:{name} does not exist on this kernel");
             }
             let tp: &mut TracePoint = prog.try_into()?;
-            tp.load().with_context(|| format!("loading {}", probe.program))?;
+            tp.load()
+                .with_context(|| format!("loading {}", probe.program))?;
             tp.attach(cat, name)
                 .with_context(|| format!("attaching {cat}:{name}"))?;
         }
         Hook::Raw(name) => {
             let tp: &mut RawTracePoint = prog.try_into()?;
-            tp.load().with_context(|| format!("loading {}", probe.program))?;
-            tp.attach(name).with_context(|| format!("attaching raw_tp {name}"))?;
+            tp.load()
+                .with_context(|| format!("loading {}", probe.program))?;
+            tp.attach(name)
+                .with_context(|| format!("attaching raw_tp {name}"))?;
         }
     }
     Ok(())

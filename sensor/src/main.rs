@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use sensor::{agent, config::Config};
 
 #[derive(Parser)]
-#[command(name = "keysentry", version, about = "eBPF sensor for hosts that hold signing keys")]
+#[command(
+    name = "keysentry",
+    version,
+    about = "eBPF sensor for hosts that hold signing keys"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,7 +88,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
             init_logs(&log_format);
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("keysentry: starting runtime: {e}");

@@ -5,7 +5,9 @@ use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn};
+use hyper::{
+    Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
+};
 use hyper_util::rt::TokioIo;
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -35,7 +37,12 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<
 impl Metrics {
     pub fn new() -> Result<Arc<Self>> {
         let r = Registry::new();
-        let events = counter_vec(&r, "keysentry_events_total", "Kernel events received, by kind.", &["kind"])?;
+        let events = counter_vec(
+            &r,
+            "keysentry_events_total",
+            "Kernel events received, by kind.",
+            &["kind"],
+        )?;
         let events_lost = counter_vec(
             &r,
             "keysentry_events_lost_total",
@@ -48,7 +55,12 @@ impl Metrics {
             "Ring-buffer records that failed to decode and were skipped.",
             &["reason"],
         )?;
-        let alerts = counter_vec(&r, "keysentry_alerts_total", "Alerts raised.", &["rule", "severity"])?;
+        let alerts = counter_vec(
+            &r,
+            "keysentry_alerts_total",
+            "Alerts raised.",
+            &["rule", "severity"],
+        )?;
         let output_dropped = counter_vec(
             &r,
             "keysentry_output_dropped_total",
@@ -56,12 +68,17 @@ impl Metrics {
             &["output"],
         )?;
         let probe_attached = IntGaugeVec::new(
-            Opts::new("keysentry_probe_attached", "1 when the probe is attached, 0 when not."),
+            Opts::new(
+                "keysentry_probe_attached",
+                "1 when the probe is attached, 0 when not.",
+            ),
             &["probe"],
         )?;
         r.register(Box::new(probe_attached.clone()))?;
-        let process_table_entries =
-            IntGauge::new("keysentry_process_table_entries", "Processes in the process table.")?;
+        let process_table_entries = IntGauge::new(
+            "keysentry_process_table_entries",
+            "Processes in the process table.",
+        )?;
         r.register(Box::new(process_table_entries.clone()))?;
         let watched_inodes = IntGauge::new(
             "keysentry_watched_inodes",
@@ -74,7 +91,10 @@ impl Metrics {
         )?;
         r.register(Box::new(unresolved_failed_opens.clone()))?;
         let build_info = IntGaugeVec::new(
-            Opts::new("keysentry_build_info", "Version of keysentry and the running kernel."),
+            Opts::new(
+                "keysentry_build_info",
+                "Version of keysentry and the running kernel.",
+            ),
             &["version", "kernel"],
         )?;
         r.register(Box::new(build_info.clone()))?;

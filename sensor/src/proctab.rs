@@ -86,7 +86,14 @@ impl ProcessTable {
         }
     }
 
-    pub fn exec(&mut self, task: &Task, ppid: u32, start_ns: u64, argv: Vec<String>, exe: Option<String>) {
+    pub fn exec(
+        &mut self,
+        task: &Task,
+        ppid: u32,
+        start_ns: u64,
+        argv: Vec<String>,
+        exe: Option<String>,
+    ) {
         let exe = exe.unwrap_or_default();
         self.procs.insert(
             task.pid,
@@ -189,10 +196,19 @@ mod tests {
     #[test]
     fn exec_fork_exit() {
         let mut t = ProcessTable::new();
-        t.exec(&task(10), 1, 100, vec!["sh".into()], Some("/usr/bin/sh".into()));
+        t.exec(
+            &task(10),
+            1,
+            100,
+            vec!["sh".into()],
+            Some("/usr/bin/sh".into()),
+        );
         t.fork(&task(10), 11, 200);
         let c = t.get(11).unwrap();
-        assert_eq!((c.ppid, c.exe.as_str(), c.start_ns), (10, "/usr/bin/sh", 200));
+        assert_eq!(
+            (c.ppid, c.exe.as_str(), c.start_ns),
+            (10, "/usr/bin/sh", 200)
+        );
         t.exit(11);
         assert!(t.get(11).is_some(), "kept for late events");
         for pid in 1000..1000 + EXITED_KEEP as u32 + 1 {

@@ -1,7 +1,15 @@
 //! Redaction of secrets in command lines before they leave the sensor.
 
 const SECRET_WORDS: [&str; 9] = [
-    "password", "passwd", "pass", "secret", "token", "apikey", "api-key", "api_key", "passphrase",
+    "password",
+    "passwd",
+    "pass",
+    "secret",
+    "token",
+    "apikey",
+    "api-key",
+    "api_key",
+    "passphrase",
 ];
 const MARK: &str = "[REDACTED]";
 
@@ -24,11 +32,11 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
             redact_next = false;
             continue;
         }
-        if let Some((name, _)) = arg.split_once('=') {
-            if is_secret_name(name) {
-                out.push(format!("{name}={MARK}"));
-                continue;
-            }
+        if let Some((name, _)) = arg.split_once('=')
+            && is_secret_name(name)
+        {
+            out.push(format!("{name}={MARK}"));
+            continue;
         }
         if arg.starts_with('-') && is_secret_name(arg) {
             out.push(arg.clone());
@@ -49,15 +57,15 @@ fn redact_url(arg: &str) -> String {
     if let Some(scheme_end) = arg.find("://") {
         let rest = &arg[scheme_end + 3..];
         let host_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..host_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!(
-                    "{}{}:{MARK}{}",
-                    &arg[..scheme_end + 3],
-                    &rest[..colon],
-                    &rest[at..]
-                );
-            }
+        if let Some(at) = rest[..host_end].rfind('@')
+            && let Some(colon) = rest[..at].find(':')
+        {
+            return format!(
+                "{}{}:{MARK}{}",
+                &arg[..scheme_end + 3],
+                &rest[..colon],
+                &rest[at..]
+            );
         }
     }
     arg.to_string()
@@ -78,19 +86,31 @@ mod tests {
 
     #[test]
     fn redacts() {
-        assert_eq!(r(&["vault", "login", "--token", "s.abc"]), "vault login --token [REDACTED]");
+        assert_eq!(
+            r(&["vault", "login", "--token", "s.abc"]),
+            "vault login --token [REDACTED]"
+        );
         assert_eq!(r(&["x", "--password=hunter2"]), "x --password=[REDACTED]");
-        assert_eq!(r(&["env", "DB_PASSWORD=hunter2", "x"]), "env DB_PASSWORD=[REDACTED] x");
+        assert_eq!(
+            r(&["env", "DB_PASSWORD=hunter2", "x"]),
+            "env DB_PASSWORD=[REDACTED] x"
+        );
         assert_eq!(
             r(&["openssl", "pkcs12", "-passin", "pass:hunter2"]),
             "openssl pkcs12 -passin pass:[REDACTED]"
         );
-        assert_eq!(r(&["openssl", "rsa", "-passout", "pass:x"]), "openssl rsa -passout pass:[REDACTED]");
+        assert_eq!(
+            r(&["openssl", "rsa", "-passout", "pass:x"]),
+            "openssl rsa -passout pass:[REDACTED]"
+        );
         assert_eq!(
             r(&["curl", "https://bob:hunter2@example.org/x"]),
             "curl https://bob:[REDACTED]@example.org/x"
         );
-        assert_eq!(r(&["cat", "/etc/ssl/private/a.key"]), "cat /etc/ssl/private/a.key");
+        assert_eq!(
+            r(&["cat", "/etc/ssl/private/a.key"]),
+            "cat /etc/ssl/private/a.key"
+        );
         assert_eq!(r(&["ls", "-p"]), "ls -p");
     }
 }

@@ -18,7 +18,9 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         Some("tracefs"),
         target,
         Some("tracefs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .with_context(|| format!("mounting tracefs on {}", target.display()))?;
@@ -42,8 +44,10 @@ pub fn has_tracepoint(category: &str, name: &str) -> bool {
 pub fn field_offset(category: &str, name: &str, field: &str) -> Result<u32> {
     let root = find().context("tracefs is not mounted")?;
     let path = root.join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    parse_field_offset(&text, field).with_context(|| format!("{category}:{name} has no field {field}"))
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    parse_field_offset(&text, field)
+        .with_context(|| format!("{category}:{name} has no field {field}"))
 }
 
 /// Parses lines like `\tfield:long ret;\toffset:16;\tsize:8;\tsigned:1;`.

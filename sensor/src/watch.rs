@@ -116,11 +116,19 @@ impl Watcher {
                 delta.appeared.push(root.clone());
             }
             if md.is_dir() {
-                for entry in walkdir::WalkDir::new(&root).follow_links(false).into_iter().flatten() {
+                for entry in walkdir::WalkDir::new(&root)
+                    .follow_links(false)
+                    .into_iter()
+                    .flatten()
+                {
                     let Ok(md) = std::fs::metadata(entry.path()) else {
                         continue;
                     };
-                    let flags = if md.is_dir() { WATCH_CHILDREN } else { WATCH_SELF };
+                    let flags = if md.is_dir() {
+                        WATCH_CHILDREN
+                    } else {
+                        WATCH_SELF
+                    };
                     self.add(id as u32, entry.path(), &md, flags, &mut delta);
                 }
             } else {
@@ -130,7 +138,14 @@ impl Watcher {
         delta
     }
 
-    fn add(&mut self, id: u32, path: &Path, md: &std::fs::Metadata, flags: u32, delta: &mut ScanDelta) {
+    fn add(
+        &mut self,
+        id: u32,
+        path: &Path,
+        md: &std::fs::Metadata,
+        flags: u32,
+        delta: &mut ScanDelta,
+    ) {
         let key = inode_key(md);
         if self.index.contains_key(&key) {
             return;
@@ -147,16 +162,22 @@ impl Watcher {
                 path: path.to_path_buf(),
             },
         );
-        delta.entries.push((key, WatchEntry { watch_id: id, flags }));
+        delta.entries.push((
+            key,
+            WatchEntry {
+                watch_id: id,
+                flags,
+            },
+        ));
         if flags & WATCH_CHILDREN != 0 {
             delta.new_dirs.push(path.to_path_buf());
         }
-        if flags & WATCH_SELF != 0 {
-            if let Some(name) = path.file_name() {
-                let nk = sensor_common::names::name_key_of(name.as_bytes());
-                if self.names.insert(nk) {
-                    delta.names.push(nk);
-                }
+        if flags & WATCH_SELF != 0
+            && let Some(name) = path.file_name()
+        {
+            let nk = sensor_common::names::name_key_of(name.as_bytes());
+            if self.names.insert(nk) {
+                delta.names.push(nk);
             }
         }
     }
@@ -171,7 +192,11 @@ impl Watcher {
             .map(|w| w.path.clone())
             .collect();
         for (root, present) in self.roots.iter().zip(&self.present) {
-            let start = if *present { root.parent() } else { Some(root.as_path()) };
+            let start = if *present {
+                root.parent()
+            } else {
+                Some(root.as_path())
+            };
             let mut cur = start;
             while let Some(p) = cur {
                 if p.is_dir() {
@@ -191,19 +216,19 @@ impl Watcher {
     pub fn covers(&self, path: &Path) -> Option<(u32, Option<InodeKey>)> {
         if let Ok(md) = std::fs::metadata(path) {
             let key = inode_key(&md);
-            if let Some(w) = self.index.get(&key) {
-                if w.flags & WATCH_SELF != 0 {
-                    return Some((w.watch_id, Some(key)));
-                }
+            if let Some(w) = self.index.get(&key)
+                && w.flags & WATCH_SELF != 0
+            {
+                return Some((w.watch_id, Some(key)));
             }
             if let Some(w) = path
                 .parent()
                 .and_then(|p| std::fs::metadata(p).ok())
                 .and_then(|md| self.index.get(&inode_key(&md)))
+                && w.flags & WATCH_CHILDREN != 0
+                && !md.is_dir()
             {
-                if w.flags & WATCH_CHILDREN != 0 && !md.is_dir() {
-                    return Some((w.watch_id, Some(key)));
-                }
+                return Some((w.watch_id, Some(key)));
             }
             return None;
         }
@@ -222,7 +247,10 @@ mod tests {
     #[test]
     fn dev_round_trip() {
         for (major, minor) in [(8u64, 1u64), (259, 3), (0, 25), (4095, 255), (259, 1 << 19)] {
-            let st = (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12) | ((major & !0xfff) << 32);
+            let st = (minor & 0xff)
+                | ((major & 0xfff) << 8)
+                | ((minor & !0xff) << 12)
+                | ((major & !0xfff) << 32);
             let k = kdev(st);
             assert_eq!(k, ((major as u32) << 20) | minor as u32);
             assert_eq!(st_dev(k), st);
@@ -237,12 +265,19 @@ mod tests {
         std::fs::write(dir.join("keys/a.key"), b"x").unwrap();
         std::fs::write(dir.join("keys/sub/b.key"), b"x").unwrap();
         std::fs::write(dir.join("single"), b"x").unwrap();
-        let mut w = Watcher::new(vec![dir.join("keys"), dir.join("single"), dir.join("later/k")]);
+        let mut w = Watcher::new(vec![
+            dir.join("keys"),
+            dir.join("single"),
+            dir.join("later/k"),
+        ]);
         let d = w.scan();
         assert_eq!(d.entries.len(), 5, "{d:?}");
         assert_eq!(d.appeared.len(), 2);
         assert_eq!(w.missing(), vec![dir.join("later/k").as_path()]);
-        assert!(w.inotify_dirs().contains(&dir), "ancestor of the missing path");
+        assert!(
+            w.inotify_dirs().contains(&dir),
+            "ancestor of the missing path"
+        );
         let (id, key) = w.covers(&dir.join("keys/sub/b.key")).unwrap();
         assert_eq!(id, 0);
         assert!(key.is_some());

@@ -11,30 +11,54 @@ fn check_config_names_the_bad_field() {
     let dir = tempdir();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[key_path]]\npath = \"relative/path\"\n").unwrap();
-    let out = Command::new(keysentry_bin()).arg("check-config").arg(&bad).output().unwrap();
+    let out = Command::new(keysentry_bin())
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("key_path[0].path"), "{err}");
 
     std::fs::write(&bad, "[metrics]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap();
-    let out = Command::new(keysentry_bin()).arg("check-config").arg(&bad).output().unwrap();
+    let out = Command::new(keysentry_bin())
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
 
     // `run` refuses the same file before loading anything.
-    let out = Command::new(keysentry_bin()).args(["run", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(keysentry_bin())
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
 fn default_config_is_valid() {
     let dir = tempdir();
-    let out = Command::new(keysentry_bin()).arg("default-config").output().unwrap();
+    let out = Command::new(keysentry_bin())
+        .arg("default-config")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let file = dir.path().join("default.toml");
     std::fs::write(&file, &out.stdout).unwrap();
-    let out = Command::new(keysentry_bin()).arg("check-config").arg(&file).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(keysentry_bin())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

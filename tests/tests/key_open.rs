@@ -51,7 +51,11 @@ fn config(k: &Keys, extra: &str) -> String {
 
 fn one_alert(alerts: &[serde_json::Value], pid: u32, file: &Path, how: &str) -> serde_json::Value {
     let mine = by_pid(alerts, RULE, pid);
-    assert_eq!(mine.len(), 1, "{how}: expected exactly one alert for pid {pid}, got {alerts:#?}");
+    assert_eq!(
+        mine.len(),
+        1,
+        "{how}: expected exactly one alert for pid {pid}, got {alerts:#?}"
+    );
     let a = mine[0].clone();
     assert_eq!(a["target"]["inode"], ino(file), "{how}: inode");
     assert_eq!(a["attack"], "T1552.004");
@@ -70,7 +74,11 @@ fn every_name_of_a_key_gives_exactly_one_alert() {
     assert!(st.success());
     let (rel, st) = actor(&["open", "signing.secret"], Some(&k.keydir), None);
     assert!(st.success());
-    let (rel_up, st) = actor(&["open", "../keys/./signing.secret"], Some(&k.root.join("elsewhere")), None);
+    let (rel_up, st) = actor(
+        &["open", "../keys/./signing.secret"],
+        Some(&k.root.join("elsewhere")),
+        None,
+    );
     assert!(st.success());
     let link = k.root.join("elsewhere/innocent-link");
     symlink(&k.secret, &link).unwrap();
@@ -80,7 +88,11 @@ fn every_name_of_a_key_gives_exactly_one_alert() {
     std::fs::hard_link(&k.secret, &hard).unwrap();
     let (via_hard, st) = actor(&["open", hard.to_str().unwrap()], None, None);
     assert!(st.success());
-    let (via_dirfd, st) = actor(&["openat", k.keydir.to_str().unwrap(), "signing.secret"], None, None);
+    let (via_dirfd, st) = actor(
+        &["openat", k.keydir.to_str().unwrap(), "signing.secret"],
+        None,
+        None,
+    );
     assert!(st.success());
     let (reopen, st) = actor(&["opath-reopen", secret], None, None);
     assert!(st.success());
@@ -91,7 +103,10 @@ fn every_name_of_a_key_gives_exactly_one_alert() {
     assert_eq!(a["open"]["arg"], secret);
     assert_eq!(a["open"]["access"], "read");
     assert_eq!(a["open"]["key_path"], k.keydir.to_str().unwrap());
-    assert_eq!(a["process"]["exe"], actor_bin().canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        a["process"]["exe"],
+        actor_bin().canonicalize().unwrap().to_str().unwrap()
+    );
     assert_eq!(a["severity"], "high");
     let a = one_alert(&alerts, rel, &k.secret, "relative path");
     assert_eq!(a["target"]["path"], secret, "kernel path, not the argument");
@@ -103,7 +118,12 @@ fn every_name_of_a_key_gives_exactly_one_alert() {
     assert_eq!(a["target"]["path"], hard.to_str().unwrap());
     one_alert(&alerts, via_dirfd, &k.secret, "openat on a dirfd");
     // O_PATH grants no read: only the reopen is an access.
-    let a = one_alert(&alerts, reopen, &k.secret, "O_PATH reopened via /proc/self/fd");
+    let a = one_alert(
+        &alerts,
+        reopen,
+        &k.secret,
+        "O_PATH reopened via /proc/self/fd",
+    );
     assert_eq!(a["open"]["access"], "read");
 
     let st = s.stop();
@@ -119,9 +139,19 @@ fn io_uring_open_bind_mount_and_files_created_later() {
 
     let bind = k.root.join("elsewhere/bind");
     std::fs::create_dir(&bind).unwrap();
-    nix::mount::mount(Some(&k.keydir), &bind, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-        .expect("bind mount");
-    let (via_bind, st) = actor(&["open", bind.join("signing.secret").to_str().unwrap()], None, None);
+    nix::mount::mount(
+        Some(&k.keydir),
+        &bind,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .expect("bind mount");
+    let (via_bind, st) = actor(
+        &["open", bind.join("signing.secret").to_str().unwrap()],
+        None,
+        None,
+    );
     nix::mount::umount(&bind).expect("umount");
     assert!(st.success());
 
@@ -144,7 +174,12 @@ fn io_uring_open_bind_mount_and_files_created_later() {
     assert_eq!(a["open"]["via"], "io_uring");
     one_alert(&alerts, via_bind, &k.secret, "bind mount");
     one_alert(&alerts, new_file, &later, "file created after start");
-    one_alert(&alerts, in_new_dir, &nested, "file in a directory created after start");
+    one_alert(
+        &alerts,
+        in_new_dir,
+        &nested,
+        "file in a directory created after start",
+    );
 }
 
 #[test]
@@ -155,7 +190,9 @@ fn key_names_match_anywhere_and_unwatched_files_never_reach_user_space() {
     std::fs::write(&copied, b"pkcs12").unwrap();
     let plain = k.root.join("elsewhere/notes.txt");
     std::fs::write(&plain, b"hello").unwrap();
-    let before = s.metric("keysentry_events_total{kind=\"key_open\"}").unwrap();
+    let before = s
+        .metric("keysentry_events_total{kind=\"key_open\"}")
+        .unwrap();
 
     let (by_name, st) = actor(&["open", copied.to_str().unwrap()], None, None);
     assert!(st.success());
@@ -173,7 +210,9 @@ fn key_names_match_anywhere_and_unwatched_files_never_reach_user_space() {
         assert!(by_pid(&alerts, RULE, pid).is_empty());
     }
     // Only the .p12 and the marker reached user space.
-    let after = s.metric("keysentry_events_total{kind=\"key_open\"}").unwrap();
+    let after = s
+        .metric("keysentry_events_total{kind=\"key_open\"}")
+        .unwrap();
     assert_eq!(after - before, 2.0, "kernel filtered the unwatched opens");
 }
 
@@ -183,7 +222,11 @@ fn allowed_exe_gives_no_alert_but_a_renamed_copy_does() {
     let cat = Path::new("/usr/bin/cat");
     let cfg = config(
         &k,
-        &format!("[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n", cat.display(), k.keydir.display()),
+        &format!(
+            "[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n",
+            cat.display(),
+            k.keydir.display()
+        ),
     );
     let mut s = Sensor::start(&k.root, &cfg);
     let allowed = Command::new(cat).arg(&k.secret).output().unwrap();
@@ -203,7 +246,12 @@ fn allowed_exe_gives_no_alert_but_a_renamed_copy_does() {
         !alerts.iter().any(|a| a["process"]["exe"] == "/usr/bin/cat"),
         "allowed exe alerted: {alerts:#?}"
     );
-    let a = one_alert(&alerts, copy_pid, &k.secret, "renamed copy of an allowed exe");
+    let a = one_alert(
+        &alerts,
+        copy_pid,
+        &k.secret,
+        "renamed copy of an allowed exe",
+    );
     assert_eq!(a["process"]["exe"], copy.to_str().unwrap());
 }
 
@@ -231,11 +279,21 @@ fn metrics_are_served_over_http() {
     let mut s = Sensor::start(&k.root, &config(&k, ""));
     let _ = s.alerts_until_marker(&k.marker);
     let m = s.metrics();
-    assert!(m.contains("keysentry_probe_attached{probe=\"tracepoint/syscalls/sys_exit_openat\"} 1"), "{m}");
+    assert!(
+        m.contains("keysentry_probe_attached{probe=\"tracepoint/syscalls/sys_exit_openat\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("keysentry_probe_attached{probe=\"raw_tp/sched_process_fork\"} 1"));
     assert!(m.contains("keysentry_build_info{kernel="));
-    assert!(s.metric("keysentry_alerts_total{rule=\"key-file-open\",severity=\"high\"}").unwrap() >= 1.0);
-    assert_eq!(s.metric("keysentry_events_lost_total{kind=\"key_open\"}"), Some(0.0));
+    assert!(
+        s.metric("keysentry_alerts_total{rule=\"key-file-open\",severity=\"high\"}")
+            .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        s.metric("keysentry_events_lost_total{kind=\"key_open\"}"),
+        Some(0.0)
+    );
     assert!(s.metric("keysentry_process_table_entries").unwrap() > 1.0);
     assert!(s.metric("keysentry_watched_inodes").unwrap() >= 3.0);
 }
@@ -244,7 +302,11 @@ fn metrics_are_served_over_http() {
 fn key_path_created_after_start_is_watched_once_it_appears() {
     let k = keys();
     let later = k.root.join("later/keys");
-    let cfg = format!("{}\n[[key_path]]\npath = \"{}\"\n", config(&k, ""), later.display());
+    let cfg = format!(
+        "{}\n[[key_path]]\npath = \"{}\"\n",
+        config(&k, ""),
+        later.display()
+    );
     let mut s = Sensor::start(&k.root, &cfg);
     std::fs::create_dir_all(&later).unwrap();
     let key = later.join("fresh.secret");

@@ -24,7 +24,10 @@ use sensor_common::{
 use crate::{
     maps::{BPF_RB_FORCE_WAKEUP, EVENTS, NAME_PATTERNS, WATCHED, WATCHED_NAMES, count_lost},
     off, setting,
-    vfs::{Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+    vfs::{
+        Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
+        read_path,
+    },
 };
 
 const EPERM: i64 = 1;
@@ -155,45 +158,45 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         };
         let mut matched = 0u32;
         let mut watch_id = 0u32;
-        if let Some(w) = WATCHED.get(&key) {
-            if w.flags & WATCH_SELF != 0 {
-                matched |= MATCH_INODE;
-                watch_id = w.watch_id;
-            }
+        if let Some(w) = WATCHED.get(key)
+            && w.flags & WATCH_SELF != 0
+        {
+            matched |= MATCH_INODE;
+            watch_id = w.watch_id;
         }
         let Some(dentry) = file_dentry(file) else {
             return;
         };
         let parent = rd_ptr(dentry, off!(dentry_d_parent));
-        if matched == 0 {
-            if let Some(parent) = parent {
-                let pino = rd_ptr(parent, off!(dentry_d_inode))
-                    .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
-                if let Some(pino) = pino {
-                    let pkey = InodeKey {
-                        dev: key.dev,
-                        _pad: 0,
-                        ino: pino,
-                    };
-                    if let Some(w) = WATCHED.get(&pkey) {
-                        if w.flags & WATCH_CHILDREN != 0 {
-                            matched |= MATCH_PARENT;
-                            watch_id = w.watch_id;
-                        }
-                    }
+        if matched == 0
+            && let Some(parent) = parent
+        {
+            let pino = rd_ptr(parent, off!(dentry_d_inode))
+                .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
+            if let Some(pino) = pino {
+                let pkey = InodeKey {
+                    dev: key.dev,
+                    _pad: 0,
+                    ino: pino,
+                };
+                if let Some(w) = WATCHED.get(pkey)
+                    && w.flags & WATCH_CHILDREN != 0
+                {
+                    matched |= MATCH_PARENT;
+                    watch_id = w.watch_id;
                 }
             }
         }
         let mut rules = 0u32;
-        if let Some(pats) = NAME_PATTERNS.get(0) {
-            if pats.count > 0 {
-                let name = dentry_name_key(dentry);
-                let pname = match parent {
-                    Some(p) if pats.has_dir != 0 => dentry_name_key(p),
-                    _ => NameKey::default(),
-                };
-                rules = pats.eval(&name, &pname);
-            }
+        if let Some(pats) = NAME_PATTERNS.get(0)
+            && pats.count > 0
+        {
+            let name = dentry_name_key(dentry);
+            let pname = match parent {
+                Some(p) if pats.has_dir != 0 => dentry_name_key(p),
+                _ => NameKey::default(),
+            };
+            rules = pats.eval(&name, &pname);
         }
         if rules != 0 {
             matched |= MATCH_NAME;
@@ -322,7 +325,7 @@ unsafe fn check_failed(src: u32, ret: i64) {
         if let Some(pats) = NAME_PATTERNS.get(0) {
             rules = pats.eval(&key, &NameKey::default());
         }
-        let watched = WATCHED_NAMES.get(&key).is_some();
+        let watched = WATCHED_NAMES.get(key).is_some();
         if rules == 0 && !watched {
             return;
         }

@@ -99,7 +99,10 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let bin = args.get(1).expect("usage: ks-bench KEYSENTRY_BIN [ROUNDS]").clone();
+    let bin = args
+        .get(1)
+        .expect("usage: ks-bench KEYSENTRY_BIN [ROUNDS]")
+        .clone();
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     let dir = std::env::temp_dir().join(format!("ks-bench-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("keys")).unwrap();
@@ -133,7 +136,10 @@ fn main() {
             if *mode == "full" {
                 lost = Sensor::metrics(port)
                     .lines()
-                    .filter(|l| l.starts_with("keysentry_events_lost_total") || l.starts_with("keysentry_events_total{kind=\"key_open\"}"))
+                    .filter(|l| {
+                        l.starts_with("keysentry_events_lost_total")
+                            || l.starts_with("keysentry_events_total{kind=\"key_open\"}")
+                    })
                     .collect::<Vec<_>>()
                     .join("; ");
             }
@@ -142,10 +148,21 @@ fn main() {
     }
     let u: Vec<f64> = unwatched.iter_mut().map(|v| median(v)).collect();
     let w: Vec<f64> = watched.iter_mut().map(|v| median(v)).collect();
-    println!("keysentry bench: openat+close, ns/op, median of {rounds} interleaved rounds, pinned to CPU 1");
-    println!("{:<28}{:>10}{:>16}{:>14}", "", "none", "empty programs", "keysentry");
-    println!("{:<28}{:>10.0}{:>16.0}{:>14.0}", "unwatched file", u[0], u[1], u[2]);
-    println!("{:<28}{:>10.0}{:>16.0}{:>14.0}", "watched key file", w[0], w[1], w[2]);
+    println!(
+        "keysentry bench: openat+close, ns/op, median of {rounds} interleaved rounds, pinned to CPU 1"
+    );
+    println!(
+        "{:<28}{:>10}{:>16}{:>14}",
+        "", "none", "empty programs", "keysentry"
+    );
+    println!(
+        "{:<28}{:>10.0}{:>16.0}{:>14.0}",
+        "unwatched file", u[0], u[1], u[2]
+    );
+    println!(
+        "{:<28}{:>10.0}{:>16.0}{:>14.0}",
+        "watched key file", w[0], w[1], w[2]
+    );
     let floor = u[1] - u[0];
     let added = u[2] - u[0];
     println!(

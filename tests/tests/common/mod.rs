@@ -111,7 +111,9 @@ impl Sensor {
             match self.logs.recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return l,
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => panic!("no log line with {needle:?} within {DEADLINE:?}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no log line with {needle:?} within {DEADLINE:?}")
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     let st = self.child.wait().ok();
                     panic!("keysentry exited ({st:?}) before logging {needle:?}")
@@ -138,7 +140,10 @@ impl Sensor {
             match self.alerts.recv_timeout(left) {
                 Ok(a) if a["target"]["inode"] == ino => return seen,
                 Ok(a) => seen.push(a),
-                Err(e) => panic!("marker alert for {} not seen ({e:?}); got {seen:#?}", marker.display()),
+                Err(e) => panic!(
+                    "marker alert for {} not seen ({e:?}); got {seen:#?}",
+                    marker.display()
+                ),
             }
         }
     }
@@ -214,7 +219,10 @@ pub fn by_pid<'a>(alerts: &'a [Value], rule: &str, pid: u32) -> Vec<&'a Value> {
 /// A world-traversable temporary directory (the tests also act as nobody).
 pub fn tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
-    let d = tempfile::Builder::new().prefix("keysentry-test-").tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("keysentry-test-")
+        .tempdir()
+        .unwrap();
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
