@@ -19,6 +19,9 @@ pub const ARG_BUF: usize = 256;
 /// Bytes kept of a command line (NUL separated).
 pub const CMDLINE_BUF: usize = 512;
 pub const COMM_LEN: usize = 16;
+/// Offset of `long ret` in every syscalls:sys_exit_* record (common fields,
+/// int __syscall_nr, padding). Checked against tracefs at load time.
+pub const SYS_EXIT_RET_OFFSET: u32 = 16;
 /// Most components walked when rebuilding a path.
 pub const PATH_MAX_DEPTH: u32 = 48;
 
@@ -225,7 +228,6 @@ pub struct KernelOffsets {
     pub task_start_time: u32,
     pub task_exit_code: u32,
     pub files_fdt: u32,
-    pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_f_inode: u32,
     pub file_f_path: u32,

@@ -69,13 +69,11 @@ pub fn count_lost(kind: EventKind) {
     }
 }
 
-/// Submit flags: urgent events wake the reader at once; others only when the
-/// ring holds more than `wakeup_bytes` (user space also drains on a timer).
+/// Submit flags: wake the reader only when the ring holds more than
+/// `wakeup_bytes`; user space also drains on a short timer. Waking user
+/// space per event would cost the workload several microseconds per event.
 #[inline(always)]
-pub fn submit_flags(urgent: bool) -> u64 {
-    if urgent {
-        return BPF_RB_FORCE_WAKEUP;
-    }
+pub fn submit_flags() -> u64 {
     let threshold = crate::setting!(wakeup_bytes) as u64;
     if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
         BPF_RB_FORCE_WAKEUP

@@ -43,10 +43,8 @@ pub unsafe fn fd_file(fd: u64) -> Option<Ptr> {
     unsafe {
         let files = rd_ptr(current_task(), off!(task_files))?;
         let fdt = rd_ptr(files, off!(files_fdt))?;
-        let max: u32 = rd(fdt, off!(fdt_max_fds))?;
-        if fd >= max as u64 {
-            return None;
-        }
+        // No max_fds check: `fd` was just installed by the open that
+        // returned it, and a stray read would only fail the helper.
         let fds = rd_ptr(fdt, off!(fdt_fd))?;
         let slot: u64 = bpf_probe_read_kernel(fds.add((fd as usize) * 8) as *const u64).ok()?;
         if slot == 0 { None } else { Some(slot as Ptr) }
@@ -74,10 +72,14 @@ pub unsafe fn file_dentry(file: Ptr) -> Option<Ptr> {
 #[inline(always)]
 unsafe fn dentry_name(dentry: Ptr) -> Option<(u32, Ptr)> {
     unsafe {
-        let q = dentry.add(off!(dentry_d_name) as usize);
-        let len: u32 = rd(q, off!(qstr_len))?;
-        let name = rd_ptr(q, off!(qstr_name))?;
-        Some((len, name))
+        // struct qstr { u32 hash; u32 len; const char *name; } in one read
+        // (layout checked by user space at load time).
+        let q: [u32; 4] = rd(dentry, off!(dentry_d_name))?;
+        let name = (q[2] as u64) | ((q[3] as u64) << 32);
+        if name == 0 {
+            return None;
+        }
+        Some((q[1], name as Ptr))
     }
 }
 

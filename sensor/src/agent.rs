@@ -300,7 +300,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let settings = SensorSettings {
         self_pid: std::process::id(),
         empty_programs: opts.empty_programs as u32,
-        wakeup_bytes: 256 * 1024,
+        wakeup_bytes: 512 * 1024,
         _pad: 0,
     };
     let mut ebpf = loader::load(&offsets, &settings)?;
@@ -380,7 +380,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         pipe.procs.len()
     );
 
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(30));
     use futures_util::StreamExt;
     loop {

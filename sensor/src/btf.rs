@@ -162,7 +162,6 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         task_start_time: o("task_struct", "start_boottime")?,
         task_exit_code: o("task_struct", "exit_code")?,
         files_fdt: o("files_struct", "fdt")?,
-        fdt_max_fds: o("fdtable", "max_fds")?,
         fdt_fd: o("fdtable", "fd")?,
         file_f_inode: o("file", "f_inode")?,
         file_f_path: o("file", "f_path")?,
@@ -190,7 +189,21 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         pt_regs_dx: o("pt_regs", "dx")?,
         ..Default::default()
     };
+    // The programs read these with fixed offsets: refuse a kernel whose
+    // layout differs rather than read the wrong bytes.
     k.tp_sys_exit_ret = tracefs::field_offset("syscalls", "sys_exit_openat", "ret")?;
+    if k.tp_sys_exit_ret != sensor_common::SYS_EXIT_RET_OFFSET {
+        bail!(
+            "syscalls:sys_exit_openat has ret at offset {}, the programs expect {}",
+            k.tp_sys_exit_ret,
+            sensor_common::SYS_EXIT_RET_OFFSET
+        );
+    }
+    if (qstr_len, qstr_name) != (4, 8) {
+        bail!(
+            "struct qstr has len at {qstr_len} and name at {qstr_name}, the programs expect 4 and 8"
+        );
+    }
     // io_uring is optional.
     if let (Ok(op), Ok(a), Ok(b), Ok(req), Ok(res)) = (
         o("io_kiocb", "opcode"),

@@ -9,6 +9,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
+    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{map, tracepoint},
     maps::PerCpuArray,
@@ -22,7 +23,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{BPF_RB_FORCE_WAKEUP, EVENTS, NAME_PATTERNS, WATCHED, WATCHED_NAMES, count_lost},
+    maps::{EVENTS, NAME_PATTERNS, WATCHED, WATCHED_NAMES, count_lost, submit_flags},
     off, setting,
     vfs::{
         Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
@@ -30,6 +31,8 @@ use crate::{
     },
 };
 
+/// Offset of `long ret` in syscalls:sys_exit_* records.
+const SYS_EXIT_RET_OFFSET: usize = sensor_common::SYS_EXIT_RET_OFFSET as usize;
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
 const AT_FDCWD: i32 = -100;
@@ -108,9 +111,9 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(off!(tp_sys_exit_ret) as usize) }) else {
-        return 0;
-    };
+    // Direct context load (no helper call); user space checks at load
+    // time that `ret` sits at this offset in the running kernel's format.
+    let ret = unsafe { *((ctx.as_ptr() as *const u8).add(SYS_EXIT_RET_OFFSET) as *const i64) };
     if ret >= 0 {
         if !is_self() {
             unsafe { check_opened(ret as u64, src, ret) };
@@ -244,7 +247,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             }
         }
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
-        entry.submit(BPF_RB_FORCE_WAKEUP);
+        entry.submit(submit_flags());
     }
 }
 
@@ -358,6 +361,6 @@ unsafe fn check_failed(src: u32, ret: i64) {
         );
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
-        entry.submit(BPF_RB_FORCE_WAKEUP);
+        entry.submit(submit_flags());
     }
 }

@@ -64,7 +64,7 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
             }
         }
     }
-    entry.submit(submit_flags(false));
+    entry.submit(submit_flags());
     0
 }
 
@@ -101,7 +101,7 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
         (*ev)._pad = 0;
         (*ev).child_start_ns = rd::<u64>(child, off!(task_start_time)).unwrap_or(0);
     }
-    entry.submit(submit_flags(false));
+    entry.submit(submit_flags());
     0
 }
 
@@ -129,6 +129,6 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         (*ev).exit_code = rd::<u32>(current_task(), off!(task_exit_code)).unwrap_or(0);
         (*ev)._pad = 0;
     }
-    entry.submit(submit_flags(false));
+    entry.submit(submit_flags());
     0
 }
