@@ -1,0 +1,128 @@
+//! Building the eBPF object and the `keysentry` binary, running and benching it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+use crate::toolchain::DEBIAN_TOOLCHAIN;
+
+const EBPF_CRATE: &str = "sensor-ebpf";
+const EBPF_TARGET: &str = "bpfel-unknown-none";
+/// Env var read by sensor/build.rs at compile time: the object to embed.
+pub const EBPF_OBJ_ENV: &str = "KEYSENTRY_EBPF_OBJ";
+
+/// The eBPF crate's own target dir.
+pub fn ebpf_target_dir(root: &Path) -> PathBuf {
+    root.join("target").join("ebpf")
+}
+
+/// Absolute path of the release eBPF object.
+pub fn ebpf_object(root: &Path) -> PathBuf {
+    ebpf_target_dir(root)
+        .join(EBPF_TARGET)
+        .join("release")
+        .join(EBPF_CRATE)
+}
+
+/// Absolute path of the release `keysentry` binary.
+pub fn sensor_binary(root: &Path) -> PathBuf {
+    cmd::target_dir(root).join("release").join("keysentry")
+}
+
+/// `cargo +debian-rustc <subcommand> --release --target bpfel-unknown-none`
+/// in sensor-ebpf/, with Debian's compiler and unstable features enabled for
+/// aya_ebpf only. `build` and `clippy` share this environment.
+pub fn ebpf_cargo(root: &Path, subcommand: &str) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root.join(EBPF_CRATE))
+        // Whatever the caller had selected must not override `+debian-rustc`.
+        .env_remove("RUSTC")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf")
+        .env("CARGO_TARGET_DIR", ebpf_target_dir(root))
+        .arg(format!("+{DEBIAN_TOOLCHAIN}"))
+        .args([subcommand, "--release", "--target", EBPF_TARGET]);
+    cmd
+}
+
+/// `cargo <args>` in the workspace root with the eBPF object env set.
+pub fn cargo(root: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).env(EBPF_OBJ_ENV, ebpf_object(root));
+    cmd
+}
+
+/// Build the eBPF object (toolchain assumed set up); print and return its path.
+pub fn ebpf(root: &Path) -> Result<PathBuf> {
+    cmd::run(&mut ebpf_cargo(root, "build")).context("building the eBPF object failed")?;
+    let obj = ebpf_object(root);
+    if !obj.is_file() {
+        bail!("eBPF build succeeded but {} does not exist", obj.display());
+    }
+    println!("eBPF object: {}", obj.display());
+    Ok(obj)
+}
+
+/// Build `keysentry` (release) embedding the eBPF object built by [`ebpf`].
+pub fn sensor(root: &Path) -> Result<PathBuf> {
+    cmd::run(cargo(root).args(["build", "--release", "-p", "sensor"]))
+        .context("building keysentry failed")?;
+    let bin = sensor_binary(root);
+    if !bin.is_file() {
+        bail!("build succeeded but {} does not exist", bin.display());
+    }
+    println!("keysentry: {}", bin.display());
+    Ok(bin)
+}
+
+/// Replace this process with `keysentry ARGS` (default `run`), as root.
+pub fn run_sensor(root: &Path, args: Vec<String>) -> Result<()> {
+    let args = if args.is_empty() {
+        vec!["run".to_owned()]
+    } else {
+        args
+    };
+    let bin = sensor_binary(root);
+    let mut cmd = cmd::as_root(&bin, "keysentry (loading eBPF programs)")?;
+    cmd.args(&args);
+    println!("$ {}", cmd::describe(&cmd));
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("cannot exec `{}`", cmd::describe(&cmd)))
+}
+
+/// Whether package `sensor` has a benchmark: a `[[bench]]` section or a
+/// sensor/benches/*.rs file.
+fn sensor_has_bench(root: &Path) -> Result<bool> {
+    let manifest = root.join("sensor").join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("cannot read {}", manifest.display()))?;
+    if text.lines().any(|l| l.trim() == "[[bench]]") {
+        return Ok(true);
+    }
+    let benches = root.join("sensor").join("benches");
+    let Ok(entries) = std::fs::read_dir(&benches) else {
+        return Ok(false);
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", benches.display()))?
+            .path();
+        let is_rs = path.extension().is_some_and(|e| e == "rs");
+        if is_rs || path.join("main.rs").is_file() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `cargo bench -p sensor` when a benchmark exists.
+pub fn bench(root: &Path) -> Result<()> {
+    if !sensor_has_bench(root)? {
+        println!("no benchmarks yet");
+        return Ok(());
+    }
+    cmd::run(cargo(root).args(["bench", "-p", "sensor"]))
+}

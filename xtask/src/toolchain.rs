@@ -1,0 +1,152 @@
+//! Checks and installs the toolchain pieces the build and tests need
+//! (see shared/guides/toolchain.md). Idempotent; quick when all are present.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd;
+
+/// Debian packages and why each is needed. Add new ones here.
+pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("rustc-web", "Debian's rustc builds the eBPF crate"),
+    (
+        "cargo-web",
+        "Debian's cargo, part of the debian-rustc toolchain",
+    ),
+    (
+        "libstd-rust-web-dev-bpf",
+        "prebuilt `core` for bpfel-unknown-none",
+    ),
+    ("llvm-22-dev", "libLLVM for bpf-linker"),
+    (
+        "rust-web-clippy",
+        "clippy for the debian-rustc toolchain (eBPF lint)",
+    ),
+    ("iproute2", "integration tests and VM work"),
+    ("python3", "integration tests and VM work"),
+    ("util-linux", "integration tests and VM work"),
+];
+
+/// The rustup toolchain name linked to Debian's compiler in /usr.
+pub const DEBIAN_TOOLCHAIN: &str = "debian-rustc";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+
+/// Install whatever is missing.
+pub fn setup() -> Result<()> {
+    let mut installed = false;
+    installed |= ensure_debian_packages()?;
+    installed |= ensure_debian_toolchain_link()?;
+    installed |= ensure_bpf_linker()?;
+    installed |= ensure_rustup_components()?;
+    if installed {
+        println!("setup: toolchain ready");
+    } else {
+        println!("setup: all toolchain pieces present");
+    }
+    Ok(())
+}
+
+fn package_installed(pkg: &str) -> bool {
+    cmd::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|status| status.contains("install ok installed"))
+}
+
+fn ensure_debian_packages() -> Result<bool> {
+    let missing: Vec<_> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(pkg, _)| !package_installed(pkg))
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    for (pkg, why) in &missing {
+        println!("setup: installing Debian package {pkg} ({why})");
+    }
+    let why = "installing Debian packages";
+    cmd::run(cmd::as_root("apt-get", why)?.arg("update"))?;
+    cmd::run(
+        cmd::as_root("apt-get", why)?
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(missing.iter().map(|(pkg, _)| *pkg)),
+    )?;
+    Ok(true)
+}
+
+fn ensure_debian_toolchain_link() -> Result<bool> {
+    let list = cmd::output(Command::new("rustup").args(["toolchain", "list"]))
+        .context("`rustup toolchain list` failed: is rustup installed?")?;
+    let linked = list
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(DEBIAN_TOOLCHAIN));
+    if linked {
+        return Ok(false);
+    }
+    if !Path::new("/usr/bin/rustc").exists() {
+        bail!("/usr/bin/rustc is missing although rustc-web is installed");
+    }
+    println!(
+        "setup: linking rustup toolchain {DEBIAN_TOOLCHAIN} -> /usr (Debian's rustc builds the eBPF crate)"
+    );
+    cmd::run(Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN, "/usr"]))?;
+    Ok(true)
+}
+
+fn bpf_linker_ok() -> bool {
+    let major_minor = BPF_LINKER_VERSION.rsplit_once('.').map_or("", |(mm, _)| mm);
+    cmd::output(Command::new("bpf-linker").arg("--version")).is_some_and(|v| {
+        v.split_whitespace()
+            .any(|word| word == BPF_LINKER_VERSION || word.starts_with(&format!("{major_minor}.")))
+    })
+}
+
+fn ensure_bpf_linker() -> Result<bool> {
+    if bpf_linker_ok() {
+        return Ok(false);
+    }
+    println!(
+        "setup: installing bpf-linker {BPF_LINKER_VERSION} with llvm-22 (links the eBPF object)"
+    );
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![LLVM_BIN.into()];
+    dirs.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(dirs).context("cannot build PATH for bpf-linker")?;
+    cmd::run(
+        Command::new("cargo")
+            .env("PATH", path)
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION])
+            .args(["--no-default-features", "--features", "llvm-22"]),
+    )?;
+    if !bpf_linker_ok() {
+        bail!(
+            "bpf-linker {BPF_LINKER_VERSION} was installed but `bpf-linker --version` does not report it: is ~/.cargo/bin on PATH?"
+        );
+    }
+    Ok(true)
+}
+
+/// rustfmt and clippy for the default (user-space) toolchain.
+fn ensure_rustup_components() -> Result<bool> {
+    let mut missing = Vec::new();
+    for (sub, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
+        if cmd::output(Command::new("cargo").args([sub, "--version"])).is_none() {
+            missing.push(component);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    println!(
+        "setup: installing rustup components {} (lint steps of `cargo xtask test`)",
+        missing.join(" ")
+    );
+    cmd::run(
+        Command::new("rustup")
+            .args(["component", "add"])
+            .args(&missing),
+    )?;
+    Ok(true)
+}
