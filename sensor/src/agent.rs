@@ -127,6 +127,25 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    pub fn new(
+        procs: ProcessTable,
+        watcher: Watcher,
+        policy: Policy,
+        outputs: Outputs,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            procs,
+            watcher,
+            policy,
+            outputs,
+            metrics,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            clock: Clock::new(),
+        }
+    }
+
+    /// One ring-buffer record through decode, enrich, detect and output.
     pub fn handle(&mut self, bytes: &[u8]) {
         let ev = match decode::decode(bytes) {
             Ok(ev) => ev,
@@ -363,15 +382,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let mut inotify = inotify.into_event_stream([0u8; 4096])?;
 
     // Attached first, then the snapshot: no process falls between them.
-    let mut pipe = Pipeline {
-        procs: ProcessTable::snapshot(),
+    let mut pipe = Pipeline::new(
+        ProcessTable::snapshot(),
         watcher,
-        policy: Policy::from_config(&cfg),
+        Policy::from_config(&cfg),
         outputs,
-        metrics: metrics.clone(),
-        host: gethostname::gethostname().to_string_lossy().into_owned(),
-        clock: Clock::new(),
-    };
+        metrics.clone(),
+    );
     tracing::info!(
         "ready: watching {} inodes under {} key paths, {} key-name rules, {} processes known",
         pipe.watcher.len(),

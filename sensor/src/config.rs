@@ -1,6 +1,9 @@
 //! Configuration: TOML, every table `deny_unknown_fields`, defaults in one
-//! place (`default-config.toml`, embedded), validated before anything is
-//! loaded. Errors name the field: `key_name[2].suffix: ...`.
+//! place (the `Default` impls below; the embedded `default-config.toml` is
+//! the template users start from), validated before anything is loaded.
+//! Errors name the field: `key_name[2].suffix: ...`.
+//!
+//! Reference: docs/configuration.md.
 
 use std::{
     fmt,
@@ -8,32 +11,65 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Deserialize;
-
-use sensor_common::names::{MAX_AFFIX, MAX_EXACT, MAX_PATTERNS};
+use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_CONFIG: &str = include_str!("default-config.toml");
 
 /// Most `[[key_path]]` entries.
 pub const MAX_KEY_PATHS: usize = 256;
+/// Most `[[key_name]]` entries (one rule bit each in the kernel).
+pub const MAX_KEY_NAMES: usize = 32;
+/// Most name patterns in all: every `[[key_name]]` entry plus its excludes.
+/// Equals `sensor_common::names::MAX_PATTERNS` (the kernel's pattern table);
+/// repeated here so this module stands alone, and `agent::name_patterns`
+/// checks again against the kernel's own limits.
+pub const MAX_PATTERNS: usize = 32;
 /// Most excludes of one `[[key_name]]`.
 pub const MAX_EXCLUDES: usize = 4;
+/// Longest prefix or suffix, in bytes (`sensor_common::names::MAX_AFFIX`).
+pub const MAX_AFFIX: usize = 16;
+/// Longest exact name or directory name (`sensor_common::names::MAX_EXACT`).
+pub const MAX_EXACT: usize = 32;
+/// Longest `comm` (the kernel's TASK_COMM_LEN minus the NUL).
+pub const MAX_COMM: usize = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
+    /// The file could not be read.
+    #[error("{origin}: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, a type, an unknown or a missing field: the toml crate's
+    /// message, with line, column and the offending key.
+    #[error("{origin}: {}", .source.to_string().trim_end())]
+    Syntax {
+        origin: String,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value that parses but is not acceptable.
     #[error("{origin}: {field}: {message}")]
     Invalid {
         origin: String,
         field: String,
         message: String,
     },
-    #[error("{0}: {1}")]
-    Read(String, std::io::Error),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl ConfigError {
+    /// The offending field of a validation error, e.g. `key_path[0].path`.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -50,40 +86,31 @@ pub struct Config {
     pub allow: Vec<Allow>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[metrics]`: Prometheus text exposition at `http://<listen>/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Metrics {
-    #[serde(default = "default_listen")]
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
-    #[serde(default = "yes")]
     pub enabled: bool,
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9979))
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            listen: default_listen(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9979)),
             enabled: true,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `[alerts]`: where alerts go, one JSON object per line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Alerts {
     /// JSON lines on stdout.
-    #[serde(default = "yes")]
     pub stdout: bool,
-    /// JSON lines appended to this file.
-    #[serde(default)]
+    /// JSON lines appended to this file (absolute path).
     pub file: Option<PathBuf>,
 }
 
@@ -96,19 +123,33 @@ impl Default for Alerts {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[[key_path]]`: a key file, or a directory watched recursively.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPath {
-    /// A key file, or a directory watched recursively.
+    /// Absolute; need not exist yet.
     pub path: PathBuf,
     /// A label (default: the path).
     #[serde(default)]
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+impl KeyPath {
+    /// The label: `name`, else the path.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// `[[key_name]]`: files named like keys, wherever they are. Exactly one of
+/// `name`, `prefix`, `suffix`, `dir` (validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyName {
+    /// Exact file name.
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]
@@ -118,31 +159,81 @@ pub struct KeyName {
     /// Name of the parent directory (e.g. private-keys-v1.d).
     #[serde(default)]
     pub dir: Option<String>,
-    /// "*SUFFIX", "PREFIX*" or an exact name.
+    /// "*SUFFIX", "PREFIX*" or an exact name, matched on the file's name.
     #[serde(default)]
     pub exclude: Vec<String>,
 }
 
+/// One name pattern, as the kernel-side code compiles it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NameMatch {
     Exact(String),
     Prefix(String),
     Suffix(String),
+    /// Exact name of the parent directory.
     Dir(String),
 }
 
-impl NameMatch {
-    fn parse_exclude(s: &str) -> NameMatch {
-        if let Some(rest) = s.strip_prefix('*') {
-            NameMatch::Suffix(rest.to_string())
-        } else if let Some(rest) = s.strip_suffix('*') {
-            NameMatch::Prefix(rest.to_string())
-        } else {
-            NameMatch::Exact(s.to_string())
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exact,
+    Prefix,
+    Suffix,
+    Dir,
+}
+
+impl Kind {
+    fn max_len(self) -> usize {
+        match self {
+            Kind::Prefix | Kind::Suffix => MAX_AFFIX,
+            Kind::Exact | Kind::Dir => MAX_EXACT,
         }
     }
 
-    fn text(&self) -> &str {
+    /// Does a file `name` in a directory named `parent` match `text`?
+    fn matches(self, text: &str, name: &str, parent: Option<&str>) -> bool {
+        match self {
+            Kind::Exact => name == text,
+            Kind::Prefix => name.starts_with(text),
+            Kind::Suffix => name.ends_with(text),
+            Kind::Dir => parent == Some(text),
+        }
+    }
+}
+
+/// An exclude: "*SUFFIX", "PREFIX*", else an exact name.
+fn parse_exclude(s: &str) -> (Kind, &str) {
+    if let Some(rest) = s.strip_prefix('*') {
+        (Kind::Suffix, rest)
+    } else if let Some(rest) = s.strip_suffix('*') {
+        (Kind::Prefix, rest)
+    } else {
+        (Kind::Exact, s)
+    }
+}
+
+impl NameMatch {
+    fn new(kind: Kind, text: &str) -> Self {
+        let t = text.to_string();
+        match kind {
+            Kind::Exact => NameMatch::Exact(t),
+            Kind::Prefix => NameMatch::Prefix(t),
+            Kind::Suffix => NameMatch::Suffix(t),
+            Kind::Dir => NameMatch::Dir(t),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            NameMatch::Exact(_) => Kind::Exact,
+            NameMatch::Prefix(_) => Kind::Prefix,
+            NameMatch::Suffix(_) => Kind::Suffix,
+            NameMatch::Dir(_) => Kind::Dir,
+        }
+    }
+
+    /// The pattern's bytes.
+    pub fn text(&self) -> &str {
         match self {
             NameMatch::Exact(s)
             | NameMatch::Prefix(s)
@@ -151,14 +242,9 @@ impl NameMatch {
         }
     }
 
-    /// Does a file `name` (in directory `parent`) match?
+    /// Does a file `name` (in a directory named `parent`) match?
     pub fn matches(&self, name: &str, parent: Option<&str>) -> bool {
-        match self {
-            NameMatch::Exact(s) => name == s,
-            NameMatch::Prefix(s) => name.starts_with(s.as_str()),
-            NameMatch::Suffix(s) => name.ends_with(s.as_str()),
-            NameMatch::Dir(s) => parent == Some(s.as_str()),
-        }
+        self.kind().matches(self.text(), name, parent)
     }
 }
 
@@ -174,24 +260,57 @@ impl fmt::Display for NameMatch {
 }
 
 impl KeyName {
-    /// The including pattern (validated: exactly one is set).
-    pub fn include(&self) -> NameMatch {
+    /// The fields set among name, prefix, suffix, dir.
+    fn set(&self) -> Vec<(&'static str, Kind, &str)> {
+        [
+            ("name", Kind::Exact, &self.name),
+            ("prefix", Kind::Prefix, &self.prefix),
+            ("suffix", Kind::Suffix, &self.suffix),
+            ("dir", Kind::Dir, &self.dir),
+        ]
+        .into_iter()
+        .filter_map(|(f, k, v)| v.as_deref().map(|v| (f, k, v)))
+        .collect()
+    }
+
+    fn include_ref(&self) -> (Kind, &str) {
         if let Some(s) = &self.name {
-            NameMatch::Exact(s.clone())
+            (Kind::Exact, s)
         } else if let Some(s) = &self.prefix {
-            NameMatch::Prefix(s.clone())
+            (Kind::Prefix, s)
         } else if let Some(s) = &self.suffix {
-            NameMatch::Suffix(s.clone())
+            (Kind::Suffix, s)
         } else {
-            NameMatch::Dir(self.dir.clone().unwrap_or_default())
+            (Kind::Dir, self.dir.as_deref().unwrap_or_default())
         }
     }
 
+    /// The including pattern (validation ensures exactly one is set).
+    pub fn include(&self) -> NameMatch {
+        let (k, t) = self.include_ref();
+        NameMatch::new(k, t)
+    }
+
+    /// The excluding patterns: Exact, Prefix or Suffix, never Dir.
     pub fn excludes(&self) -> Vec<NameMatch> {
         self.exclude
             .iter()
-            .map(|e| NameMatch::parse_exclude(e))
+            .map(|e| {
+                let (k, t) = parse_exclude(e);
+                NameMatch::new(k, t)
+            })
             .collect()
+    }
+
+    /// Does this rule match a file `name` in a directory named `parent_dir`?
+    /// Excludes are evaluated on the file's own name.
+    pub fn matches(&self, name: &str, parent_dir: Option<&str>) -> bool {
+        let (k, t) = self.include_ref();
+        k.matches(t, name, parent_dir)
+            && !self.exclude.iter().any(|e| {
+                let (k, t) = parse_exclude(e);
+                k.matches(t, name, None)
+            })
     }
 }
 
@@ -205,43 +324,65 @@ impl fmt::Display for KeyName {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// Index of the first rule whose include matches `name` (for a `dir` rule:
+/// `parent_dir`, the name of the file's directory) and none of whose
+/// excludes match `name`. The kernel computes the same, as a rule bitmask.
+pub fn name_matches(rules: &[KeyName], name: &str, parent_dir: Option<&str>) -> Option<usize> {
+    rules.iter().position(|r| r.matches(name, parent_dir))
+}
+
+/// `[[protected]]`: a process whose memory holds keys. Exactly one field set
+/// (validated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Protected {
+    /// Real executable path.
     #[serde(default)]
     pub exe: Option<PathBuf>,
+    /// Process name (`/proc/PID/comm`), 1 to 15 bytes.
     #[serde(default)]
     pub comm: Option<String>,
+    /// File holding the pid.
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
+    /// cgroup v2 path inside the hierarchy, e.g. /system.slice/vault.service.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[[allow]]`: a program that may open keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Allow {
     /// Real executable path of the allowed program.
     pub exe: PathBuf,
-    /// Restricts the allowance to this configured key_path.
+    /// Restricts the allowance to this configured key_path (its `path`).
     #[serde(default)]
     pub key_path: Option<PathBuf>,
 }
 
-/// Index of the first rule whose include matches `name` (in directory
-/// `parent`) and none of whose excludes match `name`.
-pub fn name_matches(rules: &[KeyName], name: &str, parent_dir: Option<&str>) -> Option<usize> {
-    rules.iter().position(|r| {
-        r.include().matches(name, parent_dir)
-            && !r.excludes().iter().any(|e| e.matches(name, parent_dir))
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|e| {
+        serde::de::Error::custom(format!(
+            "metrics.listen: {s:?}: {e}; expected IP:PORT, e.g. \"127.0.0.1:9979\" or \"[::1]:9979\""
+        ))
     })
 }
 
+/// A validation failure: (field, message).
+type Invalid = (String, String);
+
+fn invalid<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, Invalid> {
+    Err((field.into(), message.into()))
+}
+
 impl Config {
+    /// Parses and validates; `origin` (the file name) prefixes errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Syntax {
             origin: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            source,
         })?;
         cfg.validate()
             .map_err(|(field, message)| ConfigError::Invalid {
@@ -253,150 +394,251 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Read(path.display().to_string(), e))?;
-        Self::parse(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Self::parse(&text, &origin)
     }
 
+    /// The embedded default config (a unit test keeps it valid).
     pub fn default_config() -> Config {
         Self::parse(DEFAULT_CONFIG, "embedded default config")
             .expect("the embedded default config is valid")
     }
 
-    fn validate(&self) -> Result<(), (String, String)> {
-        let err = |field: String, msg: &str| Err((field, msg.to_string()));
-        if let Some(f) = &self.alerts.file
-            && !f.is_absolute()
-        {
-            return err("alerts.file".into(), "must be an absolute path");
+    fn validate(&self) -> Result<(), Invalid> {
+        self.validate_alerts()?;
+        self.validate_key_paths()?;
+        self.validate_key_names()?;
+        self.validate_protected()?;
+        self.validate_allow()
+    }
+
+    fn validate_alerts(&self) -> Result<(), Invalid> {
+        if let Some(f) = &self.alerts.file {
+            absolute("alerts.file", f)?;
         }
-        if self.key_path.len() > MAX_KEY_PATHS {
-            return err(
-                "key_path".into(),
-                &format!("at most {MAX_KEY_PATHS} entries"),
+        if !self.alerts.stdout && self.alerts.file.is_none() {
+            return invalid(
+                "alerts",
+                "no output: set stdout = true or a file, or alerts would be lost",
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_key_paths(&self) -> Result<(), Invalid> {
+        let n = self.key_path.len();
+        if n > MAX_KEY_PATHS {
+            return invalid(
+                "key_path",
+                format!("{n} entries, at most {MAX_KEY_PATHS} are supported"),
             );
         }
         for (i, k) in self.key_path.iter().enumerate() {
-            if !k.path.is_absolute() {
-                return err(format!("key_path[{i}].path"), "must be an absolute path");
+            let field = format!("key_path[{i}].path");
+            absolute(&field, &k.path)?;
+            if k.path.parent().is_none() {
+                return invalid(field, "\"/\" is not a key store");
+            }
+            if let Some(j) = self.key_path[..i].iter().position(|o| o.path == k.path) {
+                return invalid(field, format!("same path as key_path[{j}]"));
+            }
+            if k.name.as_deref().is_some_and(str::is_empty) {
+                return invalid(format!("key_path[{i}].name"), "must not be empty");
             }
         }
-        let mut patterns = 0usize;
+        Ok(())
+    }
+
+    fn validate_key_names(&self) -> Result<(), Invalid> {
+        let n = self.key_name.len();
+        if n > MAX_KEY_NAMES {
+            return invalid(
+                "key_name",
+                format!("{n} entries, at most {MAX_KEY_NAMES} are supported"),
+            );
+        }
         for (i, k) in self.key_name.iter().enumerate() {
-            let set: Vec<(&str, &String)> = [
-                ("name", &k.name),
-                ("prefix", &k.prefix),
-                ("suffix", &k.suffix),
-                ("dir", &k.dir),
-            ]
-            .into_iter()
-            .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
-            .collect();
-            if set.len() != 1 {
-                return err(
+            let set = k.set();
+            let [(field, kind, text)] = set[..] else {
+                let found: Vec<&str> = set.iter().map(|s| s.0).collect();
+                let found = if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                };
+                return invalid(
                     format!("key_name[{i}]"),
-                    "set exactly one of name, prefix, suffix, dir",
+                    format!("set exactly one of name, prefix, suffix, dir (found: {found})"),
                 );
-            }
-            let (field, value) = set[0];
-            let max = if matches!(field, "prefix" | "suffix") {
-                MAX_AFFIX
-            } else {
-                MAX_EXACT
             };
-            check_name(&format!("key_name[{i}].{field}"), value, max)?;
+            check_pattern(&format!("key_name[{i}].{field}"), kind, text, false)?;
             if k.exclude.len() > MAX_EXCLUDES {
-                return err(
+                return invalid(
                     format!("key_name[{i}].exclude"),
-                    &format!("at most {MAX_EXCLUDES} entries"),
+                    format!(
+                        "{} entries, at most {MAX_EXCLUDES} are supported",
+                        k.exclude.len()
+                    ),
                 );
             }
             for (j, e) in k.exclude.iter().enumerate() {
-                let field = format!("key_name[{i}].exclude[{j}]");
-                let m = NameMatch::parse_exclude(e);
-                let max = if matches!(m, NameMatch::Exact(_)) {
-                    MAX_EXACT
-                } else {
-                    MAX_AFFIX
-                };
-                if m.text().contains('*') {
-                    return err(field, "'*' only at the start (suffix) or the end (prefix)");
-                }
-                check_name(&field, m.text(), max)?;
+                let (kind, text) = parse_exclude(e);
+                check_pattern(&format!("key_name[{i}].exclude[{j}]"), kind, text, true)?;
             }
-            patterns += 1 + k.exclude.len();
         }
-        if self.key_name.len() > 32 || patterns > MAX_PATTERNS {
-            return err(
-                "key_name".into(),
-                &format!(
-                    "at most {MAX_PATTERNS} patterns in all (entries plus excludes), found {patterns}"
+        let patterns: usize = self.key_name.iter().map(|k| 1 + k.exclude.len()).sum();
+        if patterns > MAX_PATTERNS {
+            return invalid(
+                "key_name",
+                format!(
+                    "{patterns} patterns (entries plus their excludes), at most {MAX_PATTERNS} are supported"
                 ),
             );
         }
+        Ok(())
+    }
+
+    fn validate_protected(&self) -> Result<(), Invalid> {
         for (i, p) in self.protected.iter().enumerate() {
-            let n = [
-                p.exe.is_some(),
-                p.comm.is_some(),
-                p.pid_file.is_some(),
-                p.cgroup.is_some(),
+            let found: Vec<&str> = [
+                ("exe", p.exe.is_some()),
+                ("comm", p.comm.is_some()),
+                ("pid_file", p.pid_file.is_some()),
+                ("cgroup", p.cgroup.is_some()),
             ]
-            .iter()
-            .filter(|b| **b)
-            .count();
-            if n != 1 {
-                return err(
+            .into_iter()
+            .filter_map(|(f, set)| set.then_some(f))
+            .collect();
+            if found.len() != 1 {
+                let found = if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join(", ")
+                };
+                return invalid(
                     format!("protected[{i}]"),
-                    "set exactly one of exe, comm, pid_file, cgroup",
+                    format!("set exactly one of exe, comm, pid_file, cgroup (found: {found})"),
                 );
             }
-            for (field, path) in [
-                ("exe", &p.exe),
-                ("pid_file", &p.pid_file),
-                ("cgroup", &p.cgroup),
-            ] {
-                if path.as_ref().is_some_and(|p| !p.is_absolute()) {
-                    return err(
-                        format!("protected[{i}].{field}"),
-                        "must be an absolute path",
+            if let Some(exe) = &p.exe {
+                absolute(&format!("protected[{i}].exe"), exe)?;
+            }
+            if let Some(f) = &p.pid_file {
+                absolute(&format!("protected[{i}].pid_file"), f)?;
+            }
+            if let Some(c) = &p.comm {
+                let field = format!("protected[{i}].comm");
+                if c.is_empty() {
+                    return invalid(field, "must not be empty");
+                }
+                if c.len() > MAX_COMM {
+                    return invalid(
+                        field,
+                        format!(
+                            "{c:?} is {} bytes, at most {MAX_COMM} are supported (the kernel truncates comm)",
+                            c.len()
+                        ),
                     );
                 }
+                if c.contains('\0') {
+                    return invalid(field, "must not contain NUL");
+                }
             }
-            if let Some(c) = &p.comm
-                && (c.is_empty() || c.len() > 15)
-            {
-                return err(format!("protected[{i}].comm"), "must be 1 to 15 bytes");
+            if let Some(cg) = &p.cgroup {
+                let field = format!("protected[{i}].cgroup");
+                absolute(&field, cg)?;
+                let s = cg.to_string_lossy();
+                if s.starts_with("/sys/fs/cgroup") {
+                    return invalid(
+                        field,
+                        "the path inside the cgroup hierarchy, without the /sys/fs/cgroup mount point, e.g. \"/system.slice/vault.service\"",
+                    );
+                }
+                if s.split('/').any(|c| c == "." || c == "..") {
+                    return invalid(field, "must not contain \".\" or \"..\" components");
+                }
             }
         }
+        Ok(())
+    }
+
+    fn validate_allow(&self) -> Result<(), Invalid> {
         for (i, a) in self.allow.iter().enumerate() {
-            if !a.exe.is_absolute() {
-                return err(format!("allow[{i}].exe"), "must be an absolute path");
-            }
+            absolute(&format!("allow[{i}].exe"), &a.exe)?;
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
             {
-                return err(format!("allow[{i}].key_path"), "not a configured key_path");
+                return invalid(
+                    format!("allow[{i}].key_path"),
+                    format!(
+                        "not a configured key_path: {:?} (must equal the path of a [[key_path]])",
+                        kp.display().to_string()
+                    ),
+                );
             }
         }
         Ok(())
     }
 }
 
-fn check_name(field: &str, value: &str, max: usize) -> Result<(), (String, String)> {
-    if value.is_empty() {
-        return Err((field.to_string(), "must not be empty".into()));
+/// An absolute path without NUL.
+fn absolute(field: &str, p: &Path) -> Result<(), Invalid> {
+    let s = p.to_string_lossy();
+    if s.contains('\0') {
+        return invalid(field, "must not contain NUL");
     }
-    if value.len() > max {
-        return Err((
-            field.to_string(),
+    if !p.is_absolute() {
+        return invalid(field, format!("must be absolute (start with '/'): {s:?}"));
+    }
+    Ok(())
+}
+
+/// A name pattern: a file name (no '/', no NUL), 1 to the kind's maximum
+/// bytes. In an include '*' is refused (it is no wildcard there); in an
+/// exclude it was already taken off the start or the end.
+fn check_pattern(field: &str, kind: Kind, text: &str, exclude: bool) -> Result<(), Invalid> {
+    if text.contains('*') {
+        return invalid(
+            field,
+            if exclude {
+                "one '*' only, at the start (\"*SUFFIX\") or the end (\"PREFIX*\")"
+            } else {
+                "'*' is no wildcard here: use prefix = \"...\" or suffix = \"...\""
+            },
+        );
+    }
+    if text.contains('/') {
+        return invalid(field, format!("{text:?}: a file name, '/' is not allowed"));
+    }
+    if text.contains('\0') {
+        return invalid(field, "must not contain NUL");
+    }
+    if text.is_empty() {
+        return invalid(
+            field,
+            if exclude {
+                "empty pattern (it would exclude every name)"
+            } else {
+                "must not be empty"
+            },
+        );
+    }
+    if matches!(kind, Kind::Exact | Kind::Dir) && (text == "." || text == "..") {
+        return invalid(field, format!("{text:?} is not a file name"));
+    }
+    let max = kind.max_len();
+    if text.len() > max {
+        return invalid(
+            field,
             format!(
-                "{value:?} is {} bytes, at most {max} are supported",
-                value.len()
+                "{text:?} is {} bytes, at most {max} are supported",
+                text.len()
             ),
-        ));
-    }
-    if value.contains('/') || value.contains('\0') {
-        return Err((field.to_string(), "a file name: no '/' or NUL".into()));
+        );
     }
     Ok(())
 }
@@ -405,55 +647,316 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), (String, Strin
 mod tests {
     use super::*;
 
+    fn err(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").unwrap_err()
+    }
+
     fn bad(text: &str) -> String {
-        Config::parse(text, "t.toml").unwrap_err().to_string()
+        err(text).to_string()
+    }
+
+    /// A validation error naming `field`; its Display is "t.toml: field: ...".
+    fn invalid_field(text: &str, field: &str) -> String {
+        let e = err(text);
+        assert_eq!(e.field(), Some(field), "{e}");
+        let s = e.to_string();
+        assert!(s.starts_with(&format!("t.toml: {field}: ")), "{s}");
+        s
     }
 
     #[test]
     fn default_parses() {
         let c = Config::default_config();
-        assert!(!c.key_path.is_empty());
-        assert!(!c.key_name.is_empty());
         assert!(c.metrics.enabled);
+        assert_eq!(c.metrics.listen, Metrics::default().listen);
+        assert!(c.alerts.stdout);
+        assert!(c.protected.is_empty());
+        for p in [
+            "/etc/ssl/private",
+            "/etc/shadow",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/root/.gnupg/private-keys-v1.d",
+        ] {
+            assert!(c.key_path.iter().any(|k| k.path == Path::new(p)), "{p}");
+        }
+        let r = &c.key_name;
+        for key in [
+            "id_rsa",
+            "id_ed25519",
+            "ssh_host_ed25519_key",
+            "server.key",
+            "client.p12",
+            "krb5.keytab",
+        ] {
+            assert!(name_matches(r, key, None).is_some(), "{key}");
+        }
+        for not_key in [
+            "id_rsa.pub",
+            "id_ed25519-cert.pub",
+            "ssh_host_rsa_key.pub",
+            "server.pem",
+            "server.crt",
+            "authorized_keys",
+            "truststore.jks",
+        ] {
+            assert_eq!(name_matches(r, not_key, None), None, "{not_key}");
+        }
+        assert!(name_matches(r, "0123ABCD.key", Some("private-keys-v1.d")).is_some());
     }
 
     #[test]
-    fn errors_name_the_field() {
-        assert!(bad("[metrics]\nbogus = 1\n").contains("bogus"));
-        assert!(bad("[[key_path]]\npath = \"rel\"\n").contains("key_path[0].path"));
-        assert!(
-            bad("[[key_name]]\nsuffix = \"12345678901234567\"\n").contains("key_name[0].suffix")
+    fn empty_config_takes_the_defaults() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.metrics, Metrics::default());
+        assert_eq!(c.alerts, Alerts::default());
+        assert!(c.key_path.is_empty() && c.key_name.is_empty() && c.allow.is_empty());
+        let c = Config::parse("[metrics]\nenabled = false\n", "t.toml").unwrap();
+        assert_eq!(c.metrics.listen, Metrics::default().listen);
+        assert!(!c.metrics.enabled);
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_named() {
+        let s = bad("[metrics]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n");
+        assert!(s.starts_with("t.toml: "), "{s}");
+        assert!(s.contains("bogus") && s.contains("line 3"), "{s}");
+        assert!(bad("[[key_path]]\npath = \"/a\"\nlabel = \"x\"\n").contains("label"));
+        assert!(bad("[[keypath]]\npath = \"/a\"\n").contains("keypath"));
+        assert!(bad("[[allow]]\nkey_path = \"/a\"\n").contains("exe"));
+        assert!(bad("[alerts]\nstdout = \"yes\"\n").contains("stdout"));
+    }
+
+    #[test]
+    fn key_path_errors() {
+        let s = invalid_field(
+            "[[key_path]]\npath = \"relative/path\"\n",
+            "key_path[0].path",
         );
-        assert!(bad("[[key_name]]\nname = \"a\"\nprefix = \"b\"\n").contains("key_name[0]"));
-        assert!(bad("[metrics]\nlisten = \"nope\"\n").contains("listen"));
-        assert!(
-            bad("[[key_path]]\npath = \"/a\"\n[[allow]]\nexe = \"/x\"\nkey_path = \"/b\"\n")
-                .contains("allow[0].key_path")
+        assert!(s.contains("must be absolute"), "{s}");
+        invalid_field(
+            "[[key_path]]\npath = \"/a\"\n[[key_path]]\npath = \"\"\n",
+            "key_path[1].path",
         );
-        assert!(bad("[[key_name]]\nsuffix = \".x\"\nexclude = [\"a*b\"]\n").contains("exclude[0]"));
-        let many: String = (0..33)
-            .map(|i| format!("[[key_name]]\nsuffix = \".k{i}\"\n"))
+        invalid_field(
+            "[[key_path]]\npath = \"/a\"\n[[key_path]]\npath = \"/a/\"\n",
+            "key_path[1].path",
+        );
+        invalid_field("[[key_path]]\npath = \"/\"\n", "key_path[0].path");
+        invalid_field(
+            "[[key_path]]\npath = \"/a\"\nname = \"\"\n",
+            "key_path[0].name",
+        );
+        let many: String = (0..=MAX_KEY_PATHS)
+            .map(|i| format!("[[key_path]]\npath = \"/k{i}\"\n"))
             .collect();
-        assert!(bad(&many).contains("key_name"));
-        assert!(bad("[[protected]]\nexe = \"/a\"\ncomm = \"b\"\n").contains("protected[0]"));
-        assert!(bad("[alerts]\nfile = \"x.jsonl\"\n").contains("alerts.file"));
+        invalid_field(&many, "key_path");
+        let c = Config::parse("[[key_path]]\npath = \"/does/not/exist\"\n", "t").unwrap();
+        assert_eq!(c.key_path[0].label(), "/does/not/exist");
+    }
+
+    #[test]
+    fn key_name_errors() {
+        let s = invalid_field(
+            "[[key_name]]\nsuffix = \".a\"\n[[key_name]]\nsuffix = \"12345678901234567\"\n",
+            "key_name[1].suffix",
+        );
+        assert!(
+            s.ends_with("\"12345678901234567\" is 17 bytes, at most 16 are supported"),
+            "{s}"
+        );
+        invalid_field(
+            "[[key_name]]\nprefix = \"12345678901234567\"\n",
+            "key_name[0].prefix",
+        );
+        let ok32 = "a".repeat(32);
+        Config::parse(&format!("[[key_name]]\nname = \"{ok32}\"\n"), "t").unwrap();
+        invalid_field(
+            &format!("[[key_name]]\nname = \"{ok32}b\"\n"),
+            "key_name[0].name",
+        );
+        let s = invalid_field(
+            "[[key_name]]\nname = \"a\"\nprefix = \"b\"\n",
+            "key_name[0]",
+        );
+        assert!(s.contains("name, prefix"), "{s}");
+        invalid_field("[[key_name]]\nexclude = [\"*.pub\"]\n", "key_name[0]");
+        invalid_field("[[key_name]]\nsuffix = \"\"\n", "key_name[0].suffix");
+        invalid_field("[[key_name]]\nname = \"a/b\"\n", "key_name[0].name");
+        invalid_field("[[key_name]]\nname = \"a\\u0000b\"\n", "key_name[0].name");
+        invalid_field("[[key_name]]\ndir = \"..\"\n", "key_name[0].dir");
+        invalid_field("[[key_name]]\nsuffix = \"*.key\"\n", "key_name[0].suffix");
+        for e in ["a*b", "**", "*", "*a*", "a/*", "*12345678901234567"] {
+            invalid_field(
+                &format!("[[key_name]]\nsuffix = \".x\"\nexclude = [\"{e}\"]\n"),
+                "key_name[0].exclude[0]",
+            );
+        }
+        invalid_field(
+            "[[key_name]]\nsuffix = \".x\"\nexclude = [\"a\", \"b\", \"c\", \"d\", \"e\"]\n",
+            "key_name[0].exclude",
+        );
+    }
+
+    #[test]
+    fn pattern_limits() {
+        let entries = |n: usize| -> String {
+            (0..n)
+                .map(|i| format!("[[key_name]]\nsuffix = \".k{i}\"\n"))
+                .collect()
+        };
+        Config::parse(&entries(32), "t").unwrap();
+        let s = invalid_field(&entries(33), "key_name");
+        assert!(s.contains("33 entries"), "{s}");
+        // 29 entries + 4 excludes = 33 patterns.
+        let too_many = format!(
+            "{}[[key_name]]\nprefix = \"id_\"\nexclude = [\"*.pub\", \"a\", \"b\", \"c\"]\n",
+            entries(28)
+        );
+        let s = invalid_field(&too_many, "key_name");
+        assert!(s.contains("33 patterns"), "{s}");
+        let just_right = format!(
+            "{}[[key_name]]\nprefix = \"id_\"\nexclude = [\"*.pub\", \"a\", \"b\", \"c\"]\n",
+            entries(27)
+        );
+        Config::parse(&just_right, "t").unwrap();
+    }
+
+    #[test]
+    fn metrics_and_alerts_errors() {
+        let s = bad("[metrics]\nlisten = \"nope\"\n");
+        assert!(s.contains("metrics.listen: \"nope\""), "{s}");
+        assert!(s.contains("line 2"), "{s}");
+        assert!(bad("[metrics]\nlisten = \"localhost:9979\"\n").contains("metrics.listen"));
+        assert!(bad("[metrics]\nlisten = 9979\n").contains("listen"));
+        let c = Config::parse("[metrics]\nlisten = \"[::1]:9\"\n", "t").unwrap();
+        assert_eq!(c.metrics.listen, "[::1]:9".parse().unwrap());
+        invalid_field("[alerts]\nfile = \"x.jsonl\"\n", "alerts.file");
+        invalid_field("[alerts]\nstdout = false\n", "alerts");
+        let c = Config::parse("[alerts]\nstdout = false\nfile = \"/a.jsonl\"\n", "t").unwrap();
+        assert_eq!(c.alerts.file.as_deref(), Some(Path::new("/a.jsonl")));
+    }
+
+    #[test]
+    fn protected_errors() {
+        let s = invalid_field(
+            "[[protected]]\nexe = \"/a\"\ncomm = \"b\"\n",
+            "protected[0]",
+        );
+        assert!(s.contains("found: exe, comm"), "{s}");
+        invalid_field("[[protected]]\n", "protected[0]");
+        invalid_field("[[protected]]\nexe = \"vault\"\n", "protected[0].exe");
+        invalid_field(
+            "[[protected]]\npid_file = \"v.pid\"\n",
+            "protected[0].pid_file",
+        );
+        invalid_field(
+            "[[protected]]\ncomm = \"0123456789abcdef\"\n",
+            "protected[0].comm",
+        );
+        invalid_field("[[protected]]\ncomm = \"\"\n", "protected[0].comm");
+        invalid_field(
+            "[[protected]]\ncgroup = \"system.slice/vault.service\"\n",
+            "protected[0].cgroup",
+        );
+        invalid_field(
+            "[[protected]]\ncgroup = \"/sys/fs/cgroup/system.slice/vault.service\"\n",
+            "protected[0].cgroup",
+        );
+        let c = Config::parse(
+            "[[protected]]\ncomm = \"0123456789abcde\"\n[[protected]]\ncgroup = \"/system.slice/vault.service\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.protected.len(), 2);
+    }
+
+    #[test]
+    fn allow_errors() {
+        let s = invalid_field(
+            "[[key_path]]\npath = \"/a\"\n[[allow]]\nexe = \"/x\"\nkey_path = \"/b\"\n",
+            "allow[0].key_path",
+        );
+        assert!(s.contains("not a configured key_path"), "{s}");
+        invalid_field("[[allow]]\nexe = \"nginx\"\n", "allow[0].exe");
+        let c = Config::parse(
+            "[[key_path]]\npath = \"/a/\"\n[[allow]]\nexe = \"/x\"\nkey_path = \"/a\"\n[[allow]]\nexe = \"/y\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.allow[1].key_path, None);
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("keysentry-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("bad.toml");
+        std::fs::write(&f, "[[key_path]]\npath = \"rel\"\n").unwrap();
+        let s = Config::load(&f).unwrap_err().to_string();
+        assert!(
+            s.starts_with(&format!("{}: key_path[0].path: ", f.display())),
+            "{s}"
+        );
+        let s = Config::load(&dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("missing.toml"), "{s}");
+        std::fs::write(&f, DEFAULT_CONFIG).unwrap();
+        assert_eq!(Config::load(&f).unwrap(), Config::default_config());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn names() {
         let c = Config::parse(
-            "[[key_name]]\nprefix = \"id_\"\nexclude = [\"*.pub\"]\n[[key_name]]\nsuffix = \".p12\"\n[[key_name]]\ndir = \"private-keys-v1.d\"\n",
+            "[[key_name]]\nprefix = \"id_\"\nexclude = [\"*.pub\"]\n\
+             [[key_name]]\nsuffix = \".p12\"\n\
+             [[key_name]]\ndir = \"private-keys-v1.d\"\nexclude = [\"*.lock\"]\n\
+             [[key_name]]\nname = \"secring.gpg\"\n",
             "t",
         )
         .unwrap();
         let r = &c.key_name;
         assert_eq!(name_matches(r, "id_rsa", None), Some(0));
+        assert_eq!(
+            name_matches(r, "id_rsa", Some("private-keys-v1.d")),
+            Some(0)
+        );
         assert_eq!(name_matches(r, "id_rsa.pub", None), None);
+        assert_eq!(name_matches(r, "xid_rsa", None), None);
         assert_eq!(name_matches(r, "x.p12", None), Some(1));
+        assert_eq!(name_matches(r, ".p12", None), Some(1));
+        assert_eq!(name_matches(r, "x.p12.bak", None), None);
         assert_eq!(
             name_matches(r, "ABC.key", Some("private-keys-v1.d")),
             Some(2)
         );
+        assert_eq!(name_matches(r, "ABC.key", Some("other")), None);
+        assert_eq!(name_matches(r, "ABC.key", None), None);
+        // Excludes look at the file's own name, not its directory's.
+        assert_eq!(name_matches(r, "x.lock", Some("private-keys-v1.d")), None);
+        assert_eq!(name_matches(r, "secring.gpg", None), Some(3));
+        assert_eq!(name_matches(r, "secring.gpg~", None), None);
+
+        assert_eq!(r[0].include(), NameMatch::Prefix("id_".into()));
+        assert_eq!(r[0].excludes(), vec![NameMatch::Suffix(".pub".into())]);
+        assert_eq!(r[2].include(), NameMatch::Dir("private-keys-v1.d".into()));
+        assert_eq!(r[3].include(), NameMatch::Exact("secring.gpg".into()));
+        let k = KeyName {
+            suffix: Some(".k".into()),
+            exclude: vec!["a*".into(), "*b".into(), "c".into()],
+            ..KeyName::default()
+        };
+        assert_eq!(
+            k.excludes(),
+            vec![
+                NameMatch::Prefix("a".into()),
+                NameMatch::Suffix("b".into()),
+                NameMatch::Exact("c".into()),
+            ]
+        );
         assert_eq!(r[0].to_string(), "id_* !*.pub");
+        assert_eq!(r[2].to_string(), "private-keys-v1.d/* !*.lock");
+        assert_eq!(k.to_string(), "*.k !a* !*b !c");
     }
 }

@@ -93,36 +93,15 @@ pub fn run_sensor(root: &Path, args: Vec<String>) -> Result<()> {
     Err(err).with_context(|| format!("cannot exec `{}`", cmd::describe(&cmd)))
 }
 
-/// Whether package `sensor` has a benchmark: a `[[bench]]` section or a
-/// sensor/benches/*.rs file.
-fn sensor_has_bench(root: &Path) -> Result<bool> {
-    let manifest = root.join("sensor").join("Cargo.toml");
-    let text = std::fs::read_to_string(&manifest)
-        .with_context(|| format!("cannot read {}", manifest.display()))?;
-    if text.lines().any(|l| l.trim() == "[[bench]]") {
-        return Ok(true);
-    }
-    let benches = root.join("sensor").join("benches");
-    let Ok(entries) = std::fs::read_dir(&benches) else {
-        return Ok(false);
-    };
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("cannot list {}", benches.display()))?
-            .path();
-        let is_rs = path.extension().is_some_and(|e| e == "rs");
-        if is_rs || path.join("main.rs").is_file() {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// `cargo bench -p sensor` when a benchmark exists.
+/// `cargo xtask bench`: the workload cost of the sensor (ks-bench: openat
+/// with no sensor, with empty programs, with keysentry), as root.
 pub fn bench(root: &Path) -> Result<()> {
-    if !sensor_has_bench(root)? {
-        println!("no benchmarks yet");
-        return Ok(());
-    }
-    cmd::run(cargo(root).args(["bench", "-p", "sensor"]))
+    cmd::run(cargo(root).args(["bench", "-p", "sensor", "--bench", "pipeline"]))
+        .context("pipeline benchmark failed")?;
+    cmd::run(cargo(root).args(["build", "--release", "-p", "tests", "--bin", "ks-bench"]))
+        .context("building ks-bench failed")?;
+    let bench = root.join("target/release/ks-bench");
+    let mut c = cmd::as_root(&bench, "ks-bench (starts keysentry)")?;
+    c.arg(sensor_binary(root)).arg("7");
+    cmd::run(&mut c)
 }

@@ -39,7 +39,7 @@ enum Command {
     },
     /// Setup, build, fmt + clippy, unit tests, integration tests (as root).
     Test(test::TestArgs),
-    /// Build, then `cargo bench -p sensor` when a benchmark exists.
+    /// Build, then measure what the sensor costs the workload (ks-bench).
     Bench,
 }
 

@@ -74,7 +74,14 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<()> {
     steps.push((
         "unit tests",
         Box::new(|| {
-            cmd::run(build::cargo(root).args(["test", "--workspace", "--exclude", "tests"]))
+            // --release reuses the dependencies the keysentry build compiled.
+            cmd::run(build::cargo(root).args([
+                "test",
+                "--release",
+                "--workspace",
+                "--exclude",
+                "tests",
+            ]))
         }),
     ));
     let filter = args.filter.clone();

@@ -173,6 +173,11 @@ impl Sensor {
         self.terminate()
     }
 
+    /// SIGTERM, then the exit code.
+    pub fn stop_code(&mut self) -> Option<i32> {
+        self.terminate().code()
+    }
+
     fn terminate(&mut self) -> ExitStatus {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
