@@ -109,7 +109,10 @@ fn main() {
         metrics,
     );
     let recs = records();
-    let total = 1_000_000usize;
+    let total: usize = std::env::var("KS_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let t = Instant::now();
     let mut n = 0;
     while n < total {

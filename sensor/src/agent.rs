@@ -32,10 +32,12 @@ use crate::{
     watch::{Watcher, st_dev},
 };
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Bench only: attach the programs but make them return at once.
     pub empty_programs: bool,
+    /// Size of the event ring buffer in bytes.
+    pub ring_bytes: u32,
 }
 
 /// Refuses to start without the privileges loading needs.
@@ -124,6 +126,8 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     host: String,
     clock: Clock,
+    /// keysentry_events_total{kind}, looked up once.
+    events_by_kind: Vec<prometheus::IntCounter>,
 }
 
 impl Pipeline {
@@ -139,9 +143,15 @@ impl Pipeline {
             watcher,
             policy,
             outputs,
-            metrics,
+            metrics: metrics.clone(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             clock: Clock::new(),
+            events_by_kind: (0..KIND_SLOTS)
+                .map(|i| {
+                    let name = EventKind::from_u32(i).map_or("unknown", |k| k.name());
+                    metrics.events.with_label_values(&[name])
+                })
+                .collect(),
         }
     }
 
@@ -158,10 +168,7 @@ impl Pipeline {
                 return;
             }
         };
-        self.metrics
-            .events
-            .with_label_values(&[ev.kind().name()])
-            .inc();
+        self.events_by_kind[ev.kind() as usize % KIND_SLOTS as usize].inc();
         match ev {
             Event::Exec {
                 task,
@@ -319,10 +326,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let settings = SensorSettings {
         self_pid: std::process::id(),
         empty_programs: opts.empty_programs as u32,
-        wakeup_bytes: 512 * 1024,
+        // Wake user space when a sixteenth of the ring is used.
+        wakeup_bytes: opts.ring_bytes / 16,
         _pad: 0,
     };
-    let mut ebpf = loader::load(&offsets, &settings)?;
+    let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
         tracing::debug!("no kernel log map: {e}");
     }

@@ -2,9 +2,11 @@
 //! is checked first, then the length for its kind; anything else is an error
 //! that the caller counts and skips.
 
+use std::mem::offset_of;
+
 use sensor_common::{
-    COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, OpenEvent, PATH_COMPLETE,
-    PATH_TRUNCATED,
+    ARG_BUF, CMDLINE_BUF, COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath,
+    OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,23 +127,40 @@ fn task(h: &Header) -> Task {
 /// Turns a kernel path (components leaf first, each followed by '/') into
 /// an absolute path. Returns (path, truncated).
 pub fn kpath(p: &KPath) -> Option<(String, bool)> {
-    let len = (p.len as usize).min(p.buf.len());
-    if len == 0 && p.flags & PATH_COMPLETE == 0 {
+    kpath_parts(p.len, p.flags, &p.buf)
+}
+
+fn kpath_parts(len: u32, flags: u32, buf: &[u8]) -> Option<(String, bool)> {
+    let len = (len as usize).min(buf.len());
+    if len == 0 && flags & PATH_COMPLETE == 0 {
         return None;
     }
-    let comps: Vec<&[u8]> = p.buf[..len]
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty())
-        .collect();
     let mut out = String::with_capacity(len + 1);
-    for c in comps.iter().rev() {
+    for c in buf[..len]
+        .split(|b| *b == b'/')
+        .rev()
+        .filter(|c| !c.is_empty())
+    {
         out.push('/');
         out.push_str(&String::from_utf8_lossy(c));
     }
     if out.is_empty() {
         out.push('/');
     }
-    Some((out, p.flags & PATH_TRUNCATED != 0))
+    Some((out, flags & PATH_TRUNCATED != 0))
+}
+
+/// A field of type `T` at `off` in a record (length checked by the caller).
+fn at<T: Copy>(buf: &[u8], off: usize) -> T {
+    read(&buf[off..])
+}
+
+/// The KPath at `off` in a record, without copying the whole record.
+fn kpath_at(buf: &[u8], off: usize) -> Option<(String, bool)> {
+    let len: u32 = at(buf, off + offset_of!(KPath, len));
+    let flags: u32 = at(buf, off + offset_of!(KPath, flags));
+    let b = off + offset_of!(KPath, buf);
+    kpath_parts(len, flags, &buf[b..b + PATH_BUF])
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
@@ -160,19 +179,20 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     }
     Ok(match kind {
         EventKind::Exec => {
-            let e: ExecEvent = read(buf);
-            let n = (e.cmdline_len as usize).min(e.cmdline.len());
-            let argv = e.cmdline[..n]
+            let len: u32 = at(buf, offset_of!(ExecEvent, cmdline_len));
+            let c = offset_of!(ExecEvent, cmdline);
+            let n = (len as usize).min(CMDLINE_BUF);
+            let argv = buf[c..c + n]
                 .split(|b| *b == 0)
                 .filter(|a| !a.is_empty())
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             Event::Exec {
-                task: task(&e.hdr),
-                ppid: e.ppid,
-                start_ns: e.start_ns,
+                task: task(&h),
+                ppid: at(buf, offset_of!(ExecEvent, ppid)),
+                start_ns: at(buf, offset_of!(ExecEvent, start_ns)),
                 argv,
-                exe: kpath(&e.exe).map(|(p, _)| p),
+                exe: kpath_at(buf, offset_of!(ExecEvent, exe)).map(|(p, _)| p),
             }
         }
         EventKind::Fork => {
@@ -191,31 +211,32 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             }
         }
         EventKind::KeyOpen | EventKind::KeyOpenFailed => {
-            let e: OpenEvent = read(buf);
-            let n = (e.arg_len as usize).min(e.arg.len());
-            let arg = (n > 0).then(|| cstr(&e.arg[..n]));
+            let f = |o: usize| -> u32 { at(buf, o) };
+            let n = (f(offset_of!(OpenEvent, arg_len)) as usize).min(ARG_BUF);
+            let a = offset_of!(OpenEvent, arg);
+            let arg = (n > 0).then(|| cstr(&buf[a..a + n]));
             let failed = kind == EventKind::KeyOpenFailed;
             let (path, path_truncated) = if failed {
                 (None, false)
             } else {
-                match kpath(&e.path) {
+                match kpath_at(buf, offset_of!(OpenEvent, path)) {
                     Some((p, t)) => (Some(p), t),
                     None => (None, false),
                 }
             };
             Event::Open(OpenRecord {
-                task: task(&e.hdr),
+                task: task(&h),
                 failed,
-                ret: e.ret,
-                dev: e.dev,
-                ino: e.ino,
-                mode: e.mode,
-                flags: e.flags,
-                dfd: e.dfd,
-                source: e.source,
-                matched: e.matched,
-                watch_id: e.watch_id,
-                name_rules: e.name_rules,
+                ret: at(buf, offset_of!(OpenEvent, ret)),
+                dev: f(offset_of!(OpenEvent, dev)),
+                ino: at(buf, offset_of!(OpenEvent, ino)),
+                mode: f(offset_of!(OpenEvent, mode)),
+                flags: f(offset_of!(OpenEvent, flags)),
+                dfd: at(buf, offset_of!(OpenEvent, dfd)),
+                source: f(offset_of!(OpenEvent, source)),
+                matched: f(offset_of!(OpenEvent, matched)),
+                watch_id: f(offset_of!(OpenEvent, watch_id)),
+                name_rules: f(offset_of!(OpenEvent, name_rules)),
                 arg,
                 path,
                 path_truncated,

@@ -135,7 +135,7 @@ pub fn process_ctx(p: &ProcInfo) -> ProcessCtx {
         ppid: p.ppid,
         uid: p.uid,
         comm: p.comm.clone(),
-        exe: p.exe.clone(),
+        exe: p.exe.to_string(),
         cmdline: redact::cmdline(&p.argv),
     }
 }

@@ -97,11 +97,20 @@ impl Probe {
     }
 }
 
-/// Loads the object with the kernel's offsets and the settings as globals.
-pub fn load(offsets: &KernelOffsets, settings: &SensorSettings) -> Result<Ebpf> {
+/// Default size of the event ring buffer.
+pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+
+/// Loads the object with the kernel's offsets and the settings as globals
+/// and the event ring buffer sized `ring_bytes` (a power of two, at least a
+/// page).
+pub fn load(offsets: &KernelOffsets, settings: &SensorSettings, ring_bytes: u32) -> Result<Ebpf> {
+    if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
+        bail!("ring buffer size {ring_bytes} must be a power of two of at least 4096 bytes");
+    }
     EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
         .override_global("SETTINGS", settings, true)
+        .map_max_entries("EVENTS", ring_bytes)
         .load(EBPF_OBJ)
         .context("loading the kernel programs")
 }

@@ -26,6 +26,11 @@ enum Cmd {
         /// Daemon log format on stderr.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
+        /// Size of the kernel's event ring buffer in bytes (a power of two,
+        /// at least 4096). Events that do not fit are counted in
+        /// keysentry_events_lost_total{kind}.
+        #[arg(long, default_value_t = sensor::loader::DEFAULT_RING_BYTES)]
+        ring_buffer_bytes: u32,
         /// Benchmarks only: attach every program but make each return at once.
         #[arg(long, hide = true)]
         bench_empty_programs: bool,
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::Run {
             config,
             log_format,
+            ring_buffer_bytes,
             bench_empty_programs,
         } => {
             let cfg = match &config {
@@ -100,6 +106,7 @@ fn main() -> ExitCode {
             };
             let opts = agent::RunOptions {
                 empty_programs: bench_empty_programs,
+                ring_bytes: ring_buffer_bytes,
             };
             match rt.block_on(agent::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,

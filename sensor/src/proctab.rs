@@ -2,7 +2,10 @@
 //! /proc at start and kept current by the kernel's exec/fork/exit events.
 //! Enrichment of every event goes through `ProcessTable::get`.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use crate::decode::Task;
 
@@ -13,8 +16,9 @@ pub struct ProcInfo {
     pub uid: u32,
     pub comm: String,
     /// Real executable path (the kernel's mm->exe_file, or /proc/<pid>/exe).
-    pub exe: String,
-    pub argv: Vec<String>,
+    /// Shared: forks and lookups clone the entry.
+    pub exe: Arc<str>,
+    pub argv: Arc<[String]>,
     /// Start time, ns since boot.
     pub start_ns: u64,
     pub cgroup_id: u64,
@@ -79,8 +83,8 @@ impl ProcessTable {
             ppid: 0,
             uid: task.uid,
             comm: task.comm.clone(),
-            exe: String::new(),
-            argv: Vec::new(),
+            exe: Arc::from(""),
+            argv: Arc::from([]),
             start_ns: 0,
             cgroup_id: task.cgroup_id,
         }
@@ -94,7 +98,7 @@ impl ProcessTable {
         argv: Vec<String>,
         exe: Option<String>,
     ) {
-        let exe = exe.unwrap_or_default();
+        let exe: Arc<str> = Arc::from(exe.unwrap_or_default());
         self.procs.insert(
             task.pid,
             ProcInfo {
@@ -103,7 +107,7 @@ impl ProcessTable {
                 uid: task.uid,
                 comm: task.comm.clone(),
                 exe,
-                argv,
+                argv: Arc::from(argv),
                 start_ns,
                 cgroup_id: task.cgroup_id,
             },
@@ -124,8 +128,8 @@ impl ProcessTable {
                 ppid: parent.pid,
                 uid: parent.uid,
                 comm: parent.comm.clone(),
-                exe: String::new(),
-                argv: Vec::new(),
+                exe: Arc::from(""),
+                argv: Arc::from([]),
                 start_ns: child_start_ns,
                 cgroup_id: parent.cgroup_id,
             },
@@ -157,11 +161,12 @@ fn read_proc(p: &procfs::process::Process) -> Option<ProcInfo> {
         ppid: stat.ppid as u32,
         uid: p.uid().unwrap_or(u32::MAX),
         comm: stat.comm.clone(),
-        exe: p
-            .exe()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        argv: p.cmdline().unwrap_or_default(),
+        exe: Arc::from(
+            p.exe()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ),
+        argv: Arc::from(p.cmdline().unwrap_or_default()),
         start_ns: stat.starttime.saturating_mul(1_000_000_000 / tps),
         cgroup_id: cgroup_id(stat.pid).unwrap_or(0),
     })
@@ -205,10 +210,7 @@ mod tests {
         );
         t.fork(&task(10), 11, 200);
         let c = t.get(11).unwrap();
-        assert_eq!(
-            (c.ppid, c.exe.as_str(), c.start_ns),
-            (10, "/usr/bin/sh", 200)
-        );
+        assert_eq!((c.ppid, &*c.exe, c.start_ns), (10, "/usr/bin/sh", 200));
         t.exit(11);
         assert!(t.get(11).is_some(), "kept for late events");
         for pid in 1000..1000 + EXITED_KEEP as u32 + 1 {

@@ -13,11 +13,16 @@ const SECRET_WORDS: [&str; 9] = [
 ];
 const MARK: &str = "[REDACTED]";
 
+/// `password`, `--db-password`, `API_TOKEN`...: a secret word, alone or
+/// after `-`/`_`, in any case. No allocation (runs per argument per alert).
 fn is_secret_name(name: &str) -> bool {
-    let n = name.trim_start_matches('-').to_ascii_lowercase();
-    SECRET_WORDS
-        .iter()
-        .any(|w| n == *w || n.ends_with(&format!("-{w}")) || n.ends_with(&format!("_{w}")))
+    let n = name.trim_start_matches('-').as_bytes();
+    SECRET_WORDS.iter().any(|w| {
+        let w = w.as_bytes();
+        n.len() >= w.len()
+            && n[n.len() - w.len()..].eq_ignore_ascii_case(w)
+            && (n.len() == w.len() || matches!(n[n.len() - w.len() - 1], b'-' | b'_'))
+    })
 }
 
 /// Redacts values of secret-looking options (`--password x`,

@@ -319,3 +319,52 @@ fn key_path_created_after_start_is_watched_once_it_appears() {
     let alerts = s.alerts_until_marker(&k.marker);
     one_alert(&alerts, pid, &key, "key path that appeared");
 }
+
+#[test]
+fn a_full_ring_buffer_is_counted_per_kind_never_silent() {
+    let k = keys();
+    // Room for about four open records: a burst must overflow it.
+    let mut s = Sensor::start_with(&k.root, &config(&k, ""), &["--ring-buffer-bytes", "8192"]);
+    let _ = s.alerts_until_marker(&k.marker);
+    let seen = |s: &Sensor| {
+        s.metric("keysentry_events_total{kind=\"key_open\"}")
+            .unwrap()
+            + s.metric("keysentry_events_lost_total{kind=\"key_open\"}")
+                .unwrap()
+    };
+    let lost_before = s
+        .metric("keysentry_events_lost_total{kind=\"key_open\"}")
+        .unwrap();
+    let before = seen(&s);
+    let n = 300;
+    for _ in 0..n {
+        std::fs::File::open(&k.secret).unwrap();
+    }
+    // Every open is accounted for, delivered or lost (lost counts are read
+    // by the agent on its 50 ms drain, so wait for them with a deadline).
+    let end = std::time::Instant::now() + DEADLINE;
+    let mut got = seen(&s) - before;
+    while got < n as f64 {
+        assert!(
+            std::time::Instant::now() < end,
+            "only {got} of {n} opens accounted for"
+        );
+        got = seen(&s) - before;
+    }
+    assert_eq!(
+        got, n as f64,
+        "each open is delivered or counted lost, once"
+    );
+    let lost = s
+        .metric("keysentry_events_lost_total{kind=\"key_open\"}")
+        .unwrap()
+        - lost_before;
+    assert!(
+        lost > 0.0,
+        "a burst of {n} opens into an 8 KiB ring lost nothing"
+    );
+    assert_eq!(
+        s.metric("keysentry_events_lost_total{kind=\"exec\"}"),
+        Some(0.0)
+    );
+}

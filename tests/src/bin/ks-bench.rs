@@ -67,11 +67,18 @@ impl Sensor {
         }
         // Keep draining stderr so the sensor never blocks on it.
         std::thread::spawn(move || for _ in lines {});
-        // Keep the sensor off the measured CPU.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            libc::sched_setaffinity(child.id() as i32, size_of::<libc::cpu_set_t>(), &set);
+        // Keep every thread of the sensor off the measured CPU.
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) {
+            for t in tasks.flatten() {
+                let Ok(tid) = t.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), &set);
+                }
+            }
         }
         Sensor(child)
     }

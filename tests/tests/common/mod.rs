@@ -54,6 +54,11 @@ impl Sensor {
     /// Starts keysentry with `[metrics]`/`[alerts]` set for the test and
     /// `body` as the rest of the config; returns once it logs "ready".
     pub fn start(dir: &Path, body: &str) -> Sensor {
+        Self::start_with(dir, body, &[])
+    }
+
+    /// As `start`, with extra `keysentry run` arguments.
+    pub fn start_with(dir: &Path, body: &str, args: &[&str]) -> Sensor {
         require_root();
         let port = free_port();
         let cfg = dir.join("keysentry.toml");
@@ -65,6 +70,7 @@ impl Sensor {
         let mut child = Command::new(keysentry_bin())
             .args(["run", "--config"])
             .arg(&cfg)
+            .args(args)
             .env("KEYSENTRY_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
