@@ -35,5 +35,9 @@ fn mounts_tracefs_when_missing() {
         tracefs_mounted_at(tracing) || Path::new("/sys/kernel/debug/tracing/events").is_dir(),
         "keysentry started without a tracefs"
     );
-    assert_eq!(s.stop_code(), Some(0));
+    assert_eq!(
+        s.stop_with(nix::sys::signal::Signal::SIGINT),
+        Some(0),
+        "SIGINT exits 0"
+    );
 }

@@ -179,9 +179,11 @@ impl Sensor {
         self.terminate()
     }
 
-    /// SIGTERM, then the exit code.
-    pub fn stop_code(&mut self) -> Option<i32> {
-        self.terminate().code()
+    /// `signal`, then the exit code.
+    pub fn stop_with(&mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        self.child.wait().expect("wait keysentry").code()
     }
 
     fn terminate(&mut self) -> ExitStatus {
