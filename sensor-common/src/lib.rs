@@ -36,18 +36,25 @@ pub enum EventKind {
     KeyOpen = 10,
     /// A failed open (EACCES/EPERM) whose path may name a key file.
     KeyOpenFailed = 11,
+    /// An open of /proc/<pid>/{mem,pagemap,environ}, or of
+    /// /proc/<pid>/{maps,smaps,status} of a protected process.
+    ProcFileOpen = 12,
+    /// ptrace, process_vm_readv/writev or pidfd_getfd on another process.
+    MemAccess = 20,
 }
 
 /// Number of slots in the lost-event counter array.
-pub const KIND_SLOTS: u32 = 16;
+pub const KIND_SLOTS: u32 = 32;
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
         EventKind::KeyOpen,
         EventKind::KeyOpenFailed,
+        EventKind::ProcFileOpen,
+        EventKind::MemAccess,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -62,6 +69,8 @@ impl EventKind {
             EventKind::Exit => "exit",
             EventKind::KeyOpen => "key_open",
             EventKind::KeyOpenFailed => "key_open_failed",
+            EventKind::ProcFileOpen => "proc_file_open",
+            EventKind::MemAccess => "mem_access",
         }
     }
 
@@ -72,7 +81,10 @@ impl EventKind {
             EventKind::Exec => core::mem::size_of::<ExecEvent>(),
             EventKind::Fork => core::mem::size_of::<ForkEvent>(),
             EventKind::Exit => core::mem::size_of::<ExitEvent>(),
-            EventKind::KeyOpen | EventKind::KeyOpenFailed => core::mem::size_of::<OpenEvent>(),
+            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
+                core::mem::size_of::<OpenEvent>()
+            }
+            EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
         }
     }
 }
@@ -191,6 +203,52 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
+/// Files of /proc/<pid>/ reported by ProcFileOpen (in `OpenEvent::name_rules`).
+pub const PROC_MEM: u32 = 1;
+pub const PROC_PAGEMAP: u32 = 2;
+pub const PROC_ENVIRON: u32 = 3;
+/// Reconnaissance files, reported only for protected targets.
+pub const PROC_MAPS: u32 = 4;
+pub const PROC_SMAPS: u32 = 5;
+pub const PROC_STATUS: u32 = 6;
+
+/// A short (<= 8 bytes) file name as the first head word of its NameKey.
+pub const fn short_name(s: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < s.len() && i < 8 {
+        v |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// Memory-access operations (`MemAccessEvent::op`).
+pub const MEM_PTRACE: u32 = 1;
+pub const MEM_VM_READV: u32 = 2;
+pub const MEM_VM_WRITEV: u32 = 3;
+pub const MEM_PIDFD_GETFD: u32 = 4;
+
+/// Cross-process memory access by the current task.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct MemAccessEvent {
+    pub hdr: Header,
+    /// Syscall result (0/bytes/fd, or -errno).
+    pub ret: i64,
+    /// ptrace request; pidfd for pidfd_getfd.
+    pub request: u64,
+    /// ptrace addr; target fd for pidfd_getfd.
+    pub arg: u64,
+    /// MEM_* value.
+    pub op: u32,
+    /// Target pid (tid for ptrace), 0 when user space must resolve it.
+    pub target: u32,
+    /// 1 when the target is in the kernel's protected set.
+    pub target_protected: u32,
+    pub _pad: u32,
+}
+
 /// Key of the watched-inode map.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -257,6 +315,11 @@ pub struct KernelOffsets {
     pub pt_regs_si: u32,
     pub pt_regs_dx: u32,
     pub io_kiocb_opcode: u32,
+    pub sb_s_magic: u32,
+    pub file_private_data: u32,
+    pub inode_i_private: u32,
+    /// Offset of `numbers[0].nr` in struct pid (the pid in the root namespace).
+    pub pid_nr: u32,
     /// Field offsets inside tracepoint records (from tracefs formats).
     pub tp_sys_exit_ret: u32,
     pub tp_iou_complete_req: u32,
@@ -286,6 +349,7 @@ const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
 const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
 
 #[cfg(feature = "user")]

@@ -53,6 +53,11 @@ pub static WATCHED: HashMap<InodeKey, WatchEntry> = HashMap::with_max_entries(65
 #[map]
 pub static WATCHED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(16384, 0);
 
+/// Protected processes (tgid -> 1 + index of the [[protected]] rule; the
+/// sensor itself is protected too). Children inherit it at fork.
+#[map]
+pub static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
 /// Key-file name patterns.
 #[map]
 pub static NAME_PATTERNS: Array<NamePatterns> = Array::with_max_entries(1, 0);

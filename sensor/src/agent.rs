@@ -19,15 +19,24 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use std::collections::{HashMap, HashSet};
+
+use sensor_common::{MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, PROC_MAPS};
+
 use crate::{
     alert::{Outputs, rfc3339},
     btf, config,
     config::Config,
-    decode::{self, Event, OpenRecord},
-    detect::{KeyOpen, Policy},
+    decode::{self, Event, MemRecord, OpenRecord},
+    detect::{
+        ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PTRACE_INJECT,
+        KeyOpen, MemAccess, Policy, RULE_PIDFD_GETFD, RULE_PROC_MEM, RULE_PTRACE, RULE_VM_READ,
+        RULE_VM_WRITE, ptrace_request,
+    },
     loader,
     metrics::{self, Metrics},
     proctab::ProcessTable,
+    protect::{Change, Protector},
     tracefs,
     watch::{Watcher, st_dev},
 };
@@ -128,7 +137,15 @@ pub struct Pipeline {
     clock: Clock,
     /// keysentry_events_total{kind}, looked up once.
     events_by_kind: Vec<prometheus::IntCounter>,
+    pub protector: Protector,
+    /// The kernel's PROTECTED map (None when replaying without a kernel).
+    protected_map: Option<BpfHashMap<MapData, u32, u32>>,
+    /// actor pid -> protected targets whose maps/smaps/status it read.
+    recon: HashMap<u32, HashSet<u32>>,
 }
+
+/// Most actors remembered for reconnaissance.
+const RECON_ACTORS: usize = 4096;
 
 impl Pipeline {
     pub fn new(
@@ -152,6 +169,35 @@ impl Pipeline {
                     metrics.events.with_label_values(&[name])
                 })
                 .collect(),
+            protector: Protector::default(),
+            protected_map: None,
+            recon: HashMap::new(),
+        }
+    }
+
+    /// Protection decisions, with the kernel map that enforces them.
+    pub fn with_protection(
+        mut self,
+        protector: Protector,
+        map: Option<BpfHashMap<MapData, u32, u32>>,
+    ) -> Self {
+        self.protector = protector;
+        self.protected_map = map;
+        self
+    }
+
+    pub fn apply(&mut self, changes: &[Change]) {
+        let Some(map) = self.protected_map.as_mut() else {
+            return;
+        };
+        for c in changes {
+            let r = match *c {
+                Change::Protect(pid, rule) => map.insert(pid, rule, 0),
+                Change::Unprotect(pid) => map.remove(&pid),
+            };
+            if let Err(e) = r {
+                tracing::debug!("protected map {c:?}: {e}");
+            }
         }
     }
 
@@ -176,14 +222,150 @@ impl Pipeline {
                 start_ns,
                 argv,
                 exe,
-            } => self.procs.exec(&task, ppid, start_ns, argv, exe),
+            } => {
+                self.procs.exec(&task, ppid, start_ns, argv, exe);
+                let change = self
+                    .procs
+                    .get(task.pid)
+                    .and_then(|p| self.protector.on_exec(p));
+                if let Some(c) = change {
+                    self.apply(&[c]);
+                }
+            }
             Event::Fork {
                 parent,
                 child_pid,
                 child_start_ns,
-            } => self.procs.fork(&parent, child_pid, child_start_ns),
-            Event::Exit { task, .. } => self.procs.exit(task.pid),
+            } => {
+                self.procs.fork(&parent, child_pid, child_start_ns);
+                self.protector.on_fork(parent.pid, child_pid);
+            }
+            Event::Exit { task, .. } => {
+                self.procs.exit(task.pid);
+                self.protector.on_exit(task.pid);
+                self.recon.remove(&task.pid);
+            }
+            Event::Open(rec) if rec.proc_file != 0 => self.proc_file_open(&rec),
             Event::Open(rec) => self.key_open(&rec),
+            Event::Mem(m) => self.mem_access(&m),
+        }
+    }
+
+    /// /proc/<pid>/{mem,pagemap,environ} opens alert; maps/smaps/status of
+    /// a protected process is reconnaissance, remembered for scoring.
+    fn proc_file_open(&mut self, rec: &OpenRecord) {
+        let actor = self.procs.resolve(&rec.task);
+        let Some(path) = rec.path.as_deref() else {
+            return;
+        };
+        // The file's directory is /proc/<pid> or /proc/<pid>/task/<tid>.
+        let Some(tid) = Path::new(path)
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let target = self.procs.tgid_of(tid);
+        if target == actor.pid {
+            return;
+        }
+        if rec.proc_file >= PROC_MAPS {
+            if self.recon.len() >= RECON_ACTORS {
+                self.recon.clear();
+            }
+            self.recon.entry(actor.pid).or_default().insert(target);
+            return;
+        }
+        let target_info = self.procs.lookup(target);
+        let m = MemAccess {
+            rule: RULE_PROC_MEM,
+            attack: ATTACK_PROC_MEMORY,
+            access: if rec.flags & 3 == 0 { "read" } else { "write" },
+            op: format!("open {path}"),
+            ret: rec.ret,
+            actor: &actor,
+            target: &target_info,
+            target_protected: self.protector.is_protected(target),
+            recon: self
+                .recon
+                .get(&actor.pid)
+                .is_some_and(|t| t.contains(&target)),
+            path: Some(path.to_string()),
+            ts_boot_ns: rec.task.ts_boot_ns,
+        };
+        self.alert_memory(&m);
+    }
+
+    fn mem_access(&mut self, rec: &MemRecord) {
+        let actor = self.procs.resolve(&rec.task);
+        let target = match rec.op {
+            // The kernel resolves the pidfd; fdinfo is the fallback.
+            MEM_PIDFD_GETFD if rec.target == 0 => match pidfd_target(actor.pid, rec.request) {
+                Some(t) => t,
+                None => {
+                    tracing::debug!("pidfd_getfd by {}: target not resolved", actor.pid);
+                    return;
+                }
+            },
+            _ => self.procs.tgid_of(rec.target),
+        };
+        let (rule, attack, access, op) = match rec.op {
+            MEM_PTRACE => {
+                let (name, access) = ptrace_request(rec.request);
+                let attack = if access == "write" {
+                    ATTACK_PTRACE_INJECT
+                } else {
+                    ATTACK_PROC_MEMORY
+                };
+                (RULE_PTRACE, attack, access, name)
+            }
+            MEM_VM_READV => (
+                RULE_VM_READ,
+                ATTACK_PROC_MEMORY,
+                "read",
+                "process_vm_readv".into(),
+            ),
+            MEM_VM_WRITEV => (
+                RULE_VM_WRITE,
+                ATTACK_INJECT,
+                "write",
+                "process_vm_writev".into(),
+            ),
+            _ => (
+                RULE_PIDFD_GETFD,
+                ATTACK_CREDENTIAL_DUMPING,
+                "read",
+                format!("pidfd_getfd(fd {})", rec.arg),
+            ),
+        };
+        let target_info = self.procs.lookup(target);
+        let m = MemAccess {
+            rule,
+            attack,
+            access,
+            op,
+            ret: rec.ret,
+            actor: &actor,
+            target: &target_info,
+            target_protected: rec.target_protected || self.protector.is_protected(target),
+            recon: self
+                .recon
+                .get(&actor.pid)
+                .is_some_and(|t| t.contains(&target)),
+            path: None,
+            ts_boot_ns: rec.task.ts_boot_ns,
+        };
+        self.alert_memory(&m);
+    }
+
+    fn alert_memory(&mut self, m: &MemAccess<'_>) {
+        if let Some(alert) = self
+            .policy
+            .memory_access(m, &self.host, self.clock.wall(m.ts_boot_ns))
+        {
+            self.outputs.send(alert);
         }
     }
 
@@ -265,6 +447,16 @@ impl Pipeline {
         let dev = if key.dev == 0 { 0 } else { st_dev(key.dev) };
         Some((shown.to_string_lossy().into_owned(), dev, key.ino, watch_id))
     }
+}
+
+/// The pid behind `pidfd` in process `pid` (from its fdinfo).
+fn pidfd_target(pid: u32, pidfd: u64) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{pidfd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|p| *p > 0)
+        .map(|p| p as u32)
 }
 
 /// Kernel maps the agent writes.
@@ -390,19 +582,25 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let mut inotify = inotify.into_event_stream([0u8; 4096])?;
 
     // Attached first, then the snapshot: no process falls between them.
+    let protected_map: BpfHashMap<MapData, u32, u32> =
+        BpfHashMap::try_from(ebpf.take_map("PROTECTED").context("map PROTECTED")?)?;
     let mut pipe = Pipeline::new(
         ProcessTable::snapshot(),
         watcher,
         Policy::from_config(&cfg),
         outputs,
         metrics.clone(),
-    );
+    )
+    .with_protection(Protector::new(&cfg), Some(protected_map));
+    let initial = pipe.protector.initial(&pipe.procs, std::process::id());
+    pipe.apply(&initial);
     tracing::info!(
-        "ready: watching {} inodes under {} key paths, {} key-name rules, {} processes known",
+        "ready: watching {} inodes under {} key paths, {} key-name rules, {} processes known, {} protected",
         pipe.watcher.len(),
         cfg.key_path.len(),
         cfg.key_name.len(),
-        pipe.procs.len()
+        pipe.procs.len(),
+        pipe.protector.len()
     );
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -433,6 +631,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &mut maps, &metrics, inotify.watches());
+                let changes = pipe.protector.refresh_pid_files();
+                pipe.apply(&changes);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

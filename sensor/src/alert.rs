@@ -102,6 +102,8 @@ pub struct Alert {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open: Option<OpenDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::detect::MemDetail>,
 }
 
 /// Where alerts go.
@@ -244,6 +246,7 @@ mod tests {
             incident: "i".into(),
             message: "m".into(),
             open: None,
+            memory: None,
         };
         let v: serde_json::Value = serde_json::to_value(&a).unwrap();
         for f in [

@@ -359,6 +359,11 @@ pub struct Allow {
     /// Restricts the allowance to this configured key_path (its `path`).
     #[serde(default)]
     pub key_path: Option<PathBuf>,
+    /// Makes this a memory-access allowance: `exe` may read or write the
+    /// memory of processes whose real executable is `target` (e.g. a backup
+    /// agent). An entry with `target` allows no key-file opens.
+    #[serde(default)]
+    pub target: Option<PathBuf>,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -569,6 +574,15 @@ impl Config {
     fn validate_allow(&self) -> Result<(), Invalid> {
         for (i, a) in self.allow.iter().enumerate() {
             absolute(&format!("allow[{i}].exe"), &a.exe)?;
+            if let Some(t) = &a.target {
+                absolute(&format!("allow[{i}].target"), t)?;
+                if a.key_path.is_some() {
+                    return invalid(
+                        format!("allow[{i}].target"),
+                        "cannot be combined with key_path: use one entry for key files, one for memory access",
+                    );
+                }
+            }
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
             {

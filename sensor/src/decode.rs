@@ -6,7 +6,7 @@ use std::mem::offset_of;
 
 use sensor_common::{
     ARG_BUF, CMDLINE_BUF, COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath,
-    OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED,
+    MemAccessEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,6 +65,24 @@ pub struct OpenRecord {
     /// Path rebuilt from the dentry (success only).
     pub path: Option<String>,
     pub path_truncated: bool,
+    /// For an open of a /proc/<pid>/ file: its PROC_* value, else 0.
+    pub proc_file: u32,
+}
+
+/// A cross-process memory access (ptrace, process_vm_*, pidfd_getfd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemRecord {
+    pub task: Task,
+    /// MEM_* value.
+    pub op: u32,
+    pub ret: i64,
+    /// ptrace request, or the pidfd of pidfd_getfd.
+    pub request: u64,
+    /// ptrace addr, or the target fd of pidfd_getfd.
+    pub arg: u64,
+    /// Target pid/tid (0: resolve from the pidfd).
+    pub target: u32,
+    pub target_protected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +105,7 @@ pub enum Event {
         exit_code: u32,
     },
     Open(OpenRecord),
+    Mem(MemRecord),
 }
 
 impl Event {
@@ -96,7 +115,9 @@ impl Event {
             Event::Fork { .. } => EventKind::Fork,
             Event::Exit { .. } => EventKind::Exit,
             Event::Open(o) if o.failed => EventKind::KeyOpenFailed,
+            Event::Open(o) if o.proc_file != 0 => EventKind::ProcFileOpen,
             Event::Open(_) => EventKind::KeyOpen,
+            Event::Mem(_) => EventKind::MemAccess,
         }
     }
 }
@@ -210,7 +231,19 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 exit_code: e.exit_code,
             }
         }
-        EventKind::KeyOpen | EventKind::KeyOpenFailed => {
+        EventKind::MemAccess => {
+            let m: MemAccessEvent = read(buf);
+            Event::Mem(MemRecord {
+                task: task(&m.hdr),
+                op: m.op,
+                ret: m.ret,
+                request: m.request,
+                arg: m.arg,
+                target: m.target,
+                target_protected: m.target_protected != 0,
+            })
+        }
+        EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
             let f = |o: usize| -> u32 { at(buf, o) };
             let n = (f(offset_of!(OpenEvent, arg_len)) as usize).min(ARG_BUF);
             let a = offset_of!(OpenEvent, arg);
@@ -240,6 +273,11 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 arg,
                 path,
                 path_truncated,
+                proc_file: if kind == EventKind::ProcFileOpen {
+                    f(offset_of!(OpenEvent, name_rules))
+                } else {
+                    0
+                },
             })
         }
     })

@@ -28,6 +28,17 @@ struct AllowRule {
     exe: Vec<String>,
     /// Restricts the allowance to one key_path (by index).
     key_path: Option<u32>,
+    /// A memory-access allowance for targets running this exe.
+    target: Option<Vec<String>>,
+}
+
+/// A path and its canonical form, for comparing with real exe paths.
+fn exe_forms(p: &Path) -> Vec<String> {
+    let mut v = vec![p.to_string_lossy().into_owned()];
+    if let Ok(c) = std::fs::canonicalize(p) {
+        v.push(c.to_string_lossy().into_owned());
+    }
+    v
 }
 
 /// The detection policy, compiled from the config.
@@ -49,20 +60,15 @@ impl Policy {
         let allow = cfg
             .allow
             .iter()
-            .map(|a| {
-                let mut exe = vec![a.exe.to_string_lossy().into_owned()];
-                if let Ok(c) = std::fs::canonicalize(&a.exe) {
-                    exe.push(c.to_string_lossy().into_owned());
-                }
-                AllowRule {
-                    exe,
-                    key_path: a.key_path.as_ref().and_then(|p| {
-                        key_paths
-                            .iter()
-                            .position(|k| Path::new(k) == p.as_path())
-                            .map(|i| i as u32)
-                    }),
-                }
+            .map(|a| AllowRule {
+                exe: exe_forms(&a.exe),
+                target: a.target.as_deref().map(exe_forms),
+                key_path: a.key_path.as_ref().and_then(|p| {
+                    key_paths
+                        .iter()
+                        .position(|k| Path::new(k) == p.as_path())
+                        .map(|i| i as u32)
+                }),
             })
             .collect();
         Self {
@@ -77,13 +83,179 @@ impl Policy {
     pub fn allowed(&self, exe: &str, watch_id: Option<u32>) -> bool {
         !exe.is_empty()
             && self.allow.iter().any(|a| {
-                a.exe.iter().any(|e| e == exe)
+                a.target.is_none()
+                    && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,
                         Some(k) => watch_id == Some(k),
                     }
             })
     }
+}
+
+impl Policy {
+    /// Is `exe` allowed to access the memory of processes running `target`?
+    pub fn allowed_memory(&self, exe: &str, target: &str) -> bool {
+        !exe.is_empty()
+            && self.allow.iter().any(|a| {
+                a.exe.iter().any(|e| e == exe)
+                    && a.target
+                        .as_ref()
+                        .is_some_and(|t| t.iter().any(|t| t == target))
+            })
+    }
+}
+
+/// A cross-process memory access after enrichment.
+pub struct MemAccess<'a> {
+    pub rule: &'static str,
+    pub attack: &'static str,
+    /// "read", "write" or "attach".
+    pub access: &'static str,
+    /// The syscall or request: "PTRACE_ATTACH", "process_vm_readv", ...
+    pub op: String,
+    pub ret: i64,
+    pub actor: &'a ProcInfo,
+    pub target: &'a ProcInfo,
+    pub target_protected: bool,
+    /// The actor read the target's maps/smaps/status before.
+    pub recon: bool,
+    /// The /proc file opened (proc-mem-open).
+    pub path: Option<String>,
+    pub ts_boot_ns: u64,
+}
+
+/// Details of a memory access.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct MemDetail {
+    pub op: String,
+    pub access: &'static str,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    pub target_protected: bool,
+    pub recon: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+pub fn errno_text(ret: i64) -> String {
+    if ret >= 0 {
+        return String::new();
+    }
+    format!("{:?}", nix::errno::Errno::from_raw((-ret) as i32))
+}
+
+impl Policy {
+    /// The memory-access rules. None for self access, an allowlisted
+    /// actor, or a tracer starting its own child (attach before the
+    /// child's first exec, as strace and gdb do).
+    pub fn memory_access(&self, m: &MemAccess<'_>, host: &str, ts: String) -> Option<Alert> {
+        let (a, t) = (m.actor, m.target);
+        if a.pid == t.pid {
+            return None;
+        }
+        if self.allowed_memory(&a.exe, &t.exe) {
+            return None;
+        }
+        if m.rule == RULE_PTRACE && t.ppid == a.pid && !t.execed {
+            return None;
+        }
+        let ok = m.ret >= 0;
+        let (severity, mut score) = match (m.target_protected, ok) {
+            (true, true) => (Severity::High, 80),
+            (true, false) => (Severity::Medium, 55),
+            (false, true) => (Severity::Low, 30),
+            (false, false) => (Severity::Low, 20),
+        };
+        if m.recon {
+            score += 10;
+        }
+        let what = if m.target_protected {
+            "protected process"
+        } else {
+            "process"
+        };
+        let message = format!(
+            "{} (pid {}, uid {}) {} {} {} {} (pid {}) via {}{}",
+            a.comm,
+            a.pid,
+            a.uid,
+            if ok { "did" } else { "tried" },
+            match m.access {
+                "attach" => "a ptrace attach to",
+                "write" => "a memory write to",
+                _ => "a memory read of",
+            },
+            what,
+            t.comm,
+            t.pid,
+            m.op,
+            if ok {
+                String::new()
+            } else {
+                format!(" and failed ({})", errno_text(m.ret))
+            }
+        );
+        Some(Alert {
+            ts,
+            rule: m.rule,
+            severity,
+            score,
+            attack: m.attack,
+            host: host.to_string(),
+            process: process_ctx(a),
+            target: Target::Process {
+                pid: t.pid,
+                comm: t.comm.clone(),
+                exe: t.exe.to_string(),
+            },
+            incident: incident_id(a),
+            message,
+            open: None,
+            memory: Some(MemDetail {
+                op: m.op.clone(),
+                access: m.access,
+                result: if ok { "success" } else { "failed" },
+                errno: (!ok).then(|| errno_text(m.ret)),
+                target_protected: m.target_protected,
+                recon: m.recon,
+                path: m.path.clone(),
+            }),
+        })
+    }
+}
+
+pub const RULE_PTRACE: &str = "ptrace-attach";
+pub const RULE_VM_READ: &str = "process-vm-read";
+pub const RULE_VM_WRITE: &str = "process-vm-write";
+pub const RULE_PROC_MEM: &str = "proc-mem-open";
+pub const RULE_PIDFD_GETFD: &str = "pidfd-getfd";
+pub const ATTACK_PROC_MEMORY: &str = "T1003.007";
+pub const ATTACK_PTRACE_INJECT: &str = "T1055.008";
+pub const ATTACK_INJECT: &str = "T1055";
+pub const ATTACK_CREDENTIAL_DUMPING: &str = "T1003";
+
+/// Name of a ptrace request, and whether it reads, writes or attaches.
+pub fn ptrace_request(req: u64) -> (String, &'static str) {
+    let (name, access) = match req {
+        1 => ("PTRACE_PEEKTEXT", "read"),
+        2 => ("PTRACE_PEEKDATA", "read"),
+        3 => ("PTRACE_PEEKUSER", "read"),
+        4 => ("PTRACE_POKETEXT", "write"),
+        5 => ("PTRACE_POKEDATA", "write"),
+        6 => ("PTRACE_POKEUSER", "write"),
+        12 => ("PTRACE_GETREGS", "read"),
+        13 => ("PTRACE_SETREGS", "write"),
+        14 => ("PTRACE_GETFPREGS", "read"),
+        15 => ("PTRACE_SETFPREGS", "write"),
+        16 => ("PTRACE_ATTACH", "attach"),
+        0x4204 => ("PTRACE_GETREGSET", "read"),
+        0x4205 => ("PTRACE_SETREGSET", "write"),
+        0x4206 => ("PTRACE_SEIZE", "attach"),
+        other => return (format!("ptrace request {other}"), "read"),
+    };
+    (name.to_string(), access)
 }
 
 /// A key-file open after enrichment: the file as resolved and the actor.
@@ -205,6 +377,7 @@ impl Policy {
             },
             incident: incident_id(p),
             message,
+            memory: None,
             open: Some(OpenDetail {
                 result,
                 errno: if rec.failed {

@@ -12,6 +12,7 @@ pub mod detect;
 pub mod loader;
 pub mod metrics;
 pub mod proctab;
+pub mod protect;
 pub mod redact;
 pub mod tracefs;
 pub mod watch;

@@ -81,6 +81,30 @@ pub const PROBES: &[Probe] = &[
         serves: "key-file-open (open_by_handle_at)",
     },
     Probe {
+        program: "ks_exit_ptrace",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_ptrace"),
+        required: false,
+        serves: "ptrace-attach",
+    },
+    Probe {
+        program: "ks_exit_process_vm_readv",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_process_vm_readv"),
+        required: false,
+        serves: "process-vm-read",
+    },
+    Probe {
+        program: "ks_exit_process_vm_writev",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_process_vm_writev"),
+        required: false,
+        serves: "process-vm-write",
+    },
+    Probe {
+        program: "ks_exit_pidfd_getfd",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_pidfd_getfd"),
+        required: false,
+        serves: "pidfd-getfd",
+    },
+    Probe {
         program: "ks_iou_complete",
         hook: Hook::Tracepoint("io_uring", "io_uring_complete"),
         required: false,

@@ -22,6 +22,9 @@ pub struct ProcInfo {
     /// Start time, ns since boot.
     pub start_ns: u64,
     pub cgroup_id: u64,
+    /// False between fork and the child's first exec (still the parent's
+    /// program: a tracer attaching then is launching it, as strace does).
+    pub execed: bool,
 }
 
 /// How long an exited process stays in the table for late lookups.
@@ -59,6 +62,10 @@ impl ProcessTable {
         self.procs.is_empty()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &ProcInfo> {
+        self.procs.values()
+    }
+
     pub fn get(&self, pid: u32) -> Option<&ProcInfo> {
         self.procs.get(&pid)
     }
@@ -87,6 +94,47 @@ impl ProcessTable {
             argv: Arc::from([]),
             start_ns: 0,
             cgroup_id: task.cgroup_id,
+            execed: true,
+        }
+    }
+
+    /// Thread-group id of a thread id (the pid of the process it belongs to).
+    pub fn tgid_of(&self, tid: u32) -> u32 {
+        if self.procs.contains_key(&tid) {
+            return tid;
+        }
+        std::fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Tgid:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(tid)
+    }
+
+    /// A process by pid: the table, else /proc, else a bare entry.
+    pub fn lookup(&mut self, pid: u32) -> ProcInfo {
+        if let Some(p) = self.procs.get(&pid) {
+            return p.clone();
+        }
+        if let Some(p) = procfs::process::Process::new(pid as i32)
+            .ok()
+            .and_then(|p| read_proc(&p))
+        {
+            self.procs.insert(p.pid, p.clone());
+            return p;
+        }
+        ProcInfo {
+            pid,
+            ppid: 0,
+            uid: u32::MAX,
+            comm: String::new(),
+            exe: Arc::from(""),
+            argv: Arc::from([]),
+            start_ns: 0,
+            cgroup_id: 0,
+            execed: true,
         }
     }
 
@@ -110,6 +158,7 @@ impl ProcessTable {
                 argv: Arc::from(argv),
                 start_ns,
                 cgroup_id: task.cgroup_id,
+                execed: true,
             },
         );
     }
@@ -121,6 +170,7 @@ impl ProcessTable {
                 pid: child_pid,
                 ppid: parent.pid,
                 start_ns: child_start_ns,
+                execed: false,
                 ..p
             },
             None => ProcInfo {
@@ -132,6 +182,7 @@ impl ProcessTable {
                 argv: Arc::from([]),
                 start_ns: child_start_ns,
                 cgroup_id: parent.cgroup_id,
+                execed: false,
             },
         };
         self.procs.insert(child_pid, child);
@@ -169,11 +220,12 @@ fn read_proc(p: &procfs::process::Process) -> Option<ProcInfo> {
         argv: Arc::from(p.cmdline().unwrap_or_default()),
         start_ns: stat.starttime.saturating_mul(1_000_000_000 / tps),
         cgroup_id: cgroup_id(stat.pid).unwrap_or(0),
+        execed: true,
     })
 }
 
 /// cgroup v2 id of a process: the inode of its cgroup directory.
-fn cgroup_id(pid: i32) -> Option<u64> {
+pub fn cgroup_id(pid: i32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;

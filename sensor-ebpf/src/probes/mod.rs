@@ -1,2 +1,3 @@
+pub mod memory;
 pub mod open;
 pub mod process;

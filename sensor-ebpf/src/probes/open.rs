@@ -17,13 +17,15 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARG_BUF, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
-    OpenEvent, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2,
-    WATCH_CHILDREN, WATCH_SELF,
+    OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, SRC_CREAT,
+    SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, WATCH_CHILDREN,
+    WATCH_SELF,
     names::{NameKey, name_key},
+    short_name,
 };
 
 use crate::{
-    maps::{EVENTS, NAME_PATTERNS, WATCHED, WATCHED_NAMES, count_lost, submit_flags},
+    maps::{EVENTS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, count_lost, submit_flags},
     off, setting,
     vfs::{
         Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
@@ -191,10 +193,10 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             }
         }
         let mut rules = 0u32;
+        let name = dentry_name_key(dentry);
         if let Some(pats) = NAME_PATTERNS.get(0)
             && pats.count > 0
         {
-            let name = dentry_name_key(dentry);
             let pname = match parent {
                 Some(p) if pats.has_dir != 0 => dentry_name_key(p),
                 _ => NameKey::default(),
@@ -204,23 +206,42 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         if rules != 0 {
             matched |= MATCH_NAME;
         }
+        let mut kind = EventKind::KeyOpen;
         if matched == 0 {
-            return;
+            // /proc/<pid>/{mem,pagemap,environ}, and the reconnaissance
+            // files of protected processes.
+            let pf = proc_file(&name);
+            if pf == 0 {
+                return;
+            }
+            let magic = rd_ptr(inode, off!(inode_i_sb))
+                .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
+                .unwrap_or(0);
+            if magic != PROC_SUPER_MAGIC {
+                return;
+            }
+            if pf >= PROC_MAPS {
+                let pid = match parent {
+                    Some(p) => parse_pid(&dentry_name_key(p)),
+                    None => 0,
+                };
+                if pid == 0 || PROTECTED.get(pid).is_none() {
+                    return;
+                }
+            }
+            kind = EventKind::ProcFileOpen;
+            rules = pf;
         }
         let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
         if mode & S_IFMT == S_IFDIR {
             return;
         }
         let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-            count_lost(EventKind::KeyOpen);
+            count_lost(kind);
             return;
         };
         let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::KeyOpen as u32,
-            size_of::<OpenEvent>(),
-        );
+        fill_header(&raw mut (*ev).hdr, kind as u32, size_of::<OpenEvent>());
         (*ev).ret = ret;
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
@@ -249,6 +270,54 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
         entry.submit(submit_flags());
     }
+}
+
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// PROC_* value of a /proc/<pid>/ file name, 0 for other names.
+#[inline(always)]
+fn proc_file(name: &NameKey) -> u32 {
+    if name.len > 8 {
+        return 0;
+    }
+    let w = name.head[0];
+    if w == short_name(b"mem") {
+        PROC_MEM
+    } else if w == short_name(b"pagemap") {
+        PROC_PAGEMAP
+    } else if w == short_name(b"environ") {
+        PROC_ENVIRON
+    } else if w == short_name(b"maps") {
+        PROC_MAPS
+    } else if w == short_name(b"smaps") {
+        PROC_SMAPS
+    } else if w == short_name(b"status") {
+        PROC_STATUS
+    } else {
+        0
+    }
+}
+
+/// The number a /proc directory is named after (0 if not all digits).
+#[inline(always)]
+fn parse_pid(name: &NameKey) -> u32 {
+    if name.len == 0 || name.len > 10 {
+        return 0;
+    }
+    let mut n = 0u32;
+    let mut i = 0u32;
+    while i < 10 {
+        if i >= name.len {
+            break;
+        }
+        let b = ((name.head[(i / 8) as usize] >> (8 * (i % 8))) & 0xff) as u8;
+        if !b.is_ascii_digit() {
+            return 0;
+        }
+        n = n.wrapping_mul(10).wrapping_add((b - b'0') as u32);
+        i += 1;
+    }
+    n
 }
 
 #[repr(C)]

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent};
 
 use crate::{
-    maps::{EVENTS, count_lost, submit_flags},
+    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
     off, setting,
     vfs::{Ptr, current_task, fill_header, rd, rd_ptr, read_path},
 };
@@ -86,6 +86,12 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     if pid != tgid {
         return 0;
     }
+    // A protected process's children are protected from their first
+    // instruction (user space may lift it when the child execs).
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(p) = unsafe { PROTECTED.get(parent) } {
+        let _ = PROTECTED.insert(tgid, p, 0);
+    }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count_lost(EventKind::Fork);
         return 0;
@@ -115,6 +121,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
         return 0;
     }
+    let _ = PROTECTED.remove((pid_tgid >> 32) as u32);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count_lost(EventKind::Exit);
         return 0;

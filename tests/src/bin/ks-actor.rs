@@ -5,6 +5,18 @@
 //!   openat DIR NAME           openat(open(DIR), NAME)
 //!   opath-reopen PATH         open(PATH, O_PATH), then open("/proc/self/fd/N", O_RDONLY)
 //!   uring PATH                IORING_OP_OPENAT through io_uring
+//!   victim                    hold a secret; print "ADDR LEN FD"; block on stdin
+//!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
+//!   vm-read PID ADDR LEN      process_vm_readv
+//!   vm-write PID ADDR LEN     process_vm_writev
+//!   proc-mem PID ADDR LEN     pread of /proc/PID/mem
+//!   proc-mem-dirfd PID        openat(open("/proc/PID"), "mem")
+//!   proc-mem-task PID         open /proc/PID/task/PID/mem
+//!   recon-then-read PID ADDR LEN   read /proc/PID/maps, then process_vm_readv
+//!   pidfd-getfd PID FD        pidfd_open + pidfd_getfd
+//!   self-access               process_vm_readv and /proc/self/mem on itself
+//!   trace-child               fork; SEIZE the stopped child before it execs /bin/true
+//!   attach-running BIN        spawn BIN victim, wait until it runs, PTRACE_ATTACH it
 
 use std::{ffi::CString, process::exit};
 
@@ -48,6 +60,68 @@ fn main() {
             check(fd, "reopen");
         }
         ["uring", path] => uring_open(path),
+        ["victim"] => victim(),
+        ["ptrace-peek", pid, addr] => ptrace_peek(num(pid) as i32, num(addr)),
+        ["vm-read", pid, addr, len] => vm_read(num(pid) as i32, num(addr), num(len)),
+        ["vm-write", pid, addr, len] => {
+            let buf = vec![b'X'; num(len) as usize];
+            let local = libc::iovec {
+                iov_base: buf.as_ptr() as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            let remote = libc::iovec {
+                iov_base: num(addr) as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            let n = unsafe { libc::process_vm_writev(num(pid) as i32, &local, 1, &remote, 1, 0) };
+            check(n as i32, "process_vm_writev");
+        }
+        ["proc-mem", pid, addr, len] => {
+            let fd =
+                unsafe { libc::open(cstr(&format!("/proc/{pid}/mem")).as_ptr(), libc::O_RDONLY) };
+            check(fd, "open mem");
+            let mut buf = vec![0u8; num(len) as usize];
+            let n =
+                unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), num(addr) as i64) };
+            check(n as i32, "pread mem");
+        }
+        ["proc-mem-dirfd", pid] => {
+            let dfd = unsafe {
+                libc::open(
+                    cstr(&format!("/proc/{pid}")).as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                )
+            };
+            check(dfd, "open /proc/PID");
+            let fd = unsafe { libc::openat(dfd, cstr("mem").as_ptr(), libc::O_RDONLY) };
+            check(fd, "openat mem");
+        }
+        ["proc-mem-task", pid] => {
+            let p = format!("/proc/{pid}/task/{pid}/mem");
+            check(
+                unsafe { libc::open(cstr(&p).as_ptr(), libc::O_RDONLY) },
+                "open task mem",
+            );
+        }
+        ["recon-then-read", pid, addr, len] => {
+            std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_else(|_| exit(1));
+            vm_read(num(pid) as i32, num(addr), num(len));
+        }
+        ["pidfd-getfd", pid, fd] => {
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, num(pid) as i32, 0) } as i32;
+            check(pidfd, "pidfd_open");
+            let got =
+                unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, num(fd) as i32, 0) } as i32;
+            check(got, "pidfd_getfd");
+        }
+        ["self-access"] => {
+            let secret = *b"self";
+            vm_read(std::process::id() as i32, secret.as_ptr() as u64, 4);
+            let fd = unsafe { libc::open(cstr("/proc/self/mem").as_ptr(), libc::O_RDONLY) };
+            check(fd, "open /proc/self/mem");
+        }
+        ["trace-child"] => trace_child(),
+        ["attach-running", bin] => attach_running(bin),
         _ => usage(),
     }
 }
@@ -70,4 +144,115 @@ fn uring_open(path: &str) {
     });
     let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
     check(cqe.result(), "io_uring openat");
+}
+
+fn num(s: &str) -> u64 {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .unwrap_or_else(|_| usage())
+}
+
+/// Holds a secret in memory until stdin closes.
+fn victim() {
+    use std::io::{Read, Write};
+    let secret = std::hint::black_box(b"KEYSENTRY-TEST-SECRET-0123456789".to_vec());
+    let fd = unsafe { libc::open(cstr("/dev/null").as_ptr(), libc::O_RDONLY) };
+    check(fd, "open /dev/null");
+    let mut out = std::io::stdout();
+    writeln!(out, "{:#x} {} {fd}", secret.as_ptr() as u64, secret.len()).unwrap();
+    out.flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    std::hint::black_box(&secret);
+}
+
+fn ptrace_peek(pid: i32, addr: u64) {
+    unsafe {
+        check(
+            libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) as i32,
+            "PTRACE_ATTACH",
+        );
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, libc::__WALL);
+        *libc::__errno_location() = 0;
+        let v = libc::ptrace(libc::PTRACE_PEEKDATA, pid, addr, 0);
+        let failed = v == -1 && *libc::__errno_location() != 0;
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+        if failed {
+            exit(1);
+        }
+    }
+}
+
+fn vm_read(pid: i32, addr: u64, len: u64) {
+    let mut buf = vec![0u8; len as usize];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: len as usize,
+    };
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    check(n as i32, "process_vm_readv");
+}
+
+/// strace's way of launching: the child stops itself, the parent seizes it
+/// before it execs, then lets it run /bin/true.
+fn trace_child() {
+    unsafe {
+        let child = libc::fork();
+        if child == 0 {
+            libc::raise(libc::SIGSTOP);
+            let t = cstr("/bin/true");
+            let argv = [t.as_ptr(), std::ptr::null()];
+            libc::execv(t.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+        let mut status = 0;
+        libc::waitpid(child, &mut status, libc::WUNTRACED);
+        check(
+            libc::ptrace(libc::PTRACE_SEIZE, child, 0, 0) as i32,
+            "PTRACE_SEIZE",
+        );
+        libc::kill(child, libc::SIGCONT);
+        loop {
+            if libc::waitpid(child, &mut status, libc::__WALL) < 0 {
+                break;
+            }
+            if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
+                break;
+            }
+            libc::ptrace(libc::PTRACE_CONT, child, 0, 0);
+        }
+    }
+}
+
+/// Attaches to its own child after the child exec'd another program.
+fn attach_running(bin: &str) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .arg("victim")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|_| exit(1));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap_or_else(|_| exit(1));
+    let pid = child.id() as i32;
+    let rc = unsafe { libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) } as i32;
+    unsafe {
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, libc::__WALL);
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    println!("{pid}");
+    check(rc, "PTRACE_ATTACH");
 }

@@ -109,6 +109,10 @@ impl Sensor {
         s
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for a log line containing `needle`.
     pub fn wait_log(&mut self, needle: &str) -> String {
         let end = Instant::now() + DEADLINE;

@@ -1,0 +1,186 @@
+//! Cross-process memory access: ptrace, process_vm_readv/writev and
+//! pidfd_getfd, at syscall exit (arguments from the task's saved user
+//! registers, result from the tracepoint). Self access and PTRACE_TRACEME
+//! are dropped here; ptrace reads and writes (PEEK*/POKE*/GETREGS...) only
+//! reach user space when the target is protected.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use sensor_common::{
+    EventKind, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent,
+};
+
+use crate::{
+    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
+    off, setting,
+    vfs::{Ptr, fd_file, fill_header, rd, rd_ptr},
+};
+
+const PTRACE_TRACEME: u64 = 0;
+const PTRACE_PEEKTEXT: u64 = 1;
+const PTRACE_POKEUSER: u64 = 6;
+const PTRACE_GETREGS: u64 = 12;
+const PTRACE_SETFPREGS: u64 = 15;
+const PTRACE_ATTACH: u64 = 16;
+const PTRACE_GETREGSET: u64 = 0x4204;
+const PTRACE_SETREGSET: u64 = 0x4205;
+const PTRACE_SEIZE: u64 = 0x4206;
+
+/// Requests that read or write the tracee's memory or registers.
+fn is_ptrace_access(req: u64) -> bool {
+    (PTRACE_PEEKTEXT..=PTRACE_POKEUSER).contains(&req)
+        || (PTRACE_GETREGS..=PTRACE_SETFPREGS).contains(&req)
+        || req == PTRACE_GETREGSET
+        || req == PTRACE_SETREGSET
+}
+
+/// (di, si, dx) of the current syscall.
+#[inline(always)]
+unsafe fn args3() -> Option<(u64, u64, u64)> {
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
+        if regs.is_null() {
+            return None;
+        }
+        Some((
+            rd(regs, off!(pt_regs_di))?,
+            rd(regs, off!(pt_regs_si))?,
+            rd(regs, off!(pt_regs_dx))?,
+        ))
+    }
+}
+
+#[inline(always)]
+fn sys_ret(ctx: &TracePointContext) -> i64 {
+    unsafe {
+        *((ctx.as_ptr() as *const u8).add(sensor_common::SYS_EXIT_RET_OFFSET as usize)
+            as *const i64)
+    }
+}
+
+#[inline(always)]
+fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
+    let protected = unsafe { PROTECTED.get(target) }.is_some() as u32;
+    let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
+        count_lost(EventKind::MemAccess);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::MemAccess as u32,
+            size_of::<MemAccessEvent>(),
+        );
+        (*ev).ret = ret;
+        (*ev).request = request;
+        (*ev).arg = arg;
+        (*ev).op = op;
+        (*ev).target = target;
+        (*ev).target_protected = protected;
+        (*ev)._pad = 0;
+    }
+    entry.submit(submit_flags());
+}
+
+#[inline(always)]
+fn skip() -> Option<u32> {
+    if setting!(empty_programs) != 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == setting!(self_pid) {
+        return None;
+    }
+    Some(tgid)
+}
+
+// syscalls:sys_exit_ptrace; long ptrace(long request, pid_t pid, addr, data)
+#[tracepoint]
+pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
+    let Some(tgid) = skip() else { return 0 };
+    let Some((request, pid, addr)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    let pid = pid as u32;
+    if request == PTRACE_TRACEME || pid == tgid {
+        return 0;
+    }
+    let attach = request == PTRACE_ATTACH || request == PTRACE_SEIZE;
+    let protected_access = is_ptrace_access(request) && unsafe { PROTECTED.get(pid) }.is_some();
+    if !(attach || protected_access) {
+        return 0;
+    }
+    emit(MEM_PTRACE, sys_ret(&ctx), pid, request, addr);
+    0
+}
+
+// syscalls:sys_exit_process_vm_readv; (pid_t pid, lvec, liovcnt, rvec, ...)
+#[tracepoint]
+pub fn ks_exit_process_vm_readv(ctx: TracePointContext) -> u32 {
+    vm_access(&ctx, MEM_VM_READV)
+}
+
+// syscalls:sys_exit_process_vm_writev
+#[tracepoint]
+pub fn ks_exit_process_vm_writev(ctx: TracePointContext) -> u32 {
+    vm_access(&ctx, MEM_VM_WRITEV)
+}
+
+#[inline(always)]
+fn vm_access(ctx: &TracePointContext, op: u32) -> u32 {
+    let Some(tgid) = skip() else { return 0 };
+    let Some((pid, _, _)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    let pid = pid as u32;
+    if pid == tgid {
+        return 0;
+    }
+    emit(op, sys_ret(ctx), pid, 0, 0);
+    0
+}
+
+const PID_FS_MAGIC: u64 = 0x5049_4446;
+
+/// The global pid behind a pidfd of the current task: a pidfs inode keeps
+/// its struct pid in i_private, an anon-inode pidfd (before pidfs) in the
+/// file's private_data.
+#[inline(always)]
+unsafe fn pidfd_target(pidfd: u64) -> u32 {
+    unsafe {
+        let Some(file) = fd_file(pidfd) else { return 0 };
+        let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
+            return 0;
+        };
+        let magic = rd_ptr(inode, off!(inode_i_sb))
+            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
+            .unwrap_or(0);
+        let pid = if magic == PID_FS_MAGIC {
+            rd_ptr(inode, off!(inode_i_private))
+        } else {
+            rd_ptr(file, off!(file_private_data))
+        };
+        pid.and_then(|p| rd::<i32>(p, off!(pid_nr)))
+            .map(|n| n.max(0) as u32)
+            .unwrap_or(0)
+    }
+}
+
+// syscalls:sys_exit_pidfd_getfd; (int pidfd, int targetfd, unsigned int flags)
+#[tracepoint]
+pub fn ks_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
+    if skip().is_none() {
+        return 0;
+    }
+    let Some((pidfd, targetfd, _)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    let target = unsafe { pidfd_target(pidfd) };
+    emit(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
+    0
+}

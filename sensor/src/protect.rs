@@ -1,0 +1,160 @@
+//! Protected processes: which processes hold secrets. Chosen by
+//! `[[protected]]` (real exe path, comm, pid file, cgroup) plus keysentry
+//! itself. The set is mirrored in the kernel's PROTECTED map; the kernel
+//! also protects children at fork and forgets processes at exit, so this
+//! side only decides at start, at exec and when pid files change.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    config::Config,
+    proctab::{ProcInfo, ProcessTable},
+};
+
+/// Value stored for keysentry itself.
+pub const SELF_RULE: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+enum Rule {
+    /// The configured exe and its canonical path.
+    Exe(Vec<String>),
+    Comm(String),
+    PidFile(PathBuf),
+    /// cgroup v2 directory: its inode is the cgroup id.
+    Cgroup(PathBuf),
+}
+
+/// A change to push into the kernel map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Protect(u32, u32),
+    Unprotect(u32),
+}
+
+#[derive(Debug, Default)]
+pub struct Protector {
+    rules: Vec<Rule>,
+    /// pid -> rule index + 1 (SELF_RULE for keysentry).
+    set: HashMap<u32, u32>,
+}
+
+impl Protector {
+    pub fn new(cfg: &Config) -> Self {
+        let rules = cfg
+            .protected
+            .iter()
+            .map(|p| {
+                if let Some(exe) = &p.exe {
+                    let mut v = vec![exe.to_string_lossy().into_owned()];
+                    if let Ok(c) = std::fs::canonicalize(exe) {
+                        v.push(c.to_string_lossy().into_owned());
+                    }
+                    Rule::Exe(v)
+                } else if let Some(c) = &p.comm {
+                    Rule::Comm(c.clone())
+                } else if let Some(f) = &p.pid_file {
+                    Rule::PidFile(f.clone())
+                } else {
+                    let cg = p.cgroup.clone().unwrap_or_default();
+                    let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
+                    Rule::Cgroup(Path::new("/sys/fs/cgroup").join(rel))
+                }
+            })
+            .collect();
+        Self {
+            rules,
+            set: HashMap::new(),
+        }
+    }
+
+    pub fn is_protected(&self, pid: u32) -> bool {
+        self.set.contains_key(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// The rule (index + 1) protecting a process by what it runs.
+    fn rule_for(&self, p: &ProcInfo) -> Option<u32> {
+        self.rules
+            .iter()
+            .position(|r| match r {
+                Rule::Exe(v) => v.iter().any(|e| **e == *p.exe),
+                Rule::Comm(c) => *c == p.comm,
+                Rule::PidFile(f) => read_pid(f) == Some(p.pid),
+                Rule::Cgroup(dir) => {
+                    p.cgroup_id != 0 && std::fs::metadata(dir).is_ok_and(|m| m.ino() == p.cgroup_id)
+                }
+            })
+            .map(|i| i as u32 + 1)
+    }
+
+    /// Everything to protect at start: matching processes and keysentry.
+    pub fn initial(&mut self, procs: &ProcessTable, self_pid: u32) -> Vec<Change> {
+        let mut out = vec![Change::Protect(self_pid, SELF_RULE)];
+        self.set.insert(self_pid, SELF_RULE);
+        for p in procs.iter() {
+            if let Some(r) = self.rule_for(p) {
+                self.set.insert(p.pid, r);
+                out.push(Change::Protect(p.pid, r));
+            }
+        }
+        out
+    }
+
+    /// A process exec'd: it is protected when its new program matches, and
+    /// stops being protected (inherited at fork) when it does not.
+    pub fn on_exec(&mut self, p: &ProcInfo) -> Option<Change> {
+        match (self.rule_for(p), self.set.get(&p.pid).copied()) {
+            (Some(r), prev) if prev != Some(r) => {
+                self.set.insert(p.pid, r);
+                Some(Change::Protect(p.pid, r))
+            }
+            (None, Some(prev)) if prev != SELF_RULE => {
+                self.set.remove(&p.pid);
+                Some(Change::Unprotect(p.pid))
+            }
+            _ => None,
+        }
+    }
+
+    /// Mirrors the kernel's inheritance at fork.
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        if let Some(r) = self.set.get(&parent).copied() {
+            self.set.insert(child, r);
+        }
+    }
+
+    pub fn on_exit(&mut self, pid: u32) {
+        self.set.remove(&pid);
+    }
+
+    /// Re-reads pid files (a daemon restarted): new pids to protect.
+    pub fn refresh_pid_files(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Rule::PidFile(f) = r
+                && let Some(pid) = read_pid(f)
+                && !self.set.contains_key(&pid)
+                && Path::new(&format!("/proc/{pid}")).exists()
+            {
+                self.set.insert(pid, i as u32 + 1);
+                out.push(Change::Protect(pid, i as u32 + 1));
+            }
+        }
+        out
+    }
+}
+
+fn read_pid(f: &Path) -> Option<u32> {
+    std::fs::read_to_string(f).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,287 @@
+//! Memory access to protected processes: real ptrace, process_vm_readv,
+//! /proc/<pid>/mem and pidfd_getfd against a real victim holding a secret.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+};
+
+use common::*;
+use serde_json::Value;
+
+struct Lab {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    marker: PathBuf,
+    /// A copy of ks-actor that is protected by exe path.
+    victim_bin: PathBuf,
+    /// A copy of ks-actor allowlisted to read the victim's memory.
+    backup_bin: PathBuf,
+}
+
+fn lab() -> Lab {
+    let tmp = tempdir();
+    let root = tmp.path().to_path_buf();
+    std::fs::create_dir(root.join("keys")).unwrap();
+    let marker = root.join("keys/zz-marker");
+    std::fs::write(&marker, b"m").unwrap();
+    let copy = |name: &str| {
+        let p = root.join(name);
+        std::fs::copy(actor_bin(), &p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let victim_bin = copy("ks-victim");
+    let backup_bin = copy("ks-backup");
+    Lab {
+        _tmp: tmp,
+        root,
+        marker,
+        victim_bin,
+        backup_bin,
+    }
+}
+
+fn config(l: &Lab) -> String {
+    format!(
+        "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[allow]]\nexe = \"{}\"\ntarget = \"{}\"\n",
+        l.root.join("keys").display(),
+        l.victim_bin.display(),
+        l.backup_bin.display(),
+        l.victim_bin.display()
+    )
+}
+
+struct Victim {
+    child: Child,
+    pid: u32,
+    addr: String,
+    len: String,
+    fd: String,
+}
+
+impl Drop for Victim {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn victim(bin: &Path) -> Victim {
+    let mut child = Command::new(bin)
+        .arg("victim")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let f: Vec<String> = line.split_whitespace().map(String::from).collect();
+    Victim {
+        pid: child.id(),
+        child,
+        addr: f[0].clone(),
+        len: f[1].clone(),
+        fd: f[2].clone(),
+    }
+}
+
+fn alerts_of(alerts: &[Value], pid: u32) -> Vec<&Value> {
+    alerts
+        .iter()
+        .filter(|a| a["process"]["pid"] == pid)
+        .collect()
+}
+
+fn only(alerts: &[Value], pid: u32, rule: &str, target: u32) -> Value {
+    let mine = alerts_of(alerts, pid);
+    assert_eq!(
+        mine.len(),
+        1,
+        "{rule}: one alert for pid {pid}: {alerts:#?}"
+    );
+    let a = mine[0].clone();
+    assert_eq!(a["rule"], rule);
+    assert_eq!(a["target"]["pid"], target, "{rule}: target");
+    a
+}
+
+#[test]
+fn every_technique_against_a_protected_process_alerts() {
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let v = victim(&l.victim_bin);
+    // The victim's exec has been processed once the marker is through.
+    let _ = s.alerts_until_marker(&l.marker);
+    let vp = v.pid.to_string();
+
+    let (peek, st) = actor(&["ptrace-peek", &vp, &v.addr], None, None);
+    assert!(st.success());
+    let (vm, st) = actor(&["vm-read", &vp, &v.addr, &v.len], None, None);
+    assert!(st.success());
+    let (mem, st) = actor(&["proc-mem", &vp, &v.addr, &v.len], None, None);
+    assert!(st.success());
+    let (dirfd, st) = actor(&["proc-mem-dirfd", &vp], None, None);
+    assert!(st.success());
+    let (task, st) = actor(&["proc-mem-task", &vp], None, None);
+    assert!(st.success());
+    let (getfd, st) = actor(&["pidfd-getfd", &vp, &v.fd], None, None);
+    assert!(st.success());
+    let (recon, st) = actor(&["recon-then-read", &vp, &v.addr, &v.len], None, None);
+    assert!(st.success());
+    let link = l.root.join("innocent");
+    std::os::unix::fs::symlink(format!("/proc/{vp}/mem"), &link).unwrap();
+    let (via_link, st) = actor(&["open", link.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let (environ, st) = actor(&["open", &format!("/proc/{vp}/environ")], None, None);
+    assert!(st.success());
+    let (write, st) = actor(&["vm-write", &vp, &v.addr, "1"], None, None);
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let p = alerts_of(&alerts, peek);
+    assert_eq!(p.len(), 2, "attach and peek: {alerts:#?}");
+    assert_eq!(p[0]["rule"], "ptrace-attach");
+    assert_eq!(p[0]["memory"]["op"], "PTRACE_ATTACH");
+    assert_eq!(p[0]["memory"]["access"], "attach");
+    assert_eq!(p[1]["memory"]["op"], "PTRACE_PEEKDATA");
+    assert_eq!(p[1]["memory"]["access"], "read");
+    for a in &p {
+        assert_eq!(a["target"]["pid"], v.pid);
+        assert_eq!(a["severity"], "high");
+        assert_eq!(a["memory"]["result"], "success");
+        assert_eq!(a["memory"]["target_protected"], true);
+        assert_eq!(a["target"]["exe"], l.victim_bin.to_str().unwrap());
+    }
+    let a = only(&alerts, vm, "process-vm-read", v.pid);
+    assert_eq!(a["attack"], "T1003.007");
+    assert_eq!(a["memory"]["recon"], false);
+    let a = only(&alerts, mem, "proc-mem-open", v.pid);
+    assert_eq!(a["memory"]["path"], format!("/proc/{vp}/mem"));
+    assert_eq!(a["memory"]["access"], "read");
+    only(&alerts, dirfd, "proc-mem-open", v.pid);
+    let a = only(&alerts, task, "proc-mem-open", v.pid);
+    assert_eq!(a["memory"]["path"], format!("/proc/{vp}/task/{vp}/mem"));
+    let a = only(&alerts, getfd, "pidfd-getfd", v.pid);
+    assert_eq!(a["attack"], "T1003");
+    let a = only(&alerts, via_link, "proc-mem-open", v.pid);
+    assert_eq!(
+        a["memory"]["path"],
+        format!("/proc/{vp}/mem"),
+        "symlink resolved"
+    );
+    let a = only(&alerts, environ, "proc-mem-open", v.pid);
+    assert_eq!(a["memory"]["path"], format!("/proc/{vp}/environ"));
+    let a = only(&alerts, write, "process-vm-write", v.pid);
+    assert_eq!(a["memory"]["access"], "write");
+    assert_eq!(a["attack"], "T1055");
+    let a = only(&alerts, recon, "process-vm-read", v.pid);
+    assert_eq!(
+        a["memory"]["recon"], true,
+        "maps read first raises the score"
+    );
+    assert!(a["score"].as_u64().unwrap() > 80);
+}
+
+#[test]
+fn self_access_allowlisted_tools_and_launching_a_child_are_not_alerts() {
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let v = victim(&l.victim_bin);
+    let plain = victim(&actor_bin());
+    let _ = s.alerts_until_marker(&l.marker);
+
+    let (me, st) = actor(&["self-access"], None, None);
+    assert!(st.success());
+    let mut c = Command::new(&l.backup_bin)
+        .args(["vm-read", &v.pid.to_string(), &v.addr, &v.len])
+        .spawn()
+        .unwrap();
+    let backup = c.id();
+    assert!(c.wait().unwrap().success());
+    let (tracer, st) = actor(&["trace-child"], None, None);
+    assert!(st.success());
+    let (unprotected, st) = actor(
+        &["vm-read", &plain.pid.to_string(), &plain.addr, &plain.len],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let out = Command::new(actor_bin())
+        .args(["attach-running", l.victim_bin.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let running: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    assert!(
+        alerts_of(&alerts, me).is_empty(),
+        "self access: {alerts:#?}"
+    );
+    assert!(
+        alerts_of(&alerts, backup).is_empty(),
+        "allowlisted: {alerts:#?}"
+    );
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["rule"] == "ptrace-attach" && a["memory"]["op"] == "PTRACE_SEIZE"),
+        "a tracer starting its own child: {alerts:#?}"
+    );
+    let _ = tracer;
+    let a = only(&alerts, unprotected, "process-vm-read", plain.pid);
+    assert_eq!(a["severity"], "low");
+    assert_eq!(a["memory"]["target_protected"], false);
+    let attach: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "ptrace-attach" && a["target"]["pid"] == running)
+        .collect();
+    assert_eq!(
+        attach.len(),
+        1,
+        "attaching to a child already running another program: {alerts:#?}"
+    );
+    assert_eq!(
+        attach[0]["severity"], "high",
+        "the child runs the protected exe"
+    );
+}
+
+#[test]
+fn failed_attempts_and_the_sensor_itself_are_protected() {
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let v = victim(&l.victim_bin);
+    let _ = s.alerts_until_marker(&l.marker);
+    let (nobody, st) = actor(
+        &["vm-read", &v.pid.to_string(), &v.addr, &v.len],
+        None,
+        Some(65534),
+    );
+    assert_eq!(st.code(), Some(1), "EPERM expected as nobody");
+    let sensor_pid = s.pid();
+    let (at_sensor, _) = actor(
+        &["vm-read", &sensor_pid.to_string(), "0x1000", "8"],
+        None,
+        None,
+    );
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let a = only(&alerts, nobody, "process-vm-read", v.pid);
+    assert_eq!(a["memory"]["result"], "failed");
+    assert_eq!(a["memory"]["errno"], "EPERM");
+    assert_eq!(a["process"]["uid"], 65534);
+    assert_eq!(a["severity"], "medium");
+    let a = only(&alerts, at_sensor, "process-vm-read", sensor_pid);
+    assert_eq!(
+        a["memory"]["target_protected"], true,
+        "keysentry protects itself"
+    );
+}
