@@ -158,3 +158,71 @@ impl Protector {
 fn read_pid(f: &Path) -> Option<u32> {
     std::fs::read_to_string(f).ok()?.trim().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn proc(pid: u32, exe: &str, comm: &str) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid: 1,
+            uid: 0,
+            comm: comm.into(),
+            exe: Arc::from(exe),
+            argv: Arc::from([]),
+            start_ns: 1,
+            cgroup_id: 0,
+            execed: true,
+        }
+    }
+
+    #[test]
+    fn rules_exec_fork_exit() {
+        let dir = std::env::temp_dir().join(format!("ks-protect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("d.pid");
+        std::fs::write(&pid_file, "4242\n").unwrap();
+        let cfg = Config::parse(
+            &format!(
+                "[[protected]]\nexe = \"/usr/bin/vault\"\n[[protected]]\ncomm = \"signerd\"\n[[protected]]\npid_file = \"{}\"\n",
+                pid_file.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let mut p = Protector::new(&cfg);
+        assert_eq!(
+            p.initial(&ProcessTable::new(), 7),
+            vec![Change::Protect(7, SELF_RULE)]
+        );
+        assert_eq!(
+            p.on_exec(&proc(10, "/usr/bin/vault", "vault")),
+            Some(Change::Protect(10, 1))
+        );
+        assert_eq!(
+            p.on_exec(&proc(11, "/usr/bin/x", "signerd")),
+            Some(Change::Protect(11, 2))
+        );
+        assert_eq!(
+            p.on_exec(&proc(4242, "/usr/bin/y", "y")),
+            Some(Change::Protect(4242, 3))
+        );
+        // A protected process's child is protected until it execs something else.
+        p.on_fork(10, 12);
+        assert!(p.is_protected(12));
+        assert_eq!(
+            p.on_exec(&proc(12, "/bin/sh", "sh")),
+            Some(Change::Unprotect(12))
+        );
+        assert!(!p.is_protected(12));
+        // keysentry stays protected whatever it execs.
+        assert_eq!(p.on_exec(&proc(7, "/usr/bin/keysentry", "keysentry")), None);
+        p.on_exit(10);
+        assert!(!p.is_protected(10));
+        assert_eq!(p.on_exec(&proc(13, "/usr/bin/vaultx", "vaultx")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
