@@ -41,13 +41,15 @@ pub enum EventKind {
     ProcFileOpen = 12,
     /// ptrace, process_vm_readv/writev or pidfd_getfd on another process.
     MemAccess = 20,
+    /// A dump-producing signal sent to another process.
+    DumpSignal = 21,
 }
 
 /// Number of slots in the lost-event counter array.
 pub const KIND_SLOTS: u32 = 32;
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -55,6 +57,7 @@ impl EventKind {
         EventKind::KeyOpenFailed,
         EventKind::ProcFileOpen,
         EventKind::MemAccess,
+        EventKind::DumpSignal,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -71,6 +74,7 @@ impl EventKind {
             EventKind::KeyOpenFailed => "key_open_failed",
             EventKind::ProcFileOpen => "proc_file_open",
             EventKind::MemAccess => "mem_access",
+            EventKind::DumpSignal => "dump_signal",
         }
     }
 
@@ -85,6 +89,7 @@ impl EventKind {
                 core::mem::size_of::<OpenEvent>()
             }
             EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
+            EventKind::DumpSignal => core::mem::size_of::<SignalEvent>(),
         }
     }
 }
@@ -249,6 +254,28 @@ pub struct MemAccessEvent {
     pub _pad: u32,
 }
 
+/// A dump-producing signal (SIGQUIT, ILL, TRAP, ABRT, BUS, FPE, SEGV, XCPU,
+/// XFSZ, SYS) generated for another process.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct SignalEvent {
+    /// The sender.
+    pub hdr: Header,
+    pub sig: u32,
+    /// Target thread id.
+    pub target: u32,
+    /// siginfo si_code: SI_USER (kill, pidfd_send_signal), SI_TKILL
+    /// (tkill, tgkill), SI_QUEUE (rt_sigqueueinfo), ...
+    pub code: i32,
+    /// TRACE_SIGNAL_* result (0 delivered, 1 ignored, 2 already pending...).
+    pub result: i32,
+}
+
+/// Is `sig` a signal whose default action dumps core?
+pub const fn is_dump_signal(sig: u32) -> bool {
+    matches!(sig, 3 | 4 | 5 | 6 | 7 | 8 | 11 | 24 | 25 | 31)
+}
+
 /// Key of the watched-inode map.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -320,6 +347,11 @@ pub struct KernelOffsets {
     pub inode_i_private: u32,
     /// Offset of `numbers[0].nr` in struct pid (the pid in the root namespace).
     pub pid_nr: u32,
+    /// signal:signal_generate field offsets.
+    pub tp_sig_sig: u32,
+    pub tp_sig_code: u32,
+    pub tp_sig_pid: u32,
+    pub tp_sig_result: u32,
     /// Field offsets inside tracepoint records (from tracefs formats).
     pub tp_sys_exit_ret: u32,
     pub tp_iou_complete_req: u32,
@@ -350,6 +382,7 @@ const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
 const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
 
 #[cfg(feature = "user")]

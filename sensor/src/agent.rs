@@ -24,14 +24,16 @@ use std::collections::{HashMap, HashSet};
 use sensor_common::{MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, PROC_MAPS};
 
 use crate::{
+    alert::DumpDetail,
     alert::{Outputs, rfc3339},
     btf, config,
     config::Config,
-    decode::{self, Event, MemRecord, OpenRecord},
+    coredump,
+    decode::{self, Event, MemRecord, OpenRecord, SignalRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PTRACE_INJECT,
         KeyOpen, MemAccess, Policy, RULE_PIDFD_GETFD, RULE_PROC_MEM, RULE_PTRACE, RULE_VM_READ,
-        RULE_VM_WRITE, ptrace_request,
+        RULE_VM_WRITE, ptrace_request, signal_name,
     },
     loader,
     metrics::{self, Metrics},
@@ -240,7 +242,10 @@ impl Pipeline {
                 self.procs.fork(&parent, child_pid, child_start_ns);
                 self.protector.on_fork(parent.pid, child_pid);
             }
-            Event::Exit { task, .. } => {
+            Event::Exit { task, exit_code } => {
+                if exit_code & 0x80 != 0 {
+                    self.core_dumped(&task, exit_code & 0x7f);
+                }
                 self.procs.exit(task.pid);
                 self.protector.on_exit(task.pid);
                 self.recon.remove(&task.pid);
@@ -248,7 +253,77 @@ impl Pipeline {
             Event::Open(rec) if rec.proc_file != 0 => self.proc_file_open(&rec),
             Event::Open(rec) => self.key_open(&rec),
             Event::Mem(m) => self.mem_access(&m),
+            Event::Signal(s) => self.dump_signal(&s),
         }
+    }
+
+    /// `forced-crash` when the target is protected; other targets are
+    /// only counted as events.
+    fn dump_signal(&mut self, s: &SignalRecord) {
+        let target = self.procs.tgid_of(s.target);
+        if !self.protector.is_protected(target) {
+            return;
+        }
+        let sender = self.procs.resolve(&s.sender);
+        if sender.pid == target {
+            return;
+        }
+        let target = self.procs.lookup(target);
+        let detail = DumpDetail {
+            signal: signal_name(s.sig),
+            sent_by: Some(match s.code {
+                0 => "kill",
+                -6 => "tkill",
+                -1 => "sigqueue",
+                _ => "other",
+            }),
+            delivered: Some(s.result == 0),
+            ..Default::default()
+        };
+        let ts = self.clock.wall(s.sender.ts_boot_ns);
+        let alert = self
+            .policy
+            .forced_crash(&sender, &target, detail, &self.host, ts);
+        self.outputs.send(alert);
+    }
+
+    /// A process died dumping core: counted, and `core-dump` when protected.
+    fn core_dumped(&mut self, task: &decode::Task, sig: u32) {
+        let protected = self.protector.is_protected(task.pid);
+        self.metrics
+            .core_dumps
+            .with_label_values(&[if protected { "true" } else { "false" }])
+            .inc();
+        if !protected {
+            return;
+        }
+        let dumped = self.procs.resolve(task);
+        let (pattern, uses_pid) = coredump::current_pattern();
+        let cwd = std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok();
+        let wall_s = (self.clock.offset_ns + task.ts_boot_ns as i128) / 1_000_000_000;
+        let ctx = coredump::DumpCtx {
+            proc: &dumped,
+            tid: task.tid,
+            sig,
+            time_s: wall_s.max(0) as u64,
+            host: &self.host,
+            cwd: cwd.as_deref(),
+        };
+        let mut detail = DumpDetail {
+            signal: signal_name(sig),
+            core_pattern: Some(pattern.clone()),
+            ..Default::default()
+        };
+        match coredump::target(&pattern, uses_pid, &ctx) {
+            coredump::DumpTarget::File(p) => {
+                detail.exists = Some(p.exists());
+                detail.path = Some(p.to_string_lossy().into_owned());
+            }
+            coredump::DumpTarget::Pipe(argv) => detail.helper = argv,
+        }
+        let ts = self.clock.wall(task.ts_boot_ns);
+        let alert = self.policy.core_dump(&dumped, detail, &self.host, ts);
+        self.outputs.send(alert);
     }
 
     /// /proc/<pid>/{mem,pagemap,environ} opens alert; maps/smaps/status of

@@ -104,6 +104,33 @@ pub struct Alert {
     pub open: Option<OpenDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::detect::MemDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dump: Option<DumpDetail>,
+}
+
+/// Details of forced-crash and core-dump alerts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct DumpDetail {
+    /// The signal, e.g. "SIGSEGV".
+    pub signal: String,
+    /// forced-crash: how it was sent ("kill" for SI_USER, "tkill" for
+    /// SI_TKILL, "sigqueue" for SI_QUEUE) and whether it was delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered: Option<bool>,
+    /// core-dump: the core_pattern in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_pattern: Option<String>,
+    /// core-dump to a file: the file the kernel wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Whether that file exists when the alert is made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    /// core-dump to a pipe: the helper and its arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub helper: Vec<String>,
 }
 
 /// Where alerts go.
@@ -247,6 +274,7 @@ mod tests {
             message: "m".into(),
             open: None,
             memory: None,
+            dump: None,
         };
         let v: serde_json::Value = serde_json::to_value(&a).unwrap();
         for f in [

@@ -203,6 +203,11 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             sensor_common::SYS_EXIT_RET_OFFSET
         );
     }
+    let sig = |f| tracefs::field_offset("signal", "signal_generate", f);
+    k.tp_sig_sig = sig("sig")?;
+    k.tp_sig_code = sig("code")?;
+    k.tp_sig_pid = sig("pid")?;
+    k.tp_sig_result = sig("result")?;
     if (qstr_len, qstr_name) != (4, 8) {
         bail!(
             "struct qstr has len at {qstr_len} and name at {qstr_name}, the programs expect 4 and 8"

@@ -6,7 +6,7 @@ use std::mem::offset_of;
 
 use sensor_common::{
     ARG_BUF, CMDLINE_BUF, COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath,
-    MemAccessEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED,
+    MemAccessEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, SignalEvent,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +85,16 @@ pub struct MemRecord {
     pub target_protected: bool,
 }
 
+/// A dump-producing signal sent to another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalRecord {
+    pub sender: Task,
+    pub sig: u32,
+    pub target: u32,
+    pub code: i32,
+    pub result: i32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exec {
@@ -106,6 +116,7 @@ pub enum Event {
     },
     Open(OpenRecord),
     Mem(MemRecord),
+    Signal(SignalRecord),
 }
 
 impl Event {
@@ -118,6 +129,7 @@ impl Event {
             Event::Open(o) if o.proc_file != 0 => EventKind::ProcFileOpen,
             Event::Open(_) => EventKind::KeyOpen,
             Event::Mem(_) => EventKind::MemAccess,
+            Event::Signal(_) => EventKind::DumpSignal,
         }
     }
 }
@@ -230,6 +242,16 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 task: task(&e.hdr),
                 exit_code: e.exit_code,
             }
+        }
+        EventKind::DumpSignal => {
+            let e: SignalEvent = read(buf);
+            Event::Signal(SignalRecord {
+                sender: task(&e.hdr),
+                sig: e.sig,
+                target: e.target,
+                code: e.code,
+                result: e.result,
+            })
         }
         EventKind::MemAccess => {
             let m: MemAccessEvent = read(buf);

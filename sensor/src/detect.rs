@@ -9,7 +9,7 @@ use sensor_common::{
 };
 
 use crate::{
-    alert::{Alert, OpenDetail, ProcessCtx, Severity, Target},
+    alert::{Alert, DumpDetail, OpenDetail, ProcessCtx, Severity, Target},
     config::Config,
     decode::OpenRecord,
     proctab::ProcInfo,
@@ -213,6 +213,7 @@ impl Policy {
             incident: incident_id(a),
             message,
             open: None,
+            dump: None,
             memory: Some(MemDetail {
                 op: m.op.clone(),
                 access: m.access,
@@ -378,6 +379,7 @@ impl Policy {
             incident: incident_id(p),
             message,
             memory: None,
+            dump: None,
             open: Some(OpenDetail {
                 result,
                 errno: if rec.failed {
@@ -395,5 +397,90 @@ impl Policy {
                 key_name,
             }),
         })
+    }
+}
+
+pub const RULE_FORCED_CRASH: &str = "forced-crash";
+pub const RULE_CORE_DUMP: &str = "core-dump";
+
+/// Name of a signal number.
+pub fn signal_name(sig: u32) -> String {
+    nix::sys::signal::Signal::try_from(sig as i32)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+impl Policy {
+    /// `forced-crash`: a dump-producing signal to a protected process from
+    /// another process.
+    pub fn forced_crash(
+        &self,
+        sender: &ProcInfo,
+        target: &ProcInfo,
+        detail: DumpDetail,
+        host: &str,
+        ts: String,
+    ) -> Alert {
+        let message = format!(
+            "{} (pid {}, uid {}) sent {} to protected process {} (pid {}): a crash that dumps its memory",
+            sender.comm, sender.pid, sender.uid, detail.signal, target.comm, target.pid
+        );
+        Alert {
+            ts,
+            rule: RULE_FORCED_CRASH,
+            severity: Severity::High,
+            score: 75,
+            attack: ATTACK_CREDENTIAL_DUMPING,
+            host: host.to_string(),
+            process: process_ctx(sender),
+            target: Target::Process {
+                pid: target.pid,
+                comm: target.comm.clone(),
+                exe: target.exe.to_string(),
+            },
+            incident: incident_id(sender),
+            message,
+            open: None,
+            memory: None,
+            dump: Some(detail),
+        }
+    }
+
+    /// `core-dump`: a protected process dumped core.
+    pub fn core_dump(
+        &self,
+        dumped: &ProcInfo,
+        detail: DumpDetail,
+        host: &str,
+        ts: String,
+    ) -> Alert {
+        let whereto = match (&detail.path, detail.helper.first()) {
+            (Some(p), _) => format!("to {p}"),
+            (None, Some(h)) => format!("through {h}"),
+            _ => String::new(),
+        };
+        let message = format!(
+            "protected process {} (pid {}) dumped core on {} {whereto}",
+            dumped.comm, dumped.pid, detail.signal
+        );
+        Alert {
+            ts,
+            rule: RULE_CORE_DUMP,
+            severity: Severity::Critical,
+            score: 90,
+            attack: ATTACK_CREDENTIAL_DUMPING,
+            host: host.to_string(),
+            process: process_ctx(dumped),
+            target: Target::Process {
+                pid: dumped.pid,
+                comm: dumped.comm.clone(),
+                exe: dumped.exe.to_string(),
+            },
+            incident: incident_id(dumped),
+            message,
+            open: None,
+            memory: None,
+            dump: Some(detail),
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod alert;
 pub mod btf;
 pub mod config;
+pub mod coredump;
 pub mod decode;
 pub mod detect;
 pub mod loader;

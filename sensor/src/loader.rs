@@ -105,6 +105,12 @@ pub const PROBES: &[Probe] = &[
         serves: "pidfd-getfd",
     },
     Probe {
+        program: "ks_signal_generate",
+        hook: Hook::Tracepoint("signal", "signal_generate"),
+        required: false,
+        serves: "forced-crash",
+    },
+    Probe {
         program: "ks_iou_complete",
         hook: Hook::Tracepoint("io_uring", "io_uring_complete"),
         required: false,

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub output_dropped: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub unresolved_failed_opens: IntCounter,
+    pub core_dumps: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
@@ -90,6 +91,12 @@ impl Metrics {
             "Failed opens reported by the kernel that user space could not resolve to a file.",
         )?;
         r.register(Box::new(unresolved_failed_opens.clone()))?;
+        let core_dumps = counter_vec(
+            &r,
+            "keysentry_core_dumps_total",
+            "Processes that dumped core, by whether they were protected.",
+            &["protected"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "keysentry_build_info",
@@ -121,6 +128,7 @@ impl Metrics {
             output_dropped,
             build_info,
             unresolved_failed_opens,
+            core_dumps,
         }))
     }
 

@@ -15,6 +15,7 @@
 //!   recon-then-read PID ADDR LEN   read /proc/PID/maps, then process_vm_readv
 //!   pidfd-getfd PID FD        pidfd_open + pidfd_getfd
 //!   self-access               process_vm_readv and /proc/self/mem on itself
+//!   signal PID SIG            kill(PID, SIG)
 //!   trace-child               fork; SEIZE the stopped child before it execs /bin/true
 //!   attach-running BIN        spawn BIN victim, wait until it runs, PTRACE_ATTACH it
 
@@ -121,6 +122,10 @@ fn main() {
             check(fd, "open /proc/self/mem");
         }
         ["trace-child"] => trace_child(),
+        ["signal", pid, sig] => {
+            let rc = unsafe { libc::kill(num(pid) as i32, num(sig) as i32) };
+            check(rc, "kill");
+        }
         ["attach-running", bin] => attach_running(bin),
         _ => usage(),
     }
@@ -157,6 +162,12 @@ fn num(s: &str) -> u64 {
 /// Holds a secret in memory until stdin closes.
 fn victim() {
     use std::io::{Read, Write};
+    // Rust's runtime catches SIGSEGV/SIGBUS for stack-overflow reports and
+    // survives a kill(SIGSEGV); a victim crashes like a C daemon would.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
     let secret = std::hint::black_box(b"KEYSENTRY-TEST-SECRET-0123456789".to_vec());
     let fd = unsafe { libc::open(cstr("/dev/null").as_ptr(), libc::O_RDONLY) };
     check(fd, "open /dev/null");

@@ -1,0 +1,57 @@
+//! Dump-producing signals sent to another process, whatever the syscall
+//! (kill, tkill, tgkill, rt_sigqueueinfo, pidfd_send_signal): the
+//! signal:signal_generate tracepoint sees them all. Signals a process gets
+//! from its own faults or sends itself (abort) are dropped here.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+};
+use sensor_common::{EventKind, SignalEvent, is_dump_signal};
+
+use crate::{
+    maps::{EVENTS, count_lost, submit_flags},
+    off, setting,
+    vfs::fill_header,
+};
+
+// signal:signal_generate: int sig; int errno; int code; char comm[16];
+// pid_t pid; int group; int result (offsets from the format at load time).
+#[tracepoint]
+pub fn ks_signal_generate(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Ok(sig) = (unsafe { ctx.read_at::<u32>(off!(tp_sig_sig) as usize) }) else {
+        return 0;
+    };
+    if !is_dump_signal(sig) {
+        return 0;
+    }
+    let Ok(target) = (unsafe { ctx.read_at::<u32>(off!(tp_sig_pid) as usize) }) else {
+        return 0;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if target == pid_tgid as u32 || target == (pid_tgid >> 32) as u32 {
+        return 0;
+    }
+    let code = unsafe { ctx.read_at::<i32>(off!(tp_sig_code) as usize) }.unwrap_or(0);
+    let result = unsafe { ctx.read_at::<i32>(off!(tp_sig_result) as usize) }.unwrap_or(0);
+    let Some(mut entry) = EVENTS.reserve::<SignalEvent>(0) else {
+        count_lost(EventKind::DumpSignal);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::DumpSignal as u32,
+            size_of::<SignalEvent>(),
+        );
+        (*ev).sig = sig;
+        (*ev).target = target;
+        (*ev).code = code;
+        (*ev).result = result;
+    }
+    entry.submit(submit_flags());
+    0
+}
