@@ -43,13 +43,15 @@ pub enum EventKind {
     MemAccess = 20,
     /// A dump-producing signal sent to another process.
     DumpSignal = 21,
+    /// A change that enables or redirects core dumps.
+    DumpConfig = 22,
 }
 
 /// Number of slots in the lost-event counter array.
 pub const KIND_SLOTS: u32 = 32;
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -58,6 +60,7 @@ impl EventKind {
         EventKind::ProcFileOpen,
         EventKind::MemAccess,
         EventKind::DumpSignal,
+        EventKind::DumpConfig,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -75,6 +78,7 @@ impl EventKind {
             EventKind::ProcFileOpen => "proc_file_open",
             EventKind::MemAccess => "mem_access",
             EventKind::DumpSignal => "dump_signal",
+            EventKind::DumpConfig => "dump_config",
         }
     }
 
@@ -90,6 +94,7 @@ impl EventKind {
             }
             EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
             EventKind::DumpSignal => core::mem::size_of::<SignalEvent>(),
+            EventKind::DumpConfig => core::mem::size_of::<DumpConfigEvent>(),
         }
     }
 }
@@ -228,6 +233,17 @@ pub const fn short_name(s: &[u8]) -> u64 {
     v
 }
 
+/// Head words of a name of up to 16 bytes (NameKey::head).
+pub const fn name_head(s: &[u8]) -> [u64; 2] {
+    let mut w = [0u64; 2];
+    let mut i = 0;
+    while i < s.len() && i < 16 {
+        w[i / 8] |= (s[i] as u64) << (8 * (i % 8));
+        i += 1;
+    }
+    w
+}
+
 /// Memory-access operations (`MemAccessEvent::op`).
 pub const MEM_PTRACE: u32 = 1;
 pub const MEM_VM_READV: u32 = 2;
@@ -269,6 +285,30 @@ pub struct SignalEvent {
     pub code: i32,
     /// TRACE_SIGNAL_* result (0 delivered, 1 ignored, 2 already pending...).
     pub result: i32,
+}
+
+/// What a DumpConfigEvent changes.
+pub const DCFG_CORE_PATTERN: u32 = 1;
+pub const DCFG_CORE_PIPE_LIMIT: u32 = 2;
+pub const DCFG_SUID_DUMPABLE: u32 = 3;
+pub const DCFG_COREDUMP_FILTER: u32 = 4;
+pub const DCFG_SET_DUMPABLE: u32 = 5;
+pub const DCFG_RLIMIT_CORE: u32 = 6;
+
+/// A write-open of a core-dump sysctl or of /proc/<pid>/coredump_filter,
+/// PR_SET_DUMPABLE by a protected process, or RLIMIT_CORE set on one.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct DumpConfigEvent {
+    pub hdr: Header,
+    pub ret: i64,
+    /// New value (PR_SET_DUMPABLE argument, RLIMIT_CORE soft limit).
+    pub value: u64,
+    /// DCFG_* value.
+    pub what: u32,
+    /// Process affected (0: system-wide sysctl; for coredump_filter the
+    /// /proc directory's number, parsed in the kernel).
+    pub target: u32,
 }
 
 /// Is `sig` a signal whose default action dumps core?
@@ -383,6 +423,7 @@ const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
 const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
 
 #[cfg(feature = "user")]

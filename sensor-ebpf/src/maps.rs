@@ -58,6 +58,15 @@ pub static WATCHED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(1638
 #[map]
 pub static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
+/// Protected programs by executable (dev, inode) -> rule value: a process
+/// is protected in the kernel at its exec, before user space sees it.
+#[map]
+pub static PROTECTED_EXES: HashMap<InodeKey, u32> = HashMap::with_max_entries(256, 0);
+
+/// Protected programs by comm (16 bytes, NUL padded) -> rule value.
+#[map]
+pub static PROTECTED_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
+
 /// Key-file name patterns.
 #[map]
 pub static NAME_PATTERNS: Array<NamePatterns> = Array::with_max_entries(1, 0);

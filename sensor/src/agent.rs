@@ -21,7 +21,11 @@ use tokio::{
 
 use std::collections::{HashMap, HashSet};
 
-use sensor_common::{MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, PROC_MAPS};
+use sensor_common::{
+    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_RLIMIT_CORE,
+    DCFG_SET_DUMPABLE, DCFG_SUID_DUMPABLE, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV,
+    MEM_VM_WRITEV, PROC_MAPS,
+};
 
 use crate::{
     alert::DumpDetail,
@@ -29,7 +33,7 @@ use crate::{
     btf, config,
     config::Config,
     coredump,
-    decode::{self, Event, MemRecord, OpenRecord, SignalRecord},
+    decode::{self, DumpConfigRecord, Event, MemRecord, OpenRecord, SignalRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PTRACE_INJECT,
         KeyOpen, MemAccess, Policy, RULE_PIDFD_GETFD, RULE_PROC_MEM, RULE_PTRACE, RULE_VM_READ,
@@ -254,7 +258,51 @@ impl Pipeline {
             Event::Open(rec) => self.key_open(&rec),
             Event::Mem(m) => self.mem_access(&m),
             Event::Signal(s) => self.dump_signal(&s),
+            Event::DumpConfig(d) => self.dump_config(&d),
         }
+    }
+
+    /// `dump-config-change`: core-dump sysctls (any writer), and
+    /// coredump_filter, PR_SET_DUMPABLE (to dumpable) and a raised
+    /// RLIMIT_CORE for protected processes.
+    fn dump_config(&mut self, d: &DumpConfigRecord) {
+        let (setting, path, per_process) = match d.what {
+            DCFG_CORE_PATTERN => ("core_pattern", Some("/proc/sys/kernel/core_pattern"), false),
+            DCFG_CORE_PIPE_LIMIT => (
+                "core_pipe_limit",
+                Some("/proc/sys/kernel/core_pipe_limit"),
+                false,
+            ),
+            DCFG_SUID_DUMPABLE => ("suid_dumpable", Some("/proc/sys/fs/suid_dumpable"), false),
+            DCFG_COREDUMP_FILTER => ("coredump_filter", None, true),
+            DCFG_SET_DUMPABLE => ("PR_SET_DUMPABLE", None, true),
+            _ => ("RLIMIT_CORE", None, true),
+        };
+        // Lowering a limit or making a process undumpable is hardening.
+        if matches!(d.what, DCFG_SET_DUMPABLE | DCFG_RLIMIT_CORE) && d.value == 0 {
+            return;
+        }
+        let actor = self.procs.resolve(&d.task);
+        let target = if per_process {
+            let t = self.procs.tgid_of(d.target);
+            if !self.protector.is_protected(t) {
+                return;
+            }
+            Some(self.procs.lookup(t))
+        } else {
+            None
+        };
+        let detail = DumpDetail {
+            setting: Some(setting),
+            value: matches!(d.what, DCFG_SET_DUMPABLE | DCFG_RLIMIT_CORE).then_some(d.value),
+            result: Some(if d.ret >= 0 { "success" } else { "failed" }),
+            ..Default::default()
+        };
+        let ts = self.clock.wall(d.task.ts_boot_ns);
+        let alert = self
+            .policy
+            .dump_config(&actor, target.as_ref(), path, detail, &self.host, ts);
+        self.outputs.send(alert);
     }
 
     /// `forced-crash` when the target is protected; other targets are
@@ -270,7 +318,7 @@ impl Pipeline {
         }
         let target = self.procs.lookup(target);
         let detail = DumpDetail {
-            signal: signal_name(s.sig),
+            signal: Some(signal_name(s.sig)),
             sent_by: Some(match s.code {
                 0 => "kill",
                 -6 => "tkill",
@@ -310,7 +358,7 @@ impl Pipeline {
             cwd: cwd.as_deref(),
         };
         let mut detail = DumpDetail {
-            signal: signal_name(sig),
+            signal: Some(signal_name(sig)),
             core_pattern: Some(pattern.clone()),
             ..Default::default()
         };
@@ -615,6 +663,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 .context("map WATCHED_NAMES")?,
         )?,
     };
+    let protector = Protector::new(&cfg);
+    {
+        let (exes, comms) = protector.kernel_rules();
+        let mut m: BpfHashMap<&mut MapData, InodeKey, u32> = BpfHashMap::try_from(
+            ebpf.map_mut("PROTECTED_EXES")
+                .context("map PROTECTED_EXES")?,
+        )?;
+        for (k, v) in exes {
+            m.insert(k, v, 0)?;
+        }
+        let mut m: BpfHashMap<&mut MapData, [u8; 16], u32> = BpfHashMap::try_from(
+            ebpf.map_mut("PROTECTED_COMMS")
+                .context("map PROTECTED_COMMS")?,
+        )?;
+        for (k, v) in comms {
+            m.insert(k, v, 0)?;
+        }
+    }
     let mut watcher = Watcher::new(cfg.key_path.iter().map(|k| k.path.clone()).collect());
     let delta = watcher.scan();
     maps.apply(&delta, true);
@@ -666,7 +732,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         outputs,
         metrics.clone(),
     )
-    .with_protection(Protector::new(&cfg), Some(protected_map));
+    .with_protection(protector, Some(protected_map));
     let initial = pipe.protector.initial(&pipe.procs, std::process::id());
     pipe.apply(&initial);
     tracing::info!(

@@ -108,11 +108,22 @@ pub struct Alert {
     pub dump: Option<DumpDetail>,
 }
 
-/// Details of forced-crash and core-dump alerts.
+/// Details of forced-crash, core-dump and dump-config-change alerts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DumpDetail {
     /// The signal, e.g. "SIGSEGV".
-    pub signal: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// dump-config-change: what changed (core_pattern, core_pipe_limit,
+    /// suid_dumpable, coredump_filter, PR_SET_DUMPABLE, RLIMIT_CORE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<&'static str>,
+    /// dump-config-change: the new value, when the syscall carries it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<u64>,
+    /// dump-config-change: "success" or "failed".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'static str>,
     /// forced-crash: how it was sent ("kill" for SI_USER, "tkill" for
     /// SI_TKILL, "sigqueue" for SI_QUEUE) and whether it was delivered.
     #[serde(skip_serializing_if = "Option::is_none")]

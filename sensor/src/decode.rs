@@ -5,8 +5,8 @@
 use std::mem::offset_of;
 
 use sensor_common::{
-    ARG_BUF, CMDLINE_BUF, COMM_LEN, EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath,
-    MemAccessEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, SignalEvent,
+    ARG_BUF, CMDLINE_BUF, COMM_LEN, DumpConfigEvent, EventKind, ExecEvent, ExitEvent, ForkEvent,
+    Header, KPath, MemAccessEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, SignalEvent,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +95,17 @@ pub struct SignalRecord {
     pub result: i32,
 }
 
+/// A change that enables or redirects core dumps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpConfigRecord {
+    pub task: Task,
+    pub ret: i64,
+    pub value: u64,
+    /// DCFG_* value.
+    pub what: u32,
+    pub target: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exec {
@@ -117,6 +128,7 @@ pub enum Event {
     Open(OpenRecord),
     Mem(MemRecord),
     Signal(SignalRecord),
+    DumpConfig(DumpConfigRecord),
 }
 
 impl Event {
@@ -130,6 +142,7 @@ impl Event {
             Event::Open(_) => EventKind::KeyOpen,
             Event::Mem(_) => EventKind::MemAccess,
             Event::Signal(_) => EventKind::DumpSignal,
+            Event::DumpConfig(_) => EventKind::DumpConfig,
         }
     }
 }
@@ -242,6 +255,16 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 task: task(&e.hdr),
                 exit_code: e.exit_code,
             }
+        }
+        EventKind::DumpConfig => {
+            let e: DumpConfigEvent = read(buf);
+            Event::DumpConfig(DumpConfigRecord {
+                task: task(&e.hdr),
+                ret: e.ret,
+                value: e.value,
+                what: e.what,
+                target: e.target,
+            })
         }
         EventKind::DumpSignal => {
             let e: SignalEvent = read(buf);

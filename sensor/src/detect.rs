@@ -423,7 +423,12 @@ impl Policy {
     ) -> Alert {
         let message = format!(
             "{} (pid {}, uid {}) sent {} to protected process {} (pid {}): a crash that dumps its memory",
-            sender.comm, sender.pid, sender.uid, detail.signal, target.comm, target.pid
+            sender.comm,
+            sender.pid,
+            sender.uid,
+            detail.signal.as_deref().unwrap_or("a signal"),
+            target.comm,
+            target.pid
         );
         Alert {
             ts,
@@ -461,7 +466,9 @@ impl Policy {
         };
         let message = format!(
             "protected process {} (pid {}) dumped core on {} {whereto}",
-            dumped.comm, dumped.pid, detail.signal
+            dumped.comm,
+            dumped.pid,
+            detail.signal.as_deref().unwrap_or("a signal")
         );
         Alert {
             ts,
@@ -477,6 +484,67 @@ impl Policy {
                 exe: dumped.exe.to_string(),
             },
             incident: incident_id(dumped),
+            message,
+            open: None,
+            memory: None,
+            dump: Some(detail),
+        }
+    }
+}
+
+pub const RULE_DUMP_CONFIG: &str = "dump-config-change";
+
+impl Policy {
+    /// `dump-config-change`: `target` is the process affected (None for a
+    /// system-wide setting, whose file is `path`).
+    pub fn dump_config(
+        &self,
+        actor: &ProcInfo,
+        target: Option<&ProcInfo>,
+        path: Option<&str>,
+        detail: DumpDetail,
+        host: &str,
+        ts: String,
+    ) -> Alert {
+        let ok = detail.result == Some("success");
+        let setting = detail.setting.unwrap_or("dump setting");
+        let (severity, score) = if ok {
+            (Severity::High, 70)
+        } else {
+            (Severity::Medium, 45)
+        };
+        let on = match target {
+            Some(t) => format!(" of protected process {} (pid {})", t.comm, t.pid),
+            None => String::new(),
+        };
+        let message = format!(
+            "{} (pid {}, uid {}) {} {setting}{on}: core dumps enabled or redirected",
+            actor.comm,
+            actor.pid,
+            actor.uid,
+            if ok { "changed" } else { "tried to change" }
+        );
+        Alert {
+            ts,
+            rule: RULE_DUMP_CONFIG,
+            severity,
+            score,
+            attack: ATTACK_CREDENTIAL_DUMPING,
+            host: host.to_string(),
+            process: process_ctx(actor),
+            target: match target {
+                Some(t) => Target::Process {
+                    pid: t.pid,
+                    comm: t.comm.clone(),
+                    exe: t.exe.to_string(),
+                },
+                None => Target::File {
+                    path: path.unwrap_or_default().to_string(),
+                    dev: 0,
+                    inode: 0,
+                },
+            },
+            incident: incident_id(actor),
             message,
             open: None,
             memory: None,

@@ -111,6 +111,24 @@ pub const PROBES: &[Probe] = &[
         serves: "forced-crash",
     },
     Probe {
+        program: "ks_exit_prctl",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_prctl"),
+        required: false,
+        serves: "dump-config-change (PR_SET_DUMPABLE)",
+    },
+    Probe {
+        program: "ks_exit_setrlimit",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_setrlimit"),
+        required: false,
+        serves: "dump-config-change (RLIMIT_CORE via setrlimit)",
+    },
+    Probe {
+        program: "ks_exit_prlimit64",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_prlimit64"),
+        required: false,
+        serves: "dump-config-change (RLIMIT_CORE via prlimit64)",
+    },
+    Probe {
         program: "ks_iou_complete",
         hook: Hook::Tracepoint("io_uring", "io_uring_complete"),
         required: false,

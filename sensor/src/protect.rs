@@ -10,6 +10,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use sensor_common::InodeKey;
+
 use crate::{
     config::Config,
     proctab::{ProcInfo, ProcessTable},
@@ -27,6 +29,10 @@ enum Rule {
     /// cgroup v2 directory: its inode is the cgroup id.
     Cgroup(PathBuf),
 }
+
+/// Protected executables (identity -> rule value) and comms (NUL padded ->
+/// rule value), for the kernel to protect processes at exec.
+pub type KernelRules = (Vec<(InodeKey, u32)>, Vec<([u8; 16], u32)>);
 
 /// A change to push into the kernel map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +75,31 @@ impl Protector {
             rules,
             set: HashMap::new(),
         }
+    }
+
+    /// (exe identity, rule value) and (comm, rule value) the kernel uses to
+    /// protect a process at its exec.
+    pub fn kernel_rules(&self) -> KernelRules {
+        let mut exes = Vec::new();
+        let mut comms = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let v = i as u32 + 1;
+            match r {
+                Rule::Exe(paths) => {
+                    if let Some(md) = paths.iter().find_map(|p| std::fs::metadata(p).ok()) {
+                        exes.push((crate::watch::inode_key(&md), v));
+                    }
+                }
+                Rule::Comm(c) => {
+                    let mut k = [0u8; 16];
+                    let n = c.len().min(15);
+                    k[..n].copy_from_slice(&c.as_bytes()[..n]);
+                    comms.push((k, v));
+                }
+                _ => {}
+            }
+        }
+        (exes, comms)
     }
 
     pub fn is_protected(&self, pid: u32) -> bool {

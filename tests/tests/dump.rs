@@ -38,8 +38,12 @@ impl Drop for CorePattern {
 }
 
 fn spawn_victim(bin: &Path) -> (Child, u32) {
+    spawn_as(bin, "victim")
+}
+
+fn spawn_as(bin: &Path, role: &str) -> (Child, u32) {
     let mut c = Command::new(bin);
-    c.arg("victim").stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.arg(role).stdin(Stdio::piped()).stdout(Stdio::piped());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(|| {
@@ -156,4 +160,44 @@ fn an_unprotected_crash_is_counted_not_alerted() {
         s.metric("keysentry_core_dumps_total{protected=\"false\"}"),
         Some(1.0)
     );
+}
+
+#[test]
+fn changes_that_enable_or_redirect_dumps_alert() {
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let (_victim, vp) = spawn_victim(&l.victim_bin);
+    let _ = s.alerts_until_marker(&l.marker);
+
+    let pattern = CorePattern::set(&format!("{}/core.%p", l.root.display()));
+    drop(pattern);
+    std::fs::write(format!("/proc/{vp}/coredump_filter"), "0x7f").unwrap();
+    let (limiter, st) = actor(&["prlimit-core", &vp.to_string()], None, None);
+    assert!(st.success());
+    let (_dumpable, dp) = spawn_as(&l.victim_bin, "victim-dumpable");
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let of = |setting: &str| -> Vec<&serde_json::Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "dump-config-change" && a["dump"]["setting"] == setting)
+            .collect()
+    };
+    let me = std::process::id();
+    let cp = of("core_pattern");
+    assert_eq!(cp.len(), 2, "set and restore: {alerts:#?}");
+    assert_eq!(cp[0]["process"]["pid"], me);
+    assert_eq!(cp[0]["target"]["path"], "/proc/sys/kernel/core_pattern");
+    let f = of("coredump_filter");
+    assert_eq!(f.len(), 1, "{alerts:#?}");
+    assert_eq!(f[0]["target"]["pid"], vp);
+    let r = of("RLIMIT_CORE");
+    assert_eq!(r.len(), 1, "{alerts:#?}");
+    assert_eq!(r[0]["process"]["pid"], limiter);
+    assert_eq!(r[0]["target"]["pid"], vp);
+    assert_eq!(r[0]["dump"]["result"], "success");
+    let d = of("PR_SET_DUMPABLE");
+    assert_eq!(d.len(), 1, "{alerts:#?}");
+    assert_eq!(d[0]["process"]["pid"], dp);
+    assert_eq!(d[0]["dump"]["value"], 1);
 }

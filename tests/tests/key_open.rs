@@ -363,8 +363,10 @@ fn a_full_ring_buffer_is_counted_per_kind_never_silent() {
         lost > 0.0,
         "a burst of {n} opens into an 8 KiB ring lost nothing"
     );
-    assert_eq!(
-        s.metric("keysentry_events_lost_total{kind=\"exec\"}"),
-        Some(0.0)
+    // Each kind has its own counter (exec records of whatever else runs on
+    // the host may be lost too in so small a ring).
+    assert!(
+        s.metric("keysentry_events_lost_total{kind=\"exec\"}")
+            .is_some()
     );
 }

@@ -1,3 +1,4 @@
+pub mod dumpcfg;
 pub mod memory;
 pub mod open;
 pub mod process;

@@ -16,17 +16,20 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ARG_BUF, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
-    OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, SRC_CREAT,
+    ARG_BUF, DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE,
+    EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT, OpenEvent,
+    PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, SRC_CREAT,
     SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, WATCH_CHILDREN,
-    WATCH_SELF,
+    WATCH_SELF, name_head,
     names::{NameKey, name_key},
     short_name,
 };
 
 use crate::{
     maps::{EVENTS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, count_lost, submit_flags},
-    off, setting,
+    off,
+    probes::dumpcfg::emit_dump_config,
+    setting,
     vfs::{
         Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
         read_path,
@@ -207,6 +210,9 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             matched |= MATCH_NAME;
         }
         let mut kind = EventKind::KeyOpen;
+        if matched == 0 && check_dump_config(&name, inode, file, parent, ret) {
+            return;
+        }
         if matched == 0 {
             // /proc/<pid>/{mem,pagemap,environ}, and the reconnaissance
             // files of protected processes.
@@ -273,6 +279,62 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
 }
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// DCFG_* value of a core-dump control file name, 0 for other names.
+#[inline(always)]
+fn dump_config_file(name: &NameKey) -> u32 {
+    let h = name.head;
+    if name.len == 12 && h == name_head(b"core_pattern") {
+        DCFG_CORE_PATTERN
+    } else if name.len == 15 && h == name_head(b"core_pipe_limit") {
+        DCFG_CORE_PIPE_LIMIT
+    } else if name.len == 13 && h == name_head(b"suid_dumpable") {
+        DCFG_SUID_DUMPABLE
+    } else if name.len == 15 && h == name_head(b"coredump_filter") {
+        DCFG_COREDUMP_FILTER
+    } else {
+        0
+    }
+}
+
+/// A write-open of /proc/sys/kernel/core_pattern, core_pipe_limit,
+/// /proc/sys/fs/suid_dumpable or /proc/<pid>/coredump_filter. Returns true
+/// when the open was one (reported or not).
+#[inline(always)]
+unsafe fn check_dump_config(
+    name: &NameKey,
+    inode: Ptr,
+    file: Ptr,
+    parent: Option<Ptr>,
+    ret: i64,
+) -> bool {
+    let what = dump_config_file(name);
+    if what == 0 {
+        return false;
+    }
+    unsafe {
+        let magic = rd_ptr(inode, off!(inode_i_sb))
+            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
+            .unwrap_or(0);
+        if magic != PROC_SUPER_MAGIC {
+            return false;
+        }
+        let flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        if flags & 3 == 0 {
+            return true;
+        }
+        let target = if what == DCFG_COREDUMP_FILTER {
+            match parent {
+                Some(p) => parse_pid(&dentry_name_key(p)),
+                None => 0,
+            }
+        } else {
+            0
+        };
+        emit_dump_config(what, target, 0, ret);
+    }
+    true
+}
 
 /// PROC_* value of a /proc/<pid>/ file name, 0 for other names.
 #[inline(always)]

@@ -10,9 +10,9 @@ use aya_ebpf::{
 use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent};
 
 use crate::{
-    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
+    maps::{EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, count_lost, submit_flags},
     off, setting,
-    vfs::{Ptr, current_task, fill_header, rd, rd_ptr, read_path},
+    vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
 };
 
 /// sched:sched_process_exec (fields unused: the new image is read from
@@ -23,6 +23,7 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
+    protect_at_exec();
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);
         return 0;
@@ -66,6 +67,30 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     }
     entry.submit(submit_flags());
     0
+}
+
+/// Protects the process from its first instruction when its executable
+/// (dev, inode) or its comm is a protected one (even if its exec event is
+/// then lost to a full ring).
+#[inline(always)]
+fn protect_at_exec() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    unsafe {
+        let exe =
+            rd_ptr(current_task(), off!(task_mm)).and_then(|mm| rd_ptr(mm, off!(mm_exe_file)));
+        if let Some(exe) = exe
+            && let Some((key, _)) = file_identity(exe)
+            && let Some(rule) = PROTECTED_EXES.get(key)
+        {
+            let _ = PROTECTED.insert(tgid, *rule, 0);
+            return;
+        }
+    }
+    if let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm()
+        && let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) }
+    {
+        let _ = PROTECTED.insert(tgid, *rule, 0);
+    }
 }
 
 /// raw_tp sched_process_fork: TP_PROTO(struct task_struct *parent,

@@ -16,6 +16,8 @@
 //!   pidfd-getfd PID FD        pidfd_open + pidfd_getfd
 //!   self-access               process_vm_readv and /proc/self/mem on itself
 //!   signal PID SIG            kill(PID, SIG)
+//!   victim-dumpable           prctl(PR_SET_DUMPABLE, 1), then victim
+//!   prlimit-core PID          prlimit64(PID, RLIMIT_CORE, unlimited)
 //!   trace-child               fork; SEIZE the stopped child before it execs /bin/true
 //!   attach-running BIN        spawn BIN victim, wait until it runs, PTRACE_ATTACH it
 
@@ -62,6 +64,28 @@ fn main() {
         }
         ["uring", path] => uring_open(path),
         ["victim"] => victim(),
+        ["victim-dumpable"] => {
+            check(
+                unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) },
+                "prctl",
+            );
+            victim()
+        }
+        ["prlimit-core", pid] => {
+            let lim = libc::rlimit64 {
+                rlim_cur: libc::RLIM64_INFINITY,
+                rlim_max: libc::RLIM64_INFINITY,
+            };
+            let rc = unsafe {
+                libc::prlimit64(
+                    num(pid) as i32,
+                    libc::RLIMIT_CORE,
+                    &lim,
+                    std::ptr::null_mut(),
+                )
+            };
+            check(rc, "prlimit64");
+        }
         ["ptrace-peek", pid, addr] => ptrace_peek(num(pid) as i32, num(addr)),
         ["vm-read", pid, addr, len] => vm_read(num(pid) as i32, num(addr), num(len)),
         ["vm-write", pid, addr, len] => {

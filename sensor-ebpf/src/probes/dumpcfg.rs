@@ -1,0 +1,140 @@
+//! Changes that enable or redirect core dumps: PR_SET_DUMPABLE by a
+//! protected process, RLIMIT_CORE set on one (setrlimit, prlimit64), and
+//! (from the open probe) write-opens of the core-dump sysctls and of
+//! /proc/<pid>/coredump_filter.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DumpConfigEvent, EventKind};
+
+use crate::{
+    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
+    off, setting,
+    vfs::{Ptr, fill_header, rd},
+};
+
+const PR_SET_DUMPABLE: u64 = 4;
+const RLIMIT_CORE: u64 = 4;
+
+/// Reports a dump-configuration change.
+#[inline(always)]
+pub fn emit_dump_config(what: u32, target: u32, value: u64, ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<DumpConfigEvent>(0) else {
+        count_lost(EventKind::DumpConfig);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::DumpConfig as u32,
+            size_of::<DumpConfigEvent>(),
+        );
+        (*ev).ret = ret;
+        (*ev).value = value;
+        (*ev).what = what;
+        (*ev).target = target;
+    }
+    entry.submit(submit_flags());
+}
+
+#[inline(always)]
+unsafe fn args3() -> Option<(u64, u64, u64)> {
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
+        if regs.is_null() {
+            return None;
+        }
+        Some((
+            rd(regs, off!(pt_regs_di))?,
+            rd(regs, off!(pt_regs_si))?,
+            rd(regs, off!(pt_regs_dx))?,
+        ))
+    }
+}
+
+#[inline(always)]
+fn sys_ret(ctx: &TracePointContext) -> i64 {
+    unsafe {
+        *((ctx.as_ptr() as *const u8).add(sensor_common::SYS_EXIT_RET_OFFSET as usize)
+            as *const i64)
+    }
+}
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[inline(always)]
+fn is_protected(pid: u32) -> bool {
+    unsafe { PROTECTED.get(pid) }.is_some()
+}
+
+// syscalls:sys_exit_prctl; int prctl(int option, unsigned long arg2, ...)
+#[tracepoint]
+pub fn ks_exit_prctl(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Some((option, arg2, _)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    let me = current_tgid();
+    if option != PR_SET_DUMPABLE || me == setting!(self_pid) || !is_protected(me) {
+        return 0;
+    }
+    emit_dump_config(DCFG_SET_DUMPABLE, me, arg2, sys_ret(&ctx));
+    0
+}
+
+/// RLIMIT_CORE soft limit from a user `struct rlimit` (or rlimit64).
+#[inline(always)]
+fn rlimit_cur(ptr: u64) -> u64 {
+    if ptr == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_user(ptr as *const u64) }.unwrap_or(0)
+}
+
+// syscalls:sys_exit_setrlimit; int setrlimit(unsigned int resource, struct rlimit *rlim)
+#[tracepoint]
+pub fn ks_exit_setrlimit(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Some((resource, rlim, _)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    let me = current_tgid();
+    if resource != RLIMIT_CORE || !is_protected(me) {
+        return 0;
+    }
+    emit_dump_config(DCFG_RLIMIT_CORE, me, rlimit_cur(rlim), sys_ret(&ctx));
+    0
+}
+
+// syscalls:sys_exit_prlimit64; (pid_t pid, unsigned int resource,
+// const struct rlimit64 *new_rlim, struct rlimit64 *old_rlim)
+#[tracepoint]
+pub fn ks_exit_prlimit64(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let Some((pid, resource, new)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    if resource != RLIMIT_CORE || new == 0 {
+        return 0;
+    }
+    let target = if pid == 0 { current_tgid() } else { pid as u32 };
+    if !is_protected(target) {
+        return 0;
+    }
+    emit_dump_config(DCFG_RLIMIT_CORE, target, rlimit_cur(new), sys_ret(&ctx));
+    0
+}
