@@ -5,6 +5,7 @@
 
 mod maps;
 mod probes;
+mod syscall;
 mod vfs;
 
 #[cfg(not(test))]

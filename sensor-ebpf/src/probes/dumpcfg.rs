@@ -4,8 +4,7 @@
 //! /proc/<pid>/coredump_filter.
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -13,8 +12,9 @@ use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DumpConfigEvent, EventK
 
 use crate::{
     maps::{EVENTS, PROTECTED, count_lost, submit_flags},
-    off, setting,
-    vfs::{Ptr, fill_header, rd},
+    setting,
+    syscall::{args3, sys_ret},
+    vfs::fill_header,
 };
 
 const PR_SET_DUMPABLE: u64 = 4;
@@ -40,29 +40,6 @@ pub fn emit_dump_config(what: u32, target: u32, value: u64, ret: i64) {
         (*ev).target = target;
     }
     entry.submit(submit_flags());
-}
-
-#[inline(always)]
-unsafe fn args3() -> Option<(u64, u64, u64)> {
-    unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return None;
-        }
-        Some((
-            rd(regs, off!(pt_regs_di))?,
-            rd(regs, off!(pt_regs_si))?,
-            rd(regs, off!(pt_regs_dx))?,
-        ))
-    }
-}
-
-#[inline(always)]
-fn sys_ret(ctx: &TracePointContext) -> i64 {
-    unsafe {
-        *((ctx.as_ptr() as *const u8).add(sensor_common::SYS_EXIT_RET_OFFSET as usize)
-            as *const i64)
-    }
 }
 
 #[inline(always)]

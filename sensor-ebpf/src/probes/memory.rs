@@ -5,10 +5,7 @@
 //! reach user space when the target is protected.
 
 use aya_ebpf::{
-    EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, generated},
-    macros::tracepoint,
-    programs::TracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use sensor_common::{
     EventKind, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent,
@@ -17,7 +14,8 @@ use sensor_common::{
 use crate::{
     maps::{EVENTS, PROTECTED, count_lost, submit_flags},
     off, setting,
-    vfs::{Ptr, fd_file, fill_header, rd, rd_ptr},
+    syscall::{args3, sys_ret},
+    vfs::{fd_file, fill_header, rd, rd_ptr},
 };
 
 const PTRACE_TRACEME: u64 = 0;
@@ -36,30 +34,6 @@ fn is_ptrace_access(req: u64) -> bool {
         || (PTRACE_GETREGS..=PTRACE_SETFPREGS).contains(&req)
         || req == PTRACE_GETREGSET
         || req == PTRACE_SETREGSET
-}
-
-/// (di, si, dx) of the current syscall.
-#[inline(always)]
-unsafe fn args3() -> Option<(u64, u64, u64)> {
-    unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return None;
-        }
-        Some((
-            rd(regs, off!(pt_regs_di))?,
-            rd(regs, off!(pt_regs_si))?,
-            rd(regs, off!(pt_regs_dx))?,
-        ))
-    }
-}
-
-#[inline(always)]
-fn sys_ret(ctx: &TracePointContext) -> i64 {
-    unsafe {
-        *((ctx.as_ptr() as *const u8).add(sensor_common::SYS_EXIT_RET_OFFSET as usize)
-            as *const i64)
-    }
 }
 
 #[inline(always)]

@@ -9,7 +9,6 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{map, tracepoint},
     maps::PerCpuArray,
@@ -30,14 +29,13 @@ use crate::{
     off,
     probes::dumpcfg::emit_dump_config,
     setting,
+    syscall::{args3, sys_ret},
     vfs::{
         Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
         read_path,
     },
 };
 
-/// Offset of `long ret` in syscalls:sys_exit_* records.
-const SYS_EXIT_RET_OFFSET: usize = sensor_common::SYS_EXIT_RET_OFFSET as usize;
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
 const AT_FDCWD: i32 = -100;
@@ -116,9 +114,7 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    // Direct context load (no helper call); user space checks at load
-    // time that `ret` sits at this offset in the running kernel's format.
-    let ret = unsafe { *((ctx.as_ptr() as *const u8).add(SYS_EXIT_RET_OFFSET) as *const i64) };
+    let ret = sys_ret(ctx);
     if ret >= 0 {
         if !is_self() {
             unsafe { check_opened(ret as u64, src, ret) };
@@ -134,13 +130,7 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
 #[inline(always)]
 unsafe fn syscall_args(src: u32) -> Option<(i32, u64, u64)> {
     unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return None;
-        }
-        let di: u64 = rd(regs, off!(pt_regs_di))?;
-        let si: u64 = rd(regs, off!(pt_regs_si))?;
-        let dx: u64 = rd(regs, off!(pt_regs_dx))?;
+        let (di, si, dx) = args3()?;
         match src {
             SRC_OPEN => Some((AT_FDCWD, di, si)),
             SRC_CREAT => Some((AT_FDCWD, di, O_CREAT_WRONLY_TRUNC as u64)),
