@@ -64,7 +64,7 @@ fn default_config_is_valid() {
 #[test]
 fn refuses_to_run_without_privileges() {
     require_root();
-    let out = Command::new(keysentry_bin())
+    let out = Command::new(world_executable(&keysentry_bin()))
         .arg("run")
         .uid(65534)
         .gid(65534)

@@ -27,6 +27,26 @@ pub fn actor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_ks-actor"))
 }
 
+/// A copy of `bin` that any uid can execute: the build tree may sit under
+/// a directory only root can enter (a CI checkout under /root, say).
+pub fn world_executable(bin: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("keysentry-test-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join(bin.file_name().unwrap());
+    if !copy.exists() {
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            bin.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::copy(bin, &tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &copy).unwrap();
+    }
+    copy
+}
+
 /// Fails the test unless it runs as root (the suite needs it; `cargo xtask
 /// test` checks this up front).
 pub fn require_root() {
@@ -208,7 +228,11 @@ impl Drop for Sensor {
 /// Runs ks-actor with `args` (optionally as `uid`, in `cwd`) and returns
 /// (pid, exit status).
 pub fn actor(args: &[&str], cwd: Option<&Path>, uid: Option<u32>) -> (u32, ExitStatus) {
-    let mut c = Command::new(actor_bin());
+    let bin = match uid {
+        Some(_) => world_executable(&actor_bin()),
+        None => actor_bin(),
+    };
+    let mut c = Command::new(bin);
     c.args(args);
     if let Some(d) = cwd {
         c.current_dir(d);
