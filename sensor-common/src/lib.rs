@@ -129,6 +129,28 @@ pub struct KPath {
     pub buf: [u8; PATH_BUF],
 }
 
+impl KPath {
+    /// Encodes `path` the way the kernel writes it (components leaf first,
+    /// each followed by '/'): for tests and benchmarks that build records.
+    /// Panics when the path does not fit.
+    pub fn from_path(path: &str) -> KPath {
+        let mut p = KPath {
+            len: 0,
+            flags: PATH_COMPLETE,
+            buf: [0; PATH_BUF],
+        };
+        let mut pos = 0;
+        for c in path.split('/').filter(|c| !c.is_empty()).rev() {
+            p.buf[pos..pos + c.len()].copy_from_slice(c.as_bytes());
+            pos += c.len();
+            p.buf[pos] = b'/';
+            pos += 1;
+        }
+        p.len = pos as u32;
+        p
+    }
+}
+
 pub const PATH_TRUNCATED: u32 = 1;
 /// The walk reached the root of the mount namespace.
 pub const PATH_COMPLETE: u32 = 2;

@@ -10,8 +10,7 @@ use sensor::{
     proctab::ProcessTable, watch::Watcher,
 };
 use sensor_common::{
-    EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, MATCH_INODE, OpenEvent, PATH_BUF,
-    PATH_COMPLETE, SRC_OPENAT,
+    EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, MATCH_INODE, OpenEvent, SRC_OPENAT,
 };
 
 fn header(kind: EventKind, pid: u32) -> Header {
@@ -31,20 +30,7 @@ fn header(kind: EventKind, pid: u32) -> Header {
 }
 
 fn kpath(path: &str) -> KPath {
-    let mut p = KPath {
-        len: 0,
-        flags: PATH_COMPLETE,
-        buf: [0; PATH_BUF],
-    };
-    let mut pos = 0;
-    for c in path.split('/').filter(|c| !c.is_empty()).rev() {
-        p.buf[pos..pos + c.len()].copy_from_slice(c.as_bytes());
-        pos += c.len();
-        p.buf[pos] = b'/';
-        pos += 1;
-    }
-    p.len = pos as u32;
-    p
+    KPath::from_path(path)
 }
 
 fn bytes<T>(v: &T) -> Vec<u8> {

@@ -331,7 +331,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use sensor_common::{MATCH_INODE, PATH_BUF, SRC_OPENAT};
+    use sensor_common::{MATCH_INODE, SRC_OPENAT};
 
     pub fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) value.
@@ -355,20 +355,7 @@ pub mod tests {
     }
 
     pub fn kpath_of(path: &str) -> KPath {
-        let mut p = KPath {
-            len: 0,
-            flags: PATH_COMPLETE,
-            buf: [0; PATH_BUF],
-        };
-        let mut pos = 0;
-        for c in path.split('/').filter(|c| !c.is_empty()).rev() {
-            p.buf[pos..pos + c.len()].copy_from_slice(c.as_bytes());
-            pos += c.len();
-            p.buf[pos] = b'/';
-            pos += 1;
-        }
-        p.len = pos as u32;
-        p
+        KPath::from_path(path)
     }
 
     pub fn open_event(pid: u32, path: &str, ino: u64) -> OpenEvent {
