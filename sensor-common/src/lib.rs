@@ -45,13 +45,21 @@ pub enum EventKind {
     DumpSignal = 21,
     /// A change that enables or redirects core dumps.
     DumpConfig = 22,
+    /// A tainted process wrote a regular file (first write per file).
+    FileWrite = 30,
+    /// A tainted process closed a file it had written.
+    FileClose = 31,
+    /// A tainted process sent on a socket (first send per socket).
+    NetSend = 32,
+    /// A rename or link whose source names a tracked file or a key name.
+    PathChange = 33,
 }
 
 /// Number of slots in the lost-event counter array.
 pub const KIND_SLOTS: u32 = 32;
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -61,6 +69,10 @@ impl EventKind {
         EventKind::MemAccess,
         EventKind::DumpSignal,
         EventKind::DumpConfig,
+        EventKind::FileWrite,
+        EventKind::FileClose,
+        EventKind::NetSend,
+        EventKind::PathChange,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -79,6 +91,10 @@ impl EventKind {
             EventKind::MemAccess => "mem_access",
             EventKind::DumpSignal => "dump_signal",
             EventKind::DumpConfig => "dump_config",
+            EventKind::FileWrite => "file_write",
+            EventKind::FileClose => "file_close",
+            EventKind::NetSend => "net_send",
+            EventKind::PathChange => "path_change",
         }
     }
 
@@ -95,6 +111,10 @@ impl EventKind {
             EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
             EventKind::DumpSignal => core::mem::size_of::<SignalEvent>(),
             EventKind::DumpConfig => core::mem::size_of::<DumpConfigEvent>(),
+            EventKind::FileWrite => core::mem::size_of::<FileWriteEvent>(),
+            EventKind::FileClose => core::mem::size_of::<FileCloseEvent>(),
+            EventKind::NetSend => core::mem::size_of::<NetSendEvent>(),
+            EventKind::PathChange => core::mem::size_of::<PathChangeEvent>(),
         }
     }
 }
@@ -169,6 +189,8 @@ pub const MATCH_PARENT: u32 = 2;
 pub const MATCH_NAME: u32 = 4;
 /// A failed open whose final component names a watched file or key pattern.
 pub const MATCH_FAILED_NAME: u32 = 8;
+/// The inode is a tracked file (a registered dump or a derived copy).
+pub const MATCH_TRACKED: u32 = 16;
 
 /// A reported open (success or failure).
 #[repr(C)]
@@ -333,6 +355,118 @@ pub struct DumpConfigEvent {
     pub target: u32,
 }
 
+/// Why a process is tainted (bits of `Taint::flags`).
+/// It opened a tracked file (key, dump or derived copy) for reading.
+pub const TAINT_FILE: u32 = 1;
+/// It read or attached to a protected process's memory.
+pub const TAINT_MEMORY: u32 = 2;
+/// It read from a pipe a tainted process had written.
+pub const TAINT_PIPE: u32 = 4;
+/// It is the core_pattern pipe helper (it receives core dumps).
+pub const TAINT_HELPER: u32 = 8;
+
+/// What a process has read that its writes and sends may carry.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Taint {
+    /// TAINT_* bits.
+    pub flags: u32,
+    /// Protected process whose memory it read (TAINT_MEMORY).
+    pub src_pid: u32,
+    /// Tracked file it read (TAINT_FILE), kernel dev_t encoding.
+    pub src_dev: u32,
+    /// The process that wrote the pipe it read (TAINT_PIPE).
+    pub via_pid: u32,
+    pub src_ino: u64,
+}
+
+/// How data left a tainted process (`via` of writes and sends).
+pub const VIA_WRITE: u32 = 1;
+pub const VIA_SEND: u32 = 2;
+pub const VIA_SENDFILE: u32 = 3;
+pub const VIA_COPY_FILE_RANGE: u32 = 4;
+pub const VIA_SPLICE: u32 = 5;
+pub const VIA_CLONE: u32 = 6;
+
+/// A tainted process wrote a regular file: the first write per (process,
+/// file); the file may become a dump or a derived copy.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct FileWriteEvent {
+    pub hdr: Header,
+    pub taint: Taint,
+    pub ino: u64,
+    pub dev: u32,
+    pub mode: u32,
+    pub fd: i32,
+    /// VIA_* value.
+    pub via: u32,
+    /// Bytes the syscall wrote.
+    pub bytes: i64,
+    pub path: KPath,
+}
+
+/// A tainted process closed a file it had written.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct FileCloseEvent {
+    pub hdr: Header,
+    pub ino: u64,
+    pub dev: u32,
+    pub fd: i32,
+}
+
+/// A tainted process sent on a socket (the first send per socket).
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct NetSendEvent {
+    pub hdr: Header,
+    pub taint: Taint,
+    pub bytes: i64,
+    pub fd: i32,
+    /// VIA_* value.
+    pub via: u32,
+    /// AF_* of the socket.
+    pub family: u16,
+    /// SOCK_* type.
+    pub sock_type: u16,
+    /// IPPROTO_* (or the family's protocol number).
+    pub protocol: u16,
+    /// Local and remote port, host order (connected or bound sockets).
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: [u16; 3],
+    /// Local and remote address: 4 bytes for AF_INET, 16 for AF_INET6.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// The destination sockaddr the syscall passed (sendto, sendmsg), raw.
+    pub dest_len: u32,
+    pub _pad2: u32,
+    pub dest: [u8; 32],
+}
+
+/// PathChangeEvent::op values.
+pub const PATH_OP_RENAME: u32 = 1;
+pub const PATH_OP_LINK: u32 = 2;
+
+/// A successful rename or link whose source's final component names a
+/// tracked file or matches a key-name pattern; user space resolves it.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct PathChangeEvent {
+    pub hdr: Header,
+    pub ret: i64,
+    /// PATH_OP_* value.
+    pub op: u32,
+    pub flags: u32,
+    pub old_dfd: i32,
+    pub new_dfd: i32,
+    pub old_len: u32,
+    pub new_len: u32,
+    pub old: [u8; ARG_BUF],
+    pub new: [u8; ARG_BUF],
+}
+
 /// Is `sig` a signal whose default action dumps core?
 pub const fn is_dump_signal(sig: u32) -> bool {
     matches!(sig, 3 | 4 | 5 | 6 | 7 | 8 | 11 | 24 | 25 | 31)
@@ -361,6 +495,18 @@ pub struct WatchEntry {
 pub const WATCH_SELF: u32 = 1;
 /// Files directly inside this directory are watched.
 pub const WATCH_CHILDREN: u32 = 2;
+/// The inode is a tracked file (registered dump or derived copy); its
+/// `watch_id` is the tracked-file id.
+pub const WATCH_TRACKED: u32 = 4;
+
+/// Key of the once-per-file write filter: (process, file).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WriteKey {
+    pub tgid: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
 
 /// Byte offsets of kernel struct members, read from the running kernel's
 /// BTF at load time and handed to the programs as a global.
@@ -403,6 +549,19 @@ pub struct KernelOffsets {
     pub pt_regs_di: u32,
     pub pt_regs_si: u32,
     pub pt_regs_dx: u32,
+    pub pt_regs_r10: u32,
+    pub pt_regs_r8: u32,
+    /// struct socket -> sk, and struct sock fields (sock_common included).
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
     pub io_kiocb_opcode: u32,
     pub sb_s_magic: u32,
     pub file_private_data: u32,
@@ -446,6 +605,11 @@ const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
+const _: () = assert!(core::mem::size_of::<Taint>() == 24);
+const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 24 + 32 + 8 + PATH_BUF);
+const _: () = assert!(core::mem::size_of::<FileCloseEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<NetSendEvent>() == 56 + 24 + 16 + 16 + 32 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<PathChangeEvent>() == 56 + 32 + 2 * ARG_BUF);
 const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
 
 #[cfg(feature = "user")]
@@ -454,6 +618,8 @@ mod user {
     // SAFETY: all of these are repr(C), without padding, valid for any bits.
     unsafe impl aya::Pod for InodeKey {}
     unsafe impl aya::Pod for WatchEntry {}
+    unsafe impl aya::Pod for Taint {}
+    unsafe impl aya::Pod for WriteKey {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for SensorSettings {}
     unsafe impl aya::Pod for names::NamePatterns {}

@@ -2,10 +2,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    EventKind, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, WatchEntry,
+    EventKind, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, Taint, WatchEntry, WriteKey,
     names::{NameKey, NamePatterns},
 };
 
@@ -66,6 +66,28 @@ pub static PROTECTED_EXES: HashMap<InodeKey, u32> = HashMap::with_max_entries(25
 /// Protected programs by comm (16 bytes, NUL padded) -> rule value.
 #[map]
 pub static PROTECTED_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
+
+/// Processes that have read tracked material (tgid -> what), and so whose
+/// writes and sends are followed. Children inherit it at fork.
+#[map]
+pub static TAINTED: LruHashMap<u32, Taint> = LruHashMap::with_max_entries(16384, 0);
+
+/// Pipes a tainted process wrote (pipe inode address -> the writer's taint).
+#[map]
+pub static TAINTED_PIPES: LruHashMap<u64, Taint> = LruHashMap::with_max_entries(4096, 0);
+
+/// [0]: boot time of the last pipe taint. Reads look pipes up only while
+/// it is recent, so untainted hosts pay one array load per read.
+#[map]
+pub static PIPE_TAINT_TS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// (process, file) pairs already reported as written.
+#[map]
+pub static WRITTEN: LruHashMap<WriteKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// (process, socket address) pairs already reported as sent on.
+#[map]
+pub static SENT: LruHashMap<[u64; 2], u32> = LruHashMap::with_max_entries(8192, 0);
 
 /// Key-file name patterns.
 #[map]

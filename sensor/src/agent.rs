@@ -11,7 +11,8 @@ use std::{
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use sensor_common::{
-    EventKind, InodeKey, KIND_SLOTS, MATCH_INODE, MATCH_PARENT, SensorSettings, WatchEntry,
+    EventKind, InodeKey, KIND_SLOTS, MATCH_INODE, MATCH_PARENT, MATCH_TRACKED, SensorSettings,
+    Taint, WatchEntry,
     names::{NameKey, NamePattern, NamePatterns, PAT_DIR, PAT_EXACT, PAT_PREFIX, PAT_SUFFIX},
 };
 use tokio::{
@@ -44,6 +45,7 @@ use crate::{
     proctab::ProcessTable,
     protect::{Change, Protector},
     tracefs,
+    track::{Origin, Registry},
     watch::{Watcher, st_dev},
 };
 
@@ -110,7 +112,7 @@ pub fn name_patterns(cfg: &Config) -> Result<NamePatterns> {
 }
 
 /// Clock conversion: kernel boot-time ns to wall-clock ns since the epoch.
-struct Clock {
+pub(crate) struct Clock {
     offset_ns: i128,
 }
 
@@ -127,7 +129,7 @@ impl Clock {
         }
     }
 
-    fn wall(&self, boot_ns: u64) -> String {
+    pub(crate) fn wall(&self, boot_ns: u64) -> String {
         rfc3339(self.offset_ns + boot_ns as i128)
     }
 }
@@ -139,8 +141,8 @@ pub struct Pipeline {
     pub policy: Policy,
     pub outputs: Outputs,
     pub metrics: Arc<Metrics>,
-    host: String,
-    clock: Clock,
+    pub(crate) host: String,
+    pub(crate) clock: Clock,
     /// keysentry_events_total{kind}, looked up once.
     events_by_kind: Vec<prometheus::IntCounter>,
     pub protector: Protector,
@@ -148,6 +150,20 @@ pub struct Pipeline {
     protected_map: Option<BpfHashMap<MapData, u32, u32>>,
     /// actor pid -> protected targets whose maps/smaps/status it read.
     recon: HashMap<u32, HashSet<u32>>,
+    /// Dumps, keys seen opened and their derived copies.
+    pub registry: Registry,
+    /// The kernel maps user space writes (None when replaying).
+    pub(crate) kmaps: Option<KernelMaps>,
+    /// actor pid -> the protected process whose memory it read.
+    pub(crate) mem_readers: HashMap<u32, Origin>,
+    /// pipe helper pid -> the dumps it wrote.
+    pub(crate) helper_files: HashMap<u32, crate::flows::HelperRec>,
+    /// core_pattern pipe helpers seen exec'd (pid -> argv at that exec).
+    pub(crate) dump_helpers: HashMap<u32, Arc<[String]>>,
+    pub(crate) pending_dumps: Vec<crate::flows::PendingDump>,
+    pub(crate) pending_udumps: Vec<crate::flows::PendingUserDump>,
+    /// Tracked files to scan for key material.
+    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<(u32, PathBuf)>>,
 }
 
 /// Most actors remembered for reconnaissance.
@@ -178,6 +194,22 @@ impl Pipeline {
             protector: Protector::default(),
             protected_map: None,
             recon: HashMap::new(),
+            registry: Registry::default(),
+            kmaps: None,
+            mem_readers: HashMap::new(),
+            helper_files: HashMap::new(),
+            dump_helpers: HashMap::new(),
+            pending_dumps: Vec::new(),
+            pending_udumps: Vec::new(),
+            scan_tx: None,
+        }
+    }
+
+    /// Timers: pipe-helper crashes and user-space dumps that waited long
+    /// enough.
+    pub fn housekeeping(&mut self) {
+        if !self.pending_dumps.is_empty() || !self.pending_udumps.is_empty() {
+            self.expire_pending_dumps();
         }
     }
 
@@ -230,6 +262,9 @@ impl Pipeline {
                 exe,
             } => {
                 self.procs.exec(&task, ppid, start_ns, argv, exe);
+                if ppid == 2 && !self.dump_helpers.contains_key(&task.pid) {
+                    self.usermode_helper_exec(task.pid);
+                }
                 let change = self
                     .procs
                     .get(task.pid)
@@ -250,15 +285,35 @@ impl Pipeline {
                 if exit_code & 0x80 != 0 {
                     self.core_dumped(&task, exit_code & 0x7f);
                 }
+                if !self.pending_udumps.is_empty() {
+                    self.writer_exited(task.pid);
+                }
+                if self.helper_files.contains_key(&task.pid)
+                    || self
+                        .pending_dumps
+                        .iter()
+                        .any(|d| d.helper == Some(task.pid))
+                {
+                    self.helper_exited(task.pid);
+                }
                 self.procs.exit(task.pid);
                 self.protector.on_exit(task.pid);
                 self.recon.remove(&task.pid);
+                self.mem_readers.remove(&task.pid);
+                if !self.helper_files.contains_key(&task.pid) {
+                    self.dump_helpers.remove(&task.pid);
+                }
             }
             Event::Open(rec) if rec.proc_file != 0 => self.proc_file_open(&rec),
+            Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => self.tracked_open(&rec),
             Event::Open(rec) => self.key_open(&rec),
             Event::Mem(m) => self.mem_access(&m),
             Event::Signal(s) => self.dump_signal(&s),
             Event::DumpConfig(d) => self.dump_config(&d),
+            Event::FileWrite(w) => self.file_write(&w),
+            Event::FileClose { task, dev, ino, .. } => self.file_closed(&task, dev, ino),
+            Event::NetSend(n) => self.net_send(&n),
+            Event::PathChange(p) => self.path_change(&p),
         }
     }
 
@@ -366,8 +421,14 @@ impl Pipeline {
             coredump::DumpTarget::File(p) => {
                 detail.exists = Some(p.exists());
                 detail.path = Some(p.to_string_lossy().into_owned());
+                detail.tracked_id = self.register_core_file(&dumped, &p);
             }
-            coredump::DumpTarget::Pipe(argv) => detail.helper = argv,
+            coredump::DumpTarget::Pipe(argv) => {
+                detail.helper = argv;
+                // Reported with the files the helper writes.
+                self.pend_pipe_dump(dumped, detail, task.ts_boot_ns);
+                return;
+            }
         }
         let ts = self.clock.wall(task.ts_boot_ns);
         let alert = self.policy.core_dump(&dumped, detail, &self.host, ts);
@@ -488,6 +549,9 @@ impl Pipeline {
             .policy
             .memory_access(m, &self.host, self.clock.wall(m.ts_boot_ns))
         {
+            if m.target_protected && m.ret >= 0 && m.access != "write" {
+                self.note_memory_reader(m.actor.pid, m.target);
+            }
             self.outputs.send(alert);
         }
     }
@@ -508,6 +572,8 @@ impl Pipeline {
             }
             (path, st_dev(rec.dev), rec.ino, watch_id)
         };
+        let allowed = self.policy.allowed(&actor.exe, watch_id);
+        self.note_key(rec, &path, allowed);
         let k = KeyOpen {
             rec,
             actor: &actor,
@@ -528,27 +594,7 @@ impl Pipeline {
     /// process saw it (its root, cwd or dirfd) and check it is watched.
     fn resolve_failed(&self, rec: &OpenRecord) -> Option<(String, u64, u64, Option<u32>)> {
         let arg = rec.arg.as_deref()?;
-        let pid = rec.task.pid;
-        let proc_base = |p: &str| PathBuf::from(format!("/proc/{pid}/{p}"));
-        let (shown, seen): (PathBuf, PathBuf) = if arg.starts_with('/') {
-            let root = proc_base("root");
-            let seen = if root.exists() {
-                root.join(arg.trim_start_matches('/'))
-            } else {
-                PathBuf::from(arg)
-            };
-            (PathBuf::from(arg), seen)
-        } else {
-            let base = if rec.dfd == -100 {
-                proc_base("cwd")
-            } else {
-                proc_base(&format!("fd/{}", rec.dfd))
-            };
-            let shown = std::fs::read_link(&base)
-                .map(|b| b.join(arg))
-                .unwrap_or_else(|_| PathBuf::from(arg));
-            (shown, base.join(arg))
-        };
+        let (shown, seen) = crate::flows::user_path(rec.task.pid, rec.dfd, arg);
         let covered = self.watcher.covers(&seen);
         let (watch_id, key) = match covered {
             Some((id, key)) => (Some(id), key),
@@ -583,9 +629,10 @@ fn pidfd_target(pid: u32, pidfd: u64) -> Option<u32> {
 }
 
 /// Kernel maps the agent writes.
-struct KernelMaps {
-    watched: BpfHashMap<MapData, InodeKey, WatchEntry>,
-    names: BpfHashMap<MapData, NameKey, u32>,
+pub(crate) struct KernelMaps {
+    pub(crate) watched: BpfHashMap<MapData, InodeKey, WatchEntry>,
+    pub(crate) names: BpfHashMap<MapData, NameKey, u32>,
+    pub(crate) tainted: BpfHashMap<MapData, u32, Taint>,
 }
 
 impl KernelMaps {
@@ -662,6 +709,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             ebpf.take_map("WATCHED_NAMES")
                 .context("map WATCHED_NAMES")?,
         )?,
+        tainted: BpfHashMap::try_from(ebpf.take_map("TAINTED").context("map TAINTED")?)?,
     };
     let protector = Protector::new(&cfg);
     {
@@ -733,6 +781,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         metrics.clone(),
     )
     .with_protection(protector, Some(protected_map));
+    pipe.kmaps = Some(maps);
+    let (scan_tx, mut scan_results) =
+        crate::flows::start_scanner(metrics.clone(), crate::flows::format_only)?;
+    pipe.scan_tx = Some(scan_tx);
     let initial = pipe.protector.initial(&pipe.procs, std::process::id());
     pipe.apply(&initial);
     tracing::info!(
@@ -763,15 +815,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                     pipe.handle(&item);
                 }
                 update_lost(&lost, &mut lost_seen, &metrics);
+                pipe.housekeeping();
                 metrics.process_table_entries.set(pipe.procs.len() as i64);
             }
             ev = inotify.next() => {
                 if ev.is_some() {
-                    rescan(&mut pipe, &mut maps, &metrics, inotify.watches());
+                    rescan(&mut pipe, &metrics, inotify.watches());
                 }
             }
+            Some(result) = scan_results.recv() => pipe.scanned(result),
             _ = slow_tick.tick() => {
-                rescan(&mut pipe, &mut maps, &metrics, inotify.watches());
+                rescan(&mut pipe, &metrics, inotify.watches());
                 let changes = pipe.protector.refresh_pid_files();
                 pipe.apply(&changes);
             }
@@ -785,17 +839,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-fn rescan(
-    pipe: &mut Pipeline,
-    maps: &mut KernelMaps,
-    metrics: &Metrics,
-    watches: inotify::Watches,
-) {
+fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
     let delta = pipe.watcher.scan();
     if delta.entries.is_empty() && delta.appeared.is_empty() {
         return;
     }
-    maps.apply(&delta, false);
+    if let Some(maps) = pipe.kmaps.as_mut() {
+        maps.apply(&delta, false);
+    }
     metrics.watched_inodes.set(pipe.watcher.len() as i64);
     add_watches(watches, &pipe.watcher.inotify_dirs());
 }

@@ -106,6 +106,46 @@ pub struct Alert {
     pub memory: Option<crate::detect::MemDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dump: Option<DumpDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowDetail>,
+}
+
+/// Details of userspace-dump, dump-file-access, tracked-copy, exfiltration
+/// and key-material alerts: where tracked material went and where it came
+/// from.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FlowDetail {
+    /// How the data moved: "write", "sendfile", "copy_file_range",
+    /// "splice", "reflink", "rename", "link", "send", "open".
+    pub via: &'static str,
+    /// The tracked file this alert is about (written, renamed, opened or
+    /// scanned), and its lineage from the origin (origin first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracked_id: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<crate::track::LineageStep>,
+    /// The protected process whose memory the data came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dumped: Option<crate::track::Origin>,
+    /// The data reached this process through a pipe from this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipe_from: Option<u32>,
+    /// exfiltration: the peer, the local end and the protocol.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// Bytes moved by the syscall that was seen (the first one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<i64>,
+    /// What the file is ("elf-core", "raw", ...), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// key-material: what the scanner found (kinds and fingerprints only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys: Option<serde_json::Value>,
 }
 
 /// Details of forced-crash, core-dump and dump-config-change alerts.
@@ -142,6 +182,14 @@ pub struct DumpDetail {
     /// core-dump to a pipe: the helper and its arguments.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub helper: Vec<String>,
+    /// core-dump to a pipe: the helper process and the files it wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helper_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Id of the dump in the tracked-file registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracked_id: Option<u32>,
 }
 
 /// Where alerts go.
@@ -286,6 +334,7 @@ mod tests {
             open: None,
             memory: None,
             dump: None,
+            flow: None,
         };
         let v: serde_json::Value = serde_json::to_value(&a).unwrap();
         for f in [

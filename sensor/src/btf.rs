@@ -191,6 +191,18 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         pt_regs_di: o("pt_regs", "di")?,
         pt_regs_si: o("pt_regs", "si")?,
         pt_regs_dx: o("pt_regs", "dx")?,
+        pt_regs_r10: o("pt_regs", "r10")?,
+        pt_regs_r8: o("pt_regs", "r8")?,
+        socket_sk: o("socket", "sk")?,
+        sk_family: o("sock", "__sk_common.skc_family")?,
+        sk_daddr: o("sock", "__sk_common.skc_daddr")?,
+        sk_rcv_saddr: o("sock", "__sk_common.skc_rcv_saddr")?,
+        sk_dport: o("sock", "__sk_common.skc_dport")?,
+        sk_num: o("sock", "__sk_common.skc_num")?,
+        sk_v6_daddr: o("sock", "__sk_common.skc_v6_daddr")?,
+        sk_v6_rcv_saddr: o("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        sk_type: o("sock", "sk_type")?,
+        sk_protocol: o("sock", "sk_protocol")?,
         ..Default::default()
     };
     // The programs read these with fixed offsets: refuse a kernel whose

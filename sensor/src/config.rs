@@ -364,6 +364,10 @@ pub struct Allow {
     /// agent). An entry with `target` allows no key-file opens.
     #[serde(default)]
     pub target: Option<PathBuf>,
+    /// Makes this a dump allowance: `exe` may open registered dump files
+    /// (a crash-report uploader, the dump handler's own tools).
+    #[serde(default)]
+    pub dumps: bool,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

@@ -2,11 +2,15 @@
 //! is checked first, then the length for its kind; anything else is an error
 //! that the caller counts and skips.
 
-use std::mem::offset_of;
+use std::{
+    mem::offset_of,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
 
 use sensor_common::{
-    ARG_BUF, CMDLINE_BUF, COMM_LEN, DumpConfigEvent, EventKind, ExecEvent, ExitEvent, ForkEvent,
-    Header, KPath, MemAccessEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, SignalEvent,
+    ARG_BUF, CMDLINE_BUF, COMM_LEN, DumpConfigEvent, EventKind, ExecEvent, ExitEvent,
+    FileCloseEvent, FileWriteEvent, ForkEvent, Header, KPath, MemAccessEvent, NetSendEvent,
+    OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, PathChangeEvent, SignalEvent, Taint,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +110,51 @@ pub struct DumpConfigRecord {
     pub target: u32,
 }
 
+/// A tainted process's first write to a regular file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub task: Task,
+    pub taint: Taint,
+    pub dev: u32,
+    pub ino: u64,
+    pub mode: u32,
+    pub fd: i32,
+    /// VIA_* value.
+    pub via: u32,
+    pub bytes: i64,
+    pub path: Option<String>,
+    pub path_truncated: bool,
+}
+
+/// A tainted process's first send on a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRecord {
+    pub task: Task,
+    pub taint: Taint,
+    pub bytes: i64,
+    pub fd: i32,
+    pub via: u32,
+    /// AF_* family, SOCK_* type, protocol number.
+    pub family: u16,
+    pub sock_type: u16,
+    pub protocol: u16,
+    pub local: Option<SocketAddr>,
+    /// The connected peer, or the address the send named.
+    pub remote: Option<SocketAddr>,
+}
+
+/// A rename or link of a file whose name may be tracked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRecord {
+    pub task: Task,
+    /// PATH_OP_* value.
+    pub op: u32,
+    pub old_dfd: i32,
+    pub new_dfd: i32,
+    pub old: String,
+    pub new: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Exec {
@@ -129,6 +178,15 @@ pub enum Event {
     Mem(MemRecord),
     Signal(SignalRecord),
     DumpConfig(DumpConfigRecord),
+    FileWrite(WriteRecord),
+    FileClose {
+        task: Task,
+        dev: u32,
+        ino: u64,
+        fd: i32,
+    },
+    NetSend(SendRecord),
+    PathChange(PathRecord),
 }
 
 impl Event {
@@ -143,6 +201,10 @@ impl Event {
             Event::Mem(_) => EventKind::MemAccess,
             Event::Signal(_) => EventKind::DumpSignal,
             Event::DumpConfig(_) => EventKind::DumpConfig,
+            Event::FileWrite(_) => EventKind::FileWrite,
+            Event::FileClose { .. } => EventKind::FileClose,
+            Event::NetSend(_) => EventKind::NetSend,
+            Event::PathChange(_) => EventKind::PathChange,
         }
     }
 }
@@ -288,6 +350,64 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 target_protected: m.target_protected != 0,
             })
         }
+        EventKind::FileWrite => {
+            let w: FileWriteEvent = read(buf);
+            let (path, path_truncated) = match kpath(&w.path) {
+                Some((p, t)) => (Some(p), t),
+                None => (None, false),
+            };
+            Event::FileWrite(WriteRecord {
+                task: task(&w.hdr),
+                taint: w.taint,
+                dev: w.dev,
+                ino: w.ino,
+                mode: w.mode,
+                fd: w.fd,
+                via: w.via,
+                bytes: w.bytes,
+                path,
+                path_truncated,
+            })
+        }
+        EventKind::FileClose => {
+            let c: FileCloseEvent = read(buf);
+            Event::FileClose {
+                task: task(&c.hdr),
+                dev: c.dev,
+                ino: c.ino,
+                fd: c.fd,
+            }
+        }
+        EventKind::NetSend => {
+            let n: NetSendEvent = read(buf);
+            let dest = (n.dest_len > 0).then(|| sockaddr(&n.dest)).flatten();
+            let (local, peer) = sock_addrs(&n);
+            Event::NetSend(SendRecord {
+                task: task(&n.hdr),
+                taint: n.taint,
+                bytes: n.bytes,
+                fd: n.fd,
+                via: n.via,
+                family: n.family,
+                sock_type: n.sock_type,
+                protocol: n.protocol,
+                local,
+                remote: dest.or(peer),
+            })
+        }
+        EventKind::PathChange => {
+            let p: PathChangeEvent = read(buf);
+            let old = (p.old_len as usize).min(ARG_BUF);
+            let new = (p.new_len as usize).min(ARG_BUF);
+            Event::PathChange(PathRecord {
+                task: task(&p.hdr),
+                op: p.op,
+                old_dfd: p.old_dfd,
+                new_dfd: p.new_dfd,
+                old: cstr(&p.old[..old]),
+                new: cstr(&p.new[..new]),
+            })
+        }
         EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
             let f = |o: usize| -> u32 { at(buf, o) };
             let n = (f(offset_of!(OpenEvent, arg_len)) as usize).min(ARG_BUF);
@@ -326,6 +446,44 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             })
         }
     })
+}
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// A raw `struct sockaddr_in`/`sockaddr_in6` as user space passed it.
+fn sockaddr(raw: &[u8; 32]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    let port = u16::from_be_bytes([raw[2], raw[3]]);
+    match family {
+        AF_INET => {
+            let ip = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
+            Some(SocketAddr::new(IpAddr::V4(ip), port))
+        }
+        AF_INET6 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&raw[8..24]);
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(b)), port))
+        }
+        _ => None,
+    }
+}
+
+/// (local, peer) of an inet socket as the kernel holds them; the peer is
+/// None when the socket is not connected.
+fn sock_addrs(n: &NetSendEvent) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let ip = |b: &[u8; 16]| -> Option<IpAddr> {
+        match n.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*b))),
+            _ => None,
+        }
+    };
+    let local = ip(&n.saddr).map(|a| SocketAddr::new(a, n.sport));
+    let peer = ip(&n.daddr)
+        .filter(|_| n.dport != 0)
+        .map(|a| SocketAddr::new(a, n.dport));
+    (local, peer)
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ struct AllowRule {
     key_path: Option<u32>,
     /// A memory-access allowance for targets running this exe.
     target: Option<Vec<String>>,
+    /// May open registered dump files.
+    dumps: bool,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -63,6 +65,7 @@ impl Policy {
             .map(|a| AllowRule {
                 exe: exe_forms(&a.exe),
                 target: a.target.as_deref().map(exe_forms),
+                dumps: a.dumps,
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -94,6 +97,15 @@ impl Policy {
 }
 
 impl Policy {
+    /// Is `exe` allowed to open dump files (an `[[allow]]` with `dumps`)?
+    pub fn allowed_dumps(&self, exe: &str) -> bool {
+        !exe.is_empty()
+            && self
+                .allow
+                .iter()
+                .any(|a| a.dumps && a.exe.iter().any(|e| e == exe))
+    }
+
     /// Is `exe` allowed to access the memory of processes running `target`?
     pub fn allowed_memory(&self, exe: &str, target: &str) -> bool {
         !exe.is_empty()
@@ -214,6 +226,7 @@ impl Policy {
             message,
             open: None,
             dump: None,
+            flow: None,
             memory: Some(MemDetail {
                 op: m.op.clone(),
                 access: m.access,
@@ -380,6 +393,7 @@ impl Policy {
             message,
             memory: None,
             dump: None,
+            flow: None,
             open: Some(OpenDetail {
                 result,
                 errno: if rec.failed {
@@ -448,6 +462,7 @@ impl Policy {
             open: None,
             memory: None,
             dump: Some(detail),
+            flow: None,
         }
     }
 
@@ -488,6 +503,7 @@ impl Policy {
             open: None,
             memory: None,
             dump: Some(detail),
+            flow: None,
         }
     }
 }
@@ -549,6 +565,56 @@ impl Policy {
             open: None,
             memory: None,
             dump: Some(detail),
+            flow: None,
+        }
+    }
+}
+
+pub const RULE_USERSPACE_DUMP: &str = "userspace-dump";
+pub const RULE_DUMP_FILE_ACCESS: &str = "dump-file-access";
+pub const RULE_TRACKED_COPY: &str = "tracked-copy";
+pub const RULE_EXFILTRATION: &str = "exfiltration";
+pub const RULE_KEY_MATERIAL: &str = "key-material";
+/// Data from Local System.
+pub const ATTACK_LOCAL_DATA: &str = "T1005";
+/// Data Staged.
+pub const ATTACK_STAGED: &str = "T1074";
+/// Archive Collected Data.
+pub const ATTACK_ARCHIVE: &str = "T1560";
+/// Exfiltration Over C2 Channel (a TCP stream).
+pub const ATTACK_EXFIL_C2: &str = "T1041";
+/// Exfiltration Over Alternative Protocol (datagrams and others).
+pub const ATTACK_EXFIL_ALT: &str = "T1048";
+
+/// An alert about tracked material moving (the rules of the flow stage).
+pub struct FlowAlert<'a> {
+    pub rule: &'static str,
+    pub attack: &'static str,
+    pub severity: Severity,
+    pub score: u32,
+    pub actor: &'a ProcInfo,
+    pub target: Target,
+    pub message: String,
+    pub flow: crate::alert::FlowDetail,
+}
+
+impl Policy {
+    pub fn flow_alert(&self, f: FlowAlert<'_>, host: &str, ts: String) -> Alert {
+        Alert {
+            ts,
+            rule: f.rule,
+            severity: f.severity,
+            score: f.score,
+            attack: f.attack,
+            host: host.to_string(),
+            process: process_ctx(f.actor),
+            target: f.target,
+            incident: incident_id(f.actor),
+            message: f.message,
+            open: None,
+            memory: None,
+            dump: None,
+            flow: Some(f.flow),
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub unresolved_failed_opens: IntCounter,
     pub core_dumps: IntCounterVec,
+    pub tracked_files: IntGauge,
+    pub scans: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
@@ -97,6 +99,17 @@ impl Metrics {
             "Processes that dumped core, by whether they were protected.",
             &["protected"],
         )?;
+        let tracked_files = IntGauge::new(
+            "keysentry_tracked_files",
+            "Files in the tracked-file registry: keys seen opened, dumps and derived copies.",
+        )?;
+        r.register(Box::new(tracked_files.clone()))?;
+        let scans = counter_vec(
+            &r,
+            "keysentry_scans_total",
+            "Tracked files scanned for key material, by result (clean, found, error).",
+            &["result"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "keysentry_build_info",
@@ -129,6 +142,8 @@ impl Metrics {
             build_info,
             unresolved_failed_opens,
             core_dumps,
+            tracked_files,
+            scans,
         }))
     }
 

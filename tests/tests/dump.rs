@@ -3,100 +3,9 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    os::unix::{
-        fs::PermissionsExt,
-        process::{CommandExt, ExitStatusExt},
-    },
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-};
+use std::os::unix::process::ExitStatusExt;
 
-use common::*;
-
-/// Sets /proc/sys/kernel/core_pattern and restores the old one on drop,
-/// whatever happens in the test.
-struct CorePattern {
-    old: String,
-}
-
-const CORE_PATTERN: &str = "/proc/sys/kernel/core_pattern";
-
-impl CorePattern {
-    fn set(p: &str) -> Self {
-        let old = std::fs::read_to_string(CORE_PATTERN).unwrap();
-        std::fs::write(CORE_PATTERN, p).unwrap();
-        CorePattern { old }
-    }
-}
-
-impl Drop for CorePattern {
-    fn drop(&mut self) {
-        let _ = std::fs::write(CORE_PATTERN, self.old.trim_end());
-    }
-}
-
-fn spawn_victim(bin: &Path) -> (Child, u32) {
-    spawn_as(bin, "victim")
-}
-
-fn spawn_as(bin: &Path, role: &str) -> (Child, u32) {
-    let mut c = Command::new(bin);
-    c.arg(role).stdin(Stdio::piped()).stdout(Stdio::piped());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            let lim = libc::rlimit {
-                rlim_cur: libc::RLIM_INFINITY,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            if libc::setrlimit(libc::RLIMIT_CORE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pid = child.id();
-    (child, pid)
-}
-
-struct Lab {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    marker: PathBuf,
-    victim_bin: PathBuf,
-}
-
-fn lab() -> Lab {
-    let tmp = tempdir();
-    let root = tmp.path().to_path_buf();
-    std::fs::create_dir(root.join("keys")).unwrap();
-    let marker = root.join("keys/zz-marker");
-    std::fs::write(&marker, b"m").unwrap();
-    let victim_bin = root.join("ks-victim");
-    std::fs::copy(actor_bin(), &victim_bin).unwrap();
-    std::fs::set_permissions(&victim_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    Lab {
-        _tmp: tmp,
-        root,
-        marker,
-        victim_bin,
-    }
-}
-
-fn config(l: &Lab) -> String {
-    format!(
-        "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n",
-        l.root.join("keys").display(),
-        l.victim_bin.display()
-    )
-}
+use common::{lab::*, *};
 
 #[test]
 fn forced_crash_then_core_dump_of_a_protected_process() {
@@ -139,6 +48,54 @@ fn forced_crash_then_core_dump_of_a_protected_process() {
         s.metric("keysentry_core_dumps_total{protected=\"true\"}"),
         Some(1.0)
     );
+
+    // The core file is registered: another process opening it is seen.
+    let (reader, st) = actor(&["open", core.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    let opens = by_pid(&alerts, "dump-file-access", reader);
+    assert_eq!(opens.len(), 1, "{alerts:#?}");
+    assert_eq!(opens[0]["flow"]["dumped"]["pid"], vp);
+    assert_eq!(opens[0]["flow"]["lineage"][0]["how"], "core-dump");
+}
+
+#[test]
+fn a_pipe_core_pattern_reports_the_helper_and_its_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let l = lab();
+    let helper = l.root.join("ks-helper.sh");
+    std::fs::write(&helper, "#!/bin/sh\ncat > \"$1/piped-core.$2\"\n").unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The kernel waits for the helper before the crashed task exits.
+    let _limit = PipeLimit::set(1);
+    let _pattern = CorePattern::set(&format!("|{} {} %p", helper.display(), l.root.display()));
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let (mut victim, vp) = spawn_victim(&l.victim_bin);
+    let _ = s.alerts_until_marker(&l.marker);
+
+    let (_, st) = actor(&["signal", &vp.to_string(), "11"], None, None);
+    assert!(st.success());
+    let status = victim.wait().unwrap();
+    assert!(status.core_dumped());
+    let written = l.root.join(format!("piped-core.{vp}"));
+    assert!(written.exists());
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let dumps: Vec<_> = alerts.iter().filter(|a| a["rule"] == "core-dump").collect();
+    assert_eq!(dumps.len(), 1, "{alerts:#?}");
+    let a = dumps[0];
+    assert_eq!(a["target"]["pid"], vp);
+    assert_eq!(a["dump"]["helper"][0], helper.to_str().unwrap());
+    assert!(a["dump"]["helper_pid"].is_u64(), "{a:#}");
+    assert_eq!(a["dump"]["files"][0], written.to_str().unwrap());
+
+    // The helper's file is a registered dump.
+    let (reader, st) = actor(&["open", written.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    let opens = by_pid(&alerts, "dump-file-access", reader);
+    assert_eq!(opens.len(), 1, "{alerts:#?}");
+    assert_eq!(opens[0]["flow"]["lineage"][0]["how"], "pipe-helper");
 }
 
 #[test]

@@ -9,11 +9,14 @@ use aya_ebpf::{
 };
 use sensor_common::{
     EventKind, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent,
+    TAINT_MEMORY, Taint,
 };
 
 use crate::{
     maps::{EVENTS, PROTECTED, count_lost, submit_flags},
-    off, setting,
+    off,
+    probes::flow::add_taint,
+    setting,
     syscall::{args3, sys_ret},
     vfs::{fd_file, fill_header, rd, rd_ptr},
 };
@@ -39,6 +42,18 @@ fn is_ptrace_access(req: u64) -> bool {
 #[inline(always)]
 fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
     let protected = unsafe { PROTECTED.get(target) }.is_some() as u32;
+    // A successful read of (or attach to) a protected process taints the
+    // actor: a file it writes next may be a dump of that memory.
+    if protected != 0 && ret >= 0 && op != MEM_VM_WRITEV {
+        add_taint(
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+            &Taint {
+                flags: TAINT_MEMORY,
+                src_pid: target,
+                ..Default::default()
+            },
+        );
+    }
     let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
         count_lost(EventKind::MemAccess);
         return;

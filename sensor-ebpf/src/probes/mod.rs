@@ -1,4 +1,5 @@
 pub mod dumpcfg;
+pub mod flow;
 pub mod memory;
 pub mod open;
 pub mod process;

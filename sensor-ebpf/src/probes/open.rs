@@ -16,7 +16,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARG_BUF, DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE,
-    EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT, OpenEvent,
+    EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT, MATCH_TRACKED,
+    OpenEvent, TAINT_FILE, TAINT_MEMORY, Taint, WATCH_TRACKED,
     PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, SRC_CREAT,
     SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, WATCH_CHILDREN,
     WATCH_SELF, name_head,
@@ -27,7 +28,7 @@ use sensor_common::{
 use crate::{
     maps::{EVENTS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, count_lost, submit_flags},
     off,
-    probes::dumpcfg::emit_dump_config,
+    probes::{dumpcfg::emit_dump_config, flow::add_taint},
     setting,
     syscall::{args3, sys_ret},
     vfs::{
@@ -42,6 +43,7 @@ const AT_FDCWD: i32 = -100;
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
 const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
+const O_PATH: u32 = 0o10000000;
 
 /// Scratch for a failed open's path argument (+ room for 16-byte reads).
 #[map]
@@ -160,6 +162,9 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             && w.flags & WATCH_SELF != 0
         {
             matched |= MATCH_INODE;
+            if w.flags & WATCH_TRACKED != 0 {
+                matched |= MATCH_TRACKED;
+            }
             watch_id = w.watch_id;
         }
         let Some(dentry) = file_dentry(file) else {
@@ -216,13 +221,27 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             if magic != PROC_SUPER_MAGIC {
                 return;
             }
-            if pf >= PROC_MAPS {
-                let pid = match parent {
-                    Some(p) => parse_pid(&dentry_name_key(p)),
-                    None => 0,
-                };
-                if pid == 0 || PROTECTED.get(pid).is_none() {
-                    return;
+            let pid = match parent {
+                Some(p) => parse_pid(&dentry_name_key(p)),
+                None => 0,
+            };
+            let protected = pid != 0 && PROTECTED.get(pid).is_some();
+            if pf >= PROC_MAPS && !protected {
+                return;
+            }
+            // Reading a protected process's memory or environment taints
+            // the reader: what it writes next may be a dump.
+            if pf < PROC_MAPS && protected {
+                let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                if tgid != pid {
+                    add_taint(
+                        tgid,
+                        &Taint {
+                            flags: TAINT_MEMORY,
+                            src_pid: pid,
+                            ..Default::default()
+                        },
+                    );
                 }
             }
             kind = EventKind::ProcFileOpen;
@@ -231,6 +250,21 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
         if mode & S_IFMT == S_IFDIR {
             return;
+        }
+        let f_flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        // A key or tracked file opened for reading taints the opener (not
+        // O_PATH, which grants no access to the content).
+        if kind == EventKind::KeyOpen && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            add_taint(
+                tgid,
+                &Taint {
+                    flags: TAINT_FILE,
+                    src_dev: key.dev,
+                    src_ino: key.ino,
+                    ..Default::default()
+                },
+            );
         }
         let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
             count_lost(kind);
@@ -242,7 +276,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).mode = mode;
-        (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        (*ev).flags = f_flags;
         (*ev).source = src;
         (*ev).matched = matched;
         (*ev).watch_id = watch_id;
@@ -396,34 +430,34 @@ unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
     }
 }
 
-/// A failed open (EACCES/EPERM) has no file: report it when the final
-/// component of the path argument names a watched file or matches a key
-/// name pattern. User space resolves the path and confirms.
+/// Reads the user path at `path` into ARG_SCRATCH and checks its final
+/// component: when it names a watched or tracked file or matches a key-name
+/// pattern, returns (the scratch buffer, the path length, the matching
+/// name rules).
 #[inline(always)]
-unsafe fn check_failed(src: u32, ret: i64) {
+pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
     unsafe {
-        let Some((dfd, path, flags)) = syscall_args(src) else {
-            return;
-        };
         if path == 0 {
-            return;
+            return None;
         }
-        let Some(buf) = ARG_SCRATCH.get_ptr_mut(0) else {
-            return;
-        };
-        let buf = buf as *mut u8;
+        let buf = ARG_SCRATCH.get_ptr_mut(0)? as *mut u8;
         let n = generated::bpf_probe_read_user_str(
             buf as *mut c_void,
             ARG_BUF as u32,
             path as *const c_void,
         );
         if n <= 1 {
-            return;
+            return None;
         }
         let len = (n - 1) as usize & (ARG_BUF - 1);
+        // A trailing '/' (a directory named "dir/"): look at the name before it.
+        let mut end = len;
+        if end > 1 && *buf.add((end - 1) & (ARG_BUF - 1)) == b'/' {
+            end -= 1;
+        }
         // Start of the final component (a bpf_loop: verified once).
         let mut scan = SlashScan {
-            len: len as u64,
+            len: end as u64,
             start: 0,
         };
         generated::bpf_loop(
@@ -434,13 +468,13 @@ unsafe fn check_failed(src: u32, ret: i64) {
         );
         let start = scan.start as usize;
         let start = start & (ARG_BUF - 1);
-        let name_len = len.saturating_sub(start);
+        let name_len = end.saturating_sub(start);
         if name_len == 0 {
-            return;
+            return None;
         }
         let head: [u64; 2] = core::ptr::read_unaligned(buf.add(start) as *const [u64; 2]);
         let tail: [u64; 2] = if name_len >= 16 {
-            core::ptr::read_unaligned(buf.add((len - 16) & (ARG_BUF - 1)) as *const [u64; 2])
+            core::ptr::read_unaligned(buf.add((end - 16) & (ARG_BUF - 1)) as *const [u64; 2])
         } else {
             [0, 0]
         };
@@ -451,8 +485,24 @@ unsafe fn check_failed(src: u32, ret: i64) {
         }
         let watched = WATCHED_NAMES.get(key).is_some();
         if rules == 0 && !watched {
-            return;
+            return None;
         }
+        Some((buf as *const u8, len as u32, rules))
+    }
+}
+
+/// A failed open (EACCES/EPERM) has no file: report it when the final
+/// component of the path argument names a watched file or matches a key
+/// name pattern. User space resolves the path and confirms.
+#[inline(always)]
+unsafe fn check_failed(src: u32, ret: i64) {
+    unsafe {
+        let Some((dfd, path, flags)) = syscall_args(src) else {
+            return;
+        };
+        let Some((buf, len, rules)) = arg_final_name(path) else {
+            return;
+        };
         let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
             count_lost(EventKind::KeyOpenFailed);
             return;
@@ -474,7 +524,7 @@ unsafe fn check_failed(src: u32, ret: i64) {
         (*ev).watch_id = 0;
         (*ev).name_rules = rules;
         (*ev)._pad = 0;
-        (*ev).arg_len = len as u32;
+        (*ev).arg_len = len;
         generated::bpf_probe_read_kernel(
             (*ev).arg.as_mut_ptr() as *mut c_void,
             ARG_BUF as u32,

@@ -7,11 +7,16 @@ use aya_ebpf::{
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent};
+use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent, TAINT_HELPER, Taint};
 
 use crate::{
-    maps::{EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, count_lost, submit_flags},
-    off, setting,
+    maps::{
+        EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
+        count_lost, submit_flags,
+    },
+    off,
+    probes::flow::add_taint,
+    setting,
     vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
 };
 
@@ -78,6 +83,22 @@ fn protect_at_exec() {
     unsafe {
         let exe =
             rd_ptr(current_task(), off!(task_mm)).and_then(|mm| rd_ptr(mm, off!(mm_exe_file)));
+        // A usermode helper (the kernel starts it as a child of kthreadd,
+        // pid 2) may be the core_pattern pipe helper, which receives core
+        // dumps on stdin: what it writes is followed, and user space keeps
+        // the files of the helper that core_pattern names.
+        let parent = rd_ptr(current_task(), off!(task_real_parent))
+            .and_then(|p| rd::<u32>(p, off!(task_tgid)))
+            .unwrap_or(0);
+        if parent == 2 {
+            add_taint(
+                tgid,
+                &Taint {
+                    flags: TAINT_HELPER,
+                    ..Default::default()
+                },
+            );
+        }
         if let Some(exe) = exe
             && let Some((key, _)) = file_identity(exe)
             && let Some(rule) = PROTECTED_EXES.get(key)
@@ -117,6 +138,10 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     if let Some(p) = unsafe { PROTECTED.get(parent) } {
         let _ = PROTECTED.insert(tgid, p, 0);
     }
+    // What the parent read, the child may write.
+    if let Some(t) = unsafe { TAINTED.get(parent) } {
+        let _ = TAINTED.insert(tgid, t, 0);
+    }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count_lost(EventKind::Fork);
         return 0;
@@ -147,6 +172,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = PROTECTED.remove((pid_tgid >> 32) as u32);
+    let _ = TAINTED.remove((pid_tgid >> 32) as u32);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count_lost(EventKind::Exit);
         return 0;

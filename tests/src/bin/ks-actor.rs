@@ -20,6 +20,9 @@
 //!   prlimit-core PID          prlimit64(PID, RLIMIT_CORE, unlimited)
 //!   trace-child               fork; SEIZE the stopped child before it execs /bin/true
 //!   attach-running BIN        spawn BIN victim, wait until it runs, PTRACE_ATTACH it
+//!   ptrace-dump PID OUT       PTRACE_ATTACH, copy every readable mapping through
+//!                             /proc/PID/mem into OUT (a raw dump), DETACH
+//!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
 
 use std::{ffi::CString, process::exit};
 
@@ -151,6 +154,20 @@ fn main() {
             check(rc, "kill");
         }
         ["attach-running", bin] => attach_running(bin),
+        ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
+        ["send-file", path, port] => {
+            use std::io::Write;
+            let data = std::fs::read(path).unwrap_or_else(|e| {
+                eprintln!("read {path}: {e}");
+                exit(1)
+            });
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", num(port) as u16))
+                .unwrap_or_else(|e| {
+                    eprintln!("connect: {e}");
+                    exit(1)
+                });
+            s.write_all(&data).unwrap_or_else(|_| exit(1));
+        }
         _ => usage(),
     }
 }
@@ -290,4 +307,48 @@ fn attach_running(bin: &str) {
     let _ = child.wait();
     println!("{pid}");
     check(rc, "PTRACE_ATTACH");
+}
+
+/// A gcore-style dumper: attach, copy the readable mappings through
+/// /proc/PID/mem into OUT, detach.
+fn ptrace_dump(pid: i32, out: &str) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    unsafe {
+        check(
+            libc::ptrace(libc::PTRACE_ATTACH, pid, 0, 0) as i32,
+            "PTRACE_ATTACH",
+        );
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, libc::__WALL);
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_else(|_| exit(1));
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap_or_else(|_| exit(1));
+    let mut dump = std::fs::File::create(out).unwrap_or_else(|e| {
+        eprintln!("create {out}: {e}");
+        exit(1)
+    });
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (a, b) = (
+            u64::from_str_radix(a, 16).unwrap_or(0),
+            u64::from_str_radix(b, 16).unwrap_or(0),
+        );
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_ok() && mem.read_exact(&mut buf).is_ok() {
+            dump.write_all(&buf).unwrap_or_else(|_| exit(1));
+        }
+    }
+    drop(dump);
+    unsafe {
+        libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
+    }
 }

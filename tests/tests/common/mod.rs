@@ -15,6 +15,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod lab;
+
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 pub fn keysentry_bin() -> PathBuf {
@@ -174,6 +176,27 @@ impl Sensor {
                     "marker alert for {} not seen ({e:?}); got {seen:#?}",
                     marker.display()
                 ),
+            }
+        }
+    }
+
+    /// Alerts until one satisfies `pred` (returned last), for alerts that
+    /// come from a thread of their own (the scanner) rather than in ring
+    /// order.
+    pub fn alerts_until(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let end = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.alerts.recv_timeout(left) {
+                Ok(a) => {
+                    let done = pred(&a);
+                    seen.push(a);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("expected alert not seen ({e:?}); got {seen:#?}"),
             }
         }
     }

@@ -1,0 +1,558 @@
+//! Following tracked material out of a process.
+//!
+//! A process is *tainted* when it opens a tracked file for reading (a key,
+//! a registered dump or a derived copy: see `open.rs`), reads or attaches to
+//! a protected process's memory (`memory.rs`), reads a pipe a tainted
+//! process wrote, or is the core_pattern pipe helper (`process.rs`).
+//! Children inherit the taint at fork.
+//!
+//! The exit tracepoints of the write, send and in-kernel copy syscalls then
+//! look the writer up in `TAINTED` (one hash lookup for everybody else) and
+//! report the first write of each regular file (`FileWrite`), the first
+//! send on each socket (`NetSend`), and taint the pipes it writes. A close
+//! of a reported file is reported too (`FileClose`), so user space scans it
+//! once it is complete. Renames and links whose source's final component
+//! names a tracked file are reported (`PathChange`) for user space to
+//! resolve.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use sensor_common::{
+    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, NetSendEvent, PATH_OP_LINK,
+    PATH_OP_RENAME, PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_SEND,
+    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WriteKey,
+};
+
+use crate::{
+    maps::{
+        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WRITTEN, count_lost, submit_flags,
+    },
+    off,
+    probes::open::arg_final_name,
+    setting,
+    syscall::{arg_reg, args3, sys_ret},
+    vfs::{Ptr, fd_file, file_identity, fill_header, rd, rd_ptr, read_path},
+};
+
+const S_IFMT: u32 = 0o170000;
+const S_IFREG: u32 = 0o100000;
+const S_IFIFO: u32 = 0o010000;
+const S_IFSOCK: u32 = 0o140000;
+/// How long after the last pipe taint reads still look pipes up.
+const PIPE_TAINT_WINDOW_NS: u64 = 300 * 1_000_000_000;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const FICLONE: u64 = 0x4004_9409;
+const FICLONERANGE: u64 = 0x4020_940d;
+
+/// The current process, unless it is the sensor or programs are disabled.
+#[inline(always)]
+fn current_tgid() -> Option<u32> {
+    if setting!(empty_programs) != 0 {
+        return None;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == setting!(self_pid) {
+        return None;
+    }
+    Some(tgid)
+}
+
+/// Adds `t` to the taint of `tgid` (the first source of each kind stays).
+#[inline(always)]
+pub fn add_taint(tgid: u32, t: &Taint) {
+    match TAINTED.get_ptr_mut(tgid) {
+        Some(cur) => unsafe {
+            (*cur).flags |= t.flags;
+            if (*cur).src_pid == 0 {
+                (*cur).src_pid = t.src_pid;
+            }
+            if (*cur).src_ino == 0 && t.src_ino != 0 {
+                (*cur).src_dev = t.src_dev;
+                (*cur).src_ino = t.src_ino;
+            }
+            if (*cur).via_pid == 0 {
+                (*cur).via_pid = t.via_pid;
+            }
+        },
+        None => {
+            let _ = TAINTED.insert(tgid, t, 0);
+        }
+    }
+}
+
+/// A read from `fd`: taints the reader when `fd` is a pipe a tainted
+/// process wrote.
+#[inline(always)]
+unsafe fn pipe_read(tgid: u32, fd: u64) {
+    unsafe {
+        let Some(ts) = PIPE_TAINT_TS.get(0) else {
+            return;
+        };
+        if *ts == 0 || bpf_ktime_get_boot_ns().wrapping_sub(*ts) > PIPE_TAINT_WINDOW_NS {
+            return;
+        }
+        if TAINTED.get(tgid).is_some() {
+            return;
+        }
+        let Some(file) = fd_file(fd) else { return };
+        let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
+            return;
+        };
+        if let Some(t) = TAINTED_PIPES.get(inode as u64) {
+            let mut t = *t;
+            t.flags |= TAINT_PIPE;
+            add_taint(tgid, &t);
+        }
+    }
+}
+
+// syscalls:sys_exit_read / readv: (fd, ...)
+#[tracepoint]
+pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
+    on_read(&ctx)
+}
+
+#[tracepoint]
+pub fn ks_exit_readv(ctx: TracePointContext) -> u32 {
+    on_read(&ctx)
+}
+
+#[inline(always)]
+fn on_read(ctx: &TracePointContext) -> u32 {
+    let Some(tgid) = current_tgid() else { return 0 };
+    if sys_ret(ctx) <= 0 {
+        return 0;
+    }
+    unsafe {
+        if let Some((fd, _, _)) = args3() {
+            pipe_read(tgid, fd);
+        }
+    }
+    0
+}
+
+// write, pwrite64, writev, pwritev, pwritev2: (fd, ...)
+#[tracepoint]
+pub fn ks_exit_write(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
+}
+
+#[tracepoint]
+pub fn ks_exit_pwrite64(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
+}
+
+#[tracepoint]
+pub fn ks_exit_writev(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
+}
+
+#[tracepoint]
+pub fn ks_exit_pwritev(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
+}
+
+#[tracepoint]
+pub fn ks_exit_pwritev2(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
+}
+
+// sendto(fd, buf, len, flags, dest_addr, addrlen), sendmsg(fd, msg, flags),
+// sendmmsg(fd, msgvec, vlen, flags)
+#[tracepoint]
+pub fn ks_exit_sendto(ctx: TracePointContext) -> u32 {
+    on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Sockaddr)
+}
+
+#[tracepoint]
+pub fn ks_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Msghdr)
+}
+
+#[tracepoint]
+pub fn ks_exit_sendmmsg(ctx: TracePointContext) -> u32 {
+    on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Msghdr)
+}
+
+// sendfile64(out_fd, in_fd, offset, count)
+#[tracepoint]
+pub fn ks_exit_sendfile64(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_SENDFILE, ArgFd::Di, Some(ArgFd::Si))
+}
+
+// copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)
+#[tracepoint]
+pub fn ks_exit_copy_file_range(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_COPY_FILE_RANGE, ArgFd::Dx, Some(ArgFd::Di))
+}
+
+// splice(fd_in, off_in, fd_out, off_out, len, flags)
+#[tracepoint]
+pub fn ks_exit_splice(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_SPLICE, ArgFd::Dx, Some(ArgFd::Di))
+}
+
+// vmsplice(fd, iov, nr_segs, flags): user memory into a pipe.
+#[tracepoint]
+pub fn ks_exit_vmsplice(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_SPLICE, ArgFd::Di, None)
+}
+
+// tee(fd_in, fd_out, len, flags): pipe to pipe.
+#[tracepoint]
+pub fn ks_exit_tee(ctx: TracePointContext) -> u32 {
+    on_sink(&ctx, VIA_SPLICE, ArgFd::Si, Some(ArgFd::Di))
+}
+
+// ioctl(fd, FICLONE, src_fd) / ioctl(fd, FICLONERANGE, &range): a reflink
+// copy shares the source's blocks without reading or writing them.
+#[tracepoint]
+pub fn ks_exit_ioctl(ctx: TracePointContext) -> u32 {
+    let Some(tgid) = current_tgid() else { return 0 };
+    if TAINTED.get_ptr_mut(tgid).is_none() {
+        return 0;
+    }
+    let Some((_, cmd, _)) = (unsafe { args3() }) else {
+        return 0;
+    };
+    if cmd != FICLONE && cmd != FICLONERANGE {
+        return 0;
+    }
+    on_sink(&ctx, VIA_CLONE, ArgFd::Di, None)
+}
+
+#[derive(Clone, Copy)]
+enum ArgFd {
+    Di,
+    Si,
+    Dx,
+}
+
+#[inline(always)]
+fn pick(args: (u64, u64, u64), which: ArgFd) -> u64 {
+    match which {
+        ArgFd::Di => args.0,
+        ArgFd::Si => args.1,
+        ArgFd::Dx => args.2,
+    }
+}
+
+/// Data left the current process through `out` (read from `input`, for the
+/// in-kernel copies).
+#[inline(always)]
+fn on_sink(ctx: &TracePointContext, via: u32, out: ArgFd, input: Option<ArgFd>) -> u32 {
+    on_sink_to(ctx, via, out, input, Dest::None)
+}
+
+/// Where a send names its destination.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    None,
+    /// sendto: the 5th argument.
+    Sockaddr,
+    /// sendmsg/sendmmsg: msg_name of the (first) msghdr, the 2nd argument.
+    Msghdr,
+}
+
+#[inline(always)]
+fn on_sink_to(
+    ctx: &TracePointContext,
+    via: u32,
+    out: ArgFd,
+    input: Option<ArgFd>,
+    dest: Dest,
+) -> u32 {
+    let Some(tgid) = current_tgid() else { return 0 };
+    let ret = sys_ret(ctx);
+    // splice and tee return 0 at end of input; a clone returns 0 on success.
+    if ret < 0 || (ret == 0 && via != VIA_CLONE) {
+        return 0;
+    }
+    unsafe {
+        let Some(args) = args3() else { return 0 };
+        if let Some(input) = input {
+            pipe_read(tgid, pick(args, input));
+        }
+        let Some(taint) = TAINTED.get(tgid) else {
+            return 0;
+        };
+        let taint = *taint;
+        let fd = pick(args, out);
+        let Some(file) = fd_file(fd) else { return 0 };
+        let Some((key, inode)) = file_identity(file) else {
+            return 0;
+        };
+        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        match mode & S_IFMT {
+            S_IFREG => wrote_file(tgid, &taint, file, key.dev, key.ino, mode, fd, via, ret),
+            S_IFIFO => {
+                if TAINTED_PIPES.get(inode as u64).is_none() {
+                    let mut t = taint;
+                    t.via_pid = tgid;
+                    let _ = TAINTED_PIPES.insert(inode as u64, t, 0);
+                }
+                if let Some(ts) = PIPE_TAINT_TS.get_ptr_mut(0) {
+                    *ts = bpf_ktime_get_boot_ns();
+                }
+            }
+            S_IFSOCK => sent(tgid, &taint, file, fd, via, ret, dest),
+            _ => {}
+        }
+    }
+    0
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn wrote_file(
+    tgid: u32,
+    taint: &Taint,
+    file: Ptr,
+    dev: u32,
+    ino: u64,
+    mode: u32,
+    fd: u64,
+    via: u32,
+    ret: i64,
+) {
+    let wk = WriteKey { tgid, dev, ino };
+    unsafe {
+        if WRITTEN.get(wk).is_some() {
+            return;
+        }
+        let _ = WRITTEN.insert(wk, 1, 0);
+        let Some(mut entry) = EVENTS.reserve::<FileWriteEvent>(0) else {
+            count_lost(EventKind::FileWrite);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::FileWrite as u32,
+            size_of::<FileWriteEvent>(),
+        );
+        (*ev).taint = *taint;
+        (*ev).ino = ino;
+        (*ev).dev = dev;
+        (*ev).mode = mode;
+        (*ev).fd = fd as i32;
+        (*ev).via = via;
+        (*ev).bytes = ret;
+        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        entry.submit(submit_flags());
+    }
+}
+
+#[inline(always)]
+unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    unsafe {
+        let Some(sock) = rd_ptr(file, off!(file_private_data)) else {
+            return;
+        };
+        let Some(sk) = rd_ptr(sock, off!(socket_sk)) else {
+            return;
+        };
+        let key = [tgid as u64, sk as u64];
+        if SENT.get(key).is_some() {
+            return;
+        }
+        let _ = SENT.insert(key, 1, 0);
+        let Some(mut entry) = EVENTS.reserve::<NetSendEvent>(0) else {
+            count_lost(EventKind::NetSend);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::NetSend as u32,
+            size_of::<NetSendEvent>(),
+        );
+        (*ev).taint = *taint;
+        (*ev).bytes = ret;
+        (*ev).fd = fd as i32;
+        (*ev).via = via;
+        let family = rd::<u16>(sk, off!(sk_family)).unwrap_or(0);
+        (*ev).family = family;
+        (*ev).sock_type = rd::<u16>(sk, off!(sk_type)).unwrap_or(0);
+        (*ev).protocol = rd::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
+        (*ev).sport = rd::<u16>(sk, off!(sk_num)).unwrap_or(0);
+        (*ev).dport = u16::from_be(rd::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+        (*ev)._pad = [0; 3];
+        (*ev).saddr = [0; 16];
+        (*ev).daddr = [0; 16];
+        if family == AF_INET {
+            let s = rd::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
+            let d = rd::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+            (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        } else if family == AF_INET6 {
+            (*ev).saddr = rd::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+            (*ev).daddr = rd::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+        }
+        (*ev).dest_len = 0;
+        (*ev)._pad2 = 0;
+        (*ev).dest = [0; 32];
+        // An unconnected datagram socket names its peer per call.
+        if dest != Dest::None {
+            let name = if dest == Dest::Sockaddr {
+                arg_reg(off!(pt_regs_r8)).unwrap_or(0)
+            } else {
+                let msg = arg_reg(off!(pt_regs_si)).unwrap_or(0);
+                let mut p = 0u64;
+                if msg != 0 {
+                    generated::bpf_probe_read_user(
+                        &raw mut p as *mut c_void,
+                        8,
+                        msg as *const c_void,
+                    );
+                }
+                p
+            };
+            if name != 0
+                && generated::bpf_probe_read_user(
+                    (*ev).dest.as_mut_ptr() as *mut c_void,
+                    28,
+                    name as *const c_void,
+                ) == 0
+            {
+                (*ev).dest_len = 28;
+            }
+        }
+        entry.submit(submit_flags());
+    }
+}
+
+// syscalls:sys_enter_close: (fd). The file is still installed here.
+#[tracepoint]
+pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
+    let Some(tgid) = current_tgid() else { return 0 };
+    if TAINTED.get_ptr_mut(tgid).is_none() {
+        return 0;
+    }
+    unsafe {
+        let Some((fd, _, _)) = args3() else { return 0 };
+        let Some(file) = fd_file(fd) else { return 0 };
+        let Some((key, _)) = file_identity(file) else {
+            return 0;
+        };
+        let wk = WriteKey {
+            tgid,
+            dev: key.dev,
+            ino: key.ino,
+        };
+        if WRITTEN.get(wk).is_none() {
+            return 0;
+        }
+        // A later write reports the file again (and a later close rescans).
+        let _ = WRITTEN.remove(wk);
+        let Some(mut entry) = EVENTS.reserve::<FileCloseEvent>(0) else {
+            count_lost(EventKind::FileClose);
+            return 0;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::FileClose as u32,
+            size_of::<FileCloseEvent>(),
+        );
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).fd = fd as i32;
+        entry.submit(submit_flags());
+    }
+    0
+}
+
+// rename(old, new); renameat(olddfd, old, newdfd, new);
+// renameat2(olddfd, old, newdfd, new, flags); link(old, new);
+// linkat(olddfd, old, newdfd, new, flags).
+#[tracepoint]
+pub fn ks_exit_rename(ctx: TracePointContext) -> u32 {
+    path_change(&ctx, PATH_OP_RENAME, false)
+}
+
+#[tracepoint]
+pub fn ks_exit_renameat(ctx: TracePointContext) -> u32 {
+    path_change(&ctx, PATH_OP_RENAME, true)
+}
+
+#[tracepoint]
+pub fn ks_exit_renameat2(ctx: TracePointContext) -> u32 {
+    path_change(&ctx, PATH_OP_RENAME, true)
+}
+
+#[tracepoint]
+pub fn ks_exit_link(ctx: TracePointContext) -> u32 {
+    path_change(&ctx, PATH_OP_LINK, false)
+}
+
+#[tracepoint]
+pub fn ks_exit_linkat(ctx: TracePointContext) -> u32 {
+    path_change(&ctx, PATH_OP_LINK, true)
+}
+
+const AT_FDCWD: i32 = -100;
+
+#[inline(always)]
+fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
+    if current_tgid().is_none() {
+        return 0;
+    }
+    let ret = sys_ret(ctx);
+    if ret != 0 {
+        return 0;
+    }
+    unsafe {
+        let Some((a0, a1, a2)) = args3() else {
+            return 0;
+        };
+        let (old_dfd, old, new_dfd, new) = if at {
+            let a3 = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
+            (a0 as i32, a1, a2 as i32, a3)
+        } else {
+            (AT_FDCWD, a0, AT_FDCWD, a1)
+        };
+        // The old name's last component, in ARG_SCRATCH.
+        let Some((scratch, old_len, _)) = arg_final_name(old) else {
+            return 0;
+        };
+        let Some(mut entry) = EVENTS.reserve::<PathChangeEvent>(0) else {
+            count_lost(EventKind::PathChange);
+            return 0;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::PathChange as u32,
+            size_of::<PathChangeEvent>(),
+        );
+        (*ev).ret = ret;
+        (*ev).op = op;
+        (*ev).flags = 0;
+        (*ev).old_dfd = old_dfd;
+        (*ev).new_dfd = new_dfd;
+        (*ev).old_len = old_len;
+        generated::bpf_probe_read_kernel(
+            (*ev).old.as_mut_ptr() as *mut c_void,
+            ARG_BUF as u32,
+            scratch as *const c_void,
+        );
+        (*ev).new_len = 0;
+        let n = generated::bpf_probe_read_user_str(
+            (*ev).new.as_mut_ptr() as *mut c_void,
+            ARG_BUF as u32,
+            new as *const c_void,
+        );
+        if n > 0 {
+            (*ev).new_len = n as u32 - 1;
+        }
+        entry.submit(submit_flags());
+    }
+    0
+}
