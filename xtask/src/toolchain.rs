@@ -27,6 +27,8 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "integration tests and VM work"),
     ("python3", "integration tests and VM work"),
     ("util-linux", "integration tests and VM work"),
+    ("gdb", "gcore, the userspace-dump test's real dumper"),
+    ("curl", "an exfiltration test's sender"),
 ];
 
 /// The rustup toolchain name linked to Debian's compiler in /usr.
