@@ -162,6 +162,9 @@ pub struct Pipeline {
     pub(crate) dump_helpers: HashMap<u32, Arc<[String]>>,
     pub(crate) pending_dumps: Vec<crate::flows::PendingDump>,
     pub(crate) pending_udumps: Vec<crate::flows::PendingUserDump>,
+    /// Protected processes that crashed (latest last), to attribute files
+    /// in the dump directories.
+    pub(crate) recent_crashes: std::collections::VecDeque<Origin>,
     /// Tracked files to scan for key material.
     pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<(u32, PathBuf)>>,
 }
@@ -202,6 +205,7 @@ impl Pipeline {
             pending_dumps: Vec::new(),
             pending_udumps: Vec::new(),
             scan_tx: None,
+            recent_crashes: Default::default(),
         }
     }
 
@@ -401,6 +405,7 @@ impl Pipeline {
             return;
         }
         let dumped = self.procs.resolve(task);
+        self.note_crash(&dumped);
         let (pattern, uses_pid) = coredump::current_pattern();
         let cwd = std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok();
         let wall_s = (self.clock.offset_ns + task.ts_boot_ns as i128) / 1_000_000_000;
@@ -769,6 +774,21 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let inotify = inotify::Inotify::init().context("inotify")?;
     add_watches(inotify.watches(), &watcher.inotify_dirs());
     let mut inotify = inotify.into_event_stream([0u8; 4096])?;
+    let dump_inotify = inotify::Inotify::init().context("inotify")?;
+    let mut dump_dirs = HashMap::new();
+    for d in &cfg.dumps.dirs {
+        use inotify::WatchMask;
+        match dump_inotify
+            .watches()
+            .add(d, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)
+        {
+            Ok(wd) => {
+                dump_dirs.insert(wd, d.clone());
+            }
+            Err(e) => tracing::debug!("dump directory {}: {e}", d.display()),
+        }
+    }
+    let mut dump_events = dump_inotify.into_event_stream([0u8; 4096])?;
 
     // Attached first, then the snapshot: no process falls between them.
     let protected_map: BpfHashMap<MapData, u32, u32> =
@@ -787,6 +807,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     pipe.scan_tx = Some(scan_tx);
     let initial = pipe.protector.initial(&pipe.procs, std::process::id());
     pipe.apply(&initial);
+    // Dumps already on disk are registered (not scanned: they may be big).
+    for d in dump_dirs.values() {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            pipe.dump_dir_file(&e.path(), false);
+        }
+    }
     tracing::info!(
         "ready: watching {} inodes under {} key paths, {} key-name rules, {} processes known, {} protected",
         pipe.watcher.len(),
@@ -824,6 +850,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             }
             Some(result) = scan_results.recv() => pipe.scanned(result),
+            Some(Ok(ev)) = dump_events.next() => {
+                if let (Some(dir), Some(name)) = (dump_dirs.get(&ev.wd), ev.name) {
+                    pipe.dump_dir_file(&dir.join(name), true);
+                }
+            }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &metrics, inotify.watches());
                 let changes = pipe.protector.refresh_pid_files();

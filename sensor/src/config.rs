@@ -84,6 +84,34 @@ pub struct Config {
     pub protected: Vec<Protected>,
     #[serde(default)]
     pub allow: Vec<Allow>,
+    #[serde(default)]
+    pub dumps: Dumps,
+}
+
+/// `[dumps]`: where crash handlers keep dumps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dumps {
+    /// Directories whose files are dumps (systemd-coredump, apport): the
+    /// files there at start and those written later are registered, so
+    /// opens, copies and sends of them are followed. Absolute paths; a
+    /// missing directory is skipped.
+    pub dirs: Vec<PathBuf>,
+}
+
+impl Default for Dumps {
+    fn default() -> Self {
+        Self {
+            dirs: [
+                "/var/lib/systemd/coredump",
+                "/var/crash",
+                "/var/lib/apport/coredump",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+        }
+    }
 }
 
 /// `[metrics]`: Prometheus text exposition at `http://<listen>/metrics`.
@@ -422,7 +450,11 @@ impl Config {
         self.validate_key_paths()?;
         self.validate_key_names()?;
         self.validate_protected()?;
-        self.validate_allow()
+        self.validate_allow()?;
+        for (i, d) in self.dumps.dirs.iter().enumerate() {
+            absolute(&format!("dumps.dirs[{i}]"), d)?;
+        }
+        Ok(())
     }
 
     fn validate_alerts(&self) -> Result<(), Invalid> {
@@ -586,6 +618,12 @@ impl Config {
                         "cannot be combined with key_path: use one entry for key files, one for memory access",
                     );
                 }
+            }
+            if a.dumps && (a.key_path.is_some() || a.target.is_some()) {
+                return invalid(
+                    format!("allow[{i}].dumps"),
+                    "cannot be combined with key_path or target: use one entry per kind of allowance",
+                );
             }
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
@@ -886,6 +924,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.protected.len(), 2);
+    }
+
+    #[test]
+    fn dump_allowances_and_dirs_are_checked() {
+        let f = invalid_field(
+            "[[allow]]\nexe = \"/usr/bin/x\"\ndumps = true\ntarget = \"/usr/bin/y\"\n",
+            "allow[0].dumps",
+        );
+        assert!(f.contains("cannot be combined"), "{f}");
+        let f = invalid_field("[dumps]\ndirs = [\"crash\"]\n", "dumps.dirs[0]");
+        assert!(f.contains("absolute"), "{f}");
+        let c = Config::parse("[[allow]]\nexe = \"/usr/bin/x\"\ndumps = true\n", "t").unwrap();
+        assert!(c.allow[0].dumps);
+        assert_eq!(Config::default_config().dumps, Dumps::default());
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Policy {
         !exe.is_empty()
             && self.allow.iter().any(|a| {
                 a.target.is_none()
+                    && !a.dumps
                     && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,

@@ -1081,3 +1081,64 @@ fn rfc3339_now() -> String {
         .unwrap_or(0);
     crate::alert::rfc3339(now)
 }
+
+impl Pipeline {
+    /// A file in a crash handler's dump directory (`[dumps] dirs`): a
+    /// registered dump, attributed to a protected process that crashed
+    /// through the pipe helper when its pid is a token of the file name
+    /// (systemd-coredump: core.COMM.UID.BOOT.PID.TS.zst) or when it is the
+    /// only one waiting. `scan`: queue it for the key scanner (new files;
+    /// those found at start are registered only).
+    pub fn dump_dir_file(&mut self, path: &Path, scan: bool) {
+        let Ok(md) = std::fs::metadata(path) else {
+            return;
+        };
+        if !md.is_file() {
+            return;
+        }
+        let kd = kdev(md.dev());
+        if self.registry.by_inode(kd, md.ino()).is_some() {
+            return;
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tokens: Vec<&str> = name.split(['.', '_', '-']).collect();
+        let dumped = self
+            .recent_crashes
+            .iter()
+            .rev()
+            .find(|c| tokens.contains(&c.pid.to_string().as_str()))
+            .or_else(|| {
+                (self.recent_crashes.len() == 1)
+                    .then(|| self.recent_crashes.back())
+                    .flatten()
+            })
+            .cloned();
+        let p = path.to_string_lossy().into_owned();
+        let (id, _) = self.registry.register(
+            kd,
+            md.ino(),
+            p.clone(),
+            TrackedKind::Dump,
+            "dump-handler",
+            None,
+            None,
+            dumped,
+        );
+        self.track_in_kernel(id, kd, md.ino(), &p);
+        if scan {
+            self.queue_scan(id, path.to_path_buf());
+        }
+    }
+
+    /// Remembers a protected process's crash for the dump-directory
+    /// attribution above.
+    pub(crate) fn note_crash(&mut self, dumped: &ProcInfo) {
+        if self.recent_crashes.len() >= 64 {
+            self.recent_crashes.pop_front();
+        }
+        self.recent_crashes.push_back(Origin::of(dumped));
+    }
+}

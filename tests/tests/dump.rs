@@ -158,3 +158,44 @@ fn changes_that_enable_or_redirect_dumps_alert() {
     assert_eq!(d[0]["process"]["pid"], dp);
     assert_eq!(d[0]["dump"]["value"], 1);
 }
+
+#[test]
+fn files_in_dump_directories_are_registered_dumps() {
+    let l = lab();
+    let crash = l.root.join("crash");
+    std::fs::create_dir(&crash).unwrap();
+    let old = crash.join("core.vault.0.boot.4242.1.zst");
+    std::fs::write(&old, b"an old dump").unwrap();
+    let cfg = format!(
+        "{}\n[dumps]\ndirs = [\"{}\"]\n",
+        config(&l),
+        crash.display()
+    );
+    let mut s = Sensor::start(&l.root, &cfg);
+    let _ = s.alerts_until_marker(&l.marker);
+    let tracked = s.metric("keysentry_tracked_files").unwrap();
+
+    // A dump written later (a crash handler's close is what registers it).
+    let new = crash.join("_usr_bin_vault.0.crash");
+    std::fs::write(&new, b"a new dump").unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while s.metric("keysentry_tracked_files").unwrap() <= tracked {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new dump not registered"
+        );
+        std::thread::yield_now();
+    }
+
+    let (r1, st) = actor(&["open", old.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let (r2, st) = actor(&["open", new.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    for (reader, path) in [(r1, &old), (r2, &new)] {
+        let a = by_pid(&alerts, "dump-file-access", reader);
+        assert_eq!(a.len(), 1, "{}: {alerts:#?}", path.display());
+        assert_eq!(a[0]["target"]["path"], path.to_str().unwrap());
+        assert_eq!(a[0]["flow"]["lineage"][0]["how"], "dump-handler");
+    }
+}

@@ -123,6 +123,17 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     } else {
         println!("SKIPPED python3 sender: python3 is not installed");
     }
+    // A datagram to an unconnected socket names its peer in sendto().
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    let mut udp_sender = None;
+    if which("python3") {
+        let script = format!(
+            "import socket\ndata = open({:?}, 'rb').read()[:1024]\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(data, ('127.0.0.1', {udp_port}))\n",
+            copy.to_str().unwrap()
+        );
+        udp_sender = Some(run(Command::new("python3").args(["-c", &script])));
+    }
     if which("curl") {
         // curl sends the file as an HTTP body; the listener never answers,
         // so curl is bounded by a short max-time and its exit ignored.
@@ -153,6 +164,13 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
             "{tool}"
         );
         assert_eq!(a["flow"]["dumped"]["pid"], vp, "{tool}");
+    }
+    if let Some(pid) = udp_sender {
+        let ex = by_pid(&alerts, "exfiltration", pid);
+        assert_eq!(ex.len(), 1, "udp: {alerts:#?}");
+        assert_eq!(ex[0]["flow"]["remote"], format!("127.0.0.1:{udp_port}"));
+        assert_eq!(ex[0]["flow"]["protocol"], "udp");
+        assert_eq!(ex[0]["attack"], "T1048");
     }
     drop(victim.stdin.take());
     let _ = victim.wait();

@@ -86,20 +86,23 @@ pub fn add_taint(tgid: u32, t: &Taint) {
     }
 }
 
+/// Was a pipe tainted recently? Reads look pipes up only then.
+#[inline(always)]
+fn pipe_gate(tgid: u32) -> bool {
+    let Some(ts) = PIPE_TAINT_TS.get(0) else {
+        return false;
+    };
+    let ts = *ts;
+    ts != 0
+        && unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(ts) <= PIPE_TAINT_WINDOW_NS
+        && unsafe { TAINTED.get(tgid) }.is_none()
+}
+
 /// A read from `fd`: taints the reader when `fd` is a pipe a tainted
-/// process wrote.
+/// process wrote (callers check `pipe_gate` first).
 #[inline(always)]
 unsafe fn pipe_read(tgid: u32, fd: u64) {
     unsafe {
-        let Some(ts) = PIPE_TAINT_TS.get(0) else {
-            return;
-        };
-        if *ts == 0 || bpf_ktime_get_boot_ns().wrapping_sub(*ts) > PIPE_TAINT_WINDOW_NS {
-            return;
-        }
-        if TAINTED.get(tgid).is_some() {
-            return;
-        }
         let Some(file) = fd_file(fd) else { return };
         let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
             return;
@@ -126,7 +129,7 @@ pub fn ks_exit_readv(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn on_read(ctx: &TracePointContext) -> u32 {
     let Some(tgid) = current_tgid() else { return 0 };
-    if sys_ret(ctx) <= 0 {
+    if sys_ret(ctx) <= 0 || !pipe_gate(tgid) {
         return 0;
     }
     unsafe {
@@ -275,8 +278,14 @@ fn on_sink_to(
         return 0;
     }
     unsafe {
+        // Untainted writers (nearly every write on the host) stop here,
+        // unless a recent pipe taint may reach them through `input`.
+        let gate = input.is_some() && pipe_gate(tgid);
+        if !gate && TAINTED.get(tgid).is_none() {
+            return 0;
+        }
         let Some(args) = args3() else { return 0 };
-        if let Some(input) = input {
+        if gate && let Some(input) = input {
             pipe_read(tgid, pick(args, input));
         }
         let Some(taint) = TAINTED.get(tgid) else {
