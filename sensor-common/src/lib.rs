@@ -22,6 +22,9 @@ pub const COMM_LEN: usize = 16;
 /// Offset of `long ret` in every syscalls:sys_exit_* record (common fields,
 /// int __syscall_nr, padding). Checked against tracefs at load time.
 pub const SYS_EXIT_RET_OFFSET: u32 = 16;
+/// Offset of `int __syscall_nr` in every syscalls:sys_{enter,exit}_*
+/// record. Checked against tracefs at load time.
+pub const SYSCALL_NR_OFFSET: u32 = 8;
 /// Most components walked when rebuilding a path.
 pub const PATH_MAX_DEPTH: u32 = 48;
 

@@ -12,7 +12,7 @@ use aya_ebpf::{macros::map, maps::PerCpuArray};
 use sensor_common::{
     Header, InodeKey, KPath, PATH_BUF, PATH_COMPLETE, PATH_MAX_DEPTH, PATH_TRUNCATED,
     PATH_WRITE_MASK,
-    names::{NameKey, name_key},
+    names::{MAX_PATTERNS, NameKey, PAT_DIR, name_key},
 };
 
 use crate::off;
@@ -244,4 +244,68 @@ pub unsafe fn fill_header(h: *mut Header, kind: u32, size: usize) {
         (*h).cgroup_id = bpf_get_current_cgroup_id();
         (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
+}
+
+/// State of one `eval_patterns` walk (on the caller's stack).
+#[repr(C)]
+struct PatternWalk {
+    name: NameKey,
+    parent: NameKey,
+    count: u64,
+    include: u32,
+    exclude: u32,
+}
+
+/// bpf_loop callback: one pattern of the table.
+#[inline(never)]
+unsafe extern "C" fn pattern_step(i: u64, ctx: *mut c_void) -> i64 {
+    unsafe {
+        let w = ctx as *mut PatternWalk;
+        if i >= (*w).count {
+            return 1;
+        }
+        let Some(pats) = crate::maps::NAME_PATTERNS.get(0) else {
+            return 1;
+        };
+        let p = &pats.pats[(i as usize) & (MAX_PATTERNS - 1)];
+        let hit = if p.kind == PAT_DIR {
+            p.matches(&(*w).parent)
+        } else {
+            p.matches(&(*w).name)
+        };
+        if hit {
+            let bit = 1u32 << (p.rule & 31);
+            if p.exclude != 0 {
+                (*w).exclude |= bit;
+            } else {
+                (*w).include |= bit;
+            }
+        }
+        0
+    }
+}
+
+/// The key-name rules matching `name` (in a bpf_loop, so the verifier walks
+/// one pattern once instead of the unrolled table).
+#[inline(always)]
+pub fn eval_patterns(count: u32, name: &NameKey, parent: &NameKey) -> u32 {
+    if count == 0 {
+        return 0;
+    }
+    let mut w = PatternWalk {
+        name: *name,
+        parent: *parent,
+        count: count as u64,
+        include: 0,
+        exclude: 0,
+    };
+    unsafe {
+        generated::bpf_loop(
+            MAX_PATTERNS as u32,
+            pattern_step as *mut c_void,
+            &raw mut w as *mut c_void,
+            0,
+        );
+    }
+    w.include & !w.exclude
 }

@@ -215,6 +215,13 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             sensor_common::SYS_EXIT_RET_OFFSET
         );
     }
+    let nr = tracefs::field_offset("syscalls", "sys_exit_openat", "__syscall_nr")?;
+    if nr != sensor_common::SYSCALL_NR_OFFSET {
+        bail!(
+            "syscalls:sys_exit_openat has __syscall_nr at offset {nr}, the programs expect {}",
+            sensor_common::SYSCALL_NR_OFFSET
+        );
+    }
     let sig = |f| tracefs::field_offset("signal", "signal_generate", f);
     k.tp_sig_sig = sig("sig")?;
     k.tp_sig_code = sig("code")?;

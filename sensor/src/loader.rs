@@ -141,91 +141,91 @@ pub const PROBES: &[Probe] = &[
         serves: "pipe hand-off of tracked data (read)",
     },
     Probe {
-        program: "ks_exit_readv",
+        program: "ks_exit_read",
         hook: Hook::Tracepoint("syscalls", "sys_exit_readv"),
         required: false,
         serves: "pipe hand-off of tracked data (readv)",
     },
     Probe {
-        program: "ks_exit_write",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_write"),
         required: false,
         serves: "userspace-dump, tracked-copy (write)",
     },
     Probe {
-        program: "ks_exit_pwrite64",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_pwrite64"),
         required: false,
         serves: "userspace-dump, tracked-copy (pwrite64)",
     },
     Probe {
-        program: "ks_exit_writev",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_writev"),
         required: false,
         serves: "userspace-dump, tracked-copy (writev)",
     },
     Probe {
-        program: "ks_exit_pwritev",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_pwritev"),
         required: false,
         serves: "userspace-dump, tracked-copy (pwritev)",
     },
     Probe {
-        program: "ks_exit_pwritev2",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_pwritev2"),
         required: false,
         serves: "userspace-dump, tracked-copy (pwritev2)",
     },
     Probe {
-        program: "ks_exit_sendto",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_sendto"),
         required: false,
         serves: "exfiltration (sendto)",
     },
     Probe {
-        program: "ks_exit_sendmsg",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_sendmsg"),
         required: false,
         serves: "exfiltration (sendmsg)",
     },
     Probe {
-        program: "ks_exit_sendmmsg",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_sendmmsg"),
         required: false,
         serves: "exfiltration (sendmmsg)",
     },
     Probe {
-        program: "ks_exit_sendfile64",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_sendfile64"),
         required: false,
         serves: "tracked-copy, exfiltration (sendfile64)",
     },
     Probe {
-        program: "ks_exit_copy_file_range",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_copy_file_range"),
         required: false,
         serves: "tracked-copy, exfiltration (copy_file_range)",
     },
     Probe {
-        program: "ks_exit_splice",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_splice"),
         required: false,
         serves: "tracked-copy, exfiltration (splice)",
     },
     Probe {
-        program: "ks_exit_vmsplice",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_vmsplice"),
         required: false,
         serves: "tracked-copy, exfiltration (vmsplice)",
     },
     Probe {
-        program: "ks_exit_tee",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_tee"),
         required: false,
         serves: "tracked-copy, exfiltration (tee)",
     },
     Probe {
-        program: "ks_exit_ioctl",
+        program: "ks_exit_sink",
         hook: Hook::Tracepoint("syscalls", "sys_exit_ioctl"),
         required: false,
         serves: "tracked-copy (FICLONE reflink)",
@@ -237,31 +237,31 @@ pub const PROBES: &[Probe] = &[
         serves: "key-material scan of written files (close)",
     },
     Probe {
-        program: "ks_exit_rename",
+        program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_rename"),
         required: false,
         serves: "tracked-copy (rename, rename)",
     },
     Probe {
-        program: "ks_exit_renameat",
+        program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_renameat"),
         required: false,
         serves: "tracked-copy (rename, renameat)",
     },
     Probe {
-        program: "ks_exit_renameat2",
+        program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_renameat2"),
         required: false,
         serves: "tracked-copy (rename, renameat2)",
     },
     Probe {
-        program: "ks_exit_link",
+        program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_link"),
         required: false,
         serves: "tracked-copy (hard link, link)",
     },
     Probe {
-        program: "ks_exit_linkat",
+        program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_linkat"),
         required: false,
         serves: "tracked-copy (hard link, linkat)",
@@ -337,8 +337,11 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
                 bail!("tracepoint {cat}:{name} does not exist on this kernel");
             }
             let tp: &mut TracePoint = prog.try_into()?;
-            tp.load()
-                .with_context(|| format!("loading {}", probe.program))?;
+            // One program may serve several tracepoints: loaded once.
+            if tp.fd().is_err() {
+                tp.load()
+                    .with_context(|| format!("loading {}", probe.program))?;
+            }
             tp.attach(cat, name)
                 .with_context(|| format!("attaching {cat}:{name}"))?;
         }

@@ -115,21 +115,11 @@ unsafe fn pipe_read(tgid: u32, fd: u64) {
     }
 }
 
-// syscalls:sys_exit_read / readv: (fd, ...)
+// syscalls:sys_exit_read and sys_exit_readv (one program): (fd, ...)
 #[tracepoint]
 pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
-    on_read(&ctx)
-}
-
-#[tracepoint]
-pub fn ks_exit_readv(ctx: TracePointContext) -> u32 {
-    on_read(&ctx)
-}
-
-#[inline(always)]
-fn on_read(ctx: &TracePointContext) -> u32 {
     let Some(tgid) = current_tgid() else { return 0 };
-    if sys_ret(ctx) <= 0 || !pipe_gate(tgid) {
+    if sys_ret(&ctx) <= 0 || !pipe_gate(tgid) {
         return 0;
     }
     unsafe {
@@ -140,94 +130,73 @@ fn on_read(ctx: &TracePointContext) -> u32 {
     0
 }
 
-// write, pwrite64, writev, pwritev, pwritev2: (fd, ...)
-#[tracepoint]
-pub fn ks_exit_write(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
+// x86_64 syscall numbers of the sink syscalls.
+const NR_WRITE: i32 = 1;
+const NR_PWRITE64: i32 = 18;
+const NR_WRITEV: i32 = 20;
+const NR_PWRITEV: i32 = 296;
+const NR_PWRITEV2: i32 = 328;
+const NR_SENDTO: i32 = 44;
+const NR_SENDMSG: i32 = 46;
+const NR_SENDMMSG: i32 = 307;
+const NR_SENDFILE: i32 = 40;
+const NR_COPY_FILE_RANGE: i32 = 326;
+const NR_SPLICE: i32 = 275;
+const NR_VMSPLICE: i32 = 278;
+const NR_TEE: i32 = 276;
+const NR_IOCTL: i32 = 16;
+
+/// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
+/// against tracefs at load time).
+#[inline(always)]
+fn syscall_nr(ctx: &TracePointContext) -> i32 {
+    unsafe { ctx.read_at::<i32>(sensor_common::SYSCALL_NR_OFFSET as usize) }.unwrap_or(-1)
 }
 
-#[tracepoint]
-pub fn ks_exit_pwrite64(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
-}
-
-#[tracepoint]
-pub fn ks_exit_writev(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
-}
-
-#[tracepoint]
-pub fn ks_exit_pwritev(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
-}
-
-#[tracepoint]
-pub fn ks_exit_pwritev2(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_WRITE, ArgFd::Di, None)
-}
-
+// One program, attached to the exit tracepoints of every sink syscall and
+// dispatched on the syscall number (one verification instead of fourteen):
+// write, pwrite64, writev, pwritev, pwritev2: (fd, ...);
 // sendto(fd, buf, len, flags, dest_addr, addrlen), sendmsg(fd, msg, flags),
-// sendmmsg(fd, msgvec, vlen, flags)
+// sendmmsg(fd, msgvec, vlen, flags); sendfile64(out_fd, in_fd, ...);
+// copy_file_range(fd_in, off_in, fd_out, ...); splice(fd_in, off_in,
+// fd_out, ...); vmsplice(fd, ...): user memory into a pipe; tee(fd_in,
+// fd_out, ...): pipe to pipe; ioctl(fd, FICLONE, src_fd) and
+// ioctl(fd, FICLONERANGE, &range): a reflink copy shares the source's
+// blocks without reading or writing them.
 #[tracepoint]
-pub fn ks_exit_sendto(ctx: TracePointContext) -> u32 {
-    on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Sockaddr)
-}
-
-#[tracepoint]
-pub fn ks_exit_sendmsg(ctx: TracePointContext) -> u32 {
-    on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Msghdr)
-}
-
-#[tracepoint]
-pub fn ks_exit_sendmmsg(ctx: TracePointContext) -> u32 {
-    on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Msghdr)
-}
-
-// sendfile64(out_fd, in_fd, offset, count)
-#[tracepoint]
-pub fn ks_exit_sendfile64(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_SENDFILE, ArgFd::Di, Some(ArgFd::Si))
-}
-
-// copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)
-#[tracepoint]
-pub fn ks_exit_copy_file_range(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_COPY_FILE_RANGE, ArgFd::Dx, Some(ArgFd::Di))
-}
-
-// splice(fd_in, off_in, fd_out, off_out, len, flags)
-#[tracepoint]
-pub fn ks_exit_splice(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_SPLICE, ArgFd::Dx, Some(ArgFd::Di))
-}
-
-// vmsplice(fd, iov, nr_segs, flags): user memory into a pipe.
-#[tracepoint]
-pub fn ks_exit_vmsplice(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_SPLICE, ArgFd::Di, None)
-}
-
-// tee(fd_in, fd_out, len, flags): pipe to pipe.
-#[tracepoint]
-pub fn ks_exit_tee(ctx: TracePointContext) -> u32 {
-    on_sink(&ctx, VIA_SPLICE, ArgFd::Si, Some(ArgFd::Di))
-}
-
-// ioctl(fd, FICLONE, src_fd) / ioctl(fd, FICLONERANGE, &range): a reflink
-// copy shares the source's blocks without reading or writing them.
-#[tracepoint]
-pub fn ks_exit_ioctl(ctx: TracePointContext) -> u32 {
-    let Some(tgid) = current_tgid() else { return 0 };
-    if TAINTED.get_ptr_mut(tgid).is_none() {
-        return 0;
+pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
+    match syscall_nr(&ctx) {
+        NR_WRITE | NR_PWRITE64 | NR_WRITEV | NR_PWRITEV | NR_PWRITEV2 => {
+            on_sink_to(&ctx, VIA_WRITE, ArgFd::Di, None, Dest::None)
+        }
+        NR_SENDTO => on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Sockaddr),
+        NR_SENDMSG | NR_SENDMMSG => on_sink_to(&ctx, VIA_SEND, ArgFd::Di, None, Dest::Msghdr),
+        NR_SENDFILE => on_sink_to(&ctx, VIA_SENDFILE, ArgFd::Di, Some(ArgFd::Si), Dest::None),
+        NR_COPY_FILE_RANGE => on_sink_to(
+            &ctx,
+            VIA_COPY_FILE_RANGE,
+            ArgFd::Dx,
+            Some(ArgFd::Di),
+            Dest::None,
+        ),
+        NR_SPLICE => on_sink_to(&ctx, VIA_SPLICE, ArgFd::Dx, Some(ArgFd::Di), Dest::None),
+        NR_VMSPLICE => on_sink_to(&ctx, VIA_SPLICE, ArgFd::Di, None, Dest::None),
+        NR_TEE => on_sink_to(&ctx, VIA_SPLICE, ArgFd::Si, Some(ArgFd::Di), Dest::None),
+        NR_IOCTL => {
+            let Some(tgid) = current_tgid() else { return 0 };
+            if TAINTED.get_ptr_mut(tgid).is_none() {
+                return 0;
+            }
+            let Some((_, cmd, _)) = (unsafe { args3() }) else {
+                return 0;
+            };
+            if cmd != FICLONE && cmd != FICLONERANGE {
+                return 0;
+            }
+            on_sink_to(&ctx, VIA_CLONE, ArgFd::Di, None, Dest::None)
+        }
+        _ => 0,
     }
-    let Some((_, cmd, _)) = (unsafe { args3() }) else {
-        return 0;
-    };
-    if cmd != FICLONE && cmd != FICLONERANGE {
-        return 0;
-    }
-    on_sink(&ctx, VIA_CLONE, ArgFd::Di, None)
 }
 
 #[derive(Clone, Copy)]
@@ -246,13 +215,6 @@ fn pick(args: (u64, u64, u64), which: ArgFd) -> u64 {
     }
 }
 
-/// Data left the current process through `out` (read from `input`, for the
-/// in-kernel copies).
-#[inline(always)]
-fn on_sink(ctx: &TracePointContext, via: u32, out: ArgFd, input: Option<ArgFd>) -> u32 {
-    on_sink_to(ctx, via, out, input, Dest::None)
-}
-
 /// Where a send names its destination.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Dest {
@@ -263,6 +225,8 @@ enum Dest {
     Msghdr,
 }
 
+/// Data left the current process through `out` (read from `input`, for the
+/// in-kernel copies).
 #[inline(always)]
 fn on_sink_to(
     ctx: &TracePointContext,
@@ -478,32 +442,18 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
     0
 }
 
-// rename(old, new); renameat(olddfd, old, newdfd, new);
-// renameat2(olddfd, old, newdfd, new, flags); link(old, new);
-// linkat(olddfd, old, newdfd, new, flags).
+// One program for rename(old, new), renameat(olddfd, old, newdfd, new),
+// renameat2(olddfd, old, newdfd, new, flags), link(old, new) and
+// linkat(olddfd, old, newdfd, new, flags), dispatched on the number.
 #[tracepoint]
-pub fn ks_exit_rename(ctx: TracePointContext) -> u32 {
-    path_change(&ctx, PATH_OP_RENAME, false)
-}
-
-#[tracepoint]
-pub fn ks_exit_renameat(ctx: TracePointContext) -> u32 {
-    path_change(&ctx, PATH_OP_RENAME, true)
-}
-
-#[tracepoint]
-pub fn ks_exit_renameat2(ctx: TracePointContext) -> u32 {
-    path_change(&ctx, PATH_OP_RENAME, true)
-}
-
-#[tracepoint]
-pub fn ks_exit_link(ctx: TracePointContext) -> u32 {
-    path_change(&ctx, PATH_OP_LINK, false)
-}
-
-#[tracepoint]
-pub fn ks_exit_linkat(ctx: TracePointContext) -> u32 {
-    path_change(&ctx, PATH_OP_LINK, true)
+pub fn ks_exit_pathchange(ctx: TracePointContext) -> u32 {
+    match syscall_nr(&ctx) {
+        82 => path_change(&ctx, PATH_OP_RENAME, false),
+        264 | 316 => path_change(&ctx, PATH_OP_RENAME, true),
+        86 => path_change(&ctx, PATH_OP_LINK, false),
+        265 => path_change(&ctx, PATH_OP_LINK, true),
+        _ => 0,
+    }
 }
 
 const AT_FDCWD: i32 = -100;

@@ -32,8 +32,8 @@ use crate::{
     setting,
     syscall::{args3, sys_ret},
     vfs::{
-        Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
-        read_path,
+        Ptr, dentry_name_key, eval_patterns, fd_file, file_dentry, file_identity, fill_header, rd,
+        rd_ptr, read_path,
     },
 };
 
@@ -199,7 +199,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
                 Some(p) if pats.has_dir != 0 => dentry_name_key(p),
                 _ => NameKey::default(),
             };
-            rules = pats.eval(&name, &pname);
+            rules = eval_patterns(pats.count, &name, &pname);
         }
         if rules != 0 {
             matched |= MATCH_NAME;
@@ -481,7 +481,7 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
         let key: NameKey = name_key(head, tail, name_len as u32);
         let mut rules = 0u32;
         if let Some(pats) = NAME_PATTERNS.get(0) {
-            rules = pats.eval(&key, &NameKey::default());
+            rules = eval_patterns(pats.count, &key, &NameKey::default());
         }
         let watched = WATCHED_NAMES.get(key).is_some();
         if rules == 0 && !watched {

@@ -41,6 +41,26 @@ fn open_close(path: &Path, ops: u32) -> f64 {
     t.elapsed().as_nanos() as f64 / ops as f64
 }
 
+const WRITE_OPS: u32 = 500_000;
+
+/// ns per 64-byte write() to /dev/null by an untainted process (every
+/// write on the host passes the taint check).
+fn writes(ops: u32) -> f64 {
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) };
+    assert!(fd >= 0);
+    let buf = [0u8; 64];
+    for _ in 0..1000 {
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    }
+    let t = Instant::now();
+    for _ in 0..ops {
+        unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    }
+    let ns = t.elapsed().as_nanos() as f64 / ops as f64;
+    unsafe { libc::close(fd) };
+    ns
+}
+
 struct Sensor(Child);
 
 impl Sensor {
@@ -131,6 +151,7 @@ fn main() {
     let modes = ["none", "empty", "full"];
     let mut unwatched: Vec<Vec<f64>> = vec![vec![]; 3];
     let mut watched: Vec<Vec<f64>> = vec![vec![]; 3];
+    let mut written: Vec<Vec<f64>> = vec![vec![]; 3];
     let mut lost = String::new();
     for _ in 0..rounds {
         for (i, mode) in modes.iter().enumerate() {
@@ -140,6 +161,7 @@ fn main() {
             };
             unwatched[i].push(open_close(&plain, UNWATCHED_OPS));
             watched[i].push(open_close(&key, WATCHED_OPS));
+            written[i].push(writes(WRITE_OPS));
             if *mode == "full" {
                 lost = Sensor::metrics(port)
                     .lines()
@@ -155,6 +177,7 @@ fn main() {
     }
     let u: Vec<f64> = unwatched.iter_mut().map(|v| median(v)).collect();
     let w: Vec<f64> = watched.iter_mut().map(|v| median(v)).collect();
+    let wr: Vec<f64> = written.iter_mut().map(|v| median(v)).collect();
     println!(
         "keysentry bench: openat+close, ns/op, median of {rounds} interleaved rounds, pinned to CPU 1"
     );
@@ -170,6 +193,10 @@ fn main() {
         "{:<28}{:>10.0}{:>16.0}{:>14.0}",
         "watched key file", w[0], w[1], w[2]
     );
+    println!(
+        "{:<28}{:>10.0}{:>16.0}{:>14.0}",
+        "write 64 B (untainted)", wr[0], wr[1], wr[2]
+    );
     let floor = u[1] - u[0];
     let added = u[2] - u[0];
     println!(
@@ -179,6 +206,11 @@ fn main() {
     println!(
         "watched key open: keysentry adds {:.0} ns (goal <= 2000; bpftrace 12800, auditd 56000)",
         w[2] - w[0]
+    );
+    println!(
+        "untainted write: keysentry adds {:.0} ns, the empty hook {:.0} ns",
+        wr[2] - wr[0],
+        wr[1] - wr[0]
     );
     println!("last full round: {lost}");
     let _ = std::fs::remove_dir_all(&dir);
