@@ -390,6 +390,7 @@ pub const VIA_SENDFILE: u32 = 3;
 pub const VIA_COPY_FILE_RANGE: u32 = 4;
 pub const VIA_SPLICE: u32 = 5;
 pub const VIA_CLONE: u32 = 6;
+pub const VIA_IO_URING: u32 = 7;
 
 /// A tainted process wrote a regular file: the first write per (process,
 /// file); the file may become a dump or a derived copy.
@@ -583,6 +584,10 @@ pub struct KernelOffsets {
     /// IORING_OP_OPENAT / OPENAT2 opcode values.
     pub iou_op_openat: u32,
     pub iou_op_openat2: u32,
+    /// io_kiocb.file, and a bit per io_uring opcode that writes or sends.
+    pub io_kiocb_file: u32,
+    pub _pad_iou: u32,
+    pub iou_sink_ops: u64,
 }
 
 /// Run-time switches handed to the programs as a global.

@@ -245,6 +245,28 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         k.iou_op_openat2 = b as u32;
         k.tp_iou_complete_req = req;
         k.tp_iou_complete_res = res;
+        // Writes and sends through io_uring, followed for tainted
+        // processes (opcodes this kernel lacks are left out).
+        if let Ok(file) = o("io_kiocb", "file") {
+            k.io_kiocb_file = file;
+            for op in [
+                "IORING_OP_WRITEV",
+                "IORING_OP_WRITE_FIXED",
+                "IORING_OP_WRITE",
+                "IORING_OP_SENDMSG",
+                "IORING_OP_SEND",
+                "IORING_OP_SPLICE",
+                "IORING_OP_TEE",
+                "IORING_OP_SEND_ZC",
+                "IORING_OP_SENDMSG_ZC",
+            ] {
+                if let Ok(v) = btf.enum_value("io_uring_op", op)
+                    && v < 64
+                {
+                    k.iou_sink_ops |= 1 << v;
+                }
+            }
+        }
     }
     Ok(k)
 }

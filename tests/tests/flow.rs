@@ -104,6 +104,31 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     assert_eq!(a["flow"]["lineage"][1]["generation"], 1);
     assert_eq!(a["flow"]["dumped"]["pid"], vp);
 
+    // A copy written through io_uring (no write syscall at all).
+    let uring_copy = l.root.join("stage-uring.bin");
+    let (copier, st) = actor(
+        &[
+            "uring-copy",
+            copy.to_str().unwrap(),
+            uring_copy.to_str().unwrap(),
+        ],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    let a = one(&alerts, "tracked-copy", &uring_copy);
+    assert_eq!(a["process"]["pid"], copier);
+    assert_eq!(a["flow"]["via"], "io_uring");
+    assert_eq!(
+        lineage_paths(a),
+        [
+            dump.to_str().unwrap(),
+            copy.to_str().unwrap(),
+            uring_copy.to_str().unwrap()
+        ]
+    );
+
     // The copy leaves through a socket: a Rust sender, python, curl.
     let (port, _srv) = listener();
     let port_s = port.to_string();

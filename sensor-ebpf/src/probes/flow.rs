@@ -24,7 +24,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, NetSendEvent, PATH_OP_LINK,
-    PATH_OP_RENAME, PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_SEND,
+    PATH_OP_RENAME, PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE,
+    VIA_IO_URING, VIA_SEND,
     VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WriteKey,
 };
 
@@ -258,15 +259,25 @@ fn on_sink_to(
         let taint = *taint;
         let fd = pick(args, out);
         let Some(file) = fd_file(fd) else { return 0 };
+        sink_file(tgid, &taint, file, fd, via, ret, dest);
+    }
+    0
+}
+
+/// A tainted process's data went into `file`: a regular file is reported
+/// (once), a pipe tainted, a socket send reported (once).
+#[inline(always)]
+unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    unsafe {
         let Some((key, inode)) = file_identity(file) else {
-            return 0;
+            return;
         };
         let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
         match mode & S_IFMT {
-            S_IFREG => wrote_file(tgid, &taint, file, key.dev, key.ino, mode, fd, via, ret),
+            S_IFREG => wrote_file(tgid, taint, file, key.dev, key.ino, mode, fd, via, ret),
             S_IFIFO => {
                 if TAINTED_PIPES.get(inode as u64).is_none() {
-                    let mut t = taint;
+                    let mut t = *taint;
                     t.via_pid = tgid;
                     let _ = TAINTED_PIPES.insert(inode as u64, t, 0);
                 }
@@ -274,11 +285,27 @@ fn on_sink_to(
                     *ts = bpf_ktime_get_boot_ns();
                 }
             }
-            S_IFSOCK => sent(tgid, &taint, file, fd, via, ret, dest),
+            S_IFSOCK => sent(tgid, taint, file, fd, via, ret, dest),
             _ => {}
         }
     }
-    0
+}
+
+/// An io_uring write or send completed (`res` bytes) in a tainted
+/// process (or its io_uring worker, which shares its tgid).
+#[inline(always)]
+pub unsafe fn iou_sink(req: Ptr, res: i32) {
+    let Some(tgid) = current_tgid() else { return };
+    unsafe {
+        let Some(taint) = TAINTED.get(tgid) else {
+            return;
+        };
+        let taint = *taint;
+        let Some(file) = rd_ptr(req, off!(io_kiocb_file)) else {
+            return;
+        };
+        sink_file(tgid, &taint, file, u64::MAX, VIA_IO_URING, res as i64, Dest::None);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

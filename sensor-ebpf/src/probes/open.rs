@@ -96,6 +96,10 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let opcode = unsafe { rd::<u8>(req as Ptr, off!(io_kiocb_opcode)) }.unwrap_or(0) as u32;
+    if opcode < 64 && (off!(iou_sink_ops) >> opcode) & 1 != 0 {
+        unsafe { crate::probes::flow::iou_sink(req as Ptr, res) };
+        return 0;
+    }
     if opcode != off!(iou_op_openat) && opcode != off!(iou_op_openat2) {
         return 0;
     }

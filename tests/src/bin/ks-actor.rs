@@ -23,6 +23,7 @@
 //!   ptrace-dump PID OUT       PTRACE_ATTACH, copy every readable mapping through
 //!                             /proc/PID/mem into OUT (a raw dump), DETACH
 //!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
+//!   uring-copy SRC DST        read SRC, write it to DST with IORING_OP_WRITE
 
 use std::{ffi::CString, process::exit};
 
@@ -155,6 +156,7 @@ fn main() {
         }
         ["attach-running", bin] => attach_running(bin),
         ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
+        ["uring-copy", src, dst] => uring_copy(src, dst),
         ["send-file", path, port] => {
             use std::io::Write;
             let data = std::fs::read(path).unwrap_or_else(|e| {
@@ -351,4 +353,26 @@ fn ptrace_dump(pid: i32, out: &str) {
     unsafe {
         libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0);
     }
+}
+
+/// Reads SRC, then writes it to DST through io_uring (no write syscall).
+fn uring_copy(src: &str, dst: &str) {
+    use io_uring::{IoUring, opcode, types};
+    use std::os::fd::AsRawFd;
+    let data = std::fs::read(src).unwrap_or_else(|e| {
+        eprintln!("read {src}: {e}");
+        exit(1)
+    });
+    let out = std::fs::File::create(dst).unwrap_or_else(|e| {
+        eprintln!("create {dst}: {e}");
+        exit(1)
+    });
+    let mut ring = IoUring::new(4).unwrap_or_else(|_| exit(1));
+    let sqe = opcode::Write::new(types::Fd(out.as_raw_fd()), data.as_ptr(), data.len() as u32)
+        .build()
+        .user_data(9);
+    unsafe { ring.submission().push(&sqe) }.unwrap_or_else(|_| exit(1));
+    ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
+    let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
+    check(cqe.result(), "io_uring write");
 }
