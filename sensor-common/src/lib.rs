@@ -391,6 +391,7 @@ pub const VIA_COPY_FILE_RANGE: u32 = 4;
 pub const VIA_SPLICE: u32 = 5;
 pub const VIA_CLONE: u32 = 6;
 pub const VIA_IO_URING: u32 = 7;
+pub const VIA_MMAP: u32 = 8;
 
 /// A tainted process wrote a regular file: the first write per (process,
 /// file); the file may become a dump or a derived copy.

@@ -12,7 +12,7 @@ use std::{
 
 use sensor_common::{
     InodeKey, PATH_OP_LINK, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, VIA_CLONE,
-    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, WATCH_SELF,
+    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, WATCH_SELF,
     WATCH_TRACKED, WatchEntry, names::name_key_of,
 };
 
@@ -72,6 +72,7 @@ fn via_name(via: u32) -> &'static str {
         VIA_SPLICE => "splice",
         VIA_CLONE => "reflink",
         VIA_IO_URING => "io_uring",
+        VIA_MMAP => "mmap",
         _ => "write",
     }
 }

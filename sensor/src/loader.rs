@@ -231,6 +231,12 @@ pub const PROBES: &[Probe] = &[
         serves: "tracked-copy (FICLONE reflink)",
     },
     Probe {
+        program: "ks_exit_sink",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_mmap"),
+        required: false,
+        serves: "tracked-copy (shared writable mmap of a file)",
+    },
+    Probe {
         program: "ks_enter_close",
         hook: Hook::Tracepoint("syscalls", "sys_enter_close"),
         required: false,

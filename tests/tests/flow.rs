@@ -104,6 +104,23 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     assert_eq!(a["flow"]["lineage"][1]["generation"], 1);
     assert_eq!(a["flow"]["dumped"]["pid"], vp);
 
+    // A copy through a shared writable mapping (no write syscall).
+    let mmap_copy = l.root.join("stage-mmap.bin");
+    let (mapper, st) = actor(
+        &[
+            "mmap-copy",
+            copy.to_str().unwrap(),
+            mmap_copy.to_str().unwrap(),
+        ],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    let a = one(&alerts, "tracked-copy", &mmap_copy);
+    assert_eq!(a["process"]["pid"], mapper);
+    assert_eq!(a["flow"]["via"], "mmap");
+
     // A copy written through io_uring (no write syscall at all).
     let uring_copy = l.root.join("stage-uring.bin");
     let (copier, st) = actor(

@@ -25,7 +25,7 @@ use aya_ebpf::{
 use sensor_common::{
     ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, NetSendEvent, PATH_OP_LINK,
     PATH_OP_RENAME, PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE,
-    VIA_IO_URING, VIA_SEND,
+    VIA_IO_URING, VIA_MMAP, VIA_SEND,
     VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WriteKey,
 };
 
@@ -146,6 +146,9 @@ const NR_SPLICE: i32 = 275;
 const NR_VMSPLICE: i32 = 278;
 const NR_TEE: i32 = 276;
 const NR_IOCTL: i32 = 16;
+const NR_MMAP: i32 = 9;
+const PROT_WRITE: u64 = 2;
+const MAP_SHARED: u64 = 1;
 
 /// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
 /// against tracefs at load time).
@@ -195,6 +198,31 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
                 return 0;
             }
             on_sink_to(&ctx, VIA_CLONE, ArgFd::Di, None, Dest::None)
+        }
+        // mmap(addr, len, prot, flags, fd, off): a shared writable mapping
+        // of a file writes it without a write syscall.
+        NR_MMAP => {
+            let Some(tgid) = current_tgid() else { return 0 };
+            if TAINTED.get_ptr_mut(tgid).is_none() || sys_ret(&ctx) < 0 {
+                return 0;
+            }
+            unsafe {
+                let Some((_, len, prot)) = args3() else {
+                    return 0;
+                };
+                let flags = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
+                if prot & PROT_WRITE == 0 || flags & MAP_SHARED == 0 {
+                    return 0;
+                }
+                let fd = arg_reg(off!(pt_regs_r8)).unwrap_or(u64::MAX);
+                let Some(taint) = TAINTED.get(tgid) else {
+                    return 0;
+                };
+                let taint = *taint;
+                let Some(file) = fd_file(fd) else { return 0 };
+                sink_file(tgid, &taint, file, fd, VIA_MMAP, len as i64, Dest::None);
+            }
+            0
         }
         _ => 0,
     }

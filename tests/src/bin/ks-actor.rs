@@ -24,6 +24,7 @@
 //!                             /proc/PID/mem into OUT (a raw dump), DETACH
 //!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
 //!   uring-copy SRC DST        read SRC, write it to DST with IORING_OP_WRITE
+//!   mmap-copy SRC DST         read SRC, copy it into a shared mapping of DST
 
 use std::{ffi::CString, process::exit};
 
@@ -157,6 +158,7 @@ fn main() {
         ["attach-running", bin] => attach_running(bin),
         ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
         ["uring-copy", src, dst] => uring_copy(src, dst),
+        ["mmap-copy", src, dst] => mmap_copy(src, dst),
         ["send-file", path, port] => {
             use std::io::Write;
             let data = std::fs::read(path).unwrap_or_else(|e| {
@@ -375,4 +377,34 @@ fn uring_copy(src: &str, dst: &str) {
     ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
     let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
     check(cqe.result(), "io_uring write");
+}
+
+/// Reads SRC, then copies it into a MAP_SHARED writable mapping of DST.
+fn mmap_copy(src: &str, dst: &str) {
+    use std::os::fd::AsRawFd;
+    let data = std::fs::read(src).unwrap_or_else(|_| exit(1));
+    let out = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dst)
+        .unwrap_or_else(|_| exit(1));
+    out.set_len(data.len() as u64).unwrap_or_else(|_| exit(1));
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            data.len(),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            out.as_raw_fd(),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            check(-1, "mmap");
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, data.len());
+        libc::msync(p, data.len(), libc::MS_SYNC);
+        libc::munmap(p, data.len());
+    }
 }
