@@ -191,6 +191,16 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     } else {
         println!("SKIPPED curl sender: curl is not installed");
     }
+    if which("nc") {
+        // The shell opens the copy for nc's stdin, then execs nc.
+        let cmd = format!(
+            "exec nc -q0 127.0.0.1 {port} < '{}'",
+            copy.to_str().unwrap()
+        );
+        senders.push(("nc".into(), run(Command::new("sh").args(["-c", &cmd]))));
+    } else {
+        println!("SKIPPED nc sender: nc is not installed");
+    }
     let alerts = s.alerts_until_marker(&l.marker);
     for (tool, pid) in senders {
         let ex = by_pid(&alerts, "exfiltration", pid);

@@ -29,6 +29,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "integration tests and VM work"),
     ("gdb", "gcore, the userspace-dump test's real dumper"),
     ("curl", "an exfiltration test's sender"),
+    ("netcat-openbsd", "an exfiltration test's sender (nc)"),
 ];
 
 /// The rustup toolchain name linked to Debian's compiler in /usr.
