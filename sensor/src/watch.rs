@@ -172,9 +172,9 @@ impl Watcher {
         if flags & WATCH_CHILDREN != 0 {
             delta.new_dirs.push(path.to_path_buf());
         }
-        if flags & WATCH_SELF != 0
-            && let Some(name) = path.file_name()
-        {
+        // Names of files (failed opens, renames) and of directories
+        // (a rename of a key directory moves its keys).
+        if let Some(name) = path.file_name() {
             let nk = sensor_common::names::name_key_of(name.as_bytes());
             if self.names.insert(nk) {
                 delta.names.push(nk);

@@ -304,4 +304,13 @@ fn moving_and_archiving_keys_keep_their_lineage() {
         assert_eq!(a["process"]["comm"], "gzip", "{a:#}");
         assert!(a["flow"]["pipe_from"].is_u64(), "{a:#}");
     }
+
+    // Moving the whole key directory moves its keys.
+    let moved_dir = out.join("ca-moved");
+    let mv = run(Command::new("mv").arg(&ca).arg(&moved_dir));
+    let alerts = s.alerts_until_marker(&l.marker);
+    let a = one(&alerts, "tracked-copy", &moved_dir);
+    assert_eq!(a["process"]["pid"], mv);
+    assert_eq!(a["flow"]["via"], "rename");
+    assert_eq!(a["flow"]["lineage"][0]["path"], ca.to_str().unwrap());
 }
