@@ -11,9 +11,9 @@ use std::{
 };
 
 use sensor_common::{
-    InodeKey, PATH_OP_LINK, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, VIA_CLONE,
-    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, WATCH_SELF,
-    WATCH_TRACKED, WatchEntry, names::name_key_of,
+    InodeKey, MATCH_INODE, MATCH_PARENT, PATH_OP_LINK, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY,
+    TAINT_PIPE, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE,
+    VIA_SPLICE, WATCH_SELF, WATCH_TRACKED, WatchEntry, names::name_key_of,
 };
 
 use crate::{
@@ -169,7 +169,7 @@ impl Pipeline {
         if rec.failed || rec.ino == 0 {
             return;
         }
-        self.registry.register(
+        let (id, _) = self.registry.register(
             rec.dev,
             rec.ino,
             path.to_string(),
@@ -179,6 +179,12 @@ impl Pipeline {
             None,
             None,
         );
+        if let Some(t) = self.registry.get_mut(id)
+            && t.kind == TrackedKind::Key
+            && rec.matched & (MATCH_INODE | MATCH_PARENT) != 0
+        {
+            t.watch = Some(rec.watch_id);
+        }
         // An allowlisted reader (the service that owns the key) is not
         // followed: its logs and TLS traffic are not copies.
         if allowed && let Some(m) = self.kmaps.as_mut() {
@@ -278,7 +284,8 @@ impl Pipeline {
         let src_id = src.id;
         let src_path = src.path.clone();
         let src_kind = src.kind;
-        if src_kind == TrackedKind::Key && self.policy.allowed(&actor.exe, None) {
+        let src_watch = src.watch;
+        if src_kind == TrackedKind::Key && self.policy.allowed(&actor.exe, src_watch) {
             return;
         }
         let archive = is_archive(&actor, &path);
@@ -650,15 +657,15 @@ impl Pipeline {
         let src = (t.src_ino != 0)
             .then(|| self.registry.by_inode(t.src_dev, t.src_ino))
             .flatten()
-            .map(|x| (x.id, x.kind, x.path.clone()));
+            .map(|x| (x.id, x.kind, x.path.clone(), x.watch));
         let dumped = if t.flags & TAINT_MEMORY != 0 {
             self.memory_source(actor.pid)
         } else {
             None
         };
         let (what, tracked_id) = match (&src, &dumped) {
-            (Some((id, kind, path)), _) => {
-                if *kind == TrackedKind::Key && self.policy.allowed(&actor.exe, None) {
+            (Some((id, kind, path, watch)), _) => {
+                if *kind == TrackedKind::Key && self.policy.allowed(&actor.exe, *watch) {
                     return;
                 }
                 (format!("after reading {path}"), Some(*id))
@@ -705,7 +712,7 @@ impl Pipeline {
                 score: 95,
                 actor: &actor,
                 target: match &src {
-                    Some((_, _, path)) => Target::File {
+                    Some((_, _, path, _)) => Target::File {
                         path: path.clone(),
                         dev: st_dev(t.src_dev),
                         inode: t.src_ino,
@@ -761,7 +768,8 @@ impl Pipeline {
             return;
         }
         let actor = self.procs.resolve(&p.task);
-        if tracked.is_none() && self.policy.allowed(&actor.exe, None) {
+        let watch_id = self.watcher.get(&key).map(|w| w.watch_id);
+        if tracked.is_none() && self.policy.allowed(&actor.exe, watch_id) {
             return;
         }
         let id = match tracked {

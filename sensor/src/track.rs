@@ -60,6 +60,8 @@ pub struct Tracked {
     pub dumped: Option<Origin>,
     /// Scanned for key material since its last write.
     pub scanned: bool,
+    /// For a key: the key_path that covers it (allowlists name it).
+    pub watch: Option<u32>,
 }
 
 /// One step of a lineage, origin first.
@@ -157,6 +159,7 @@ impl Registry {
                 origin,
                 dumped,
                 scanned: false,
+                watch: None,
             },
         );
         self.by_inode.insert((kdev, ino), id);

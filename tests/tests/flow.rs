@@ -314,3 +314,38 @@ fn moving_and_archiving_keys_keep_their_lineage() {
     assert_eq!(a["flow"]["via"], "rename");
     assert_eq!(a["flow"]["lineage"][0]["path"], ca.to_str().unwrap());
 }
+
+#[test]
+fn an_allowlisted_reader_is_not_followed() {
+    let l = lab();
+    let key = l.root.join("keys/service.key");
+    std::fs::write(&key, b"the service's own key").unwrap();
+    // The service (a renamed copy of cp) may read the keys directory; what
+    // it writes afterwards (its logs, its state) is not a copy of them.
+    let service = l.root.join("ks-service");
+    std::fs::copy("/usr/bin/cp", &service).unwrap();
+    let cfg = format!(
+        "{}\n[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n",
+        config(&l),
+        service.display(),
+        l.root.join("keys").display()
+    );
+    let mut s = Sensor::start(&l.root, &cfg);
+    let _ = s.alerts_until_marker(&l.marker);
+    let out = l.root.join("service-state.bin");
+    let allowed = run(Command::new(&service).arg(&key).arg(&out));
+    // The same copy by plain cp is followed.
+    let stolen = l.root.join("stolen.bin");
+    let cp = run(Command::new("cp").arg(&key).arg(&stolen));
+    let alerts = s.alerts_until_marker(&l.marker);
+    assert!(
+        alerts.iter().all(|a| a["process"]["pid"] != allowed),
+        "{alerts:#?}"
+    );
+    let a = one(&alerts, "tracked-copy", &stolen);
+    assert_eq!(a["process"]["pid"], cp);
+    assert_eq!(
+        lineage_paths(a),
+        [key.to_str().unwrap(), stolen.to_str().unwrap()]
+    );
+}
