@@ -5,6 +5,7 @@ mod build;
 mod cmd;
 mod test;
 mod toolchain;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,12 @@ enum Command {
     Test(test::TestArgs),
     /// Build, then measure what the sensor costs the workload (ks-bench).
     Bench,
+    /// Fetch Debian's cloud kernels for the VM matrix (6.1, 6.12) into the
+    /// cache (~/.cache/keysentry/vm, or $KEYSENTRY_VM_CACHE).
+    VmKernels(vm::KernelsArgs),
+    /// Build, then run the integration tests inside qemu VMs booted with
+    /// the cached kernels (fetched when missing).
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,5 +94,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             build::sensor(&root)?;
             build::bench(&root)
         }
+        Command::VmKernels(args) => vm::kernels(&args),
+        Command::VmTest(args) => vm::vm_test(&root, &args),
     }
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::{build, cmd, toolchain};
+use crate::{build, cmd, toolchain, vm};
 
 /// Env var the integration tests read: the `keysentry` binary to spawn.
 const SENSOR_BIN_ENV: &str = "KEYSENTRY_BIN";
@@ -18,6 +18,9 @@ pub struct TestArgs {
     /// Only run the integration tests whose name contains NAME.
     #[arg(long, value_name = "NAME")]
     filter: Option<String>,
+    /// Skip the kernel matrix (the integration tests in 6.1 and 6.12 VMs).
+    #[arg(long)]
+    no_vm: bool,
 }
 
 type StepFn<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
@@ -102,6 +105,13 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<()> {
             cmd::run(cmd.arg("--test-threads=1"))
         }),
     ));
+    if !args.no_vm {
+        for spec in vm::KERNELS {
+            let mut vm_args = vm::VmTestArgs::matrix(args.filter.clone());
+            vm_args.kernel = spec.choice();
+            steps.push((spec.step, Box::new(move || vm::run_matrix(root, &vm_args))));
+        }
+    }
 
     let total = steps.len();
     let started = Instant::now();

@@ -58,7 +58,13 @@ fn package_installed(pkg: &str) -> bool {
 }
 
 fn ensure_debian_packages() -> Result<bool> {
-    let missing: Vec<_> = DEBIAN_PACKAGES
+    ensure_packages(DEBIAN_PACKAGES)
+}
+
+/// Install those of `packages` (name, why) that are missing with apt-get;
+/// whether anything was installed.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<bool> {
+    let missing: Vec<_> = packages
         .iter()
         .filter(|(pkg, _)| !package_installed(pkg))
         .collect();
