@@ -243,7 +243,13 @@ fn apt(tool: &str, aptdir: &Path) -> Command {
     ] {
         c.arg("-o").arg(format!("{key}={}", value.display()));
     }
-    c.args(["-o", "Acquire::Languages=none", "-o", "APT::Sandbox::User=root", "-q"]);
+    c.args([
+        "-o",
+        "Acquire::Languages=none",
+        "-o",
+        "APT::Sandbox::User=root",
+        "-q",
+    ]);
     c
 }
 
