@@ -49,18 +49,6 @@ const LSM: &str = "lockdown,capability,landlock,yama,bpf";
 pub struct KernelSpec {
     pub name: &'static str,
     suite: &'static str,
-    /// The step's name in `cargo xtask test`.
-    pub step: &'static str,
-}
-
-impl KernelSpec {
-    pub fn choice(&self) -> KernelChoice {
-        if self.name == "6.1" {
-            KernelChoice::V6_1
-        } else {
-            KernelChoice::V6_12
-        }
-    }
 }
 
 /// The matrix. Each suite's `linux-image-cloud-amd64` metapackage names
@@ -70,12 +58,10 @@ pub const KERNELS: &[KernelSpec] = &[
     KernelSpec {
         name: "6.1",
         suite: "bookworm",
-        step: "integration tests in a 6.1 VM",
     },
     KernelSpec {
         name: "6.12",
         suite: "trixie",
-        step: "integration tests in a 6.12 VM",
     },
 ];
 const META_PACKAGE: &str = "linux-image-cloud-amd64";
@@ -127,8 +113,20 @@ pub struct VmTestArgs {
     #[arg(long, default_value_t = 40)]
     pub timeout_min: u64,
     /// Limit for one test inside the VM, in seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 900)]
     pub test_timeout: u64,
+    /// How long a test waits for one event in the VM, in seconds
+    /// (KEYSENTRY_TEST_DEADLINE_SECS; a sensor start takes 1-2 minutes in TCG).
+    #[arg(long, default_value_t = 300)]
+    pub deadline: u64,
+    /// Boot the kernels one after the other instead of at the same time.
+    #[arg(long)]
+    pub sequential: bool,
+    /// Run every test even after one failed (by default a VM stops at its
+    /// first failure: in TCG a failing sensor start costs minutes, and the
+    /// tests left are reported as not run, which fails the step too).
+    #[arg(long)]
+    pub no_fail_fast: bool,
     /// Guest memory (qemu -m).
     #[arg(long, default_value = "2G")]
     pub mem: String,
@@ -144,7 +142,10 @@ impl VmTestArgs {
             kernel: KernelChoice::All,
             filter,
             timeout_min: 40,
-            test_timeout: 600,
+            test_timeout: 900,
+            deadline: 300,
+            sequential: false,
+            no_fail_fast: false,
             mem: "2G".to_owned(),
             cpus: 2,
         }
@@ -500,32 +501,60 @@ pub fn run_matrix(root: &Path, args: &VmTestArgs) -> Result<()> {
     if tests.is_empty() {
         bail!("no integration test matches {:?}", args.filter);
     }
-    let mut failed = Vec::new();
-    let mut summaries = Vec::new();
+    // Kernels first (a fetch prints apt's output), then the VMs: at the
+    // same time unless --sequential (the verifier, single-threaded, is
+    // most of a VM's time, so two VMs use two host cores).
+    let mut kernels = Vec::new();
     for spec in args.kernel.specs() {
         let t = Instant::now();
         let k = kernel(spec, false)?;
-        let fetch = t.elapsed();
-        if fetch > Duration::from_secs(1) {
-            println!("vm: kernel {} ready in {}", k.name, secs(fetch));
+        if t.elapsed() > Duration::from_secs(1) {
+            println!("vm: kernel {} ready in {}", k.name, secs(t.elapsed()));
         }
-        match run_vm(root, &k, &artifacts, &tests, args) {
+        kernels.push(k);
+    }
+    let outcomes: Vec<(&str, Result<VmSummary>)> = if args.sequential {
+        kernels
+            .iter()
+            .map(|k| (k.name, run_vm(root, k, &artifacts, &tests, args)))
+            .collect()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = kernels
+                .iter()
+                .map(|k| {
+                    (
+                        k.name,
+                        s.spawn(|| run_vm(root, k, &artifacts, &tests, args)),
+                    )
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|(name, h)| {
+                    let r = h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the VM thread panicked")));
+                    (name, r)
+                })
+                .collect()
+        })
+    };
+    let mut failed = Vec::new();
+    println!("\nvm matrix:");
+    for (name, outcome) in outcomes {
+        match outcome {
             Ok(s) => {
                 if s.failed > 0 || s.missing > 0 {
-                    failed.push(k.name);
+                    failed.push(name);
                 }
-                summaries.push(s.line);
+                println!("  {}", s.line);
             }
             Err(e) => {
-                println!("vm {}: {e:#}", k.name);
-                failed.push(k.name);
-                summaries.push(format!("{}: VM failed: {e}", k.name));
+                failed.push(name);
+                println!("  {name}: VM failed: {e:#}");
             }
         }
-    }
-    println!("\nvm matrix:");
-    for s in &summaries {
-        println!("  {s}");
     }
     if !failed.is_empty() {
         bail!(
@@ -680,9 +709,13 @@ fn run_vm(
     let mut script = String::from("#!/bin/sh\n");
     writeln!(
         script,
-        "export KEYSENTRY_BIN='{}' RUST_BACKTRACE=1",
-        sensor.display()
+        "export KEYSENTRY_BIN='{}' KEYSENTRY_TEST_DEADLINE_SECS={} RUST_BACKTRACE=1",
+        sensor.display(),
+        args.deadline
     )?;
+    if !args.no_fail_fast {
+        script.push_str("KS_FAIL_FAST=1\n");
+    }
     let pkg = root.join("tests");
     fs::create_dir_all(tree.root.join(pkg.strip_prefix("/").unwrap_or(&pkg)))?;
     writeln!(script, "cd '{}' || exit 126", pkg.display())?;
@@ -697,6 +730,10 @@ fn run_vm(
   timeout -s KILL "$4" "$3" --exact "$2" --test-threads=1 --nocapture
   rc=$?
   echo "@@ks end $1 $2 $rc $t0 $(cut -d' ' -f1 /proc/uptime)"
+  if [ "$rc" != 0 ] && [ "$KS_FAIL_FAST" = 1 ]; then
+    echo "@@ks fail-fast"
+    exit 1
+  fi
 }
 "#,
     );
@@ -795,24 +832,24 @@ fn run_vm(
     let count = |s: &str| r.iter().filter(|t| t.status == s).count();
     let (passed, failed, skipped) = (count("PASS"), count("FAIL"), count("SKIP"));
     let missing = tests.len() - r.len();
-    println!(
-        "\n--- vm {} results ({} {}) ---",
+    // One print: the other kernel's VM may be writing at the same time.
+    let mut table = format!(
+        "\n--- vm {} results ({} {}) ---\n",
         k.name, k.package, k.version
     );
     for t in r {
-        println!(
-            "  {:4} {:>7}  {}{}",
+        let reason = t.reason.as_deref().map(|s| format!("  ({s})"));
+        let secs = format!("{:.1}s", t.secs);
+        writeln!(
+            table,
+            "  {:4} {secs:>7}  {}{}",
             t.status,
-            format!("{:.1}s", t.secs),
             t.test,
-            t.reason
-                .as_deref()
-                .map(|s| format!("  ({s})"))
-                .unwrap_or_default()
-        );
+            reason.unwrap_or_default()
+        )?;
     }
     for (file, name, _) in &tests[r.len().min(tests.len())..] {
-        println!("  NOT RUN       {file}::{name}");
+        writeln!(table, "  NOT RUN          {file}::{name}")?;
     }
     let boot = reader.boot.map_or("?".to_owned(), secs);
     let line = format!(
@@ -826,14 +863,17 @@ fn run_vm(
         },
         secs(wall)
     );
-    println!("{line}");
+    writeln!(table, "{line}")?;
+    print!("{table}");
     if timed_out || reader.done.is_none() {
         let log = fs::read_to_string(&console).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        println!("--- console tail ({}) ---", console.display());
-        for l in tail.iter().rev() {
-            println!("{l}");
-        }
+        let lines: Vec<&str> = log.lines().collect();
+        println!(
+            "--- {} console tail ({}) ---\n{}",
+            k.name,
+            console.display(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        );
         if timed_out {
             bail!("VM {} timed out after {} min", k.name, args.timeout_min);
         }
@@ -955,6 +995,12 @@ impl Reader {
                 });
             }
             ["done", rc] => self.done = rc.parse().ok(),
+            ["fail-fast"] => {
+                println!(
+                    "[{}] stopping at the first failure (--no-fail-fast runs the rest)",
+                    self.name
+                )
+            }
             _ => println!("[{}] {line}", self.name),
         }
     }
