@@ -827,7 +827,11 @@ fn run_vm(
     let out = work.join("out");
     let console = work.join("console.log");
     fs::write(&out, "")?;
-    let cmdline = format!("console=ttyS0 panic=-1 oops=panic loglevel=4 lsm={LSM} rdinit=/init");
+    // no_timer_check: on a loaded host, TCG's emulated timer can miss the
+    // kernel's IO-APIC timer check, which then panics at boot.
+    let cmdline = format!(
+        "console=ttyS0 panic=-1 oops=panic loglevel=4 no_timer_check lsm={LSM} rdinit=/init"
+    );
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args([
         "-accel",
@@ -867,29 +871,48 @@ fn run_vm(
         args.mem
     );
     println!("$ {}", cmd::describe(&qemu));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.timeout_min * 60);
-    let mut child = qemu
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(work.join("qemu.log"))?)
-        .spawn()
-        .context("cannot start qemu-system-x86_64")?;
-
-    let mut reader = Reader::new(k.name, &out)?;
-    let mut timed_out = false;
-    let status = loop {
-        reader.poll(started)?;
-        if let Some(st) = child.try_wait()? {
-            break Some(st);
+    // A guest that never reached its tests (a boot-time panic) gets one
+    // more try.
+    let mut attempt = 1;
+    let (started, mut reader, status, timed_out) = loop {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(args.timeout_min * 60);
+        fs::write(&out, "")?;
+        let mut child = qemu
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(work.join("qemu.log"))?)
+            .spawn()
+            .context("cannot start qemu-system-x86_64")?;
+        let mut reader = Reader::new(k.name, &out)?;
+        let mut timed_out = false;
+        let status = loop {
+            reader.poll(started)?;
+            if let Some(st) = child.try_wait()? {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                timed_out = true;
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if reader.boot.is_none() && !timed_out && attempt == 1 {
+            let log = fs::read_to_string(&console).unwrap_or_default();
+            let panic = log
+                .lines()
+                .find(|l| l.contains("Kernel panic"))
+                .unwrap_or("");
+            println!(
+                "[{}] the guest did not boot (qemu {status:?}) {panic}: booting again",
+                k.name
+            );
+            attempt += 1;
+            continue;
         }
-        if Instant::now() > deadline {
-            timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
+        break (started, reader, status, timed_out);
     };
     reader.poll(started)?;
     reader.flush_partial();
