@@ -146,7 +146,7 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "NAME")]
     pub filter: Option<String>,
     /// Wall-clock limit for one VM, in minutes.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 70)]
     pub timeout_min: u64,
     /// Limit for one test inside the VM, in seconds.
     #[arg(long, default_value_t = 900)]
@@ -177,7 +177,7 @@ impl VmTestArgs {
         VmTestArgs {
             kernel: KernelChoice::All,
             filter,
-            timeout_min: 40,
+            timeout_min: 70,
             test_timeout: 900,
             deadline: 300,
             sequential: false,
