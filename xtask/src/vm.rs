@@ -52,13 +52,18 @@ const GUEST_TOOLS: &[&str] = &[
     // tar czf runs gzip from PATH; a test checks the writer's comm.
     "/usr/bin/gzip",
     "/usr/bin/bash",
+    "/usr/bin/env",
     "/usr/bin/curl",
+    "/usr/bin/nc",
     "/usr/bin/python3",
     "/usr/bin/gdb",
     "/usr/bin/gcore",
     // gdb dlopens it for threaded programs (ldd does not list it).
     "/lib/x86_64-linux-gnu/libthread_db.so.1",
 ];
+
+/// The guest's /bin/sh (Debian's dash), when the host has it.
+const HOST_SH: &str = "/usr/bin/dash";
 
 /// Host directories the tools need (python's standard library, gdb's
 /// data), without the parts named in the second field.
@@ -751,13 +756,17 @@ fn run_vm(
     fs::copy(busybox, tree.root.join("bin/busybox"))?;
     let applets = cmd::output(Command::new(busybox).arg("--list"))
         .context("`busybox --list` failed (apt-get install busybox-static)")?;
+    // /bin/sh is the host's dash: busybox's sh runs its own applets in
+    // place of programs (GNU tar's `sh -c gzip` would run busybox gzip).
+    if Path::new(HOST_SH).is_file() {
+        tree.add(Path::new(HOST_SH))?;
+        std::os::unix::fs::symlink(HOST_SH, tree.root.join("bin/sh"))?;
+    }
+    // Applets go in /bin only, after /usr/bin on PATH: the real tools win.
     for applet in applets.lines().filter(|l| !l.is_empty()) {
-        for dir in ["bin", "usr/bin"] {
-            let link = tree.root.join(dir).join(applet);
-            if link.symlink_metadata().is_err() {
-                fs::create_dir_all(link.parent().unwrap())?;
-                std::os::unix::fs::symlink("/bin/busybox", &link)?;
-            }
+        let link = tree.root.join("bin").join(applet);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink("/bin/busybox", &link)?;
         }
     }
     for m in &k.modules {
