@@ -29,6 +29,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "integration tests and VM work"),
     ("gdb", "gcore, the userspace-dump test's real dumper"),
     ("curl", "an exfiltration test's sender"),
+    (
+        "prometheus",
+        "the Prometheus server and promtool for tests/tests/prometheus.rs",
+    ),
 ];
 
 /// The rustup toolchain name linked to Debian's compiler in /usr.
