@@ -892,7 +892,16 @@ fn reload(
         return;
     };
     let invalid = |why: String| {
-        tracing::error!("config reload failed, keeping the running config: {why}");
+        // One log line (TOML errors span several).
+        let why: Vec<&str> = why
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        tracing::error!(
+            "config reload failed, keeping the running config: {}",
+            why.join(" ")
+        );
         count("invalid");
     };
     let mut new = match Config::load(path) {

@@ -871,12 +871,11 @@ mod tests {
             syslog_dropped.get() > 0,
             "the blocked syslog output dropped nothing"
         );
-        let dropped_while_blocked = syslog_dropped.get();
         // Unblock: read what the socket holds (room for the few alerts
         // still queued), let the outputs finish, read the rest.
         rx.set_nonblocking(true).unwrap();
         let mut received = 0u64;
-        let mut drain = |received: &mut u64| {
+        let drain = |received: &mut u64| {
             let mut buf = vec![0u8; 65536];
             while let Ok(len) = rx.recv(&mut buf) {
                 let p = parse5424(&buf[..len]);

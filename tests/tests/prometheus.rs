@@ -30,19 +30,22 @@ fn tool(name: &str) -> PathBuf {
 }
 
 #[test]
-fn promtool_accepts_the_rules_and_the_scrape_config() {
+fn promtool_accepts_the_rules_the_scrape_config_and_the_rule_tests() {
     for (what, file) in [
-        ("rules", "prometheus/keysentry.rules.yml"),
-        ("config", "prometheus/prometheus.yml"),
+        ("check rules", "prometheus/keysentry.rules.yml"),
+        ("check config", "prometheus/prometheus.yml"),
+        // Unit tests of the alerting rules (first alert of a new series,
+        // lost events, sensor down).
+        ("test rules", "prometheus/keysentry.rules.test.yml"),
     ] {
         let out = Command::new(tool("promtool"))
-            .args(["check", what])
+            .args(what.split(' '))
             .arg(deploy(file))
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "promtool check {what} {file}: {}{}",
+            "promtool {what} {file}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
