@@ -86,7 +86,11 @@ fn main() {
     let cfg = Config::default_config();
     let metrics = Metrics::new().expect("metrics");
     // No sinks: alerts are built and queued, as in production, then dropped.
-    let outputs = Outputs::start(false, None, metrics.clone()).expect("outputs");
+    let off = sensor::config::Alerts {
+        stdout: false,
+        ..Default::default()
+    };
+    let outputs = Outputs::start(&off, metrics.clone()).expect("outputs");
     let mut pipe = Pipeline::new(
         ProcessTable::new(),
         Watcher::new(vec![]),

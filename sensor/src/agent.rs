@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub empty_programs: bool,
     /// Size of the event ring buffer in bytes.
     pub ring_bytes: u32,
+    /// The config file, re-read at SIGHUP (None: the embedded default).
+    pub config_path: Option<PathBuf>,
 }
 
 /// Refuses to start without the privileges loading needs.
@@ -686,6 +688,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     check_privileges()?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut cfg = cfg;
     tracefs::ensure_mounted()?;
     let kbtf = btf::KernelBtf::load()?;
     let offsets = btf::kernel_offsets(&kbtf)?;
@@ -766,11 +770,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     } else {
         None
     };
-    let outputs = Outputs::start(
-        cfg.alerts.stdout,
-        cfg.alerts.file.as_deref(),
-        metrics.clone(),
-    )?;
+    let outputs = Outputs::start(&cfg.alerts, metrics.clone())?;
     let inotify = inotify::Inotify::init().context("inotify")?;
     add_watches(inotify.watches(), &watcher.inotify_dirs());
     let mut inotify = inotify.into_event_stream([0u8; 4096])?;
@@ -862,12 +862,126 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+            _ = sighup.recv() => {
+                reload(&mut pipe, &mut cfg, opts.config_path.as_deref(), &mut pats, inotify.watches());
+            }
         }
     }
     tracing::info!("stopping: detaching probes");
     drop(ring);
     drop(ebpf);
     Ok(())
+}
+
+/// SIGHUP: re-reads and validates the config file and applies it: the
+/// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
+/// `[alerts]`. `[metrics]`, `[[protected]]` and `[dumps]` need a restart
+/// (logged when they changed). An invalid file changes nothing: the running
+/// config stays and the log says why, naming the field.
+fn reload(
+    pipe: &mut Pipeline,
+    cur: &mut Config,
+    path: Option<&Path>,
+    pats: &mut Array<MapData, NamePatterns>,
+    watches: inotify::Watches,
+) {
+    let metrics = pipe.metrics.clone();
+    let count = |result: &str| metrics.config_reloads.with_label_values(&[result]).inc();
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: running on the embedded default config, nothing to reload");
+        return;
+    };
+    let invalid = |why: String| {
+        // One log line (TOML errors span several).
+        let why: Vec<&str> = why
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        tracing::error!(
+            "config reload failed, keeping the running config: {}",
+            why.join(" ")
+        );
+        count("invalid");
+    };
+    let mut new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return invalid(e.to_string()),
+    };
+    // Everything that can fail first; then apply.
+    let new_pats = match name_patterns(&new) {
+        Ok(p) => p,
+        Err(e) => return invalid(format!("{}: key_name: {e:#}", path.display())),
+    };
+    let new_outputs = if new.alerts != cur.alerts {
+        match Outputs::start(&new.alerts, metrics.clone()) {
+            Ok(o) => Some(o),
+            Err(e) => return invalid(format!("{}: alerts: {e:#}", path.display())),
+        }
+    } else {
+        None
+    };
+    if new.key_name != cur.key_name
+        && let Err(e) = pats.set(0, new_pats, 0)
+    {
+        return invalid(format!("{}: key_name: kernel map: {e}", path.display()));
+    }
+    if let Some(o) = new_outputs {
+        // The old outputs finish their queues on their own threads.
+        drop(std::mem::replace(&mut pipe.outputs, o));
+    }
+    let paths = |c: &Config| {
+        c.key_path
+            .iter()
+            .map(|k| k.path.clone())
+            .collect::<Vec<_>>()
+    };
+    if paths(&new) != paths(cur) {
+        if let Some(m) = pipe.kmaps.as_mut() {
+            // Key-path entries go; tracked files (flows) stay.
+            let stale: Vec<InodeKey> = m
+                .watched
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| v.flags & sensor_common::WATCH_TRACKED == 0)
+                .map(|(k, _)| k)
+                .collect();
+            for k in &stale {
+                let _ = m.watched.remove(k);
+            }
+        }
+        pipe.watcher = Watcher::new(paths(&new));
+        let delta = pipe.watcher.scan();
+        if let Some(m) = pipe.kmaps.as_mut() {
+            m.apply(&delta, true);
+        }
+        pipe.metrics.watched_inodes.set(pipe.watcher.len() as i64);
+        add_watches(watches, &pipe.watcher.inotify_dirs());
+    }
+    pipe.policy = Policy::from_config(&new);
+    for (field, changed) in [
+        ("metrics", new.metrics != cur.metrics),
+        ("protected", new.protected != cur.protected),
+        ("dumps", new.dumps != cur.dumps),
+    ] {
+        if changed {
+            tracing::warn!("config reload: [{field}] changed; it takes effect at the next restart");
+        }
+    }
+    new.metrics = cur.metrics.clone();
+    new.protected = cur.protected.clone();
+    new.dumps = cur.dumps.clone();
+    *cur = new;
+    count("ok");
+    tracing::info!(
+        "config reloaded from {}: {} key paths ({} inodes), {} key-name rules, {} allow entries, outputs: {}",
+        path.display(),
+        cur.key_path.len(),
+        pipe.watcher.len(),
+        cur.key_name.len(),
+        cur.allow.len(),
+        pipe.outputs.names().join(", ")
+    );
 }
 
 fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {

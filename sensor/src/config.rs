@@ -132,7 +132,7 @@ impl Default for Metrics {
     }
 }
 
-/// `[alerts]`: where alerts go, one JSON object per line.
+/// `[alerts]`: where alerts go. Each output has its own bounded queue.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Alerts {
@@ -140,13 +140,34 @@ pub struct Alerts {
     pub stdout: bool,
     /// JSON lines appended to this file (absolute path).
     pub file: Option<PathBuf>,
+    /// Rotate the file before it would exceed this many bytes (0: never).
+    pub file_max_bytes: u64,
+    /// Rotated files kept: FILE.1 (newest) to FILE.N.
+    pub file_keep: u32,
+    /// RFC 5424 messages to the local syslog socket.
+    pub syslog: bool,
+    /// The syslog socket (unix datagram).
+    pub syslog_socket: PathBuf,
+    /// Syslog facility name (auth, authpriv, daemon, local0..local7, ...).
+    pub syslog_facility: String,
+    /// Alerts each output may hold before it drops (and counts) more.
+    pub queue: usize,
 }
+
+/// Largest `alerts.queue`.
+pub const MAX_QUEUE: usize = 1 << 20;
 
 impl Default for Alerts {
     fn default() -> Self {
         Self {
             stdout: true,
             file: None,
+            file_max_bytes: 100 << 20,
+            file_keep: 5,
+            syslog: false,
+            syslog_socket: PathBuf::from("/dev/log"),
+            syslog_facility: "authpriv".into(),
+            queue: 4096,
         }
     }
 }
@@ -458,13 +479,42 @@ impl Config {
     }
 
     fn validate_alerts(&self) -> Result<(), Invalid> {
-        if let Some(f) = &self.alerts.file {
+        let a = &self.alerts;
+        if let Some(f) = &a.file {
             absolute("alerts.file", f)?;
         }
-        if !self.alerts.stdout && self.alerts.file.is_none() {
+        if !a.stdout && a.file.is_none() && !a.syslog {
             return invalid(
                 "alerts",
-                "no output: set stdout = true or a file, or alerts would be lost",
+                "no output: set stdout = true, a file or syslog = true, or alerts would be lost",
+            );
+        }
+        if a.file_max_bytes != 0 && a.file_max_bytes < 4096 {
+            return invalid(
+                "alerts.file_max_bytes",
+                format!(
+                    "{} is too small: at least 4096, or 0 (never rotate)",
+                    a.file_max_bytes
+                ),
+            );
+        }
+        if a.file_keep > 1000 {
+            return invalid("alerts.file_keep", "at most 1000 rotated files");
+        }
+        absolute("alerts.syslog_socket", &a.syslog_socket)?;
+        if crate::alert::syslog_facility(&a.syslog_facility).is_none() {
+            return invalid(
+                "alerts.syslog_facility",
+                format!(
+                    "{:?} is not a facility: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, ntp, audit, alert, clock, local0 .. local7",
+                    a.syslog_facility
+                ),
+            );
+        }
+        if a.queue == 0 || a.queue > MAX_QUEUE {
+            return invalid(
+                "alerts.queue",
+                format!("{}: between 1 and {MAX_QUEUE}", a.queue),
             );
         }
         Ok(())
@@ -890,6 +940,21 @@ mod tests {
         invalid_field("[alerts]\nstdout = false\n", "alerts");
         let c = Config::parse("[alerts]\nstdout = false\nfile = \"/a.jsonl\"\n", "t").unwrap();
         assert_eq!(c.alerts.file.as_deref(), Some(Path::new("/a.jsonl")));
+        let c = Config::parse("[alerts]\nstdout = false\nsyslog = true\n", "t").unwrap();
+        assert_eq!(c.alerts.syslog_socket, Path::new("/dev/log"));
+        invalid_field("[alerts]\nfile_max_bytes = 100\n", "alerts.file_max_bytes");
+        Config::parse("[alerts]\nfile_max_bytes = 0\n", "t").unwrap();
+        invalid_field("[alerts]\nfile_keep = 5000\n", "alerts.file_keep");
+        invalid_field(
+            "[alerts]\nsyslog_socket = \"dev/log\"\n",
+            "alerts.syslog_socket",
+        );
+        let s = invalid_field(
+            "[alerts]\nsyslog_facility = \"local9\"\n",
+            "alerts.syslog_facility",
+        );
+        assert!(s.contains("\"local9\""), "{s}");
+        invalid_field("[alerts]\nqueue = 0\n", "alerts.queue");
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn main() -> ExitCode {
             let opts = agent::RunOptions {
                 empty_programs: bench_empty_programs,
                 ring_bytes: ring_buffer_bytes,
+                config_path: config.clone(),
             };
             match rt.block_on(agent::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub process_table_entries: IntGauge,
     pub watched_inodes: IntGauge,
     pub output_dropped: IntCounterVec,
+    pub config_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub unresolved_failed_opens: IntCounter,
     pub core_dumps: IntCounterVec,
@@ -70,6 +71,15 @@ impl Metrics {
             "Alerts an output could not take (queue full or write error).",
             &["output"],
         )?;
+        let config_reloads = counter_vec(
+            &r,
+            "keysentry_config_reloads_total",
+            "Config reloads at SIGHUP: ok, or invalid (the running config was kept).",
+            &["result"],
+        )?;
+        for result in ["ok", "invalid"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let probe_attached = IntGaugeVec::new(
             Opts::new(
                 "keysentry_probe_attached",
@@ -139,6 +149,7 @@ impl Metrics {
             process_table_entries,
             watched_inodes,
             output_dropped,
+            config_reloads,
             build_info,
             unresolved_failed_opens,
             core_dumps,

@@ -30,6 +30,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gdb", "gcore, the userspace-dump test's real dumper"),
     ("curl", "an exfiltration test's sender"),
     ("netcat-openbsd", "an exfiltration test's sender (nc)"),
+    (
+        "prometheus",
+        "the Prometheus server and promtool for tests/tests/prometheus.rs",
+    ),
 ];
 
 /// The rustup toolchain name linked to Debian's compiler in /usr.

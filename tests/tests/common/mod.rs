@@ -143,6 +143,21 @@ impl Sensor {
         self.child.id()
     }
 
+    /// Rewrites the config file `start` wrote (same `[metrics]`; `alerts`:
+    /// extra lines of `[alerts]`; `body`: the rest) and sends SIGHUP.
+    pub fn reload(&mut self, dir: &Path, alerts: &str, body: &str) {
+        std::fs::write(
+            dir.join("keysentry.toml"),
+            format!(
+                "[metrics]\nlisten = \"127.0.0.1:{}\"\n[alerts]\nstdout = true\n{alerts}\n\n{body}",
+                self.metrics_port
+            ),
+        )
+        .unwrap();
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    }
+
     /// Waits for a log line containing `needle`.
     pub fn wait_log(&mut self, needle: &str) -> String {
         let deadline = deadline();

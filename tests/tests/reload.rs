@@ -1,0 +1,128 @@
+//! SIGHUP reloads the config: a valid file changes behaviour at once, an
+//! invalid one is refused (the log names the field) and the old config
+//! keeps running. Real opens against the real sensor.
+
+mod common;
+
+use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
+
+use common::*;
+
+const RULE: &str = "key-file-open";
+
+fn mkdir(p: &Path) {
+    std::fs::create_dir(p).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Opens `file` with /usr/bin/cat; returns its pid.
+fn cat(file: &Path) -> u32 {
+    let mut c = Command::new("/usr/bin/cat")
+        .arg(file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = c.id();
+    assert!(c.wait().unwrap().success());
+    pid
+}
+
+fn reloads(s: &Sensor, result: &str) -> f64 {
+    s.metric(&format!(
+        "keysentry_config_reloads_total{{result=\"{result}\"}}"
+    ))
+    .unwrap_or_else(|| panic!("no keysentry_config_reloads_total{{result={result:?}}}"))
+}
+
+#[test]
+fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
+    let tmp = tempdir();
+    let root = tmp.path();
+    let keys = root.join("keys");
+    let more = root.join("more-keys");
+    mkdir(&keys);
+    mkdir(&more);
+    let secret = keys.join("signing.secret");
+    let marker = keys.join("zz-marker");
+    let later = more.join("later.secret");
+    for f in [&secret, &marker, &later] {
+        std::fs::write(f, b"not really a key").unwrap();
+    }
+    let alerts_file = root.join("out/alerts.jsonl");
+    let v1 = format!("[[key_path]]\npath = \"{}\"\n", keys.display());
+    let mut s = Sensor::start(root, &v1);
+    assert_eq!(reloads(&s, "ok"), 0.0);
+    assert_eq!(reloads(&s, "invalid"), 0.0);
+
+    // Before: cat alerts on the key, the other directory is not watched.
+    let cat1 = cat(&secret);
+    let (other1, st) = actor(&["open", later.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let a = s.alerts_until_marker(&marker);
+    assert_eq!(by_pid(&a, RULE, cat1).len(), 1, "{a:#?}");
+    assert!(by_pid(&a, RULE, other1).is_empty(), "{a:#?}");
+
+    // A valid config: cat allowed for the key directory, a second key
+    // path, and a file output.
+    let v2 = format!(
+        "{v1}[[key_path]]\npath = \"{}\"\n[[allow]]\nexe = \"/usr/bin/cat\"\nkey_path = \"{}\"\n",
+        more.display(),
+        keys.display()
+    );
+    let file_line = format!("file = \"{}\"", alerts_file.display());
+    s.reload(root, &file_line, &v2);
+    let line = s.wait_log("config reloaded");
+    assert!(line.contains("2 key paths"), "{line}");
+    assert!(line.contains("stdout, file"), "{line}");
+    assert_eq!(reloads(&s, "ok"), 1.0);
+    let cat2 = cat(&secret);
+    let (other2, st) = actor(&["open", later.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let a = s.alerts_until_marker(&marker);
+    assert!(by_pid(&a, RULE, cat2).is_empty(), "allowed now: {a:#?}");
+    let new_key = by_pid(&a, RULE, other2);
+    assert_eq!(new_key.len(), 1, "new key path: {a:#?}");
+    assert_eq!(new_key[0]["target"]["path"], later.to_str().unwrap());
+    assert_eq!(new_key[0]["open"]["key_path"], more.to_str().unwrap());
+    // The new file output gets the same alert (its own thread: waited
+    // for with a deadline).
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let written = std::fs::read_to_string(&alerts_file).unwrap_or_default();
+        let seen = written.lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["rule"] == RULE && v["process"]["pid"] == other2
+        });
+        if seen {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "file output: {written}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+
+    // An invalid config: refused, the field named, the old config kept.
+    let bad = format!("{v2}[[key_path]]\npath = \"relative/keys\"\n");
+    s.reload(root, &file_line, &bad);
+    let line = s.wait_log("config reload failed");
+    assert!(line.contains("key_path[2].path"), "{line}");
+    assert!(line.contains("must be absolute"), "{line}");
+    assert_eq!(reloads(&s, "invalid"), 1.0);
+    assert_eq!(reloads(&s, "ok"), 1.0);
+    let cat3 = cat(&secret);
+    let (other3, st) = actor(&["open", later.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let a = s.alerts_until_marker(&marker);
+    assert!(by_pid(&a, RULE, cat3).is_empty(), "still allowed: {a:#?}");
+    assert_eq!(by_pid(&a, RULE, other3).len(), 1, "still watched: {a:#?}");
+
+    // A TOML error names the key too.
+    s.reload(
+        root,
+        &file_line,
+        &format!("{v2}[[allow]]\nexe = \"/x\"\nbogus = 1\n"),
+    );
+    let line = s.wait_log("config reload failed");
+    assert!(line.contains("bogus"), "{line}");
+    assert_eq!(reloads(&s, "invalid"), 2.0);
+    assert!(s.stop().success());
+}
