@@ -344,7 +344,7 @@ fn a_full_ring_buffer_is_counted_per_kind_never_silent() {
     }
     // Every open is accounted for, delivered or lost (lost counts are read
     // by the agent on its 50 ms drain, so wait for them with a deadline).
-    let end = std::time::Instant::now() + DEADLINE;
+    let end = std::time::Instant::now() + deadline();
     let mut got = seen(&s) - before;
     while got < n as f64 {
         assert!(
