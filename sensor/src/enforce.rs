@@ -164,7 +164,8 @@ impl Pipeline {
             ENF_KEY_OPEN => {
                 let rec = OpenRecord {
                     task: d.task.clone(),
-                    failed: false,
+                    // An attempt that failed (EPERM), as the policy words it.
+                    failed: true,
                     ret: -EPERM,
                     dev: d.dev,
                     ino: d.ino,
