@@ -93,7 +93,7 @@ fn allowed(exe: &InodeKey, scope: u32, target: Option<&InodeKey>) -> bool {
         k.target_dev = t.dev;
         k.target_ino = t.ino;
     }
-    unsafe { ALLOWED.get(&k).is_some() }
+    unsafe { ALLOWED.get(k).is_some() }
 }
 
 /// Reports a denial. `file` (when not null) gives the record its file.
@@ -149,7 +149,7 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     let Some(target) = (unsafe { rd::<u32>(child, off!(task_tgid)) }) else {
         return 0;
     };
-    if target == actor || target <= 1 || unsafe { PROTECTED.get(&target) }.is_none() {
+    if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
     let rule = match syscall_nr() {
@@ -200,7 +200,7 @@ pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
     let Some(target) = (unsafe { rd::<u32>(p as Ptr, off!(task_tgid)) }) else {
         return 0;
     };
-    if target == actor || target <= 1 || unsafe { PROTECTED.get(&target) }.is_none() {
+    if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
     unsafe {
@@ -244,7 +244,7 @@ pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
     let file: u64 = ctx.arg(0);
     let file = file as Ptr;
     // The core file the kernel opens for a protected process that dumps.
-    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(&actor) }.is_some() && unsafe { dumping() }
+    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && unsafe { dumping() }
     {
         let key = unsafe { file_identity(file) }
             .map(|(k, _)| k)
@@ -265,7 +265,7 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
             return 0;
         };
         let mut watch_id = None;
-        if let Some(w) = WATCHED.get(&key)
+        if let Some(w) = WATCHED.get(key)
             && w.flags & WATCH_SELF != 0
         {
             // Tracked files (dumps, copies) are dump-file-access's.
@@ -291,7 +291,7 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
                 _pad: 0,
                 ino: pino,
             };
-            if let Some(w) = WATCHED.get(&pkey)
+            if let Some(w) = WATCHED.get(pkey)
                 && w.flags & WATCH_CHILDREN != 0
             {
                 watch_id = Some(w.watch_id);
