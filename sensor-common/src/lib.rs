@@ -56,13 +56,15 @@ pub enum EventKind {
     NetSend = 32,
     /// A rename or link whose source names a tracked file or a key name.
     PathChange = 33,
+    /// A BPF LSM hook denied an operation (rule in enforce mode).
+    Denied = 24,
 }
 
 /// Number of slots in the lost-event counter array.
 pub const KIND_SLOTS: u32 = 32;
 
 impl EventKind {
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 14] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -76,6 +78,7 @@ impl EventKind {
         EventKind::FileClose,
         EventKind::NetSend,
         EventKind::PathChange,
+        EventKind::Denied,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -98,6 +101,7 @@ impl EventKind {
             EventKind::FileClose => "file_close",
             EventKind::NetSend => "net_send",
             EventKind::PathChange => "path_change",
+            EventKind::Denied => "denied",
         }
     }
 
@@ -118,6 +122,7 @@ impl EventKind {
             EventKind::FileClose => core::mem::size_of::<FileCloseEvent>(),
             EventKind::NetSend => core::mem::size_of::<NetSendEvent>(),
             EventKind::PathChange => core::mem::size_of::<PathChangeEvent>(),
+            EventKind::Denied => core::mem::size_of::<DeniedEvent>(),
         }
     }
 }
@@ -479,7 +484,7 @@ pub const fn is_dump_signal(sig: u32) -> bool {
 
 /// Key of the watched-inode map.
 #[repr(C)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct InodeKey {
     pub dev: u32,
     pub _pad: u32,
@@ -589,6 +594,13 @@ pub struct KernelOffsets {
     pub io_kiocb_file: u32,
     pub _pad_iou: u32,
     pub iou_sink_ops: u64,
+    /// task_struct.flags (PF_DUMPCORE), task_struct.signal,
+    /// signal_struct.core_state (non-null while the process dumps core).
+    pub task_flags: u32,
+    pub task_signal: u32,
+    pub signal_core_state: u32,
+    /// pt_regs.orig_ax: the current syscall number (LSM hooks).
+    pub pt_regs_orig_ax: u32,
 }
 
 /// Run-time switches handed to the programs as a global.
@@ -604,7 +616,77 @@ pub struct SensorSettings {
     pub _pad: u32,
 }
 
+/// Rules an LSM hook can enforce (bit numbers of the kernel's `ENFORCE[0]`,
+/// values of `DeniedEvent::rule`).
+pub const ENF_KEY_OPEN: u32 = 0;
+pub const ENF_PTRACE: u32 = 1;
+pub const ENF_VM_READ: u32 = 2;
+pub const ENF_VM_WRITE: u32 = 3;
+pub const ENF_PROC_MEM: u32 = 4;
+pub const ENF_PIDFD_GETFD: u32 = 5;
+pub const ENF_FORCED_CRASH: u32 = 6;
+pub const ENF_CORE_DUMP: u32 = 7;
+/// Rule names of the ENF_* bits, in bit order.
+pub const ENF_RULES: [&str; 8] = [
+    "key-file-open",
+    "ptrace-attach",
+    "process-vm-read",
+    "process-vm-write",
+    "proc-mem-open",
+    "pidfd-getfd",
+    "forced-crash",
+    "core-dump",
+];
+
+/// `AllowKey::scope` of a memory-access allowance (actor exe may access
+/// processes running the target exe).
+pub const ALLOW_MEMORY: u32 = u32::MAX - 1;
+/// `AllowKey::scope` of a key-file allowance covering every key path.
+pub const ALLOW_ANY_KEY: u32 = u32::MAX;
+
+/// An `[[allow]]` entry as the LSM hooks check it: the actor's executable
+/// (dev, inode), the key_path index it may open (or ALLOW_*), and for
+/// memory allowances the target's executable.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AllowKey {
+    pub dev: u32,
+    pub scope: u32,
+    pub ino: u64,
+    pub target_dev: u32,
+    pub _pad: u32,
+    pub target_ino: u64,
+}
+
+/// An operation a BPF LSM hook denied (EPERM) because its rule is in
+/// enforce mode. The header describes the actor (for `ENF_CORE_DUMP`, the
+/// dumping process).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct DeniedEvent {
+    pub hdr: Header,
+    /// ENF_* value.
+    pub rule: u32,
+    /// Target process (tgid) for the memory rules and forced-crash.
+    pub target: u32,
+    /// Signal (forced-crash); ptrace access mode (memory rules).
+    pub arg: u32,
+    /// Syscall number of the actor (orig_ax), -1 when none.
+    pub syscall: i32,
+    /// The file (key-file-open, core-dump).
+    pub ino: u64,
+    pub dev: u32,
+    /// Watch entry value (key_path index) for key-file-open.
+    pub watch_id: u32,
+    /// file f_flags (key-file-open, core-dump).
+    pub flags: u32,
+    pub _pad: u32,
+    pub path: KPath,
+}
+
 const _: () = assert!(core::mem::size_of::<Header>() == 56);
+const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
+const _: () = assert!(core::mem::size_of::<AllowKey>() == 32);
 const _: () = assert!(core::mem::size_of::<KPath>() == 8 + PATH_BUF);
 const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
@@ -631,6 +713,7 @@ mod user {
     unsafe impl aya::Pod for WriteKey {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for SensorSettings {}
+    unsafe impl aya::Pod for AllowKey {}
     unsafe impl aya::Pod for names::NamePatterns {}
     unsafe impl aya::Pod for names::NameKey {}
 }

@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    EventKind, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, Taint, WatchEntry, WriteKey,
+    AllowKey, EventKind, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, Taint, WatchEntry,
+    WriteKey,
     names::{NameKey, NamePatterns},
 };
 
@@ -88,6 +89,15 @@ pub static WRITTEN: LruHashMap<WriteKey, u32> = LruHashMap::with_max_entries(163
 /// (process, socket address) pairs already reported as sent on.
 #[map]
 pub static SENT: LruHashMap<[u64; 2], u32> = LruHashMap::with_max_entries(8192, 0);
+
+/// `[[allow]]` entries the LSM hooks honour (actor exe, scope, target exe).
+#[map]
+pub static ALLOWED: HashMap<AllowKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// [0]: bit per ENF_* rule in enforce mode (written by user space once it
+/// knows the kernel runs BPF LSM).
+#[map]
+pub static ENFORCE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Key-file name patterns.
 #[map]

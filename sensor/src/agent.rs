@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub ring_bytes: u32,
     /// The config file, re-read at SIGHUP (None: the embedded default).
     pub config_path: Option<PathBuf>,
+    /// `--backend`: tracepoint forces the tracepoint backend (no LSM).
+    pub backend: loader::Backend,
 }
 
 /// Refuses to start without the privileges loading needs.
@@ -169,6 +171,9 @@ pub struct Pipeline {
     pub(crate) recent_crashes: std::collections::VecDeque<Origin>,
     /// Tracked files to scan for key material.
     pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<(u32, PathBuf)>>,
+    /// Threads a BPF LSM hook just denied (their follow-up failures are
+    /// not alerted again).
+    pub(crate) denied_threads: crate::enforce::DeniedThreads,
 }
 
 /// Most actors remembered for reconnaissance.
@@ -208,6 +213,7 @@ impl Pipeline {
             pending_udumps: Vec::new(),
             scan_tx: None,
             recent_crashes: Default::default(),
+            denied_threads: Default::default(),
         }
     }
 
@@ -302,6 +308,7 @@ impl Pipeline {
                 {
                     self.helper_exited(task.pid);
                 }
+                self.denied_threads.exited(task.tid);
                 self.procs.exit(task.pid);
                 self.protector.on_exit(task.pid);
                 self.recon.remove(&task.pid);
@@ -310,10 +317,20 @@ impl Pipeline {
                     self.dump_helpers.remove(&task.pid);
                 }
             }
+            // The exit tracepoint's view of an open an LSM hook denied.
+            Event::Open(rec)
+                if rec.failed && self.denied_threads.take_open(rec.task.tid, rec.ret) => {}
             Event::Open(rec) if rec.proc_file != 0 => self.proc_file_open(&rec),
             Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => self.tracked_open(&rec),
             Event::Open(rec) => self.key_open(&rec),
+            Event::Mem(m)
+                if self.denied_threads.follows_denial(
+                    m.task.tid,
+                    self.procs.tgid_of(m.target),
+                    m.ret,
+                ) => {}
             Event::Mem(m) => self.mem_access(&m),
+            Event::Denied(d) => self.denied(&d),
             Event::Signal(s) => self.dump_signal(&s),
             Event::DumpConfig(d) => self.dump_config(&d),
             Event::FileWrite(w) => self.file_write(&w),
@@ -756,6 +773,35 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     };
     loader::attach_all(&mut ebpf, &metrics, &skip)?;
 
+    // Enforcement: only where BPF LSM is active and a rule asks for it.
+    let lsm = loader::probe_lsm(&mut ebpf, opts.backend);
+    let enforce = loader::effective_enforce(cfg.enforce_bits(), &lsm);
+    tracing::info!(
+        "backend: tracepoints detect; BPF LSM {} ({}); enforcing: {}",
+        if lsm.available {
+            "available"
+        } else {
+            "unavailable"
+        },
+        lsm.reason,
+        if enforce == 0 {
+            "nothing (every rule in observe mode)".to_string()
+        } else {
+            loader::rule_names(enforce)
+        }
+    );
+    {
+        let mut allowed: BpfHashMap<&mut MapData, sensor_common::AllowKey, u32> =
+            BpfHashMap::try_from(ebpf.map_mut("ALLOWED").context("map ALLOWED")?)?;
+        for k in crate::enforce::allow_keys(&cfg) {
+            allowed.insert(k, 1, 0)?;
+        }
+        let mut bits: Array<&mut MapData, u32> =
+            Array::try_from(ebpf.map_mut("ENFORCE").context("map ENFORCE")?)?;
+        bits.set(0, enforce, 0)?;
+    }
+    loader::attach_lsm(&mut ebpf, &metrics, enforce)?;
+
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
     // so the fd stays open for as long as it is registered.
@@ -1012,4 +1058,83 @@ fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Met
             seen[i as usize] = total;
         }
     }
+}
+
+/// `keysentry probes`: for each detection, the hook that serves it on this
+/// kernel and why; for each enforceable rule, its mode and whether BPF LSM
+/// can enforce it. Loads the object (and one LSM program, to ask the
+/// kernel) but attaches nothing.
+pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
+    use std::fmt::Write;
+    check_privileges()?;
+    tracefs::ensure_mounted()?;
+    let kbtf = btf::KernelBtf::load()?;
+    let offsets = btf::kernel_offsets(&kbtf)?;
+    let settings = SensorSettings {
+        self_pid: std::process::id(),
+        empty_programs: 0,
+        wakeup_bytes: 1 << 16,
+        _pad: 0,
+    };
+    let mut ebpf = loader::load(&offsets, &settings, 1 << 16)?;
+    let lsm = loader::probe_lsm(&mut ebpf, backend);
+    let enforce = loader::effective_enforce(cfg.enforce_bits(), &lsm);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let kernel = kernel.trim();
+    let mut out = String::new();
+    let _ = writeln!(out, "kernel {kernel}");
+    let _ = writeln!(
+        out,
+        "BPF LSM: {} ({})",
+        if lsm.available {
+            "available"
+        } else {
+            "unavailable"
+        },
+        lsm.reason
+    );
+    let _ = writeln!(out, "\ndetections (backend tracepoint):");
+    for p in loader::PROBES {
+        let status = match p.hook {
+            loader::Hook::Tracepoint(c, n) if !tracefs::has_tracepoint(c, n) => {
+                "unavailable: the tracepoint does not exist on this kernel"
+            }
+            _ if p.program == "ks_iou_complete" && !btf::has_io_uring(&offsets) => {
+                "unavailable: no io_uring offsets in the kernel's BTF"
+            }
+            _ => "available",
+        };
+        let _ = writeln!(out, "  {:<50} {:<48} {status}", p.serves, p.label());
+    }
+    let _ = writeln!(out, "\nenforcement (per [[rule]] mode; default observe):");
+    let requested = cfg.enforce_bits();
+    for (i, name) in sensor_common::ENF_RULES.iter().enumerate() {
+        let i = i as u32;
+        let lsm_hook = format!("lsm/{}", loader::lsm_probe_for(i).hook);
+        let line = if enforce & (1 << i) != 0 {
+            format!(
+                "enforce  {lsm_hook}: {} (denials), detection by {}",
+                lsm.reason,
+                loader::tracepoint_for(i)
+            )
+        } else if requested & (1 << i) != 0 {
+            format!(
+                "observe  {}: enforce requested but {} (runs in observe mode)",
+                loader::tracepoint_for(i),
+                lsm.reason
+            )
+        } else {
+            format!(
+                "observe  {}: rule in observe mode ({lsm_hook} {})",
+                loader::tracepoint_for(i),
+                if lsm.available {
+                    "available for enforce"
+                } else {
+                    "unavailable"
+                }
+            )
+        };
+        let _ = writeln!(out, "  {name:<18} {line}");
+    }
+    Ok(out)
 }

@@ -107,6 +107,11 @@ pub struct Alert {
     pub dump: Option<DumpDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowDetail>,
+    /// For the enforceable rules (`sensor_common::ENF_RULES`): "denied"
+    /// when a BPF LSM hook refused the operation, "observed" when it went
+    /// ahead. Absent on the other rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
 }
 
 /// Details of userspace-dump, dump-file-access, tracked-copy, exfiltration
@@ -540,7 +545,10 @@ impl Outputs {
     }
 
     /// Counts the alert and hands it to every output without waiting.
-    pub fn send(&self, alert: Alert) {
+    pub fn send(&self, mut alert: Alert) {
+        if alert.action.is_none() && sensor_common::ENF_RULES.contains(&alert.rule) {
+            alert.action = Some("observed");
+        }
         self.metrics
             .alerts
             .with_label_values(&[alert.rule, alert.severity.as_str()])
@@ -903,6 +911,7 @@ mod tests {
     #[test]
     fn schema_fields() {
         let a = Alert {
+            action: None,
             ts: rfc3339(0),
             rule: "key-file-open",
             severity: Severity::High,

@@ -203,6 +203,10 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         sk_v6_rcv_saddr: o("sock", "__sk_common.skc_v6_rcv_saddr")?,
         sk_type: o("sock", "sk_type")?,
         sk_protocol: o("sock", "sk_protocol")?,
+        task_flags: o("task_struct", "flags")?,
+        task_signal: o("task_struct", "signal")?,
+        signal_core_state: o("signal_struct", "core_state")?,
+        pt_regs_orig_ax: o("pt_regs", "orig_ax")?,
         ..Default::default()
     };
     // The programs read these with fixed offsets: refuse a kernel whose

@@ -86,6 +86,28 @@ pub struct Config {
     pub allow: Vec<Allow>,
     #[serde(default)]
     pub dumps: Dumps,
+    #[serde(default)]
+    pub rule: Vec<RuleMode>,
+}
+
+/// `[[rule]]`: the mode of one enforceable rule (docs/enforcement.md).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMode {
+    /// A rule name from `sensor_common::ENF_RULES`.
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Alert only (the default).
+    #[default]
+    Observe,
+    /// Deny with EPERM where BPF LSM is active, and alert.
+    Enforce,
 }
 
 /// `[dumps]`: where crash handlers keep dumps.
@@ -472,6 +494,7 @@ impl Config {
         self.validate_key_names()?;
         self.validate_protected()?;
         self.validate_allow()?;
+        self.validate_rules()?;
         for (i, d) in self.dumps.dirs.iter().enumerate() {
             absolute(&format!("dumps.dirs[{i}]"), d)?;
         }
@@ -518,6 +541,37 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    fn validate_rules(&self) -> Result<(), Invalid> {
+        for (i, r) in self.rule.iter().enumerate() {
+            if !sensor_common::ENF_RULES.contains(&r.name.as_str()) {
+                return invalid(
+                    format!("rule[{i}].name"),
+                    format!(
+                        "{:?} is not an enforceable rule; one of: {}",
+                        r.name,
+                        sensor_common::ENF_RULES.join(", ")
+                    ),
+                );
+            }
+            if let Some(j) = self.rule[..i].iter().position(|o| o.name == r.name) {
+                return invalid(
+                    format!("rule[{i}].name"),
+                    format!("{:?} is already set by rule[{j}]", r.name),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Bit per ENF_* rule configured with `mode = "enforce"`.
+    pub fn enforce_bits(&self) -> u32 {
+        self.rule
+            .iter()
+            .filter(|r| r.mode == Mode::Enforce)
+            .filter_map(|r| sensor_common::ENF_RULES.iter().position(|n| *n == r.name))
+            .fold(0, |bits, i| bits | 1 << i)
     }
 
     fn validate_key_paths(&self) -> Result<(), Invalid> {
@@ -1003,6 +1057,29 @@ mod tests {
         let c = Config::parse("[[allow]]\nexe = \"/usr/bin/x\"\ndumps = true\n", "t").unwrap();
         assert!(c.allow[0].dumps);
         assert_eq!(Config::default_config().dumps, Dumps::default());
+    }
+
+    #[test]
+    fn rule_modes() {
+        let c = Config::parse(
+            "[[rule]]\nname = \"ptrace-attach\"\nmode = \"enforce\"\n[[rule]]\nname = \"core-dump\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.rule[1].mode, Mode::Observe);
+        assert_eq!(c.enforce_bits(), 1 << sensor_common::ENF_PTRACE);
+        let e = invalid_field(
+            "[[rule]]\nname = \"key-open\"\nmode = \"enforce\"\n",
+            "rule[0].name",
+        );
+        assert!(e.contains("key-file-open"), "{e}");
+        invalid_field(
+            "[[rule]]\nname = \"core-dump\"\n[[rule]]\nname = \"core-dump\"\nmode = \"enforce\"\n",
+            "rule[1].name",
+        );
+        let e = bad("[[rule]]\nname = \"core-dump\"\nmode = \"deny\"\n");
+        assert!(e.contains("mode") || e.contains("deny"), "{e}");
+        assert_eq!(Config::default_config().enforce_bits(), 0);
     }
 
     #[test]

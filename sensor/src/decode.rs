@@ -8,7 +8,7 @@ use std::{
 };
 
 use sensor_common::{
-    ARG_BUF, CMDLINE_BUF, COMM_LEN, DumpConfigEvent, EventKind, ExecEvent, ExitEvent,
+    ARG_BUF, CMDLINE_BUF, COMM_LEN, DeniedEvent, DumpConfigEvent, EventKind, ExecEvent, ExitEvent,
     FileCloseEvent, FileWriteEvent, ForkEvent, Header, KPath, MemAccessEvent, NetSendEvent,
     OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, PathChangeEvent, SignalEvent, Taint,
 };
@@ -187,6 +187,28 @@ pub enum Event {
     },
     NetSend(SendRecord),
     PathChange(PathRecord),
+    Denied(DeniedRecord),
+}
+
+/// An operation a BPF LSM hook denied (a rule in enforce mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedRecord {
+    /// The actor (for core-dump: the process that was dumping).
+    pub task: Task,
+    /// ENF_* value.
+    pub rule: u32,
+    /// Target tgid (memory rules, forced-crash).
+    pub target: u32,
+    /// Signal (forced-crash) or ptrace access mode.
+    pub arg: u32,
+    /// The actor's syscall number, -1 when none.
+    pub syscall: i32,
+    pub dev: u32,
+    pub ino: u64,
+    pub watch_id: u32,
+    pub flags: u32,
+    /// The file (key-file-open, core-dump).
+    pub path: Option<String>,
 }
 
 impl Event {
@@ -205,6 +227,7 @@ impl Event {
             Event::FileClose { .. } => EventKind::FileClose,
             Event::NetSend(_) => EventKind::NetSend,
             Event::PathChange(_) => EventKind::PathChange,
+            Event::Denied(_) => EventKind::Denied,
         }
     }
 }
@@ -406,6 +429,22 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 new_dfd: p.new_dfd,
                 old: cstr(&p.old[..old]),
                 new: cstr(&p.new[..new]),
+            })
+        }
+        EventKind::Denied => {
+            let f = |o: usize| -> u32 { at(buf, o) };
+            let h2 = task(&h);
+            Event::Denied(DeniedRecord {
+                task: h2,
+                rule: f(offset_of!(DeniedEvent, rule)),
+                target: f(offset_of!(DeniedEvent, target)),
+                arg: f(offset_of!(DeniedEvent, arg)),
+                syscall: at(buf, offset_of!(DeniedEvent, syscall)),
+                dev: f(offset_of!(DeniedEvent, dev)),
+                ino: at(buf, offset_of!(DeniedEvent, ino)),
+                watch_id: f(offset_of!(DeniedEvent, watch_id)),
+                flags: f(offset_of!(DeniedEvent, flags)),
+                path: kpath_at(buf, offset_of!(DeniedEvent, path)).map(|(p, _)| p),
             })
         }
         EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {

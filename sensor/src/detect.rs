@@ -211,6 +211,7 @@ impl Policy {
             }
         );
         Some(Alert {
+            action: None,
             ts,
             rule: m.rule,
             severity,
@@ -378,6 +379,7 @@ impl Policy {
             )
         };
         Some(Alert {
+            action: None,
             ts,
             rule: RULE_KEY_FILE_OPEN,
             severity,
@@ -446,6 +448,7 @@ impl Policy {
             target.pid
         );
         Alert {
+            action: None,
             ts,
             rule: RULE_FORCED_CRASH,
             severity: Severity::High,
@@ -487,6 +490,7 @@ impl Policy {
             detail.signal.as_deref().unwrap_or("a signal")
         );
         Alert {
+            action: None,
             ts,
             rule: RULE_CORE_DUMP,
             severity: Severity::Critical,
@@ -542,6 +546,7 @@ impl Policy {
             if ok { "changed" } else { "tried to change" }
         );
         Alert {
+            action: None,
             ts,
             rule: RULE_DUMP_CONFIG,
             severity,
@@ -602,6 +607,7 @@ pub struct FlowAlert<'a> {
 impl Policy {
     pub fn flow_alert(&self, f: FlowAlert<'_>, host: &str, ts: String) -> Alert {
         Alert {
+            action: None,
             ts,
             rule: f.rule,
             severity: f.severity,

@@ -1,7 +1,8 @@
 //! keysentry's user-space agent. Stages, in the order an event flows:
 //! `loader` (load + attach) -> `agent` (ring buffer, event loop) ->
 //! `decode` -> `proctab` (enrich) -> `detect` (rules) -> `alert` / `metrics`
-//! (outputs). `config`, `watch`, `btf` and `tracefs` prepare the kernel side.
+//! (outputs). `config`, `watch`, `btf` and `tracefs` prepare the kernel side;
+//! `enforce` feeds the BPF LSM hooks and alerts their denials.
 
 pub mod agent;
 pub mod alert;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod coredump;
 pub mod decode;
 pub mod detect;
+pub mod enforce;
 pub mod flows;
 pub mod loader;
 pub mod metrics;

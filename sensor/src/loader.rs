@@ -2,13 +2,23 @@
 //! each probe names its hook, whether the sensor can run without it, and the
 //! detection it serves. Optional probes that the kernel lacks are reported
 //! (log line and keysentry_probe_attached 0) and the sensor runs on the rest.
+//!
+//! Two backends. Tracepoints detect, on every kernel. BPF LSM hooks
+//! (`LSM_PROBES`) enforce: at start the sensor checks what the kernel
+//! allows (BTF, `bpf` in /sys/kernel/security/lsm, a real LSM program
+//! load) and attaches an LSM hook only where that works and a rule it
+//! serves is in enforce mode; the hook then reports only its denials, so
+//! an event is never alerted twice.
 
 use anyhow::{Context, Result, bail};
 use aya::{
-    Ebpf, EbpfLoader,
-    programs::{RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+    programs::{Lsm, RawTracePoint, TracePoint},
 };
-use sensor_common::{KernelOffsets, SensorSettings};
+use sensor_common::{
+    ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN, ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE,
+    ENF_RULES, ENF_VM_READ, ENF_VM_WRITE, KernelOffsets, SensorSettings,
+};
 
 use crate::{metrics::Metrics, tracefs};
 
@@ -21,6 +31,211 @@ pub enum Hook {
     Tracepoint(&'static str, &'static str),
     /// Raw tracepoint.
     Raw(&'static str),
+    /// BPF LSM hook.
+    Lsm(&'static str),
+}
+
+/// An enforcing LSM hook and the rules (ENF_* bits) it enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct LsmProbe {
+    pub program: &'static str,
+    pub hook: &'static str,
+    /// Bit per ENF_* rule.
+    pub rules: u32,
+}
+
+pub const LSM_PROBES: &[LsmProbe] = &[
+    LsmProbe {
+        program: "ks_lsm_file_open",
+        hook: "file_open",
+        rules: 1 << ENF_KEY_OPEN | 1 << ENF_CORE_DUMP,
+    },
+    LsmProbe {
+        program: "ks_lsm_ptrace_access_check",
+        hook: "ptrace_access_check",
+        rules: 1 << ENF_PTRACE
+            | 1 << ENF_VM_READ
+            | 1 << ENF_VM_WRITE
+            | 1 << ENF_PROC_MEM
+            | 1 << ENF_PIDFD_GETFD,
+    },
+    LsmProbe {
+        program: "ks_lsm_task_kill",
+        hook: "task_kill",
+        rules: 1 << ENF_FORCED_CRASH,
+    },
+];
+
+/// The LSM hook that enforces rule bit `rule`.
+pub fn lsm_probe_for(rule: u32) -> &'static LsmProbe {
+    LSM_PROBES
+        .iter()
+        .find(|p| p.rules & (1 << rule) != 0)
+        .expect("every ENF_* rule has an LSM hook")
+}
+
+/// The tracepoint-side detection of each enforceable rule (what serves it
+/// in observe mode and where BPF LSM is not available).
+pub fn tracepoint_for(rule: u32) -> &'static str {
+    match rule {
+        ENF_KEY_OPEN => "tracepoint/syscalls/sys_exit_open* and io_uring:io_uring_complete",
+        ENF_PTRACE => "tracepoint/syscalls/sys_exit_ptrace",
+        ENF_VM_READ => "tracepoint/syscalls/sys_exit_process_vm_readv",
+        ENF_VM_WRITE => "tracepoint/syscalls/sys_exit_process_vm_writev",
+        ENF_PROC_MEM => "tracepoint/syscalls/sys_exit_openat (/proc/<pid>/mem)",
+        ENF_PIDFD_GETFD => "tracepoint/syscalls/sys_exit_pidfd_getfd",
+        ENF_FORCED_CRASH => "tracepoint/signal/signal_generate",
+        _ => "tracepoint/sched/sched_process_exit (exit code 0x80)",
+    }
+}
+
+/// Which backend the user asked for (`keysentry run --backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// BPF LSM for enforcement where the kernel allows it, tracepoints for
+    /// detection.
+    Auto,
+    /// Tracepoints only: no LSM program is loaded, nothing is denied.
+    Tracepoint,
+}
+
+/// What the running kernel allows for BPF LSM, and why.
+#[derive(Debug, Clone)]
+pub struct LsmSupport {
+    pub available: bool,
+    pub reason: String,
+}
+
+pub const SECURITYFS_LSM: &str = "/sys/kernel/security/lsm";
+
+/// The active LSMs (mounting securityfs when it is missing).
+fn active_lsms() -> Result<String> {
+    if !std::path::Path::new(SECURITYFS_LSM).exists() {
+        let _ = nix::mount::mount(
+            Some("securityfs"),
+            "/sys/kernel/security",
+            Some("securityfs"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
+    }
+    std::fs::read_to_string(SECURITYFS_LSM).with_context(|| format!("reading {SECURITYFS_LSM}"))
+}
+
+/// Checks BTF and the active LSM list, then loads (without attaching) the
+/// object's file_open LSM program: the kernel's answer is the real test
+/// (some kernels list bpf but refuse the load).
+pub fn probe_lsm(ebpf: &mut Ebpf, backend: Backend) -> LsmSupport {
+    let no = |reason: String| LsmSupport {
+        available: false,
+        reason,
+    };
+    if backend == Backend::Tracepoint {
+        return no("--backend tracepoint".into());
+    }
+    let btf = match Btf::from_sys_fs() {
+        Ok(b) => b,
+        Err(e) => return no(format!("no kernel BTF: {e}")),
+    };
+    match active_lsms() {
+        Ok(list) if list.trim().split(',').any(|l| l == "bpf") => {}
+        Ok(list) => {
+            return no(format!(
+                "bpf is not an active LSM ({SECURITYFS_LSM}: {}; boot with lsm=...,bpf)",
+                list.trim()
+            ));
+        }
+        Err(e) => return no(format!("{e:#}")),
+    }
+    let probe = &LSM_PROBES[0];
+    let res = (|| -> Result<()> {
+        let prog: &mut Lsm = ebpf
+            .program_mut(probe.program)
+            .with_context(|| format!("program {} missing from the object", probe.program))?
+            .try_into()?;
+        prog.load(probe.hook, &btf)?;
+        Ok(())
+    })();
+    match res {
+        Ok(()) => LsmSupport {
+            available: true,
+            reason: "BPF LSM active".into(),
+        },
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let why = if msg.contains("Operation not permitted") || msg.contains("EPERM") {
+                "LSM program load refused (EPERM)".to_string()
+            } else {
+                format!("LSM program load failed: {msg}")
+            };
+            no(why)
+        }
+    }
+}
+
+/// The enforce bits that can really be enforced: requested ones when BPF
+/// LSM is available, none otherwise (with a warning per rule).
+pub fn effective_enforce(requested: u32, lsm: &LsmSupport) -> u32 {
+    if requested != 0 && !lsm.available {
+        for (i, name) in ENF_RULES.iter().enumerate() {
+            if requested & (1 << i) != 0 {
+                tracing::warn!(
+                    "rule {name}: mode enforce requested, but BPF LSM is not available ({}): running in observe mode",
+                    lsm.reason
+                );
+            }
+        }
+        return 0;
+    }
+    requested
+}
+
+/// Attaches the LSM hooks that serve a rule in `enforce`; a hook that
+/// fails is fatal (the operator asked for enforcement).
+pub fn attach_lsm(ebpf: &mut Ebpf, metrics: &Metrics, enforce: u32) -> Result<()> {
+    let btf = if enforce != 0 {
+        Some(Btf::from_sys_fs().context("reading kernel BTF")?)
+    } else {
+        None
+    };
+    for p in LSM_PROBES {
+        let label = format!("lsm/{}", p.hook);
+        let wanted = p.rules & enforce != 0;
+        if let (true, Some(btf)) = (wanted, btf.as_ref()) {
+            let prog: &mut Lsm = ebpf
+                .program_mut(p.program)
+                .with_context(|| format!("program {} missing from the object", p.program))?
+                .try_into()?;
+            if prog.fd().is_err() {
+                prog.load(p.hook, btf)
+                    .with_context(|| format!("loading {}", p.program))?;
+            }
+            prog.attach()
+                .with_context(|| format!("attaching LSM hook {}", p.hook))?;
+            tracing::info!(
+                "attached {label}: enforcing {}",
+                rule_names(p.rules & enforce)
+            );
+        }
+        metrics
+            .probe_attached
+            .with_label_values(&[label.as_str(), "lsm"])
+            .set(wanted as i64);
+    }
+    Ok(())
+}
+
+/// "a, b" for the ENF_* bits in `bits`.
+pub fn rule_names(bits: u32) -> String {
+    ENF_RULES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -279,6 +494,7 @@ impl Probe {
         match self.hook {
             Hook::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
             Hook::Raw(n) => format!("raw_tp/{n}"),
+            Hook::Lsm(n) => format!("lsm/{n}"),
         }
     }
 }
@@ -317,7 +533,7 @@ pub fn attach_all(
         };
         metrics
             .probe_attached
-            .with_label_values(&[probe.label().as_str()])
+            .with_label_values(&[probe.label().as_str(), "tracepoint"])
             .set(res.is_ok() as i64);
         match &res {
             Ok(()) => tracing::debug!("attached {} ({})", probe.label(), probe.serves),
@@ -358,6 +574,7 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
             tp.attach(name)
                 .with_context(|| format!("attaching raw_tp {name}"))?;
         }
+        Hook::Lsm(hook) => bail!("LSM hook {hook} is attached by attach_lsm"),
     }
     Ok(())
 }

@@ -34,6 +34,19 @@ enum Cmd {
         /// Benchmarks only: attach every program but make each return at once.
         #[arg(long, hide = true)]
         bench_empty_programs: bool,
+        /// auto: BPF LSM enforces rules in enforce mode where the kernel
+        /// allows it; tracepoint: no LSM program (nothing is denied).
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: sensor::loader::Backend,
+    },
+    /// Print, for each detection, the hook that serves it on this kernel
+    /// and why, and how each enforceable rule runs (as root).
+    Probes {
+        /// Config file (default: the embedded default config).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: sensor::loader::Backend,
     },
     /// Validate a config file: exit 0 when valid, 2 naming the bad field.
     CheckConfig { file: PathBuf },
@@ -72,11 +85,36 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Probes { config, backend } => {
+            let cfg = match &config {
+                Some(path) => Config::load(path),
+                None => Ok(Config::default_config()),
+            };
+            let cfg = match cfg {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("keysentry: invalid config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logs("text");
+            match agent::probes_report(&cfg, backend) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keysentry: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Run {
             config,
             log_format,
             ring_buffer_bytes,
             bench_empty_programs,
+            backend,
         } => {
             let cfg = match &config {
                 Some(path) => Config::load(path),
@@ -108,6 +146,7 @@ fn main() -> ExitCode {
                 empty_programs: bench_empty_programs,
                 ring_bytes: ring_buffer_bytes,
                 config_path: config.clone(),
+                backend,
             };
             match rt.block_on(agent::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,

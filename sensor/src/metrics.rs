@@ -83,9 +83,9 @@ impl Metrics {
         let probe_attached = IntGaugeVec::new(
             Opts::new(
                 "keysentry_probe_attached",
-                "1 when the probe is attached, 0 when not.",
+                "1 when the probe is attached, 0 when not; backend: tracepoint or lsm.",
             ),
-            &["probe"],
+            &["probe", "backend"],
         )?;
         r.register(Box::new(probe_attached.clone()))?;
         let process_table_entries = IntGauge::new(

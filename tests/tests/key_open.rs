@@ -282,10 +282,12 @@ fn metrics_are_served_over_http() {
     let _ = s.alerts_until_marker(&k.marker);
     let m = s.metrics();
     assert!(
-        m.contains("keysentry_probe_attached{probe=\"tracepoint/syscalls/sys_exit_openat\"} 1"),
+        m.contains("keysentry_probe_attached{backend=\"tracepoint\",probe=\"tracepoint/syscalls/sys_exit_openat\"} 1"),
         "{m}"
     );
-    assert!(m.contains("keysentry_probe_attached{probe=\"raw_tp/sched_process_fork\"} 1"));
+    assert!(m.contains(
+        "keysentry_probe_attached{backend=\"tracepoint\",probe=\"raw_tp/sched_process_fork\"} 1"
+    ));
     assert!(m.contains("keysentry_build_info{kernel="));
     assert!(
         s.metric("keysentry_alerts_total{rule=\"key-file-open\",severity=\"high\"}")

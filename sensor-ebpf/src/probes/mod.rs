@@ -1,5 +1,6 @@
 pub mod dumpcfg;
 pub mod flow;
+pub mod lsm;
 pub mod memory;
 pub mod open;
 pub mod process;

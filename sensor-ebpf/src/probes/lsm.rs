@@ -1,0 +1,315 @@
+//! Enforcement: BPF LSM hooks that deny, with EPERM, what a rule in enforce
+//! mode forbids. They are attached only where the kernel runs BPF LSM and
+//! only for rules in enforce mode; detection stays with the tracepoints, so
+//! these programs report only their denials (`DeniedEvent`), never what
+//! they let through (no double alerts).
+//!
+//! - `ptrace_access_check`: ptrace attach, process_vm_readv/writev,
+//!   /proc/<pid>/mem and pidfd_getfd (PTRACE_MODE_ATTACH accesses) of a
+//!   protected process by another process.
+//! - `file_open`: opens of watched key files by processes not allowlisted;
+//!   and the core file the kernel opens for a protected process that dumps.
+//! - `task_kill`: dump-producing signals sent to a protected process by
+//!   another process.
+//!
+//! Never denied: the sensor itself (`SETTINGS.self_pid`) and pid 1.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, generated},
+    macros::lsm,
+    programs::LsmContext,
+};
+use sensor_common::{
+    ALLOW_ANY_KEY, ALLOW_MEMORY, AllowKey, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH,
+    ENF_KEY_OPEN, ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, EventKind,
+    InodeKey, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+};
+
+use crate::{
+    maps::{ALLOWED, ENFORCE, EVENTS, PROTECTED, WATCHED, count_lost},
+    off, setting,
+    vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+};
+
+const EPERM: i32 = 1;
+const PTRACE_MODE_ATTACH: u32 = 0x02;
+const PF_DUMPCORE: u32 = 0x0000_0200;
+const S_IFMT: u32 = 0o170000;
+const S_IFDIR: u32 = 0o040000;
+
+// x86_64 syscall numbers of the memory-access syscalls.
+const NR_PTRACE: i64 = 101;
+const NR_PROCESS_VM_READV: i64 = 310;
+const NR_PROCESS_VM_WRITEV: i64 = 311;
+const NR_PIDFD_GETFD: i64 = 438;
+
+#[inline(always)]
+fn enforced(rule: u32) -> bool {
+    ENFORCE.get(0).is_some_and(|bits| *bits & (1 << rule) != 0)
+}
+
+/// The current tgid, or None when it is exempt (the sensor, pid 1).
+#[inline(always)]
+fn actor_tgid() -> Option<u32> {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == setting!(self_pid) || tgid <= 1 {
+        None
+    } else {
+        Some(tgid)
+    }
+}
+
+/// The current syscall number (-1 outside a syscall).
+#[inline(always)]
+fn syscall_nr() -> i64 {
+    unsafe {
+        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
+        if regs.is_null() {
+            return -1;
+        }
+        rd::<i64>(regs, off!(pt_regs_orig_ax)).unwrap_or(-1)
+    }
+}
+
+/// (dev, inode) of a task's executable.
+#[inline(always)]
+unsafe fn exe_of(task: Ptr) -> Option<InodeKey> {
+    unsafe {
+        let mm = rd_ptr(task, off!(task_mm))?;
+        let exe = rd_ptr(mm, off!(mm_exe_file))?;
+        file_identity(exe).map(|(k, _)| k)
+    }
+}
+
+#[inline(always)]
+fn allowed(exe: &InodeKey, scope: u32, target: Option<&InodeKey>) -> bool {
+    let mut k = AllowKey {
+        dev: exe.dev,
+        scope,
+        ino: exe.ino,
+        ..Default::default()
+    };
+    if let Some(t) = target {
+        k.target_dev = t.dev;
+        k.target_ino = t.ino;
+    }
+    unsafe { ALLOWED.get(k).is_some() }
+}
+
+/// Reports a denial. `file` (when not null) gives the record its file.
+#[inline(always)]
+unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, watch_id: u32) {
+    unsafe {
+        let Some(mut entry) = EVENTS.reserve::<DeniedEvent>(0) else {
+            count_lost(EventKind::Denied);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::Denied as u32,
+            size_of::<DeniedEvent>(),
+        );
+        (*ev).rule = rule;
+        (*ev).target = target;
+        (*ev).arg = arg;
+        (*ev).syscall = syscall_nr() as i32;
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).watch_id = watch_id;
+        (*ev).flags = 0;
+        (*ev)._pad = 0;
+        (*ev).path.len = 0;
+        (*ev).path.flags = 0;
+        if !file.is_null() {
+            (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+            read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        }
+        // A denial is urgent: wake user space now.
+        entry.submit(crate::maps::BPF_RB_FORCE_WAKEUP);
+    }
+}
+
+// int ptrace_access_check(struct task_struct *child, unsigned int mode)
+#[lsm(hook = "ptrace_access_check")]
+pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(2);
+    if prev != 0 {
+        return prev;
+    }
+    let child: u64 = ctx.arg(0);
+    let mode: u32 = ctx.arg(1);
+    if mode & PTRACE_MODE_ATTACH == 0 {
+        return 0;
+    }
+    let Some(actor) = actor_tgid() else {
+        return 0;
+    };
+    let child = child as Ptr;
+    let Some(target) = (unsafe { rd::<u32>(child, off!(task_tgid)) }) else {
+        return 0;
+    };
+    if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
+        return 0;
+    }
+    let rule = match syscall_nr() {
+        NR_PTRACE => ENF_PTRACE,
+        NR_PROCESS_VM_READV => ENF_VM_READ,
+        NR_PROCESS_VM_WRITEV => ENF_VM_WRITE,
+        NR_PIDFD_GETFD => ENF_PIDFD_GETFD,
+        // open/openat/openat2 of /proc/<pid>/mem, io_uring opens of it.
+        _ => ENF_PROC_MEM,
+    };
+    if !enforced(rule) {
+        return 0;
+    }
+    unsafe {
+        if let (Some(a), Some(t)) = (exe_of(current_task()), exe_of(child))
+            && allowed(&a, ALLOW_MEMORY, Some(&t))
+        {
+            return 0;
+        }
+        report(
+            rule,
+            target,
+            mode,
+            core::ptr::null(),
+            InodeKey::default(),
+            0,
+        );
+    }
+    -EPERM
+}
+
+// int task_kill(struct task_struct *p, struct kernel_siginfo *info, int sig,
+//               const struct cred *cred)
+#[lsm(hook = "task_kill")]
+pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 {
+        return prev;
+    }
+    let sig: i32 = ctx.arg(2);
+    if sig <= 0 || !is_dump_signal(sig as u32) || !enforced(ENF_FORCED_CRASH) {
+        return 0;
+    }
+    let Some(actor) = actor_tgid() else {
+        return 0;
+    };
+    let p: u64 = ctx.arg(0);
+    let Some(target) = (unsafe { rd::<u32>(p as Ptr, off!(task_tgid)) }) else {
+        return 0;
+    };
+    if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
+        return 0;
+    }
+    unsafe {
+        report(
+            ENF_FORCED_CRASH,
+            target,
+            sig as u32,
+            core::ptr::null(),
+            InodeKey::default(),
+            0,
+        )
+    };
+    -EPERM
+}
+
+/// True while the current task's process is dumping core.
+#[inline(always)]
+unsafe fn dumping() -> bool {
+    unsafe {
+        let task = current_task();
+        let flags = rd::<u32>(task, off!(task_flags)).unwrap_or(0);
+        if flags & PF_DUMPCORE != 0 {
+            return true;
+        }
+        rd_ptr(task, off!(task_signal))
+            .and_then(|s| rd_ptr(s, off!(signal_core_state)))
+            .is_some()
+    }
+}
+
+// int file_open(struct file *file)
+#[lsm(hook = "file_open")]
+pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let Some(actor) = actor_tgid() else {
+        return 0;
+    };
+    let file: u64 = ctx.arg(0);
+    let file = file as Ptr;
+    // The core file the kernel opens for a protected process that dumps.
+    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && unsafe { dumping() }
+    {
+        let key = unsafe { file_identity(file) }
+            .map(|(k, _)| k)
+            .unwrap_or_default();
+        unsafe { report(ENF_CORE_DUMP, actor, 0, file, key, 0) };
+        return -EPERM;
+    }
+    if !enforced(ENF_KEY_OPEN) {
+        return 0;
+    }
+    unsafe { check_key_open(file) }
+}
+
+#[inline(always)]
+unsafe fn check_key_open(file: Ptr) -> i32 {
+    unsafe {
+        let Some((key, inode)) = file_identity(file) else {
+            return 0;
+        };
+        let mut watch_id = None;
+        if let Some(w) = WATCHED.get(key)
+            && w.flags & WATCH_SELF != 0
+        {
+            // Tracked files (dumps, copies) are dump-file-access's.
+            if w.flags & WATCH_TRACKED != 0 {
+                return 0;
+            }
+            watch_id = Some(w.watch_id);
+        }
+        if watch_id.is_none() {
+            let Some(dentry) = file_dentry(file) else {
+                return 0;
+            };
+            let Some(parent) = rd_ptr(dentry, off!(dentry_d_parent)) else {
+                return 0;
+            };
+            let Some(pino) = rd_ptr(parent, off!(dentry_d_inode))
+                .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)))
+            else {
+                return 0;
+            };
+            let pkey = InodeKey {
+                dev: key.dev,
+                _pad: 0,
+                ino: pino,
+            };
+            if let Some(w) = WATCHED.get(pkey)
+                && w.flags & WATCH_CHILDREN != 0
+            {
+                watch_id = Some(w.watch_id);
+            }
+        }
+        let Some(watch_id) = watch_id else {
+            return 0;
+        };
+        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        if mode & S_IFMT == S_IFDIR {
+            return 0;
+        }
+        if let Some(exe) = exe_of(current_task())
+            && (allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None))
+        {
+            return 0;
+        }
+        report(ENF_KEY_OPEN, 0, 0, file, key, watch_id);
+        -EPERM
+    }
+}

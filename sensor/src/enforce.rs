@@ -1,0 +1,266 @@
+//! Enforcement (docs/enforcement.md): the kernel's allowlist for the BPF
+//! LSM hooks, and the alerts of their denials.
+//!
+//! The LSM hooks report only what they deny; the tracepoints keep
+//! detecting everything else. A denied syscall also fails at its exit
+//! tracepoint (EPERM), and a denied ptrace attach makes the actor's next
+//! ptrace requests fail: those failures of the denied thread are dropped
+//! here, so a denial is one alert, `action: "denied"`.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+
+use sensor_common::{
+    ALLOW_ANY_KEY, ALLOW_MEMORY, AllowKey, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
+    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_RULES, ENF_VM_READ, ENF_VM_WRITE, MATCH_INODE,
+    SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPENAT, SRC_OPENAT2,
+};
+
+use crate::{
+    agent::Pipeline,
+    alert::DumpDetail,
+    config::Config,
+    coredump,
+    decode::{DeniedRecord, OpenRecord},
+    detect::{
+        ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, KeyOpen, MemAccess,
+        signal_name,
+    },
+    watch::{kdev, st_dev},
+};
+
+const EPERM: i64 = 1;
+const AT_FDCWD: i32 = -100;
+/// Most threads remembered as just denied.
+const MAX_DENIED: usize = 4096;
+
+/// (dev, inode) of every form of an allowlisted executable that exists.
+fn exe_ids(p: &std::path::Path) -> Vec<(u32, u64)> {
+    let mut v = Vec::new();
+    for p in [Some(p.to_path_buf()), std::fs::canonicalize(p).ok()]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(m) = std::fs::metadata(&p) {
+            let id = (kdev(m.dev()), m.ino());
+            if !v.contains(&id) {
+                v.push(id);
+            }
+        }
+    }
+    v
+}
+
+/// The `[[allow]]` entries as the LSM hooks check them. Executables that do
+/// not exist are skipped (nothing can run them).
+pub fn allow_keys(cfg: &Config) -> Vec<AllowKey> {
+    let mut out = Vec::new();
+    for a in &cfg.allow {
+        if a.dumps {
+            continue;
+        }
+        for (dev, ino) in exe_ids(&a.exe) {
+            if let Some(t) = &a.target {
+                for (tdev, tino) in exe_ids(t) {
+                    out.push(AllowKey {
+                        dev,
+                        scope: ALLOW_MEMORY,
+                        ino,
+                        target_dev: tdev,
+                        _pad: 0,
+                        target_ino: tino,
+                    });
+                }
+                continue;
+            }
+            let scope = match &a.key_path {
+                None => ALLOW_ANY_KEY,
+                Some(p) => match cfg.key_path.iter().position(|k| &k.path == p) {
+                    Some(i) => i as u32,
+                    None => continue,
+                },
+            };
+            out.push(AllowKey {
+                dev,
+                scope,
+                ino,
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
+
+/// Threads whose last operation was denied, with the target (for the
+/// memory rules) or 0: their follow-up failures are not alerted again.
+#[derive(Debug, Default)]
+pub struct DeniedThreads {
+    map: HashMap<u32, (u32, u32)>,
+}
+
+impl DeniedThreads {
+    fn note(&mut self, tid: u32, rule: u32, target: u32) {
+        if self.map.len() >= MAX_DENIED {
+            self.map.clear();
+        }
+        self.map.insert(tid, (rule, target));
+    }
+
+    /// True when a failed key open of `tid` is the tracepoint's view of a
+    /// denial (consumed).
+    pub fn take_open(&mut self, tid: u32, ret: i64) -> bool {
+        if ret == -EPERM && self.map.get(&tid).is_some_and(|(r, _)| *r == ENF_KEY_OPEN) {
+            self.map.remove(&tid);
+            return true;
+        }
+        false
+    }
+
+    /// True when a failed memory access of `tid` to `target` follows its
+    /// denial (kept: a denied attach makes every later request fail).
+    pub fn follows_denial(&self, tid: u32, target: u32, ret: i64) -> bool {
+        ret < 0
+            && self
+                .map
+                .get(&tid)
+                .is_some_and(|(r, t)| *r != ENF_KEY_OPEN && *t == target)
+    }
+
+    pub fn exited(&mut self, tid: u32) {
+        self.map.remove(&tid);
+    }
+}
+
+/// The syscall names of the x86_64 numbers the hooks see.
+fn syscall_name(nr: i32) -> &'static str {
+    match nr {
+        2 => "open",
+        85 => "creat",
+        257 => "openat",
+        437 => "openat2",
+        426 => "io_uring_enter",
+        101 => "ptrace",
+        310 => "process_vm_readv",
+        311 => "process_vm_writev",
+        438 => "pidfd_getfd",
+        62 => "kill",
+        200 => "tkill",
+        234 => "tgkill",
+        129 => "rt_sigqueueinfo",
+        297 => "rt_tgsigqueueinfo",
+        424 => "pidfd_send_signal",
+        _ => "other",
+    }
+}
+
+impl Pipeline {
+    /// A BPF LSM hook denied an operation: one alert, `action: "denied"`.
+    pub(crate) fn denied(&mut self, d: &DeniedRecord) {
+        self.denied_threads.note(d.task.tid, d.rule, d.target);
+        let actor = self.procs.resolve(&d.task);
+        let ts = self.clock.wall(d.task.ts_boot_ns);
+        let rule = ENF_RULES.get(d.rule as usize).copied().unwrap_or("unknown");
+        let alert = match d.rule {
+            ENF_KEY_OPEN => {
+                let rec = OpenRecord {
+                    task: d.task.clone(),
+                    // An attempt that failed (EPERM), as the policy words it.
+                    failed: true,
+                    ret: -EPERM,
+                    dev: d.dev,
+                    ino: d.ino,
+                    mode: 0,
+                    flags: d.flags,
+                    dfd: AT_FDCWD,
+                    source: match d.syscall {
+                        2 => SRC_OPEN,
+                        85 => SRC_CREAT,
+                        437 => SRC_OPENAT2,
+                        426 => SRC_IO_URING,
+                        _ => SRC_OPENAT,
+                    },
+                    matched: MATCH_INODE,
+                    watch_id: d.watch_id,
+                    name_rules: 0,
+                    arg: None,
+                    path: d.path.clone(),
+                    path_truncated: false,
+                    proc_file: 0,
+                };
+                let k = KeyOpen {
+                    rec: &rec,
+                    actor: &actor,
+                    path: d.path.clone().unwrap_or_default(),
+                    dev: st_dev(d.dev),
+                    ino: d.ino,
+                    watch_id: Some(d.watch_id),
+                };
+                self.policy.key_file_open(&k, &self.host, ts)
+            }
+            ENF_PTRACE | ENF_VM_READ | ENF_VM_WRITE | ENF_PROC_MEM | ENF_PIDFD_GETFD => {
+                let target = self.procs.lookup(d.target);
+                let (attack, access) = match d.rule {
+                    ENF_PTRACE => (ATTACK_PROC_MEMORY, "attach"),
+                    ENF_VM_WRITE => (ATTACK_INJECT, "write"),
+                    ENF_PIDFD_GETFD => (ATTACK_CREDENTIAL_DUMPING, "read"),
+                    _ => (ATTACK_PROC_MEMORY, "read"),
+                };
+                let m = MemAccess {
+                    rule,
+                    attack,
+                    access,
+                    op: syscall_name(d.syscall).to_string(),
+                    ret: -EPERM,
+                    actor: &actor,
+                    target: &target,
+                    target_protected: true,
+                    recon: false,
+                    path: (d.rule == ENF_PROC_MEM).then(|| format!("/proc/{}/mem", d.target)),
+                    ts_boot_ns: d.task.ts_boot_ns,
+                };
+                self.policy.memory_access(&m, &self.host, ts)
+            }
+            ENF_FORCED_CRASH => {
+                let target = self.procs.lookup(d.target);
+                let detail = DumpDetail {
+                    signal: Some(signal_name(d.arg)),
+                    sent_by: Some(match d.syscall {
+                        62 | 424 => "kill",
+                        200 | 234 => "tkill",
+                        129 | 297 => "sigqueue",
+                        _ => "other",
+                    }),
+                    delivered: Some(false),
+                    ..Default::default()
+                };
+                Some(
+                    self.policy
+                        .forced_crash(&actor, &target, detail, &self.host, ts),
+                )
+            }
+            ENF_CORE_DUMP => {
+                let (pattern, _) = coredump::current_pattern();
+                let detail = DumpDetail {
+                    core_pattern: Some(pattern),
+                    path: d.path.clone(),
+                    exists: d.path.as_ref().map(|p| std::path::Path::new(p).exists()),
+                    ..Default::default()
+                };
+                Some(self.policy.core_dump(&actor, detail, &self.host, ts))
+            }
+            _ => None,
+        };
+        match alert {
+            Some(mut a) => {
+                a.action = Some("denied");
+                a.message = format!("{} (denied: enforce mode)", a.message);
+                self.outputs.send(a);
+            }
+            None => tracing::warn!(
+                "rule {rule}: the kernel denied pid {} ({}) but user space's policy allows it (allowlist changed on disk?)",
+                actor.pid,
+                actor.exe
+            ),
+        }
+    }
+}
