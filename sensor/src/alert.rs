@@ -623,6 +623,7 @@ mod tests {
             memory: None,
             dump: None,
             flow: None,
+            action: None,
         }
     }
 

@@ -86,7 +86,7 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
     assert_eq!(new_key[0]["open"]["key_path"], more.to_str().unwrap());
     // The new file output gets the same alert (its own thread: waited
     // for with a deadline).
-    let end = std::time::Instant::now() + DEADLINE;
+    let end = std::time::Instant::now() + deadline();
     loop {
         let written = std::fs::read_to_string(&alerts_file).unwrap_or_default();
         let seen = written.lines().any(|l| {
