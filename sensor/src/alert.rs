@@ -623,7 +623,8 @@ mod tests {
             memory: None,
             dump: None,
             flow: None,
-            action: None,
+            // As send() marks an enforceable rule's alert.
+            action: Some("observed"),
         }
     }
 
