@@ -23,10 +23,9 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, NetSendEvent, PATH_OP_LINK,
-    PATH_OP_RENAME, PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE,
-    VIA_IO_URING, VIA_MMAP, VIA_SEND,
-    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WriteKey,
+    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME,
+    PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP,
+    VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WriteKey,
 };
 
 use crate::{
@@ -332,7 +331,15 @@ pub unsafe fn iou_sink(req: Ptr, res: i32) {
         let Some(file) = rd_ptr(req, off!(io_kiocb_file)) else {
             return;
         };
-        sink_file(tgid, &taint, file, u64::MAX, VIA_IO_URING, res as i64, Dest::None);
+        sink_file(
+            tgid,
+            &taint,
+            file,
+            u64::MAX,
+            VIA_IO_URING,
+            res as i64,
+            Dest::None,
+        );
     }
 }
 

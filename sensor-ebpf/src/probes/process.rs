@@ -10,10 +10,7 @@ use aya_ebpf::{
 use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent, TAINT_HELPER, Taint};
 
 use crate::{
-    maps::{
-        EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
-        count_lost, submit_flags,
-    },
+    maps::{EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED, count_lost, submit_flags},
     off,
     probes::flow::add_taint,
     setting,
