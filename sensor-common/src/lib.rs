@@ -61,7 +61,16 @@ pub enum EventKind {
 }
 
 /// Number of slots in the lost-event counter array.
-pub const KIND_SLOTS: u32 = 32;
+pub const KIND_SLOTS: u32 = 64;
+
+// Every kind indexes the per-kind counters.
+const _: () = {
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        assert!((EventKind::ALL[i] as u32) < KIND_SLOTS);
+        i += 1;
+    }
+};
 
 impl EventKind {
     pub const ALL: [EventKind; 14] = [
