@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod proctab;
 pub mod protect;
 pub mod redact;
+pub mod scan;
 pub mod tracefs;
 pub mod track;
 pub mod watch;

@@ -52,6 +52,46 @@ enum Cmd {
     CheckConfig { file: PathBuf },
     /// Print the embedded default config.
     DefaultConfig,
+    /// Look for private keys in files (offline; no root, no eBPF). Prints
+    /// one JSON line per file; exit 0 when no key is found, 1 when a key
+    /// is found, 2 when a file could not be read (the others are still
+    /// scanned; 2 wins over 1).
+    Scan {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `keysentry scan`: never prints key bytes (the report holds none).
+fn scan(files: &[PathBuf]) -> ExitCode {
+    use std::io::Write;
+    let limits = sensor::scan::ScanLimits::default();
+    let mut found = false;
+    let mut failed = false;
+    let mut out = std::io::stdout().lock();
+    for path in files {
+        let line = match sensor::scan::scan_path(path, &limits) {
+            Ok(report) => {
+                found |= !report.findings.is_empty() || report.findings_dropped > 0;
+                serde_json::json!({ "path": path, "report": report })
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("keysentry: scan: {e}");
+                serde_json::json!({ "path": path, "error": e.to_string() })
+            }
+        };
+        if writeln!(out, "{line}").is_err() {
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::from(if failed {
+        2
+    } else if found {
+        1
+    } else {
+        0
+    })
 }
 
 fn init_logs(format: &str) {
@@ -71,6 +111,7 @@ fn init_logs(format: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Scan { files } => scan(&files),
         Cmd::DefaultConfig => {
             print!("{}", sensor::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS

@@ -93,11 +93,32 @@ pub fn run_sensor(root: &Path, args: Vec<String>) -> Result<()> {
     Err(err).with_context(|| format!("cannot exec `{}`", cmd::describe(&cmd)))
 }
 
+/// `cargo xtask fuzz`: the scanner's cargo-fuzz target (fuzz/) for
+/// `seconds`, installing cargo-fuzz when missing. libFuzzer needs nightly
+/// compiler flags (`-Zsanitizer`): RUSTC_BOOTSTRAP=1 lets the stable
+/// compiler accept them. The corpus stays in fuzz/corpus/scan, crashes in
+/// fuzz/artifacts/scan.
+pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+    if !cmd::have("cargo-fuzz") {
+        cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+            .context("installing cargo-fuzz failed")?;
+    }
+    let mut c = Command::new("cargo");
+    c.current_dir(root.join("fuzz"))
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env(EBPF_OBJ_ENV, ebpf_object(root))
+        .args(["fuzz", "run", "-O", "scan", "--", "-rss_limit_mb=512"])
+        .arg(format!("-max_total_time={seconds}"));
+    cmd::run(&mut c).context("fuzzing the scanner failed (see fuzz/artifacts/scan)")
+}
+
 /// `cargo xtask bench`: the workload cost of the sensor (ks-bench: openat
 /// with no sensor, with empty programs, with keysentry), as root.
 pub fn bench(root: &Path) -> Result<()> {
     cmd::run(cargo(root).args(["bench", "-p", "sensor", "--bench", "pipeline"]))
         .context("pipeline benchmark failed")?;
+    cmd::run(cargo(root).args(["bench", "-p", "sensor", "--bench", "scan"]))
+        .context("scanner benchmark failed")?;
     cmd::run(cargo(root).args(["build", "--release", "-p", "tests", "--bin", "ks-bench"]))
         .context("building ks-bench failed")?;
     let bench = root.join("target/release/ks-bench");

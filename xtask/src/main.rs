@@ -40,7 +40,8 @@ enum Command {
     },
     /// Setup, build, fmt + clippy, unit tests, integration tests (as root).
     Test(test::TestArgs),
-    /// Build, then measure what the sensor costs the workload (ks-bench).
+    /// Build, then measure what the sensor costs the workload (ks-bench)
+    /// and the key scanner's throughput.
     Bench,
     /// Fetch Debian's cloud kernels for the VM matrix (6.1, 6.12) into the
     /// cache (~/.cache/keysentry/vm, or $KEYSENTRY_VM_CACHE).
@@ -48,6 +49,11 @@ enum Command {
     /// Build, then run the integration tests inside qemu VMs booted with
     /// the cached kernels (fetched when missing).
     VmTest(vm::VmTestArgs),
+    /// Fuzz the key scanner (cargo-fuzz target fuzz/scan) for N seconds.
+    Fuzz {
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             build::run_sensor(&root, args)
         }
         Command::Test(args) => test::run(&root, &args),
+        Command::Fuzz { seconds } => {
+            toolchain::setup()?;
+            build::ebpf(&root)?;
+            build::fuzz(&root, seconds)
+        }
         Command::Bench => {
             toolchain::setup()?;
             build::ebpf(&root)?;
