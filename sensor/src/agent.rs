@@ -849,7 +849,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     .with_protection(protector, Some(protected_map));
     pipe.kmaps = Some(maps);
     let (scan_tx, mut scan_results) =
-        crate::flows::start_scanner(metrics.clone(), crate::flows::format_only)?;
+        crate::flows::start_scanner(metrics.clone(), crate::flows::scan_keys)?;
     pipe.scan_tx = Some(scan_tx);
     let initial = pipe.protector.initial(&pipe.procs, std::process::id());
     pipe.apply(&initial);

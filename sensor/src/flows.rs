@@ -967,12 +967,16 @@ pub struct ScanOutcome {
     pub findings: serde_json::Value,
 }
 
-/// The file's format only (no key search).
-pub fn format_only(path: &Path) -> Result<ScanOutcome, String> {
+/// The key-material scanner (`scan.rs`) on one tracked file: kinds and
+/// fingerprints only, streamed in bounded memory.
+pub fn scan_keys(path: &Path) -> Result<ScanOutcome, String> {
+    let report = crate::scan::scan_path(path, &crate::scan::ScanLimits::default())
+        .map_err(|e| format!("{e:#}"))?;
+    let found = report.findings.len() + report.findings_dropped as usize;
     Ok(ScanOutcome {
-        found: 0,
-        format: file_format(path),
-        findings: serde_json::Value::Null,
+        found,
+        format: Some(report.file_kind.to_string()),
+        findings: serde_json::to_value(&report).map_err(|e| e.to_string())?,
     })
 }
 

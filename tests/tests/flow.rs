@@ -349,3 +349,39 @@ fn an_allowlisted_reader_is_not_followed() {
         [key.to_str().unwrap(), stolen.to_str().unwrap()]
     );
 }
+
+#[test]
+fn a_copy_holding_a_private_key_gives_key_material_with_its_fingerprint() {
+    if !which("openssl") {
+        println!("SKIPPED: openssl (to make a key at test time) is not installed");
+        return;
+    }
+    let l = lab();
+    let key = l.root.join("keys/signing.pem");
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key));
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let _ = s.alerts_until_marker(&l.marker);
+    let copy = l.root.join("exported.bin");
+    let cp = run(Command::new("cp").arg(&key).arg(&copy));
+    // The scanner runs on its own thread once cp closes the copy.
+    let alerts = s.alerts_until(|a| a["rule"] == "key-material");
+    let a = alerts.last().unwrap();
+    assert_eq!(a["target"]["path"], copy.to_str().unwrap());
+    assert_eq!(a["process"]["pid"], cp);
+    assert_eq!(a["severity"], "critical");
+    let f = &a["flow"]["keys"]["findings"][0];
+    assert_eq!(f["kind"], "ed25519", "{a:#}");
+    assert!(f["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert_eq!(
+        lineage_paths(a),
+        [key.to_str().unwrap(), copy.to_str().unwrap()]
+    );
+    // Never the key itself.
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for a in &alerts {
+        assert!(!a.to_string().contains(&body), "key bytes in {a}");
+    }
+}
