@@ -127,3 +127,18 @@ pub fn submit_flags() -> u64 {
         BPF_RB_NO_WAKEUP
     }
 }
+
+/// The current process's tgid, unless it is the sensor itself or the
+/// programs are switched off (bench floor): the common first check of the
+/// syscall probes.
+#[inline(always)]
+pub fn acting_tgid() -> Option<u32> {
+    if crate::setting!(empty_programs) != 0 {
+        return None;
+    }
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == crate::setting!(self_pid) {
+        return None;
+    }
+    Some(tgid)
+}

@@ -18,7 +18,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, generated},
+    helpers::{bpf_ktime_get_boot_ns, generated},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -30,11 +30,11 @@ use sensor_common::{
 
 use crate::{
     maps::{
-        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WRITTEN, count_lost, submit_flags,
+        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WRITTEN, acting_tgid, count_lost,
+        submit_flags,
     },
     off,
     probes::open::arg_final_name,
-    setting,
     syscall::{arg_reg, args3, sys_ret},
     vfs::{Ptr, fd_file, file_identity, fill_header, rd, rd_ptr, read_path},
 };
@@ -49,19 +49,6 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const FICLONE: u64 = 0x4004_9409;
 const FICLONERANGE: u64 = 0x4020_940d;
-
-/// The current process, unless it is the sensor or programs are disabled.
-#[inline(always)]
-fn current_tgid() -> Option<u32> {
-    if setting!(empty_programs) != 0 {
-        return None;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == setting!(self_pid) {
-        return None;
-    }
-    Some(tgid)
-}
 
 /// Adds `t` to the taint of `tgid` (the first source of each kind stays).
 #[inline(always)]
@@ -118,7 +105,7 @@ unsafe fn pipe_read(tgid: u32, fd: u64) {
 // syscalls:sys_exit_read and sys_exit_readv (one program): (fd, ...)
 #[tracepoint]
 pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
-    let Some(tgid) = current_tgid() else { return 0 };
+    let Some(tgid) = acting_tgid() else { return 0 };
     if sys_ret(&ctx) <= 0 || !pipe_gate(tgid) {
         return 0;
     }
@@ -186,7 +173,7 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
         NR_VMSPLICE => on_sink_to(&ctx, VIA_SPLICE, ArgFd::Di, None, Dest::None),
         NR_TEE => on_sink_to(&ctx, VIA_SPLICE, ArgFd::Si, Some(ArgFd::Di), Dest::None),
         NR_IOCTL => {
-            let Some(tgid) = current_tgid() else { return 0 };
+            let Some(tgid) = acting_tgid() else { return 0 };
             if TAINTED.get_ptr_mut(tgid).is_none() {
                 return 0;
             }
@@ -201,7 +188,7 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
         // mmap(addr, len, prot, flags, fd, off): a shared writable mapping
         // of a file writes it without a write syscall.
         NR_MMAP => {
-            let Some(tgid) = current_tgid() else { return 0 };
+            let Some(tgid) = acting_tgid() else { return 0 };
             if TAINTED.get_ptr_mut(tgid).is_none() || sys_ret(&ctx) < 0 {
                 return 0;
             }
@@ -263,7 +250,7 @@ fn on_sink_to(
     input: Option<ArgFd>,
     dest: Dest,
 ) -> u32 {
-    let Some(tgid) = current_tgid() else { return 0 };
+    let Some(tgid) = acting_tgid() else { return 0 };
     let ret = sys_ret(ctx);
     // splice and tee return 0 at end of input; a clone returns 0 on success.
     if ret < 0 || (ret == 0 && via != VIA_CLONE) {
@@ -322,7 +309,7 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
 /// process (or its io_uring worker, which shares its tgid).
 #[inline(always)]
 pub unsafe fn iou_sink(req: Ptr, res: i32) {
-    let Some(tgid) = current_tgid() else { return };
+    let Some(tgid) = acting_tgid() else { return };
     unsafe {
         let Some(taint) = TAINTED.get(tgid) else {
             return;
@@ -466,7 +453,7 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
 // syscalls:sys_enter_close: (fd). The file is still installed here.
 #[tracepoint]
 pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
-    let Some(tgid) = current_tgid() else { return 0 };
+    let Some(tgid) = acting_tgid() else { return 0 };
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return 0;
     }
@@ -522,7 +509,7 @@ const AT_FDCWD: i32 = -100;
 
 #[inline(always)]
 fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
-    if current_tgid().is_none() {
+    if acting_tgid().is_none() {
         return 0;
     }
     let ret = sys_ret(ctx);

@@ -16,7 +16,6 @@ use crate::{
     maps::{EVENTS, PROTECTED, count_lost, submit_flags},
     off,
     probes::flow::add_taint,
-    setting,
     syscall::{args3, sys_ret},
     vfs::{fd_file, fill_header, rd, rd_ptr},
 };
@@ -78,14 +77,7 @@ fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
 
 #[inline(always)]
 fn skip() -> Option<u32> {
-    if setting!(empty_programs) != 0 {
-        return None;
-    }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == setting!(self_pid) {
-        return None;
-    }
-    Some(tgid)
+    crate::maps::acting_tgid()
 }
 
 // syscalls:sys_exit_ptrace; long ptrace(long request, pid_t pid, addr, data)
