@@ -30,10 +30,12 @@ use sensor_common::{
 
 use crate::{
     alert::DumpDetail,
+    alert::{Alert, Target},
     alert::{Outputs, rfc3339},
     btf, config,
     config::Config,
     coredump,
+    correlate::{Correlator, Lineage, Out},
     decode::{self, DumpConfigRecord, Event, MemRecord, OpenRecord, SignalRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PTRACE_INJECT,
@@ -43,7 +45,10 @@ use crate::{
     loader,
     metrics::{self, Metrics},
     proctab::ProcessTable,
+    proctab::{Fetched, ProcInfo},
     protect::{Change, Protector},
+    record::{self, Record, Recorder},
+    score::{self, Context as ScoreContext, ScoringConfig},
     tracefs,
     track::{Origin, Registry},
     watch::{Watcher, st_dev},
@@ -59,6 +64,8 @@ pub struct RunOptions {
     pub config_path: Option<PathBuf>,
     /// `--backend`: tracepoint forces the tracepoint backend (no LSM).
     pub backend: loader::Backend,
+    /// `--record FILE`, with the config text to put in its header.
+    pub record: Option<(PathBuf, String)>,
 }
 
 /// Refuses to start without the privileges loading needs.
@@ -174,6 +181,293 @@ pub struct Pipeline {
     /// Threads a BPF LSM hook just denied (their follow-up failures are
     /// not alerted again).
     pub(crate) denied_threads: crate::enforce::DeniedThreads,
+    scoring: ScoringConfig,
+    correlator: Correlator,
+    recorder: Option<Recorder>,
+    /// Replay: the facts of the recording (None when live).
+    facts: Option<HashMap<String, bool>>,
+    /// Facts read from /proc for the event being handled, to record.
+    new_facts: Vec<(String, bool)>,
+}
+
+/// The correlate/score stage and the recording hooks (the rest of the
+/// pipeline calls `emit` with each alert a rule makes).
+impl Pipeline {
+    /// Correlation, scoring and recording from the config.
+    pub fn with_correlation(mut self, cfg: &crate::config::Config) -> Self {
+        self.scoring = cfg.scoring.clone();
+        self.correlator = Correlator::new(cfg.correlation.clone(), cfg.scoring.clone());
+        self
+    }
+
+    /// SIGHUP: new `[scoring]` and `[correlation]`; open incidents and
+    /// folds are kept.
+    pub fn reconfigure_scoring(&mut self, cfg: &crate::config::Config) {
+        self.scoring = cfg.scoring.clone();
+        self.correlator
+            .reconfigure(cfg.correlation.clone(), cfg.scoring.clone());
+    }
+
+    /// Record to this file from now on (the header and the process table).
+    pub fn record_to(&mut self, path: &Path, config_text: String) -> Result<()> {
+        let mut protected: Vec<(u32, u32)> = self.protector.snapshot();
+        protected.sort();
+        let header = record::Header {
+            version: record::VERSION,
+            host: self.host.clone(),
+            clock_offset_ns: self.clock.offset_ns,
+            config: config_text,
+            self_pid: std::process::id(),
+            protected,
+        };
+        let mut r = Recorder::create(path, &header)?;
+        let mut procs: Vec<&ProcInfo> = self.procs.iter().collect();
+        procs.sort_by_key(|p| p.pid);
+        for p in procs {
+            r.write(&Record::Snapshot(p.into()))?;
+        }
+        r.flush()?;
+        self.procs.recording = true;
+        self.recorder = Some(r);
+        Ok(())
+    }
+
+    fn record_event(&mut self, bytes: &[u8]) {
+        let Some(r) = self.recorder.as_mut() else {
+            return;
+        };
+        let mut recs: Vec<Record> = self
+            .procs
+            .fetched
+            .drain(..)
+            .map(|f| match f {
+                Fetched::Proc(p) => Record::Proc((&p).into()),
+                Fetched::Tgid(t, g) => Record::Tgid(t, g),
+            })
+            .collect();
+        recs.extend(self.new_facts.drain(..).map(|(k, v)| Record::Fact(k, v)));
+        recs.push(Record::Event(bytes.to_vec()));
+        for rec in &recs {
+            if let Err(e) = r.write(rec) {
+                tracing::warn!("recording stopped: {e:#}");
+                self.recorder = None;
+                self.procs.recording = false;
+                return;
+            }
+        }
+    }
+
+    /// A replay: the header's host, clock and protected set; no /proc.
+    pub fn replay_from(&mut self, h: &record::Header) {
+        self.host = h.host.clone();
+        self.clock.offset_ns = h.clock_offset_ns;
+        self.procs.offline = true;
+        self.facts = Some(HashMap::new());
+        self.protector.restore(&h.protected);
+    }
+
+    /// One record of a recording (after the header).
+    pub fn replay(&mut self, rec: Record) {
+        match rec {
+            Record::Header(_) => {}
+            Record::Event(b) => self.handle_event(&b),
+            Record::Proc(p) | Record::Snapshot(p) => self.procs.insert(p.into()),
+            Record::Tgid(t, g) => self.procs.insert_tgid(t, g),
+            Record::Fact(k, v) => {
+                self.facts.get_or_insert_with(HashMap::new).insert(k, v);
+            }
+            Record::Tick(ns) => self.tick_at(ns),
+        }
+    }
+
+    /// The agent's clock: closes fold and incident windows (recorded when
+    /// anything was pending, so a replay closes them at the same point).
+    pub fn tick(&mut self) {
+        let now = boot_now();
+        if !self.correlator.pending() {
+            return;
+        }
+        if let Some(r) = self.recorder.as_mut() {
+            let _ = r.write(&Record::Tick(now));
+            let _ = r.flush();
+        }
+        self.tick_at(now);
+    }
+
+    fn tick_at(&mut self, now_ns: u64) {
+        let mut out = Vec::new();
+        self.correlator.tick(now_ns, &mut out);
+        self.deliver(out);
+    }
+
+    /// Shutdown or the end of a replay: report folds, close incidents.
+    pub fn finish(&mut self) {
+        let mut out = Vec::new();
+        self.correlator.flush(&mut out);
+        self.deliver(out);
+        if let Some(r) = self.recorder.as_mut() {
+            let _ = r.flush();
+        }
+    }
+
+    fn deliver(&mut self, out: Vec<Out>) {
+        for o in out {
+            match o {
+                Out::Alert(a) => self.outputs.send(a),
+                Out::Incident(i) => {
+                    if i.status == "closed" {
+                        self.metrics
+                            .incidents
+                            .with_label_values(&[i.severity.as_str()])
+                            .inc();
+                        self.metrics.incident_score.observe(i.score as f64);
+                    }
+                    self.outputs.send_incident(i)
+                }
+            }
+        }
+    }
+
+    /// A fact read from /proc now, or from the recording when replaying.
+    fn fact(&mut self, key: String, live: impl FnOnce() -> bool) -> bool {
+        if let Some(f) = &self.facts {
+            return f.get(&key).copied().unwrap_or(false);
+        }
+        let v = live();
+        if self.recorder.is_some() {
+            self.new_facts.push((key, v));
+        }
+        v
+    }
+
+    /// Whether an interactive shell (bash, sh, zsh, fish, dash, ksh, with a
+    /// terminal on its stdin) is among the actor's ancestors.
+    fn interactive_ancestry(&mut self, pid: u32) -> bool {
+        const SHELLS: [&str; 6] = ["bash", "sh", "zsh", "fish", "dash", "ksh"];
+        let mut shells = Vec::new();
+        let mut cur = self.procs.get(pid).map(|p| p.ppid);
+        for _ in 0..32 {
+            let Some(p) = cur.and_then(|c| self.procs.get(c)) else {
+                break;
+            };
+            if SHELLS.contains(&p.comm.as_str()) {
+                shells.push((p.pid, p.start_ns));
+            }
+            if p.ppid == p.pid || p.ppid == 0 {
+                break;
+            }
+            cur = Some(p.ppid);
+        }
+        shells.into_iter().any(|(spid, start)| {
+            self.fact(format!("tty:{spid}:{start:x}"), || {
+                std::fs::read_link(format!("/proc/{spid}/fd/0")).is_ok_and(|l| {
+                    let l = l.to_string_lossy();
+                    l.starts_with("/dev/pts/") || l.starts_with("/dev/tty")
+                })
+            })
+        })
+    }
+
+    /// The actor and its ancestors, nearest first.
+    fn tree(&self, pid: u32) -> Vec<(u32, u64)> {
+        let mut v = Vec::new();
+        let mut cur = Some(pid);
+        while let Some(p) = cur.and_then(|c| self.procs.get(c)) {
+            v.push((p.pid, p.start_ns));
+            if v.len() > 16 || p.ppid == 0 || p.ppid == p.pid {
+                break;
+            }
+            cur = Some(p.ppid);
+        }
+        if v.is_empty() {
+            v.push((pid, 0));
+        }
+        v
+    }
+
+    /// The hand-off point between rules and outputs: score the alert from
+    /// its context, correlate it into an incident, fold repeats, output.
+    pub fn emit(&mut self, mut alert: Alert, now_ns: u64) {
+        let actor = self.procs.get(alert.process.pid).cloned();
+        let v = serde_json::to_value(&alert).unwrap_or_default();
+        let failed = v.as_object().is_some_and(|o| {
+            o.values()
+                .any(|d| d.get("result").and_then(|r| r.as_str()) == Some("failed"))
+        });
+        let recon = v
+            .get("memory")
+            .and_then(|m| m.get("recon"))
+            .and_then(|r| r.as_bool())
+            == Some(true);
+        let (target_protected, target_uid) = match &alert.target {
+            Target::Process { pid, .. } => (
+                self.protector.is_protected(*pid)
+                    || v.get("memory")
+                        .and_then(|m| m.get("target_protected"))
+                        .and_then(|r| r.as_bool())
+                        == Some(true)
+                    || alert.rule == "core-dump",
+                self.procs.get(*pid).map(|p| p.uid),
+            ),
+            Target::File { .. } => (true, None),
+        };
+        let recent_ns = self.scoring.recent_seconds.saturating_mul(1_000_000_000);
+        let ctx = ScoreContext {
+            not_allowlisted: !self.policy.allowed(&alert.process.exe, None),
+            uid_differs: target_uid.is_some_and(|u| u != alert.process.uid && u != u32::MAX),
+            recent_start: actor
+                .as_ref()
+                .is_some_and(|p| p.start_ns != 0 && now_ns.saturating_sub(p.start_ns) < recent_ns),
+            interactive_shell: self.interactive_ancestry(alert.process.pid),
+            failed,
+            target_not_protected: !target_protected,
+            recon,
+        };
+        alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
+        alert.severity = self.scoring.severity(alert.score);
+        alert.factors = ctx.factors();
+        let flow = v.get("flow");
+        if alert.lineage.is_none() {
+            // Tracked files: the origin of the lineage (origin first).
+            alert.lineage = flow
+                .and_then(|f| f.get("lineage"))
+                .and_then(|l| l.get(0))
+                .and_then(|s| s.get("id"))
+                .and_then(|id| id.as_u64())
+                .map(|id| format!("tracked-{id}"));
+        }
+        let mut extra_keys = Vec::new();
+        if let Some(pid) = flow
+            .and_then(|f| f.get("dumped"))
+            .and_then(|d| d.get("pid"))
+            .and_then(|p| p.as_u64())
+        {
+            // A dump's copies and sends join the dumped process's incident.
+            extra_keys.push(format!("proc:{pid}"));
+        }
+        let lin = Lineage {
+            tree: self.tree(alert.process.pid),
+            target_protected,
+            extra_keys,
+        };
+        let rule = alert.rule;
+        let mut out = Vec::new();
+        if !self.correlator.add(alert, now_ns, &lin, &mut out) {
+            self.metrics
+                .alerts_suppressed
+                .with_label_values(&[rule])
+                .inc();
+        }
+        self.deliver(out);
+    }
+}
+
+/// CLOCK_BOOTTIME now, in ns (the kernel records' clock).
+pub fn boot_now() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Most actors remembered for reconnaissance.
@@ -214,6 +508,11 @@ impl Pipeline {
             scan_tx: None,
             recent_crashes: Default::default(),
             denied_threads: Default::default(),
+            scoring: ScoringConfig::default(),
+            correlator: Correlator::new(Default::default(), ScoringConfig::default()),
+            recorder: None,
+            facts: None,
+            new_facts: Vec::new(),
         }
     }
 
@@ -251,8 +550,17 @@ impl Pipeline {
         }
     }
 
-    /// One ring-buffer record through decode, enrich, detect and output.
+    /// One ring-buffer record through decode, enrich, detect, correlate,
+    /// score and output; with `--record`, the record and the /proc reads
+    /// its handling made are written to the recording first.
     pub fn handle(&mut self, bytes: &[u8]) {
+        self.handle_event(bytes);
+        if self.recorder.is_some() {
+            self.record_event(bytes);
+        }
+    }
+
+    fn handle_event(&mut self, bytes: &[u8]) {
         let ev = match decode::decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
@@ -377,10 +685,11 @@ impl Pipeline {
             ..Default::default()
         };
         let ts = self.clock.wall(d.task.ts_boot_ns);
+        let now_ns = d.task.ts_boot_ns;
         let alert = self
             .policy
             .dump_config(&actor, target.as_ref(), path, detail, &self.host, ts);
-        self.outputs.send(alert);
+        self.emit(alert, now_ns);
     }
 
     /// `forced-crash` when the target is protected; other targets are
@@ -407,10 +716,11 @@ impl Pipeline {
             ..Default::default()
         };
         let ts = self.clock.wall(s.sender.ts_boot_ns);
+        let now_ns = s.sender.ts_boot_ns;
         let alert = self
             .policy
             .forced_crash(&sender, &target, detail, &self.host, ts);
-        self.outputs.send(alert);
+        self.emit(alert, now_ns);
     }
 
     /// A process died dumping core: counted, and `core-dump` when protected.
@@ -455,8 +765,9 @@ impl Pipeline {
             }
         }
         let ts = self.clock.wall(task.ts_boot_ns);
+        let now_ns = task.ts_boot_ns;
         let alert = self.policy.core_dump(&dumped, detail, &self.host, ts);
-        self.outputs.send(alert);
+        self.emit(alert, now_ns);
     }
 
     /// /proc/<pid>/{mem,pagemap,environ} opens alert; maps/smaps/status of
@@ -576,7 +887,7 @@ impl Pipeline {
             if m.target_protected && m.ret >= 0 && m.access != "write" {
                 self.note_memory_reader(m.actor.pid, m.target);
             }
-            self.outputs.send(alert);
+            self.emit(alert, m.ts_boot_ns);
         }
     }
 
@@ -610,7 +921,7 @@ impl Pipeline {
             self.policy
                 .key_file_open(&k, &self.host, self.clock.wall(rec.task.ts_boot_ns))
         {
-            self.outputs.send(alert);
+            self.emit(alert, rec.task.ts_boot_ns);
         }
     }
 
@@ -846,13 +1157,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         outputs,
         metrics.clone(),
     )
-    .with_protection(protector, Some(protected_map));
+    .with_protection(protector, Some(protected_map))
+    .with_correlation(&cfg);
     pipe.kmaps = Some(maps);
     let (scan_tx, mut scan_results) =
         crate::flows::start_scanner(metrics.clone(), crate::flows::scan_keys)?;
     pipe.scan_tx = Some(scan_tx);
     let initial = pipe.protector.initial(&pipe.procs, std::process::id());
     pipe.apply(&initial);
+    if let Some((path, text)) = &opts.record {
+        pipe.record_to(path, text.clone())?;
+        tracing::info!("recording events to {}", path.display());
+    }
     // Dumps already on disk are registered (not scanned: they may be big).
     for d in dump_dirs.values() {
         for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
@@ -886,6 +1202,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 while let Some(item) = rb.next() {
                     pipe.handle(&item);
                 }
+                pipe.tick();
                 update_lost(&lost, &mut lost_seen, &metrics);
                 pipe.housekeeping();
                 metrics.process_table_entries.set(pipe.procs.len() as i64);
@@ -913,15 +1230,57 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             }
         }
     }
+    {
+        let rb = ring.get_mut();
+        while let Some(item) = rb.next() {
+            pipe.handle(&item);
+        }
+    }
+    pipe.finish();
     tracing::info!("stopping: detaching probes");
     drop(ring);
     drop(ebpf);
     Ok(())
 }
 
+/// `keysentry replay FILE`: the recorded events through the same
+/// enrichment, rules, correlation and scoring; alerts and incident records
+/// to the config's outputs (`cfg` None: the config in the recording).
+pub fn replay(path: &Path, cfg: Option<Config>) -> Result<()> {
+    let (header, records) = record::read(path)?;
+    let cfg = match cfg {
+        Some(c) => c,
+        None if header.config.is_empty() => Config::default_config(),
+        None => Config::parse(&header.config, "the recording's config")
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let metrics = Metrics::new()?;
+    let mut outputs = Outputs::start(&cfg.alerts, metrics.clone())?;
+    outputs.blocking = true;
+    let mut watcher = Watcher::new(cfg.key_path.iter().map(|k| k.path.clone()).collect());
+    let _ = watcher.scan();
+    let mut pipe = Pipeline::new(
+        ProcessTable::new(),
+        watcher,
+        Policy::from_config(&cfg),
+        outputs,
+        metrics,
+    )
+    .with_protection(Protector::new(&cfg), None)
+    .with_correlation(&cfg);
+    pipe.replay_from(&header);
+    for rec in records {
+        pipe.replay(rec);
+    }
+    pipe.finish();
+    pipe.outputs.close();
+    Ok(())
+}
+
 /// SIGHUP: re-reads and validates the config file and applies it: the
 /// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
-/// `[alerts]`. `[metrics]`, `[[protected]]` and `[dumps]` need a restart
+/// `[alerts]`, `[scoring]` and `[correlation]` (open incidents stay open).
+/// `[metrics]`, `[[protected]]` and `[dumps]` need a restart
 /// (logged when they changed). An invalid file changes nothing: the running
 /// config stays and the log says why, naming the field.
 fn reload(
@@ -1005,6 +1364,7 @@ fn reload(
         add_watches(watches, &pipe.watcher.inotify_dirs());
     }
     pipe.policy = Policy::from_config(&new);
+    pipe.reconfigure_scoring(&new);
     for (field, changed) in [
         ("metrics", new.metrics != cur.metrics),
         ("protected", new.protected != cur.protected),

@@ -97,7 +97,19 @@ pub struct Alert {
     pub host: String,
     pub process: ProcessCtx,
     pub target: Target,
+    /// The incident this alert belongs to (`sensor/src/correlate.rs`).
     pub incident: String,
+    /// Alerts this line stands for: 1, or on a fold report the repeats
+    /// (same rule, actor and target) folded since the first was emitted.
+    pub count: u32,
+    /// Origin id of a tracked file's lineage (copies of a dump or key share
+    /// it); rules that track files fill it. Files without one correlate by
+    /// (dev, inode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<String>,
+    /// The `[scoring]` context weights that applied to the score.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub factors: Vec<&'static str>,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open: Option<OpenDetail>,
@@ -203,24 +215,36 @@ pub struct DumpDetail {
 pub struct Outputs {
     queues: Vec<Queue>,
     metrics: Arc<Metrics>,
+    /// Replay: wait for room in the queues instead of dropping.
+    pub blocking: bool,
 }
 
 struct Queue {
     name: &'static str,
-    tx: std::sync::mpsc::SyncSender<Arc<Alert>>,
+    tx: std::sync::mpsc::SyncSender<Arc<Line>>,
     dropped: prometheus::IntCounter,
     /// Alerts the output has finished with (written or failed).
     handled: Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// An output's writer.
-trait Sink: Send {
-    fn write(&mut self, alert: &Alert) -> std::io::Result<()>;
+/// One output line: an alert or an incident record (docs/alerts.md).
+/// Alerts are the common case; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Line {
+    Alert(Alert),
+    Incident(crate::correlate::Incident),
 }
 
-fn json_line(alert: &Alert) -> std::io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(alert)?;
+/// An output's writer.
+trait Sink: Send {
+    fn write(&mut self, line: &Line) -> std::io::Result<()>;
+}
+
+fn json_line(line: &Line) -> std::io::Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(line)?;
     line.push(b'\n');
     Ok(line)
 }
@@ -228,8 +252,8 @@ fn json_line(alert: &Alert) -> std::io::Result<Vec<u8>> {
 struct Stdout;
 
 impl Sink for Stdout {
-    fn write(&mut self, alert: &Alert) -> std::io::Result<()> {
-        let line = json_line(alert)?;
+    fn write(&mut self, line: &Line) -> std::io::Result<()> {
+        let line = json_line(line)?;
         let mut out = std::io::stdout().lock();
         out.write_all(&line)?;
         out.flush()
@@ -316,8 +340,8 @@ impl RotatingFile {
 }
 
 impl Sink for RotatingFile {
-    fn write(&mut self, alert: &Alert) -> std::io::Result<()> {
-        let line = json_line(alert)?;
+    fn write(&mut self, line: &Line) -> std::io::Result<()> {
+        let line = json_line(line)?;
         self.write_line(&line)
     }
 }
@@ -347,8 +371,11 @@ impl Syslog {
 }
 
 impl Sink for Syslog {
-    fn write(&mut self, alert: &Alert) -> std::io::Result<()> {
-        let msg = rfc5424(alert, self.facility, std::process::id())?;
+    fn write(&mut self, line: &Line) -> std::io::Result<()> {
+        let msg = match line {
+            Line::Alert(alert) => rfc5424(alert, self.facility, std::process::id())?,
+            Line::Incident(i) => rfc5424_incident(i, self.facility, std::process::id())?,
+        };
         let r = self.connect().and_then(|s| s.send(&msg).map(drop));
         if r.is_err() {
             // Reconnect at the next alert (the daemon may have restarted).
@@ -445,6 +472,29 @@ pub fn rfc5424(alert: &Alert, facility: u8, procid: u32) -> std::io::Result<Vec<
     Ok(msg)
 }
 
+/// An incident record as an RFC 5424 message: MSGID "incident", its id,
+/// status, score and severity as structured data, the record's JSON as MSG.
+pub fn rfc5424_incident(
+    i: &crate::correlate::Incident,
+    facility: u8,
+    procid: u32,
+) -> std::io::Result<Vec<u8>> {
+    let pri = u32::from(facility) * 8 + u32::from(syslog_severity(i.severity));
+    let mut msg = format!(
+        "<{pri}>1 {} {} keysentry {procid} incident [{SD_ID} incident=\"{}\" status=\"{}\" score=\"{}\" severity=\"{}\" steps=\"{}\"] \u{feff}",
+        syslog_time(&i.last_ts),
+        header_field(&i.host, 255),
+        sd_escape(&i.id),
+        i.status,
+        i.score,
+        i.severity.as_str(),
+        i.steps.len(),
+    )
+    .into_bytes();
+    msg.extend_from_slice(&serde_json::to_vec(i)?);
+    Ok(msg)
+}
+
 /// Syslog facility code of a name (RFC 5424 table 1).
 pub fn syslog_facility(name: &str) -> Option<u8> {
     const NAMES: [&str; 24] = [
@@ -496,7 +546,7 @@ impl Outputs {
         }
         let mut queues = Vec::new();
         for (name, mut sink) in sinks {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Alert>>(cfg.queue);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Line>>(cfg.queue);
             let dropped = metrics.output_dropped.with_label_values(&[name]);
             let d = dropped.clone();
             let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -528,7 +578,11 @@ impl Outputs {
                 thread: Some(thread),
             });
         }
-        Ok(Self { queues, metrics })
+        Ok(Self {
+            queues,
+            metrics,
+            blocking: false,
+        })
     }
 
     /// Names of the running outputs.
@@ -553,9 +607,23 @@ impl Outputs {
             .alerts
             .with_label_values(&[alert.rule, alert.severity.as_str()])
             .inc();
-        let alert = Arc::new(alert);
+        self.queue(Line::Alert(alert));
+    }
+
+    /// An incident record (docs/alerts.md), on the same outputs.
+    pub fn send_incident(&self, incident: crate::correlate::Incident) {
+        self.queue(Line::Incident(incident));
+    }
+
+    fn queue(&self, line: Line) {
+        let line = Arc::new(line);
         for q in &self.queues {
-            if q.tx.try_send(alert.clone()).is_err() {
+            let sent = if self.blocking {
+                q.tx.send(line.clone()).is_ok()
+            } else {
+                q.tx.try_send(line.clone()).is_ok()
+            };
+            if !sent {
                 q.dropped.inc();
             }
         }
@@ -618,6 +686,9 @@ mod tests {
                 inode: 12,
             },
             incident: format!("inc-{n}"),
+            count: 1,
+            lineage: None,
+            factors: Vec::new(),
             message: "m".into(),
             open: None,
             memory: None,
@@ -655,7 +726,9 @@ mod tests {
     fn file_output_rotates_by_size() {
         let d = tmp("rotate");
         let path = d.join("alerts.jsonl");
-        let line_len = json_line(&alert(1000, "/usr/bin/cat")).unwrap().len() as u64;
+        let line_len = json_line(&Line::Alert(alert(1000, "/usr/bin/cat")))
+            .unwrap()
+            .len() as u64;
         let per_file = 10;
         let c = crate::config::Alerts {
             file: Some(path.clone()),
@@ -934,6 +1007,9 @@ mod tests {
                 inode: 12,
             },
             incident: "i".into(),
+            count: 1,
+            lineage: None,
+            factors: Vec::new(),
             message: "m".into(),
             open: None,
             memory: None,

@@ -88,6 +88,12 @@ pub struct Config {
     pub dumps: Dumps,
     #[serde(default)]
     pub rule: Vec<RuleMode>,
+    /// `[scoring]`: docs/scoring.md.
+    #[serde(default)]
+    pub scoring: crate::score::ScoringConfig,
+    /// `[correlation]`: incident window, repeat folding.
+    #[serde(default)]
+    pub correlation: crate::correlate::CorrelationConfig,
 }
 
 /// `[[rule]]`: the mode of one enforceable rule (docs/enforcement.md).
@@ -460,10 +466,11 @@ fn invalid<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T,
 impl Config {
     /// Parses and validates; `origin` (the file name) prefixes errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Syntax {
+        let mut cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Syntax {
             origin: origin.to_string(),
             source,
         })?;
+        cfg.scoring.fill_defaults();
         cfg.validate()
             .map_err(|(field, message)| ConfigError::Invalid {
                 origin: origin.to_string(),
@@ -490,6 +497,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), Invalid> {
         self.validate_alerts()?;
+        self.scoring.validate()?;
+        self.correlation.validate()?;
         self.validate_key_paths()?;
         self.validate_key_names()?;
         self.validate_protected()?;

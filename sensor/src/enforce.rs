@@ -254,7 +254,7 @@ impl Pipeline {
             Some(mut a) => {
                 a.action = Some("denied");
                 a.message = format!("{} (denied: enforce mode)", a.message);
-                self.outputs.send(a);
+                self.emit(a, d.task.ts_boot_ns);
             }
             None => tracing::warn!(
                 "rule {rule}: the kernel denied pid {} ({}) but user space's policy allows it (allowlist changed on disk?)",

@@ -349,7 +349,7 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.outputs.send(alert);
+        self.emit(alert, w.task.ts_boot_ns);
     }
 
     /// A tainted process closed a file it wrote: a tracked file is complete
@@ -442,7 +442,7 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.outputs.send(alert);
+        self.emit(alert, d.ts_boot_ns);
     }
 
     /// A usermode helper (child of kthreadd) exec'd: remember it when it
@@ -623,7 +623,7 @@ impl Pipeline {
         detail.tracked_id = files.first().copied();
         let ts = self.clock.wall(d.ts_boot_ns);
         let alert = self.policy.core_dump(&d.dumped, detail, &self.host, ts);
-        self.outputs.send(alert);
+        self.emit(alert, d.ts_boot_ns);
     }
 
     /// The core file the kernel wrote for a protected process: registered
@@ -742,7 +742,7 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.outputs.send(alert);
+        self.emit(alert, s.task.ts_boot_ns);
     }
 
     /// A rename or link whose source name may be tracked.
@@ -865,7 +865,7 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.outputs.send(alert);
+        self.emit(alert, p.task.ts_boot_ns);
     }
 
     /// An open of a tracked file (a dump or a derived copy).
@@ -931,7 +931,7 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.outputs.send(alert);
+        self.emit(alert, rec.task.ts_boot_ns);
     }
 
     /// Queues a tracked file for the key-material scanner.
@@ -1084,7 +1084,7 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.outputs.send(alert);
+        self.emit(alert, crate::agent::boot_now());
     }
 }
 

@@ -31,6 +31,10 @@ enum Cmd {
         /// keysentry_events_lost_total{kind}.
         #[arg(long, default_value_t = sensor::loader::DEFAULT_RING_BYTES)]
         ring_buffer_bytes: u32,
+        /// Write the raw kernel events, and what enrichment read from /proc,
+        /// to this file (replay it with `keysentry replay`).
+        #[arg(long)]
+        record: Option<PathBuf>,
         /// Benchmarks only: attach every program but make each return at once.
         #[arg(long, hide = true)]
         bench_empty_programs: bool,
@@ -59,6 +63,14 @@ enum Cmd {
     Scan {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Run a recording (`run --record`) through enrichment, the rules,
+    /// correlation and scoring; print the alerts and incident records.
+    Replay {
+        file: PathBuf,
+        /// Config to use instead of the one in the recording.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -116,6 +128,22 @@ fn main() -> ExitCode {
             print!("{}", sensor::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
+        Cmd::Replay { file, config } => {
+            let cfg = match config.as_deref().map(Config::load).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("keysentry: invalid config: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match agent::replay(&file, cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("keysentry: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
@@ -154,6 +182,7 @@ fn main() -> ExitCode {
             config,
             log_format,
             ring_buffer_bytes,
+            record,
             bench_empty_programs,
             backend,
         } => {
@@ -188,6 +217,13 @@ fn main() -> ExitCode {
                 ring_bytes: ring_buffer_bytes,
                 config_path: config.clone(),
                 backend,
+                record: record.map(|r| {
+                    let text = config
+                        .as_ref()
+                        .and_then(|c| std::fs::read_to_string(c).ok())
+                        .unwrap_or_else(|| sensor::config::DEFAULT_CONFIG.to_string());
+                    (r, text)
+                }),
             };
             match rt.block_on(agent::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub core_dumps: IntCounterVec,
     pub tracked_files: IntGauge,
     pub scans: IntCounterVec,
+    pub alerts_suppressed: IntCounterVec,
+    pub incidents: IntCounterVec,
+    pub incident_score: prometheus::Histogram,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
@@ -120,6 +123,28 @@ impl Metrics {
             "Tracked files scanned for key material, by result (clean, found, error).",
             &["result"],
         )?;
+        let alerts_suppressed = counter_vec(
+            &r,
+            "keysentry_alerts_suppressed_total",
+            "Repeated alerts folded into a count (same rule, actor and target).",
+            &["rule"],
+        )?;
+        let incidents = counter_vec(
+            &r,
+            "keysentry_incidents_total",
+            "Incidents closed, by final severity.",
+            &["severity"],
+        )?;
+        let incident_score = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "keysentry_incident_score",
+                "Final score of closed incidents.",
+            )
+            .buckets(vec![
+                10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0,
+            ]),
+        )?;
+        r.register(Box::new(incident_score.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "keysentry_build_info",
@@ -155,6 +180,9 @@ impl Metrics {
             core_dumps,
             tracked_files,
             scans,
+            alerts_suppressed,
+            incidents,
+            incident_score,
         }))
     }
 

@@ -30,10 +30,24 @@ pub struct ProcInfo {
 /// How long an exited process stays in the table for late lookups.
 const EXITED_KEEP: usize = 4096;
 
+/// A /proc read made while handling an event, for a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Proc(ProcInfo),
+    Tgid(u32, u32),
+}
+
 #[derive(Default)]
 pub struct ProcessTable {
     procs: HashMap<u32, ProcInfo>,
     exited: VecDeque<(u32, u64)>,
+    /// Replay: never read /proc; what the recording gave is all there is.
+    pub offline: bool,
+    /// Recording: /proc reads are kept here until the pipeline writes them.
+    pub recording: bool,
+    pub fetched: Vec<Fetched>,
+    /// Thread groups from a recording.
+    tgids: HashMap<u32, u32>,
 }
 
 impl ProcessTable {
@@ -70,6 +84,31 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
+    /// An entry from a recording.
+    pub fn insert(&mut self, p: ProcInfo) {
+        self.procs.insert(p.pid, p);
+    }
+
+    /// A thread group from a recording.
+    pub fn insert_tgid(&mut self, tid: u32, tgid: u32) {
+        self.tgids.insert(tid, tgid);
+    }
+
+    /// A process read from /proc (none when offline), remembered for a
+    /// recording.
+    fn read_live(&mut self, pid: u32) -> Option<ProcInfo> {
+        if self.offline {
+            return None;
+        }
+        let p = procfs::process::Process::new(pid as i32)
+            .ok()
+            .and_then(|p| read_proc(&p))?;
+        if self.recording {
+            self.fetched.push(Fetched::Proc(p.clone()));
+        }
+        Some(p)
+    }
+
     /// The process, from the table, else from /proc, else from what the
     /// kernel record says.
     pub fn resolve(&mut self, task: &Task) -> ProcInfo {
@@ -78,10 +117,7 @@ impl ProcessTable {
             p.uid = task.uid;
             return p;
         }
-        if let Some(p) = procfs::process::Process::new(task.pid as i32)
-            .ok()
-            .and_then(|p| read_proc(&p))
-        {
+        if let Some(p) = self.read_live(task.pid) {
             self.procs.insert(p.pid, p.clone());
             return p;
         }
@@ -99,18 +135,25 @@ impl ProcessTable {
     }
 
     /// Thread-group id of a thread id (the pid of the process it belongs to).
-    pub fn tgid_of(&self, tid: u32) -> u32 {
+    pub fn tgid_of(&mut self, tid: u32) -> u32 {
         if self.procs.contains_key(&tid) {
             return tid;
         }
-        std::fs::read_to_string(format!("/proc/{tid}/status"))
+        if self.offline {
+            return self.tgids.get(&tid).copied().unwrap_or(tid);
+        }
+        let tgid = std::fs::read_to_string(format!("/proc/{tid}/status"))
             .ok()
             .and_then(|s| {
                 s.lines()
                     .find_map(|l| l.strip_prefix("Tgid:"))
                     .and_then(|v| v.trim().parse().ok())
             })
-            .unwrap_or(tid)
+            .unwrap_or(tid);
+        if self.recording {
+            self.fetched.push(Fetched::Tgid(tid, tgid));
+        }
+        tgid
     }
 
     /// A process by pid: the table, else /proc, else a bare entry.
@@ -118,10 +161,7 @@ impl ProcessTable {
         if let Some(p) = self.procs.get(&pid) {
             return p.clone();
         }
-        if let Some(p) = procfs::process::Process::new(pid as i32)
-            .ok()
-            .and_then(|p| read_proc(&p))
-        {
+        if let Some(p) = self.read_live(pid) {
             self.procs.insert(p.pid, p.clone());
             return p;
         }

@@ -110,6 +110,16 @@ impl Protector {
         self.set.len()
     }
 
+    /// The protected set, (pid, rule), for a recording's header.
+    pub fn snapshot(&self) -> Vec<(u32, u32)> {
+        self.set.iter().map(|(p, r)| (*p, *r)).collect()
+    }
+
+    /// The protected set of a recording.
+    pub fn restore(&mut self, set: &[(u32, u32)]) {
+        self.set = set.iter().copied().collect();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
