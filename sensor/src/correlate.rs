@@ -22,7 +22,7 @@ use crate::{
 pub struct CorrelationConfig {
     /// An incident stays open this long after its last step (seconds).
     pub window_seconds: u64,
-    /// Repeats (same rule, actor and target) within this many seconds of
+    /// Repeats (same rule, actor, target and operation) within this many seconds of
     /// the first fold into one alert with a count.
     pub fold_seconds: u64,
     /// How many ancestors of the actor join its process tree (0: the actor
@@ -276,7 +276,13 @@ impl Correlator {
     /// The incident record follows each alert that adds or counts a step.
     pub fn add(&mut self, mut a: Alert, now_ns: u64, lin: &Lineage, out: &mut Vec<Out>) -> bool {
         self.tick(now_ns, out);
-        let fold_key = (a.rule.to_string(), a.process.pid, target_key(&a.target));
+        // The message names the operation (PTRACE_ATTACH vs PEEKDATA, read
+        // vs write): only the same operation again is a repeat.
+        let fold_key = (
+            a.rule.to_string(),
+            a.process.pid,
+            format!("{}|{}", target_key(&a.target), a.message),
+        );
         if let Some(inc_id) = self.folds.get(&fold_key).map(|f| f.incident.clone()) {
             // A repeat: counted on its step, reported when the fold closes.
             let id = self.resolve_id(&inc_id);
@@ -287,12 +293,9 @@ impl Correlator {
             if let Some(inc) = self.incidents.get_mut(&id) {
                 inc.last_ns = now_ns;
                 inc.last_ts = a.ts.clone();
-                if let Some(s) = inc
-                    .steps
-                    .iter_mut()
-                    .rev()
-                    .find(|s| s.rule == a.rule && s.actor_pid == a.process.pid)
-                {
+                if let Some(s) = inc.steps.iter_mut().rev().find(|s| {
+                    s.rule == a.rule && s.actor_pid == a.process.pid && s.message == a.message
+                }) {
                     s.count += 1;
                 }
             }
@@ -590,6 +593,20 @@ mod tests {
         assert_eq!(inc.status, "closed");
         assert_eq!(inc.steps[0].count, 4);
         assert!(!c.pending());
+    }
+
+    #[test]
+    fn another_operation_is_not_a_repeat() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        let mut a = alert("ptrace-attach", 10, proc_t(500), 80);
+        a.message = "via PTRACE_ATTACH".into();
+        let mut b = a.clone();
+        b.message = "via PTRACE_PEEKDATA".into();
+        assert!(c.add(a, S, &tree(&[10]), &mut out));
+        assert!(c.add(b.clone(), 2 * S, &tree(&[10]), &mut out));
+        assert!(!c.add(b, 3 * S, &tree(&[10]), &mut out));
+        assert_eq!(alerts(&out).len(), 2);
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn free_port() -> u16 {
 pub struct Sensor {
     child: Child,
     alerts: Receiver<Value>,
+    incidents: Receiver<Value>,
     logs: Receiver<String>,
     pub metrics_port: u16,
 }
@@ -108,10 +109,16 @@ impl Sensor {
             .spawn()
             .expect("spawn keysentry");
         let (atx, alerts) = channel();
+        let (itx, incidents) = channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 match serde_json::from_str::<Value>(&line) {
+                    // Incident records (docs/alerts.md) have their own
+                    // channel: the tests here read alerts.
+                    Ok(v) if v["type"] == "incident" => {
+                        let _ = itx.send(v);
+                    }
                     Ok(v) => {
                         if atx.send(v).is_err() {
                             break;
@@ -132,11 +139,17 @@ impl Sensor {
         let mut s = Sensor {
             child,
             alerts,
+            incidents,
             logs,
             metrics_port: port,
         };
         s.wait_log("ready");
         s
+    }
+
+    /// Incident records received so far (without waiting).
+    pub fn incidents_now(&self) -> Vec<Value> {
+        self.incidents.try_iter().collect()
     }
 
     pub fn pid(&self) -> u32 {
@@ -244,6 +257,16 @@ impl Sensor {
                 .and_then(|rest| rest.strip_prefix(' '))
                 .and_then(|v| v.trim().parse().ok())
         })
+    }
+
+    /// SIGINT, then every alert and incident record not read yet (the
+    /// fold reports and closed incidents written at shutdown included).
+    pub fn stop_and_drain(mut self) -> (Vec<Value>, Vec<Value>) {
+        assert_eq!(self.stop_with(nix::sys::signal::Signal::SIGINT), Some(0));
+        // The reader threads end at EOF; the channels then disconnect.
+        let alerts: Vec<Value> = self.alerts.iter().collect();
+        let incidents: Vec<Value> = self.incidents.iter().collect();
+        (alerts, incidents)
     }
 
     /// SIGTERM, then the exit status.
