@@ -517,6 +517,11 @@ pub const WATCH_CHILDREN: u32 = 2;
 /// The inode is a tracked file (registered dump or derived copy); its
 /// `watch_id` is the tracked-file id.
 pub const WATCH_TRACKED: u32 = 4;
+/// `watch_id` of a file the kernel marked tracked itself, at the first
+/// write of a tainted process, before user space registered it (or
+/// removed it: not every write of a tainted process is a copy). A reader
+/// that opens it at once is then followed without waiting for user space.
+pub const TRACKED_PENDING: u32 = u32::MAX;
 
 /// Key of the once-per-file write filter: (process, file).
 #[repr(C)]

@@ -142,3 +142,31 @@ pub fn acting_tgid() -> Option<u32> {
     }
     Some(tgid)
 }
+
+/// (dev, inode) of a task's executable.
+#[inline(always)]
+pub unsafe fn exe_of(task: crate::vfs::Ptr) -> Option<InodeKey> {
+    use crate::vfs::{file_identity, rd_ptr};
+    unsafe {
+        let mm = rd_ptr(task, crate::off!(task_mm))?;
+        let exe = rd_ptr(mm, crate::off!(mm_exe_file))?;
+        file_identity(exe).map(|(k, _)| k)
+    }
+}
+
+/// Is executable `exe` in `ALLOWED` for `scope` (a key path's watch id,
+/// `ALLOW_ANY_KEY` or `ALLOW_MEMORY`) and `target`?
+#[inline(always)]
+pub fn allowed(exe: &InodeKey, scope: u32, target: Option<&InodeKey>) -> bool {
+    let mut k = AllowKey {
+        dev: exe.dev,
+        scope,
+        ino: exe.ino,
+        ..Default::default()
+    };
+    if let Some(t) = target {
+        k.target_dev = t.dev;
+        k.target_ino = t.ino;
+    }
+    unsafe { ALLOWED.get(k).is_some() }
+}

@@ -185,9 +185,9 @@ pub struct Pipeline {
     correlator: Correlator,
     recorder: Option<Recorder>,
     /// Replay: the facts of the recording (None when live).
-    facts: Option<HashMap<String, bool>>,
+    facts: Option<HashMap<String, serde_json::Value>>,
     /// Facts read from /proc for the event being handled, to record.
-    new_facts: Vec<(String, bool)>,
+    new_facts: Vec<(String, serde_json::Value)>,
 }
 
 /// The correlate/score stage and the recording hooks (the rest of the
@@ -233,28 +233,7 @@ impl Pipeline {
     }
 
     fn record_event(&mut self, bytes: &[u8]) {
-        let Some(r) = self.recorder.as_mut() else {
-            return;
-        };
-        let mut recs: Vec<Record> = self
-            .procs
-            .fetched
-            .drain(..)
-            .map(|f| match f {
-                Fetched::Proc(p) => Record::Proc((&p).into()),
-                Fetched::Tgid(t, g) => Record::Tgid(t, g),
-            })
-            .collect();
-        recs.extend(self.new_facts.drain(..).map(|(k, v)| Record::Fact(k, v)));
-        recs.push(Record::Event(bytes.to_vec()));
-        for rec in &recs {
-            if let Err(e) = r.write(rec) {
-                tracing::warn!("recording stopped: {e:#}");
-                self.recorder = None;
-                self.procs.recording = false;
-                return;
-            }
-        }
+        self.record(Record::Event(bytes.to_vec()));
     }
 
     /// A replay: the header's host, clock and protected set; no /proc.
@@ -277,6 +256,36 @@ impl Pipeline {
                 self.facts.get_or_insert_with(HashMap::new).insert(k, v);
             }
             Record::Tick(ns) => self.tick_at(ns),
+            Record::Scan(r) => self.scanned_at(r),
+        }
+    }
+
+    /// Writes one record when recording, after the /proc reads and facts
+    /// its handling made (so a replay has them before it handles the
+    /// record). Callers handle first, then record. A failed write stops
+    /// recording.
+    pub(crate) fn record(&mut self, rec: Record) {
+        let Some(r) = self.recorder.as_mut() else {
+            return;
+        };
+        let mut recs: Vec<Record> = self
+            .procs
+            .fetched
+            .drain(..)
+            .map(|f| match f {
+                Fetched::Proc(p) => Record::Proc((&p).into()),
+                Fetched::Tgid(t, g) => Record::Tgid(t, g),
+            })
+            .collect();
+        recs.extend(self.new_facts.drain(..).map(|(k, v)| Record::Fact(k, v)));
+        recs.push(rec);
+        for rec in &recs {
+            if let Err(e) = r.write(rec) {
+                tracing::warn!("recording stopped: {e:#}");
+                self.recorder = None;
+                self.procs.recording = false;
+                return;
+            }
         }
     }
 
@@ -287,11 +296,11 @@ impl Pipeline {
         if !self.correlator.pending() {
             return;
         }
+        self.tick_at(now);
+        self.record(Record::Tick(now));
         if let Some(r) = self.recorder.as_mut() {
-            let _ = r.write(&Record::Tick(now));
             let _ = r.flush();
         }
-        self.tick_at(now);
     }
 
     fn tick_at(&mut self, now_ns: u64) {
@@ -330,12 +339,32 @@ impl Pipeline {
 
     /// A fact read from /proc now, or from the recording when replaying.
     fn fact(&mut self, key: String, live: impl FnOnce() -> bool) -> bool {
+        self.fact_value(key, || serde_json::Value::Bool(live()))
+            .as_bool()
+            .unwrap_or(false)
+    }
+
+    /// The kernel's core_pattern and core_uses_pid (recorded for replay).
+    pub(crate) fn core_pattern(&mut self) -> (String, bool) {
+        let v = self.fact_value("core_pattern".into(), || {
+            serde_json::to_value(coredump::current_pattern()).unwrap_or_default()
+        });
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    /// A value read from the system (/proc, a file's first bytes) now, or
+    /// from the recording when replaying (Null when it has none).
+    pub(crate) fn fact_value(
+        &mut self,
+        key: String,
+        live: impl FnOnce() -> serde_json::Value,
+    ) -> serde_json::Value {
         if let Some(f) = &self.facts {
-            return f.get(&key).copied().unwrap_or(false);
+            return f.get(&key).cloned().unwrap_or_default();
         }
         let v = live();
         if self.recorder.is_some() {
-            self.new_facts.push((key, v));
+            self.new_facts.push((key, v.clone()));
         }
         v
     }
@@ -735,8 +764,17 @@ impl Pipeline {
         }
         let dumped = self.procs.resolve(task);
         self.note_crash(&dumped);
-        let (pattern, uses_pid) = coredump::current_pattern();
-        let cwd = std::fs::read_link(format!("/proc/{}/cwd", task.pid)).ok();
+        let (pattern, uses_pid) = self.core_pattern();
+        let pid = task.pid;
+        let cwd = self
+            .fact_value(format!("cwd:{pid}"), || {
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .into()
+            })
+            .as_str()
+            .map(PathBuf::from);
         let wall_s = (self.clock.offset_ns + task.ts_boot_ns as i128) / 1_000_000_000;
         let ctx = coredump::DumpCtx {
             proc: &dumped,
@@ -1246,7 +1284,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
 /// `keysentry replay FILE`: the recorded events through the same
 /// enrichment, rules, correlation and scoring; alerts and incident records
 /// to the config's outputs (`cfg` None: the config in the recording).
-pub fn replay(path: &Path, cfg: Option<Config>) -> Result<()> {
+/// `trim`: also write a copy of the recording without the start-snapshot
+/// processes the replay never looked at (a recording to share or commit).
+pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<()> {
     let (header, records) = record::read(path)?;
     let cfg = match cfg {
         Some(c) => c,
@@ -1259,21 +1299,47 @@ pub fn replay(path: &Path, cfg: Option<Config>) -> Result<()> {
     outputs.blocking = true;
     let mut watcher = Watcher::new(cfg.key_path.iter().map(|k| k.path.clone()).collect());
     let _ = watcher.scan();
-    let mut pipe = Pipeline::new(
-        ProcessTable::new(),
-        watcher,
-        Policy::from_config(&cfg),
-        outputs,
-        metrics,
-    )
-    .with_protection(Protector::new(&cfg), None)
-    .with_correlation(&cfg);
+    let mut procs = ProcessTable::new();
+    if trim.is_some() {
+        procs.used = Some(Default::default());
+    }
+    let mut pipe = Pipeline::new(procs, watcher, Policy::from_config(&cfg), outputs, metrics)
+        .with_protection(Protector::new(&cfg), None)
+        .with_correlation(&cfg);
     pipe.replay_from(&header);
-    for rec in records {
+    for rec in records.iter().cloned() {
         pipe.replay(rec);
     }
     pipe.finish();
     pipe.outputs.close();
+    if let Some(out) = trim {
+        let used = pipe.procs.used.take().unwrap_or_default().into_inner();
+        let mut w = Recorder::create(out, &header)?;
+        let (mut dropped, mut cut) = (0usize, 0usize);
+        for rec in &records {
+            match rec {
+                Record::Snapshot(p) => match used.get(&p.pid) {
+                    None => dropped += 1,
+                    Some(true) => w.write(rec)?,
+                    // Only walked through (an ancestor): its command line
+                    // is never shown, so it is left out.
+                    Some(false) => {
+                        cut += 1;
+                        let mut p = p.clone();
+                        p.argv.clear();
+                        w.write(&Record::Snapshot(p))?;
+                    }
+                },
+                _ => w.write(rec)?,
+            }
+        }
+        w.flush()?;
+        eprintln!(
+            "keysentry: wrote {}: {dropped} start-snapshot processes the replay never \
+             looked at left out, {cut} command lines of ancestors cut",
+            out.display()
+        );
+    }
     Ok(())
 }
 

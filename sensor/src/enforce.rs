@@ -20,7 +20,6 @@ use crate::{
     agent::Pipeline,
     alert::DumpDetail,
     config::Config,
-    coredump,
     decode::{DeniedRecord, OpenRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, KeyOpen, MemAccess,
@@ -239,11 +238,18 @@ impl Pipeline {
                 )
             }
             ENF_CORE_DUMP => {
-                let (pattern, _) = coredump::current_pattern();
+                let (pattern, _) = self.core_pattern();
+                let exists = d.path.clone().map(|p| {
+                    self.fact_value(format!("exists:{p}"), || {
+                        std::path::Path::new(&p).exists().into()
+                    })
+                    .as_bool()
+                    .unwrap_or(false)
+                });
                 let detail = DumpDetail {
                     core_pattern: Some(pattern),
                     path: d.path.clone(),
-                    exists: d.path.as_ref().map(|p| std::path::Path::new(p).exists()),
+                    exists,
                     ..Default::default()
                 };
                 Some(self.policy.core_dump(&actor, detail, &self.host, ts))

@@ -12,8 +12,8 @@ use std::{
 
 use sensor_common::{
     InodeKey, MATCH_INODE, MATCH_PARENT, PATH_OP_LINK, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY,
-    TAINT_PIPE, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE,
-    VIA_SPLICE, WATCH_SELF, WATCH_TRACKED, WatchEntry, names::name_key_of,
+    TAINT_PIPE, TRACKED_PENDING, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
+    VIA_SENDFILE, VIA_SPLICE, WATCH_SELF, WATCH_TRACKED, WatchEntry, names::name_key_of,
 };
 
 use crate::{
@@ -216,8 +216,29 @@ impl Pipeline {
         self.metrics.tracked_files.set(self.registry.len() as i64);
     }
 
-    /// A tainted process wrote a regular file.
+    /// A tainted process wrote a regular file. The kernel marked it
+    /// tracked (`TRACKED_PENDING`) at that write; a file that is not
+    /// registered here is taken out of the kernel's watch map again.
     pub(crate) fn file_write(&mut self, w: &WriteRecord) {
+        self.file_write_track(w);
+        if self.registry.by_inode(w.dev, w.ino).is_none()
+            && let Some(m) = self.kmaps.as_mut()
+        {
+            let key = InodeKey {
+                dev: w.dev,
+                _pad: 0,
+                ino: w.ino,
+            };
+            if m.watched
+                .get(&key, 0)
+                .is_ok_and(|e| e.watch_id == TRACKED_PENDING)
+            {
+                let _ = m.watched.remove(&key);
+            }
+        }
+    }
+
+    fn file_write_track(&mut self, w: &WriteRecord) {
         let actor = self.procs.resolve(&w.task);
         let mut path = w.path.clone().unwrap_or_default();
         if w.path_truncated {
@@ -402,7 +423,12 @@ impl Pipeline {
         let (kd, ino) = (t.kdev, t.ino);
         let actor = &d.actor;
         let dumped = &d.dumped;
-        let format = file_format(Path::new(&path));
+        let format = self
+            .fact_value(format!("format:{kd}:{ino}"), || {
+                file_format(Path::new(&path)).into()
+            })
+            .as_str()
+            .map(str::to_string);
         let message = format!(
             "{} (pid {}, uid {}) read the memory of protected process {} (pid {}) and wrote {path}{}: a user-space dump",
             actor.comm,
@@ -449,7 +475,7 @@ impl Pipeline {
     /// is the core_pattern pipe helper (a script's argv starts with its
     /// interpreter, so the first two arguments are checked).
     pub(crate) fn usermode_helper_exec(&mut self, pid: u32) {
-        let (pattern, _) = crate::coredump::current_pattern();
+        let (pattern, _) = self.core_pattern();
         let Some(helper) = pattern
             .strip_prefix('|')
             .and_then(|p| p.split_whitespace().next())
@@ -870,7 +896,15 @@ impl Pipeline {
 
     /// An open of a tracked file (a dump or a derived copy).
     pub(crate) fn tracked_open(&mut self, rec: &OpenRecord) {
-        let Some(t) = self.registry.get(rec.watch_id) else {
+        // A pending id: the kernel marked the file at its first write; the
+        // write's record came first, so it is registered by now (or was
+        // not worth tracking).
+        let t = if rec.watch_id == TRACKED_PENDING {
+            self.registry.by_inode(rec.dev, rec.ino)
+        } else {
+            self.registry.get(rec.watch_id)
+        };
+        let Some(t) = t else {
             return;
         };
         let id = t.id;
@@ -958,6 +992,7 @@ pub struct ScanResult {
     pub report: Result<ScanOutcome, String>,
 }
 
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanOutcome {
     /// Keys found.
     pub found: usize,
@@ -1021,11 +1056,25 @@ pub fn start_scanner(
 
 impl Pipeline {
     /// The scanner finished a file: `key-material` when it held keys.
+    /// A result from the scanner thread (recorded with the time it was
+    /// handled, so a replay raises the same alert at the same point).
     pub fn scanned(&mut self, r: ScanResult) {
+        let rec = crate::record::ScanRec {
+            at_ns: crate::agent::boot_now(),
+            id: r.id,
+            path: r.path.to_string_lossy().into_owned(),
+            report: r.report,
+        };
+        self.scanned_at(rec.clone());
+        self.record(crate::record::Record::Scan(rec));
+    }
+
+    /// A scanner result, live or from a recording.
+    pub(crate) fn scanned_at(&mut self, r: crate::record::ScanRec) {
         let outcome = match r.report {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!("scanning {}: {e}", r.path.display());
+                tracing::warn!("scanning {}: {e}", r.path);
                 return;
             }
         };
@@ -1057,7 +1106,7 @@ impl Pipeline {
                 _ => String::new(),
             }
         );
-        let ts = rfc3339_now();
+        let ts = self.clock.wall(r.at_ns);
         let alert = self.policy.flow_alert(
             FlowAlert {
                 rule: crate::detect::RULE_KEY_MATERIAL,
@@ -1084,16 +1133,8 @@ impl Pipeline {
             &self.host,
             ts,
         );
-        self.emit(alert, crate::agent::boot_now());
+        self.emit(alert, r.at_ns);
     }
-}
-
-fn rfc3339_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
-    crate::alert::rfc3339(now)
 }
 
 impl Pipeline {

@@ -71,6 +71,10 @@ enum Cmd {
         /// Config to use instead of the one in the recording.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also write a copy of the recording to OUT without the
+        /// start-snapshot processes this replay never looked at.
+        #[arg(long, value_name = "OUT")]
+        trim: Option<PathBuf>,
     },
 }
 
@@ -128,7 +132,7 @@ fn main() -> ExitCode {
             print!("{}", sensor::config::DEFAULT_CONFIG);
             ExitCode::SUCCESS
         }
-        Cmd::Replay { file, config } => {
+        Cmd::Replay { file, config, trim } => {
             let cfg = match config.as_deref().map(Config::load).transpose() {
                 Ok(c) => c,
                 Err(e) => {
@@ -136,7 +140,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match agent::replay(&file, cfg) {
+            match agent::replay(&file, cfg, trim.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("keysentry: {e:#}");

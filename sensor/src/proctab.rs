@@ -48,6 +48,10 @@ pub struct ProcessTable {
     pub fetched: Vec<Fetched>,
     /// Thread groups from a recording.
     tgids: HashMap<u32, u32>,
+    /// `replay --trim`: the pids the pipeline looked up in the table, and
+    /// whether as an event's process (`true`: its command line may be
+    /// shown) or only as an ancestor or parent (`false`).
+    pub used: Option<std::cell::RefCell<HashMap<u32, bool>>>,
 }
 
 impl ProcessTable {
@@ -81,7 +85,14 @@ impl ProcessTable {
     }
 
     pub fn get(&self, pid: u32) -> Option<&ProcInfo> {
+        self.mark(pid, false);
         self.procs.get(&pid)
+    }
+
+    fn mark(&self, pid: u32, full: bool) {
+        if let Some(u) = &self.used {
+            *u.borrow_mut().entry(pid).or_default() |= full;
+        }
     }
 
     /// An entry from a recording.
@@ -112,6 +123,7 @@ impl ProcessTable {
     /// The process, from the table, else from /proc, else from what the
     /// kernel record says.
     pub fn resolve(&mut self, task: &Task) -> ProcInfo {
+        self.mark(task.pid, true);
         if let Some(p) = self.procs.get(&task.pid) {
             let mut p = p.clone();
             p.uid = task.uid;
@@ -158,6 +170,7 @@ impl ProcessTable {
 
     /// A process by pid: the table, else /proc, else a bare entry.
     pub fn lookup(&mut self, pid: u32) -> ProcInfo {
+        self.mark(pid, true);
         if let Some(p) = self.procs.get(&pid) {
             return p.clone();
         }
@@ -204,6 +217,7 @@ impl ProcessTable {
     }
 
     pub fn fork(&mut self, parent: &Task, child_pid: u32, child_start_ns: u64) {
+        self.mark(parent.pid, false);
         let base = self.procs.get(&parent.pid).cloned();
         let child = match base {
             Some(p) => ProcInfo {

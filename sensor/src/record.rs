@@ -7,11 +7,16 @@
 //! - `P` a process the pipeline read from /proc while handling the next
 //!   event (JSON, `ProcSnap`); `S` the same for the start snapshot;
 //! - `G` a thread id's thread group (two u32 LE), read from /proc;
-//! - `F` a fact the pipeline read from /proc (JSON `[key, bool]`);
+//! - `F` a fact the pipeline read from the system (JSON `[key, value]`:
+//!   a terminal on stdin, core_pattern, a dump's format);
 //! - `T` a tick of the agent's clock (u64 LE boot-time ns), when windows
-//!   were pending.
+//!   were pending;
+//! - `K` a key-material scanner result, where the pipeline took it from
+//!   the scanner thread (JSON `ScanRec`: kinds and fingerprints, never key
+//!   bytes).
 //!
 //! Replay takes enrichment only from the stream, so it is deterministic.
+//! Command lines are recorded redacted (`redact.rs`), as alerts show them.
 
 use std::{
     io::{BufWriter, Read, Write},
@@ -63,7 +68,9 @@ impl From<&ProcInfo> for ProcSnap {
             uid: p.uid,
             comm: p.comm.clone(),
             exe: p.exe.to_string(),
-            argv: p.argv.to_vec(),
+            // A recording may leave the host: secrets in command lines are
+            // redacted here, as in alerts (redaction is idempotent).
+            argv: crate::redact::redact_argv(&p.argv),
             start_ns: p.start_ns,
             cgroup_id: p.cgroup_id,
             execed: p.execed,
@@ -87,15 +94,26 @@ impl From<ProcSnap> for ProcInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     Header(Header),
     Event(Vec<u8>),
     Proc(ProcSnap),
     Snapshot(ProcSnap),
     Tgid(u32, u32),
-    Fact(String, bool),
+    Fact(String, serde_json::Value),
     Tick(u64),
+    Scan(ScanRec),
+}
+
+/// A scanner result as the pipeline handled it, at `at_ns` (boot time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanRec {
+    pub at_ns: u64,
+    pub id: u32,
+    pub path: String,
+    /// The scanner's report (kinds and fingerprints), or why it failed.
+    pub report: Result<crate::flows::ScanOutcome, String>,
 }
 
 impl Record {
@@ -112,6 +130,7 @@ impl Record {
             }
             Record::Fact(k, v) => (b'F', serde_json::to_vec(&(k, v))?),
             Record::Tick(ns) => (b'T', ns.to_le_bytes().to_vec()),
+            Record::Scan(r) => (b'K', serde_json::to_vec(r)?),
         })
     }
 
@@ -147,7 +166,7 @@ impl Record {
                 )
             }
             b'F' => {
-                let (k, v): (String, bool) = serde_json::from_slice(&p)
+                let (k, v): (String, serde_json::Value) = serde_json::from_slice(&p)
                     .with_context(|| format!("fact record at byte {at}"))?;
                 Record::Fact(k, v)
             }
@@ -155,6 +174,9 @@ impl Record {
                 fixed(8)?;
                 Record::Tick(u64::from_le_bytes(p[..8].try_into()?))
             }
+            b'K' => Record::Scan(
+                serde_json::from_slice(&p).with_context(|| format!("scan record at byte {at}"))?,
+            ),
             k => bail!("record at byte {at}: unknown type {k:#x}"),
         })
     }
@@ -255,7 +277,8 @@ mod tests {
         let recs = vec![
             Record::Event(vec![1, 2, 3]),
             Record::Tgid(4, 5),
-            Record::Fact("tty:1".into(), true),
+            Record::Fact("tty:1".into(), true.into()),
+            Record::Fact("core_pattern".into(), serde_json::json!(["core", false])),
             Record::Tick(9),
         ];
         for x in &recs {

@@ -118,4 +118,20 @@ mod tests {
         );
         assert_eq!(r(&["ls", "-p"]), "ls -p");
     }
+
+    /// Recordings keep redacted argv; redacting again changes nothing, so
+    /// a replay prints the command lines the live run printed.
+    #[test]
+    fn redaction_is_idempotent() {
+        for v in [
+            &["vault", "login", "--token", "s.abc"][..],
+            &["x", "--password=hunter2", "DB_PASSWORD=y"],
+            &["openssl", "pkcs12", "-passin", "pass:hunter2"],
+            &["curl", "https://bob:hunter2@example.org/x"],
+        ] {
+            let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+            let once = redact_argv(&v);
+            assert_eq!(redact_argv(&once), once);
+        }
+    }
 }

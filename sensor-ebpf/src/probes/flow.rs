@@ -23,15 +23,16 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME,
-    PathChangeEvent, TAINT_PIPE, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP,
-    VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WriteKey,
+    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK,
+    PATH_OP_RENAME, PathChangeEvent, TAINT_FILE, TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE,
+    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE,
+    WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
 };
 
 use crate::{
     maps::{
-        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WRITTEN, acting_tgid, count_lost,
-        submit_flags,
+        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WRITTEN, acting_tgid,
+        count_lost, submit_flags,
     },
     off,
     probes::open::arg_final_name,
@@ -47,10 +48,15 @@ const S_IFSOCK: u32 = 0o140000;
 const PIPE_TAINT_WINDOW_NS: u64 = 300 * 1_000_000_000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const BPF_NOEXIST: u64 = 1;
 const FICLONE: u64 = 0x4004_9409;
 const FICLONERANGE: u64 = 0x4020_940d;
 
-/// Adds `t` to the taint of `tgid` (the first source of each kind stays).
+/// Adds `t` to the taint of `tgid`. The first source of each kind stays,
+/// except that a file the process opens itself (flags exactly
+/// `TAINT_FILE`; a pipe's taint carries `TAINT_PIPE`) replaces an
+/// earlier file source: a copy tool's next writes come from what it read
+/// last, not from what a parent's pipe once carried.
 #[inline(always)]
 pub fn add_taint(tgid: u32, t: &Taint) {
     match TAINTED.get_ptr_mut(tgid) {
@@ -59,7 +65,7 @@ pub fn add_taint(tgid: u32, t: &Taint) {
             if (*cur).src_pid == 0 {
                 (*cur).src_pid = t.src_pid;
             }
-            if (*cur).src_ino == 0 && t.src_ino != 0 {
+            if t.src_ino != 0 && ((*cur).src_ino == 0 || t.flags == TAINT_FILE) {
                 (*cur).src_dev = t.src_dev;
                 (*cur).src_ino = t.src_ino;
             }
@@ -349,6 +355,18 @@ unsafe fn wrote_file(
             return;
         }
         let _ = WRITTEN.insert(wk, 1, 0);
+        // Tracked from now on (unless already watched): a `cp` of a dump
+        // started right after the dumper exits opens it before user space
+        // could register it. User space replaces the pending id with the
+        // tracked id, or removes the entry when the write is no copy.
+        let _ = WATCHED.insert(
+            InodeKey { dev, _pad: 0, ino },
+            WatchEntry {
+                watch_id: TRACKED_PENDING,
+                flags: WATCH_SELF | WATCH_TRACKED,
+            },
+            BPF_NOEXIST,
+        );
         let Some(mut entry) = EVENTS.reserve::<FileWriteEvent>(0) else {
             count_lost(EventKind::FileWrite);
             return;

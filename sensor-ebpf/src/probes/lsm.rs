@@ -20,13 +20,13 @@ use aya_ebpf::{
     programs::LsmContext,
 };
 use sensor_common::{
-    ALLOW_ANY_KEY, ALLOW_MEMORY, AllowKey, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH,
-    ENF_KEY_OPEN, ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, EventKind,
-    InodeKey, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    ALLOW_ANY_KEY, ALLOW_MEMORY, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
+    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, EventKind, InodeKey,
+    WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
 };
 
 use crate::{
-    maps::{ALLOWED, ENFORCE, EVENTS, PROTECTED, WATCHED, count_lost},
+    maps::{ENFORCE, EVENTS, PROTECTED, WATCHED, allowed, count_lost, exe_of},
     off, setting,
     vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
 };
@@ -69,31 +69,6 @@ fn syscall_nr() -> i64 {
         }
         rd::<i64>(regs, off!(pt_regs_orig_ax)).unwrap_or(-1)
     }
-}
-
-/// (dev, inode) of a task's executable.
-#[inline(always)]
-unsafe fn exe_of(task: Ptr) -> Option<InodeKey> {
-    unsafe {
-        let mm = rd_ptr(task, off!(task_mm))?;
-        let exe = rd_ptr(mm, off!(mm_exe_file))?;
-        file_identity(exe).map(|(k, _)| k)
-    }
-}
-
-#[inline(always)]
-fn allowed(exe: &InodeKey, scope: u32, target: Option<&InodeKey>) -> bool {
-    let mut k = AllowKey {
-        dev: exe.dev,
-        scope,
-        ino: exe.ino,
-        ..Default::default()
-    };
-    if let Some(t) = target {
-        k.target_dev = t.dev;
-        k.target_ino = t.ino;
-    }
-    unsafe { ALLOWED.get(k).is_some() }
 }
 
 /// Reports a denial. `file` (when not null) gives the record its file.

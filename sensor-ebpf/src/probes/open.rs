@@ -15,24 +15,28 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ARG_BUF, DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE,
-    EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT, MATCH_TRACKED,
-    OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, SRC_CREAT,
-    SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, TAINT_FILE, TAINT_MEMORY,
-    Taint, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, name_head,
+    ALLOW_ANY_KEY, ARG_BUF, DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER,
+    DCFG_SUID_DUMPABLE, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME,
+    MATCH_PARENT, MATCH_TRACKED, OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
+    PROC_SMAPS, PROC_STATUS, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT,
+    SRC_OPENAT2, TAINT_FILE, TAINT_MEMORY, Taint, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED,
+    name_head,
     names::{NameKey, name_key},
     short_name,
 };
 
 use crate::{
-    maps::{EVENTS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, count_lost, submit_flags},
+    maps::{
+        EVENTS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed, count_lost, exe_of,
+        submit_flags,
+    },
     off,
     probes::{dumpcfg::emit_dump_config, flow::add_taint},
     setting,
     syscall::{args3, sys_ret},
     vfs::{
-        Ptr, dentry_name_key, eval_patterns, fd_file, file_dentry, file_identity, fill_header, rd,
-        rd_ptr, read_path,
+        Ptr, current_task, dentry_name_key, eval_patterns, fd_file, file_dentry, file_identity,
+        fill_header, rd, rd_ptr, read_path,
     },
 };
 
@@ -256,8 +260,16 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         }
         let f_flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
         // A key or tracked file opened for reading taints the opener (not
-        // O_PATH, which grants no access to the content).
-        if kind == EventKind::KeyOpen && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
+        // O_PATH, which grants no access to the content), unless the
+        // opener's executable is allowed that key (`[[allow]]`, in ALLOWED
+        // whatever the rule mode): a service reading its own key must not
+        // taint what it writes to pipes and sockets before user space
+        // could drop its taint.
+        if kind == EventKind::KeyOpen
+            && f_flags & 3 != 1
+            && f_flags & O_PATH == 0
+            && !key_allowed(matched, watch_id)
+        {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             add_taint(
                 tgid,
@@ -302,6 +314,19 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         }
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
         entry.submit(submit_flags());
+    }
+}
+
+/// Is the current executable allowed the key it opened (tracked dumps
+/// and copies are never: `[[allow]] dumps` is a user-space allowance)?
+#[inline(always)]
+unsafe fn key_allowed(matched: u32, watch_id: u32) -> bool {
+    if matched & MATCH_TRACKED != 0 {
+        return false;
+    }
+    match unsafe { exe_of(current_task()) } {
+        Some(exe) => allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None),
+        None => false,
     }
 }
 
