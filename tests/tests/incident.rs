@@ -1,162 +1,241 @@
-//! Incidents, scores and record/replay against a real attack chain: an
-//! actor dumps a protected process's memory with ptrace + /proc/<pid>/mem
-//! into a file, a sibling opens a watched key; the live run records, and
-//! `keysentry replay` of the recording prints the same alerts and incident
-//! records.
+//! Incidents, scores and record/replay against the real attack chain of
+//! the brief: a signing service (protected) holds an Ed25519 key in memory;
+//! an actor dumps its memory with ptrace + /proc/<pid>/mem into a file, `cp`
+//! copies the dump, another actor sends the copy to a 127.0.0.1 listener,
+//! and the scanner finds the key in the dump and in its copy. The live run
+//! records; `keysentry replay` of the recording prints the same alerts and
+//! incident records.
+//!
+//! With `KEYSENTRY_UPDATE_FIXTURES=1` the test also writes the trimmed
+//! recording and its replay output to `tests/fixtures/` (the kernel-free
+//! replay tests in `replay.rs` read them).
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    os::unix::fs::PermissionsExt,
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeSet, io::Read, net::TcpListener, path::PathBuf, process::Command};
 
-use common::*;
+use base64::Engine;
+use common::{lab::spawn_args, *};
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
 use serde_json::Value;
+use sha2::Digest;
 
-#[test]
-fn attack_chain_is_one_incident_and_replays_identically() {
-    require_root();
-    let tmp = tempdir();
-    let root = tmp.path().to_path_buf();
-    std::fs::create_dir(root.join("keys")).unwrap();
-    let marker = root.join("keys/zz-marker");
-    std::fs::write(&marker, b"m").unwrap();
-    let key = root.join("keys/signing.key");
-    std::fs::write(&key, b"not a real key").unwrap();
-    let victim_bin = root.join("ks-victim");
-    std::fs::copy(actor_bin(), &victim_bin).unwrap();
-    std::fs::set_permissions(&victim_bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let rec = root.join("chain.ksrec");
-    let cfg = format!(
-        "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n",
-        root.join("keys").display(),
-        victim_bin.display()
+/// A fresh Ed25519 key: (PKCS#8 PEM, `SHA256:` fingerprint of its
+/// SubjectPublicKeyInfo, as `keysentry scan` reports it).
+fn fresh_key() -> (String, String) {
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut seed)
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let spki = key.verifying_key().to_public_key_der().unwrap();
+    let fp = format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(spki))
     );
-    let mut s = Sensor::start_with(&root, &cfg, &["--record", rec.to_str().unwrap()]);
+    (pem, fp)
+}
 
-    let mut victim = Command::new(&victim_bin)
-        .arg("victim")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(victim.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let vp = victim.id().to_string();
-    let dump = root.join("dump.bin");
-    let (dumper, st) = actor(&["ptrace-dump", &vp, dump.to_str().unwrap()], None, None);
-    assert!(st.success());
-    let (opener, st) = actor(&["open", key.to_str().unwrap()], None, None);
-    assert!(st.success());
-    let (opener2, st) = actor(&["open", key.to_str().unwrap()], None, None);
-    assert!(st.success());
-    let alerts = s.alerts_until_marker(&marker);
-    drop(victim.stdin.take());
-    let _ = victim.wait();
+/// A 127.0.0.1 listener that reads every connection to its end.
+fn listener() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+        }
+    });
+    port
+}
 
-    // Every alert of the chain names one incident.
-    let attach = by_pid(&alerts, "ptrace-attach", dumper);
-    assert!(!attach.is_empty(), "{alerts:#?}");
-    let id = attach[0]["incident"].as_str().unwrap().to_string();
-    let mem = by_pid(&alerts, "proc-mem-open", dumper);
-    assert_eq!(mem.len(), 1, "{alerts:#?}");
-    assert_eq!(mem[0]["incident"], id.as_str(), "same target process");
-    let open = by_pid(&alerts, "key-file-open", opener);
-    assert_eq!(open.len(), 1, "{alerts:#?}");
-    assert_eq!(open[0]["incident"], id.as_str(), "same parent process");
-    // Another actor's open of the same key is not a repeat of the first.
-    assert_eq!(by_pid(&alerts, "key-file-open", opener2).len(), 1);
-    // Scores come from [scoring]: ptrace-attach base 80 plus context.
-    let a = attach[0];
-    assert_eq!(a["count"], 1);
-    let factors: Vec<&str> = a["factors"]
+fn rules_of(v: &Value, field: &str) -> Vec<String> {
+    v[field]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| f.as_str().unwrap())
+        .map(|s| {
+            s.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| s["rule"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn attack_chain_is_one_critical_incident_and_replays_identically() {
+    require_root();
+    let l = lab::lab();
+    let (pem, fingerprint) = fresh_key();
+    let key = l.root.join("keys/signing.pem");
+    std::fs::write(&key, &pem).unwrap();
+    let rec = l.root.join("chain.ksrec");
+    let cfg = format!(
+        "{}\n[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n",
+        lab::config(&l),
+        l.victim_bin.display(),
+        l.root.join("keys").display(),
+    );
+    let mut s = Sensor::start_with(&l.root, &cfg, &["--record", rec.to_str().unwrap()]);
+
+    // The signing service loads its key (allowed) and keeps it in memory.
+    let (mut victim, vp) = spawn_args(&l.victim_bin, &["victim-key", key.to_str().unwrap()]);
+    let dump = l.root.join("dump.bin");
+    let (dumper, st) = actor(
+        &["ptrace-dump", &vp.to_string(), dump.to_str().unwrap()],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let stolen = l.root.join("stolen.bin");
+    let mut cp = Command::new("cp").arg(&dump).arg(&stolen).spawn().unwrap();
+    let cp_pid = cp.id();
+    assert!(cp.wait().unwrap().success());
+    let port = listener();
+    let (sender, st) = actor(
+        &["send-file", stolen.to_str().unwrap(), &port.to_string()],
+        None,
+        None,
+    );
+    assert!(st.success());
+    // The scanner reports on its own thread: wait for both of its alerts
+    // and for the send.
+    let mut alerts = Vec::new();
+    let done = |a: &[Value]| {
+        let km: BTreeSet<&str> = a
+            .iter()
+            .filter(|a| a["rule"] == "key-material")
+            .filter_map(|a| a["target"]["path"].as_str())
+            .collect();
+        km.contains(dump.to_str().unwrap())
+            && km.contains(stolen.to_str().unwrap())
+            && a.iter().any(|a| a["rule"] == "exfiltration")
+    };
+    while !done(&alerts) {
+        alerts
+            .extend(s.alerts_until(|a| a["rule"] == "key-material" || a["rule"] == "exfiltration"));
+    }
+    drop(victim.stdin.take());
+    let _ = victim.wait();
+    let (rest, incidents) = s.stop_and_drain();
+    let live: Vec<Value> = alerts.into_iter().chain(rest).collect();
+
+    // Every step of the chain names one incident.
+    let step = |rule: &str, pid: u32| -> &Value {
+        let v = by_pid(&live, rule, pid);
+        assert!(!v.is_empty(), "no {rule} by {pid}: {live:#?}");
+        v[0]
+    };
+    let attach = step("ptrace-attach", dumper);
+    let id = attach["incident"].as_str().unwrap().to_string();
+    let chain = [
+        attach,
+        step("proc-mem-open", dumper),
+        step("userspace-dump", dumper),
+        step("tracked-copy", cp_pid),
+        step("exfiltration", sender),
+    ];
+    for a in chain {
+        assert_eq!(a["incident"], id.as_str(), "{a:#}");
+    }
+    assert_eq!(chain[2]["target"]["path"], dump.to_str().unwrap());
+    assert_eq!(chain[3]["target"]["path"], stolen.to_str().unwrap());
+    assert_eq!(
+        chain[4]["flow"]["remote"],
+        format!("127.0.0.1:{port}").as_str(),
+        "{:#}",
+        chain[4]
+    );
+    let km: Vec<&Value> = live
+        .iter()
+        .filter(|a| a["rule"] == "key-material")
         .collect();
-    assert!(factors.contains(&"recent_start"), "{a:#}");
+    assert_eq!(km.len(), 2, "{km:#?}");
+    for a in &km {
+        assert_eq!(a["incident"], id.as_str(), "{a:#}");
+        assert_eq!(a["severity"], "critical");
+        let fps: Vec<&str> = a["flow"]["keys"]["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["kind"] == "ed25519")
+            .filter_map(|f| f["fingerprint"].as_str())
+            .collect();
+        assert!(fps.contains(&fingerprint.as_str()), "{a:#}");
+    }
+
+    // Scores come from [scoring]: ptrace-attach base 80 plus context.
+    assert_eq!(attach["count"], 1);
+    let factors = rules_of(attach, "factors");
+    assert!(factors.iter().any(|f| f == "recent_start"), "{attach:#}");
     let actor_weights = factors
         .iter()
-        .filter(|f| ["uid_differs", "recent_start", "interactive_shell"].contains(f))
+        .filter(|f| ["uid_differs", "recent_start", "interactive_shell"].contains(&f.as_str()))
         .count() as u64;
     assert_eq!(
-        a["score"].as_u64().unwrap(),
+        attach["score"].as_u64().unwrap(),
         80 + 5 * actor_weights,
-        "{a:#}"
+        "{attach:#}"
     );
 
-    let (rest, incidents) = s.stop_and_drain();
-    let mut live: Vec<Value> = alerts.into_iter().chain(rest).collect();
-    // The chain's incident: open records as it grew, a closed one at exit.
+    // The incident: open records as it grew, then one closed at exit with
+    // every stage of the chain, critical.
     let mine: Vec<&Value> = incidents
         .iter()
         .filter(|i| i["id"] == id.as_str())
         .collect();
-    assert!(mine.len() >= 4, "{incidents:#?}");
-    let last = mine.last().unwrap();
-    assert_eq!(last["status"], "closed");
-    let stages: Vec<&str> = last["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
-    assert!(stages.starts_with(&["access", "dump"]), "{last:#}");
-    let rules: Vec<&str> = last["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["rule"].as_str().unwrap())
-        .collect();
-    assert!(
-        rules.contains(&"ptrace-attach") && rules.contains(&"key-file-open"),
-        "{rules:?}"
-    );
-    let max_step = last["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["score"].as_u64().unwrap())
-        .max()
-        .unwrap();
-    assert!(
-        last["score"].as_u64().unwrap() >= (max_step + 10).min(100),
+    let last = *mine.last().expect("incident records");
+    assert_eq!(last["status"], "closed", "{last:#}");
+    assert_eq!(last["severity"], "critical", "{last:#}");
+    assert_eq!(
+        rules_of(last, "stages"),
+        ["access", "dump", "copy", "send", "key"],
         "{last:#}"
     );
+    let steps = rules_of(last, "steps");
+    for r in [
+        "ptrace-attach",
+        "proc-mem-open",
+        "userspace-dump",
+        "tracked-copy",
+        "exfiltration",
+        "key-material",
+    ] {
+        assert!(steps.iter().any(|s| s == r), "{r} missing: {steps:?}");
+    }
     eprintln!("incident record: {last}");
 
-    // Replay: the same lines, without a kernel.
-    let out = Command::new(keysentry_bin())
-        .arg("replay")
-        .arg(&rec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replayed: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let (r_inc, r_alerts): (Vec<Value>, Vec<Value>) =
-        replayed.into_iter().partition(|v| v["type"] == "incident");
-    // key-material comes from the scanner thread, not from an event.
-    live.retain(|a| a["rule"] != "key-material");
-    // alerts_until_marker consumed the live marker alert.
-    let r_alerts: Vec<Value> = r_alerts
-        .into_iter()
-        .filter(|a| a["rule"] != "key-material")
-        .filter(|a| a["target"]["path"] != marker.to_str().unwrap())
-        .collect();
+    // Fingerprints only: no alert or incident holds the key.
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    for v in live.iter().chain(&incidents) {
+        assert!(!v.to_string().contains(&body), "key bytes in {v}");
+    }
+
+    // Replay: the same alerts and incident records, without a kernel.
+    let fixtures = std::env::var_os("KEYSENTRY_UPDATE_FIXTURES").is_some();
+    let trimmed = l.root.join("trimmed.ksrec");
+    let replayed = replay(&rec, &["--trim", trimmed.to_str().unwrap()]);
+    let (r_inc, r_alerts): (Vec<Value>, Vec<Value>) = replayed
+        .iter()
+        .cloned()
+        .partition(|v| v["type"] == "incident");
     assert_eq!(r_alerts, live, "replayed alerts differ from the live run");
-    let r_mine: Vec<&Value> = r_inc.iter().filter(|i| i["id"] == id.as_str()).collect();
-    assert_eq!(r_mine.last(), mine.last(), "the closed incident differs");
+    assert_eq!(
+        r_inc, incidents,
+        "replayed incidents differ from the live run"
+    );
+    // The trimmed recording (start snapshot cut to the processes the
+    // replay looked at) replays the same.
+    assert_eq!(replay(&trimmed, &[]), replayed);
+    if fixtures {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(&trimmed, dir.join("attack-chain.ksrec")).unwrap();
+        let lines: String = replayed.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(dir.join("attack-chain.jsonl"), lines).unwrap();
+        eprintln!("wrote {}", dir.display());
+    }
 }

@@ -6,6 +6,7 @@
 //!   opath-reopen PATH         open(PATH, O_PATH), then open("/proc/self/fd/N", O_RDONLY)
 //!   uring PATH                IORING_OP_OPENAT through io_uring
 //!   victim                    hold a secret; print "ADDR LEN FD"; block on stdin
+//!   victim-key PATH           read PATH (a key) into memory, then victim
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
 //!   vm-read PID ADDR LEN      process_vm_readv
 //!   vm-write PID ADDR LEN     process_vm_writev
@@ -68,13 +69,14 @@ fn main() {
             check(fd, "reopen");
         }
         ["uring", path] => uring_open(path),
-        ["victim"] => victim(),
+        ["victim"] => victim(None),
+        ["victim-key", path] => victim(Some(path)),
         ["victim-dumpable"] => {
             check(
                 unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) },
                 "prctl",
             );
-            victim()
+            victim(None)
         }
         ["prlimit-core", pid] => {
             let lim = libc::rlimit64 {
@@ -205,8 +207,10 @@ fn num(s: &str) -> u64 {
 }
 
 /// Holds a secret in memory until stdin closes.
-fn victim() {
+fn victim(key: Option<&str>) {
     use std::io::{Read, Write};
+    // A signing service: the key it loaded stays in its memory.
+    let key = key.map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("read {p}: {e}")));
     // Rust's runtime catches SIGSEGV/SIGBUS for stack-overflow reports and
     // survives a kill(SIGSEGV); a victim crashes like a C daemon would.
     unsafe {
@@ -222,6 +226,7 @@ fn victim() {
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
     std::hint::black_box(&secret);
+    std::hint::black_box(&key);
 }
 
 fn ptrace_peek(pid: i32, addr: u64) {

@@ -39,8 +39,13 @@ pub fn spawn_victim(bin: &Path) -> (Child, u32) {
 }
 
 pub fn spawn_as(bin: &Path, role: &str) -> (Child, u32) {
+    spawn_args(bin, &[role])
+}
+
+/// `bin ARGS...` with RLIMIT_CORE raised, once it printed its first line.
+pub fn spawn_args(bin: &Path, args: &[&str]) -> (Child, u32) {
     let mut c = Command::new(bin);
-    c.arg(role).stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(|| {

@@ -338,3 +338,24 @@ pub fn tempdir() -> tempfile::TempDir {
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
 }
+
+/// `keysentry replay FILE [args]` (no kernel, no root): its stdout as JSON
+/// values; panics with its stderr when it fails.
+pub fn replay(file: &Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(keysentry_bin())
+        .arg("replay")
+        .arg(file)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
