@@ -1006,9 +1006,25 @@ pub(crate) struct KernelMaps {
     pub(crate) watched: BpfHashMap<MapData, InodeKey, WatchEntry>,
     pub(crate) names: BpfHashMap<MapData, NameKey, u32>,
     pub(crate) tainted: BpfHashMap<MapData, u32, Taint>,
+    /// `[[allow]]` as the kernel checks it (LSM denials, and taint: an
+    /// allowed key reader is not tainted).
+    pub(crate) allowed: BpfHashMap<MapData, sensor_common::AllowKey, u32>,
 }
 
 impl KernelMaps {
+    /// Makes the kernel's `ALLOWED` hold exactly `keys` (start, SIGHUP).
+    fn set_allowed(&mut self, keys: &[sensor_common::AllowKey]) {
+        let old: Vec<sensor_common::AllowKey> = self.allowed.keys().flatten().collect();
+        for k in old.iter().filter(|k| !keys.contains(k)) {
+            let _ = self.allowed.remove(k);
+        }
+        for k in keys {
+            if let Err(e) = self.allowed.insert(k, 1, 0) {
+                tracing::warn!("allowlist map insert failed: {e}");
+            }
+        }
+    }
+
     /// Pushes a scan's new entries into the kernel. `initial`: the first
     /// scan (summarised); later ones log each new directory.
     fn apply(&mut self, delta: &crate::watch::ScanDelta, initial: bool) {
@@ -1085,6 +1101,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 .context("map WATCHED_NAMES")?,
         )?,
         tainted: BpfHashMap::try_from(ebpf.take_map("TAINTED").context("map TAINTED")?)?,
+        allowed: BpfHashMap::try_from(ebpf.take_map("ALLOWED").context("map ALLOWED")?)?,
     };
     let protector = Protector::new(&cfg);
     {
@@ -1140,11 +1157,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
     );
     {
-        let mut allowed: BpfHashMap<&mut MapData, sensor_common::AllowKey, u32> =
-            BpfHashMap::try_from(ebpf.map_mut("ALLOWED").context("map ALLOWED")?)?;
-        for k in crate::enforce::allow_keys(&cfg) {
-            allowed.insert(k, 1, 0)?;
-        }
+        maps.set_allowed(&crate::enforce::allow_keys(&cfg));
         let mut bits: Array<&mut MapData, u32> =
             Array::try_from(ebpf.map_mut("ENFORCE").context("map ENFORCE")?)?;
         bits.set(0, enforce, 0)?;
@@ -1430,6 +1443,9 @@ fn reload(
         add_watches(watches, &pipe.watcher.inotify_dirs());
     }
     pipe.policy = Policy::from_config(&new);
+    if let Some(m) = pipe.kmaps.as_mut() {
+        m.set_allowed(&crate::enforce::allow_keys(&new));
+    }
     pipe.reconfigure_scoring(&new);
     for (field, changed) in [
         ("metrics", new.metrics != cur.metrics),

@@ -126,3 +126,61 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
     assert_eq!(reloads(&s, "invalid"), 2.0);
     assert!(s.stop().success());
 }
+
+/// `cp KEY DST`; returns cp's pid.
+fn cp(key: &Path, dst: &Path) -> u32 {
+    let mut c = Command::new("/usr/bin/cp")
+        .arg(key)
+        .arg(dst)
+        .spawn()
+        .unwrap();
+    let pid = c.id();
+    assert!(c.wait().unwrap().success());
+    pid
+}
+
+#[test]
+fn sighup_changes_the_kernel_allowlist_that_decides_taint() {
+    let tmp = tempdir();
+    let root = tmp.path();
+    let keys = root.join("keys");
+    mkdir(&keys);
+    let key = keys.join("signing.key");
+    let marker = keys.join("zz-marker");
+    for f in [&key, &marker] {
+        std::fs::write(f, b"not really a key").unwrap();
+    }
+    let base = format!("[[key_path]]\npath = \"{}\"\n", keys.display());
+    let allow = format!(
+        "{base}[[allow]]\nexe = \"/usr/bin/cp\"\nkey_path = \"{}\"\n",
+        keys.display()
+    );
+    let copies = |a: &[serde_json::Value], pid: u32| by_pid(a, "tracked-copy", pid).len();
+    let mut s = Sensor::start(root, &allow);
+
+    // cp is allowed the key: it is not tainted, its copy is not followed.
+    let dst1 = root.join("copy1");
+    let cp1 = cp(&key, &dst1);
+    let a = s.alerts_until_marker(&marker);
+    assert_eq!(copies(&a, cp1), 0, "{a:#?}");
+    assert!(by_pid(&a, RULE, cp1).is_empty(), "{a:#?}");
+
+    // The allowance removed: the kernel taints cp again.
+    s.reload(root, "", &base);
+    s.wait_log("config reloaded");
+    let dst2 = root.join("copy2");
+    let cp2 = cp(&key, &dst2);
+    let a = s.alerts_until_marker(&marker);
+    assert_eq!(by_pid(&a, RULE, cp2).len(), 1, "{a:#?}");
+    let c = by_pid(&a, "tracked-copy", cp2);
+    assert_eq!(c.len(), 1, "{a:#?}");
+    assert_eq!(c[0]["target"]["path"], dst2.to_str().unwrap());
+
+    // And given back.
+    s.reload(root, "", &allow);
+    s.wait_log("config reloaded");
+    let cp3 = cp(&key, &root.join("copy3"));
+    let a = s.alerts_until_marker(&marker);
+    assert_eq!(copies(&a, cp3), 0, "{a:#?}");
+    assert!(s.stop().success());
+}
