@@ -774,6 +774,11 @@ fn run_vm(
             tree.add_dir(dir, skip)?;
         }
     }
+    // The recordings the replay tests read, at their host path.
+    let fixtures = root.join("tests/fixtures");
+    if fixtures.is_dir() {
+        tree.add_dir(&fixtures, &[])?;
+    }
     let busybox = Path::new("/bin/busybox");
     fs::copy(busybox, tree.root.join("bin/busybox"))?;
     let applets = cmd::output(Command::new(busybox).arg("--list"))
