@@ -1472,16 +1472,23 @@ fn reload(
     );
 }
 
+/// An inotify event (or the periodic rescan): watch the directories where
+/// key paths may appear *before* scanning, so a directory created between
+/// the two (`mkdir -p a/b/keys` creates `b` right after `a`) is seen by the
+/// scan or by the new watch; repeat while the scan finds more.
 fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
-    let delta = pipe.watcher.scan();
-    if delta.entries.is_empty() && delta.appeared.is_empty() {
-        return;
+    // Bounded: each round adds at least one directory level.
+    for _ in 0..64 {
+        add_watches(watches.clone(), &pipe.watcher.inotify_dirs());
+        let delta = pipe.watcher.scan();
+        if delta.entries.is_empty() && delta.appeared.is_empty() {
+            return;
+        }
+        if let Some(maps) = pipe.kmaps.as_mut() {
+            maps.apply(&delta, false);
+        }
+        metrics.watched_inodes.set(pipe.watcher.len() as i64);
     }
-    if let Some(maps) = pipe.kmaps.as_mut() {
-        maps.apply(&delta, false);
-    }
-    metrics.watched_inodes.set(pipe.watcher.len() as i64);
-    add_watches(watches, &pipe.watcher.inotify_dirs());
 }
 
 fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Metrics) {
