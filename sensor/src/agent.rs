@@ -418,23 +418,19 @@ impl Pipeline {
     /// its context, correlate it into an incident, fold repeats, output.
     pub fn emit(&mut self, mut alert: Alert, now_ns: u64) {
         let actor = self.procs.get(alert.process.pid).cloned();
-        let v = serde_json::to_value(&alert).unwrap_or_default();
-        let failed = v.as_object().is_some_and(|o| {
-            o.values()
-                .any(|d| d.get("result").and_then(|r| r.as_str()) == Some("failed"))
-        });
-        let recon = v
-            .get("memory")
-            .and_then(|m| m.get("recon"))
-            .and_then(|r| r.as_bool())
-            == Some(true);
+        // The detail objects that carry a `result` (typed: no JSON round
+        // trip per alert).
+        let failed = alert.open.as_ref().is_some_and(|o| o.result == "failed")
+            || alert.memory.as_ref().is_some_and(|m| m.result == "failed")
+            || alert
+                .dump
+                .as_ref()
+                .is_some_and(|d| d.result == Some("failed"));
+        let recon = alert.memory.as_ref().is_some_and(|m| m.recon);
         let (target_protected, target_uid) = match &alert.target {
             Target::Process { pid, .. } => (
                 self.protector.is_protected(*pid)
-                    || v.get("memory")
-                        .and_then(|m| m.get("target_protected"))
-                        .and_then(|r| r.as_bool())
-                        == Some(true)
+                    || alert.memory.as_ref().is_some_and(|m| m.target_protected)
                     || alert.rule == "core-dump",
                 self.procs.get(*pid).map(|p| p.uid),
             ),
@@ -455,24 +451,17 @@ impl Pipeline {
         alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
         alert.severity = self.scoring.severity(alert.score);
         alert.factors = ctx.factors();
-        let flow = v.get("flow");
+        let flow = alert.flow.as_ref();
         if alert.lineage.is_none() {
             // Tracked files: the origin of the lineage (origin first).
             alert.lineage = flow
-                .and_then(|f| f.get("lineage"))
-                .and_then(|l| l.get(0))
-                .and_then(|s| s.get("id"))
-                .and_then(|id| id.as_u64())
-                .map(|id| format!("tracked-{id}"));
+                .and_then(|f| f.lineage.first())
+                .map(|s| format!("tracked-{}", s.id));
         }
         let mut extra_keys = Vec::new();
-        if let Some(pid) = flow
-            .and_then(|f| f.get("dumped"))
-            .and_then(|d| d.get("pid"))
-            .and_then(|p| p.as_u64())
-        {
+        if let Some(d) = alert.flow.as_ref().and_then(|f| f.dumped.as_ref()) {
             // A dump's copies and sends join the dumped process's incident.
-            extra_keys.push(format!("proc:{pid}"));
+            extra_keys.push(format!("proc:{}", d.pid));
         }
         let lin = Lineage {
             tree: self.tree(alert.process.pid),

@@ -90,10 +90,15 @@ pub struct Incident {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merged: Vec<String>,
     pub steps: Vec<Step>,
+    /// Steps past `MAX_STEPS`, counted but not listed (a key opened by
+    /// thousands of processes in one window is one bounded record).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub steps_omitted: u64,
     #[serde(skip)]
     last_ns: u64,
+    /// Its correlation keys (at most `MAX_KEYS`).
     #[serde(skip)]
-    keys: Vec<String>,
+    keys: std::collections::BTreeSet<String>,
     #[serde(skip)]
     max_step: u32,
 }
@@ -135,10 +140,22 @@ pub struct Correlator {
     incidents: BTreeMap<String, Incident>,
     by_key: HashMap<String, String>,
     folds: HashMap<(String, u32, String), Fold>,
+    /// No fold or incident expires before this (boot ns): `tick` scans
+    /// only after it. A lower bound: steps only push expiries later.
+    next_expiry: u64,
 }
 
 /// Incidents kept open at most (the oldest closes first).
 const MAX_OPEN: usize = 4096;
+/// Steps listed in one incident record; later ones are counted.
+pub const MAX_STEPS: usize = 128;
+/// Correlation keys one incident holds; later alerts still join it through
+/// the keys it has (their target), only their new keys are not indexed.
+const MAX_KEYS: usize = 1024;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
 
 fn target_key(t: &Target) -> String {
     match t {
@@ -210,6 +227,9 @@ impl Correlator {
     /// Closes what expired by `now_ns`: folded repeats are reported, closed
     /// incidents are emitted with status "closed".
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Out>) {
+        if now_ns <= self.next_expiry {
+            return;
+        }
         let fold_ns = self.fold_ns();
         let mut expired: Vec<_> = self
             .folds
@@ -233,10 +253,25 @@ impl Correlator {
         for id in closed {
             self.close(&id, out);
         }
+        let folds = self
+            .folds
+            .values()
+            .map(|f| f.first_ns.saturating_add(fold_ns));
+        let incs = self
+            .incidents
+            .values()
+            .map(|i| i.last_ns.saturating_add(window));
+        self.next_expiry = folds.chain(incs).min().unwrap_or(u64::MAX);
+    }
+
+    /// Something new expires at `ns + span` at the earliest.
+    fn expires(&mut self, ns: u64, span: u64) {
+        self.next_expiry = self.next_expiry.min(ns.saturating_add(span));
     }
 
     /// Everything still open, as at shutdown or the end of a replay.
     pub fn flush(&mut self, out: &mut Vec<Out>) {
+        self.next_expiry = 0;
         self.tick(u64::MAX, out);
     }
 
@@ -339,6 +374,11 @@ impl Correlator {
                         inc.keys.extend(o.keys);
                         inc.steps.extend(o.steps);
                         inc.steps.sort_by(|x, y| x.ts.cmp(&y.ts));
+                        inc.steps_omitted += o.steps_omitted;
+                        if inc.steps.len() > MAX_STEPS {
+                            inc.steps_omitted += (inc.steps.len() - MAX_STEPS) as u64;
+                            inc.steps.truncate(MAX_STEPS);
+                        }
                         inc.max_step = inc.max_step.max(o.max_step);
                         for s in o.stages {
                             if !inc.stages.contains(&s) {
@@ -365,29 +405,24 @@ impl Correlator {
                         stages: Vec::new(),
                         merged: Vec::new(),
                         steps: Vec::new(),
+                        steps_omitted: 0,
                         last_ns: now_ns,
-                        keys: Vec::new(),
+                        keys: Default::default(),
                         max_step: 0,
                     },
                 );
                 id
             }
         };
-        for k in keys {
-            self.by_key.insert(k, id.clone());
-        }
         let stage = self.scoring.stage(a.rule).to_string();
         let inc = self.incidents.get_mut(&id).expect("present");
-        inc.keys = {
-            let mut k: Vec<String> = self
-                .by_key
-                .iter()
-                .filter(|(_, v)| **v == id)
-                .map(|(k, _)| k.clone())
-                .collect();
-            k.sort();
-            k
-        };
+        for k in keys {
+            if inc.keys.len() < MAX_KEYS || inc.keys.contains(&k) {
+                self.by_key.insert(k.clone(), id.clone());
+                inc.keys.insert(k);
+            }
+        }
+        let before = (inc.score, inc.stages.len());
         inc.last_ns = now_ns;
         inc.last_ts = a.ts.clone();
         inc.status = "open";
@@ -407,7 +442,11 @@ impl Correlator {
             inc.stages.iter().map(|s| s.as_str()),
         );
         inc.severity = self.scoring.severity(inc.score);
-        inc.steps.push(Step {
+        let listed = inc.steps.len() < MAX_STEPS;
+        if !listed {
+            inc.steps_omitted += 1;
+        }
+        let step = listed.then(|| Step {
             ts: a.ts.clone(),
             rule: a.rule.to_string(),
             stage,
@@ -419,7 +458,9 @@ impl Correlator {
             count: 1,
             message: a.message.clone(),
         });
-        let record = inc.clone();
+        inc.steps.extend(step);
+        // The record is written when the incident changed beyond its count.
+        let record = (listed || (inc.score, inc.stages.len()) != before).then(|| inc.clone());
         a.incident = id.clone();
         a.count = 1;
         self.folds.insert(
@@ -431,8 +472,10 @@ impl Correlator {
                 incident: id,
             },
         );
+        let (fold_ns, window) = (self.fold_ns(), self.window_ns());
+        self.expires(now_ns, fold_ns.min(window));
         out.push(Out::Alert(a));
-        out.push(Out::Incident(record));
+        out.extend(record.map(Out::Incident));
         true
     }
 }
@@ -558,6 +601,39 @@ mod tests {
             &mut out,
         );
         assert_ne!(last_incident(&out).id, id);
+    }
+
+    #[test]
+    fn an_incident_lists_at_most_max_steps_and_counts_the_rest() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        // 200 processes open the same key within the window: one incident.
+        for pid in 0..200u32 {
+            assert!(c.add(
+                alert("key-file-open", 1000 + pid, file_t(5), 70),
+                S + u64::from(pid),
+                &tree(&[1000 + pid]),
+                &mut out
+            ));
+        }
+        assert_eq!(alerts(&out).len(), 200);
+        let records: Vec<&Incident> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Incident(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        // A record per listed step; past the cap only changes are written.
+        assert_eq!(records.len(), MAX_STEPS);
+        let mut end = Vec::new();
+        c.flush(&mut end);
+        let inc = last_incident(&end);
+        assert_eq!(inc.status, "closed");
+        assert_eq!(inc.steps.len(), MAX_STEPS);
+        assert_eq!(inc.steps_omitted, 200 - MAX_STEPS as u64);
+        assert!(inc.keys.len() <= MAX_KEYS);
+        assert!(!c.pending());
     }
 
     #[test]
