@@ -58,6 +58,9 @@ pub enum EventKind {
     PathChange = 33,
     /// A BPF LSM hook denied an operation (rule in enforce mode).
     Denied = 24,
+    /// A BPF LSM hook saw a process read, write or map a watched file
+    /// through an fd it did not open itself (first access per process).
+    FdAccess = 13,
 }
 
 /// Number of slots in the lost-event counter array.
@@ -73,7 +76,7 @@ const _: () = {
 };
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
@@ -88,6 +91,7 @@ impl EventKind {
         EventKind::NetSend,
         EventKind::PathChange,
         EventKind::Denied,
+        EventKind::FdAccess,
     ];
 
     pub fn from_u32(v: u32) -> Option<Self> {
@@ -111,6 +115,7 @@ impl EventKind {
             EventKind::NetSend => "net_send",
             EventKind::PathChange => "path_change",
             EventKind::Denied => "denied",
+            EventKind::FdAccess => "fd_access",
         }
     }
 
@@ -132,6 +137,7 @@ impl EventKind {
             EventKind::NetSend => core::mem::size_of::<NetSendEvent>(),
             EventKind::PathChange => core::mem::size_of::<PathChangeEvent>(),
             EventKind::Denied => core::mem::size_of::<DeniedEvent>(),
+            EventKind::FdAccess => core::mem::size_of::<FdAccessEvent>(),
         }
     }
 }
@@ -698,6 +704,62 @@ pub struct DeniedEvent {
     pub path: KPath,
 }
 
+/// What a process did through an fd it did not open (`FdAccessEvent::op`).
+pub const FDA_READ: u32 = 1;
+pub const FDA_WRITE: u32 = 2;
+pub const FDA_MMAP: u32 = 3;
+
+/// How the fd reached the process (`FdAccessEvent::how`).
+/// Opened by another process and inherited at fork (e.g. `cat < key`).
+pub const FDV_INHERITED: u32 = 1;
+/// Opened by this process before it exec'd the program that reads it.
+pub const FDV_EXEC: u32 = 2;
+/// Received: SCM_RIGHTS over a unix socket, pidfd_getfd, binder (the
+/// kernel's file_receive hook); `syscall` says which.
+pub const FDV_RECEIVED: u32 = 3;
+/// Opened before keysentry started (no opener recorded).
+pub const FDV_UNKNOWN: u32 = 4;
+
+/// A process read, wrote or mapped a watched file (a key path or a tracked
+/// file) through an fd it did not open itself, seen by the BPF LSM hooks
+/// `file_permission` and `mmap_file`. First access per (process image,
+/// file) only. The header describes the reader.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct FdAccessEvent {
+    pub hdr: Header,
+    pub ino: u64,
+    pub dev: u32,
+    /// FDA_* value.
+    pub op: u32,
+    /// FDV_* value.
+    pub how: u32,
+    /// Tgid that opened the file (0: unknown).
+    pub opener: u32,
+    /// For FDV_RECEIVED: the syscall the fd arrived by (x86_64 number),
+    /// else -1.
+    pub syscall: i32,
+    /// file f_flags.
+    pub flags: u32,
+    /// The watch entry's value and flags (WATCH_TRACKED: a tracked file).
+    pub watch_id: u32,
+    pub watch_flags: u32,
+    pub path: KPath,
+}
+
+/// Who opened a watched file (`struct file` address -> opener), recorded
+/// by the LSM file_open hook: the process image (tgid and mm) that owns
+/// the fd, to tell an fd handed over from one opened by the reader.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileOpener {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The opener's mm: a new one after exec.
+    pub mm: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<FdAccessEvent>() == 56 + 40 + 8 + PATH_BUF);
 const _: () = assert!(core::mem::size_of::<Header>() == 56);
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
 const _: () = assert!(core::mem::size_of::<AllowKey>() == 32);

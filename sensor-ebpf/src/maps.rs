@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    AllowKey, EventKind, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, Taint, WatchEntry,
-    WriteKey,
+    AllowKey, EventKind, FileOpener, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, Taint,
+    WatchEntry, WriteKey,
     names::{NameKey, NamePatterns},
 };
 
@@ -98,6 +98,23 @@ pub static ALLOWED: HashMap<AllowKey, u32> = HashMap::with_max_entries(1024, 0);
 /// knows the kernel runs BPF LSM).
 #[map]
 pub static ENFORCE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Who opened each open watched file (`struct file` address -> opener),
+/// written by the LSM file_open hook (BPF LSM backend only).
+#[map]
+pub static FILE_OPENERS: LruHashMap<u64, FileOpener> = LruHashMap::with_max_entries(16384, 0);
+
+/// Watched files a process received (tgid, `struct file` address) -> the
+/// syscall it received them by (SCM_RIGHTS, pidfd_getfd), from the LSM
+/// file_receive hook.
+#[map]
+pub static FD_RECEIVED: LruHashMap<[u64; 2], i32> = LruHashMap::with_max_entries(4096, 0);
+
+/// (process, file) pairs already reported as accessed through an fd the
+/// process did not open -> the process's mm at that time (a new program
+/// after exec is reported again).
+#[map]
+pub static FD_REPORTED: LruHashMap<WriteKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Key-file name patterns.
 #[map]

@@ -1,8 +1,10 @@
 //! Enforcement: BPF LSM hooks that deny, with EPERM, what a rule in enforce
-//! mode forbids. They are attached only where the kernel runs BPF LSM and
-//! only for rules in enforce mode; detection stays with the tracepoints, so
-//! these programs report only their denials (`DeniedEvent`), never what
-//! they let through (no double alerts).
+//! mode forbids. They are attached only where the kernel runs BPF LSM: the
+//! `ptrace_access_check` and `task_kill` hooks only for rules in enforce
+//! mode, `file_open` always there (it also records who opened each watched
+//! file for the fd hand-off detection, `lsm_detect.rs`). The enforcement
+//! part reports only its denials (`DeniedEvent`), never what it lets
+//! through: opens are detected by the tracepoints (no double alerts).
 //!
 //! - `ptrace_access_check`: ptrace attach, process_vm_readv/writev,
 //!   /proc/<pid>/mem and pidfd_getfd (PTRACE_MODE_ATTACH accesses) of a
@@ -61,7 +63,7 @@ fn actor_tgid() -> Option<u32> {
 
 /// The current syscall number (-1 outside a syscall).
 #[inline(always)]
-fn syscall_nr() -> i64 {
+pub(crate) fn syscall_nr() -> i64 {
     unsafe {
         let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
         if regs.is_null() {
@@ -213,11 +215,12 @@ pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
+    let file: u64 = ctx.arg(0);
+    let file = file as Ptr;
+    unsafe { crate::probes::lsm_detect::note_opener(file) };
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    let file: u64 = ctx.arg(0);
-    let file = file as Ptr;
     // The core file the kernel opens for a protected process that dumps.
     if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && unsafe { dumping() }
     {

@@ -1,0 +1,194 @@
+//! Detection through BPF LSM hooks (BPF LSM backend only): reads, writes
+//! and mappings of a watched file (a key path or a tracked dump or copy)
+//! through an fd the process did not open itself. The syscall tracepoints
+//! see opens only, so a key fd handed over a unix socket (SCM_RIGHTS),
+//! taken with pidfd_getfd, inherited at fork (`cat < key`) or kept across
+//! an exec into another program reaches a reader they never see.
+//!
+//! - `file_open` (in `lsm.rs`) calls `note_opener`: the opener (tgid, mm)
+//!   of each watched file, by `struct file` address.
+//! - `file_receive`: the file arrived in this process (SCM_RIGHTS,
+//!   pidfd_getfd, binder), and by which syscall.
+//! - `file_permission` (every read and write) and `mmap_file`: a watched
+//!   inode accessed by a process image that did not open it is reported
+//!   once per (process image, file) and taints the reader like an open.
+//!
+//! The cost on an unwatched file: the file's (dev, inode) and one hash
+//! lookup in WATCHED.
+
+use aya_ebpf::{macros::lsm, programs::LsmContext};
+use sensor_common::{
+    EventKind, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED, FDV_UNKNOWN,
+    FdAccessEvent, FileOpener, InodeKey, TAINT_FILE, Taint, WATCH_SELF, WatchEntry, WriteKey,
+};
+
+use crate::{
+    maps::{
+        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, WATCHED, acting_tgid, count_lost,
+        submit_flags,
+    },
+    off,
+    probes::{flow::add_taint, lsm::syscall_nr},
+    vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
+};
+
+const MAY_WRITE: i32 = 0x2;
+const MAY_READ: i32 = 0x4;
+
+/// The watch entry of an open file whose inode itself is watched.
+#[inline(always)]
+unsafe fn watched_file(file: Ptr) -> Option<(InodeKey, WatchEntry)> {
+    unsafe {
+        let (key, _) = file_identity(file)?;
+        let w = WATCHED.get(key)?;
+        if w.flags & WATCH_SELF == 0 {
+            return None;
+        }
+        Some((key, *w))
+    }
+}
+
+/// The current process's mm (0 for a kernel thread).
+#[inline(always)]
+fn current_mm() -> u64 {
+    unsafe { rd_ptr(current_task(), off!(task_mm)) }.map_or(0, |p| p as u64)
+}
+
+/// Called by the file_open hook for every open: remembers who opened a
+/// watched file.
+#[inline(always)]
+pub unsafe fn note_opener(file: Ptr) {
+    let Some(tgid) = acting_tgid() else { return };
+    unsafe {
+        if watched_file(file).is_none() {
+            return;
+        }
+    }
+    let o = FileOpener {
+        tgid,
+        _pad: 0,
+        mm: current_mm(),
+    };
+    let _ = FILE_OPENERS.insert(file as u64, o, 0);
+}
+
+// int file_receive(struct file *file)
+#[lsm(hook = "file_receive")]
+pub fn ks_lsm_file_receive(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(1);
+    if prev != 0 {
+        return prev;
+    }
+    let file: u64 = ctx.arg(0);
+    let Some(tgid) = acting_tgid() else { return 0 };
+    if unsafe { watched_file(file as Ptr) }.is_none() {
+        return 0;
+    }
+    let _ = FD_RECEIVED.insert([tgid as u64, file], syscall_nr() as i32, 0);
+    0
+}
+
+// int file_permission(struct file *file, int mask): every read and write
+// (rw_verify_area: read, write, their vector forms, sendfile, splice,
+// copy_file_range, io_uring).
+#[lsm(hook = "file_permission")]
+pub fn ks_lsm_file_permission(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(2);
+    if prev != 0 {
+        return prev;
+    }
+    let mask: i32 = ctx.arg(1);
+    let op = if mask & MAY_READ != 0 {
+        FDA_READ
+    } else if mask & MAY_WRITE != 0 {
+        FDA_WRITE
+    } else {
+        return 0;
+    };
+    let file: u64 = ctx.arg(0);
+    unsafe { fd_access(file as Ptr, op) };
+    0
+}
+
+// int mmap_file(struct file *file, unsigned long reqprot, unsigned long prot,
+//               unsigned long flags): file is NULL for anonymous mappings.
+#[lsm(hook = "mmap_file")]
+pub fn ks_lsm_mmap_file(ctx: LsmContext) -> i32 {
+    let prev: i32 = ctx.arg(4);
+    if prev != 0 {
+        return prev;
+    }
+    let file: u64 = ctx.arg(0);
+    if file == 0 {
+        return 0;
+    }
+    unsafe { fd_access(file as Ptr, FDA_MMAP) };
+    0
+}
+
+/// Reports the first access of a watched file through an fd the current
+/// process image did not open.
+#[inline(always)]
+unsafe fn fd_access(file: Ptr, op: u32) {
+    unsafe {
+        let Some((key, w)) = watched_file(file) else {
+            return;
+        };
+        let Some(tgid) = acting_tgid() else { return };
+        let mm = current_mm();
+        let (opener, opener_mm) = match FILE_OPENERS.get(file as u64) {
+            Some(o) => (o.tgid, o.mm),
+            None => (0, 0),
+        };
+        let (how, syscall) = match FD_RECEIVED.get([tgid as u64, file as u64]) {
+            Some(nr) => (FDV_RECEIVED, *nr),
+            None if opener == 0 => (FDV_UNKNOWN, -1),
+            // Its own open: the tracepoints reported it.
+            None if opener == tgid && opener_mm == mm => return,
+            None if opener == tgid => (FDV_EXEC, -1),
+            None => (FDV_INHERITED, -1),
+        };
+        let rk = WriteKey {
+            tgid,
+            dev: key.dev,
+            ino: key.ino,
+        };
+        if FD_REPORTED.get(rk).is_some_and(|m| *m == mm) {
+            return;
+        }
+        let _ = FD_REPORTED.insert(rk, mm, 0);
+        // A reader is followed like a process that opened the file.
+        if op != FDA_WRITE {
+            add_taint(
+                tgid,
+                &Taint {
+                    flags: TAINT_FILE,
+                    src_dev: key.dev,
+                    src_ino: key.ino,
+                    ..Default::default()
+                },
+            );
+        }
+        let Some(mut entry) = EVENTS.reserve::<FdAccessEvent>(0) else {
+            count_lost(EventKind::FdAccess);
+            return;
+        };
+        let ev = entry.as_mut_ptr();
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::FdAccess as u32,
+            size_of::<FdAccessEvent>(),
+        );
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
+        (*ev).op = op;
+        (*ev).how = how;
+        (*ev).opener = opener;
+        (*ev).syscall = syscall;
+        (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        (*ev).watch_id = w.watch_id;
+        (*ev).watch_flags = w.flags;
+        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        entry.submit(submit_flags());
+    }
+}
