@@ -647,7 +647,7 @@ impl Pipeline {
             Event::Open(rec)
                 if rec.failed && self.denied_threads.take_open(rec.task.tid, rec.ret) => {}
             Event::Open(rec) if rec.proc_file != 0 => self.proc_file_open(&rec),
-            Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => self.tracked_open(&rec),
+            Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => self.tracked_open(&rec, "open"),
             Event::Open(rec) => self.key_open(&rec),
             Event::Mem(m)
                 if self.denied_threads.follows_denial(
@@ -657,6 +657,7 @@ impl Pipeline {
                 ) => {}
             Event::Mem(m) => self.mem_access(&m),
             Event::Denied(d) => self.denied(&d),
+            Event::FdAccess(r) => self.fd_access(&r),
             Event::Signal(s) => self.dump_signal(&s),
             Event::DumpConfig(d) => self.dump_config(&d),
             Event::FileWrite(w) => self.file_write(&w),
@@ -1132,13 +1133,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let lsm = loader::probe_lsm(&mut ebpf, opts.backend);
     let enforce = loader::effective_enforce(cfg.enforce_bits(), &lsm);
     tracing::info!(
-        "backend: tracepoints detect; BPF LSM {} ({}); enforcing: {}",
+        "backend: tracepoints detect; BPF LSM {} ({}): {}; enforcing: {}",
         if lsm.available {
             "available"
         } else {
             "unavailable"
         },
         lsm.reason,
+        if lsm.available {
+            "LSM hooks detect accesses through an fd the reader did not open"
+        } else {
+            "accesses through an fd the reader did not open are not seen"
+        },
         if enforce == 0 {
             "nothing (every rule in observe mode)".to_string()
         } else {
@@ -1151,7 +1157,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             Array::try_from(ebpf.map_mut("ENFORCE").context("map ENFORCE")?)?;
         bits.set(0, enforce, 0)?;
     }
-    loader::attach_lsm(&mut ebpf, &metrics, enforce)?;
+    loader::attach_lsm(&mut ebpf, &metrics, enforce, lsm.available)?;
 
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
@@ -1498,6 +1504,15 @@ fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Met
     }
 }
 
+/// Why BPF LSM is not used, as `keysentry probes` says it.
+fn lsm_unavailable_words(reason: &str) -> String {
+    if reason.starts_with("--backend") {
+        reason.to_string()
+    } else {
+        format!("BPF LSM unavailable: {reason}")
+    }
+}
+
 /// `keysentry probes`: for each detection, the hook that serves it on this
 /// kernel and why; for each enforceable rule, its mode and whether BPF LSM
 /// can enforce it. Loads the object (and one LSM program, to ask the
@@ -1531,7 +1546,7 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
         },
         lsm.reason
     );
-    let _ = writeln!(out, "\ndetections (backend tracepoint):");
+    let _ = writeln!(out, "\ndetections (hook serving each: why):");
     for p in loader::PROBES {
         let status = match p.hook {
             loader::Hook::Tracepoint(c, n) if !tracefs::has_tracepoint(c, n) => {
@@ -1542,8 +1557,23 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
             }
             _ => "available",
         };
-        let _ = writeln!(out, "  {:<50} {:<48} {status}", p.serves, p.label());
+        let _ = writeln!(out, "  {:<50} {}: {status}", p.serves, p.label());
     }
+    // What only the LSM backend sees.
+    let hooks: Vec<String> = loader::LSM_PROBES
+        .iter()
+        .filter(|p| p.detects.is_some())
+        .map(|p| format!("lsm/{}", p.hook))
+        .collect();
+    let line = if lsm.available {
+        format!("{}: {}", hooks.join(", "), lsm.reason)
+    } else {
+        format!(
+            "not covered: {} (no tracepoint sees it)",
+            lsm_unavailable_words(&lsm.reason)
+        )
+    };
+    let _ = writeln!(out, "  {:<50} {line}", loader::FD_ACCESS_DETECTION);
     let _ = writeln!(out, "\nenforcement (per [[rule]] mode; default observe):");
     let requested = cfg.enforce_bits();
     for (i, name) in sensor_common::ENF_RULES.iter().enumerate() {

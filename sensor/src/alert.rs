@@ -83,6 +83,13 @@ pub struct OpenDetail {
     /// The key_name rule(s) that matched.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub key_name: Vec<String>,
+    /// An access through an fd the process did not open (BPF LSM): what
+    /// it did, "read", "write" or "mmap" (`via` says how it got the fd).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fd_op: Option<&'static str>,
+    /// The process that opened the file, when known (fd accesses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opened_by: Option<crate::track::Origin>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -9,8 +9,9 @@ use std::{
 
 use sensor_common::{
     ARG_BUF, CMDLINE_BUF, COMM_LEN, DeniedEvent, DumpConfigEvent, EventKind, ExecEvent, ExitEvent,
-    FileCloseEvent, FileWriteEvent, ForkEvent, Header, KPath, MemAccessEvent, NetSendEvent,
-    OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, PathChangeEvent, SignalEvent, Taint,
+    FdAccessEvent, FileCloseEvent, FileWriteEvent, ForkEvent, Header, KPath, MemAccessEvent,
+    NetSendEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, PathChangeEvent, SignalEvent,
+    Taint,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +189,30 @@ pub enum Event {
     NetSend(SendRecord),
     PathChange(PathRecord),
     Denied(DeniedRecord),
+    FdAccess(FdAccessRecord),
+}
+
+/// A watched file read, written or mapped through an fd the process did
+/// not open (BPF LSM backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdAccessRecord {
+    /// The reader.
+    pub task: Task,
+    pub dev: u32,
+    pub ino: u64,
+    /// FDA_* value.
+    pub op: u32,
+    /// FDV_* value.
+    pub how: u32,
+    /// Tgid that opened the file (0: unknown).
+    pub opener: u32,
+    /// The syscall a received fd arrived by, -1 otherwise.
+    pub syscall: i32,
+    pub flags: u32,
+    pub watch_id: u32,
+    pub watch_flags: u32,
+    pub path: Option<String>,
+    pub path_truncated: bool,
 }
 
 /// An operation a BPF LSM hook denied (a rule in enforce mode).
@@ -228,6 +253,7 @@ impl Event {
             Event::NetSend(_) => EventKind::NetSend,
             Event::PathChange(_) => EventKind::PathChange,
             Event::Denied(_) => EventKind::Denied,
+            Event::FdAccess(_) => EventKind::FdAccess,
         }
     }
 }
@@ -447,6 +473,27 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 path: kpath_at(buf, offset_of!(DeniedEvent, path)).map(|(p, _)| p),
             })
         }
+        EventKind::FdAccess => {
+            let f = |o: usize| -> u32 { at(buf, o) };
+            let (path, path_truncated) = match kpath_at(buf, offset_of!(FdAccessEvent, path)) {
+                Some((p, t)) => (Some(p), t),
+                None => (None, false),
+            };
+            Event::FdAccess(FdAccessRecord {
+                task: task(&h),
+                dev: f(offset_of!(FdAccessEvent, dev)),
+                ino: at(buf, offset_of!(FdAccessEvent, ino)),
+                op: f(offset_of!(FdAccessEvent, op)),
+                how: f(offset_of!(FdAccessEvent, how)),
+                opener: f(offset_of!(FdAccessEvent, opener)),
+                syscall: at(buf, offset_of!(FdAccessEvent, syscall)),
+                flags: f(offset_of!(FdAccessEvent, flags)),
+                watch_id: f(offset_of!(FdAccessEvent, watch_id)),
+                watch_flags: f(offset_of!(FdAccessEvent, watch_flags)),
+                path,
+                path_truncated,
+            })
+        }
         EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
             let f = |o: usize| -> u32 { at(buf, o) };
             let n = (f(offset_of!(OpenEvent, arg_len)) as usize).min(ARG_BUF);
@@ -583,6 +630,37 @@ pub mod tests {
         assert_eq!(o.path.as_deref(), Some("/etc/ssl/private/server.key"));
         assert_eq!(o.arg.as_deref(), Some("/etc/ssl/private/server.key"));
         assert!(!o.failed);
+    }
+
+    #[test]
+    fn fd_access_round_trip() {
+        use sensor_common::{FDA_READ, FDV_RECEIVED, WATCH_SELF};
+        // SAFETY: all-zero is valid for this plain record.
+        let mut e: FdAccessEvent = unsafe { std::mem::zeroed() };
+        e.hdr = header(EventKind::FdAccess, 51);
+        e.ino = 77;
+        e.dev = (8 << 20) | 1;
+        e.op = FDA_READ;
+        e.how = FDV_RECEIVED;
+        e.opener = 50;
+        e.syscall = 47;
+        e.watch_id = 2;
+        e.watch_flags = WATCH_SELF;
+        e.path = kpath_of("/etc/ssl/private/ca.key");
+        let Event::FdAccess(r) = decode(&bytes_of(&e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((r.task.pid, r.opener, r.syscall), (51, 50, 47));
+        assert_eq!(
+            (r.op, r.how, r.ino, r.watch_id),
+            (FDA_READ, FDV_RECEIVED, 77, 2)
+        );
+        assert_eq!(r.path.as_deref(), Some("/etc/ssl/private/ca.key"));
+        let b = bytes_of(&e);
+        assert!(matches!(
+            decode(&b[..b.len() - 8]),
+            Err(DecodeError::BadSize { .. })
+        ));
     }
 
     #[test]

@@ -418,6 +418,8 @@ impl Policy {
                     .watch_id
                     .and_then(|i| self.key_paths.get(i as usize).cloned()),
                 key_name,
+                fd_op: None,
+                opened_by: None,
             }),
         })
     }

@@ -894,8 +894,9 @@ impl Pipeline {
         self.emit(alert, p.task.ts_boot_ns);
     }
 
-    /// An open of a tracked file (a dump or a derived copy).
-    pub(crate) fn tracked_open(&mut self, rec: &OpenRecord) {
+    /// An open of a tracked file (a dump or a derived copy); `via` is
+    /// "open", or how a reader got an fd it did not open (BPF LSM).
+    pub(crate) fn tracked_open(&mut self, rec: &OpenRecord, via: &'static str) {
         // A pending id: the kernel marked the file at its first write; the
         // write's record came first, so it is registered by now (or was
         // not worth tracking).
@@ -929,16 +930,22 @@ impl Pipeline {
             return;
         }
         let message = format!(
-            "{} (pid {}, uid {}) opened {} {path} for {}",
+            "{} (pid {}, uid {}) {} {} {path} for {}{}",
             actor.comm,
             actor.pid,
             actor.uid,
+            if via == "open" { "opened" } else { "accessed" },
             if root == TrackedKind::Dump {
                 "dump file"
             } else {
                 "a copy of key material,"
             },
-            crate::detect::access(rec.flags)
+            crate::detect::access(rec.flags),
+            if via == "open" {
+                String::new()
+            } else {
+                format!(" through an fd it did not open ({via})")
+            }
         );
         let ts = self.clock.wall(rec.task.ts_boot_ns);
         let alert = self.policy.flow_alert(
@@ -955,7 +962,7 @@ impl Pipeline {
                 },
                 message,
                 flow: FlowDetail {
-                    via: "open",
+                    via,
                     tracked_id: Some(id),
                     lineage: self.registry.lineage(id),
                     dumped,

@@ -2,7 +2,8 @@
 //! `loader` (load + attach) -> `agent` (ring buffer, event loop) ->
 //! `decode` -> `proctab` (enrich) -> `detect` (rules) -> `alert` / `metrics`
 //! (outputs). `config`, `watch`, `btf` and `tracefs` prepare the kernel side;
-//! `enforce` feeds the BPF LSM hooks and alerts their denials.
+//! `enforce` feeds the BPF LSM hooks and alerts their denials; `fdaccess`
+//! alerts what the LSM hooks detect (key reads through a handed-over fd).
 
 pub mod agent;
 pub mod alert;
@@ -13,6 +14,7 @@ pub mod correlate;
 pub mod decode;
 pub mod detect;
 pub mod enforce;
+pub mod fdaccess;
 pub mod flows;
 pub mod loader;
 pub mod metrics;

@@ -3,12 +3,14 @@
 //! detection it serves. Optional probes that the kernel lacks are reported
 //! (log line and keysentry_probe_attached 0) and the sensor runs on the rest.
 //!
-//! Two backends. Tracepoints detect, on every kernel. BPF LSM hooks
-//! (`LSM_PROBES`) enforce: at start the sensor checks what the kernel
-//! allows (BTF, `bpf` in /sys/kernel/security/lsm, a real LSM program
-//! load) and attaches an LSM hook only where that works and a rule it
-//! serves is in enforce mode; the hook then reports only its denials, so
-//! an event is never alerted twice.
+//! Two backends. Tracepoints detect, on every kernel. Where the kernel runs
+//! BPF LSM (checked at start: BTF, `bpf` in /sys/kernel/security/lsm, a
+//! real LSM program load) and `--backend tracepoint` is not given, the LSM
+//! hooks (`LSM_PROBES`) add what tracepoints cannot see: accesses of
+//! watched files through an fd the reader did not open (`file_open`,
+//! `file_receive`, `file_permission`, `mmap_file`), and they enforce the
+//! rules in enforce mode (an enforcing hook reports only its denials, so an
+//! event is never alerted twice).
 
 use anyhow::{Context, Result, bail};
 use aya::{
@@ -35,20 +37,45 @@ pub enum Hook {
     Lsm(&'static str),
 }
 
-/// An enforcing LSM hook and the rules (ENF_* bits) it enforces.
+/// A BPF LSM hook: the rules (ENF_* bits) it enforces and the detection
+/// it serves (attached wherever BPF LSM works).
 #[derive(Debug, Clone, Copy)]
 pub struct LsmProbe {
     pub program: &'static str,
     pub hook: &'static str,
     /// Bit per ENF_* rule.
     pub rules: u32,
+    /// The detection it serves on the LSM backend, if any.
+    pub detects: Option<&'static str>,
 }
+
+/// What the fd hand-off detection covers (all its hooks together).
+pub const FD_ACCESS_DETECTION: &str = "key-file-open via an fd it did not open";
 
 pub const LSM_PROBES: &[LsmProbe] = &[
     LsmProbe {
         program: "ks_lsm_file_open",
         hook: "file_open",
         rules: 1 << ENF_KEY_OPEN | 1 << ENF_CORE_DUMP,
+        detects: Some("fd hand-off: who opened each watched file"),
+    },
+    LsmProbe {
+        program: "ks_lsm_file_receive",
+        hook: "file_receive",
+        rules: 0,
+        detects: Some("fd hand-off: fds received (SCM_RIGHTS, pidfd_getfd)"),
+    },
+    LsmProbe {
+        program: "ks_lsm_file_permission",
+        hook: "file_permission",
+        rules: 0,
+        detects: Some("fd hand-off: reads and writes of watched files"),
+    },
+    LsmProbe {
+        program: "ks_lsm_mmap_file",
+        hook: "mmap_file",
+        rules: 0,
+        detects: Some("fd hand-off: mappings of watched files"),
     },
     LsmProbe {
         program: "ks_lsm_ptrace_access_check",
@@ -58,11 +85,13 @@ pub const LSM_PROBES: &[LsmProbe] = &[
             | 1 << ENF_VM_WRITE
             | 1 << ENF_PROC_MEM
             | 1 << ENF_PIDFD_GETFD,
+        detects: None,
     },
     LsmProbe {
         program: "ks_lsm_task_kill",
         hook: "task_kill",
         rules: 1 << ENF_FORCED_CRASH,
+        detects: None,
     },
 ];
 
@@ -92,10 +121,11 @@ pub fn tracepoint_for(rule: u32) -> &'static str {
 /// Which backend the user asked for (`keysentry run --backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
-    /// BPF LSM for enforcement where the kernel allows it, tracepoints for
-    /// detection.
+    /// BPF LSM where the kernel allows it (fd hand-off detection, and
+    /// enforcement of rules in enforce mode), tracepoints for the rest.
     Auto,
-    /// Tracepoints only: no LSM program is loaded, nothing is denied.
+    /// Tracepoints only: no LSM program is loaded, nothing is denied, fd
+    /// hand-offs are not seen.
     Tracepoint,
 }
 
@@ -192,39 +222,74 @@ pub fn effective_enforce(requested: u32, lsm: &LsmSupport) -> u32 {
     requested
 }
 
-/// Attaches the LSM hooks that serve a rule in `enforce`; a hook that
-/// fails is fatal (the operator asked for enforcement).
-pub fn attach_lsm(ebpf: &mut Ebpf, metrics: &Metrics, enforce: u32) -> Result<()> {
-    let btf = if enforce != 0 {
+/// Attaches the LSM hooks that serve a rule in `enforce`, and with
+/// `detect` (BPF LSM available, backend auto) the detection hooks. An
+/// enforcing hook that fails is fatal (the operator asked for
+/// enforcement); a detection hook that fails is logged and skipped.
+/// Returns the labels of the detection hooks attached.
+pub fn attach_lsm(
+    ebpf: &mut Ebpf,
+    metrics: &Metrics,
+    enforce: u32,
+    detect: bool,
+) -> Result<Vec<String>> {
+    let btf = if enforce != 0 || detect {
         Some(Btf::from_sys_fs().context("reading kernel BTF")?)
     } else {
         None
     };
+    let mut detecting = Vec::new();
     for p in LSM_PROBES {
         let label = format!("lsm/{}", p.hook);
-        let wanted = p.rules & enforce != 0;
-        if let (true, Some(btf)) = (wanted, btf.as_ref()) {
-            let prog: &mut Lsm = ebpf
-                .program_mut(p.program)
-                .with_context(|| format!("program {} missing from the object", p.program))?
-                .try_into()?;
-            if prog.fd().is_err() {
-                prog.load(p.hook, btf)
-                    .with_context(|| format!("loading {}", p.program))?;
+        let enforcing = p.rules & enforce != 0;
+        let detects = detect && p.detects.is_some();
+        let mut attached = false;
+        if let (true, Some(btf)) = (enforcing || detects, btf.as_ref()) {
+            let res = (|| -> Result<()> {
+                let prog: &mut Lsm = ebpf
+                    .program_mut(p.program)
+                    .with_context(|| format!("program {} missing from the object", p.program))?
+                    .try_into()?;
+                if prog.fd().is_err() {
+                    prog.load(p.hook, btf)
+                        .with_context(|| format!("loading {}", p.program))?;
+                }
+                prog.attach()
+                    .with_context(|| format!("attaching LSM hook {}", p.hook))?;
+                Ok(())
+            })();
+            match res {
+                Ok(()) => {
+                    attached = true;
+                    if detects {
+                        detecting.push(label.clone());
+                    }
+                    tracing::info!(
+                        "attached {label}:{}{}",
+                        if enforcing {
+                            format!(" enforcing {}", rule_names(p.rules & enforce))
+                        } else {
+                            String::new()
+                        },
+                        p.detects
+                            .filter(|_| detects)
+                            .map(|d| format!(" detecting {d}"))
+                            .unwrap_or_default()
+                    );
+                }
+                Err(e) if enforcing => return Err(e),
+                Err(e) => tracing::warn!(
+                    "LSM hook {label} not attached, {} is not covered: {e:#}",
+                    p.detects.unwrap_or_default()
+                ),
             }
-            prog.attach()
-                .with_context(|| format!("attaching LSM hook {}", p.hook))?;
-            tracing::info!(
-                "attached {label}: enforcing {}",
-                rule_names(p.rules & enforce)
-            );
         }
         metrics
             .probe_attached
             .with_label_values(&[label.as_str(), "lsm"])
-            .set(wanted as i64);
+            .set(attached as i64);
     }
-    Ok(())
+    Ok(detecting)
 }
 
 /// "a, b" for the ENF_* bits in `bits`.
