@@ -26,6 +26,16 @@
 //!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
 //!   uring-copy SRC DST        read SRC, write it to DST with IORING_OP_WRITE
 //!   mmap-copy SRC DST         read SRC, copy it into a shared mapping of DST
+//!   scm-pass PATH BIN [PORT]  open PATH (O_CLOEXEC), spawn `BIN scm-recv SOCK [PORT]`
+//!                             and pass it the fd over a unix socket (SCM_RIGHTS);
+//!                             print the receiver's pid, exit with its status
+//!   scm-recv SOCK [PORT]      receive an fd on socket SOCK, read it twice and
+//!                             mmap it; with PORT, send what it read to
+//!                             127.0.0.1:PORT
+//!   exec-read PATH BIN        open PATH (no O_CLOEXEC), exec `BIN read-fd FD`
+//!   read-fd FD                read fd FD to its end
+//!   hold PATH                 open PATH (O_CLOEXEC), print the fd, block on stdin
+//!   pidfd-getfd-read PID FD   pidfd_getfd fd FD out of PID, read it to its end
 
 use std::{ffi::CString, process::exit};
 
@@ -161,6 +171,40 @@ fn main() {
         ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
         ["uring-copy", src, dst] => uring_copy(src, dst),
         ["mmap-copy", src, dst] => mmap_copy(src, dst),
+        ["scm-pass", path, bin] => scm_pass(path, bin, None),
+        ["scm-pass", path, bin, port] => scm_pass(path, bin, Some(port)),
+        ["scm-recv", sock] => scm_recv(num(sock) as i32, None),
+        ["scm-recv", sock, port] => scm_recv(num(sock) as i32, Some(num(port) as u16)),
+        ["exec-read", path, bin] => {
+            let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY) };
+            check(fd, "open");
+            let b = cstr(bin);
+            let (a1, a2) = (cstr("read-fd"), cstr(&fd.to_string()));
+            let argv = [b.as_ptr(), a1.as_ptr(), a2.as_ptr(), std::ptr::null()];
+            unsafe { libc::execv(b.as_ptr(), argv.as_ptr()) };
+            check(-1, "execv");
+        }
+        ["read-fd", fd] => {
+            read_all(num(fd) as i32);
+        }
+        ["hold", path] => {
+            use std::io::{Read, Write};
+            let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            check(fd, "open");
+            let mut out = std::io::stdout();
+            writeln!(out, "{fd}").unwrap();
+            out.flush().unwrap();
+            let mut rest = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut rest);
+        }
+        ["pidfd-getfd-read", pid, fd] => {
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, num(pid) as i32, 0) } as i32;
+            check(pidfd, "pidfd_open");
+            let got =
+                unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, num(fd) as i32, 0) } as i32;
+            check(got, "pidfd_getfd");
+            read_all(got);
+        }
         ["send-file", path, port] => {
             use std::io::Write;
             let data = std::fs::read(path).unwrap_or_else(|e| {
@@ -411,5 +455,119 @@ fn mmap_copy(src: &str, dst: &str) {
         std::ptr::copy_nonoverlapping(data.as_ptr(), p as *mut u8, data.len());
         libc::msync(p, data.len(), libc::MS_SYNC);
         libc::munmap(p, data.len());
+    }
+}
+
+/// Reads `fd` from its start to its end.
+fn read_all(fd: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        check(n as i32, "read");
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
+/// Opens PATH and hands the fd to a new process running BIN over a unix
+/// socket (SCM_RIGHTS); the receiver did not open the file.
+fn scm_pass(path: &str, bin: &str, port: Option<&&str>) {
+    let mut sv = [0i32; 2];
+    check(
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, sv.as_mut_ptr()) },
+        "socketpair",
+    );
+    // Our end is not inherited; the child's end is.
+    unsafe { libc::fcntl(sv[0], libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(["scm-recv", &sv[1].to_string()]);
+    if let Some(p) = port {
+        cmd.arg(p);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        eprintln!("spawn {bin}: {e}");
+        exit(1)
+    });
+    unsafe { libc::close(sv[1]) };
+    let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    check(fd, "open");
+    unsafe {
+        let mut byte = *b"k";
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let space = libc::CMSG_SPACE(size_of::<i32>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(size_of::<i32>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut i32, fd);
+        check(libc::sendmsg(sv[0], &msg, 0) as i32, "sendmsg");
+        libc::close(fd);
+    }
+    let st = child.wait().unwrap_or_else(|_| exit(1));
+    println!("{}", child.id());
+    exit(st.code().unwrap_or(1));
+}
+
+/// Receives an fd over unix socket `sock`, reads it twice and maps it (one
+/// alert expected), and with `port` sends what it read to 127.0.0.1:port.
+fn scm_recv(sock: i32, port: Option<u16>) {
+    let fd = unsafe {
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let space = libc::CMSG_SPACE(size_of::<i32>() as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        check(libc::recvmsg(sock, &mut msg, 0) as i32, "recvmsg");
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            eprintln!("recvmsg: no fd received");
+            exit(1);
+        }
+        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
+    };
+    let data = read_all(fd);
+    unsafe { libc::lseek(fd, 0, libc::SEEK_SET) };
+    read_all(fd);
+    unsafe {
+        let len = data.len().max(1);
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            check(-1, "mmap");
+        }
+        libc::munmap(p, len);
+    }
+    if let Some(port) = port {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| {
+            eprintln!("connect: {e}");
+            exit(1)
+        });
+        s.write_all(&data).unwrap_or_else(|_| exit(1));
     }
 }

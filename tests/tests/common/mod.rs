@@ -66,6 +66,31 @@ pub fn require_root() {
     );
 }
 
+/// None when BPF LSM is available, else why not (from `keysentry probes`).
+pub fn lsm_unavailable() -> Option<String> {
+    require_root();
+    let out = Command::new(keysentry_bin())
+        .arg("probes")
+        .output()
+        .expect("run keysentry probes");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "keysentry probes failed: {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("BPF LSM: "))
+        .unwrap_or_else(|| panic!("no BPF LSM line in keysentry probes: {text}"));
+    if line.starts_with("BPF LSM: available") {
+        None
+    } else {
+        Some(line.trim_start_matches("BPF LSM: unavailable ").to_string())
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
