@@ -316,6 +316,12 @@ pub const MEM_PTRACE: u32 = 1;
 pub const MEM_VM_READV: u32 = 2;
 pub const MEM_VM_WRITEV: u32 = 3;
 pub const MEM_PIDFD_GETFD: u32 = 4;
+/// Another process accessed through a syscall the tracepoints do not
+/// enumerate (perf_event_open, kcmp, get_robust_list, process_madvise,
+/// move_pages, reads of /proc/<pid>/stack...), seen by the BPF LSM hook
+/// ptrace_access_check: `request` is the syscall number, `arg` the
+/// ptrace access mode, `ret` 0 (the access check passed).
+pub const MEM_LSM_ACCESS: u32 = 5;
 
 /// Cross-process memory access by the current task.
 #[repr(C)]

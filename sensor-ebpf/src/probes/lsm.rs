@@ -1,10 +1,14 @@
 //! Enforcement: BPF LSM hooks that deny, with EPERM, what a rule in enforce
 //! mode forbids. They are attached only where the kernel runs BPF LSM: the
-//! `ptrace_access_check` and `task_kill` hooks only for rules in enforce
-//! mode, `file_open` always there (it also records who opened each watched
-//! file for the fd hand-off detection, `lsm_detect.rs`). The enforcement
-//! part reports only its denials (`DeniedEvent`), never what it lets
-//! through: opens are detected by the tracepoints (no double alerts).
+//! `task_kill` hook only for rules in enforce mode, `file_open` and
+//! `ptrace_access_check` always there (they also detect: `file_open`
+//! records who opened each watched file for the fd hand-off detection,
+//! `lsm_detect.rs`; `ptrace_access_check` reports accesses to other
+//! processes through syscalls the tracepoints do not enumerate,
+//! `detect_access`). The enforcement part reports only its denials
+//! (`DeniedEvent`), never what it lets through: opens, ptrace,
+//! process_vm_* and pidfd_getfd are detected by the tracepoints (no double
+//! alerts).
 //!
 //! - `ptrace_access_check`: ptrace attach, process_vm_readv/writev,
 //!   /proc/<pid>/mem and pidfd_getfd (PTRACE_MODE_ATTACH accesses) of a
@@ -24,17 +28,20 @@ use aya_ebpf::{
 use sensor_common::{
     ALLOW_ANY_KEY, ALLOW_MEMORY, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
     ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, EventKind, InodeKey,
-    WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    MEM_LSM_ACCESS, MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
 };
 
 use crate::{
-    maps::{ENFORCE, EVENTS, PROTECTED, WATCHED, allowed, count_lost, exe_of},
+    maps::{ENFORCE, EVENTS, PROTECTED, WATCHED, allowed, count_lost, exe_of, submit_flags},
     off, setting,
     vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
 };
 
 const EPERM: i32 = 1;
 const PTRACE_MODE_ATTACH: u32 = 0x02;
+const PTRACE_MODE_NOAUDIT: u32 = 0x04;
+const PTRACE_MODE_REALCREDS: u32 = 0x10;
+const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_DUMPCORE: u32 = 0x0000_0200;
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
@@ -44,6 +51,12 @@ const NR_PTRACE: i64 = 101;
 const NR_PROCESS_VM_READV: i64 = 310;
 const NR_PROCESS_VM_WRITEV: i64 = 311;
 const NR_PIDFD_GETFD: i64 = 438;
+const NR_OPEN: i64 = 2;
+const NR_CREAT: i64 = 85;
+const NR_OPENAT: i64 = 257;
+const NR_OPEN_BY_HANDLE_AT: i64 = 304;
+const NR_IO_URING_ENTER: i64 = 426;
+const NR_OPENAT2: i64 = 437;
 
 #[inline(always)]
 fn enforced(rule: u32) -> bool {
@@ -107,6 +120,78 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
     }
 }
 
+/// Syscalls whose access to another process the tracepoints report
+/// (memory.rs, open.rs): the LSM hook leaves them to them (no double
+/// alerts), and reports the others.
+#[inline(always)]
+fn enumerated(nr: i64) -> bool {
+    matches!(
+        nr,
+        NR_PTRACE
+            | NR_PROCESS_VM_READV
+            | NR_PROCESS_VM_WRITEV
+            | NR_PIDFD_GETFD
+            | NR_OPEN
+            | NR_OPENAT
+            | NR_OPENAT2
+            | NR_CREAT
+            | NR_OPEN_BY_HANDLE_AT
+            | NR_IO_URING_ENTER
+    )
+}
+
+/// Detection: an access to another process through a syscall the
+/// tracepoints do not enumerate. Syscall-level accesses by pid
+/// (PTRACE_MODE_REALCREDS: perf_event_open, kcmp, get_robust_list,
+/// move_pages...) of a protected process, or in attach mode of any process;
+/// /proc file checks (FSCREDS) in attach mode of a protected process
+/// (/proc/<pid>/stack, syscall, personality). NOAUDIT checks (ps reading
+/// /proc/<pid>/stat) and io_uring workers are not reported.
+#[inline(always)]
+unsafe fn detect_access(target: u32, mode: u32) {
+    if mode & PTRACE_MODE_NOAUDIT != 0 || crate::setting!(empty_programs) != 0 {
+        return;
+    }
+    let nr = syscall_nr();
+    if nr < 0 || enumerated(nr) {
+        return;
+    }
+    let protected = unsafe { PROTECTED.get(target) }.is_some();
+    let attach = mode & PTRACE_MODE_ATTACH != 0;
+    let by_pid = mode & PTRACE_MODE_REALCREDS != 0;
+    if !(if protected {
+        attach || by_pid
+    } else {
+        attach && by_pid
+    }) {
+        return;
+    }
+    let flags = unsafe { rd::<u32>(current_task(), off!(task_flags)) }.unwrap_or(0);
+    if flags & PF_IO_WORKER != 0 {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
+        count_lost(EventKind::MemAccess);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::MemAccess as u32,
+            size_of::<MemAccessEvent>(),
+        );
+        (*ev).ret = 0;
+        (*ev).request = nr as u64;
+        (*ev).arg = mode as u64;
+        (*ev).op = MEM_LSM_ACCESS;
+        (*ev).target = target;
+        (*ev).target_protected = protected as u32;
+        (*ev)._pad = 0;
+    }
+    entry.submit(submit_flags());
+}
+
 // int ptrace_access_check(struct task_struct *child, unsigned int mode)
 #[lsm(hook = "ptrace_access_check")]
 pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
@@ -116,9 +201,6 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     }
     let child: u64 = ctx.arg(0);
     let mode: u32 = ctx.arg(1);
-    if mode & PTRACE_MODE_ATTACH == 0 {
-        return 0;
-    }
     let Some(actor) = actor_tgid() else {
         return 0;
     };
@@ -126,7 +208,11 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     let Some(target) = (unsafe { rd::<u32>(child, off!(task_tgid)) }) else {
         return 0;
     };
-    if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
+    if target == actor || target <= 1 {
+        return 0;
+    }
+    unsafe { detect_access(target, mode) };
+    if mode & PTRACE_MODE_ATTACH == 0 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
     let rule = match syscall_nr() {
