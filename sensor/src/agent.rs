@@ -24,8 +24,8 @@ use std::collections::{HashMap, HashSet};
 
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_RLIMIT_CORE,
-    DCFG_SET_DUMPABLE, DCFG_SUID_DUMPABLE, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV,
-    MEM_VM_WRITEV, PROC_MAPS,
+    DCFG_SET_DUMPABLE, DCFG_SUID_DUMPABLE, MEM_LSM_ACCESS, MEM_PIDFD_GETFD, MEM_PTRACE,
+    MEM_VM_READV, MEM_VM_WRITEV, PROC_MAPS,
 };
 
 use crate::{
@@ -38,9 +38,10 @@ use crate::{
     correlate::{Correlator, Lineage, Out},
     decode::{self, DumpConfigRecord, Event, MemRecord, OpenRecord, SignalRecord},
     detect::{
-        ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PTRACE_INJECT,
-        KeyOpen, MemAccess, Policy, RULE_PIDFD_GETFD, RULE_PROC_MEM, RULE_PTRACE, RULE_VM_READ,
-        RULE_VM_WRITE, ptrace_request, signal_name,
+        ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PROCESS_DISCOVERY,
+        ATTACK_PTRACE_INJECT, KeyOpen, MemAccess, Policy, RULE_PIDFD_GETFD, RULE_PROC_MEM,
+        RULE_PROCESS_ACCESS, RULE_PTRACE, RULE_VM_READ, RULE_VM_WRITE, process_access_op,
+        ptrace_request, signal_name,
     },
     loader,
     metrics::{self, Metrics},
@@ -880,6 +881,15 @@ impl Pipeline {
                 "write",
                 "process_vm_writev".into(),
             ),
+            MEM_LSM_ACCESS => {
+                let (op, access) = process_access_op(rec.request, rec.arg);
+                let attack = if access == "attach" {
+                    ATTACK_PROC_MEMORY
+                } else {
+                    ATTACK_PROCESS_DISCOVERY
+                };
+                (RULE_PROCESS_ACCESS, attack, access, op)
+            }
             _ => (
                 RULE_PIDFD_GETFD,
                 ATTACK_CREDENTIAL_DUMPING,
@@ -912,7 +922,12 @@ impl Pipeline {
             .policy
             .memory_access(m, &self.host, self.clock.wall(m.ts_boot_ns))
         {
-            if m.target_protected && m.ret >= 0 && m.access != "write" {
+            // A process-access is an access check, not memory seen read.
+            if m.target_protected
+                && m.ret >= 0
+                && m.access != "write"
+                && m.rule != RULE_PROCESS_ACCESS
+            {
                 self.note_memory_reader(m.actor.pid, m.target);
             }
             self.emit(alert, m.ts_boot_ns);
@@ -1504,6 +1519,22 @@ fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Met
     }
 }
 
+/// Why a detection stays on its tracepoint where BPF LSM is active.
+fn tracepoint_why(program: &str) -> &'static str {
+    match program {
+        "ks_exit_ptrace"
+        | "ks_exit_process_vm_readv"
+        | "ks_exit_process_vm_writev"
+        | "ks_exit_pidfd_getfd" => {
+            "only the tracepoint sees failed attempts, the result and the ptrace request; lsm/ptrace_access_check leaves this syscall to it"
+        }
+        p if p.starts_with("ks_exit_open") || p == "ks_exit_creat" || p == "ks_iou_complete" => {
+            "only the tracepoint sees the path argument and failed opens; lsm/file_open records openers"
+        }
+        _ => "no LSM hook serves it",
+    }
+}
+
 /// Why BPF LSM is not used, as `keysentry probes` says it.
 fn lsm_unavailable_words(reason: &str) -> String {
     if reason.starts_with("--backend") {
@@ -1557,23 +1588,32 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
             }
             _ => "available",
         };
-        let _ = writeln!(out, "  {:<50} {}: {status}", p.serves, p.label());
+        let why = if status != "available" {
+            String::new()
+        } else if lsm.available {
+            format!(" ({})", tracepoint_why(p.program))
+        } else {
+            format!(" ({})", lsm_unavailable_words(&lsm.reason))
+        };
+        let _ = writeln!(out, "  {:<50} {}: {status}{why}", p.serves, p.label());
     }
     // What only the LSM backend sees.
-    let hooks: Vec<String> = loader::LSM_PROBES
-        .iter()
-        .filter(|p| p.detects.is_some())
-        .map(|p| format!("lsm/{}", p.hook))
-        .collect();
-    let line = if lsm.available {
-        format!("{}: {}", hooks.join(", "), lsm.reason)
-    } else {
-        format!(
-            "not covered: {} (no tracepoint sees it)",
-            lsm_unavailable_words(&lsm.reason)
-        )
-    };
-    let _ = writeln!(out, "  {:<50} {line}", loader::FD_ACCESS_DETECTION);
+    for d in loader::LSM_DETECTIONS {
+        let hooks: Vec<String> = loader::LSM_PROBES
+            .iter()
+            .filter(|p| p.detects.is_some_and(|(pd, _)| pd == *d))
+            .map(|p| format!("lsm/{}", p.hook))
+            .collect();
+        let line = if lsm.available {
+            format!("{}: {}", hooks.join(", "), lsm.reason)
+        } else {
+            format!(
+                "not covered: {} (no tracepoint sees it)",
+                lsm_unavailable_words(&lsm.reason)
+            )
+        };
+        let _ = writeln!(out, "  {d:<50} {line}");
+    }
     let _ = writeln!(out, "\nenforcement (per [[rule]] mode; default observe):");
     let requested = cfg.enforce_bits();
     for (i, name) in sensor_common::ENF_RULES.iter().enumerate() {

@@ -176,6 +176,9 @@ impl Policy {
         }
         let ok = m.ret >= 0;
         let (severity, mut score) = match (m.target_protected, ok) {
+            // An access check passed, not a memory read seen happening.
+            _ if m.rule == RULE_PROCESS_ACCESS && m.target_protected => (Severity::Medium, 60),
+            _ if m.rule == RULE_PROCESS_ACCESS => (Severity::Low, 25),
             (true, true) => (Severity::High, 80),
             (true, false) => (Severity::Medium, 55),
             (false, true) => (Severity::Low, 30),
@@ -196,6 +199,7 @@ impl Policy {
             a.uid,
             if ok { "did" } else { "tried" },
             match m.access {
+                _ if m.rule == RULE_PROCESS_ACCESS => "an access (kernel ptrace check) to",
                 "attach" => "a ptrace attach to",
                 "write" => "a memory write to",
                 _ => "a memory read of",
@@ -250,6 +254,45 @@ pub const RULE_VM_READ: &str = "process-vm-read";
 pub const RULE_VM_WRITE: &str = "process-vm-write";
 pub const RULE_PROC_MEM: &str = "proc-mem-open";
 pub const RULE_PIDFD_GETFD: &str = "pidfd-getfd";
+/// BPF LSM backend: another process accessed through a syscall the
+/// tracepoints do not enumerate (the kernel's ptrace access check).
+pub const RULE_PROCESS_ACCESS: &str = "process-access";
+/// Process Discovery (what a read-mode access reveals).
+pub const ATTACK_PROCESS_DISCOVERY: &str = "T1057";
+
+/// What a `process-access` was, from the actor's syscall (x86_64) and the
+/// ptrace access mode the kernel checked: (op, access).
+pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
+    const PTRACE_MODE_ATTACH: u64 = 0x02;
+    let name = match nr {
+        0 => "read",
+        17 => "pread64",
+        19 => "readv",
+        89 => "readlink",
+        267 => "readlinkat",
+        274 => "get_robust_list",
+        256 => "migrate_pages",
+        279 => "move_pages",
+        298 => "perf_event_open",
+        312 => "kcmp",
+        440 => "process_madvise",
+        448 => "process_mrelease",
+        _ => "",
+    };
+    let op = if name.is_empty() {
+        format!("syscall {nr}")
+    } else {
+        name.to_string()
+    };
+    (
+        op,
+        if mode & PTRACE_MODE_ATTACH != 0 {
+            "attach"
+        } else {
+            "read"
+        },
+    )
+}
 pub const ATTACK_PROC_MEMORY: &str = "T1003.007";
 pub const ATTACK_PTRACE_INJECT: &str = "T1055.008";
 pub const ATTACK_INJECT: &str = "T1055";

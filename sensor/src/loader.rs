@@ -45,37 +45,45 @@ pub struct LsmProbe {
     pub hook: &'static str,
     /// Bit per ENF_* rule.
     pub rules: u32,
-    /// The detection it serves on the LSM backend, if any.
-    pub detects: Option<&'static str>,
+    /// The detection it serves on the LSM backend (one of
+    /// `LSM_DETECTIONS`), and its part in it.
+    pub detects: Option<(&'static str, &'static str)>,
 }
 
 /// What the fd hand-off detection covers (all its hooks together).
 pub const FD_ACCESS_DETECTION: &str = "key-file-open via an fd it did not open";
+/// Accesses to other processes the syscall tracepoints do not enumerate.
+pub const PROCESS_ACCESS_DETECTION: &str = "process-access (kcmp, perf_event_open, ...)";
+/// The detections only the LSM backend serves.
+pub const LSM_DETECTIONS: &[&str] = &[FD_ACCESS_DETECTION, PROCESS_ACCESS_DETECTION];
 
 pub const LSM_PROBES: &[LsmProbe] = &[
     LsmProbe {
         program: "ks_lsm_file_open",
         hook: "file_open",
         rules: 1 << ENF_KEY_OPEN | 1 << ENF_CORE_DUMP,
-        detects: Some("fd hand-off: who opened each watched file"),
+        detects: Some((FD_ACCESS_DETECTION, "who opened each watched file")),
     },
     LsmProbe {
         program: "ks_lsm_file_receive",
         hook: "file_receive",
         rules: 0,
-        detects: Some("fd hand-off: fds received (SCM_RIGHTS, pidfd_getfd)"),
+        detects: Some((
+            FD_ACCESS_DETECTION,
+            "fds received (SCM_RIGHTS, pidfd_getfd)",
+        )),
     },
     LsmProbe {
         program: "ks_lsm_file_permission",
         hook: "file_permission",
         rules: 0,
-        detects: Some("fd hand-off: reads and writes of watched files"),
+        detects: Some((FD_ACCESS_DETECTION, "reads and writes of watched files")),
     },
     LsmProbe {
         program: "ks_lsm_mmap_file",
         hook: "mmap_file",
         rules: 0,
-        detects: Some("fd hand-off: mappings of watched files"),
+        detects: Some((FD_ACCESS_DETECTION, "mappings of watched files")),
     },
     LsmProbe {
         program: "ks_lsm_ptrace_access_check",
@@ -85,7 +93,10 @@ pub const LSM_PROBES: &[LsmProbe] = &[
             | 1 << ENF_VM_WRITE
             | 1 << ENF_PROC_MEM
             | 1 << ENF_PIDFD_GETFD,
-        detects: None,
+        detects: Some((
+            PROCESS_ACCESS_DETECTION,
+            "accesses to other processes by syscalls the tracepoints do not enumerate",
+        )),
     },
     LsmProbe {
         program: "ks_lsm_task_kill",
@@ -273,14 +284,14 @@ pub fn attach_lsm(
                         },
                         p.detects
                             .filter(|_| detects)
-                            .map(|d| format!(" detecting {d}"))
+                            .map(|(d, part)| format!(" detecting {d}: {part}"))
                             .unwrap_or_default()
                     );
                 }
                 Err(e) if enforcing => return Err(e),
                 Err(e) => tracing::warn!(
                     "LSM hook {label} not attached, {} is not covered: {e:#}",
-                    p.detects.unwrap_or_default()
+                    p.detects.map(|(d, _)| d).unwrap_or_default()
                 ),
             }
         }
