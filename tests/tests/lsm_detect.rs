@@ -1,9 +1,13 @@
-//! Detection by BPF LSM hooks (docs/architecture.md, "BPF LSM detection"):
-//! a key read through an fd the reader did not open (SCM_RIGHTS, kept
-//! across exec) is alerted as `key-file-open` with `open.via` saying how
-//! the fd came, once per process, and taints the reader. Needs a kernel
-//! that runs BPF LSM (the VM kernels); elsewhere the first test prints
-//! `SKIPPED: <why>`. The tracepoint-backend test runs everywhere.
+//! Detection by BPF LSM hooks (docs/architecture.md, `lsm_detect.rs` and
+//! `lsm.rs`): a key read through an fd the reader did not open
+//! (SCM_RIGHTS, pidfd_getfd, inherited, kept across exec) is alerted as
+//! `key-file-open` with `open.via` saying how the fd came, once per
+//! process, and taints the reader; an access to a protected process
+//! through a syscall the tracepoints do not enumerate (kcmp,
+//! get_robust_list) is `process-access`, and the syscalls they do
+//! enumerate are not alerted twice. Needs a kernel that runs BPF LSM (the
+//! VM kernels); elsewhere those tests print `SKIPPED: <why>`. The
+//! tracepoint-backend test runs everywhere.
 
 mod common;
 
@@ -64,8 +68,8 @@ fn fd_lab() -> FdLab {
 fn fd_config(l: &FdLab) -> String {
     let keys = l.lab.root.join("keys");
     format!(
-        "[[key_path]]\npath = \"{}\"\n\n[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n",
-        keys.display(),
+        "{}\n[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n",
+        config(&l.lab),
         l.allowed_bin.display(),
         keys.display()
     )
@@ -226,6 +230,68 @@ fn a_key_read_through_a_handed_over_fd_is_alerted() {
     }
 }
 
+#[test]
+fn an_access_the_tracepoints_do_not_enumerate_is_alerted_once() {
+    require_lsm!();
+    let l = fd_lab();
+    let mut s = Sensor::start(&l.lab.root, &fd_config(&l));
+    let (mut victim, vp) = spawn_victim(&l.lab.victim_bin);
+    let _ = s.alerts_until_marker(&l.lab.marker);
+    let vps = vp.to_string();
+    let me = std::process::id().to_string();
+
+    // Seen only by the kernel's ptrace access check.
+    let (kcmp, st) = actor(&["kcmp", &vps], None, None);
+    assert!(st.success());
+    let (robust, st) = actor(&["robust-list", &vps], None, None);
+    assert!(st.success());
+    // A read-mode access to an unprotected process: not reported.
+    let (kcmp_other, st) = actor(&["kcmp", &me], None, None);
+    assert!(st.success());
+    // Syscalls the tracepoints report: alerted by them, not by the LSM.
+    let (tracer, _) = actor(&["ptrace-peek", &vps, "0x1000"], None, None);
+    let (reader, _) = actor(&["vm-read", &vps, "0x1000", "8"], None, None);
+    let (mem, _) = actor(&["proc-mem", &vps, "0x1000", "8"], None, None);
+    let alerts = s.alerts_until_marker(&l.lab.marker);
+
+    for (pid, op) in [(kcmp, "kcmp"), (robust, "get_robust_list")] {
+        let a = by_pid(&alerts, "process-access", pid);
+        assert_eq!(a.len(), 1, "{op}: {alerts:#?}");
+        let a = a[0];
+        assert_eq!(a["memory"]["op"], op, "{a:#}");
+        assert_eq!(a["memory"]["access"], "read");
+        assert_eq!(a["memory"]["target_protected"], true);
+        assert_eq!(a["target"]["pid"], vp);
+        assert_eq!(a["target"]["exe"], l.lab.victim_bin.to_str().unwrap());
+        assert_eq!(a["attack"], "T1057");
+        assert_eq!(a["severity"], "medium");
+    }
+    assert!(
+        alerts.iter().all(|a| a["process"]["pid"] != kcmp_other),
+        "{alerts:#?}"
+    );
+    for (pid, rule) in [
+        (tracer, "ptrace-attach"),
+        (reader, "process-vm-read"),
+        (mem, "proc-mem-open"),
+    ] {
+        assert!(
+            !by_pid(&alerts, rule, pid).is_empty(),
+            "{rule}: {alerts:#?}"
+        );
+        assert!(
+            by_pid(&alerts, "process-access", pid).is_empty(),
+            "{rule}: {alerts:#?}"
+        );
+    }
+    assert_eq!(
+        s.metric("keysentry_probe_attached{backend=\"lsm\",probe=\"lsm/ptrace_access_check\"}"),
+        Some(1.0)
+    );
+    drop(victim.stdin.take());
+    let _ = victim.wait();
+}
+
 /// Runs on every kernel: the tracepoint backend (forced, or a kernel
 /// without BPF LSM) still alerts the open, does not see the hand-over, and
 /// `keysentry probes` says why.
@@ -234,8 +300,17 @@ fn the_tracepoint_backend_alerts_the_open_but_not_a_handed_over_fd() {
     let l = fd_lab();
     let mut s = Sensor::start_with(&l.lab.root, &fd_config(&l), &["--backend", "tracepoint"]);
     let _ = s.alerts_until_marker(&l.lab.marker);
+    let (mut victim, vp) = spawn_victim(&l.lab.victim_bin);
     let (sender, receiver) = scm_pass(&l.key, &l.reader_bin, None);
+    let (kcmp, st) = actor(&["kcmp", &vp.to_string()], None, None);
+    assert!(st.success());
     let alerts = s.alerts_until_marker(&l.lab.marker);
+    drop(victim.stdin.take());
+    let _ = victim.wait();
+    assert!(
+        alerts.iter().all(|a| a["process"]["pid"] != kcmp),
+        "{alerts:#?}"
+    );
     let a = key_opens(&alerts, sender);
     assert_eq!(a.len(), 1, "{alerts:#?}");
     assert_eq!(a[0]["open"]["via"], "openat");
@@ -253,9 +328,11 @@ fn the_tracepoint_backend_alerts_the_open_but_not_a_handed_over_fd() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("via an fd it did not open"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(line.contains("not covered: --backend tracepoint"), "{line}");
+    for what in ["via an fd it did not open", "process-access ("] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(line.contains("not covered: --backend tracepoint"), "{line}");
+    }
 }

@@ -150,6 +150,8 @@ pub struct KernelsArgs {
 /// fit CI's budget next to the host suite.
 pub const CI_SUBSET: &[&str] = &[
     "enforce::",
+    "lsm_detect::a_key_read_through_a_handed_over_fd_is_alerted",
+    "lsm_detect::an_access_the_tracepoints_do_not_enumerate_is_alerted_once",
     "cli::",
     "key_open::every_name_of_a_key_gives_exactly_one_alert",
     "memory::every_technique_against_a_protected_process_alerts",

@@ -36,6 +36,8 @@
 //!   read-fd FD                read fd FD to its end
 //!   hold PATH                 open PATH (O_CLOEXEC), print the fd, block on stdin
 //!   pidfd-getfd-read PID FD   pidfd_getfd fd FD out of PID, read it to its end
+//!   kcmp PID                  kcmp(self, PID, KCMP_VM): do we share PID's memory?
+//!   robust-list PID           get_robust_list(PID): the address of its robust futex list
 
 use std::{ffi::CString, process::exit};
 
@@ -196,6 +198,25 @@ fn main() {
             out.flush().unwrap();
             let mut rest = Vec::new();
             let _ = std::io::stdin().read_to_end(&mut rest);
+        }
+        ["kcmp", pid] => {
+            const KCMP_VM: i64 = 1;
+            let me = std::process::id() as i64;
+            let rc = unsafe { libc::syscall(libc::SYS_kcmp, me, num(pid) as i64, KCMP_VM, 0, 0) };
+            check(rc as i32, "kcmp");
+        }
+        ["robust-list", pid] => {
+            let mut head: usize = 0;
+            let mut len: usize = 0;
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_get_robust_list,
+                    num(pid) as i64,
+                    &mut head as *mut usize,
+                    &mut len as *mut usize,
+                )
+            };
+            check(rc as i32, "get_robust_list");
         }
         ["pidfd-getfd-read", pid, fd] => {
             let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, num(pid) as i32, 0) } as i32;
