@@ -1519,17 +1519,17 @@ fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Met
     }
 }
 
-/// Why a detection stays on its tracepoint where BPF LSM is active.
+/// Why a detection is served by its tracepoint, with or without BPF LSM.
 fn tracepoint_why(program: &str) -> &'static str {
     match program {
         "ks_exit_ptrace"
         | "ks_exit_process_vm_readv"
         | "ks_exit_process_vm_writev"
         | "ks_exit_pidfd_getfd" => {
-            "only the tracepoint sees failed attempts, the result and the ptrace request; lsm/ptrace_access_check leaves this syscall to it"
+            "only the tracepoint sees failed attempts, the result and the ptrace request (lsm/ptrace_access_check leaves this syscall to it)"
         }
         p if p.starts_with("ks_exit_open") || p == "ks_exit_creat" || p == "ks_iou_complete" => {
-            "only the tracepoint sees the path argument and failed opens; lsm/file_open records openers"
+            "only the tracepoint sees the path argument and failed opens (lsm/file_open only records openers)"
         }
         _ => "no LSM hook serves it",
     }
@@ -1588,12 +1588,11 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
             }
             _ => "available",
         };
-        let why = if status != "available" {
-            String::new()
-        } else if lsm.available {
+        // The same on every kernel: these detections stay on tracepoints.
+        let why = if status == "available" {
             format!(" ({})", tracepoint_why(p.program))
         } else {
-            format!(" ({})", lsm_unavailable_words(&lsm.reason))
+            String::new()
         };
         let _ = writeln!(out, "  {:<50} {}: {status}{why}", p.serves, p.label());
     }
