@@ -219,6 +219,35 @@ fn a_key_read_through_a_handed_over_fd_is_alerted() {
     );
 
     assert!(key_opens(&alerts, allowed).is_empty(), "{alerts:#?}");
+
+    // A tracked copy of the key handed over: dump-file-access, flow.via.
+    let copy = l.lab.root.join("stolen.bin");
+    assert!(
+        Command::new("cp")
+            .arg(&l.key)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Once the copy's alert is out, the kernel tracks the copy.
+    let alerts = s.alerts_until_marker(&l.lab.marker);
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["rule"] == "tracked-copy" && a["target"]["path"] == copy.to_str().unwrap()),
+        "{alerts:#?}"
+    );
+    let (csender, creceiver) = scm_pass(&copy, &l.reader_bin, None);
+    let alerts = s.alerts_until_marker(&l.lab.marker);
+    let a = by_pid(&alerts, "dump-file-access", creceiver);
+    assert_eq!(a.len(), 1, "{alerts:#?}");
+    assert_eq!(a[0]["flow"]["via"], "fd-scm-rights", "{:#}", a[0]);
+    assert_eq!(a[0]["target"]["path"], copy.to_str().unwrap());
+    assert_eq!(a[0]["target"]["inode"], ino(&copy));
+    let a = by_pid(&alerts, "dump-file-access", csender);
+    assert_eq!(a.len(), 1, "{alerts:#?}");
+    assert_eq!(a[0]["flow"]["via"], "open");
     for hook in ["file_permission", "mmap_file", "file_receive", "file_open"] {
         assert_eq!(
             s.metric(&format!(
