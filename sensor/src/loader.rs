@@ -625,6 +625,22 @@ pub fn attach_all(
     Ok(report)
 }
 
+/// Debug log of a program's load: the verifier's processed instructions
+/// (`verified_insns`, limit 1,000,000) and the load's wall time, which is
+/// mostly the verifier's (see docs/testing.md).
+fn log_verified(
+    program: &str,
+    info: Option<aya::programs::ProgramInfo>,
+    start: std::time::Instant,
+) {
+    let insns = info.and_then(|i| i.verified_instruction_count());
+    tracing::debug!(
+        "loaded {program}: verified_insns {}, {:.1} s",
+        insns.map_or("?".to_string(), |n| n.to_string()),
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
     let prog = ebpf
         .program_mut(probe.program)
@@ -637,16 +653,20 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
             let tp: &mut TracePoint = prog.try_into()?;
             // One program may serve several tracepoints: loaded once.
             if tp.fd().is_err() {
+                let t = std::time::Instant::now();
                 tp.load()
                     .with_context(|| format!("loading {}", probe.program))?;
+                log_verified(probe.program, tp.info().ok(), t);
             }
             tp.attach(cat, name)
                 .with_context(|| format!("attaching {cat}:{name}"))?;
         }
         Hook::Raw(name) => {
             let tp: &mut RawTracePoint = prog.try_into()?;
+            let t = std::time::Instant::now();
             tp.load()
                 .with_context(|| format!("loading {}", probe.program))?;
+            log_verified(probe.program, tp.info().ok(), t);
             tp.attach(name)
                 .with_context(|| format!("attaching raw_tp {name}"))?;
         }

@@ -820,6 +820,15 @@ fn run_vm(
         sensor.display(),
         args.deadline
     )?;
+    // The sensor's log filter passes through (e.g. `sensor::loader=debug`
+    // logs each program's verified_insns and load time).
+    if let Ok(filter) = std::env::var("KEYSENTRY_LOG") {
+        writeln!(
+            script,
+            "export KEYSENTRY_LOG='{}'",
+            filter.replace('\'', "")
+        )?;
+    }
     if !args.no_fail_fast {
         script.push_str("KS_FAIL_FAST=1\n");
     }

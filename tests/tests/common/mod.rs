@@ -127,7 +127,12 @@ impl Sensor {
             .args(["run", "--config"])
             .arg(&cfg)
             .args(args)
-            .env("KEYSENTRY_LOG", "info")
+            // info, or the caller's filter (e.g. `info,sensor::loader=debug`
+            // for the verifier's work per program).
+            .env(
+                "KEYSENTRY_LOG",
+                std::env::var("KEYSENTRY_LOG").unwrap_or_else(|_| "info".to_string()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
