@@ -27,8 +27,8 @@ use sensor_common::{
 
 use crate::{
     maps::{
-        EVENTS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed, count_lost, exe_of,
-        submit_flags,
+        EVENTS, LOST, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed, count_lost,
+        exe_of, submit_flags,
     },
     off,
     probes::{dumpcfg::emit_dump_config, flow::add_taint},
@@ -154,110 +154,210 @@ unsafe fn syscall_args(src: u32) -> Option<(i32, u64, u64)> {
     }
 }
 
+/// What `check_opened` found so far, kept between its steps in per-CPU map
+/// memory rather than in registers or on the stack. A value read back from
+/// a map is unknown to the verifier, so the paths of one step (watched or
+/// not, by inode or parent, which rules, which /proc file) become one
+/// state at the next step instead of each being verified through all the
+/// steps after it. 6.1's verifier (weaker precision tracking around
+/// bpf_loop calls, so weaker pruning) explored about 435,000 instructions
+/// for each open program without this (docs/testing.md).
+#[repr(C)]
+pub struct OpenState {
+    file: u64,
+    inode: u64,
+    dentry: u64,
+    /// 0 when the dentry's parent could not be read.
+    parent: u64,
+    ino: u64,
+    dev: u32,
+    matched: u32,
+    watch_id: u32,
+    rules: u32,
+    kind: u32,
+    /// A failed open's path: (len, start of the final component, end).
+    arg_len: u32,
+    arg_start: u32,
+    arg_end: u32,
+}
+
+#[map]
+static OPEN_STATE: PerCpuArray<OpenState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Stores a field of the OpenState behind `$s`.
+macro_rules! put {
+    ($s:ident . $f:ident, $v:expr) => {
+        core::ptr::write_volatile(&raw mut (*$s).$f, $v)
+    };
+}
+
+/// Reads a field of the OpenState behind `$s` back (volatile: the compiler
+/// must not reuse the value it stored).
+macro_rules! get {
+    ($s:ident . $f:ident) => {
+        core::ptr::read_volatile(&raw const (*$s).$f)
+    };
+}
+
 /// Checks the file behind `fd` of the current task against the watch map
 /// (the inode itself, then its parent directory) and the name patterns.
 #[inline(always)]
 unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
     unsafe {
-        let Some(file) = fd_file(fd) else { return };
-        let Some((key, inode)) = file_identity(file) else {
+        let Some(s) = OPEN_STATE.get_ptr_mut(0) else {
             return;
         };
-        let mut matched = 0u32;
-        let mut watch_id = 0u32;
-        if let Some(w) = WATCHED.get(key)
-            && w.flags & WATCH_SELF != 0
+        // The file, its identity, its dentry and parent.
         {
-            matched |= MATCH_INODE;
-            if w.flags & WATCH_TRACKED != 0 {
-                matched |= MATCH_TRACKED;
-            }
-            watch_id = w.watch_id;
+            let Some(file) = fd_file(fd) else { return };
+            let Some((key, inode)) = file_identity(file) else {
+                return;
+            };
+            let Some(dentry) = file_dentry(file) else {
+                return;
+            };
+            let parent = rd_ptr(dentry, off!(dentry_d_parent)).map_or(0, |p| p as u64);
+            put!(s.file, file as u64);
+            put!(s.inode, inode as u64);
+            put!(s.dentry, dentry as u64);
+            put!(s.parent, parent);
+            put!(s.dev, key.dev);
+            put!(s.ino, key.ino);
         }
-        let Some(dentry) = file_dentry(file) else {
-            return;
-        };
-        let parent = rd_ptr(dentry, off!(dentry_d_parent));
-        if matched == 0
-            && let Some(parent) = parent
+        // The watch map: the inode, else its parent directory.
         {
-            let pino = rd_ptr(parent, off!(dentry_d_inode))
-                .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
-            if let Some(pino) = pino {
-                let pkey = InodeKey {
-                    dev: key.dev,
-                    _pad: 0,
-                    ino: pino,
+            let dev = get!(s.dev);
+            let mut matched = 0u32;
+            let mut watch_id = 0u32;
+            let key = InodeKey {
+                dev,
+                _pad: 0,
+                ino: get!(s.ino),
+            };
+            if let Some(w) = WATCHED.get(key)
+                && w.flags & WATCH_SELF != 0
+            {
+                matched |= MATCH_INODE;
+                if w.flags & WATCH_TRACKED != 0 {
+                    matched |= MATCH_TRACKED;
+                }
+                watch_id = w.watch_id;
+            }
+            let parent = get!(s.parent);
+            if matched == 0 && parent != 0 {
+                let pino = rd_ptr(parent as Ptr, off!(dentry_d_inode))
+                    .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
+                if let Some(pino) = pino {
+                    let pkey = InodeKey {
+                        dev,
+                        _pad: 0,
+                        ino: pino,
+                    };
+                    if let Some(w) = WATCHED.get(pkey)
+                        && w.flags & WATCH_CHILDREN != 0
+                    {
+                        matched |= MATCH_PARENT;
+                        watch_id = w.watch_id;
+                    }
+                }
+            }
+            put!(s.matched, matched);
+            put!(s.watch_id, watch_id);
+            put!(s.kind, EventKind::KeyOpen as u32);
+        }
+        // The name patterns.
+        let name = dentry_name_key(get!(s.dentry) as Ptr);
+        {
+            let mut rules = 0u32;
+            if let Some(pats) = NAME_PATTERNS.get(0)
+                && pats.count > 0
+            {
+                let parent = get!(s.parent);
+                let pname = if parent != 0 && pats.has_dir != 0 {
+                    dentry_name_key(parent as Ptr)
+                } else {
+                    NameKey::default()
                 };
-                if let Some(w) = WATCHED.get(pkey)
-                    && w.flags & WATCH_CHILDREN != 0
-                {
-                    matched |= MATCH_PARENT;
-                    watch_id = w.watch_id;
-                }
+                rules = eval_patterns(pats.count, &name, &pname);
+            }
+            put!(s.rules, rules);
+            if rules != 0 {
+                put!(s.matched, get!(s.matched) | MATCH_NAME);
             }
         }
-        let mut rules = 0u32;
-        let name = dentry_name_key(dentry);
-        if let Some(pats) = NAME_PATTERNS.get(0)
-            && pats.count > 0
-        {
-            let pname = match parent {
-                Some(p) if pats.has_dir != 0 => dentry_name_key(p),
-                _ => NameKey::default(),
-            };
-            rules = eval_patterns(pats.count, &name, &pname);
-        }
-        if rules != 0 {
-            matched |= MATCH_NAME;
-        }
-        let mut kind = EventKind::KeyOpen;
-        if matched == 0 && check_dump_config(&name, inode, file, parent, ret) {
+        if get!(s.matched) == 0 && !check_other_file(s, &name, ret) {
             return;
         }
-        if matched == 0 {
-            // /proc/<pid>/{mem,pagemap,environ}, and the reconnaissance
-            // files of protected processes.
-            let pf = proc_file(&name);
-            if pf == 0 {
-                return;
-            }
-            let magic = rd_ptr(inode, off!(inode_i_sb))
-                .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
-                .unwrap_or(0);
-            if magic != PROC_SUPER_MAGIC {
-                return;
-            }
-            let pid = match parent {
-                Some(p) => parse_pid(&dentry_name_key(p)),
-                None => 0,
-            };
-            let protected = pid != 0 && PROTECTED.get(pid).is_some();
-            if pf >= PROC_MAPS && !protected {
-                return;
-            }
-            // Reading a protected process's memory or environment taints
-            // the reader: what it writes next may be a dump.
-            if pf < PROC_MAPS && protected {
-                let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-                if tgid != pid {
-                    add_taint(
-                        tgid,
-                        &Taint {
-                            flags: TAINT_MEMORY,
-                            src_pid: pid,
-                            ..Default::default()
-                        },
-                    );
-                }
-            }
-            kind = EventKind::ProcFileOpen;
-            rules = pf;
+        report_open(s, src, ret);
+    }
+}
+
+/// An open that matched no watch or pattern: a write-open of a core-dump
+/// control file (reported here) or a /proc/<pid>/ file worth reporting
+/// (returns true with `kind` and `rules` set in the state).
+#[inline(always)]
+unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool {
+    unsafe {
+        let inode = get!(s.inode) as Ptr;
+        let parent = match get!(s.parent) {
+            0 => None,
+            p => Some(p as Ptr),
+        };
+        if check_dump_config(name, inode, get!(s.file) as Ptr, parent, ret) {
+            return false;
         }
+        // /proc/<pid>/{mem,pagemap,environ}, and the reconnaissance
+        // files of protected processes.
+        let pf = proc_file(name);
+        if pf == 0 {
+            return false;
+        }
+        let magic = rd_ptr(inode, off!(inode_i_sb))
+            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
+            .unwrap_or(0);
+        if magic != PROC_SUPER_MAGIC {
+            return false;
+        }
+        let pid = match parent {
+            Some(p) => parse_pid(&dentry_name_key(p)),
+            None => 0,
+        };
+        let protected = pid != 0 && PROTECTED.get(pid).is_some();
+        if pf >= PROC_MAPS && !protected {
+            return false;
+        }
+        // Reading a protected process's memory or environment taints
+        // the reader: what it writes next may be a dump.
+        if pf < PROC_MAPS && protected {
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            if tgid != pid {
+                add_taint(
+                    tgid,
+                    &Taint {
+                        flags: TAINT_MEMORY,
+                        src_pid: pid,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        put!(s.kind, EventKind::ProcFileOpen as u32);
+        put!(s.rules, pf);
+        true
+    }
+}
+
+/// Reports the open `s` describes (taints the opener of a key file first).
+#[inline(always)]
+unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
+    unsafe {
+        let file = get!(s.file) as Ptr;
+        let inode = get!(s.inode) as Ptr;
         let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
         if mode & S_IFMT == S_IFDIR {
             return;
         }
+        let kind = get!(s.kind);
         let f_flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
         // A key or tracked file opened for reading taints the opener (not
         // O_PATH, which grants no access to the content), unless the
@@ -265,37 +365,39 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         // whatever the rule mode): a service reading its own key must not
         // taint what it writes to pipes and sockets before user space
         // could drop its taint.
-        if kind == EventKind::KeyOpen
+        if kind == EventKind::KeyOpen as u32
             && f_flags & 3 != 1
             && f_flags & O_PATH == 0
-            && !key_allowed(matched, watch_id)
+            && !key_allowed(get!(s.matched), get!(s.watch_id))
         {
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             add_taint(
                 tgid,
                 &Taint {
                     flags: TAINT_FILE,
-                    src_dev: key.dev,
-                    src_ino: key.ino,
+                    src_dev: get!(s.dev),
+                    src_ino: get!(s.ino),
                     ..Default::default()
                 },
             );
         }
         let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-            count_lost(kind);
+            if let Some(p) = LOST.get_ptr_mut(get!(s.kind)) {
+                *p += 1;
+            }
             return;
         };
         let ev = entry.as_mut_ptr();
-        fill_header(&raw mut (*ev).hdr, kind as u32, size_of::<OpenEvent>());
+        fill_header(&raw mut (*ev).hdr, get!(s.kind), size_of::<OpenEvent>());
         (*ev).ret = ret;
-        (*ev).ino = key.ino;
-        (*ev).dev = key.dev;
+        (*ev).ino = get!(s.ino);
+        (*ev).dev = get!(s.dev);
         (*ev).mode = mode;
         (*ev).flags = f_flags;
         (*ev).source = src;
-        (*ev).matched = matched;
-        (*ev).watch_id = watch_id;
-        (*ev).name_rules = rules;
+        (*ev).matched = get!(s.matched);
+        (*ev).watch_id = get!(s.watch_id);
+        (*ev).name_rules = get!(s.rules);
         (*ev)._pad = 0;
         (*ev).dfd = AT_FDCWD;
         (*ev).arg_len = 0;
@@ -312,7 +414,10 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
                 }
             }
         }
-        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        read_path(
+            (get!(s.file) as Ptr).add(off!(file_f_path) as usize),
+            &raw mut (*ev).path,
+        );
         entry.submit(submit_flags());
     }
 }
@@ -494,8 +599,16 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
             &raw mut scan as *mut c_void,
             0,
         );
-        let start = scan.start as usize;
-        let start = start & (ARG_BUF - 1);
+        // Through map memory: what the verifier knows of these values
+        // (from branches before, and the callback's stack writes) is
+        // dropped, so the paths before converge (see OpenState).
+        let s = OPEN_STATE.get_ptr_mut(0)?;
+        put!(s.arg_len, len as u32);
+        put!(s.arg_end, end as u32);
+        put!(s.arg_start, scan.start as u32);
+        let len = get!(s.arg_len) as usize & (ARG_BUF - 1);
+        let end = get!(s.arg_end) as usize & (ARG_BUF - 1);
+        let start = get!(s.arg_start) as usize & (ARG_BUF - 1);
         let name_len = end.saturating_sub(start);
         if name_len == 0 {
             return None;
