@@ -58,6 +58,8 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/bin/python3",
     "/usr/bin/gdb",
     "/usr/bin/gcore",
+    // flow.rs makes a private key at test time.
+    "/usr/bin/openssl",
     // gdb dlopens it for threaded programs (ldd does not list it).
     "/lib/x86_64-linux-gnu/libthread_db.so.1",
 ];
@@ -1039,6 +1041,15 @@ struct Skip {
 impl Skip {
     fn parse(line: &str) -> Option<Skip> {
         let line = line.trim_start();
+        // With --nocapture libtest's "test NAME ... " and the test's first
+        // line of output share a line.
+        let line = match line
+            .strip_prefix("test ")
+            .and_then(|l| l.split_once(" ... "))
+        {
+            Some((_, out)) => out.trim_start(),
+            None => line,
+        };
         let rest = line
             .strip_prefix("skipped")
             .or_else(|| line.strip_prefix("SKIPPED"))?;
@@ -1184,4 +1195,24 @@ impl Reader {
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Skip;
+
+    #[test]
+    fn skip_lines_alone_or_after_libtests_test_prefix() {
+        let s = Skip::parse("SKIPPED: openssl is not installed").unwrap();
+        assert!(s.whole);
+        assert_eq!(s.text, "openssl is not installed");
+        let s = Skip::parse("test a_copy ... SKIPPED: openssl is not installed").unwrap();
+        assert!(s.whole);
+        assert_eq!(s.text, "openssl is not installed");
+        let s = Skip::parse("test x ... SKIPPED gcore: not installed").unwrap();
+        assert!(!s.whole);
+        assert_eq!(s.text, "gcore: not installed");
+        assert!(Skip::parse("test x ... ok").is_none());
+        assert!(Skip::parse("[keysentry] ready").is_none());
+    }
 }
