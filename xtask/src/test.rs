@@ -21,10 +21,10 @@ pub struct TestArgs {
     /// Skip the kernel matrix (the integration tests in 6.1 and 6.12 VMs).
     #[arg(long)]
     no_vm: bool,
-    /// Run every integration test in the VMs, not the CI subset
-    /// (xtask/src/vm.rs CI_SUBSET).
+    /// Run only a quick subset of the integration tests in the VMs
+    /// (xtask/src/vm.rs QUICK_SUBSET) instead of all of them.
     #[arg(long)]
-    vm_full: bool,
+    vm_subset: bool,
 }
 
 type StepFn<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
@@ -110,7 +110,7 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<()> {
         }),
     ));
     if !args.no_vm {
-        let vm_args = vm::VmTestArgs::matrix(args.filter.clone(), args.vm_full);
+        let vm_args = vm::VmTestArgs::matrix(args.filter.clone(), args.vm_subset);
         steps.push((
             "integration tests in VMs (6.1, 6.12)",
             Box::new(move || vm::run_matrix(root, &vm_args)),

@@ -60,6 +60,10 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/bin/gcore",
     // flow.rs makes a private key at test time.
     "/usr/bin/openssl",
+    // prometheus.rs checks the deploy files and scrapes the sensor (Debian's
+    // prometheus package, about 50 MB each).
+    "/usr/bin/promtool",
+    "/usr/bin/prometheus",
     // gdb dlopens it for threaded programs (ldd does not list it).
     "/lib/x86_64-linux-gnu/libthread_db.so.1",
 ];
@@ -144,13 +148,10 @@ pub struct KernelsArgs {
     refresh: bool,
 }
 
-/// The tests `cargo xtask test` runs in each VM by default: every
-/// enforcement test (they need BPF LSM, which only the VMs have) and one
-/// test of each detection family. Under software emulation a sensor start
-/// costs one to four minutes (6.1's verifier), so the whole suite on both
-/// kernels (`cargo xtask vm-test`, or `cargo xtask test --vm-full`) does not
-/// fit CI's budget next to the host suite.
-pub const CI_SUBSET: &[&str] = &[
+/// The tests `cargo xtask test --vm-subset` runs in each VM (a quick local
+/// check; CI runs every test): every enforcement test (they need BPF LSM,
+/// which only the VMs have) and one test of each detection family.
+pub const QUICK_SUBSET: &[&str] = &[
     "enforce::",
     "lsm_detect::a_key_read_through_a_handed_over_fd_is_alerted",
     "lsm_detect::an_access_the_tracepoints_do_not_enumerate_is_alerted_once",
@@ -170,7 +171,7 @@ pub struct VmTestArgs {
     #[arg(long, value_name = "NAME")]
     pub filter: Option<String>,
     /// Wall-clock limit for one VM, in minutes.
-    #[arg(long, default_value_t = 70)]
+    #[arg(long, default_value_t = 60)]
     pub timeout_min: u64,
     /// Limit for one test inside the VM, in seconds.
     #[arg(long, default_value_t = 900)]
@@ -196,18 +197,18 @@ pub struct VmTestArgs {
 }
 
 impl VmTestArgs {
-    /// The defaults, for `cargo xtask test`: the given filter, or the
-    /// CI subset unless `full`.
-    pub fn matrix(filter: Option<String>, full: bool) -> Self {
-        let filter = match (filter, full) {
+    /// The defaults, for `cargo xtask test`: the given filter, else every
+    /// test, or the quick subset when `subset`.
+    pub fn matrix(filter: Option<String>, subset: bool) -> Self {
+        let filter = match (filter, subset) {
             (Some(f), _) => Some(f),
-            (None, true) => None,
-            (None, false) => Some(CI_SUBSET.join(",")),
+            (None, false) => None,
+            (None, true) => Some(QUICK_SUBSET.join(",")),
         };
         VmTestArgs {
             kernel: KernelChoice::All,
             filter,
-            timeout_min: 70,
+            timeout_min: 60,
             test_timeout: 900,
             deadline: 300,
             sequential: false,
@@ -836,6 +837,8 @@ fn run_vm(
     }
     let pkg = root.join("tests");
     fs::create_dir_all(tree.root.join(pkg.strip_prefix("/").unwrap_or(&pkg)))?;
+    // prometheus.rs reads the deploy files (rules, scrape config, rule tests).
+    tree.add_dir(&root.join("deploy"), &[])?;
     writeln!(script, "cd '{}' || exit 126", pkg.display())?;
     writeln!(
         script,
