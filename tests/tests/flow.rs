@@ -6,24 +6,10 @@
 
 mod common;
 
-use std::{io::Read, net::TcpListener, path::Path, process::Command, thread::JoinHandle};
+use std::{path::Path, process::Command};
 
 use common::{lab::*, *};
 use serde_json::Value;
-
-/// A 127.0.0.1 listener that reads every connection to its end.
-fn listener() -> (u16, JoinHandle<()>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let h = std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            let mut sink = Vec::new();
-            let _ = c.read_to_end(&mut sink);
-        }
-    });
-    (port, h)
-}
 
 fn which(tool: &str) -> bool {
     Command::new("sh")
@@ -147,7 +133,7 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     );
 
     // The copy leaves through a socket: a Rust sender, python, curl.
-    let (port, _srv) = listener();
+    let port = listener();
     let port_s = port.to_string();
     let mut senders: Vec<(String, u32)> = Vec::new();
     let (p, st) = actor(&["send-file", copy.to_str().unwrap(), &port_s], None, None);

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::{collections::BTreeSet, io::Read, net::TcpListener, path::PathBuf, process::Command};
+use std::{collections::BTreeSet, io::Read, path::PathBuf, process::Command};
 
 use base64::Engine;
 use common::{lab::spawn_args, *};
@@ -36,20 +36,6 @@ fn fresh_key() -> (String, String) {
         base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(spki))
     );
     (pem, fp)
-}
-
-/// A 127.0.0.1 listener that reads every connection to its end.
-fn listener() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            let mut sink = Vec::new();
-            let _ = c.read_to_end(&mut sink);
-        }
-    });
-    port
 }
 
 fn rules_of(v: &Value, field: &str) -> Vec<String> {

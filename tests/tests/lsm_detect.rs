@@ -12,8 +12,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader, Read},
-    net::TcpListener,
+    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -88,20 +87,6 @@ fn scm_pass(key: &Path, bin: &Path, port: Option<u16>) -> (u32, u32) {
     assert!(out.status.success(), "scm-pass: {out:?}");
     let receiver = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     (sender, receiver)
-}
-
-/// A 127.0.0.1 listener that reads every connection to its end.
-fn listener() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(mut c) = c else { return };
-            let mut sink = Vec::new();
-            let _ = c.read_to_end(&mut sink);
-        }
-    });
-    port
 }
 
 fn key_opens(alerts: &[Value], pid: u32) -> Vec<&Value> {

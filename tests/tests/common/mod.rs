@@ -389,3 +389,17 @@ pub fn replay(file: &Path, args: &[&str]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// A 127.0.0.1 listener that reads every connection to its end; its port.
+pub fn listener() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c, &mut sink);
+        }
+    });
+    port
+}
