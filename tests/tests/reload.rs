@@ -84,8 +84,12 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
     assert_eq!(new_key.len(), 1, "new key path: {a:#?}");
     assert_eq!(new_key[0]["target"]["path"], later.to_str().unwrap());
     assert_eq!(new_key[0]["open"]["key_path"], more.to_str().unwrap());
-    // The new file output gets the same alert (its own thread: waited
-    // for with a deadline).
+    // The new file output gets the same alert (its own thread: each write
+    // to the file is an inotify event, waited for under a deadline).
+    let mut ino = inotify::Inotify::init().unwrap();
+    ino.watches()
+        .add(&alerts_file, inotify::WatchMask::MODIFY)
+        .unwrap();
     let end = std::time::Instant::now() + deadline();
     loop {
         let written = std::fs::read_to_string(&alerts_file).unwrap_or_default();
@@ -96,8 +100,17 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_an_invalid_one() {
         if seen {
             break;
         }
-        assert!(std::time::Instant::now() < end, "file output: {written}");
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "file output: {written}");
+        let mut pfd = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(&ino),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        let mut buf = [0u8; 4096];
+        let _ = ino.read_events(&mut buf);
     }
 
     // An invalid config: refused, the field named, the old config kept.
