@@ -241,12 +241,23 @@ pub struct OpenEvent {
     pub name_rules: u32,
     /// Bytes of `arg` read (0 when unavailable).
     pub arg_len: u32,
-    pub _pad: u32,
+    /// The opened inode's i_generation (with (dev, ino): a reused inode
+    /// number is another file).
+    pub igen: u32,
+    /// file f_mode (FMODE_CREATED: this open created the file).
+    pub fmode: u32,
+    /// The opened inode's owner (i_uid, in the initial user namespace).
+    pub owner: u32,
+    /// The opened inode's size (i_size) at the open.
+    pub size: i64,
     /// The path argument as the process passed it.
     pub arg: [u8; ARG_BUF],
     /// The opened file's path, rebuilt from its dentry (success only).
     pub path: KPath,
 }
+
+/// `struct file` f_mode bit: the open created the file (stable since 4.19).
+pub const FMODE_CREATED: u32 = 0x100000;
 
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -277,7 +288,9 @@ pub struct ExitEvent {
     pub hdr: Header,
     /// task->exit_code (signal in the low 7 bits, 0x80 core dumped).
     pub exit_code: u32,
-    pub _pad: u32,
+    /// /proc/<pid>/environ files the process opened (any process's): a
+    /// process lister such as `ps aux` reads them all.
+    pub environ_reads: u32,
 }
 
 /// Files of /proc/<pid>/ reported by ProcFileOpen (in `OpenEvent::name_rules`).
@@ -407,7 +420,33 @@ pub struct Taint {
     /// The process that wrote the pipe it read (TAINT_PIPE).
     pub via_pid: u32,
     pub src_ino: u64,
+    /// Hops from the origin: 0 for a process that read a key, a dump or a
+    /// protected process's memory itself (or a tracked copy of generation
+    /// 0); each file written, pipe read or child forked adds one.
+    pub generation: u32,
+    /// i_generation of the source file (TAINT_FILE).
+    pub src_igen: u32,
 }
+
+/// Why taint or tracking stopped (index of the kernel's `FLOW_STOPPED`
+/// counters, `keysentry_flow_stopped_total{reason}`).
+pub const STOP_EXEC: u32 = 0;
+pub const STOP_GENERATION: u32 = 1;
+pub const STOP_ALLOWLIST: u32 = 2;
+pub const STOP_MAP_FULL: u32 = 3;
+pub const STOP_STALE_INODE: u32 = 4;
+pub const STOP_OWN_KEY: u32 = 5;
+/// Slots of `FLOW_STOPPED`.
+pub const STOP_SLOTS: u32 = 8;
+/// Metric label of each STOP_* reason kept in the kernel.
+pub const STOP_REASONS: [&str; 6] = [
+    "exec",
+    "generation",
+    "allowlist",
+    "map_full",
+    "stale_inode",
+    "own_key",
+];
 
 /// How data left a tainted process (`via` of writes and sends).
 pub const VIA_WRITE: u32 = 1;
@@ -434,6 +473,11 @@ pub struct FileWriteEvent {
     pub via: u32,
     /// Bytes the syscall wrote.
     pub bytes: i64,
+    /// The written inode's i_generation.
+    pub igen: u32,
+    /// file f_mode of the fd written (FMODE_CREATED: the writer created
+    /// the file with that open).
+    pub fmode: u32,
     pub path: KPath,
 }
 
@@ -445,6 +489,12 @@ pub struct FileCloseEvent {
     pub ino: u64,
     pub dev: u32,
     pub fd: i32,
+    pub igen: u32,
+    pub _pad: u32,
+    /// The file's size (i_size) at the close.
+    pub size: i64,
+    /// Bytes this process wrote to it since its first reported write.
+    pub written: u64,
 }
 
 /// A tainted process sent on a socket (the first send per socket).
@@ -479,9 +529,13 @@ pub struct NetSendEvent {
 /// PathChangeEvent::op values.
 pub const PATH_OP_RENAME: u32 = 1;
 pub const PATH_OP_LINK: u32 = 2;
+/// unlink/unlinkat of a name: `old` is the name, `new` empty.
+pub const PATH_OP_UNLINK: u32 = 3;
 
-/// A successful rename or link whose source's final component names a
-/// tracked file or matches a key-name pattern; user space resolves it.
+/// A successful rename or link whose source's or destination's final
+/// component names a watched or tracked file or matches a key-name pattern
+/// (a rename over a tracked file ends it), or an unlink of such a name;
+/// user space resolves it.
 #[repr(C)]
 #[derive(Copy, Clone)]
 pub struct PathChangeEvent {
@@ -520,6 +574,11 @@ pub struct WatchEntry {
     pub watch_id: u32,
     /// WATCH_* bits.
     pub flags: u32,
+    /// The inode's i_generation (valid with WATCH_IGEN): an entry whose
+    /// inode number was reused by a new file does not match it.
+    pub igen: u32,
+    /// Taint generation a reader of this file starts at (tracked copies).
+    pub generation: u32,
 }
 
 /// The inode itself is watched.
@@ -529,6 +588,10 @@ pub const WATCH_CHILDREN: u32 = 2;
 /// The inode is a tracked file (registered dump or derived copy); its
 /// `watch_id` is the tracked-file id.
 pub const WATCH_TRACKED: u32 = 4;
+/// `igen` holds the inode's i_generation. Entries without it get it from
+/// keysentry's own open of the file (user space registers, then opens it
+/// and checks the fd's (dev, inode): the kernel stamps the entry).
+pub const WATCH_IGEN: u32 = 8;
 /// `watch_id` of a file the kernel marked tracked itself, at the first
 /// write of a tainted process, before user space registered it (or
 /// removed it: not every write of a tainted process is a copy). A reader
@@ -627,6 +690,15 @@ pub struct KernelOffsets {
     pub signal_core_state: u32,
     /// pt_regs.orig_ax: the current syscall number (LSM hooks).
     pub pt_regs_orig_ax: u32,
+    /// inode.i_generation, inode.i_uid, inode.i_size, file.f_mode.
+    pub inode_i_generation: u32,
+    pub inode_i_uid: u32,
+    pub inode_i_size: u32,
+    pub file_f_mode: u32,
+    /// signal_struct.live (threads alive; 0 once the last one exits).
+    pub signal_live: u32,
+    /// fdtable.max_fds.
+    pub fdt_max_fds: u32,
 }
 
 /// Run-time switches handed to the programs as a global.
@@ -639,7 +711,8 @@ pub struct SensorSettings {
     pub empty_programs: u32,
     /// Ring-buffer fill (bytes) above which a non-urgent submit wakes user space.
     pub wakeup_bytes: u32,
-    pub _pad: u32,
+    /// `[flow] max_generations`: the last generation of tracked files.
+    pub max_generations: u32,
 }
 
 /// Rules an LSM hook can enforce (bit numbers of the kernel's `ENFORCE[0]`,
@@ -750,6 +823,9 @@ pub struct FdAccessEvent {
     /// The watch entry's value and flags (WATCH_TRACKED: a tracked file).
     pub watch_id: u32,
     pub watch_flags: u32,
+    /// The inode's i_generation, and the owner (i_uid).
+    pub igen: u32,
+    pub owner: u32,
     pub path: KPath,
 }
 
@@ -765,7 +841,7 @@ pub struct FileOpener {
     pub mm: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<FdAccessEvent>() == 56 + 40 + 8 + PATH_BUF);
+const _: () = assert!(core::mem::size_of::<FdAccessEvent>() == 56 + 48 + 8 + PATH_BUF);
 const _: () = assert!(core::mem::size_of::<Header>() == 56);
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
 const _: () = assert!(core::mem::size_of::<AllowKey>() == 32);
@@ -775,13 +851,14 @@ const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<WatchEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
-const _: () = assert!(core::mem::size_of::<Taint>() == 24);
-const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 24 + 32 + 8 + PATH_BUF);
-const _: () = assert!(core::mem::size_of::<FileCloseEvent>() == 72);
-const _: () = assert!(core::mem::size_of::<NetSendEvent>() == 56 + 24 + 16 + 16 + 32 + 8 + 32);
+const _: () = assert!(core::mem::size_of::<Taint>() == 32);
+const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 32 + 32 + 8 + 8 + PATH_BUF);
+const _: () = assert!(core::mem::size_of::<FileCloseEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<NetSendEvent>() == 56 + 32 + 16 + 16 + 32 + 8 + 32);
 const _: () = assert!(core::mem::size_of::<PathChangeEvent>() == 56 + 32 + 2 * ARG_BUF);
 const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
 
@@ -796,6 +873,7 @@ mod user {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for SensorSettings {}
     unsafe impl aya::Pod for AllowKey {}
+    unsafe impl aya::Pod for FileOpener {}
     unsafe impl aya::Pod for names::NamePatterns {}
     unsafe impl aya::Pod for names::NameKey {}
 }

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    AllowKey, EventKind, FileOpener, InodeKey, KIND_SLOTS, KernelOffsets, SensorSettings, Taint,
-    WatchEntry, WriteKey,
+    AllowKey, EventKind, FileOpener, InodeKey, KIND_SLOTS, KernelOffsets, STOP_SLOTS,
+    STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey,
     names::{NameKey, NamePatterns},
 };
 
@@ -69,9 +69,22 @@ pub static PROTECTED_EXES: HashMap<InodeKey, u32> = HashMap::with_max_entries(25
 pub static PROTECTED_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(256, 0);
 
 /// Processes that have read tracked material (tgid -> what), and so whose
-/// writes and sends are followed. Children inherit it at fork.
+/// writes and sends are followed. Children inherit it at fork (one
+/// generation further); exec ends it unless the new image holds a
+/// descriptor of a tainted source; the last thread's exit removes it. Not
+/// an LRU: nobody can push a thief's entry out by tainting many processes
+/// (a full map refuses new entries, counted as `map_full`).
 #[map]
-pub static TAINTED: LruHashMap<u32, Taint> = LruHashMap::with_max_entries(16384, 0);
+pub static TAINTED: HashMap<u32, Taint> = HashMap::with_max_entries(16384, 0);
+
+/// /proc/<pid>/environ opens per process (tgid -> count), reported at its
+/// exit: a lister (`ps aux` reads every environment) from a targeted read.
+#[map]
+pub static ENVIRON_READS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
+
+/// Why taint or tracking stopped, per STOP_* reason.
+#[map]
+pub static FLOW_STOPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(STOP_SLOTS, 0);
 
 /// Pipes a tainted process wrote (pipe inode address -> the writer's taint).
 #[map]
@@ -82,9 +95,10 @@ pub static TAINTED_PIPES: LruHashMap<u64, Taint> = LruHashMap::with_max_entries(
 #[map]
 pub static PIPE_TAINT_TS: Array<u64> = Array::with_max_entries(1, 0);
 
-/// (process, file) pairs already reported as written.
+/// (process, file) pairs already reported as written -> bytes written
+/// since (reported at the close).
 #[map]
-pub static WRITTEN: LruHashMap<WriteKey, u32> = LruHashMap::with_max_entries(16384, 0);
+pub static WRITTEN: LruHashMap<WriteKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// (process, socket address) pairs already reported as sent on.
 #[map]
@@ -130,6 +144,34 @@ pub fn count_lost(kind: EventKind) {
     if let Some(p) = LOST.get_ptr_mut(kind as u32) {
         unsafe { *p += 1 };
     }
+}
+
+/// Counts a STOP_* reason.
+#[inline(always)]
+pub fn count_stop(reason: u32) {
+    if let Some(p) = FLOW_STOPPED.get_ptr_mut(reason) {
+        unsafe { *p += 1 };
+    }
+}
+
+/// The watch entry of an inode, unless it is stale: an entry stamped with
+/// an i_generation other than the inode's belongs to a file that is gone,
+/// whose inode number a new file reuses. A stale entry is removed (and
+/// counted) and never matches.
+#[inline(always)]
+pub fn watch_entry(key: &InodeKey, inode: crate::vfs::Ptr) -> Option<*mut WatchEntry> {
+    let w = WATCHED.get_ptr_mut(key)?;
+    unsafe {
+        if (*w).flags & WATCH_IGEN != 0 {
+            let g: u32 = crate::vfs::rd(inode, crate::off!(inode_i_generation)).unwrap_or(0);
+            if g != (*w).igen {
+                let _ = WATCHED.remove(key);
+                count_stop(STOP_STALE_INODE);
+                return None;
+            }
+        }
+    }
+    Some(w)
 }
 
 /// Submit flags: wake the reader only when the ring holds more than

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_RLIMIT_CORE,
     DCFG_SET_DUMPABLE, DCFG_SUID_DUMPABLE, MEM_LSM_ACCESS, MEM_PIDFD_GETFD, MEM_PTRACE,
-    MEM_VM_READV, MEM_VM_WRITEV, PROC_MAPS,
+    MEM_VM_READV, MEM_VM_WRITEV, PROC_ENVIRON, PROC_MAPS,
 };
 
 use crate::{
@@ -38,10 +38,10 @@ use crate::{
     correlate::{Correlator, Lineage, Out},
     decode::{self, DumpConfigRecord, Event, MemRecord, OpenRecord, SignalRecord},
     detect::{
-        ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, ATTACK_PROCESS_DISCOVERY,
-        ATTACK_PTRACE_INJECT, KeyOpen, MemAccess, Policy, RULE_PIDFD_GETFD, RULE_PROC_MEM,
-        RULE_PROCESS_ACCESS, RULE_PTRACE, RULE_VM_READ, RULE_VM_WRITE, process_access_op,
-        ptrace_request, signal_name,
+        ATTACK_CREDENTIAL_DUMPING, ATTACK_CREDENTIALS, ATTACK_INJECT, ATTACK_PROC_MEMORY,
+        ATTACK_PROCESS_DISCOVERY, ATTACK_PTRACE_INJECT, KeyOpen, MemAccess, Policy,
+        RULE_PIDFD_GETFD, RULE_PROC_ENVIRON, RULE_PROC_MEM, RULE_PROCESS_ACCESS, RULE_PTRACE,
+        RULE_VM_READ, RULE_VM_WRITE, process_access_op, ptrace_request, signal_name,
     },
     loader,
     metrics::{self, Metrics},
@@ -174,11 +174,13 @@ pub struct Pipeline {
     pub(crate) dump_helpers: HashMap<u32, Arc<[String]>>,
     pub(crate) pending_dumps: Vec<crate::flows::PendingDump>,
     pub(crate) pending_udumps: Vec<crate::flows::PendingUserDump>,
+    pub(crate) pending_copies: Vec<crate::flows::PendingCopy>,
+    pub(crate) pending_environ: Vec<crate::environ::PendingEnviron>,
     /// Protected processes that crashed (latest last), to attribute files
     /// in the dump directories.
     pub(crate) recent_crashes: std::collections::VecDeque<Origin>,
     /// Tracked files to scan for key material.
-    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<(u32, PathBuf)>>,
+    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<crate::flows::ScanJob>>,
     /// Threads a BPF LSM hook just denied (their follow-up failures are
     /// not alerted again).
     pub(crate) denied_threads: crate::enforce::DeniedThreads,
@@ -312,6 +314,8 @@ impl Pipeline {
 
     /// Shutdown or the end of a replay: report folds, close incidents.
     pub fn finish(&mut self) {
+        self.flush_pending_copies();
+        self.expire_environ(true);
         let mut out = Vec::new();
         self.correlator.flush(&mut out);
         self.deliver(out);
@@ -448,6 +452,8 @@ impl Pipeline {
             failed,
             target_not_protected: !target_protected,
             recon,
+            own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
+            fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
         };
         alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
         alert.severity = self.scoring.severity(alert.score);
@@ -524,6 +530,8 @@ impl Pipeline {
             dump_helpers: HashMap::new(),
             pending_dumps: Vec::new(),
             pending_udumps: Vec::new(),
+            pending_copies: Vec::new(),
+            pending_environ: Vec::new(),
             scan_tx: None,
             recent_crashes: Default::default(),
             denied_threads: Default::default(),
@@ -538,8 +546,14 @@ impl Pipeline {
     /// Timers: pipe-helper crashes and user-space dumps that waited long
     /// enough.
     pub fn housekeeping(&mut self) {
-        if !self.pending_dumps.is_empty() || !self.pending_udumps.is_empty() {
+        if !self.pending_dumps.is_empty()
+            || !self.pending_udumps.is_empty()
+            || !self.pending_copies.is_empty()
+        {
             self.expire_pending_dumps();
+        }
+        if !self.pending_environ.is_empty() {
+            self.expire_environ(false);
         }
     }
 
@@ -552,6 +566,11 @@ impl Pipeline {
         self.protector = protector;
         self.protected_map = map;
         self
+    }
+
+    /// Entries of the kernel's PROTECTED map (0 when replaying).
+    fn protected_entries(&self) -> i64 {
+        self.protected_map.as_ref().map_or(0, count_keys)
     }
 
     pub fn apply(&mut self, changes: &[Change]) {
@@ -620,12 +639,22 @@ impl Pipeline {
                 self.procs.fork(&parent, child_pid, child_start_ns);
                 self.protector.on_fork(parent.pid, child_pid);
             }
-            Event::Exit { task, exit_code } => {
+            Event::Exit {
+                task,
+                exit_code,
+                environ_reads,
+            } => {
+                if !self.pending_environ.is_empty() {
+                    self.environ_reader_exited(task.pid, environ_reads);
+                }
                 if exit_code & 0x80 != 0 {
                     self.core_dumped(&task, exit_code & 0x7f);
                 }
                 if !self.pending_udumps.is_empty() {
                     self.writer_exited(task.pid);
+                }
+                if !self.pending_copies.is_empty() {
+                    self.copy_writer_exited(task.pid);
                 }
                 if self.helper_files.contains_key(&task.pid)
                     || self
@@ -662,7 +691,7 @@ impl Pipeline {
             Event::Signal(s) => self.dump_signal(&s),
             Event::DumpConfig(d) => self.dump_config(&d),
             Event::FileWrite(w) => self.file_write(&w),
-            Event::FileClose { task, dev, ino, .. } => self.file_closed(&task, dev, ino),
+            Event::FileClose(c) => self.file_closed(&c),
             Event::NetSend(n) => self.net_send(&n),
             Event::PathChange(p) => self.path_change(&p),
         }
@@ -827,9 +856,21 @@ impl Pipeline {
             return;
         }
         let target_info = self.procs.lookup(target);
+        // A protected process's environment (tokens, passwords) read: its
+        // own rule; reading it is not reading the process's memory, so no
+        // dump follows from it.
+        let environ = rec.proc_file == PROC_ENVIRON;
         let m = MemAccess {
-            rule: RULE_PROC_MEM,
-            attack: ATTACK_PROC_MEMORY,
+            rule: if environ {
+                RULE_PROC_ENVIRON
+            } else {
+                RULE_PROC_MEM
+            },
+            attack: if environ {
+                ATTACK_CREDENTIALS
+            } else {
+                ATTACK_PROC_MEMORY
+            },
             access: if rec.flags & 3 == 0 { "read" } else { "write" },
             op: format!("open {path}"),
             ret: rec.ret,
@@ -922,13 +963,20 @@ impl Pipeline {
             .policy
             .memory_access(m, &self.host, self.clock.wall(m.ts_boot_ns))
         {
-            // A process-access is an access check, not memory seen read.
+            // A process-access is an access check, and environ is not the
+            // memory: neither makes the actor a memory reader.
             if m.target_protected
                 && m.ret >= 0
                 && m.access != "write"
                 && m.rule != RULE_PROCESS_ACCESS
+                && m.rule != RULE_PROC_ENVIRON
             {
                 self.note_memory_reader(m.actor.pid, m.target);
+            }
+            if m.rule == RULE_PROC_ENVIRON && m.target_protected && m.ret >= 0 {
+                // Judged when the reader exits: a lister reads them all.
+                self.pend_environ(alert, m.ts_boot_ns);
+                return;
             }
             self.emit(alert, m.ts_boot_ns);
         }
@@ -951,6 +999,19 @@ impl Pipeline {
             (path, st_dev(rec.dev), rec.ino, watch_id)
         };
         let allowed = self.policy.allowed(&actor.exe, watch_id);
+        // A key this uid created moments ago (checked before this open
+        // registers anything).
+        let fresh = !rec.created()
+            && self
+                .registry
+                .by_inode(rec.dev, rec.ino)
+                .filter(|t| t.igen.is_none_or(|g| g == rec.igen))
+                .is_some_and(|t| {
+                    t.created.is_some_and(|(u, at)| {
+                        u == actor.uid
+                            && rec.task.ts_boot_ns.saturating_sub(at) < crate::flows::FRESH_KEY_NS
+                    })
+                });
         self.note_key(rec, &path, allowed);
         let k = KeyOpen {
             rec,
@@ -959,6 +1020,7 @@ impl Pipeline {
             dev,
             ino,
             watch_id,
+            fresh,
         };
         if let Some(alert) =
             self.policy
@@ -1014,6 +1076,8 @@ pub(crate) struct KernelMaps {
     /// `[[allow]]` as the kernel checks it (LSM denials, and taint: an
     /// allowed key reader is not tainted).
     pub(crate) allowed: BpfHashMap<MapData, sensor_common::AllowKey, u32>,
+    /// Environments each process read (proc-environ-read's lister count).
+    pub(crate) environ: BpfHashMap<MapData, u32, u32>,
 }
 
 impl KernelMaps {
@@ -1033,9 +1097,28 @@ impl KernelMaps {
     /// Pushes a scan's new entries into the kernel. `initial`: the first
     /// scan (summarised); later ones log each new directory.
     fn apply(&mut self, delta: &crate::watch::ScanDelta, initial: bool) {
-        for (k, v) in &delta.entries {
+        for (k, v, _) in &delta.entries {
             if let Err(e) = self.watched.insert(k, v, 0) {
                 tracing::warn!("watch map insert failed: {e}");
+            }
+        }
+        // Once the probes are attached (not at the first scan: `stamp_all`
+        // follows the attach), keysentry's own open of each new entry makes
+        // the kernel stamp it with the inode's generation.
+        if !initial {
+            for (k, _, p) in &delta.entries {
+                crate::handle::stamp(p, k.dev, k.ino);
+            }
+        }
+        // Key files no key path leads to any more (deleted, or replaced by
+        // a rename over them).
+        for k in &delta.removed {
+            if self
+                .watched
+                .get(k, 0)
+                .is_ok_and(|e| e.flags & sensor_common::WATCH_TRACKED == 0)
+            {
+                let _ = self.watched.remove(k);
             }
         }
         for n in &delta.names {
@@ -1059,11 +1142,16 @@ impl KernelMaps {
     }
 }
 
-/// Watches directories for files created or moved in (re-adding is a no-op).
+/// Watches directories for files created, moved in or out, or deleted
+/// (re-adding is a no-op).
 fn add_watches(mut watches: inotify::Watches, dirs: &[PathBuf]) {
     use inotify::WatchMask;
     for d in dirs {
-        let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::ATTRIB;
+        let mask = WatchMask::CREATE
+            | WatchMask::MOVED_TO
+            | WatchMask::ATTRIB
+            | WatchMask::DELETE
+            | WatchMask::MOVED_FROM;
         if let Err(e) = watches.add(d, mask) {
             tracing::warn!("inotify on {}: {e}", d.display());
         }
@@ -1086,7 +1174,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         empty_programs: opts.empty_programs as u32,
         // Wake user space when a sixteenth of the ring is used.
         wakeup_bytes: opts.ring_bytes / 16,
-        _pad: 0,
+        max_generations: cfg.flow.max_generations,
     };
     let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
@@ -1107,6 +1195,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         )?,
         tainted: BpfHashMap::try_from(ebpf.take_map("TAINTED").context("map TAINTED")?)?,
         allowed: BpfHashMap::try_from(ebpf.take_map("ALLOWED").context("map ALLOWED")?)?,
+        environ: BpfHashMap::try_from(
+            ebpf.take_map("ENVIRON_READS")
+                .context("map ENVIRON_READS")?,
+        )?,
     };
     let protector = Protector::new(&cfg);
     {
@@ -1143,6 +1235,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         vec!["ks_iou_complete"]
     };
     loader::attach_all(&mut ebpf, &metrics, &skip)?;
+    // The open probes see keysentry's own opens now: stamp the key path
+    // entries with their inodes' generations.
+    for (k, w) in watcher.entries() {
+        crate::handle::stamp(&w.path, k.dev, k.ino);
+    }
 
     // Enforcement: only where BPF LSM is active and a rule asks for it.
     let lsm = loader::probe_lsm(&mut ebpf, opts.backend);
@@ -1182,6 +1279,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let lost: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("LOST").context("map LOST")?)?;
     let mut lost_seen = [0u64; KIND_SLOTS as usize];
+    let stopped: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(ebpf.take_map("FLOW_STOPPED").context("map FLOW_STOPPED")?)?;
+    let mut stopped_seen = [0u64; sensor_common::STOP_SLOTS as usize];
+    let map_stats = MapStats::take(&mut ebpf)?;
 
     let _server = if cfg.metrics.enabled {
         Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?)
@@ -1246,6 +1347,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     );
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut stats_tick = tokio::time::interval(Duration::from_secs(10));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(30));
     use futures_util::StreamExt;
     loop {
@@ -1265,6 +1367,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
                 pipe.tick();
                 update_lost(&lost, &mut lost_seen, &metrics);
+                update_stopped(&stopped, &mut stopped_seen, &metrics);
                 pipe.housekeeping();
                 metrics.process_table_entries.set(pipe.procs.len() as i64);
             }
@@ -1278,6 +1381,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 if let (Some(dir), Some(name)) = (dump_dirs.get(&ev.wd), ev.name) {
                     pipe.dump_dir_file(&dir.join(name), true);
                 }
+            }
+            _ = stats_tick.tick() => {
+                map_stats.update(&metrics, pipe.kmaps.as_ref(), pipe.protected_entries());
             }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &metrics, inotify.watches());
@@ -1369,7 +1475,7 @@ pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<(
 /// SIGHUP: re-reads and validates the config file and applies it: the
 /// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
 /// `[alerts]`, `[scoring]` and `[correlation]` (open incidents stay open).
-/// `[metrics]`, `[[protected]]` and `[dumps]` need a restart
+/// `[metrics]`, `[[protected]]`, `[dumps]` and `[flow]` need a restart
 /// (logged when they changed). An invalid file changes nothing: the running
 /// config stays and the log says why, naming the field.
 fn reload(
@@ -1461,6 +1567,7 @@ fn reload(
         ("metrics", new.metrics != cur.metrics),
         ("protected", new.protected != cur.protected),
         ("dumps", new.dumps != cur.dumps),
+        ("flow", new.flow != cur.flow),
     ] {
         if changed {
             tracing::warn!("config reload: [{field}] changed; it takes effect at the next restart");
@@ -1469,6 +1576,7 @@ fn reload(
     new.metrics = cur.metrics.clone();
     new.protected = cur.protected.clone();
     new.dumps = cur.dumps.clone();
+    new.flow = cur.flow.clone();
     *cur = new;
     count("ok");
     tracing::info!(
@@ -1491,13 +1599,72 @@ fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
     for _ in 0..64 {
         add_watches(watches.clone(), &pipe.watcher.inotify_dirs());
         let delta = pipe.watcher.scan();
-        if delta.entries.is_empty() && delta.appeared.is_empty() {
+        if delta.entries.is_empty() && delta.appeared.is_empty() && delta.removed.is_empty() {
             return;
         }
         if let Some(maps) = pipe.kmaps.as_mut() {
             maps.apply(&delta, false);
         }
+        pipe.keys_departed(&delta.removed);
         metrics.watched_inodes.set(pipe.watcher.len() as i64);
+    }
+}
+
+/// The kernel's FLOW_STOPPED counters into keysentry_flow_stopped_total.
+fn update_stopped(stopped: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Metrics) {
+    for (i, reason) in sensor_common::STOP_REASONS.iter().enumerate() {
+        let Ok(values) = stopped.get(&(i as u32), 0) else {
+            continue;
+        };
+        let total: u64 = values.iter().sum();
+        if total > seen[i] {
+            metrics
+                .flow_stopped
+                .with_label_values(&[reason])
+                .inc_by(total - seen[i]);
+            seen[i] = total;
+        }
+    }
+}
+
+/// The kernel maps user space only counts (their fill, every 10 s).
+struct MapStats {
+    pipes: BpfHashMap<MapData, u64, Taint>,
+    written: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
+    sent: BpfHashMap<MapData, [u64; 2], u32>,
+    openers: BpfHashMap<MapData, u64, sensor_common::FileOpener>,
+}
+
+/// Entries of a kernel hash map (one syscall per key).
+fn count_keys<K: aya::Pod, V: aya::Pod>(m: &BpfHashMap<MapData, K, V>) -> i64 {
+    m.keys().filter(|k| k.is_ok()).count() as i64
+}
+
+impl MapStats {
+    fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
+        Ok(Self {
+            pipes: BpfHashMap::try_from(take("TAINTED_PIPES")?)?,
+            written: BpfHashMap::try_from(take("WRITTEN")?)?,
+            sent: BpfHashMap::try_from(take("SENT")?)?,
+            openers: BpfHashMap::try_from(take("FILE_OPENERS")?)?,
+        })
+    }
+
+    fn update(&self, metrics: &Metrics, k: Option<&KernelMaps>, protected: i64) {
+        let set = |map: &str, n: i64| metrics.map_entries.with_label_values(&[map]).set(n);
+        if let Some(k) = k {
+            let tainted = count_keys(&k.tainted);
+            metrics.tainted_processes.set(tainted);
+            set("TAINTED", tainted);
+            set("WATCHED", count_keys(&k.watched));
+            set("WATCHED_NAMES", count_keys(&k.names));
+        }
+        set("PROTECTED", protected);
+        set("TAINTED_PIPES", count_keys(&self.pipes));
+        set("WRITTEN", count_keys(&self.written));
+        set("SENT", count_keys(&self.sent));
+        set("FILE_OPENERS", count_keys(&self.openers));
     }
 }
 
@@ -1558,7 +1725,7 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
         self_pid: std::process::id(),
         empty_programs: 0,
         wakeup_bytes: 1 << 16,
-        _pad: 0,
+        max_generations: cfg.flow.max_generations,
     };
     let mut ebpf = loader::load(&offsets, &settings, 1 << 16)?;
     let lsm = loader::probe_lsm(&mut ebpf, backend);

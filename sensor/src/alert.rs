@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Inventory: counted and written, never paged on.
+    Info,
     Low,
     Medium,
     High,
@@ -25,6 +27,7 @@ pub enum Severity {
 impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
+            Severity::Info => "info",
             Severity::Low => "low",
             Severity::Medium => "medium",
             Severity::High => "high",
@@ -90,6 +93,12 @@ pub struct OpenDetail {
     /// The process that opened the file, when known (fd accesses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opened_by: Option<crate::track::Origin>,
+    /// A non-root user's own file matched by a key-name pattern only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own_key: bool,
+    /// A key the actor's uid created in the last ten minutes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_key: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -160,9 +169,14 @@ pub struct FlowDetail {
     pub local: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<&'static str>,
-    /// Bytes moved by the syscall that was seen (the first one).
+    /// Bytes moved: a send's first syscall; a copy's whole size at its
+    /// close (or its writer's exit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<i64>,
+    /// tracked-copy: processes between the source's reader and the writer
+    /// (0: the writer read it itself; each child or pipe is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hops: Option<u32>,
     /// What the file is ("elf-core", "raw", ...), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
@@ -393,13 +407,14 @@ impl Sink for Syslog {
 }
 
 /// Syslog severity of an alert: critical -> crit (2), high -> err (3),
-/// medium -> warning (4), low -> notice (5).
+/// medium -> warning (4), low -> notice (5), info -> info (6).
 pub fn syslog_severity(s: Severity) -> u8 {
     match s {
         Severity::Critical => 2,
         Severity::High => 3,
         Severity::Medium => 4,
         Severity::Low => 5,
+        Severity::Info => 6,
     }
 }
 

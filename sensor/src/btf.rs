@@ -207,6 +207,12 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         task_signal: o("task_struct", "signal")?,
         signal_core_state: o("signal_struct", "core_state")?,
         pt_regs_orig_ax: o("pt_regs", "orig_ax")?,
+        inode_i_generation: o("inode", "i_generation")?,
+        inode_i_uid: o("inode", "i_uid")?,
+        inode_i_size: o("inode", "i_size")?,
+        file_f_mode: o("file", "f_mode")?,
+        signal_live: o("signal_struct", "live")?,
+        fdt_max_fds: o("fdtable", "max_fds")?,
         ..Default::default()
     };
     // The programs read these with fixed offsets: refuse a kernel whose

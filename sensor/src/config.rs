@@ -94,6 +94,27 @@ pub struct Config {
     /// `[correlation]`: incident window, repeat folding.
     #[serde(default)]
     pub correlation: crate::correlate::CorrelationConfig,
+    /// `[flow]`: how far taint and tracking follow data.
+    #[serde(default)]
+    pub flow: Flow,
+}
+
+/// `[flow]`: how far keysentry follows data from a key, a dump or a
+/// protected process's memory.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flow {
+    /// Hops followed from the origin (each file written, pipe read or
+    /// child forked is one): files of a later generation are not tracked
+    /// and processes are not tainted (counted in
+    /// `keysentry_flow_stopped_total{reason="generation"}`). 1..=16.
+    pub max_generations: u32,
+}
+
+impl Default for Flow {
+    fn default() -> Self {
+        Self { max_generations: 3 }
+    }
 }
 
 /// `[[rule]]`: the mode of one enforceable rule (docs/enforcement.md).
@@ -506,6 +527,9 @@ impl Config {
         self.validate_rules()?;
         for (i, d) in self.dumps.dirs.iter().enumerate() {
             absolute(&format!("dumps.dirs[{i}]"), d)?;
+        }
+        if !(1..=16).contains(&self.flow.max_generations) {
+            return invalid("flow.max_generations", "must be between 1 and 16");
         }
         Ok(())
     }

@@ -72,6 +72,18 @@ pub struct OpenRecord {
     pub path_truncated: bool,
     /// For an open of a /proc/<pid>/ file: its PROC_* value, else 0.
     pub proc_file: u32,
+    /// The inode's i_generation, f_mode, owner uid and size (success only).
+    pub igen: u32,
+    pub fmode: u32,
+    pub owner: u32,
+    pub size: i64,
+}
+
+impl OpenRecord {
+    /// This open created the file.
+    pub fn created(&self) -> bool {
+        !self.failed && self.fmode & sensor_common::FMODE_CREATED != 0
+    }
 }
 
 /// A cross-process memory access (ptrace, process_vm_*, pidfd_getfd).
@@ -123,8 +135,26 @@ pub struct WriteRecord {
     /// VIA_* value.
     pub via: u32,
     pub bytes: i64,
+    /// The written inode's i_generation.
+    pub igen: u32,
+    /// The writer created the file with the open it writes through.
+    pub created: bool,
     pub path: Option<String>,
     pub path_truncated: bool,
+}
+
+/// A tainted process closed a file it had written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRecord {
+    pub task: Task,
+    pub dev: u32,
+    pub ino: u64,
+    pub igen: u32,
+    pub fd: i32,
+    /// The file's size at the close.
+    pub size: i64,
+    /// Bytes the process wrote to it since its first reported write.
+    pub written: u64,
 }
 
 /// A tainted process's first send on a socket.
@@ -174,18 +204,15 @@ pub enum Event {
     Exit {
         task: Task,
         exit_code: u32,
+        /// /proc/<pid>/environ files it opened.
+        environ_reads: u32,
     },
     Open(OpenRecord),
     Mem(MemRecord),
     Signal(SignalRecord),
     DumpConfig(DumpConfigRecord),
     FileWrite(WriteRecord),
-    FileClose {
-        task: Task,
-        dev: u32,
-        ino: u64,
-        fd: i32,
-    },
+    FileClose(CloseRecord),
     NetSend(SendRecord),
     PathChange(PathRecord),
     Denied(DeniedRecord),
@@ -211,6 +238,8 @@ pub struct FdAccessRecord {
     pub flags: u32,
     pub watch_id: u32,
     pub watch_flags: u32,
+    pub igen: u32,
+    pub owner: u32,
     pub path: Option<String>,
     pub path_truncated: bool,
 }
@@ -249,7 +278,7 @@ impl Event {
             Event::Signal(_) => EventKind::DumpSignal,
             Event::DumpConfig(_) => EventKind::DumpConfig,
             Event::FileWrite(_) => EventKind::FileWrite,
-            Event::FileClose { .. } => EventKind::FileClose,
+            Event::FileClose(_) => EventKind::FileClose,
             Event::NetSend(_) => EventKind::NetSend,
             Event::PathChange(_) => EventKind::PathChange,
             Event::Denied(_) => EventKind::Denied,
@@ -365,6 +394,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
             Event::Exit {
                 task: task(&e.hdr),
                 exit_code: e.exit_code,
+                environ_reads: e.environ_reads,
             }
         }
         EventKind::DumpConfig => {
@@ -414,18 +444,23 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 fd: w.fd,
                 via: w.via,
                 bytes: w.bytes,
+                igen: w.igen,
+                created: w.fmode & sensor_common::FMODE_CREATED != 0,
                 path,
                 path_truncated,
             })
         }
         EventKind::FileClose => {
             let c: FileCloseEvent = read(buf);
-            Event::FileClose {
+            Event::FileClose(CloseRecord {
                 task: task(&c.hdr),
                 dev: c.dev,
                 ino: c.ino,
+                igen: c.igen,
                 fd: c.fd,
-            }
+                size: c.size,
+                written: c.written,
+            })
         }
         EventKind::NetSend => {
             let n: NetSendEvent = read(buf);
@@ -490,6 +525,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 flags: f(offset_of!(FdAccessEvent, flags)),
                 watch_id: f(offset_of!(FdAccessEvent, watch_id)),
                 watch_flags: f(offset_of!(FdAccessEvent, watch_flags)),
+                igen: f(offset_of!(FdAccessEvent, igen)),
+                owner: f(offset_of!(FdAccessEvent, owner)),
                 path,
                 path_truncated,
             })
@@ -529,6 +566,10 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 } else {
                     0
                 },
+                igen: f(offset_of!(OpenEvent, igen)),
+                fmode: f(offset_of!(OpenEvent, fmode)),
+                owner: f(offset_of!(OpenEvent, owner)),
+                size: at(buf, offset_of!(OpenEvent, size)),
             })
         }
     })

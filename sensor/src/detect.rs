@@ -17,6 +17,9 @@ use crate::{
 };
 
 pub const RULE_KEY_FILE_OPEN: &str = "key-file-open";
+/// A key file created by its writer (or a new key found in a file a
+/// tainted writer made): inventory, info.
+pub const RULE_KEY_CREATED: &str = "key-created";
 pub const ATTACK_PRIVATE_KEYS: &str = "T1552.004";
 
 const O_ACCMODE: u32 = 0o3;
@@ -176,6 +179,9 @@ impl Policy {
         }
         let ok = m.ret >= 0;
         let (severity, mut score) = match (m.target_protected, ok) {
+            // A protected process's environment: tokens, not its memory.
+            (true, true) if m.rule == RULE_PROC_ENVIRON => (Severity::Medium, 50),
+            _ if m.rule == RULE_PROC_ENVIRON => (Severity::Low, 25),
             // An access check passed, not a memory read seen happening.
             _ if m.rule == RULE_PROCESS_ACCESS && m.target_protected => (Severity::Medium, 60),
             _ if m.rule == RULE_PROCESS_ACCESS => (Severity::Low, 25),
@@ -200,6 +206,7 @@ impl Policy {
             if ok { "did" } else { "tried" },
             match m.access {
                 _ if m.rule == RULE_PROCESS_ACCESS => "an access (kernel ptrace check) to",
+                _ if m.rule == RULE_PROC_ENVIRON => "a read of the environment of",
                 "attach" => "a ptrace attach to",
                 "write" => "a memory write to",
                 _ => "a memory read of",
@@ -253,6 +260,10 @@ pub const RULE_PTRACE: &str = "ptrace-attach";
 pub const RULE_VM_READ: &str = "process-vm-read";
 pub const RULE_VM_WRITE: &str = "process-vm-write";
 pub const RULE_PROC_MEM: &str = "proc-mem-open";
+/// /proc/<pid>/environ of a protected process (tokens in its environment).
+pub const RULE_PROC_ENVIRON: &str = "proc-environ-read";
+/// Unsecured Credentials (environment variables holding secrets).
+pub const ATTACK_CREDENTIALS: &str = "T1552";
 pub const RULE_PIDFD_GETFD: &str = "pidfd-getfd";
 /// BPF LSM backend: another process accessed through a syscall the
 /// tracepoints do not enumerate (the kernel's ptrace access check).
@@ -330,6 +341,8 @@ pub struct KeyOpen<'a> {
     pub ino: u64,
     /// Which key_path covers it, if any.
     pub watch_id: Option<u32>,
+    /// A key the actor's uid created in the last ten minutes.
+    pub fresh: bool,
 }
 
 pub fn via(source: u32) -> &'static str {
@@ -408,6 +421,58 @@ impl Policy {
             (Severity::High, 70, "success")
         };
         let p = k.actor;
+        // A non-root user's own file that only a key-name pattern matched
+        // (ssh reading ~/.ssh/id_ed25519): `own_key` lowers its score.
+        let own_key = !rec.failed
+            && p.uid != 0
+            && rec.owner == p.uid
+            && k.watch_id.is_none()
+            && rec.matched & (MATCH_INODE | MATCH_PARENT) == 0;
+        // An open that created the key file: a new key, inventory.
+        if rec.created() && acc != "read" {
+            return Some(Alert {
+                action: None,
+                ts,
+                rule: RULE_KEY_CREATED,
+                severity: Severity::Info,
+                score: 5,
+                attack: ATTACK_PRIVATE_KEYS,
+                host: host.to_string(),
+                process: process_ctx(p),
+                target: Target::File {
+                    path: k.path.clone(),
+                    dev: k.dev,
+                    inode: k.ino,
+                },
+                incident: incident_id(p),
+                count: 1,
+                lineage: None,
+                factors: Vec::new(),
+                message: format!(
+                    "{} (pid {}, uid {}) created key file {}",
+                    p.comm, p.pid, p.uid, k.path
+                ),
+                memory: None,
+                dump: None,
+                flow: None,
+                open: Some(OpenDetail {
+                    result,
+                    errno: None,
+                    access: acc,
+                    via: via(rec.source),
+                    arg: rec.arg.clone(),
+                    matched,
+                    key_path: k
+                        .watch_id
+                        .and_then(|i| self.key_paths.get(i as usize).cloned()),
+                    key_name,
+                    fd_op: None,
+                    opened_by: None,
+                    own_key: false,
+                    fresh_key: false,
+                }),
+            });
+        }
         let message = if rec.failed {
             format!(
                 "{} (pid {}, uid {}) tried to open key file {} for {} and failed ({})",
@@ -463,6 +528,8 @@ impl Policy {
                 key_name,
                 fd_op: None,
                 opened_by: None,
+                own_key,
+                fresh_key: k.fresh && !rec.failed,
             }),
         })
     }

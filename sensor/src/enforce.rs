@@ -185,6 +185,10 @@ impl Pipeline {
                     path: d.path.clone(),
                     path_truncated: false,
                     proc_file: 0,
+                    igen: 0,
+                    fmode: 0,
+                    owner: u32::MAX,
+                    size: 0,
                 };
                 let k = KeyOpen {
                     rec: &rec,
@@ -193,6 +197,7 @@ impl Pipeline {
                     dev: st_dev(d.dev),
                     ino: d.ino,
                     watch_id: Some(d.watch_id),
+                    fresh: false,
                 };
                 self.policy.key_file_open(&k, &self.host, ts)
             }

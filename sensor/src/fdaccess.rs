@@ -98,6 +98,10 @@ impl Pipeline {
             path: Some(path.clone()),
             path_truncated: r.path_truncated,
             proc_file: 0,
+            igen: r.igen,
+            fmode: 0,
+            owner: r.owner,
+            size: 0,
         };
         if tracked {
             self.tracked_open(&rec, via);
@@ -112,6 +116,7 @@ impl Pipeline {
             dev: st_dev(r.dev),
             ino: r.ino,
             watch_id: Some(r.watch_id),
+            fresh: false,
         };
         let ts = self.clock.wall(r.task.ts_boot_ns);
         let Some(mut alert) = self.policy.key_file_open(&k, &self.host, ts) else {

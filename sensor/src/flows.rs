@@ -11,20 +11,22 @@ use std::{
 };
 
 use sensor_common::{
-    InodeKey, MATCH_INODE, MATCH_PARENT, PATH_OP_LINK, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY,
-    TAINT_PIPE, TRACKED_PENDING, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
-    VIA_SENDFILE, VIA_SPLICE, WATCH_SELF, WATCH_TRACKED, WatchEntry, names::name_key_of,
+    InodeKey, MATCH_INODE, MATCH_PARENT, PATH_OP_LINK, PATH_OP_UNLINK, TAINT_FILE, TAINT_HELPER,
+    TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING,
+    VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED,
+    WatchEntry, names::name_key_of,
 };
 
 use crate::{
     agent::Pipeline,
     alert::{DumpDetail, FlowDetail, Severity, Target},
-    decode::{OpenRecord, PathRecord, SendRecord, Task, WriteRecord},
+    decode::{CloseRecord, OpenRecord, PathRecord, SendRecord, WriteRecord},
     detect::{
         ATTACK_ARCHIVE, ATTACK_CREDENTIAL_DUMPING, ATTACK_EXFIL_ALT, ATTACK_EXFIL_C2,
         ATTACK_LOCAL_DATA, ATTACK_STAGED, FlowAlert, RULE_DUMP_FILE_ACCESS, RULE_EXFILTRATION,
         RULE_TRACKED_COPY, RULE_USERSPACE_DUMP,
     },
+    evidence::CopyEvidence,
     proctab::ProcInfo,
     track::{Origin, TrackedKind},
     watch::{kdev, st_dev},
@@ -51,6 +53,28 @@ pub struct PendingUserDump {
     pub ts_boot_ns: u64,
     pub deadline: Instant,
 }
+
+/// A file a tainted process is writing: whether it is a copy, and how
+/// strong the evidence is, is decided when the writer closes it (or exits):
+/// by then the bytes written are known.
+pub struct PendingCopy {
+    pub id: u32,
+    pub actor: ProcInfo,
+    pub src_id: u32,
+    pub via: &'static str,
+    pub archive: bool,
+    /// Hops between the source and this writer: 0 when it read the source
+    /// itself; each child or pipe between them is one.
+    pub hops: u32,
+    pub pipe_from: Option<u32>,
+    pub bytes: i64,
+    pub ts_boot_ns: u64,
+    pub deadline: Instant,
+}
+
+/// How long after a key was created its creator's uid may read it as its
+/// own new key (`fresh_key`: `openssl req -key` right after `genpkey`).
+pub const FRESH_KEY_NS: u64 = 600 * 1_000_000_000;
 
 /// The files a core_pattern pipe helper wrote.
 pub struct HelperRec {
@@ -112,6 +136,12 @@ pub fn file_format(path: &Path) -> Option<String> {
     Some("raw".into())
 }
 
+/// Metadata of a regular file at `path`, not following a final symlink.
+pub fn regular_file(path: &Path) -> Option<std::fs::Metadata> {
+    let md = std::fs::symlink_metadata(path).ok()?;
+    md.is_file().then_some(md)
+}
+
 /// A path argument as the process saw it: (as shown, as reachable from
 /// here through /proc/<pid>/{root,cwd,fd/N}).
 pub fn user_path(pid: u32, dfd: i32, arg: &str) -> (PathBuf, PathBuf) {
@@ -164,12 +194,19 @@ impl Pipeline {
         None
     }
 
-    /// A key file opened successfully: it is an origin of lineages.
+    /// A key file opened successfully: it is an origin of lineages. An
+    /// open that created it registers who created it (a new key, not a
+    /// stolen one), unless its writer turns out to be tainted (its write
+    /// then makes it a copy).
     pub(crate) fn note_key(&mut self, rec: &OpenRecord, path: &str, allowed: bool) {
         if rec.failed || rec.ino == 0 {
             return;
         }
-        let (id, _) = self.registry.register(
+        let (_, stale) = self.registry.by_file(rec.dev, rec.ino, rec.igen);
+        if let Some(t) = stale {
+            self.untrack_in_kernel(&t);
+        }
+        let (id, new) = self.registry.register(
             rec.dev,
             rec.ino,
             path.to_string(),
@@ -179,11 +216,19 @@ impl Pipeline {
             None,
             None,
         );
-        if let Some(t) = self.registry.get_mut(id)
-            && t.kind == TrackedKind::Key
-            && rec.matched & (MATCH_INODE | MATCH_PARENT) != 0
-        {
-            t.watch = Some(rec.watch_id);
+        if let Some(t) = self.registry.get_mut(id) {
+            t.igen = Some(rec.igen);
+            if t.kind == TrackedKind::Key {
+                if rec.matched & (MATCH_INODE | MATCH_PARENT) != 0 {
+                    t.watch = Some(rec.watch_id);
+                }
+                if new || rec.created() {
+                    t.size = rec.size;
+                }
+                if rec.created() {
+                    t.created = Some((rec.task.uid, rec.task.ts_boot_ns));
+                }
+            }
         }
         // An allowlisted reader (the service that owns the key) is not
         // followed: its logs and TLS traffic are not copies.
@@ -192,9 +237,24 @@ impl Pipeline {
         }
     }
 
+    /// Is `actor` reading the key `id` as a benign reader: a key its uid
+    /// created in the last ten minutes (`fresh_key`)?
+    pub(crate) fn fresh_own_key(&self, id: u32, uid: u32, now_ns: u64) -> bool {
+        self.registry
+            .get(id)
+            .and_then(|t| t.created)
+            .is_some_and(|(u, at)| u == uid && now_ns.saturating_sub(at) < FRESH_KEY_NS)
+    }
+
     /// Puts a tracked file in the kernel's watch map (opens of it are
-    /// reported, reads taint) and its name in the rename filter.
+    /// reported, reads taint) and its name in the rename filter. Never
+    /// replaces a key path's entry (a dump registered over a key's inode
+    /// stays a key to the kernel).
     pub(crate) fn track_in_kernel(&mut self, id: u32, kdev: u32, ino: u64, path: &str) {
+        let (igen, generation) = self
+            .registry
+            .get(id)
+            .map_or((None, 0), |t| (t.igen, t.generation));
         let Some(m) = self.kmaps.as_mut() else {
             return;
         };
@@ -203,9 +263,17 @@ impl Pipeline {
             _pad: 0,
             ino,
         };
+        if m.watched
+            .get(&key, 0)
+            .is_ok_and(|e| e.flags & WATCH_TRACKED == 0 && e.flags & WATCH_SELF != 0)
+        {
+            return;
+        }
         let entry = WatchEntry {
             watch_id: id,
-            flags: WATCH_SELF | WATCH_TRACKED,
+            flags: WATCH_SELF | WATCH_TRACKED | if igen.is_some() { WATCH_IGEN } else { 0 },
+            igen: igen.unwrap_or(0),
+            generation,
         };
         if let Err(e) = m.watched.insert(key, entry, 0) {
             tracing::warn!("tracking {path} in the kernel: {e}");
@@ -216,11 +284,92 @@ impl Pipeline {
         self.metrics.tracked_files.set(self.registry.len() as i64);
     }
 
+    /// A key that left its key path (moved or linked out): its kernel entry
+    /// becomes a tracked file's, so opens of it stay seen after the key
+    /// path rescan drops it.
+    fn track_moved_key(&mut self, id: u32, kdev: u32, ino: u64, path: &str) {
+        if let Some(m) = self.kmaps.as_mut() {
+            let key = InodeKey {
+                dev: kdev,
+                _pad: 0,
+                ino,
+            };
+            if m.watched
+                .get(&key, 0)
+                .is_ok_and(|e| e.flags & WATCH_TRACKED == 0)
+            {
+                let _ = m.watched.remove(&key);
+            }
+        }
+        self.track_in_kernel(id, kdev, ino, path);
+        self.identify(id);
+    }
+
+    /// A tracked file is gone (its inode died, or was evicted): out of the
+    /// kernel's watch map, unless the entry there is not the tracked one.
+    pub(crate) fn untrack_in_kernel(&mut self, t: &crate::track::Tracked) {
+        if let Some(m) = self.kmaps.as_mut() {
+            let key = InodeKey {
+                dev: t.kdev,
+                _pad: 0,
+                ino: t.ino,
+            };
+            if m.watched.get(&key, 0).is_ok_and(|e| {
+                e.flags & WATCH_TRACKED != 0
+                    && (e.watch_id == t.id || e.watch_id == TRACKED_PENDING)
+            }) {
+                let _ = m.watched.remove(&key);
+            }
+        }
+        self.pending_copies.retain(|c| c.id != t.id);
+        self.metrics.tracked_files.set(self.registry.len() as i64);
+    }
+
+    /// Key files no key path leads to any more (deleted, replaced, or moved
+    /// out: a move is re-tracked when its rename is handled): their registry
+    /// entries are kept for lineage, marked gone (evictable).
+    pub(crate) fn keys_departed(&mut self, removed: &[InodeKey]) {
+        for k in removed {
+            let Some(id) = self
+                .registry
+                .by_inode(k.dev, k.ino)
+                .filter(|t| t.kind == TrackedKind::Key)
+                .map(|t| t.id)
+            else {
+                continue;
+            };
+            let retracked = self.kmaps.as_ref().is_some_and(|m| {
+                m.watched
+                    .get(k, 0)
+                    .is_ok_and(|e| e.flags & WATCH_TRACKED != 0 && e.watch_id == id)
+            });
+            if !retracked && let Some(t) = self.registry.get_mut(id) {
+                t.gone = true;
+            }
+        }
+    }
+
+    /// Kernel entries of files the registry evicted (it was full).
+    pub(crate) fn drop_evicted(&mut self) {
+        let gone = self.registry.take_evicted();
+        if gone.is_empty() {
+            return;
+        }
+        self.metrics
+            .flow_stopped
+            .with_label_values(&["eviction"])
+            .inc_by(gone.len() as u64);
+        for t in &gone {
+            self.untrack_in_kernel(t);
+        }
+    }
+
     /// A tainted process wrote a regular file. The kernel marked it
     /// tracked (`TRACKED_PENDING`) at that write; a file that is not
     /// registered here is taken out of the kernel's watch map again.
     pub(crate) fn file_write(&mut self, w: &WriteRecord) {
         self.file_write_track(w);
+        self.drop_evicted();
         if self.registry.by_inode(w.dev, w.ino).is_none()
             && let Some(m) = self.kmaps.as_mut()
         {
@@ -244,18 +393,31 @@ impl Pipeline {
         if w.path_truncated {
             path.insert_str(0, "...");
         }
-        if let Some(t) = self.registry.by_inode(w.dev, w.ino) {
-            // Written again (after a close): rescan when it is closed.
-            let id = t.id;
-            if let Some(t) = self.registry.get_mut(id) {
-                t.scanned = false;
+        let (known, stale) = self.registry.by_file(w.dev, w.ino, w.igen);
+        let known = known.map(|t| (t.id, t.kind, t.created));
+        if let Some(t) = stale {
+            self.untrack_in_kernel(&t);
+        }
+        let t = &w.taint;
+        if let Some((id, kind, created)) = known {
+            // A key file its (tainted) writer just created: a copy after
+            // all, registered as one below. Anything else was written again
+            // (after a close): rescan when it is closed.
+            let fresh_by_writer = kind == TrackedKind::Key
+                && created.is_some()
+                && (t.src_dev, t.src_ino) != (w.dev, w.ino)
+                && (t.flags & (TAINT_FILE | TAINT_PIPE) != 0 || t.flags & TAINT_MEMORY != 0);
+            if !fresh_by_writer {
+                if let Some(t) = self.registry.get_mut(id) {
+                    t.scanned = false;
+                }
+                return;
             }
-            return;
+            if let Some(old) = self.registry.remove(id) {
+                self.untrack_in_kernel(&old);
+            }
         }
         let via = via_name(w.via);
-        let ts = self.clock.wall(w.task.ts_boot_ns);
-        let t = &w.taint;
-
         if t.flags & TAINT_HELPER != 0 && self.helper_of(&actor).is_some() {
             self.helper_wrote(&actor, w, path);
             return;
@@ -273,7 +435,11 @@ impl Pipeline {
                 Some(Origin::of(&actor)),
                 Some(dumped.clone()),
             );
+            if let Some(t) = self.registry.get_mut(id) {
+                t.igen = Some(w.igen);
+            }
             self.track_in_kernel(id, w.dev, w.ino, &path);
+            self.identify(id);
             // Reported when the writer closes it (or exits): by then the
             // file says what it is.
             self.pending_udumps.push(PendingUserDump {
@@ -293,7 +459,12 @@ impl Pipeline {
         if (t.src_dev, t.src_ino) == (w.dev, w.ino) {
             return;
         }
-        let Some(src) = self.registry.by_inode(t.src_dev, t.src_ino) else {
+        let (src, stale) = self.registry.by_file(t.src_dev, t.src_ino, t.src_igen);
+        let src = src.map(|s| (s.id, s.kind, s.watch, s.generation));
+        if let Some(old) = stale {
+            self.untrack_in_kernel(&old);
+        }
+        let Some((src_id, src_kind, src_watch, src_gen)) = src else {
             tracing::debug!(
                 "write by {} of {path}: source {}:{} not tracked",
                 actor.pid,
@@ -302,12 +473,18 @@ impl Pipeline {
             );
             return;
         };
-        let src_id = src.id;
-        let src_path = src.path.clone();
-        let src_kind = src.kind;
-        let src_watch = src.watch;
-        if src_kind == TrackedKind::Key && self.policy.allowed(&actor.exe, src_watch) {
-            return;
+        if src_kind == TrackedKind::Key {
+            // The key's own service, or a new key read by the uid that
+            // just made it: not a copy.
+            if self.policy.allowed(&actor.exe, src_watch)
+                || self.fresh_own_key(src_id, actor.uid, w.task.ts_boot_ns)
+            {
+                self.metrics
+                    .flow_stopped
+                    .with_label_values(&["allowlist"])
+                    .inc();
+                return;
+            }
         }
         let archive = is_archive(&actor, &path);
         let how = if archive { "archive" } else { via };
@@ -321,71 +498,140 @@ impl Pipeline {
             Some(Origin::of(&actor)),
             None,
         );
+        // The kernel's count of hops (children and pipes count too).
+        let generation = (t.generation + 1).max(src_gen + 1);
+        if let Some(c) = self.registry.get_mut(id) {
+            c.igen = Some(w.igen);
+            c.generation = generation;
+            c.new_file = w.created;
+        }
         self.track_in_kernel(id, w.dev, w.ino, &path);
-        let root = self.registry.root_kind(id).unwrap_or(src_kind);
+        self.identify(id);
+        self.pending_copies.push(PendingCopy {
+            id,
+            actor,
+            src_id,
+            via,
+            archive,
+            hops: t.generation.saturating_sub(src_gen),
+            pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
+            bytes: w.bytes.max(0),
+            ts_boot_ns: w.task.ts_boot_ns,
+            deadline: Instant::now() + HELPER_WAIT,
+        });
+    }
+
+    /// A pending copy is complete (its writer closed it or exited, or it
+    /// waited long enough): `tracked-copy`, with the severity its evidence
+    /// earns (docs/scoring.md, "Copies"), or only counted.
+    fn emit_copy(&mut self, c: PendingCopy, size: i64, written: u64) {
+        let Some(t) = self.registry.get(c.id) else {
+            return;
+        };
+        let path = t.path.clone();
+        let (kd, ino) = (t.kdev, t.ino);
+        let (src_path, src_size) = self
+            .registry
+            .get(c.src_id)
+            .map_or((String::new(), 0), |s| (s.path.clone(), s.size));
+        let root = self.registry.root_kind(c.id).unwrap_or(TrackedKind::Key);
+        let total = size.max(written as i64).max(c.bytes);
+        if let Some(t) = self.registry.get_mut(c.id) {
+            t.size = total;
+        }
+        let ev = CopyEvidence {
+            dump: root == TrackedKind::Dump,
+            direct: c.hops == 0 || c.archive,
+            hops: c.hops,
+            bytes: total,
+            source_bytes: src_size,
+            archive: c.archive,
+        };
+        let grade = ev.grade();
+        if let Some(t) = self.registry.get_mut(c.id) {
+            t.evidence = Some(grade.map_or(Severity::Info, |g| g.0));
+        }
+        let Some((severity, score)) = grade else {
+            self.metrics.copies.with_label_values(&["none"]).inc();
+            return;
+        };
+        self.metrics
+            .copies
+            .with_label_values(&[severity.as_str()])
+            .inc();
+        let actor = &c.actor;
         let what = if root == TrackedKind::Dump {
             "a dump"
         } else {
             "key material"
         };
         let message = format!(
-            "{} (pid {}, uid {}) {} {path} from {src_path} ({what})",
+            "{} (pid {}, uid {}) {} {path} from {src_path} ({what}; {})",
             actor.comm,
             actor.pid,
             actor.uid,
-            if archive { "archived into" } else { "wrote" },
+            if c.archive { "archived into" } else { "wrote" },
+            ev.words(),
         );
-        let dumped = self.registry.get(id).and_then(|t| t.dumped.clone());
+        let dumped = self.registry.get(c.id).and_then(|t| t.dumped.clone());
+        let ts = self.clock.wall(c.ts_boot_ns);
         let alert = self.policy.flow_alert(
             FlowAlert {
                 rule: RULE_TRACKED_COPY,
-                attack: if archive {
+                attack: if c.archive {
                     ATTACK_ARCHIVE
                 } else {
                     ATTACK_STAGED
                 },
-                severity: if root == TrackedKind::Dump {
-                    Severity::Critical
-                } else {
-                    Severity::High
-                },
-                score: if root == TrackedKind::Dump { 85 } else { 75 },
-                actor: &actor,
+                severity,
+                score,
+                actor,
                 target: Target::File {
                     path: path.clone(),
-                    dev: st_dev(w.dev),
-                    inode: w.ino,
+                    dev: st_dev(kd),
+                    inode: ino,
                 },
                 message,
                 flow: FlowDetail {
-                    via,
-                    tracked_id: Some(id),
-                    lineage: self.registry.lineage(id),
+                    via: c.via,
+                    tracked_id: Some(c.id),
+                    lineage: self.registry.lineage(c.id),
                     dumped,
-                    pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
-                    bytes: Some(w.bytes),
+                    pipe_from: c.pipe_from,
+                    bytes: Some(total),
+                    hops: Some(c.hops),
                     ..Default::default()
                 },
             },
             &self.host,
             ts,
         );
-        self.emit(alert, w.task.ts_boot_ns);
+        self.emit(alert, c.ts_boot_ns);
     }
 
-    /// A tainted process closed a file it wrote: a tracked file is complete
-    /// enough to look at.
-    pub(crate) fn file_closed(&mut self, task: &Task, dev: u32, ino: u64) {
-        let Some(t) = self.registry.by_inode(dev, ino) else {
+    /// A tainted process closed a file it wrote: a pending copy is
+    /// decided, and a tracked file is complete enough to scan.
+    pub(crate) fn file_closed(&mut self, c: &CloseRecord) {
+        let (t, stale) = self.registry.by_file(c.dev, c.ino, c.igen);
+        let t = t.map(|t| (t.id, PathBuf::from(&t.path), t.scanned));
+        if let Some(old) = stale {
+            self.untrack_in_kernel(&old);
+        }
+        let Some((id, path, scanned)) = t else {
             return;
         };
-        let id = t.id;
-        let path = PathBuf::from(&t.path);
-        let scanned = t.scanned;
+        if let Some(i) = self
+            .pending_copies
+            .iter()
+            .position(|p| p.id == id && p.actor.pid == c.task.pid)
+        {
+            let p = self.pending_copies.remove(i);
+            self.emit_copy(p, c.size, c.written);
+        }
         if let Some(i) = self
             .pending_udumps
             .iter()
-            .position(|d| d.id == id && d.actor.pid == task.pid)
+            .position(|d| d.id == id && d.actor.pid == c.task.pid)
         {
             let d = self.pending_udumps.remove(i);
             self.emit_user_dump(d);
@@ -393,6 +639,49 @@ impl Pipeline {
         if !scanned {
             self.queue_scan(id, path);
         }
+    }
+
+    /// The writer of pending copies exited (its files closed without a
+    /// close(2), or never closed): decide them on what was written.
+    pub(crate) fn copy_writer_exited(&mut self, pid: u32) {
+        let mut i = 0;
+        while i < self.pending_copies.len() {
+            if self.pending_copies[i].actor.pid == pid {
+                let p = self.pending_copies.remove(i);
+                let id = p.id;
+                let size = self.size_fact(id);
+                self.emit_copy(p, size, 0);
+                if let Some(t) = self.registry.get(id)
+                    && !t.scanned
+                {
+                    let path = PathBuf::from(&t.path);
+                    self.queue_scan(id, path);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A tracked file's size now, read through its path only when the
+    /// path still leads to the same inode, never following a link
+    /// (recorded for replay).
+    fn size_fact(&mut self, id: u32) -> i64 {
+        let Some(t) = self.registry.get(id) else {
+            return 0;
+        };
+        let (path, kd, ino) = (PathBuf::from(&t.path), t.kdev, t.ino);
+        self.fact_value(
+            format!("size:{kd}:{ino}"),
+            || match std::fs::symlink_metadata(&path) {
+                Ok(md) if md.is_file() && kdev(md.dev()) == kd && md.ino() == ino => {
+                    md.len().into()
+                }
+                _ => 0.into(),
+            },
+        )
+        .as_i64()
+        .unwrap_or(0)
     }
 
     /// The writer of pending user-space dumps exited.
@@ -527,7 +816,11 @@ impl Pipeline {
             Some(Origin::of(actor)),
             dumped,
         );
+        if let Some(t) = self.registry.get_mut(id) {
+            t.igen = Some(w.igen);
+        }
         self.track_in_kernel(id, w.dev, w.ino, &path);
+        self.identify(id);
         if self.helper_files.len() >= 256 {
             self.helper_files.retain(|_, h| !h.exited);
         }
@@ -608,9 +901,19 @@ impl Pipeline {
     }
 
     /// Pipe crashes whose helper did not finish in time, and user-space
-    /// dumps still open.
+    /// dumps and copies still open.
     pub(crate) fn expire_pending_dumps(&mut self) {
         let now = Instant::now();
+        let mut i = 0;
+        while i < self.pending_copies.len() {
+            if self.pending_copies[i].deadline <= now {
+                let p = self.pending_copies.remove(i);
+                let size = self.size_fact(p.id);
+                self.emit_copy(p, size, 0);
+            } else {
+                i += 1;
+            }
+        }
         let mut i = 0;
         while i < self.pending_udumps.len() {
             if self.pending_udumps[i].deadline <= now {
@@ -652,10 +955,18 @@ impl Pipeline {
         self.emit(alert, d.ts_boot_ns);
     }
 
+    /// Copies still pending at shutdown (or the end of a replay).
+    pub(crate) fn flush_pending_copies(&mut self) {
+        while let Some(p) = self.pending_copies.pop() {
+            let size = self.size_fact(p.id);
+            self.emit_copy(p, size, 0);
+        }
+    }
+
     /// The core file the kernel wrote for a protected process: registered
-    /// as a dump.
+    /// as a dump (a regular file at that path, never through a symlink).
     pub(crate) fn register_core_file(&mut self, dumped: &ProcInfo, path: &Path) -> Option<u32> {
-        let md = std::fs::metadata(path).ok()?;
+        let md = regular_file(path)?;
         let kd = kdev(md.dev());
         let (id, _) = self.registry.register(
             kd,
@@ -668,8 +979,25 @@ impl Pipeline {
             Some(Origin::of(dumped)),
         );
         self.track_in_kernel(id, kd, md.ino(), &path.to_string_lossy());
+        self.identify(id);
         self.queue_scan(id, path.to_path_buf());
         Some(id)
+    }
+
+    /// A dump or copy just registered: its file handle (to tell later
+    /// whether it still exists), taken through an O_PATH open that also
+    /// makes the kernel stamp its watch entry. Live only.
+    pub(crate) fn identify(&mut self, id: u32) {
+        if self.kmaps.is_none() {
+            return;
+        }
+        let Some(t) = self.registry.get(id) else {
+            return;
+        };
+        let h = crate::handle::Handle::of_inode(Path::new(&t.path), t.kdev, t.ino);
+        if let Some(t) = self.registry.get_mut(id) {
+            t.handle = h;
+        }
     }
 
     /// A tainted process sent on a socket.
@@ -680,10 +1008,16 @@ impl Pipeline {
         }
         let actor = self.procs.resolve(&s.task);
         let t = &s.taint;
-        let src = (t.src_ino != 0)
-            .then(|| self.registry.by_inode(t.src_dev, t.src_ino))
-            .flatten()
-            .map(|x| (x.id, x.kind, x.path.clone(), x.watch));
+        let src = if t.src_ino != 0 {
+            let (src, stale) = self.registry.by_file(t.src_dev, t.src_ino, t.src_igen);
+            let src = src.map(|x| (x.id, x.kind, x.path.clone(), x.watch));
+            if let Some(old) = stale {
+                self.untrack_in_kernel(&old);
+            }
+            src
+        } else {
+            None
+        };
         let dumped = if t.flags & TAINT_MEMORY != 0 {
             self.memory_source(actor.pid)
         } else {
@@ -691,7 +1025,10 @@ impl Pipeline {
         };
         let (what, tracked_id) = match (&src, &dumped) {
             (Some((id, kind, path, watch)), _) => {
-                if *kind == TrackedKind::Key && self.policy.allowed(&actor.exe, *watch) {
+                if *kind == TrackedKind::Key
+                    && (self.policy.allowed(&actor.exe, *watch)
+                        || self.fresh_own_key(*id, actor.uid, s.task.ts_boot_ns))
+                {
                     return;
                 }
                 (format!("after reading {path}"), Some(*id))
@@ -771,39 +1108,105 @@ impl Pipeline {
         self.emit(alert, s.task.ts_boot_ns);
     }
 
-    /// A rename or link whose source name may be tracked.
+    /// A name of a tracked file went away (an unlink, or a rename over
+    /// it). The path the event names is resolved late and may be relative
+    /// to a directory fd of an exited process, so candidates are the
+    /// tracked files with that final name, and the inode decides: a file
+    /// whose handle no longer opens (ESTALE: no name left) leaves the
+    /// kernel's watch map (its inode number may be reused). Its registry
+    /// entry stays, marked gone, so copies made by processes that read it
+    /// before keep their lineage; a reused inode number never matches it
+    /// (inode generation), and eviction ends it. `keep`: the inode that now
+    /// has the name (a rename's source).
+    fn name_gone(&mut self, name: &str, keep: Option<(u32, u64)>) {
+        let Some(name) = Path::new(name).file_name() else {
+            return;
+        };
+        for id in self.registry.named(name) {
+            let Some(t) = self.registry.get(id).cloned() else {
+                continue;
+            };
+            if Some((t.kdev, t.ino)) == keep || t.kind == TrackedKind::Key || t.gone {
+                // Keys: the key path watcher's rescan follows them.
+                continue;
+            }
+            let alive = self.fact_value(format!("alive:{}:{}", t.kdev, t.ino), || {
+                t.handle
+                    .as_ref()
+                    .and_then(|h| h.alive(Path::new(&t.path)))
+                    .map_or(serde_json::Value::Null, serde_json::Value::Bool)
+            });
+            tracing::debug!(
+                "a name of tracked {} went away: alive {alive} (handle {})",
+                t.path,
+                t.handle.is_some()
+            );
+            // Unknown (no handle on this filesystem): keep following it.
+            if alive.as_bool() != Some(false) {
+                continue;
+            }
+            self.untrack_in_kernel(&t);
+            if let Some(t) = self.registry.get_mut(id) {
+                t.gone = true;
+            }
+            self.metrics
+                .flow_stopped
+                .with_label_values(&["deleted"])
+                .inc();
+        }
+    }
+
+    /// A rename or link whose source or destination name may be tracked,
+    /// or an unlink of such a name.
     pub(crate) fn path_change(&mut self, p: &PathRecord) {
+        if p.op == PATH_OP_UNLINK {
+            self.name_gone(&p.old, None);
+            return;
+        }
         let (shown, seen) = user_path(p.task.pid, p.new_dfd, &p.new);
         let Ok(md) = std::fs::symlink_metadata(&seen) else {
             return;
         };
         let kd = kdev(md.dev());
         let shown = shown.to_string_lossy().into_owned();
+        if p.op != PATH_OP_LINK {
+            // What had the new name before a rename lost it.
+            self.name_gone(&p.new, Some((kd, md.ino())));
+        }
         let is_link = p.op == PATH_OP_LINK;
         let how = if is_link { "link" } else { "rename" };
         // A tracked file (dump or copy), a watched key, or a directory
         // holding watched keys.
-        let tracked = self.registry.by_inode(kd, md.ino()).map(|t| t.id);
+        let tracked = self
+            .registry
+            .by_inode(kd, md.ino())
+            .filter(|t| !t.gone)
+            .map(|t| t.id);
         let key = InodeKey {
             dev: kd,
             _pad: 0,
             ino: md.ino(),
         };
-        let watched = self.watcher.get(&key).is_some();
-        if tracked.is_none() && !watched {
+        let watched = self.watcher.get_or_departed(&key).cloned();
+        // A key path's file (as the registry or the watcher knows it), and
+        // whether its new name is still under a key path.
+        let is_key = watched.is_some()
+            || tracked
+                .and_then(|id| self.registry.get(id))
+                .is_some_and(|t| t.kind == TrackedKind::Key);
+        if tracked.is_none() && watched.is_none() {
             return;
         }
         let actor = self.procs.resolve(&p.task);
-        let watch_id = self.watcher.get(&key).map(|w| w.watch_id);
+        let watch_id = watched.as_ref().map(|w| w.watch_id);
         if tracked.is_none() && self.policy.allowed(&actor.exe, watch_id) {
             return;
         }
         let id = match tracked {
             Some(id) => id,
             None => {
-                let kind_path = self
-                    .watcher
-                    .get(&key)
+                let kind_path = watched
+                    .as_ref()
                     .map(|w| w.path.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 self.registry
@@ -838,10 +1241,23 @@ impl Pipeline {
             }
             id
         };
+        if let Some(t) = self.registry.get_mut(id) {
+            t.gone = false;
+        }
         if let Some(m) = self.kmaps.as_mut()
             && let Some(name) = Path::new(&shown).file_name()
         {
             let _ = m.names.insert(name_key_of(name.as_encoded_bytes()), 1, 0);
+        }
+        // A key moved (or linked) out of every key path: the key path
+        // rescan lets go of it, so it is followed as a tracked file.
+        let under_key_path = self
+            .watcher
+            .roots()
+            .iter()
+            .any(|r| Path::new(&shown).starts_with(r));
+        if is_key && !md.is_dir() && !under_key_path {
+            self.track_moved_key(id, kd, md.ino(), &shown);
         }
         let root = self.registry.root_kind(step).unwrap_or(TrackedKind::Key);
         let dir = md.is_dir();
@@ -908,10 +1324,18 @@ impl Pipeline {
         let Some(t) = t else {
             return;
         };
+        // Another file that reused the inode number.
+        if t.igen.is_some_and(|g| g != rec.igen) || t.gone {
+            return;
+        }
         let id = t.id;
         let path = t.path.clone();
         let origin_pid = t.origin.as_ref().map(|o| o.pid);
         let dumped = t.dumped.clone();
+        // A copy whose evidence was weak (a log line of a process that once
+        // read a key) makes a weak open too; a dump, or a copy still being
+        // written, is opened at full weight.
+        let weak = t.kind == TrackedKind::Copy && t.evidence.is_some_and(|e| e < Severity::Medium);
         let root = self.registry.root_kind(id).unwrap_or(TrackedKind::Copy);
         let actor = self.procs.resolve(&rec.task);
         // The dump's writer (and its children) handle it.
@@ -952,8 +1376,8 @@ impl Pipeline {
             FlowAlert {
                 rule: RULE_DUMP_FILE_ACCESS,
                 attack: ATTACK_LOCAL_DATA,
-                severity: Severity::High,
-                score: 75,
+                severity: if weak { Severity::Low } else { Severity::High },
+                score: if weak { 25 } else { 75 },
                 actor: &actor,
                 target: Target::File {
                     path,
@@ -975,13 +1399,20 @@ impl Pipeline {
         self.emit(alert, rec.task.ts_boot_ns);
     }
 
-    /// Queues a tracked file for the key-material scanner.
+    /// Queues a tracked file for the key-material scanner (with the key
+    /// file its lineage starts at, if any: keys found are compared with
+    /// that key's, to tell a copy from a new key).
     pub(crate) fn queue_scan(&mut self, id: u32, path: PathBuf) {
         if let Some(t) = self.registry.get_mut(id) {
             t.scanned = true;
         }
+        let origin = self
+            .registry
+            .root(id)
+            .filter(|r| r.kind == TrackedKind::Key && r.id != id)
+            .map(|r| PathBuf::from(&r.path));
         if let Some(tx) = &self.scan_tx
-            && tx.try_send((id, path)).is_err()
+            && tx.try_send(ScanJob { id, path, origin }).is_err()
         {
             self.metrics
                 .output_dropped
@@ -989,6 +1420,14 @@ impl Pipeline {
                 .inc();
         }
     }
+}
+
+/// A file for the scanner.
+pub struct ScanJob {
+    pub id: u32,
+    pub path: PathBuf,
+    /// The key file the lineage starts at.
+    pub origin: Option<PathBuf>,
 }
 
 /// What the scanner says of one tracked file.
@@ -1007,24 +1446,50 @@ pub struct ScanOutcome {
     pub format: Option<String>,
     /// The findings as JSON (never key bytes).
     pub findings: serde_json::Value,
+    /// Whether a key found is one of the origin key file's (None: no origin,
+    /// or no key could be read from it).
+    #[serde(default)]
+    pub origin_match: Option<bool>,
+}
+
+/// Public-key fingerprints of a scan's findings.
+fn fingerprints(r: &crate::scan::ScanReport) -> Vec<String> {
+    r.findings
+        .iter()
+        .flat_map(|f| [f.fingerprint.clone(), f.ssh_fingerprint.clone()])
+        .flatten()
+        .collect()
 }
 
 /// The key-material scanner (`scan.rs`) on one tracked file: kinds and
-/// fingerprints only, streamed in bounded memory.
-pub fn scan_keys(path: &Path) -> Result<ScanOutcome, String> {
-    let report = crate::scan::scan_path(path, &crate::scan::ScanLimits::default())
-        .map_err(|e| format!("{e:#}"))?;
+/// fingerprints only, streamed in bounded memory. When it finds keys and
+/// the file descends from a key file, that key file is scanned too, to
+/// tell whether the keys found are its keys (a copy) or others (a key the
+/// writer generated).
+pub fn scan_keys(job: &ScanJob) -> Result<ScanOutcome, String> {
+    let limits = crate::scan::ScanLimits::default();
+    let report = crate::scan::scan_path(&job.path, &limits).map_err(|e| format!("{e:#}"))?;
     let found = report.findings.len() + report.findings_dropped as usize;
+    let origin_match = match &job.origin {
+        Some(o) if found > 0 => crate::scan::scan_path(o, &limits).ok().and_then(|r| {
+            let theirs = fingerprints(&r);
+            let ours = fingerprints(&report);
+            (!theirs.is_empty() && !ours.is_empty())
+                .then(|| ours.iter().any(|f| theirs.contains(f)))
+        }),
+        _ => None,
+    };
     Ok(ScanOutcome {
         found,
         format: Some(report.file_kind.to_string()),
         findings: serde_json::to_value(&report).map_err(|e| e.to_string())?,
+        origin_match,
     })
 }
 
 /// The scanner's queue in, and its results out.
 pub type ScanChannels = (
-    std::sync::mpsc::SyncSender<(u32, PathBuf)>,
+    std::sync::mpsc::SyncSender<ScanJob>,
     tokio::sync::mpsc::Receiver<ScanResult>,
 );
 
@@ -1035,15 +1500,15 @@ const SCAN_QUEUE: usize = 256;
 /// memory) away from the event loop and sends back what it found.
 pub fn start_scanner(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
-    scan: fn(&Path) -> Result<ScanOutcome, String>,
+    scan: fn(&ScanJob) -> Result<ScanOutcome, String>,
 ) -> anyhow::Result<ScanChannels> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, PathBuf)>(SCAN_QUEUE);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ScanJob>(SCAN_QUEUE);
     let (out_tx, out_rx) = tokio::sync::mpsc::channel(SCAN_QUEUE);
     std::thread::Builder::new()
         .name("keysentry-scan".into())
         .spawn(move || {
-            while let Ok((id, path)) = rx.recv() {
-                let report = scan(&path);
+            while let Ok(job) = rx.recv() {
+                let report = scan(&job);
                 let label = match &report {
                     Ok(o) if o.found > 0 => "found",
                     Ok(_) => "clean",
@@ -1051,7 +1516,11 @@ pub fn start_scanner(
                 };
                 metrics.scans.with_label_values(&[label]).inc();
                 if out_tx
-                    .blocking_send(ScanResult { id, path, report })
+                    .blocking_send(ScanResult {
+                        id: job.id,
+                        path: job.path,
+                        report,
+                    })
                     .is_err()
                 {
                     break;
@@ -1103,23 +1572,47 @@ impl Pipeline {
                 None => self.procs.lookup(0),
             },
         };
-        let message = format!(
-            "{path} holds {} private key{}{}",
-            outcome.found,
-            if outcome.found == 1 { "" } else { "s" },
-            match (&dumped, root) {
-                (Some(d), _) => format!(" from the memory of {} (pid {})", d.comm, d.pid),
-                (None, TrackedKind::Copy) => " (a copy of key material)".to_string(),
-                _ => String::new(),
-            }
-        );
+        // Keys that are not the origin key file's: the writer generated
+        // them (ssh-keygen, openssl genpkey after reading another key). An
+        // inventory event, not stolen material. A dump's keys are always
+        // material.
+        let generated = root == TrackedKind::Key && outcome.origin_match == Some(false);
+        let origin_path = self
+            .registry
+            .root(r.id)
+            .map(|o| o.path.clone())
+            .unwrap_or_default();
+        let n = outcome.found;
+        let plural = if n == 1 { "" } else { "s" };
+        let message = if generated {
+            format!("{path} holds {n} new private key{plural} (not those of {origin_path})")
+        } else {
+            format!(
+                "{path} holds {n} private key{plural}{}",
+                match (&dumped, root) {
+                    (Some(d), _) => format!(" from the memory of {} (pid {})", d.comm, d.pid),
+                    (None, TrackedKind::Key) if origin_path != path => {
+                        format!(" (a copy of {origin_path})")
+                    }
+                    _ => String::new(),
+                }
+            )
+        };
         let ts = self.clock.wall(r.at_ns);
         let alert = self.policy.flow_alert(
             FlowAlert {
-                rule: crate::detect::RULE_KEY_MATERIAL,
+                rule: if generated {
+                    crate::detect::RULE_KEY_CREATED
+                } else {
+                    crate::detect::RULE_KEY_MATERIAL
+                },
                 attack: crate::detect::ATTACK_PRIVATE_KEYS,
-                severity: Severity::Critical,
-                score: 95,
+                severity: if generated {
+                    Severity::Info
+                } else {
+                    Severity::Critical
+                },
+                score: if generated { 5 } else { 95 },
                 actor: &actor,
                 target: Target::File {
                     path,
@@ -1152,12 +1645,10 @@ impl Pipeline {
     /// only one waiting. `scan`: queue it for the key scanner (new files;
     /// those found at start are registered only).
     pub fn dump_dir_file(&mut self, path: &Path, scan: bool) {
-        let Ok(md) = std::fs::metadata(path) else {
+        // A regular file, never what a symlink there points to.
+        let Some(md) = regular_file(path) else {
             return;
         };
-        if !md.is_file() {
-            return;
-        }
         let kd = kdev(md.dev());
         if self.registry.by_inode(kd, md.ino()).is_some() {
             return;
@@ -1190,6 +1681,7 @@ impl Pipeline {
             dumped,
         );
         self.track_in_kernel(id, kd, md.ino(), &p);
+        self.identify(id);
         if scan {
             self.queue_scan(id, path.to_path_buf());
         }

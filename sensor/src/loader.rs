@@ -563,6 +563,18 @@ pub const PROBES: &[Probe] = &[
         required: false,
         serves: "tracked-copy (hard link, linkat)",
     },
+    Probe {
+        program: "ks_exit_pathchange",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_unlink"),
+        required: false,
+        serves: "tracked files end with their inode (unlink)",
+    },
+    Probe {
+        program: "ks_exit_pathchange",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_unlinkat"),
+        required: false,
+        serves: "tracked files end with their inode (unlinkat)",
+    },
 ];
 
 impl Probe {

@@ -33,7 +33,24 @@ pub struct Metrics {
     pub alerts_suppressed: IntCounterVec,
     pub incidents: IntCounterVec,
     pub incident_score: prometheus::Histogram,
+    pub flow_stopped: IntCounterVec,
+    pub copies: IntCounterVec,
+    pub tainted_processes: IntGauge,
+    pub map_entries: IntGaugeVec,
 }
+
+/// `reason` labels of `keysentry_flow_stopped_total`: the kernel's (see
+/// `sensor_common::STOP_REASONS`) and user space's.
+pub const FLOW_STOP_REASONS: [&str; 8] = [
+    "exec",
+    "generation",
+    "allowlist",
+    "map_full",
+    "stale_inode",
+    "own_key",
+    "eviction",
+    "deleted",
+];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
@@ -145,6 +162,34 @@ impl Metrics {
             ]),
         )?;
         r.register(Box::new(incident_score.clone()))?;
+        let flow_stopped = counter_vec(
+            &r,
+            "keysentry_flow_stopped_total",
+            "Taint or tracking that stopped, by reason: exec (a tainted process exec'd holding no tainted descriptor), generation (past [flow] max_generations), allowlist (an allowed reader, or a new key read by the uid that made it), own_key (a user's own key, matched by name only), map_full (the kernel's taint map is full), stale_inode (a watch entry whose inode number a new file reuses), eviction (the tracked-file registry was full), deleted (a tracked file's last name went away).",
+            &["reason"],
+        )?;
+        for reason in FLOW_STOP_REASONS {
+            flow_stopped.with_label_values(&[reason]);
+        }
+        let copies = counter_vec(
+            &r,
+            "keysentry_copies_total",
+            "Files written by tainted processes, by the severity their evidence earned (none: only counted).",
+            &["severity"],
+        )?;
+        let tainted_processes = IntGauge::new(
+            "keysentry_tainted_processes",
+            "Processes the kernel follows (its taint map), read every 10 s.",
+        )?;
+        r.register(Box::new(tainted_processes.clone()))?;
+        let map_entries = IntGaugeVec::new(
+            Opts::new(
+                "keysentry_map_entries",
+                "Entries in each kernel map, read every 10 s (compare with keysentry_map_capacity).",
+            ),
+            &["map"],
+        )?;
+        r.register(Box::new(map_entries.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "keysentry_build_info",
@@ -183,6 +228,10 @@ impl Metrics {
             alerts_suppressed,
             incidents,
             incident_score,
+            flow_stopped,
+            copies,
+            tainted_processes,
+            map_entries,
         }))
     }
 

@@ -41,11 +41,15 @@ pub struct Weights {
     pub failed: i32,
     pub target_not_protected: i32,
     pub recon: i32,
+    pub own_key: i32,
+    pub fresh_key: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
+    /// Below this: info (inventory, never paged on).
+    pub low: i32,
     pub medium: i32,
     pub high: i32,
     pub critical: i32,
@@ -63,6 +67,8 @@ impl Default for Weights {
             failed: -30,
             target_not_protected: -50,
             recon: 10,
+            own_key: -45,
+            fresh_key: -45,
         }
     }
 }
@@ -70,6 +76,7 @@ impl Default for Weights {
 impl Default for Thresholds {
     fn default() -> Self {
         Self {
+            low: 20,
             medium: 40,
             high: 70,
             critical: 90,
@@ -166,10 +173,15 @@ impl ScoringConfig {
             }
         }
         let t = &self.thresholds;
-        if !(0 < t.medium && t.medium < t.high && t.high < t.critical && t.critical <= 100) {
+        if !(0 <= t.low
+            && t.low < t.medium
+            && t.medium < t.high
+            && t.high < t.critical
+            && t.critical <= 100)
+        {
             return Err((
                 "scoring.thresholds".into(),
-                "needs 0 < medium < high < critical <= 100".into(),
+                "needs 0 <= low < medium < high < critical <= 100".into(),
             ));
         }
         Ok(())
@@ -184,8 +196,10 @@ impl ScoringConfig {
             Severity::High
         } else if s >= t.medium {
             Severity::Medium
-        } else {
+        } else if s >= t.low {
             Severity::Low
+        } else {
+            Severity::Info
         }
     }
 
@@ -204,6 +218,8 @@ pub struct Context {
     pub failed: bool,
     pub target_not_protected: bool,
     pub recon: bool,
+    pub own_key: bool,
+    pub fresh_key: bool,
 }
 
 impl Context {
@@ -218,6 +234,8 @@ impl Context {
             (self.failed, "failed"),
             (self.target_not_protected, "target_not_protected"),
             (self.recon, "recon"),
+            (self.own_key, "own_key"),
+            (self.fresh_key, "fresh_key"),
         ];
         for (on, name) in flags {
             if on {
@@ -263,6 +281,8 @@ fn weights(cfg: &ScoringConfig, ctx: &Context) -> i32 {
     add(ctx.failed, w.failed, &mut s);
     add(ctx.target_not_protected, w.target_not_protected, &mut s);
     add(ctx.recon, w.recon, &mut s);
+    add(ctx.own_key, w.own_key, &mut s);
+    add(ctx.fresh_key, w.fresh_key, &mut s);
     s
 }
 

@@ -62,6 +62,24 @@ pub struct Tracked {
     pub scanned: bool,
     /// For a key: the key_path that covers it (allowlists name it).
     pub watch: Option<u32>,
+    /// The inode's i_generation, when known: a record of the same (dev,
+    /// inode) with another generation is a new file that reused the number.
+    pub igen: Option<u32>,
+    /// Size when registered (a key's size, for the copy evidence).
+    pub size: i64,
+    /// For a key created under keysentry's eyes (an open that created it,
+    /// by a writer not tainted by another key or dump): (uid, boot ns).
+    pub created: Option<(u32, u64)>,
+    /// A copy's writer created the file with the open it wrote through.
+    pub new_file: bool,
+    /// The inode's file handle (taken when it was registered), to tell
+    /// whether it still exists once a name of it goes away.
+    pub handle: Option<crate::handle::Handle>,
+    /// A copy's evidence once decided (Info: too weak to alert).
+    pub evidence: Option<crate::alert::Severity>,
+    /// Its last name went away: out of the kernel's watch map, kept here
+    /// so copies by its earlier readers keep their lineage.
+    pub gone: bool,
 }
 
 /// One step of a lineage, origin first.
@@ -86,6 +104,7 @@ pub struct Registry {
     by_id: HashMap<u32, Tracked>,
     by_inode: HashMap<(u32, u64), u32>,
     next_id: u32,
+    evicted: Vec<Tracked>,
 }
 
 /// Ids of tracked files start here, above any key_path index, so a watch
@@ -115,6 +134,53 @@ impl Registry {
             .and_then(|id| self.by_id.get(id))
     }
 
+    /// The entry of (dev, inode) when it is the same file: an entry whose
+    /// inode generation differs from `igen` belonged to a deleted file
+    /// whose inode number was reused, and is removed (returned in the
+    /// second field, for the caller to drop its kernel entry).
+    pub fn by_file(
+        &mut self,
+        kdev: u32,
+        ino: u64,
+        igen: u32,
+    ) -> (Option<&Tracked>, Option<Tracked>) {
+        let Some(id) = self.by_inode.get(&(kdev, ino)).copied() else {
+            return (None, None);
+        };
+        let stale = self
+            .by_id
+            .get(&id)
+            .is_some_and(|t| t.igen.is_some_and(|g| g != igen));
+        if stale {
+            return (None, self.remove(id));
+        }
+        if let Some(t) = self.by_id.get_mut(&id)
+            && t.igen.is_none()
+        {
+            t.igen = Some(igen);
+        }
+        (self.by_id.get(&id), None)
+    }
+
+    /// Forgets a file (its inode is gone).
+    pub fn remove(&mut self, id: u32) -> Option<Tracked> {
+        let t = self.by_id.remove(&id)?;
+        if self.by_inode.get(&(t.kdev, t.ino)) == Some(&id) {
+            self.by_inode.remove(&(t.kdev, t.ino));
+        }
+        Some(t)
+    }
+
+    /// Tracked files (not keys) whose current name is `name`.
+    pub fn named(&self, name: &std::ffi::OsStr) -> Vec<u32> {
+        self.by_id
+            .values()
+            .filter(|t| t.kind != TrackedKind::Key)
+            .filter(|t| std::path::Path::new(&t.path).file_name() == Some(name))
+            .map(|t| t.id)
+            .collect()
+    }
+
     /// Registers a file (or returns the id it already has: a file keeps
     /// its first registration, whose lineage is the oldest).
     #[allow(clippy::too_many_arguments)]
@@ -133,7 +199,8 @@ impl Registry {
             return (*id, false);
         }
         if self.by_id.len() >= MAX_TRACKED {
-            self.evict();
+            let gone = self.evict();
+            self.evicted.extend(gone);
         }
         let generation = parent
             .and_then(|p| self.by_id.get(&p))
@@ -160,26 +227,39 @@ impl Registry {
                 dumped,
                 scanned: false,
                 watch: None,
+                igen: None,
+                size: 0,
+                created: None,
+                new_file: false,
+                handle: None,
+                evidence: None,
+                gone: false,
             },
         );
         self.by_inode.insert((kdev, ino), id);
         (id, true)
     }
 
-    /// Drops the oldest quarter of the derived files (keys stay).
-    fn evict(&mut self) {
+    /// Drops the oldest quarter of the derived files and of the keys whose
+    /// file is gone (live keys stay); returns them, for their kernel entries
+    /// to go too.
+    fn evict(&mut self) -> Vec<Tracked> {
         let mut ids: Vec<u32> = self
             .by_id
             .values()
-            .filter(|t| t.kind != TrackedKind::Key)
+            .filter(|t| t.kind != TrackedKind::Key || t.gone)
             .map(|t| t.id)
             .collect();
         ids.sort_unstable();
-        for id in ids.into_iter().take(MAX_TRACKED / 4) {
-            if let Some(t) = self.by_id.remove(&id) {
-                self.by_inode.remove(&(t.kdev, t.ino));
-            }
-        }
+        ids.into_iter()
+            .take(MAX_TRACKED / 4)
+            .filter_map(|id| self.remove(id))
+            .collect()
+    }
+
+    /// Files evicted since the last call (their kernel entries must go).
+    pub fn take_evicted(&mut self) -> Vec<Tracked> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// The chain from the origin to `id`.
@@ -203,6 +283,18 @@ impl Registry {
         }
         out.reverse();
         out
+    }
+
+    /// The origin of `id`'s lineage.
+    pub fn root(&self, id: u32) -> Option<&Tracked> {
+        let mut cur = self.by_id.get(&id)?;
+        for _ in 0..MAX_DEPTH {
+            match cur.parent.and_then(|p| self.by_id.get(&p)) {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        Some(cur)
     }
 
     /// The kind of the origin of `id`'s lineage.

@@ -49,7 +49,12 @@ pub const MAX_WATCHED: usize = 65536;
 
 #[derive(Default, Debug)]
 pub struct ScanDelta {
-    pub entries: Vec<(InodeKey, WatchEntry)>,
+    /// New entries, with the path each was found under (keysentry opens it
+    /// once so the kernel stamps the entry with the inode's generation).
+    pub entries: Vec<(InodeKey, WatchEntry, PathBuf)>,
+    /// Entries whose inode no key path leads to any more (a key file
+    /// deleted, or replaced by a rename over it): out of the kernel map.
+    pub removed: Vec<InodeKey>,
     pub names: Vec<NameKey>,
     /// key_paths that exist now but did not at the previous scan.
     pub appeared: Vec<PathBuf>,
@@ -64,7 +69,13 @@ pub struct Watcher {
     present: Vec<bool>,
     index: HashMap<InodeKey, Watched>,
     names: HashSet<NameKey>,
+    /// Entries a rescan dropped lately (a key moved out of its key path is
+    /// reported as a rename that may be handled after the rescan).
+    departed: HashMap<InodeKey, Watched>,
 }
+
+/// Most departed entries remembered.
+const DEPARTED: usize = 1024;
 
 impl Watcher {
     pub fn new(roots: Vec<PathBuf>) -> Self {
@@ -74,6 +85,7 @@ impl Watcher {
             present: vec![false; n],
             index: HashMap::new(),
             names: HashSet::new(),
+            departed: HashMap::new(),
         }
     }
 
@@ -93,6 +105,17 @@ impl Watcher {
         self.index.get(key)
     }
 
+    /// A watched inode, or one a rescan dropped lately (moved out of its
+    /// key path, or deleted).
+    pub fn get_or_departed(&self, key: &InodeKey) -> Option<&Watched> {
+        self.index.get(key).or_else(|| self.departed.get(key))
+    }
+
+    /// Every watched inode.
+    pub fn entries(&self) -> impl Iterator<Item = (&InodeKey, &Watched)> {
+        self.index.iter()
+    }
+
     /// Missing key paths.
     pub fn missing(&self) -> Vec<&Path> {
         self.roots
@@ -103,9 +126,11 @@ impl Watcher {
             .collect()
     }
 
-    /// Walks every key path; returns what is new since the last scan.
+    /// Walks every key path; returns what is new since the last scan and
+    /// what is gone.
     pub fn scan(&mut self) -> ScanDelta {
         let mut delta = ScanDelta::default();
+        let mut seen = HashSet::new();
         for id in 0..self.roots.len() {
             let root = self.roots[id].clone();
             let Ok(md) = std::fs::metadata(&root) else {
@@ -129,11 +154,30 @@ impl Watcher {
                     } else {
                         WATCH_SELF
                     };
+                    seen.insert(inode_key(&md));
                     self.add(id as u32, entry.path(), &md, flags, &mut delta);
                 }
             } else {
+                seen.insert(inode_key(&md));
                 self.add(id as u32, &root, &md, WATCH_SELF, &mut delta);
             }
+        }
+        // Inodes no key path reaches any more. Their names stay in the
+        // name filter (the same name is usually the replacement's).
+        let gone: Vec<InodeKey> = self
+            .index
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .copied()
+            .collect();
+        if self.departed.len() + gone.len() > DEPARTED {
+            self.departed.clear();
+        }
+        for k in gone {
+            if let Some(w) = self.index.remove(&k) {
+                self.departed.insert(k, w);
+            }
+            delta.removed.push(k);
         }
         delta
     }
@@ -150,6 +194,7 @@ impl Watcher {
         if self.index.contains_key(&key) {
             return;
         }
+        self.departed.remove(&key);
         if self.index.len() >= MAX_WATCHED {
             delta.overflow += 1;
             return;
@@ -167,7 +212,10 @@ impl Watcher {
             WatchEntry {
                 watch_id: id,
                 flags,
+                igen: 0,
+                generation: 0,
             },
+            path.to_path_buf(),
         ));
         if flags & WATCH_CHILDREN != 0 {
             delta.new_dirs.push(path.to_path_buf());

@@ -24,20 +24,25 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK,
-    PATH_OP_RENAME, PathChangeEvent, TAINT_FILE, TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE,
-    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE,
-    WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
+    PATH_OP_RENAME, PATH_OP_UNLINK, PathChangeEvent, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE,
+    TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP,
+    VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED,
+    WatchEntry, WriteKey,
 };
 
 use crate::{
     maps::{
-        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WRITTEN, acting_tgid,
-        count_lost, submit_flags,
+        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN,
+        acting_tgid, count_lost, count_stop, submit_flags, watch_entry,
     },
     off,
     probes::open::arg_final_name,
+    setting,
     syscall::{arg_reg, args3, sys_ret},
-    vfs::{Ptr, fd_file, file_identity, fill_header, rd, rd_ptr, read_path},
+    vfs::{
+        Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
+        read_path,
+    },
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -56,7 +61,8 @@ const FICLONERANGE: u64 = 0x4020_940d;
 /// except that a file the process opens itself (flags exactly
 /// `TAINT_FILE`; a pipe's taint carries `TAINT_PIPE`) replaces an
 /// earlier file source: a copy tool's next writes come from what it read
-/// last, not from what a parent's pipe once carried.
+/// last, not from what a parent's pipe once carried. The generation is the
+/// replacing source's, else the nearest (smallest) of the two.
 #[inline(always)]
 pub fn add_taint(tgid: u32, t: &Taint) {
     match TAINTED.get_ptr_mut(tgid) {
@@ -68,15 +74,33 @@ pub fn add_taint(tgid: u32, t: &Taint) {
             if t.src_ino != 0 && ((*cur).src_ino == 0 || t.flags == TAINT_FILE) {
                 (*cur).src_dev = t.src_dev;
                 (*cur).src_ino = t.src_ino;
+                (*cur).src_igen = t.src_igen;
+                (*cur).generation = t.generation;
+            } else if t.generation < (*cur).generation {
+                (*cur).generation = t.generation;
             }
             if (*cur).via_pid == 0 {
                 (*cur).via_pid = t.via_pid;
             }
         },
         None => {
-            let _ = TAINTED.insert(tgid, t, 0);
+            if TAINTED.insert(tgid, t, 0).is_err() {
+                count_stop(STOP_MAP_FULL);
+            }
         }
     }
+}
+
+/// The generation one hop after `g` (a file written, a pipe read, a
+/// child), or None past `[flow] max_generations` (counted).
+#[inline(always)]
+pub fn next_gen(g: u32) -> Option<u32> {
+    let next = g + 1;
+    if next > setting!(max_generations) {
+        count_stop(STOP_GENERATION);
+        return None;
+    }
+    Some(next)
 }
 
 /// Was a pipe tainted recently? Reads look pipes up only then.
@@ -294,11 +318,16 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
         };
         let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
         match mode & S_IFMT {
-            S_IFREG => wrote_file(tgid, taint, file, key.dev, key.ino, mode, fd, via, ret),
+            S_IFREG => wrote_file(tgid, taint, file, inode, key, mode, fd, via, ret),
             S_IFIFO => {
                 if TAINTED_PIPES.get(inode as u64).is_none() {
+                    // Its reader is one generation further.
+                    let Some(g) = next_gen(taint.generation) else {
+                        return;
+                    };
                     let mut t = *taint;
                     t.via_pid = tgid;
+                    t.generation = g;
                     let _ = TAINTED_PIPES.insert(inode as u64, t, 0);
                 }
                 if let Some(ts) = PIPE_TAINT_TS.get_ptr_mut(0) {
@@ -342,31 +371,54 @@ unsafe fn wrote_file(
     tgid: u32,
     taint: &Taint,
     file: Ptr,
-    dev: u32,
-    ino: u64,
+    inode: Ptr,
+    key: InodeKey,
     mode: u32,
     fd: u64,
     via: u32,
     ret: i64,
 ) {
-    let wk = WriteKey { tgid, dev, ino };
+    let wk = WriteKey {
+        tgid,
+        dev: key.dev,
+        ino: key.ino,
+    };
     unsafe {
-        if WRITTEN.get(wk).is_some() {
+        // Reported already: count the bytes for the close.
+        if let Some(n) = WRITTEN.get_ptr_mut(wk) {
+            if ret > 0 {
+                *n += ret as u64;
+            }
             return;
         }
-        let _ = WRITTEN.insert(wk, 1, 0);
-        // Tracked from now on (unless already watched): a `cp` of a dump
-        // started right after the dumper exits opens it before user space
-        // could register it. User space replaces the pending id with the
-        // tracked id, or removes the entry when the write is no copy.
-        let _ = WATCHED.insert(
-            InodeKey { dev, _pad: 0, ino },
-            WatchEntry {
-                watch_id: TRACKED_PENDING,
-                flags: WATCH_SELF | WATCH_TRACKED,
-            },
-            BPF_NOEXIST,
-        );
+        // The file would be a generation past the last one followed.
+        let Some(g) = next_gen(taint.generation) else {
+            return;
+        };
+        let _ = WRITTEN.insert(wk, if ret > 0 { ret as u64 } else { 0 }, 0);
+        let igen: u32 = rd(inode, off!(inode_i_generation)).unwrap_or(0);
+        // Tracked from now on (unless already watched, and not stale): a
+        // `cp` of a dump started right after the dumper exits opens it
+        // before user space could register it. User space replaces the
+        // pending id with the tracked id, or removes the entry when the
+        // write is no copy.
+        if watch_entry(&key, inode).is_none() {
+            // Its name too, for the rename and unlink filter: an `rm` right
+            // after the copy is seen before user space registers it.
+            if let Some(d) = file_dentry(file) {
+                let _ = WATCHED_NAMES.insert(dentry_name_key(d), 1, 0);
+            }
+            let _ = WATCHED.insert(
+                key,
+                WatchEntry {
+                    watch_id: TRACKED_PENDING,
+                    flags: WATCH_SELF | WATCH_TRACKED | WATCH_IGEN,
+                    igen,
+                    generation: g,
+                },
+                BPF_NOEXIST,
+            );
+        }
         let Some(mut entry) = EVENTS.reserve::<FileWriteEvent>(0) else {
             count_lost(EventKind::FileWrite);
             return;
@@ -378,12 +430,14 @@ unsafe fn wrote_file(
             size_of::<FileWriteEvent>(),
         );
         (*ev).taint = *taint;
-        (*ev).ino = ino;
-        (*ev).dev = dev;
+        (*ev).ino = key.ino;
+        (*ev).dev = key.dev;
         (*ev).mode = mode;
         (*ev).fd = fd as i32;
         (*ev).via = via;
         (*ev).bytes = ret;
+        (*ev).igen = igen;
+        (*ev).fmode = rd::<u32>(file, off!(file_f_mode)).unwrap_or(0);
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
         entry.submit(submit_flags());
     }
@@ -478,7 +532,7 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
     unsafe {
         let Some((fd, _, _)) = args3() else { return 0 };
         let Some(file) = fd_file(fd) else { return 0 };
-        let Some((key, _)) = file_identity(file) else {
+        let Some((key, inode)) = file_identity(file) else {
             return 0;
         };
         let wk = WriteKey {
@@ -486,9 +540,9 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
             dev: key.dev,
             ino: key.ino,
         };
-        if WRITTEN.get(wk).is_none() {
+        let Some(written) = WRITTEN.get(wk).copied() else {
             return 0;
-        }
+        };
         // A later write reports the file again (and a later close rescans).
         let _ = WRITTEN.remove(wk);
         let Some(mut entry) = EVENTS.reserve::<FileCloseEvent>(0) else {
@@ -504,14 +558,19 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).fd = fd as i32;
+        (*ev).igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+        (*ev)._pad = 0;
+        (*ev).size = rd::<i64>(inode, off!(inode_i_size)).unwrap_or(0);
+        (*ev).written = written;
         entry.submit(submit_flags());
     }
     0
 }
 
 // One program for rename(old, new), renameat(olddfd, old, newdfd, new),
-// renameat2(olddfd, old, newdfd, new, flags), link(old, new) and
-// linkat(olddfd, old, newdfd, new, flags), dispatched on the number.
+// renameat2(olddfd, old, newdfd, new, flags), link(old, new),
+// linkat(olddfd, old, newdfd, new, flags), unlink(path) and
+// unlinkat(dfd, path, flags), dispatched on the number.
 #[tracepoint]
 pub fn ks_exit_pathchange(ctx: TracePointContext) -> u32 {
     match syscall_nr(&ctx) {
@@ -519,6 +578,8 @@ pub fn ks_exit_pathchange(ctx: TracePointContext) -> u32 {
         264 | 316 => path_change(&ctx, PATH_OP_RENAME, true),
         86 => path_change(&ctx, PATH_OP_LINK, false),
         265 => path_change(&ctx, PATH_OP_LINK, true),
+        87 => path_change(&ctx, PATH_OP_UNLINK, false),
+        263 => path_change(&ctx, PATH_OP_UNLINK, true),
         _ => 0,
     }
 }
@@ -538,16 +599,24 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         let Some((a0, a1, a2)) = args3() else {
             return 0;
         };
-        let (old_dfd, old, new_dfd, new) = if at {
+        let (old_dfd, old, new_dfd, new) = if op == PATH_OP_UNLINK {
+            if at {
+                (a0 as i32, a1, AT_FDCWD, 0)
+            } else {
+                (AT_FDCWD, a0, AT_FDCWD, 0)
+            }
+        } else if at {
             let a3 = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
             (a0 as i32, a1, a2 as i32, a3)
         } else {
             (AT_FDCWD, a0, AT_FDCWD, a1)
         };
-        // The old name's last component, in ARG_SCRATCH.
-        let Some((scratch, old_len, _)) = arg_final_name(old) else {
+        // The old name's last component (the file moved, linked or
+        // unlinked), else the new name's (a rename over a tracked file
+        // ends that file).
+        if arg_final_name(old).is_none() && (new == 0 || arg_final_name(new).is_none()) {
             return 0;
-        };
+        }
         let Some(mut entry) = EVENTS.reserve::<PathChangeEvent>(0) else {
             count_lost(EventKind::PathChange);
             return 0;
@@ -563,20 +632,25 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         (*ev).flags = 0;
         (*ev).old_dfd = old_dfd;
         (*ev).new_dfd = new_dfd;
-        (*ev).old_len = old_len;
-        generated::bpf_probe_read_kernel(
+        (*ev).old_len = 0;
+        let n = generated::bpf_probe_read_user_str(
             (*ev).old.as_mut_ptr() as *mut c_void,
             ARG_BUF as u32,
-            scratch as *const c_void,
-        );
-        (*ev).new_len = 0;
-        let n = generated::bpf_probe_read_user_str(
-            (*ev).new.as_mut_ptr() as *mut c_void,
-            ARG_BUF as u32,
-            new as *const c_void,
+            old as *const c_void,
         );
         if n > 0 {
-            (*ev).new_len = n as u32 - 1;
+            (*ev).old_len = n as u32 - 1;
+        }
+        (*ev).new_len = 0;
+        if new != 0 {
+            let n = generated::bpf_probe_read_user_str(
+                (*ev).new.as_mut_ptr() as *mut c_void,
+                ARG_BUF as u32,
+                new as *const c_void,
+            );
+            if n > 0 {
+                (*ev).new_len = n as u32 - 1;
+            }
         }
         entry.submit(submit_flags());
     }

@@ -32,7 +32,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{ENFORCE, EVENTS, PROTECTED, WATCHED, allowed, count_lost, exe_of, submit_flags},
+    maps::{ENFORCE, EVENTS, PROTECTED, allowed, count_lost, exe_of, submit_flags, watch_entry},
     off, setting,
     vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
 };
@@ -329,14 +329,14 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
             return 0;
         };
         let mut watch_id = None;
-        if let Some(w) = WATCHED.get(key)
-            && w.flags & WATCH_SELF != 0
+        if let Some(w) = watch_entry(&key, inode)
+            && (*w).flags & WATCH_SELF != 0
         {
             // Tracked files (dumps, copies) are dump-file-access's.
-            if w.flags & WATCH_TRACKED != 0 {
+            if (*w).flags & WATCH_TRACKED != 0 {
                 return 0;
             }
-            watch_id = Some(w.watch_id);
+            watch_id = Some((*w).watch_id);
         }
         if watch_id.is_none() {
             let Some(dentry) = file_dentry(file) else {
@@ -345,9 +345,10 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
             let Some(parent) = rd_ptr(dentry, off!(dentry_d_parent)) else {
                 return 0;
             };
-            let Some(pino) = rd_ptr(parent, off!(dentry_d_inode))
-                .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)))
-            else {
+            let Some(pi) = rd_ptr(parent, off!(dentry_d_inode)) else {
+                return 0;
+            };
+            let Some(pino) = rd::<u64>(pi, off!(inode_i_ino)) else {
                 return 0;
             };
             let pkey = InodeKey {
@@ -355,10 +356,10 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
                 _pad: 0,
                 ino: pino,
             };
-            if let Some(w) = WATCHED.get(pkey)
-                && w.flags & WATCH_CHILDREN != 0
+            if let Some(w) = watch_entry(&pkey, pi)
+                && (*w).flags & WATCH_CHILDREN != 0
             {
-                watch_id = Some(w.watch_id);
+                watch_id = Some((*w).watch_id);
             }
         }
         let Some(watch_id) = watch_id else {

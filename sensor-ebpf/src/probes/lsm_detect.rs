@@ -24,8 +24,8 @@ use sensor_common::{
 
 use crate::{
     maps::{
-        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, WATCHED, acting_tgid, count_lost,
-        submit_flags,
+        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, count_lost, submit_flags,
+        watch_entry,
     },
     off,
     probes::{flow::add_taint, lsm::syscall_nr},
@@ -37,14 +37,14 @@ const MAY_READ: i32 = 0x4;
 
 /// The watch entry of an open file whose inode itself is watched.
 #[inline(always)]
-unsafe fn watched_file(file: Ptr) -> Option<(InodeKey, WatchEntry)> {
+unsafe fn watched_file(file: Ptr) -> Option<(InodeKey, WatchEntry, Ptr)> {
     unsafe {
-        let (key, _) = file_identity(file)?;
-        let w = WATCHED.get(key)?;
-        if w.flags & WATCH_SELF == 0 {
+        let (key, inode) = file_identity(file)?;
+        let w = watch_entry(&key, inode)?;
+        if (*w).flags & WATCH_SELF == 0 {
             return None;
         }
-        Some((key, *w))
+        Some((key, *w, inode))
     }
 }
 
@@ -131,7 +131,7 @@ pub fn ks_lsm_mmap_file(ctx: LsmContext) -> i32 {
 #[inline(always)]
 unsafe fn fd_access(file: Ptr, op: u32) {
     unsafe {
-        let Some((key, w)) = watched_file(file) else {
+        let Some((key, w, inode)) = watched_file(file) else {
             return;
         };
         let Some(tgid) = acting_tgid() else { return };
@@ -157,6 +157,7 @@ unsafe fn fd_access(file: Ptr, op: u32) {
             return;
         }
         let _ = FD_REPORTED.insert(rk, mm, 0);
+        let igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
         // A reader is followed like a process that opened the file.
         if op != FDA_WRITE {
             add_taint(
@@ -165,6 +166,8 @@ unsafe fn fd_access(file: Ptr, op: u32) {
                     flags: TAINT_FILE,
                     src_dev: key.dev,
                     src_ino: key.ino,
+                    src_igen: igen,
+                    generation: w.generation,
                     ..Default::default()
                 },
             );
@@ -188,6 +191,8 @@ unsafe fn fd_access(file: Ptr, op: u32) {
         (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
         (*ev).watch_id = w.watch_id;
         (*ev).watch_flags = w.flags;
+        (*ev).igen = igen;
+        (*ev).owner = rd::<u32>(inode, off!(inode_i_uid)).unwrap_or(u32::MAX);
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
         entry.submit(submit_flags());
     }

@@ -19,16 +19,16 @@ use sensor_common::{
     DCFG_SUID_DUMPABLE, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME,
     MATCH_PARENT, MATCH_TRACKED, OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
     PROC_SMAPS, PROC_STATUS, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT,
-    SRC_OPENAT2, TAINT_FILE, TAINT_MEMORY, Taint, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED,
-    name_head,
+    SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE, TAINT_MEMORY, Taint, WATCH_CHILDREN,
+    WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, name_head,
     names::{NameKey, name_key},
     short_name,
 };
 
 use crate::{
     maps::{
-        EVENTS, LOST, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed, count_lost,
-        exe_of, submit_flags,
+        ENVIRON_READS, EVENTS, LOST, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed,
+        count_lost, count_stop, exe_of, submit_flags, watch_entry,
     },
     off,
     probes::{dumpcfg::emit_dump_config, flow::add_taint},
@@ -127,11 +127,33 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
     if ret >= 0 {
         if !is_self() {
             unsafe { check_opened(ret as u64, src, ret) };
+        } else {
+            unsafe { stamp_opened(ret as u64) };
         }
     } else if (ret == -EACCES || ret == -EPERM) && src != SRC_OPEN_BY_HANDLE && !is_self() {
         unsafe { check_failed(src, ret) };
     }
     0
+}
+
+/// keysentry's own open of a file it just registered: stamps the watch
+/// entry with the inode's i_generation (user space then checks the fd is
+/// the inode it meant). An entry stamped once keeps its stamp.
+#[inline(always)]
+unsafe fn stamp_opened(fd: u64) {
+    unsafe {
+        let Some(file) = fd_file(fd) else { return };
+        let Some((key, inode)) = file_identity(file) else {
+            return;
+        };
+        let Some(w) = WATCHED.get_ptr_mut(key) else {
+            return;
+        };
+        if (*w).flags & WATCH_IGEN == 0 {
+            (*w).igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+            (*w).flags |= WATCH_IGEN;
+        }
+    }
 }
 
 /// The syscall's arguments, from the task's saved user registers:
@@ -173,6 +195,8 @@ pub struct OpenState {
     dev: u32,
     matched: u32,
     watch_id: u32,
+    /// Generation of a tracked file's readers (the watch entry's).
+    generation: u32,
     rules: u32,
     kind: u32,
     /// A failed open's path: (len, start of the final component, end).
@@ -224,45 +248,49 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             put!(s.dev, key.dev);
             put!(s.ino, key.ino);
         }
-        // The watch map: the inode, else its parent directory.
+        // The watch map: the inode, else its parent directory (entries of
+        // a reused inode number do not match).
         {
             let dev = get!(s.dev);
             let mut matched = 0u32;
             let mut watch_id = 0u32;
+            let mut g = 0u32;
             let key = InodeKey {
                 dev,
                 _pad: 0,
                 ino: get!(s.ino),
             };
-            if let Some(w) = WATCHED.get(key)
-                && w.flags & WATCH_SELF != 0
+            if let Some(w) = watch_entry(&key, get!(s.inode) as Ptr)
+                && (*w).flags & WATCH_SELF != 0
             {
                 matched |= MATCH_INODE;
-                if w.flags & WATCH_TRACKED != 0 {
+                if (*w).flags & WATCH_TRACKED != 0 {
                     matched |= MATCH_TRACKED;
                 }
-                watch_id = w.watch_id;
+                watch_id = (*w).watch_id;
+                g = (*w).generation;
             }
             let parent = get!(s.parent);
             if matched == 0 && parent != 0 {
-                let pino = rd_ptr(parent as Ptr, off!(dentry_d_inode))
-                    .and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
-                if let Some(pino) = pino {
+                let pi = rd_ptr(parent as Ptr, off!(dentry_d_inode));
+                let pino = pi.and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
+                if let (Some(pi), Some(pino)) = (pi, pino) {
                     let pkey = InodeKey {
                         dev,
                         _pad: 0,
                         ino: pino,
                     };
-                    if let Some(w) = WATCHED.get(pkey)
-                        && w.flags & WATCH_CHILDREN != 0
+                    if let Some(w) = watch_entry(&pkey, pi)
+                        && (*w).flags & WATCH_CHILDREN != 0
                     {
                         matched |= MATCH_PARENT;
-                        watch_id = w.watch_id;
+                        watch_id = (*w).watch_id;
                     }
                 }
             }
             put!(s.matched, matched);
             put!(s.watch_id, watch_id);
+            put!(s.generation, g);
             put!(s.kind, EventKind::KeyOpen as u32);
         }
         // The name patterns.
@@ -322,24 +350,32 @@ unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool 
             Some(p) => parse_pid(&dentry_name_key(p)),
             None => 0,
         };
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if pf == PROC_ENVIRON && pid != tgid {
+            match ENVIRON_READS.get_ptr_mut(tgid) {
+                Some(n) => *n += 1,
+                None => {
+                    let _ = ENVIRON_READS.insert(tgid, 1, 0);
+                }
+            }
+        }
         let protected = pid != 0 && PROTECTED.get(pid).is_some();
-        if pf >= PROC_MAPS && !protected {
+        // mem and pagemap of any process; environ (tokens) and the
+        // reconnaissance files of protected processes only.
+        if (pf == PROC_ENVIRON || pf >= PROC_MAPS) && !protected {
             return false;
         }
-        // Reading a protected process's memory or environment taints
-        // the reader: what it writes next may be a dump.
-        if pf < PROC_MAPS && protected {
-            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            if tgid != pid {
-                add_taint(
-                    tgid,
-                    &Taint {
-                        flags: TAINT_MEMORY,
-                        src_pid: pid,
-                        ..Default::default()
-                    },
-                );
-            }
+        // Reading a protected process's memory taints the reader: what it
+        // writes next may be a dump. Its environment is not its memory.
+        if (pf == PROC_MEM || pf == PROC_PAGEMAP) && protected && tgid != pid {
+            add_taint(
+                tgid,
+                &Taint {
+                    flags: TAINT_MEMORY,
+                    src_pid: pid,
+                    ..Default::default()
+                },
+            );
         }
         put!(s.kind, EventKind::ProcFileOpen as u32);
         put!(s.rules, pf);
@@ -365,21 +401,27 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         // whatever the rule mode): a service reading its own key must not
         // taint what it writes to pipes and sockets before user space
         // could drop its taint.
-        if kind == EventKind::KeyOpen as u32
-            && f_flags & 3 != 1
-            && f_flags & O_PATH == 0
-            && !key_allowed(get!(s.matched), get!(s.watch_id))
-        {
-            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-            add_taint(
-                tgid,
-                &Taint {
-                    flags: TAINT_FILE,
-                    src_dev: get!(s.dev),
-                    src_ino: get!(s.ino),
-                    ..Default::default()
-                },
-            );
+        let igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+        let owner = rd::<u32>(inode, off!(inode_i_uid)).unwrap_or(u32::MAX);
+        if kind == EventKind::KeyOpen as u32 && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
+            if key_allowed(get!(s.matched), get!(s.watch_id)) {
+                count_stop(STOP_ALLOWLIST);
+            } else if own_key(get!(s.matched), owner) {
+                count_stop(STOP_OWN_KEY);
+            } else {
+                let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+                add_taint(
+                    tgid,
+                    &Taint {
+                        flags: TAINT_FILE,
+                        src_dev: get!(s.dev),
+                        src_ino: get!(s.ino),
+                        src_igen: igen,
+                        generation: get!(s.generation),
+                        ..Default::default()
+                    },
+                );
+            }
         }
         let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
             if let Some(p) = LOST.get_ptr_mut(get!(s.kind)) {
@@ -398,7 +440,10 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         (*ev).matched = get!(s.matched);
         (*ev).watch_id = get!(s.watch_id);
         (*ev).name_rules = get!(s.rules);
-        (*ev)._pad = 0;
+        (*ev).igen = igen;
+        (*ev).fmode = rd::<u32>(file, off!(file_f_mode)).unwrap_or(0);
+        (*ev).owner = owner;
+        (*ev).size = rd::<i64>(inode, off!(inode_i_size)).unwrap_or(0);
         (*ev).dfd = AT_FDCWD;
         (*ev).arg_len = 0;
         if let Some((dfd, path, _flags)) = syscall_args(src) {
@@ -433,6 +478,18 @@ unsafe fn key_allowed(matched: u32, watch_id: u32) -> bool {
         Some(exe) => allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None),
         None => false,
     }
+}
+
+/// A non-root process reading a file it owns that only a key-name pattern
+/// matched (not a configured key path, not a tracked file): a user's own
+/// key (ssh reading ~/.ssh/id_ed25519), not followed.
+#[inline(always)]
+fn own_key(matched: u32, owner: u32) -> bool {
+    if matched & (MATCH_INODE | MATCH_PARENT | MATCH_TRACKED) != 0 {
+        return false;
+    }
+    let uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
+    uid != 0 && uid == owner
 }
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
@@ -664,7 +721,10 @@ unsafe fn check_failed(src: u32, ret: i64) {
         (*ev).matched = MATCH_FAILED_NAME;
         (*ev).watch_id = 0;
         (*ev).name_rules = rules;
-        (*ev)._pad = 0;
+        (*ev).igen = 0;
+        (*ev).fmode = 0;
+        (*ev).owner = u32::MAX;
+        (*ev).size = 0;
         (*ev).arg_len = len;
         generated::bpf_probe_read_kernel(
             (*ev).arg.as_mut_ptr() as *mut c_void,

@@ -3,16 +3,22 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
-use sensor_common::{CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent, TAINT_HELPER, Taint};
+use sensor_common::{
+    CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent, STOP_EXEC, STOP_MAP_FULL,
+    TAINT_HELPER, Taint, WATCH_SELF,
+};
 
 use crate::{
-    maps::{EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED, count_lost, submit_flags},
+    maps::{
+        ENVIRON_READS, EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED, TAINTED_PIPES,
+        count_lost, count_stop, submit_flags, watch_entry,
+    },
     off,
-    probes::flow::add_taint,
+    probes::flow::{add_taint, next_gen},
     setting,
     vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
 };
@@ -25,6 +31,7 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
+    taint_at_exec();
     protect_at_exec();
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_lost(EventKind::Exec);
@@ -71,6 +78,92 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Most descriptors looked at when a tainted process execs.
+const EXEC_FD_SCAN: u32 = 1024;
+
+/// State of the descriptor scan at exec (a bpf_loop callback's context).
+#[repr(C)]
+struct FdScan {
+    fds: u64,
+    max: u64,
+    found: u64,
+}
+
+/// bpf_loop callback: is descriptor `i` a tainted source (a watched key, a
+/// tracked file, or a pipe a tainted process wrote)? Returns 1 to stop.
+#[inline(never)]
+unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
+    unsafe {
+        let scan = ctx as *mut FdScan;
+        if i >= (*scan).max {
+            return 1;
+        }
+        let slot = ((*scan).fds as Ptr).add((i as usize & (EXEC_FD_SCAN as usize - 1)) * 8);
+        let Ok(file) = bpf_probe_read_kernel(slot as *const u64) else {
+            return 0;
+        };
+        if file == 0 {
+            return 0;
+        }
+        let Some((key, inode)) = file_identity(file as Ptr) else {
+            return 0;
+        };
+        let source = match watch_entry(&key, inode) {
+            Some(w) => (*w).flags & WATCH_SELF != 0,
+            None => TAINTED_PIPES.get(inode as u64).is_some(),
+        };
+        if source {
+            (*scan).found = 1;
+            return 1;
+        }
+        0
+    }
+}
+
+/// Exec ends a process's taint: the image that held the data is gone. It
+/// survives only while the new image holds an open (not close-on-exec:
+/// those are closed by now) descriptor of a tainted source, which it can
+/// read (`cat < key`, a pipe a tainted writer feeds).
+#[inline(always)]
+fn taint_at_exec() {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if TAINTED.get_ptr_mut(tgid).is_none() {
+        return;
+    }
+    let keep = unsafe {
+        let fdt = rd_ptr(current_task(), off!(task_files)).and_then(|f| rd_ptr(f, off!(files_fdt)));
+        match fdt {
+            Some(fdt) => {
+                let max = rd::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0);
+                let fds = rd_ptr(fdt, off!(fdt_fd)).map_or(0, |p| p as u64);
+                let mut scan = FdScan {
+                    fds,
+                    max: if max > EXEC_FD_SCAN {
+                        EXEC_FD_SCAN
+                    } else {
+                        max
+                    } as u64,
+                    found: 0,
+                };
+                if fds != 0 {
+                    generated::bpf_loop(
+                        EXEC_FD_SCAN,
+                        fd_scan_step as *mut c_void,
+                        &raw mut scan as *mut c_void,
+                        0,
+                    );
+                }
+                scan.found != 0
+            }
+            None => false,
+        }
+    };
+    if !keep {
+        let _ = TAINTED.remove(tgid);
+        count_stop(STOP_EXEC);
+    }
+}
+
 /// Protects the process from its first instruction when its executable
 /// (dev, inode) or its comm is a protected one (even if its exec event is
 /// then lost to a full ring).
@@ -88,13 +181,21 @@ fn protect_at_exec() {
             .and_then(|p| rd::<u32>(p, off!(task_tgid)))
             .unwrap_or(0);
         if parent == 2 {
-            add_taint(
-                tgid,
-                &Taint {
-                    flags: TAINT_HELPER,
-                    ..Default::default()
-                },
-            );
+            let t = Taint {
+                flags: TAINT_HELPER,
+                ..Default::default()
+            };
+            add_taint(tgid, &t);
+            // Its stdin is the pipe the kernel writes the core into: what
+            // holds or reads that pipe (the helper's children) is followed
+            // like a reader of a tainted pipe.
+            if let Some(stdin) = crate::vfs::fd_file(0)
+                && let Some(inode) = rd_ptr(stdin, off!(file_f_inode))
+            {
+                let mut pt = t;
+                pt.via_pid = tgid;
+                let _ = TAINTED_PIPES.insert(inode as u64, pt, 0);
+            }
         }
         if let Some(exe) = exe
             && let Some((key, _)) = file_identity(exe)
@@ -135,9 +236,15 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     if let Some(p) = unsafe { PROTECTED.get(parent) } {
         let _ = PROTECTED.insert(tgid, p, 0);
     }
-    // What the parent read, the child may write.
-    if let Some(t) = unsafe { TAINTED.get(parent) } {
-        let _ = TAINTED.insert(tgid, t, 0);
+    // What the parent read, the child may write (one generation further).
+    if let Some(t) = unsafe { TAINTED.get(parent) }
+        && let Some(g) = next_gen(t.generation)
+    {
+        let mut t = *t;
+        t.generation = g;
+        if TAINTED.insert(tgid, t, 0).is_err() {
+            count_stop(STOP_MAP_FULL);
+        }
     }
     let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
         count_lost(EventKind::Fork);
@@ -158,14 +265,24 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     0
 }
 
-/// sched:sched_process_exit, reported for the thread-group leader.
+/// sched:sched_process_exit of the process's last thread (the group dies:
+/// `signal->live` reached 0 before the tracepoint), whichever thread that
+/// is: a leader that exits first leaves its process, its taint and its
+/// protection to the threads still running.
 #[tracepoint]
 pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if (pid_tgid >> 32) as u32 != pid_tgid as u32 {
+    let live = unsafe {
+        rd_ptr(current_task(), off!(task_signal)).and_then(|s| rd::<i32>(s, off!(signal_live)))
+    };
+    let group_dead = match live {
+        Some(n) => n == 0,
+        None => (pid_tgid >> 32) as u32 == pid_tgid as u32,
+    };
+    if !group_dead {
         return 0;
     }
     let _ = PROTECTED.remove((pid_tgid >> 32) as u32);
@@ -182,7 +299,12 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
             size_of::<ExitEvent>(),
         );
         (*ev).exit_code = rd::<u32>(current_task(), off!(task_exit_code)).unwrap_or(0);
-        (*ev)._pad = 0;
+        (*ev).environ_reads = 0;
+        let tgid = (pid_tgid >> 32) as u32;
+        if let Some(n) = ENVIRON_READS.get(tgid) {
+            (*ev).environ_reads = *n;
+            let _ = ENVIRON_READS.remove(tgid);
+        }
     }
     entry.submit(submit_flags());
     0

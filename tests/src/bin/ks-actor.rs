@@ -38,6 +38,12 @@
 //!   pidfd-getfd-read PID FD   pidfd_getfd fd FD out of PID, read it to its end
 //!   kcmp PID                  kcmp(self, PID, KCMP_VM): do we share PID's memory?
 //!   robust-list PID           get_robust_list(PID): the address of its robust futex list
+//!   read-exec-write PATH BIN OUT  read PATH (fd closed), then exec `BIN write-file OUT`
+//!   write-file OUT            write 4 KiB of zeros to OUT (a new file)
+//!   exec-copy PATH BIN OUT    open PATH (no O_CLOEXEC), exec `BIN copy-fd FD OUT`
+//!   copy-fd FD OUT            read fd FD to its end, write it to OUT
+//!   leader-exit-copy PATH OUT read PATH; a thread waits for the main thread to
+//!                             exit (SYS_exit: the process lives on), then writes OUT
 
 use std::{ffi::CString, process::exit};
 
@@ -239,8 +245,80 @@ fn main() {
                 });
             s.write_all(&data).unwrap_or_else(|_| exit(1));
         }
+        ["read-exec-write", path, bin, out] => {
+            let data = std::fs::read(path).unwrap_or_else(|e| {
+                eprintln!("read {path}: {e}");
+                exit(1)
+            });
+            drop(data);
+            let b = cstr(bin);
+            let (a1, a2) = (cstr("write-file"), cstr(out));
+            let argv = [b.as_ptr(), a1.as_ptr(), a2.as_ptr(), std::ptr::null()];
+            unsafe { libc::execv(b.as_ptr(), argv.as_ptr()) };
+            check(-1, "execv");
+        }
+        ["write-file", out] => {
+            std::fs::write(out, [0u8; 4096]).unwrap_or_else(|e| {
+                eprintln!("write {out}: {e}");
+                exit(1)
+            });
+        }
+        ["exec-copy", path, bin, out] => {
+            let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY) };
+            check(fd, "open");
+            let b = cstr(bin);
+            let (a1, a2, a3) = (cstr("copy-fd"), cstr(&fd.to_string()), cstr(out));
+            let argv = [
+                b.as_ptr(),
+                a1.as_ptr(),
+                a2.as_ptr(),
+                a3.as_ptr(),
+                std::ptr::null(),
+            ];
+            unsafe { libc::execv(b.as_ptr(), argv.as_ptr()) };
+            check(-1, "execv");
+        }
+        ["copy-fd", fd, out] => {
+            let data = read_all(num(fd) as i32);
+            std::fs::write(out, data).unwrap_or_else(|e| {
+                eprintln!("write {out}: {e}");
+                exit(1)
+            });
+        }
+        ["leader-exit-copy", path, out] => leader_exit_copy(path, out),
         _ => usage(),
     }
+}
+
+/// Reads `path`, then the main thread exits alone (SYS_exit ends only the
+/// calling thread); a worker waits until it is gone (a zombie leader) and
+/// writes what was read to `out`.
+fn leader_exit_copy(path: &str, out: &str) {
+    let data = std::fs::read(path).unwrap_or_else(|e| {
+        eprintln!("read {path}: {e}");
+        exit(1)
+    });
+    let out = out.to_string();
+    let tgid = std::process::id();
+    std::thread::spawn(move || {
+        let status = format!("/proc/{tgid}/task/{tgid}/status");
+        // The leader's task stays as a zombie while the group lives.
+        loop {
+            let s = std::fs::read_to_string(&status).unwrap_or_default();
+            if s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+            {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        std::fs::write(&out, &data).unwrap_or_else(|e| {
+            eprintln!("write {out}: {e}");
+            unsafe { libc::_exit(1) }
+        });
+        unsafe { libc::_exit(0) };
+    });
+    unsafe { libc::syscall(libc::SYS_exit, 0) };
 }
 
 fn uring_open(path: &str) {

@@ -1,0 +1,87 @@
+//! `proc-environ-read`: a protected process's environment read through
+//! /proc/<pid>/environ (tokens, passwords). `ps aux` (procps 4) reads the
+//! environment of every process it lists, so a read is judged once the
+//! reader exits (or after a wait): a process that read the environments of
+//! many processes is a process lister and its read is low; a targeted read
+//! (`cat /proc/PID/environ`, `ps eww -p PID`) is medium.
+
+use std::time::{Duration, Instant};
+
+use crate::{agent::Pipeline, alert::Alert, alert::Severity};
+
+/// Environments read by one process from which it counts as a lister.
+pub const LISTER_READS: u32 = 8;
+/// How long a read waits for its reader to exit.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A protected environment read, waiting for the reader's count.
+pub struct PendingEnviron {
+    pub alert: Alert,
+    pub pid: u32,
+    pub ts_boot_ns: u64,
+    pub deadline: Instant,
+}
+
+impl Pipeline {
+    /// Holds a `proc-environ-read` alert until its reader exits.
+    pub(crate) fn pend_environ(&mut self, alert: Alert, ts_boot_ns: u64) {
+        let pid = alert.process.pid;
+        self.pending_environ.push(PendingEnviron {
+            alert,
+            pid,
+            ts_boot_ns,
+            deadline: Instant::now() + WAIT,
+        });
+    }
+
+    /// The reader exited having read `reads` environments.
+    pub(crate) fn environ_reader_exited(&mut self, pid: u32, reads: u32) {
+        let mut i = 0;
+        while i < self.pending_environ.len() {
+            if self.pending_environ[i].pid == pid {
+                let p = self.pending_environ.remove(i);
+                self.emit_environ(p, reads);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Reads still waiting after WAIT: judged on the count so far (read
+    /// from the kernel now, recorded for replay).
+    pub(crate) fn expire_environ(&mut self, all: bool) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.pending_environ.len() {
+            if all || self.pending_environ[i].deadline <= now {
+                let p = self.pending_environ.remove(i);
+                let pid = p.pid;
+                let live = self
+                    .kmaps
+                    .as_ref()
+                    .and_then(|m| m.environ.get(&pid, 0).ok())
+                    .unwrap_or(0);
+                let reads = self
+                    .fact_value(format!("environ_reads:{pid}"), || live.into())
+                    .as_u64()
+                    .unwrap_or(0) as u32;
+                self.emit_environ(p, reads);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn emit_environ(&mut self, p: PendingEnviron, reads: u32) {
+        let mut alert = p.alert;
+        if reads >= LISTER_READS {
+            alert.severity = Severity::Low;
+            alert.score = 25;
+            alert.message = format!(
+                "{} (it read the environments of {reads} processes: a process lister such as ps)",
+                alert.message
+            );
+        }
+        self.emit(alert, p.ts_boot_ns);
+    }
+}
