@@ -176,8 +176,12 @@ fn every_technique_against_a_protected_process_alerts() {
         format!("/proc/{vp}/mem"),
         "symlink resolved"
     );
-    let a = only(&alerts, environ, "proc-mem-open", v.pid);
+    // The environment holds tokens, not the process's memory: its own
+    // rule, medium (tests/tests/precision.rs: no dump follows from it).
+    let a = only(&alerts, environ, "proc-environ-read", v.pid);
     assert_eq!(a["memory"]["path"], format!("/proc/{vp}/environ"));
+    assert_eq!(a["severity"], "medium");
+    assert_eq!(a["attack"], "T1552");
     let a = only(&alerts, write, "process-vm-write", v.pid);
     assert_eq!(a["memory"]["access"], "write");
     assert_eq!(a["attack"], "T1055");

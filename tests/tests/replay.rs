@@ -122,7 +122,7 @@ fn scoring_comes_from_the_config_given_to_replay() {
     let mut f = std::fs::File::create(&cfg).unwrap();
     write!(
         f,
-        "{}\n[scoring.base]\nptrace-attach = 10\n\n[scoring.thresholds]\ncritical = 100\nhigh = 95\nmedium = 40\n",
+        "{}\n[scoring.base]\nptrace-attach = 10\n\n[scoring.thresholds]\ncritical = 100\nhigh = 95\nmedium = 40\nlow = 1\n",
         recorded_config()
     )
     .unwrap();
