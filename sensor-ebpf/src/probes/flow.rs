@@ -391,9 +391,17 @@ unsafe fn wrote_file(
             }
             return;
         }
-        // The file would be a generation past the last one followed.
-        let Some(g) = next_gen(taint.generation) else {
-            return;
+        // A file written from a protected process's memory (or by the core
+        // pipe helper) is a dump: an origin, generation 0 like its writer.
+        // Anything else is one generation further, unless that is past the
+        // last one followed.
+        let g = if taint.flags & (TAINT_FILE | TAINT_PIPE) == 0 {
+            taint.generation
+        } else {
+            let Some(g) = next_gen(taint.generation) else {
+                return;
+            };
+            g
         };
         let _ = WRITTEN.insert(wk, if ret > 0 { ret as u64 } else { 0 }, 0);
         let igen: u32 = rd(inode, off!(inode_i_generation)).unwrap_or(0);
