@@ -12,31 +12,13 @@
 
 mod common;
 
-use std::{collections::BTreeSet, io::Read, path::PathBuf, process::Command};
+use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
-use base64::Engine;
-use common::{lab::spawn_args, *};
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+use common::{
+    lab::{fresh_key, spawn_args},
+    *,
+};
 use serde_json::Value;
-use sha2::Digest;
-
-/// A fresh Ed25519 key: (PKCS#8 PEM, `SHA256:` fingerprint of its
-/// SubjectPublicKeyInfo, as `keysentry scan` reports it).
-fn fresh_key() -> (String, String) {
-    let mut seed = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .unwrap()
-        .read_exact(&mut seed)
-        .unwrap();
-    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
-    let spki = key.verifying_key().to_public_key_der().unwrap();
-    let fp = format!(
-        "SHA256:{}",
-        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(spki))
-    );
-    (pem, fp)
-}
 
 fn rules_of(v: &Value, field: &str) -> Vec<String> {
     v[field]

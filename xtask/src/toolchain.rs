@@ -34,6 +34,36 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "prometheus",
         "the Prometheus server and promtool for tests/tests/prometheus.rs",
     ),
+    ("openssl", "a key made at test time (flow.rs, live_host.rs)"),
+    // The benign-host test (tests/tests/live_host.rs) runs an ordinary
+    // admin day with the real programs; their services are not started at
+    // install time (see `NoServiceStarts`), the test starts its own.
+    (
+        "openssh-server",
+        "live_host.rs: sshd on a local port, key logins through PAM",
+    ),
+    ("openssh-client", "live_host.rs: ssh and ssh-keygen"),
+    (
+        "nginx",
+        "live_host.rs: a TLS server loading its key and reloading",
+    ),
+    (
+        "ssl-cert",
+        "live_host.rs: nginx's snakeoil key (make-ssl-cert)",
+    ),
+    ("sudo", "live_host.rs: sudo logins"),
+    ("passwd", "live_host.rs: useradd, chpasswd, userdel"),
+    ("rsync", "live_host.rs: copies of ordinary files"),
+    ("logrotate", "live_host.rs: rotation of an ordinary log"),
+    (
+        "strace",
+        "live_host.rs: strace of the tester's own programs",
+    ),
+    (
+        "gcc",
+        "live_host.rs: a compiler run, the test package's library",
+    ),
+    ("procps", "live_host.rs: ps, top, pgrep"),
 ];
 
 /// The rustup toolchain name linked to Debian's compiler in /usr.
@@ -80,6 +110,7 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<bool> {
     }
     let why = "installing Debian packages";
     cmd::run(cmd::as_root("apt-get", why)?.arg("update"))?;
+    let _no_starts = NoServiceStarts::install()?;
     cmd::run(
         cmd::as_root("apt-get", why)?
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -87,6 +118,51 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<bool> {
             .args(missing.iter().map(|(pkg, _)| *pkg)),
     )?;
     Ok(true)
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// While it lives, package scripts start no services: a `policy-rc.d`
+/// that answers 101 ("action forbidden"), which invoke-rc.d and
+/// deb-systemd-invoke consult before starting, restarting or reloading a
+/// service. The tests need the programs, not the services: nginx's and
+/// sshd's postinst would otherwise try to start them on ports 80 and 22
+/// (on a CI machine without systemd, or with an sshd already running),
+/// and a failed start fails the install. An existing policy-rc.d (Docker
+/// images ship one) is left alone; the one written here is removed on drop.
+struct NoServiceStarts {
+    created: bool,
+}
+
+impl NoServiceStarts {
+    fn install() -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(NoServiceStarts { created: false });
+        }
+        println!("setup: {POLICY_RC_D} (exit 101) while installing: no service is started");
+        let why = "writing policy-rc.d";
+        cmd::run(cmd::as_root("sh", why)?.args([
+            "-c",
+            &format!("printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 755 {POLICY_RC_D}"),
+        ]))?;
+        Ok(NoServiceStarts { created: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if !self.created {
+            return;
+        }
+        match cmd::as_root("rm", "removing policy-rc.d") {
+            Ok(mut rm) => {
+                if let Err(e) = cmd::run(rm.args(["-f", POLICY_RC_D])) {
+                    eprintln!("setup: could not remove {POLICY_RC_D}: {e:#}");
+                }
+            }
+            Err(e) => eprintln!("setup: could not remove {POLICY_RC_D}: {e:#}"),
+        }
+    }
 }
 
 fn ensure_debian_toolchain_link() -> Result<bool> {

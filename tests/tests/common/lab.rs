@@ -4,13 +4,35 @@
 //! whose marker file synchronises with the sensor.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     os::unix::{fs::PermissionsExt, process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
 
+use base64::Engine;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
+use sha2::Digest;
+
 use super::*;
+
+/// A fresh Ed25519 key: (PKCS#8 PEM, `SHA256:` fingerprint of its
+/// SubjectPublicKeyInfo, as `keysentry scan` reports it).
+pub fn fresh_key() -> (String, String) {
+    let mut seed = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut seed)
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let spki = key.verifying_key().to_public_key_der().unwrap();
+    let fp = format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(spki))
+    );
+    (pem, fp)
+}
 
 /// Sets /proc/sys/kernel/core_pattern and restores the old one on drop,
 /// whatever happens in the test.

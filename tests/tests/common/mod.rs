@@ -113,6 +113,13 @@ impl Sensor {
         Self::start_with(dir, body, &[])
     }
 
+    /// Starts keysentry on the embedded default config (`keysentry
+    /// default-config` of the binary under test) with only `[metrics]` set
+    /// for the test, and `extra` (TOML) appended to it.
+    pub fn start_default(dir: &Path, extra: &str) -> Sensor {
+        Self::start(dir, &format!("{}\n{extra}", default_config_body()))
+    }
+
     /// As `start`, with extra `keysentry run` arguments.
     pub fn start_with(dir: &Path, body: &str, args: &[&str]) -> Sensor {
         require_root();
@@ -402,4 +409,48 @@ pub fn listener() -> u16 {
         }
     });
     port
+}
+
+/// The embedded default config as `keysentry default-config` prints it,
+/// without its `[metrics]` and `[alerts]` tables (which `Sensor::start`
+/// writes for the test: a free metrics port, alerts on stdout).
+pub fn default_config_body() -> String {
+    let out = Command::new(keysentry_bin())
+        .arg("default-config")
+        .output()
+        .expect("run keysentry default-config");
+    assert!(
+        out.status.success(),
+        "keysentry default-config failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    without_tables(
+        &String::from_utf8(out.stdout).unwrap(),
+        &["metrics", "alerts"],
+    )
+}
+
+/// `toml` without the (plain, not array) tables named in `drop`: their
+/// header and every line up to the next header.
+fn without_tables(toml: &str, drop: &[&str]) -> String {
+    let mut skipping = false;
+    let mut out = String::new();
+    for line in toml.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            let array = t.starts_with("[[");
+            let name = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            skipping = !array && drop.contains(&name);
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
