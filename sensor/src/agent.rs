@@ -1012,7 +1012,7 @@ impl Pipeline {
                             && rec.task.ts_boot_ns.saturating_sub(at) < crate::flows::FRESH_KEY_NS
                     })
                 });
-        self.note_key(rec, &path, allowed);
+        self.note_key(rec, &path, allowed || fresh);
         let k = KeyOpen {
             rec,
             actor: &actor,

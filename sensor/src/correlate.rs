@@ -336,6 +336,27 @@ impl Correlator {
             }
             return false;
         }
+        // Low and info alerts are not attack steps: they fold, but neither
+        // open an incident nor join one (an admin session's gdb of its own
+        // program and a new ssh key must not gather into, or merge, the
+        // incident of an attack run from the same shell). They keep the
+        // actor's own incident id.
+        if self.scoring.severity(a.score) < Severity::Medium {
+            a.count = 1;
+            self.folds.insert(
+                fold_key,
+                Fold {
+                    first_ns: now_ns,
+                    repeats: 0,
+                    last: None,
+                    incident: a.incident.clone(),
+                },
+            );
+            let fold_ns = self.fold_ns();
+            self.expires(now_ns, fold_ns);
+            out.push(Out::Alert(a));
+            return true;
+        }
         let keys = self.keys(&a, lin);
         let mut ids: Vec<String> = keys
             .iter()
@@ -601,6 +622,33 @@ mod tests {
             &mut out,
         );
         assert_ne!(last_incident(&out).id, id);
+    }
+
+    #[test]
+    fn low_alerts_fold_but_neither_open_nor_join_incidents() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        // A shell's child attaches to its own program (low), then a
+        // sibling dumps vault (high): the low one stays out of it.
+        let mut low = alert("ptrace-attach", 10, proc_t(600), 30);
+        low.incident = "inc-own".into();
+        assert!(c.add(low.clone(), S, &tree(&[10, 9]), &mut out));
+        assert!(
+            out.iter().all(|o| matches!(o, Out::Alert(_))),
+            "a low alert opens no incident"
+        );
+        assert_eq!(alerts(&out)[0].incident, "inc-own");
+        c.add(
+            alert("proc-mem-open", 11, proc_t(500), 85),
+            2 * S,
+            &tree(&[11, 9]),
+            &mut out,
+        );
+        let inc = last_incident(&out);
+        assert_eq!(inc.steps.len(), 1);
+        // Its repeat folds into a count, still outside the incident.
+        assert!(!c.add(low, 3 * S, &tree(&[10, 9]), &mut out));
+        assert_eq!(last_incident(&out).steps.len(), 1);
     }
 
     #[test]

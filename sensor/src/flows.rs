@@ -121,19 +121,33 @@ fn is_archive(actor: &ProcInfo, path: &str) -> bool {
 }
 
 /// What the first bytes of a file say it is.
-pub fn file_format(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let mut head = [0u8; 18];
-    let mut f = std::fs::File::open(path).ok()?;
-    let n = f.read(&mut head).ok()?;
-    if n >= 18 && head[..4] == *b"\x7fELF" {
+pub fn file_format(head: &[u8]) -> String {
+    if head.len() >= 18 && head[..4] == *b"\x7fELF" {
         // e_type (little endian on the hosts we run on): 4 = ET_CORE.
         let e_type = u16::from_le_bytes([head[16], head[17]]);
         // Anything else is a raw image (a memory dump starts with the
         // program's own mapped ELF header).
-        return Some(if e_type == 4 { "elf-core" } else { "raw" }.into());
+        return if e_type == 4 { "elf-core" } else { "raw" }.into();
     }
-    Some("raw".into())
+    "raw".into()
+}
+
+/// Does a file's content start like an archive or a compressed stream
+/// (gzip, xz, zstd, bzip2, lz4, zip, 7z, rar, tar, cpio)?
+pub fn is_archive_content(head: &[u8]) -> bool {
+    const MAGIC: &[&[u8]] = &[
+        b"\x1f\x8b",
+        b"\xfd7zXZ\x00",
+        b"\x28\xb5\x2f\xfd",
+        b"BZh",
+        b"\x04\x22\x4d\x18",
+        b"PK\x03\x04",
+        b"7z\xbc\xaf\x27\x1c",
+        b"Rar!",
+        b"070701",
+        b"070707",
+    ];
+    MAGIC.iter().any(|m| head.starts_with(m)) || head.get(257..262).is_some_and(|u| u == b"ustar")
 }
 
 /// Metadata of a regular file at `path`, not following a final symlink.
@@ -216,6 +230,9 @@ impl Pipeline {
             None,
             None,
         );
+        if new {
+            self.identify(id);
+        }
         if let Some(t) = self.registry.get_mut(id) {
             t.igen = Some(rec.igen);
             if t.kind == TrackedKind::Key {
@@ -230,9 +247,16 @@ impl Pipeline {
                 }
             }
         }
-        // An allowlisted reader (the service that owns the key) is not
-        // followed: its logs and TLS traffic are not copies.
-        if allowed && let Some(m) = self.kmaps.as_mut() {
+        // An allowlisted reader (the service that owns the key), or the
+        // uid that just made the key, is not followed: its logs and TLS
+        // traffic are not copies. Only a taint that is this key's alone
+        // goes (a dump it read before keeps it followed).
+        if allowed
+            && let Some(m) = self.kmaps.as_mut()
+            && m.tainted.get(&rec.task.pid, 0).is_ok_and(|t| {
+                t.flags == TAINT_FILE && (t.src_dev, t.src_ino) == (rec.dev, rec.ino)
+            })
+        {
             let _ = m.tainted.remove(&rec.task.pid);
         }
     }
@@ -314,9 +338,14 @@ impl Pipeline {
                 _pad: 0,
                 ino: t.ino,
             };
+            // Its own entry, or the kernel's pending entry for that inode;
+            // never an entry of a new file that reused the number.
             if m.watched.get(&key, 0).is_ok_and(|e| {
                 e.flags & WATCH_TRACKED != 0
-                    && (e.watch_id == t.id || e.watch_id == TRACKED_PENDING)
+                    && (e.watch_id == t.id
+                        || (e.watch_id == TRACKED_PENDING
+                            && t.igen
+                                .is_none_or(|g| e.flags & WATCH_IGEN == 0 || e.igen == g)))
             }) {
                 let _ = m.watched.remove(&key);
             }
@@ -536,16 +565,34 @@ impl Pipeline {
             .map_or((String::new(), 0), |s| (s.path.clone(), s.size));
         let root = self.registry.root_kind(c.id).unwrap_or(TrackedKind::Key);
         let total = size.max(written as i64).max(c.bytes);
+        // An archive is a file whose content is one (tar extracting a
+        // package writes plain files); by the writer and the name only when
+        // the content cannot be read.
+        let head = self
+            .fact_value(format!("archive:{kd}:{ino}"), || {
+                crate::handle::head(Path::new(&path), kd, ino, 262)
+                    .map(|h| is_archive_content(&h))
+                    .into()
+            })
+            .as_bool();
+        let archive = head.unwrap_or(c.archive);
         if let Some(t) = self.registry.get_mut(c.id) {
             t.size = total;
+            if archive {
+                t.how = "archive";
+            } else if t.how == "archive" {
+                t.how = c.via;
+            }
         }
         let ev = CopyEvidence {
             dump: root == TrackedKind::Dump,
-            direct: c.hops == 0 || c.archive,
+            // An archiver fed by the reader through a pipe (tar c | gzip)
+            // is as good as the reader.
+            direct: c.hops == 0 || (archive && c.hops <= 1),
             hops: c.hops,
             bytes: total,
             source_bytes: src_size,
-            archive: c.archive,
+            archive,
         };
         let grade = ev.grade();
         if let Some(t) = self.registry.get_mut(c.id) {
@@ -570,7 +617,7 @@ impl Pipeline {
             actor.comm,
             actor.pid,
             actor.uid,
-            if c.archive { "archived into" } else { "wrote" },
+            if archive { "archived into" } else { "wrote" },
             ev.words(),
         );
         let dumped = self.registry.get(c.id).and_then(|t| t.dumped.clone());
@@ -578,7 +625,7 @@ impl Pipeline {
         let alert = self.policy.flow_alert(
             FlowAlert {
                 rule: RULE_TRACKED_COPY,
-                attack: if c.archive {
+                attack: if archive {
                     ATTACK_ARCHIVE
                 } else {
                     ATTACK_STAGED
@@ -714,7 +761,9 @@ impl Pipeline {
         let dumped = &d.dumped;
         let format = self
             .fact_value(format!("format:{kd}:{ino}"), || {
-                file_format(Path::new(&path)).into()
+                crate::handle::head(Path::new(&path), kd, ino, 18)
+                    .map(|h| file_format(&h))
+                    .into()
             })
             .as_str()
             .map(str::to_string);
@@ -1176,12 +1225,42 @@ impl Pipeline {
         let is_link = p.op == PATH_OP_LINK;
         let how = if is_link { "link" } else { "rename" };
         // A tracked file (dump or copy), a watched key, or a directory
-        // holding watched keys.
+        // holding watched keys. The path is resolved late: an entry whose
+        // file handle differs from the file's there now is a file that is
+        // gone, whose inode number the file at the path reuses.
         let tracked = self
             .registry
             .by_inode(kd, md.ino())
             .filter(|t| !t.gone)
-            .map(|t| t.id);
+            .map(|t| (t.id, t.handle.clone(), t.igen));
+        let tracked = match tracked {
+            Some((id, h, igen)) if h.is_some() || igen.is_some() => {
+                let ino = md.ino();
+                let now = self
+                    .fact_value(format!("same:{kd}:{ino}:{id}"), || {
+                        let by_gen = igen.zip(crate::handle::generation(&seen, kd, ino));
+                        match (by_gen, &h) {
+                            (Some((was, is)), _) => Some(was == is),
+                            (None, Some(h)) => {
+                                crate::handle::Handle::of_inode(&seen, kd, ino).map(|n| n == *h)
+                            }
+                            (None, None) => None,
+                        }
+                        .into()
+                    })
+                    .as_bool();
+                if now == Some(false) {
+                    if let Some(t) = self.registry.retire(id) {
+                        self.untrack_in_kernel(&t);
+                    }
+                    None
+                } else {
+                    Some(id)
+                }
+            }
+            Some((id, _, _)) => Some(id),
+            None => None,
+        };
         let key = InodeKey {
             dev: kd,
             _pad: 0,

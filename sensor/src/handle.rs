@@ -25,6 +25,41 @@ pub fn stamp(path: &Path, kd: u32, ino: u64) -> bool {
         .is_ok_and(|md| crate::watch::kdev(md.dev()) == kd && md.ino() == ino)
 }
 
+/// Opens the tracked file (kd, ino) at `path` to read its first bytes,
+/// never blocking on what someone else put there: O_NONBLOCK (a FIFO
+/// renamed over it does not hang the event loop), O_NOFOLLOW, O_NOCTTY,
+/// and only a regular file that is that inode.
+pub fn open_tracked(path: &Path, kd: u32, ino: u64) -> Option<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
+    let md = f.metadata().ok()?;
+    (md.is_file() && crate::watch::kdev(md.dev()) == kd && md.ino() == ino).then_some(f)
+}
+
+/// The inode generation (i_generation) of the regular file (kd, ino) at
+/// `path` (FS_IOC_GETVERSION: ext4, xfs, btrfs; None elsewhere).
+pub fn generation(path: &Path, kd: u32, ino: u64) -> Option<u32> {
+    const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+    let f = open_tracked(path, kd, ino)?;
+    let mut g: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETVERSION writes one int to the pointer given.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETVERSION, &mut g) };
+    (r == 0).then_some(g as u32)
+}
+
+/// Up to `n` first bytes of the tracked file (kd, ino) at `path`.
+pub fn head(path: &Path, kd: u32, ino: u64, n: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = open_tracked(path, kd, ino)?;
+    let mut buf = Vec::with_capacity(n);
+    f.take(n as u64).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handle {
     handle_type: i32,

@@ -152,7 +152,7 @@ impl Registry {
             .get(&id)
             .is_some_and(|t| t.igen.is_some_and(|g| g != igen));
         if stale {
-            return (None, self.remove(id));
+            return (None, self.retire(id));
         }
         if let Some(t) = self.by_id.get_mut(&id)
             && t.igen.is_none()
@@ -160,6 +160,19 @@ impl Registry {
             t.igen = Some(igen);
         }
         (self.by_id.get(&id), None)
+    }
+
+    /// A file that is gone while its inode number lives on in a new file:
+    /// out of the inode index, kept (marked gone, evictable) for the
+    /// lineages that start at it. Returns it.
+    pub fn retire(&mut self, id: u32) -> Option<Tracked> {
+        let t = self.by_id.get_mut(&id)?;
+        t.gone = true;
+        let t = t.clone();
+        if self.by_inode.get(&(t.kdev, t.ino)) == Some(&id) {
+            self.by_inode.remove(&(t.kdev, t.ino));
+        }
+        Some(t)
     }
 
     /// Forgets a file (its inode is gone).

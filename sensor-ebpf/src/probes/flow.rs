@@ -56,6 +56,8 @@ const AF_INET6: u16 = 10;
 const BPF_NOEXIST: u64 = 1;
 const FICLONE: u64 = 0x4004_9409;
 const FICLONERANGE: u64 = 0x4020_940d;
+/// WRITTEN value of a file past the last generation: not reported.
+const NOT_FOLLOWED: u64 = u64::MAX;
 
 /// Adds `t` to the taint of `tgid`. The first source of each kind stays,
 /// except that a file the process opens itself (flags exactly
@@ -124,7 +126,9 @@ unsafe fn pipe_read(tgid: u32, fd: u64) {
         let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
             return;
         };
-        if let Some(t) = TAINTED_PIPES.get(inode as u64) {
+        if let Some(t) = TAINTED_PIPES.get(inode as u64)
+            && t.flags != 0
+        {
             let mut t = *t;
             t.flags |= TAINT_PIPE;
             add_taint(tgid, &t);
@@ -321,14 +325,19 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
             S_IFREG => wrote_file(tgid, taint, file, inode, key, mode, fd, via, ret),
             S_IFIFO => {
                 if TAINTED_PIPES.get(inode as u64).is_none() {
-                    // Its reader is one generation further.
-                    let Some(g) = next_gen(taint.generation) else {
-                        return;
-                    };
+                    // Its reader is one generation further; past the last
+                    // one, the pipe is marked not followed (flags 0), so
+                    // the next writes stop here uncounted.
                     let mut t = *taint;
                     t.via_pid = tgid;
-                    t.generation = g;
+                    match next_gen(taint.generation) {
+                        Some(g) => t.generation = g,
+                        None => t.flags = 0,
+                    }
                     let _ = TAINTED_PIPES.insert(inode as u64, t, 0);
+                    if t.flags == 0 {
+                        return;
+                    }
                 }
                 if let Some(ts) = PIPE_TAINT_TS.get_ptr_mut(0) {
                     *ts = bpf_ktime_get_boot_ns();
@@ -386,7 +395,7 @@ unsafe fn wrote_file(
     unsafe {
         // Reported already: count the bytes for the close.
         if let Some(n) = WRITTEN.get_ptr_mut(wk) {
-            if ret > 0 {
+            if ret > 0 && *n != NOT_FOLLOWED {
                 *n += ret as u64;
             }
             return;
@@ -399,6 +408,8 @@ unsafe fn wrote_file(
             taint.generation
         } else {
             let Some(g) = next_gen(taint.generation) else {
+                // Marked, so its next writes stop here uncounted.
+                let _ = WRITTEN.insert(wk, NOT_FOLLOWED, 0);
                 return;
             };
             g
@@ -553,6 +564,9 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
         };
         // A later write reports the file again (and a later close rescans).
         let _ = WRITTEN.remove(wk);
+        if written == NOT_FOLLOWED {
+            return 0;
+        }
         let Some(mut entry) = EVENTS.reserve::<FileCloseEvent>(0) else {
             count_lost(EventKind::FileClose);
             return 0;
