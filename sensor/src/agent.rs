@@ -169,18 +169,18 @@ pub struct Pipeline {
     /// actor pid -> the protected process whose memory it read.
     pub(crate) mem_readers: HashMap<u32, Origin>,
     /// pipe helper pid -> the dumps it wrote.
-    pub(crate) helper_files: HashMap<u32, crate::flows::HelperRec>,
+    pub(crate) helper_files: HashMap<u32, crate::dumps::HelperRec>,
     /// core_pattern pipe helpers seen exec'd (pid -> argv at that exec).
     pub(crate) dump_helpers: HashMap<u32, Arc<[String]>>,
-    pub(crate) pending_dumps: Vec<crate::flows::PendingDump>,
-    pub(crate) pending_udumps: Vec<crate::flows::PendingUserDump>,
+    pub(crate) pending_dumps: Vec<crate::dumps::PendingDump>,
+    pub(crate) pending_udumps: Vec<crate::dumps::PendingUserDump>,
     pub(crate) pending_copies: Vec<crate::flows::PendingCopy>,
     pub(crate) pending_environ: Vec<crate::environ::PendingEnviron>,
     /// Protected processes that crashed (latest last), to attribute files
     /// in the dump directories.
     pub(crate) recent_crashes: std::collections::VecDeque<Origin>,
     /// Tracked files to scan for key material.
-    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<crate::flows::ScanJob>>,
+    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<crate::keyscan::ScanJob>>,
     /// Threads a BPF LSM hook just denied (their follow-up failures are
     /// not alerted again).
     pub(crate) denied_threads: crate::enforce::DeniedThreads,
@@ -546,11 +546,11 @@ impl Pipeline {
     /// Timers: pipe-helper crashes and user-space dumps that waited long
     /// enough.
     pub fn housekeeping(&mut self) {
-        if !self.pending_dumps.is_empty()
-            || !self.pending_udumps.is_empty()
-            || !self.pending_copies.is_empty()
-        {
+        if !self.pending_dumps.is_empty() || !self.pending_udumps.is_empty() {
             self.expire_pending_dumps();
+        }
+        if !self.pending_copies.is_empty() {
+            self.expire_pending_copies();
         }
         if !self.pending_environ.is_empty() {
             self.expire_environ(false);
@@ -1009,7 +1009,8 @@ impl Pipeline {
                 .is_some_and(|t| {
                     t.created.is_some_and(|(u, at)| {
                         u == actor.uid
-                            && rec.task.ts_boot_ns.saturating_sub(at) < crate::flows::FRESH_KEY_NS
+                            && rec.task.ts_boot_ns.saturating_sub(at)
+                                < crate::tracking::FRESH_KEY_NS
                     })
                 });
         self.note_key(rec, &path, allowed || fresh);
@@ -1323,7 +1324,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     .with_correlation(&cfg);
     pipe.kmaps = Some(maps);
     let (scan_tx, mut scan_results) =
-        crate::flows::start_scanner(metrics.clone(), crate::flows::scan_keys)?;
+        crate::keyscan::start_scanner(metrics.clone(), crate::keyscan::scan_keys)?;
     pipe.scan_tx = Some(scan_tx);
     let initial = pipe.protector.initial(&pipe.procs, std::process::id());
     pipe.apply(&initial);

@@ -44,6 +44,7 @@
 //!   copy-fd FD OUT            read fd FD to its end, write it to OUT
 //!   leader-exit-copy PATH OUT read PATH; a thread waits for the main thread to
 //!                             exit (SYS_exit: the process lives on), then writes OUT
+//!   environ-all               read /proc/N/environ of every process, as `ps aux` does
 
 use std::{ffi::CString, process::exit};
 
@@ -286,6 +287,16 @@ fn main() {
             });
         }
         ["leader-exit-copy", path, out] => leader_exit_copy(path, out),
+        ["environ-all"] => {
+            let me = std::process::id().to_string();
+            for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.bytes().all(|b| b.is_ascii_digit()) && name != me {
+                    let _ = std::fs::read(format!("/proc/{name}/environ"));
+                }
+            }
+        }
         _ => usage(),
     }
 }
