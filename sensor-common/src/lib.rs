@@ -35,6 +35,9 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    /// The thread-group leader's comm changed (prctl(PR_SET_NAME), a write
+    /// to /proc/<pid>/comm); not at exec.
+    Rename = 5,
     /// A successful open of a watched or key-named file.
     KeyOpen = 10,
     /// A failed open (EACCES/EPERM) whose path may name a key file.
@@ -76,10 +79,11 @@ const _: () = {
 };
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
+        EventKind::Rename,
         EventKind::KeyOpen,
         EventKind::KeyOpenFailed,
         EventKind::ProcFileOpen,
@@ -104,6 +108,7 @@ impl EventKind {
             EventKind::Exec => "exec",
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
+            EventKind::Rename => "rename",
             EventKind::KeyOpen => "key_open",
             EventKind::KeyOpenFailed => "key_open_failed",
             EventKind::ProcFileOpen => "proc_file_open",
@@ -126,6 +131,7 @@ impl EventKind {
             EventKind::Exec => core::mem::size_of::<ExecEvent>(),
             EventKind::Fork => core::mem::size_of::<ForkEvent>(),
             EventKind::Exit => core::mem::size_of::<ExitEvent>(),
+            EventKind::Rename => core::mem::size_of::<RenameEvent>(),
             EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
                 core::mem::size_of::<OpenEvent>()
             }
@@ -278,6 +284,18 @@ pub struct ExitEvent {
     /// task->exit_code (signal in the low 7 bits, 0x80 core dumped).
     pub exit_code: u32,
     pub _pad: u32,
+}
+
+/// The thread-group leader of the process in the header was renamed. The
+/// header describes the renaming thread (the leader itself for
+/// prctl(PR_SET_NAME), any thread of the group for a /proc/<pid>/comm
+/// write), so its `comm` is the name before the rename.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct RenameEvent {
+    pub hdr: Header,
+    /// The new comm, NUL padded.
+    pub comm: [u8; COMM_LEN],
 }
 
 /// Files of /proc/<pid>/ reported by ProcFileOpen (in `OpenEvent::name_rules`).
@@ -627,6 +645,10 @@ pub struct KernelOffsets {
     pub signal_core_state: u32,
     /// pt_regs.orig_ax: the current syscall number (LSM hooks).
     pub pt_regs_orig_ax: u32,
+    /// task:task_rename field offsets (`pid`, `newcomm`); 0 when the
+    /// kernel has no such tracepoint (its probe then does not attach).
+    pub tp_rename_pid: u32,
+    pub tp_rename_newcomm: u32,
 }
 
 /// Run-time switches handed to the programs as a global.
@@ -774,6 +796,7 @@ const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<RenameEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
