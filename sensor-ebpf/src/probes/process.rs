@@ -220,19 +220,12 @@ pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
     if nr == NR_EXECVE || nr == NR_EXECVEAT {
         return 0;
     }
-    let Ok(mut comm) = (unsafe { ctx.read_at::<[u8; 16]>(off!(tp_rename_newcomm) as usize) })
-    else {
+    let Ok(comm) = (unsafe { ctx.read_at::<[u8; 16]>(off!(tp_rename_newcomm) as usize) }) else {
         return 0;
     };
     // The kernel copies the new name without padding: what follows its
     // NUL is stale, and PROTECTED_COMMS keys are NUL padded.
-    let mut end = false;
-    for b in comm.iter_mut() {
-        end |= *b == 0;
-        if end {
-            *b = 0;
-        }
-    }
+    let comm = sensor_common::comm_key(comm);
     if let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) } {
         let _ = PROTECTED.insert(tgid, *rule, BPF_NOEXIST);
     }
