@@ -35,6 +35,9 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    /// The thread-group leader's comm changed (prctl(PR_SET_NAME), a write
+    /// to /proc/<pid>/comm); not at exec.
+    Rename = 5,
     /// A successful open of a watched or key-named file.
     KeyOpen = 10,
     /// A failed open (EACCES/EPERM) whose path may name a key file.
@@ -76,10 +79,11 @@ const _: () = {
 };
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Exec,
         EventKind::Fork,
         EventKind::Exit,
+        EventKind::Rename,
         EventKind::KeyOpen,
         EventKind::KeyOpenFailed,
         EventKind::ProcFileOpen,
@@ -104,6 +108,7 @@ impl EventKind {
             EventKind::Exec => "exec",
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
+            EventKind::Rename => "rename",
             EventKind::KeyOpen => "key_open",
             EventKind::KeyOpenFailed => "key_open_failed",
             EventKind::ProcFileOpen => "proc_file_open",
@@ -126,6 +131,7 @@ impl EventKind {
             EventKind::Exec => core::mem::size_of::<ExecEvent>(),
             EventKind::Fork => core::mem::size_of::<ForkEvent>(),
             EventKind::Exit => core::mem::size_of::<ExitEvent>(),
+            EventKind::Rename => core::mem::size_of::<RenameEvent>(),
             EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
                 core::mem::size_of::<OpenEvent>()
             }
@@ -291,6 +297,48 @@ pub struct ExitEvent {
     /// /proc/<pid>/environ files the process opened (any process's): a
     /// process lister such as `ps aux` reads them all.
     pub environ_reads: u32,
+}
+
+/// The thread-group leader of the process in the header was renamed. The
+/// header describes the renaming thread (the leader itself for
+/// prctl(PR_SET_NAME), any thread of the group for a /proc/<pid>/comm
+/// write), so its `comm` is the name before the rename.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct RenameEvent {
+    pub hdr: Header,
+    /// The new comm, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `comm` with every byte after its first NUL zeroed (a `PROTECTED_COMMS`
+/// key), as bpf_get_current_comm gives it; task:task_rename's `newcomm`
+/// is copied without padding. Branch free: a branch per byte would
+/// multiply the paths the verifier walks.
+#[inline(always)]
+pub fn comm_key(comm: [u8; COMM_LEN]) -> [u8; COMM_LEN] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&comm[..8]);
+    hi.copy_from_slice(&comm[8..]);
+    let (lo, hi) = (u64::from_le_bytes(lo), u64::from_le_bytes(hi));
+    // The lowest set bit of the has-a-zero-byte test is the high bit of
+    // the first NUL byte (exact for the first one).
+    let t = lo.wrapping_sub(ONES) & !lo & HIGHS;
+    let first = t & t.wrapping_neg();
+    // Ones below the first NUL; all ones when there is none.
+    let lo = lo & (first >> 7).wrapping_sub(1);
+    // The high word only counts when the low one has no NUL.
+    let lo_has_nul = (first | first.wrapping_neg()) >> 63;
+    let t = hi.wrapping_sub(ONES) & !hi & HIGHS;
+    let first = t & t.wrapping_neg();
+    let hi = hi & (first >> 7).wrapping_sub(1) & lo_has_nul.wrapping_sub(1);
+    let mut out = [0u8; COMM_LEN];
+    out[..8].copy_from_slice(&lo.to_le_bytes());
+    out[8..].copy_from_slice(&hi.to_le_bytes());
+    out
 }
 
 /// Files of /proc/<pid>/ reported by ProcFileOpen (in `OpenEvent::name_rules`).
@@ -699,6 +747,10 @@ pub struct KernelOffsets {
     pub signal_live: u32,
     /// fdtable.max_fds.
     pub fdt_max_fds: u32,
+    /// task:task_rename field offsets (`pid`, `newcomm`); 0 when the
+    /// kernel has no such tracepoint (its probe then does not attach).
+    pub tp_rename_pid: u32,
+    pub tp_rename_newcomm: u32,
 }
 
 /// Run-time switches handed to the programs as a global.
@@ -850,6 +902,7 @@ const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
+const _: () = assert!(core::mem::size_of::<RenameEvent>() == 72);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<WatchEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
@@ -876,4 +929,39 @@ mod user {
     unsafe impl aya::Pod for FileOpener {}
     unsafe impl aya::Pod for names::NamePatterns {}
     unsafe impl aya::Pod for names::NameKey {}
+}
+
+#[cfg(test)]
+mod comm_tests {
+    use super::*;
+
+    fn naive(mut c: [u8; COMM_LEN]) -> [u8; COMM_LEN] {
+        if let Some(n) = c.iter().position(|b| *b == 0) {
+            c[n..].fill(0);
+        }
+        c
+    }
+
+    #[test]
+    fn comm_key_zeroes_what_follows_the_first_nul() {
+        let mut k = [0u8; COMM_LEN];
+        k[..7].copy_from_slice(b"signerd");
+        let mut raw = [0xffu8; COMM_LEN];
+        raw[..8].copy_from_slice(b"signerd\0");
+        assert_eq!(comm_key(raw), k);
+        // Every NUL position, with stale bytes of every kind after it
+        // (0x80 and 0x01 are the has-zero-byte test's edge cases).
+        for stale in [0x00u8, 0x01, 0x7f, 0x80, 0x81, 0xff, b'a'] {
+            for nul in 0..=COMM_LEN {
+                let mut c = [stale; COMM_LEN];
+                for (i, b) in c.iter_mut().enumerate().take(nul) {
+                    *b = [b'a', 0x80, 0x01, 0xff, 0x81][i % 5];
+                }
+                if nul < COMM_LEN {
+                    c[nul] = 0;
+                }
+                assert_eq!(comm_key(c), naive(c), "nul at {nul}, stale {stale:#x}");
+            }
+        }
+    }
 }

@@ -639,6 +639,12 @@ impl Pipeline {
                 self.procs.fork(&parent, child_pid, child_start_ns);
                 self.protector.on_fork(parent.pid, child_pid);
             }
+            Event::Rename { task, comm } => {
+                self.procs.rename(task.pid, &comm);
+                if let Some(c) = self.protector.on_rename(task.pid, &comm) {
+                    self.apply(&[c]);
+                }
+            }
             Event::Exit {
                 task,
                 exit_code,
@@ -1230,11 +1236,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     metrics.watched_inodes.set(watcher.len() as i64);
 
-    let skip: Vec<&str> = if btf::has_io_uring(&offsets) {
+    let mut skip: Vec<&str> = if btf::has_io_uring(&offsets) {
         vec![]
     } else {
         vec!["ks_iou_complete"]
     };
+    if !btf::has_task_rename(&offsets) {
+        skip.push("ks_task_rename");
+    }
     loader::attach_all(&mut ebpf, &metrics, &skip)?;
     // The open probes see keysentry's own opens now: stamp the key path
     // entries with their inodes' generations.
@@ -1753,6 +1762,9 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
             }
             _ if p.program == "ks_iou_complete" && !btf::has_io_uring(&offsets) => {
                 "unavailable: no io_uring offsets in the kernel's BTF"
+            }
+            _ if p.program == "ks_task_rename" && !btf::has_task_rename(&offsets) => {
+                "unavailable: task:task_rename has no pid/newcomm fields in tracefs"
             }
             _ => "available",
         };

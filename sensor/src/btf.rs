@@ -242,6 +242,14 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             "struct qstr has len at {qstr_len} and name at {qstr_name}, the programs expect 4 and 8"
         );
     }
+    // task:task_rename is optional (its probe is skipped without it).
+    if let (Ok(pid), Ok(comm)) = (
+        tracefs::field_offset("task", "task_rename", "pid"),
+        tracefs::field_offset("task", "task_rename", "newcomm"),
+    ) {
+        k.tp_rename_pid = pid;
+        k.tp_rename_newcomm = comm;
+    }
     // io_uring is optional.
     if let (Ok(op), Ok(a), Ok(b), Ok(req), Ok(res)) = (
         o("io_kiocb", "opcode"),
@@ -279,6 +287,11 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         }
     }
     Ok(k)
+}
+
+/// True when the task:task_rename field offsets were found.
+pub fn has_task_rename(k: &KernelOffsets) -> bool {
+    k.tp_rename_newcomm != 0
 }
 
 /// True when the offsets for the io_uring probe were found.

@@ -10,8 +10,8 @@ use std::{
 use sensor_common::{
     ARG_BUF, CMDLINE_BUF, COMM_LEN, DeniedEvent, DumpConfigEvent, EventKind, ExecEvent, ExitEvent,
     FdAccessEvent, FileCloseEvent, FileWriteEvent, ForkEvent, Header, KPath, MemAccessEvent,
-    NetSendEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, PathChangeEvent, SignalEvent,
-    Taint,
+    NetSendEvent, OpenEvent, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED, PathChangeEvent, RenameEvent,
+    SignalEvent, Taint,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -207,6 +207,12 @@ pub enum Event {
         /// /proc/<pid>/environ files it opened.
         environ_reads: u32,
     },
+    /// Process `task.pid` (its thread-group leader) now has comm `comm`;
+    /// `task` is the renaming thread, its `comm` the old name.
+    Rename {
+        task: Task,
+        comm: String,
+    },
     Open(OpenRecord),
     Mem(MemRecord),
     Signal(SignalRecord),
@@ -271,6 +277,7 @@ impl Event {
             Event::Exec { .. } => EventKind::Exec,
             Event::Fork { .. } => EventKind::Fork,
             Event::Exit { .. } => EventKind::Exit,
+            Event::Rename { .. } => EventKind::Rename,
             Event::Open(o) if o.failed => EventKind::KeyOpenFailed,
             Event::Open(o) if o.proc_file != 0 => EventKind::ProcFileOpen,
             Event::Open(_) => EventKind::KeyOpen,
@@ -395,6 +402,13 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
                 task: task(&e.hdr),
                 exit_code: e.exit_code,
                 environ_reads: e.environ_reads,
+            }
+        }
+        EventKind::Rename => {
+            let e: RenameEvent = read(buf);
+            Event::Rename {
+                task: task(&e.hdr),
+                comm: cstr(&e.comm),
             }
         }
         EventKind::DumpConfig => {
@@ -739,6 +753,33 @@ pub mod tests {
         };
         assert_eq!(argv, vec!["cat", "/etc/shadow"]);
         assert_eq!(exe.as_deref(), Some("/usr/bin/cat"));
+    }
+
+    #[test]
+    fn rename_round_trip() {
+        let mut comm = [0u8; COMM_LEN];
+        comm[..7].copy_from_slice(b"signerd");
+        let mut e = RenameEvent {
+            hdr: header(EventKind::Rename, 9),
+            comm,
+        };
+        e.hdr.tid = 10;
+        let b = bytes_of(&e);
+        let Event::Rename { task, comm } = decode(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!((task.pid, task.tid, task.comm.as_str()), (9, 10, "test"));
+        assert_eq!(comm, "signerd");
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(DecodeError::BadSize { .. })
+        ));
+        // A full 16-byte name without its NUL stays within the record.
+        e.comm = *b"0123456789abcdef";
+        let Event::Rename { comm, .. } = decode(&bytes_of(&e)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(comm, "0123456789abcdef");
     }
 
     #[test]

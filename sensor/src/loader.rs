@@ -342,6 +342,12 @@ pub const PROBES: &[Probe] = &[
         serves: "process table (exit)",
     },
     Probe {
+        program: "ks_task_rename",
+        hook: Hook::Tracepoint("task", "task_rename"),
+        required: false,
+        serves: "[[protected]] comm after a rename",
+    },
+    Probe {
         program: "ks_exit_openat",
         hook: Hook::Tracepoint("syscalls", "sys_exit_openat"),
         required: true,

@@ -242,6 +242,15 @@ impl ProcessTable {
         self.procs.insert(child_pid, child);
     }
 
+    /// The process's leader was renamed (prctl(PR_SET_NAME), a write to
+    /// /proc/<pid>/comm). A process not in the table is left out: /proc
+    /// has its current name when it is looked up.
+    pub fn rename(&mut self, pid: u32, comm: &str) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.comm = comm.to_string();
+        }
+    }
+
     /// Marks a process exited; it is dropped after EXITED_KEEP later exits,
     /// so events already queued behind its exit still find it.
     pub fn exit(&mut self, pid: u32) {
@@ -324,6 +333,16 @@ mod tests {
         }
         assert!(t.get(11).is_none());
         assert!(t.get(10).is_some());
+    }
+
+    #[test]
+    fn rename_changes_comm() {
+        let mut t = ProcessTable::new();
+        t.exec(&task(10), 1, 100, vec![], Some("/usr/bin/sh".into()));
+        t.rename(10, "signerd");
+        assert_eq!(t.get(10).unwrap().comm, "signerd");
+        t.rename(99, "other");
+        assert!(t.get(99).is_none());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `[[protected]]` (real exe path, comm, pid file, cgroup) plus keysentry
 //! itself. The set is mirrored in the kernel's PROTECTED map; the kernel
 //! also protects children at fork and forgets processes at exit, so this
-//! side only decides at start, at exec and when pid files change.
+//! side only decides at start, at exec, when a process renames itself
+//! (comm rules) and when pid files change.
 
 use std::{
     collections::HashMap,
@@ -168,6 +169,25 @@ impl Protector {
         }
     }
 
+    /// A process's leader was renamed (prctl(PR_SET_NAME), a write to
+    /// /proc/<pid>/comm): it is protected when a comm rule names its new
+    /// comm, as the kernel's task_rename program did already. A process
+    /// already protected keeps its rule, and renaming away from a
+    /// protected name never lifts protection: the keys it loaded under that
+    /// name are still in its memory (only an exec, a new image, does).
+    pub fn on_rename(&mut self, pid: u32, comm: &str) -> Option<Change> {
+        if self.set.contains_key(&pid) {
+            return None;
+        }
+        let r = self
+            .rules
+            .iter()
+            .position(|r| matches!(r, Rule::Comm(c) if c == comm))? as u32
+            + 1;
+        self.set.insert(pid, r);
+        Some(Change::Protect(pid, r))
+    }
+
     /// Mirrors the kernel's inheritance at fork.
     pub fn on_fork(&mut self, parent: u32, child: u32) {
         if let Some(r) = self.set.get(&parent).copied() {
@@ -265,5 +285,46 @@ mod tests {
         assert!(!p.is_protected(10));
         assert_eq!(p.on_exec(&proc(13, "/usr/bin/vaultx", "vaultx")), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rename_protects_by_comm_and_never_unprotects() {
+        let cfg = Config::parse(
+            "[[protected]]\nexe = \"/usr/bin/vault\"\n[[protected]]\ncomm = \"signerd\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut p = Protector::new(&cfg);
+        p.initial(&ProcessTable::new(), 7);
+        // Exec'd under another name, then named itself.
+        assert_eq!(p.on_exec(&proc(20, "/usr/bin/python3", "python3")), None);
+        assert_eq!(p.on_rename(20, "signerd"), Some(Change::Protect(20, 2)));
+        assert!(p.is_protected(20));
+        // Renaming away keeps it protected, and back again changes nothing.
+        assert_eq!(p.on_rename(20, "worker"), None);
+        assert!(p.is_protected(20));
+        assert_eq!(p.on_rename(20, "signerd"), None);
+        // Other names protect nothing; exe rules are not comm rules.
+        assert_eq!(p.on_rename(21, "signer"), None);
+        assert_eq!(p.on_rename(21, "vault"), None);
+        assert!(!p.is_protected(21));
+        // Already protected by its exe: keeps that rule.
+        assert_eq!(
+            p.on_exec(&proc(22, "/usr/bin/vault", "vault")),
+            Some(Change::Protect(22, 1))
+        );
+        assert_eq!(p.on_rename(22, "signerd"), None);
+        assert_eq!(
+            p.snapshot().into_iter().find(|(pid, _)| *pid == 22),
+            Some((22, 1))
+        );
+        // keysentry itself stays as it is.
+        assert_eq!(p.on_rename(7, "signerd"), None);
+        // An exec (a new image) under an unprotected name ends it.
+        assert_eq!(
+            p.on_exec(&proc(20, "/bin/sh", "sh")),
+            Some(Change::Unprotect(20))
+        );
+        assert!(!p.is_protected(20));
     }
 }

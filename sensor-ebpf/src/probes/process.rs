@@ -309,3 +309,61 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     entry.submit(submit_flags());
     0
 }
+
+/// x86_64 numbers of the exec syscalls: exec renames the task too
+/// (`begin_new_exec`), and that name is the exec record's.
+const NR_EXECVE: i64 = 59;
+const NR_EXECVEAT: i64 = 322;
+/// BPF_NOEXIST: a rename keeps the rule that protects a process already.
+const BPF_NOEXIST: u64 = 1;
+
+/// task:task_rename (`pid` and `newcomm` offsets from tracefs): a task's
+/// comm changes, in the renaming task's context: prctl(PR_SET_NAME) by the
+/// task itself, a write to /proc/<pid>/comm by any thread of its group.
+/// Only the thread-group leader's comm is the process's name (thread
+/// renames of JVM or Go workers protect nothing and are not reported), and
+/// exec's rename is ks_sched_exec's. A leader renamed to a protected comm
+/// is protected at once; every leader rename is reported so user space
+/// follows the name. Renaming away from a protected name does not lift the
+/// protection: the secrets are still in the process's memory.
+#[tracepoint]
+pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Ok(pid) = (unsafe { ctx.read_at::<i32>(off!(tp_rename_pid) as usize) }) else {
+        return 0;
+    };
+    if pid as u32 != tgid {
+        return 0;
+    }
+    let nr = crate::probes::lsm::syscall_nr();
+    if nr == NR_EXECVE || nr == NR_EXECVEAT {
+        return 0;
+    }
+    let Ok(comm) = (unsafe { ctx.read_at::<[u8; 16]>(off!(tp_rename_newcomm) as usize) }) else {
+        return 0;
+    };
+    // The kernel copies the new name without padding: what follows its
+    // NUL is stale, and PROTECTED_COMMS keys are NUL padded.
+    let comm = sensor_common::comm_key(comm);
+    if let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) } {
+        let _ = PROTECTED.insert(tgid, *rule, BPF_NOEXIST);
+    }
+    let Some(mut entry) = EVENTS.reserve::<sensor_common::RenameEvent>(0) else {
+        count_lost(EventKind::Rename);
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    unsafe {
+        fill_header(
+            &raw mut (*ev).hdr,
+            EventKind::Rename as u32,
+            size_of::<sensor_common::RenameEvent>(),
+        );
+        (*ev).comm = comm;
+    }
+    entry.submit(submit_flags());
+    0
+}

@@ -6,6 +6,13 @@
 //!   opath-reopen PATH         open(PATH, O_PATH), then open("/proc/self/fd/N", O_RDONLY)
 //!   uring PATH                IORING_OP_OPENAT through io_uring
 //!   victim                    hold a secret; print "ADDR LEN FD"; block on stdin
+//!                             (a line "segv" or "abort" on stdin: crash itself
+//!                             with that signal)
+//!   victim-prctl-name NAME    prctl(PR_SET_NAME, NAME), then victim
+//!   victim-comm-write NAME    a second thread writes NAME to /proc/self/comm
+//!                             (renaming the leader), then victim
+//!   victim-thread-name NAME   a second thread names itself NAME with
+//!                             prctl(PR_SET_NAME) and stays; then victim
 //!   victim-key PATH           read PATH (a key) into memory, then victim
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
 //!   vm-read PID ADDR LEN      process_vm_readv
@@ -90,6 +97,37 @@ fn main() {
         ["uring", path] => uring_open(path),
         ["victim"] => victim(None),
         ["victim-key", path] => victim(Some(path)),
+        ["victim-prctl-name", name] => {
+            set_name(name);
+            victim(None)
+        }
+        ["victim-comm-write", name] => {
+            // /proc/self is the thread group's directory: its comm is the
+            // leader's, written here by another thread of the group.
+            let name = name.to_string();
+            std::thread::spawn(move || {
+                std::fs::write("/proc/self/comm", name.as_bytes()).unwrap_or_else(|e| {
+                    eprintln!("write /proc/self/comm: {e}");
+                    exit(1)
+                })
+            })
+            .join()
+            .unwrap();
+            victim(None)
+        }
+        ["victim-thread-name", name] => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let name = name.to_string();
+            std::thread::spawn(move || {
+                set_name(&name);
+                tx.send(()).unwrap();
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().unwrap();
+            victim(None)
+        }
         ["victim-dumpable"] => {
             check(
                 unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) },
@@ -362,7 +400,7 @@ fn num(s: &str) -> u64 {
 
 /// Holds a secret in memory until stdin closes.
 fn victim(key: Option<&str>) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     // A signing service: the key it loaded stays in its memory.
     let key = key.map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("read {p}: {e}")));
     // Rust's runtime catches SIGSEGV/SIGBUS for stack-overflow reports and
@@ -377,10 +415,28 @@ fn victim(key: Option<&str>) {
     let mut out = std::io::stdout();
     writeln!(out, "{:#x} {} {fd}", secret.as_ptr() as u64, secret.len()).unwrap();
     out.flush().unwrap();
-    let mut rest = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut rest);
+    // Until stdin closes; a line naming a signal crashes the victim itself.
+    for line in std::io::stdin().lines() {
+        match line.as_deref().map(str::trim) {
+            Ok("segv") => unsafe {
+                libc::raise(libc::SIGSEGV);
+            },
+            Ok("abort") => unsafe { libc::abort() },
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     std::hint::black_box(&secret);
     std::hint::black_box(&key);
+}
+
+/// prctl(PR_SET_NAME): the calling thread's comm.
+fn set_name(name: &str) {
+    let n = cstr(name);
+    check(
+        unsafe { libc::prctl(libc::PR_SET_NAME, n.as_ptr() as libc::c_ulong, 0, 0, 0) },
+        "prctl(PR_SET_NAME)",
+    );
 }
 
 fn ptrace_peek(pid: i32, addr: u64) {

@@ -66,6 +66,12 @@ pub fn spawn_as(bin: &Path, role: &str) -> (Child, u32) {
 
 /// `bin ARGS...` with RLIMIT_CORE raised, once it printed its first line.
 pub fn spawn_args(bin: &Path, args: &[&str]) -> (Child, u32) {
+    let (child, pid, _) = spawn_line(bin, args);
+    (child, pid)
+}
+
+/// As `spawn_args`, with the first line it printed (a victim's "ADDR LEN FD").
+pub fn spawn_line(bin: &Path, args: &[&str]) -> (Child, u32, String) {
     let mut c = Command::new(bin);
     c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -87,7 +93,7 @@ pub fn spawn_args(bin: &Path, args: &[&str]) -> (Child, u32) {
         .read_line(&mut line)
         .unwrap();
     let pid = child.id();
-    (child, pid)
+    (child, pid, line)
 }
 
 pub struct Lab {
