@@ -743,8 +743,11 @@ pub struct KernelOffsets {
     pub inode_i_uid: u32,
     pub inode_i_size: u32,
     pub file_f_mode: u32,
-    /// signal_struct.live (threads alive; 0 once the last one exits).
+    /// signal_struct.live (threads alive; 0 once the last one exits) and
+    /// signal_struct.group_exit_code (the group's exit code: a core dump's
+    /// 0x80 is there, whichever thread exits last).
     pub signal_live: u32,
+    pub signal_group_exit_code: u32,
     /// fdtable.max_fds.
     pub fdt_max_fds: u32,
     /// task:task_rename field offsets (`pid`, `newcomm`); 0 when the

@@ -212,6 +212,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         inode_i_size: o("inode", "i_size")?,
         file_f_mode: o("file", "f_mode")?,
         signal_live: o("signal_struct", "live")?,
+        signal_group_exit_code: o("signal_struct", "group_exit_code")?,
         fdt_max_fds: o("fdtable", "max_fds")?,
         ..Default::default()
     };

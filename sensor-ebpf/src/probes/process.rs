@@ -275,9 +275,22 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let live = unsafe {
-        rd_ptr(current_task(), off!(task_signal)).and_then(|s| rd::<i32>(s, off!(signal_live)))
+    let signal = unsafe { rd_ptr(current_task(), off!(task_signal)) }.map_or(0, |p| p as u64);
+    let live = if signal == 0 {
+        None
+    } else {
+        unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) }
     };
+    // The group's code when it exited as a group (exit_group, a fatal
+    // signal, a core dump: the dumping thread need not be the last to
+    // exit); the thread's own otherwise. Read before the reserve.
+    let group: u32 = if signal == 0 {
+        0
+    } else {
+        unsafe { rd::<u32>(signal as Ptr, off!(signal_group_exit_code)) }.unwrap_or(0)
+    };
+    let own: u32 = unsafe { rd::<u32>(current_task(), off!(task_exit_code)) }.unwrap_or(0);
+    let exit_code = if group != 0 { group } else { own };
     let group_dead = match live {
         Some(n) => n == 0,
         None => (pid_tgid >> 32) as u32 == pid_tgid as u32,
@@ -298,7 +311,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
             EventKind::Exit as u32,
             size_of::<ExitEvent>(),
         );
-        (*ev).exit_code = rd::<u32>(current_task(), off!(task_exit_code)).unwrap_or(0);
+        (*ev).exit_code = exit_code;
         (*ev).environ_reads = 0;
         let tgid = (pid_tgid >> 32) as u32;
         if let Some(n) = ENVIRON_READS.get(tgid) {
