@@ -429,70 +429,47 @@ impl Policy {
             && k.watch_id.is_none()
             && rec.matched & (MATCH_INODE | MATCH_PARENT) == 0;
         // An open that created the key file: a new key, inventory.
-        if rec.created() && acc != "read" {
-            return Some(Alert {
-                action: None,
-                ts,
-                rule: RULE_KEY_CREATED,
-                severity: Severity::Info,
-                score: 5,
-                attack: ATTACK_PRIVATE_KEYS,
-                host: host.to_string(),
-                process: process_ctx(p),
-                target: Target::File {
-                    path: k.path.clone(),
-                    dev: k.dev,
-                    inode: k.ino,
-                },
-                incident: incident_id(p),
-                count: 1,
-                lineage: None,
-                factors: Vec::new(),
-                message: format!(
+        let created = rec.created() && acc != "read";
+        let (rule, severity, score, message) = if created {
+            (
+                RULE_KEY_CREATED,
+                Severity::Info,
+                5,
+                format!(
                     "{} (pid {}, uid {}) created key file {}",
                     p.comm, p.pid, p.uid, k.path
                 ),
-                memory: None,
-                dump: None,
-                flow: None,
-                open: Some(OpenDetail {
-                    result,
-                    errno: None,
-                    access: acc,
-                    via: via(rec.source),
-                    arg: rec.arg.clone(),
-                    matched,
-                    key_path: k
-                        .watch_id
-                        .and_then(|i| self.key_paths.get(i as usize).cloned()),
-                    key_name,
-                    fd_op: None,
-                    opened_by: None,
-                    own_key: false,
-                    fresh_key: false,
-                }),
-            });
-        }
-        let message = if rec.failed {
-            format!(
-                "{} (pid {}, uid {}) tried to open key file {} for {} and failed ({})",
-                p.comm,
-                p.pid,
-                p.uid,
-                k.path,
-                acc,
-                errno_name(rec.ret).unwrap_or("error")
+            )
+        } else if rec.failed {
+            (
+                RULE_KEY_FILE_OPEN,
+                severity,
+                score,
+                format!(
+                    "{} (pid {}, uid {}) tried to open key file {} for {} and failed ({})",
+                    p.comm,
+                    p.pid,
+                    p.uid,
+                    k.path,
+                    acc,
+                    errno_name(rec.ret).unwrap_or("error")
+                ),
             )
         } else {
-            format!(
-                "{} (pid {}, uid {}) opened key file {} for {}",
-                p.comm, p.pid, p.uid, k.path, acc
+            (
+                RULE_KEY_FILE_OPEN,
+                severity,
+                score,
+                format!(
+                    "{} (pid {}, uid {}) opened key file {} for {}",
+                    p.comm, p.pid, p.uid, k.path, acc
+                ),
             )
         };
         Some(Alert {
             action: None,
             ts,
-            rule: RULE_KEY_FILE_OPEN,
+            rule,
             severity,
             score,
             attack: ATTACK_PRIVATE_KEYS,
@@ -528,8 +505,8 @@ impl Policy {
                 key_name,
                 fd_op: None,
                 opened_by: None,
-                own_key,
-                fresh_key: k.fresh && !rec.failed,
+                own_key: own_key && !created,
+                fresh_key: k.fresh && !rec.failed && !created,
             }),
         })
     }

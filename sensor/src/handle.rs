@@ -74,10 +74,9 @@ struct RawHandle {
 }
 
 impl Handle {
-    /// The handle of the inode at `path` (a final symlink is not
-    /// followed). None on filesystems that cannot export handles.
-    pub fn of(path: &Path) -> Option<Handle> {
-        let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    /// name_to_handle_at(dirfd, path, flags): None on filesystems that
+    /// cannot export handles.
+    fn at(dirfd: i32, path: &std::ffi::CStr, flags: i32) -> Option<Handle> {
         let mut raw = RawHandle {
             handle_bytes: MAX_HANDLE as u32,
             handle_type: 0,
@@ -85,14 +84,14 @@ impl Handle {
         };
         let mut mount_id = 0;
         // SAFETY: `raw` is a file_handle with MAX_HANDLE bytes of room, as
-        // handle_bytes says; `c` is a NUL-terminated path.
+        // handle_bytes says; `path` is NUL-terminated.
         let r = unsafe {
             libc::name_to_handle_at(
-                libc::AT_FDCWD,
-                c.as_ptr(),
+                dirfd,
+                path.as_ptr(),
                 &raw mut raw as *mut libc::file_handle,
                 &mut mount_id,
-                0,
+                flags,
             )
         };
         if r != 0 || raw.handle_bytes as usize > MAX_HANDLE {
@@ -102,6 +101,13 @@ impl Handle {
             handle_type: raw.handle_type,
             bytes: raw.f_handle[..raw.handle_bytes as usize].to_vec(),
         })
+    }
+
+    /// The handle of the inode at `path` (a final symlink is not
+    /// followed).
+    pub fn of(path: &Path) -> Option<Handle> {
+        let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+        Self::at(libc::AT_FDCWD, &c, 0)
     }
 
     /// The handle of the inode (kd, ino) reached by `path` (opened O_PATH,
@@ -119,29 +125,7 @@ impl Handle {
         if crate::watch::kdev(md.dev()) != kd || md.ino() != ino {
             return None;
         }
-        let mut raw = RawHandle {
-            handle_bytes: MAX_HANDLE as u32,
-            handle_type: 0,
-            f_handle: [0; MAX_HANDLE],
-        };
-        let mut mount_id = 0;
-        // SAFETY: as in `of`, on the fd with AT_EMPTY_PATH.
-        let r = unsafe {
-            libc::name_to_handle_at(
-                f.as_raw_fd(),
-                c"".as_ptr(),
-                &raw mut raw as *mut libc::file_handle,
-                &mut mount_id,
-                libc::AT_EMPTY_PATH,
-            )
-        };
-        if r != 0 || raw.handle_bytes as usize > MAX_HANDLE {
-            return None;
-        }
-        Some(Handle {
-            handle_type: raw.handle_type,
-            bytes: raw.f_handle[..raw.handle_bytes as usize].to_vec(),
-        })
+        Self::at(f.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
     }
 
     /// Does the inode still exist? Asked through the directory that held

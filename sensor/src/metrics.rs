@@ -39,18 +39,9 @@ pub struct Metrics {
     pub map_entries: IntGaugeVec,
 }
 
-/// `reason` labels of `keysentry_flow_stopped_total`: the kernel's (see
-/// `sensor_common::STOP_REASONS`) and user space's.
-pub const FLOW_STOP_REASONS: [&str; 8] = [
-    "exec",
-    "generation",
-    "allowlist",
-    "map_full",
-    "stale_inode",
-    "own_key",
-    "eviction",
-    "deleted",
-];
+/// `reason` labels of `keysentry_flow_stopped_total` counted in user space
+/// (the kernel's are `sensor_common::STOP_REASONS`).
+pub const USER_STOP_REASONS: [&str; 2] = ["eviction", "deleted"];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
@@ -168,7 +159,7 @@ impl Metrics {
             "Taint or tracking that stopped, by reason: exec (a tainted process exec'd holding no tainted descriptor), generation (past [flow] max_generations), allowlist (an allowed reader, or a new key read by the uid that made it), own_key (a user's own key, matched by name only), map_full (the kernel's taint map is full), stale_inode (a watch entry whose inode number a new file reuses), eviction (the tracked-file registry was full), deleted (a tracked file's last name went away).",
             &["reason"],
         )?;
-        for reason in FLOW_STOP_REASONS {
+        for reason in sensor_common::STOP_REASONS.iter().chain(&USER_STOP_REASONS) {
             flow_stopped.with_label_values(&[reason]);
         }
         let copies = counter_vec(
