@@ -2,8 +2,9 @@
 //! /proc/<pid>/environ (tokens, passwords). `ps aux` (procps 4) reads the
 //! environment of every process it lists, so a read is judged once the
 //! reader exits (or after a wait): a process that read the environments of
-//! many processes is a process lister and its read is low; a targeted read
-//! (`cat /proc/PID/environ`, `ps eww -p PID`) is medium.
+//! many processes (at least 8, or at least 3 and half of the programs
+//! running: a small host has few) is a process lister and its read is low;
+//! a targeted read (`cat /proc/PID/environ`, `ps eww -p PID`) is medium.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use crate::{agent::Pipeline, alert::Alert, alert::Severity};
 
 /// Environments read by one process from which it counts as a lister.
 pub const LISTER_READS: u32 = 8;
+/// On a host with few programs running: this many, and half of them.
+const LISTER_READS_FEW: u32 = 3;
 /// How long a read waits for its reader to exit.
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -74,7 +77,10 @@ impl Pipeline {
 
     fn emit_environ(&mut self, p: PendingEnviron, reads: u32) {
         let mut alert = p.alert;
-        if reads >= LISTER_READS {
+        let running = self.procs.live_programs() as u32;
+        let lister = reads >= LISTER_READS
+            || (reads >= LISTER_READS_FEW && reads.saturating_mul(2) >= running);
+        if lister {
             alert.severity = Severity::Low;
             alert.score = 25;
             alert.message = format!(

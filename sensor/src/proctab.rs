@@ -251,6 +251,15 @@ impl ProcessTable {
         }
     }
 
+    /// Processes with a program (not kernel threads) that have not exited.
+    pub fn live_programs(&self) -> usize {
+        let exited: std::collections::HashSet<(u32, u64)> = self.exited.iter().copied().collect();
+        self.procs
+            .values()
+            .filter(|p| !p.exe.is_empty() && !exited.contains(&(p.pid, p.start_ns)))
+            .count()
+    }
+
     /// Marks a process exited; it is dropped after EXITED_KEEP later exits,
     /// so events already queued behind its exit still find it.
     pub fn exit(&mut self, pid: u32) {

@@ -18,18 +18,19 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use sensor_common::{
-    EventKind, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED, FDV_UNKNOWN,
-    FdAccessEvent, FileOpener, InodeKey, TAINT_FILE, Taint, WATCH_SELF, WatchEntry, WriteKey,
+    ALLOW_ANY_KEY, EventKind, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
+    FDV_UNKNOWN, FdAccessEvent, FileOpener, InodeKey, TAINT_FILE, Taint, WATCH_CHILDREN,
+    WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
 };
 
 use crate::{
     maps::{
-        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, count_lost, submit_flags,
-        watch_entry,
+        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, count_lost, exe_of,
+        submit_flags, watch_entry,
     },
     off,
     probes::{flow::add_taint, lsm::syscall_nr},
-    vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
+    vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
 };
 
 const MAY_WRITE: i32 = 0x2;
@@ -54,13 +55,41 @@ fn current_mm() -> u64 {
     unsafe { rd_ptr(current_task(), off!(task_mm)) }.map_or(0, |p| p as u64)
 }
 
+/// Is `file` in a watched directory (`WATCH_CHILDREN` on its parent)? A
+/// file created there is watched itself only once user space rescans.
+#[inline(always)]
+unsafe fn in_watched_dir(file: Ptr) -> bool {
+    unsafe {
+        let Some((key, _)) = file_identity(file) else {
+            return false;
+        };
+        let Some(pi) = file_dentry(file)
+            .and_then(|d| rd_ptr(d, off!(dentry_d_parent)))
+            .and_then(|p| rd_ptr(p, off!(dentry_d_inode)))
+        else {
+            return false;
+        };
+        let Some(pino) = rd::<u64>(pi, off!(inode_i_ino)) else {
+            return false;
+        };
+        let pkey = InodeKey {
+            dev: key.dev,
+            _pad: 0,
+            ino: pino,
+        };
+        watch_entry(&pkey, pi).is_some_and(|w| (*w).flags & WATCH_CHILDREN != 0)
+    }
+}
+
 /// Called by the file_open hook for every open: remembers who opened a
-/// watched file.
+/// watched file, or a file in a watched directory (it becomes watched
+/// when user space sees it: a key created there is written through the
+/// fd of the open that created it).
 #[inline(always)]
 pub unsafe fn note_opener(file: Ptr) {
     let Some(tgid) = acting_tgid() else { return };
     unsafe {
-        if watched_file(file).is_none() {
+        if watched_file(file).is_none() && !in_watched_dir(file) {
             return;
         }
     }
@@ -158,8 +187,14 @@ unsafe fn fd_access(file: Ptr, op: u32) {
         }
         let _ = FD_REPORTED.insert(rk, mm, 0);
         let igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
-        // A reader is followed like a process that opened the file.
-        if op != FDA_WRITE {
+        // A reader is followed like a process that opened the file (not a
+        // program allowed that key: a service's workers reading the key
+        // their master opened).
+        let allowed = w.flags & WATCH_TRACKED == 0
+            && exe_of(current_task()).is_some_and(|exe| {
+                allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, w.watch_id, None)
+            });
+        if op != FDA_WRITE && !allowed {
             add_taint(
                 tgid,
                 &Taint {
