@@ -1643,6 +1643,8 @@ struct MapStats {
     written: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
     sent: BpfHashMap<MapData, [u64; 2], u32>,
     openers: BpfHashMap<MapData, u64, sensor_common::FileOpener>,
+    received: BpfHashMap<MapData, [u64; 2], i32>,
+    reported: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
 }
 
 /// Entries of a kernel hash map (one syscall per key).
@@ -1658,6 +1660,8 @@ impl MapStats {
             written: BpfHashMap::try_from(take("WRITTEN")?)?,
             sent: BpfHashMap::try_from(take("SENT")?)?,
             openers: BpfHashMap::try_from(take("FILE_OPENERS")?)?,
+            received: BpfHashMap::try_from(take("FD_RECEIVED")?)?,
+            reported: BpfHashMap::try_from(take("FD_REPORTED")?)?,
         })
     }
 
@@ -1669,12 +1673,15 @@ impl MapStats {
             set("TAINTED", tainted);
             set("WATCHED", count_keys(&k.watched));
             set("WATCHED_NAMES", count_keys(&k.names));
+            set("ENVIRON_READS", count_keys(&k.environ));
         }
         set("PROTECTED", protected);
         set("TAINTED_PIPES", count_keys(&self.pipes));
         set("WRITTEN", count_keys(&self.written));
         set("SENT", count_keys(&self.sent));
         set("FILE_OPENERS", count_keys(&self.openers));
+        set("FD_RECEIVED", count_keys(&self.received));
+        set("FD_REPORTED", count_keys(&self.reported));
     }
 }
 
