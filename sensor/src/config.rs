@@ -858,6 +858,23 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_config_is_the_default_with_production_outputs() {
+        let deploy = Config::parse(
+            include_str!("../../deploy/keysentry.toml"),
+            "deploy/keysentry.toml",
+        )
+        .unwrap();
+        let default = Config::default_config();
+        assert_eq!(deploy.key_path, default.key_path);
+        assert_eq!(deploy.key_name, default.key_name);
+        assert_eq!(deploy.allow, default.allow);
+        assert_eq!(deploy.protected, default.protected);
+        assert_eq!(deploy.dumps, default.dumps);
+        assert_eq!(deploy.flow, default.flow);
+        assert!(deploy.alerts.file.is_some() && deploy.alerts.syslog);
+    }
+
+    #[test]
     fn default_parses() {
         let c = Config::default_config();
         assert!(c.metrics.enabled);
