@@ -23,6 +23,7 @@ pub mod handle;
 pub mod keyscan;
 pub mod loader;
 pub mod metrics;
+pub mod probes_report;
 pub mod proctab;
 pub mod protect;
 pub mod record;

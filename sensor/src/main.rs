@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use sensor::{agent, config::Config};
+use sensor::{agent, config::Config, probes_report};
 
 #[derive(Parser)]
 #[command(
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
                 }
             };
             init_logs("text");
-            match agent::probes_report(&cfg, backend) {
+            match probes_report::probes_report(&cfg, backend) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
