@@ -28,6 +28,7 @@ pub mod proctab;
 pub mod protect;
 pub mod record;
 pub mod redact;
+pub mod replay;
 pub mod scan;
 pub mod score;
 pub mod tracefs;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use sensor::{agent, config::Config, probes_report};
+use sensor::{agent, config::Config, probes_report, replay};
 
 #[derive(Parser)]
 #[command(
@@ -140,7 +140,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match agent::replay(&file, cfg, trim.as_deref()) {
+            match replay::replay(&file, cfg, trim.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("keysentry: {e:#}");
