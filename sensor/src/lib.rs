@@ -20,6 +20,7 @@ pub mod evidence;
 pub mod fdaccess;
 pub mod flows;
 pub mod handle;
+pub mod kernelmaps;
 pub mod keyscan;
 pub mod loader;
 pub mod metrics;
