@@ -21,7 +21,7 @@ pub const MAX_KEY_PATHS: usize = 256;
 pub const MAX_KEY_NAMES: usize = 32;
 /// Most name patterns in all: every `[[key_name]]` entry plus its excludes.
 /// Equals `sensor_common::names::MAX_PATTERNS` (the kernel's pattern table);
-/// repeated here so this module stands alone, and `agent::name_patterns`
+/// repeated here so this module stands alone, and `live::name_patterns`
 /// checks again against the kernel's own limits.
 pub const MAX_PATTERNS: usize = 32;
 /// Most excludes of one `[[key_name]]`.

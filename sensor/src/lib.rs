@@ -22,6 +22,7 @@ pub mod flows;
 pub mod handle;
 pub mod kernelmaps;
 pub mod keyscan;
+pub mod live;
 pub mod loader;
 pub mod metrics;
 pub mod probes_report;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use sensor::{agent, config::Config, probes_report, replay};
+use sensor::{config::Config, live, probes_report, replay};
 
 #[derive(Parser)]
 #[command(
@@ -201,7 +201,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if let Err(e) = agent::check_privileges() {
+            if let Err(e) = live::check_privileges() {
                 eprintln!("keysentry: {e}");
                 return ExitCode::from(1);
             }
@@ -216,7 +216,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let opts = agent::RunOptions {
+            let opts = live::RunOptions {
                 empty_programs: bench_empty_programs,
                 ring_bytes: ring_buffer_bytes,
                 config_path: config.clone(),
@@ -229,7 +229,7 @@ fn main() -> ExitCode {
                     (r, text)
                 }),
             };
-            match rt.block_on(agent::run(cfg, opts)) {
+            match rt.block_on(live::run(cfg, opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("keysentry: {e:#}");

@@ -7,7 +7,7 @@
 use anyhow::Result;
 use sensor_common::SensorSettings;
 
-use crate::{agent::check_privileges, btf, config::Config, loader, tracefs};
+use crate::{btf, config::Config, live::check_privileges, loader, tracefs};
 
 /// Why a detection is served by its tracepoint, with or without BPF LSM.
 fn tracepoint_why(program: &str) -> &'static str {
