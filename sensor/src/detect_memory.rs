@@ -1,0 +1,196 @@
+//! Detect, memory access to other processes: the handlers that turn a
+//! `MemRecord` (ptrace, process_vm_readv/writev, pidfd_getfd, and BPF LSM's
+//! ptrace_access_check) or an open of /proc/<pid>/{mem,pagemap,environ}
+//! into `ptrace-attach`, `process-vm-read`, `process-vm-write`,
+//! `pidfd-getfd`, `process-access`, `proc-mem-open` and `proc-environ-read`
+//! (judged when its reader exits, `environ.rs`). Reads of a protected
+//! process's maps/smaps/status are remembered as reconnaissance for
+//! scoring. The alerts are built by `detect.rs`'s policy.
+
+use std::path::Path;
+
+use sensor_common::{
+    MEM_LSM_ACCESS, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, PROC_ENVIRON,
+    PROC_MAPS,
+};
+
+use crate::{
+    agent::Pipeline,
+    decode::{MemRecord, OpenRecord},
+    detect::{
+        ATTACK_CREDENTIAL_DUMPING, ATTACK_CREDENTIALS, ATTACK_INJECT, ATTACK_PROC_MEMORY,
+        ATTACK_PROCESS_DISCOVERY, ATTACK_PTRACE_INJECT, MemAccess, RULE_PIDFD_GETFD,
+        RULE_PROC_ENVIRON, RULE_PROC_MEM, RULE_PROCESS_ACCESS, RULE_PTRACE, RULE_VM_READ,
+        RULE_VM_WRITE, process_access_op, ptrace_request,
+    },
+};
+
+/// Most actors remembered for reconnaissance.
+const RECON_ACTORS: usize = 4096;
+
+/// Memory rules: one `MemRecord` or /proc file open each.
+impl Pipeline {
+    /// /proc/<pid>/{mem,pagemap,environ} opens alert; maps/smaps/status of
+    /// a protected process is reconnaissance, remembered for scoring.
+    pub(crate) fn proc_file_open(&mut self, rec: &OpenRecord) {
+        let actor = self.procs.resolve(&rec.task);
+        let Some(path) = rec.path.as_deref() else {
+            return;
+        };
+        // The file's directory is /proc/<pid> or /proc/<pid>/task/<tid>.
+        let Some(tid) = Path::new(path)
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let target = self.procs.tgid_of(tid);
+        if target == actor.pid {
+            return;
+        }
+        if rec.proc_file >= PROC_MAPS {
+            if self.recon.len() >= RECON_ACTORS {
+                self.recon.clear();
+            }
+            self.recon.entry(actor.pid).or_default().insert(target);
+            return;
+        }
+        let target_info = self.procs.lookup(target);
+        // A protected process's environment (tokens, passwords) read: its
+        // own rule; reading it is not reading the process's memory, so no
+        // dump follows from it.
+        let environ = rec.proc_file == PROC_ENVIRON;
+        let m = MemAccess {
+            rule: if environ {
+                RULE_PROC_ENVIRON
+            } else {
+                RULE_PROC_MEM
+            },
+            attack: if environ {
+                ATTACK_CREDENTIALS
+            } else {
+                ATTACK_PROC_MEMORY
+            },
+            access: if rec.flags & 3 == 0 { "read" } else { "write" },
+            op: format!("open {path}"),
+            ret: rec.ret,
+            actor: &actor,
+            target: &target_info,
+            target_protected: self.protector.is_protected(target),
+            recon: self
+                .recon
+                .get(&actor.pid)
+                .is_some_and(|t| t.contains(&target)),
+            path: Some(path.to_string()),
+            ts_boot_ns: rec.task.ts_boot_ns,
+        };
+        self.alert_memory(&m);
+    }
+
+    pub(crate) fn mem_access(&mut self, rec: &MemRecord) {
+        let actor = self.procs.resolve(&rec.task);
+        let target = match rec.op {
+            // The kernel resolves the pidfd; fdinfo is the fallback.
+            MEM_PIDFD_GETFD if rec.target == 0 => match pidfd_target(actor.pid, rec.request) {
+                Some(t) => t,
+                None => {
+                    tracing::debug!("pidfd_getfd by {}: target not resolved", actor.pid);
+                    return;
+                }
+            },
+            _ => self.procs.tgid_of(rec.target),
+        };
+        let (rule, attack, access, op) = match rec.op {
+            MEM_PTRACE => {
+                let (name, access) = ptrace_request(rec.request);
+                let attack = if access == "write" {
+                    ATTACK_PTRACE_INJECT
+                } else {
+                    ATTACK_PROC_MEMORY
+                };
+                (RULE_PTRACE, attack, access, name)
+            }
+            MEM_VM_READV => (
+                RULE_VM_READ,
+                ATTACK_PROC_MEMORY,
+                "read",
+                "process_vm_readv".into(),
+            ),
+            MEM_VM_WRITEV => (
+                RULE_VM_WRITE,
+                ATTACK_INJECT,
+                "write",
+                "process_vm_writev".into(),
+            ),
+            MEM_LSM_ACCESS => {
+                let (op, access) = process_access_op(rec.request, rec.arg);
+                let attack = if access == "attach" {
+                    ATTACK_PROC_MEMORY
+                } else {
+                    ATTACK_PROCESS_DISCOVERY
+                };
+                (RULE_PROCESS_ACCESS, attack, access, op)
+            }
+            _ => (
+                RULE_PIDFD_GETFD,
+                ATTACK_CREDENTIAL_DUMPING,
+                "read",
+                format!("pidfd_getfd(fd {})", rec.arg),
+            ),
+        };
+        let target_info = self.procs.lookup(target);
+        let m = MemAccess {
+            rule,
+            attack,
+            access,
+            op,
+            ret: rec.ret,
+            actor: &actor,
+            target: &target_info,
+            target_protected: rec.target_protected || self.protector.is_protected(target),
+            recon: self
+                .recon
+                .get(&actor.pid)
+                .is_some_and(|t| t.contains(&target)),
+            path: None,
+            ts_boot_ns: rec.task.ts_boot_ns,
+        };
+        self.alert_memory(&m);
+    }
+
+    fn alert_memory(&mut self, m: &MemAccess<'_>) {
+        if let Some(alert) = self
+            .policy
+            .memory_access(m, &self.host, self.clock.wall(m.ts_boot_ns))
+        {
+            // A process-access is an access check, and environ is not the
+            // memory: neither makes the actor a memory reader.
+            if m.target_protected
+                && m.ret >= 0
+                && m.access != "write"
+                && m.rule != RULE_PROCESS_ACCESS
+                && m.rule != RULE_PROC_ENVIRON
+            {
+                self.note_memory_reader(m.actor.pid, m.target);
+            }
+            if m.rule == RULE_PROC_ENVIRON && m.target_protected && m.ret >= 0 {
+                // Judged when the reader exits: a lister reads them all.
+                self.pend_environ(alert, m.ts_boot_ns);
+                return;
+            }
+            self.emit(alert, m.ts_boot_ns);
+        }
+    }
+}
+
+/// The pid behind `pidfd` in process `pid` (from its fdinfo).
+fn pidfd_target(pid: u32, pidfd: u64) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{pidfd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|p| *p > 0)
+        .map(|p| p as u32)
+}
