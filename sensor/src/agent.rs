@@ -3,10 +3,7 @@
 //! access, dump and key-open events. Start-up and the event loop are
 //! `live.rs`'s.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{path::Path, sync::Arc};
 
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -14,19 +11,13 @@ use sensor_common::{EventKind, InodeKey, KIND_SLOTS, MATCH_INODE, MATCH_PARENT, 
 
 use std::collections::{HashMap, HashSet};
 
-use sensor_common::{
-    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_RLIMIT_CORE,
-    DCFG_SET_DUMPABLE, DCFG_SUID_DUMPABLE,
-};
-
 use crate::{
-    alert::DumpDetail,
     alert::{Alert, Target},
     alert::{Outputs, rfc3339},
     coredump,
     correlate::{Correlator, Lineage, Out},
-    decode::{self, DumpConfigRecord, Event, OpenRecord, SignalRecord},
-    detect::{KeyOpen, Policy, signal_name},
+    decode::{self, Event, OpenRecord},
+    detect::{KeyOpen, Policy},
     kernelmaps::{KernelMaps, count_keys},
     metrics::Metrics,
     proctab::ProcessTable,
@@ -40,7 +31,7 @@ use crate::{
 
 /// Clock conversion: kernel boot-time ns to wall-clock ns since the epoch.
 pub(crate) struct Clock {
-    offset_ns: i128,
+    pub(crate) offset_ns: i128,
 }
 
 impl Clock {
@@ -613,137 +604,6 @@ impl Pipeline {
             Event::NetSend(n) => self.net_send(&n),
             Event::PathChange(p) => self.path_change(&p),
         }
-    }
-
-    /// `dump-config-change`: core-dump sysctls (any writer), and
-    /// coredump_filter, PR_SET_DUMPABLE (to dumpable) and a raised
-    /// RLIMIT_CORE for protected processes.
-    fn dump_config(&mut self, d: &DumpConfigRecord) {
-        let (setting, path, per_process) = match d.what {
-            DCFG_CORE_PATTERN => ("core_pattern", Some("/proc/sys/kernel/core_pattern"), false),
-            DCFG_CORE_PIPE_LIMIT => (
-                "core_pipe_limit",
-                Some("/proc/sys/kernel/core_pipe_limit"),
-                false,
-            ),
-            DCFG_SUID_DUMPABLE => ("suid_dumpable", Some("/proc/sys/fs/suid_dumpable"), false),
-            DCFG_COREDUMP_FILTER => ("coredump_filter", None, true),
-            DCFG_SET_DUMPABLE => ("PR_SET_DUMPABLE", None, true),
-            _ => ("RLIMIT_CORE", None, true),
-        };
-        // Lowering a limit or making a process undumpable is hardening.
-        if matches!(d.what, DCFG_SET_DUMPABLE | DCFG_RLIMIT_CORE) && d.value == 0 {
-            return;
-        }
-        let actor = self.procs.resolve(&d.task);
-        let target = if per_process {
-            let t = self.procs.tgid_of(d.target);
-            if !self.protector.is_protected(t) {
-                return;
-            }
-            Some(self.procs.lookup(t))
-        } else {
-            None
-        };
-        let detail = DumpDetail {
-            setting: Some(setting),
-            value: matches!(d.what, DCFG_SET_DUMPABLE | DCFG_RLIMIT_CORE).then_some(d.value),
-            result: Some(if d.ret >= 0 { "success" } else { "failed" }),
-            ..Default::default()
-        };
-        let ts = self.clock.wall(d.task.ts_boot_ns);
-        let now_ns = d.task.ts_boot_ns;
-        let alert = self
-            .policy
-            .dump_config(&actor, target.as_ref(), path, detail, &self.host, ts);
-        self.emit(alert, now_ns);
-    }
-
-    /// `forced-crash` when the target is protected; other targets are
-    /// only counted as events.
-    fn dump_signal(&mut self, s: &SignalRecord) {
-        let target = self.procs.tgid_of(s.target);
-        if !self.protector.is_protected(target) {
-            return;
-        }
-        let sender = self.procs.resolve(&s.sender);
-        if sender.pid == target {
-            return;
-        }
-        let target = self.procs.lookup(target);
-        let detail = DumpDetail {
-            signal: Some(signal_name(s.sig)),
-            sent_by: Some(match s.code {
-                0 => "kill",
-                -6 => "tkill",
-                -1 => "sigqueue",
-                _ => "other",
-            }),
-            delivered: Some(s.result == 0),
-            ..Default::default()
-        };
-        let ts = self.clock.wall(s.sender.ts_boot_ns);
-        let now_ns = s.sender.ts_boot_ns;
-        let alert = self
-            .policy
-            .forced_crash(&sender, &target, detail, &self.host, ts);
-        self.emit(alert, now_ns);
-    }
-
-    /// A process died dumping core: counted, and `core-dump` when protected.
-    fn core_dumped(&mut self, task: &decode::Task, sig: u32) {
-        let protected = self.protector.is_protected(task.pid);
-        self.metrics
-            .core_dumps
-            .with_label_values(&[if protected { "true" } else { "false" }])
-            .inc();
-        if !protected {
-            return;
-        }
-        let dumped = self.procs.resolve(task);
-        self.note_crash(&dumped);
-        let (pattern, uses_pid) = self.core_pattern();
-        let pid = task.pid;
-        let cwd = self
-            .fact_value(format!("cwd:{pid}"), || {
-                std::fs::read_link(format!("/proc/{pid}/cwd"))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .into()
-            })
-            .as_str()
-            .map(PathBuf::from);
-        let wall_s = (self.clock.offset_ns + task.ts_boot_ns as i128) / 1_000_000_000;
-        let ctx = coredump::DumpCtx {
-            proc: &dumped,
-            tid: task.tid,
-            sig,
-            time_s: wall_s.max(0) as u64,
-            host: &self.host,
-            cwd: cwd.as_deref(),
-        };
-        let mut detail = DumpDetail {
-            signal: Some(signal_name(sig)),
-            core_pattern: Some(pattern.clone()),
-            ..Default::default()
-        };
-        match coredump::target(&pattern, uses_pid, &ctx) {
-            coredump::DumpTarget::File(p) => {
-                detail.exists = Some(p.exists());
-                detail.path = Some(p.to_string_lossy().into_owned());
-                detail.tracked_id = self.register_core_file(&dumped, &p);
-            }
-            coredump::DumpTarget::Pipe(argv) => {
-                detail.helper = argv;
-                // Reported with the files the helper writes.
-                self.pend_pipe_dump(dumped, detail, task.ts_boot_ns);
-                return;
-            }
-        }
-        let ts = self.clock.wall(task.ts_boot_ns);
-        let now_ns = task.ts_boot_ns;
-        let alert = self.policy.core_dump(&dumped, detail, &self.host, ts);
-        self.emit(alert, now_ns);
     }
 
     fn key_open(&mut self, rec: &OpenRecord) {

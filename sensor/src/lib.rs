@@ -13,6 +13,7 @@ pub mod coredump;
 pub mod correlate;
 pub mod decode;
 pub mod detect;
+pub mod detect_dumps;
 pub mod detect_memory;
 pub mod dumps;
 pub mod enforce;
