@@ -7,7 +7,7 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use sensor_common::{EventKind, InodeKey, KIND_SLOTS, MATCH_INODE, MATCH_PARENT, MATCH_TRACKED};
+use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,8 +16,8 @@ use crate::{
     alert::{Outputs, rfc3339},
     coredump,
     correlate::{Correlator, Lineage, Out},
-    decode::{self, Event, OpenRecord},
-    detect::{KeyOpen, Policy},
+    decode::{self, Event},
+    detect::Policy,
     kernelmaps::{KernelMaps, count_keys},
     metrics::Metrics,
     proctab::ProcessTable,
@@ -26,7 +26,7 @@ use crate::{
     record::{self, Record, Recorder},
     score::{self, Context as ScoreContext, ScoringConfig},
     track::{Origin, Registry},
-    watch::{Watcher, st_dev},
+    watch::Watcher,
 };
 
 /// Clock conversion: kernel boot-time ns to wall-clock ns since the epoch.
@@ -604,81 +604,5 @@ impl Pipeline {
             Event::NetSend(n) => self.net_send(&n),
             Event::PathChange(p) => self.path_change(&p),
         }
-    }
-
-    fn key_open(&mut self, rec: &OpenRecord) {
-        let actor = self.procs.resolve(&rec.task);
-        let (path, dev, ino, watch_id) = if rec.failed {
-            match self.resolve_failed(rec) {
-                Some(r) => r,
-                None => return,
-            }
-        } else {
-            let watch_id =
-                (rec.matched & (MATCH_INODE | MATCH_PARENT) != 0).then_some(rec.watch_id);
-            let mut path = rec.path.clone().unwrap_or_default();
-            if rec.path_truncated {
-                path.insert_str(0, "...");
-            }
-            (path, st_dev(rec.dev), rec.ino, watch_id)
-        };
-        let allowed = self.policy.allowed(&actor.exe, watch_id);
-        // A key this uid created moments ago (checked before this open
-        // registers anything).
-        let fresh = !rec.created()
-            && self
-                .registry
-                .by_inode(rec.dev, rec.ino)
-                .filter(|t| t.igen.is_none_or(|g| g == rec.igen))
-                .is_some_and(|t| {
-                    t.created.is_some_and(|(u, at)| {
-                        u == actor.uid
-                            && rec.task.ts_boot_ns.saturating_sub(at)
-                                < crate::tracking::FRESH_KEY_NS
-                    })
-                });
-        self.note_key(rec, &path, allowed || fresh);
-        let k = KeyOpen {
-            rec,
-            actor: &actor,
-            path,
-            dev,
-            ino,
-            watch_id,
-            fresh,
-        };
-        if let Some(alert) =
-            self.policy
-                .key_file_open(&k, &self.host, self.clock.wall(rec.task.ts_boot_ns))
-        {
-            self.emit(alert, rec.task.ts_boot_ns);
-        }
-    }
-
-    /// A failed open names no file: resolve its path argument as the
-    /// process saw it (its root, cwd or dirfd) and check it is watched.
-    fn resolve_failed(&self, rec: &OpenRecord) -> Option<(String, u64, u64, Option<u32>)> {
-        let arg = rec.arg.as_deref()?;
-        let (shown, seen) = crate::flows::user_path(rec.task.pid, rec.dfd, arg);
-        let covered = self.watcher.covers(&seen);
-        let (watch_id, key) = match covered {
-            Some((id, key)) => (Some(id), key),
-            None if rec.name_rules != 0 => (None, None),
-            None => {
-                if Path::new(&seen).exists() {
-                    // The name filter matched but the file is not watched.
-                    return None;
-                }
-                self.metrics.unresolved_failed_opens.inc();
-                return None;
-            }
-        };
-        let key = key.unwrap_or(InodeKey {
-            dev: 0,
-            _pad: 0,
-            ino: 0,
-        });
-        let dev = if key.dev == 0 { 0 } else { st_dev(key.dev) };
-        Some((shown.to_string_lossy().into_owned(), dev, key.ino, watch_id))
     }
 }

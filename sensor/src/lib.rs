@@ -14,6 +14,7 @@ pub mod correlate;
 pub mod decode;
 pub mod detect;
 pub mod detect_dumps;
+pub mod detect_keys;
 pub mod detect_memory;
 pub mod dumps;
 pub mod enforce;
