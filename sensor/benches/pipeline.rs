@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use sensor::{
-    agent::Pipeline, alert::Outputs, config::Config, detect::Policy, metrics::Metrics,
+    alert::Outputs, config::Config, detect::Policy, metrics::Metrics, pipeline::Pipeline,
     proctab::ProcessTable, watch::Watcher,
 };
 use sensor_common::{

@@ -14,11 +14,11 @@ use sensor_common::{
 };
 
 use crate::{
-    agent::Pipeline,
     alert::DumpDetail,
     coredump,
     decode::{self, DumpConfigRecord, SignalRecord},
     detect::signal_name,
+    pipeline::Pipeline,
 };
 
 /// Dump rules: one signal, dump setting or core dump each.

@@ -15,7 +15,6 @@ use sensor_common::{
 };
 
 use crate::{
-    agent::Pipeline,
     decode::{MemRecord, OpenRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_CREDENTIALS, ATTACK_INJECT, ATTACK_PROC_MEMORY,
@@ -23,6 +22,7 @@ use crate::{
         RULE_PROC_ENVIRON, RULE_PROC_MEM, RULE_PROCESS_ACCESS, RULE_PTRACE, RULE_VM_READ,
         RULE_VM_WRITE, process_access_op, ptrace_request,
     },
+    pipeline::Pipeline,
 };
 
 /// Most actors remembered for reconnaissance.

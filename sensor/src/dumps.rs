@@ -11,10 +11,10 @@ use std::{
 };
 
 use crate::{
-    agent::Pipeline,
     alert::{DumpDetail, FlowDetail, Severity, Target},
     decode::WriteRecord,
     detect::{ATTACK_CREDENTIAL_DUMPING, FlowAlert, RULE_USERSPACE_DUMP},
+    pipeline::Pipeline,
     proctab::ProcInfo,
     track::{Origin, TrackedKind},
     watch::{kdev, st_dev},

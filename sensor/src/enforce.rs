@@ -17,7 +17,6 @@ use sensor_common::{
 };
 
 use crate::{
-    agent::Pipeline,
     alert::DumpDetail,
     config::Config,
     decode::{DeniedRecord, OpenRecord},
@@ -25,6 +24,7 @@ use crate::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, KeyOpen, MemAccess,
         signal_name,
     },
+    pipeline::Pipeline,
     watch::{kdev, st_dev},
 };
 

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{agent::Pipeline, alert::Alert, alert::Severity};
+use crate::{alert::Alert, alert::Severity, pipeline::Pipeline};
 
 /// Environments read by one process from which it counts as a lister.
 pub const LISTER_READS: u32 = 8;

@@ -14,9 +14,9 @@ use sensor_common::{
 };
 
 use crate::{
-    agent::Pipeline,
     decode::{FdAccessRecord, OpenRecord},
     detect::KeyOpen,
+    pipeline::Pipeline,
     track::Origin,
     watch::st_dev,
 };

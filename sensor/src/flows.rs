@@ -18,7 +18,6 @@ use sensor_common::{
 };
 
 use crate::{
-    agent::Pipeline,
     alert::{FlowDetail, Severity, Target},
     decode::{CloseRecord, OpenRecord, PathRecord, SendRecord, WriteRecord},
     detect::{
@@ -27,6 +26,7 @@ use crate::{
     },
     dumps::{HELPER_WAIT, PendingUserDump},
     evidence::CopyEvidence,
+    pipeline::Pipeline,
     proctab::ProcInfo,
     track::{Origin, TrackedKind},
     watch::{kdev, st_dev},

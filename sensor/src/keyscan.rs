@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use crate::{
-    agent::Pipeline,
     alert::{FlowDetail, Severity, Target},
     detect::FlowAlert,
+    pipeline::Pipeline,
     track::TrackedKind,
     watch::st_dev,
 };
@@ -149,7 +149,7 @@ impl Pipeline {
     /// handled, so a replay raises the same alert at the same point).
     pub fn scanned(&mut self, r: ScanResult) {
         let rec = crate::record::ScanRec {
-            at_ns: crate::agent::boot_now(),
+            at_ns: crate::pipeline::boot_now(),
             id: r.id,
             path: r.path.to_string_lossy().into_owned(),
             report: r.report,

@@ -1,11 +1,12 @@
 //! keysentry's user-space agent. Stages, in the order an event flows:
-//! `loader` (load + attach) -> `agent` (ring buffer, event loop) ->
-//! `decode` -> `proctab` (enrich) -> `detect` (rules) -> `alert` / `metrics`
-//! (outputs). `config`, `watch`, `btf` and `tracefs` prepare the kernel side;
+//! `loader` (load + attach) -> `live` (ring buffer, event loop; `replay`
+//! feeds a recording instead) -> `pipeline` (dispatch, `emit`) -> `decode`
+//! -> `proctab` (enrich) -> `detect` and `detect_*` (rules) -> `score` /
+//! `correlate` -> `alert` / `metrics` (outputs). `config`, `watch`,
+//! `kernelmaps`, `btf` and `tracefs` prepare the kernel side;
 //! `enforce` feeds the BPF LSM hooks and alerts their denials; `fdaccess`
 //! alerts what the LSM hooks detect (key reads through a handed-over fd).
 
-pub mod agent;
 pub mod alert;
 pub mod btf;
 pub mod config;
@@ -28,6 +29,7 @@ pub mod keyscan;
 pub mod live;
 pub mod loader;
 pub mod metrics;
+pub mod pipeline;
 pub mod probes_report;
 pub mod proctab;
 pub mod protect;

@@ -23,7 +23,6 @@ use tokio::{
 };
 
 use crate::{
-    agent::Pipeline,
     alert::Outputs,
     btf, config,
     config::Config,
@@ -31,6 +30,7 @@ use crate::{
     kernelmaps::{KernelMaps, MapStats},
     loader,
     metrics::{self, Metrics},
+    pipeline::Pipeline,
     proctab::ProcessTable,
     protect::Protector,
     tracefs,

@@ -8,11 +8,11 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::{
-    agent::Pipeline,
     alert::Outputs,
     config::Config,
     detect::Policy,
     metrics::Metrics,
+    pipeline::Pipeline,
     proctab::ProcessTable,
     protect::Protector,
     record::{self, Record, Recorder},

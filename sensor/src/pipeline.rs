@@ -1,15 +1,24 @@
-//! The pipeline: everything after the ring buffer (decode -> enrich ->
-//! detect -> correlate/score -> outputs), and the handlers of memory
-//! access, dump and key-open events. Start-up and the event loop are
-//! `live.rs`'s.
+//! The pipeline, everything after the ring buffer: `Pipeline` holds the
+//! stages' state (process table, protection, policy, tracked-file
+//! registry, outputs). `handle` takes one ring-buffer record, live
+//! (`live.rs`) or recorded (`replay.rs`), through decode and hands it to
+//! its handler: exec, fork, rename and exit here (process table,
+//! protection), the rules in `detect_keys.rs`, `detect_memory.rs`,
+//! `detect_dumps.rs`, `flows.rs`, `fdaccess.rs` and `enforce.rs`. Every
+//! alert a rule makes comes back to `emit`, which scores it (`score.rs`),
+//! correlates it into an incident (`correlate.rs`) and hands it to the
+//! outputs. The recording hooks and facts (`record.rs`) and the clock are
+//! here too.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::Arc,
+};
 
 use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
-
-use std::collections::{HashMap, HashSet};
 
 use crate::{
     alert::{Alert, Target},
