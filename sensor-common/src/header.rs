@@ -24,10 +24,25 @@ pub const COMM_LEN: usize = 16;
 /// Most components walked when rebuilding a path.
 pub const PATH_MAX_DEPTH: u32 = 48;
 
-/// Event kinds. The value indexes the per-kind lost-event counters.
-#[repr(u32)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum EventKind {
+/// Declares [`EventKind`] and [`EventKind::ALL`] from one list, so no kind
+/// can be left out of `ALL` (user space decodes only the kinds in it).
+macro_rules! event_kinds {
+    ($($(#[$attr:meta])* $kind:ident = $value:literal,)+) => {
+        /// Event kinds. The value indexes the per-kind lost-event counters.
+        #[repr(u32)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        pub enum EventKind {
+            $($(#[$attr])* $kind = $value,)+
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: [EventKind; [$(EventKind::$kind),+].len()] = [$(EventKind::$kind),+];
+        }
+    };
+}
+
+event_kinds! {
     Exec = 1,
     Fork = 2,
     Exit = 3,
@@ -75,25 +90,6 @@ const _: () = {
 };
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
-        EventKind::Exec,
-        EventKind::Fork,
-        EventKind::Exit,
-        EventKind::Rename,
-        EventKind::KeyOpen,
-        EventKind::KeyOpenFailed,
-        EventKind::ProcFileOpen,
-        EventKind::MemAccess,
-        EventKind::DumpSignal,
-        EventKind::DumpConfig,
-        EventKind::FileWrite,
-        EventKind::FileClose,
-        EventKind::NetSend,
-        EventKind::PathChange,
-        EventKind::Denied,
-        EventKind::FdAccess,
-    ];
-
     pub fn from_u32(v: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|k| *k as u32 == v)
     }
@@ -201,3 +197,41 @@ impl KPath {
 pub const PATH_TRUNCATED: u32 = 1;
 /// The walk reached the root of the mount namespace.
 pub const PATH_COMPLETE: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` comes from the enum's own list (`event_kinds!`), so every kind
+    /// is in it; `name` and `record_size` are exhaustive matches. What the
+    /// compiler does not check is checked here.
+    #[test]
+    fn every_kind_has_its_own_value_name_and_record() {
+        let all = EventKind::ALL;
+        for (i, k) in all.iter().enumerate() {
+            let v = *k as u32;
+            assert!(v != 0, "{k:?}: 0 is no kind (a zeroed header is malformed)");
+            assert!(v < KIND_SLOTS, "{k:?} = {v}: no lost-event slot");
+            assert_eq!(EventKind::from_u32(v), Some(*k));
+            let name = k.name();
+            assert!(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{k:?}: metric label {name:?}"
+            );
+            assert!(
+                k.record_size() > core::mem::size_of::<Header>(),
+                "{k:?}: record of {} bytes",
+                k.record_size()
+            );
+            for other in &all[i + 1..] {
+                assert_ne!(v, *other as u32, "{k:?} and {other:?}");
+                assert_ne!(name, other.name(), "{k:?} and {other:?}");
+            }
+        }
+        let decoded = (0..KIND_SLOTS)
+            .filter(|v| EventKind::from_u32(*v).is_some())
+            .count();
+        assert_eq!(decoded, all.len());
+        assert_eq!(EventKind::from_u32(KIND_SLOTS), None);
+    }
+}
