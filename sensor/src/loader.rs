@@ -692,3 +692,68 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use aya_obj::{Object, ProgramSection};
+
+    use super::*;
+
+    /// The programs of the embedded object, by name.
+    fn object_programs() -> BTreeMap<String, ProgramSection> {
+        let obj = Object::parse(EBPF_OBJ).expect("the embedded eBPF object parses");
+        obj.programs
+            .into_iter()
+            .map(|(name, p)| (name, p.section))
+            .collect()
+    }
+
+    /// `PROBES` and `LSM_PROBES` name only programs of the object, each
+    /// of the type its hook loads it as, and every program is attached by
+    /// some entry; no hook is attached twice.
+    #[test]
+    fn probe_tables_match_the_programs_of_the_object() {
+        let programs = object_programs();
+        assert!(!programs.is_empty());
+        let mut used = BTreeSet::new();
+        let mut labels = BTreeSet::new();
+        for p in PROBES {
+            let label = p.label();
+            let section = programs
+                .get(p.program)
+                .unwrap_or_else(|| panic!("{label}: no program {} in the object", p.program));
+            let fits = match p.hook {
+                Hook::Tracepoint(..) => matches!(section, ProgramSection::TracePoint),
+                Hook::Raw(_) => matches!(section, ProgramSection::RawTracePoint),
+                // attach() refuses these: LSM hooks go in LSM_PROBES.
+                Hook::Lsm(_) => false,
+            };
+            assert!(fits, "{label}: program {} is {section:?}", p.program);
+            assert!(labels.insert(label.clone()), "{label} attached twice");
+            used.insert(p.program);
+        }
+        for p in LSM_PROBES {
+            let label = format!("lsm/{}", p.hook);
+            let section = programs
+                .get(p.program)
+                .unwrap_or_else(|| panic!("{label}: no program {} in the object", p.program));
+            assert!(
+                matches!(section, ProgramSection::Lsm { sleepable: false }),
+                "{label}: program {} is {section:?}",
+                p.program
+            );
+            assert!(labels.insert(label.clone()), "{label} attached twice");
+            used.insert(p.program);
+        }
+        let unattached: Vec<&String> = programs
+            .keys()
+            .filter(|name| !used.contains(name.as_str()))
+            .collect();
+        assert!(
+            unattached.is_empty(),
+            "programs of the object no probe attaches: {unattached:?}"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! What every record starts with: the [`Header`], the [`EventKind`] that
+//! tags it (and the size of the record each kind travels in), the path
+//! buffers ([`KPath`]) and their limits.
+
+use crate::{
+    DeniedEvent, DumpConfigEvent, ExecEvent, ExitEvent, FdAccessEvent, FileCloseEvent,
+    FileWriteEvent, ForkEvent, MemAccessEvent, NetSendEvent, OpenEvent, PathChangeEvent,
+    RenameEvent, SignalEvent,
+};
+
+/// Bytes kept of a path rebuilt from dentries (components leaf first).
+pub const PATH_BUF: usize = 1280;
+/// Offset mask used while writing a component (must be a power of two - 1,
+/// and `PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF`).
+pub const PATH_WRITE_MASK: usize = 1023;
+/// Longest file-name component (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+const _: () = assert!(PATH_WRITE_MASK + NAME_MAX + 1 < PATH_BUF);
+/// Bytes kept of a path argument as the process passed it.
+pub const ARG_BUF: usize = 256;
+/// Bytes kept of a command line (NUL separated).
+pub const CMDLINE_BUF: usize = 512;
+pub const COMM_LEN: usize = 16;
+/// Most components walked when rebuilding a path.
+pub const PATH_MAX_DEPTH: u32 = 48;
+
+/// Declares [`EventKind`] and [`EventKind::ALL`] from one list, so no kind
+/// can be left out of `ALL` (user space decodes only the kinds in it).
+macro_rules! event_kinds {
+    ($($(#[$attr:meta])* $kind:ident = $value:literal,)+) => {
+        /// Event kinds. The value indexes the per-kind lost-event counters.
+        #[repr(u32)]
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        pub enum EventKind {
+            $($(#[$attr])* $kind = $value,)+
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: [EventKind; [$(EventKind::$kind),+].len()] = [$(EventKind::$kind),+];
+        }
+    };
+}
+
+event_kinds! {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+    /// The thread-group leader's comm changed (prctl(PR_SET_NAME), a write
+    /// to /proc/<pid>/comm); not at exec.
+    Rename = 5,
+    /// A successful open of a watched or key-named file.
+    KeyOpen = 10,
+    /// A failed open (EACCES/EPERM) whose path may name a key file.
+    KeyOpenFailed = 11,
+    /// An open of /proc/<pid>/{mem,pagemap,environ}, or of
+    /// /proc/<pid>/{maps,smaps,status} of a protected process.
+    ProcFileOpen = 12,
+    /// ptrace, process_vm_readv/writev or pidfd_getfd on another process.
+    MemAccess = 20,
+    /// A dump-producing signal sent to another process.
+    DumpSignal = 21,
+    /// A change that enables or redirects core dumps.
+    DumpConfig = 22,
+    /// A tainted process wrote a regular file (first write per file).
+    FileWrite = 30,
+    /// A tainted process closed a file it had written.
+    FileClose = 31,
+    /// A tainted process sent on a socket (first send per socket).
+    NetSend = 32,
+    /// A rename or link whose source names a tracked file or a key name.
+    PathChange = 33,
+    /// A BPF LSM hook denied an operation (rule in enforce mode).
+    Denied = 24,
+    /// A BPF LSM hook saw a process read, write or map a watched file
+    /// through an fd it did not open itself (first access per process).
+    FdAccess = 13,
+}
+
+/// Number of slots in the lost-event counter array.
+pub const KIND_SLOTS: u32 = 64;
+
+// Every kind indexes the per-kind counters.
+const _: () = {
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        assert!((EventKind::ALL[i] as u32) < KIND_SLOTS);
+        i += 1;
+    }
+};
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| *k as u32 == v)
+    }
+
+    /// Stable metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Exec => "exec",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+            EventKind::Rename => "rename",
+            EventKind::KeyOpen => "key_open",
+            EventKind::KeyOpenFailed => "key_open_failed",
+            EventKind::ProcFileOpen => "proc_file_open",
+            EventKind::MemAccess => "mem_access",
+            EventKind::DumpSignal => "dump_signal",
+            EventKind::DumpConfig => "dump_config",
+            EventKind::FileWrite => "file_write",
+            EventKind::FileClose => "file_close",
+            EventKind::NetSend => "net_send",
+            EventKind::PathChange => "path_change",
+            EventKind::Denied => "denied",
+            EventKind::FdAccess => "fd_access",
+        }
+    }
+
+    /// Size of the record this kind travels in. An exhaustive match, so a new
+    /// kind cannot be added without its size.
+    pub const fn record_size(self) -> usize {
+        match self {
+            EventKind::Exec => core::mem::size_of::<ExecEvent>(),
+            EventKind::Fork => core::mem::size_of::<ForkEvent>(),
+            EventKind::Exit => core::mem::size_of::<ExitEvent>(),
+            EventKind::Rename => core::mem::size_of::<RenameEvent>(),
+            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
+                core::mem::size_of::<OpenEvent>()
+            }
+            EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
+            EventKind::DumpSignal => core::mem::size_of::<SignalEvent>(),
+            EventKind::DumpConfig => core::mem::size_of::<DumpConfigEvent>(),
+            EventKind::FileWrite => core::mem::size_of::<FileWriteEvent>(),
+            EventKind::FileClose => core::mem::size_of::<FileCloseEvent>(),
+            EventKind::NetSend => core::mem::size_of::<NetSendEvent>(),
+            EventKind::PathChange => core::mem::size_of::<PathChangeEvent>(),
+            EventKind::Denied => core::mem::size_of::<DeniedEvent>(),
+            EventKind::FdAccess => core::mem::size_of::<FdAccessEvent>(),
+        }
+    }
+}
+
+/// First bytes of every record.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct Header {
+    pub kind: u32,
+    /// Size of the whole record in bytes.
+    pub size: u32,
+    /// bpf_ktime_get_boot_ns() at the event.
+    pub ts_boot_ns: u64,
+    /// Thread-group id (the process id user space sees).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(core::mem::size_of::<Header>() == 56);
+
+/// A path rebuilt in the kernel from dentries and mounts. `buf[..len]` holds
+/// the components leaf first, each followed by `/`; user space reverses them.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct KPath {
+    pub len: u32,
+    /// PATH_* flags.
+    pub flags: u32,
+    pub buf: [u8; PATH_BUF],
+}
+const _: () = assert!(core::mem::size_of::<KPath>() == 8 + PATH_BUF);
+
+impl KPath {
+    /// Encodes `path` the way the kernel writes it (components leaf first,
+    /// each followed by '/'): for tests and benchmarks that build records.
+    /// Panics when the path does not fit.
+    pub fn from_path(path: &str) -> KPath {
+        let mut p = KPath {
+            len: 0,
+            flags: PATH_COMPLETE,
+            buf: [0; PATH_BUF],
+        };
+        let mut pos = 0;
+        for c in path.split('/').filter(|c| !c.is_empty()).rev() {
+            p.buf[pos..pos + c.len()].copy_from_slice(c.as_bytes());
+            pos += c.len();
+            p.buf[pos] = b'/';
+            pos += 1;
+        }
+        p.len = pos as u32;
+        p
+    }
+}
+
+pub const PATH_TRUNCATED: u32 = 1;
+/// The walk reached the root of the mount namespace.
+pub const PATH_COMPLETE: u32 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` comes from the enum's own list (`event_kinds!`), so every kind
+    /// is in it; `name` and `record_size` are exhaustive matches. What the
+    /// compiler does not check is checked here.
+    #[test]
+    fn every_kind_has_its_own_value_name_and_record() {
+        let all = EventKind::ALL;
+        for (i, k) in all.iter().enumerate() {
+            let v = *k as u32;
+            assert!(v != 0, "{k:?}: 0 is no kind (a zeroed header is malformed)");
+            assert!(v < KIND_SLOTS, "{k:?} = {v}: no lost-event slot");
+            assert_eq!(EventKind::from_u32(v), Some(*k));
+            let name = k.name();
+            assert!(
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{k:?}: metric label {name:?}"
+            );
+            assert!(
+                k.record_size() > core::mem::size_of::<Header>(),
+                "{k:?}: record of {} bytes",
+                k.record_size()
+            );
+            for other in &all[i + 1..] {
+                assert_ne!(v, *other as u32, "{k:?} and {other:?}");
+                assert_ne!(name, other.name(), "{k:?} and {other:?}");
+            }
+        }
+        let decoded = (0..KIND_SLOTS)
+            .filter(|v| EventKind::from_u32(*v).is_some())
+            .count();
+        assert_eq!(decoded, all.len());
+        assert_eq!(EventKind::from_u32(KIND_SLOTS), None);
+    }
+}

@@ -1,0 +1,131 @@
+//! What user space hands the programs at load time: the running kernel's
+//! struct offsets and tracepoint field offsets, and the run-time settings.
+
+/// Offset of `long ret` in every syscalls:sys_exit_* record (common fields,
+/// int __syscall_nr, padding). Checked against tracefs at load time.
+pub const SYS_EXIT_RET_OFFSET: u32 = 16;
+/// Offset of `int __syscall_nr` in every syscalls:sys_{enter,exit}_*
+/// record. Checked against tracefs at load time.
+pub const SYSCALL_NR_OFFSET: u32 = 8;
+
+/// Byte offsets of kernel struct members, read from the running kernel's
+/// BTF at load time and handed to the programs as a global.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_start_time: u32,
+    pub task_exit_code: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub file_f_inode: u32,
+    pub file_f_path: u32,
+    pub file_f_flags: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub inode_i_mode: u32,
+    pub sb_s_dev: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name: u32,
+    pub dentry_d_inode: u32,
+    /// Offset of `len` inside struct qstr.
+    pub qstr_len: u32,
+    /// Offset of `name` inside struct qstr.
+    pub qstr_name: u32,
+    /// Offset of the embedded `struct vfsmount mnt` in struct mount.
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mm_exe_file: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub pt_regs_di: u32,
+    pub pt_regs_si: u32,
+    pub pt_regs_dx: u32,
+    pub pt_regs_r10: u32,
+    pub pt_regs_r8: u32,
+    /// struct socket -> sk, and struct sock fields (sock_common included).
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
+    pub io_kiocb_opcode: u32,
+    pub sb_s_magic: u32,
+    pub file_private_data: u32,
+    pub inode_i_private: u32,
+    /// Offset of `numbers[0].nr` in struct pid (the pid in the root namespace).
+    pub pid_nr: u32,
+    /// signal:signal_generate field offsets.
+    pub tp_sig_sig: u32,
+    pub tp_sig_code: u32,
+    pub tp_sig_pid: u32,
+    pub tp_sig_result: u32,
+    /// Field offsets inside tracepoint records (from tracefs formats).
+    pub tp_sys_exit_ret: u32,
+    pub tp_iou_complete_req: u32,
+    pub tp_iou_complete_res: u32,
+    /// IORING_OP_OPENAT / OPENAT2 opcode values.
+    pub iou_op_openat: u32,
+    pub iou_op_openat2: u32,
+    /// io_kiocb.file, and a bit per io_uring opcode that writes or sends.
+    pub io_kiocb_file: u32,
+    pub _pad_iou: u32,
+    pub iou_sink_ops: u64,
+    /// task_struct.flags (PF_DUMPCORE), task_struct.signal,
+    /// signal_struct.core_state (non-null while the process dumps core).
+    pub task_flags: u32,
+    pub task_signal: u32,
+    pub signal_core_state: u32,
+    /// pt_regs.orig_ax: the current syscall number (LSM hooks).
+    pub pt_regs_orig_ax: u32,
+    /// inode.i_generation, inode.i_uid, inode.i_size, file.f_mode.
+    pub inode_i_generation: u32,
+    pub inode_i_uid: u32,
+    pub inode_i_size: u32,
+    pub file_f_mode: u32,
+    /// signal_struct.live (threads alive; 0 once the last one exits) and
+    /// signal_struct.group_exit_code (the group's exit code: a core dump's
+    /// 0x80 is there, whichever thread exits last).
+    pub signal_live: u32,
+    pub signal_group_exit_code: u32,
+    /// fdtable.max_fds.
+    pub fdt_max_fds: u32,
+    /// task:task_rename field offsets (`pid`, `newcomm`); 0 when the
+    /// kernel has no such tracepoint (its probe then does not attach).
+    pub tp_rename_pid: u32,
+    pub tp_rename_newcomm: u32,
+}
+
+/// Run-time switches handed to the programs as a global.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SensorSettings {
+    /// The sensor's own pid: its opens are not reported.
+    pub self_pid: u32,
+    /// Bench switch: every program returns at once (measures the hook floor).
+    pub empty_programs: u32,
+    /// Ring-buffer fill (bytes) above which a non-urgent submit wakes user space.
+    pub wakeup_bytes: u32,
+    /// `[flow] max_generations`: the last generation of tracked files.
+    pub max_generations: u32,
+}
+
+// SAFETY: repr(C), without padding, valid for any bits.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for KernelOffsets {}
+// SAFETY: repr(C), without padding, valid for any bits.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SensorSettings {}

@@ -1,0 +1,85 @@
+//! Memory access to other processes, dump-producing signals and dump
+//! configuration changes.
+
+use crate::Header;
+
+/// Memory-access operations (`MemAccessEvent::op`).
+pub const MEM_PTRACE: u32 = 1;
+pub const MEM_VM_READV: u32 = 2;
+pub const MEM_VM_WRITEV: u32 = 3;
+pub const MEM_PIDFD_GETFD: u32 = 4;
+/// Another process accessed through a syscall the tracepoints do not
+/// enumerate (perf_event_open, kcmp, get_robust_list, process_madvise,
+/// move_pages, reads of /proc/<pid>/stack...), seen by the BPF LSM hook
+/// ptrace_access_check: `request` is the syscall number, `arg` the
+/// ptrace access mode, `ret` 0 (the access check passed).
+pub const MEM_LSM_ACCESS: u32 = 5;
+
+/// Cross-process memory access by the current task.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct MemAccessEvent {
+    pub hdr: Header,
+    /// Syscall result (0/bytes/fd, or -errno).
+    pub ret: i64,
+    /// ptrace request; pidfd for pidfd_getfd.
+    pub request: u64,
+    /// ptrace addr; target fd for pidfd_getfd.
+    pub arg: u64,
+    /// MEM_* value.
+    pub op: u32,
+    /// Target pid (tid for ptrace), 0 when user space must resolve it.
+    pub target: u32,
+    /// 1 when the target is in the kernel's protected set.
+    pub target_protected: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
+
+/// A dump-producing signal (SIGQUIT, ILL, TRAP, ABRT, BUS, FPE, SEGV, XCPU,
+/// XFSZ, SYS) generated for another process.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct SignalEvent {
+    /// The sender.
+    pub hdr: Header,
+    pub sig: u32,
+    /// Target thread id.
+    pub target: u32,
+    /// siginfo si_code: SI_USER (kill, pidfd_send_signal), SI_TKILL
+    /// (tkill, tgkill), SI_QUEUE (rt_sigqueueinfo), ...
+    pub code: i32,
+    /// TRACE_SIGNAL_* result (0 delivered, 1 ignored, 2 already pending...).
+    pub result: i32,
+}
+const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
+
+/// What a DumpConfigEvent changes.
+pub const DCFG_CORE_PATTERN: u32 = 1;
+pub const DCFG_CORE_PIPE_LIMIT: u32 = 2;
+pub const DCFG_SUID_DUMPABLE: u32 = 3;
+pub const DCFG_COREDUMP_FILTER: u32 = 4;
+pub const DCFG_SET_DUMPABLE: u32 = 5;
+pub const DCFG_RLIMIT_CORE: u32 = 6;
+
+/// A write-open of a core-dump sysctl or of /proc/<pid>/coredump_filter,
+/// PR_SET_DUMPABLE by a protected process, or RLIMIT_CORE set on one.
+#[repr(C)]
+#[derive(Copy, Clone, Debug)]
+pub struct DumpConfigEvent {
+    pub hdr: Header,
+    pub ret: i64,
+    /// New value (PR_SET_DUMPABLE argument, RLIMIT_CORE soft limit).
+    pub value: u64,
+    /// DCFG_* value.
+    pub what: u32,
+    /// Process affected (0: system-wide sysctl; for coredump_filter the
+    /// /proc directory's number, parsed in the kernel).
+    pub target: u32,
+}
+const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
+
+/// Is `sig` a signal whose default action dumps core?
+pub const fn is_dump_signal(sig: u32) -> bool {
+    matches!(sig, 3 | 4 | 5 | 6 | 7 | 8 | 11 | 24 | 25 | 31)
+}

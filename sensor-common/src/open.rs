@@ -1,0 +1,98 @@
+//! Opens: the [`OpenEvent`] record (key files, failed opens, /proc files)
+//! with its source, match and /proc file values, and the name words the
+//! kernel compares short fixed names with.
+
+use crate::{ARG_BUF, Header, KPath};
+
+/// Where an open was seen.
+pub const SRC_OPEN: u32 = 1;
+pub const SRC_OPENAT: u32 = 2;
+pub const SRC_OPENAT2: u32 = 3;
+pub const SRC_CREAT: u32 = 4;
+pub const SRC_OPEN_BY_HANDLE: u32 = 5;
+pub const SRC_IO_URING: u32 = 6;
+
+/// Why an open was reported (bits of `OpenEvent::matched`).
+pub const MATCH_INODE: u32 = 1;
+pub const MATCH_PARENT: u32 = 2;
+pub const MATCH_NAME: u32 = 4;
+/// A failed open whose final component names a watched file or key pattern.
+pub const MATCH_FAILED_NAME: u32 = 8;
+/// The inode is a tracked file (a registered dump or a derived copy).
+pub const MATCH_TRACKED: u32 = 16;
+
+/// A reported open (success or failure).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct OpenEvent {
+    pub hdr: Header,
+    /// Return value: the new fd, or -errno.
+    pub ret: i64,
+    /// Identity of the opened file (zero for failures).
+    pub ino: u64,
+    pub dev: u32,
+    /// inode i_mode (zero for failures).
+    pub mode: u32,
+    /// file f_flags (success) or the flags argument (failure).
+    pub flags: u32,
+    /// dirfd argument (AT_FDCWD = -100), when the syscall has one.
+    pub dfd: i32,
+    /// SRC_* value.
+    pub source: u32,
+    /// MATCH_* bits.
+    pub matched: u32,
+    /// Value stored with the matched watch entry (its key_path index).
+    pub watch_id: u32,
+    /// Bit per key_name rule that matched.
+    pub name_rules: u32,
+    /// Bytes of `arg` read (0 when unavailable).
+    pub arg_len: u32,
+    /// The opened inode's i_generation (with (dev, ino): a reused inode
+    /// number is another file).
+    pub igen: u32,
+    /// file f_mode (FMODE_CREATED: this open created the file).
+    pub fmode: u32,
+    /// The opened inode's owner (i_uid, in the initial user namespace).
+    pub owner: u32,
+    /// The opened inode's size (i_size) at the open.
+    pub size: i64,
+    /// The path argument as the process passed it.
+    pub arg: [u8; ARG_BUF],
+    /// The opened file's path, rebuilt from its dentry (success only).
+    pub path: KPath,
+}
+const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
+
+/// `struct file` f_mode bit: the open created the file (stable since 4.19).
+pub const FMODE_CREATED: u32 = 0x100000;
+
+/// Files of /proc/<pid>/ reported by ProcFileOpen (in `OpenEvent::name_rules`).
+pub const PROC_MEM: u32 = 1;
+pub const PROC_PAGEMAP: u32 = 2;
+pub const PROC_ENVIRON: u32 = 3;
+/// Reconnaissance files, reported only for protected targets.
+pub const PROC_MAPS: u32 = 4;
+pub const PROC_SMAPS: u32 = 5;
+pub const PROC_STATUS: u32 = 6;
+
+/// A short (<= 8 bytes) file name as the first head word of its NameKey.
+pub const fn short_name(s: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < s.len() && i < 8 {
+        v |= (s[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+/// Head words of a name of up to 16 bytes (NameKey::head).
+pub const fn name_head(s: &[u8]) -> [u64; 2] {
+    let mut w = [0u64; 2];
+    let mut i = 0;
+    while i < s.len() && i < 16 {
+        w[i / 8] |= (s[i] as u64) << (8 * (i % 8));
+        i += 1;
+    }
+    w
+}
