@@ -20,6 +20,7 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     pub task_start_time: u32,
     pub task_exit_code: u32,
+    pub task_group_leader: u32,
     pub files_fdt: u32,
     pub fdt_fd: u32,
     pub file_f_inode: u32,

@@ -82,6 +82,13 @@ pub static TAINTED: HashMap<u32, Taint> = HashMap::with_max_entries(16384, 0);
 #[map]
 pub static ENVIRON_READS: LruHashMap<u32, u32> = LruHashMap::with_max_entries(8192, 0);
 
+/// Processes whose exit was reported (tgid -> start time of its leader).
+/// Threads that exit together can each see `signal->live` at 0 after the
+/// last decrement: the first to insert reports the exit, the others find
+/// the same leader here. A reused tgid has another leader start time.
+#[map]
+pub static GROUP_EXITED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(2048, 0);
+
 /// Why taint or tracking stopped, per STOP_* reason.
 #[map]
 pub static FLOW_STOPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(STOP_SLOTS, 0);

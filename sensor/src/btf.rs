@@ -161,6 +161,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         task_pid: o("task_struct", "pid")?,
         task_start_time: o("task_struct", "start_boottime")?,
         task_exit_code: o("task_struct", "exit_code")?,
+        task_group_leader: o("task_struct", "group_leader")?,
         files_fdt: o("files_struct", "fdt")?,
         fdt_fd: o("fdtable", "fd")?,
         file_f_inode: o("file", "f_inode")?,

@@ -117,6 +117,25 @@ fn an_unprotected_crash_is_counted_not_alerted() {
         s.metric("keysentry_core_dumps_total{protected=\"false\"}"),
         Some(1.0)
     );
+
+    // A process of many threads dies once: the dump releases its threads
+    // as the dumper exits, and each can find the group's live count at 0.
+    const CRASHES: usize = 24;
+    for _ in 0..CRASHES {
+        let (_, st) = actor(&["threads-crash", "16"], None, None);
+        assert!(st.core_dumped(), "{st:?}");
+    }
+    let alerts = s.alerts_until_marker(&l.marker);
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["rule"] == "core-dump" || a["rule"] == "forced-crash"),
+        "unprotected crashes alerted: {alerts:#?}"
+    );
+    assert_eq!(
+        s.metric("keysentry_core_dumps_total{protected=\"false\"}"),
+        Some(1.0 + CRASHES as f64)
+    );
 }
 
 #[test]

@@ -14,8 +14,8 @@ use sensor_common::{
 
 use crate::{
     maps::{
-        ENVIRON_READS, EVENTS, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED, TAINTED_PIPES,
-        count_lost, count_stop, submit_flags, watch_entry,
+        ENVIRON_READS, EVENTS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
+        TAINTED_PIPES, count_lost, count_stop, submit_flags, watch_entry,
     },
     off,
     probes::flow::{add_taint, next_gen},
@@ -298,8 +298,23 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     if !group_dead {
         return 0;
     }
-    let _ = PROTECTED.remove((pid_tgid >> 32) as u32);
-    let _ = TAINTED.remove((pid_tgid >> 32) as u32);
+    let tgid = (pid_tgid >> 32) as u32;
+    let leader_start = unsafe { rd_ptr(current_task(), off!(task_group_leader)) }
+        .and_then(|l| unsafe { rd::<u64>(l, off!(task_start_time)) })
+        .unwrap_or(0);
+    if GROUP_EXITED
+        .insert(tgid, leader_start, BPF_NOEXIST)
+        .is_err()
+    {
+        // Another thread of this group reported it already, or the entry
+        // is an earlier process's with the same tgid.
+        if unsafe { GROUP_EXITED.get(tgid) }.is_some_and(|s| *s == leader_start) {
+            return 0;
+        }
+        let _ = GROUP_EXITED.insert(tgid, leader_start, 0);
+    }
+    let _ = PROTECTED.remove(tgid);
+    let _ = TAINTED.remove(tgid);
     let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
         count_lost(EventKind::Exit);
         return 0;
@@ -313,7 +328,6 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         );
         (*ev).exit_code = exit_code;
         (*ev).environ_reads = 0;
-        let tgid = (pid_tgid >> 32) as u32;
         if let Some(n) = ENVIRON_READS.get(tgid) {
             (*ev).environ_reads = *n;
             let _ = ENVIRON_READS.remove(tgid);

@@ -13,6 +13,9 @@
 //!                             (renaming the leader), then victim
 //!   victim-thread-name NAME   a second thread names itself NAME with
 //!                             prctl(PR_SET_NAME) and stays; then victim
+//!   threads-crash N           start N threads that wait, raise RLIMIT_CORE, then
+//!                             crash with SIGSEGV
+//!                             (the dump releases them as the dumper exits)
 //!   victim-key PATH           read PATH (a key) into memory, then victim
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
 //!   vm-read PID ADDR LEN      process_vm_readv
@@ -127,6 +130,35 @@ fn main() {
             });
             rx.recv().unwrap();
             victim(None)
+        }
+        ["threads-crash", n] => {
+            let n: usize = n.parse().unwrap_or_else(|_| usage());
+            let (tx, rx) = std::sync::mpsc::channel();
+            for _ in 0..n {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    tx.send(()).unwrap();
+                    loop {
+                        std::thread::park();
+                    }
+                });
+            }
+            for _ in 0..n {
+                rx.recv().unwrap();
+            }
+            let lim = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            check(
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lim) },
+                "setrlimit",
+            );
+            unsafe {
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+                libc::raise(libc::SIGSEGV);
+            }
+            exit(1)
         }
         ["victim-dumpable"] => {
             check(
