@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use sensor::{
-    alert::Outputs, config::Config, detect::Policy, metrics::Metrics, pipeline::Pipeline,
-    proctab::ProcessTable, watch::Watcher,
+    config::Config, detect::Policy, metrics::Metrics, pipeline::Pipeline, proctab::ProcessTable,
+    sinks::Outputs, watch::Watcher,
 };
 use sensor_common::{
     EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, MATCH_INODE, OpenEvent, SRC_OPENAT,

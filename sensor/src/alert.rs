@@ -1,17 +1,7 @@
-//! Alerts: the JSON-lines schema (docs/alerts.md) and the outputs that
-//! write it. Outputs run in their own task behind a bounded queue: a slow
-//! output never blocks detection, and what it cannot take is counted.
+//! Alerts: the JSON-lines schema (docs/alerts.md), a leaf every stage may
+//! use. The outputs that write alerts are in `sinks.rs`.
 
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
-
-use anyhow::{Context, Result};
 use serde::Serialize;
-
-use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,6 +24,51 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackedKind {
+    /// A watched or key-named file.
+    Key,
+    /// A memory dump of a protected process.
+    Dump,
+    /// A file derived from a tracked file.
+    Copy,
+}
+
+/// Who made a tracked file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+}
+
+/// One step of a lineage, origin first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineageStep {
+    pub id: u32,
+    pub path: String,
+    pub kind: TrackedKind,
+    pub how: &'static str,
+    pub generation: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<Origin>,
+}
+
+/// Details of a memory access.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MemDetail {
+    pub op: String,
+    pub access: &'static str,
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    pub target_protected: bool,
+    pub recon: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -92,7 +127,7 @@ pub struct OpenDetail {
     pub fd_op: Option<&'static str>,
     /// The process that opened the file, when known (fd accesses).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub opened_by: Option<crate::track::Origin>,
+    pub opened_by: Option<Origin>,
     /// A non-root user's own file matched by a key-name pattern only.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub own_key: bool,
@@ -130,7 +165,7 @@ pub struct Alert {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open: Option<OpenDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<crate::detect::MemDetail>,
+    pub memory: Option<MemDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dump: Option<DumpDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -155,10 +190,10 @@ pub struct FlowDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracked_id: Option<u32>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lineage: Vec<crate::track::LineageStep>,
+    pub lineage: Vec<LineageStep>,
     /// The protected process whose memory the data came from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dumped: Option<crate::track::Origin>,
+    pub dumped: Option<Origin>,
     /// The data reached this process through a pipe from this process.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pipe_from: Option<u32>,
@@ -229,442 +264,6 @@ pub struct DumpDetail {
     pub tracked_id: Option<u32>,
 }
 
-/// Where alerts go: one bounded queue and one thread per output, so a slow
-/// or failing output never blocks detection nor the other outputs. An
-/// alert an output's queue cannot take, or that its write fails on, is
-/// counted in `keysentry_output_dropped_total{output}`.
-pub struct Outputs {
-    queues: Vec<Queue>,
-    metrics: Arc<Metrics>,
-    /// Replay: wait for room in the queues instead of dropping.
-    pub blocking: bool,
-}
-
-struct Queue {
-    name: &'static str,
-    tx: std::sync::mpsc::SyncSender<Arc<Line>>,
-    dropped: prometheus::IntCounter,
-    /// Alerts the output has finished with (written or failed).
-    handled: Arc<std::sync::atomic::AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// One output line: an alert or an incident record (docs/alerts.md).
-/// Alerts are the common case; boxing them would cost an allocation each.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-pub enum Line {
-    Alert(Alert),
-    Incident(crate::correlate::Incident),
-}
-
-/// An output's writer.
-trait Sink: Send {
-    fn write(&mut self, line: &Line) -> std::io::Result<()>;
-}
-
-fn json_line(line: &Line) -> std::io::Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(line)?;
-    line.push(b'\n');
-    Ok(line)
-}
-
-struct Stdout;
-
-impl Sink for Stdout {
-    fn write(&mut self, line: &Line) -> std::io::Result<()> {
-        let line = json_line(line)?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(&line)?;
-        out.flush()
-    }
-}
-
-/// JSON lines appended to a file, rotated by size: when the next line would
-/// take the file past `max_bytes`, FILE.{keep-1} moves to FILE.{keep}, ...,
-/// FILE to FILE.1, and a new FILE starts (the oldest beyond `keep` is
-/// deleted). `max_bytes` 0: never rotated.
-pub struct RotatingFile {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    size: u64,
-    max_bytes: u64,
-    keep: u32,
-}
-
-impl RotatingFile {
-    pub fn open(path: &Path, max_bytes: u64, keep: u32) -> Result<Self> {
-        let file = open_append(path)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok(Self {
-            path: path.to_path_buf(),
-            file: Some(file),
-            size,
-            max_bytes,
-            keep,
-        })
-    }
-
-    fn rotated(&self, n: u32) -> PathBuf {
-        let mut s = self.path.as_os_str().to_owned();
-        s.push(format!(".{n}"));
-        PathBuf::from(s)
-    }
-
-    fn rotate(&mut self) -> std::io::Result<()> {
-        self.file = None;
-        if self.keep == 0 {
-            std::fs::remove_file(&self.path)?;
-        } else {
-            for n in (1..self.keep).rev() {
-                let from = self.rotated(n);
-                if from.exists() {
-                    std::fs::rename(&from, self.rotated(n + 1))?;
-                }
-            }
-            std::fs::rename(&self.path, self.rotated(1))?;
-        }
-        self.size = 0;
-        Ok(())
-    }
-
-    pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let len = line.len() as u64;
-        if self.max_bytes > 0 && self.size > 0 && self.size + len > self.max_bytes {
-            self.rotate()?;
-        }
-        if self.file.is_none() {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            self.size = f.metadata()?.len();
-            self.file = Some(f);
-        }
-        let r = match self.file.as_mut() {
-            Some(f) => f.write_all(line),
-            None => Ok(()),
-        };
-        match r {
-            Ok(()) => {
-                self.size += len;
-                Ok(())
-            }
-            Err(e) => {
-                // Reopened at the next alert (the file may have been removed).
-                self.file = None;
-                Err(e)
-            }
-        }
-    }
-}
-
-impl Sink for RotatingFile {
-    fn write(&mut self, line: &Line) -> std::io::Result<()> {
-        let line = json_line(line)?;
-        self.write_line(&line)
-    }
-}
-
-/// RFC 5424 messages to a local syslog socket (a unix datagram socket,
-/// /dev/log by default).
-struct Syslog {
-    socket: PathBuf,
-    facility: u8,
-    conn: Option<std::os::unix::net::UnixDatagram>,
-}
-
-/// How long one datagram may wait for room in the syslog daemon's queue
-/// before it counts as dropped.
-const SYSLOG_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl Syslog {
-    fn connect(&mut self) -> std::io::Result<&std::os::unix::net::UnixDatagram> {
-        if self.conn.is_none() {
-            let s = std::os::unix::net::UnixDatagram::unbound()?;
-            s.connect(&self.socket)?;
-            s.set_write_timeout(Some(SYSLOG_SEND_TIMEOUT))?;
-            self.conn = Some(s);
-        }
-        Ok(self.conn.as_ref().expect("connected above"))
-    }
-}
-
-impl Sink for Syslog {
-    fn write(&mut self, line: &Line) -> std::io::Result<()> {
-        let msg = match line {
-            Line::Alert(alert) => rfc5424(alert, self.facility, std::process::id())?,
-            Line::Incident(i) => rfc5424_incident(i, self.facility, std::process::id())?,
-        };
-        let r = self.connect().and_then(|s| s.send(&msg).map(drop));
-        if r.is_err() {
-            // Reconnect at the next alert (the daemon may have restarted).
-            self.conn = None;
-        }
-        r
-    }
-}
-
-/// Syslog severity of an alert: critical -> crit (2), high -> err (3),
-/// medium -> warning (4), low -> notice (5), info -> info (6).
-pub fn syslog_severity(s: Severity) -> u8 {
-    match s {
-        Severity::Critical => 2,
-        Severity::High => 3,
-        Severity::Medium => 4,
-        Severity::Low => 5,
-        Severity::Info => 6,
-    }
-}
-
-/// The SD-ID of keysentry's structured data. 32473 is the private
-/// enterprise number reserved for documentation (RFC 5612).
-pub const SD_ID: &str = "keysentry@32473";
-
-/// An RFC 5424 header field: printable US-ASCII without spaces, at most
-/// `max` characters, "-" when empty.
-fn header_field(s: &str, max: usize) -> String {
-    let f: String = s
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(max)
-        .collect();
-    if f.is_empty() { "-".into() } else { f }
-}
-
-/// PARAM-VALUE escaping (RFC 5424 6.3.3): '"', '\' and ']' get a backslash.
-pub fn sd_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '"' | '\\' | ']') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// RFC 5424 TIMESTAMP: the alert's RFC 3339 time with at most 6 fractional
-/// digits.
-fn syslog_time(ts: &str) -> String {
-    match (ts.find('.'), ts.strip_suffix('Z')) {
-        (Some(dot), Some(body)) => {
-            let frac = &body[dot + 1..];
-            format!("{}.{}Z", &body[..dot], &frac[..frac.len().min(6)])
-        }
-        _ if ts.is_empty() => "-".into(),
-        _ => ts.to_string(),
-    }
-}
-
-/// One alert as an RFC 5424 message: header, a `[keysentry@32473 ...]`
-/// structured-data element with the fields a SIEM filters on, and the
-/// alert's JSON as the UTF-8 MSG (with BOM).
-pub fn rfc5424(alert: &Alert, facility: u8, procid: u32) -> std::io::Result<Vec<u8>> {
-    let pri = u32::from(facility) * 8 + u32::from(syslog_severity(alert.severity));
-    let (target, target_pid) = match &alert.target {
-        Target::File { path, .. } => (path.clone(), None),
-        Target::Process { pid, exe, .. } => (exe.clone(), Some(*pid)),
-    };
-    let mut sd = format!(
-        "[{SD_ID} rule=\"{}\" severity=\"{}\" score=\"{}\" attack=\"{}\" incident=\"{}\" pid=\"{}\" uid=\"{}\" exe=\"{}\" target=\"{}\"",
-        sd_escape(alert.rule),
-        alert.severity.as_str(),
-        alert.score,
-        sd_escape(alert.attack),
-        sd_escape(&alert.incident),
-        alert.process.pid,
-        alert.process.uid,
-        sd_escape(&alert.process.exe),
-        sd_escape(&target),
-    );
-    if let Some(p) = target_pid {
-        sd.push_str(&format!(" target_pid=\"{p}\""));
-    }
-    sd.push(']');
-    let mut msg = format!(
-        "<{pri}>1 {} {} keysentry {procid} {} {sd} \u{feff}",
-        syslog_time(&alert.ts),
-        header_field(&alert.host, 255),
-        header_field(alert.rule, 32),
-    )
-    .into_bytes();
-    msg.extend_from_slice(&serde_json::to_vec(alert)?);
-    Ok(msg)
-}
-
-/// An incident record as an RFC 5424 message: MSGID "incident", its id,
-/// status, score and severity as structured data, the record's JSON as MSG.
-pub fn rfc5424_incident(
-    i: &crate::correlate::Incident,
-    facility: u8,
-    procid: u32,
-) -> std::io::Result<Vec<u8>> {
-    let pri = u32::from(facility) * 8 + u32::from(syslog_severity(i.severity));
-    let mut msg = format!(
-        "<{pri}>1 {} {} keysentry {procid} incident [{SD_ID} incident=\"{}\" status=\"{}\" score=\"{}\" severity=\"{}\" steps=\"{}\"] \u{feff}",
-        syslog_time(&i.last_ts),
-        header_field(&i.host, 255),
-        sd_escape(&i.id),
-        i.status,
-        i.score,
-        i.severity.as_str(),
-        i.steps.len(),
-    )
-    .into_bytes();
-    msg.extend_from_slice(&serde_json::to_vec(i)?);
-    Ok(msg)
-}
-
-/// Syslog facility code of a name (RFC 5424 table 1).
-pub fn syslog_facility(name: &str) -> Option<u8> {
-    const NAMES: [&str; 24] = [
-        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
-        "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
-        "local3", "local4", "local5", "local6", "local7",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
-}
-
-fn open_append(path: &Path) -> Result<std::fs::File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening alert file {}", path.display()))
-}
-
-impl Outputs {
-    /// Opens the configured outputs (errors now, not at the first alert;
-    /// a syslog socket that is not there yet is retried at each alert).
-    pub fn start(cfg: &crate::config::Alerts, metrics: Arc<Metrics>) -> Result<Self> {
-        let mut sinks: Vec<(&'static str, Box<dyn Sink>)> = Vec::new();
-        if cfg.stdout {
-            sinks.push(("stdout", Box::new(Stdout)));
-        }
-        if let Some(path) = &cfg.file {
-            let f = RotatingFile::open(path, cfg.file_max_bytes, cfg.file_keep)?;
-            sinks.push(("file", Box::new(f)));
-        }
-        if cfg.syslog {
-            let facility = syslog_facility(&cfg.syslog_facility)
-                .with_context(|| format!("syslog facility {:?}", cfg.syslog_facility))?;
-            let mut s = Syslog {
-                socket: cfg.syslog_socket.clone(),
-                facility,
-                conn: None,
-            };
-            if let Err(e) = s.connect() {
-                tracing::warn!(
-                    "syslog socket {}: {e}; retried at each alert",
-                    cfg.syslog_socket.display()
-                );
-            }
-            sinks.push(("syslog", Box::new(s)));
-        }
-        let mut queues = Vec::new();
-        for (name, mut sink) in sinks {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Line>>(cfg.queue);
-            let dropped = metrics.output_dropped.with_label_values(&[name]);
-            let d = dropped.clone();
-            let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let h = handled.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("ks-out-{name}"))
-                .spawn(move || {
-                    let mut failing = false;
-                    while let Ok(alert) = rx.recv() {
-                        match sink.write(&alert) {
-                            Ok(()) => failing = false,
-                            Err(e) => {
-                                d.inc();
-                                if !failing {
-                                    tracing::warn!("output {name}: {e} (alerts counted as dropped until it recovers)");
-                                }
-                                failing = true;
-                            }
-                        }
-                        h.fetch_add(1, std::sync::atomic::Ordering::Release);
-                    }
-                })
-                .with_context(|| format!("starting the {name} output thread"))?;
-            queues.push(Queue {
-                name,
-                tx,
-                dropped,
-                handled,
-                thread: Some(thread),
-            });
-        }
-        Ok(Self {
-            queues,
-            metrics,
-            blocking: false,
-        })
-    }
-
-    /// Names of the running outputs.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.queues.iter().map(|q| q.name).collect()
-    }
-
-    /// Alerts output `name` has finished with (written or failed).
-    pub fn handled(&self, name: &str) -> Option<u64> {
-        self.queues
-            .iter()
-            .find(|q| q.name == name)
-            .map(|q| q.handled.load(std::sync::atomic::Ordering::Acquire))
-    }
-
-    /// Counts the alert and hands it to every output without waiting.
-    pub fn send(&self, mut alert: Alert) {
-        if alert.action.is_none() && sensor_common::ENF_RULES.contains(&alert.rule) {
-            alert.action = Some("observed");
-        }
-        self.metrics
-            .alerts
-            .with_label_values(&[alert.rule, alert.severity.as_str()])
-            .inc();
-        self.queue(Line::Alert(alert));
-    }
-
-    /// An incident record (docs/alerts.md), on the same outputs.
-    pub fn send_incident(&self, incident: crate::correlate::Incident) {
-        self.queue(Line::Incident(incident));
-    }
-
-    fn queue(&self, line: Line) {
-        let line = Arc::new(line);
-        for q in &self.queues {
-            let sent = if self.blocking {
-                q.tx.send(line.clone()).is_ok()
-            } else {
-                q.tx.try_send(line.clone()).is_ok()
-            };
-            if !sent {
-                q.dropped.inc();
-            }
-        }
-    }
-
-    /// Closes the queues and waits for every output to write what it was
-    /// given (a blocked syslog socket waits for its send timeout per alert).
-    pub fn close(mut self) {
-        let threads: Vec<_> = self
-            .queues
-            .drain(..)
-            .filter_map(|mut q| q.thread.take())
-            .collect();
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-}
-
 /// RFC 3339 UTC timestamp of a wall-clock time in ns since the epoch.
 pub fn rfc3339(epoch_ns: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(epoch_ns)
@@ -684,325 +283,6 @@ mod tests {
     fn timestamps() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_500_000_000), "1970-01-01T00:00:01.5Z");
-    }
-
-    fn alert(n: u32, exe: &str) -> Alert {
-        Alert {
-            ts: rfc3339(1_700_000_000_123_456_789),
-            rule: "key-file-open",
-            severity: Severity::High,
-            score: 70,
-            attack: "T1552.004",
-            host: "host one".into(),
-            process: ProcessCtx {
-                pid: n,
-                ppid: 1,
-                uid: 1001,
-                comm: "cat".into(),
-                exe: exe.into(),
-                cmdline: format!("cat k{n}"),
-            },
-            target: Target::File {
-                path: "/etc/ssl/private/ca.key".into(),
-                dev: 2049,
-                inode: 12,
-            },
-            incident: format!("inc-{n}"),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message: "m".into(),
-            open: None,
-            memory: None,
-            dump: None,
-            flow: None,
-            // As send() marks an enforceable rule's alert.
-            action: Some("observed"),
-        }
-    }
-
-    fn tmp(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("keysentry-alert-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn cfg() -> crate::config::Alerts {
-        crate::config::Alerts {
-            stdout: false,
-            ..Default::default()
-        }
-    }
-
-    fn pids(text: &str) -> Vec<u64> {
-        text.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["process"]["pid"].as_u64().unwrap()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn file_output_rotates_by_size() {
-        let d = tmp("rotate");
-        let path = d.join("alerts.jsonl");
-        let line_len = json_line(&Line::Alert(alert(1000, "/usr/bin/cat")))
-            .unwrap()
-            .len() as u64;
-        let per_file = 10;
-        let c = crate::config::Alerts {
-            file: Some(path.clone()),
-            file_max_bytes: line_len * per_file,
-            file_keep: 2,
-            ..cfg()
-        };
-        let metrics = Metrics::new().unwrap();
-        let out = Outputs::start(&c, metrics.clone()).unwrap();
-        // 45 alerts of equal length: 10 per file; the oldest two files
-        // (pids 1000..1019) were rotated away, the newest 25 remain.
-        for n in 1000..1045 {
-            out.send(alert(n, "/usr/bin/cat"));
-        }
-        out.close();
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
-        let mut all = pids(&read(&d.join("alerts.jsonl.2")));
-        assert_eq!(all.len(), 10);
-        all.extend(pids(&read(&d.join("alerts.jsonl.1"))));
-        let current = pids(&read(&path));
-        assert_eq!(current.len(), 5);
-        all.extend(current);
-        assert_eq!(all, (1020..1045).collect::<Vec<u64>>());
-        for f in ["alerts.jsonl", "alerts.jsonl.1", "alerts.jsonl.2"] {
-            assert!(std::fs::metadata(d.join(f)).unwrap().len() <= line_len * per_file);
-        }
-        assert!(!d.join("alerts.jsonl.3").exists());
-        assert_eq!(metrics.output_dropped.with_label_values(&["file"]).get(), 0);
-        // A restart appends to the current file, counting its size.
-        let out = Outputs::start(&c, metrics).unwrap();
-        for n in 2000..2006 {
-            out.send(alert(n, "/usr/bin/cat"));
-        }
-        out.close();
-        assert_eq!(pids(&read(&path)), (2005..2006).collect::<Vec<u64>>());
-        let mut r1 = pids(&read(&d.join("alerts.jsonl.1")));
-        r1.sort();
-        assert_eq!(
-            r1,
-            [1040, 1041, 1042, 1043, 1044, 2000, 2001, 2002, 2003, 2004]
-        );
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    /// A minimal RFC 5424 parser for the tests: header fields, SD params
-    /// (unescaped) and MSG.
-    struct Parsed {
-        pri: u32,
-        fields: Vec<String>,
-        sd_id: String,
-        params: Vec<(String, String)>,
-        msg: Vec<u8>,
-    }
-
-    fn parse5424(m: &[u8]) -> Parsed {
-        let text = std::str::from_utf8(m).unwrap();
-        let rest = text.strip_prefix('<').unwrap();
-        let (pri, rest) = rest.split_once('>').unwrap();
-        let rest = rest.strip_prefix("1 ").expect("VERSION 1");
-        let mut fields = Vec::new();
-        let mut rest = rest;
-        for _ in 0..5 {
-            let (f, r) = rest.split_once(' ').unwrap();
-            fields.push(f.to_string());
-            rest = r;
-        }
-        let mut chars = rest.char_indices().peekable();
-        assert_eq!(chars.next().map(|c| c.1), Some('['));
-        let mut sd_id = String::new();
-        for (_, c) in chars.by_ref() {
-            if c == ' ' {
-                break;
-            }
-            sd_id.push(c);
-        }
-        let mut params = Vec::new();
-        let end;
-        loop {
-            let mut name = String::new();
-            for (_, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                assert!(c.is_ascii_graphic() && c != ']' && c != '"', "{c:?}");
-                name.push(c);
-            }
-            assert_eq!(chars.next().map(|c| c.1), Some('"'));
-            let mut value = String::new();
-            loop {
-                let (_, c) = chars.next().unwrap();
-                match c {
-                    '\\' => {
-                        let (_, n) = chars.next().unwrap();
-                        assert!(matches!(n, '"' | '\\' | ']'), "bad escape {n:?}");
-                        value.push(n);
-                    }
-                    '"' => break,
-                    ']' => panic!("unescaped ]"),
-                    c => value.push(c),
-                }
-            }
-            params.push((name, value));
-            match chars.next().unwrap() {
-                (_, ' ') => continue,
-                (i, ']') => {
-                    end = i + 1;
-                    break;
-                }
-                (_, c) => panic!("after a param: {c:?}"),
-            }
-        }
-        let msg = rest.as_bytes()[end..]
-            .strip_prefix(b" \xEF\xBB\xBF")
-            .expect("SP BOM")
-            .to_vec();
-        Parsed {
-            pri: pri.parse().unwrap(),
-            fields,
-            sd_id,
-            params,
-            msg,
-        }
-    }
-
-    #[test]
-    fn syslog_output_sends_rfc5424() {
-        let d = tmp("syslog");
-        let sock = d.join("log.sock");
-        let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
-        let c = crate::config::Alerts {
-            syslog: true,
-            syslog_socket: sock.clone(),
-            syslog_facility: "local3".into(),
-            ..cfg()
-        };
-        let metrics = Metrics::new().unwrap();
-        let out = Outputs::start(&c, metrics.clone()).unwrap();
-        let nasty = r#"/opt/we"ird]\path/x"#;
-        let mut sent = vec![alert(7, nasty), alert(8, "/usr/bin/cat")];
-        sent[1].severity = Severity::Critical;
-        sent[1].target = Target::Process {
-            pid: 42,
-            comm: "vault".into(),
-            exe: "/usr/bin/vault".into(),
-        };
-        for a in &sent {
-            out.send(a.clone());
-        }
-        out.close();
-        rx.set_nonblocking(true).unwrap();
-        let mut buf = vec![0u8; 65536];
-        let mut got = Vec::new();
-        while let Ok(n) = rx.recv(&mut buf) {
-            got.push(parse5424(&buf[..n]));
-        }
-        assert_eq!(got.len(), 2);
-        let p = &got[0];
-        // local3 = 19; high -> err (3).
-        assert_eq!(p.pri, 19 * 8 + 3);
-        assert_eq!(p.fields[0], "2023-11-14T22:13:20.123456Z");
-        assert_eq!(p.fields[1], "hostone", "no spaces in HOSTNAME");
-        assert_eq!(p.fields[2], "keysentry");
-        assert_eq!(p.fields[3], std::process::id().to_string());
-        assert_eq!(p.fields[4], "key-file-open");
-        assert_eq!(p.sd_id, SD_ID);
-        let param = |p: &Parsed, k: &str| {
-            p.params
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| panic!("no {k}"))
-        };
-        assert_eq!(param(p, "exe"), nasty, "escaped and unescaped");
-        assert_eq!(param(p, "target"), "/etc/ssl/private/ca.key");
-        assert_eq!(param(p, "rule"), "key-file-open");
-        assert_eq!(param(p, "severity"), "high");
-        assert_eq!(param(p, "pid"), "7");
-        assert_eq!(param(p, "uid"), "1001");
-        assert_eq!(param(p, "incident"), "inc-7");
-        let json: serde_json::Value = serde_json::from_slice(&p.msg).unwrap();
-        assert_eq!(json, serde_json::to_value(&sent[0]).unwrap());
-        let p = &got[1];
-        assert_eq!(p.pri, 19 * 8 + 2, "critical -> crit");
-        assert_eq!(param(p, "target"), "/usr/bin/vault");
-        assert_eq!(param(p, "target_pid"), "42");
-        assert_eq!(
-            metrics.output_dropped.with_label_values(&["syslog"]).get(),
-            0
-        );
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn a_blocked_output_drops_and_counts_while_others_get_everything() {
-        let d = tmp("blocked");
-        let sock = d.join("log.sock");
-        // Bound, never read while the alerts are sent: the syslog thread
-        // blocks once the socket's queue is full.
-        let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
-        let path = d.join("alerts.jsonl");
-        let c = crate::config::Alerts {
-            file: Some(path.clone()),
-            syslog: true,
-            syslog_socket: sock.clone(),
-            queue: 4,
-            ..cfg()
-        };
-        let metrics = Metrics::new().unwrap();
-        let out = Outputs::start(&c, metrics.clone()).unwrap();
-        const N: u64 = 2000;
-        for n in 0..N {
-            out.send(alert(n as u32, "/usr/bin/cat"));
-            // Paced by the file output (never by syslog's): the file keeps
-            // up, the blocked syslog output falls behind.
-            let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while out.handled("file") < Some(n + 1) {
-                assert!(std::time::Instant::now() < until, "file output stuck");
-                std::thread::yield_now();
-            }
-        }
-        let syslog_dropped = metrics.output_dropped.with_label_values(&["syslog"]);
-        assert!(
-            syslog_dropped.get() > 0,
-            "the blocked syslog output dropped nothing"
-        );
-        // Unblock: read what the socket holds (room for the few alerts
-        // still queued), let the outputs finish, read the rest.
-        rx.set_nonblocking(true).unwrap();
-        let mut received = 0u64;
-        let drain = |received: &mut u64| {
-            let mut buf = vec![0u8; 65536];
-            while let Ok(len) = rx.recv(&mut buf) {
-                let p = parse5424(&buf[..len]);
-                let v: serde_json::Value = serde_json::from_slice(&p.msg).unwrap();
-                assert!(v["process"]["pid"].as_u64().unwrap() < N);
-                *received += 1;
-            }
-        };
-        drain(&mut received);
-        out.close();
-        drain(&mut received);
-        // Nothing silently lost: received + counted drops = sent.
-        assert_eq!(received + syslog_dropped.get(), N);
-        assert!(received < N);
-        let file_pids = pids(&std::fs::read_to_string(&path).unwrap());
-        assert_eq!(
-            file_pids,
-            (0..N).collect::<Vec<u64>>(),
-            "file got every alert"
-        );
-        assert_eq!(metrics.output_dropped.with_label_values(&["file"]).get(), 0);
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

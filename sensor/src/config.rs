@@ -558,7 +558,7 @@ impl Config {
             return invalid("alerts.file_keep", "at most 1000 rotated files");
         }
         absolute("alerts.syslog_socket", &a.syslog_socket)?;
-        if crate::alert::syslog_facility(&a.syslog_facility).is_none() {
+        if syslog_facility(&a.syslog_facility).is_none() {
             return invalid(
                 "alerts.syslog_facility",
                 format!(
@@ -834,6 +834,16 @@ fn check_pattern(field: &str, kind: Kind, text: &str, exclude: bool) -> Result<(
         );
     }
     Ok(())
+}
+
+/// Syslog facility code of a name (RFC 5424 table 1).
+pub fn syslog_facility(name: &str) -> Option<u8> {
+    const NAMES: [&str; 24] = [
+        "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+        "authpriv", "ftp", "ntp", "audit", "alert", "clock", "local0", "local1", "local2",
+        "local3", "local4", "local5", "local6", "local7",
+    ];
+    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
 }
 
 #[cfg(test)]

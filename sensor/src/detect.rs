@@ -9,7 +9,7 @@ use sensor_common::{
 };
 
 use crate::{
-    alert::{Alert, DumpDetail, OpenDetail, ProcessCtx, Severity, Target},
+    alert::{Alert, DumpDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
     config::Config,
     decode::OpenRecord,
     proctab::ProcInfo,
@@ -139,20 +139,6 @@ pub struct MemAccess<'a> {
     /// The /proc file opened (proc-mem-open).
     pub path: Option<String>,
     pub ts_boot_ns: u64,
-}
-
-/// Details of a memory access.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
-pub struct MemDetail {
-    pub op: String,
-    pub access: &'static str,
-    pub result: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<String>,
-    pub target_protected: bool,
-    pub recon: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
 }
 
 pub fn errno_text(ret: i64) -> String {

@@ -12,11 +12,11 @@ use std::{
 
 use crate::{
     alert::{DumpDetail, FlowDetail, Severity, Target},
+    alert::{Origin, TrackedKind},
     decode::WriteRecord,
     detect::{ATTACK_CREDENTIAL_DUMPING, FlowAlert, RULE_USERSPACE_DUMP},
     pipeline::Pipeline,
     proctab::ProcInfo,
-    track::{Origin, TrackedKind},
     watch::{kdev, st_dev},
 };
 

@@ -14,10 +14,10 @@ use sensor_common::{
 };
 
 use crate::{
+    alert::Origin,
     decode::{FdAccessRecord, OpenRecord},
     detect::KeyOpen,
     pipeline::Pipeline,
-    track::Origin,
     watch::st_dev,
 };
 

@@ -19,6 +19,7 @@ use sensor_common::{
 
 use crate::{
     alert::{FlowDetail, Severity, Target},
+    alert::{Origin, TrackedKind},
     decode::{CloseRecord, OpenRecord, PathRecord, SendRecord, WriteRecord},
     detect::{
         ATTACK_ARCHIVE, ATTACK_EXFIL_ALT, ATTACK_EXFIL_C2, ATTACK_LOCAL_DATA, ATTACK_STAGED,
@@ -28,7 +29,6 @@ use crate::{
     evidence::CopyEvidence,
     pipeline::Pipeline,
     proctab::ProcInfo,
-    track::{Origin, TrackedKind},
     watch::{kdev, st_dev},
 };
 
@@ -726,7 +726,7 @@ impl Pipeline {
             if is_link { "linked" } else { "moved" },
             if dir { "directory " } else { "" },
         );
-        lineage.push(crate::track::LineageStep {
+        lineage.push(crate::alert::LineageStep {
             id: step,
             path: shown.clone(),
             kind: root,

@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 
 use crate::{
+    alert::TrackedKind,
     alert::{FlowDetail, Severity, Target},
     detect::FlowAlert,
     pipeline::Pipeline,
-    track::TrackedKind,
     watch::st_dev,
 };
 

@@ -38,6 +38,7 @@ pub mod redact;
 pub mod replay;
 pub mod scan;
 pub mod score;
+pub mod sinks;
 pub mod tracefs;
 pub mod track;
 pub mod tracking;

@@ -23,7 +23,6 @@ use tokio::{
 };
 
 use crate::{
-    alert::Outputs,
     btf, config,
     config::Config,
     detect::Policy,
@@ -33,6 +32,7 @@ use crate::{
     pipeline::Pipeline,
     proctab::ProcessTable,
     protect::Protector,
+    sinks::Outputs,
     tracefs,
     watch::Watcher,
 };

@@ -21,8 +21,9 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 
 use crate::{
+    alert::Origin,
+    alert::rfc3339,
     alert::{Alert, Target},
-    alert::{Outputs, rfc3339},
     coredump,
     correlate::{Correlator, Lineage, Out},
     decode::{self, Event},
@@ -34,7 +35,8 @@ use crate::{
     protect::{Change, Protector},
     record::{self, Record, Recorder},
     score::{self, Context as ScoreContext, ScoringConfig},
-    track::{Origin, Registry},
+    sinks::Outputs,
+    track::Registry,
     watch::Watcher,
 };
 

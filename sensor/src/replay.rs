@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::{
-    alert::Outputs,
     config::Config,
     detect::Policy,
     metrics::Metrics,
@@ -16,6 +15,7 @@ use crate::{
     proctab::ProcessTable,
     protect::Protector,
     record::{self, Record, Recorder},
+    sinks::Outputs,
     watch::Watcher,
 };
 

@@ -7,28 +7,10 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use crate::proctab::ProcInfo;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TrackedKind {
-    /// A watched or key-named file.
-    Key,
-    /// A memory dump of a protected process.
-    Dump,
-    /// A file derived from a tracked file.
-    Copy,
-}
-
-/// Who made a tracked file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Origin {
-    pub pid: u32,
-    pub comm: String,
-    pub exe: String,
-}
+use crate::{
+    alert::{LineageStep, Origin, TrackedKind},
+    proctab::ProcInfo,
+};
 
 impl Origin {
     pub fn of(p: &ProcInfo) -> Self {
@@ -80,18 +62,6 @@ pub struct Tracked {
     /// Its last name went away: out of the kernel's watch map, kept here
     /// so copies by its earlier readers keep their lineage.
     pub gone: bool,
-}
-
-/// One step of a lineage, origin first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LineageStep {
-    pub id: u32,
-    pub path: String,
-    pub kind: TrackedKind,
-    pub how: &'static str,
-    pub generation: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub by: Option<Origin>,
 }
 
 /// Most files tracked; the oldest derived files go first when full.
