@@ -6,10 +6,10 @@
 use std::path::PathBuf;
 
 use crate::{
-    alert::TrackedKind,
-    alert::{FlowDetail, Severity, Target},
+    alert::{FlowDetail, Severity, Target, TrackedKind},
     detect::FlowAlert,
     pipeline::Pipeline,
+    scan::ScanOutcome,
     watch::st_dev,
 };
 
@@ -27,20 +27,6 @@ pub struct ScanResult {
     pub path: PathBuf,
     /// The report (kinds and fingerprints only), or why it failed.
     pub report: Result<ScanOutcome, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ScanOutcome {
-    /// Keys found.
-    pub found: usize,
-    /// What the file is ("elf-core", ...).
-    pub format: Option<String>,
-    /// The findings as JSON (never key bytes).
-    pub findings: serde_json::Value,
-    /// Whether a key found is one of the origin key file's (None: no origin,
-    /// or no key could be read from it).
-    #[serde(default)]
-    pub origin_match: Option<bool>,
 }
 
 /// Public-key fingerprints of a scan's findings.

@@ -113,7 +113,7 @@ pub struct ScanRec {
     pub id: u32,
     pub path: String,
     /// The scanner's report (kinds and fingerprints), or why it failed.
-    pub report: Result<crate::keyscan::ScanOutcome, String>,
+    pub report: Result<crate::scan::ScanOutcome, String>,
 }
 
 impl Record {

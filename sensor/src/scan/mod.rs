@@ -20,6 +20,22 @@ mod jwk;
 mod openssh;
 mod pem;
 
+/// What the pipeline keeps of a scan of a tracked file (recorded, so a
+/// replay reuses it instead of reading the file again).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScanOutcome {
+    /// Keys found.
+    pub found: usize,
+    /// What the file is ("elf-core", ...).
+    pub format: Option<String>,
+    /// The findings as JSON (never key bytes).
+    pub findings: serde_json::Value,
+    /// Whether a key found is one of the origin key file's (None: no origin,
+    /// or no key could be read from it).
+    #[serde(default)]
+    pub origin_match: Option<bool>,
+}
+
 #[cfg(test)]
 mod tests;
 
