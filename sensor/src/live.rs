@@ -23,8 +23,8 @@ use tokio::{
 };
 
 use crate::{
-    btf, config,
-    config::Config,
+    btf,
+    config::{Config, names::NameMatch},
     detect::Policy,
     kernelmaps::{KernelMaps, MapStats},
     loader,
@@ -76,12 +76,12 @@ pub fn check_privileges() -> Result<()> {
 pub fn name_patterns(cfg: &Config) -> Result<NamePatterns> {
     let mut t = NamePatterns::default();
     let mut n = 0usize;
-    let mut push = |m: config::NameMatch, rule: usize, exclude: bool| -> Result<()> {
+    let mut push = |m: NameMatch, rule: usize, exclude: bool| -> Result<()> {
         let (kind, text) = match m {
-            config::NameMatch::Exact(s) => (PAT_EXACT, s),
-            config::NameMatch::Prefix(s) => (PAT_PREFIX, s),
-            config::NameMatch::Suffix(s) => (PAT_SUFFIX, s),
-            config::NameMatch::Dir(s) => (PAT_DIR, s),
+            NameMatch::Exact(s) => (PAT_EXACT, s),
+            NameMatch::Prefix(s) => (PAT_PREFIX, s),
+            NameMatch::Suffix(s) => (PAT_SUFFIX, s),
+            NameMatch::Dir(s) => (PAT_DIR, s),
         };
         if n >= t.pats.len() {
             bail!("too many key_name patterns");

@@ -1,7 +1,8 @@
 //! The two key-name matchers agree: the one on strings
-//! (`config::KeyName::matches`, `config::name_matches`) and the one the
-//! kernel runs on name words (`sensor_common::names`, its table compiled
-//! from the config by `live::name_patterns`), on a shared table of names.
+//! (`config::names::KeyName::matches`, `config::names::name_matches`) and
+//! the one the kernel runs on name words (`sensor_common::names`, its table
+//! compiled from the config by `live::name_patterns`), on a shared table of
+//! names.
 //!
 //! The kernel's loop itself (`eval_patterns` in sensor-ebpf/src/vfs.rs)
 //! runs in a bpf_loop and cannot run here. What runs is
@@ -14,7 +15,7 @@
 //! lines): a change to one must be made to the other.
 
 use sensor::{
-    config::{Config, DEFAULT_CONFIG, name_matches},
+    config::{Config, DEFAULT_CONFIG, names::name_matches},
     live::name_patterns,
 };
 use sensor_common::names::{NameKey, NamePatterns, name_key};
