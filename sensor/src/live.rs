@@ -46,7 +46,7 @@ pub struct RunOptions {
     /// The config file, re-read at SIGHUP (None: the embedded default).
     pub config_path: Option<PathBuf>,
     /// `--backend`: tracepoint forces the tracepoint backend (no LSM).
-    pub backend: loader::Backend,
+    pub backend: loader::lsm::Backend,
     /// `--record FILE`, with the config text to put in its header.
     pub record: Option<(PathBuf, String)>,
 }
@@ -208,8 +208,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
 
     // Enforcement: only where BPF LSM is active and a rule asks for it.
-    let lsm = loader::probe_lsm(&mut ebpf, opts.backend);
-    let enforce = loader::effective_enforce(cfg.enforce_bits(), &lsm);
+    let lsm = loader::lsm::probe_lsm(&mut ebpf, opts.backend);
+    let enforce = loader::lsm::effective_enforce(cfg.enforce_bits(), &lsm);
     tracing::info!(
         "backend: tracepoints detect; BPF LSM {} ({}): {}; enforcing: {}",
         if lsm.available {
@@ -226,7 +226,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         if enforce == 0 {
             "nothing (every rule in observe mode)".to_string()
         } else {
-            loader::rule_names(enforce)
+            loader::lsm::rule_names(enforce)
         }
     );
     {
@@ -235,7 +235,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             Array::try_from(ebpf.map_mut("ENFORCE").context("map ENFORCE")?)?;
         bits.set(0, enforce, 0)?;
     }
-    loader::attach_lsm(&mut ebpf, &metrics, enforce, lsm.available)?;
+    loader::lsm::attach_lsm(&mut ebpf, &metrics, enforce, lsm.available)?;
 
     let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
     // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,

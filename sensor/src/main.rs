@@ -41,7 +41,7 @@ enum Cmd {
         /// auto: BPF LSM enforces rules in enforce mode where the kernel
         /// allows it; tracepoint: no LSM program (nothing is denied).
         #[arg(long, value_enum, default_value = "auto")]
-        backend: sensor::loader::Backend,
+        backend: sensor::loader::lsm::Backend,
     },
     /// Print, for each detection, the hook that serves it on this kernel
     /// and why, and how each enforceable rule runs (as root).
@@ -50,7 +50,7 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
-        backend: sensor::loader::Backend,
+        backend: sensor::loader::lsm::Backend,
     },
     /// Validate a config file: exit 0 when valid, 2 naming the bad field.
     CheckConfig { file: PathBuf },

@@ -38,7 +38,7 @@ fn lsm_unavailable_words(reason: &str) -> String {
 /// kernel and why; for each enforceable rule, its mode and whether BPF LSM
 /// can enforce it. Loads the object (and one LSM program, to ask the
 /// kernel) but attaches nothing.
-pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
+pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<String> {
     use std::fmt::Write;
     check_privileges()?;
     tracefs::ensure_mounted()?;
@@ -51,8 +51,8 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
         max_generations: cfg.flow.max_generations,
     };
     let mut ebpf = loader::load(&offsets, &settings, 1 << 16)?;
-    let lsm = loader::probe_lsm(&mut ebpf, backend);
-    let enforce = loader::effective_enforce(cfg.enforce_bits(), &lsm);
+    let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);
+    let enforce = loader::lsm::effective_enforce(cfg.enforce_bits(), &lsm);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let kernel = kernel.trim();
     let mut out = String::new();
@@ -68,9 +68,9 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
         lsm.reason
     );
     let _ = writeln!(out, "\ndetections (hook serving each: why):");
-    for p in loader::PROBES {
+    for p in loader::probes::PROBES {
         let status = match p.hook {
-            loader::Hook::Tracepoint(c, n) if !tracefs::has_tracepoint(c, n) => {
+            loader::probes::Hook::Tracepoint(c, n) if !tracefs::has_tracepoint(c, n) => {
                 "unavailable: the tracepoint does not exist on this kernel"
             }
             _ if p.program == "ks_iou_complete" && !btf::has_io_uring(&offsets) => {
@@ -90,8 +90,8 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
         let _ = writeln!(out, "  {:<50} {}: {status}{why}", p.serves, p.label());
     }
     // What only the LSM backend sees.
-    for d in loader::LSM_DETECTIONS {
-        let hooks: Vec<String> = loader::LSM_PROBES
+    for d in loader::probes::LSM_DETECTIONS {
+        let hooks: Vec<String> = loader::probes::LSM_PROBES
             .iter()
             .filter(|p| p.detects.is_some_and(|(pd, _)| pd == *d))
             .map(|p| format!("lsm/{}", p.hook))
@@ -110,23 +110,23 @@ pub fn probes_report(cfg: &Config, backend: loader::Backend) -> Result<String> {
     let requested = cfg.enforce_bits();
     for (i, name) in sensor_common::ENF_RULES.iter().enumerate() {
         let i = i as u32;
-        let lsm_hook = format!("lsm/{}", loader::lsm_probe_for(i).hook);
+        let lsm_hook = format!("lsm/{}", loader::probes::lsm_probe_for(i).hook);
         let line = if enforce & (1 << i) != 0 {
             format!(
                 "enforce  {lsm_hook}: {} (denials), detection by {}",
                 lsm.reason,
-                loader::tracepoint_for(i)
+                loader::probes::tracepoint_for(i)
             )
         } else if requested & (1 << i) != 0 {
             format!(
                 "observe  {}: enforce requested but {} (runs in observe mode)",
-                loader::tracepoint_for(i),
+                loader::probes::tracepoint_for(i),
                 lsm.reason
             )
         } else {
             format!(
                 "observe  {}: rule in observe mode ({lsm_hook} {})",
-                loader::tracepoint_for(i),
+                loader::probes::tracepoint_for(i),
                 if lsm.available {
                     "available for enforce"
                 } else {
