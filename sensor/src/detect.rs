@@ -11,7 +11,7 @@ use sensor_common::{
 use crate::{
     alert::{Alert, DumpDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
     config::Config,
-    decode::OpenRecord,
+    decode::open::OpenRecord,
     proctab::ProcInfo,
     redact,
 };

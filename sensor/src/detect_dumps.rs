@@ -16,7 +16,10 @@ use sensor_common::{
 use crate::{
     alert::DumpDetail,
     coredump,
-    decode::{self, DumpConfigRecord, SignalRecord},
+    decode::{
+        self,
+        memory::{DumpConfigRecord, SignalRecord},
+    },
     detect::signal_name,
     pipeline::Pipeline,
 };

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use sensor_common::{InodeKey, MATCH_INODE, MATCH_PARENT};
 
-use crate::{decode::OpenRecord, detect::KeyOpen, pipeline::Pipeline, watch::st_dev};
+use crate::{decode::open::OpenRecord, detect::KeyOpen, pipeline::Pipeline, watch::st_dev};
 
 /// Key-file rules: one open each.
 impl Pipeline {

@@ -15,7 +15,7 @@ use sensor_common::{
 };
 
 use crate::{
-    decode::{MemRecord, OpenRecord},
+    decode::{memory::MemRecord, open::OpenRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_CREDENTIALS, ATTACK_INJECT, ATTACK_PROC_MEMORY,
         ATTACK_PROCESS_DISCOVERY, ATTACK_PTRACE_INJECT, MemAccess, RULE_PIDFD_GETFD,

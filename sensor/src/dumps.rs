@@ -13,7 +13,7 @@ use std::{
 use crate::{
     alert::{DumpDetail, FlowDetail, Severity, Target},
     alert::{Origin, TrackedKind},
-    decode::WriteRecord,
+    decode::flow::WriteRecord,
     detect::{ATTACK_CREDENTIAL_DUMPING, FlowAlert, RULE_USERSPACE_DUMP},
     pipeline::Pipeline,
     proctab::ProcInfo,

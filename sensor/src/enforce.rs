@@ -19,7 +19,7 @@ use sensor_common::{
 use crate::{
     alert::DumpDetail,
     config::Config,
-    decode::{DeniedRecord, OpenRecord},
+    decode::{lsm::DeniedRecord, open::OpenRecord},
     detect::{
         ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, KeyOpen, MemAccess,
         signal_name,

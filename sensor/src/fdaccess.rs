@@ -15,7 +15,7 @@ use sensor_common::{
 
 use crate::{
     alert::Origin,
-    decode::{FdAccessRecord, OpenRecord},
+    decode::{lsm::FdAccessRecord, open::OpenRecord},
     detect::KeyOpen,
     pipeline::Pipeline,
     watch::st_dev,

@@ -20,7 +20,10 @@ use sensor_common::{
 use crate::{
     alert::{FlowDetail, Severity, Target},
     alert::{Origin, TrackedKind},
-    decode::{CloseRecord, OpenRecord, PathRecord, SendRecord, WriteRecord},
+    decode::{
+        flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
+        open::OpenRecord,
+    },
     detect::{
         ATTACK_ARCHIVE, ATTACK_EXFIL_ALT, ATTACK_EXFIL_C2, ATTACK_LOCAL_DATA, ATTACK_STAGED,
         FlowAlert, RULE_DUMP_FILE_ACCESS, RULE_EXFILTRATION, RULE_TRACKED_COPY,

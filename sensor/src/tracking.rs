@@ -15,7 +15,7 @@ use sensor_common::{
     WATCH_TRACKED, WatchEntry, names::name_key_of,
 };
 
-use crate::{alert::TrackedKind, decode::OpenRecord, pipeline::Pipeline, watch::kdev};
+use crate::{alert::TrackedKind, decode::open::OpenRecord, pipeline::Pipeline, watch::kdev};
 
 /// How long after a key was created its creator's uid may read it as its
 /// own new key (`fresh_key`: `openssl req -key` right after `genpkey`).

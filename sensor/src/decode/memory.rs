@@ -1,0 +1,78 @@
+//! Memory records (`sensor_common::memory`): cross-process memory access,
+//! dump-producing signals and core-dump configuration changes.
+
+use sensor_common::{DumpConfigEvent, MemAccessEvent, SignalEvent};
+
+use super::{Task, read, task};
+
+/// A cross-process memory access (ptrace, process_vm_*, pidfd_getfd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemRecord {
+    pub task: Task,
+    /// MEM_* value.
+    pub op: u32,
+    pub ret: i64,
+    /// ptrace request, or the pidfd of pidfd_getfd.
+    pub request: u64,
+    /// ptrace addr, or the target fd of pidfd_getfd.
+    pub arg: u64,
+    /// Target pid/tid (0: resolve from the pidfd).
+    pub target: u32,
+    pub target_protected: bool,
+}
+
+/// A dump-producing signal sent to another process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalRecord {
+    pub sender: Task,
+    pub sig: u32,
+    pub target: u32,
+    pub code: i32,
+    pub result: i32,
+}
+
+/// A change that enables or redirects core dumps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpConfigRecord {
+    pub task: Task,
+    pub ret: i64,
+    pub value: u64,
+    /// DCFG_* value.
+    pub what: u32,
+    pub target: u32,
+}
+
+pub(super) fn mem_access(buf: &[u8]) -> MemRecord {
+    let m: MemAccessEvent = read(buf);
+    MemRecord {
+        task: task(&m.hdr),
+        op: m.op,
+        ret: m.ret,
+        request: m.request,
+        arg: m.arg,
+        target: m.target,
+        target_protected: m.target_protected != 0,
+    }
+}
+
+pub(super) fn signal(buf: &[u8]) -> SignalRecord {
+    let e: SignalEvent = read(buf);
+    SignalRecord {
+        sender: task(&e.hdr),
+        sig: e.sig,
+        target: e.target,
+        code: e.code,
+        result: e.result,
+    }
+}
+
+pub(super) fn dump_config(buf: &[u8]) -> DumpConfigRecord {
+    let e: DumpConfigEvent = read(buf);
+    DumpConfigRecord {
+        task: task(&e.hdr),
+        ret: e.ret,
+        value: e.value,
+        what: e.what,
+        target: e.target,
+    }
+}

@@ -1,0 +1,299 @@
+//! Decoding of ring-buffer records into owned events. Defensive: the header
+//! is checked first, then the length for its kind; anything else is an error
+//! that the caller counts and skips.
+//!
+//! Here: the `Event` enum, the checks and the dispatch by kind, and the
+//! readers every record family shares (header, strings, kernel paths). One
+//! module per record family, as in `sensor-common/src/`: `process` (exec,
+//! fork, exit, rename), `open`, `memory` (memory access, dump signals and
+//! dump configuration), `flow` (writes, closes, sends, path changes) and
+//! `lsm` (denials, fd accesses).
+
+pub mod flow;
+pub mod lsm;
+pub mod memory;
+pub mod open;
+pub mod process;
+
+use std::mem::offset_of;
+
+use sensor_common::{COMM_LEN, EventKind, Header, KPath, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED};
+
+use self::{
+    flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
+    lsm::{DeniedRecord, FdAccessRecord},
+    memory::{DumpConfigRecord, MemRecord, SignalRecord},
+    open::OpenRecord,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than a header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind:?} record has {got} bytes, expected {want}")]
+    BadSize {
+        kind: EventKind,
+        got: usize,
+        want: usize,
+    },
+}
+
+impl DecodeError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::Short(_) => "short",
+            DecodeError::UnknownKind(_) => "unknown_kind",
+            DecodeError::BadSize { .. } => "bad_size",
+        }
+    }
+}
+
+/// Who did it, as the kernel saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub ts_boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exec {
+        task: Task,
+        ppid: u32,
+        start_ns: u64,
+        /// Arguments (NUL separated in the kernel).
+        argv: Vec<String>,
+        exe: Option<String>,
+    },
+    Fork {
+        parent: Task,
+        child_pid: u32,
+        child_start_ns: u64,
+    },
+    Exit {
+        task: Task,
+        exit_code: u32,
+        /// /proc/<pid>/environ files it opened.
+        environ_reads: u32,
+    },
+    /// Process `task.pid` (its thread-group leader) now has comm `comm`;
+    /// `task` is the renaming thread, its `comm` the old name.
+    Rename {
+        task: Task,
+        comm: String,
+    },
+    Open(OpenRecord),
+    Mem(MemRecord),
+    Signal(SignalRecord),
+    DumpConfig(DumpConfigRecord),
+    FileWrite(WriteRecord),
+    FileClose(CloseRecord),
+    NetSend(SendRecord),
+    PathChange(PathRecord),
+    Denied(DeniedRecord),
+    FdAccess(FdAccessRecord),
+}
+
+impl Event {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Exec { .. } => EventKind::Exec,
+            Event::Fork { .. } => EventKind::Fork,
+            Event::Exit { .. } => EventKind::Exit,
+            Event::Rename { .. } => EventKind::Rename,
+            Event::Open(o) if o.failed => EventKind::KeyOpenFailed,
+            Event::Open(o) if o.proc_file != 0 => EventKind::ProcFileOpen,
+            Event::Open(_) => EventKind::KeyOpen,
+            Event::Mem(_) => EventKind::MemAccess,
+            Event::Signal(_) => EventKind::DumpSignal,
+            Event::DumpConfig(_) => EventKind::DumpConfig,
+            Event::FileWrite(_) => EventKind::FileWrite,
+            Event::FileClose(_) => EventKind::FileClose,
+            Event::NetSend(_) => EventKind::NetSend,
+            Event::PathChange(_) => EventKind::PathChange,
+            Event::Denied(_) => EventKind::Denied,
+            Event::FdAccess(_) => EventKind::FdAccess,
+        }
+    }
+}
+
+fn read<T: Copy>(buf: &[u8]) -> T {
+    assert!(buf.len() >= size_of::<T>());
+    // SAFETY: length checked; T is a plain repr(C) record valid for any bits.
+    unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const T) }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn task(h: &Header) -> Task {
+    Task {
+        ts_boot_ns: h.ts_boot_ns,
+        pid: h.pid,
+        tid: h.tid,
+        uid: h.uid,
+        gid: h.gid,
+        cgroup_id: h.cgroup_id,
+        comm: cstr(&h.comm[..COMM_LEN]),
+    }
+}
+
+/// Turns a kernel path (components leaf first, each followed by '/') into
+/// an absolute path. Returns (path, truncated).
+pub fn kpath(p: &KPath) -> Option<(String, bool)> {
+    kpath_parts(p.len, p.flags, &p.buf)
+}
+
+fn kpath_parts(len: u32, flags: u32, buf: &[u8]) -> Option<(String, bool)> {
+    let len = (len as usize).min(buf.len());
+    if len == 0 && flags & PATH_COMPLETE == 0 {
+        return None;
+    }
+    let mut out = String::with_capacity(len + 1);
+    for c in buf[..len]
+        .split(|b| *b == b'/')
+        .rev()
+        .filter(|c| !c.is_empty())
+    {
+        out.push('/');
+        out.push_str(&String::from_utf8_lossy(c));
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Some((out, flags & PATH_TRUNCATED != 0))
+}
+
+/// A field of type `T` at `off` in a record (length checked by the caller).
+fn at<T: Copy>(buf: &[u8], off: usize) -> T {
+    read(&buf[off..])
+}
+
+/// The KPath at `off` in a record, without copying the whole record.
+fn kpath_at(buf: &[u8], off: usize) -> Option<(String, bool)> {
+    let len: u32 = at(buf, off + offset_of!(KPath, len));
+    let flags: u32 = at(buf, off + offset_of!(KPath, flags));
+    let b = off + offset_of!(KPath, buf);
+    kpath_parts(len, flags, &buf[b..b + PATH_BUF])
+}
+
+pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+    if buf.len() < size_of::<Header>() {
+        return Err(DecodeError::Short(buf.len()));
+    }
+    let h: Header = read(buf);
+    let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let want = kind.record_size();
+    if h.size as usize != want || buf.len() < want {
+        return Err(DecodeError::BadSize {
+            kind,
+            got: buf.len().min(h.size as usize),
+            want,
+        });
+    }
+    Ok(match kind {
+        EventKind::Exec => process::exec(buf, &h),
+        EventKind::Fork => process::fork(buf),
+        EventKind::Exit => process::exit(buf),
+        EventKind::Rename => process::rename(buf),
+        EventKind::DumpConfig => Event::DumpConfig(memory::dump_config(buf)),
+        EventKind::DumpSignal => Event::Signal(memory::signal(buf)),
+        EventKind::MemAccess => Event::Mem(memory::mem_access(buf)),
+        EventKind::FileWrite => Event::FileWrite(flow::file_write(buf)),
+        EventKind::FileClose => Event::FileClose(flow::file_close(buf)),
+        EventKind::NetSend => Event::NetSend(flow::net_send(buf)),
+        EventKind::PathChange => Event::PathChange(flow::path_change(buf)),
+        EventKind::Denied => Event::Denied(lsm::denied(buf, &h)),
+        EventKind::FdAccess => Event::FdAccess(lsm::fd_access(buf, &h)),
+        EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
+            Event::Open(open::open(buf, &h, kind))
+        }
+    })
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use sensor_common::{MATCH_INODE, OpenEvent, SRC_OPENAT};
+
+    pub fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: reading the bytes of a repr(C) value.
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    }
+
+    pub fn header(kind: EventKind, pid: u32) -> Header {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"test");
+        Header {
+            kind: kind as u32,
+            size: kind.record_size() as u32,
+            ts_boot_ns: 5,
+            pid,
+            tid: pid,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 1,
+            comm,
+        }
+    }
+
+    pub fn kpath_of(path: &str) -> KPath {
+        KPath::from_path(path)
+    }
+
+    pub fn open_event(pid: u32, path: &str, ino: u64) -> OpenEvent {
+        // SAFETY: all-zero is valid for this plain record.
+        let mut e: OpenEvent = unsafe { std::mem::zeroed() };
+        e.hdr = header(EventKind::KeyOpen, pid);
+        e.ret = 3;
+        e.ino = ino;
+        e.dev = (8 << 20) | 1;
+        e.mode = 0o100600;
+        e.source = SRC_OPENAT;
+        e.matched = MATCH_INODE;
+        e.path = kpath_of(path);
+        e.arg[..path.len()].copy_from_slice(path.as_bytes());
+        e.arg_len = path.len() as u32;
+        e
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let mut h = header(EventKind::Exit, 1);
+        h.kind = 999;
+        let mut b = bytes_of(&h);
+        b.resize(200, 0);
+        assert_eq!(decode(&b), Err(DecodeError::UnknownKind(999)));
+        let e = open_event(1, "/x", 1);
+        let b = bytes_of(&e);
+        assert!(matches!(
+            decode(&b[..b.len() - 1]),
+            Err(DecodeError::BadSize { .. })
+        ));
+        let mut h = header(EventKind::Exit, 1);
+        h.size = 3;
+        let mut b = bytes_of(&h);
+        b.resize(64, 0);
+        assert!(matches!(decode(&b), Err(DecodeError::BadSize { .. })));
+    }
+
+    #[test]
+    fn kpath_root_and_truncation() {
+        let mut p = kpath_of("/");
+        assert_eq!(kpath(&p), Some(("/".to_string(), false)));
+        p.flags = PATH_TRUNCATED;
+        p.len = 0;
+        assert_eq!(kpath(&p), None);
+    }
+}
