@@ -113,10 +113,11 @@ impl Pipeline {
         }
         let dumped = self.procs.resolve(task);
         self.note_crash(&dumped);
-        let (pattern, uses_pid) = self.core_pattern();
+        let (pattern, uses_pid) = self.view.core_pattern();
         let pid = task.pid;
         let cwd = self
-            .fact_value(format!("cwd:{pid}"), || {
+            .view
+            .value(format!("cwd:{pid}"), || {
                 std::fs::read_link(format!("/proc/{pid}/cwd"))
                     .ok()
                     .map(|p| p.to_string_lossy().into_owned())

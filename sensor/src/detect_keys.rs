@@ -63,8 +63,27 @@ impl Pipeline {
 
     /// A failed open names no file: resolve its path argument as the
     /// process saw it (its root, cwd or dirfd) and check it is watched.
-    fn resolve_failed(&self, rec: &OpenRecord) -> Option<(String, u64, u64, Option<u32>)> {
-        let arg = rec.arg.as_deref()?;
+    /// The answer is a fact (recorded, and the replay's answer).
+    fn resolve_failed(&mut self, rec: &OpenRecord) -> Option<(String, u64, u64, Option<u32>)> {
+        let key = format!("failed-open:{}:{:x}", rec.task.tid, rec.task.ts_boot_ns);
+        let live = (!self.view.is_replay()).then(|| self.resolve_failed_live(rec));
+        let v = self
+            .view
+            .value(key, || serde_json::to_value(live).unwrap_or_default());
+        match serde_json::from_value::<Resolved>(v).unwrap_or(Resolved::Unresolved) {
+            Resolved::Path(shown, dev, ino, watch_id) => Some((shown, dev, ino, watch_id)),
+            Resolved::NotWatched => None,
+            Resolved::Unresolved => {
+                self.metrics.unresolved_failed_opens.inc();
+                None
+            }
+        }
+    }
+
+    fn resolve_failed_live(&self, rec: &OpenRecord) -> Resolved {
+        let Some(arg) = rec.arg.as_deref() else {
+            return Resolved::NotWatched;
+        };
         let (shown, seen) = crate::flows::user_path(rec.task.pid, rec.dfd, arg);
         let covered = self.watcher.covers(&seen);
         let (watch_id, key) = match covered {
@@ -73,10 +92,9 @@ impl Pipeline {
             None => {
                 if Path::new(&seen).exists() {
                     // The name filter matched but the file is not watched.
-                    return None;
+                    return Resolved::NotWatched;
                 }
-                self.metrics.unresolved_failed_opens.inc();
-                return None;
+                return Resolved::Unresolved;
             }
         };
         let key = key.unwrap_or(InodeKey {
@@ -85,6 +103,17 @@ impl Pipeline {
             ino: 0,
         });
         let dev = if key.dev == 0 { 0 } else { st_dev(key.dev) };
-        Some((shown.to_string_lossy().into_owned(), dev, key.ino, watch_id))
+        Resolved::Path(shown.to_string_lossy().into_owned(), dev, key.ino, watch_id)
     }
+}
+
+/// A failed open's path argument, resolved.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Resolved {
+    /// (as shown, st_dev, inode, key_path) of a watched or key-named path.
+    Path(String, u64, u64, Option<u32>),
+    /// It exists and is not watched.
+    NotWatched,
+    /// Nothing there (or no argument was captured).
+    Unresolved,
 }

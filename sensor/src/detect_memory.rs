@@ -93,7 +93,14 @@ impl Pipeline {
         let actor = self.procs.resolve(&rec.task);
         let target = match rec.op {
             // The kernel resolves the pidfd; fdinfo is the fallback.
-            MEM_PIDFD_GETFD if rec.target == 0 => match pidfd_target(actor.pid, rec.request) {
+            MEM_PIDFD_GETFD if rec.target == 0 => match self
+                .view
+                .value(format!("pidfd:{}:{}", actor.pid, rec.request), || {
+                    pidfd_target(actor.pid, rec.request).into()
+                })
+                .as_u64()
+                .map(|p| p as u32)
+            {
                 Some(t) => t,
                 None => {
                     tracing::debug!("pidfd_getfd by {}: target not resolved", actor.pid);

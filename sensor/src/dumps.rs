@@ -7,7 +7,6 @@
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 use crate::{
@@ -28,7 +27,6 @@ pub struct PendingDump {
     pub detail: DumpDetail,
     pub ts_boot_ns: u64,
     pub helper: Option<u32>,
-    pub deadline: Instant,
 }
 
 /// A user-space dump being written, reported at its close.
@@ -39,7 +37,6 @@ pub struct PendingUserDump {
     pub via: &'static str,
     pub bytes: i64,
     pub ts_boot_ns: u64,
-    pub deadline: Instant,
 }
 
 /// The files a core_pattern pipe helper wrote.
@@ -49,8 +46,11 @@ pub struct HelperRec {
     pub exited: bool,
 }
 
-/// How long a pipe-helper crash waits for the helper's files.
-pub(crate) const HELPER_WAIT: Duration = Duration::from_secs(10);
+/// How long a pipe-helper crash waits for the helper's files (and a
+/// user-space dump or a copy for its writer's close), in event time: from
+/// the event's kernel timestamp to the time of a tick, so a replay expires
+/// them at the same recorded tick.
+pub(crate) const HELPER_WAIT_NS: u64 = 10_000_000_000;
 
 /// Most memory readers remembered.
 pub(crate) const MEM_READERS: usize = 4096;
@@ -129,7 +129,8 @@ impl Pipeline {
         let actor = &d.actor;
         let dumped = &d.dumped;
         let format = self
-            .fact_value(format!("format:{kd}:{ino}"), || {
+            .view
+            .value(format!("format:{kd}:{ino}"), || {
                 crate::handle::head(Path::new(&path), kd, ino, 18)
                     .map(|h| file_format(&h))
                     .into()
@@ -182,7 +183,7 @@ impl Pipeline {
     /// is the core_pattern pipe helper (a script's argv starts with its
     /// interpreter, so the first two arguments are checked).
     pub(crate) fn usermode_helper_exec(&mut self, pid: u32) {
-        let (pattern, _) = self.core_pattern();
+        let (pattern, _) = self.view.core_pattern();
         let Some(helper) = pattern
             .strip_prefix('|')
             .and_then(|p| p.split_whitespace().next())
@@ -257,7 +258,7 @@ impl Pipeline {
     }
 
     /// A protected process dumped core through a pipe: the alert waits
-    /// for the helper's files (until the helper exits, or HELPER_WAIT).
+    /// for the helper's files (until the helper exits, or HELPER_WAIT_NS).
     pub(crate) fn pend_pipe_dump(&mut self, dumped: ProcInfo, detail: DumpDetail, ts: u64) {
         let pid = dumped.pid.to_string();
         // A helper that already wrote for this pid (core_pipe_limit makes
@@ -273,7 +274,6 @@ impl Pipeline {
             detail,
             ts_boot_ns: ts,
             helper,
-            deadline: Instant::now() + HELPER_WAIT,
         });
         // Its files written and the helper gone: nothing more to wait for.
         if let Some(h) = helper
@@ -318,13 +318,14 @@ impl Pipeline {
         }
     }
 
-    /// Pipe crashes whose helper did not finish in time, and user-space
-    /// dumps still open.
-    pub(crate) fn expire_pending_dumps(&mut self) {
-        let now = Instant::now();
+    /// Pipe crashes whose helper did not finish by `now_ns` (boot ns),
+    /// and user-space dumps still open; `all`: every one (shutdown, the
+    /// end of a replay).
+    pub(crate) fn expire_pending_dumps(&mut self, now_ns: u64, all: bool) {
+        let due = |ts: u64| all || ts.saturating_add(HELPER_WAIT_NS) <= now_ns;
         let mut i = 0;
         while i < self.pending_udumps.len() {
-            if self.pending_udumps[i].deadline <= now {
+            if due(self.pending_udumps[i].ts_boot_ns) {
                 let d = self.pending_udumps.remove(i);
                 self.emit_user_dump(d);
             } else {
@@ -333,7 +334,7 @@ impl Pipeline {
         }
         let mut i = 0;
         while i < self.pending_dumps.len() {
-            if self.pending_dumps[i].deadline <= now {
+            if due(self.pending_dumps[i].ts_boot_ns) {
                 let d = self.pending_dumps.remove(i);
                 let files = d
                     .helper

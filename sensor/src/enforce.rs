@@ -243,13 +243,14 @@ impl Pipeline {
                 )
             }
             ENF_CORE_DUMP => {
-                let (pattern, _) = self.core_pattern();
+                let (pattern, _) = self.view.core_pattern();
                 let exists = d.path.clone().map(|p| {
-                    self.fact_value(format!("exists:{p}"), || {
-                        std::path::Path::new(&p).exists().into()
-                    })
-                    .as_bool()
-                    .unwrap_or(false)
+                    self.view
+                        .value(format!("exists:{p}"), || {
+                            std::path::Path::new(&p).exists().into()
+                        })
+                        .as_bool()
+                        .unwrap_or(false)
                 });
                 let detail = DumpDetail {
                     core_pattern: Some(pattern),

@@ -6,23 +6,20 @@
 //! running: a small host has few) is a process lister and its read is low;
 //! a targeted read (`cat /proc/PID/environ`, `ps eww -p PID`) is medium.
 
-use std::time::{Duration, Instant};
-
 use crate::{alert::Alert, alert::Severity, pipeline::Pipeline};
 
 /// Environments read by one process from which it counts as a lister.
 pub const LISTER_READS: u32 = 8;
 /// On a host with few programs running: this many, and half of them.
 const LISTER_READS_FEW: u32 = 3;
-/// How long a read waits for its reader to exit.
-const WAIT: Duration = Duration::from_secs(10);
+/// How long a read waits for its reader to exit, in event time (boot ns).
+const WAIT_NS: u64 = 10_000_000_000;
 
 /// A protected environment read, waiting for the reader's count.
 pub struct PendingEnviron {
     pub alert: Alert,
     pub pid: u32,
     pub ts_boot_ns: u64,
-    pub deadline: Instant,
 }
 
 impl Pipeline {
@@ -33,7 +30,6 @@ impl Pipeline {
             alert,
             pid,
             ts_boot_ns,
-            deadline: Instant::now() + WAIT,
         });
     }
 
@@ -50,13 +46,12 @@ impl Pipeline {
         }
     }
 
-    /// Reads still waiting after WAIT: judged on the count so far (read
+    /// Reads still waiting after WAIT_NS at `now_ns`: judged on the count so far (read
     /// from the kernel now, recorded for replay).
-    pub(crate) fn expire_environ(&mut self, all: bool) {
-        let now = Instant::now();
+    pub(crate) fn expire_environ(&mut self, now_ns: u64, all: bool) {
         let mut i = 0;
         while i < self.pending_environ.len() {
-            if all || self.pending_environ[i].deadline <= now {
+            if all || self.pending_environ[i].ts_boot_ns.saturating_add(WAIT_NS) <= now_ns {
                 let p = self.pending_environ.remove(i);
                 let pid = p.pid;
                 let live = self
@@ -65,7 +60,8 @@ impl Pipeline {
                     .and_then(|m| m.environ.get(&pid, 0).ok())
                     .unwrap_or(0);
                 let reads = self
-                    .fact_value(format!("environ_reads:{pid}"), || live.into())
+                    .view
+                    .value(format!("environ_reads:{pid}"), || live.into())
                     .as_u64()
                     .unwrap_or(0) as u32;
                 self.emit_environ(p, reads);

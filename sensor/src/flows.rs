@@ -8,7 +8,6 @@
 use std::{
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    time::Instant,
 };
 
 use sensor_common::{
@@ -28,7 +27,7 @@ use crate::{
         ATTACK_ARCHIVE, ATTACK_EXFIL_ALT, ATTACK_EXFIL_C2, ATTACK_LOCAL_DATA, ATTACK_STAGED,
         FlowAlert, RULE_DUMP_FILE_ACCESS, RULE_EXFILTRATION, RULE_TRACKED_COPY,
     },
-    dumps::{HELPER_WAIT, PendingUserDump},
+    dumps::{HELPER_WAIT_NS, PendingUserDump},
     evidence::CopyEvidence,
     pipeline::Pipeline,
     proctab::ProcInfo,
@@ -50,7 +49,6 @@ pub struct PendingCopy {
     pub pipe_from: Option<u32>,
     pub bytes: i64,
     pub ts_boot_ns: u64,
-    pub deadline: Instant,
 }
 
 fn via_name(via: u32) -> &'static str {
@@ -215,7 +213,6 @@ impl Pipeline {
                 via,
                 bytes: w.bytes,
                 ts_boot_ns: w.task.ts_boot_ns,
-                deadline: Instant::now() + HELPER_WAIT,
             });
             return;
         }
@@ -283,7 +280,6 @@ impl Pipeline {
             pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
             bytes: w.bytes.max(0),
             ts_boot_ns: w.task.ts_boot_ns,
-            deadline: Instant::now() + HELPER_WAIT,
         });
     }
 
@@ -306,7 +302,8 @@ impl Pipeline {
         // package writes plain files); by the writer and the name only when
         // the content cannot be read.
         let head = self
-            .fact_value(format!("archive:{kd}:{ino}"), || {
+            .view
+            .value(format!("archive:{kd}:{ino}"), || {
                 crate::handle::head(Path::new(&path), kd, ino, 262)
                     .map(|h| is_archive_content(&h))
                     .into()
@@ -447,12 +444,16 @@ impl Pipeline {
         }
     }
 
-    /// Copies still open after their wait: decided on what they hold now.
-    pub(crate) fn expire_pending_copies(&mut self) {
-        let now = Instant::now();
+    /// Copies still open after their wait (at `now_ns`, boot ns): decided
+    /// on what they hold now.
+    pub(crate) fn expire_pending_copies(&mut self, now_ns: u64) {
         let mut i = 0;
         while i < self.pending_copies.len() {
-            if self.pending_copies[i].deadline <= now {
+            if self.pending_copies[i]
+                .ts_boot_ns
+                .saturating_add(HELPER_WAIT_NS)
+                <= now_ns
+            {
                 let p = self.pending_copies.remove(i);
                 let size = self.size_fact(p.id);
                 self.emit_copy(p, size, 0);
@@ -585,15 +586,27 @@ impl Pipeline {
             self.name_gone(&p.old, None);
             return;
         }
-        let (shown, seen) = user_path(p.task.pid, p.new_dfd, &p.new);
-        let Ok(md) = std::fs::symlink_metadata(&seen) else {
+        // Where the new name is, as the process saw it (a fact: recorded,
+        // and the replay's answer).
+        let key = format!("path:{}:{:x}", p.task.tid, p.task.ts_boot_ns);
+        let v = self.view.value(key, || {
+            let (shown, seen) = user_path(p.task.pid, p.new_dfd, &p.new);
+            std::fs::symlink_metadata(&seen)
+                .map(|md| {
+                    serde_json::json!([shown.to_string_lossy(), md.dev(), md.ino(), md.is_dir()])
+                })
+                .unwrap_or_default()
+        });
+        let Ok((shown, dev, ino, is_dir)) = serde_json::from_value::<(String, u64, u64, bool)>(v)
+        else {
             return;
         };
-        let kd = kdev(md.dev());
-        let shown = shown.to_string_lossy().into_owned();
+        let kd = kdev(dev);
+        // The new name as reachable from here (live reads only).
+        let seen = || user_path(p.task.pid, p.new_dfd, &p.new).1;
         if p.op != PATH_OP_LINK {
             // What had the new name before a rename lost it.
-            self.name_gone(&p.new, Some((kd, md.ino())));
+            self.name_gone(&p.new, Some((kd, ino)));
         }
         let is_link = p.op == PATH_OP_LINK;
         let how = if is_link { "link" } else { "rename" };
@@ -603,19 +616,19 @@ impl Pipeline {
         // gone, whose inode number the file at the path reuses.
         let tracked = self
             .registry
-            .by_inode(kd, md.ino())
+            .by_inode(kd, ino)
             .filter(|t| !t.gone)
             .map(|t| (t.id, t.handle.clone(), t.igen));
         let tracked = match tracked {
             Some((id, h, igen)) if h.is_some() || igen.is_some() => {
-                let ino = md.ino();
                 let now = self
-                    .fact_value(format!("same:{kd}:{ino}:{id}"), || {
-                        let by_gen = igen.zip(crate::handle::generation(&seen, kd, ino));
+                    .view
+                    .value(format!("same:{kd}:{ino}:{id}"), || {
+                        let by_gen = igen.zip(crate::handle::generation(&seen(), kd, ino));
                         match (by_gen, &h) {
                             (Some((was, is)), _) => Some(was == is),
                             (None, Some(h)) => {
-                                crate::handle::Handle::of_inode(&seen, kd, ino).map(|n| n == *h)
+                                crate::handle::Handle::of_inode(&seen(), kd, ino).map(|n| n == *h)
                             }
                             (None, None) => None,
                         }
@@ -637,7 +650,7 @@ impl Pipeline {
         let key = InodeKey {
             dev: kd,
             _pad: 0,
-            ino: md.ino(),
+            ino,
         };
         let watched = self.watcher.get_or_departed(&key).cloned();
         // A key path's file (as the registry or the watcher knows it), and
@@ -664,7 +677,7 @@ impl Pipeline {
                 self.registry
                     .register(
                         kd,
-                        md.ino(),
+                        ino,
                         kind_path,
                         TrackedKind::Key,
                         "key",
@@ -710,17 +723,17 @@ impl Pipeline {
             .roots()
             .iter()
             .any(|r| Path::new(&shown).starts_with(r));
-        if is_key && !md.is_dir() && !under_key_path {
+        if is_key && !is_dir && !under_key_path {
             if is_link {
                 if self.registry.get(id).is_some_and(|t| t.handle.is_none()) {
                     self.identify(id);
                 }
             } else {
-                self.track_moved_key(id, kd, md.ino(), &shown);
+                self.track_moved_key(id, kd, ino, &shown);
             }
         }
         let root = self.registry.root_kind(step).unwrap_or(TrackedKind::Key);
-        let dir = md.is_dir();
+        let dir = is_dir;
         let message = format!(
             "{} (pid {}, uid {}) {} {}{old_path} to {shown}",
             actor.comm,
@@ -752,8 +765,8 @@ impl Pipeline {
                 actor: &actor,
                 target: Target::File {
                     path: shown,
-                    dev: md.dev(),
-                    inode: md.ino(),
+                    dev,
+                    inode: ino,
                 },
                 message,
                 flow: FlowDetail {

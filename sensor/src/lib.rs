@@ -39,6 +39,7 @@ pub mod replay;
 pub mod scan;
 pub mod score;
 pub mod sinks;
+pub mod sysview;
 pub mod tracefs;
 pub mod track;
 pub mod tracking;

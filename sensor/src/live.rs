@@ -334,7 +334,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 pipe.tick();
                 update_lost(&lost, &mut lost_seen, &metrics);
                 update_stopped(&stopped, &mut stopped_seen, &metrics);
-                pipe.housekeeping();
                 metrics.process_table_entries.set(pipe.procs.len() as i64);
             }
             ev = inotify.next() => {

@@ -21,10 +21,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData};
 use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 
 use crate::{
-    alert::Origin,
-    alert::rfc3339,
-    alert::{Alert, Target},
-    coredump,
+    alert::{Alert, Origin, Target, rfc3339},
     correlate::{Correlator, Lineage, Out},
     decode::{self, Event},
     detect::Policy,
@@ -36,6 +33,7 @@ use crate::{
     record::{self, Record, Recorder},
     score::{self, Context as ScoreContext, ScoringConfig},
     sinks::Outputs,
+    sysview::SystemView,
     track::Registry,
     watch::Watcher,
 };
@@ -104,10 +102,9 @@ pub struct Pipeline {
     scoring: ScoringConfig,
     correlator: Correlator,
     recorder: Option<Recorder>,
-    /// Replay: the facts of the recording (None when live).
-    facts: Option<HashMap<String, serde_json::Value>>,
-    /// Facts read from /proc for the event being handled, to record.
-    new_facts: Vec<(String, serde_json::Value)>,
+    /// Reads of the live system, recorded (live) or answered from the
+    /// recording (replay).
+    pub(crate) view: SystemView,
 }
 
 /// The correlate/score stage and the recording hooks (the rest of the
@@ -148,6 +145,7 @@ impl Pipeline {
         }
         r.flush()?;
         self.procs.recording = true;
+        self.view.set_recording(true);
         self.recorder = Some(r);
         Ok(())
     }
@@ -161,7 +159,7 @@ impl Pipeline {
         self.host = h.host.clone();
         self.clock.offset_ns = h.clock_offset_ns;
         self.procs.offline = true;
-        self.facts = Some(HashMap::new());
+        self.view.replaying();
         self.protector.restore(&h.protected);
     }
 
@@ -173,7 +171,7 @@ impl Pipeline {
             Record::Proc(p) | Record::Snapshot(p) => self.procs.insert(p.into()),
             Record::Tgid(t, g) => self.procs.insert_tgid(t, g),
             Record::Fact(k, v) => {
-                self.facts.get_or_insert_with(HashMap::new).insert(k, v);
+                self.view.insert_recorded(k, v);
             }
             Record::Tick(ns) => self.tick_at(ns),
             Record::Scan(r) => self.scanned_at(r),
@@ -185,6 +183,12 @@ impl Pipeline {
     /// record). Callers handle first, then record. A failed write stops
     /// recording.
     pub(crate) fn record(&mut self, rec: Record) {
+        self.record_with(Some(rec));
+    }
+
+    /// As `record`; None writes only the /proc reads and facts pending
+    /// (at shutdown: what the final flush read, for the replay's own).
+    fn record_with(&mut self, rec: Option<Record>) {
         let Some(r) = self.recorder.as_mut() else {
             return;
         };
@@ -197,23 +201,25 @@ impl Pipeline {
                 Fetched::Tgid(t, g) => Record::Tgid(t, g),
             })
             .collect();
-        recs.extend(self.new_facts.drain(..).map(|(k, v)| Record::Fact(k, v)));
-        recs.push(rec);
+        recs.extend(self.view.take_new().map(|(k, v)| Record::Fact(k, v)));
+        recs.extend(rec);
         for rec in &recs {
             if let Err(e) = r.write(rec) {
                 tracing::warn!("recording stopped: {e:#}");
                 self.recorder = None;
                 self.procs.recording = false;
+                self.view.set_recording(false);
                 return;
             }
         }
     }
 
-    /// The agent's clock: closes fold and incident windows (recorded when
-    /// anything was pending, so a replay closes them at the same point).
+    /// The agent's clock: closes fold and incident windows and expires
+    /// what waits for a writer or a helper (recorded when anything was
+    /// pending, so a replay does the same at the same point).
     pub fn tick(&mut self) {
         let now = boot_now();
-        if !self.correlator.pending() {
+        if !self.correlator.pending() && !self.timers_pending() {
             return;
         }
         self.tick_at(now);
@@ -224,6 +230,7 @@ impl Pipeline {
     }
 
     fn tick_at(&mut self, now_ns: u64) {
+        self.expire(now_ns);
         let mut out = Vec::new();
         self.correlator.tick(now_ns, &mut out);
         self.deliver(out);
@@ -232,10 +239,12 @@ impl Pipeline {
     /// Shutdown or the end of a replay: report folds, close incidents.
     pub fn finish(&mut self) {
         self.flush_pending_copies();
-        self.expire_environ(true);
+        self.expire_pending_dumps(0, true);
+        self.expire_environ(0, true);
         let mut out = Vec::new();
         self.correlator.flush(&mut out);
         self.deliver(out);
+        self.record_with(None);
         if let Some(r) = self.recorder.as_mut() {
             let _ = r.flush();
         }
@@ -259,38 +268,6 @@ impl Pipeline {
         }
     }
 
-    /// A fact read from /proc now, or from the recording when replaying.
-    fn fact(&mut self, key: String, live: impl FnOnce() -> bool) -> bool {
-        self.fact_value(key, || serde_json::Value::Bool(live()))
-            .as_bool()
-            .unwrap_or(false)
-    }
-
-    /// The kernel's core_pattern and core_uses_pid (recorded for replay).
-    pub(crate) fn core_pattern(&mut self) -> (String, bool) {
-        let v = self.fact_value("core_pattern".into(), || {
-            serde_json::to_value(coredump::current_pattern()).unwrap_or_default()
-        });
-        serde_json::from_value(v).unwrap_or_default()
-    }
-
-    /// A value read from the system (/proc, a file's first bytes) now, or
-    /// from the recording when replaying (Null when it has none).
-    pub(crate) fn fact_value(
-        &mut self,
-        key: String,
-        live: impl FnOnce() -> serde_json::Value,
-    ) -> serde_json::Value {
-        if let Some(f) = &self.facts {
-            return f.get(&key).cloned().unwrap_or_default();
-        }
-        let v = live();
-        if self.recorder.is_some() {
-            self.new_facts.push((key, v.clone()));
-        }
-        v
-    }
-
     /// Whether an interactive shell (bash, sh, zsh, fish, dash, ksh, with a
     /// terminal on its stdin) is among the actor's ancestors.
     fn interactive_ancestry(&mut self, pid: u32) -> bool {
@@ -310,7 +287,7 @@ impl Pipeline {
             cur = Some(p.ppid);
         }
         shells.into_iter().any(|(spid, start)| {
-            self.fact(format!("tty:{spid}:{start:x}"), || {
+            self.view.flag(format!("tty:{spid}:{start:x}"), || {
                 std::fs::read_link(format!("/proc/{spid}/fd/0")).is_ok_and(|l| {
                     let l = l.to_string_lossy();
                     l.starts_with("/dev/pts/") || l.starts_with("/dev/tty")
@@ -452,22 +429,29 @@ impl Pipeline {
             scoring: ScoringConfig::default(),
             correlator: Correlator::new(Default::default(), ScoringConfig::default()),
             recorder: None,
-            facts: None,
-            new_facts: Vec::new(),
+            view: SystemView::default(),
         }
     }
 
-    /// Timers: pipe-helper crashes and user-space dumps that waited long
-    /// enough.
-    pub fn housekeeping(&mut self) {
+    /// Whether anything waits for a writer, a helper or a reader's exit.
+    fn timers_pending(&self) -> bool {
+        !self.pending_dumps.is_empty()
+            || !self.pending_udumps.is_empty()
+            || !self.pending_copies.is_empty()
+            || !self.pending_environ.is_empty()
+    }
+
+    /// Timers, in event time: pipe-helper crashes, user-space dumps,
+    /// copies and environment reads that waited long enough by `now_ns`.
+    fn expire(&mut self, now_ns: u64) {
         if !self.pending_dumps.is_empty() || !self.pending_udumps.is_empty() {
-            self.expire_pending_dumps();
+            self.expire_pending_dumps(now_ns, false);
         }
         if !self.pending_copies.is_empty() {
-            self.expire_pending_copies();
+            self.expire_pending_copies(now_ns);
         }
         if !self.pending_environ.is_empty() {
-            self.expire_environ(false);
+            self.expire_environ(now_ns, false);
         }
     }
 

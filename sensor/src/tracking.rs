@@ -225,17 +225,18 @@ impl Pipeline {
             return 0;
         };
         let (path, kd, ino) = (PathBuf::from(&t.path), t.kdev, t.ino);
-        self.fact_value(
-            format!("size:{kd}:{ino}"),
-            || match std::fs::symlink_metadata(&path) {
-                Ok(md) if md.is_file() && kdev(md.dev()) == kd && md.ino() == ino => {
-                    md.len().into()
-                }
-                _ => 0.into(),
-            },
-        )
-        .as_i64()
-        .unwrap_or(0)
+        self.view
+            .value(
+                format!("size:{kd}:{ino}"),
+                || match std::fs::symlink_metadata(&path) {
+                    Ok(md) if md.is_file() && kdev(md.dev()) == kd && md.ino() == ino => {
+                        md.len().into()
+                    }
+                    _ => 0.into(),
+                },
+            )
+            .as_i64()
+            .unwrap_or(0)
     }
 
     /// A dump or copy just registered: its file handle (to tell later
@@ -276,7 +277,7 @@ impl Pipeline {
                 // Keys: the key path watcher's rescan follows them.
                 continue;
             }
-            let alive = self.fact_value(format!("alive:{}:{}", t.kdev, t.ino), || {
+            let alive = self.view.value(format!("alive:{}:{}", t.kdev, t.ino), || {
                 t.handle
                     .as_ref()
                     .and_then(|h| h.alive(Path::new(&t.path)))
