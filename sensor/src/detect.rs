@@ -14,13 +14,8 @@ use crate::{
     decode::OpenRecord,
     proctab::ProcInfo,
     redact,
+    rules::Rule,
 };
-
-pub const RULE_KEY_FILE_OPEN: &str = "key-file-open";
-/// A key file created by its writer (or a new key found in a file a
-/// tainted writer made): inventory, info.
-pub const RULE_KEY_CREATED: &str = "key-created";
-pub const ATTACK_PRIVATE_KEYS: &str = "T1552.004";
 
 const O_ACCMODE: u32 = 0o3;
 const O_PATH: u32 = 0o10000000;
@@ -124,8 +119,10 @@ impl Policy {
 
 /// A cross-process memory access after enrichment.
 pub struct MemAccess<'a> {
-    pub rule: &'static str,
-    pub attack: &'static str,
+    /// One of the memory rules (ptrace-attach, process-vm-read,
+    /// process-vm-write, proc-mem-open, proc-environ-read, pidfd-getfd,
+    /// process-access).
+    pub rule: Rule,
     /// "read", "write" or "attach".
     pub access: &'static str,
     /// The syscall or request: "PTRACE_ATTACH", "process_vm_readv", ...
@@ -160,25 +157,31 @@ impl Policy {
         if self.allowed_memory(&a.exe, &t.exe) {
             return None;
         }
-        if m.rule == RULE_PTRACE && t.ppid == a.pid && !t.execed {
+        if m.rule == Rule::PtraceAttach && t.ppid == a.pid && !t.execed {
             return None;
         }
         let ok = m.ret >= 0;
-        let (severity, mut score) = match (m.target_protected, ok) {
-            // A protected process's environment: tokens, not its memory.
-            (true, true) if m.rule == RULE_PROC_ENVIRON => (Severity::Medium, 50),
-            _ if m.rule == RULE_PROC_ENVIRON => (Severity::Low, 25),
-            // An access check passed, not a memory read seen happening.
-            _ if m.rule == RULE_PROCESS_ACCESS && m.target_protected => (Severity::Medium, 60),
-            _ if m.rule == RULE_PROCESS_ACCESS => (Severity::Low, 25),
-            (true, true) => (Severity::High, 80),
-            (true, false) => (Severity::Medium, 55),
-            (false, true) => (Severity::Low, 30),
-            (false, false) => (Severity::Low, 20),
+        let environ = m.rule == Rule::ProcEnvironRead;
+        let access_check = m.rule == Rule::ProcessAccess;
+        // The rule's verdict (rules.rs) is for a protected process reached;
+        // the other cases lower it.
+        let lowered = match (m.target_protected, ok) {
+            (true, true) => None,
+            // An access check passed, not a memory read seen happening:
+            // the same verdict whatever the syscall then did.
+            (true, false) if access_check => None,
+            // A process's environment holds tokens, not its memory.
+            _ if environ || access_check => Some((Severity::Low, 25)),
+            (true, false) => Some((Severity::Medium, 55)),
+            (false, true) => Some((Severity::Low, 30)),
+            (false, false) => Some((Severity::Low, 20)),
         };
-        if m.recon {
-            score += 10;
-        }
+        // The technique: a ptrace write injects; an attach-mode access
+        // check reaches the memory (rules.rs, the rules' variants).
+        let attack = match (m.rule, m.access) {
+            (Rule::PtraceAttach, "write") | (Rule::ProcessAccess, "attach") => m.rule.alt_attack(),
+            _ => m.rule.attack(),
+        };
         let what = if m.target_protected {
             "protected process"
         } else {
@@ -191,8 +194,8 @@ impl Policy {
             a.uid,
             if ok { "did" } else { "tried" },
             match m.access {
-                _ if m.rule == RULE_PROCESS_ACCESS => "an access (kernel ptrace check) to",
-                _ if m.rule == RULE_PROC_ENVIRON => "a read of the environment of",
+                _ if access_check => "an access (kernel ptrace check) to",
+                _ if environ => "a read of the environment of",
                 "attach" => "a ptrace attach to",
                 "write" => "a memory write to",
                 _ => "a memory read of",
@@ -207,29 +210,10 @@ impl Policy {
                 format!(" and failed ({})", errno_text(m.ret))
             }
         );
-        Some(Alert {
-            action: None,
-            ts,
-            rule: m.rule,
-            severity,
-            score,
-            attack: m.attack,
-            host: host.to_string(),
-            process: process_ctx(a),
-            target: Target::Process {
-                pid: t.pid,
-                comm: t.comm.clone(),
-                exe: t.exe.to_string(),
-            },
-            incident: incident_id(a),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            dump: None,
-            flow: None,
-            memory: Some(MemDetail {
+        let mut alert = rule_alert(m.rule, a, process_target(t), host, ts)
+            .attack(attack)
+            .message(message)
+            .memory(MemDetail {
                 op: m.op.clone(),
                 access: m.access,
                 result: if ok { "success" } else { "failed" },
@@ -237,25 +221,16 @@ impl Policy {
                 target_protected: m.target_protected,
                 recon: m.recon,
                 path: m.path.clone(),
-            }),
-        })
+            });
+        if let Some((severity, score)) = lowered {
+            alert = alert.verdict(severity, score);
+        }
+        if m.recon {
+            alert.score += 10;
+        }
+        Some(alert)
     }
 }
-
-pub const RULE_PTRACE: &str = "ptrace-attach";
-pub const RULE_VM_READ: &str = "process-vm-read";
-pub const RULE_VM_WRITE: &str = "process-vm-write";
-pub const RULE_PROC_MEM: &str = "proc-mem-open";
-/// /proc/<pid>/environ of a protected process (tokens in its environment).
-pub const RULE_PROC_ENVIRON: &str = "proc-environ-read";
-/// Unsecured Credentials (environment variables holding secrets).
-pub const ATTACK_CREDENTIALS: &str = "T1552";
-pub const RULE_PIDFD_GETFD: &str = "pidfd-getfd";
-/// BPF LSM backend: another process accessed through a syscall the
-/// tracepoints do not enumerate (the kernel's ptrace access check).
-pub const RULE_PROCESS_ACCESS: &str = "process-access";
-/// Process Discovery (what a read-mode access reveals).
-pub const ATTACK_PROCESS_DISCOVERY: &str = "T1057";
 
 /// What a `process-access` was, from the actor's syscall (x86_64) and the
 /// ptrace access mode the kernel checked: (op, access).
@@ -290,10 +265,6 @@ pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
         },
     )
 }
-pub const ATTACK_PROC_MEMORY: &str = "T1003.007";
-pub const ATTACK_PTRACE_INJECT: &str = "T1055.008";
-pub const ATTACK_INJECT: &str = "T1055";
-pub const ATTACK_CREDENTIAL_DUMPING: &str = "T1003";
 
 /// Name of a ptrace request, and whether it reads, writes or attaches.
 pub fn ptrace_request(req: u64) -> (String, &'static str) {
@@ -379,6 +350,28 @@ pub fn incident_id(p: &ProcInfo) -> String {
     format!("inc-{}-{:x}", p.pid, p.start_ns)
 }
 
+/// A process as an alert's target.
+pub fn process_target(p: &ProcInfo) -> Target {
+    Target::Process {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        exe: p.exe.to_string(),
+    }
+}
+
+/// `Alert::new` (rules.rs) for an actor of the process table: its context
+/// and its own incident id.
+pub fn rule_alert(rule: Rule, actor: &ProcInfo, target: Target, host: &str, ts: String) -> Alert {
+    Alert::new(
+        rule,
+        process_ctx(actor),
+        incident_id(actor),
+        target,
+        host,
+        ts,
+    )
+}
+
 impl Policy {
     /// The `key-file-open` rule. None when allowed or not an access (O_PATH).
     pub fn key_file_open(&self, k: &KeyOpen<'_>, host: &str, ts: String) -> Option<Alert> {
@@ -401,11 +394,6 @@ impl Policy {
         if rec.matched & MATCH_NAME != 0 || !key_name.is_empty() {
             matched.push("key_name");
         }
-        let (severity, score, result) = if rec.failed {
-            (Severity::Medium, 40, "failed")
-        } else {
-            (Severity::High, 70, "success")
-        };
         let p = k.actor;
         // A non-root user's own file that only a key-name pattern matched
         // (ssh reading ~/.ssh/id_ed25519): `own_key` lowers its score.
@@ -414,13 +402,12 @@ impl Policy {
             && rec.owner == p.uid
             && k.watch_id.is_none()
             && rec.matched & (MATCH_INODE | MATCH_PARENT) == 0;
-        // An open that created the key file: a new key, inventory.
+        // An open that created the key file: a new key, inventory (never a
+        // failed open).
         let created = rec.created() && acc != "read";
-        let (rule, severity, score, message) = if created {
+        let (rule, message) = if created {
             (
-                RULE_KEY_CREATED,
-                Severity::Info,
-                5,
+                Rule::KeyCreated,
                 format!(
                     "{} (pid {}, uid {}) created key file {}",
                     p.comm, p.pid, p.uid, k.path
@@ -428,9 +415,7 @@ impl Policy {
             )
         } else if rec.failed {
             (
-                RULE_KEY_FILE_OPEN,
-                severity,
-                score,
+                Rule::KeyFileOpen,
                 format!(
                     "{} (pid {}, uid {}) tried to open key file {} for {} and failed ({})",
                     p.comm,
@@ -443,39 +428,22 @@ impl Policy {
             )
         } else {
             (
-                RULE_KEY_FILE_OPEN,
-                severity,
-                score,
+                Rule::KeyFileOpen,
                 format!(
                     "{} (pid {}, uid {}) opened key file {} for {}",
                     p.comm, p.pid, p.uid, k.path, acc
                 ),
             )
         };
-        Some(Alert {
-            action: None,
-            ts,
-            rule,
-            severity,
-            score,
-            attack: ATTACK_PRIVATE_KEYS,
-            host: host.to_string(),
-            process: process_ctx(p),
-            target: Target::File {
-                path: k.path.clone(),
-                dev: k.dev,
-                inode: k.ino,
-            },
-            incident: incident_id(p),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            memory: None,
-            dump: None,
-            flow: None,
-            open: Some(OpenDetail {
-                result,
+        let target = Target::File {
+            path: k.path.clone(),
+            dev: k.dev,
+            inode: k.ino,
+        };
+        let alert = rule_alert(rule, p, target, host, ts)
+            .message(message)
+            .open(OpenDetail {
+                result: if rec.failed { "failed" } else { "success" },
                 errno: if rec.failed {
                     errno_name(rec.ret)
                 } else {
@@ -493,13 +461,15 @@ impl Policy {
                 opened_by: None,
                 own_key: own_key && !created,
                 fresh_key: k.fresh && !rec.failed && !created,
-            }),
+            });
+        // A failed attempt is medium; the rule's verdict is a success's.
+        Some(if rec.failed {
+            alert.verdict(Severity::Medium, 40)
+        } else {
+            alert
         })
     }
 }
-
-pub const RULE_FORCED_CRASH: &str = "forced-crash";
-pub const RULE_CORE_DUMP: &str = "core-dump";
 
 /// Name of a signal number.
 pub fn signal_name(sig: u32) -> String {
@@ -528,30 +498,9 @@ impl Policy {
             target.comm,
             target.pid
         );
-        Alert {
-            action: None,
-            ts,
-            rule: RULE_FORCED_CRASH,
-            severity: Severity::High,
-            score: 75,
-            attack: ATTACK_CREDENTIAL_DUMPING,
-            host: host.to_string(),
-            process: process_ctx(sender),
-            target: Target::Process {
-                pid: target.pid,
-                comm: target.comm.clone(),
-                exe: target.exe.to_string(),
-            },
-            incident: incident_id(sender),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            memory: None,
-            dump: Some(detail),
-            flow: None,
-        }
+        rule_alert(Rule::ForcedCrash, sender, process_target(target), host, ts)
+            .message(message)
+            .dump(detail)
     }
 
     /// `core-dump`: a protected process dumped core.
@@ -573,34 +522,11 @@ impl Policy {
             dumped.pid,
             detail.signal.as_deref().unwrap_or("a signal")
         );
-        Alert {
-            action: None,
-            ts,
-            rule: RULE_CORE_DUMP,
-            severity: Severity::Critical,
-            score: 90,
-            attack: ATTACK_CREDENTIAL_DUMPING,
-            host: host.to_string(),
-            process: process_ctx(dumped),
-            target: Target::Process {
-                pid: dumped.pid,
-                comm: dumped.comm.clone(),
-                exe: dumped.exe.to_string(),
-            },
-            incident: incident_id(dumped),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            memory: None,
-            dump: Some(detail),
-            flow: None,
-        }
+        rule_alert(Rule::CoreDump, dumped, process_target(dumped), host, ts)
+            .message(message)
+            .dump(detail)
     }
 }
-
-pub const RULE_DUMP_CONFIG: &str = "dump-config-change";
 
 impl Policy {
     /// `dump-config-change`: `target` is the process affected (None for a
@@ -616,11 +542,6 @@ impl Policy {
     ) -> Alert {
         let ok = detail.result == Some("success");
         let setting = detail.setting.unwrap_or("dump setting");
-        let (severity, score) = if ok {
-            (Severity::High, 70)
-        } else {
-            (Severity::Medium, 45)
-        };
         let on = match target {
             Some(t) => format!(" of protected process {} (pid {})", t.comm, t.pid),
             None => String::new(),
@@ -632,89 +553,22 @@ impl Policy {
             actor.uid,
             if ok { "changed" } else { "tried to change" }
         );
-        Alert {
-            action: None,
-            ts,
-            rule: RULE_DUMP_CONFIG,
-            severity,
-            score,
-            attack: ATTACK_CREDENTIAL_DUMPING,
-            host: host.to_string(),
-            process: process_ctx(actor),
-            target: match target {
-                Some(t) => Target::Process {
-                    pid: t.pid,
-                    comm: t.comm.clone(),
-                    exe: t.exe.to_string(),
-                },
-                None => Target::File {
-                    path: path.unwrap_or_default().to_string(),
-                    dev: 0,
-                    inode: 0,
-                },
+        let target = match target {
+            Some(t) => process_target(t),
+            None => Target::File {
+                path: path.unwrap_or_default().to_string(),
+                dev: 0,
+                inode: 0,
             },
-            incident: incident_id(actor),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            memory: None,
-            dump: Some(detail),
-            flow: None,
-        }
-    }
-}
-
-pub const RULE_USERSPACE_DUMP: &str = "userspace-dump";
-pub const RULE_DUMP_FILE_ACCESS: &str = "dump-file-access";
-pub const RULE_TRACKED_COPY: &str = "tracked-copy";
-pub const RULE_EXFILTRATION: &str = "exfiltration";
-pub const RULE_KEY_MATERIAL: &str = "key-material";
-/// Data from Local System.
-pub const ATTACK_LOCAL_DATA: &str = "T1005";
-/// Data Staged.
-pub const ATTACK_STAGED: &str = "T1074";
-/// Archive Collected Data.
-pub const ATTACK_ARCHIVE: &str = "T1560";
-/// Exfiltration Over C2 Channel (a TCP stream).
-pub const ATTACK_EXFIL_C2: &str = "T1041";
-/// Exfiltration Over Alternative Protocol (datagrams and others).
-pub const ATTACK_EXFIL_ALT: &str = "T1048";
-
-/// An alert about tracked material moving (the rules of the flow stage).
-pub struct FlowAlert<'a> {
-    pub rule: &'static str,
-    pub attack: &'static str,
-    pub severity: Severity,
-    pub score: u32,
-    pub actor: &'a ProcInfo,
-    pub target: Target,
-    pub message: String,
-    pub flow: crate::alert::FlowDetail,
-}
-
-impl Policy {
-    pub fn flow_alert(&self, f: FlowAlert<'_>, host: &str, ts: String) -> Alert {
-        Alert {
-            action: None,
-            ts,
-            rule: f.rule,
-            severity: f.severity,
-            score: f.score,
-            attack: f.attack,
-            host: host.to_string(),
-            process: process_ctx(f.actor),
-            target: f.target,
-            incident: incident_id(f.actor),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message: f.message,
-            open: None,
-            memory: None,
-            dump: None,
-            flow: Some(f.flow),
+        };
+        let alert = rule_alert(Rule::DumpConfigChange, actor, target, host, ts)
+            .message(message)
+            .dump(detail);
+        // A failed attempt is medium; the rule's verdict is a success's.
+        if ok {
+            alert
+        } else {
+            alert.verdict(Severity::Medium, 45)
         }
     }
 }

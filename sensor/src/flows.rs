@@ -21,14 +21,12 @@ use crate::{
     alert::{FlowDetail, Severity, Target},
     alert::{Origin, TrackedKind},
     decode::{CloseRecord, OpenRecord, PathRecord, SendRecord, WriteRecord},
-    detect::{
-        ATTACK_ARCHIVE, ATTACK_EXFIL_ALT, ATTACK_EXFIL_C2, ATTACK_LOCAL_DATA, ATTACK_STAGED,
-        FlowAlert, RULE_DUMP_FILE_ACCESS, RULE_EXFILTRATION, RULE_TRACKED_COPY,
-    },
+    detect::rule_alert,
     dumps::{HELPER_WAIT, PendingUserDump},
     evidence::CopyEvidence,
     pipeline::Pipeline,
     proctab::ProcInfo,
+    rules::Rule,
     watch::{kdev, st_dev},
 };
 
@@ -356,37 +354,30 @@ impl Pipeline {
         );
         let dumped = self.registry.get(c.id).and_then(|t| t.dumped.clone());
         let ts = self.clock.wall(c.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_TRACKED_COPY,
-                attack: if archive {
-                    ATTACK_ARCHIVE
-                } else {
-                    ATTACK_STAGED
-                },
-                severity,
-                score,
-                actor,
-                target: Target::File {
-                    path: path.clone(),
-                    dev: st_dev(kd),
-                    inode: ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via: c.via,
-                    tracked_id: Some(c.id),
-                    lineage: self.registry.lineage(c.id),
-                    dumped,
-                    pipe_from: c.pipe_from,
-                    bytes: Some(total),
-                    hops: Some(c.hops),
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let rule = Rule::TrackedCopy;
+        let target = Target::File {
+            path: path.clone(),
+            dev: st_dev(kd),
+            inode: ino,
+        };
+        let alert = rule_alert(rule, actor, target, &self.host, ts)
+            .attack(if archive {
+                rule.alt_attack()
+            } else {
+                rule.attack()
+            })
+            .verdict(severity, score)
+            .message(message)
+            .flow(FlowDetail {
+                via: c.via,
+                tracked_id: Some(c.id),
+                lineage: self.registry.lineage(c.id),
+                dumped,
+                pipe_from: c.pipe_from,
+                bytes: Some(total),
+                hops: Some(c.hops),
+                ..Default::default()
+            });
         self.emit(alert, c.ts_boot_ns);
     }
 
@@ -530,48 +521,40 @@ impl Pipeline {
                 .and_then(|t| t.dumped.clone())
         });
         let ts = self.clock.wall(s.task.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_EXFILTRATION,
-                attack: if protocol == "tcp" {
-                    ATTACK_EXFIL_C2
-                } else {
-                    ATTACK_EXFIL_ALT
-                },
-                severity: Severity::Critical,
-                score: 95,
-                actor: &actor,
-                target: match &src {
-                    Some((_, _, path, _)) => Target::File {
-                        path: path.clone(),
-                        dev: st_dev(t.src_dev),
-                        inode: t.src_ino,
-                    },
-                    None => Target::Process {
-                        pid: dumped.as_ref().map_or(0, |d| d.pid),
-                        comm: dumped.as_ref().map(|d| d.comm.clone()).unwrap_or_default(),
-                        exe: dumped.as_ref().map(|d| d.exe.clone()).unwrap_or_default(),
-                    },
-                },
-                message,
-                flow: FlowDetail {
-                    via: via_name(s.via),
-                    tracked_id,
-                    lineage: tracked_id
-                        .map(|id| self.registry.lineage(id))
-                        .unwrap_or_default(),
-                    dumped,
-                    pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
-                    remote,
-                    local: s.local.map(|a| a.to_string()),
-                    protocol: Some(protocol),
-                    bytes: Some(s.bytes),
-                    ..Default::default()
-                },
+        let rule = Rule::Exfiltration;
+        let target = match &src {
+            Some((_, _, path, _)) => Target::File {
+                path: path.clone(),
+                dev: st_dev(t.src_dev),
+                inode: t.src_ino,
             },
-            &self.host,
-            ts,
-        );
+            None => Target::Process {
+                pid: dumped.as_ref().map_or(0, |d| d.pid),
+                comm: dumped.as_ref().map(|d| d.comm.clone()).unwrap_or_default(),
+                exe: dumped.as_ref().map(|d| d.exe.clone()).unwrap_or_default(),
+            },
+        };
+        let alert = rule_alert(rule, &actor, target, &self.host, ts)
+            .attack(if protocol == "tcp" {
+                rule.attack()
+            } else {
+                rule.alt_attack()
+            })
+            .message(message)
+            .flow(FlowDetail {
+                via: via_name(s.via),
+                tracked_id,
+                lineage: tracked_id
+                    .map(|id| self.registry.lineage(id))
+                    .unwrap_or_default(),
+                dumped,
+                pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
+                remote,
+                local: s.local.map(|a| a.to_string()),
+                protocol: Some(protocol),
+                bytes: Some(s.bytes),
+                ..Default::default()
+            });
         self.emit(alert, s.task.ts_boot_ns);
     }
 
@@ -736,34 +719,27 @@ impl Pipeline {
         });
         let dumped = self.registry.get(step).and_then(|t| t.dumped.clone());
         let ts = self.clock.wall(p.task.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_TRACKED_COPY,
-                attack: ATTACK_STAGED,
-                severity: if root == TrackedKind::Dump {
-                    Severity::Critical
-                } else {
-                    Severity::High
-                },
-                score: if root == TrackedKind::Dump { 85 } else { 70 },
-                actor: &actor,
-                target: Target::File {
-                    path: shown,
-                    dev: md.dev(),
-                    inode: md.ino(),
-                },
-                message,
-                flow: FlowDetail {
-                    via: how,
-                    tracked_id: Some(step),
-                    lineage,
-                    dumped,
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let target = Target::File {
+            path: shown,
+            dev: md.dev(),
+            inode: md.ino(),
+        };
+        // A rename or link moves the whole file: no evidence to weigh.
+        let (severity, score) = if root == TrackedKind::Dump {
+            (Severity::Critical, 85)
+        } else {
+            (Severity::High, 70)
+        };
+        let alert = rule_alert(Rule::TrackedCopy, &actor, target, &self.host, ts)
+            .verdict(severity, score)
+            .message(message)
+            .flow(FlowDetail {
+                via: how,
+                tracked_id: Some(step),
+                lineage,
+                dumped,
+                ..Default::default()
+            });
         self.emit(alert, p.task.ts_boot_ns);
     }
 
@@ -829,30 +805,26 @@ impl Pipeline {
             }
         );
         let ts = self.clock.wall(rec.task.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_DUMP_FILE_ACCESS,
-                attack: ATTACK_LOCAL_DATA,
-                severity: if weak { Severity::Low } else { Severity::High },
-                score: if weak { 25 } else { 75 },
-                actor: &actor,
-                target: Target::File {
-                    path,
-                    dev: st_dev(rec.dev),
-                    inode: rec.ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via,
-                    tracked_id: Some(id),
-                    lineage: self.registry.lineage(id),
-                    dumped,
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let target = Target::File {
+            path,
+            dev: st_dev(rec.dev),
+            inode: rec.ino,
+        };
+        let alert = rule_alert(Rule::DumpFileAccess, &actor, target, &self.host, ts)
+            .message(message)
+            .flow(FlowDetail {
+                via,
+                tracked_id: Some(id),
+                lineage: self.registry.lineage(id),
+                dumped,
+                ..Default::default()
+            });
+        // A weak copy's open is as weak as the copy.
+        let alert = if weak {
+            alert.verdict(Severity::Low, 25)
+        } else {
+            alert
+        };
         self.emit(alert, rec.task.ts_boot_ns);
     }
 }

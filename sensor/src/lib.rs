@@ -36,6 +36,7 @@ pub mod protect;
 pub mod record;
 pub mod redact;
 pub mod replay;
+pub mod rules;
 pub mod scan;
 pub mod score;
 pub mod sinks;

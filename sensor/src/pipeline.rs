@@ -34,6 +34,7 @@ use crate::{
     proctab::{Fetched, ProcInfo},
     protect::{Change, Protector},
     record::{self, Record, Recorder},
+    rules::Rule,
     score::{self, Context as ScoreContext, ScoringConfig},
     sinks::Outputs,
     track::Registry,
@@ -353,7 +354,9 @@ impl Pipeline {
             Target::Process { pid, .. } => (
                 self.protector.is_protected(*pid)
                     || alert.memory.as_ref().is_some_and(|m| m.target_protected)
-                    || alert.rule == "core-dump",
+                    // The dumped process is the target: protected, or
+                    // there would be no alert.
+                    || alert.rule == Rule::CoreDump.name(),
                 self.procs.get(*pid).map(|p| p.uid),
             ),
             Target::File { .. } => (true, None),
@@ -372,10 +375,18 @@ impl Pipeline {
             own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
             fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
         };
+        // `[scoring]` has the last word on score and severity. The rule's
+        // score goes in as the detector score, which counts only for a rule
+        // without a `[scoring.base]` entry (a configured base replaces it,
+        // docs/scoring.md); the rule's severity is replaced by the
+        // threshold band of the final score (with the default config the
+        // two agree before the context weights, rules.rs tests it).
         alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
         alert.severity = self.scoring.severity(alert.score);
+        // Rules leave `factors` empty: the context is known only here.
         alert.factors = ctx.factors();
         let flow = alert.flow.as_ref();
+        // A rule that set no lineage gets its tracked file's origin.
         if alert.lineage.is_none() {
             // Tracked files: the origin of the lineage (origin first).
             alert.lineage = flow
