@@ -9,7 +9,10 @@ use sensor_common::{
 };
 
 use crate::{
-    alert::{Alert, DumpDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
+    alert::{
+        Alert, DumpDetail, FlowDetail, LineageStep, MemDetail, OpenDetail, Origin, ProcessCtx,
+        Severity, Target,
+    },
     config::Config,
     decode::OpenRecord,
     proctab::ProcInfo,
@@ -232,62 +235,6 @@ impl Policy {
     }
 }
 
-/// What a `process-access` was, from the actor's syscall (x86_64) and the
-/// ptrace access mode the kernel checked: (op, access).
-pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
-    const PTRACE_MODE_ATTACH: u64 = 0x02;
-    let name = match nr {
-        0 => "read",
-        17 => "pread64",
-        19 => "readv",
-        89 => "readlink",
-        267 => "readlinkat",
-        274 => "get_robust_list",
-        256 => "migrate_pages",
-        279 => "move_pages",
-        298 => "perf_event_open",
-        312 => "kcmp",
-        440 => "process_madvise",
-        448 => "process_mrelease",
-        _ => "",
-    };
-    let op = if name.is_empty() {
-        format!("syscall {nr}")
-    } else {
-        name.to_string()
-    };
-    (
-        op,
-        if mode & PTRACE_MODE_ATTACH != 0 {
-            "attach"
-        } else {
-            "read"
-        },
-    )
-}
-
-/// Name of a ptrace request, and whether it reads, writes or attaches.
-pub fn ptrace_request(req: u64) -> (String, &'static str) {
-    let (name, access) = match req {
-        1 => ("PTRACE_PEEKTEXT", "read"),
-        2 => ("PTRACE_PEEKDATA", "read"),
-        3 => ("PTRACE_PEEKUSER", "read"),
-        4 => ("PTRACE_POKETEXT", "write"),
-        5 => ("PTRACE_POKEDATA", "write"),
-        6 => ("PTRACE_POKEUSER", "write"),
-        12 => ("PTRACE_GETREGS", "read"),
-        13 => ("PTRACE_SETREGS", "write"),
-        14 => ("PTRACE_GETFPREGS", "read"),
-        15 => ("PTRACE_SETFPREGS", "write"),
-        16 => ("PTRACE_ATTACH", "attach"),
-        0x4204 => ("PTRACE_GETREGSET", "read"),
-        0x4205 => ("PTRACE_SETREGSET", "write"),
-        0x4206 => ("PTRACE_SEIZE", "attach"),
-        other => return (format!("ptrace request {other}"), "read"),
-    };
-    (name.to_string(), access)
-}
-
 /// A key-file open after enrichment: the file as resolved and the actor.
 pub struct KeyOpen<'a> {
     pub rec: &'a OpenRecord,
@@ -465,6 +412,104 @@ impl Policy {
         // A failed attempt is medium; the rule's verdict is a success's.
         Some(if rec.failed {
             alert.verdict(Severity::Medium, 40)
+        } else {
+            alert
+        })
+    }
+}
+
+/// An open of a tracked file (a dump, or a copy of a dump or a key) after
+/// enrichment, or (BPF LSM) an access through an fd its reader did not
+/// open.
+pub struct TrackedOpen<'a> {
+    pub actor: &'a ProcInfo,
+    /// "open", or how the reader got the fd ("fd-*", `fdaccess.rs`).
+    pub via: &'static str,
+    pub flags: u32,
+    /// The file's id in the tracked-file registry, its path and (st_dev,
+    /// inode).
+    pub id: u32,
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// Its lineage starts at a dump (else at a key file).
+    pub dump: bool,
+    /// A copy whose own evidence was weak (low or none).
+    pub weak: bool,
+    /// The process that wrote it, if known.
+    pub origin_pid: Option<u32>,
+    /// The protected process whose memory it holds.
+    pub dumped: Option<Origin>,
+}
+
+impl Policy {
+    /// The `dump-file-access` rule (`lineage` is read only for an alert).
+    /// None for the file's writer and its children (they handle it), an
+    /// O_PATH open, and a reader allowlisted for dumps (`dumps = true`) or,
+    /// for a copy of a key, for keys.
+    pub fn dump_file_access(
+        &self,
+        o: TrackedOpen<'_>,
+        lineage: impl FnOnce() -> Vec<LineageStep>,
+        host: &str,
+        ts: String,
+    ) -> Option<Alert> {
+        let actor = o.actor;
+        if o.origin_pid == Some(actor.pid)
+            || (o.origin_pid.is_some() && o.origin_pid == Some(actor.ppid))
+        {
+            return None;
+        }
+        if access(o.flags) == "path" {
+            return None;
+        }
+        if o.dump {
+            if self.allowed_dumps(&actor.exe) {
+                return None;
+            }
+        } else if self.allowed(&actor.exe, None) {
+            return None;
+        }
+        let message = format!(
+            "{} (pid {}, uid {}) {} {} {} for {}{}",
+            actor.comm,
+            actor.pid,
+            actor.uid,
+            if o.via == "open" {
+                "opened"
+            } else {
+                "accessed"
+            },
+            if o.dump {
+                "dump file"
+            } else {
+                "a copy of key material,"
+            },
+            o.path,
+            access(o.flags),
+            if o.via == "open" {
+                String::new()
+            } else {
+                format!(" through an fd it did not open ({})", o.via)
+            }
+        );
+        let target = Target::File {
+            path: o.path,
+            dev: o.dev,
+            inode: o.ino,
+        };
+        let alert = rule_alert(Rule::DumpFileAccess, actor, target, host, ts)
+            .message(message)
+            .flow(FlowDetail {
+                via: o.via,
+                tracked_id: Some(o.id),
+                lineage: lineage(),
+                dumped: o.dumped,
+                ..Default::default()
+            });
+        // A weak copy's open is as weak as the copy.
+        Some(if o.weak {
+            alert.verdict(Severity::Low, 25)
         } else {
             alert
         })

@@ -16,7 +16,7 @@ use sensor_common::{
 
 use crate::{
     decode::{MemRecord, OpenRecord},
-    detect::{MemAccess, process_access_op, ptrace_request},
+    detect::MemAccess,
     pipeline::Pipeline,
     rules::Rule,
 };
@@ -152,6 +152,62 @@ impl Pipeline {
             self.emit(alert, m.ts_boot_ns);
         }
     }
+}
+
+/// What a `process-access` was, from the actor's syscall (x86_64) and the
+/// ptrace access mode the kernel checked: (op, access).
+pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
+    const PTRACE_MODE_ATTACH: u64 = 0x02;
+    let name = match nr {
+        0 => "read",
+        17 => "pread64",
+        19 => "readv",
+        89 => "readlink",
+        267 => "readlinkat",
+        274 => "get_robust_list",
+        256 => "migrate_pages",
+        279 => "move_pages",
+        298 => "perf_event_open",
+        312 => "kcmp",
+        440 => "process_madvise",
+        448 => "process_mrelease",
+        _ => "",
+    };
+    let op = if name.is_empty() {
+        format!("syscall {nr}")
+    } else {
+        name.to_string()
+    };
+    (
+        op,
+        if mode & PTRACE_MODE_ATTACH != 0 {
+            "attach"
+        } else {
+            "read"
+        },
+    )
+}
+
+/// Name of a ptrace request, and whether it reads, writes or attaches.
+pub fn ptrace_request(req: u64) -> (String, &'static str) {
+    let (name, access) = match req {
+        1 => ("PTRACE_PEEKTEXT", "read"),
+        2 => ("PTRACE_PEEKDATA", "read"),
+        3 => ("PTRACE_PEEKUSER", "read"),
+        4 => ("PTRACE_POKETEXT", "write"),
+        5 => ("PTRACE_POKEDATA", "write"),
+        6 => ("PTRACE_POKEUSER", "write"),
+        12 => ("PTRACE_GETREGS", "read"),
+        13 => ("PTRACE_SETREGS", "write"),
+        14 => ("PTRACE_GETFPREGS", "read"),
+        15 => ("PTRACE_SETFPREGS", "write"),
+        16 => ("PTRACE_ATTACH", "attach"),
+        0x4204 => ("PTRACE_GETREGSET", "read"),
+        0x4205 => ("PTRACE_SETREGSET", "write"),
+        0x4206 => ("PTRACE_SEIZE", "attach"),
+        other => return (format!("ptrace request {other}"), "read"),
+    };
+    (name.to_string(), access)
 }
 
 /// The pid behind `pidfd` in process `pid` (from its fdinfo).

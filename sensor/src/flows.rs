@@ -21,7 +21,7 @@ use crate::{
     alert::{FlowDetail, Severity, Target},
     alert::{Origin, TrackedKind},
     decode::{CloseRecord, OpenRecord, PathRecord, SendRecord, WriteRecord},
-    detect::rule_alert,
+    detect::{TrackedOpen, rule_alert},
     dumps::{HELPER_WAIT, PendingUserDump},
     evidence::CopyEvidence,
     pipeline::Pipeline,
@@ -771,59 +771,23 @@ impl Pipeline {
         let weak = t.kind == TrackedKind::Copy && t.evidence.is_some_and(|e| e < Severity::Medium);
         let root = self.registry.root_kind(id).unwrap_or(TrackedKind::Copy);
         let actor = self.procs.resolve(&rec.task);
-        // The dump's writer (and its children) handle it.
-        if origin_pid == Some(actor.pid) || (origin_pid.is_some() && origin_pid == Some(actor.ppid))
-        {
-            return;
-        }
-        if crate::detect::access(rec.flags) == "path" {
-            return;
-        }
-        if root == TrackedKind::Dump {
-            if self.policy.allowed_dumps(&actor.exe) {
-                return;
-            }
-        } else if self.policy.allowed(&actor.exe, None) {
-            return;
-        }
-        let message = format!(
-            "{} (pid {}, uid {}) {} {} {path} for {}{}",
-            actor.comm,
-            actor.pid,
-            actor.uid,
-            if via == "open" { "opened" } else { "accessed" },
-            if root == TrackedKind::Dump {
-                "dump file"
-            } else {
-                "a copy of key material,"
-            },
-            crate::detect::access(rec.flags),
-            if via == "open" {
-                String::new()
-            } else {
-                format!(" through an fd it did not open ({via})")
-            }
-        );
         let ts = self.clock.wall(rec.task.ts_boot_ns);
-        let target = Target::File {
+        let open = TrackedOpen {
+            actor: &actor,
+            via,
+            flags: rec.flags,
+            id,
             path,
             dev: st_dev(rec.dev),
-            inode: rec.ino,
+            ino: rec.ino,
+            dump: root == TrackedKind::Dump,
+            weak,
+            origin_pid,
+            dumped,
         };
-        let alert = rule_alert(Rule::DumpFileAccess, &actor, target, &self.host, ts)
-            .message(message)
-            .flow(FlowDetail {
-                via,
-                tracked_id: Some(id),
-                lineage: self.registry.lineage(id),
-                dumped,
-                ..Default::default()
-            });
-        // A weak copy's open is as weak as the copy.
-        let alert = if weak {
-            alert.verdict(Severity::Low, 25)
-        } else {
-            alert
+        let lineage = || self.registry.lineage(id);
+        let Some(alert) = self.policy.dump_file_access(open, lineage, &self.host, ts) else {
+            return;
         };
         self.emit(alert, rec.task.ts_boot_ns);
     }
