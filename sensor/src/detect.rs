@@ -1,5 +1,8 @@
 //! Rules: turn enriched events into alerts. This stage knows the policy
 //! (key paths, key-name rules, the allowlist) and nothing of the kernel.
+//! Here: the policy, and its key-file, memory and dump-file-access rules
+//! (the dump rules are in `detect_dumps.rs`); each rule's name, technique,
+//! stage and verdict are in `rules.rs`.
 
 use std::path::Path;
 
@@ -10,8 +13,7 @@ use sensor_common::{
 
 use crate::{
     alert::{
-        Alert, DumpDetail, FlowDetail, LineageStep, MemDetail, OpenDetail, Origin, ProcessCtx,
-        Severity, Target,
+        Alert, FlowDetail, LineageStep, MemDetail, OpenDetail, Origin, ProcessCtx, Severity, Target,
     },
     config::Config,
     decode::OpenRecord,
@@ -513,107 +515,5 @@ impl Policy {
         } else {
             alert
         })
-    }
-}
-
-/// Name of a signal number.
-pub fn signal_name(sig: u32) -> String {
-    nix::sys::signal::Signal::try_from(sig as i32)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
-}
-
-impl Policy {
-    /// `forced-crash`: a dump-producing signal to a protected process from
-    /// another process.
-    pub fn forced_crash(
-        &self,
-        sender: &ProcInfo,
-        target: &ProcInfo,
-        detail: DumpDetail,
-        host: &str,
-        ts: String,
-    ) -> Alert {
-        let message = format!(
-            "{} (pid {}, uid {}) sent {} to protected process {} (pid {}): a crash that dumps its memory",
-            sender.comm,
-            sender.pid,
-            sender.uid,
-            detail.signal.as_deref().unwrap_or("a signal"),
-            target.comm,
-            target.pid
-        );
-        rule_alert(Rule::ForcedCrash, sender, process_target(target), host, ts)
-            .message(message)
-            .dump(detail)
-    }
-
-    /// `core-dump`: a protected process dumped core.
-    pub fn core_dump(
-        &self,
-        dumped: &ProcInfo,
-        detail: DumpDetail,
-        host: &str,
-        ts: String,
-    ) -> Alert {
-        let whereto = match (&detail.path, detail.helper.first()) {
-            (Some(p), _) => format!("to {p}"),
-            (None, Some(h)) => format!("through {h}"),
-            _ => String::new(),
-        };
-        let message = format!(
-            "protected process {} (pid {}) dumped core on {} {whereto}",
-            dumped.comm,
-            dumped.pid,
-            detail.signal.as_deref().unwrap_or("a signal")
-        );
-        rule_alert(Rule::CoreDump, dumped, process_target(dumped), host, ts)
-            .message(message)
-            .dump(detail)
-    }
-}
-
-impl Policy {
-    /// `dump-config-change`: `target` is the process affected (None for a
-    /// system-wide setting, whose file is `path`).
-    pub fn dump_config(
-        &self,
-        actor: &ProcInfo,
-        target: Option<&ProcInfo>,
-        path: Option<&str>,
-        detail: DumpDetail,
-        host: &str,
-        ts: String,
-    ) -> Alert {
-        let ok = detail.result == Some("success");
-        let setting = detail.setting.unwrap_or("dump setting");
-        let on = match target {
-            Some(t) => format!(" of protected process {} (pid {})", t.comm, t.pid),
-            None => String::new(),
-        };
-        let message = format!(
-            "{} (pid {}, uid {}) {} {setting}{on}: core dumps enabled or redirected",
-            actor.comm,
-            actor.pid,
-            actor.uid,
-            if ok { "changed" } else { "tried to change" }
-        );
-        let target = match target {
-            Some(t) => process_target(t),
-            None => Target::File {
-                path: path.unwrap_or_default().to_string(),
-                dev: 0,
-                inode: 0,
-            },
-        };
-        let alert = rule_alert(Rule::DumpConfigChange, actor, target, host, ts)
-            .message(message)
-            .dump(detail);
-        // A failed attempt is medium; the rule's verdict is a success's.
-        if ok {
-            alert
-        } else {
-            alert.verdict(Severity::Medium, 45)
-        }
     }
 }
