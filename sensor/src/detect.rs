@@ -517,3 +517,8 @@ impl Policy {
         })
     }
 }
+
+#[cfg(test)]
+mod dump_tests;
+#[cfg(test)]
+mod tests;
