@@ -400,8 +400,6 @@ impl Outputs {
 
     /// Counts the alert and hands it to every output without waiting.
     pub fn send(&self, mut alert: Alert) {
-        // An enforceable rule's alert always says what became of the
-        // operation: not denied (enforce.rs sets that) is observed.
         if alert.action.is_none() && sensor_common::ENF_RULES.contains(&alert.rule) {
             alert.action = Some("observed");
         }
