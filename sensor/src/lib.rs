@@ -35,6 +35,7 @@ pub mod proctab;
 pub mod protect;
 pub mod record;
 pub mod redact;
+pub mod renames;
 pub mod replay;
 pub mod rules;
 pub mod scan;

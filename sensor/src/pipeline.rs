@@ -4,7 +4,8 @@
 //! (`live.rs`) or recorded (`replay.rs`), through decode and hands it to
 //! its handler: exec, fork, rename and exit here (process table,
 //! protection), the rules in `detect_keys.rs`, `detect_memory.rs`,
-//! `detect_dumps.rs`, `flows.rs`, `fdaccess.rs` and `enforce.rs`. Every
+//! `detect_dumps.rs`, `flows.rs`, `renames.rs`, `fdaccess.rs` and
+//! `enforce.rs`. Every
 //! alert a rule makes comes back to `emit`, which scores it (`score.rs`),
 //! correlates it into an incident (`correlate.rs`) and hands it to the
 //! outputs. The recording hooks and facts (`record.rs`) and the clock are

@@ -3,14 +3,15 @@
 //! defaults to (`[scoring.stages]`), and the verdict (severity, score) its
 //! detector gives a full-weight alert, which is also the rule's default
 //! `[scoring.base]` where the rule has one. docs/alerts.md describes each
-//! rule; the `detect*` modules, `flows.rs`, `dumps.rs`, `environ.rs` and
-//! `keyscan.rs` decide when one fires. A leaf: it knows the alert schema
+//! rule; the `detect*` modules, `flows.rs`, `renames.rs`, `dumps.rs`,
+//! `environ.rs` and `keyscan.rs` decide when one fires. A leaf: it knows the alert schema
 //! (`alert.rs`) and nothing else.
 //!
 //! `Alert::new` (below) starts every alert a rule makes from this table.
 
-use crate::alert::Target;
-use crate::alert::{Alert, DumpDetail, FlowDetail, MemDetail, OpenDetail, ProcessCtx, Severity};
+use crate::alert::{
+    Alert, DumpDetail, FlowDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target,
+};
 
 /// A detection rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
