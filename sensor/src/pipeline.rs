@@ -5,11 +5,10 @@
 //! its handler: exec, fork, rename and exit here (process table,
 //! protection), the rules in `detect_keys.rs`, `detect_memory.rs`,
 //! `detect_dumps.rs`, `flows.rs`, `renames.rs`, `fdaccess.rs` and
-//! `enforce.rs`. Every
-//! alert a rule makes comes back to `emit`, which scores it (`score.rs`),
-//! correlates it into an incident (`correlate.rs`) and hands it to the
-//! outputs. The recording hooks and facts (`record.rs`) and the clock are
-//! here too.
+//! `enforce.rs`. Every alert a rule makes comes back to `emit`, which
+//! scores it (`score.rs`), correlates it into an incident (`correlate.rs`)
+//! and hands it to the outputs. The recording hooks and facts
+//! (`record.rs`) and the clock are here too.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -355,8 +354,7 @@ impl Pipeline {
             Target::Process { pid, .. } => (
                 self.protector.is_protected(*pid)
                     || alert.memory.as_ref().is_some_and(|m| m.target_protected)
-                    // The dumped process is the target: protected, or
-                    // there would be no alert.
+                    // Protected when it dumped (it may have exited since).
                     || alert.rule == Rule::CoreDump.name(),
                 self.procs.get(*pid).map(|p| p.uid),
             ),
@@ -376,18 +374,14 @@ impl Pipeline {
             own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
             fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
         };
-        // `[scoring]` has the last word on score and severity. The rule's
-        // score goes in as the detector score, which counts only for a rule
-        // without a `[scoring.base]` entry (a configured base replaces it,
-        // docs/scoring.md); the rule's severity is replaced by the
-        // threshold band of the final score (with the default config the
-        // two agree before the context weights, rules.rs tests it).
+        // `[scoring]` has the last word: the rule's score counts only for a
+        // rule without a `[scoring.base]` (docs/scoring.md), and its
+        // severity gives way to the final score's threshold band.
         alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
         alert.severity = self.scoring.severity(alert.score);
         // Rules leave `factors` empty: the context is known only here.
         alert.factors = ctx.factors();
         let flow = alert.flow.as_ref();
-        // A rule that set no lineage gets its tracked file's origin.
         if alert.lineage.is_none() {
             // Tracked files: the origin of the lineage (origin first).
             alert.lineage = flow
