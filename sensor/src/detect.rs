@@ -1,5 +1,8 @@
 //! Rules: turn enriched events into alerts. This stage knows the policy
 //! (key paths, key-name rules, the allowlist) and nothing of the kernel.
+//! Here: the policy, and its key-file, memory and dump-file-access rules
+//! (the dump rules are in `detect_dumps.rs`); each rule's name, technique,
+//! stage and verdict are in `rules.rs`.
 
 use std::path::Path;
 
@@ -9,18 +12,15 @@ use sensor_common::{
 };
 
 use crate::{
-    alert::{Alert, DumpDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
+    alert::{
+        Alert, FlowDetail, LineageStep, MemDetail, OpenDetail, Origin, ProcessCtx, Severity, Target,
+    },
     config::Config,
     decode::open::OpenRecord,
     proctab::ProcInfo,
     redact,
+    rules::Rule,
 };
-
-pub const RULE_KEY_FILE_OPEN: &str = "key-file-open";
-/// A key file created by its writer (or a new key found in a file a
-/// tainted writer made): inventory, info.
-pub const RULE_KEY_CREATED: &str = "key-created";
-pub const ATTACK_PRIVATE_KEYS: &str = "T1552.004";
 
 const O_ACCMODE: u32 = 0o3;
 const O_PATH: u32 = 0o10000000;
@@ -124,8 +124,10 @@ impl Policy {
 
 /// A cross-process memory access after enrichment.
 pub struct MemAccess<'a> {
-    pub rule: &'static str,
-    pub attack: &'static str,
+    /// One of the memory rules (ptrace-attach, process-vm-read,
+    /// process-vm-write, proc-mem-open, proc-environ-read, pidfd-getfd,
+    /// process-access).
+    pub rule: Rule,
     /// "read", "write" or "attach".
     pub access: &'static str,
     /// The syscall or request: "PTRACE_ATTACH", "process_vm_readv", ...
@@ -160,25 +162,31 @@ impl Policy {
         if self.allowed_memory(&a.exe, &t.exe) {
             return None;
         }
-        if m.rule == RULE_PTRACE && t.ppid == a.pid && !t.execed {
+        if m.rule == Rule::PtraceAttach && t.ppid == a.pid && !t.execed {
             return None;
         }
         let ok = m.ret >= 0;
-        let (severity, mut score) = match (m.target_protected, ok) {
-            // A protected process's environment: tokens, not its memory.
-            (true, true) if m.rule == RULE_PROC_ENVIRON => (Severity::Medium, 50),
-            _ if m.rule == RULE_PROC_ENVIRON => (Severity::Low, 25),
-            // An access check passed, not a memory read seen happening.
-            _ if m.rule == RULE_PROCESS_ACCESS && m.target_protected => (Severity::Medium, 60),
-            _ if m.rule == RULE_PROCESS_ACCESS => (Severity::Low, 25),
-            (true, true) => (Severity::High, 80),
-            (true, false) => (Severity::Medium, 55),
-            (false, true) => (Severity::Low, 30),
-            (false, false) => (Severity::Low, 20),
+        let environ = m.rule == Rule::ProcEnvironRead;
+        let access_check = m.rule == Rule::ProcessAccess;
+        // The rule's verdict (rules.rs) is for a protected process reached;
+        // the other cases lower it.
+        let lowered = match (m.target_protected, ok) {
+            (true, true) => None,
+            // An access check passed, not a memory read seen happening:
+            // the same verdict whatever the syscall then did.
+            (true, false) if access_check => None,
+            // A process's environment holds tokens, not its memory.
+            _ if environ || access_check => Some((Severity::Low, 25)),
+            (true, false) => Some((Severity::Medium, 55)),
+            (false, true) => Some((Severity::Low, 30)),
+            (false, false) => Some((Severity::Low, 20)),
         };
-        if m.recon {
-            score += 10;
-        }
+        // The technique: a ptrace write injects; an attach-mode access
+        // check reaches the memory (rules.rs, the rules' variants).
+        let attack = match (m.rule, m.access) {
+            (Rule::PtraceAttach, "write") | (Rule::ProcessAccess, "attach") => m.rule.alt_attack(),
+            _ => m.rule.attack(),
+        };
         let what = if m.target_protected {
             "protected process"
         } else {
@@ -191,8 +199,8 @@ impl Policy {
             a.uid,
             if ok { "did" } else { "tried" },
             match m.access {
-                _ if m.rule == RULE_PROCESS_ACCESS => "an access (kernel ptrace check) to",
-                _ if m.rule == RULE_PROC_ENVIRON => "a read of the environment of",
+                _ if access_check => "an access (kernel ptrace check) to",
+                _ if environ => "a read of the environment of",
                 "attach" => "a ptrace attach to",
                 "write" => "a memory write to",
                 _ => "a memory read of",
@@ -207,29 +215,10 @@ impl Policy {
                 format!(" and failed ({})", errno_text(m.ret))
             }
         );
-        Some(Alert {
-            action: None,
-            ts,
-            rule: m.rule,
-            severity,
-            score,
-            attack: m.attack,
-            host: host.to_string(),
-            process: process_ctx(a),
-            target: Target::Process {
-                pid: t.pid,
-                comm: t.comm.clone(),
-                exe: t.exe.to_string(),
-            },
-            incident: incident_id(a),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            dump: None,
-            flow: None,
-            memory: Some(MemDetail {
+        let mut alert = rule_alert(m.rule, a, process_target(t), host, ts)
+            .attack(attack)
+            .message(message)
+            .memory(MemDetail {
                 op: m.op.clone(),
                 access: m.access,
                 result: if ok { "success" } else { "failed" },
@@ -237,84 +226,15 @@ impl Policy {
                 target_protected: m.target_protected,
                 recon: m.recon,
                 path: m.path.clone(),
-            }),
-        })
+            });
+        if let Some((severity, score)) = lowered {
+            alert = alert.verdict(severity, score);
+        }
+        if m.recon {
+            alert.score += 10;
+        }
+        Some(alert)
     }
-}
-
-pub const RULE_PTRACE: &str = "ptrace-attach";
-pub const RULE_VM_READ: &str = "process-vm-read";
-pub const RULE_VM_WRITE: &str = "process-vm-write";
-pub const RULE_PROC_MEM: &str = "proc-mem-open";
-/// /proc/<pid>/environ of a protected process (tokens in its environment).
-pub const RULE_PROC_ENVIRON: &str = "proc-environ-read";
-/// Unsecured Credentials (environment variables holding secrets).
-pub const ATTACK_CREDENTIALS: &str = "T1552";
-pub const RULE_PIDFD_GETFD: &str = "pidfd-getfd";
-/// BPF LSM backend: another process accessed through a syscall the
-/// tracepoints do not enumerate (the kernel's ptrace access check).
-pub const RULE_PROCESS_ACCESS: &str = "process-access";
-/// Process Discovery (what a read-mode access reveals).
-pub const ATTACK_PROCESS_DISCOVERY: &str = "T1057";
-
-/// What a `process-access` was, from the actor's syscall (x86_64) and the
-/// ptrace access mode the kernel checked: (op, access).
-pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
-    const PTRACE_MODE_ATTACH: u64 = 0x02;
-    let name = match nr {
-        0 => "read",
-        17 => "pread64",
-        19 => "readv",
-        89 => "readlink",
-        267 => "readlinkat",
-        274 => "get_robust_list",
-        256 => "migrate_pages",
-        279 => "move_pages",
-        298 => "perf_event_open",
-        312 => "kcmp",
-        440 => "process_madvise",
-        448 => "process_mrelease",
-        _ => "",
-    };
-    let op = if name.is_empty() {
-        format!("syscall {nr}")
-    } else {
-        name.to_string()
-    };
-    (
-        op,
-        if mode & PTRACE_MODE_ATTACH != 0 {
-            "attach"
-        } else {
-            "read"
-        },
-    )
-}
-pub const ATTACK_PROC_MEMORY: &str = "T1003.007";
-pub const ATTACK_PTRACE_INJECT: &str = "T1055.008";
-pub const ATTACK_INJECT: &str = "T1055";
-pub const ATTACK_CREDENTIAL_DUMPING: &str = "T1003";
-
-/// Name of a ptrace request, and whether it reads, writes or attaches.
-pub fn ptrace_request(req: u64) -> (String, &'static str) {
-    let (name, access) = match req {
-        1 => ("PTRACE_PEEKTEXT", "read"),
-        2 => ("PTRACE_PEEKDATA", "read"),
-        3 => ("PTRACE_PEEKUSER", "read"),
-        4 => ("PTRACE_POKETEXT", "write"),
-        5 => ("PTRACE_POKEDATA", "write"),
-        6 => ("PTRACE_POKEUSER", "write"),
-        12 => ("PTRACE_GETREGS", "read"),
-        13 => ("PTRACE_SETREGS", "write"),
-        14 => ("PTRACE_GETFPREGS", "read"),
-        15 => ("PTRACE_SETFPREGS", "write"),
-        16 => ("PTRACE_ATTACH", "attach"),
-        0x4204 => ("PTRACE_GETREGSET", "read"),
-        0x4205 => ("PTRACE_SETREGSET", "write"),
-        0x4206 => ("PTRACE_SEIZE", "attach"),
-        other => return (format!("ptrace request {other}"), "read"),
-    };
-    (name.to_string(), access)
 }
 
 /// A key-file open after enrichment: the file as resolved and the actor.
@@ -379,6 +299,28 @@ pub fn incident_id(p: &ProcInfo) -> String {
     format!("inc-{}-{:x}", p.pid, p.start_ns)
 }
 
+/// A process as an alert's target.
+pub fn process_target(p: &ProcInfo) -> Target {
+    Target::Process {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        exe: p.exe.to_string(),
+    }
+}
+
+/// `Alert::new` (rules.rs) for an actor of the process table: its context
+/// and its own incident id.
+pub fn rule_alert(rule: Rule, actor: &ProcInfo, target: Target, host: &str, ts: String) -> Alert {
+    Alert::new(
+        rule,
+        process_ctx(actor),
+        incident_id(actor),
+        target,
+        host,
+        ts,
+    )
+}
+
 impl Policy {
     /// The `key-file-open` rule. None when allowed or not an access (O_PATH).
     pub fn key_file_open(&self, k: &KeyOpen<'_>, host: &str, ts: String) -> Option<Alert> {
@@ -401,11 +343,6 @@ impl Policy {
         if rec.matched & MATCH_NAME != 0 || !key_name.is_empty() {
             matched.push("key_name");
         }
-        let (severity, score, result) = if rec.failed {
-            (Severity::Medium, 40, "failed")
-        } else {
-            (Severity::High, 70, "success")
-        };
         let p = k.actor;
         // A non-root user's own file that only a key-name pattern matched
         // (ssh reading ~/.ssh/id_ed25519): `own_key` lowers its score.
@@ -414,13 +351,12 @@ impl Policy {
             && rec.owner == p.uid
             && k.watch_id.is_none()
             && rec.matched & (MATCH_INODE | MATCH_PARENT) == 0;
-        // An open that created the key file: a new key, inventory.
+        // An open that created the key file: a new key, inventory (never a
+        // failed open).
         let created = rec.created() && acc != "read";
-        let (rule, severity, score, message) = if created {
+        let (rule, message) = if created {
             (
-                RULE_KEY_CREATED,
-                Severity::Info,
-                5,
+                Rule::KeyCreated,
                 format!(
                     "{} (pid {}, uid {}) created key file {}",
                     p.comm, p.pid, p.uid, k.path
@@ -428,9 +364,7 @@ impl Policy {
             )
         } else if rec.failed {
             (
-                RULE_KEY_FILE_OPEN,
-                severity,
-                score,
+                Rule::KeyFileOpen,
                 format!(
                     "{} (pid {}, uid {}) tried to open key file {} for {} and failed ({})",
                     p.comm,
@@ -443,39 +377,22 @@ impl Policy {
             )
         } else {
             (
-                RULE_KEY_FILE_OPEN,
-                severity,
-                score,
+                Rule::KeyFileOpen,
                 format!(
                     "{} (pid {}, uid {}) opened key file {} for {}",
                     p.comm, p.pid, p.uid, k.path, acc
                 ),
             )
         };
-        Some(Alert {
-            action: None,
-            ts,
-            rule,
-            severity,
-            score,
-            attack: ATTACK_PRIVATE_KEYS,
-            host: host.to_string(),
-            process: process_ctx(p),
-            target: Target::File {
-                path: k.path.clone(),
-                dev: k.dev,
-                inode: k.ino,
-            },
-            incident: incident_id(p),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            memory: None,
-            dump: None,
-            flow: None,
-            open: Some(OpenDetail {
-                result,
+        let target = Target::File {
+            path: k.path.clone(),
+            dev: k.dev,
+            inode: k.ino,
+        };
+        let alert = rule_alert(rule, p, target, host, ts)
+            .message(message)
+            .open(OpenDetail {
+                result: if rec.failed { "failed" } else { "success" },
                 errno: if rec.failed {
                     errno_name(rec.ret)
                 } else {
@@ -493,228 +410,115 @@ impl Policy {
                 opened_by: None,
                 own_key: own_key && !created,
                 fresh_key: k.fresh && !rec.failed && !created,
-            }),
+            });
+        // A failed attempt is medium; the rule's verdict is a success's.
+        Some(if rec.failed {
+            alert.verdict(Severity::Medium, 40)
+        } else {
+            alert
         })
     }
 }
 
-pub const RULE_FORCED_CRASH: &str = "forced-crash";
-pub const RULE_CORE_DUMP: &str = "core-dump";
-
-/// Name of a signal number.
-pub fn signal_name(sig: u32) -> String {
-    nix::sys::signal::Signal::try_from(sig as i32)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
+/// An open of a tracked file (a dump, or a copy of a dump or a key) after
+/// enrichment, or (BPF LSM) an access through an fd its reader did not
+/// open.
+pub struct TrackedOpen<'a> {
+    pub actor: &'a ProcInfo,
+    /// "open", or how the reader got the fd ("fd-*", `fdaccess.rs`).
+    pub via: &'static str,
+    pub flags: u32,
+    /// The file's id in the tracked-file registry, its path and (st_dev,
+    /// inode).
+    pub id: u32,
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// Its lineage starts at a dump (else at a key file).
+    pub dump: bool,
+    /// A copy whose own evidence was weak (low or none).
+    pub weak: bool,
+    /// The process that wrote it, if known.
+    pub origin_pid: Option<u32>,
+    /// The protected process whose memory it holds.
+    pub dumped: Option<Origin>,
 }
 
 impl Policy {
-    /// `forced-crash`: a dump-producing signal to a protected process from
-    /// another process.
-    pub fn forced_crash(
+    /// The `dump-file-access` rule (`lineage` is read only for an alert).
+    /// None for the file's writer and its children (they handle it), an
+    /// O_PATH open, and a reader allowlisted for dumps (`dumps = true`) or,
+    /// for a copy of a key, for keys.
+    pub fn dump_file_access(
         &self,
-        sender: &ProcInfo,
-        target: &ProcInfo,
-        detail: DumpDetail,
+        o: TrackedOpen<'_>,
+        lineage: impl FnOnce() -> Vec<LineageStep>,
         host: &str,
         ts: String,
-    ) -> Alert {
-        let message = format!(
-            "{} (pid {}, uid {}) sent {} to protected process {} (pid {}): a crash that dumps its memory",
-            sender.comm,
-            sender.pid,
-            sender.uid,
-            detail.signal.as_deref().unwrap_or("a signal"),
-            target.comm,
-            target.pid
-        );
-        Alert {
-            action: None,
-            ts,
-            rule: RULE_FORCED_CRASH,
-            severity: Severity::High,
-            score: 75,
-            attack: ATTACK_CREDENTIAL_DUMPING,
-            host: host.to_string(),
-            process: process_ctx(sender),
-            target: Target::Process {
-                pid: target.pid,
-                comm: target.comm.clone(),
-                exe: target.exe.to_string(),
-            },
-            incident: incident_id(sender),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            memory: None,
-            dump: Some(detail),
-            flow: None,
+    ) -> Option<Alert> {
+        let actor = o.actor;
+        if o.origin_pid == Some(actor.pid)
+            || (o.origin_pid.is_some() && o.origin_pid == Some(actor.ppid))
+        {
+            return None;
         }
-    }
-
-    /// `core-dump`: a protected process dumped core.
-    pub fn core_dump(
-        &self,
-        dumped: &ProcInfo,
-        detail: DumpDetail,
-        host: &str,
-        ts: String,
-    ) -> Alert {
-        let whereto = match (&detail.path, detail.helper.first()) {
-            (Some(p), _) => format!("to {p}"),
-            (None, Some(h)) => format!("through {h}"),
-            _ => String::new(),
-        };
-        let message = format!(
-            "protected process {} (pid {}) dumped core on {} {whereto}",
-            dumped.comm,
-            dumped.pid,
-            detail.signal.as_deref().unwrap_or("a signal")
-        );
-        Alert {
-            action: None,
-            ts,
-            rule: RULE_CORE_DUMP,
-            severity: Severity::Critical,
-            score: 90,
-            attack: ATTACK_CREDENTIAL_DUMPING,
-            host: host.to_string(),
-            process: process_ctx(dumped),
-            target: Target::Process {
-                pid: dumped.pid,
-                comm: dumped.comm.clone(),
-                exe: dumped.exe.to_string(),
-            },
-            incident: incident_id(dumped),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            memory: None,
-            dump: Some(detail),
-            flow: None,
+        if access(o.flags) == "path" {
+            return None;
         }
-    }
-}
-
-pub const RULE_DUMP_CONFIG: &str = "dump-config-change";
-
-impl Policy {
-    /// `dump-config-change`: `target` is the process affected (None for a
-    /// system-wide setting, whose file is `path`).
-    pub fn dump_config(
-        &self,
-        actor: &ProcInfo,
-        target: Option<&ProcInfo>,
-        path: Option<&str>,
-        detail: DumpDetail,
-        host: &str,
-        ts: String,
-    ) -> Alert {
-        let ok = detail.result == Some("success");
-        let setting = detail.setting.unwrap_or("dump setting");
-        let (severity, score) = if ok {
-            (Severity::High, 70)
-        } else {
-            (Severity::Medium, 45)
-        };
-        let on = match target {
-            Some(t) => format!(" of protected process {} (pid {})", t.comm, t.pid),
-            None => String::new(),
-        };
+        if o.dump {
+            if self.allowed_dumps(&actor.exe) {
+                return None;
+            }
+        } else if self.allowed(&actor.exe, None) {
+            return None;
+        }
         let message = format!(
-            "{} (pid {}, uid {}) {} {setting}{on}: core dumps enabled or redirected",
+            "{} (pid {}, uid {}) {} {} {} for {}{}",
             actor.comm,
             actor.pid,
             actor.uid,
-            if ok { "changed" } else { "tried to change" }
-        );
-        Alert {
-            action: None,
-            ts,
-            rule: RULE_DUMP_CONFIG,
-            severity,
-            score,
-            attack: ATTACK_CREDENTIAL_DUMPING,
-            host: host.to_string(),
-            process: process_ctx(actor),
-            target: match target {
-                Some(t) => Target::Process {
-                    pid: t.pid,
-                    comm: t.comm.clone(),
-                    exe: t.exe.to_string(),
-                },
-                None => Target::File {
-                    path: path.unwrap_or_default().to_string(),
-                    dev: 0,
-                    inode: 0,
-                },
+            if o.via == "open" {
+                "opened"
+            } else {
+                "accessed"
             },
-            incident: incident_id(actor),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message,
-            open: None,
-            memory: None,
-            dump: Some(detail),
-            flow: None,
-        }
+            if o.dump {
+                "dump file"
+            } else {
+                "a copy of key material,"
+            },
+            o.path,
+            access(o.flags),
+            if o.via == "open" {
+                String::new()
+            } else {
+                format!(" through an fd it did not open ({})", o.via)
+            }
+        );
+        let target = Target::File {
+            path: o.path,
+            dev: o.dev,
+            inode: o.ino,
+        };
+        let alert = rule_alert(Rule::DumpFileAccess, actor, target, host, ts)
+            .message(message)
+            .flow(FlowDetail {
+                via: o.via,
+                tracked_id: Some(o.id),
+                lineage: lineage(),
+                dumped: o.dumped,
+                ..Default::default()
+            });
+        // A weak copy's open is as weak as the copy.
+        Some(if o.weak {
+            alert.verdict(Severity::Low, 25)
+        } else {
+            alert
+        })
     }
 }
 
-pub const RULE_USERSPACE_DUMP: &str = "userspace-dump";
-pub const RULE_DUMP_FILE_ACCESS: &str = "dump-file-access";
-pub const RULE_TRACKED_COPY: &str = "tracked-copy";
-pub const RULE_EXFILTRATION: &str = "exfiltration";
-pub const RULE_KEY_MATERIAL: &str = "key-material";
-/// Data from Local System.
-pub const ATTACK_LOCAL_DATA: &str = "T1005";
-/// Data Staged.
-pub const ATTACK_STAGED: &str = "T1074";
-/// Archive Collected Data.
-pub const ATTACK_ARCHIVE: &str = "T1560";
-/// Exfiltration Over C2 Channel (a TCP stream).
-pub const ATTACK_EXFIL_C2: &str = "T1041";
-/// Exfiltration Over Alternative Protocol (datagrams and others).
-pub const ATTACK_EXFIL_ALT: &str = "T1048";
-
-/// An alert about tracked material moving (the rules of the flow stage).
-pub struct FlowAlert<'a> {
-    pub rule: &'static str,
-    pub attack: &'static str,
-    pub severity: Severity,
-    pub score: u32,
-    pub actor: &'a ProcInfo,
-    pub target: Target,
-    pub message: String,
-    pub flow: crate::alert::FlowDetail,
-}
-
-impl Policy {
-    pub fn flow_alert(&self, f: FlowAlert<'_>, host: &str, ts: String) -> Alert {
-        Alert {
-            action: None,
-            ts,
-            rule: f.rule,
-            severity: f.severity,
-            score: f.score,
-            attack: f.attack,
-            host: host.to_string(),
-            process: process_ctx(f.actor),
-            target: f.target,
-            incident: incident_id(f.actor),
-            count: 1,
-            lineage: None,
-            factors: Vec::new(),
-            message: f.message,
-            open: None,
-            memory: None,
-            dump: None,
-            flow: Some(f.flow),
-        }
-    }
-}
+#[cfg(test)]
+mod dump_tests;
+#[cfg(test)]
+mod tests;

@@ -3,8 +3,8 @@
 //! core-dump settings into `dump-config-change`, and a protected process
 //! that died dumping core into `core-dump` (the core file the kernel wrote
 //! is registered as a tracked dump; a pipe helper's dump waits for the
-//! files the helper writes, `dumps.rs`). The alerts are built by
-//! `detect.rs`'s policy.
+//! files the helper writes, `dumps.rs`). The alerts are built by the
+//! policy's dump rules at the end of this file.
 
 use std::path::PathBuf;
 
@@ -14,14 +14,16 @@ use sensor_common::{
 };
 
 use crate::{
-    alert::DumpDetail,
+    alert::{Alert, DumpDetail, Severity, Target},
     coredump,
     decode::{
         self,
         memory::{DumpConfigRecord, SignalRecord},
     },
-    detect::signal_name,
+    detect::{Policy, process_target, rule_alert},
     pipeline::Pipeline,
+    proctab::ProcInfo,
+    rules::Rule,
 };
 
 /// Dump rules: one signal, dump setting or core dump each.
@@ -156,5 +158,107 @@ impl Pipeline {
         let now_ns = task.ts_boot_ns;
         let alert = self.policy.core_dump(&dumped, detail, &self.host, ts);
         self.emit(alert, now_ns);
+    }
+}
+
+/// Name of a signal number.
+pub fn signal_name(sig: u32) -> String {
+    nix::sys::signal::Signal::try_from(sig as i32)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+impl Policy {
+    /// `forced-crash`: a dump-producing signal to a protected process from
+    /// another process.
+    pub fn forced_crash(
+        &self,
+        sender: &ProcInfo,
+        target: &ProcInfo,
+        detail: DumpDetail,
+        host: &str,
+        ts: String,
+    ) -> Alert {
+        let message = format!(
+            "{} (pid {}, uid {}) sent {} to protected process {} (pid {}): a crash that dumps its memory",
+            sender.comm,
+            sender.pid,
+            sender.uid,
+            detail.signal.as_deref().unwrap_or("a signal"),
+            target.comm,
+            target.pid
+        );
+        rule_alert(Rule::ForcedCrash, sender, process_target(target), host, ts)
+            .message(message)
+            .dump(detail)
+    }
+
+    /// `core-dump`: a protected process dumped core.
+    pub fn core_dump(
+        &self,
+        dumped: &ProcInfo,
+        detail: DumpDetail,
+        host: &str,
+        ts: String,
+    ) -> Alert {
+        let whereto = match (&detail.path, detail.helper.first()) {
+            (Some(p), _) => format!("to {p}"),
+            (None, Some(h)) => format!("through {h}"),
+            _ => String::new(),
+        };
+        let message = format!(
+            "protected process {} (pid {}) dumped core on {} {whereto}",
+            dumped.comm,
+            dumped.pid,
+            detail.signal.as_deref().unwrap_or("a signal")
+        );
+        rule_alert(Rule::CoreDump, dumped, process_target(dumped), host, ts)
+            .message(message)
+            .dump(detail)
+    }
+}
+
+impl Policy {
+    /// `dump-config-change`: `target` is the process affected (None for a
+    /// system-wide setting, whose file is `path`).
+    pub fn dump_config(
+        &self,
+        actor: &ProcInfo,
+        target: Option<&ProcInfo>,
+        path: Option<&str>,
+        detail: DumpDetail,
+        host: &str,
+        ts: String,
+    ) -> Alert {
+        let ok = detail.result == Some("success");
+        let setting = detail.setting.unwrap_or("dump setting");
+        let on = match target {
+            Some(t) => format!(" of protected process {} (pid {})", t.comm, t.pid),
+            None => String::new(),
+        };
+        let message = format!(
+            "{} (pid {}, uid {}) {} {setting}{on}: core dumps enabled or redirected",
+            actor.comm,
+            actor.pid,
+            actor.uid,
+            if ok { "changed" } else { "tried to change" }
+        );
+        let target = match target {
+            Some(t) => process_target(t),
+            None => Target::File {
+                path: path.unwrap_or_default().to_string(),
+                dev: 0,
+                inode: 0,
+            },
+        };
+        let alert = rule_alert(Rule::DumpConfigChange, actor, target, host, ts)
+            .message(message)
+            .dump(detail);
+        // A failed attempt is medium; the rule's verdict is a success's.
+        if ok {
+            alert
+        } else {
+            alert.verdict(Severity::Medium, 45)
+        }
     }
 }

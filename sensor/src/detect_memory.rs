@@ -16,13 +16,9 @@ use sensor_common::{
 
 use crate::{
     decode::{memory::MemRecord, open::OpenRecord},
-    detect::{
-        ATTACK_CREDENTIAL_DUMPING, ATTACK_CREDENTIALS, ATTACK_INJECT, ATTACK_PROC_MEMORY,
-        ATTACK_PROCESS_DISCOVERY, ATTACK_PTRACE_INJECT, MemAccess, RULE_PIDFD_GETFD,
-        RULE_PROC_ENVIRON, RULE_PROC_MEM, RULE_PROCESS_ACCESS, RULE_PTRACE, RULE_VM_READ,
-        RULE_VM_WRITE, process_access_op, ptrace_request,
-    },
+    detect::MemAccess,
     pipeline::Pipeline,
+    rules::Rule,
 };
 
 /// Most actors remembered for reconnaissance.
@@ -64,14 +60,9 @@ impl Pipeline {
         let environ = rec.proc_file == PROC_ENVIRON;
         let m = MemAccess {
             rule: if environ {
-                RULE_PROC_ENVIRON
+                Rule::ProcEnvironRead
             } else {
-                RULE_PROC_MEM
-            },
-            attack: if environ {
-                ATTACK_CREDENTIALS
-            } else {
-                ATTACK_PROC_MEMORY
+                Rule::ProcMemOpen
             },
             access: if rec.flags & 3 == 0 { "read" } else { "write" },
             op: format!("open {path}"),
@@ -109,40 +100,19 @@ impl Pipeline {
             },
             _ => self.procs.tgid_of(rec.target),
         };
-        let (rule, attack, access, op) = match rec.op {
+        let (rule, access, op) = match rec.op {
             MEM_PTRACE => {
                 let (name, access) = ptrace_request(rec.request);
-                let attack = if access == "write" {
-                    ATTACK_PTRACE_INJECT
-                } else {
-                    ATTACK_PROC_MEMORY
-                };
-                (RULE_PTRACE, attack, access, name)
+                (Rule::PtraceAttach, access, name)
             }
-            MEM_VM_READV => (
-                RULE_VM_READ,
-                ATTACK_PROC_MEMORY,
-                "read",
-                "process_vm_readv".into(),
-            ),
-            MEM_VM_WRITEV => (
-                RULE_VM_WRITE,
-                ATTACK_INJECT,
-                "write",
-                "process_vm_writev".into(),
-            ),
+            MEM_VM_READV => (Rule::ProcessVmRead, "read", "process_vm_readv".into()),
+            MEM_VM_WRITEV => (Rule::ProcessVmWrite, "write", "process_vm_writev".into()),
             MEM_LSM_ACCESS => {
                 let (op, access) = process_access_op(rec.request, rec.arg);
-                let attack = if access == "attach" {
-                    ATTACK_PROC_MEMORY
-                } else {
-                    ATTACK_PROCESS_DISCOVERY
-                };
-                (RULE_PROCESS_ACCESS, attack, access, op)
+                (Rule::ProcessAccess, access, op)
             }
             _ => (
-                RULE_PIDFD_GETFD,
-                ATTACK_CREDENTIAL_DUMPING,
+                Rule::PidfdGetfd,
                 "read",
                 format!("pidfd_getfd(fd {})", rec.arg),
             ),
@@ -150,7 +120,6 @@ impl Pipeline {
         let target_info = self.procs.lookup(target);
         let m = MemAccess {
             rule,
-            attack,
             access,
             op,
             ret: rec.ret,
@@ -177,12 +146,12 @@ impl Pipeline {
             if m.target_protected
                 && m.ret >= 0
                 && m.access != "write"
-                && m.rule != RULE_PROCESS_ACCESS
-                && m.rule != RULE_PROC_ENVIRON
+                && m.rule != Rule::ProcessAccess
+                && m.rule != Rule::ProcEnvironRead
             {
                 self.note_memory_reader(m.actor.pid, m.target);
             }
-            if m.rule == RULE_PROC_ENVIRON && m.target_protected && m.ret >= 0 {
+            if m.rule == Rule::ProcEnvironRead && m.target_protected && m.ret >= 0 {
                 // Judged when the reader exits: a lister reads them all.
                 self.pend_environ(alert, m.ts_boot_ns);
                 return;
@@ -190,6 +159,62 @@ impl Pipeline {
             self.emit(alert, m.ts_boot_ns);
         }
     }
+}
+
+/// What a `process-access` was, from the actor's syscall (x86_64) and the
+/// ptrace access mode the kernel checked: (op, access).
+pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
+    const PTRACE_MODE_ATTACH: u64 = 0x02;
+    let name = match nr {
+        0 => "read",
+        17 => "pread64",
+        19 => "readv",
+        89 => "readlink",
+        267 => "readlinkat",
+        274 => "get_robust_list",
+        256 => "migrate_pages",
+        279 => "move_pages",
+        298 => "perf_event_open",
+        312 => "kcmp",
+        440 => "process_madvise",
+        448 => "process_mrelease",
+        _ => "",
+    };
+    let op = if name.is_empty() {
+        format!("syscall {nr}")
+    } else {
+        name.to_string()
+    };
+    (
+        op,
+        if mode & PTRACE_MODE_ATTACH != 0 {
+            "attach"
+        } else {
+            "read"
+        },
+    )
+}
+
+/// Name of a ptrace request, and whether it reads, writes or attaches.
+pub fn ptrace_request(req: u64) -> (String, &'static str) {
+    let (name, access) = match req {
+        1 => ("PTRACE_PEEKTEXT", "read"),
+        2 => ("PTRACE_PEEKDATA", "read"),
+        3 => ("PTRACE_PEEKUSER", "read"),
+        4 => ("PTRACE_POKETEXT", "write"),
+        5 => ("PTRACE_POKEDATA", "write"),
+        6 => ("PTRACE_POKEUSER", "write"),
+        12 => ("PTRACE_GETREGS", "read"),
+        13 => ("PTRACE_SETREGS", "write"),
+        14 => ("PTRACE_GETFPREGS", "read"),
+        15 => ("PTRACE_SETFPREGS", "write"),
+        16 => ("PTRACE_ATTACH", "attach"),
+        0x4204 => ("PTRACE_GETREGSET", "read"),
+        0x4205 => ("PTRACE_SETREGSET", "write"),
+        0x4206 => ("PTRACE_SEIZE", "attach"),
+        other => return (format!("ptrace request {other}"), "read"),
+    };
+    (name.to_string(), access)
 }
 
 /// The pid behind `pidfd` in process `pid` (from its fdinfo).

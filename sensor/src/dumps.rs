@@ -10,12 +10,13 @@ use std::{
 };
 
 use crate::{
-    alert::{DumpDetail, FlowDetail, Severity, Target},
+    alert::{DumpDetail, FlowDetail, Target},
     alert::{Origin, TrackedKind},
     decode::flow::WriteRecord,
-    detect::{ATTACK_CREDENTIAL_DUMPING, FlowAlert, RULE_USERSPACE_DUMP},
+    detect::rule_alert,
     pipeline::Pipeline,
     proctab::ProcInfo,
+    rules::Rule,
     watch::{kdev, st_dev},
 };
 
@@ -150,32 +151,22 @@ impl Pipeline {
             }
         );
         let ts = self.clock.wall(d.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_USERSPACE_DUMP,
-                attack: ATTACK_CREDENTIAL_DUMPING,
-                severity: Severity::Critical,
-                score: 90,
-                actor,
-                target: Target::File {
-                    path,
-                    dev: st_dev(kd),
-                    inode: ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via: d.via,
-                    tracked_id: Some(d.id),
-                    lineage: self.registry.lineage(d.id),
-                    dumped: Some(d.dumped.clone()),
-                    bytes: Some(d.bytes),
-                    format,
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let target = Target::File {
+            path,
+            dev: st_dev(kd),
+            inode: ino,
+        };
+        let alert = rule_alert(Rule::UserspaceDump, actor, target, &self.host, ts)
+            .message(message)
+            .flow(FlowDetail {
+                via: d.via,
+                tracked_id: Some(d.id),
+                lineage: self.registry.lineage(d.id),
+                dumped: Some(d.dumped.clone()),
+                bytes: Some(d.bytes),
+                format,
+                ..Default::default()
+            });
         self.emit(alert, d.ts_boot_ns);
     }
 

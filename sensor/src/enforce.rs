@@ -20,11 +20,10 @@ use crate::{
     alert::DumpDetail,
     config::Config,
     decode::{lsm::DeniedRecord, open::OpenRecord},
-    detect::{
-        ATTACK_CREDENTIAL_DUMPING, ATTACK_INJECT, ATTACK_PROC_MEMORY, KeyOpen, MemAccess,
-        signal_name,
-    },
+    detect::{KeyOpen, MemAccess},
+    detect_dumps::signal_name,
     pipeline::Pipeline,
+    rules::Rule,
     watch::{kdev, st_dev},
 };
 
@@ -203,15 +202,15 @@ impl Pipeline {
             }
             ENF_PTRACE | ENF_VM_READ | ENF_VM_WRITE | ENF_PROC_MEM | ENF_PIDFD_GETFD => {
                 let target = self.procs.lookup(d.target);
-                let (attack, access) = match d.rule {
-                    ENF_PTRACE => (ATTACK_PROC_MEMORY, "attach"),
-                    ENF_VM_WRITE => (ATTACK_INJECT, "write"),
-                    ENF_PIDFD_GETFD => (ATTACK_CREDENTIAL_DUMPING, "read"),
-                    _ => (ATTACK_PROC_MEMORY, "read"),
+                let (rule, access) = match d.rule {
+                    ENF_PTRACE => (Rule::PtraceAttach, "attach"),
+                    ENF_VM_READ => (Rule::ProcessVmRead, "read"),
+                    ENF_VM_WRITE => (Rule::ProcessVmWrite, "write"),
+                    ENF_PROC_MEM => (Rule::ProcMemOpen, "read"),
+                    _ => (Rule::PidfdGetfd, "read"),
                 };
                 let m = MemAccess {
                     rule,
-                    attack,
                     access,
                     op: syscall_name(d.syscall).to_string(),
                     ret: -EPERM,
@@ -264,6 +263,8 @@ impl Pipeline {
         };
         match alert {
             Some(mut a) => {
+                // The rule judged the attempt (a failure, as the kernel
+                // refused it); the denial is said here.
                 a.action = Some("denied");
                 a.message = format!("{} (denied: enforce mode)", a.message);
                 self.emit(a, d.task.ts_boot_ns);

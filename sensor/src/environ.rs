@@ -77,6 +77,8 @@ impl Pipeline {
         let lister = reads >= LISTER_READS
             || (reads >= LISTER_READS_FEW && reads.saturating_mul(2) >= running);
         if lister {
+            // What `Policy::memory_access` could not know when the read
+            // happened: a lister's read is low, whatever the target.
             alert.severity = Severity::Low;
             alert.score = 25;
             alert.message = format!(

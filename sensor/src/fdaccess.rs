@@ -122,6 +122,8 @@ impl Pipeline {
         let Some(mut alert) = self.policy.key_file_open(&k, &self.host, ts) else {
             return;
         };
+        // The open rule judged it (rule, verdict, allowlist); this is no
+        // open, so the message and the open's `via` say what happened.
         alert.message = format!(
             "{} (pid {}, uid {}) {} key file {path} through an fd it did not open: {}",
             actor.comm,

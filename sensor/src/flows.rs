@@ -1,37 +1,31 @@
-//! The flow stage: what tainted processes write and send, renames, links
-//! and unlinks of tracked files, and who opens them. Raises `tracked-copy`
-//! (decided at the writer's close from its evidence, `evidence.rs`),
-//! `exfiltration` and `dump-file-access`. Dumps are `dumps.rs`'s, the
-//! tracked-file registry's kernel side `tracking.rs`'s, the key-material
-//! scanner `keyscan.rs`'s.
+//! The flow stage: what tainted processes write and send, and who opens
+//! tracked files. Raises `tracked-copy` (decided at the writer's close
+//! from its evidence, `evidence.rs`), `exfiltration` and
+//! `dump-file-access`. Renames, links and unlinks of tracked files are
+//! `renames.rs`'s, dumps `dumps.rs`'s, the tracked-file registry's kernel
+//! side `tracking.rs`'s, the key-material scanner `keyscan.rs`'s.
 
-use std::{
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use sensor_common::{
-    InodeKey, PATH_OP_LINK, PATH_OP_UNLINK, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE,
-    TRACKED_PENDING, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
-    VIA_SENDFILE, VIA_SPLICE, names::name_key_of,
+    InodeKey, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, VIA_CLONE,
+    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE,
 };
 
 use crate::{
     alert::{FlowDetail, Severity, Target},
     alert::{Origin, TrackedKind},
     decode::{
-        flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
+        flow::{CloseRecord, SendRecord, WriteRecord},
         open::OpenRecord,
     },
-    detect::{
-        ATTACK_ARCHIVE, ATTACK_EXFIL_ALT, ATTACK_EXFIL_C2, ATTACK_LOCAL_DATA, ATTACK_STAGED,
-        FlowAlert, RULE_DUMP_FILE_ACCESS, RULE_EXFILTRATION, RULE_TRACKED_COPY,
-    },
+    detect::{TrackedOpen, rule_alert},
     dumps::{HELPER_WAIT_NS, PendingUserDump},
     evidence::CopyEvidence,
     pipeline::Pipeline,
     proctab::ProcInfo,
-    watch::{kdev, st_dev},
+    rules::Rule,
+    watch::st_dev,
 };
 
 /// A file a tainted process is writing: whether it is a copy, and how
@@ -356,37 +350,30 @@ impl Pipeline {
         );
         let dumped = self.registry.get(c.id).and_then(|t| t.dumped.clone());
         let ts = self.clock.wall(c.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_TRACKED_COPY,
-                attack: if archive {
-                    ATTACK_ARCHIVE
-                } else {
-                    ATTACK_STAGED
-                },
-                severity,
-                score,
-                actor,
-                target: Target::File {
-                    path: path.clone(),
-                    dev: st_dev(kd),
-                    inode: ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via: c.via,
-                    tracked_id: Some(c.id),
-                    lineage: self.registry.lineage(c.id),
-                    dumped,
-                    pipe_from: c.pipe_from,
-                    bytes: Some(total),
-                    hops: Some(c.hops),
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let rule = Rule::TrackedCopy;
+        let target = Target::File {
+            path: path.clone(),
+            dev: st_dev(kd),
+            inode: ino,
+        };
+        let alert = rule_alert(rule, actor, target, &self.host, ts)
+            .attack(if archive {
+                rule.alt_attack()
+            } else {
+                rule.attack()
+            })
+            .verdict(severity, score)
+            .message(message)
+            .flow(FlowDetail {
+                via: c.via,
+                tracked_id: Some(c.id),
+                lineage: self.registry.lineage(c.id),
+                dumped,
+                pipe_from: c.pipe_from,
+                bytes: Some(total),
+                hops: Some(c.hops),
+                ..Default::default()
+            });
         self.emit(alert, c.ts_boot_ns);
     }
 
@@ -534,253 +521,41 @@ impl Pipeline {
                 .and_then(|t| t.dumped.clone())
         });
         let ts = self.clock.wall(s.task.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_EXFILTRATION,
-                attack: if protocol == "tcp" {
-                    ATTACK_EXFIL_C2
-                } else {
-                    ATTACK_EXFIL_ALT
-                },
-                severity: Severity::Critical,
-                score: 95,
-                actor: &actor,
-                target: match &src {
-                    Some((_, _, path, _)) => Target::File {
-                        path: path.clone(),
-                        dev: st_dev(t.src_dev),
-                        inode: t.src_ino,
-                    },
-                    None => Target::Process {
-                        pid: dumped.as_ref().map_or(0, |d| d.pid),
-                        comm: dumped.as_ref().map(|d| d.comm.clone()).unwrap_or_default(),
-                        exe: dumped.as_ref().map(|d| d.exe.clone()).unwrap_or_default(),
-                    },
-                },
-                message,
-                flow: FlowDetail {
-                    via: via_name(s.via),
-                    tracked_id,
-                    lineage: tracked_id
-                        .map(|id| self.registry.lineage(id))
-                        .unwrap_or_default(),
-                    dumped,
-                    pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
-                    remote,
-                    local: s.local.map(|a| a.to_string()),
-                    protocol: Some(protocol),
-                    bytes: Some(s.bytes),
-                    ..Default::default()
-                },
+        let rule = Rule::Exfiltration;
+        let target = match &src {
+            Some((_, _, path, _)) => Target::File {
+                path: path.clone(),
+                dev: st_dev(t.src_dev),
+                inode: t.src_ino,
             },
-            &self.host,
-            ts,
-        );
-        self.emit(alert, s.task.ts_boot_ns);
-    }
-
-    /// A rename or link whose source or destination name may be tracked,
-    /// or an unlink of such a name.
-    pub(crate) fn path_change(&mut self, p: &PathRecord) {
-        if p.op == PATH_OP_UNLINK {
-            self.name_gone(&p.old, None);
-            return;
-        }
-        // Where the new name is, as the process saw it (a fact: recorded,
-        // and the replay's answer).
-        let key = format!("path:{}:{:x}", p.task.tid, p.task.ts_boot_ns);
-        let v = self.view.value(key, || {
-            let (shown, seen) = user_path(p.task.pid, p.new_dfd, &p.new);
-            std::fs::symlink_metadata(&seen)
-                .map(|md| {
-                    serde_json::json!([shown.to_string_lossy(), md.dev(), md.ino(), md.is_dir()])
-                })
-                .unwrap_or_default()
-        });
-        let Ok((shown, dev, ino, is_dir)) = serde_json::from_value::<(String, u64, u64, bool)>(v)
-        else {
-            return;
+            None => Target::Process {
+                pid: dumped.as_ref().map_or(0, |d| d.pid),
+                comm: dumped.as_ref().map(|d| d.comm.clone()).unwrap_or_default(),
+                exe: dumped.as_ref().map(|d| d.exe.clone()).unwrap_or_default(),
+            },
         };
-        let kd = kdev(dev);
-        // The new name as reachable from here (live reads only).
-        let seen = || user_path(p.task.pid, p.new_dfd, &p.new).1;
-        if p.op != PATH_OP_LINK {
-            // What had the new name before a rename lost it.
-            self.name_gone(&p.new, Some((kd, ino)));
-        }
-        let is_link = p.op == PATH_OP_LINK;
-        let how = if is_link { "link" } else { "rename" };
-        // A tracked file (dump or copy), a watched key, or a directory
-        // holding watched keys. The path is resolved late: an entry whose
-        // file handle differs from the file's there now is a file that is
-        // gone, whose inode number the file at the path reuses.
-        let tracked = self
-            .registry
-            .by_inode(kd, ino)
-            .filter(|t| !t.gone)
-            .map(|t| (t.id, t.handle.clone(), t.igen));
-        let tracked = match tracked {
-            Some((id, h, igen)) if h.is_some() || igen.is_some() => {
-                let now = self
-                    .view
-                    .value(format!("same:{kd}:{ino}:{id}"), || {
-                        let by_gen = igen.zip(crate::handle::generation(&seen(), kd, ino));
-                        match (by_gen, &h) {
-                            (Some((was, is)), _) => Some(was == is),
-                            (None, Some(h)) => {
-                                crate::handle::Handle::of_inode(&seen(), kd, ino).map(|n| n == *h)
-                            }
-                            (None, None) => None,
-                        }
-                        .into()
-                    })
-                    .as_bool();
-                if now == Some(false) {
-                    if let Some(t) = self.registry.retire(id) {
-                        self.untrack_in_kernel(&t);
-                    }
-                    None
-                } else {
-                    Some(id)
-                }
-            }
-            Some((id, _, _)) => Some(id),
-            None => None,
-        };
-        let key = InodeKey {
-            dev: kd,
-            _pad: 0,
-            ino,
-        };
-        let watched = self.watcher.get_or_departed(&key).cloned();
-        // A key path's file (as the registry or the watcher knows it), and
-        // whether its new name is still under a key path.
-        let is_key = watched.is_some()
-            || tracked
-                .and_then(|id| self.registry.get(id))
-                .is_some_and(|t| t.kind == TrackedKind::Key);
-        if tracked.is_none() && watched.is_none() {
-            return;
-        }
-        let actor = self.procs.resolve(&p.task);
-        let watch_id = watched.as_ref().map(|w| w.watch_id);
-        if tracked.is_none() && self.policy.allowed(&actor.exe, watch_id) {
-            return;
-        }
-        let id = match tracked {
-            Some(id) => id,
-            None => {
-                let kind_path = watched
-                    .as_ref()
-                    .map(|w| w.path.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                self.registry
-                    .register(
-                        kd,
-                        ino,
-                        kind_path,
-                        TrackedKind::Key,
-                        "key",
-                        None,
-                        None,
-                        None,
-                    )
-                    .0
-            }
-        };
-        let old_path = self
-            .registry
-            .get(id)
-            .map(|t| t.path.clone())
-            .unwrap_or_default();
-        let mut lineage = self.registry.lineage(id);
-        // Same inode: the file's record moves (a rename) or stays (a link,
-        // whose new name is a step of its own in the lineage).
-        let step = if is_link {
-            // A link shares the inode: one registry entry per inode, so
-            // the step is reported but the entry keeps its first path.
-            id
-        } else {
-            if let Some(t) = self.registry.get_mut(id) {
-                t.path = shown.clone();
-            }
-            id
-        };
-        if let Some(t) = self.registry.get_mut(id) {
-            t.gone = false;
-        }
-        if let Some(m) = self.kmaps.as_mut()
-            && let Some(name) = Path::new(&shown).file_name()
-        {
-            let _ = m.names.insert(name_key_of(name.as_encoded_bytes()), 1, 0);
-        }
-        // A key moved out of every key path: the key path rescan lets go
-        // of it, so it is followed as a tracked file. A key linked out
-        // keeps its name under the key path (if that name goes later, the
-        // rescan hands it over: `keys_departed`); its handle tells.
-        let under_key_path = self
-            .watcher
-            .roots()
-            .iter()
-            .any(|r| Path::new(&shown).starts_with(r));
-        if is_key && !is_dir && !under_key_path {
-            if is_link {
-                if self.registry.get(id).is_some_and(|t| t.handle.is_none()) {
-                    self.identify(id);
-                }
+        let alert = rule_alert(rule, &actor, target, &self.host, ts)
+            .attack(if protocol == "tcp" {
+                rule.attack()
             } else {
-                self.track_moved_key(id, kd, ino, &shown);
-            }
-        }
-        let root = self.registry.root_kind(step).unwrap_or(TrackedKind::Key);
-        let dir = is_dir;
-        let message = format!(
-            "{} (pid {}, uid {}) {} {}{old_path} to {shown}",
-            actor.comm,
-            actor.pid,
-            actor.uid,
-            if is_link { "linked" } else { "moved" },
-            if dir { "directory " } else { "" },
-        );
-        lineage.push(crate::alert::LineageStep {
-            id: step,
-            path: shown.clone(),
-            kind: root,
-            how,
-            generation: lineage.last().map_or(0, |l| l.generation + 1),
-            by: Some(Origin::of(&actor)),
-        });
-        let dumped = self.registry.get(step).and_then(|t| t.dumped.clone());
-        let ts = self.clock.wall(p.task.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_TRACKED_COPY,
-                attack: ATTACK_STAGED,
-                severity: if root == TrackedKind::Dump {
-                    Severity::Critical
-                } else {
-                    Severity::High
-                },
-                score: if root == TrackedKind::Dump { 85 } else { 70 },
-                actor: &actor,
-                target: Target::File {
-                    path: shown,
-                    dev,
-                    inode: ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via: how,
-                    tracked_id: Some(step),
-                    lineage,
-                    dumped,
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
-        self.emit(alert, p.task.ts_boot_ns);
+                rule.alt_attack()
+            })
+            .message(message)
+            .flow(FlowDetail {
+                via: via_name(s.via),
+                tracked_id,
+                lineage: tracked_id
+                    .map(|id| self.registry.lineage(id))
+                    .unwrap_or_default(),
+                dumped,
+                pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
+                remote,
+                local: s.local.map(|a| a.to_string()),
+                protocol: Some(protocol),
+                bytes: Some(s.bytes),
+                ..Default::default()
+            });
+        self.emit(alert, s.task.ts_boot_ns);
     }
 
     /// An open of a tracked file (a dump or a derived copy); `via` is
@@ -811,64 +586,24 @@ impl Pipeline {
         let weak = t.kind == TrackedKind::Copy && t.evidence.is_some_and(|e| e < Severity::Medium);
         let root = self.registry.root_kind(id).unwrap_or(TrackedKind::Copy);
         let actor = self.procs.resolve(&rec.task);
-        // The dump's writer (and its children) handle it.
-        if origin_pid == Some(actor.pid) || (origin_pid.is_some() && origin_pid == Some(actor.ppid))
-        {
-            return;
-        }
-        if crate::detect::access(rec.flags) == "path" {
-            return;
-        }
-        if root == TrackedKind::Dump {
-            if self.policy.allowed_dumps(&actor.exe) {
-                return;
-            }
-        } else if self.policy.allowed(&actor.exe, None) {
-            return;
-        }
-        let message = format!(
-            "{} (pid {}, uid {}) {} {} {path} for {}{}",
-            actor.comm,
-            actor.pid,
-            actor.uid,
-            if via == "open" { "opened" } else { "accessed" },
-            if root == TrackedKind::Dump {
-                "dump file"
-            } else {
-                "a copy of key material,"
-            },
-            crate::detect::access(rec.flags),
-            if via == "open" {
-                String::new()
-            } else {
-                format!(" through an fd it did not open ({via})")
-            }
-        );
         let ts = self.clock.wall(rec.task.ts_boot_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: RULE_DUMP_FILE_ACCESS,
-                attack: ATTACK_LOCAL_DATA,
-                severity: if weak { Severity::Low } else { Severity::High },
-                score: if weak { 25 } else { 75 },
-                actor: &actor,
-                target: Target::File {
-                    path,
-                    dev: st_dev(rec.dev),
-                    inode: rec.ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via,
-                    tracked_id: Some(id),
-                    lineage: self.registry.lineage(id),
-                    dumped,
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let open = TrackedOpen {
+            actor: &actor,
+            via,
+            flags: rec.flags,
+            id,
+            path,
+            dev: st_dev(rec.dev),
+            ino: rec.ino,
+            dump: root == TrackedKind::Dump,
+            weak,
+            origin_pid,
+            dumped,
+        };
+        let lineage = || self.registry.lineage(id);
+        let Some(alert) = self.policy.dump_file_access(open, lineage, &self.host, ts) else {
+            return;
+        };
         self.emit(alert, rec.task.ts_boot_ns);
     }
 }

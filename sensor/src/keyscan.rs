@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 
 use crate::{
-    alert::{FlowDetail, Severity, Target, TrackedKind},
-    detect::FlowAlert,
+    alert::{FlowDetail, Target, TrackedKind},
+    detect::rule_alert,
     pipeline::Pipeline,
+    rules::Rule,
     scan::ScanOutcome,
     watch::st_dev,
 };
@@ -198,40 +199,27 @@ impl Pipeline {
             )
         };
         let ts = self.clock.wall(r.at_ns);
-        let alert = self.policy.flow_alert(
-            FlowAlert {
-                rule: if generated {
-                    crate::detect::RULE_KEY_CREATED
-                } else {
-                    crate::detect::RULE_KEY_MATERIAL
-                },
-                attack: crate::detect::ATTACK_PRIVATE_KEYS,
-                severity: if generated {
-                    Severity::Info
-                } else {
-                    Severity::Critical
-                },
-                score: if generated { 5 } else { 95 },
-                actor: &actor,
-                target: Target::File {
-                    path,
-                    dev: st_dev(kd),
-                    inode: ino,
-                },
-                message,
-                flow: FlowDetail {
-                    via: "scan",
-                    tracked_id: Some(r.id),
-                    lineage: self.registry.lineage(r.id),
-                    dumped,
-                    format: outcome.format,
-                    keys: Some(outcome.findings),
-                    ..Default::default()
-                },
-            },
-            &self.host,
-            ts,
-        );
+        let rule = if generated {
+            Rule::KeyCreated
+        } else {
+            Rule::KeyMaterial
+        };
+        let target = Target::File {
+            path,
+            dev: st_dev(kd),
+            inode: ino,
+        };
+        let alert = rule_alert(rule, &actor, target, &self.host, ts)
+            .message(message)
+            .flow(FlowDetail {
+                via: "scan",
+                tracked_id: Some(r.id),
+                lineage: self.registry.lineage(r.id),
+                dumped,
+                format: outcome.format,
+                keys: Some(outcome.findings),
+                ..Default::default()
+            });
         self.emit(alert, r.at_ns);
     }
 }

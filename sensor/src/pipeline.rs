@@ -4,11 +4,11 @@
 //! (`live.rs`) or recorded (`replay.rs`), through decode and hands it to
 //! its handler: exec, fork, rename and exit here (process table,
 //! protection), the rules in `detect_keys.rs`, `detect_memory.rs`,
-//! `detect_dumps.rs`, `flows.rs`, `fdaccess.rs` and `enforce.rs`. Every
-//! alert a rule makes comes back to `emit`, which scores it (`score.rs`),
-//! correlates it into an incident (`correlate.rs`) and hands it to the
-//! outputs. The recording hooks and facts (`record.rs`) and the clock are
-//! here too.
+//! `detect_dumps.rs`, `flows.rs`, `renames.rs`, `fdaccess.rs` and
+//! `enforce.rs`. Every alert a rule makes comes back to `emit`, which
+//! scores it (`score.rs`), correlates it into an incident (`correlate.rs`)
+//! and hands it to the outputs. The recording hooks and facts
+//! (`record.rs`) and the clock are here too.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +31,7 @@ use crate::{
     proctab::{Fetched, ProcInfo},
     protect::{Change, Protector},
     record::{self, Record, Recorder},
+    rules::Rule,
     score::{self, Context as ScoreContext, ScoringConfig},
     sinks::Outputs,
     sysview::SystemView,
@@ -330,7 +331,8 @@ impl Pipeline {
             Target::Process { pid, .. } => (
                 self.protector.is_protected(*pid)
                     || alert.memory.as_ref().is_some_and(|m| m.target_protected)
-                    || alert.rule == "core-dump",
+                    // Protected when it dumped (it may have exited since).
+                    || alert.rule == Rule::CoreDump.name(),
                 self.procs.get(*pid).map(|p| p.uid),
             ),
             Target::File { .. } => (true, None),
@@ -349,8 +351,12 @@ impl Pipeline {
             own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
             fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
         };
+        // `[scoring]` has the last word: the rule's score counts only for a
+        // rule without a `[scoring.base]` (docs/scoring.md), and its
+        // severity gives way to the final score's threshold band.
         alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
         alert.severity = self.scoring.severity(alert.score);
+        // Rules leave `factors` empty: the context is known only here.
         alert.factors = ctx.factors();
         let flow = alert.flow.as_ref();
         if alert.lineage.is_none() {

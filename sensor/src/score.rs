@@ -6,14 +6,18 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::alert::Severity;
+use crate::{
+    alert::Severity,
+    rules::{Rule, Stage},
+};
 
 /// `[scoring]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScoringConfig {
-    /// Base score of a successful attempt, by rule. A rule not listed keeps
-    /// the score its detector gave (`default_base` when that is 0).
+    /// Base score of a successful attempt, by rule (defaults: the rules
+    /// table, `rules.rs`). A rule not listed keeps the score its detector
+    /// gave (`default_base` when that is 0).
     pub base: BTreeMap<String, i32>,
     /// Base for a rule that is in neither `base` nor scored by its detector.
     pub default_base: i32,
@@ -23,7 +27,8 @@ pub struct ScoringConfig {
     /// the event "started recently".
     pub recent_seconds: u64,
     /// Stage of each rule in the attack chain: "access", "dump", "copy",
-    /// "send" or "key". Rules not listed are "access".
+    /// "send" or "key" (defaults: the rules table, `rules.rs`). Rules not
+    /// listed are "access".
     pub stages: BTreeMap<String, String>,
     /// Points an incident gains for each distinct stage it reached.
     pub stage_bonus: BTreeMap<String, i32>,
@@ -55,7 +60,14 @@ pub struct Thresholds {
     pub critical: i32,
 }
 
-pub const STAGES: [&str; 5] = ["access", "dump", "copy", "send", "key"];
+/// The stage names, in chain order (`rules::Stage`).
+pub const STAGES: [&str; 5] = [
+    Stage::ALL[0].as_str(),
+    Stage::ALL[1].as_str(),
+    Stage::ALL[2].as_str(),
+    Stage::ALL[3].as_str(),
+    Stage::ALL[4].as_str(),
+];
 
 impl Default for Weights {
     fn default() -> Self {
@@ -85,32 +97,8 @@ impl Default for Thresholds {
 }
 
 impl Default for ScoringConfig {
+    /// `base` and `stages` from the rules table (`rules.rs`).
     fn default() -> Self {
-        let base = [
-            ("key-file-open", 70),
-            ("ptrace-attach", 80),
-            ("process-vm-read", 80),
-            ("process-vm-write", 80),
-            ("proc-mem-open", 80),
-            ("pidfd-getfd", 80),
-            ("forced-crash", 75),
-            ("core-dump", 90),
-        ];
-        let stages = [
-            ("key-file-open", "access"),
-            ("ptrace-attach", "access"),
-            ("process-vm-read", "dump"),
-            ("process-vm-write", "access"),
-            ("proc-mem-open", "dump"),
-            ("pidfd-getfd", "access"),
-            ("forced-crash", "dump"),
-            ("core-dump", "dump"),
-            ("userspace-dump", "dump"),
-            ("dump-file-access", "copy"),
-            ("tracked-copy", "copy"),
-            ("exfiltration", "send"),
-            ("key-material", "key"),
-        ];
         let bonus = [
             ("access", 0),
             ("dump", 10),
@@ -119,13 +107,14 @@ impl Default for ScoringConfig {
             ("key", 20),
         ];
         Self {
-            base: base.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            base: Rule::all()
+                .filter_map(|r| Some((r.name().to_string(), r.base()? as i32)))
+                .collect(),
             default_base: 50,
             weights: Weights::default(),
             recent_seconds: 60,
-            stages: stages
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+            stages: Rule::all()
+                .map(|r| (r.name().to_string(), r.stage().as_str().to_string()))
                 .collect(),
             stage_bonus: bonus.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             thresholds: Thresholds::default(),

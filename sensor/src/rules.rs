@@ -1,0 +1,442 @@
+//! The rules, one definition each: the name alerts carry (`rule`), the
+//! MITRE ATT&CK technique (`attack`), the attack-chain stage that scoring
+//! defaults to (`[scoring.stages]`), and the verdict (severity, score) its
+//! detector gives a full-weight alert, which is also the rule's default
+//! `[scoring.base]` where the rule has one. docs/alerts.md describes each
+//! rule; the `detect*` modules, `flows.rs`, `renames.rs`, `dumps.rs`,
+//! `environ.rs` and `keyscan.rs` decide when one fires. A leaf: it knows the alert schema
+//! (`alert.rs`) and nothing else.
+//!
+//! `Alert::new` (below) starts every alert a rule makes from this table.
+
+use crate::alert::{
+    Alert, DumpDetail, FlowDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target,
+};
+
+/// A detection rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    KeyFileOpen,
+    /// A key file created by its writer (or a new key found in a file a
+    /// tainted writer made): inventory.
+    KeyCreated,
+    PtraceAttach,
+    ProcessVmRead,
+    ProcessVmWrite,
+    ProcMemOpen,
+    /// /proc/<pid>/environ of a protected process (tokens in its
+    /// environment), judged when its reader exits (`environ.rs`).
+    ProcEnvironRead,
+    PidfdGetfd,
+    /// BPF LSM backend: another process accessed through a syscall the
+    /// tracepoints do not enumerate (the kernel's ptrace access check).
+    ProcessAccess,
+    ForcedCrash,
+    CoreDump,
+    DumpConfigChange,
+    UserspaceDump,
+    DumpFileAccess,
+    TrackedCopy,
+    Exfiltration,
+    KeyMaterial,
+}
+
+/// A stage of the attack chain (`[scoring.stages]`, docs/scoring.md): an
+/// incident scores more for each distinct stage it reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Access,
+    Dump,
+    Copy,
+    Send,
+    Key,
+}
+
+impl Stage {
+    /// In chain order.
+    pub const ALL: [Stage; 5] = [
+        Stage::Access,
+        Stage::Dump,
+        Stage::Copy,
+        Stage::Send,
+        Stage::Key,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stage::Access => "access",
+            Stage::Dump => "dump",
+            Stage::Copy => "copy",
+            Stage::Send => "send",
+            Stage::Key => "key",
+        }
+    }
+}
+
+/// One row of the table.
+struct Def {
+    rule: Rule,
+    name: &'static str,
+    attack: &'static str,
+    /// The technique of the rule's other variant, if it has one (see
+    /// `Rule::alt_attack`).
+    alt_attack: Option<&'static str>,
+    stage: Stage,
+    /// Severity and detector score of a full-weight alert (a success, on a
+    /// protected target); None when the alert always decides (tracked-copy:
+    /// its evidence, `evidence.rs`).
+    verdict: Option<(Severity, u32)>,
+    /// The verdict's score is the rule's default `[scoring.base]`; the other
+    /// rules keep their detector's score (docs/scoring.md).
+    base: bool,
+}
+
+const fn def(
+    rule: Rule,
+    name: &'static str,
+    (attack, alt_attack): (&'static str, Option<&'static str>),
+    stage: Stage,
+    verdict: Option<(Severity, u32)>,
+    base: bool,
+) -> Def {
+    Def {
+        rule,
+        name,
+        attack,
+        alt_attack,
+        stage,
+        verdict,
+        base,
+    }
+}
+
+/// A rule with one technique.
+const fn one(attack: &'static str) -> (&'static str, Option<&'static str>) {
+    (attack, None)
+}
+
+/// A rule with two: the first, and its variant's.
+const fn two(attack: &'static str, alt: &'static str) -> (&'static str, Option<&'static str>) {
+    (attack, Some(alt))
+}
+
+/// ATT&CK techniques.
+mod attack {
+    /// Unsecured Credentials: Private Keys.
+    pub const PRIVATE_KEYS: &str = "T1552.004";
+    /// Unsecured Credentials (environment variables holding secrets).
+    pub const CREDENTIALS: &str = "T1552";
+    /// OS Credential Dumping: Proc Filesystem (process memory).
+    pub const PROC_MEMORY: &str = "T1003.007";
+    /// OS Credential Dumping.
+    pub const CREDENTIAL_DUMPING: &str = "T1003";
+    /// Process Injection: Ptrace System Calls.
+    pub const PTRACE_INJECT: &str = "T1055.008";
+    /// Process Injection.
+    pub const INJECT: &str = "T1055";
+    /// Process Discovery (what a read-mode access reveals).
+    pub const PROCESS_DISCOVERY: &str = "T1057";
+    /// Data from Local System.
+    pub const LOCAL_DATA: &str = "T1005";
+    /// Data Staged.
+    pub const STAGED: &str = "T1074";
+    /// Archive Collected Data.
+    pub const ARCHIVE: &str = "T1560";
+    /// Exfiltration Over C2 Channel (a TCP stream).
+    pub const EXFIL_C2: &str = "T1041";
+    /// Exfiltration Over Alternative Protocol (datagrams and others).
+    pub const EXFIL_ALT: &str = "T1048";
+}
+
+/// Every rule, in `Rule` order (checked at compile time below). The
+/// variants' alternative techniques: ptrace-attach's memory writes
+/// (PTRACE_POKE*, SETREGS), process-access's attach-mode checks,
+/// tracked-copy's archives, exfiltration other than over TCP.
+#[rustfmt::skip]
+const TABLE: [Def; 17] = {
+    use Severity::{Critical, High, Info, Medium};
+    use Stage::{Access, Copy, Dump, Key, Send};
+    use attack::*;
+    [
+        def(Rule::KeyFileOpen, "key-file-open", one(PRIVATE_KEYS), Access, Some((High, 70)), true),
+        def(Rule::KeyCreated, "key-created", one(PRIVATE_KEYS), Access, Some((Info, 5)), false),
+        def(Rule::PtraceAttach, "ptrace-attach", two(PROC_MEMORY, PTRACE_INJECT), Access, Some((High, 80)), true),
+        def(Rule::ProcessVmRead, "process-vm-read", one(PROC_MEMORY), Dump, Some((High, 80)), true),
+        def(Rule::ProcessVmWrite, "process-vm-write", one(INJECT), Access, Some((High, 80)), true),
+        def(Rule::ProcMemOpen, "proc-mem-open", one(PROC_MEMORY), Dump, Some((High, 80)), true),
+        def(Rule::ProcEnvironRead, "proc-environ-read", one(CREDENTIALS), Access, Some((Medium, 50)), false),
+        def(Rule::PidfdGetfd, "pidfd-getfd", one(CREDENTIAL_DUMPING), Access, Some((High, 80)), true),
+        def(Rule::ProcessAccess, "process-access", two(PROCESS_DISCOVERY, PROC_MEMORY), Access, Some((Medium, 60)), false),
+        def(Rule::ForcedCrash, "forced-crash", one(CREDENTIAL_DUMPING), Dump, Some((High, 75)), true),
+        def(Rule::CoreDump, "core-dump", one(CREDENTIAL_DUMPING), Dump, Some((Critical, 90)), true),
+        def(Rule::DumpConfigChange, "dump-config-change", one(CREDENTIAL_DUMPING), Access, Some((High, 70)), false),
+        def(Rule::UserspaceDump, "userspace-dump", one(CREDENTIAL_DUMPING), Dump, Some((Critical, 90)), false),
+        def(Rule::DumpFileAccess, "dump-file-access", one(LOCAL_DATA), Copy, Some((High, 75)), false),
+        def(Rule::TrackedCopy, "tracked-copy", two(STAGED, ARCHIVE), Copy, None, false),
+        def(Rule::Exfiltration, "exfiltration", two(EXFIL_C2, EXFIL_ALT), Send, Some((Critical, 95)), false),
+        def(Rule::KeyMaterial, "key-material", one(PRIVATE_KEYS), Key, Some((Critical, 95)), false),
+    ]
+};
+
+// Row i is the rule whose discriminant is i.
+const _: () = {
+    let mut i = 0;
+    while i < TABLE.len() {
+        assert!(TABLE[i].rule as usize == i);
+        i += 1;
+    }
+};
+
+impl Rule {
+    fn def(self) -> &'static Def {
+        &TABLE[self as usize]
+    }
+
+    /// Every rule.
+    pub fn all() -> impl Iterator<Item = Rule> {
+        TABLE.iter().map(|d| d.rule)
+    }
+
+    /// The name in alerts, config and metrics, e.g. "key-file-open".
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    pub fn from_name(name: &str) -> Option<Rule> {
+        TABLE.iter().find(|d| d.name == name).map(|d| d.rule)
+    }
+
+    /// The ATT&CK technique id.
+    pub fn attack(self) -> &'static str {
+        self.def().attack
+    }
+
+    /// The technique of the rule's other variant (the table's comment
+    /// says which); `attack()` for a rule with one technique.
+    pub fn alt_attack(self) -> &'static str {
+        self.def().alt_attack.unwrap_or(self.def().attack)
+    }
+
+    /// The stage `[scoring.stages]` gives it unless the config says
+    /// otherwise.
+    pub fn stage(self) -> Stage {
+        self.def().stage
+    }
+
+    /// Severity and detector score of a full-weight alert (the rule lowers
+    /// it for a failure, an unprotected target, weak evidence...). None:
+    /// every alert of the rule sets its own.
+    pub fn verdict(self) -> Option<(Severity, u32)> {
+        self.def().verdict
+    }
+
+    /// The rule's default `[scoring.base]`, if it is scored from a base.
+    pub fn base(self) -> Option<u32> {
+        let d = self.def();
+        d.verdict.filter(|_| d.base).map(|(_, score)| score)
+    }
+}
+
+/// The alert builder: each rule starts its alerts here and sets what it
+/// decided with the setters.
+impl Alert {
+    /// An alert of `rule` about `process` (whose own incident id is
+    /// `incident`) and `target`, at `ts`: the rule's name and technique,
+    /// its verdict (info / 0 for a rule without one, until `verdict`),
+    /// count 1, no details. `pipeline::Pipeline::emit` scores it
+    /// (`factors`, the final score and severity) and fills `lineage` from
+    /// `flow`; the correlator (`correlate.rs`) assigns `incident` and
+    /// `count` for alerts that join an incident or fold.
+    pub fn new(
+        rule: Rule,
+        process: ProcessCtx,
+        incident: String,
+        target: Target,
+        host: &str,
+        ts: String,
+    ) -> Self {
+        let (severity, score) = rule.verdict().unwrap_or((Severity::Info, 0));
+        Alert {
+            ts,
+            rule: rule.name(),
+            severity,
+            score,
+            attack: rule.attack(),
+            host: host.to_string(),
+            process,
+            target,
+            incident,
+            count: 1,
+            lineage: None,
+            factors: Vec::new(),
+            message: String::new(),
+            open: None,
+            memory: None,
+            dump: None,
+            flow: None,
+            action: None,
+        }
+    }
+
+    /// The technique when it is not the rule's first (`Rule::alt_attack`).
+    pub fn attack(mut self, attack: &'static str) -> Self {
+        self.attack = attack;
+        self
+    }
+
+    /// Severity and detector score, when not the rule's own verdict.
+    pub fn verdict(mut self, severity: Severity, score: u32) -> Self {
+        self.severity = severity;
+        self.score = score;
+        self
+    }
+
+    pub fn message(mut self, message: String) -> Self {
+        self.message = message;
+        self
+    }
+
+    pub fn open(mut self, open: OpenDetail) -> Self {
+        self.open = Some(open);
+        self
+    }
+
+    pub fn memory(mut self, memory: MemDetail) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    pub fn dump(mut self, dump: DumpDetail) -> Self {
+        self.dump = Some(dump);
+        self
+    }
+
+    pub fn flow(mut self, flow: FlowDetail) -> Self {
+        self.flow = Some(flow);
+        self
+    }
+
+    pub fn lineage(mut self, lineage: String) -> Self {
+        self.lineage = Some(lineage);
+        self
+    }
+
+    /// "denied" or "observed" (enforceable rules, `alert.rs`).
+    pub fn action(mut self, action: &'static str) -> Self {
+        self.action = Some(action);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALERTS_MD: &str = include_str!("../../docs/alerts.md");
+
+    #[test]
+    fn names_are_unique_documented_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Rule::all() {
+            assert!(seen.insert(r.name()), "{} twice", r.name());
+            assert!(
+                ALERTS_MD.contains(&format!("| `{}` |", r.name())),
+                "{} has no row in docs/alerts.md",
+                r.name()
+            );
+            assert_eq!(Rule::from_name(r.name()), Some(r));
+        }
+        assert_eq!(Rule::from_name("no-such-rule"), None);
+    }
+
+    #[test]
+    fn every_documented_rule_is_in_the_table() {
+        // The rules table of docs/alerts.md: rows whose first cell is a
+        // rule name in backquotes, followed by an ATT&CK id.
+        let documented: Vec<&str> = ALERTS_MD
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once("` | T"))
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(documented.len(), TABLE.len(), "{documented:?}");
+        for name in documented {
+            assert!(Rule::from_name(name).is_some(), "{name} is not in rules.rs");
+        }
+    }
+
+    #[test]
+    fn enforceable_rules_are_rules() {
+        for name in sensor_common::ENF_RULES {
+            assert!(Rule::from_name(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn techniques_are_documented() {
+        for r in Rule::all() {
+            let row = ALERTS_MD
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", r.name())))
+                .unwrap();
+            let attack_cell = row.split('|').nth(2).unwrap();
+            assert!(attack_cell.contains(r.attack()), "{}", r.name());
+            assert!(attack_cell.contains(r.alt_attack()), "{}", r.name());
+        }
+    }
+
+    #[test]
+    fn builder_starts_from_the_table() {
+        let p = ProcessCtx {
+            pid: 1,
+            ppid: 0,
+            uid: 0,
+            comm: "c".into(),
+            exe: "/c".into(),
+            cmdline: "c".into(),
+        };
+        let t = Target::Process {
+            pid: 2,
+            comm: "v".into(),
+            exe: "/v".into(),
+        };
+        let a = Alert::new(
+            Rule::CoreDump,
+            p.clone(),
+            "i".into(),
+            t.clone(),
+            "h",
+            "ts".into(),
+        );
+        assert_eq!(
+            (a.rule, a.attack, a.severity, a.score, a.count),
+            ("core-dump", "T1003", Severity::Critical, 90, 1)
+        );
+        let a = Alert::new(Rule::TrackedCopy, p, "i".into(), t, "h", "ts".into())
+            .attack(Rule::TrackedCopy.alt_attack())
+            .verdict(Severity::Low, 25)
+            .message("m".into());
+        assert_eq!(
+            (a.attack, a.severity, a.score, a.message.as_str()),
+            ("T1560", Severity::Low, 25, "m")
+        );
+    }
+
+    #[test]
+    fn bases_and_stages_are_the_scoring_defaults() {
+        let s = crate::score::ScoringConfig::default();
+        for r in Rule::all() {
+            assert_eq!(
+                s.base.get(r.name()).map(|b| *b as u32),
+                r.base(),
+                "{}",
+                r.name()
+            );
+            assert_eq!(s.stage(r.name()), r.stage().as_str(), "{}", r.name());
+            // Each verdict is what the default thresholds make of its score.
+            if let Some((severity, score)) = r.verdict() {
+                assert_eq!(s.severity(score), severity, "{}", r.name());
+            }
+        }
+    }
+}
