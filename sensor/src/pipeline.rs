@@ -7,16 +7,14 @@
 //! `detect_dumps.rs`, `flows.rs`, `renames.rs`, `fdaccess.rs` and
 //! `enforce.rs`. Every alert a rule makes comes back to `emit`, which
 //! scores it (`score.rs`), correlates it into an incident (`correlate.rs`)
-//! and hands it to the outputs. The recording hooks and facts
-//! (`record.rs`) and the clock are here too.
+//! and hands it to the outputs. The clock is here too; the recording hooks
+//! are `recording.rs`, the reads of the live system `sysview.rs`.
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
     sync::Arc,
 };
 
-use anyhow::Result;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 
@@ -28,9 +26,8 @@ use crate::{
     kernelmaps::{KernelMaps, count_keys},
     metrics::Metrics,
     proctab::ProcessTable,
-    proctab::{Fetched, ProcInfo},
     protect::{Change, Protector},
-    record::{self, Record, Recorder},
+    record::{Record, Recorder},
     rules::Rule,
     score::{self, Context as ScoreContext, ScoringConfig},
     sinks::Outputs,
@@ -102,14 +99,14 @@ pub struct Pipeline {
     pub(crate) denied_threads: crate::enforce::DeniedThreads,
     scoring: ScoringConfig,
     correlator: Correlator,
-    recorder: Option<Recorder>,
+    pub(crate) recorder: Option<Recorder>,
     /// Reads of the live system, recorded (live) or answered from the
     /// recording (replay).
     pub(crate) view: SystemView,
 }
 
-/// The correlate/score stage and the recording hooks (the rest of the
-/// pipeline calls `emit` with each alert a rule makes).
+/// The correlate/score stage (the rest of the pipeline calls `emit` with
+/// each alert a rule makes); the recording hooks are `recording.rs`'s.
 impl Pipeline {
     /// Correlation, scoring and recording from the config.
     pub fn with_correlation(mut self, cfg: &crate::config::Config) -> Self {
@@ -124,95 +121,6 @@ impl Pipeline {
         self.scoring = cfg.scoring.clone();
         self.correlator
             .reconfigure(cfg.correlation.clone(), cfg.scoring.clone());
-    }
-
-    /// Record to this file from now on (the header and the process table).
-    pub fn record_to(&mut self, path: &Path, config_text: String) -> Result<()> {
-        let mut protected: Vec<(u32, u32)> = self.protector.snapshot();
-        protected.sort();
-        let header = record::Header {
-            version: record::VERSION,
-            host: self.host.clone(),
-            clock_offset_ns: self.clock.offset_ns,
-            config: config_text,
-            self_pid: std::process::id(),
-            protected,
-        };
-        let mut r = Recorder::create(path, &header)?;
-        let mut procs: Vec<&ProcInfo> = self.procs.iter().collect();
-        procs.sort_by_key(|p| p.pid);
-        for p in procs {
-            r.write(&Record::Snapshot(p.into()))?;
-        }
-        r.flush()?;
-        self.procs.recording = true;
-        self.view.set_recording(true);
-        self.recorder = Some(r);
-        Ok(())
-    }
-
-    fn record_event(&mut self, bytes: &[u8]) {
-        self.record(Record::Event(bytes.to_vec()));
-    }
-
-    /// A replay: the header's host, clock and protected set; no /proc.
-    pub fn replay_from(&mut self, h: &record::Header) {
-        self.host = h.host.clone();
-        self.clock.offset_ns = h.clock_offset_ns;
-        self.procs.offline = true;
-        self.view.replaying();
-        self.protector.restore(&h.protected);
-    }
-
-    /// One record of a recording (after the header).
-    pub fn replay(&mut self, rec: Record) {
-        match rec {
-            Record::Header(_) => {}
-            Record::Event(b) => self.handle_event(&b),
-            Record::Proc(p) | Record::Snapshot(p) => self.procs.insert(p.into()),
-            Record::Tgid(t, g) => self.procs.insert_tgid(t, g),
-            Record::Fact(k, v) => {
-                self.view.insert_recorded(k, v);
-            }
-            Record::Tick(ns) => self.tick_at(ns),
-            Record::Scan(r) => self.scanned_at(r),
-        }
-    }
-
-    /// Writes one record when recording, after the /proc reads and facts
-    /// its handling made (so a replay has them before it handles the
-    /// record). Callers handle first, then record. A failed write stops
-    /// recording.
-    pub(crate) fn record(&mut self, rec: Record) {
-        self.record_with(Some(rec));
-    }
-
-    /// As `record`; None writes only the /proc reads and facts pending
-    /// (at shutdown: what the final flush read, for the replay's own).
-    fn record_with(&mut self, rec: Option<Record>) {
-        let Some(r) = self.recorder.as_mut() else {
-            return;
-        };
-        let mut recs: Vec<Record> = self
-            .procs
-            .fetched
-            .drain(..)
-            .map(|f| match f {
-                Fetched::Proc(p) => Record::Proc((&p).into()),
-                Fetched::Tgid(t, g) => Record::Tgid(t, g),
-            })
-            .collect();
-        recs.extend(self.view.take_new().map(|(k, v)| Record::Fact(k, v)));
-        recs.extend(rec);
-        for rec in &recs {
-            if let Err(e) = r.write(rec) {
-                tracing::warn!("recording stopped: {e:#}");
-                self.recorder = None;
-                self.procs.recording = false;
-                self.view.set_recording(false);
-                return;
-            }
-        }
     }
 
     /// The agent's clock: closes fold and incident windows and expires
@@ -230,7 +138,7 @@ impl Pipeline {
         }
     }
 
-    fn tick_at(&mut self, now_ns: u64) {
+    pub(crate) fn tick_at(&mut self, now_ns: u64) {
         self.expire(now_ns);
         let mut out = Vec::new();
         self.correlator.tick(now_ns, &mut out);
@@ -502,7 +410,7 @@ impl Pipeline {
         }
     }
 
-    fn handle_event(&mut self, bytes: &[u8]) {
+    pub(crate) fn handle_event(&mut self, bytes: &[u8]) {
         let ev = match decode::decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {

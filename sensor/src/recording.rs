@@ -1,0 +1,104 @@
+//! The pipeline's recording hooks (`run --record`) and the replay's entry
+//! (`keysentry replay`): what is written after each handled record, and
+//! how a recording's records are fed back. The file format is `record.rs`.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::{
+    pipeline::Pipeline,
+    proctab::{Fetched, ProcInfo},
+    record::{self, Record, Recorder},
+};
+
+impl Pipeline {
+    /// Record to this file from now on (the header and the process table).
+    pub fn record_to(&mut self, path: &Path, config_text: String) -> Result<()> {
+        let mut protected: Vec<(u32, u32)> = self.protector.snapshot();
+        protected.sort();
+        let header = record::Header {
+            version: record::VERSION,
+            host: self.host.clone(),
+            clock_offset_ns: self.clock.offset_ns,
+            config: config_text,
+            self_pid: std::process::id(),
+            protected,
+        };
+        let mut r = Recorder::create(path, &header)?;
+        let mut procs: Vec<&ProcInfo> = self.procs.iter().collect();
+        procs.sort_by_key(|p| p.pid);
+        for p in procs {
+            r.write(&Record::Snapshot(p.into()))?;
+        }
+        r.flush()?;
+        self.procs.recording = true;
+        self.view.set_recording(true);
+        self.recorder = Some(r);
+        Ok(())
+    }
+
+    pub(crate) fn record_event(&mut self, bytes: &[u8]) {
+        self.record(Record::Event(bytes.to_vec()));
+    }
+
+    /// A replay: the header's host, clock and protected set; no /proc.
+    pub fn replay_from(&mut self, h: &record::Header) {
+        self.host = h.host.clone();
+        self.clock.offset_ns = h.clock_offset_ns;
+        self.procs.offline = true;
+        self.view.replaying();
+        self.protector.restore(&h.protected);
+    }
+
+    /// One record of a recording (after the header).
+    pub fn replay(&mut self, rec: Record) {
+        match rec {
+            Record::Header(_) => {}
+            Record::Event(b) => self.handle_event(&b),
+            Record::Proc(p) | Record::Snapshot(p) => self.procs.insert(p.into()),
+            Record::Tgid(t, g) => self.procs.insert_tgid(t, g),
+            Record::Fact(k, v) => {
+                self.view.insert_recorded(k, v);
+            }
+            Record::Tick(ns) => self.tick_at(ns),
+            Record::Scan(r) => self.scanned_at(r),
+        }
+    }
+
+    /// Writes one record when recording, after the /proc reads and facts
+    /// its handling made (so a replay has them before it handles the
+    /// record). Callers handle first, then record. A failed write stops
+    /// recording.
+    pub(crate) fn record(&mut self, rec: Record) {
+        self.record_with(Some(rec));
+    }
+
+    /// As `record`; None writes only the /proc reads and facts pending
+    /// (at shutdown: what the final flush read, for the replay's own).
+    pub(crate) fn record_with(&mut self, rec: Option<Record>) {
+        let Some(r) = self.recorder.as_mut() else {
+            return;
+        };
+        let mut recs: Vec<Record> = self
+            .procs
+            .fetched
+            .drain(..)
+            .map(|f| match f {
+                Fetched::Proc(p) => Record::Proc((&p).into()),
+                Fetched::Tgid(t, g) => Record::Tgid(t, g),
+            })
+            .collect();
+        recs.extend(self.view.take_new().map(|(k, v)| Record::Fact(k, v)));
+        recs.extend(rec);
+        for rec in &recs {
+            if let Err(e) = r.write(rec) {
+                tracing::warn!("recording stopped: {e:#}");
+                self.recorder = None;
+                self.procs.recording = false;
+                self.view.set_recording(false);
+                return;
+            }
+        }
+    }
+}
