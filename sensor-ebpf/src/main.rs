@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod emit;
 mod maps;
 mod probes;
 mod syscall;

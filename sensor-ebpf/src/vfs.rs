@@ -4,14 +4,10 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
-};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use sensor_common::{
-    Header, InodeKey, KPath, PATH_BUF, PATH_COMPLETE, PATH_MAX_DEPTH, PATH_TRUNCATED,
-    PATH_WRITE_MASK,
+    InodeKey, KPath, PATH_BUF, PATH_COMPLETE, PATH_MAX_DEPTH, PATH_TRUNCATED, PATH_WRITE_MASK,
     names::{MAX_PATTERNS, NameKey, PAT_DIR, name_key},
 };
 
@@ -225,24 +221,6 @@ pub unsafe fn read_path(path: Ptr, out: *mut KPath) {
         );
         (*out).len = len as u32;
         (*out).flags = w.flags as u32;
-    }
-}
-
-/// Fills a record header from the current task.
-#[inline(always)]
-pub unsafe fn fill_header(h: *mut Header, kind: u32, size: usize) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    unsafe {
-        (*h).kind = kind;
-        (*h).size = size as u32;
-        (*h).ts_boot_ns = generated::bpf_ktime_get_boot_ns();
-        (*h).pid = (pid_tgid >> 32) as u32;
-        (*h).tid = pid_tgid as u32;
-        (*h).uid = uid_gid as u32;
-        (*h).gid = (uid_gid >> 32) as u32;
-        (*h).cgroup_id = bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
 }
 

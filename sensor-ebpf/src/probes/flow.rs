@@ -23,26 +23,24 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK,
-    PATH_OP_RENAME, PATH_OP_UNLINK, PathChangeEvent, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE,
-    TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP,
-    VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED,
-    WatchEntry, WriteKey,
+    ARG_BUF, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME,
+    PATH_OP_UNLINK, PathChangeEvent, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE, TAINT_PIPE,
+    TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
+    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
+    WriteKey,
 };
 
 use crate::{
+    emit::emit,
     maps::{
-        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN,
-        acting_tgid, count_lost, count_stop, submit_flags, watch_entry,
+        PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
+        count_stop, watch_entry,
     },
     off,
     probes::open::arg_final_name,
     setting,
     syscall::{arg_reg, args3, sys_ret},
-    vfs::{
-        Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
-        read_path,
-    },
+    vfs::{Ptr, dentry_name_key, fd_file, file_dentry, file_identity, rd, rd_ptr, read_path},
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -438,16 +436,10 @@ unsafe fn wrote_file(
                 BPF_NOEXIST,
             );
         }
-        let Some(mut entry) = EVENTS.reserve::<FileWriteEvent>(0) else {
-            count_lost(EventKind::FileWrite);
+        let Some(rec) = emit::<FileWriteEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::FileWrite as u32,
-            size_of::<FileWriteEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).taint = *taint;
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
@@ -458,7 +450,7 @@ unsafe fn wrote_file(
         (*ev).igen = igen;
         (*ev).fmode = rd::<u32>(file, off!(file_f_mode)).unwrap_or(0);
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }
 
@@ -476,16 +468,10 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
             return;
         }
         let _ = SENT.insert(key, 1, 0);
-        let Some(mut entry) = EVENTS.reserve::<NetSendEvent>(0) else {
-            count_lost(EventKind::NetSend);
+        let Some(rec) = emit::<NetSendEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::NetSend as u32,
-            size_of::<NetSendEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).taint = *taint;
         (*ev).bytes = ret;
         (*ev).fd = fd as i32;
@@ -537,7 +523,7 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
                 (*ev).dest_len = 28;
             }
         }
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }
 
@@ -567,16 +553,10 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
         if written == NOT_FOLLOWED {
             return 0;
         }
-        let Some(mut entry) = EVENTS.reserve::<FileCloseEvent>(0) else {
-            count_lost(EventKind::FileClose);
+        let Some(rec) = emit::<FileCloseEvent>() else {
             return 0;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::FileClose as u32,
-            size_of::<FileCloseEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).fd = fd as i32;
@@ -584,7 +564,7 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
         (*ev)._pad = 0;
         (*ev).size = rd::<i64>(inode, off!(inode_i_size)).unwrap_or(0);
         (*ev).written = written;
-        entry.submit(submit_flags());
+        rec.submit();
     }
     0
 }
@@ -639,16 +619,10 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         if arg_final_name(old).is_none() && (new == 0 || arg_final_name(new).is_none()) {
             return 0;
         }
-        let Some(mut entry) = EVENTS.reserve::<PathChangeEvent>(0) else {
-            count_lost(EventKind::PathChange);
+        let Some(rec) = emit::<PathChangeEvent>() else {
             return 0;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::PathChange as u32,
-            size_of::<PathChangeEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).op = op;
         (*ev).flags = 0;
@@ -674,7 +648,7 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
                 (*ev).new_len = n as u32 - 1;
             }
         }
-        entry.submit(submit_flags());
+        rec.submit();
     }
     0
 }

@@ -27,14 +27,15 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ALLOW_ANY_KEY, ALLOW_MEMORY, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
-    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, EventKind, InodeKey,
-    MEM_LSM_ACCESS, MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, InodeKey, MEM_LSM_ACCESS,
+    MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
 };
 
 use crate::{
-    maps::{ENFORCE, EVENTS, PROTECTED, allowed, count_lost, exe_of, submit_flags, watch_entry},
+    emit::emit,
+    maps::{ENFORCE, PROTECTED, allowed, exe_of, watch_entry},
     off, setting,
-    vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+    vfs::{Ptr, current_task, file_dentry, file_identity, rd, rd_ptr, read_path},
 };
 
 const EPERM: i32 = 1;
@@ -90,16 +91,10 @@ pub(crate) fn syscall_nr() -> i64 {
 #[inline(always)]
 unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, watch_id: u32) {
     unsafe {
-        let Some(mut entry) = EVENTS.reserve::<DeniedEvent>(0) else {
-            count_lost(EventKind::Denied);
+        let Some(rec) = emit::<DeniedEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Denied as u32,
-            size_of::<DeniedEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).rule = rule;
         (*ev).target = target;
         (*ev).arg = arg;
@@ -116,7 +111,7 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
             read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
         }
         // A denial is urgent: wake user space now.
-        entry.submit(crate::maps::BPF_RB_FORCE_WAKEUP);
+        rec.submit_now();
     }
 }
 
@@ -170,17 +165,12 @@ unsafe fn detect_access(target: u32, mode: u32) {
     if flags & PF_IO_WORKER != 0 {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
-        count_lost(EventKind::MemAccess);
+    let Some(rec) = emit::<MemAccessEvent>() else {
         return;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::MemAccess as u32,
-            size_of::<MemAccessEvent>(),
-        );
         (*ev).ret = 0;
         (*ev).request = nr as u64;
         (*ev).arg = mode as u64;
@@ -189,7 +179,7 @@ unsafe fn detect_access(target: u32, mode: u32) {
         (*ev).target_protected = protected as u32;
         (*ev)._pad = 0;
     }
-    entry.submit(submit_flags());
+    rec.submit();
 }
 
 // int ptrace_access_check(struct task_struct *child, unsigned int mode)

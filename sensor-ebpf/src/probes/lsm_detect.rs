@@ -18,19 +18,17 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use sensor_common::{
-    ALLOW_ANY_KEY, EventKind, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
+    ALLOW_ANY_KEY, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
     FDV_UNKNOWN, FdAccessEvent, FileOpener, InodeKey, TAINT_FILE, Taint, WATCH_CHILDREN,
     WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
 };
 
 use crate::{
-    maps::{
-        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, count_lost, exe_of,
-        submit_flags, watch_entry,
-    },
+    emit::emit,
+    maps::{FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, exe_of, watch_entry},
     off,
     probes::{flow::add_taint, lsm::syscall_nr},
-    vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+    vfs::{Ptr, current_task, file_dentry, file_identity, rd, rd_ptr, read_path},
 };
 
 const MAY_WRITE: i32 = 0x2;
@@ -207,16 +205,10 @@ unsafe fn fd_access(file: Ptr, op: u32) {
                 },
             );
         }
-        let Some(mut entry) = EVENTS.reserve::<FdAccessEvent>(0) else {
-            count_lost(EventKind::FdAccess);
+        let Some(rec) = emit::<FdAccessEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::FdAccess as u32,
-            size_of::<FdAccessEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).op = op;
@@ -229,6 +221,6 @@ unsafe fn fd_access(file: Ptr, op: u32) {
         (*ev).igen = igen;
         (*ev).owner = rd::<u32>(inode, off!(inode_i_uid)).unwrap_or(u32::MAX);
         read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }

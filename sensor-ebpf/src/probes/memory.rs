@@ -8,16 +8,16 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use sensor_common::{
-    EventKind, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent,
-    TAINT_MEMORY, Taint,
+    MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent, TAINT_MEMORY, Taint,
 };
 
 use crate::{
-    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
+    emit::emit,
+    maps::PROTECTED,
     off,
     probes::flow::add_taint,
     syscall::{args3, sys_ret},
-    vfs::{fd_file, fill_header, rd, rd_ptr},
+    vfs::{fd_file, rd, rd_ptr},
 };
 
 const PTRACE_TRACEME: u64 = 0;
@@ -38,8 +38,10 @@ fn is_ptrace_access(req: u64) -> bool {
         || req == PTRACE_SETREGSET
 }
 
+/// Reports an access to another process's memory (a successful one to a
+/// protected process taints the actor first).
 #[inline(always)]
-fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
+fn report(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
     let protected = unsafe { PROTECTED.get(target) }.is_some() as u32;
     // A successful read of (or attach to) a protected process taints the
     // actor: a file it writes next may be a dump of that memory.
@@ -53,17 +55,12 @@ fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
             },
         );
     }
-    let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
-        count_lost(EventKind::MemAccess);
+    let Some(rec) = emit::<MemAccessEvent>() else {
         return;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::MemAccess as u32,
-            size_of::<MemAccessEvent>(),
-        );
         (*ev).ret = ret;
         (*ev).request = request;
         (*ev).arg = arg;
@@ -72,7 +69,7 @@ fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
         (*ev).target_protected = protected;
         (*ev)._pad = 0;
     }
-    entry.submit(submit_flags());
+    rec.submit();
 }
 
 #[inline(always)]
@@ -96,7 +93,7 @@ pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
     if !(attach || protected_access) {
         return 0;
     }
-    emit(MEM_PTRACE, sys_ret(&ctx), pid, request, addr);
+    report(MEM_PTRACE, sys_ret(&ctx), pid, request, addr);
     0
 }
 
@@ -122,7 +119,7 @@ fn vm_access(ctx: &TracePointContext, op: u32) -> u32 {
     if pid == tgid {
         return 0;
     }
-    emit(op, sys_ret(ctx), pid, 0, 0);
+    report(op, sys_ret(ctx), pid, 0, 0);
     0
 }
 
@@ -162,6 +159,6 @@ pub fn ks_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let target = unsafe { pidfd_target(pidfd) };
-    emit(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
+    report(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
     0
 }

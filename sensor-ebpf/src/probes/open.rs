@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ALLOW_ANY_KEY, ARG_BUF, DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER,
-    DCFG_SUID_DUMPABLE, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME,
-    MATCH_PARENT, MATCH_TRACKED, OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
+    DCFG_SUID_DUMPABLE, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
+    MATCH_TRACKED, OpenEvent, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
     PROC_SMAPS, PROC_STATUS, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT,
     SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE, TAINT_MEMORY, Taint, WATCH_CHILDREN,
     WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, name_head,
@@ -26,17 +26,18 @@ use sensor_common::{
 };
 
 use crate::{
+    emit::emit_as,
     maps::{
-        ENVIRON_READS, EVENTS, LOST, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed,
-        count_lost, count_stop, exe_of, submit_flags, watch_entry,
+        ENVIRON_READS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed, count_stop,
+        exe_of, watch_entry,
     },
     off,
     probes::{dumpcfg::emit_dump_config, flow::add_taint},
     setting,
     syscall::{args3, sys_ret},
     vfs::{
-        Ptr, current_task, dentry_name_key, eval_patterns, fd_file, file_dentry, file_identity,
-        fill_header, rd, rd_ptr, read_path,
+        Ptr, current_task, dentry_name_key, eval_patterns, fd_file, file_dentry, file_identity, rd,
+        rd_ptr, read_path,
     },
 };
 
@@ -198,7 +199,7 @@ pub struct OpenState {
     /// Generation of a tracked file's readers (the watch entry's).
     generation: u32,
     rules: u32,
-    kind: u32,
+    kind: OpenKind,
     /// A failed open's path: (len, start of the final component, end).
     arg_len: u32,
     arg_start: u32,
@@ -291,7 +292,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             put!(s.matched, matched);
             put!(s.watch_id, watch_id);
             put!(s.generation, g);
-            put!(s.kind, EventKind::KeyOpen as u32);
+            put!(s.kind, OpenKind::KeyOpen);
         }
         // The name patterns.
         let name = dentry_name_key(get!(s.dentry) as Ptr);
@@ -377,7 +378,7 @@ unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool 
                 },
             );
         }
-        put!(s.kind, EventKind::ProcFileOpen as u32);
+        put!(s.kind, OpenKind::ProcFileOpen);
         put!(s.rules, pf);
         true
     }
@@ -403,7 +404,7 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         // could drop its taint.
         let igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
         let owner = rd::<u32>(inode, off!(inode_i_uid)).unwrap_or(u32::MAX);
-        if kind == EventKind::KeyOpen as u32 && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
+        if kind == OpenKind::KeyOpen && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
             if key_allowed(get!(s.matched), get!(s.watch_id)) {
                 count_stop(STOP_ALLOWLIST);
             } else if own_key(get!(s.matched), owner) {
@@ -423,14 +424,10 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
                 );
             }
         }
-        let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-            if let Some(p) = LOST.get_ptr_mut(get!(s.kind)) {
-                *p += 1;
-            }
+        let Some(rec) = emit_as::<OpenEvent>(kind) else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(&raw mut (*ev).hdr, get!(s.kind), size_of::<OpenEvent>());
+        let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).ino = get!(s.ino);
         (*ev).dev = get!(s.dev);
@@ -463,7 +460,7 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
             (get!(s.file) as Ptr).add(off!(file_f_path) as usize),
             &raw mut (*ev).path,
         );
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }
 
@@ -701,16 +698,10 @@ unsafe fn check_failed(src: u32, ret: i64) {
         let Some((buf, len, rules)) = arg_final_name(path) else {
             return;
         };
-        let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-            count_lost(EventKind::KeyOpenFailed);
+        let Some(rec) = emit_as::<OpenEvent>(OpenKind::KeyOpenFailed) else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::KeyOpenFailed as u32,
-            size_of::<OpenEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).ino = 0;
         (*ev).dev = 0;
@@ -733,6 +724,6 @@ unsafe fn check_failed(src: u32, ret: i64) {
         );
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }

@@ -8,19 +8,20 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent, STOP_EXEC, STOP_MAP_FULL,
+    CMDLINE_BUF, ExecEvent, ExitEvent, ForkEvent, RenameEvent, STOP_EXEC, STOP_MAP_FULL,
     TAINT_HELPER, Taint, WATCH_SELF,
 };
 
 use crate::{
+    emit::emit,
     maps::{
-        ENVIRON_READS, EVENTS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
-        TAINTED_PIPES, count_lost, count_stop, submit_flags, watch_entry,
+        ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
+        TAINTED_PIPES, count_stop, watch_entry,
     },
     off,
     probes::flow::{add_taint, next_gen},
     setting,
-    vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
+    vfs::{Ptr, current_task, file_identity, rd, rd_ptr, read_path},
 };
 
 /// sched:sched_process_exec (fields unused: the new image is read from
@@ -33,17 +34,12 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     }
     taint_at_exec();
     protect_at_exec();
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_lost(EventKind::Exec);
+    let Some(rec) = emit::<ExecEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Exec as u32,
-            size_of::<ExecEvent>(),
-        );
         let task = current_task();
         (*ev).ppid = rd_ptr(task, off!(task_real_parent))
             .and_then(|p| rd::<u32>(p, off!(task_tgid)))
@@ -74,7 +70,7 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
             }
         }
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
 
@@ -246,22 +242,17 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
             count_stop(STOP_MAP_FULL);
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
-        count_lost(EventKind::Fork);
+    let Some(rec) = emit::<ForkEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Fork as u32,
-            size_of::<ForkEvent>(),
-        );
         (*ev).child_pid = tgid;
         (*ev)._pad = 0;
         (*ev).child_start_ns = rd::<u64>(child, off!(task_start_time)).unwrap_or(0);
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
 
@@ -315,17 +306,12 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     }
     let _ = PROTECTED.remove(tgid);
     let _ = TAINTED.remove(tgid);
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        count_lost(EventKind::Exit);
+    let Some(rec) = emit::<ExitEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Exit as u32,
-            size_of::<ExitEvent>(),
-        );
         (*ev).exit_code = exit_code;
         (*ev).environ_reads = 0;
         if let Some(n) = ENVIRON_READS.get(tgid) {
@@ -333,7 +319,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
             let _ = ENVIRON_READS.remove(tgid);
         }
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
 
@@ -378,19 +364,14 @@ pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
     if let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) } {
         let _ = PROTECTED.insert(tgid, *rule, BPF_NOEXIST);
     }
-    let Some(mut entry) = EVENTS.reserve::<sensor_common::RenameEvent>(0) else {
-        count_lost(EventKind::Rename);
+    let Some(rec) = emit::<RenameEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Rename as u32,
-            size_of::<sensor_common::RenameEvent>(),
-        );
         (*ev).comm = comm;
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
