@@ -28,6 +28,11 @@ use sensor_common::{
     TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
     VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
     WriteKey,
+    x86_64::{
+        NR_COPY_FILE_RANGE, NR_IOCTL, NR_LINK, NR_LINKAT, NR_MMAP, NR_PWRITE64, NR_PWRITEV,
+        NR_PWRITEV2, NR_RENAME, NR_RENAMEAT, NR_RENAMEAT2, NR_SENDFILE, NR_SENDMMSG, NR_SENDMSG,
+        NR_SENDTO, NR_SPLICE, NR_TEE, NR_UNLINK, NR_UNLINKAT, NR_VMSPLICE, NR_WRITE, NR_WRITEV,
+    },
 };
 
 use crate::{
@@ -39,7 +44,7 @@ use crate::{
     off,
     probes::open::arg_final_name,
     setting,
-    syscall::{arg_reg, args3, sys_ret},
+    syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
     vfs::{Ptr, dentry_name_key, fd_file, file_dentry, file_identity, rd, rd_ptr, read_path},
 };
 
@@ -149,31 +154,8 @@ pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
     0
 }
 
-// x86_64 syscall numbers of the sink syscalls.
-const NR_WRITE: i32 = 1;
-const NR_PWRITE64: i32 = 18;
-const NR_WRITEV: i32 = 20;
-const NR_PWRITEV: i32 = 296;
-const NR_PWRITEV2: i32 = 328;
-const NR_SENDTO: i32 = 44;
-const NR_SENDMSG: i32 = 46;
-const NR_SENDMMSG: i32 = 307;
-const NR_SENDFILE: i32 = 40;
-const NR_COPY_FILE_RANGE: i32 = 326;
-const NR_SPLICE: i32 = 275;
-const NR_VMSPLICE: i32 = 278;
-const NR_TEE: i32 = 276;
-const NR_IOCTL: i32 = 16;
-const NR_MMAP: i32 = 9;
 const PROT_WRITE: u64 = 2;
 const MAP_SHARED: u64 = 1;
-
-/// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
-/// against tracefs at load time).
-#[inline(always)]
-fn syscall_nr(ctx: &TracePointContext) -> i32 {
-    unsafe { ctx.read_at::<i32>(sensor_common::SYSCALL_NR_OFFSET as usize) }.unwrap_or(-1)
-}
 
 // One program, attached to the exit tracepoints of every sink syscall and
 // dispatched on the syscall number (one verification instead of fourteen):
@@ -187,7 +169,7 @@ fn syscall_nr(ctx: &TracePointContext) -> i32 {
 // blocks without reading or writing them.
 #[tracepoint]
 pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
-    match syscall_nr(&ctx) {
+    match tp_nr(&ctx) {
         NR_WRITE | NR_PWRITE64 | NR_WRITEV | NR_PWRITEV | NR_PWRITEV2 => {
             on_sink_to(&ctx, VIA_WRITE, ArgFd::Di, None, Dest::None)
         }
@@ -228,11 +210,11 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
                 let Some((_, len, prot)) = args3() else {
                     return 0;
                 };
-                let flags = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
+                let flags = arg4().unwrap_or(0);
                 if prot & PROT_WRITE == 0 || flags & MAP_SHARED == 0 {
                     return 0;
                 }
-                let fd = arg_reg(off!(pt_regs_r8)).unwrap_or(u64::MAX);
+                let fd = arg5().unwrap_or(u64::MAX);
                 let Some(taint) = TAINTED.get(tgid) else {
                     return 0;
                 };
@@ -500,9 +482,9 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
         // An unconnected datagram socket names its peer per call.
         if dest != Dest::None {
             let name = if dest == Dest::Sockaddr {
-                arg_reg(off!(pt_regs_r8)).unwrap_or(0)
+                arg5().unwrap_or(0)
             } else {
-                let msg = arg_reg(off!(pt_regs_si)).unwrap_or(0);
+                let msg = arg2().unwrap_or(0);
                 let mut p = 0u64;
                 if msg != 0 {
                     generated::bpf_probe_read_user(
@@ -575,13 +557,13 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
 // unlinkat(dfd, path, flags), dispatched on the number.
 #[tracepoint]
 pub fn ks_exit_pathchange(ctx: TracePointContext) -> u32 {
-    match syscall_nr(&ctx) {
-        82 => path_change(&ctx, PATH_OP_RENAME, false),
-        264 | 316 => path_change(&ctx, PATH_OP_RENAME, true),
-        86 => path_change(&ctx, PATH_OP_LINK, false),
-        265 => path_change(&ctx, PATH_OP_LINK, true),
-        87 => path_change(&ctx, PATH_OP_UNLINK, false),
-        263 => path_change(&ctx, PATH_OP_UNLINK, true),
+    match tp_nr(&ctx) {
+        NR_RENAME => path_change(&ctx, PATH_OP_RENAME, false),
+        NR_RENAMEAT | NR_RENAMEAT2 => path_change(&ctx, PATH_OP_RENAME, true),
+        NR_LINK => path_change(&ctx, PATH_OP_LINK, false),
+        NR_LINKAT => path_change(&ctx, PATH_OP_LINK, true),
+        NR_UNLINK => path_change(&ctx, PATH_OP_UNLINK, false),
+        NR_UNLINKAT => path_change(&ctx, PATH_OP_UNLINK, true),
         _ => 0,
     }
 }
@@ -608,7 +590,7 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
                 (AT_FDCWD, a0, AT_FDCWD, 0)
             }
         } else if at {
-            let a3 = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
+            let a3 = arg4().unwrap_or(0);
             (a0 as i32, a1, a2 as i32, a3)
         } else {
             (AT_FDCWD, a0, AT_FDCWD, a1)

@@ -20,21 +20,22 @@
 //!
 //! Never denied: the sensor itself (`SETTINGS.self_pid`) and pid 1.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use sensor_common::{
     ALLOW_ANY_KEY, ALLOW_MEMORY, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
     ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, InodeKey, MEM_LSM_ACCESS,
     MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    x86_64::{
+        NR_CREAT, NR_IO_URING_ENTER, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2,
+        NR_PIDFD_GETFD, NR_PROCESS_VM_READV, NR_PROCESS_VM_WRITEV, NR_PTRACE,
+    },
 };
 
 use crate::{
     emit::emit,
     maps::{ENFORCE, PROTECTED, allowed, exe_of, watch_entry},
     off, setting,
+    syscall::current_nr,
     vfs::{Ptr, current_task, file_dentry, file_identity, rd, rd_ptr, read_path},
 };
 
@@ -46,18 +47,6 @@ const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_DUMPCORE: u32 = 0x0000_0200;
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
-
-// x86_64 syscall numbers of the memory-access syscalls.
-const NR_PTRACE: i64 = 101;
-const NR_PROCESS_VM_READV: i64 = 310;
-const NR_PROCESS_VM_WRITEV: i64 = 311;
-const NR_PIDFD_GETFD: i64 = 438;
-const NR_OPEN: i64 = 2;
-const NR_CREAT: i64 = 85;
-const NR_OPENAT: i64 = 257;
-const NR_OPEN_BY_HANDLE_AT: i64 = 304;
-const NR_IO_URING_ENTER: i64 = 426;
-const NR_OPENAT2: i64 = 437;
 
 #[inline(always)]
 fn enforced(rule: u32) -> bool {
@@ -75,18 +64,6 @@ fn actor_tgid() -> Option<u32> {
     }
 }
 
-/// The current syscall number (-1 outside a syscall).
-#[inline(always)]
-pub(crate) fn syscall_nr() -> i64 {
-    unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return -1;
-        }
-        rd::<i64>(regs, off!(pt_regs_orig_ax)).unwrap_or(-1)
-    }
-}
-
 /// Reports a denial. `file` (when not null) gives the record its file.
 #[inline(always)]
 unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, watch_id: u32) {
@@ -98,7 +75,7 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
         (*ev).rule = rule;
         (*ev).target = target;
         (*ev).arg = arg;
-        (*ev).syscall = syscall_nr() as i32;
+        (*ev).syscall = current_nr();
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).watch_id = watch_id;
@@ -119,7 +96,7 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
 /// (memory.rs, open.rs): the LSM hook leaves them to them (no double
 /// alerts), and reports the others.
 #[inline(always)]
-fn enumerated(nr: i64) -> bool {
+fn enumerated(nr: i32) -> bool {
     matches!(
         nr,
         NR_PTRACE
@@ -147,7 +124,7 @@ unsafe fn detect_access(target: u32, mode: u32) {
     if mode & PTRACE_MODE_NOAUDIT != 0 || crate::setting!(empty_programs) != 0 {
         return;
     }
-    let nr = syscall_nr();
+    let nr = current_nr();
     if nr < 0 || enumerated(nr) {
         return;
     }
@@ -205,7 +182,7 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if mode & PTRACE_MODE_ATTACH == 0 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
-    let rule = match syscall_nr() {
+    let rule = match current_nr() {
         NR_PTRACE => ENF_PTRACE,
         NR_PROCESS_VM_READV => ENF_VM_READ,
         NR_PROCESS_VM_WRITEV => ENF_VM_WRITE,

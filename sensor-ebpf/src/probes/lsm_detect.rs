@@ -27,7 +27,8 @@ use crate::{
     emit::emit,
     maps::{FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, exe_of, watch_entry},
     off,
-    probes::{flow::add_taint, lsm::syscall_nr},
+    probes::flow::add_taint,
+    syscall::current_nr,
     vfs::{Ptr, current_task, file_dentry, file_identity, rd, rd_ptr, read_path},
 };
 
@@ -111,7 +112,7 @@ pub fn ks_lsm_file_receive(ctx: LsmContext) -> i32 {
     if unsafe { watched_file(file as Ptr) }.is_none() {
         return 0;
     }
-    let _ = FD_RECEIVED.insert([tgid as u64, file], syscall_nr() as i32, 0);
+    let _ = FD_RECEIVED.insert([tgid as u64, file], current_nr(), 0);
     0
 }
 

@@ -9,6 +9,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent, TAINT_MEMORY, Taint,
+    x86_64::{PTRACE_GETREGS, PTRACE_SETFPREGS},
 };
 
 use crate::{
@@ -23,8 +24,6 @@ use crate::{
 const PTRACE_TRACEME: u64 = 0;
 const PTRACE_PEEKTEXT: u64 = 1;
 const PTRACE_POKEUSER: u64 = 6;
-const PTRACE_GETREGS: u64 = 12;
-const PTRACE_SETFPREGS: u64 = 15;
 const PTRACE_ATTACH: u64 = 16;
 const PTRACE_GETREGSET: u64 = 0x4204;
 const PTRACE_SETREGSET: u64 = 0x4205;

@@ -10,6 +10,7 @@ use aya_ebpf::{
 use sensor_common::{
     CMDLINE_BUF, ExecEvent, ExitEvent, ForkEvent, RenameEvent, STOP_EXEC, STOP_MAP_FULL,
     TAINT_HELPER, Taint, WATCH_SELF,
+    x86_64::{NR_EXECVE, NR_EXECVEAT},
 };
 
 use crate::{
@@ -21,6 +22,7 @@ use crate::{
     off,
     probes::flow::{add_taint, next_gen},
     setting,
+    syscall::current_nr,
     vfs::{Ptr, current_task, file_identity, rd, rd_ptr, read_path},
 };
 
@@ -323,10 +325,6 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// x86_64 numbers of the exec syscalls: exec renames the task too
-/// (`begin_new_exec`), and that name is the exec record's.
-const NR_EXECVE: i64 = 59;
-const NR_EXECVEAT: i64 = 322;
 /// BPF_NOEXIST: a rename keeps the rule that protects a process already.
 const BPF_NOEXIST: u64 = 1;
 
@@ -351,7 +349,9 @@ pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
     if pid as u32 != tgid {
         return 0;
     }
-    let nr = crate::probes::lsm::syscall_nr();
+    // Exec renames the task too (`begin_new_exec`): that name is the exec
+    // record's.
+    let nr = current_nr();
     if nr == NR_EXECVE || nr == NR_EXECVEAT {
         return 0;
     }
