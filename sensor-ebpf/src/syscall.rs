@@ -21,7 +21,7 @@ fn user_regs() -> Ptr {
 
 /// (di, si, dx): the first three syscall arguments on x86_64.
 #[inline(always)]
-pub unsafe fn args3() -> Option<(u64, u64, u64)> {
+pub fn args3() -> Option<(u64, u64, u64)> {
     let regs = user_regs();
     if regs.is_null() {
         return None;
@@ -38,7 +38,7 @@ pub unsafe fn args3() -> Option<(u64, u64, u64)> {
 
 /// The syscall argument register at `reg_off` in pt_regs.
 #[inline(always)]
-unsafe fn arg_reg(reg_off: u32) -> Option<u64> {
+fn arg_reg(reg_off: u32) -> Option<u64> {
     let regs = user_regs();
     if regs.is_null() {
         return None;
@@ -49,20 +49,20 @@ unsafe fn arg_reg(reg_off: u32) -> Option<u64> {
 
 /// The 2nd syscall argument (si).
 #[inline(always)]
-pub unsafe fn arg2() -> Option<u64> {
-    unsafe { arg_reg(off!(pt_regs_si)) }
+pub fn arg2() -> Option<u64> {
+    arg_reg(off!(pt_regs_si))
 }
 
 /// The 4th syscall argument (r10: the syscall ABI's, not the C ABI's rcx).
 #[inline(always)]
-pub unsafe fn arg4() -> Option<u64> {
-    unsafe { arg_reg(off!(pt_regs_r10)) }
+pub fn arg4() -> Option<u64> {
+    arg_reg(off!(pt_regs_r10))
 }
 
 /// The 5th syscall argument (r8).
 #[inline(always)]
-pub unsafe fn arg5() -> Option<u64> {
-    unsafe { arg_reg(off!(pt_regs_r8)) }
+pub fn arg5() -> Option<u64> {
+    arg_reg(off!(pt_regs_r8))
 }
 
 /// The current syscall's number from the saved registers (`orig_ax`), -1

@@ -18,6 +18,8 @@ pub type Ptr = *const u8;
 /// Reads a `T` at `base + offset` of kernel memory.
 #[inline(always)]
 pub unsafe fn rd<T: Copy>(base: Ptr, offset: u32) -> Option<T> {
+    // SAFETY: the address is only handed to bpf_probe_read_kernel, which
+    // checks it and fails cleanly; nothing dereferences it directly.
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
 }
 
@@ -36,6 +38,7 @@ pub fn current_task() -> Ptr {
 /// `current->files->fdt->fd[fd]`.
 #[inline(always)]
 pub unsafe fn fd_file(fd: u64) -> Option<Ptr> {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe {
         let files = rd_ptr(current_task(), off!(task_files))?;
         let fdt = rd_ptr(files, off!(files_fdt))?;
@@ -50,6 +53,7 @@ pub unsafe fn fd_file(fd: u64) -> Option<Ptr> {
 /// (device, inode number) and the inode of an open file.
 #[inline(always)]
 pub unsafe fn file_identity(file: Ptr) -> Option<(InodeKey, Ptr)> {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe {
         let inode = rd_ptr(file, off!(file_f_inode))?;
         let ino: u64 = rd(inode, off!(inode_i_ino))?;
@@ -67,6 +71,7 @@ pub unsafe fn file_dentry(file: Ptr) -> Option<Ptr> {
 /// (len, name pointer) of a dentry's name.
 #[inline(always)]
 unsafe fn dentry_name(dentry: Ptr) -> Option<(u32, Ptr)> {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe {
         // struct qstr { u32 hash; u32 len; const char *name; } in one read
         // (layout checked by user space at load time).
@@ -83,6 +88,8 @@ unsafe fn dentry_name(dentry: Ptr) -> Option<(u32, Ptr)> {
 /// zero (matching no pattern) when it cannot be read.
 #[inline(always)]
 pub unsafe fn dentry_name_key(dentry: Ptr) -> NameKey {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only, into
+    // the two 16-byte arrays on the stack.
     unsafe {
         let Some((len, name)) = dentry_name(dentry) else {
             return NameKey::default();
@@ -131,6 +138,10 @@ struct Walk {
 /// mount. Returns 1 to stop.
 #[inline(never)]
 unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is read_path's `Walk` (bpf_loop passes it through);
+    // kernel memory is read through bpf_probe_read_kernel only; the name
+    // is written at `pos & PATH_WRITE_MASK` with at most 255 + 1 bytes,
+    // inside PATH_BUF (checked at compile time in sensor-common).
     unsafe {
         let w = ctx as *mut Walk;
         let Some(out) = PATH_SCRATCH.get_ptr_mut(0) else {
@@ -186,6 +197,9 @@ unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// each followed by '/'.
 #[inline(always)]
 pub unsafe fn read_path(path: Ptr, out: *mut KPath) {
+    // SAFETY: `out` is a writable KPath (the caller's); kernel memory is
+    // read through bpf_probe_read_kernel only; `w` outlives the bpf_loop
+    // that hands it to path_step, whose signature is bpf_loop's callback's.
     unsafe {
         (*out).len = 0;
         (*out).flags = 0;
@@ -237,6 +251,8 @@ struct PatternWalk {
 /// bpf_loop callback: one pattern of the table.
 #[inline(never)]
 unsafe extern "C" fn pattern_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is eval_patterns' `PatternWalk` (bpf_loop passes it
+    // through); the pattern index is masked into the table.
     unsafe {
         let w = ctx as *mut PatternWalk;
         if i >= (*w).count {
@@ -277,6 +293,8 @@ pub fn eval_patterns(count: u32, name: &NameKey, parent: &NameKey) -> u32 {
         include: 0,
         exclude: 0,
     };
+    // SAFETY: `w` outlives the loop that hands it to pattern_step, whose
+    // signature is bpf_loop's callback's.
     unsafe {
         generated::bpf_loop(
             MAX_PATTERNS as u32,

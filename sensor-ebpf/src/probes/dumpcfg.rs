@@ -53,7 +53,7 @@ pub fn ks_exit_prctl(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Some((option, arg2, _)) = (unsafe { args3() }) else {
+    let Some((option, arg2, _)) = args3() else {
         return 0;
     };
     let me = current_tgid();
@@ -79,7 +79,7 @@ pub fn ks_exit_setrlimit(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Some((resource, rlim, _)) = (unsafe { args3() }) else {
+    let Some((resource, rlim, _)) = args3() else {
         return 0;
     };
     let me = current_tgid();
@@ -97,7 +97,7 @@ pub fn ks_exit_prlimit64(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Some((pid, resource, new)) = (unsafe { args3() }) else {
+    let Some((pid, resource, new)) = args3() else {
         return 0;
     };
     if resource != RLIMIT_CORE || new == 0 {

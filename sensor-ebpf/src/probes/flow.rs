@@ -71,6 +71,8 @@ const NOT_FOLLOWED: u64 = u64::MAX;
 #[inline(always)]
 pub fn add_taint(tgid: u32, t: &Taint) {
     match TAINTED.get_ptr_mut(tgid) {
+        // SAFETY: a live map value (another CPU may update the same entry:
+        // the worst is a mixed taint, as before BPF spin locks).
         Some(cur) => unsafe {
             (*cur).flags |= t.flags;
             if (*cur).src_pid == 0 {
@@ -124,6 +126,7 @@ fn pipe_gate(tgid: u32) -> bool {
 /// process wrote (callers check `pipe_gate` first).
 #[inline(always)]
 unsafe fn pipe_read(tgid: u32, fd: u64) {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; the map value is copied out.
     unsafe {
         let Some(file) = fd_file(fd) else { return };
         let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
@@ -146,6 +149,7 @@ pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
     if sys_ret(&ctx) <= 0 || !pipe_gate(tgid) {
         return 0;
     }
+    // SAFETY: pipe_read reads kernel memory through bpf_probe_read_kernel.
     unsafe {
         if let Some((fd, _, _)) = args3() {
             pipe_read(tgid, fd);
@@ -191,7 +195,7 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
             if TAINTED.get_ptr_mut(tgid).is_none() {
                 return 0;
             }
-            let Some((_, cmd, _)) = (unsafe { args3() }) else {
+            let Some((_, cmd, _)) = args3() else {
                 return 0;
             };
             if cmd != FICLONE && cmd != FICLONERANGE {
@@ -206,6 +210,8 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
             if TAINTED.get_ptr_mut(tgid).is_none() || sys_ret(&ctx) < 0 {
                 return 0;
             }
+            // SAFETY: kernel memory read through bpf_probe_read_kernel only; the map value is
+            // copied out.
             unsafe {
                 let Some((_, len, prot)) = args3() else {
                     return 0;
@@ -270,6 +276,8 @@ fn on_sink_to(
     if ret < 0 || (ret == 0 && via != VIA_CLONE) {
         return 0;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map values are copied
+    // out.
     unsafe {
         // Untainted writers (nearly every write on the host) stop here,
         // unless a recent pipe taint may reach them through `input`.
@@ -296,6 +304,8 @@ fn on_sink_to(
 /// (once), a pipe tainted, a socket send reported (once).
 #[inline(always)]
 unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map values are live
+    // while the program runs.
     unsafe {
         let Some((key, inode)) = file_identity(file) else {
             return;
@@ -334,6 +344,8 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
 #[inline(always)]
 pub unsafe fn iou_sink(req: Ptr, res: i32) {
     let Some(tgid) = acting_tgid() else { return };
+    // SAFETY: `req` is read through bpf_probe_read_kernel only; the map
+    // value is copied out.
     unsafe {
         let Some(taint) = TAINTED.get(tgid) else {
             return;
@@ -372,6 +384,8 @@ unsafe fn wrote_file(
         dev: key.dev,
         ino: key.ino,
     };
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map values are live
+    // while the program runs; `ev` is the reserved record.
     unsafe {
         // Reported already: count the bytes for the close.
         if let Some(n) = WRITTEN.get_ptr_mut(wk) {
@@ -438,6 +452,9 @@ unsafe fn wrote_file(
 
 #[inline(always)]
 unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    // SAFETY: kernel and user memory read through bpf_probe_read_kernel/user
+    // only (the destination into `dest`, 28 of its 32 bytes); `ev` is the
+    // reserved record.
     unsafe {
         let Some(sock) = rd_ptr(file, off!(file_private_data)) else {
             return;
@@ -516,6 +533,8 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return 0;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; `ev` is the reserved
+    // record.
     unsafe {
         let Some((fd, _, _)) = args3() else { return 0 };
         let Some(file) = fd_file(fd) else { return 0 };
@@ -579,6 +598,8 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
     if ret != 0 {
         return 0;
     }
+    // SAFETY: user memory read through bpf_probe_read_user_str only, into
+    // the ARG_BUF-byte `old` and `new` of the reserved record `ev`.
     unsafe {
         let Some((a0, a1, a2)) = args3() else {
             return 0;

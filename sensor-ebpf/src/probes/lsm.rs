@@ -67,6 +67,8 @@ fn actor_tgid() -> Option<u32> {
 /// Reports a denial. `file` (when not null) gives the record its file.
 #[inline(always)]
 unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, watch_id: u32) {
+    // SAFETY: `ev` is the reserved record; `file` is read through
+    // bpf_probe_read_kernel only.
     unsafe {
         let Some(rec) = emit::<DeniedEvent>() else {
             return;
@@ -178,6 +180,7 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if target == actor || target <= 1 {
         return 0;
     }
+    // SAFETY: reads kernel memory through bpf_probe_read_kernel only.
     unsafe { detect_access(target, mode) };
     if mode & PTRACE_MODE_ATTACH == 0 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
@@ -193,6 +196,7 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if !enforced(rule) {
         return 0;
     }
+    // SAFETY: both tasks are read through bpf_probe_read_kernel only.
     unsafe {
         if let (Some(a), Some(t)) = (exe_of(current_task()), exe_of(child))
             && allowed(&a, ALLOW_MEMORY, Some(&t))
@@ -233,6 +237,7 @@ pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
     if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
+    // SAFETY: no file (null), nothing else read.
     unsafe {
         report(
             ENF_FORCED_CRASH,
@@ -249,6 +254,7 @@ pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
 /// True while the current task's process is dumping core.
 #[inline(always)]
 unsafe fn dumping() -> bool {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe {
         let task = current_task();
         let flags = rd::<u32>(task, off!(task_flags)).unwrap_or(0);
@@ -270,27 +276,36 @@ pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
     }
     let file: u64 = ctx.arg(0);
     let file = file as Ptr;
+    // SAFETY: `file` is the hook's `struct file *`, read through
+    // bpf_probe_read_kernel only (here and in the calls below).
     unsafe { crate::probes::lsm_detect::note_opener(file) };
     let Some(actor) = actor_tgid() else {
         return 0;
     };
     // The core file the kernel opens for a protected process that dumps.
+    // SAFETY: dumping() reads the current task through
+    // bpf_probe_read_kernel only.
     if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && unsafe { dumping() }
     {
+        // SAFETY: see note_opener above.
         let key = unsafe { file_identity(file) }
             .map(|(k, _)| k)
             .unwrap_or_default();
+        // SAFETY: see note_opener above.
         unsafe { report(ENF_CORE_DUMP, actor, 0, file, key, 0) };
         return -EPERM;
     }
     if !enforced(ENF_KEY_OPEN) {
         return 0;
     }
+    // SAFETY: see note_opener above.
     unsafe { check_key_open(file) }
 }
 
 #[inline(always)]
 unsafe fn check_key_open(file: Ptr) -> i32 {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only;
+    // `watch_entry`'s pointers are live map values.
     unsafe {
         let Some((key, inode)) = file_identity(file) else {
             return 0;

@@ -38,6 +38,8 @@ const MAY_READ: i32 = 0x4;
 /// The watch entry of an open file whose inode itself is watched.
 #[inline(always)]
 unsafe fn watched_file(file: Ptr) -> Option<(InodeKey, WatchEntry, Ptr)> {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; the
+    // watch entry is a live map value, copied out.
     unsafe {
         let (key, inode) = file_identity(file)?;
         let w = watch_entry(&key, inode)?;
@@ -58,6 +60,8 @@ fn current_mm() -> u64 {
 /// file created there is watched itself only once user space rescans.
 #[inline(always)]
 unsafe fn in_watched_dir(file: Ptr) -> bool {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; the
+    // watch entry is a live map value.
     unsafe {
         let Some((key, _)) = file_identity(file) else {
             return false;
@@ -87,6 +91,7 @@ unsafe fn in_watched_dir(file: Ptr) -> bool {
 #[inline(always)]
 pub unsafe fn note_opener(file: Ptr) {
     let Some(tgid) = acting_tgid() else { return };
+    // SAFETY: `file` is read through bpf_probe_read_kernel only.
     unsafe {
         if watched_file(file).is_none() && !in_watched_dir(file) {
             return;
@@ -109,6 +114,7 @@ pub fn ks_lsm_file_receive(ctx: LsmContext) -> i32 {
     }
     let file: u64 = ctx.arg(0);
     let Some(tgid) = acting_tgid() else { return 0 };
+    // SAFETY: the hook's `struct file *`, read through bpf_probe_read_kernel.
     if unsafe { watched_file(file as Ptr) }.is_none() {
         return 0;
     }
@@ -134,6 +140,7 @@ pub fn ks_lsm_file_permission(ctx: LsmContext) -> i32 {
         return 0;
     };
     let file: u64 = ctx.arg(0);
+    // SAFETY: the hook's `struct file *`, read through bpf_probe_read_kernel.
     unsafe { fd_access(file as Ptr, op) };
     0
 }
@@ -150,6 +157,7 @@ pub fn ks_lsm_mmap_file(ctx: LsmContext) -> i32 {
     if file == 0 {
         return 0;
     }
+    // SAFETY: the hook's `struct file *`, read through bpf_probe_read_kernel.
     unsafe { fd_access(file as Ptr, FDA_MMAP) };
     0
 }
@@ -158,6 +166,9 @@ pub fn ks_lsm_mmap_file(ctx: LsmContext) -> i32 {
 /// process image did not open.
 #[inline(always)]
 unsafe fn fd_access(file: Ptr, op: u32) {
+    // SAFETY: `file` and the current task are read through
+    // bpf_probe_read_kernel only; map values are read while the program
+    // runs; `ev` is the reserved record.
     unsafe {
         let Some((key, w, inode)) = watched_file(file) else {
             return;

@@ -80,7 +80,7 @@ fn skip() -> Option<u32> {
 #[tracepoint]
 pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
     let Some(tgid) = skip() else { return 0 };
-    let Some((request, pid, addr)) = (unsafe { args3() }) else {
+    let Some((request, pid, addr)) = args3() else {
         return 0;
     };
     let pid = pid as u32;
@@ -111,7 +111,7 @@ pub fn ks_exit_process_vm_writev(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn vm_access(ctx: &TracePointContext, op: u32) -> u32 {
     let Some(tgid) = skip() else { return 0 };
-    let Some((pid, _, _)) = (unsafe { args3() }) else {
+    let Some((pid, _, _)) = args3() else {
         return 0;
     };
     let pid = pid as u32;
@@ -129,6 +129,7 @@ const PID_FS_MAGIC: u64 = 0x5049_4446;
 /// file's private_data.
 #[inline(always)]
 unsafe fn pidfd_target(pidfd: u64) -> u32 {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe {
         let Some(file) = fd_file(pidfd) else { return 0 };
         let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
@@ -154,9 +155,10 @@ pub fn ks_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
     if skip().is_none() {
         return 0;
     }
-    let Some((pidfd, targetfd, _)) = (unsafe { args3() }) else {
+    let Some((pidfd, targetfd, _)) = args3() else {
         return 0;
     };
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     let target = unsafe { pidfd_target(pidfd) };
     report(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
     0

@@ -101,6 +101,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     };
     let opcode = unsafe { rd::<u8>(req as Ptr, off!(io_kiocb_opcode)) }.unwrap_or(0) as u32;
     if opcode < 64 && (off!(iou_sink_ops) >> opcode) & 1 != 0 {
+        // SAFETY: `req` is read through bpf_probe_read_kernel only.
         unsafe { crate::probes::flow::iou_sink(req as Ptr, res) };
         return 0;
     }
@@ -110,6 +111,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     if is_self() {
         return 0;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe { check_opened(res as u64, SRC_IO_URING, res as i64) };
     0
 }
@@ -125,6 +127,8 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
         return 0;
     }
     let ret = sys_ret(ctx);
+    // SAFETY (each call): kernel and user memory read through
+    // bpf_probe_read_kernel/user only.
     if ret >= 0 {
         if !is_self() {
             unsafe { check_opened(ret as u64, src, ret) };
@@ -142,6 +146,7 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
 /// the inode it meant). An entry stamped once keeps its stamp.
 #[inline(always)]
 unsafe fn stamp_opened(fd: u64) {
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; `w` is a live map value.
     unsafe {
         let Some(file) = fd_file(fd) else { return };
         let Some((key, inode)) = file_identity(file) else {
@@ -161,6 +166,7 @@ unsafe fn stamp_opened(fd: u64) {
 /// (dirfd, path pointer, flags or `struct open_how *` for openat2).
 #[inline(always)]
 unsafe fn syscall_args(src: u32) -> Option<(i32, u64, u64)> {
+    // SAFETY: user memory read through bpf_probe_read_user only.
     unsafe {
         let (di, si, dx) = args3()?;
         match src {
@@ -228,6 +234,9 @@ macro_rules! get {
 /// (the inode itself, then its parent directory) and the name patterns.
 #[inline(always)]
 unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
+    // SAFETY: `s` is this CPU's OPEN_STATE slot, the program's alone while
+    // it runs; kernel memory read through bpf_probe_read_kernel only;
+    // watch entries are live map values.
     unsafe {
         let Some(s) = OPEN_STATE.get_ptr_mut(0) else {
             return;
@@ -326,6 +335,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
 /// (returns true with `kind` and `rules` set in the state).
 #[inline(always)]
 unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool {
+    // SAFETY: `s` is check_opened's OPEN_STATE slot; kernel memory read through bpf_probe_read_kernel only; map values are live while the program runs.
     unsafe {
         let inode = get!(s.inode) as Ptr;
         let parent = match get!(s.parent) {
@@ -387,6 +397,9 @@ unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool 
 /// Reports the open `s` describes (taints the opener of a key file first).
 #[inline(always)]
 unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
+    // SAFETY: `s` is check_opened's OPEN_STATE slot; kernel and user memory
+    // read through bpf_probe_read_kernel/user only (the path argument into
+    // the ARG_BUF-byte `arg`); `ev` is the reserved record.
     unsafe {
         let file = get!(s.file) as Ptr;
         let inode = get!(s.inode) as Ptr;
@@ -471,6 +484,7 @@ unsafe fn key_allowed(matched: u32, watch_id: u32) -> bool {
     if matched & MATCH_TRACKED != 0 {
         return false;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     match unsafe { exe_of(current_task()) } {
         Some(exe) => allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None),
         None => false,
@@ -523,6 +537,7 @@ unsafe fn check_dump_config(
     if what == 0 {
         return false;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
     unsafe {
         let magic = rd_ptr(inode, off!(inode_i_sb))
             .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
@@ -602,6 +617,8 @@ struct SlashScan {
 /// bpf_loop callback: remembers the position after each '/'.
 #[inline(never)]
 unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is arg_final_name's `SlashScan` (bpf_loop passes it
+    // through); the scratch index is masked into the buffer.
     unsafe {
         let scan = ctx as *mut SlashScan;
         if i >= (*scan).len {
@@ -623,6 +640,10 @@ unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
 /// name rules).
 #[inline(always)]
 pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
+    // SAFETY: user memory read through bpf_probe_read_user_str only, into
+    // this CPU's ARG_SCRATCH (ARG_BUF + 32 bytes); every index into it is
+    // masked below ARG_BUF, and the 16-byte reads start below ARG_BUF;
+    // `scan` outlives the bpf_loop that hands it to slash_step.
     unsafe {
         if path == 0 {
             return None;
@@ -691,6 +712,9 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
 /// name pattern. User space resolves the path and confirms.
 #[inline(always)]
 unsafe fn check_failed(src: u32, ret: i64) {
+    // SAFETY: user memory read through bpf_probe_read_user only; `buf` is
+    // arg_final_name's scratch, ARG_BUF bytes readable; `ev` is the
+    // reserved record.
     unsafe {
         let Some((dfd, path, flags)) = syscall_args(src) else {
             return;

@@ -40,7 +40,9 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ev = rec.ptr();
-    // SAFETY: `ev` is the reserved record.
+    // SAFETY: `ev` is the reserved record; kernel and user memory are read
+    // through bpf_probe_read_kernel/user only (the command line into
+    // `cmdline`, at most CMDLINE_BUF bytes).
     unsafe {
         let task = current_task();
         (*ev).ppid = rd_ptr(task, off!(task_real_parent))
@@ -91,6 +93,9 @@ struct FdScan {
 /// tracked file, or a pipe a tainted process wrote)? Returns 1 to stop.
 #[inline(never)]
 unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is taint_at_exec's `FdScan` (bpf_loop passes it
+    // through); the fd array is read through bpf_probe_read_kernel only;
+    // `watch_entry`'s pointer is a live map value.
     unsafe {
         let scan = ctx as *mut FdScan;
         if i >= (*scan).max {
@@ -128,6 +133,9 @@ fn taint_at_exec() {
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; `scan`
+    // outlives the bpf_loop that hands it to fd_scan_step, whose signature
+    // is bpf_loop's callback's.
     let keep = unsafe {
         let fdt = rd_ptr(current_task(), off!(task_files)).and_then(|f| rd_ptr(f, off!(files_fdt)));
         match fdt {
@@ -168,6 +176,8 @@ fn taint_at_exec() {
 #[inline(always)]
 fn protect_at_exec() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map
+    // values are read while the program runs.
     unsafe {
         let exe =
             rd_ptr(current_task(), off!(task_mm)).and_then(|mm| rd_ptr(mm, off!(mm_exe_file)));
@@ -219,6 +229,7 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     }
     let child: u64 = ctx.arg(1);
     let child = child as Ptr;
+    // SAFETY: reads through bpf_probe_read_kernel.
     let (pid, tgid) = unsafe {
         (
             rd::<u32>(child, off!(task_pid)).unwrap_or(0),
@@ -248,7 +259,8 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
         return 0;
     };
     let ev = rec.ptr();
-    // SAFETY: `ev` is the reserved record.
+    // SAFETY: `ev` is the reserved record; `child` is read through
+    // bpf_probe_read_kernel.
     unsafe {
         (*ev).child_pid = tgid;
         (*ev)._pad = 0;
@@ -312,7 +324,8 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     };
     let ev = rec.ptr();
-    // SAFETY: `ev` is the reserved record.
+    // SAFETY: `ev` is the reserved record; the map value is copied before
+    // its entry is removed.
     unsafe {
         (*ev).exit_code = exit_code;
         (*ev).environ_reads = 0;
