@@ -10,6 +10,8 @@ use sensor_common::{
     names::{NameKey, NamePatterns},
 };
 
+use crate::kptr::InodePtr;
+
 /// Struct offsets of the running kernel (from its BTF), set at load time.
 #[unsafe(no_mangle)]
 // SAFETY: plain integers, valid as all zeroes.
@@ -174,14 +176,13 @@ pub fn count_stop(reason: u32) {
 /// whose inode number a new file reuses. A stale entry is removed (and
 /// counted) and never matches.
 #[inline(always)]
-pub fn watch_entry(key: &InodeKey, inode: crate::vfs::Ptr) -> Option<*mut WatchEntry> {
+pub fn watch_entry(key: &InodeKey, inode: InodePtr) -> Option<*mut WatchEntry> {
     let w = WATCHED.get_ptr_mut(key)?;
     // SAFETY: a map value pointer stays valid for the program's run (even
-    // if the entry is removed meanwhile); `inode` is read through
-    // bpf_probe_read_kernel.
+    // if the entry is removed meanwhile).
     unsafe {
         if (*w).flags & WATCH_IGEN != 0 {
-            let g: u32 = crate::vfs::rd(inode, crate::off!(inode_i_generation)).unwrap_or(0);
+            let g: u32 = inode.generation().unwrap_or(0);
             if g != (*w).igen {
                 let _ = WATCHED.remove(key);
                 count_stop(STOP_STALE_INODE);
@@ -218,18 +219,6 @@ pub fn acting_tgid() -> Option<u32> {
         return None;
     }
     Some(tgid)
-}
-
-/// (dev, inode) of a task's executable.
-#[inline(always)]
-pub unsafe fn exe_of(task: crate::vfs::Ptr) -> Option<InodeKey> {
-    use crate::vfs::{file_identity, rd_ptr};
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
-    unsafe {
-        let mm = rd_ptr(task, crate::off!(task_mm))?;
-        let exe = rd_ptr(mm, crate::off!(mm_exe_file))?;
-        file_identity(exe).map(|(k, _)| k)
-    }
 }
 
 /// Is executable `exe` in `ALLOWED` for `scope` (a key path's watch id,

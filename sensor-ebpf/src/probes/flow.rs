@@ -37,6 +37,7 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
+    kptr::{FilePtr, InodePtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
         count_stop, watch_entry,
@@ -45,7 +46,7 @@ use crate::{
     probes::open::arg_final_name,
     setting,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
-    vfs::{Ptr, dentry_name_key, fd_file, file_dentry, file_identity, rd, rd_ptr, read_path},
+    vfs::{Ptr, dentry_name_key, fd_file, rd, rd_ptr},
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -71,8 +72,8 @@ const NOT_FOLLOWED: u64 = u64::MAX;
 #[inline(always)]
 pub fn add_taint(tgid: u32, t: &Taint) {
     match TAINTED.get_ptr_mut(tgid) {
-        // SAFETY: a live map value (another CPU may update the same entry:
-        // the worst is a mixed taint, as before BPF spin locks).
+        // SAFETY: a live map value (another CPU may update the same entry
+        // at once: at worst a mixed taint).
         Some(cur) => unsafe {
             (*cur).flags |= t.flags;
             if (*cur).src_pid == 0 {
@@ -125,20 +126,18 @@ fn pipe_gate(tgid: u32) -> bool {
 /// A read from `fd`: taints the reader when `fd` is a pipe a tainted
 /// process wrote (callers check `pipe_gate` first).
 #[inline(always)]
-unsafe fn pipe_read(tgid: u32, fd: u64) {
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; the map value is copied out.
-    unsafe {
-        let Some(file) = fd_file(fd) else { return };
-        let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
-            return;
-        };
-        if let Some(t) = TAINTED_PIPES.get(inode as u64)
-            && t.flags != 0
-        {
-            let mut t = *t;
-            t.flags |= TAINT_PIPE;
-            add_taint(tgid, &t);
-        }
+fn pipe_read(tgid: u32, fd: u64) {
+    let Some(file) = fd_file(fd) else { return };
+    let Some(inode) = file.inode() else {
+        return;
+    };
+    // SAFETY: the map value is copied out.
+    if let Some(t) = unsafe { TAINTED_PIPES.get(inode.addr()) }
+        && t.flags != 0
+    {
+        let mut t = *t;
+        t.flags |= TAINT_PIPE;
+        add_taint(tgid, &t);
     }
 }
 
@@ -149,11 +148,8 @@ pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
     if sys_ret(&ctx) <= 0 || !pipe_gate(tgid) {
         return 0;
     }
-    // SAFETY: pipe_read reads kernel memory through bpf_probe_read_kernel.
-    unsafe {
-        if let Some((fd, _, _)) = args3() {
-            pipe_read(tgid, fd);
-        }
+    if let Some((fd, _, _)) = args3() {
+        pipe_read(tgid, fd);
     }
     0
 }
@@ -210,24 +206,21 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
             if TAINTED.get_ptr_mut(tgid).is_none() || sys_ret(&ctx) < 0 {
                 return 0;
             }
-            // SAFETY: kernel memory read through bpf_probe_read_kernel only; the map value is
-            // copied out.
-            unsafe {
-                let Some((_, len, prot)) = args3() else {
-                    return 0;
-                };
-                let flags = arg4().unwrap_or(0);
-                if prot & PROT_WRITE == 0 || flags & MAP_SHARED == 0 {
-                    return 0;
-                }
-                let fd = arg5().unwrap_or(u64::MAX);
-                let Some(taint) = TAINTED.get(tgid) else {
-                    return 0;
-                };
-                let taint = *taint;
-                let Some(file) = fd_file(fd) else { return 0 };
-                sink_file(tgid, &taint, file, fd, VIA_MMAP, len as i64, Dest::None);
+            let Some((_, len, prot)) = args3() else {
+                return 0;
+            };
+            let flags = arg4().unwrap_or(0);
+            if prot & PROT_WRITE == 0 || flags & MAP_SHARED == 0 {
+                return 0;
             }
+            let fd = arg5().unwrap_or(u64::MAX);
+            // SAFETY: the map value is copied out.
+            let Some(taint) = (unsafe { TAINTED.get(tgid) }) else {
+                return 0;
+            };
+            let taint = *taint;
+            let Some(file) = fd_file(fd) else { return 0 };
+            sink_file(tgid, &taint, file, fd, VIA_MMAP, len as i64, Dest::None);
             0
         }
         _ => 0,
@@ -276,45 +269,41 @@ fn on_sink_to(
     if ret < 0 || (ret == 0 && via != VIA_CLONE) {
         return 0;
     }
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map values are copied
-    // out.
-    unsafe {
-        // Untainted writers (nearly every write on the host) stop here,
-        // unless a recent pipe taint may reach them through `input`.
-        let gate = input.is_some() && pipe_gate(tgid);
-        if !gate && TAINTED.get(tgid).is_none() {
-            return 0;
-        }
-        let Some(args) = args3() else { return 0 };
-        if gate && let Some(input) = input {
-            pipe_read(tgid, pick(args, input));
-        }
-        let Some(taint) = TAINTED.get(tgid) else {
-            return 0;
-        };
-        let taint = *taint;
-        let fd = pick(args, out);
-        let Some(file) = fd_file(fd) else { return 0 };
-        sink_file(tgid, &taint, file, fd, via, ret, dest);
+    // Untainted writers (nearly every write on the host) stop here,
+    // unless a recent pipe taint may reach them through `input`.
+    let gate = input.is_some() && pipe_gate(tgid);
+    if !gate && unsafe { TAINTED.get(tgid) }.is_none() {
+        return 0;
     }
+    let Some(args) = args3() else { return 0 };
+    if gate && let Some(input) = input {
+        pipe_read(tgid, pick(args, input));
+    }
+    // SAFETY: the map value is copied out.
+    let Some(taint) = (unsafe { TAINTED.get(tgid) }) else {
+        return 0;
+    };
+    let taint = *taint;
+    let fd = pick(args, out);
+    let Some(file) = fd_file(fd) else { return 0 };
+    sink_file(tgid, &taint, file, fd, via, ret, dest);
     0
 }
 
 /// A tainted process's data went into `file`: a regular file is reported
 /// (once), a pipe tainted, a socket send reported (once).
 #[inline(always)]
-unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map values are live
-    // while the program runs.
+fn sink_file(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    // SAFETY: map values are live while the program runs.
     unsafe {
-        let Some((key, inode)) = file_identity(file) else {
+        let Some((key, inode)) = file.identity() else {
             return;
         };
-        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        let mode = inode.mode().unwrap_or(0) as u32;
         match mode & S_IFMT {
             S_IFREG => wrote_file(tgid, taint, file, inode, key, mode, fd, via, ret),
             S_IFIFO => {
-                if TAINTED_PIPES.get(inode as u64).is_none() {
+                if TAINTED_PIPES.get(inode.addr()).is_none() {
                     // Its reader is one generation further; past the last
                     // one, the pipe is marked not followed (flags 0), so
                     // the next writes stop here uncounted.
@@ -324,7 +313,7 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
                         Some(g) => t.generation = g,
                         None => t.flags = 0,
                     }
-                    let _ = TAINTED_PIPES.insert(inode as u64, t, 0);
+                    let _ = TAINTED_PIPES.insert(inode.addr(), t, 0);
                     if t.flags == 0 {
                         return;
                     }
@@ -342,16 +331,17 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
 /// An io_uring write or send completed (`res` bytes) in a tainted
 /// process (or its io_uring worker, which shares its tgid).
 #[inline(always)]
-pub unsafe fn iou_sink(req: Ptr, res: i32) {
+pub fn iou_sink(req: Ptr, res: i32) {
     let Some(tgid) = acting_tgid() else { return };
-    // SAFETY: `req` is read through bpf_probe_read_kernel only; the map
-    // value is copied out.
+    // SAFETY: the map value is copied out; `req` is read through
+    // bpf_probe_read_kernel, into a pointer.
     unsafe {
         let Some(taint) = TAINTED.get(tgid) else {
             return;
         };
         let taint = *taint;
-        let Some(file) = rd_ptr(req, off!(io_kiocb_file)) else {
+        let Some(file) = rd_ptr(req, off!(io_kiocb_file)).map(|f| FilePtr::from_addr(f as u64))
+        else {
             return;
         };
         sink_file(
@@ -368,11 +358,11 @@ pub unsafe fn iou_sink(req: Ptr, res: i32) {
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn wrote_file(
+fn wrote_file(
     tgid: u32,
     taint: &Taint,
-    file: Ptr,
-    inode: Ptr,
+    file: FilePtr,
+    inode: InodePtr,
     key: InodeKey,
     mode: u32,
     fd: u64,
@@ -384,8 +374,8 @@ unsafe fn wrote_file(
         dev: key.dev,
         ino: key.ino,
     };
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map values are live
-    // while the program runs; `ev` is the reserved record.
+    // SAFETY: map values are live while the program runs; `ev` is the
+    // reserved record.
     unsafe {
         // Reported already: count the bytes for the close.
         if let Some(n) = WRITTEN.get_ptr_mut(wk) {
@@ -409,7 +399,7 @@ unsafe fn wrote_file(
             g
         };
         let _ = WRITTEN.insert(wk, if ret > 0 { ret as u64 } else { 0 }, 0);
-        let igen: u32 = rd(inode, off!(inode_i_generation)).unwrap_or(0);
+        let igen: u32 = inode.generation().unwrap_or(0);
         // Tracked from now on (unless already watched, and not stale): a
         // `cp` of a dump started right after the dumper exits opens it
         // before user space could register it. User space replaces the
@@ -418,7 +408,7 @@ unsafe fn wrote_file(
         if watch_entry(&key, inode).is_none() {
             // Its name too, for the rename and unlink filter: an `rm` right
             // after the copy is seen before user space registers it.
-            if let Some(d) = file_dentry(file) {
+            if let Some(d) = file.dentry() {
                 let _ = WATCHED_NAMES.insert(dentry_name_key(d), 1, 0);
             }
             let _ = WATCHED.insert(
@@ -444,19 +434,19 @@ unsafe fn wrote_file(
         (*ev).via = via;
         (*ev).bytes = ret;
         (*ev).igen = igen;
-        (*ev).fmode = rd::<u32>(file, off!(file_f_mode)).unwrap_or(0);
-        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        (*ev).fmode = file.mode().unwrap_or(0);
+        file.read_path(&raw mut (*ev).path);
         rec.submit();
     }
 }
 
 #[inline(always)]
-unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, dest: Dest) {
     // SAFETY: kernel and user memory read through bpf_probe_read_kernel/user
     // only (the destination into `dest`, 28 of its 32 bytes); `ev` is the
     // reserved record.
     unsafe {
-        let Some(sock) = rd_ptr(file, off!(file_private_data)) else {
+        let Some(sock) = file.private_data() else {
             return;
         };
         let Some(sk) = rd_ptr(sock, off!(socket_sk)) else {
@@ -533,12 +523,11 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return 0;
     }
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; `ev` is the reserved
-    // record.
+    // SAFETY: the map value is copied out; `ev` is the reserved record.
     unsafe {
         let Some((fd, _, _)) = args3() else { return 0 };
         let Some(file) = fd_file(fd) else { return 0 };
-        let Some((key, inode)) = file_identity(file) else {
+        let Some((key, inode)) = file.identity() else {
             return 0;
         };
         let wk = WriteKey {
@@ -561,9 +550,9 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).fd = fd as i32;
-        (*ev).igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+        (*ev).igen = inode.generation().unwrap_or(0);
         (*ev)._pad = 0;
-        (*ev).size = rd::<i64>(inode, off!(inode_i_size)).unwrap_or(0);
+        (*ev).size = inode.size().unwrap_or(0);
         (*ev).written = written;
         rec.submit();
     }

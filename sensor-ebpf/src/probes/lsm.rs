@@ -33,10 +33,11 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    maps::{ENFORCE, PROTECTED, allowed, exe_of, watch_entry},
+    kptr::{FilePtr, TaskPtr},
+    maps::{ENFORCE, PROTECTED, allowed, watch_entry},
     off, setting,
     syscall::current_nr,
-    vfs::{Ptr, current_task, file_dentry, file_identity, rd, rd_ptr, read_path},
+    vfs::rd_ptr,
 };
 
 const EPERM: i32 = 1;
@@ -64,11 +65,10 @@ fn actor_tgid() -> Option<u32> {
     }
 }
 
-/// Reports a denial. `file` (when not null) gives the record its file.
+/// Reports a denial. `file` (when given) gives the record its file.
 #[inline(always)]
-unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, watch_id: u32) {
-    // SAFETY: `ev` is the reserved record; `file` is read through
-    // bpf_probe_read_kernel only.
+fn report(rule: u32, target: u32, arg: u32, file: Option<FilePtr>, key: InodeKey, watch_id: u32) {
+    // SAFETY: `ev` is the reserved record.
     unsafe {
         let Some(rec) = emit::<DeniedEvent>() else {
             return;
@@ -85,9 +85,9 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
         (*ev)._pad = 0;
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
-        if !file.is_null() {
-            (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
-            read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        if let Some(file) = file {
+            (*ev).flags = file.flags().unwrap_or(0);
+            file.read_path(&raw mut (*ev).path);
         }
         // A denial is urgent: wake user space now.
         rec.submit_now();
@@ -122,7 +122,7 @@ fn enumerated(nr: i32) -> bool {
 /// (/proc/<pid>/stack, syscall, personality). NOAUDIT checks (ps reading
 /// /proc/<pid>/stat) and io_uring workers are not reported.
 #[inline(always)]
-unsafe fn detect_access(target: u32, mode: u32) {
+fn detect_access(target: u32, mode: u32) {
     if mode & PTRACE_MODE_NOAUDIT != 0 || crate::setting!(empty_programs) != 0 {
         return;
     }
@@ -140,7 +140,7 @@ unsafe fn detect_access(target: u32, mode: u32) {
     }) {
         return;
     }
-    let flags = unsafe { rd::<u32>(current_task(), off!(task_flags)) }.unwrap_or(0);
+    let flags = TaskPtr::current().flags().unwrap_or(0);
     if flags & PF_IO_WORKER != 0 {
         return;
     }
@@ -168,20 +168,18 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let child: u64 = ctx.arg(0);
+    let child = TaskPtr::from_addr(ctx.arg(0));
     let mode: u32 = ctx.arg(1);
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    let child = child as Ptr;
-    let Some(target) = (unsafe { rd::<u32>(child, off!(task_tgid)) }) else {
+    let Some(target) = child.tgid() else {
         return 0;
     };
     if target == actor || target <= 1 {
         return 0;
     }
-    // SAFETY: reads kernel memory through bpf_probe_read_kernel only.
-    unsafe { detect_access(target, mode) };
+    detect_access(target, mode);
     if mode & PTRACE_MODE_ATTACH == 0 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
@@ -196,22 +194,12 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if !enforced(rule) {
         return 0;
     }
-    // SAFETY: both tasks are read through bpf_probe_read_kernel only.
-    unsafe {
-        if let (Some(a), Some(t)) = (exe_of(current_task()), exe_of(child))
-            && allowed(&a, ALLOW_MEMORY, Some(&t))
-        {
-            return 0;
-        }
-        report(
-            rule,
-            target,
-            mode,
-            core::ptr::null(),
-            InodeKey::default(),
-            0,
-        );
+    if let (Some(a), Some(t)) = (TaskPtr::current().exe(), child.exe())
+        && allowed(&a, ALLOW_MEMORY, Some(&t))
+    {
+        return 0;
     }
+    report(rule, target, mode, None, InodeKey::default(), 0);
     -EPERM
 }
 
@@ -230,41 +218,35 @@ pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    let p: u64 = ctx.arg(0);
-    let Some(target) = (unsafe { rd::<u32>(p as Ptr, off!(task_tgid)) }) else {
+    let Some(target) = TaskPtr::from_addr(ctx.arg(0)).tgid() else {
         return 0;
     };
     if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
-    // SAFETY: no file (null), nothing else read.
-    unsafe {
-        report(
-            ENF_FORCED_CRASH,
-            target,
-            sig as u32,
-            core::ptr::null(),
-            InodeKey::default(),
-            0,
-        )
-    };
+    report(
+        ENF_FORCED_CRASH,
+        target,
+        sig as u32,
+        None,
+        InodeKey::default(),
+        0,
+    );
     -EPERM
 }
 
 /// True while the current task's process is dumping core.
 #[inline(always)]
-unsafe fn dumping() -> bool {
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
-    unsafe {
-        let task = current_task();
-        let flags = rd::<u32>(task, off!(task_flags)).unwrap_or(0);
-        if flags & PF_DUMPCORE != 0 {
-            return true;
-        }
-        rd_ptr(task, off!(task_signal))
-            .and_then(|s| rd_ptr(s, off!(signal_core_state)))
-            .is_some()
+fn dumping() -> bool {
+    let task = TaskPtr::current();
+    let flags = task.flags().unwrap_or(0);
+    if flags & PF_DUMPCORE != 0 {
+        return true;
     }
+    task.signal()
+        // SAFETY: a pointer read through bpf_probe_read_kernel.
+        .and_then(|s| unsafe { rd_ptr(s, off!(signal_core_state)) })
+        .is_some()
 }
 
 // int file_open(struct file *file)
@@ -274,40 +256,28 @@ pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let file: u64 = ctx.arg(0);
-    let file = file as Ptr;
-    // SAFETY: `file` is the hook's `struct file *`, read through
-    // bpf_probe_read_kernel only (here and in the calls below).
-    unsafe { crate::probes::lsm_detect::note_opener(file) };
+    let file = FilePtr::from_addr(ctx.arg(0));
+    crate::probes::lsm_detect::note_opener(file);
     let Some(actor) = actor_tgid() else {
         return 0;
     };
     // The core file the kernel opens for a protected process that dumps.
-    // SAFETY: dumping() reads the current task through
-    // bpf_probe_read_kernel only.
-    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && unsafe { dumping() }
-    {
-        // SAFETY: see note_opener above.
-        let key = unsafe { file_identity(file) }
-            .map(|(k, _)| k)
-            .unwrap_or_default();
-        // SAFETY: see note_opener above.
-        unsafe { report(ENF_CORE_DUMP, actor, 0, file, key, 0) };
+    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && dumping() {
+        let key = file.identity().map(|(k, _)| k).unwrap_or_default();
+        report(ENF_CORE_DUMP, actor, 0, Some(file), key, 0);
         return -EPERM;
     }
     if !enforced(ENF_KEY_OPEN) {
         return 0;
     }
-    // SAFETY: see note_opener above.
-    unsafe { check_key_open(file) }
+    check_key_open(file)
 }
 
 #[inline(always)]
-unsafe fn check_key_open(file: Ptr) -> i32 {
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only;
-    // `watch_entry`'s pointers are live map values.
+fn check_key_open(file: FilePtr) -> i32 {
+    // SAFETY: `watch_entry`'s pointers are live map values.
     unsafe {
-        let Some((key, inode)) = file_identity(file) else {
+        let Some((key, inode)) = file.identity() else {
             return 0;
         };
         let mut watch_id = None;
@@ -321,16 +291,16 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
             watch_id = Some((*w).watch_id);
         }
         if watch_id.is_none() {
-            let Some(dentry) = file_dentry(file) else {
+            let Some(dentry) = file.dentry() else {
                 return 0;
             };
-            let Some(parent) = rd_ptr(dentry, off!(dentry_d_parent)) else {
+            let Some(parent) = dentry.parent() else {
                 return 0;
             };
-            let Some(pi) = rd_ptr(parent, off!(dentry_d_inode)) else {
+            let Some(pi) = parent.inode() else {
                 return 0;
             };
-            let Some(pino) = rd::<u64>(pi, off!(inode_i_ino)) else {
+            let Some(pino) = pi.ino() else {
                 return 0;
             };
             let pkey = InodeKey {
@@ -347,16 +317,16 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
         let Some(watch_id) = watch_id else {
             return 0;
         };
-        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        let mode = inode.mode().unwrap_or(0) as u32;
         if mode & S_IFMT == S_IFDIR {
             return 0;
         }
-        if let Some(exe) = exe_of(current_task())
+        if let Some(exe) = TaskPtr::current().exe()
             && (allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None))
         {
             return 0;
         }
-        report(ENF_KEY_OPEN, 0, 0, file, key, watch_id);
+        report(ENF_KEY_OPEN, 0, 0, Some(file), key, watch_id);
         -EPERM
     }
 }

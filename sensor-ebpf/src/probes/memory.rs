@@ -18,7 +18,7 @@ use crate::{
     off,
     probes::flow::add_taint,
     syscall::{args3, sys_ret},
-    vfs::{fd_file, rd, rd_ptr},
+    vfs::{fd_file, rd},
 };
 
 const PTRACE_TRACEME: u64 = 0;
@@ -128,25 +128,21 @@ const PID_FS_MAGIC: u64 = 0x5049_4446;
 /// its struct pid in i_private, an anon-inode pidfd (before pidfs) in the
 /// file's private_data.
 #[inline(always)]
-unsafe fn pidfd_target(pidfd: u64) -> u32 {
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
-    unsafe {
-        let Some(file) = fd_file(pidfd) else { return 0 };
-        let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
-            return 0;
-        };
-        let magic = rd_ptr(inode, off!(inode_i_sb))
-            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
-            .unwrap_or(0);
-        let pid = if magic == PID_FS_MAGIC {
-            rd_ptr(inode, off!(inode_i_private))
-        } else {
-            rd_ptr(file, off!(file_private_data))
-        };
-        pid.and_then(|p| rd::<i32>(p, off!(pid_nr)))
-            .map(|n| n.max(0) as u32)
-            .unwrap_or(0)
-    }
+fn pidfd_target(pidfd: u64) -> u32 {
+    let Some(file) = fd_file(pidfd) else { return 0 };
+    let Some(inode) = file.inode() else {
+        return 0;
+    };
+    let magic = inode.fs_magic().unwrap_or(0);
+    let pid = if magic == PID_FS_MAGIC {
+        inode.private()
+    } else {
+        file.private_data()
+    };
+    // SAFETY: an integer read through bpf_probe_read_kernel.
+    pid.and_then(|p| unsafe { rd::<i32>(p, off!(pid_nr)) })
+        .map(|n| n.max(0) as u32)
+        .unwrap_or(0)
 }
 
 // syscalls:sys_exit_pidfd_getfd; (int pidfd, int targetfd, unsigned int flags)
@@ -158,8 +154,7 @@ pub fn ks_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
     let Some((pidfd, targetfd, _)) = args3() else {
         return 0;
     };
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only.
-    let target = unsafe { pidfd_target(pidfd) };
+    let target = pidfd_target(pidfd);
     report(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
     0
 }

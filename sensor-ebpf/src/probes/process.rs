@@ -15,6 +15,7 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
+    kptr::{FilePtr, TaskPtr},
     maps::{
         ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
         TAINTED_PIPES, count_stop, watch_entry,
@@ -23,7 +24,7 @@ use crate::{
     probes::flow::{add_taint, next_gen},
     setting,
     syscall::current_nr,
-    vfs::{Ptr, current_task, file_identity, rd, rd_ptr, read_path},
+    vfs::{Ptr, fd_file, rd, rd_ptr},
 };
 
 /// sched:sched_process_exec (fields unused: the new image is read from
@@ -44,17 +45,15 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     // through bpf_probe_read_kernel/user only (the command line into
     // `cmdline`, at most CMDLINE_BUF bytes).
     unsafe {
-        let task = current_task();
-        (*ev).ppid = rd_ptr(task, off!(task_real_parent))
-            .and_then(|p| rd::<u32>(p, off!(task_tgid)))
-            .unwrap_or(0);
-        (*ev).start_ns = rd::<u64>(task, off!(task_start_time)).unwrap_or(0);
+        let task = TaskPtr::current();
+        (*ev).ppid = task.real_parent().and_then(|p| p.tgid()).unwrap_or(0);
+        (*ev).start_ns = task.start_time().unwrap_or(0);
         (*ev).cmdline_len = 0;
         (*ev).exe.len = 0;
         (*ev).exe.flags = 0;
-        if let Some(mm) = rd_ptr(task, off!(task_mm)) {
-            let start: u64 = rd(mm, off!(mm_arg_start)).unwrap_or(0);
-            let end: u64 = rd(mm, off!(mm_arg_end)).unwrap_or(0);
+        if let Some(mm) = task.mm() {
+            let start = mm.arg_start().unwrap_or(0);
+            let end = mm.arg_end().unwrap_or(0);
             if end > start {
                 let mut n = end - start;
                 if n > CMDLINE_BUF as u64 {
@@ -69,8 +68,8 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
                     (*ev).cmdline_len = n as u32;
                 }
             }
-            if let Some(exe) = rd_ptr(mm, off!(mm_exe_file)) {
-                read_path(exe.add(off!(file_f_path) as usize), &raw mut (*ev).exe);
+            if let Some(exe) = mm.exe_file() {
+                exe.read_path(&raw mut (*ev).exe);
             }
         }
     }
@@ -108,12 +107,12 @@ unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
         if file == 0 {
             return 0;
         }
-        let Some((key, inode)) = file_identity(file as Ptr) else {
+        let Some((key, inode)) = FilePtr::from_addr(file).identity() else {
             return 0;
         };
         let source = match watch_entry(&key, inode) {
             Some(w) => (*w).flags & WATCH_SELF != 0,
-            None => TAINTED_PIPES.get(inode as u64).is_some(),
+            None => TAINTED_PIPES.get(inode.addr()).is_some(),
         };
         if source {
             (*scan).found = 1;
@@ -137,7 +136,9 @@ fn taint_at_exec() {
     // outlives the bpf_loop that hands it to fd_scan_step, whose signature
     // is bpf_loop's callback's.
     let keep = unsafe {
-        let fdt = rd_ptr(current_task(), off!(task_files)).and_then(|f| rd_ptr(f, off!(files_fdt)));
+        let fdt = TaskPtr::current()
+            .files()
+            .and_then(|f| rd_ptr(f, off!(files_fdt)));
         match fdt {
             Some(fdt) => {
                 let max = rd::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0);
@@ -176,18 +177,15 @@ fn taint_at_exec() {
 #[inline(always)]
 fn protect_at_exec() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; map
-    // values are read while the program runs.
+    // SAFETY: map values are read while the program runs.
     unsafe {
-        let exe =
-            rd_ptr(current_task(), off!(task_mm)).and_then(|mm| rd_ptr(mm, off!(mm_exe_file)));
+        let task = TaskPtr::current();
+        let exe = task.mm().and_then(|mm| mm.exe_file());
         // A usermode helper (the kernel starts it as a child of kthreadd,
         // pid 2) may be the core_pattern pipe helper, which receives core
         // dumps on stdin: what it writes is followed, and user space keeps
         // the files of the helper that core_pattern names.
-        let parent = rd_ptr(current_task(), off!(task_real_parent))
-            .and_then(|p| rd::<u32>(p, off!(task_tgid)))
-            .unwrap_or(0);
+        let parent = task.real_parent().and_then(|p| p.tgid()).unwrap_or(0);
         if parent == 2 {
             let t = Taint {
                 flags: TAINT_HELPER,
@@ -197,16 +195,16 @@ fn protect_at_exec() {
             // Its stdin is the pipe the kernel writes the core into: what
             // holds or reads that pipe (the helper's children) is followed
             // like a reader of a tainted pipe.
-            if let Some(stdin) = crate::vfs::fd_file(0)
-                && let Some(inode) = rd_ptr(stdin, off!(file_f_inode))
+            if let Some(stdin) = fd_file(0)
+                && let Some(inode) = stdin.inode()
             {
                 let mut pt = t;
                 pt.via_pid = tgid;
-                let _ = TAINTED_PIPES.insert(inode as u64, pt, 0);
+                let _ = TAINTED_PIPES.insert(inode.addr(), pt, 0);
             }
         }
         if let Some(exe) = exe
-            && let Some((key, _)) = file_identity(exe)
+            && let Some((key, _)) = exe.identity()
             && let Some(rule) = PROTECTED_EXES.get(key)
         {
             let _ = PROTECTED.insert(tgid, *rule, 0);
@@ -227,15 +225,8 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let child: u64 = ctx.arg(1);
-    let child = child as Ptr;
-    // SAFETY: reads through bpf_probe_read_kernel.
-    let (pid, tgid) = unsafe {
-        (
-            rd::<u32>(child, off!(task_pid)).unwrap_or(0),
-            rd::<u32>(child, off!(task_tgid)).unwrap_or(1),
-        )
-    };
+    let child = TaskPtr::from_addr(ctx.arg(1));
+    let (pid, tgid) = (child.pid().unwrap_or(0), child.tgid().unwrap_or(1));
     if pid != tgid {
         return 0;
     }
@@ -259,12 +250,11 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
         return 0;
     };
     let ev = rec.ptr();
-    // SAFETY: `ev` is the reserved record; `child` is read through
-    // bpf_probe_read_kernel.
+    // SAFETY: `ev` is the reserved record.
     unsafe {
         (*ev).child_pid = tgid;
         (*ev)._pad = 0;
-        (*ev).child_start_ns = rd::<u64>(child, off!(task_start_time)).unwrap_or(0);
+        (*ev).child_start_ns = child.start_time().unwrap_or(0);
     }
     rec.submit();
     0
@@ -280,7 +270,8 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let signal = unsafe { rd_ptr(current_task(), off!(task_signal)) }.map_or(0, |p| p as u64);
+    let task = TaskPtr::current();
+    let signal = task.signal().map_or(0, |p| p as u64);
     let live = if signal == 0 {
         None
     } else {
@@ -294,7 +285,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     } else {
         unsafe { rd::<u32>(signal as Ptr, off!(signal_group_exit_code)) }.unwrap_or(0)
     };
-    let own: u32 = unsafe { rd::<u32>(current_task(), off!(task_exit_code)) }.unwrap_or(0);
+    let own: u32 = task.exit_code().unwrap_or(0);
     let exit_code = if group != 0 { group } else { own };
     let group_dead = match live {
         Some(n) => n == 0,
@@ -304,8 +295,9 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let tgid = (pid_tgid >> 32) as u32;
-    let leader_start = unsafe { rd_ptr(current_task(), off!(task_group_leader)) }
-        .and_then(|l| unsafe { rd::<u64>(l, off!(task_start_time)) })
+    let leader_start = task
+        .group_leader()
+        .and_then(|l| l.start_time())
         .unwrap_or(0);
     if GROUP_EXITED
         .insert(tgid, leader_start, BPF_NOEXIST)
