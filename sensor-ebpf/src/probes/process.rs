@@ -272,10 +272,20 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let task = TaskPtr::current();
     let signal = task.signal().map_or(0, |p| p as u64);
-    let live = if signal == 0 {
-        None
+    // The group is dead when `signal->live` reached 0; without a signal
+    // struct, when the leader exits. Decided in each branch rather than
+    // through an `Option` of `live`: LLVM computed `n == 0` on the payload
+    // of a `None` made of nothing, a register the verifier rejects as
+    // never written ("!read_ok").
+    let leader = (pid_tgid >> 32) as u32 == pid_tgid as u32;
+    let group_dead = if signal == 0 {
+        leader
     } else {
-        unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) }
+        // SAFETY: an integer read through bpf_probe_read_kernel.
+        match unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) } {
+            Some(n) => n == 0,
+            None => leader,
+        }
     };
     // The group's code when it exited as a group (exit_group, a fatal
     // signal, a core dump: the dumping thread need not be the last to
@@ -287,10 +297,6 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     };
     let own: u32 = task.exit_code().unwrap_or(0);
     let exit_code = if group != 0 { group } else { own };
-    let group_dead = match live {
-        Some(n) => n == 0,
-        None => (pid_tgid >> 32) as u32 == pid_tgid as u32,
-    };
     if !group_dead {
         return 0;
     }
