@@ -1,7 +1,7 @@
 //! Taint and the way data leaves a tainted process: file writes and
 //! closes, sends, renames, links and unlinks.
 
-use crate::{ARG_BUF, Header, KPath, PATH_BUF};
+use crate::{ARG_BUF, Header, KPath, PATH_BUF, header::record};
 
 /// Why a process is tainted (bits of `Taint::flags`).
 /// It opened a tracked file (key, dump or derived copy) for reading.
@@ -88,6 +88,7 @@ pub struct FileWriteEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 32 + 32 + 8 + 8 + PATH_BUF);
+record!(FileWriteEvent: FileWrite);
 
 /// A tainted process closed a file it had written.
 #[repr(C)]
@@ -105,6 +106,7 @@ pub struct FileCloseEvent {
     pub written: u64,
 }
 const _: () = assert!(core::mem::size_of::<FileCloseEvent>() == 96);
+record!(FileCloseEvent: FileClose);
 
 /// A tainted process sent on a socket (the first send per socket).
 #[repr(C)]
@@ -135,6 +137,7 @@ pub struct NetSendEvent {
     pub dest: [u8; 32],
 }
 const _: () = assert!(core::mem::size_of::<NetSendEvent>() == 56 + 32 + 16 + 16 + 32 + 8 + 32);
+record!(NetSendEvent: NetSend);
 
 /// PathChangeEvent::op values.
 pub const PATH_OP_RENAME: u32 = 1;
@@ -162,6 +165,7 @@ pub struct PathChangeEvent {
     pub new: [u8; ARG_BUF],
 }
 const _: () = assert!(core::mem::size_of::<PathChangeEvent>() == 56 + 32 + 2 * ARG_BUF);
+record!(PathChangeEvent: PathChange);
 
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]

@@ -140,6 +140,55 @@ impl EventKind {
     }
 }
 
+/// A record type that travels as one kind: the kernel's `emit::<T>()`
+/// takes the kind from the type and reserves `size_of::<T>()`, so the two
+/// cannot disagree. Implemented with `record!` next to each record.
+///
+/// # Safety
+/// `Self` is `#[repr(C)]` and starts with its `hdr: Header` (`record!`
+/// checks the field and its offset): the kernel fills the header through
+/// the record pointer cast to `*mut Header`.
+pub unsafe trait Record: Sized {
+    const KIND: EventKind;
+}
+
+/// A record type several kinds travel in (only [`crate::OpenEvent`]: a
+/// key open, a failed open, a /proc file open): each record's kind is one
+/// value of `Kind`, each of which names one [`EventKind`].
+///
+/// # Safety
+/// As for [`Record`] (`header_first!` checks it).
+pub unsafe trait SharedRecord: Sized {
+    type Kind: Copy + Into<EventKind> + 'static;
+    /// Every value of `Kind`.
+    const KINDS: &'static [Self::Kind];
+}
+
+/// Checks that a record type starts with `hdr: Header`.
+macro_rules! header_first {
+    ($t:ty) => {
+        const _: () = {
+            fn _hdr_is_a_header(r: &$t) -> &$crate::Header {
+                &r.hdr
+            }
+            assert!(core::mem::offset_of!($t, hdr) == 0);
+        };
+    };
+}
+pub(crate) use header_first;
+
+/// `record!(ExecEvent: Exec)`: `ExecEvent` travels as `EventKind::Exec`.
+macro_rules! record {
+    ($t:ty : $kind:ident) => {
+        $crate::header::header_first!($t);
+        // SAFETY: repr(C) (the type's own attribute), `hdr` first (checked above).
+        unsafe impl $crate::Record for $t {
+            const KIND: $crate::EventKind = $crate::EventKind::$kind;
+        }
+    };
+}
+pub(crate) use record;
+
 /// First bytes of every record.
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -233,5 +282,61 @@ mod tests {
             .count();
         assert_eq!(decoded, all.len());
         assert_eq!(EventKind::from_u32(KIND_SLOTS), None);
+    }
+
+    /// Every kind is sent by exactly one record type (its `Record::KIND`,
+    /// or one of a `SharedRecord`'s kinds), of the size user space's decode
+    /// checks the record against (`record_size`). A record type left out
+    /// of this list leaves its kind without one.
+    #[test]
+    fn every_kind_has_one_record_type_of_its_size() {
+        use crate::*;
+        use core::mem::size_of;
+        macro_rules! single {
+            ($($t:ty),+ $(,)?) => {
+                [$((<$t as Record>::KIND, size_of::<$t>(), stringify!($t))),+]
+            };
+        }
+        let singles = single!(
+            ExecEvent,
+            ForkEvent,
+            ExitEvent,
+            RenameEvent,
+            MemAccessEvent,
+            SignalEvent,
+            DumpConfigEvent,
+            FileWriteEvent,
+            FileCloseEvent,
+            NetSendEvent,
+            PathChangeEvent,
+            DeniedEvent,
+            FdAccessEvent,
+        );
+        let records = || {
+            singles.iter().copied().chain(
+                <OpenEvent as SharedRecord>::KINDS
+                    .iter()
+                    .map(|k| (EventKind::from(*k), size_of::<OpenEvent>(), "OpenEvent")),
+            )
+        };
+        for k in EventKind::ALL {
+            let mut of_kind = records().filter(|(rk, _, _)| *rk == k);
+            let Some((_, size, name)) = of_kind.next() else {
+                panic!("{k:?}: no record type sends it");
+            };
+            if let Some((_, _, other)) = of_kind.next() {
+                panic!("{k:?}: sent by {name} and by {other}");
+            }
+            assert_eq!(
+                size,
+                k.record_size(),
+                "{k:?}: {name} is {size} bytes, decode expects {}",
+                k.record_size()
+            );
+        }
+        // The kernel tags an OpenEvent with `OpenKind as u32`.
+        for k in <OpenEvent as SharedRecord>::KINDS {
+            assert_eq!(*k as u32, EventKind::from(*k) as u32, "{k:?}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Every record is `#[repr(C)]`, has no implicit padding and no `bool`, and
 //! starts with a [`Header`] whose `kind` tags it and whose `size` is the size
 //! of the whole record. Each record's size is checked at compile time next
-//! to it.
+//! to it, and its kind is given by its type ([`Record`], [`SharedRecord`]).
 //!
 //! One module per record family, all re-exported here (`sensor_common::X`):
 //! `header` (Header, EventKind, KPath, path limits), `process` (exec, fork,
@@ -11,11 +11,13 @@
 //! dump signals and configuration), `flow` (taint, writes, sends, path
 //! changes), `watch` (watched inodes), `lsm` (enforcement, allowlist, fd
 //! hand-offs), `kernel` (offsets and settings handed to the programs);
-//! `names` is the key-name matcher both sides run. The `user` feature adds
-//! the `aya::Pod` impls of the map keys and values.
+//! `names` is the key-name matcher both sides run; `x86_64` states the one
+//! architecture keysentry supports and holds its syscall numbers. The
+//! `user` feature adds the `aya::Pod` impls of the map keys and values.
 #![no_std]
 
 pub mod names;
+pub mod x86_64;
 
 mod flow;
 mod header;

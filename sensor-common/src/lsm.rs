@@ -1,7 +1,7 @@
 //! What the BPF LSM hooks share with user space: enforced rules, the
 //! kernel allowlist, denials, and accesses through handed-over fds.
 
-use crate::{Header, KPath, PATH_BUF};
+use crate::{Header, KPath, PATH_BUF, header::record};
 
 /// Rules an LSM hook can enforce (bit numbers of the kernel's `ENFORCE[0]`,
 /// values of `DeniedEvent::rule`).
@@ -72,6 +72,7 @@ pub struct DeniedEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
+record!(DeniedEvent: Denied);
 
 /// What a process did through an fd it did not open (`FdAccessEvent::op`).
 pub const FDA_READ: u32 = 1;
@@ -119,6 +120,7 @@ pub struct FdAccessEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<FdAccessEvent>() == 56 + 48 + 8 + PATH_BUF);
+record!(FdAccessEvent: FdAccess);
 
 /// Who opened a watched file (`struct file` address -> opener), recorded
 /// by the LSM file_open hook: the process image (tgid and mm) that owns

@@ -1,7 +1,7 @@
 //! Memory access to other processes, dump-producing signals and dump
 //! configuration changes.
 
-use crate::Header;
+use crate::{Header, header::record};
 
 /// Memory-access operations (`MemAccessEvent::op`).
 pub const MEM_PTRACE: u32 = 1;
@@ -35,6 +35,7 @@ pub struct MemAccessEvent {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
+record!(MemAccessEvent: MemAccess);
 
 /// A dump-producing signal (SIGQUIT, ILL, TRAP, ABRT, BUS, FPE, SEGV, XCPU,
 /// XFSZ, SYS) generated for another process.
@@ -53,6 +54,7 @@ pub struct SignalEvent {
     pub result: i32,
 }
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
+record!(SignalEvent: DumpSignal);
 
 /// What a DumpConfigEvent changes.
 pub const DCFG_CORE_PATTERN: u32 = 1;
@@ -78,6 +80,7 @@ pub struct DumpConfigEvent {
     pub target: u32,
 }
 const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
+record!(DumpConfigEvent: DumpConfig);
 
 /// Is `sig` a signal whose default action dumps core?
 pub const fn is_dump_signal(sig: u32) -> bool {

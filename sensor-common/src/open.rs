@@ -2,7 +2,7 @@
 //! with its source, match and /proc file values, and the name words the
 //! kernel compares short fixed names with.
 
-use crate::{ARG_BUF, Header, KPath};
+use crate::{ARG_BUF, EventKind, Header, KPath, SharedRecord, header::header_first};
 
 /// Where an open was seen.
 pub const SRC_OPEN: u32 = 1;
@@ -62,6 +62,37 @@ pub struct OpenEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
+header_first!(OpenEvent);
+// SAFETY: repr(C), `hdr` first (checked above).
+unsafe impl SharedRecord for OpenEvent {
+    type Kind = OpenKind;
+    const KINDS: &'static [OpenKind] = &[
+        OpenKind::KeyOpen,
+        OpenKind::KeyOpenFailed,
+        OpenKind::ProcFileOpen,
+    ];
+}
+
+/// The kinds an [`OpenEvent`] travels as (the same values as their
+/// [`EventKind`]s).
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OpenKind {
+    KeyOpen = EventKind::KeyOpen as u32,
+    KeyOpenFailed = EventKind::KeyOpenFailed as u32,
+    ProcFileOpen = EventKind::ProcFileOpen as u32,
+}
+
+impl From<OpenKind> for EventKind {
+    #[inline(always)]
+    fn from(k: OpenKind) -> EventKind {
+        match k {
+            OpenKind::KeyOpen => EventKind::KeyOpen,
+            OpenKind::KeyOpenFailed => EventKind::KeyOpenFailed,
+            OpenKind::ProcFileOpen => EventKind::ProcFileOpen,
+        }
+    }
+}
 
 /// `struct file` f_mode bit: the open created the file (stable since 4.19).
 pub const FMODE_CREATED: u32 = 0x100000;

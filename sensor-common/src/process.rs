@@ -1,7 +1,7 @@
 //! Process lifecycle records (exec, fork, exit, rename) and the comm key
 //! of the protected-comm map.
 
-use crate::{CMDLINE_BUF, COMM_LEN, Header, KPath};
+use crate::{CMDLINE_BUF, COMM_LEN, Header, KPath, header::record};
 
 #[repr(C)]
 #[derive(Copy, Clone)]
@@ -16,6 +16,7 @@ pub struct ExecEvent {
     pub exe: KPath,
 }
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
+record!(ExecEvent: Exec);
 
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -27,6 +28,7 @@ pub struct ForkEvent {
     pub child_start_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
+record!(ForkEvent: Fork);
 
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -39,6 +41,7 @@ pub struct ExitEvent {
     pub environ_reads: u32,
 }
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
+record!(ExitEvent: Exit);
 
 /// The thread-group leader of the process in the header was renamed. The
 /// header describes the renaming thread (the leader itself for
@@ -52,6 +55,7 @@ pub struct RenameEvent {
     pub comm: [u8; COMM_LEN],
 }
 const _: () = assert!(core::mem::size_of::<RenameEvent>() == 72);
+record!(RenameEvent: Rename);
 
 /// `comm` with every byte after its first NUL zeroed (a `PROTECTED_COMMS`
 /// key), as bpf_get_current_comm gives it; task:task_rename's `newcomm`

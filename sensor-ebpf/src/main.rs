@@ -1,8 +1,12 @@
 //! keysentry's kernel programs. One module per hook family under `probes/`;
-//! shared kernel-memory readers in `vfs`, maps and globals in `maps`.
+//! typed pointers to kernel objects in `kptr`, shared kernel-memory readers
+//! in `vfs`, maps and globals in `maps`, the record sender in `emit`, the
+//! current syscall in `syscall`.
 #![no_std]
 #![no_main]
 
+mod emit;
+mod kptr;
 mod maps;
 mod probes;
 mod syscall;

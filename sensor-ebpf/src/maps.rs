@@ -10,12 +10,16 @@ use sensor_common::{
     names::{NameKey, NamePatterns},
 };
 
+use crate::kptr::InodePtr;
+
 /// Struct offsets of the running kernel (from its BTF), set at load time.
 #[unsafe(no_mangle)]
+// SAFETY: plain integers, valid as all zeroes.
 pub static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
 
 /// Run-time switches, set at load time.
 #[unsafe(no_mangle)]
+// SAFETY: plain integers, valid as all zeroes.
 pub static SETTINGS: SensorSettings = unsafe { core::mem::zeroed() };
 
 /// Reads one field of a load-time global. Volatile, so the compiler does not
@@ -24,6 +28,8 @@ pub static SETTINGS: SensorSettings = unsafe { core::mem::zeroed() };
 macro_rules! off {
     ($field:ident) => {{
         #[allow(unused_unsafe)]
+        // SAFETY: an aligned read of a static's field (user space writes
+        // the static only before the programs load).
         let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::OFFSETS.$field) };
         v
     }};
@@ -33,6 +39,8 @@ macro_rules! off {
 macro_rules! setting {
     ($field:ident) => {{
         #[allow(unused_unsafe)]
+        // SAFETY: an aligned read of a static's field (user space writes
+        // the static only before the programs load).
         let v = unsafe { core::ptr::read_volatile(&raw const $crate::maps::SETTINGS.$field) };
         v
     }};
@@ -149,6 +157,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 #[inline(always)]
 pub fn count_lost(kind: EventKind) {
     if let Some(p) = LOST.get_ptr_mut(kind as u32) {
+        // SAFETY: a per-CPU array slot, this CPU's alone.
         unsafe { *p += 1 };
     }
 }
@@ -157,6 +166,7 @@ pub fn count_lost(kind: EventKind) {
 #[inline(always)]
 pub fn count_stop(reason: u32) {
     if let Some(p) = FLOW_STOPPED.get_ptr_mut(reason) {
+        // SAFETY: a per-CPU array slot, this CPU's alone.
         unsafe { *p += 1 };
     }
 }
@@ -166,11 +176,13 @@ pub fn count_stop(reason: u32) {
 /// whose inode number a new file reuses. A stale entry is removed (and
 /// counted) and never matches.
 #[inline(always)]
-pub fn watch_entry(key: &InodeKey, inode: crate::vfs::Ptr) -> Option<*mut WatchEntry> {
+pub fn watch_entry(key: &InodeKey, inode: InodePtr) -> Option<*mut WatchEntry> {
     let w = WATCHED.get_ptr_mut(key)?;
+    // SAFETY: a map value pointer stays valid for the program's run (even
+    // if the entry is removed meanwhile).
     unsafe {
         if (*w).flags & WATCH_IGEN != 0 {
-            let g: u32 = crate::vfs::rd(inode, crate::off!(inode_i_generation)).unwrap_or(0);
+            let g: u32 = inode.generation().unwrap_or(0);
             if g != (*w).igen {
                 let _ = WATCHED.remove(key);
                 count_stop(STOP_STALE_INODE);
@@ -207,17 +219,6 @@ pub fn acting_tgid() -> Option<u32> {
         return None;
     }
     Some(tgid)
-}
-
-/// (dev, inode) of a task's executable.
-#[inline(always)]
-pub unsafe fn exe_of(task: crate::vfs::Ptr) -> Option<InodeKey> {
-    use crate::vfs::{file_identity, rd_ptr};
-    unsafe {
-        let mm = rd_ptr(task, crate::off!(task_mm))?;
-        let exe = rd_ptr(mm, crate::off!(mm_exe_file))?;
-        file_identity(exe).map(|(k, _)| k)
-    }
 }
 
 /// Is executable `exe` in `ALLOWED` for `scope` (a key path's watch id,

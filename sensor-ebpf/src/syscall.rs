@@ -1,5 +1,8 @@
-//! The current syscall at its exit tracepoint: the arguments from the
-//! task's saved user registers, the result from the tracepoint record.
+//! The current syscall: its number, its arguments from the task's saved
+//! user registers, its result at an exit tracepoint. The x86_64 register
+//! convention is here and nowhere else in the kernel programs; the syscall
+//! numbers are `sensor_common::x86_64`'s (the one place that states the
+//! architecture).
 
 use aya_ebpf::{EbpfContext, helpers::generated, programs::TracePointContext};
 
@@ -8,14 +11,23 @@ use crate::{
     vfs::{Ptr, rd},
 };
 
+/// The current task's saved user registers (null for a kernel thread).
+#[inline(always)]
+fn user_regs() -> Ptr {
+    // SAFETY: both helpers take no pointer from us; the result is only
+    // read through bpf_probe_read_kernel.
+    unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr }
+}
+
 /// (di, si, dx): the first three syscall arguments on x86_64.
 #[inline(always)]
-pub unsafe fn args3() -> Option<(u64, u64, u64)> {
+pub fn args3() -> Option<(u64, u64, u64)> {
+    let regs = user_regs();
+    if regs.is_null() {
+        return None;
+    }
+    // SAFETY: reads through bpf_probe_read_kernel, which fails cleanly.
     unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return None;
-        }
         Some((
             rd(regs, off!(pt_regs_di))?,
             rd(regs, off!(pt_regs_si))?,
@@ -24,23 +36,61 @@ pub unsafe fn args3() -> Option<(u64, u64, u64)> {
     }
 }
 
-/// The syscall argument register at `reg_off` in pt_regs (r10 is the 4th
-/// argument, r8 the 5th on x86_64).
+/// The syscall argument register at `reg_off` in pt_regs.
 #[inline(always)]
-pub unsafe fn arg_reg(reg_off: u32) -> Option<u64> {
-    unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return None;
-        }
-        rd(regs, reg_off)
+fn arg_reg(reg_off: u32) -> Option<u64> {
+    let regs = user_regs();
+    if regs.is_null() {
+        return None;
     }
+    // SAFETY: a read through bpf_probe_read_kernel.
+    unsafe { rd(regs, reg_off) }
+}
+
+/// The 2nd syscall argument (si).
+#[inline(always)]
+pub fn arg2() -> Option<u64> {
+    arg_reg(off!(pt_regs_si))
+}
+
+/// The 4th syscall argument (r10: the syscall ABI's, not the C ABI's rcx).
+#[inline(always)]
+pub fn arg4() -> Option<u64> {
+    arg_reg(off!(pt_regs_r10))
+}
+
+/// The 5th syscall argument (r8).
+#[inline(always)]
+pub fn arg5() -> Option<u64> {
+    arg_reg(off!(pt_regs_r8))
+}
+
+/// The current syscall's number from the saved registers (`orig_ax`), -1
+/// outside a syscall: for hooks other than the syscall tracepoints.
+#[inline(always)]
+pub fn current_nr() -> i32 {
+    let regs = user_regs();
+    if regs.is_null() {
+        return -1;
+    }
+    // SAFETY: a read through bpf_probe_read_kernel.
+    unsafe { rd::<i64>(regs, off!(pt_regs_orig_ax)) }.unwrap_or(-1) as i32
+}
+
+/// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
+/// against tracefs at load time).
+#[inline(always)]
+pub fn tp_nr(ctx: &TracePointContext) -> i32 {
+    // SAFETY: a bounded read of the tracepoint record (bpf_probe_read).
+    unsafe { ctx.read_at::<i32>(sensor_common::SYSCALL_NR_OFFSET as usize) }.unwrap_or(-1)
 }
 
 /// `long ret` of a syscalls:sys_exit_* record: a direct context load at the
 /// offset user space checked against the running kernel at load time.
 #[inline(always)]
 pub fn sys_ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: the offset lies inside every sys_exit record (checked at load
+    // time), and the verifier checks the context access.
     unsafe {
         *((ctx.as_ptr() as *const u8).add(sensor_common::SYS_EXIT_RET_OFFSET as usize)
             as *const i64)

@@ -1,96 +1,75 @@
-//! Readers of kernel memory: the current task's files, a file's identity,
-//! dentry names and full paths. Every offset comes from `OFFSETS`, filled
-//! from the running kernel's BTF at load time.
+//! Readers of kernel memory: the raw reader (`rd`) under the typed
+//! pointers of `kptr`, the current task's files, dentry names and full
+//! paths. Every offset comes from `OFFSETS`, filled from the running
+//! kernel's BTF at load time.
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
-};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use sensor_common::{
-    Header, InodeKey, KPath, PATH_BUF, PATH_COMPLETE, PATH_MAX_DEPTH, PATH_TRUNCATED,
-    PATH_WRITE_MASK,
+    KPath, PATH_BUF, PATH_COMPLETE, PATH_MAX_DEPTH, PATH_TRUNCATED, PATH_WRITE_MASK,
     names::{MAX_PATTERNS, NameKey, PAT_DIR, name_key},
 };
 
-use crate::off;
+use crate::{
+    kptr::{DentryPtr, FilePtr, TaskPtr},
+    off,
+};
 
 pub type Ptr = *const u8;
 
 /// Reads a `T` at `base + offset` of kernel memory.
+///
+/// # Safety
+/// `T` is valid for any bits (an integer, a byte array, a pointer).
 #[inline(always)]
 pub unsafe fn rd<T: Copy>(base: Ptr, offset: u32) -> Option<T> {
+    // SAFETY: the address is only handed to bpf_probe_read_kernel, which
+    // checks it and fails cleanly; nothing dereferences it directly.
     unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const T).ok() }
 }
 
 /// Reads a non-null kernel pointer at `base + offset`.
+///
+/// # Safety
+/// None beyond `rd`'s, met by a pointer.
 #[inline(always)]
 pub unsafe fn rd_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
     let p: u64 = unsafe { rd(base, offset)? };
     if p == 0 { None } else { Some(p as Ptr) }
 }
 
-#[inline(always)]
-pub fn current_task() -> Ptr {
-    unsafe { generated::bpf_get_current_task() as Ptr }
-}
-
 /// `current->files->fdt->fd[fd]`.
 #[inline(always)]
-pub unsafe fn fd_file(fd: u64) -> Option<Ptr> {
+pub fn fd_file(fd: u64) -> Option<FilePtr> {
+    let files = TaskPtr::current().files()?;
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only, into
+    // pointers.
     unsafe {
-        let files = rd_ptr(current_task(), off!(task_files))?;
         let fdt = rd_ptr(files, off!(files_fdt))?;
         // No max_fds check: `fd` was just installed by the open that
         // returned it, and a stray read would only fail the helper.
         let fds = rd_ptr(fdt, off!(fdt_fd))?;
         let slot: u64 = bpf_probe_read_kernel(fds.add((fd as usize) * 8) as *const u64).ok()?;
-        if slot == 0 { None } else { Some(slot as Ptr) }
-    }
-}
-
-/// (device, inode number) and the inode of an open file.
-#[inline(always)]
-pub unsafe fn file_identity(file: Ptr) -> Option<(InodeKey, Ptr)> {
-    unsafe {
-        let inode = rd_ptr(file, off!(file_f_inode))?;
-        let ino: u64 = rd(inode, off!(inode_i_ino))?;
-        let sb = rd_ptr(inode, off!(inode_i_sb))?;
-        let dev: u32 = rd(sb, off!(sb_s_dev))?;
-        Some((InodeKey { dev, _pad: 0, ino }, inode))
-    }
-}
-
-#[inline(always)]
-pub unsafe fn file_dentry(file: Ptr) -> Option<Ptr> {
-    unsafe { rd_ptr(file, off!(file_f_path) + off!(path_dentry)) }
-}
-
-/// (len, name pointer) of a dentry's name.
-#[inline(always)]
-unsafe fn dentry_name(dentry: Ptr) -> Option<(u32, Ptr)> {
-    unsafe {
-        // struct qstr { u32 hash; u32 len; const char *name; } in one read
-        // (layout checked by user space at load time).
-        let q: [u32; 4] = rd(dentry, off!(dentry_d_name))?;
-        let name = (q[2] as u64) | ((q[3] as u64) << 32);
-        if name == 0 {
-            return None;
+        if slot == 0 {
+            None
+        } else {
+            Some(FilePtr::from_addr(slot))
         }
-        Some((q[1], name as Ptr))
     }
 }
 
 /// Head/tail words of a dentry's name (see `sensor_common::names`); all
 /// zero (matching no pattern) when it cannot be read.
 #[inline(always)]
-pub unsafe fn dentry_name_key(dentry: Ptr) -> NameKey {
+pub fn dentry_name_key(dentry: DentryPtr) -> NameKey {
+    let Some((len, name)) = dentry.name() else {
+        return NameKey::default();
+    };
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only, 16
+    // bytes into each of the two 16-byte arrays on the stack.
     unsafe {
-        let Some((len, name)) = dentry_name(dentry) else {
-            return NameKey::default();
-        };
         // Short names live in the dentry's inline storage (at least 32
         // bytes), long ones in an allocation of len + 1: 16 bytes are there.
         let mut head = [0u64; 2];
@@ -135,21 +114,25 @@ struct Walk {
 /// mount. Returns 1 to stop.
 #[inline(never)]
 unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is read_path's `Walk` (bpf_loop passes it through);
+    // kernel memory is read through bpf_probe_read_kernel only; the name
+    // is written at `pos & PATH_WRITE_MASK` with at most 255 + 1 bytes,
+    // inside PATH_BUF (checked at compile time in sensor-common).
     unsafe {
         let w = ctx as *mut Walk;
         let Some(out) = PATH_SCRATCH.get_ptr_mut(0) else {
             return 1;
         };
-        let dentry = (*w).dentry as Ptr;
+        let dentry = DentryPtr::from_addr((*w).dentry);
         let mnt = (*w).mnt as Ptr;
-        let Some(parent) = rd_ptr(dentry, off!(dentry_d_parent)) else {
+        let Some(parent) = dentry.parent() else {
             return 1;
         };
-        if dentry as u64 == (*w).mnt_root || dentry == parent {
+        if dentry.addr() == (*w).mnt_root || dentry.addr() == parent.addr() {
             let Some(mnt_parent) = rd_ptr(mnt, off!(mount_mnt_parent)) else {
                 return 1;
             };
-            if mnt_parent == mnt || dentry as u64 != (*w).mnt_root {
+            if mnt_parent == mnt || dentry.addr() != (*w).mnt_root {
                 (*w).flags = PATH_COMPLETE as u64;
                 return 1;
             }
@@ -163,7 +146,7 @@ unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
                 .unwrap_or(0);
             return 0;
         }
-        let Some((len, name)) = dentry_name(dentry) else {
+        let Some((len, name)) = dentry.name() else {
             return 1;
         };
         let pos = (*w).pos as usize;
@@ -180,16 +163,22 @@ unsafe extern "C" fn path_step(_index: u64, ctx: *mut c_void) -> i64 {
         );
         *buf.add(at + n) = b'/';
         (*w).pos = (at + n + 1) as u64;
-        (*w).dentry = parent as u64;
+        (*w).dentry = parent.addr();
         0
     }
 }
 
 /// Rebuilds the path of a `struct path` into `out`, crossing mounts up to
 /// the root of the mount namespace. Components are written leaf first,
-/// each followed by '/'.
+/// each followed by '/'. Through `FilePtr::read_path`.
+///
+/// # Safety
+/// `out` points at writable memory for a `KPath`.
 #[inline(always)]
-pub unsafe fn read_path(path: Ptr, out: *mut KPath) {
+pub(crate) unsafe fn read_path(path: Ptr, out: *mut KPath) {
+    // SAFETY: `out` is a writable KPath (the caller's); kernel memory is
+    // read through bpf_probe_read_kernel only; `w` outlives the bpf_loop
+    // that hands it to path_step, whose signature is bpf_loop's callback's.
     unsafe {
         (*out).len = 0;
         (*out).flags = 0;
@@ -228,24 +217,6 @@ pub unsafe fn read_path(path: Ptr, out: *mut KPath) {
     }
 }
 
-/// Fills a record header from the current task.
-#[inline(always)]
-pub unsafe fn fill_header(h: *mut Header, kind: u32, size: usize) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    unsafe {
-        (*h).kind = kind;
-        (*h).size = size as u32;
-        (*h).ts_boot_ns = generated::bpf_ktime_get_boot_ns();
-        (*h).pid = (pid_tgid >> 32) as u32;
-        (*h).tid = pid_tgid as u32;
-        (*h).uid = uid_gid as u32;
-        (*h).gid = (uid_gid >> 32) as u32;
-        (*h).cgroup_id = bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    }
-}
-
 /// State of one `eval_patterns` walk (on the caller's stack).
 #[repr(C)]
 struct PatternWalk {
@@ -259,6 +230,8 @@ struct PatternWalk {
 /// bpf_loop callback: one pattern of the table.
 #[inline(never)]
 unsafe extern "C" fn pattern_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is eval_patterns' `PatternWalk` (bpf_loop passes it
+    // through); the pattern index is masked into the table.
     unsafe {
         let w = ctx as *mut PatternWalk;
         if i >= (*w).count {
@@ -299,6 +272,8 @@ pub fn eval_patterns(count: u32, name: &NameKey, parent: &NameKey) -> u32 {
         include: 0,
         exclude: 0,
     };
+    // SAFETY: `w` outlives the loop that hands it to pattern_step, whose
+    // signature is bpf_loop's callback's.
     unsafe {
         generated::bpf_loop(
             MAX_PATTERNS as u32,

@@ -8,13 +8,13 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DumpConfigEvent, EventKind};
+use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DumpConfigEvent};
 
 use crate::{
-    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
+    emit::emit,
+    maps::PROTECTED,
     setting,
     syscall::{args3, sys_ret},
-    vfs::fill_header,
 };
 
 const PR_SET_DUMPABLE: u64 = 4;
@@ -23,23 +23,18 @@ const RLIMIT_CORE: u64 = 4;
 /// Reports a dump-configuration change.
 #[inline(always)]
 pub fn emit_dump_config(what: u32, target: u32, value: u64, ret: i64) {
-    let Some(mut entry) = EVENTS.reserve::<DumpConfigEvent>(0) else {
-        count_lost(EventKind::DumpConfig);
+    let Some(rec) = emit::<DumpConfigEvent>() else {
         return;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::DumpConfig as u32,
-            size_of::<DumpConfigEvent>(),
-        );
         (*ev).ret = ret;
         (*ev).value = value;
         (*ev).what = what;
         (*ev).target = target;
     }
-    entry.submit(submit_flags());
+    rec.submit();
 }
 
 #[inline(always)]
@@ -58,7 +53,7 @@ pub fn ks_exit_prctl(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Some((option, arg2, _)) = (unsafe { args3() }) else {
+    let Some((option, arg2, _)) = args3() else {
         return 0;
     };
     let me = current_tgid();
@@ -84,7 +79,7 @@ pub fn ks_exit_setrlimit(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Some((resource, rlim, _)) = (unsafe { args3() }) else {
+    let Some((resource, rlim, _)) = args3() else {
         return 0;
     };
     let me = current_tgid();
@@ -102,7 +97,7 @@ pub fn ks_exit_prlimit64(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Some((pid, resource, new)) = (unsafe { args3() }) else {
+    let Some((pid, resource, new)) = args3() else {
         return 0;
     };
     if resource != RLIMIT_CORE || new == 0 {

@@ -23,26 +23,30 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ARG_BUF, EventKind, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK,
-    PATH_OP_RENAME, PATH_OP_UNLINK, PathChangeEvent, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE,
-    TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP,
-    VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED,
-    WatchEntry, WriteKey,
+    ARG_BUF, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME,
+    PATH_OP_UNLINK, PathChangeEvent, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE, TAINT_PIPE,
+    TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
+    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
+    WriteKey,
+    x86_64::{
+        NR_COPY_FILE_RANGE, NR_IOCTL, NR_LINK, NR_LINKAT, NR_MMAP, NR_PWRITE64, NR_PWRITEV,
+        NR_PWRITEV2, NR_RENAME, NR_RENAMEAT, NR_RENAMEAT2, NR_SENDFILE, NR_SENDMMSG, NR_SENDMSG,
+        NR_SENDTO, NR_SPLICE, NR_TEE, NR_UNLINK, NR_UNLINKAT, NR_VMSPLICE, NR_WRITE, NR_WRITEV,
+    },
 };
 
 use crate::{
+    emit::emit,
+    kptr::{FilePtr, InodePtr},
     maps::{
-        EVENTS, PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN,
-        acting_tgid, count_lost, count_stop, submit_flags, watch_entry,
+        PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
+        count_stop, watch_entry,
     },
     off,
     probes::open::arg_final_name,
     setting,
-    syscall::{arg_reg, args3, sys_ret},
-    vfs::{
-        Ptr, dentry_name_key, fd_file, file_dentry, file_identity, fill_header, rd, rd_ptr,
-        read_path,
-    },
+    syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
+    vfs::{Ptr, dentry_name_key, fd_file, rd, rd_ptr},
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -68,6 +72,8 @@ const NOT_FOLLOWED: u64 = u64::MAX;
 #[inline(always)]
 pub fn add_taint(tgid: u32, t: &Taint) {
     match TAINTED.get_ptr_mut(tgid) {
+        // SAFETY: a live map value (another CPU may update the same entry
+        // at once: at worst a mixed taint).
         Some(cur) => unsafe {
             (*cur).flags |= t.flags;
             if (*cur).src_pid == 0 {
@@ -120,19 +126,18 @@ fn pipe_gate(tgid: u32) -> bool {
 /// A read from `fd`: taints the reader when `fd` is a pipe a tainted
 /// process wrote (callers check `pipe_gate` first).
 #[inline(always)]
-unsafe fn pipe_read(tgid: u32, fd: u64) {
-    unsafe {
-        let Some(file) = fd_file(fd) else { return };
-        let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
-            return;
-        };
-        if let Some(t) = TAINTED_PIPES.get(inode as u64)
-            && t.flags != 0
-        {
-            let mut t = *t;
-            t.flags |= TAINT_PIPE;
-            add_taint(tgid, &t);
-        }
+fn pipe_read(tgid: u32, fd: u64) {
+    let Some(file) = fd_file(fd) else { return };
+    let Some(inode) = file.inode() else {
+        return;
+    };
+    // SAFETY: the map value is copied out.
+    if let Some(t) = unsafe { TAINTED_PIPES.get(inode.addr()) }
+        && t.flags != 0
+    {
+        let mut t = *t;
+        t.flags |= TAINT_PIPE;
+        add_taint(tgid, &t);
     }
 }
 
@@ -143,39 +148,14 @@ pub fn ks_exit_read(ctx: TracePointContext) -> u32 {
     if sys_ret(&ctx) <= 0 || !pipe_gate(tgid) {
         return 0;
     }
-    unsafe {
-        if let Some((fd, _, _)) = args3() {
-            pipe_read(tgid, fd);
-        }
+    if let Some((fd, _, _)) = args3() {
+        pipe_read(tgid, fd);
     }
     0
 }
 
-// x86_64 syscall numbers of the sink syscalls.
-const NR_WRITE: i32 = 1;
-const NR_PWRITE64: i32 = 18;
-const NR_WRITEV: i32 = 20;
-const NR_PWRITEV: i32 = 296;
-const NR_PWRITEV2: i32 = 328;
-const NR_SENDTO: i32 = 44;
-const NR_SENDMSG: i32 = 46;
-const NR_SENDMMSG: i32 = 307;
-const NR_SENDFILE: i32 = 40;
-const NR_COPY_FILE_RANGE: i32 = 326;
-const NR_SPLICE: i32 = 275;
-const NR_VMSPLICE: i32 = 278;
-const NR_TEE: i32 = 276;
-const NR_IOCTL: i32 = 16;
-const NR_MMAP: i32 = 9;
 const PROT_WRITE: u64 = 2;
 const MAP_SHARED: u64 = 1;
-
-/// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
-/// against tracefs at load time).
-#[inline(always)]
-fn syscall_nr(ctx: &TracePointContext) -> i32 {
-    unsafe { ctx.read_at::<i32>(sensor_common::SYSCALL_NR_OFFSET as usize) }.unwrap_or(-1)
-}
 
 // One program, attached to the exit tracepoints of every sink syscall and
 // dispatched on the syscall number (one verification instead of fourteen):
@@ -189,7 +169,7 @@ fn syscall_nr(ctx: &TracePointContext) -> i32 {
 // blocks without reading or writing them.
 #[tracepoint]
 pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
-    match syscall_nr(&ctx) {
+    match tp_nr(&ctx) {
         NR_WRITE | NR_PWRITE64 | NR_WRITEV | NR_PWRITEV | NR_PWRITEV2 => {
             on_sink_to(&ctx, VIA_WRITE, ArgFd::Di, None, Dest::None)
         }
@@ -211,7 +191,7 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
             if TAINTED.get_ptr_mut(tgid).is_none() {
                 return 0;
             }
-            let Some((_, cmd, _)) = (unsafe { args3() }) else {
+            let Some((_, cmd, _)) = args3() else {
                 return 0;
             };
             if cmd != FICLONE && cmd != FICLONERANGE {
@@ -226,22 +206,21 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
             if TAINTED.get_ptr_mut(tgid).is_none() || sys_ret(&ctx) < 0 {
                 return 0;
             }
-            unsafe {
-                let Some((_, len, prot)) = args3() else {
-                    return 0;
-                };
-                let flags = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
-                if prot & PROT_WRITE == 0 || flags & MAP_SHARED == 0 {
-                    return 0;
-                }
-                let fd = arg_reg(off!(pt_regs_r8)).unwrap_or(u64::MAX);
-                let Some(taint) = TAINTED.get(tgid) else {
-                    return 0;
-                };
-                let taint = *taint;
-                let Some(file) = fd_file(fd) else { return 0 };
-                sink_file(tgid, &taint, file, fd, VIA_MMAP, len as i64, Dest::None);
+            let Some((_, len, prot)) = args3() else {
+                return 0;
+            };
+            let flags = arg4().unwrap_or(0);
+            if prot & PROT_WRITE == 0 || flags & MAP_SHARED == 0 {
+                return 0;
             }
+            let fd = arg5().unwrap_or(u64::MAX);
+            // SAFETY: the map value is copied out.
+            let Some(taint) = (unsafe { TAINTED.get(tgid) }) else {
+                return 0;
+            };
+            let taint = *taint;
+            let Some(file) = fd_file(fd) else { return 0 };
+            sink_file(tgid, &taint, file, fd, VIA_MMAP, len as i64, Dest::None);
             0
         }
         _ => 0,
@@ -290,41 +269,41 @@ fn on_sink_to(
     if ret < 0 || (ret == 0 && via != VIA_CLONE) {
         return 0;
     }
-    unsafe {
-        // Untainted writers (nearly every write on the host) stop here,
-        // unless a recent pipe taint may reach them through `input`.
-        let gate = input.is_some() && pipe_gate(tgid);
-        if !gate && TAINTED.get(tgid).is_none() {
-            return 0;
-        }
-        let Some(args) = args3() else { return 0 };
-        if gate && let Some(input) = input {
-            pipe_read(tgid, pick(args, input));
-        }
-        let Some(taint) = TAINTED.get(tgid) else {
-            return 0;
-        };
-        let taint = *taint;
-        let fd = pick(args, out);
-        let Some(file) = fd_file(fd) else { return 0 };
-        sink_file(tgid, &taint, file, fd, via, ret, dest);
+    // Untainted writers (nearly every write on the host) stop here,
+    // unless a recent pipe taint may reach them through `input`.
+    let gate = input.is_some() && pipe_gate(tgid);
+    if !gate && unsafe { TAINTED.get(tgid) }.is_none() {
+        return 0;
     }
+    let Some(args) = args3() else { return 0 };
+    if gate && let Some(input) = input {
+        pipe_read(tgid, pick(args, input));
+    }
+    // SAFETY: the map value is copied out.
+    let Some(taint) = (unsafe { TAINTED.get(tgid) }) else {
+        return 0;
+    };
+    let taint = *taint;
+    let fd = pick(args, out);
+    let Some(file) = fd_file(fd) else { return 0 };
+    sink_file(tgid, &taint, file, fd, via, ret, dest);
     0
 }
 
 /// A tainted process's data went into `file`: a regular file is reported
 /// (once), a pipe tainted, a socket send reported (once).
 #[inline(always)]
-unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+fn sink_file(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    // SAFETY: map values are live while the program runs.
     unsafe {
-        let Some((key, inode)) = file_identity(file) else {
+        let Some((key, inode)) = file.identity() else {
             return;
         };
-        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        let mode = inode.mode().unwrap_or(0) as u32;
         match mode & S_IFMT {
             S_IFREG => wrote_file(tgid, taint, file, inode, key, mode, fd, via, ret),
             S_IFIFO => {
-                if TAINTED_PIPES.get(inode as u64).is_none() {
+                if TAINTED_PIPES.get(inode.addr()).is_none() {
                     // Its reader is one generation further; past the last
                     // one, the pipe is marked not followed (flags 0), so
                     // the next writes stop here uncounted.
@@ -334,7 +313,7 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
                         Some(g) => t.generation = g,
                         None => t.flags = 0,
                     }
-                    let _ = TAINTED_PIPES.insert(inode as u64, t, 0);
+                    let _ = TAINTED_PIPES.insert(inode.addr(), t, 0);
                     if t.flags == 0 {
                         return;
                     }
@@ -352,14 +331,17 @@ unsafe fn sink_file(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret:
 /// An io_uring write or send completed (`res` bytes) in a tainted
 /// process (or its io_uring worker, which shares its tgid).
 #[inline(always)]
-pub unsafe fn iou_sink(req: Ptr, res: i32) {
+pub fn iou_sink(req: Ptr, res: i32) {
     let Some(tgid) = acting_tgid() else { return };
+    // SAFETY: the map value is copied out; `req` is read through
+    // bpf_probe_read_kernel, into a pointer.
     unsafe {
         let Some(taint) = TAINTED.get(tgid) else {
             return;
         };
         let taint = *taint;
-        let Some(file) = rd_ptr(req, off!(io_kiocb_file)) else {
+        let Some(file) = rd_ptr(req, off!(io_kiocb_file)).map(|f| FilePtr::from_addr(f as u64))
+        else {
             return;
         };
         sink_file(
@@ -376,11 +358,11 @@ pub unsafe fn iou_sink(req: Ptr, res: i32) {
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn wrote_file(
+fn wrote_file(
     tgid: u32,
     taint: &Taint,
-    file: Ptr,
-    inode: Ptr,
+    file: FilePtr,
+    inode: InodePtr,
     key: InodeKey,
     mode: u32,
     fd: u64,
@@ -392,6 +374,8 @@ unsafe fn wrote_file(
         dev: key.dev,
         ino: key.ino,
     };
+    // SAFETY: map values are live while the program runs; `ev` is the
+    // reserved record.
     unsafe {
         // Reported already: count the bytes for the close.
         if let Some(n) = WRITTEN.get_ptr_mut(wk) {
@@ -415,7 +399,7 @@ unsafe fn wrote_file(
             g
         };
         let _ = WRITTEN.insert(wk, if ret > 0 { ret as u64 } else { 0 }, 0);
-        let igen: u32 = rd(inode, off!(inode_i_generation)).unwrap_or(0);
+        let igen: u32 = inode.generation().unwrap_or(0);
         // Tracked from now on (unless already watched, and not stale): a
         // `cp` of a dump started right after the dumper exits opens it
         // before user space could register it. User space replaces the
@@ -424,7 +408,7 @@ unsafe fn wrote_file(
         if watch_entry(&key, inode).is_none() {
             // Its name too, for the rename and unlink filter: an `rm` right
             // after the copy is seen before user space registers it.
-            if let Some(d) = file_dentry(file) {
+            if let Some(d) = file.dentry() {
                 let _ = WATCHED_NAMES.insert(dentry_name_key(d), 1, 0);
             }
             let _ = WATCHED.insert(
@@ -438,16 +422,10 @@ unsafe fn wrote_file(
                 BPF_NOEXIST,
             );
         }
-        let Some(mut entry) = EVENTS.reserve::<FileWriteEvent>(0) else {
-            count_lost(EventKind::FileWrite);
+        let Some(rec) = emit::<FileWriteEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::FileWrite as u32,
-            size_of::<FileWriteEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).taint = *taint;
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
@@ -456,16 +434,19 @@ unsafe fn wrote_file(
         (*ev).via = via;
         (*ev).bytes = ret;
         (*ev).igen = igen;
-        (*ev).fmode = rd::<u32>(file, off!(file_f_mode)).unwrap_or(0);
-        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
-        entry.submit(submit_flags());
+        (*ev).fmode = file.mode().unwrap_or(0);
+        file.read_path(&raw mut (*ev).path);
+        rec.submit();
     }
 }
 
 #[inline(always)]
-unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64, dest: Dest) {
+fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, dest: Dest) {
+    // SAFETY: kernel and user memory read through bpf_probe_read_kernel/user
+    // only (the destination into `dest`, 28 of its 32 bytes); `ev` is the
+    // reserved record.
     unsafe {
-        let Some(sock) = rd_ptr(file, off!(file_private_data)) else {
+        let Some(sock) = file.private_data() else {
             return;
         };
         let Some(sk) = rd_ptr(sock, off!(socket_sk)) else {
@@ -476,16 +457,10 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
             return;
         }
         let _ = SENT.insert(key, 1, 0);
-        let Some(mut entry) = EVENTS.reserve::<NetSendEvent>(0) else {
-            count_lost(EventKind::NetSend);
+        let Some(rec) = emit::<NetSendEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::NetSend as u32,
-            size_of::<NetSendEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).taint = *taint;
         (*ev).bytes = ret;
         (*ev).fd = fd as i32;
@@ -514,9 +489,9 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
         // An unconnected datagram socket names its peer per call.
         if dest != Dest::None {
             let name = if dest == Dest::Sockaddr {
-                arg_reg(off!(pt_regs_r8)).unwrap_or(0)
+                arg5().unwrap_or(0)
             } else {
-                let msg = arg_reg(off!(pt_regs_si)).unwrap_or(0);
+                let msg = arg2().unwrap_or(0);
                 let mut p = 0u64;
                 if msg != 0 {
                     generated::bpf_probe_read_user(
@@ -537,7 +512,7 @@ unsafe fn sent(tgid: u32, taint: &Taint, file: Ptr, fd: u64, via: u32, ret: i64,
                 (*ev).dest_len = 28;
             }
         }
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }
 
@@ -548,10 +523,11 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return 0;
     }
+    // SAFETY: the map value is copied out; `ev` is the reserved record.
     unsafe {
         let Some((fd, _, _)) = args3() else { return 0 };
         let Some(file) = fd_file(fd) else { return 0 };
-        let Some((key, inode)) = file_identity(file) else {
+        let Some((key, inode)) = file.identity() else {
             return 0;
         };
         let wk = WriteKey {
@@ -567,24 +543,18 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
         if written == NOT_FOLLOWED {
             return 0;
         }
-        let Some(mut entry) = EVENTS.reserve::<FileCloseEvent>(0) else {
-            count_lost(EventKind::FileClose);
+        let Some(rec) = emit::<FileCloseEvent>() else {
             return 0;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::FileClose as u32,
-            size_of::<FileCloseEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).fd = fd as i32;
-        (*ev).igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+        (*ev).igen = inode.generation().unwrap_or(0);
         (*ev)._pad = 0;
-        (*ev).size = rd::<i64>(inode, off!(inode_i_size)).unwrap_or(0);
+        (*ev).size = inode.size().unwrap_or(0);
         (*ev).written = written;
-        entry.submit(submit_flags());
+        rec.submit();
     }
     0
 }
@@ -595,13 +565,13 @@ pub fn ks_enter_close(_ctx: TracePointContext) -> u32 {
 // unlinkat(dfd, path, flags), dispatched on the number.
 #[tracepoint]
 pub fn ks_exit_pathchange(ctx: TracePointContext) -> u32 {
-    match syscall_nr(&ctx) {
-        82 => path_change(&ctx, PATH_OP_RENAME, false),
-        264 | 316 => path_change(&ctx, PATH_OP_RENAME, true),
-        86 => path_change(&ctx, PATH_OP_LINK, false),
-        265 => path_change(&ctx, PATH_OP_LINK, true),
-        87 => path_change(&ctx, PATH_OP_UNLINK, false),
-        263 => path_change(&ctx, PATH_OP_UNLINK, true),
+    match tp_nr(&ctx) {
+        NR_RENAME => path_change(&ctx, PATH_OP_RENAME, false),
+        NR_RENAMEAT | NR_RENAMEAT2 => path_change(&ctx, PATH_OP_RENAME, true),
+        NR_LINK => path_change(&ctx, PATH_OP_LINK, false),
+        NR_LINKAT => path_change(&ctx, PATH_OP_LINK, true),
+        NR_UNLINK => path_change(&ctx, PATH_OP_UNLINK, false),
+        NR_UNLINKAT => path_change(&ctx, PATH_OP_UNLINK, true),
         _ => 0,
     }
 }
@@ -617,6 +587,8 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
     if ret != 0 {
         return 0;
     }
+    // SAFETY: user memory read through bpf_probe_read_user_str only, into
+    // the ARG_BUF-byte `old` and `new` of the reserved record `ev`.
     unsafe {
         let Some((a0, a1, a2)) = args3() else {
             return 0;
@@ -628,7 +600,7 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
                 (AT_FDCWD, a0, AT_FDCWD, 0)
             }
         } else if at {
-            let a3 = arg_reg(off!(pt_regs_r10)).unwrap_or(0);
+            let a3 = arg4().unwrap_or(0);
             (a0 as i32, a1, a2 as i32, a3)
         } else {
             (AT_FDCWD, a0, AT_FDCWD, a1)
@@ -639,16 +611,10 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         if arg_final_name(old).is_none() && (new == 0 || arg_final_name(new).is_none()) {
             return 0;
         }
-        let Some(mut entry) = EVENTS.reserve::<PathChangeEvent>(0) else {
-            count_lost(EventKind::PathChange);
+        let Some(rec) = emit::<PathChangeEvent>() else {
             return 0;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::PathChange as u32,
-            size_of::<PathChangeEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).op = op;
         (*ev).flags = 0;
@@ -674,7 +640,7 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
                 (*ev).new_len = n as u32 - 1;
             }
         }
-        entry.submit(submit_flags());
+        rec.submit();
     }
     0
 }

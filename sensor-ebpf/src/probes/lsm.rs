@@ -20,21 +20,24 @@
 //!
 //! Never denied: the sensor itself (`SETTINGS.self_pid`) and pid 1.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, generated},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use sensor_common::{
     ALLOW_ANY_KEY, ALLOW_MEMORY, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
-    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, EventKind, InodeKey,
-    MEM_LSM_ACCESS, MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, InodeKey, MEM_LSM_ACCESS,
+    MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    x86_64::{
+        NR_CREAT, NR_IO_URING_ENTER, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2,
+        NR_PIDFD_GETFD, NR_PROCESS_VM_READV, NR_PROCESS_VM_WRITEV, NR_PTRACE,
+    },
 };
 
 use crate::{
-    maps::{ENFORCE, EVENTS, PROTECTED, allowed, count_lost, exe_of, submit_flags, watch_entry},
+    emit::emit,
+    kptr::{FilePtr, TaskPtr},
+    maps::{ENFORCE, PROTECTED, allowed, watch_entry},
     off, setting,
-    vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+    syscall::current_nr,
+    vfs::rd_ptr,
 };
 
 const EPERM: i32 = 1;
@@ -45,18 +48,6 @@ const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_DUMPCORE: u32 = 0x0000_0200;
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
-
-// x86_64 syscall numbers of the memory-access syscalls.
-const NR_PTRACE: i64 = 101;
-const NR_PROCESS_VM_READV: i64 = 310;
-const NR_PROCESS_VM_WRITEV: i64 = 311;
-const NR_PIDFD_GETFD: i64 = 438;
-const NR_OPEN: i64 = 2;
-const NR_CREAT: i64 = 85;
-const NR_OPENAT: i64 = 257;
-const NR_OPEN_BY_HANDLE_AT: i64 = 304;
-const NR_IO_URING_ENTER: i64 = 426;
-const NR_OPENAT2: i64 = 437;
 
 #[inline(always)]
 fn enforced(rule: u32) -> bool {
@@ -74,36 +65,19 @@ fn actor_tgid() -> Option<u32> {
     }
 }
 
-/// The current syscall number (-1 outside a syscall).
+/// Reports a denial. `file` (when given) gives the record its file.
 #[inline(always)]
-pub(crate) fn syscall_nr() -> i64 {
+fn report(rule: u32, target: u32, arg: u32, file: Option<FilePtr>, key: InodeKey, watch_id: u32) {
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        let regs = generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr;
-        if regs.is_null() {
-            return -1;
-        }
-        rd::<i64>(regs, off!(pt_regs_orig_ax)).unwrap_or(-1)
-    }
-}
-
-/// Reports a denial. `file` (when not null) gives the record its file.
-#[inline(always)]
-unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, watch_id: u32) {
-    unsafe {
-        let Some(mut entry) = EVENTS.reserve::<DeniedEvent>(0) else {
-            count_lost(EventKind::Denied);
+        let Some(rec) = emit::<DeniedEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Denied as u32,
-            size_of::<DeniedEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).rule = rule;
         (*ev).target = target;
         (*ev).arg = arg;
-        (*ev).syscall = syscall_nr() as i32;
+        (*ev).syscall = current_nr();
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).watch_id = watch_id;
@@ -111,12 +85,12 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
         (*ev)._pad = 0;
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
-        if !file.is_null() {
-            (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
-            read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
+        if let Some(file) = file {
+            (*ev).flags = file.flags().unwrap_or(0);
+            file.read_path(&raw mut (*ev).path);
         }
         // A denial is urgent: wake user space now.
-        entry.submit(crate::maps::BPF_RB_FORCE_WAKEUP);
+        rec.submit_now();
     }
 }
 
@@ -124,7 +98,7 @@ unsafe fn report(rule: u32, target: u32, arg: u32, file: Ptr, key: InodeKey, wat
 /// (memory.rs, open.rs): the LSM hook leaves them to them (no double
 /// alerts), and reports the others.
 #[inline(always)]
-fn enumerated(nr: i64) -> bool {
+fn enumerated(nr: i32) -> bool {
     matches!(
         nr,
         NR_PTRACE
@@ -148,11 +122,11 @@ fn enumerated(nr: i64) -> bool {
 /// (/proc/<pid>/stack, syscall, personality). NOAUDIT checks (ps reading
 /// /proc/<pid>/stat) and io_uring workers are not reported.
 #[inline(always)]
-unsafe fn detect_access(target: u32, mode: u32) {
+fn detect_access(target: u32, mode: u32) {
     if mode & PTRACE_MODE_NOAUDIT != 0 || crate::setting!(empty_programs) != 0 {
         return;
     }
-    let nr = syscall_nr();
+    let nr = current_nr();
     if nr < 0 || enumerated(nr) {
         return;
     }
@@ -166,21 +140,16 @@ unsafe fn detect_access(target: u32, mode: u32) {
     }) {
         return;
     }
-    let flags = unsafe { rd::<u32>(current_task(), off!(task_flags)) }.unwrap_or(0);
+    let flags = TaskPtr::current().flags().unwrap_or(0);
     if flags & PF_IO_WORKER != 0 {
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
-        count_lost(EventKind::MemAccess);
+    let Some(rec) = emit::<MemAccessEvent>() else {
         return;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::MemAccess as u32,
-            size_of::<MemAccessEvent>(),
-        );
         (*ev).ret = 0;
         (*ev).request = nr as u64;
         (*ev).arg = mode as u64;
@@ -189,7 +158,7 @@ unsafe fn detect_access(target: u32, mode: u32) {
         (*ev).target_protected = protected as u32;
         (*ev)._pad = 0;
     }
-    entry.submit(submit_flags());
+    rec.submit();
 }
 
 // int ptrace_access_check(struct task_struct *child, unsigned int mode)
@@ -199,23 +168,22 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let child: u64 = ctx.arg(0);
+    let child = TaskPtr::from_addr(ctx.arg(0));
     let mode: u32 = ctx.arg(1);
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    let child = child as Ptr;
-    let Some(target) = (unsafe { rd::<u32>(child, off!(task_tgid)) }) else {
+    let Some(target) = child.tgid() else {
         return 0;
     };
     if target == actor || target <= 1 {
         return 0;
     }
-    unsafe { detect_access(target, mode) };
+    detect_access(target, mode);
     if mode & PTRACE_MODE_ATTACH == 0 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
-    let rule = match syscall_nr() {
+    let rule = match current_nr() {
         NR_PTRACE => ENF_PTRACE,
         NR_PROCESS_VM_READV => ENF_VM_READ,
         NR_PROCESS_VM_WRITEV => ENF_VM_WRITE,
@@ -226,21 +194,12 @@ pub fn ks_lsm_ptrace_access_check(ctx: LsmContext) -> i32 {
     if !enforced(rule) {
         return 0;
     }
-    unsafe {
-        if let (Some(a), Some(t)) = (exe_of(current_task()), exe_of(child))
-            && allowed(&a, ALLOW_MEMORY, Some(&t))
-        {
-            return 0;
-        }
-        report(
-            rule,
-            target,
-            mode,
-            core::ptr::null(),
-            InodeKey::default(),
-            0,
-        );
+    if let (Some(a), Some(t)) = (TaskPtr::current().exe(), child.exe())
+        && allowed(&a, ALLOW_MEMORY, Some(&t))
+    {
+        return 0;
     }
+    report(rule, target, mode, None, InodeKey::default(), 0);
     -EPERM
 }
 
@@ -259,39 +218,35 @@ pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    let p: u64 = ctx.arg(0);
-    let Some(target) = (unsafe { rd::<u32>(p as Ptr, off!(task_tgid)) }) else {
+    let Some(target) = TaskPtr::from_addr(ctx.arg(0)).tgid() else {
         return 0;
     };
     if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
         return 0;
     }
-    unsafe {
-        report(
-            ENF_FORCED_CRASH,
-            target,
-            sig as u32,
-            core::ptr::null(),
-            InodeKey::default(),
-            0,
-        )
-    };
+    report(
+        ENF_FORCED_CRASH,
+        target,
+        sig as u32,
+        None,
+        InodeKey::default(),
+        0,
+    );
     -EPERM
 }
 
 /// True while the current task's process is dumping core.
 #[inline(always)]
-unsafe fn dumping() -> bool {
-    unsafe {
-        let task = current_task();
-        let flags = rd::<u32>(task, off!(task_flags)).unwrap_or(0);
-        if flags & PF_DUMPCORE != 0 {
-            return true;
-        }
-        rd_ptr(task, off!(task_signal))
-            .and_then(|s| rd_ptr(s, off!(signal_core_state)))
-            .is_some()
+fn dumping() -> bool {
+    let task = TaskPtr::current();
+    let flags = task.flags().unwrap_or(0);
+    if flags & PF_DUMPCORE != 0 {
+        return true;
     }
+    task.signal()
+        // SAFETY: a pointer read through bpf_probe_read_kernel.
+        .and_then(|s| unsafe { rd_ptr(s, off!(signal_core_state)) })
+        .is_some()
 }
 
 // int file_open(struct file *file)
@@ -301,31 +256,28 @@ pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
     if prev != 0 {
         return prev;
     }
-    let file: u64 = ctx.arg(0);
-    let file = file as Ptr;
-    unsafe { crate::probes::lsm_detect::note_opener(file) };
+    let file = FilePtr::from_addr(ctx.arg(0));
+    crate::probes::lsm_detect::note_opener(file);
     let Some(actor) = actor_tgid() else {
         return 0;
     };
     // The core file the kernel opens for a protected process that dumps.
-    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && unsafe { dumping() }
-    {
-        let key = unsafe { file_identity(file) }
-            .map(|(k, _)| k)
-            .unwrap_or_default();
-        unsafe { report(ENF_CORE_DUMP, actor, 0, file, key, 0) };
+    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && dumping() {
+        let key = file.identity().map(|(k, _)| k).unwrap_or_default();
+        report(ENF_CORE_DUMP, actor, 0, Some(file), key, 0);
         return -EPERM;
     }
     if !enforced(ENF_KEY_OPEN) {
         return 0;
     }
-    unsafe { check_key_open(file) }
+    check_key_open(file)
 }
 
 #[inline(always)]
-unsafe fn check_key_open(file: Ptr) -> i32 {
+fn check_key_open(file: FilePtr) -> i32 {
+    // SAFETY: `watch_entry`'s pointers are live map values.
     unsafe {
-        let Some((key, inode)) = file_identity(file) else {
+        let Some((key, inode)) = file.identity() else {
             return 0;
         };
         let mut watch_id = None;
@@ -339,16 +291,16 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
             watch_id = Some((*w).watch_id);
         }
         if watch_id.is_none() {
-            let Some(dentry) = file_dentry(file) else {
+            let Some(dentry) = file.dentry() else {
                 return 0;
             };
-            let Some(parent) = rd_ptr(dentry, off!(dentry_d_parent)) else {
+            let Some(parent) = dentry.parent() else {
                 return 0;
             };
-            let Some(pi) = rd_ptr(parent, off!(dentry_d_inode)) else {
+            let Some(pi) = parent.inode() else {
                 return 0;
             };
-            let Some(pino) = rd::<u64>(pi, off!(inode_i_ino)) else {
+            let Some(pino) = pi.ino() else {
                 return 0;
             };
             let pkey = InodeKey {
@@ -365,16 +317,16 @@ unsafe fn check_key_open(file: Ptr) -> i32 {
         let Some(watch_id) = watch_id else {
             return 0;
         };
-        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        let mode = inode.mode().unwrap_or(0) as u32;
         if mode & S_IFMT == S_IFDIR {
             return 0;
         }
-        if let Some(exe) = exe_of(current_task())
+        if let Some(exe) = TaskPtr::current().exe()
             && (allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None))
         {
             return 0;
         }
-        report(ENF_KEY_OPEN, 0, 0, file, key, watch_id);
+        report(ENF_KEY_OPEN, 0, 0, Some(file), key, watch_id);
         -EPERM
     }
 }

@@ -18,19 +18,17 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use sensor_common::{
-    ALLOW_ANY_KEY, EventKind, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
+    ALLOW_ANY_KEY, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
     FDV_UNKNOWN, FdAccessEvent, FileOpener, InodeKey, TAINT_FILE, Taint, WATCH_CHILDREN,
     WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
 };
 
 use crate::{
-    maps::{
-        EVENTS, FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, count_lost, exe_of,
-        submit_flags, watch_entry,
-    },
-    off,
-    probes::{flow::add_taint, lsm::syscall_nr},
-    vfs::{Ptr, current_task, file_dentry, file_identity, fill_header, rd, rd_ptr, read_path},
+    emit::emit,
+    kptr::{FilePtr, InodePtr, TaskPtr},
+    maps::{FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, watch_entry},
+    probes::flow::add_taint,
+    syscall::current_nr,
 };
 
 const MAY_WRITE: i32 = 0x2;
@@ -38,9 +36,10 @@ const MAY_READ: i32 = 0x4;
 
 /// The watch entry of an open file whose inode itself is watched.
 #[inline(always)]
-unsafe fn watched_file(file: Ptr) -> Option<(InodeKey, WatchEntry, Ptr)> {
+fn watched_file(file: FilePtr) -> Option<(InodeKey, WatchEntry, InodePtr)> {
+    // SAFETY: the watch entry is a live map value, copied out.
     unsafe {
-        let (key, inode) = file_identity(file)?;
+        let (key, inode) = file.identity()?;
         let w = watch_entry(&key, inode)?;
         if (*w).flags & WATCH_SELF == 0 {
             return None;
@@ -52,24 +51,26 @@ unsafe fn watched_file(file: Ptr) -> Option<(InodeKey, WatchEntry, Ptr)> {
 /// The current process's mm (0 for a kernel thread).
 #[inline(always)]
 fn current_mm() -> u64 {
-    unsafe { rd_ptr(current_task(), off!(task_mm)) }.map_or(0, |p| p as u64)
+    TaskPtr::current().mm().map_or(0, |mm| mm.addr())
 }
 
 /// Is `file` in a watched directory (`WATCH_CHILDREN` on its parent)? A
 /// file created there is watched itself only once user space rescans.
 #[inline(always)]
-unsafe fn in_watched_dir(file: Ptr) -> bool {
+fn in_watched_dir(file: FilePtr) -> bool {
+    // SAFETY: the watch entry is a live map value.
     unsafe {
-        let Some((key, _)) = file_identity(file) else {
+        let Some((key, _)) = file.identity() else {
             return false;
         };
-        let Some(pi) = file_dentry(file)
-            .and_then(|d| rd_ptr(d, off!(dentry_d_parent)))
-            .and_then(|p| rd_ptr(p, off!(dentry_d_inode)))
+        let Some(pi) = file
+            .dentry()
+            .and_then(|d| d.parent())
+            .and_then(|p| p.inode())
         else {
             return false;
         };
-        let Some(pino) = rd::<u64>(pi, off!(inode_i_ino)) else {
+        let Some(pino) = pi.ino() else {
             return false;
         };
         let pkey = InodeKey {
@@ -86,19 +87,17 @@ unsafe fn in_watched_dir(file: Ptr) -> bool {
 /// when user space sees it: a key created there is written through the
 /// fd of the open that created it).
 #[inline(always)]
-pub unsafe fn note_opener(file: Ptr) {
+pub fn note_opener(file: FilePtr) {
     let Some(tgid) = acting_tgid() else { return };
-    unsafe {
-        if watched_file(file).is_none() && !in_watched_dir(file) {
-            return;
-        }
+    if watched_file(file).is_none() && !in_watched_dir(file) {
+        return;
     }
     let o = FileOpener {
         tgid,
         _pad: 0,
         mm: current_mm(),
     };
-    let _ = FILE_OPENERS.insert(file as u64, o, 0);
+    let _ = FILE_OPENERS.insert(file.addr(), o, 0);
 }
 
 // int file_receive(struct file *file)
@@ -110,10 +109,10 @@ pub fn ks_lsm_file_receive(ctx: LsmContext) -> i32 {
     }
     let file: u64 = ctx.arg(0);
     let Some(tgid) = acting_tgid() else { return 0 };
-    if unsafe { watched_file(file as Ptr) }.is_none() {
+    if watched_file(FilePtr::from_addr(file)).is_none() {
         return 0;
     }
-    let _ = FD_RECEIVED.insert([tgid as u64, file], syscall_nr() as i32, 0);
+    let _ = FD_RECEIVED.insert([tgid as u64, file], current_nr(), 0);
     0
 }
 
@@ -134,8 +133,7 @@ pub fn ks_lsm_file_permission(ctx: LsmContext) -> i32 {
     } else {
         return 0;
     };
-    let file: u64 = ctx.arg(0);
-    unsafe { fd_access(file as Ptr, op) };
+    fd_access(FilePtr::from_addr(ctx.arg(0)), op);
     0
 }
 
@@ -151,25 +149,27 @@ pub fn ks_lsm_mmap_file(ctx: LsmContext) -> i32 {
     if file == 0 {
         return 0;
     }
-    unsafe { fd_access(file as Ptr, FDA_MMAP) };
+    fd_access(FilePtr::from_addr(file), FDA_MMAP);
     0
 }
 
 /// Reports the first access of a watched file through an fd the current
 /// process image did not open.
 #[inline(always)]
-unsafe fn fd_access(file: Ptr, op: u32) {
+fn fd_access(file: FilePtr, op: u32) {
+    // SAFETY: map values are read while the program runs; `ev` is the
+    // reserved record.
     unsafe {
         let Some((key, w, inode)) = watched_file(file) else {
             return;
         };
         let Some(tgid) = acting_tgid() else { return };
         let mm = current_mm();
-        let (opener, opener_mm) = match FILE_OPENERS.get(file as u64) {
+        let (opener, opener_mm) = match FILE_OPENERS.get(file.addr()) {
             Some(o) => (o.tgid, o.mm),
             None => (0, 0),
         };
-        let (how, syscall) = match FD_RECEIVED.get([tgid as u64, file as u64]) {
+        let (how, syscall) = match FD_RECEIVED.get([tgid as u64, file.addr()]) {
             Some(nr) => (FDV_RECEIVED, *nr),
             None if opener == 0 => (FDV_UNKNOWN, -1),
             // Its own open: the tracepoints reported it.
@@ -186,12 +186,12 @@ unsafe fn fd_access(file: Ptr, op: u32) {
             return;
         }
         let _ = FD_REPORTED.insert(rk, mm, 0);
-        let igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+        let igen = inode.generation().unwrap_or(0);
         // A reader is followed like a process that opened the file (not a
         // program allowed that key: a service's workers reading the key
         // their master opened).
         let allowed = w.flags & WATCH_TRACKED == 0
-            && exe_of(current_task()).is_some_and(|exe| {
+            && TaskPtr::current().exe().is_some_and(|exe| {
                 allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, w.watch_id, None)
             });
         if op != FDA_WRITE && !allowed {
@@ -207,28 +207,22 @@ unsafe fn fd_access(file: Ptr, op: u32) {
                 },
             );
         }
-        let Some(mut entry) = EVENTS.reserve::<FdAccessEvent>(0) else {
-            count_lost(EventKind::FdAccess);
+        let Some(rec) = emit::<FdAccessEvent>() else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::FdAccess as u32,
-            size_of::<FdAccessEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ino = key.ino;
         (*ev).dev = key.dev;
         (*ev).op = op;
         (*ev).how = how;
         (*ev).opener = opener;
         (*ev).syscall = syscall;
-        (*ev).flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        (*ev).flags = file.flags().unwrap_or(0);
         (*ev).watch_id = w.watch_id;
         (*ev).watch_flags = w.flags;
         (*ev).igen = igen;
-        (*ev).owner = rd::<u32>(inode, off!(inode_i_uid)).unwrap_or(u32::MAX);
-        read_path(file.add(off!(file_f_path) as usize), &raw mut (*ev).path);
-        entry.submit(submit_flags());
+        (*ev).owner = inode.uid().unwrap_or(u32::MAX);
+        file.read_path(&raw mut (*ev).path);
+        rec.submit();
     }
 }

@@ -8,23 +8,22 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
 use sensor_common::{
-    EventKind, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent,
-    TAINT_MEMORY, Taint,
+    MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent, TAINT_MEMORY, Taint,
+    x86_64::{PTRACE_GETREGS, PTRACE_SETFPREGS},
 };
 
 use crate::{
-    maps::{EVENTS, PROTECTED, count_lost, submit_flags},
+    emit::emit,
+    maps::PROTECTED,
     off,
     probes::flow::add_taint,
     syscall::{args3, sys_ret},
-    vfs::{fd_file, fill_header, rd, rd_ptr},
+    vfs::{fd_file, rd},
 };
 
 const PTRACE_TRACEME: u64 = 0;
 const PTRACE_PEEKTEXT: u64 = 1;
 const PTRACE_POKEUSER: u64 = 6;
-const PTRACE_GETREGS: u64 = 12;
-const PTRACE_SETFPREGS: u64 = 15;
 const PTRACE_ATTACH: u64 = 16;
 const PTRACE_GETREGSET: u64 = 0x4204;
 const PTRACE_SETREGSET: u64 = 0x4205;
@@ -38,8 +37,10 @@ fn is_ptrace_access(req: u64) -> bool {
         || req == PTRACE_SETREGSET
 }
 
+/// Reports an access to another process's memory (a successful one to a
+/// protected process taints the actor first).
 #[inline(always)]
-fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
+fn report(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
     let protected = unsafe { PROTECTED.get(target) }.is_some() as u32;
     // A successful read of (or attach to) a protected process taints the
     // actor: a file it writes next may be a dump of that memory.
@@ -53,17 +54,12 @@ fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
             },
         );
     }
-    let Some(mut entry) = EVENTS.reserve::<MemAccessEvent>(0) else {
-        count_lost(EventKind::MemAccess);
+    let Some(rec) = emit::<MemAccessEvent>() else {
         return;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::MemAccess as u32,
-            size_of::<MemAccessEvent>(),
-        );
         (*ev).ret = ret;
         (*ev).request = request;
         (*ev).arg = arg;
@@ -72,7 +68,7 @@ fn emit(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
         (*ev).target_protected = protected;
         (*ev)._pad = 0;
     }
-    entry.submit(submit_flags());
+    rec.submit();
 }
 
 #[inline(always)]
@@ -84,7 +80,7 @@ fn skip() -> Option<u32> {
 #[tracepoint]
 pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
     let Some(tgid) = skip() else { return 0 };
-    let Some((request, pid, addr)) = (unsafe { args3() }) else {
+    let Some((request, pid, addr)) = args3() else {
         return 0;
     };
     let pid = pid as u32;
@@ -96,7 +92,7 @@ pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
     if !(attach || protected_access) {
         return 0;
     }
-    emit(MEM_PTRACE, sys_ret(&ctx), pid, request, addr);
+    report(MEM_PTRACE, sys_ret(&ctx), pid, request, addr);
     0
 }
 
@@ -115,14 +111,14 @@ pub fn ks_exit_process_vm_writev(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn vm_access(ctx: &TracePointContext, op: u32) -> u32 {
     let Some(tgid) = skip() else { return 0 };
-    let Some((pid, _, _)) = (unsafe { args3() }) else {
+    let Some((pid, _, _)) = args3() else {
         return 0;
     };
     let pid = pid as u32;
     if pid == tgid {
         return 0;
     }
-    emit(op, sys_ret(ctx), pid, 0, 0);
+    report(op, sys_ret(ctx), pid, 0, 0);
     0
 }
 
@@ -132,24 +128,21 @@ const PID_FS_MAGIC: u64 = 0x5049_4446;
 /// its struct pid in i_private, an anon-inode pidfd (before pidfs) in the
 /// file's private_data.
 #[inline(always)]
-unsafe fn pidfd_target(pidfd: u64) -> u32 {
-    unsafe {
-        let Some(file) = fd_file(pidfd) else { return 0 };
-        let Some(inode) = rd_ptr(file, off!(file_f_inode)) else {
-            return 0;
-        };
-        let magic = rd_ptr(inode, off!(inode_i_sb))
-            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
-            .unwrap_or(0);
-        let pid = if magic == PID_FS_MAGIC {
-            rd_ptr(inode, off!(inode_i_private))
-        } else {
-            rd_ptr(file, off!(file_private_data))
-        };
-        pid.and_then(|p| rd::<i32>(p, off!(pid_nr)))
-            .map(|n| n.max(0) as u32)
-            .unwrap_or(0)
-    }
+fn pidfd_target(pidfd: u64) -> u32 {
+    let Some(file) = fd_file(pidfd) else { return 0 };
+    let Some(inode) = file.inode() else {
+        return 0;
+    };
+    let magic = inode.fs_magic().unwrap_or(0);
+    let pid = if magic == PID_FS_MAGIC {
+        inode.private()
+    } else {
+        file.private_data()
+    };
+    // SAFETY: an integer read through bpf_probe_read_kernel.
+    pid.and_then(|p| unsafe { rd::<i32>(p, off!(pid_nr)) })
+        .map(|n| n.max(0) as u32)
+        .unwrap_or(0)
 }
 
 // syscalls:sys_exit_pidfd_getfd; (int pidfd, int targetfd, unsigned int flags)
@@ -158,10 +151,10 @@ pub fn ks_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
     if skip().is_none() {
         return 0;
     }
-    let Some((pidfd, targetfd, _)) = (unsafe { args3() }) else {
+    let Some((pidfd, targetfd, _)) = args3() else {
         return 0;
     };
-    let target = unsafe { pidfd_target(pidfd) };
-    emit(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
+    let target = pidfd_target(pidfd);
+    report(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
     0
 }

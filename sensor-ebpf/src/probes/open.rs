@@ -16,8 +16,8 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ALLOW_ANY_KEY, ARG_BUF, DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER,
-    DCFG_SUID_DUMPABLE, EventKind, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME,
-    MATCH_PARENT, MATCH_TRACKED, OpenEvent, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
+    DCFG_SUID_DUMPABLE, InodeKey, MATCH_FAILED_NAME, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
+    MATCH_TRACKED, OpenEvent, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
     PROC_SMAPS, PROC_STATUS, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT,
     SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE, TAINT_MEMORY, Taint, WATCH_CHILDREN,
     WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, name_head,
@@ -26,18 +26,17 @@ use sensor_common::{
 };
 
 use crate::{
+    emit::emit_as,
+    kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
     maps::{
-        ENVIRON_READS, EVENTS, LOST, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed,
-        count_lost, count_stop, exe_of, submit_flags, watch_entry,
+        ENVIRON_READS, NAME_PATTERNS, PROTECTED, WATCHED, WATCHED_NAMES, allowed, count_stop,
+        watch_entry,
     },
     off,
     probes::{dumpcfg::emit_dump_config, flow::add_taint},
     setting,
     syscall::{args3, sys_ret},
-    vfs::{
-        Ptr, current_task, dentry_name_key, eval_patterns, fd_file, file_dentry, file_identity,
-        fill_header, rd, rd_ptr, read_path,
-    },
+    vfs::{Ptr, dentry_name_key, eval_patterns, fd_file, rd},
 };
 
 const EPERM: i64 = 1;
@@ -100,7 +99,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     };
     let opcode = unsafe { rd::<u8>(req as Ptr, off!(io_kiocb_opcode)) }.unwrap_or(0) as u32;
     if opcode < 64 && (off!(iou_sink_ops) >> opcode) & 1 != 0 {
-        unsafe { crate::probes::flow::iou_sink(req as Ptr, res) };
+        crate::probes::flow::iou_sink(req as Ptr, res);
         return 0;
     }
     if opcode != off!(iou_op_openat) && opcode != off!(iou_op_openat2) {
@@ -109,7 +108,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     if is_self() {
         return 0;
     }
-    unsafe { check_opened(res as u64, SRC_IO_URING, res as i64) };
+    check_opened(res as u64, SRC_IO_URING, res as i64);
     0
 }
 
@@ -126,12 +125,12 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
     let ret = sys_ret(ctx);
     if ret >= 0 {
         if !is_self() {
-            unsafe { check_opened(ret as u64, src, ret) };
+            check_opened(ret as u64, src, ret);
         } else {
-            unsafe { stamp_opened(ret as u64) };
+            stamp_opened(ret as u64);
         }
     } else if (ret == -EACCES || ret == -EPERM) && src != SRC_OPEN_BY_HANDLE && !is_self() {
-        unsafe { check_failed(src, ret) };
+        check_failed(src, ret);
     }
     0
 }
@@ -140,17 +139,18 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
 /// entry with the inode's i_generation (user space then checks the fd is
 /// the inode it meant). An entry stamped once keeps its stamp.
 #[inline(always)]
-unsafe fn stamp_opened(fd: u64) {
+fn stamp_opened(fd: u64) {
+    let Some(file) = fd_file(fd) else { return };
+    let Some((key, inode)) = file.identity() else {
+        return;
+    };
+    let Some(w) = WATCHED.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: `w` is a live map value.
     unsafe {
-        let Some(file) = fd_file(fd) else { return };
-        let Some((key, inode)) = file_identity(file) else {
-            return;
-        };
-        let Some(w) = WATCHED.get_ptr_mut(key) else {
-            return;
-        };
         if (*w).flags & WATCH_IGEN == 0 {
-            (*w).igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
+            (*w).igen = inode.generation().unwrap_or(0);
             (*w).flags |= WATCH_IGEN;
         }
     }
@@ -159,20 +159,19 @@ unsafe fn stamp_opened(fd: u64) {
 /// The syscall's arguments, from the task's saved user registers:
 /// (dirfd, path pointer, flags or `struct open_how *` for openat2).
 #[inline(always)]
-unsafe fn syscall_args(src: u32) -> Option<(i32, u64, u64)> {
-    unsafe {
-        let (di, si, dx) = args3()?;
-        match src {
-            SRC_OPEN => Some((AT_FDCWD, di, si)),
-            SRC_CREAT => Some((AT_FDCWD, di, O_CREAT_WRONLY_TRUNC as u64)),
-            SRC_OPENAT => Some((di as i32, si, dx)),
-            SRC_OPENAT2 => {
-                let flags: u64 = bpf_probe_read_user(dx as *const u64).unwrap_or(0);
-                Some((di as i32, si, flags))
-            }
-            SRC_OPEN_BY_HANDLE => Some((di as i32, 0, dx)),
-            _ => None,
+fn syscall_args(src: u32) -> Option<(i32, u64, u64)> {
+    let (di, si, dx) = args3()?;
+    match src {
+        SRC_OPEN => Some((AT_FDCWD, di, si)),
+        SRC_CREAT => Some((AT_FDCWD, di, O_CREAT_WRONLY_TRUNC as u64)),
+        SRC_OPENAT => Some((di as i32, si, dx)),
+        SRC_OPENAT2 => {
+            // SAFETY: a helper read of user memory into an integer.
+            let flags: u64 = unsafe { bpf_probe_read_user(dx as *const u64) }.unwrap_or(0);
+            Some((di as i32, si, flags))
         }
+        SRC_OPEN_BY_HANDLE => Some((di as i32, 0, dx)),
+        _ => None,
     }
 }
 
@@ -198,7 +197,7 @@ pub struct OpenState {
     /// Generation of a tracked file's readers (the watch entry's).
     generation: u32,
     rules: u32,
-    kind: u32,
+    kind: OpenKind,
     /// A failed open's path: (len, start of the final component, end).
     arg_len: u32,
     arg_start: u32,
@@ -226,7 +225,9 @@ macro_rules! get {
 /// Checks the file behind `fd` of the current task against the watch map
 /// (the inode itself, then its parent directory) and the name patterns.
 #[inline(always)]
-unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
+fn check_opened(fd: u64, src: u32, ret: i64) {
+    // SAFETY: `s` is this CPU's OPEN_STATE slot, the program's alone while
+    // it runs; watch entries are live map values.
     unsafe {
         let Some(s) = OPEN_STATE.get_ptr_mut(0) else {
             return;
@@ -234,16 +235,16 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
         // The file, its identity, its dentry and parent.
         {
             let Some(file) = fd_file(fd) else { return };
-            let Some((key, inode)) = file_identity(file) else {
+            let Some((key, inode)) = file.identity() else {
                 return;
             };
-            let Some(dentry) = file_dentry(file) else {
+            let Some(dentry) = file.dentry() else {
                 return;
             };
-            let parent = rd_ptr(dentry, off!(dentry_d_parent)).map_or(0, |p| p as u64);
-            put!(s.file, file as u64);
-            put!(s.inode, inode as u64);
-            put!(s.dentry, dentry as u64);
+            let parent = dentry.parent().map_or(0, |p| p.addr());
+            put!(s.file, file.addr());
+            put!(s.inode, inode.addr());
+            put!(s.dentry, dentry.addr());
             put!(s.parent, parent);
             put!(s.dev, key.dev);
             put!(s.ino, key.ino);
@@ -260,7 +261,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
                 _pad: 0,
                 ino: get!(s.ino),
             };
-            if let Some(w) = watch_entry(&key, get!(s.inode) as Ptr)
+            if let Some(w) = watch_entry(&key, InodePtr::from_addr(get!(s.inode)))
                 && (*w).flags & WATCH_SELF != 0
             {
                 matched |= MATCH_INODE;
@@ -272,8 +273,8 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             }
             let parent = get!(s.parent);
             if matched == 0 && parent != 0 {
-                let pi = rd_ptr(parent as Ptr, off!(dentry_d_inode));
-                let pino = pi.and_then(|pi| rd::<u64>(pi, off!(inode_i_ino)));
+                let pi = DentryPtr::from_addr(parent).inode();
+                let pino = pi.and_then(|pi| pi.ino());
                 if let (Some(pi), Some(pino)) = (pi, pino) {
                     let pkey = InodeKey {
                         dev,
@@ -291,10 +292,10 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             put!(s.matched, matched);
             put!(s.watch_id, watch_id);
             put!(s.generation, g);
-            put!(s.kind, EventKind::KeyOpen as u32);
+            put!(s.kind, OpenKind::KeyOpen);
         }
         // The name patterns.
-        let name = dentry_name_key(get!(s.dentry) as Ptr);
+        let name = dentry_name_key(DentryPtr::from_addr(get!(s.dentry)));
         {
             let mut rules = 0u32;
             if let Some(pats) = NAME_PATTERNS.get(0)
@@ -302,7 +303,7 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
             {
                 let parent = get!(s.parent);
                 let pname = if parent != 0 && pats.has_dir != 0 {
-                    dentry_name_key(parent as Ptr)
+                    dentry_name_key(DentryPtr::from_addr(parent))
                 } else {
                     NameKey::default()
                 };
@@ -325,13 +326,15 @@ unsafe fn check_opened(fd: u64, src: u32, ret: i64) {
 /// (returns true with `kind` and `rules` set in the state).
 #[inline(always)]
 unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool {
+    // SAFETY: `s` is check_opened's OPEN_STATE slot (the caller's); map
+    // values are live while the program runs.
     unsafe {
-        let inode = get!(s.inode) as Ptr;
+        let inode = InodePtr::from_addr(get!(s.inode));
         let parent = match get!(s.parent) {
             0 => None,
-            p => Some(p as Ptr),
+            p => Some(DentryPtr::from_addr(p)),
         };
-        if check_dump_config(name, inode, get!(s.file) as Ptr, parent, ret) {
+        if check_dump_config(name, inode, FilePtr::from_addr(get!(s.file)), parent, ret) {
             return false;
         }
         // /proc/<pid>/{mem,pagemap,environ}, and the reconnaissance
@@ -340,9 +343,7 @@ unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool 
         if pf == 0 {
             return false;
         }
-        let magic = rd_ptr(inode, off!(inode_i_sb))
-            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
-            .unwrap_or(0);
+        let magic = inode.fs_magic().unwrap_or(0);
         if magic != PROC_SUPER_MAGIC {
             return false;
         }
@@ -377,7 +378,7 @@ unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool 
                 },
             );
         }
-        put!(s.kind, EventKind::ProcFileOpen as u32);
+        put!(s.kind, OpenKind::ProcFileOpen);
         put!(s.rules, pf);
         true
     }
@@ -386,24 +387,27 @@ unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool 
 /// Reports the open `s` describes (taints the opener of a key file first).
 #[inline(always)]
 unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
+    // SAFETY: `s` is check_opened's OPEN_STATE slot (the caller's); user
+    // memory read through bpf_probe_read_user_str only, into the
+    // ARG_BUF-byte `arg`; `ev` is the reserved record.
     unsafe {
-        let file = get!(s.file) as Ptr;
-        let inode = get!(s.inode) as Ptr;
-        let mode = rd::<u16>(inode, off!(inode_i_mode)).unwrap_or(0) as u32;
+        let file = FilePtr::from_addr(get!(s.file));
+        let inode = InodePtr::from_addr(get!(s.inode));
+        let mode = inode.mode().unwrap_or(0) as u32;
         if mode & S_IFMT == S_IFDIR {
             return;
         }
         let kind = get!(s.kind);
-        let f_flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
+        let f_flags = file.flags().unwrap_or(0);
         // A key or tracked file opened for reading taints the opener (not
         // O_PATH, which grants no access to the content), unless the
         // opener's executable is allowed that key (`[[allow]]`, in ALLOWED
         // whatever the rule mode): a service reading its own key must not
         // taint what it writes to pipes and sockets before user space
         // could drop its taint.
-        let igen = rd::<u32>(inode, off!(inode_i_generation)).unwrap_or(0);
-        let owner = rd::<u32>(inode, off!(inode_i_uid)).unwrap_or(u32::MAX);
-        if kind == EventKind::KeyOpen as u32 && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
+        let igen = inode.generation().unwrap_or(0);
+        let owner = inode.uid().unwrap_or(u32::MAX);
+        if kind == OpenKind::KeyOpen && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
             if key_allowed(get!(s.matched), get!(s.watch_id)) {
                 count_stop(STOP_ALLOWLIST);
             } else if own_key(get!(s.matched), owner) {
@@ -423,14 +427,10 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
                 );
             }
         }
-        let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-            if let Some(p) = LOST.get_ptr_mut(get!(s.kind)) {
-                *p += 1;
-            }
+        let Some(rec) = emit_as::<OpenEvent>(kind) else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(&raw mut (*ev).hdr, get!(s.kind), size_of::<OpenEvent>());
+        let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).ino = get!(s.ino);
         (*ev).dev = get!(s.dev);
@@ -441,9 +441,9 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         (*ev).watch_id = get!(s.watch_id);
         (*ev).name_rules = get!(s.rules);
         (*ev).igen = igen;
-        (*ev).fmode = rd::<u32>(file, off!(file_f_mode)).unwrap_or(0);
+        (*ev).fmode = file.mode().unwrap_or(0);
         (*ev).owner = owner;
-        (*ev).size = rd::<i64>(inode, off!(inode_i_size)).unwrap_or(0);
+        (*ev).size = inode.size().unwrap_or(0);
         (*ev).dfd = AT_FDCWD;
         (*ev).arg_len = 0;
         if let Some((dfd, path, _flags)) = syscall_args(src) {
@@ -459,22 +459,19 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
                 }
             }
         }
-        read_path(
-            (get!(s.file) as Ptr).add(off!(file_f_path) as usize),
-            &raw mut (*ev).path,
-        );
-        entry.submit(submit_flags());
+        FilePtr::from_addr(get!(s.file)).read_path(&raw mut (*ev).path);
+        rec.submit();
     }
 }
 
 /// Is the current executable allowed the key it opened (tracked dumps
 /// and copies are never: `[[allow]] dumps` is a user-space allowance)?
 #[inline(always)]
-unsafe fn key_allowed(matched: u32, watch_id: u32) -> bool {
+fn key_allowed(matched: u32, watch_id: u32) -> bool {
     if matched & MATCH_TRACKED != 0 {
         return false;
     }
-    match unsafe { exe_of(current_task()) } {
+    match TaskPtr::current().exe() {
         Some(exe) => allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None),
         None => false,
     }
@@ -515,38 +512,34 @@ fn dump_config_file(name: &NameKey) -> u32 {
 /// /proc/sys/fs/suid_dumpable or /proc/<pid>/coredump_filter. Returns true
 /// when the open was one (reported or not).
 #[inline(always)]
-unsafe fn check_dump_config(
+fn check_dump_config(
     name: &NameKey,
-    inode: Ptr,
-    file: Ptr,
-    parent: Option<Ptr>,
+    inode: InodePtr,
+    file: FilePtr,
+    parent: Option<DentryPtr>,
     ret: i64,
 ) -> bool {
     let what = dump_config_file(name);
     if what == 0 {
         return false;
     }
-    unsafe {
-        let magic = rd_ptr(inode, off!(inode_i_sb))
-            .and_then(|sb| rd::<u64>(sb, off!(sb_s_magic)))
-            .unwrap_or(0);
-        if magic != PROC_SUPER_MAGIC {
-            return false;
-        }
-        let flags = rd::<u32>(file, off!(file_f_flags)).unwrap_or(0);
-        if flags & 3 == 0 {
-            return true;
-        }
-        let target = if what == DCFG_COREDUMP_FILTER {
-            match parent {
-                Some(p) => parse_pid(&dentry_name_key(p)),
-                None => 0,
-            }
-        } else {
-            0
-        };
-        emit_dump_config(what, target, 0, ret);
+    let magic = inode.fs_magic().unwrap_or(0);
+    if magic != PROC_SUPER_MAGIC {
+        return false;
     }
+    let flags = file.flags().unwrap_or(0);
+    if flags & 3 == 0 {
+        return true;
+    }
+    let target = if what == DCFG_COREDUMP_FILTER {
+        match parent {
+            Some(p) => parse_pid(&dentry_name_key(p)),
+            None => 0,
+        }
+    } else {
+        0
+    };
+    emit_dump_config(what, target, 0, ret);
     true
 }
 
@@ -605,6 +598,8 @@ struct SlashScan {
 /// bpf_loop callback: remembers the position after each '/'.
 #[inline(never)]
 unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is arg_final_name's `SlashScan` (bpf_loop passes it
+    // through); the scratch index is masked into the buffer.
     unsafe {
         let scan = ctx as *mut SlashScan;
         if i >= (*scan).len {
@@ -626,6 +621,10 @@ unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
 /// name rules).
 #[inline(always)]
 pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
+    // SAFETY: user memory read through bpf_probe_read_user_str only, into
+    // this CPU's ARG_SCRATCH (ARG_BUF + 32 bytes); every index into it is
+    // masked below ARG_BUF, and the 16-byte reads start below ARG_BUF;
+    // `scan` outlives the bpf_loop that hands it to slash_step.
     unsafe {
         if path == 0 {
             return None;
@@ -693,7 +692,10 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
 /// component of the path argument names a watched file or matches a key
 /// name pattern. User space resolves the path and confirms.
 #[inline(always)]
-unsafe fn check_failed(src: u32, ret: i64) {
+fn check_failed(src: u32, ret: i64) {
+    // SAFETY: user memory read through bpf_probe_read_user only; `buf` is
+    // arg_final_name's scratch, ARG_BUF bytes readable; `ev` is the
+    // reserved record.
     unsafe {
         let Some((dfd, path, flags)) = syscall_args(src) else {
             return;
@@ -701,16 +703,10 @@ unsafe fn check_failed(src: u32, ret: i64) {
         let Some((buf, len, rules)) = arg_final_name(path) else {
             return;
         };
-        let Some(mut entry) = EVENTS.reserve::<OpenEvent>(0) else {
-            count_lost(EventKind::KeyOpenFailed);
+        let Some(rec) = emit_as::<OpenEvent>(OpenKind::KeyOpenFailed) else {
             return;
         };
-        let ev = entry.as_mut_ptr();
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::KeyOpenFailed as u32,
-            size_of::<OpenEvent>(),
-        );
+        let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).ino = 0;
         (*ev).dev = 0;
@@ -733,6 +729,6 @@ unsafe fn check_failed(src: u32, ret: i64) {
         );
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
-        entry.submit(submit_flags());
+        rec.submit();
     }
 }

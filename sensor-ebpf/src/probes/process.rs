@@ -8,19 +8,23 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    CMDLINE_BUF, EventKind, ExecEvent, ExitEvent, ForkEvent, STOP_EXEC, STOP_MAP_FULL,
+    CMDLINE_BUF, ExecEvent, ExitEvent, ForkEvent, RenameEvent, STOP_EXEC, STOP_MAP_FULL,
     TAINT_HELPER, Taint, WATCH_SELF,
+    x86_64::{NR_EXECVE, NR_EXECVEAT},
 };
 
 use crate::{
+    emit::emit,
+    kptr::{FilePtr, TaskPtr},
     maps::{
-        ENVIRON_READS, EVENTS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
-        TAINTED_PIPES, count_lost, count_stop, submit_flags, watch_entry,
+        ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
+        TAINTED_PIPES, count_stop, watch_entry,
     },
     off,
     probes::flow::{add_taint, next_gen},
     setting,
-    vfs::{Ptr, current_task, file_identity, fill_header, rd, rd_ptr, read_path},
+    syscall::current_nr,
+    vfs::{Ptr, fd_file, rd, rd_ptr},
 };
 
 /// sched:sched_process_exec (fields unused: the new image is read from
@@ -33,28 +37,23 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     }
     taint_at_exec();
     protect_at_exec();
-    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
-        count_lost(EventKind::Exec);
+    let Some(rec) = emit::<ExecEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record; kernel and user memory are read
+    // through bpf_probe_read_kernel/user only (the command line into
+    // `cmdline`, at most CMDLINE_BUF bytes).
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Exec as u32,
-            size_of::<ExecEvent>(),
-        );
-        let task = current_task();
-        (*ev).ppid = rd_ptr(task, off!(task_real_parent))
-            .and_then(|p| rd::<u32>(p, off!(task_tgid)))
-            .unwrap_or(0);
-        (*ev).start_ns = rd::<u64>(task, off!(task_start_time)).unwrap_or(0);
+        let task = TaskPtr::current();
+        (*ev).ppid = task.real_parent().and_then(|p| p.tgid()).unwrap_or(0);
+        (*ev).start_ns = task.start_time().unwrap_or(0);
         (*ev).cmdline_len = 0;
         (*ev).exe.len = 0;
         (*ev).exe.flags = 0;
-        if let Some(mm) = rd_ptr(task, off!(task_mm)) {
-            let start: u64 = rd(mm, off!(mm_arg_start)).unwrap_or(0);
-            let end: u64 = rd(mm, off!(mm_arg_end)).unwrap_or(0);
+        if let Some(mm) = task.mm() {
+            let start = mm.arg_start().unwrap_or(0);
+            let end = mm.arg_end().unwrap_or(0);
             if end > start {
                 let mut n = end - start;
                 if n > CMDLINE_BUF as u64 {
@@ -69,12 +68,12 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
                     (*ev).cmdline_len = n as u32;
                 }
             }
-            if let Some(exe) = rd_ptr(mm, off!(mm_exe_file)) {
-                read_path(exe.add(off!(file_f_path) as usize), &raw mut (*ev).exe);
+            if let Some(exe) = mm.exe_file() {
+                exe.read_path(&raw mut (*ev).exe);
             }
         }
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
 
@@ -93,6 +92,9 @@ struct FdScan {
 /// tracked file, or a pipe a tainted process wrote)? Returns 1 to stop.
 #[inline(never)]
 unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is taint_at_exec's `FdScan` (bpf_loop passes it
+    // through); the fd array is read through bpf_probe_read_kernel only;
+    // `watch_entry`'s pointer is a live map value.
     unsafe {
         let scan = ctx as *mut FdScan;
         if i >= (*scan).max {
@@ -105,12 +107,12 @@ unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
         if file == 0 {
             return 0;
         }
-        let Some((key, inode)) = file_identity(file as Ptr) else {
+        let Some((key, inode)) = FilePtr::from_addr(file).identity() else {
             return 0;
         };
         let source = match watch_entry(&key, inode) {
             Some(w) => (*w).flags & WATCH_SELF != 0,
-            None => TAINTED_PIPES.get(inode as u64).is_some(),
+            None => TAINTED_PIPES.get(inode.addr()).is_some(),
         };
         if source {
             (*scan).found = 1;
@@ -130,8 +132,13 @@ fn taint_at_exec() {
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return;
     }
+    // SAFETY: kernel memory read through bpf_probe_read_kernel only; `scan`
+    // outlives the bpf_loop that hands it to fd_scan_step, whose signature
+    // is bpf_loop's callback's.
     let keep = unsafe {
-        let fdt = rd_ptr(current_task(), off!(task_files)).and_then(|f| rd_ptr(f, off!(files_fdt)));
+        let fdt = TaskPtr::current()
+            .files()
+            .and_then(|f| rd_ptr(f, off!(files_fdt)));
         match fdt {
             Some(fdt) => {
                 let max = rd::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0);
@@ -170,16 +177,15 @@ fn taint_at_exec() {
 #[inline(always)]
 fn protect_at_exec() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: map values are read while the program runs.
     unsafe {
-        let exe =
-            rd_ptr(current_task(), off!(task_mm)).and_then(|mm| rd_ptr(mm, off!(mm_exe_file)));
+        let task = TaskPtr::current();
+        let exe = task.mm().and_then(|mm| mm.exe_file());
         // A usermode helper (the kernel starts it as a child of kthreadd,
         // pid 2) may be the core_pattern pipe helper, which receives core
         // dumps on stdin: what it writes is followed, and user space keeps
         // the files of the helper that core_pattern names.
-        let parent = rd_ptr(current_task(), off!(task_real_parent))
-            .and_then(|p| rd::<u32>(p, off!(task_tgid)))
-            .unwrap_or(0);
+        let parent = task.real_parent().and_then(|p| p.tgid()).unwrap_or(0);
         if parent == 2 {
             let t = Taint {
                 flags: TAINT_HELPER,
@@ -189,16 +195,16 @@ fn protect_at_exec() {
             // Its stdin is the pipe the kernel writes the core into: what
             // holds or reads that pipe (the helper's children) is followed
             // like a reader of a tainted pipe.
-            if let Some(stdin) = crate::vfs::fd_file(0)
-                && let Some(inode) = rd_ptr(stdin, off!(file_f_inode))
+            if let Some(stdin) = fd_file(0)
+                && let Some(inode) = stdin.inode()
             {
                 let mut pt = t;
                 pt.via_pid = tgid;
-                let _ = TAINTED_PIPES.insert(inode as u64, pt, 0);
+                let _ = TAINTED_PIPES.insert(inode.addr(), pt, 0);
             }
         }
         if let Some(exe) = exe
-            && let Some((key, _)) = file_identity(exe)
+            && let Some((key, _)) = exe.identity()
             && let Some(rule) = PROTECTED_EXES.get(key)
         {
             let _ = PROTECTED.insert(tgid, *rule, 0);
@@ -219,14 +225,8 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let child: u64 = ctx.arg(1);
-    let child = child as Ptr;
-    let (pid, tgid) = unsafe {
-        (
-            rd::<u32>(child, off!(task_pid)).unwrap_or(0),
-            rd::<u32>(child, off!(task_tgid)).unwrap_or(1),
-        )
-    };
+    let child = TaskPtr::from_addr(ctx.arg(1));
+    let (pid, tgid) = (child.pid().unwrap_or(0), child.tgid().unwrap_or(1));
     if pid != tgid {
         return 0;
     }
@@ -246,22 +246,17 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
             count_stop(STOP_MAP_FULL);
         }
     }
-    let Some(mut entry) = EVENTS.reserve::<ForkEvent>(0) else {
-        count_lost(EventKind::Fork);
+    let Some(rec) = emit::<ForkEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Fork as u32,
-            size_of::<ForkEvent>(),
-        );
         (*ev).child_pid = tgid;
         (*ev)._pad = 0;
-        (*ev).child_start_ns = rd::<u64>(child, off!(task_start_time)).unwrap_or(0);
+        (*ev).child_start_ns = child.start_time().unwrap_or(0);
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
 
@@ -275,11 +270,22 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let signal = unsafe { rd_ptr(current_task(), off!(task_signal)) }.map_or(0, |p| p as u64);
-    let live = if signal == 0 {
-        None
+    let task = TaskPtr::current();
+    let signal = task.signal().map_or(0, |p| p as u64);
+    // The group is dead when `signal->live` reached 0; without a signal
+    // struct, when the leader exits. Decided in each branch rather than
+    // through an `Option` of `live`: LLVM computed `n == 0` on the payload
+    // of a `None` made of nothing, a register the verifier rejects as
+    // never written ("!read_ok").
+    let leader = (pid_tgid >> 32) as u32 == pid_tgid as u32;
+    let group_dead = if signal == 0 {
+        leader
     } else {
-        unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) }
+        // SAFETY: an integer read through bpf_probe_read_kernel.
+        match unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) } {
+            Some(n) => n == 0,
+            None => leader,
+        }
     };
     // The group's code when it exited as a group (exit_group, a fatal
     // signal, a core dump: the dumping thread need not be the last to
@@ -289,18 +295,15 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     } else {
         unsafe { rd::<u32>(signal as Ptr, off!(signal_group_exit_code)) }.unwrap_or(0)
     };
-    let own: u32 = unsafe { rd::<u32>(current_task(), off!(task_exit_code)) }.unwrap_or(0);
+    let own: u32 = task.exit_code().unwrap_or(0);
     let exit_code = if group != 0 { group } else { own };
-    let group_dead = match live {
-        Some(n) => n == 0,
-        None => (pid_tgid >> 32) as u32 == pid_tgid as u32,
-    };
     if !group_dead {
         return 0;
     }
     let tgid = (pid_tgid >> 32) as u32;
-    let leader_start = unsafe { rd_ptr(current_task(), off!(task_group_leader)) }
-        .and_then(|l| unsafe { rd::<u64>(l, off!(task_start_time)) })
+    let leader_start = task
+        .group_leader()
+        .and_then(|l| l.start_time())
         .unwrap_or(0);
     if GROUP_EXITED
         .insert(tgid, leader_start, BPF_NOEXIST)
@@ -315,17 +318,13 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     }
     let _ = PROTECTED.remove(tgid);
     let _ = TAINTED.remove(tgid);
-    let Some(mut entry) = EVENTS.reserve::<ExitEvent>(0) else {
-        count_lost(EventKind::Exit);
+    let Some(rec) = emit::<ExitEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record; the map value is copied before
+    // its entry is removed.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Exit as u32,
-            size_of::<ExitEvent>(),
-        );
         (*ev).exit_code = exit_code;
         (*ev).environ_reads = 0;
         if let Some(n) = ENVIRON_READS.get(tgid) {
@@ -333,14 +332,10 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
             let _ = ENVIRON_READS.remove(tgid);
         }
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }
 
-/// x86_64 numbers of the exec syscalls: exec renames the task too
-/// (`begin_new_exec`), and that name is the exec record's.
-const NR_EXECVE: i64 = 59;
-const NR_EXECVEAT: i64 = 322;
 /// BPF_NOEXIST: a rename keeps the rule that protects a process already.
 const BPF_NOEXIST: u64 = 1;
 
@@ -365,7 +360,9 @@ pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
     if pid as u32 != tgid {
         return 0;
     }
-    let nr = crate::probes::lsm::syscall_nr();
+    // Exec renames the task too (`begin_new_exec`): that name is the exec
+    // record's.
+    let nr = current_nr();
     if nr == NR_EXECVE || nr == NR_EXECVEAT {
         return 0;
     }
@@ -378,19 +375,14 @@ pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
     if let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) } {
         let _ = PROTECTED.insert(tgid, *rule, BPF_NOEXIST);
     }
-    let Some(mut entry) = EVENTS.reserve::<sensor_common::RenameEvent>(0) else {
-        count_lost(EventKind::Rename);
+    let Some(rec) = emit::<RenameEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::Rename as u32,
-            size_of::<sensor_common::RenameEvent>(),
-        );
         (*ev).comm = comm;
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }

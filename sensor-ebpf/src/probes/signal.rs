@@ -6,13 +6,9 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
 };
-use sensor_common::{EventKind, SignalEvent, is_dump_signal};
+use sensor_common::{SignalEvent, is_dump_signal};
 
-use crate::{
-    maps::{EVENTS, count_lost, submit_flags},
-    off, setting,
-    vfs::fill_header,
-};
+use crate::{emit::emit, off, setting};
 
 // signal:signal_generate: int sig; int errno; int code; char comm[16];
 // pid_t pid; int group; int result (offsets from the format at load time).
@@ -36,22 +32,17 @@ pub fn ks_signal_generate(ctx: TracePointContext) -> u32 {
     }
     let code = unsafe { ctx.read_at::<i32>(off!(tp_sig_code) as usize) }.unwrap_or(0);
     let result = unsafe { ctx.read_at::<i32>(off!(tp_sig_result) as usize) }.unwrap_or(0);
-    let Some(mut entry) = EVENTS.reserve::<SignalEvent>(0) else {
-        count_lost(EventKind::DumpSignal);
+    let Some(rec) = emit::<SignalEvent>() else {
         return 0;
     };
-    let ev = entry.as_mut_ptr();
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record.
     unsafe {
-        fill_header(
-            &raw mut (*ev).hdr,
-            EventKind::DumpSignal as u32,
-            size_of::<SignalEvent>(),
-        );
         (*ev).sig = sig;
         (*ev).target = target;
         (*ev).code = code;
         (*ev).result = result;
     }
-    entry.submit(submit_flags());
+    rec.submit();
     0
 }

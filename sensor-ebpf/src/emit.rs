@@ -1,0 +1,121 @@
+//! Sending one record to user space: `emit::<T>()` reserves a `T` on
+//! `EVENTS` (a failed reserve is counted in `LOST[kind]`) and fills its
+//! header from the current task; the caller fills the body through
+//! [`Pending::ptr`] and calls [`Pending::submit`]. The kind comes from the
+//! record's type (`sensor_common::Record`; `emit_as` for a
+//! `SharedRecord`, with a kind of that type), and the size reserved and
+//! written into the header is that type's, so neither can disagree with
+//! the other or with what user space decodes.
+//!
+//! A guard rather than a closure: a closure body used by several programs
+//! is compiled as a BPF subprogram (rustc cannot be told to inline it),
+//! while these `#[inline(always)]` functions leave each program's code as
+//! it was written. The verifier requires the reserved record to be
+//! submitted or discarded on every path: a `Pending` dropped without
+//! `submit` discards it.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, generated,
+};
+use core::ffi::c_void;
+use sensor_common::{EventKind, Header, Record, SharedRecord};
+
+use crate::maps::{BPF_RB_FORCE_WAKEUP, EVENTS, count_lost, submit_flags};
+
+/// A record reserved on `EVENTS`, its header filled: submitted by
+/// [`Pending::submit`], discarded if dropped.
+#[must_use = "a reserved record is discarded unless submitted"]
+pub struct Pending<T: 'static> {
+    ev: *mut T,
+}
+
+/// Reserves a `T` record tagged `T::KIND` and fills its header; `None`
+/// (counted lost) when the ring is full.
+#[inline(always)]
+pub fn emit<T: Record + 'static>() -> Option<Pending<T>> {
+    reserve(T::KIND)
+}
+
+/// Reserves a `T` record that several kinds travel in, tagged `kind`.
+#[inline(always)]
+pub fn emit_as<T: SharedRecord + 'static>(kind: T::Kind) -> Option<Pending<T>> {
+    reserve(kind.into())
+}
+
+/// Callers guarantee (through the `Record`/`SharedRecord` bound) that `T`
+/// is a `#[repr(C)]` record starting with its `Header`.
+#[inline(always)]
+fn reserve<T: 'static>(kind: EventKind) -> Option<Pending<T>> {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        count_lost(kind);
+        return None;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points at the `size_of::<T>()` bytes just reserved, and
+    // `T` starts with its `Header` (the Record/SharedRecord contract).
+    unsafe { fill_header(ev as *mut Header, kind as u32, size_of::<T>()) };
+    Some(Pending { ev })
+}
+
+impl<T: 'static> Pending<T> {
+    /// The record, to fill its body: the header is written, the rest of
+    /// the reserved memory is not initialised (write every field).
+    #[inline(always)]
+    pub fn ptr(&self) -> *mut T {
+        self.ev
+    }
+
+    /// Submits the record, waking user space only once the ring holds
+    /// more than `wakeup_bytes` (`submit_flags`).
+    #[inline(always)]
+    pub fn submit(self) {
+        self.submit_with(submit_flags());
+    }
+
+    /// Submits the record and wakes user space now (a denial is urgent).
+    #[inline(always)]
+    pub fn submit_now(self) {
+        self.submit_with(BPF_RB_FORCE_WAKEUP);
+    }
+
+    #[inline(always)]
+    fn submit_with(self, flags: u64) {
+        let ev = self.ev;
+        core::mem::forget(self);
+        // SAFETY: `ev` was reserved on EVENTS and is released once: the
+        // guard is forgotten, so its drop does not discard it too.
+        unsafe { generated::bpf_ringbuf_submit(ev as *mut c_void, flags) };
+    }
+}
+
+impl<T: 'static> Drop for Pending<T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: `ev` was reserved on EVENTS and not submitted (submit
+        // forgets the guard).
+        unsafe { generated::bpf_ringbuf_discard(self.ev as *mut c_void, 0) };
+    }
+}
+
+/// Fills a record header from the current task.
+///
+/// # Safety
+/// `h` points at writable memory for a `Header`.
+#[inline(always)]
+unsafe fn fill_header(h: *mut Header, kind: u32, size: usize) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    // SAFETY: `h` is writable (the caller's contract).
+    unsafe {
+        (*h).kind = kind;
+        (*h).size = size as u32;
+        (*h).ts_boot_ns = generated::bpf_ktime_get_boot_ns();
+        (*h).pid = (pid_tgid >> 32) as u32;
+        (*h).tid = pid_tgid as u32;
+        (*h).uid = uid_gid as u32;
+        (*h).gid = (uid_gid >> 32) as u32;
+        (*h).cgroup_id = bpf_get_current_cgroup_id();
+        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    }
+}

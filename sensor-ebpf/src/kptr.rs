@@ -1,0 +1,295 @@
+//! Typed pointers to the kernel objects the programs read: a task, its mm,
+//! a file, a dentry, an inode. Each type reads only its own struct's
+//! members (at the offsets of `OFFSETS`, from the running kernel's BTF),
+//! so a dentry cannot be read as a file. The other structs (superblock,
+//! mount, signal, socket...) are read where they are used, with `rd`.
+//!
+//! The readers are safe: every read goes through bpf_probe_read_kernel,
+//! which checks the address and fails cleanly (None), into plain integers
+//! or pointers, valid for any bits.
+
+use sensor_common::{InodeKey, KPath};
+
+use crate::{
+    off,
+    vfs::{Ptr, rd, rd_ptr},
+};
+
+macro_rules! kptr {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        #[repr(transparent)]
+        pub struct $name(Ptr);
+
+        // Not every type is built from or turned into an address.
+        #[allow(dead_code)]
+        impl $name {
+            /// An address the kernel handed over (a hook argument, a
+            /// pointer read from another object or kept in a map).
+            #[inline(always)]
+            pub fn from_addr(addr: u64) -> Self {
+                Self(addr as Ptr)
+            }
+
+            #[inline(always)]
+            pub fn addr(self) -> u64 {
+                self.0 as u64
+            }
+        }
+    };
+}
+
+/// A plain member of the object at `base`.
+#[inline(always)]
+fn member<T: Copy>(base: Ptr, offset: u32) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; every `T` read
+    // through this module is an integer or a byte array.
+    unsafe { rd(base, offset) }
+}
+
+/// A non-null pointer member of the object at `base`.
+#[inline(always)]
+fn member_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    unsafe { rd_ptr(base, offset) }
+}
+
+kptr!(
+    /// `struct task_struct *`.
+    TaskPtr
+);
+kptr!(
+    /// `struct mm_struct *`.
+    MmPtr
+);
+kptr!(
+    /// `struct file *`.
+    FilePtr
+);
+kptr!(
+    /// `struct dentry *`.
+    DentryPtr
+);
+kptr!(
+    /// `struct inode *`.
+    InodePtr
+);
+
+impl TaskPtr {
+    /// The current task.
+    #[inline(always)]
+    pub fn current() -> TaskPtr {
+        // SAFETY: a helper without arguments.
+        TaskPtr(unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as Ptr)
+    }
+
+    #[inline(always)]
+    pub fn tgid(self) -> Option<u32> {
+        member(self.0, off!(task_tgid))
+    }
+
+    #[inline(always)]
+    pub fn pid(self) -> Option<u32> {
+        member(self.0, off!(task_pid))
+    }
+
+    /// start_boottime (ns since boot).
+    #[inline(always)]
+    pub fn start_time(self) -> Option<u64> {
+        member(self.0, off!(task_start_time))
+    }
+
+    /// PF_* flags.
+    #[inline(always)]
+    pub fn flags(self) -> Option<u32> {
+        member(self.0, off!(task_flags))
+    }
+
+    #[inline(always)]
+    pub fn exit_code(self) -> Option<u32> {
+        member(self.0, off!(task_exit_code))
+    }
+
+    #[inline(always)]
+    pub fn real_parent(self) -> Option<TaskPtr> {
+        member_ptr(self.0, off!(task_real_parent)).map(TaskPtr)
+    }
+
+    #[inline(always)]
+    pub fn group_leader(self) -> Option<TaskPtr> {
+        member_ptr(self.0, off!(task_group_leader)).map(TaskPtr)
+    }
+
+    /// None for a kernel thread.
+    #[inline(always)]
+    pub fn mm(self) -> Option<MmPtr> {
+        member_ptr(self.0, off!(task_mm)).map(MmPtr)
+    }
+
+    /// `struct files_struct *`.
+    #[inline(always)]
+    pub fn files(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(task_files))
+    }
+
+    /// `struct signal_struct *`.
+    #[inline(always)]
+    pub fn signal(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(task_signal))
+    }
+
+    /// (dev, inode) of the task's executable.
+    #[inline(always)]
+    pub fn exe(self) -> Option<InodeKey> {
+        self.mm()?.exe_file()?.identity().map(|(k, _)| k)
+    }
+}
+
+impl MmPtr {
+    /// Start and end of the command line in the process's memory.
+    #[inline(always)]
+    pub fn arg_start(self) -> Option<u64> {
+        member(self.0, off!(mm_arg_start))
+    }
+
+    #[inline(always)]
+    pub fn arg_end(self) -> Option<u64> {
+        member(self.0, off!(mm_arg_end))
+    }
+
+    #[inline(always)]
+    pub fn exe_file(self) -> Option<FilePtr> {
+        member_ptr(self.0, off!(mm_exe_file)).map(FilePtr)
+    }
+}
+
+impl FilePtr {
+    #[inline(always)]
+    pub fn inode(self) -> Option<InodePtr> {
+        member_ptr(self.0, off!(file_f_inode)).map(InodePtr)
+    }
+
+    /// `f_path.dentry`.
+    #[inline(always)]
+    pub fn dentry(self) -> Option<DentryPtr> {
+        member_ptr(self.0, off!(file_f_path) + off!(path_dentry)).map(DentryPtr)
+    }
+
+    /// (device, inode number) and the inode.
+    #[inline(always)]
+    pub fn identity(self) -> Option<(InodeKey, InodePtr)> {
+        let inode = self.inode()?;
+        let ino = inode.ino()?;
+        let dev = inode.dev()?;
+        Some((InodeKey { dev, _pad: 0, ino }, inode))
+    }
+
+    /// O_* flags.
+    #[inline(always)]
+    pub fn flags(self) -> Option<u32> {
+        member(self.0, off!(file_f_flags))
+    }
+
+    /// FMODE_* bits.
+    #[inline(always)]
+    pub fn mode(self) -> Option<u32> {
+        member(self.0, off!(file_f_mode))
+    }
+
+    #[inline(always)]
+    pub fn private_data(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(file_private_data))
+    }
+
+    /// Rebuilds the file's path (`f_path`) into `out`.
+    ///
+    /// # Safety
+    /// `out` points at writable memory for a `KPath`.
+    #[inline(always)]
+    pub unsafe fn read_path(self, out: *mut KPath) {
+        // SAFETY: `f_path` is a `struct path` inside the file (an address,
+        // read through bpf_probe_read_kernel only); `out` is the caller's.
+        unsafe {
+            crate::vfs::read_path(self.0.wrapping_add(off!(file_f_path) as usize), out);
+        }
+    }
+}
+
+impl DentryPtr {
+    #[inline(always)]
+    pub fn parent(self) -> Option<DentryPtr> {
+        member_ptr(self.0, off!(dentry_d_parent)).map(DentryPtr)
+    }
+
+    /// None for a negative dentry.
+    #[inline(always)]
+    pub fn inode(self) -> Option<InodePtr> {
+        member_ptr(self.0, off!(dentry_d_inode)).map(InodePtr)
+    }
+
+    /// (len, name pointer) of the dentry's name.
+    #[inline(always)]
+    pub fn name(self) -> Option<(u32, Ptr)> {
+        // struct qstr { u32 hash; u32 len; const char *name; } in one read
+        // (layout checked by user space at load time).
+        let q: [u32; 4] = member(self.0, off!(dentry_d_name))?;
+        let name = (q[2] as u64) | ((q[3] as u64) << 32);
+        if name == 0 {
+            return None;
+        }
+        Some((q[1], name as Ptr))
+    }
+}
+
+impl InodePtr {
+    #[inline(always)]
+    pub fn ino(self) -> Option<u64> {
+        member(self.0, off!(inode_i_ino))
+    }
+
+    /// `struct super_block *`.
+    #[inline(always)]
+    pub fn sb(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(inode_i_sb))
+    }
+
+    /// The device of its superblock (`s_dev`).
+    #[inline(always)]
+    pub fn dev(self) -> Option<u32> {
+        member(self.sb()?, off!(sb_s_dev))
+    }
+
+    /// The magic of its superblock (`s_magic`: procfs, pidfs...).
+    #[inline(always)]
+    pub fn fs_magic(self) -> Option<u64> {
+        member(self.sb()?, off!(sb_s_magic))
+    }
+
+    /// S_IF* type and permission bits.
+    #[inline(always)]
+    pub fn mode(self) -> Option<u16> {
+        member(self.0, off!(inode_i_mode))
+    }
+
+    #[inline(always)]
+    pub fn generation(self) -> Option<u32> {
+        member(self.0, off!(inode_i_generation))
+    }
+
+    /// Owner (in the initial user namespace).
+    #[inline(always)]
+    pub fn uid(self) -> Option<u32> {
+        member(self.0, off!(inode_i_uid))
+    }
+
+    #[inline(always)]
+    pub fn size(self) -> Option<i64> {
+        member(self.0, off!(inode_i_size))
+    }
+
+    #[inline(always)]
+    pub fn private(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(inode_i_private))
+    }
+}
