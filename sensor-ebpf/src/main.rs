@@ -10,6 +10,7 @@ mod kptr;
 mod maps;
 mod probes;
 mod syscall;
+mod taint;
 mod vfs;
 
 #[cfg(not(test))]

@@ -24,10 +24,9 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARG_BUF, FileCloseEvent, FileWriteEvent, InodeKey, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME,
-    PATH_OP_UNLINK, PathChangeEvent, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE, TAINT_PIPE,
-    TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
-    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
-    WriteKey,
+    PATH_OP_UNLINK, PathChangeEvent, TAINT_FILE, TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE,
+    VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE,
+    WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
     x86_64::{
         NR_COPY_FILE_RANGE, NR_IOCTL, NR_LINK, NR_LINKAT, NR_MMAP, NR_PWRITE64, NR_PWRITEV,
         NR_PWRITEV2, NR_RENAME, NR_RENAMEAT, NR_RENAMEAT2, NR_SENDFILE, NR_SENDMMSG, NR_SENDMSG,
@@ -40,12 +39,12 @@ use crate::{
     kptr::{FilePtr, InodePtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
-        count_stop, watch_entry,
+        watch_entry,
     },
     off,
     probes::open::arg_final_name,
-    setting,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
+    taint::{next_gen, pipe_gate, pipe_read},
     vfs::{Ptr, dentry_name_key, fd_file, rd, rd_ptr},
 };
 
@@ -53,8 +52,6 @@ const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
 const S_IFIFO: u32 = 0o010000;
 const S_IFSOCK: u32 = 0o140000;
-/// How long after the last pipe taint reads still look pipes up.
-const PIPE_TAINT_WINDOW_NS: u64 = 300 * 1_000_000_000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const BPF_NOEXIST: u64 = 1;
@@ -62,84 +59,6 @@ const FICLONE: u64 = 0x4004_9409;
 const FICLONERANGE: u64 = 0x4020_940d;
 /// WRITTEN value of a file past the last generation: not reported.
 const NOT_FOLLOWED: u64 = u64::MAX;
-
-/// Adds `t` to the taint of `tgid`. The first source of each kind stays,
-/// except that a file the process opens itself (flags exactly
-/// `TAINT_FILE`; a pipe's taint carries `TAINT_PIPE`) replaces an
-/// earlier file source: a copy tool's next writes come from what it read
-/// last, not from what a parent's pipe once carried. The generation is the
-/// replacing source's, else the nearest (smallest) of the two.
-#[inline(always)]
-pub fn add_taint(tgid: u32, t: &Taint) {
-    match TAINTED.get_ptr_mut(tgid) {
-        // SAFETY: a live map value (another CPU may update the same entry
-        // at once: at worst a mixed taint).
-        Some(cur) => unsafe {
-            (*cur).flags |= t.flags;
-            if (*cur).src_pid == 0 {
-                (*cur).src_pid = t.src_pid;
-            }
-            if t.src_ino != 0 && ((*cur).src_ino == 0 || t.flags == TAINT_FILE) {
-                (*cur).src_dev = t.src_dev;
-                (*cur).src_ino = t.src_ino;
-                (*cur).src_igen = t.src_igen;
-                (*cur).generation = t.generation;
-            } else if t.generation < (*cur).generation {
-                (*cur).generation = t.generation;
-            }
-            if (*cur).via_pid == 0 {
-                (*cur).via_pid = t.via_pid;
-            }
-        },
-        None => {
-            if TAINTED.insert(tgid, t, 0).is_err() {
-                count_stop(STOP_MAP_FULL);
-            }
-        }
-    }
-}
-
-/// The generation one hop after `g` (a file written, a pipe read, a
-/// child), or None past `[flow] max_generations` (counted).
-#[inline(always)]
-pub fn next_gen(g: u32) -> Option<u32> {
-    let next = g + 1;
-    if next > setting!(max_generations) {
-        count_stop(STOP_GENERATION);
-        return None;
-    }
-    Some(next)
-}
-
-/// Was a pipe tainted recently? Reads look pipes up only then.
-#[inline(always)]
-fn pipe_gate(tgid: u32) -> bool {
-    let Some(ts) = PIPE_TAINT_TS.get(0) else {
-        return false;
-    };
-    let ts = *ts;
-    ts != 0
-        && unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(ts) <= PIPE_TAINT_WINDOW_NS
-        && unsafe { TAINTED.get(tgid) }.is_none()
-}
-
-/// A read from `fd`: taints the reader when `fd` is a pipe a tainted
-/// process wrote (callers check `pipe_gate` first).
-#[inline(always)]
-fn pipe_read(tgid: u32, fd: u64) {
-    let Some(file) = fd_file(fd) else { return };
-    let Some(inode) = file.inode() else {
-        return;
-    };
-    // SAFETY: the map value is copied out.
-    if let Some(t) = unsafe { TAINTED_PIPES.get(inode.addr()) }
-        && t.flags != 0
-    {
-        let mut t = *t;
-        t.flags |= TAINT_PIPE;
-        add_taint(tgid, &t);
-    }
-}
 
 // syscalls:sys_exit_read and sys_exit_readv (one program): (fd, ...)
 #[tracepoint]

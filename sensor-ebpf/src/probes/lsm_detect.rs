@@ -27,8 +27,8 @@ use crate::{
     emit::emit,
     kptr::{FilePtr, InodePtr, TaskPtr},
     maps::{FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, watch_entry},
-    probes::flow::add_taint,
     syscall::current_nr,
+    taint::add_taint,
 };
 
 const MAY_WRITE: i32 = 0x2;

@@ -16,8 +16,8 @@ use crate::{
     emit::emit,
     maps::PROTECTED,
     off,
-    probes::flow::add_taint,
     syscall::{args3, sys_ret},
+    taint::add_taint,
     vfs::{fd_file, rd},
 };
 

@@ -33,9 +33,10 @@ use crate::{
         watch_entry,
     },
     off,
-    probes::{dumpcfg::emit_dump_config, flow::add_taint},
+    probes::dumpcfg::emit_dump_config,
     setting,
     syscall::{args3, sys_ret},
+    taint::add_taint,
     vfs::{Ptr, dentry_name_key, eval_patterns, fd_file, rd},
 };
 

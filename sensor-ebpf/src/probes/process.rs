@@ -20,10 +20,9 @@ use crate::{
         ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
         TAINTED_PIPES, count_stop, watch_entry,
     },
-    off,
-    probes::flow::{add_taint, next_gen},
-    setting,
+    off, setting,
     syscall::current_nr,
+    taint::{add_taint, next_gen},
     vfs::{Ptr, fd_file, rd, rd_ptr},
 };
 
