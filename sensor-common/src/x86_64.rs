@@ -53,7 +53,64 @@ pub const NR_IO_URING_ENTER: i32 = 426;
 pub const NR_OPENAT2: i32 = 437;
 pub const NR_PIDFD_GETFD: i32 = 438;
 
+/// Names of the syscalls user space reports (an LSM denial's syscall, the
+/// syscall behind a kernel ptrace access check), by number.
+pub const SYSCALL_NAMES: &[(i32, &str)] = &[
+    (0, "read"),
+    (NR_OPEN, "open"),
+    (17, "pread64"),
+    (19, "readv"),
+    (62, "kill"),
+    (NR_CREAT, "creat"),
+    (89, "readlink"),
+    (NR_PTRACE, "ptrace"),
+    (129, "rt_sigqueueinfo"),
+    (200, "tkill"),
+    (234, "tgkill"),
+    (256, "migrate_pages"),
+    (NR_OPENAT, "openat"),
+    (267, "readlinkat"),
+    (274, "get_robust_list"),
+    (279, "move_pages"),
+    (297, "rt_tgsigqueueinfo"),
+    (298, "perf_event_open"),
+    (NR_PROCESS_VM_READV, "process_vm_readv"),
+    (NR_PROCESS_VM_WRITEV, "process_vm_writev"),
+    (312, "kcmp"),
+    (424, "pidfd_send_signal"),
+    (NR_IO_URING_ENTER, "io_uring_enter"),
+    (NR_OPENAT2, "openat2"),
+    (NR_PIDFD_GETFD, "pidfd_getfd"),
+    (440, "process_madvise"),
+    (448, "process_mrelease"),
+];
+
+/// The name of syscall `nr`, when keysentry reports it.
+pub fn syscall_name(nr: i32) -> Option<&'static str> {
+    SYSCALL_NAMES
+        .iter()
+        .find(|(n, _)| *n == nr)
+        .map(|(_, s)| *s)
+}
+
 // ptrace requests of x86 only (the register sets; the generic PEEK/POKE,
 // ATTACH, SEIZE and *REGSET requests are the same everywhere).
 pub const PTRACE_GETREGS: u64 = 12;
 pub const PTRACE_SETFPREGS: u64 = 15;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syscall_names_are_one_per_number() {
+        for (i, (n, name)) in SYSCALL_NAMES.iter().enumerate() {
+            for (m, other) in &SYSCALL_NAMES[i + 1..] {
+                assert!(n != m && name != other, "{n} {name} / {m} {other}");
+            }
+        }
+        assert_eq!(syscall_name(NR_OPENAT2), Some("openat2"));
+        assert_eq!(syscall_name(0), Some("read"));
+        assert_eq!(syscall_name(-1), None);
+    }
+}

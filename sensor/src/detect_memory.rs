@@ -165,21 +165,25 @@ impl Pipeline {
 /// ptrace access mode the kernel checked: (op, access).
 pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
     const PTRACE_MODE_ATTACH: u64 = 0x02;
-    let name = match nr {
-        0 => "read",
-        17 => "pread64",
-        19 => "readv",
-        89 => "readlink",
-        267 => "readlinkat",
-        274 => "get_robust_list",
-        256 => "migrate_pages",
-        279 => "move_pages",
-        298 => "perf_event_open",
-        312 => "kcmp",
-        440 => "process_madvise",
-        448 => "process_mrelease",
-        _ => "",
-    };
+    const ACCESSES: [&str; 12] = [
+        "read",
+        "pread64",
+        "readv",
+        "readlink",
+        "readlinkat",
+        "get_robust_list",
+        "migrate_pages",
+        "move_pages",
+        "perf_event_open",
+        "kcmp",
+        "process_madvise",
+        "process_mrelease",
+    ];
+    let name = i32::try_from(nr)
+        .ok()
+        .and_then(sensor_common::x86_64::syscall_name)
+        .filter(|n| ACCESSES.contains(n))
+        .unwrap_or("");
     let op = if name.is_empty() {
         format!("syscall {nr}")
     } else {

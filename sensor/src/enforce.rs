@@ -131,24 +131,26 @@ impl DeniedThreads {
 
 /// The syscall names of the x86_64 numbers the hooks see.
 fn syscall_name(nr: i32) -> &'static str {
-    match nr {
-        2 => "open",
-        85 => "creat",
-        257 => "openat",
-        437 => "openat2",
-        426 => "io_uring_enter",
-        101 => "ptrace",
-        310 => "process_vm_readv",
-        311 => "process_vm_writev",
-        438 => "pidfd_getfd",
-        62 => "kill",
-        200 => "tkill",
-        234 => "tgkill",
-        129 => "rt_sigqueueinfo",
-        297 => "rt_tgsigqueueinfo",
-        424 => "pidfd_send_signal",
-        _ => "other",
-    }
+    const REPORTED: [&str; 15] = [
+        "open",
+        "creat",
+        "openat",
+        "openat2",
+        "io_uring_enter",
+        "ptrace",
+        "process_vm_readv",
+        "process_vm_writev",
+        "pidfd_getfd",
+        "kill",
+        "tkill",
+        "tgkill",
+        "rt_sigqueueinfo",
+        "rt_tgsigqueueinfo",
+        "pidfd_send_signal",
+    ];
+    sensor_common::x86_64::syscall_name(nr)
+        .filter(|n| REPORTED.contains(n))
+        .unwrap_or("other")
 }
 
 impl Pipeline {
