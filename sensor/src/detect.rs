@@ -7,16 +7,14 @@
 use std::path::Path;
 
 use sensor_common::{
-    MATCH_INODE, MATCH_NAME, MATCH_PARENT, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE,
-    SRC_OPENAT, SRC_OPENAT2,
+    SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2,
 };
 
+pub use crate::facts::{KeyAccess, MemAccess, TrackedOpen};
+
 use crate::{
-    alert::{
-        Alert, FlowDetail, LineageStep, MemDetail, OpenDetail, Origin, ProcessCtx, Severity, Target,
-    },
+    alert::{Alert, FlowDetail, LineageStep, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
     config::Config,
-    decode::open::OpenRecord,
     proctab::ProcInfo,
     redact,
     rules::Rule,
@@ -122,27 +120,6 @@ impl Policy {
     }
 }
 
-/// A cross-process memory access after enrichment.
-pub struct MemAccess<'a> {
-    /// One of the memory rules (ptrace-attach, process-vm-read,
-    /// process-vm-write, proc-mem-open, proc-environ-read, pidfd-getfd,
-    /// process-access).
-    pub rule: Rule,
-    /// "read", "write" or "attach".
-    pub access: &'static str,
-    /// The syscall or request: "PTRACE_ATTACH", "process_vm_readv", ...
-    pub op: String,
-    pub ret: i64,
-    pub actor: &'a ProcInfo,
-    pub target: &'a ProcInfo,
-    pub target_protected: bool,
-    /// The actor read the target's maps/smaps/status before.
-    pub recon: bool,
-    /// The /proc file opened (proc-mem-open).
-    pub path: Option<String>,
-    pub ts_boot_ns: u64,
-}
-
 pub fn errno_text(ret: i64) -> String {
     if ret >= 0 {
         return String::new();
@@ -237,20 +214,6 @@ impl Policy {
     }
 }
 
-/// A key-file open after enrichment: the file as resolved and the actor.
-pub struct KeyOpen<'a> {
-    pub rec: &'a OpenRecord,
-    pub actor: &'a ProcInfo,
-    /// Path of the file (kernel path, or resolved in user space for a failure).
-    pub path: String,
-    pub dev: u64,
-    pub ino: u64,
-    /// Which key_path covers it, if any.
-    pub watch_id: Option<u32>,
-    /// A key the actor's uid created in the last ten minutes.
-    pub fresh: bool,
-}
-
 pub fn via(source: u32) -> &'static str {
     match source {
         SRC_OPEN => "open",
@@ -323,9 +286,8 @@ pub fn rule_alert(rule: Rule, actor: &ProcInfo, target: Target, host: &str, ts: 
 
 impl Policy {
     /// The `key-file-open` rule. None when allowed or not an access (O_PATH).
-    pub fn key_file_open(&self, k: &KeyOpen<'_>, host: &str, ts: String) -> Option<Alert> {
-        let rec = k.rec;
-        let acc = access(rec.flags);
+    pub fn key_file_open(&self, k: &KeyAccess<'_>, host: &str, ts: String) -> Option<Alert> {
+        let acc = access(k.flags);
         if acc == "path" {
             return None;
         }
@@ -333,27 +295,24 @@ impl Policy {
             return None;
         }
         let mut matched = Vec::new();
-        if k.watch_id.is_some() || rec.matched & (MATCH_INODE | MATCH_PARENT) != 0 {
+        if k.watch_id.is_some() || k.by_key_path {
             matched.push("key_path");
         }
         let key_name: Vec<String> = (0..32)
-            .filter(|b| rec.name_rules & (1 << b) != 0)
+            .filter(|b| k.name_rules & (1 << b) != 0)
             .filter_map(|b| self.key_names.get(b).cloned())
             .collect();
-        if rec.matched & MATCH_NAME != 0 || !key_name.is_empty() {
+        if k.by_name || !key_name.is_empty() {
             matched.push("key_name");
         }
         let p = k.actor;
         // A non-root user's own file that only a key-name pattern matched
         // (ssh reading ~/.ssh/id_ed25519): `own_key` lowers its score.
-        let own_key = !rec.failed
-            && p.uid != 0
-            && rec.owner == p.uid
-            && k.watch_id.is_none()
-            && rec.matched & (MATCH_INODE | MATCH_PARENT) == 0;
+        let own_key =
+            !k.failed && p.uid != 0 && k.owner == p.uid && k.watch_id.is_none() && !k.by_key_path;
         // An open that created the key file: a new key, inventory (never a
         // failed open).
-        let created = rec.created() && acc != "read";
+        let created = k.created && acc != "read";
         let (rule, message) = if created {
             (
                 Rule::KeyCreated,
@@ -362,7 +321,7 @@ impl Policy {
                     p.comm, p.pid, p.uid, k.path
                 ),
             )
-        } else if rec.failed {
+        } else if k.failed {
             (
                 Rule::KeyFileOpen,
                 format!(
@@ -372,7 +331,7 @@ impl Policy {
                     p.uid,
                     k.path,
                     acc,
-                    errno_name(rec.ret).unwrap_or("error")
+                    errno_name(k.ret).unwrap_or("error")
                 ),
             )
         } else {
@@ -392,15 +351,11 @@ impl Policy {
         let alert = rule_alert(rule, p, target, host, ts)
             .message(message)
             .open(OpenDetail {
-                result: if rec.failed { "failed" } else { "success" },
-                errno: if rec.failed {
-                    errno_name(rec.ret)
-                } else {
-                    None
-                },
+                result: if k.failed { "failed" } else { "success" },
+                errno: if k.failed { errno_name(k.ret) } else { None },
                 access: acc,
-                via: via(rec.source),
-                arg: rec.arg.clone(),
+                via: k.via,
+                arg: k.arg.clone(),
                 matched,
                 key_path: k
                     .watch_id
@@ -409,39 +364,15 @@ impl Policy {
                 fd_op: None,
                 opened_by: None,
                 own_key: own_key && !created,
-                fresh_key: k.fresh && !rec.failed && !created,
+                fresh_key: k.fresh && !k.failed && !created,
             });
         // A failed attempt is medium; the rule's verdict is a success's.
-        Some(if rec.failed {
+        Some(if k.failed {
             alert.verdict(Severity::Medium, 40)
         } else {
             alert
         })
     }
-}
-
-/// An open of a tracked file (a dump, or a copy of a dump or a key) after
-/// enrichment, or (BPF LSM) an access through an fd its reader did not
-/// open.
-pub struct TrackedOpen<'a> {
-    pub actor: &'a ProcInfo,
-    /// "open", or how the reader got the fd ("fd-*", `fdaccess.rs`).
-    pub via: &'static str,
-    pub flags: u32,
-    /// The file's id in the tracked-file registry, its path and (st_dev,
-    /// inode).
-    pub id: u32,
-    pub path: String,
-    pub dev: u64,
-    pub ino: u64,
-    /// Its lineage starts at a dump (else at a key file).
-    pub dump: bool,
-    /// A copy whose own evidence was weak (low or none).
-    pub weak: bool,
-    /// The process that wrote it, if known.
-    pub origin_pid: Option<u32>,
-    /// The protected process whose memory it holds.
-    pub dumped: Option<Origin>,
 }
 
 impl Policy {

@@ -15,23 +15,24 @@ use sensor_common::{
 
 use crate::{
     alert::{Alert, DumpDetail, Severity, Target},
+    context::Context,
     coredump,
     decode::{
         self,
         memory::{DumpConfigRecord, SignalRecord},
     },
     detect::{Policy, process_target, rule_alert},
-    pipeline::Pipeline,
+    dumps::Dumps,
     proctab::ProcInfo,
     rules::Rule,
 };
 
 /// Dump rules: one signal, dump setting or core dump each.
-impl Pipeline {
+impl Dumps {
     /// `dump-config-change`: core-dump sysctls (any writer), and
     /// coredump_filter, PR_SET_DUMPABLE (to dumpable) and a raised
     /// RLIMIT_CORE for protected processes.
-    pub(crate) fn dump_config(&mut self, d: &DumpConfigRecord) {
+    pub(crate) fn dump_config(&mut self, cx: &mut Context, policy: &Policy, d: &DumpConfigRecord) {
         let (setting, path, per_process) = match d.what {
             DCFG_CORE_PATTERN => ("core_pattern", Some("/proc/sys/kernel/core_pattern"), false),
             DCFG_CORE_PIPE_LIMIT => (
@@ -48,13 +49,13 @@ impl Pipeline {
         if matches!(d.what, DCFG_SET_DUMPABLE | DCFG_RLIMIT_CORE) && d.value == 0 {
             return;
         }
-        let actor = self.procs.resolve(&d.task);
+        let actor = cx.procs.resolve(&d.task);
         let target = if per_process {
-            let t = self.procs.tgid_of(d.target);
-            if !self.protector.is_protected(t) {
+            let t = cx.procs.tgid_of(d.target);
+            if !cx.protector.is_protected(t) {
                 return;
             }
-            Some(self.procs.lookup(t))
+            Some(cx.procs.lookup(t))
         } else {
             None
         };
@@ -64,26 +65,24 @@ impl Pipeline {
             result: Some(if d.ret >= 0 { "success" } else { "failed" }),
             ..Default::default()
         };
-        let ts = self.clock.wall(d.task.ts_boot_ns);
+        let ts = cx.wall(d.task.ts_boot_ns);
         let now_ns = d.task.ts_boot_ns;
-        let alert = self
-            .policy
-            .dump_config(&actor, target.as_ref(), path, detail, &self.host, ts);
-        self.emit(alert, now_ns);
+        let alert = policy.dump_config(&actor, target.as_ref(), path, detail, &cx.host, ts);
+        cx.raise(alert, now_ns);
     }
 
     /// `forced-crash` when the target is protected; other targets are
     /// only counted as events.
-    pub(crate) fn dump_signal(&mut self, s: &SignalRecord) {
-        let target = self.procs.tgid_of(s.target);
-        if !self.protector.is_protected(target) {
+    pub(crate) fn dump_signal(&mut self, cx: &mut Context, policy: &Policy, s: &SignalRecord) {
+        let target = cx.procs.tgid_of(s.target);
+        if !cx.protector.is_protected(target) {
             return;
         }
-        let sender = self.procs.resolve(&s.sender);
+        let sender = cx.procs.resolve(&s.sender);
         if sender.pid == target {
             return;
         }
-        let target = self.procs.lookup(target);
+        let target = cx.procs.lookup(target);
         let detail = DumpDetail {
             signal: Some(signal_name(s.sig)),
             sent_by: Some(match s.code {
@@ -95,29 +94,33 @@ impl Pipeline {
             delivered: Some(s.result == 0),
             ..Default::default()
         };
-        let ts = self.clock.wall(s.sender.ts_boot_ns);
+        let ts = cx.wall(s.sender.ts_boot_ns);
         let now_ns = s.sender.ts_boot_ns;
-        let alert = self
-            .policy
-            .forced_crash(&sender, &target, detail, &self.host, ts);
-        self.emit(alert, now_ns);
+        let alert = policy.forced_crash(&sender, &target, detail, &cx.host, ts);
+        cx.raise(alert, now_ns);
     }
 
     /// A process died dumping core: counted, and `core-dump` when protected.
-    pub(crate) fn core_dumped(&mut self, task: &decode::Task, sig: u32) {
-        let protected = self.protector.is_protected(task.pid);
-        self.metrics
+    pub(crate) fn core_dumped(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        task: &decode::Task,
+        sig: u32,
+    ) {
+        let protected = cx.protector.is_protected(task.pid);
+        cx.metrics
             .core_dumps
             .with_label_values(&[if protected { "true" } else { "false" }])
             .inc();
         if !protected {
             return;
         }
-        let dumped = self.procs.resolve(task);
+        let dumped = cx.procs.resolve(task);
         self.note_crash(&dumped);
-        let (pattern, uses_pid) = self.view.core_pattern();
+        let (pattern, uses_pid) = cx.view.core_pattern();
         let pid = task.pid;
-        let cwd = self
+        let cwd = cx
             .view
             .value(format!("cwd:{pid}"), || {
                 std::fs::read_link(format!("/proc/{pid}/cwd"))
@@ -127,13 +130,13 @@ impl Pipeline {
             })
             .as_str()
             .map(PathBuf::from);
-        let wall_s = (self.clock.offset_ns + task.ts_boot_ns as i128) / 1_000_000_000;
+        let wall_s = (cx.clock.offset_ns + task.ts_boot_ns as i128) / 1_000_000_000;
         let ctx = coredump::DumpCtx {
             proc: &dumped,
             tid: task.tid,
             sig,
             time_s: wall_s.max(0) as u64,
-            host: &self.host,
+            host: &cx.host,
             cwd: cwd.as_deref(),
         };
         let mut detail = DumpDetail {
@@ -145,19 +148,19 @@ impl Pipeline {
             coredump::DumpTarget::File(p) => {
                 detail.exists = Some(p.exists());
                 detail.path = Some(p.to_string_lossy().into_owned());
-                detail.tracked_id = self.register_core_file(&dumped, &p);
+                detail.tracked_id = self.register_core_file(cx, &dumped, &p);
             }
             coredump::DumpTarget::Pipe(argv) => {
                 detail.helper = argv;
                 // Reported with the files the helper writes.
-                self.pend_pipe_dump(dumped, detail, task.ts_boot_ns);
+                self.pend_pipe_dump(cx, policy, dumped, detail, task.ts_boot_ns);
                 return;
             }
         }
-        let ts = self.clock.wall(task.ts_boot_ns);
+        let ts = cx.wall(task.ts_boot_ns);
         let now_ns = task.ts_boot_ns;
-        let alert = self.policy.core_dump(&dumped, detail, &self.host, ts);
-        self.emit(alert, now_ns);
+        let alert = policy.core_dump(&dumped, detail, &cx.host, ts);
+        cx.raise(alert, now_ns);
     }
 }
 

@@ -15,21 +15,40 @@ use sensor_common::{
 };
 
 use crate::{
+    context::Context,
     decode::{memory::MemRecord, open::OpenRecord},
-    detect::MemAccess,
-    pipeline::Pipeline,
+    detect::{MemAccess, Policy},
+    environ::Environ,
     rules::Rule,
 };
 
 /// Most actors remembered for reconnaissance.
 const RECON_ACTORS: usize = 4096;
 
+/// The memory rules' state: reconnaissance seen (actor pid -> protected
+/// targets whose maps/smaps/status it read).
+#[derive(Default)]
+pub struct Memory {
+    recon: std::collections::HashMap<u32, std::collections::HashSet<u32>>,
+}
+
 /// Memory rules: one `MemRecord` or /proc file open each.
-impl Pipeline {
+impl Memory {
+    /// A process exited: its reconnaissance is forgotten.
+    pub fn exited(&mut self, pid: u32) {
+        self.recon.remove(&pid);
+    }
+
     /// /proc/<pid>/{mem,pagemap,environ} opens alert; maps/smaps/status of
     /// a protected process is reconnaissance, remembered for scoring.
-    pub(crate) fn proc_file_open(&mut self, rec: &OpenRecord) {
-        let actor = self.procs.resolve(&rec.task);
+    pub(crate) fn proc_file_open(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        pending: &mut Environ,
+        rec: &OpenRecord,
+    ) {
+        let actor = cx.procs.resolve(&rec.task);
         let Some(path) = rec.path.as_deref() else {
             return;
         };
@@ -42,7 +61,7 @@ impl Pipeline {
         else {
             return;
         };
-        let target = self.procs.tgid_of(tid);
+        let target = cx.procs.tgid_of(tid);
         if target == actor.pid {
             return;
         }
@@ -53,7 +72,7 @@ impl Pipeline {
             self.recon.entry(actor.pid).or_default().insert(target);
             return;
         }
-        let target_info = self.procs.lookup(target);
+        let target_info = cx.procs.lookup(target);
         // A protected process's environment (tokens, passwords) read: its
         // own rule; reading it is not reading the process's memory, so no
         // dump follows from it.
@@ -69,7 +88,7 @@ impl Pipeline {
             ret: rec.ret,
             actor: &actor,
             target: &target_info,
-            target_protected: self.protector.is_protected(target),
+            target_protected: cx.protector.is_protected(target),
             recon: self
                 .recon
                 .get(&actor.pid)
@@ -77,14 +96,20 @@ impl Pipeline {
             path: Some(path.to_string()),
             ts_boot_ns: rec.task.ts_boot_ns,
         };
-        self.alert_memory(&m);
+        alert_memory(cx, policy, pending, &m);
     }
 
-    pub(crate) fn mem_access(&mut self, rec: &MemRecord) {
-        let actor = self.procs.resolve(&rec.task);
+    pub(crate) fn mem_access(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        pending: &mut Environ,
+        rec: &MemRecord,
+    ) {
+        let actor = cx.procs.resolve(&rec.task);
         let target = match rec.op {
             // The kernel resolves the pidfd; fdinfo is the fallback.
-            MEM_PIDFD_GETFD if rec.target == 0 => match self
+            MEM_PIDFD_GETFD if rec.target == 0 => match cx
                 .view
                 .value(format!("pidfd:{}:{}", actor.pid, rec.request), || {
                     pidfd_target(actor.pid, rec.request).into()
@@ -98,7 +123,7 @@ impl Pipeline {
                     return;
                 }
             },
-            _ => self.procs.tgid_of(rec.target),
+            _ => cx.procs.tgid_of(rec.target),
         };
         let (rule, access, op) = match rec.op {
             MEM_PTRACE => {
@@ -117,7 +142,7 @@ impl Pipeline {
                 format!("pidfd_getfd(fd {})", rec.arg),
             ),
         };
-        let target_info = self.procs.lookup(target);
+        let target_info = cx.procs.lookup(target);
         let m = MemAccess {
             rule,
             access,
@@ -125,7 +150,7 @@ impl Pipeline {
             ret: rec.ret,
             actor: &actor,
             target: &target_info,
-            target_protected: rec.target_protected || self.protector.is_protected(target),
+            target_protected: rec.target_protected || cx.protector.is_protected(target),
             recon: self
                 .recon
                 .get(&actor.pid)
@@ -133,31 +158,28 @@ impl Pipeline {
             path: None,
             ts_boot_ns: rec.task.ts_boot_ns,
         };
-        self.alert_memory(&m);
+        alert_memory(cx, policy, pending, &m);
     }
+}
 
-    fn alert_memory(&mut self, m: &MemAccess<'_>) {
-        if let Some(alert) = self
-            .policy
-            .memory_access(m, &self.host, self.clock.wall(m.ts_boot_ns))
+fn alert_memory(cx: &mut Context, policy: &Policy, pending: &mut Environ, m: &MemAccess<'_>) {
+    if let Some(alert) = policy.memory_access(m, &cx.host, cx.wall(m.ts_boot_ns)) {
+        // A process-access is an access check, and environ is not the
+        // memory: neither makes the actor a memory reader.
+        if m.target_protected
+            && m.ret >= 0
+            && m.access != "write"
+            && m.rule != Rule::ProcessAccess
+            && m.rule != Rule::ProcEnvironRead
         {
-            // A process-access is an access check, and environ is not the
-            // memory: neither makes the actor a memory reader.
-            if m.target_protected
-                && m.ret >= 0
-                && m.access != "write"
-                && m.rule != Rule::ProcessAccess
-                && m.rule != Rule::ProcEnvironRead
-            {
-                self.note_memory_reader(m.actor.pid, m.target);
-            }
-            if m.rule == Rule::ProcEnvironRead && m.target_protected && m.ret >= 0 {
-                // Judged when the reader exits: a lister reads them all.
-                self.pend_environ(alert, m.ts_boot_ns);
-                return;
-            }
-            self.emit(alert, m.ts_boot_ns);
+            cx.note_memory_reader(m.actor.pid, m.target);
         }
+        if m.rule == Rule::ProcEnvironRead && m.target_protected && m.ret >= 0 {
+            // Judged when the reader exits: a lister reads them all.
+            pending.pend(alert, m.ts_boot_ns);
+            return;
+        }
+        cx.raise(alert, m.ts_boot_ns);
     }
 }
 

@@ -5,6 +5,7 @@
 //! registered as a tracked dump.
 
 use std::{
+    collections::{HashMap, VecDeque},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -12,9 +13,10 @@ use std::{
 use crate::{
     alert::{DumpDetail, FlowDetail, Target},
     alert::{Origin, TrackedKind},
+    context::Context,
     decode::flow::WriteRecord,
+    detect::Policy,
     detect::rule_alert,
-    pipeline::Pipeline,
     proctab::ProcInfo,
     rules::Rule,
     watch::{kdev, st_dev},
@@ -53,9 +55,6 @@ pub struct HelperRec {
 /// them at the same recorded tick.
 pub(crate) const HELPER_WAIT_NS: u64 = 10_000_000_000;
 
-/// Most memory readers remembered.
-pub(crate) const MEM_READERS: usize = 4096;
-
 /// What the first bytes of a file say it is.
 pub fn file_format(head: &[u8]) -> String {
     if head.len() >= 18 && head[..4] == *b"\x7fELF" {
@@ -74,46 +73,54 @@ pub fn regular_file(path: &Path) -> Option<std::fs::Metadata> {
     md.is_file().then_some(md)
 }
 
-impl Pipeline {
-    /// Remembers a successful memory read of a protected process (the
-    /// actor's next file may be a dump of it).
-    pub(crate) fn note_memory_reader(&mut self, actor: u32, target: &ProcInfo) {
-        if self.mem_readers.len() >= MEM_READERS {
-            self.mem_readers.clear();
-        }
-        self.mem_readers.insert(actor, Origin::of(target));
+/// The dump rules' state: crashes and user-space dumps waiting for their
+/// files, the core_pattern pipe helpers seen and what they wrote, and
+/// protected processes that crashed recently.
+#[derive(Default)]
+pub struct Dumps {
+    pub(crate) pending: Vec<PendingDump>,
+    pub(crate) pending_user: Vec<PendingUserDump>,
+    /// pipe helper pid -> the dumps it wrote.
+    pub(crate) helper_files: HashMap<u32, HelperRec>,
+    /// core_pattern pipe helpers seen exec'd (pid -> argv at that exec).
+    pub(crate) helpers: HashMap<u32, std::sync::Arc<[String]>>,
+    /// Protected processes that crashed (latest last), to attribute files
+    /// in the dump directories.
+    pub(crate) recent_crashes: VecDeque<Origin>,
+}
+
+impl Dumps {
+    /// Whether a crash or a user-space dump waits for its files.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty() || !self.pending_user.is_empty()
     }
 
-    /// The protected process whose memory `pid` (or an ancestor that
-    /// passed its taint on at fork) read.
-    pub(crate) fn memory_source(&mut self, pid: u32) -> Option<Origin> {
-        let mut cur = pid;
-        for _ in 0..8 {
-            if let Some(o) = self.mem_readers.get(&cur) {
-                return Some(o.clone());
-            }
-            let p = self.procs.get(cur)?.ppid;
-            if p <= 1 {
-                return None;
-            }
-            cur = p;
+    /// Whether `pid` is a pipe helper that wrote files or is awaited.
+    pub fn is_helper(&self, pid: u32) -> bool {
+        self.helper_files.contains_key(&pid) || self.pending.iter().any(|d| d.helper == Some(pid))
+    }
+
+    /// A process exited: forgotten as a pipe helper unless its files are
+    /// still awaited.
+    pub fn exited(&mut self, pid: u32) {
+        if !self.helper_files.contains_key(&pid) {
+            self.helpers.remove(&pid);
         }
-        None
     }
 
     /// The writer of pending user-space dumps exited.
-    pub(crate) fn writer_exited(&mut self, pid: u32) {
+    pub(crate) fn writer_exited(&mut self, cx: &mut Context, pid: u32) {
         let mut i = 0;
-        while i < self.pending_udumps.len() {
-            if self.pending_udumps[i].actor.pid == pid {
-                let d = self.pending_udumps.remove(i);
+        while i < self.pending_user.len() {
+            if self.pending_user[i].actor.pid == pid {
+                let d = self.pending_user.remove(i);
                 let id = d.id;
-                self.emit_user_dump(d);
-                if let Some(t) = self.registry.get(id)
+                self.emit_user_dump(cx, d);
+                if let Some(t) = cx.registry.get(id)
                     && !t.scanned
                 {
                     let p = PathBuf::from(&t.path);
-                    self.queue_scan(id, p);
+                    cx.queue_scan(id, p);
                 }
             } else {
                 i += 1;
@@ -121,15 +128,15 @@ impl Pipeline {
         }
     }
 
-    pub(crate) fn emit_user_dump(&mut self, d: PendingUserDump) {
-        let Some(t) = self.registry.get(d.id) else {
+    pub(crate) fn emit_user_dump(&mut self, cx: &mut Context, d: PendingUserDump) {
+        let Some(t) = cx.registry.get(d.id) else {
             return;
         };
         let path = t.path.clone();
         let (kd, ino) = (t.kdev, t.ino);
         let actor = &d.actor;
         let dumped = &d.dumped;
-        let format = self
+        let format = cx
             .view
             .value(format!("format:{kd}:{ino}"), || {
                 crate::handle::head(Path::new(&path), kd, ino, 18)
@@ -150,54 +157,58 @@ impl Pipeline {
                 _ => "",
             }
         );
-        let ts = self.clock.wall(d.ts_boot_ns);
+        let ts = cx.wall(d.ts_boot_ns);
         let target = Target::File {
             path,
             dev: st_dev(kd),
             inode: ino,
         };
-        let alert = rule_alert(Rule::UserspaceDump, actor, target, &self.host, ts)
+        let alert = rule_alert(Rule::UserspaceDump, actor, target, &cx.host, ts)
             .message(message)
             .flow(FlowDetail {
                 via: d.via,
                 tracked_id: Some(d.id),
-                lineage: self.registry.lineage(d.id),
+                lineage: cx.registry.lineage(d.id),
                 dumped: Some(d.dumped.clone()),
                 bytes: Some(d.bytes),
                 format,
                 ..Default::default()
             });
-        self.emit(alert, d.ts_boot_ns);
+        cx.raise(alert, d.ts_boot_ns);
     }
 
     /// A usermode helper (child of kthreadd) exec'd: remember it when it
     /// is the core_pattern pipe helper (a script's argv starts with its
     /// interpreter, so the first two arguments are checked).
-    pub(crate) fn usermode_helper_exec(&mut self, pid: u32) {
-        let (pattern, _) = self.view.core_pattern();
+    pub(crate) fn usermode_helper_exec(&mut self, cx: &mut Context, pid: u32) {
+        let (pattern, _) = cx.view.core_pattern();
         let Some(helper) = pattern
             .strip_prefix('|')
             .and_then(|p| p.split_whitespace().next())
         else {
             return;
         };
-        let Some(p) = self.procs.get(pid) else { return };
+        let Some(p) = cx.procs.get(pid) else { return };
         if p.argv.iter().take(2).any(|a| a == helper) || &*p.exe == helper {
-            if self.dump_helpers.len() >= 256 {
-                self.dump_helpers.clear();
+            if self.helpers.len() >= 256 {
+                self.helpers.clear();
             }
-            self.dump_helpers.insert(pid, p.argv.clone());
+            self.helpers.insert(pid, p.argv.clone());
         }
     }
 
     /// The pipe helper behind `p` (itself or an ancestor).
-    pub(crate) fn helper_of(&mut self, p: &ProcInfo) -> Option<(u32, std::sync::Arc<[String]>)> {
+    pub(crate) fn helper_of(
+        &self,
+        cx: &mut Context,
+        p: &ProcInfo,
+    ) -> Option<(u32, std::sync::Arc<[String]>)> {
         let mut cur = p.pid;
         for _ in 0..8 {
-            if let Some(argv) = self.dump_helpers.get(&cur) {
+            if let Some(argv) = self.helpers.get(&cur) {
                 return Some((cur, argv.clone()));
             }
-            let parent = self.procs.get(cur)?.ppid;
+            let parent = cx.procs.get(cur)?.ppid;
             if parent <= 2 {
                 return None;
             }
@@ -207,16 +218,22 @@ impl Pipeline {
     }
 
     /// The pipe helper (or a child of it) wrote a file: a dump.
-    pub(crate) fn helper_wrote(&mut self, actor: &ProcInfo, w: &WriteRecord, path: String) {
-        let Some((helper_pid, helper_argv)) = self.helper_of(actor) else {
+    pub(crate) fn helper_wrote(
+        &mut self,
+        cx: &mut Context,
+        actor: &ProcInfo,
+        w: &WriteRecord,
+        path: String,
+    ) {
+        let Some((helper_pid, helper_argv)) = self.helper_of(cx, actor) else {
             return;
         };
         // The crashed process: a pid among the helper's arguments.
-        let pending = self.pending_dumps.iter().position(|d| {
+        let pending = self.pending.iter().position(|d| {
             d.helper == Some(helper_pid) || helper_argv.iter().any(|a| *a == d.pid.to_string())
         });
-        let dumped = pending.map(|i| Origin::of(&self.pending_dumps[i].dumped));
-        let (id, _) = self.registry.register(
+        let dumped = pending.map(|i| Origin::of(&self.pending[i].dumped));
+        let (id, _) = cx.registry.register(
             w.dev,
             w.ino,
             path.clone(),
@@ -226,11 +243,11 @@ impl Pipeline {
             Some(Origin::of(actor)),
             dumped,
         );
-        if let Some(t) = self.registry.get_mut(id) {
+        if let Some(t) = cx.registry.get_mut(id) {
             t.igen = Some(w.igen);
         }
-        self.track_in_kernel(id, w.dev, w.ino, &path);
-        self.identify(id);
+        cx.track_in_kernel(id, w.dev, w.ino, &path);
+        cx.identify(id);
         if self.helper_files.len() >= 256 {
             self.helper_files.retain(|_, h| !h.exited);
         }
@@ -244,13 +261,20 @@ impl Pipeline {
             });
         rec.files.push(id);
         if let Some(i) = pending {
-            self.pending_dumps[i].helper = Some(helper_pid);
+            self.pending[i].helper = Some(helper_pid);
         }
     }
 
     /// A protected process dumped core through a pipe: the alert waits
     /// for the helper's files (until the helper exits, or HELPER_WAIT_NS).
-    pub(crate) fn pend_pipe_dump(&mut self, dumped: ProcInfo, detail: DumpDetail, ts: u64) {
+    pub(crate) fn pend_pipe_dump(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        dumped: ProcInfo,
+        detail: DumpDetail,
+        ts: u64,
+    ) {
         let pid = dumped.pid.to_string();
         // A helper that already wrote for this pid (core_pipe_limit makes
         // the kernel wait for the helper before the crashed task exits).
@@ -259,7 +283,7 @@ impl Pipeline {
             .iter()
             .find(|(_, h)| h.argv.contains(&pid))
             .map(|(p, _)| *p);
-        self.pending_dumps.push(PendingDump {
+        self.pending.push(PendingDump {
             pid: dumped.pid,
             dumped,
             detail,
@@ -270,13 +294,13 @@ impl Pipeline {
         if let Some(h) = helper
             && self.helper_files.get(&h).is_some_and(|r| r.exited)
         {
-            self.helper_exited(h);
+            self.helper_exited(cx, policy, h);
         }
     }
 
     /// A process exited: when it is a pipe helper, its crash alerts go
     /// (or wait for the crashed process's exit, which comes after).
-    pub(crate) fn helper_exited(&mut self, pid: u32) {
+    pub(crate) fn helper_exited(&mut self, cx: &mut Context, policy: &Policy, pid: u32) {
         let files = match self.helper_files.get_mut(&pid) {
             Some(h) => {
                 let first = !h.exited;
@@ -286,24 +310,24 @@ impl Pipeline {
             None => None,
         };
         let mut i = 0;
-        while i < self.pending_dumps.len() {
-            if self.pending_dumps[i].helper == Some(pid) {
-                let d = self.pending_dumps.remove(i);
+        while i < self.pending.len() {
+            if self.pending[i].helper == Some(pid) {
+                let d = self.pending.remove(i);
                 let all = self
                     .helper_files
                     .remove(&pid)
                     .map(|h| h.files)
                     .unwrap_or_default();
-                self.emit_pipe_dump(d, all);
+                self.emit_pipe_dump(cx, policy, d, all);
             } else {
                 i += 1;
             }
         }
         if let Some(files) = files {
             for id in files {
-                if let Some(t) = self.registry.get(id) {
+                if let Some(t) = cx.registry.get(id) {
                     let p = PathBuf::from(&t.path);
-                    self.queue_scan(id, p);
+                    cx.queue_scan(id, p);
                 }
             }
         }
@@ -312,37 +336,43 @@ impl Pipeline {
     /// Pipe crashes whose helper did not finish by `now_ns` (boot ns),
     /// and user-space dumps still open; `all`: every one (shutdown, the
     /// end of a replay).
-    pub(crate) fn expire_pending_dumps(&mut self, now_ns: u64, all: bool) {
+    pub(crate) fn expire(&mut self, cx: &mut Context, policy: &Policy, now_ns: u64, all: bool) {
         let due = |ts: u64| all || ts.saturating_add(HELPER_WAIT_NS) <= now_ns;
         let mut i = 0;
-        while i < self.pending_udumps.len() {
-            if due(self.pending_udumps[i].ts_boot_ns) {
-                let d = self.pending_udumps.remove(i);
-                self.emit_user_dump(d);
+        while i < self.pending_user.len() {
+            if due(self.pending_user[i].ts_boot_ns) {
+                let d = self.pending_user.remove(i);
+                self.emit_user_dump(cx, d);
             } else {
                 i += 1;
             }
         }
         let mut i = 0;
-        while i < self.pending_dumps.len() {
-            if due(self.pending_dumps[i].ts_boot_ns) {
-                let d = self.pending_dumps.remove(i);
+        while i < self.pending.len() {
+            if due(self.pending[i].ts_boot_ns) {
+                let d = self.pending.remove(i);
                 let files = d
                     .helper
                     .and_then(|h| self.helper_files.get(&h).map(|r| r.files.clone()))
                     .unwrap_or_default();
-                self.emit_pipe_dump(d, files);
+                self.emit_pipe_dump(cx, policy, d, files);
             } else {
                 i += 1;
             }
         }
     }
 
-    pub(crate) fn emit_pipe_dump(&mut self, d: PendingDump, files: Vec<u32>) {
+    pub(crate) fn emit_pipe_dump(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        d: PendingDump,
+        files: Vec<u32>,
+    ) {
         let mut detail = d.detail;
         detail.helper_pid = d.helper;
         for id in &files {
-            if let Some(t) = self.registry.get_mut(*id) {
+            if let Some(t) = cx.registry.get_mut(*id) {
                 if t.dumped.is_none() {
                     t.dumped = Some(Origin::of(&d.dumped));
                 }
@@ -350,17 +380,22 @@ impl Pipeline {
             }
         }
         detail.tracked_id = files.first().copied();
-        let ts = self.clock.wall(d.ts_boot_ns);
-        let alert = self.policy.core_dump(&d.dumped, detail, &self.host, ts);
-        self.emit(alert, d.ts_boot_ns);
+        let ts = cx.wall(d.ts_boot_ns);
+        let alert = policy.core_dump(&d.dumped, detail, &cx.host, ts);
+        cx.raise(alert, d.ts_boot_ns);
     }
 
     /// The core file the kernel wrote for a protected process: registered
     /// as a dump (a regular file at that path, never through a symlink).
-    pub(crate) fn register_core_file(&mut self, dumped: &ProcInfo, path: &Path) -> Option<u32> {
+    pub(crate) fn register_core_file(
+        &mut self,
+        cx: &mut Context,
+        dumped: &ProcInfo,
+        path: &Path,
+    ) -> Option<u32> {
         let md = regular_file(path)?;
         let kd = kdev(md.dev());
-        let (id, _) = self.registry.register(
+        let (id, _) = cx.registry.register(
             kd,
             md.ino(),
             path.to_string_lossy().into_owned(),
@@ -370,9 +405,9 @@ impl Pipeline {
             None,
             Some(Origin::of(dumped)),
         );
-        self.track_in_kernel(id, kd, md.ino(), &path.to_string_lossy());
-        self.identify(id);
-        self.queue_scan(id, path.to_path_buf());
+        cx.track_in_kernel(id, kd, md.ino(), &path.to_string_lossy());
+        cx.identify(id);
+        cx.queue_scan(id, path.to_path_buf());
         Some(id)
     }
 
@@ -382,13 +417,13 @@ impl Pipeline {
     /// (systemd-coredump: core.COMM.UID.BOOT.PID.TS.zst) or when it is the
     /// only one waiting. `scan`: queue it for the key scanner (new files;
     /// those found at start are registered only).
-    pub fn dump_dir_file(&mut self, path: &Path, scan: bool) {
+    pub fn dump_dir_file(&mut self, cx: &mut Context, path: &Path, scan: bool) {
         // A regular file, never what a symlink there points to.
         let Some(md) = regular_file(path) else {
             return;
         };
         let kd = kdev(md.dev());
-        if self.registry.by_inode(kd, md.ino()).is_some() {
+        if cx.registry.by_inode(kd, md.ino()).is_some() {
             return;
         }
         let name = path
@@ -408,7 +443,7 @@ impl Pipeline {
             })
             .cloned();
         let p = path.to_string_lossy().into_owned();
-        let (id, _) = self.registry.register(
+        let (id, _) = cx.registry.register(
             kd,
             md.ino(),
             p.clone(),
@@ -418,10 +453,10 @@ impl Pipeline {
             None,
             dumped,
         );
-        self.track_in_kernel(id, kd, md.ino(), &p);
-        self.identify(id);
+        cx.track_in_kernel(id, kd, md.ino(), &p);
+        cx.identify(id);
         if scan {
-            self.queue_scan(id, path.to_path_buf());
+            cx.queue_scan(id, path.to_path_buf());
         }
     }
 

@@ -12,23 +12,23 @@ use std::os::unix::fs::MetadataExt;
 
 use sensor_common::{
     ALLOW_ANY_KEY, ALLOW_MEMORY, AllowKey, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
-    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_RULES, ENF_VM_READ, ENF_VM_WRITE, MATCH_INODE,
-    SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPENAT, SRC_OPENAT2,
+    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_RULES, ENF_VM_READ, ENF_VM_WRITE, SRC_CREAT,
+    SRC_IO_URING, SRC_OPEN, SRC_OPENAT, SRC_OPENAT2,
 };
 
 use crate::{
     alert::DumpDetail,
     config::Config,
-    decode::{lsm::DeniedRecord, open::OpenRecord},
-    detect::{KeyOpen, MemAccess},
+    context::Context,
+    decode::lsm::DeniedRecord,
+    detect::{MemAccess, Policy},
     detect_dumps::signal_name,
-    pipeline::Pipeline,
+    facts::KeyAccess,
     rules::Rule,
     watch::{kdev, st_dev},
 };
 
 const EPERM: i64 = 1;
-const AT_FDCWD: i32 = -100;
 /// Most threads remembered as just denied.
 const MAX_DENIED: usize = 4096;
 
@@ -153,57 +153,48 @@ fn syscall_name(nr: i32) -> &'static str {
         .unwrap_or("other")
 }
 
-impl Pipeline {
+impl DeniedThreads {
     /// A BPF LSM hook denied an operation: one alert, `action: "denied"`.
-    pub(crate) fn denied(&mut self, d: &DeniedRecord) {
-        self.denied_threads.note(d.task.tid, d.rule, d.target);
-        let actor = self.procs.resolve(&d.task);
-        let ts = self.clock.wall(d.task.ts_boot_ns);
+    pub(crate) fn denied(&mut self, cx: &mut Context, policy: &Policy, d: &DeniedRecord) {
+        self.note(d.task.tid, d.rule, d.target);
+        let actor = cx.procs.resolve(&d.task);
+        let ts = cx.wall(d.task.ts_boot_ns);
         let rule = ENF_RULES.get(d.rule as usize).copied().unwrap_or("unknown");
         let alert = match d.rule {
             ENF_KEY_OPEN => {
-                let rec = OpenRecord {
-                    task: d.task.clone(),
-                    // An attempt that failed (EPERM), as the policy words it.
+                // An attempt that failed (EPERM), as the policy words it.
+                let k = KeyAccess {
+                    actor: &actor,
+                    task: &d.task,
+                    path: d.path.clone().unwrap_or_default(),
+                    dev: st_dev(d.dev),
+                    ino: d.ino,
+                    kdev: d.dev,
+                    igen: 0,
+                    watch_id: Some(d.watch_id),
+                    by_key_path: true,
+                    by_name: false,
+                    name_rules: 0,
+                    flags: d.flags,
                     failed: true,
                     ret: -EPERM,
-                    dev: d.dev,
-                    ino: d.ino,
-                    mode: 0,
-                    flags: d.flags,
-                    dfd: AT_FDCWD,
-                    source: match d.syscall {
+                    via: crate::detect::via(match d.syscall {
                         2 => SRC_OPEN,
                         85 => SRC_CREAT,
                         437 => SRC_OPENAT2,
                         426 => SRC_IO_URING,
                         _ => SRC_OPENAT,
-                    },
-                    matched: MATCH_INODE,
-                    watch_id: d.watch_id,
-                    name_rules: 0,
+                    }),
                     arg: None,
-                    path: d.path.clone(),
-                    path_truncated: false,
-                    proc_file: 0,
-                    igen: 0,
-                    fmode: 0,
                     owner: u32::MAX,
+                    created: false,
                     size: 0,
-                };
-                let k = KeyOpen {
-                    rec: &rec,
-                    actor: &actor,
-                    path: d.path.clone().unwrap_or_default(),
-                    dev: st_dev(d.dev),
-                    ino: d.ino,
-                    watch_id: Some(d.watch_id),
                     fresh: false,
                 };
-                self.policy.key_file_open(&k, &self.host, ts)
+                policy.key_file_open(&k, &cx.host, ts)
             }
             ENF_PTRACE | ENF_VM_READ | ENF_VM_WRITE | ENF_PROC_MEM | ENF_PIDFD_GETFD => {
-                let target = self.procs.lookup(d.target);
+                let target = cx.procs.lookup(d.target);
                 let (rule, access) = match d.rule {
                     ENF_PTRACE => (Rule::PtraceAttach, "attach"),
                     ENF_VM_READ => (Rule::ProcessVmRead, "read"),
@@ -223,10 +214,10 @@ impl Pipeline {
                     path: (d.rule == ENF_PROC_MEM).then(|| format!("/proc/{}/mem", d.target)),
                     ts_boot_ns: d.task.ts_boot_ns,
                 };
-                self.policy.memory_access(&m, &self.host, ts)
+                policy.memory_access(&m, &cx.host, ts)
             }
             ENF_FORCED_CRASH => {
-                let target = self.procs.lookup(d.target);
+                let target = cx.procs.lookup(d.target);
                 let detail = DumpDetail {
                     signal: Some(signal_name(d.arg)),
                     sent_by: Some(match d.syscall {
@@ -238,15 +229,12 @@ impl Pipeline {
                     delivered: Some(false),
                     ..Default::default()
                 };
-                Some(
-                    self.policy
-                        .forced_crash(&actor, &target, detail, &self.host, ts),
-                )
+                Some(policy.forced_crash(&actor, &target, detail, &cx.host, ts))
             }
             ENF_CORE_DUMP => {
-                let (pattern, _) = self.view.core_pattern();
+                let (pattern, _) = cx.view.core_pattern();
                 let exists = d.path.clone().map(|p| {
-                    self.view
+                    cx.view
                         .value(format!("exists:{p}"), || {
                             std::path::Path::new(&p).exists().into()
                         })
@@ -259,7 +247,7 @@ impl Pipeline {
                     exists,
                     ..Default::default()
                 };
-                Some(self.policy.core_dump(&actor, detail, &self.host, ts))
+                Some(policy.core_dump(&actor, detail, &cx.host, ts))
             }
             _ => None,
         };
@@ -269,7 +257,7 @@ impl Pipeline {
                 // refused it); the denial is said here.
                 a.action = Some("denied");
                 a.message = format!("{} (denied: enforce mode)", a.message);
-                self.emit(a, d.task.ts_boot_ns);
+                cx.raise(a, d.task.ts_boot_ns);
             }
             None => tracing::warn!(
                 "rule {rule}: the kernel denied pid {} ({}) but user space's policy allows it (allowlist changed on disk?)",

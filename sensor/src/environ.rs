@@ -6,7 +6,7 @@
 //! running: a small host has few) is a process lister and its read is low;
 //! a targeted read (`cat /proc/PID/environ`, `ps eww -p PID`) is medium.
 
-use crate::{alert::Alert, alert::Severity, pipeline::Pipeline};
+use crate::{alert::Alert, alert::Severity, context::Context};
 
 /// Environments read by one process from which it counts as a lister.
 pub const LISTER_READS: u32 = 8;
@@ -22,11 +22,23 @@ pub struct PendingEnviron {
     pub ts_boot_ns: u64,
 }
 
-impl Pipeline {
+/// The `proc-environ-read` rule's state: reads waiting for their reader's
+/// count.
+#[derive(Default)]
+pub struct Environ {
+    pending: Vec<PendingEnviron>,
+}
+
+impl Environ {
+    /// Whether a read waits for its reader.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Holds a `proc-environ-read` alert until its reader exits.
-    pub(crate) fn pend_environ(&mut self, alert: Alert, ts_boot_ns: u64) {
+    pub(crate) fn pend(&mut self, alert: Alert, ts_boot_ns: u64) {
         let pid = alert.process.pid;
-        self.pending_environ.push(PendingEnviron {
+        self.pending.push(PendingEnviron {
             alert,
             pid,
             ts_boot_ns,
@@ -34,12 +46,12 @@ impl Pipeline {
     }
 
     /// The reader exited having read `reads` environments.
-    pub(crate) fn environ_reader_exited(&mut self, pid: u32, reads: u32) {
+    pub(crate) fn reader_exited(&mut self, cx: &mut Context, pid: u32, reads: u32) {
         let mut i = 0;
-        while i < self.pending_environ.len() {
-            if self.pending_environ[i].pid == pid {
-                let p = self.pending_environ.remove(i);
-                self.emit_environ(p, reads);
+        while i < self.pending.len() {
+            if self.pending[i].pid == pid {
+                let p = self.pending.remove(i);
+                emit(cx, p, reads);
             } else {
                 i += 1;
             }
@@ -48,44 +60,40 @@ impl Pipeline {
 
     /// Reads still waiting after WAIT_NS at `now_ns`: judged on the count so far (read
     /// from the kernel now, recorded for replay).
-    pub(crate) fn expire_environ(&mut self, now_ns: u64, all: bool) {
+    pub(crate) fn expire(&mut self, cx: &mut Context, now_ns: u64, all: bool) {
         let mut i = 0;
-        while i < self.pending_environ.len() {
-            if all || self.pending_environ[i].ts_boot_ns.saturating_add(WAIT_NS) <= now_ns {
-                let p = self.pending_environ.remove(i);
+        while i < self.pending.len() {
+            if all || self.pending[i].ts_boot_ns.saturating_add(WAIT_NS) <= now_ns {
+                let p = self.pending.remove(i);
                 let pid = p.pid;
-                let live = self
-                    .kmaps
-                    .as_ref()
-                    .and_then(|m| m.environ.get(&pid, 0).ok())
-                    .unwrap_or(0);
-                let reads = self
+                let live = cx.kernel.environ_reads(pid);
+                let reads = cx
                     .view
                     .value(format!("environ_reads:{pid}"), || live.into())
                     .as_u64()
                     .unwrap_or(0) as u32;
-                self.emit_environ(p, reads);
+                emit(cx, p, reads);
             } else {
                 i += 1;
             }
         }
     }
+}
 
-    fn emit_environ(&mut self, p: PendingEnviron, reads: u32) {
-        let mut alert = p.alert;
-        let running = self.procs.live_programs() as u32;
-        let lister = reads >= LISTER_READS
-            || (reads >= LISTER_READS_FEW && reads.saturating_mul(2) >= running);
-        if lister {
-            // What `Policy::memory_access` could not know when the read
-            // happened: a lister's read is low, whatever the target.
-            alert.severity = Severity::Low;
-            alert.score = 25;
-            alert.message = format!(
-                "{} (it read the environments of {reads} processes: a process lister such as ps)",
-                alert.message
-            );
-        }
-        self.emit(alert, p.ts_boot_ns);
+fn emit(cx: &mut Context, p: PendingEnviron, reads: u32) {
+    let mut alert = p.alert;
+    let running = cx.procs.live_programs() as u32;
+    let lister =
+        reads >= LISTER_READS || (reads >= LISTER_READS_FEW && reads.saturating_mul(2) >= running);
+    if lister {
+        // What `Policy::memory_access` could not know when the read
+        // happened: a lister's read is low, whatever the target.
+        alert.severity = Severity::Low;
+        alert.score = 25;
+        alert.message = format!(
+            "{} (it read the environments of {reads} processes: a process lister such as ps)",
+            alert.message
+        );
     }
+    cx.raise(alert, p.ts_boot_ns);
 }

@@ -8,20 +8,18 @@
 //! saying how the fd came (`fd-*`), `open.fd_op` what was done with it and
 //! `open.opened_by` who opened it.
 
-use sensor_common::{
-    FDA_MMAP, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED, MATCH_INODE, MATCH_TRACKED,
-    WATCH_TRACKED,
-};
+use sensor_common::{FDA_MMAP, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED, WATCH_TRACKED};
 
 use crate::{
     alert::Origin,
-    decode::{lsm::FdAccessRecord, open::OpenRecord},
-    detect::KeyOpen,
-    pipeline::Pipeline,
+    context::Context,
+    decode::lsm::FdAccessRecord,
+    detect::Policy,
+    facts::{KeyAccess, TrackedAccess},
+    flows::Flows,
     watch::st_dev,
 };
 
-const AT_FDCWD: i32 = -100;
 const O_WRONLY: u32 = 1;
 
 /// `via` of an fd the process did not open.
@@ -64,85 +62,85 @@ fn how_words(r: &FdAccessRecord, via: &str, opener: Option<&Origin>) -> String {
     }
 }
 
-impl Pipeline {
-    pub(crate) fn fd_access(&mut self, r: &FdAccessRecord) {
-        let actor = self.procs.resolve(&r.task);
-        let via = fd_via(r.how, r.syscall);
-        let op = fd_op(r.op);
-        let opener = (r.opener != 0).then(|| Origin::of(&self.procs.lookup(r.opener)));
-        let mut path = r.path.clone().unwrap_or_default();
-        if r.path_truncated {
-            path.insert_str(0, "...");
-        }
-        let tracked = r.watch_flags & WATCH_TRACKED != 0;
-        // The access as the open rules see it: a read, or a write.
-        let flags = match r.op {
-            FDA_WRITE => O_WRONLY,
-            FDA_MMAP => r.flags & 3,
-            _ => 0,
-        };
-        let rec = OpenRecord {
-            task: r.task.clone(),
-            failed: false,
-            ret: 0,
-            dev: r.dev,
-            ino: r.ino,
-            mode: 0,
-            flags,
-            dfd: AT_FDCWD,
-            source: 0,
-            matched: MATCH_INODE | if tracked { MATCH_TRACKED } else { 0 },
-            watch_id: r.watch_id,
-            name_rules: 0,
-            arg: None,
-            path: Some(path.clone()),
-            path_truncated: r.path_truncated,
-            proc_file: 0,
-            igen: r.igen,
-            fmode: 0,
-            owner: r.owner,
-            size: 0,
-        };
-        if tracked {
-            self.tracked_open(&rec, via);
-            return;
-        }
-        let allowed = self.policy.allowed(&actor.exe, Some(r.watch_id));
-        self.note_key(&rec, &path, allowed);
-        let k = KeyOpen {
-            rec: &rec,
-            actor: &actor,
-            path: path.clone(),
-            dev: st_dev(r.dev),
-            ino: r.ino,
-            watch_id: Some(r.watch_id),
-            fresh: false,
-        };
-        let ts = self.clock.wall(r.task.ts_boot_ns);
-        let Some(mut alert) = self.policy.key_file_open(&k, &self.host, ts) else {
-            return;
-        };
-        // The open rule judged it (rule, verdict, allowlist); this is no
-        // open, so the message and the open's `via` say what happened.
-        alert.message = format!(
-            "{} (pid {}, uid {}) {} key file {path} through an fd it did not open: {}",
-            actor.comm,
-            actor.pid,
-            actor.uid,
-            match op {
-                "write" => "wrote",
-                "mmap" => "mapped",
-                _ => "read",
-            },
-            how_words(r, via, opener.as_ref())
-        );
-        if let Some(o) = alert.open.as_mut() {
-            o.via = via;
-            o.fd_op = Some(op);
-            o.opened_by = opener;
-        }
-        self.emit(alert, r.task.ts_boot_ns);
+/// One access through an fd the process did not open: a tracked file's
+/// goes to the dump-file-access rule, a key file's to the key-file rule.
+pub(crate) fn fd_access(cx: &mut Context, policy: &Policy, flows: &mut Flows, r: &FdAccessRecord) {
+    let actor = cx.procs.resolve(&r.task);
+    let via = fd_via(r.how, r.syscall);
+    let op = fd_op(r.op);
+    let opener = (r.opener != 0).then(|| Origin::of(&cx.procs.lookup(r.opener)));
+    let mut path = r.path.clone().unwrap_or_default();
+    if r.path_truncated {
+        path.insert_str(0, "...");
     }
+    let tracked = r.watch_flags & WATCH_TRACKED != 0;
+    // The access as the open rules see it: a read, or a write.
+    let flags = match r.op {
+        FDA_WRITE => O_WRONLY,
+        FDA_MMAP => r.flags & 3,
+        _ => 0,
+    };
+    if tracked {
+        let a = TrackedAccess {
+            task: &r.task,
+            kdev: r.dev,
+            ino: r.ino,
+            igen: r.igen,
+            watch_id: r.watch_id,
+            flags,
+            via,
+        };
+        flows.tracked_open(cx, policy, &a);
+        return;
+    }
+    let allowed = policy.allowed(&actor.exe, Some(r.watch_id));
+    let k = KeyAccess {
+        actor: &actor,
+        task: &r.task,
+        path: path.clone(),
+        dev: st_dev(r.dev),
+        ino: r.ino,
+        kdev: r.dev,
+        igen: r.igen,
+        watch_id: Some(r.watch_id),
+        by_key_path: true,
+        by_name: false,
+        name_rules: 0,
+        flags,
+        failed: false,
+        ret: 0,
+        via,
+        arg: None,
+        owner: r.owner,
+        created: false,
+        size: 0,
+        fresh: false,
+    };
+    cx.note_key(&k, allowed);
+    let ts = cx.wall(r.task.ts_boot_ns);
+    let Some(mut alert) = policy.key_file_open(&k, &cx.host, ts) else {
+        return;
+    };
+    // The open rule judged it (rule, verdict, allowlist); this is no
+    // open, so the message and the open's `via` say what happened.
+    alert.message = format!(
+        "{} (pid {}, uid {}) {} key file {path} through an fd it did not open: {}",
+        actor.comm,
+        actor.pid,
+        actor.uid,
+        match op {
+            "write" => "wrote",
+            "mmap" => "mapped",
+            _ => "read",
+        },
+        how_words(r, via, opener.as_ref())
+    );
+    if let Some(o) = alert.open.as_mut() {
+        o.via = via;
+        o.fd_op = Some(op);
+        o.opened_by = opener;
+    }
+    cx.raise(alert, r.task.ts_boot_ns);
 }
 
 #[cfg(test)]

@@ -8,21 +8,19 @@
 use std::path::{Path, PathBuf};
 
 use sensor_common::{
-    InodeKey, TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, VIA_CLONE,
+    TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, VIA_CLONE,
     VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE,
 };
 
 use crate::{
     alert::{FlowDetail, Severity, Target},
     alert::{Origin, TrackedKind},
-    decode::{
-        flow::{CloseRecord, WriteRecord},
-        open::OpenRecord,
-    },
-    detect::{TrackedOpen, rule_alert},
-    dumps::{HELPER_WAIT_NS, PendingUserDump},
+    context::Context,
+    decode::flow::{CloseRecord, WriteRecord},
+    detect::{Policy, rule_alert},
+    dumps::{Dumps, HELPER_WAIT_NS, PendingUserDump},
     evidence::CopyEvidence,
-    pipeline::Pipeline,
+    facts::{TrackedAccess, TrackedOpen},
     proctab::ProcInfo,
     rules::Rule,
     watch::st_dev,
@@ -121,40 +119,64 @@ pub fn user_path(pid: u32, dfd: i32, arg: &str) -> (PathBuf, PathBuf) {
     }
 }
 
-impl Pipeline {
+/// The copy rule's state: files tainted processes are writing, decided
+/// when their writer closes them.
+#[derive(Default)]
+pub struct Flows {
+    pending: Vec<PendingCopy>,
+}
+
+impl Flows {
+    /// Whether a copy waits for its writer.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Drops the pending copies of tracked files that left the kernel's
+    /// watch map since the last call.
+    pub fn prune(&mut self, cx: &mut Context) {
+        if cx.untracked.is_empty() {
+            return;
+        }
+        let gone = std::mem::take(&mut cx.untracked);
+        self.pending.retain(|c| !gone.contains(&c.id));
+    }
+
     /// A tainted process wrote a regular file. The kernel marked it
     /// tracked (`TRACKED_PENDING`) at that write; a file that is not
     /// registered here is taken out of the kernel's watch map again.
-    pub(crate) fn file_write(&mut self, w: &WriteRecord) {
-        self.file_write_track(w);
-        self.drop_evicted();
-        if self.registry.by_inode(w.dev, w.ino).is_none()
-            && let Some(m) = self.kmaps.as_mut()
-        {
-            let key = InodeKey {
-                dev: w.dev,
-                _pad: 0,
-                ino: w.ino,
-            };
-            if m.watched
-                .get(&key, 0)
-                .is_ok_and(|e| e.watch_id == TRACKED_PENDING)
-            {
-                let _ = m.watched.remove(&key);
-            }
+    pub(crate) fn file_write(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        dumps: &mut Dumps,
+        w: &WriteRecord,
+    ) {
+        self.prune(cx);
+        self.file_write_track(cx, policy, dumps, w);
+        self.prune(cx);
+        cx.drop_evicted();
+        if cx.registry.by_inode(w.dev, w.ino).is_none() {
+            cx.kernel.drop_pending(w.dev, w.ino);
         }
     }
 
-    pub(crate) fn file_write_track(&mut self, w: &WriteRecord) {
-        let actor = self.procs.resolve(&w.task);
+    fn file_write_track(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        dumps: &mut Dumps,
+        w: &WriteRecord,
+    ) {
+        let actor = cx.procs.resolve(&w.task);
         let mut path = w.path.clone().unwrap_or_default();
         if w.path_truncated {
             path.insert_str(0, "...");
         }
-        let (known, stale) = self.registry.by_file(w.dev, w.ino, w.igen);
+        let (known, stale) = cx.registry.by_file(w.dev, w.ino, w.igen);
         let known = known.map(|t| (t.id, t.kind, t.created));
         if let Some(t) = stale {
-            self.untrack_in_kernel(&t);
+            cx.untrack_in_kernel(&t);
         }
         let t = &w.taint;
         if let Some((id, kind, created)) = known {
@@ -166,24 +188,24 @@ impl Pipeline {
                 && (t.src_dev, t.src_ino) != (w.dev, w.ino)
                 && (t.flags & (TAINT_FILE | TAINT_PIPE) != 0 || t.flags & TAINT_MEMORY != 0);
             if !fresh_by_writer {
-                if let Some(t) = self.registry.get_mut(id) {
+                if let Some(t) = cx.registry.get_mut(id) {
                     t.scanned = false;
                 }
                 return;
             }
-            if let Some(old) = self.registry.remove(id) {
-                self.untrack_in_kernel(&old);
+            if let Some(old) = cx.registry.remove(id) {
+                cx.untrack_in_kernel(&old);
             }
         }
         let via = via_name(w.via);
-        if t.flags & TAINT_HELPER != 0 && self.helper_of(&actor).is_some() {
-            self.helper_wrote(&actor, w, path);
+        if t.flags & TAINT_HELPER != 0 && dumps.helper_of(cx, &actor).is_some() {
+            dumps.helper_wrote(cx, &actor, w, path);
             return;
         }
         if t.flags & TAINT_MEMORY != 0
-            && let Some(dumped) = self.memory_source(actor.pid)
+            && let Some(dumped) = cx.memory_source(actor.pid)
         {
-            let (id, _) = self.registry.register(
+            let (id, _) = cx.registry.register(
                 w.dev,
                 w.ino,
                 path.clone(),
@@ -193,14 +215,14 @@ impl Pipeline {
                 Some(Origin::of(&actor)),
                 Some(dumped.clone()),
             );
-            if let Some(t) = self.registry.get_mut(id) {
+            if let Some(t) = cx.registry.get_mut(id) {
                 t.igen = Some(w.igen);
             }
-            self.track_in_kernel(id, w.dev, w.ino, &path);
-            self.identify(id);
+            cx.track_in_kernel(id, w.dev, w.ino, &path);
+            cx.identify(id);
             // Reported when the writer closes it (or exits): by then the
             // file says what it is.
-            self.pending_udumps.push(PendingUserDump {
+            dumps.pending_user.push(PendingUserDump {
                 id,
                 actor,
                 dumped,
@@ -216,10 +238,10 @@ impl Pipeline {
         if (t.src_dev, t.src_ino) == (w.dev, w.ino) {
             return;
         }
-        let (src, stale) = self.registry.by_file(t.src_dev, t.src_ino, t.src_igen);
+        let (src, stale) = cx.registry.by_file(t.src_dev, t.src_ino, t.src_igen);
         let src = src.map(|s| (s.id, s.kind, s.watch, s.generation));
         if let Some(old) = stale {
-            self.untrack_in_kernel(&old);
+            cx.untrack_in_kernel(&old);
         }
         let Some((src_id, src_kind, src_watch, src_gen)) = src else {
             tracing::debug!(
@@ -233,10 +255,10 @@ impl Pipeline {
         if src_kind == TrackedKind::Key {
             // The key's own service, or a new key read by the uid that
             // just made it: not a copy.
-            if self.policy.allowed(&actor.exe, src_watch)
-                || self.fresh_own_key(src_id, actor.uid, w.task.ts_boot_ns)
+            if policy.allowed(&actor.exe, src_watch)
+                || cx.fresh_own_key(src_id, actor.uid, w.task.ts_boot_ns)
             {
-                self.metrics
+                cx.metrics
                     .flow_stopped
                     .with_label_values(&["allowlist"])
                     .inc();
@@ -245,7 +267,7 @@ impl Pipeline {
         }
         let archive = is_archive(&actor, &path);
         let how = if archive { "archive" } else { via };
-        let (id, _) = self.registry.register(
+        let (id, _) = cx.registry.register(
             w.dev,
             w.ino,
             path.clone(),
@@ -257,14 +279,14 @@ impl Pipeline {
         );
         // The kernel's count of hops (children and pipes count too).
         let generation = (t.generation + 1).max(src_gen + 1);
-        if let Some(c) = self.registry.get_mut(id) {
+        if let Some(c) = cx.registry.get_mut(id) {
             c.igen = Some(w.igen);
             c.generation = generation;
             c.new_file = w.created;
         }
-        self.track_in_kernel(id, w.dev, w.ino, &path);
-        self.identify(id);
-        self.pending_copies.push(PendingCopy {
+        cx.track_in_kernel(id, w.dev, w.ino, &path);
+        cx.identify(id);
+        self.pending.push(PendingCopy {
             id,
             actor,
             src_id,
@@ -280,22 +302,22 @@ impl Pipeline {
     /// A pending copy is complete (its writer closed it or exited, or it
     /// waited long enough): `tracked-copy`, with the severity its evidence
     /// earns (docs/scoring.md, "Copies"), or only counted.
-    pub(crate) fn emit_copy(&mut self, c: PendingCopy, size: i64, written: u64) {
-        let Some(t) = self.registry.get(c.id) else {
+    fn emit_copy(&mut self, cx: &mut Context, c: PendingCopy, size: i64, written: u64) {
+        let Some(t) = cx.registry.get(c.id) else {
             return;
         };
         let path = t.path.clone();
         let (kd, ino) = (t.kdev, t.ino);
-        let (src_path, src_size) = self
+        let (src_path, src_size) = cx
             .registry
             .get(c.src_id)
             .map_or((String::new(), 0), |s| (s.path.clone(), s.size));
-        let root = self.registry.root_kind(c.id).unwrap_or(TrackedKind::Key);
+        let root = cx.registry.root_kind(c.id).unwrap_or(TrackedKind::Key);
         let total = size.max(written as i64).max(c.bytes);
         // An archive is a file whose content is one (tar extracting a
         // package writes plain files); by the writer and the name only when
         // the content cannot be read.
-        let head = self
+        let head = cx
             .view
             .value(format!("archive:{kd}:{ino}"), || {
                 crate::handle::head(Path::new(&path), kd, ino, 262)
@@ -304,7 +326,7 @@ impl Pipeline {
             })
             .as_bool();
         let archive = head.unwrap_or(c.archive);
-        if let Some(t) = self.registry.get_mut(c.id) {
+        if let Some(t) = cx.registry.get_mut(c.id) {
             t.size = total;
             if archive {
                 t.how = "archive";
@@ -323,14 +345,14 @@ impl Pipeline {
             archive,
         };
         let grade = ev.grade();
-        if let Some(t) = self.registry.get_mut(c.id) {
+        if let Some(t) = cx.registry.get_mut(c.id) {
             t.evidence = Some(grade.map_or(Severity::Info, |g| g.0));
         }
         let Some((severity, score)) = grade else {
-            self.metrics.copies.with_label_values(&["none"]).inc();
+            cx.metrics.copies.with_label_values(&["none"]).inc();
             return;
         };
-        self.metrics
+        cx.metrics
             .copies
             .with_label_values(&[severity.as_str()])
             .inc();
@@ -348,15 +370,15 @@ impl Pipeline {
             if archive { "archived into" } else { "wrote" },
             ev.words(),
         );
-        let dumped = self.registry.get(c.id).and_then(|t| t.dumped.clone());
-        let ts = self.clock.wall(c.ts_boot_ns);
+        let dumped = cx.registry.get(c.id).and_then(|t| t.dumped.clone());
+        let ts = cx.wall(c.ts_boot_ns);
         let rule = Rule::TrackedCopy;
         let target = Target::File {
             path: path.clone(),
             dev: st_dev(kd),
             inode: ino,
         };
-        let alert = rule_alert(rule, actor, target, &self.host, ts)
+        let alert = rule_alert(rule, actor, target, &cx.host, ts)
             .attack(if archive {
                 rule.alt_attack()
             } else {
@@ -367,63 +389,65 @@ impl Pipeline {
             .flow(FlowDetail {
                 via: c.via,
                 tracked_id: Some(c.id),
-                lineage: self.registry.lineage(c.id),
+                lineage: cx.registry.lineage(c.id),
                 dumped,
                 pipe_from: c.pipe_from,
                 bytes: Some(total),
                 hops: Some(c.hops),
                 ..Default::default()
             });
-        self.emit(alert, c.ts_boot_ns);
+        cx.raise(alert, c.ts_boot_ns);
     }
 
     /// A tainted process closed a file it wrote: a pending copy is
     /// decided, and a tracked file is complete enough to scan.
-    pub(crate) fn file_closed(&mut self, c: &CloseRecord) {
-        let (t, stale) = self.registry.by_file(c.dev, c.ino, c.igen);
+    pub(crate) fn file_closed(&mut self, cx: &mut Context, dumps: &mut Dumps, c: &CloseRecord) {
+        let (t, stale) = cx.registry.by_file(c.dev, c.ino, c.igen);
         let t = t.map(|t| (t.id, PathBuf::from(&t.path), t.scanned));
         if let Some(old) = stale {
-            self.untrack_in_kernel(&old);
+            cx.untrack_in_kernel(&old);
         }
+        self.prune(cx);
         let Some((id, path, scanned)) = t else {
             return;
         };
         if let Some(i) = self
-            .pending_copies
+            .pending
             .iter()
             .position(|p| p.id == id && p.actor.pid == c.task.pid)
         {
-            let p = self.pending_copies.remove(i);
-            self.emit_copy(p, c.size, c.written);
+            let p = self.pending.remove(i);
+            self.emit_copy(cx, p, c.size, c.written);
         }
-        if let Some(i) = self
-            .pending_udumps
+        if let Some(i) = dumps
+            .pending_user
             .iter()
             .position(|d| d.id == id && d.actor.pid == c.task.pid)
         {
-            let d = self.pending_udumps.remove(i);
-            self.emit_user_dump(d);
+            let d = dumps.pending_user.remove(i);
+            dumps.emit_user_dump(cx, d);
         }
         if !scanned {
-            self.queue_scan(id, path);
+            cx.queue_scan(id, path);
         }
     }
 
     /// The writer of pending copies exited (its files closed without a
     /// close(2), or never closed): decide them on what was written.
-    pub(crate) fn copy_writer_exited(&mut self, pid: u32) {
+    pub(crate) fn writer_exited(&mut self, cx: &mut Context, pid: u32) {
+        self.prune(cx);
         let mut i = 0;
-        while i < self.pending_copies.len() {
-            if self.pending_copies[i].actor.pid == pid {
-                let p = self.pending_copies.remove(i);
+        while i < self.pending.len() {
+            if self.pending[i].actor.pid == pid {
+                let p = self.pending.remove(i);
                 let id = p.id;
-                let size = self.size_fact(id);
-                self.emit_copy(p, size, 0);
-                if let Some(t) = self.registry.get(id)
+                let size = cx.size_fact(id);
+                self.emit_copy(cx, p, size, 0);
+                if let Some(t) = cx.registry.get(id)
                     && !t.scanned
                 {
                     let path = PathBuf::from(&t.path);
-                    self.queue_scan(id, path);
+                    cx.queue_scan(id, path);
                 }
             } else {
                 i += 1;
@@ -433,17 +457,14 @@ impl Pipeline {
 
     /// Copies still open after their wait (at `now_ns`, boot ns): decided
     /// on what they hold now.
-    pub(crate) fn expire_pending_copies(&mut self, now_ns: u64) {
+    pub(crate) fn expire(&mut self, cx: &mut Context, now_ns: u64) {
+        self.prune(cx);
         let mut i = 0;
-        while i < self.pending_copies.len() {
-            if self.pending_copies[i]
-                .ts_boot_ns
-                .saturating_add(HELPER_WAIT_NS)
-                <= now_ns
-            {
-                let p = self.pending_copies.remove(i);
-                let size = self.size_fact(p.id);
-                self.emit_copy(p, size, 0);
+        while i < self.pending.len() {
+            if self.pending[i].ts_boot_ns.saturating_add(HELPER_WAIT_NS) <= now_ns {
+                let p = self.pending.remove(i);
+                let size = cx.size_fact(p.id);
+                self.emit_copy(cx, p, size, 0);
             } else {
                 i += 1;
             }
@@ -451,23 +472,29 @@ impl Pipeline {
     }
 
     /// Copies still pending at shutdown (or the end of a replay).
-    pub(crate) fn flush_pending_copies(&mut self) {
-        while let Some(p) = self.pending_copies.pop() {
-            let size = self.size_fact(p.id);
-            self.emit_copy(p, size, 0);
+    pub(crate) fn flush(&mut self, cx: &mut Context) {
+        self.prune(cx);
+        while let Some(p) = self.pending.pop() {
+            let size = cx.size_fact(p.id);
+            self.emit_copy(cx, p, size, 0);
         }
     }
 
     /// An open of a tracked file (a dump or a derived copy); `via` is
     /// "open", or how a reader got an fd it did not open (BPF LSM).
-    pub(crate) fn tracked_open(&mut self, rec: &OpenRecord, via: &'static str) {
+    pub(crate) fn tracked_open(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        rec: &TrackedAccess<'_>,
+    ) {
         // A pending id: the kernel marked the file at its first write; the
         // write's record came first, so it is registered by now (or was
         // not worth tracking).
         let t = if rec.watch_id == TRACKED_PENDING {
-            self.registry.by_inode(rec.dev, rec.ino)
+            cx.registry.by_inode(rec.kdev, rec.ino)
         } else {
-            self.registry.get(rec.watch_id)
+            cx.registry.get(rec.watch_id)
         };
         let Some(t) = t else {
             return;
@@ -484,26 +511,26 @@ impl Pipeline {
         // read a key) makes a weak open too; a dump, or a copy still being
         // written, is opened at full weight.
         let weak = t.kind == TrackedKind::Copy && t.evidence.is_some_and(|e| e < Severity::Medium);
-        let root = self.registry.root_kind(id).unwrap_or(TrackedKind::Copy);
-        let actor = self.procs.resolve(&rec.task);
-        let ts = self.clock.wall(rec.task.ts_boot_ns);
+        let root = cx.registry.root_kind(id).unwrap_or(TrackedKind::Copy);
+        let actor = cx.procs.resolve(rec.task);
+        let ts = cx.wall(rec.task.ts_boot_ns);
         let open = TrackedOpen {
             actor: &actor,
-            via,
+            via: rec.via,
             flags: rec.flags,
             id,
             path,
-            dev: st_dev(rec.dev),
+            dev: st_dev(rec.kdev),
             ino: rec.ino,
             dump: root == TrackedKind::Dump,
             weak,
             origin_pid,
             dumped,
         };
-        let lineage = || self.registry.lineage(id);
-        let Some(alert) = self.policy.dump_file_access(open, lineage, &self.host, ts) else {
+        let lineage = || cx.registry.lineage(id);
+        let Some(alert) = policy.dump_file_access(open, lineage, &cx.host, ts) else {
             return;
         };
-        self.emit(alert, rec.task.ts_boot_ns);
+        cx.raise(alert, rec.task.ts_boot_ns);
     }
 }

@@ -6,7 +6,11 @@
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
-use sensor_common::{InodeKey, Taint, WatchEntry, names::NameKey};
+use sensor_common::{
+    InodeKey, TAINT_FILE, TRACKED_PENDING, Taint, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED,
+    WatchEntry,
+    names::{NameKey, name_key_of},
+};
 
 use crate::metrics::Metrics;
 
@@ -129,5 +133,196 @@ impl MapStats {
         set("FILE_OPENERS", count_keys(&self.openers));
         set("FD_RECEIVED", count_keys(&self.received));
         set("FD_REPORTED", count_keys(&self.reported));
+    }
+}
+
+/// The narrow interface through which user space changes what the kernel
+/// watches, taints and protects while it runs. The rules and the tracked-file
+/// registry ask for actions here (track this inode, drop this taint); none of
+/// them touches a map. Every action is a no-op when replaying (no kernel).
+#[derive(Default)]
+pub struct KernelControl {
+    maps: Option<KernelMaps>,
+    protected: Option<BpfHashMap<MapData, u32, u32>>,
+}
+
+fn inode_key(dev: u32, ino: u64) -> InodeKey {
+    InodeKey { dev, _pad: 0, ino }
+}
+
+impl KernelControl {
+    /// With the kernel's maps (live); `default()` is the replay's.
+    pub(crate) fn new(maps: KernelMaps, protected: BpfHashMap<MapData, u32, u32>) -> Self {
+        Self {
+            maps: Some(maps),
+            protected: Some(protected),
+        }
+    }
+
+    /// Pushes a key-path scan's entries into the kernel (`KernelMaps::apply`).
+    pub(crate) fn apply_scan(&mut self, delta: &crate::watch::ScanDelta, initial: bool) {
+        if let Some(m) = self.maps.as_mut() {
+            m.apply(delta, initial);
+        }
+    }
+
+    /// Makes the kernel's allowlist exactly `keys`.
+    pub(crate) fn set_allowed(&mut self, keys: &[sensor_common::AllowKey]) {
+        if let Some(m) = self.maps.as_mut() {
+            m.set_allowed(keys);
+        }
+    }
+
+    /// Drops every key-path entry of the watch map (the key paths changed);
+    /// tracked files stay.
+    pub(crate) fn clear_key_paths(&mut self) {
+        if let Some(m) = self.maps.as_mut() {
+            let stale: Vec<InodeKey> = m
+                .watched
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(_, v)| v.flags & WATCH_TRACKED == 0)
+                .map(|(k, _)| k)
+                .collect();
+            for k in &stale {
+                let _ = m.watched.remove(k);
+            }
+        }
+    }
+
+    /// Attached to a kernel (false when replaying).
+    pub fn is_live(&self) -> bool {
+        self.maps.is_some()
+    }
+
+    /// The maps, for the map-fill metrics.
+    pub(crate) fn maps(&self) -> Option<&KernelMaps> {
+        self.maps.as_ref()
+    }
+
+    /// Entries of the kernel's PROTECTED map (0 when replaying).
+    pub fn protected_entries(&self) -> i64 {
+        self.protected.as_ref().map_or(0, count_keys)
+    }
+
+    /// Marks a process protected in the kernel (`rule`: the index of the
+    /// `[[protected]]` entry that matched).
+    pub fn protect(&mut self, pid: u32, rule: u32) {
+        if let Some(m) = self.protected.as_mut()
+            && let Err(e) = m.insert(pid, rule, 0)
+        {
+            tracing::debug!("protected map insert {pid}: {e}");
+        }
+    }
+
+    pub fn unprotect(&mut self, pid: u32) {
+        if let Some(m) = self.protected.as_mut()
+            && let Err(e) = m.remove(&pid)
+        {
+            tracing::debug!("protected map remove {pid}: {e}");
+        }
+    }
+
+    /// Watches a tracked file (opens of it are reported, reads taint) and
+    /// its name in the rename filter. Never replaces a key path's entry (a
+    /// dump registered over a key's inode stays a key to the kernel).
+    pub fn track(&mut self, entry: WatchEntry, kdev: u32, ino: u64, path: &str) {
+        let Some(m) = self.maps.as_mut() else {
+            return;
+        };
+        let key = inode_key(kdev, ino);
+        if m.watched
+            .get(&key, 0)
+            .is_ok_and(|e| e.flags & WATCH_TRACKED == 0 && e.flags & WATCH_SELF != 0)
+        {
+            return;
+        }
+        if let Err(e) = m.watched.insert(key, entry, 0) {
+            tracing::warn!("tracking {path} in the kernel: {e}");
+        }
+        if let Some(name) = std::path::Path::new(path).file_name() {
+            self.watch_name(name.as_encoded_bytes());
+        }
+    }
+
+    /// A name that renames, links and unlinks are reported for.
+    pub fn watch_name(&mut self, name: &[u8]) {
+        if let Some(m) = self.maps.as_mut() {
+            let _ = m.names.insert(name_key_of(name), 1, 0);
+        }
+    }
+
+    /// Drops the key-path entry of an inode (not a tracked file's): a key
+    /// that moved out of its key path, about to be tracked instead.
+    pub fn drop_key_entry(&mut self, kdev: u32, ino: u64) {
+        if let Some(m) = self.maps.as_mut() {
+            let key = inode_key(kdev, ino);
+            if m.watched
+                .get(&key, 0)
+                .is_ok_and(|e| e.flags & WATCH_TRACKED == 0)
+            {
+                let _ = m.watched.remove(&key);
+            }
+        }
+    }
+
+    /// A tracked file is gone: its entry leaves the watch map, or the
+    /// kernel's pending entry for that inode; never an entry of a new file
+    /// that reused the number.
+    pub fn untrack(&mut self, id: u32, kdev: u32, ino: u64, igen: Option<u32>) {
+        if let Some(m) = self.maps.as_mut() {
+            let key = inode_key(kdev, ino);
+            if m.watched.get(&key, 0).is_ok_and(|e| {
+                e.flags & WATCH_TRACKED != 0
+                    && (e.watch_id == id
+                        || (e.watch_id == TRACKED_PENDING
+                            && igen.is_none_or(|g| e.flags & WATCH_IGEN == 0 || e.igen == g)))
+            }) {
+                let _ = m.watched.remove(&key);
+            }
+        }
+    }
+
+    /// The kernel marked a file tracked at its first write (pending id) and
+    /// user space did not register it: the mark goes.
+    pub fn drop_pending(&mut self, kdev: u32, ino: u64) {
+        if let Some(m) = self.maps.as_mut() {
+            let key = inode_key(kdev, ino);
+            if m.watched
+                .get(&key, 0)
+                .is_ok_and(|e| e.watch_id == TRACKED_PENDING)
+            {
+                let _ = m.watched.remove(&key);
+            }
+        }
+    }
+
+    /// Whether the kernel follows this inode as the tracked file `id`.
+    pub fn tracks_as(&self, kdev: u32, ino: u64, id: u32) -> bool {
+        self.maps.as_ref().is_some_and(|m| {
+            m.watched
+                .get(&inode_key(kdev, ino), 0)
+                .is_ok_and(|e| e.flags & WATCH_TRACKED != 0 && e.watch_id == id)
+        })
+    }
+
+    /// Drops a process's taint when its only source is this one key file
+    /// (an allowed reader, or the uid that just made the key).
+    pub fn drop_key_taint(&mut self, pid: u32, kdev: u32, ino: u64) {
+        if let Some(m) = self.maps.as_mut()
+            && m.tainted
+                .get(&pid, 0)
+                .is_ok_and(|t| t.flags == TAINT_FILE && (t.src_dev, t.src_ino) == (kdev, ino))
+        {
+            let _ = m.tainted.remove(&pid);
+        }
+    }
+
+    /// The environments a process read, as the kernel counted them.
+    pub fn environ_reads(&self, pid: u32) -> u32 {
+        self.maps
+            .as_ref()
+            .and_then(|m| m.environ.get(&pid, 0).ok())
+            .unwrap_or(0)
     }
 }

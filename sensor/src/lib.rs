@@ -10,6 +10,7 @@
 pub mod alert;
 pub mod btf;
 pub mod config;
+pub mod context;
 pub mod coredump;
 pub mod correlate;
 pub mod decode;
@@ -21,6 +22,7 @@ pub mod dumps;
 pub mod enforce;
 pub mod environ;
 pub mod evidence;
+pub mod facts;
 pub mod fdaccess;
 pub mod flows;
 pub mod handle;

@@ -26,7 +26,7 @@ use crate::{
     btf,
     config::{Config, names::NameMatch},
     detect::Policy,
-    kernelmaps::{KernelMaps, MapStats},
+    kernelmaps::{KernelControl, KernelMaps, MapStats},
     loader,
     metrics::{self, Metrics},
     pipeline::Pipeline,
@@ -285,13 +285,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         outputs,
         metrics.clone(),
     )
-    .with_protection(protector, Some(protected_map))
+    .with_protection(protector, KernelControl::new(maps, protected_map))
     .with_correlation(&cfg);
-    pipe.kmaps = Some(maps);
     let (scan_tx, mut scan_results) =
-        crate::keyscan::start_scanner(metrics.clone(), crate::keyscan::scan_keys)?;
-    pipe.scan_tx = Some(scan_tx);
-    let initial = pipe.protector.initial(&pipe.procs, std::process::id());
+        crate::scan::start_scanner(metrics.clone(), crate::scan::scan_keys)?;
+    pipe.cx.scan_tx = Some(scan_tx);
+    let initial = pipe
+        .cx
+        .protector
+        .initial(&pipe.cx.procs, std::process::id());
     pipe.apply(&initial);
     if let Some((path, text)) = &opts.record {
         pipe.record_to(path, text.clone())?;
@@ -305,11 +307,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     tracing::info!(
         "ready: watching {} inodes under {} key paths, {} key-name rules, {} processes known, {} protected",
-        pipe.watcher.len(),
+        pipe.cx.watcher.len(),
         cfg.key_path.len(),
         cfg.key_name.len(),
-        pipe.procs.len(),
-        pipe.protector.len()
+        pipe.cx.procs.len(),
+        pipe.cx.protector.len()
     );
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -334,7 +336,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 pipe.tick();
                 update_lost(&lost, &mut lost_seen, &metrics);
                 update_stopped(&stopped, &mut stopped_seen, &metrics);
-                metrics.process_table_entries.set(pipe.procs.len() as i64);
+                metrics.process_table_entries.set(pipe.cx.procs.len() as i64);
             }
             ev = inotify.next() => {
                 if ev.is_some() {
@@ -348,11 +350,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             }
             _ = stats_tick.tick() => {
-                map_stats.update(&metrics, pipe.kmaps.as_ref(), pipe.protected_entries());
+                map_stats.update(
+                    &metrics,
+                    pipe.cx.kernel.maps(),
+                    pipe.cx.kernel.protected_entries(),
+                );
             }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &metrics, inotify.watches());
-                let changes = pipe.protector.refresh_pid_files();
+                let changes = pipe.cx.protector.refresh_pid_files();
                 pipe.apply(&changes);
             }
             _ = sigterm.recv() => break,
@@ -388,7 +394,7 @@ fn reload(
     pats: &mut Array<MapData, NamePatterns>,
     watches: inotify::Watches,
 ) {
-    let metrics = pipe.metrics.clone();
+    let metrics = pipe.metrics().clone();
     let count = |result: &str| metrics.config_reloads.with_label_values(&[result]).inc();
     let Some(path) = path else {
         tracing::warn!("SIGHUP: running on the embedded default config, nothing to reload");
@@ -440,31 +446,21 @@ fn reload(
             .collect::<Vec<_>>()
     };
     if paths(&new) != paths(cur) {
-        if let Some(m) = pipe.kmaps.as_mut() {
-            // Key-path entries go; tracked files (flows) stay.
-            let stale: Vec<InodeKey> = m
-                .watched
-                .iter()
-                .filter_map(|r| r.ok())
-                .filter(|(_, v)| v.flags & sensor_common::WATCH_TRACKED == 0)
-                .map(|(k, _)| k)
-                .collect();
-            for k in &stale {
-                let _ = m.watched.remove(k);
-            }
-        }
-        pipe.watcher = Watcher::new(paths(&new));
-        let delta = pipe.watcher.scan();
-        if let Some(m) = pipe.kmaps.as_mut() {
-            m.apply(&delta, true);
-        }
-        pipe.metrics.watched_inodes.set(pipe.watcher.len() as i64);
-        add_watches(watches, &pipe.watcher.inotify_dirs());
+        // Key-path entries go; tracked files (flows) stay.
+        pipe.cx.kernel.clear_key_paths();
+        pipe.cx.watcher = Watcher::new(paths(&new));
+        let delta = pipe.cx.watcher.scan();
+        pipe.cx.kernel.apply_scan(&delta, true);
+        pipe.cx
+            .metrics
+            .watched_inodes
+            .set(pipe.cx.watcher.len() as i64);
+        add_watches(watches, &pipe.cx.watcher.inotify_dirs());
     }
     pipe.policy = Policy::from_config(&new);
-    if let Some(m) = pipe.kmaps.as_mut() {
-        m.set_allowed(&crate::enforce::allow_keys(&new));
-    }
+    pipe.cx
+        .kernel
+        .set_allowed(&crate::enforce::allow_keys(&new));
     pipe.reconfigure_scoring(&new);
     for (field, changed) in [
         ("metrics", new.metrics != cur.metrics),
@@ -486,7 +482,7 @@ fn reload(
         "config reloaded from {}: {} key paths ({} inodes), {} key-name rules, {} allow entries, outputs: {}",
         path.display(),
         cur.key_path.len(),
-        pipe.watcher.len(),
+        pipe.cx.watcher.len(),
         cur.key_name.len(),
         cur.allow.len(),
         pipe.outputs.names().join(", ")
@@ -500,16 +496,14 @@ fn reload(
 fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
     // Bounded: each round adds at least one directory level.
     for _ in 0..64 {
-        add_watches(watches.clone(), &pipe.watcher.inotify_dirs());
-        let delta = pipe.watcher.scan();
+        add_watches(watches.clone(), &pipe.cx.watcher.inotify_dirs());
+        let delta = pipe.cx.watcher.scan();
         if delta.entries.is_empty() && delta.appeared.is_empty() && delta.removed.is_empty() {
             return;
         }
-        if let Some(maps) = pipe.kmaps.as_mut() {
-            maps.apply(&delta, false);
-        }
+        pipe.cx.kernel.apply_scan(&delta, false);
         pipe.keys_departed(&delta.removed);
-        metrics.watched_inodes.set(pipe.watcher.len() as i64);
+        metrics.watched_inodes.set(pipe.cx.watcher.len() as i64);
     }
 }
 

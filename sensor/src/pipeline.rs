@@ -1,29 +1,32 @@
-//! The pipeline, everything after the ring buffer: `Pipeline` holds the
-//! stages' state (process table, protection, policy, tracked-file
-//! registry, outputs). `handle` takes one ring-buffer record, live
-//! (`live.rs`) or recorded (`replay.rs`), through decode and hands it to
-//! its handler: exec, fork, rename and exit here (process table,
-//! protection), the rules in `detect_keys.rs`, `detect_memory.rs`,
-//! `detect_dumps.rs`, `flows.rs`, `renames.rs`, `fdaccess.rs` and
-//! `enforce.rs`. Every alert a rule makes comes back to `emit`, which
-//! scores it (`score.rs`), correlates it into an incident (`correlate.rs`)
-//! and hands it to the outputs. The clock is here too; the recording hooks
-//! are `recording.rs`, the reads of the live system `sysview.rs`.
+//! The pipeline, everything after the ring buffer, as a composition of
+//! the stages: `handle` takes one ring-buffer record, live (`live.rs`) or
+//! recorded (`replay.rs`), through decode (`decode/`), keeps the enrich
+//! stage's state (`Context`: process table, protection, registry) up to
+//! date on exec, fork, rename and exit, and hands every other record to
+//! its rule family (`detect_keys`, `detect_memory`, `environ`,
+//! `detect_dumps`/`dumps`, `flows`, `sends`, `renames`, `fdaccess`,
+//! `enforce`, `keyscan`). The rules raise alerts into the context; after
+//! each record `emit` scores each (`score.rs`), correlates it into an
+//! incident (`correlate.rs`) and hands it to the outputs (`sinks.rs`).
+//! The recording hooks are `recording.rs`.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::sync::Arc;
 
-use aya::maps::{HashMap as BpfHashMap, MapData};
 use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 
 use crate::{
-    alert::{Alert, Origin, Target, rfc3339},
+    alert::{Alert, Target},
+    context::{Context, boot_now},
     correlate::{Correlator, Lineage, Out},
     decode::{self, Event},
     detect::Policy,
-    kernelmaps::{KernelMaps, count_keys},
+    detect_memory::Memory,
+    dumps::Dumps,
+    enforce::DeniedThreads,
+    environ::Environ,
+    facts::TrackedAccess,
+    flows::Flows,
+    kernelmaps::KernelControl,
     metrics::Metrics,
     proctab::ProcessTable,
     protect::{Change, Protector},
@@ -31,78 +34,28 @@ use crate::{
     rules::Rule,
     score::{self, Context as ScoreContext, ScoringConfig},
     sinks::Outputs,
-    sysview::SystemView,
-    track::Registry,
     watch::Watcher,
 };
 
-/// Clock conversion: kernel boot-time ns to wall-clock ns since the epoch.
-pub(crate) struct Clock {
-    pub(crate) offset_ns: i128,
-}
-
-impl Clock {
-    fn new() -> Self {
-        use nix::time::{ClockId, clock_gettime};
-        let ns = |c| {
-            clock_gettime(c)
-                .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
-                .unwrap_or(0)
-        };
-        Self {
-            offset_ns: ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME),
-        }
-    }
-
-    pub(crate) fn wall(&self, boot_ns: u64) -> String {
-        rfc3339(self.offset_ns + boot_ns as i128)
-    }
-}
-
 /// Everything after the ring buffer: decode, enrich, detect, output.
 pub struct Pipeline {
-    pub procs: ProcessTable,
-    pub watcher: Watcher,
+    /// The enrich stage's state, shared by the rules.
+    pub cx: Context,
     pub policy: Policy,
     pub outputs: Outputs,
-    pub metrics: Arc<Metrics>,
-    pub(crate) host: String,
-    pub(crate) clock: Clock,
     /// keysentry_events_total{kind}, looked up once.
     events_by_kind: Vec<prometheus::IntCounter>,
-    pub protector: Protector,
-    /// The kernel's PROTECTED map (None when replaying without a kernel).
-    protected_map: Option<BpfHashMap<MapData, u32, u32>>,
-    /// actor pid -> protected targets whose maps/smaps/status it read.
-    pub(crate) recon: HashMap<u32, HashSet<u32>>,
-    /// Dumps, keys seen opened and their derived copies.
-    pub registry: Registry,
-    /// The kernel maps user space writes (None when replaying).
-    pub(crate) kmaps: Option<KernelMaps>,
-    /// actor pid -> the protected process whose memory it read.
-    pub(crate) mem_readers: HashMap<u32, Origin>,
-    /// pipe helper pid -> the dumps it wrote.
-    pub(crate) helper_files: HashMap<u32, crate::dumps::HelperRec>,
-    /// core_pattern pipe helpers seen exec'd (pid -> argv at that exec).
-    pub(crate) dump_helpers: HashMap<u32, Arc<[String]>>,
-    pub(crate) pending_dumps: Vec<crate::dumps::PendingDump>,
-    pub(crate) pending_udumps: Vec<crate::dumps::PendingUserDump>,
-    pub(crate) pending_copies: Vec<crate::flows::PendingCopy>,
-    pub(crate) pending_environ: Vec<crate::environ::PendingEnviron>,
-    /// Protected processes that crashed (latest last), to attribute files
-    /// in the dump directories.
-    pub(crate) recent_crashes: std::collections::VecDeque<Origin>,
-    /// Tracked files to scan for key material.
-    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<crate::keyscan::ScanJob>>,
+    /// The rule families' own state.
+    memory: Memory,
+    environ: Environ,
+    dumps: Dumps,
+    flows: Flows,
     /// Threads a BPF LSM hook just denied (their follow-up failures are
     /// not alerted again).
-    pub(crate) denied_threads: crate::enforce::DeniedThreads,
+    denied: DeniedThreads,
     scoring: ScoringConfig,
     correlator: Correlator,
     pub(crate) recorder: Option<Recorder>,
-    /// Reads of the live system, recorded (live) or answered from the
-    /// recording (replay).
-    pub(crate) view: SystemView,
 }
 
 /// The correlate/score stage (the rest of the pipeline calls `emit` with
@@ -140,6 +93,7 @@ impl Pipeline {
 
     pub(crate) fn tick_at(&mut self, now_ns: u64) {
         self.expire(now_ns);
+        self.emit_raised();
         let mut out = Vec::new();
         self.correlator.tick(now_ns, &mut out);
         self.deliver(out);
@@ -147,9 +101,10 @@ impl Pipeline {
 
     /// Shutdown or the end of a replay: report folds, close incidents.
     pub fn finish(&mut self) {
-        self.flush_pending_copies();
-        self.expire_pending_dumps(0, true);
-        self.expire_environ(0, true);
+        self.flows.flush(&mut self.cx);
+        self.dumps.expire(&mut self.cx, &self.policy, 0, true);
+        self.environ.expire(&mut self.cx, 0, true);
+        self.emit_raised();
         let mut out = Vec::new();
         self.correlator.flush(&mut out);
         self.deliver(out);
@@ -165,11 +120,12 @@ impl Pipeline {
                 Out::Alert(a) => self.outputs.send(a),
                 Out::Incident(i) => {
                     if i.status == "closed" {
-                        self.metrics
+                        self.cx
+                            .metrics
                             .incidents
                             .with_label_values(&[i.severity.as_str()])
                             .inc();
-                        self.metrics.incident_score.observe(i.score as f64);
+                        self.cx.metrics.incident_score.observe(i.score as f64);
                     }
                     self.outputs.send_incident(i)
                 }
@@ -182,9 +138,9 @@ impl Pipeline {
     fn interactive_ancestry(&mut self, pid: u32) -> bool {
         const SHELLS: [&str; 6] = ["bash", "sh", "zsh", "fish", "dash", "ksh"];
         let mut shells = Vec::new();
-        let mut cur = self.procs.get(pid).map(|p| p.ppid);
+        let mut cur = self.cx.procs.get(pid).map(|p| p.ppid);
         for _ in 0..32 {
-            let Some(p) = cur.and_then(|c| self.procs.get(c)) else {
+            let Some(p) = cur.and_then(|c| self.cx.procs.get(c)) else {
                 break;
             };
             if SHELLS.contains(&p.comm.as_str()) {
@@ -196,7 +152,7 @@ impl Pipeline {
             cur = Some(p.ppid);
         }
         shells.into_iter().any(|(spid, start)| {
-            self.view.flag(format!("tty:{spid}:{start:x}"), || {
+            self.cx.view.flag(format!("tty:{spid}:{start:x}"), || {
                 std::fs::read_link(format!("/proc/{spid}/fd/0")).is_ok_and(|l| {
                     let l = l.to_string_lossy();
                     l.starts_with("/dev/pts/") || l.starts_with("/dev/tty")
@@ -209,7 +165,7 @@ impl Pipeline {
     fn tree(&self, pid: u32) -> Vec<(u32, u64)> {
         let mut v = Vec::new();
         let mut cur = Some(pid);
-        while let Some(p) = cur.and_then(|c| self.procs.get(c)) {
+        while let Some(p) = cur.and_then(|c| self.cx.procs.get(c)) {
             v.push((p.pid, p.start_ns));
             if v.len() > 16 || p.ppid == 0 || p.ppid == p.pid {
                 break;
@@ -222,10 +178,18 @@ impl Pipeline {
         v
     }
 
+    /// The alerts the rules raised, in order, each through `emit`.
+    pub(crate) fn emit_raised(&mut self) {
+        for (alert, ts) in self.cx.take_raised() {
+            self.emit(alert, ts);
+        }
+        self.flows.prune(&mut self.cx);
+    }
+
     /// The hand-off point between rules and outputs: score the alert from
     /// its context, correlate it into an incident, fold repeats, output.
     pub fn emit(&mut self, mut alert: Alert, now_ns: u64) {
-        let actor = self.procs.get(alert.process.pid).cloned();
+        let actor = self.cx.procs.get(alert.process.pid).cloned();
         // The detail objects that carry a `result` (typed: no JSON round
         // trip per alert).
         let failed = alert.open.as_ref().is_some_and(|o| o.result == "failed")
@@ -237,11 +201,11 @@ impl Pipeline {
         let recon = alert.memory.as_ref().is_some_and(|m| m.recon);
         let (target_protected, target_uid) = match &alert.target {
             Target::Process { pid, .. } => (
-                self.protector.is_protected(*pid)
+                self.cx.protector.is_protected(*pid)
                     || alert.memory.as_ref().is_some_and(|m| m.target_protected)
                     // Protected when it dumped (it may have exited since).
                     || alert.rule == Rule::CoreDump.name(),
-                self.procs.get(*pid).map(|p| p.uid),
+                self.cx.procs.get(*pid).map(|p| p.uid),
             ),
             Target::File { .. } => (true, None),
         };
@@ -286,21 +250,14 @@ impl Pipeline {
         let rule = alert.rule;
         let mut out = Vec::new();
         if !self.correlator.add(alert, now_ns, &lin, &mut out) {
-            self.metrics
+            self.cx
+                .metrics
                 .alerts_suppressed
                 .with_label_values(&[rule])
                 .inc();
         }
         self.deliver(out);
     }
-}
-
-/// CLOCK_BOOTTIME now, in ns (the kernel records' clock).
-pub fn boot_now() -> u64 {
-    use nix::time::{ClockId, clock_gettime};
-    clock_gettime(ClockId::CLOCK_BOOTTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 impl Pipeline {
@@ -312,92 +269,93 @@ impl Pipeline {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            procs,
-            watcher,
-            policy,
-            outputs,
-            metrics: metrics.clone(),
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            clock: Clock::new(),
             events_by_kind: (0..KIND_SLOTS)
                 .map(|i| {
                     let name = EventKind::from_u32(i).map_or("unknown", |k| k.name());
                     metrics.events.with_label_values(&[name])
                 })
                 .collect(),
-            protector: Protector::default(),
-            protected_map: None,
-            recon: HashMap::new(),
-            registry: Registry::default(),
-            kmaps: None,
-            mem_readers: HashMap::new(),
-            helper_files: HashMap::new(),
-            dump_helpers: HashMap::new(),
-            pending_dumps: Vec::new(),
-            pending_udumps: Vec::new(),
-            pending_copies: Vec::new(),
-            pending_environ: Vec::new(),
-            scan_tx: None,
-            recent_crashes: Default::default(),
-            denied_threads: Default::default(),
+            cx: Context::new(procs, watcher, metrics),
+            policy,
+            outputs,
+            memory: Memory::default(),
+            environ: Environ::default(),
+            dumps: Dumps::default(),
+            flows: Flows::default(),
+            denied: DeniedThreads::default(),
             scoring: ScoringConfig::default(),
             correlator: Correlator::new(Default::default(), ScoringConfig::default()),
             recorder: None,
-            view: SystemView::default(),
         }
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.cx.metrics
     }
 
     /// Whether anything waits for a writer, a helper or a reader's exit.
     fn timers_pending(&self) -> bool {
-        !self.pending_dumps.is_empty()
-            || !self.pending_udumps.is_empty()
-            || !self.pending_copies.is_empty()
-            || !self.pending_environ.is_empty()
+        self.dumps.pending() || self.flows.pending() || self.environ.pending()
     }
 
     /// Timers, in event time: pipe-helper crashes, user-space dumps,
     /// copies and environment reads that waited long enough by `now_ns`.
     fn expire(&mut self, now_ns: u64) {
-        if !self.pending_dumps.is_empty() || !self.pending_udumps.is_empty() {
-            self.expire_pending_dumps(now_ns, false);
+        if self.dumps.pending() {
+            self.dumps.expire(&mut self.cx, &self.policy, now_ns, false);
         }
-        if !self.pending_copies.is_empty() {
-            self.expire_pending_copies(now_ns);
+        if self.flows.pending() {
+            self.flows.expire(&mut self.cx, now_ns);
         }
-        if !self.pending_environ.is_empty() {
-            self.expire_environ(now_ns, false);
+        if self.environ.pending() {
+            self.environ.expire(&mut self.cx, now_ns, false);
         }
     }
 
-    /// Protection decisions, with the kernel map that enforces them.
-    pub fn with_protection(
-        mut self,
-        protector: Protector,
-        map: Option<BpfHashMap<MapData, u32, u32>>,
-    ) -> Self {
-        self.protector = protector;
-        self.protected_map = map;
+    /// Protection decisions, with the kernel that enforces them.
+    pub fn with_protection(mut self, protector: Protector, kernel: KernelControl) -> Self {
+        self.cx.protector = protector;
+        self.cx.kernel = kernel;
         self
     }
 
-    /// Entries of the kernel's PROTECTED map (0 when replaying).
-    pub(crate) fn protected_entries(&self) -> i64 {
-        self.protected_map.as_ref().map_or(0, count_keys)
+    /// Protection changes, carried out in the kernel.
+    pub fn apply(&mut self, changes: &[Change]) {
+        self.cx.apply(changes);
     }
 
-    pub fn apply(&mut self, changes: &[Change]) {
-        let Some(map) = self.protected_map.as_mut() else {
-            return;
+    /// A file that appeared in a crash handler's dump directory (`scan`: a
+    /// new one, for the key scanner).
+    pub fn dump_dir_file(&mut self, path: &std::path::Path, scan: bool) {
+        self.dumps.dump_dir_file(&mut self.cx, path, scan);
+        self.emit_raised();
+    }
+
+    /// Key files the key-path rescan no longer finds.
+    pub fn keys_departed(&mut self, removed: &[sensor_common::InodeKey]) {
+        self.cx.keys_departed(removed);
+        self.emit_raised();
+    }
+
+    /// The scanner finished a file: `key-material` when it held keys.
+    /// Recorded with the time it was handled, so a replay raises the same
+    /// alert at the same point.
+    pub fn scanned(&mut self, r: crate::scan::ScanResult) {
+        let rec = crate::record::ScanRec {
+            at_ns: boot_now(),
+            id: r.id,
+            path: r.path.to_string_lossy().into_owned(),
+            report: r.report,
         };
-        for c in changes {
-            let r = match *c {
-                Change::Protect(pid, rule) => map.insert(pid, rule, 0),
-                Change::Unprotect(pid) => map.remove(&pid),
-            };
-            if let Err(e) = r {
-                tracing::debug!("protected map {c:?}: {e}");
-            }
-        }
+        self.scanned_at(rec.clone());
+        self.record(Record::Scan(rec));
+    }
+
+    /// A scanner result, live or from a recording.
+    pub(crate) fn scanned_at(&mut self, r: crate::record::ScanRec) {
+        crate::keyscan::scanned(&mut self.cx, r);
+        self.emit_raised();
     }
 
     /// One ring-buffer record through decode, enrich, detect, correlate,
@@ -414,7 +372,8 @@ impl Pipeline {
         let ev = match decode::decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
-                self.metrics
+                self.cx
+                    .metrics
                     .events_malformed
                     .with_label_values(&[e.reason()])
                     .inc();
@@ -423,6 +382,7 @@ impl Pipeline {
             }
         };
         self.events_by_kind[ev.kind() as usize % KIND_SLOTS as usize].inc();
+        let (cx, policy) = (&mut self.cx, &self.policy);
         match ev {
             Event::Exec {
                 task,
@@ -431,16 +391,13 @@ impl Pipeline {
                 argv,
                 exe,
             } => {
-                self.procs.exec(&task, ppid, start_ns, argv, exe);
-                if ppid == 2 && !self.dump_helpers.contains_key(&task.pid) {
-                    self.usermode_helper_exec(task.pid);
+                cx.procs.exec(&task, ppid, start_ns, argv, exe);
+                if ppid == 2 && !self.dumps.helpers.contains_key(&task.pid) {
+                    self.dumps.usermode_helper_exec(cx, task.pid);
                 }
-                let change = self
-                    .procs
-                    .get(task.pid)
-                    .and_then(|p| self.protector.on_exec(p));
+                let change = cx.procs.get(task.pid).and_then(|p| cx.protector.on_exec(p));
                 if let Some(c) = change {
-                    self.apply(&[c]);
+                    cx.apply(&[c]);
                 }
             }
             Event::Fork {
@@ -448,13 +405,13 @@ impl Pipeline {
                 child_pid,
                 child_start_ns,
             } => {
-                self.procs.fork(&parent, child_pid, child_start_ns);
-                self.protector.on_fork(parent.pid, child_pid);
+                cx.procs.fork(&parent, child_pid, child_start_ns);
+                cx.protector.on_fork(parent.pid, child_pid);
             }
             Event::Rename { task, comm } => {
-                self.procs.rename(task.pid, &comm);
-                if let Some(c) = self.protector.on_rename(task.pid, &comm) {
-                    self.apply(&[c]);
+                cx.procs.rename(task.pid, &comm);
+                if let Some(c) = cx.protector.on_rename(task.pid, &comm) {
+                    cx.apply(&[c]);
                 }
             }
             Event::Exit {
@@ -462,56 +419,64 @@ impl Pipeline {
                 exit_code,
                 environ_reads,
             } => {
-                if !self.pending_environ.is_empty() {
-                    self.environ_reader_exited(task.pid, environ_reads);
+                if self.environ.pending() {
+                    self.environ.reader_exited(cx, task.pid, environ_reads);
                 }
                 if exit_code & 0x80 != 0 {
-                    self.core_dumped(&task, exit_code & 0x7f);
+                    self.dumps.core_dumped(cx, policy, &task, exit_code & 0x7f);
                 }
-                if !self.pending_udumps.is_empty() {
-                    self.writer_exited(task.pid);
+                if !self.dumps.pending_user.is_empty() {
+                    self.dumps.writer_exited(cx, task.pid);
                 }
-                if !self.pending_copies.is_empty() {
-                    self.copy_writer_exited(task.pid);
+                if self.flows.pending() {
+                    self.flows.writer_exited(cx, task.pid);
                 }
-                if self.helper_files.contains_key(&task.pid)
-                    || self
-                        .pending_dumps
-                        .iter()
-                        .any(|d| d.helper == Some(task.pid))
-                {
-                    self.helper_exited(task.pid);
+                if self.dumps.is_helper(task.pid) {
+                    self.dumps.helper_exited(cx, policy, task.pid);
                 }
-                self.denied_threads.exited(task.tid);
-                self.procs.exit(task.pid);
-                self.protector.on_exit(task.pid);
-                self.recon.remove(&task.pid);
-                self.mem_readers.remove(&task.pid);
-                if !self.helper_files.contains_key(&task.pid) {
-                    self.dump_helpers.remove(&task.pid);
-                }
+                // Scored and correlated while the process is still known.
+                self.emit_raised();
+                let cx = &mut self.cx;
+                self.denied.exited(task.tid);
+                cx.procs.exit(task.pid);
+                cx.protector.on_exit(task.pid);
+                self.memory.exited(task.pid);
+                cx.mem_readers.remove(&task.pid);
+                self.dumps.exited(task.pid);
             }
             // The exit tracepoint's view of an open an LSM hook denied.
-            Event::Open(rec)
-                if rec.failed && self.denied_threads.take_open(rec.task.tid, rec.ret) => {}
-            Event::Open(rec) if rec.proc_file != 0 => self.proc_file_open(&rec),
-            Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => self.tracked_open(&rec, "open"),
-            Event::Open(rec) => self.key_open(&rec),
+            Event::Open(rec) if rec.failed && self.denied.take_open(rec.task.tid, rec.ret) => {}
+            Event::Open(rec) if rec.proc_file != 0 => {
+                self.memory
+                    .proc_file_open(cx, policy, &mut self.environ, &rec)
+            }
+            Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => {
+                let a = TrackedAccess {
+                    task: &rec.task,
+                    kdev: rec.dev,
+                    ino: rec.ino,
+                    igen: rec.igen,
+                    watch_id: rec.watch_id,
+                    flags: rec.flags,
+                    via: "open",
+                };
+                self.flows.tracked_open(cx, policy, &a)
+            }
+            Event::Open(rec) => crate::detect_keys::key_open(cx, policy, &rec),
             Event::Mem(m)
-                if self.denied_threads.follows_denial(
-                    m.task.tid,
-                    self.procs.tgid_of(m.target),
-                    m.ret,
-                ) => {}
-            Event::Mem(m) => self.mem_access(&m),
-            Event::Denied(d) => self.denied(&d),
-            Event::FdAccess(r) => self.fd_access(&r),
-            Event::Signal(s) => self.dump_signal(&s),
-            Event::DumpConfig(d) => self.dump_config(&d),
-            Event::FileWrite(w) => self.file_write(&w),
-            Event::FileClose(c) => self.file_closed(&c),
-            Event::NetSend(n) => self.net_send(&n),
-            Event::PathChange(p) => self.path_change(&p),
+                if self
+                    .denied
+                    .follows_denial(m.task.tid, cx.procs.tgid_of(m.target), m.ret) => {}
+            Event::Mem(m) => self.memory.mem_access(cx, policy, &mut self.environ, &m),
+            Event::Denied(d) => self.denied.denied(cx, policy, &d),
+            Event::FdAccess(r) => crate::fdaccess::fd_access(cx, policy, &mut self.flows, &r),
+            Event::Signal(s) => self.dumps.dump_signal(cx, policy, &s),
+            Event::DumpConfig(d) => self.dumps.dump_config(cx, policy, &d),
+            Event::FileWrite(w) => self.flows.file_write(cx, policy, &mut self.dumps, &w),
+            Event::FileClose(c) => self.flows.file_closed(cx, &mut self.dumps, &c),
+            Event::NetSend(n) => crate::sends::net_send(cx, policy, &n),
+            Event::PathChange(p) => crate::renames::path_change(cx, policy, &p),
         }
+        self.emit_raised();
     }
 }

@@ -15,25 +15,25 @@ use crate::{
 impl Pipeline {
     /// Record to this file from now on (the header and the process table).
     pub fn record_to(&mut self, path: &Path, config_text: String) -> Result<()> {
-        let mut protected: Vec<(u32, u32)> = self.protector.snapshot();
+        let mut protected: Vec<(u32, u32)> = self.cx.protector.snapshot();
         protected.sort();
         let header = record::Header {
             version: record::VERSION,
-            host: self.host.clone(),
-            clock_offset_ns: self.clock.offset_ns,
+            host: self.cx.host.clone(),
+            clock_offset_ns: self.cx.clock.offset_ns,
             config: config_text,
             self_pid: std::process::id(),
             protected,
         };
         let mut r = Recorder::create(path, &header)?;
-        let mut procs: Vec<&ProcInfo> = self.procs.iter().collect();
+        let mut procs: Vec<&ProcInfo> = self.cx.procs.iter().collect();
         procs.sort_by_key(|p| p.pid);
         for p in procs {
             r.write(&Record::Snapshot(p.into()))?;
         }
         r.flush()?;
-        self.procs.recording = true;
-        self.view.set_recording(true);
+        self.cx.procs.recording = true;
+        self.cx.view.set_recording(true);
         self.recorder = Some(r);
         Ok(())
     }
@@ -44,11 +44,11 @@ impl Pipeline {
 
     /// A replay: the header's host, clock and protected set; no /proc.
     pub fn replay_from(&mut self, h: &record::Header) {
-        self.host = h.host.clone();
-        self.clock.offset_ns = h.clock_offset_ns;
-        self.procs.offline = true;
-        self.view.replaying();
-        self.protector.restore(&h.protected);
+        self.cx.host = h.host.clone();
+        self.cx.clock.offset_ns = h.clock_offset_ns;
+        self.cx.procs.offline = true;
+        self.cx.view.replaying();
+        self.cx.protector.restore(&h.protected);
     }
 
     /// One record of a recording (after the header).
@@ -56,10 +56,10 @@ impl Pipeline {
         match rec {
             Record::Header(_) => {}
             Record::Event(b) => self.handle_event(&b),
-            Record::Proc(p) | Record::Snapshot(p) => self.procs.insert(p.into()),
-            Record::Tgid(t, g) => self.procs.insert_tgid(t, g),
+            Record::Proc(p) | Record::Snapshot(p) => self.cx.procs.insert(p.into()),
+            Record::Tgid(t, g) => self.cx.procs.insert_tgid(t, g),
             Record::Fact(k, v) => {
-                self.view.insert_recorded(k, v);
+                self.cx.view.insert_recorded(k, v);
             }
             Record::Tick(ns) => self.tick_at(ns),
             Record::Scan(r) => self.scanned_at(r),
@@ -81,6 +81,7 @@ impl Pipeline {
             return;
         };
         let mut recs: Vec<Record> = self
+            .cx
             .procs
             .fetched
             .drain(..)
@@ -89,14 +90,14 @@ impl Pipeline {
                 Fetched::Tgid(t, g) => Record::Tgid(t, g),
             })
             .collect();
-        recs.extend(self.view.take_new().map(|(k, v)| Record::Fact(k, v)));
+        recs.extend(self.cx.view.take_new().map(|(k, v)| Record::Fact(k, v)));
         recs.extend(rec);
         for rec in &recs {
             if let Err(e) = r.write(rec) {
                 tracing::warn!("recording stopped: {e:#}");
                 self.recorder = None;
-                self.procs.recording = false;
-                self.view.set_recording(false);
+                self.cx.procs.recording = false;
+                self.cx.view.set_recording(false);
                 return;
             }
         }

@@ -42,7 +42,7 @@ pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<(
         procs.used = Some(Default::default());
     }
     let mut pipe = Pipeline::new(procs, watcher, Policy::from_config(&cfg), outputs, metrics)
-        .with_protection(Protector::new(&cfg), None)
+        .with_protection(Protector::new(&cfg), Default::default())
         .with_correlation(&cfg);
     pipe.replay_from(&header);
     for rec in records.iter().cloned() {
@@ -51,7 +51,7 @@ pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<(
     pipe.finish();
     pipe.outputs.close();
     if let Some(out) = trim {
-        let used = pipe.procs.used.take().unwrap_or_default().into_inner();
+        let used = pipe.cx.procs.used.take().unwrap_or_default().into_inner();
         let mut w = Recorder::create(out, &header)?;
         let (mut dropped, mut cut) = (0usize, 0usize);
         for rec in &records {

@@ -10,34 +10,31 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sensor_common::{
-    InodeKey, MATCH_INODE, MATCH_PARENT, TAINT_FILE, TRACKED_PENDING, WATCH_IGEN, WATCH_SELF,
-    WATCH_TRACKED, WatchEntry, names::name_key_of,
-};
+use sensor_common::{InodeKey, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry};
 
-use crate::{alert::TrackedKind, decode::open::OpenRecord, pipeline::Pipeline, watch::kdev};
+use crate::{alert::TrackedKind, context::Context, facts::KeyAccess, watch::kdev};
 
 /// How long after a key was created its creator's uid may read it as its
 /// own new key (`fresh_key`: `openssl req -key` right after `genpkey`).
 pub const FRESH_KEY_NS: u64 = 600 * 1_000_000_000;
 
-impl Pipeline {
+impl Context {
     /// A key file opened successfully: it is an origin of lineages. An
     /// open that created it registers who created it (a new key, not a
     /// stolen one), unless its writer turns out to be tainted (its write
     /// then makes it a copy).
-    pub(crate) fn note_key(&mut self, rec: &OpenRecord, path: &str, allowed: bool) {
-        if rec.failed || rec.ino == 0 {
+    pub(crate) fn note_key(&mut self, k: &KeyAccess<'_>, allowed: bool) {
+        if k.failed || k.ino == 0 {
             return;
         }
-        let (_, stale) = self.registry.by_file(rec.dev, rec.ino, rec.igen);
+        let (_, stale) = self.registry.by_file(k.kdev, k.ino, k.igen);
         if let Some(t) = stale {
             self.untrack_in_kernel(&t);
         }
         let (id, new) = self.registry.register(
-            rec.dev,
-            rec.ino,
-            path.to_string(),
+            k.kdev,
+            k.ino,
+            k.path.clone(),
             TrackedKind::Key,
             "key",
             None,
@@ -48,16 +45,16 @@ impl Pipeline {
             self.identify(id);
         }
         if let Some(t) = self.registry.get_mut(id) {
-            t.igen = Some(rec.igen);
+            t.igen = Some(k.igen);
             if t.kind == TrackedKind::Key {
-                if rec.matched & (MATCH_INODE | MATCH_PARENT) != 0 {
-                    t.watch = Some(rec.watch_id);
+                if k.by_key_path {
+                    t.watch = k.watch_id;
                 }
-                if new || rec.created() {
-                    t.size = rec.size;
+                if new || k.created {
+                    t.size = k.size;
                 }
-                if rec.created() {
-                    t.created = Some((rec.task.uid, rec.task.ts_boot_ns));
+                if k.created {
+                    t.created = Some((k.task.uid, k.task.ts_boot_ns));
                 }
             }
         }
@@ -65,13 +62,8 @@ impl Pipeline {
         // uid that just made the key, is not followed: its logs and TLS
         // traffic are not copies. Only a taint that is this key's alone
         // goes (a dump it read before keeps it followed).
-        if allowed
-            && let Some(m) = self.kmaps.as_mut()
-            && m.tainted.get(&rec.task.pid, 0).is_ok_and(|t| {
-                t.flags == TAINT_FILE && (t.src_dev, t.src_ino) == (rec.dev, rec.ino)
-            })
-        {
-            let _ = m.tainted.remove(&rec.task.pid);
+        if allowed {
+            self.kernel.drop_key_taint(k.task.pid, k.kdev, k.ino);
         }
     }
 
@@ -93,18 +85,7 @@ impl Pipeline {
             .registry
             .get(id)
             .map_or((None, 0), |t| (t.igen, t.generation));
-        let Some(m) = self.kmaps.as_mut() else {
-            return;
-        };
-        let key = InodeKey {
-            dev: kdev,
-            _pad: 0,
-            ino,
-        };
-        if m.watched
-            .get(&key, 0)
-            .is_ok_and(|e| e.flags & WATCH_TRACKED == 0 && e.flags & WATCH_SELF != 0)
-        {
+        if !self.kernel.is_live() {
             return;
         }
         let entry = WatchEntry {
@@ -113,12 +94,7 @@ impl Pipeline {
             igen: igen.unwrap_or(0),
             generation,
         };
-        if let Err(e) = m.watched.insert(key, entry, 0) {
-            tracing::warn!("tracking {path} in the kernel: {e}");
-        }
-        if let Some(name) = Path::new(path).file_name() {
-            let _ = m.names.insert(name_key_of(name.as_encoded_bytes()), 1, 0);
-        }
+        self.kernel.track(entry, kdev, ino, path);
         self.metrics.tracked_files.set(self.registry.len() as i64);
     }
 
@@ -126,19 +102,7 @@ impl Pipeline {
     /// becomes a tracked file's, so opens of it stay seen after the key
     /// path rescan drops it.
     pub(crate) fn track_moved_key(&mut self, id: u32, kdev: u32, ino: u64, path: &str) {
-        if let Some(m) = self.kmaps.as_mut() {
-            let key = InodeKey {
-                dev: kdev,
-                _pad: 0,
-                ino,
-            };
-            if m.watched
-                .get(&key, 0)
-                .is_ok_and(|e| e.flags & WATCH_TRACKED == 0)
-            {
-                let _ = m.watched.remove(&key);
-            }
-        }
+        self.kernel.drop_key_entry(kdev, ino);
         self.track_in_kernel(id, kdev, ino, path);
         self.identify(id);
     }
@@ -146,25 +110,9 @@ impl Pipeline {
     /// A tracked file is gone (its inode died, or was evicted): out of the
     /// kernel's watch map, unless the entry there is not the tracked one.
     pub(crate) fn untrack_in_kernel(&mut self, t: &crate::track::Tracked) {
-        if let Some(m) = self.kmaps.as_mut() {
-            let key = InodeKey {
-                dev: t.kdev,
-                _pad: 0,
-                ino: t.ino,
-            };
-            // Its own entry, or the kernel's pending entry for that inode;
-            // never an entry of a new file that reused the number.
-            if m.watched.get(&key, 0).is_ok_and(|e| {
-                e.flags & WATCH_TRACKED != 0
-                    && (e.watch_id == t.id
-                        || (e.watch_id == TRACKED_PENDING
-                            && t.igen
-                                .is_none_or(|g| e.flags & WATCH_IGEN == 0 || e.igen == g)))
-            }) {
-                let _ = m.watched.remove(&key);
-            }
-        }
-        self.pending_copies.retain(|c| c.id != t.id);
+        self.kernel.untrack(t.id, t.kdev, t.ino, t.igen);
+        // Its pending copy, if any, is dropped (`Flows::prune`).
+        self.untracked.push(t.id);
         self.metrics.tracked_files.set(self.registry.len() as i64);
     }
 
@@ -181,11 +129,7 @@ impl Pipeline {
             else {
                 continue;
             };
-            let retracked = self.kmaps.as_ref().is_some_and(|m| {
-                m.watched
-                    .get(k, 0)
-                    .is_ok_and(|e| e.flags & WATCH_TRACKED != 0 && e.watch_id == id)
-            });
+            let retracked = self.kernel.tracks_as(k.dev, k.ino, id);
             if retracked {
                 continue;
             }
@@ -243,7 +187,7 @@ impl Pipeline {
     /// whether it still exists), taken through an O_PATH open that also
     /// makes the kernel stamp its watch entry. Live only.
     pub(crate) fn identify(&mut self, id: u32) {
-        if self.kmaps.is_none() {
+        if !self.kernel.is_live() {
             return;
         }
         let Some(t) = self.registry.get(id) else {

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use super::tests::{HOST, O_PATH, cat, policy, proc, ts, vault};
 use super::*;
 use crate::alert::DumpDetail;
+use crate::alert::Origin;
 
 #[test]
 fn a_forced_crash() {

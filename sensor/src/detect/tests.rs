@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sensor_common::{FMODE_CREATED, MATCH_INODE, MATCH_NAME, SRC_OPENAT};
 
 use super::*;
-use crate::decode::Task;
+use crate::decode::{Task, open::OpenRecord};
 
 pub(super) const HOST: &str = "h";
 const KEYS: &str = "[[key_path]]\npath = \"/etc/ssl/private\"\n";
@@ -295,16 +295,9 @@ fn open_rec(flags: u32, ret: i64, matched: u32) -> OpenRecord {
     }
 }
 
-fn key_open<'a>(rec: &'a OpenRecord, actor: &'a ProcInfo, watch_id: Option<u32>) -> KeyOpen<'a> {
-    KeyOpen {
-        rec,
-        actor,
-        path: "/etc/ssl/private/ca.key".into(),
-        dev: 2049,
-        ino: 12,
-        watch_id,
-        fresh: false,
-    }
+fn key_open<'a>(rec: &'a OpenRecord, actor: &'a ProcInfo, watch_id: Option<u32>) -> KeyAccess<'a> {
+    let file = ("/etc/ssl/private/ca.key".to_string(), 2049, 12, watch_id);
+    KeyAccess::of_open(rec, actor, file, false)
 }
 
 pub(super) fn cat() -> ProcInfo {

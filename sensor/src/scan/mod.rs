@@ -19,6 +19,9 @@ pub mod fingerprint;
 mod jwk;
 mod openssh;
 mod pem;
+mod worker;
+
+pub use worker::{SCAN_QUEUE, ScanChannels, ScanJob, ScanResult, scan_keys, start_scanner};
 
 /// What the pipeline keeps of a scan of a tracked file (recorded, so a
 /// replay reuses it instead of reading the file again).
