@@ -6,11 +6,7 @@
 
 use std::path::Path;
 
-use sensor_common::{
-    SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2,
-};
-
-pub use crate::facts::{KeyAccess, MemAccess, TrackedOpen};
+pub use crate::facts::{KeyAccess, MemAccess, TrackedOpen, via};
 
 use crate::{
     alert::{Alert, FlowDetail, LineageStep, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
@@ -211,18 +207,6 @@ impl Policy {
             alert.score += 10;
         }
         Some(alert)
-    }
-}
-
-pub fn via(source: u32) -> &'static str {
-    match source {
-        SRC_OPEN => "open",
-        SRC_OPENAT => "openat",
-        SRC_OPENAT2 => "openat2",
-        SRC_CREAT => "creat",
-        SRC_OPEN_BY_HANDLE => "open_by_handle_at",
-        SRC_IO_URING => "io_uring",
-        _ => "unknown",
     }
 }
 

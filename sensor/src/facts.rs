@@ -4,7 +4,10 @@
 //! tracked file's read is a `TrackedAccess` (then, resolved against the
 //! registry, a `TrackedOpen`); a cross-process access is a `MemAccess`.
 
-use sensor_common::{MATCH_INODE, MATCH_NAME, MATCH_PARENT};
+use sensor_common::{
+    MATCH_INODE, MATCH_NAME, MATCH_PARENT, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE,
+    SRC_OPENAT, SRC_OPENAT2,
+};
 
 use crate::{
     alert::Origin,
@@ -100,7 +103,7 @@ impl<'a> KeyAccess<'a> {
             flags: rec.flags,
             failed: rec.failed,
             ret: rec.ret,
-            via: crate::detect::via(rec.source),
+            via: via(rec.source),
             arg: rec.arg.clone(),
             owner: rec.owner,
             created: rec.created(),
@@ -146,4 +149,17 @@ pub struct TrackedOpen<'a> {
     pub origin_pid: Option<u32>,
     /// The protected process whose memory it holds.
     pub dumped: Option<Origin>,
+}
+
+/// The syscall an open record came from.
+pub fn via(source: u32) -> &'static str {
+    match source {
+        SRC_OPEN => "open",
+        SRC_OPENAT => "openat",
+        SRC_OPENAT2 => "openat2",
+        SRC_CREAT => "creat",
+        SRC_OPEN_BY_HANDLE => "open_by_handle_at",
+        SRC_IO_URING => "io_uring",
+        _ => "unknown",
+    }
 }

@@ -39,53 +39,6 @@ impl KernelMaps {
             }
         }
     }
-
-    /// Pushes a scan's new entries into the kernel. `initial`: the first
-    /// scan (summarised); later ones log each new directory.
-    pub(crate) fn apply(&mut self, delta: &crate::watch::ScanDelta, initial: bool) {
-        for (k, v, _) in &delta.entries {
-            if let Err(e) = self.watched.insert(k, v, 0) {
-                tracing::warn!("watch map insert failed: {e}");
-            }
-        }
-        // Once the probes are attached (not at the first scan: `stamp_all`
-        // follows the attach), keysentry's own open of each new entry makes
-        // the kernel stamp it with the inode's generation.
-        if !initial {
-            for (k, _, p) in &delta.entries {
-                crate::handle::stamp(p, k.dev, k.ino);
-            }
-        }
-        // Key files no key path leads to any more (deleted, or replaced by
-        // a rename over them).
-        for k in &delta.removed {
-            if self
-                .watched
-                .get(k, 0)
-                .is_ok_and(|e| e.flags & sensor_common::WATCH_TRACKED == 0)
-            {
-                let _ = self.watched.remove(k);
-            }
-        }
-        for n in &delta.names {
-            let _ = self.names.insert(n, 1, 0);
-        }
-        if !initial {
-            for d in &delta.new_dirs {
-                tracing::info!("watching new directory {}", d.display());
-            }
-            for p in &delta.appeared {
-                tracing::info!("watching key path {}", p.display());
-            }
-        }
-        if delta.overflow > 0 {
-            tracing::warn!(
-                "watch map full: {} inodes not watched (at most {})",
-                delta.overflow,
-                crate::watch::MAX_WATCHED
-            );
-        }
-    }
 }
 
 /// The kernel maps user space only counts (their fill, every 10 s).
@@ -152,17 +105,32 @@ fn inode_key(dev: u32, ino: u64) -> InodeKey {
 
 impl KernelControl {
     /// With the kernel's maps (live); `default()` is the replay's.
-    pub(crate) fn new(maps: KernelMaps, protected: BpfHashMap<MapData, u32, u32>) -> Self {
+    pub(crate) fn new(maps: KernelMaps) -> Self {
         Self {
             maps: Some(maps),
-            protected: Some(protected),
+            protected: None,
         }
     }
 
-    /// Pushes a key-path scan's entries into the kernel (`KernelMaps::apply`).
-    pub(crate) fn apply_scan(&mut self, delta: &crate::watch::ScanDelta, initial: bool) {
+    /// With the kernel's PROTECTED map.
+    pub(crate) fn with_protected(mut self, protected: BpfHashMap<MapData, u32, u32>) -> Self {
+        self.protected = Some(protected);
+        self
+    }
+
+    /// Watches a key path's inode (the key-path scan's entries).
+    pub fn watch_inode(&mut self, key: &InodeKey, entry: &WatchEntry) {
+        if let Some(m) = self.maps.as_mut()
+            && let Err(e) = m.watched.insert(key, entry, 0)
+        {
+            tracing::warn!("watch map insert failed: {e}");
+        }
+    }
+
+    /// A name pattern key for the rename filter.
+    pub fn watch_name_key(&mut self, key: &NameKey) {
         if let Some(m) = self.maps.as_mut() {
-            m.apply(delta, initial);
+            let _ = m.names.insert(key, 1, 0);
         }
     }
 

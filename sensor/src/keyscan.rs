@@ -8,18 +8,28 @@ use crate::{
     context::Context,
     detect::rule_alert,
     rules::Rule,
+    scan::ScanOutcome,
     watch::st_dev,
 };
 
+/// What the scanner said of a tracked file, when it was handled.
+pub struct Scanned {
+    pub at_ns: u64,
+    pub id: u32,
+    pub path: String,
+    pub report: Result<ScanOutcome, String>,
+}
+
 /// The key-material rule: one scanner result (live, or from a recording).
-pub fn scanned(cx: &mut Context, r: crate::record::ScanRec) {
-    let outcome = match r.report {
+pub fn scanned(cx: &mut Context, r: &Scanned) {
+    let outcome = match &r.report {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!("scanning {}: {e}", r.path);
             return;
         }
     };
+    let outcome = outcome.clone();
     if outcome.found == 0 {
         return;
     }

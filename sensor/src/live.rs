@@ -150,7 +150,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             .context("map NAME_PATTERNS")?,
     )?;
     pats.set(0, name_patterns(&cfg)?, 0)?;
-    let mut maps = KernelMaps {
+    let mut kernel = KernelControl::new(KernelMaps {
         watched: BpfHashMap::try_from(ebpf.take_map("WATCHED").context("map WATCHED")?)?,
         names: BpfHashMap::try_from(
             ebpf.take_map("WATCHED_NAMES")
@@ -162,7 +162,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             ebpf.take_map("ENVIRON_READS")
                 .context("map ENVIRON_READS")?,
         )?,
-    };
+    });
     let protector = Protector::new(&cfg);
     {
         let (exes, comms) = protector.kernel_rules();
@@ -183,7 +183,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     let mut watcher = Watcher::new(cfg.key_path.iter().map(|k| k.path.clone()).collect());
     let delta = watcher.scan();
-    maps.apply(&delta, true);
+    delta.push(&mut kernel, true);
     for m in watcher.missing() {
         tracing::warn!(
             "key path {} does not exist yet: it is watched once it appears",
@@ -230,7 +230,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
     );
     {
-        maps.set_allowed(&crate::enforce::allow_keys(&cfg));
+        kernel.set_allowed(&crate::enforce::allow_keys(&cfg));
         let mut bits: Array<&mut MapData, u32> =
             Array::try_from(ebpf.map_mut("ENFORCE").context("map ENFORCE")?)?;
         bits.set(0, enforce, 0)?;
@@ -285,7 +285,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         outputs,
         metrics.clone(),
     )
-    .with_protection(protector, KernelControl::new(maps, protected_map))
+    .with_protection(protector, kernel.with_protected(protected_map))
     .with_correlation(&cfg);
     let (scan_tx, mut scan_results) =
         crate::scan::start_scanner(metrics.clone(), crate::scan::scan_keys)?;
@@ -450,7 +450,7 @@ fn reload(
         pipe.cx.kernel.clear_key_paths();
         pipe.cx.watcher = Watcher::new(paths(&new));
         let delta = pipe.cx.watcher.scan();
-        pipe.cx.kernel.apply_scan(&delta, true);
+        delta.push(&mut pipe.cx.kernel, true);
         pipe.cx
             .metrics
             .watched_inodes
@@ -501,7 +501,7 @@ fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
         if delta.entries.is_empty() && delta.appeared.is_empty() && delta.removed.is_empty() {
             return;
         }
-        pipe.cx.kernel.apply_scan(&delta, false);
+        delta.push(&mut pipe.cx.kernel, false);
         pipe.keys_departed(&delta.removed);
         metrics.watched_inodes.set(pipe.cx.watcher.len() as i64);
     }

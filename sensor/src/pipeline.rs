@@ -354,7 +354,13 @@ impl Pipeline {
 
     /// A scanner result, live or from a recording.
     pub(crate) fn scanned_at(&mut self, r: crate::record::ScanRec) {
-        crate::keyscan::scanned(&mut self.cx, r);
+        let s = crate::keyscan::Scanned {
+            at_ns: r.at_ns,
+            id: r.id,
+            path: r.path,
+            report: r.report,
+        };
+        crate::keyscan::scanned(&mut self.cx, &s);
         self.emit_raised();
     }
 

@@ -64,6 +64,47 @@ pub struct ScanDelta {
     pub overflow: usize,
 }
 
+impl ScanDelta {
+    /// Pushes a scan's new entries into the kernel. `initial`: the first
+    /// scan (summarised); later ones log each new directory.
+    pub fn push(&self, kernel: &mut crate::kernelmaps::KernelControl, initial: bool) {
+        for (k, v, _) in &self.entries {
+            kernel.watch_inode(k, v);
+        }
+        // Once the probes are attached (not at the first scan: `stamp_all`
+        // follows the attach), keysentry's own open of each new entry makes
+        // the kernel stamp it with the inode's generation.
+        if !initial {
+            for (k, _, p) in &self.entries {
+                crate::handle::stamp(p, k.dev, k.ino);
+            }
+        }
+        // Key files no key path leads to any more (deleted, or replaced by
+        // a rename over them).
+        for k in &self.removed {
+            kernel.drop_key_entry(k.dev, k.ino);
+        }
+        for n in &self.names {
+            kernel.watch_name_key(n);
+        }
+        if !initial {
+            for d in &self.new_dirs {
+                tracing::info!("watching new directory {}", d.display());
+            }
+            for p in &self.appeared {
+                tracing::info!("watching key path {}", p.display());
+            }
+        }
+        if self.overflow > 0 {
+            tracing::warn!(
+                "watch map full: {} inodes not watched (at most {})",
+                self.overflow,
+                MAX_WATCHED
+            );
+        }
+    }
+}
+
 pub struct Watcher {
     roots: Vec<PathBuf>,
     present: Vec<bool>,
