@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::scan::{ScanLimits, scan_reader};
+use sensor::enrich::scan::{ScanLimits, scan_reader};
 
 fuzz_target!(|data: &[u8]| {
     // Small windows so the overlap and lookback paths run on small inputs.

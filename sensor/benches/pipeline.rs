@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use sensor::{
-    config::Config, detect::Policy, metrics::Metrics, pipeline::Pipeline, proctab::ProcessTable,
-    sinks::Outputs, watch::Watcher,
+    agent::pipeline::Pipeline, config::Config, detect::Policy, enrich::proctab::ProcessTable,
+    enrich::watch::Watcher, metrics::Metrics, output::sinks::Outputs,
 };
 use sensor_common::{
     EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, MATCH_INODE, OpenEvent, SRC_OPENAT,

@@ -5,7 +5,7 @@
 
 use std::{io::Write, time::Instant};
 
-use sensor::scan::{ScanLimits, scan_path};
+use sensor::enrich::scan::{ScanLimits, scan_path};
 
 const SIZE: usize = 256 << 20;
 

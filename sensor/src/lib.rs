@@ -1,52 +1,32 @@
-//! keysentry's user-space agent. Stages, in the order an event flows:
-//! `loader` (load + attach) -> `live` (ring buffer, event loop; `replay`
-//! feeds a recording instead) -> `pipeline` (dispatch, `emit`) -> `decode`
-//! -> `proctab` (enrich) -> `detect` and `detect_*` (rules) -> `score` /
-//! `correlate` -> `alert` / `metrics` (outputs). `config`, `watch`,
-//! `kernelmaps`, `btf` and `tracefs` prepare the kernel side;
-//! `enforce` feeds the BPF LSM hooks and alerts their denials; `fdaccess`
-//! alerts what the LSM hooks detect (key reads through a handed-over fd).
+//! keysentry's user-space agent, laid out by stage in the order an event
+//! flows (docs/architecture.md follows the same order):
+//!
+//! - `kernel`: load and attach the programs (`loader/`), struct offsets
+//!   from BTF (`btf`), tracefs, and `control`: the narrow interface through
+//!   which user space changes the kernel maps while it runs.
+//! - `ingest`: `decode/`, ring-buffer records to owned records.
+//! - `enrich`: the shared `Context` (process table, protection, key paths
+//!   watched, the tracked-file registry and its kernel side, `SystemView`
+//!   for every read of the live system), the facts the rules take, and the
+//!   key-material scanner.
+//! - `detect`: the policy and one module per rule family.
+//! - `correlate`: incidents and scoring.
+//! - `output`: the sinks (stdout, file, syslog).
+//! - `agent`: the composition: `pipeline` (one record through the stages),
+//!   `live` (start-up and the event loop), `replay`, the recording.
+//!
+//! Shared by every stage and importing none: the alert schema (`alert`),
+//! the rule table (`rules`), `config`, `metrics` and `redact`.
 
+pub mod agent;
 pub mod alert;
-pub mod btf;
 pub mod config;
-pub mod context;
-pub mod coredump;
 pub mod correlate;
-pub mod decode;
 pub mod detect;
-pub mod detect_dumps;
-pub mod detect_keys;
-pub mod detect_memory;
-pub mod dumps;
-pub mod enforce;
-pub mod environ;
-pub mod evidence;
-pub mod facts;
-pub mod fdaccess;
-pub mod flows;
-pub mod handle;
-pub mod kernelmaps;
-pub mod keyscan;
-pub mod live;
-pub mod loader;
+pub mod enrich;
+pub mod ingest;
+pub mod kernel;
 pub mod metrics;
-pub mod pipeline;
-pub mod probes_report;
-pub mod proctab;
-pub mod protect;
-pub mod record;
-pub mod recording;
+pub mod output;
 pub mod redact;
-pub mod renames;
-pub mod replay;
 pub mod rules;
-pub mod scan;
-pub mod score;
-pub mod sends;
-pub mod sinks;
-pub mod sysview;
-pub mod tracefs;
-pub mod track;
-pub mod tracking;
-pub mod watch;

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use sensor::{config::Config, live, probes_report, replay};
+use sensor::{agent::live, agent::probes_report, agent::replay, config::Config};
 
 #[derive(Parser)]
 #[command(
@@ -29,7 +29,7 @@ enum Cmd {
         /// Size of the kernel's event ring buffer in bytes (a power of two,
         /// at least 4096). Events that do not fit are counted in
         /// keysentry_events_lost_total{kind}.
-        #[arg(long, default_value_t = sensor::loader::DEFAULT_RING_BYTES)]
+        #[arg(long, default_value_t = sensor::kernel::loader::DEFAULT_RING_BYTES)]
         ring_buffer_bytes: u32,
         /// Write the raw kernel events, and what enrichment read from /proc,
         /// to this file (replay it with `keysentry replay`).
@@ -41,7 +41,7 @@ enum Cmd {
         /// auto: BPF LSM enforces rules in enforce mode where the kernel
         /// allows it; tracepoint: no LSM program (nothing is denied).
         #[arg(long, value_enum, default_value = "auto")]
-        backend: sensor::loader::lsm::Backend,
+        backend: sensor::kernel::loader::lsm::Backend,
     },
     /// Print, for each detection, the hook that serves it on this kernel
     /// and why, and how each enforceable rule runs (as root).
@@ -50,7 +50,7 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
-        backend: sensor::loader::lsm::Backend,
+        backend: sensor::kernel::loader::lsm::Backend,
     },
     /// Validate a config file: exit 0 when valid, 2 naming the bad field.
     CheckConfig { file: PathBuf },
@@ -81,12 +81,12 @@ enum Cmd {
 /// `keysentry scan`: never prints key bytes (the report holds none).
 fn scan(files: &[PathBuf]) -> ExitCode {
     use std::io::Write;
-    let limits = sensor::scan::ScanLimits::default();
+    let limits = sensor::enrich::scan::ScanLimits::default();
     let mut found = false;
     let mut failed = false;
     let mut out = std::io::stdout().lock();
     for path in files {
-        let line = match sensor::scan::scan_path(path, &limits) {
+        let line = match sensor::enrich::scan::scan_path(path, &limits) {
             Ok(report) => {
                 found |= !report.findings.is_empty() || report.findings_dropped > 0;
                 serde_json::json!({ "path": path, "report": report })

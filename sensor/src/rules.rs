@@ -424,7 +424,7 @@ mod tests {
 
     #[test]
     fn bases_and_stages_are_the_scoring_defaults() {
-        let s = crate::score::ScoringConfig::default();
+        let s = crate::correlate::score::ScoringConfig::default();
         for r in Rule::all() {
             assert_eq!(
                 s.base.get(r.name()).map(|b| *b as u32),

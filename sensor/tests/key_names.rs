@@ -15,8 +15,8 @@
 //! lines): a change to one must be made to the other.
 
 use sensor::{
+    agent::live::name_patterns,
     config::{Config, DEFAULT_CONFIG, names::name_matches},
-    live::name_patterns,
 };
 use sensor_common::names::{NameKey, NamePatterns, name_key};
 

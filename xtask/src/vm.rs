@@ -823,7 +823,7 @@ fn run_vm(
         sensor.display(),
         args.deadline
     )?;
-    // The sensor's log filter passes through (e.g. `sensor::loader=debug`
+    // The sensor's log filter passes through (e.g. `sensor::kernel::loader=debug`
     // logs each program's verified_insns and load time).
     if let Ok(filter) = std::env::var("KEYSENTRY_LOG") {
         writeln!(

@@ -98,7 +98,7 @@ pub struct Config {
     pub rule: Vec<RuleMode>,
     /// `[scoring]`: docs/scoring.md.
     #[serde(default)]
-    pub scoring: crate::score::ScoringConfig,
+    pub scoring: crate::correlate::score::ScoringConfig,
     /// `[correlation]`: incident window, repeat folding.
     #[serde(default)]
     pub correlation: crate::correlate::CorrelationConfig,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sensor_common::{FMODE_CREATED, MATCH_INODE, MATCH_NAME, SRC_OPENAT};
 
 use super::*;
-use crate::decode::{Task, open::OpenRecord};
+use crate::ingest::decode::{Task, open::OpenRecord};
 
 pub(super) const HOST: &str = "h";
 const KEYS: &str = "[[key_path]]\npath = \"/etc/ssl/private\"\n";

@@ -134,7 +134,7 @@ impl Sensor {
             .args(["run", "--config"])
             .arg(&cfg)
             .args(args)
-            // info, or the caller's filter (e.g. `info,sensor::loader=debug`
+            // info, or the caller's filter (e.g. `info,sensor::kernel::loader=debug`
             // for the verifier's work per program).
             .env(
                 "KEYSENTRY_LOG",

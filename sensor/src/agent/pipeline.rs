@@ -1,0 +1,490 @@
+//! The pipeline, everything after the ring buffer, as a composition of
+//! the stages: `handle` takes one ring-buffer record, live (`live.rs`) or
+//! recorded (`replay.rs`), through decode (`decode/`), keeps the enrich
+//! stage's state (`Context`: process table, protection, registry) up to
+//! date on exec, fork, rename and exit, and hands every other record to
+//! its rule family (`detect_keys`, `detect_memory`, `environ`,
+//! `detect_dumps`/`dumps`, `flows`, `sends`, `renames`, `fdaccess`,
+//! `enforce`, `keyscan`). The rules raise alerts into the context; after
+//! each record `emit` scores each (`score.rs`), correlates it into an
+//! incident (`correlate.rs`) and hands it to the outputs (`sinks.rs`).
+//! The recording hooks are `recording.rs`.
+
+use std::sync::Arc;
+
+use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
+
+use crate::{
+    agent::record::{Record, Recorder},
+    alert::{Alert, Target},
+    correlate::score::{self, Context as ScoreContext, ScoringConfig},
+    correlate::{Correlator, Lineage, Out},
+    detect::Policy,
+    detect::dumps::Dumps,
+    detect::enforce::DeniedThreads,
+    detect::environ::Environ,
+    detect::flows::Flows,
+    detect::memory::Memory,
+    enrich::context::{Context, boot_now},
+    enrich::facts::TrackedAccess,
+    enrich::proctab::ProcessTable,
+    enrich::protect::{Change, Protector},
+    enrich::watch::Watcher,
+    ingest::decode::{self, Event},
+    kernel::control::KernelControl,
+    metrics::Metrics,
+    output::sinks::Outputs,
+    rules::Rule,
+};
+
+/// Everything after the ring buffer: decode, enrich, detect, output.
+pub struct Pipeline {
+    /// The enrich stage's state, shared by the rules.
+    pub cx: Context,
+    pub policy: Policy,
+    pub outputs: Outputs,
+    /// keysentry_events_total{kind}, looked up once.
+    events_by_kind: Vec<prometheus::IntCounter>,
+    /// The rule families' own state.
+    memory: Memory,
+    environ: Environ,
+    dumps: Dumps,
+    flows: Flows,
+    /// Threads a BPF LSM hook just denied (their follow-up failures are
+    /// not alerted again).
+    denied: DeniedThreads,
+    scoring: ScoringConfig,
+    correlator: Correlator,
+    pub(crate) recorder: Option<Recorder>,
+}
+
+/// The correlate/score stage (the rest of the pipeline calls `emit` with
+/// each alert a rule makes); the recording hooks are `recording.rs`'s.
+impl Pipeline {
+    /// Correlation, scoring and recording from the config.
+    pub fn with_correlation(mut self, cfg: &crate::config::Config) -> Self {
+        self.scoring = cfg.scoring.clone();
+        self.correlator = Correlator::new(cfg.correlation.clone(), cfg.scoring.clone());
+        self
+    }
+
+    /// SIGHUP: new `[scoring]` and `[correlation]`; open incidents and
+    /// folds are kept.
+    pub fn reconfigure_scoring(&mut self, cfg: &crate::config::Config) {
+        self.scoring = cfg.scoring.clone();
+        self.correlator
+            .reconfigure(cfg.correlation.clone(), cfg.scoring.clone());
+    }
+
+    /// The agent's clock: closes fold and incident windows and expires
+    /// what waits for a writer or a helper (recorded when anything was
+    /// pending, so a replay does the same at the same point).
+    pub fn tick(&mut self) {
+        let now = boot_now();
+        if !self.correlator.pending() && !self.timers_pending() {
+            return;
+        }
+        self.tick_at(now);
+        self.record(Record::Tick(now));
+        if let Some(r) = self.recorder.as_mut() {
+            let _ = r.flush();
+        }
+    }
+
+    pub(crate) fn tick_at(&mut self, now_ns: u64) {
+        self.expire(now_ns);
+        self.emit_raised();
+        let mut out = Vec::new();
+        self.correlator.tick(now_ns, &mut out);
+        self.deliver(out);
+    }
+
+    /// Shutdown or the end of a replay: report folds, close incidents.
+    pub fn finish(&mut self) {
+        self.flows.flush(&mut self.cx);
+        self.dumps.expire(&mut self.cx, &self.policy, 0, true);
+        self.environ.expire(&mut self.cx, 0, true);
+        self.emit_raised();
+        let mut out = Vec::new();
+        self.correlator.flush(&mut out);
+        self.deliver(out);
+        self.record_with(None);
+        if let Some(r) = self.recorder.as_mut() {
+            let _ = r.flush();
+        }
+    }
+
+    fn deliver(&mut self, out: Vec<Out>) {
+        for o in out {
+            match o {
+                Out::Alert(a) => self.outputs.send(a),
+                Out::Incident(i) => {
+                    if i.status == "closed" {
+                        self.cx
+                            .metrics
+                            .incidents
+                            .with_label_values(&[i.severity.as_str()])
+                            .inc();
+                        self.cx.metrics.incident_score.observe(i.score as f64);
+                    }
+                    self.outputs.send_incident(i)
+                }
+            }
+        }
+    }
+
+    /// Whether an interactive shell (bash, sh, zsh, fish, dash, ksh, with a
+    /// terminal on its stdin) is among the actor's ancestors.
+    fn interactive_ancestry(&mut self, pid: u32) -> bool {
+        const SHELLS: [&str; 6] = ["bash", "sh", "zsh", "fish", "dash", "ksh"];
+        let mut shells = Vec::new();
+        let mut cur = self.cx.procs.get(pid).map(|p| p.ppid);
+        for _ in 0..32 {
+            let Some(p) = cur.and_then(|c| self.cx.procs.get(c)) else {
+                break;
+            };
+            if SHELLS.contains(&p.comm.as_str()) {
+                shells.push((p.pid, p.start_ns));
+            }
+            if p.ppid == p.pid || p.ppid == 0 {
+                break;
+            }
+            cur = Some(p.ppid);
+        }
+        shells.into_iter().any(|(spid, start)| {
+            self.cx.view.flag(format!("tty:{spid}:{start:x}"), || {
+                std::fs::read_link(format!("/proc/{spid}/fd/0")).is_ok_and(|l| {
+                    let l = l.to_string_lossy();
+                    l.starts_with("/dev/pts/") || l.starts_with("/dev/tty")
+                })
+            })
+        })
+    }
+
+    /// The actor and its ancestors, nearest first.
+    fn tree(&self, pid: u32) -> Vec<(u32, u64)> {
+        let mut v = Vec::new();
+        let mut cur = Some(pid);
+        while let Some(p) = cur.and_then(|c| self.cx.procs.get(c)) {
+            v.push((p.pid, p.start_ns));
+            if v.len() > 16 || p.ppid == 0 || p.ppid == p.pid {
+                break;
+            }
+            cur = Some(p.ppid);
+        }
+        if v.is_empty() {
+            v.push((pid, 0));
+        }
+        v
+    }
+
+    /// The alerts the rules raised, in order, each through `emit`.
+    pub(crate) fn emit_raised(&mut self) {
+        for (alert, ts) in self.cx.take_raised() {
+            self.emit(alert, ts);
+        }
+        self.flows.prune(&mut self.cx);
+    }
+
+    /// The hand-off point between rules and outputs: score the alert from
+    /// its context, correlate it into an incident, fold repeats, output.
+    pub fn emit(&mut self, mut alert: Alert, now_ns: u64) {
+        let actor = self.cx.procs.get(alert.process.pid).cloned();
+        // The detail objects that carry a `result` (typed: no JSON round
+        // trip per alert).
+        let failed = alert.open.as_ref().is_some_and(|o| o.result == "failed")
+            || alert.memory.as_ref().is_some_and(|m| m.result == "failed")
+            || alert
+                .dump
+                .as_ref()
+                .is_some_and(|d| d.result == Some("failed"));
+        let recon = alert.memory.as_ref().is_some_and(|m| m.recon);
+        let (target_protected, target_uid) = match &alert.target {
+            Target::Process { pid, .. } => (
+                self.cx.protector.is_protected(*pid)
+                    || alert.memory.as_ref().is_some_and(|m| m.target_protected)
+                    // Protected when it dumped (it may have exited since).
+                    || alert.rule == Rule::CoreDump.name(),
+                self.cx.procs.get(*pid).map(|p| p.uid),
+            ),
+            Target::File { .. } => (true, None),
+        };
+        let recent_ns = self.scoring.recent_seconds.saturating_mul(1_000_000_000);
+        let ctx = ScoreContext {
+            not_allowlisted: !self.policy.allowed(&alert.process.exe, None),
+            uid_differs: target_uid.is_some_and(|u| u != alert.process.uid && u != u32::MAX),
+            recent_start: actor
+                .as_ref()
+                .is_some_and(|p| p.start_ns != 0 && now_ns.saturating_sub(p.start_ns) < recent_ns),
+            interactive_shell: self.interactive_ancestry(alert.process.pid),
+            failed,
+            target_not_protected: !target_protected,
+            recon,
+            own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
+            fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
+        };
+        // `[scoring]` has the last word: the rule's score counts only for a
+        // rule without a `[scoring.base]` (docs/scoring.md), and its
+        // severity gives way to the final score's threshold band.
+        alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
+        alert.severity = self.scoring.severity(alert.score);
+        // Rules leave `factors` empty: the context is known only here.
+        alert.factors = ctx.factors();
+        let flow = alert.flow.as_ref();
+        if alert.lineage.is_none() {
+            // Tracked files: the origin of the lineage (origin first).
+            alert.lineage = flow
+                .and_then(|f| f.lineage.first())
+                .map(|s| format!("tracked-{}", s.id));
+        }
+        let mut extra_keys = Vec::new();
+        if let Some(d) = alert.flow.as_ref().and_then(|f| f.dumped.as_ref()) {
+            // A dump's copies and sends join the dumped process's incident.
+            extra_keys.push(format!("proc:{}", d.pid));
+        }
+        let lin = Lineage {
+            tree: self.tree(alert.process.pid),
+            target_protected,
+            extra_keys,
+        };
+        let rule = alert.rule;
+        let mut out = Vec::new();
+        if !self.correlator.add(alert, now_ns, &lin, &mut out) {
+            self.cx
+                .metrics
+                .alerts_suppressed
+                .with_label_values(&[rule])
+                .inc();
+        }
+        self.deliver(out);
+    }
+}
+
+impl Pipeline {
+    pub fn new(
+        procs: ProcessTable,
+        watcher: Watcher,
+        policy: Policy,
+        outputs: Outputs,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            events_by_kind: (0..KIND_SLOTS)
+                .map(|i| {
+                    let name = EventKind::from_u32(i).map_or("unknown", |k| k.name());
+                    metrics.events.with_label_values(&[name])
+                })
+                .collect(),
+            cx: Context::new(procs, watcher, metrics),
+            policy,
+            outputs,
+            memory: Memory::default(),
+            environ: Environ::default(),
+            dumps: Dumps::default(),
+            flows: Flows::default(),
+            denied: DeniedThreads::default(),
+            scoring: ScoringConfig::default(),
+            correlator: Correlator::new(Default::default(), ScoringConfig::default()),
+            recorder: None,
+        }
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.cx.metrics
+    }
+
+    /// Whether anything waits for a writer, a helper or a reader's exit.
+    fn timers_pending(&self) -> bool {
+        self.dumps.pending() || self.flows.pending() || self.environ.pending()
+    }
+
+    /// Timers, in event time: pipe-helper crashes, user-space dumps,
+    /// copies and environment reads that waited long enough by `now_ns`.
+    fn expire(&mut self, now_ns: u64) {
+        if self.dumps.pending() {
+            self.dumps.expire(&mut self.cx, &self.policy, now_ns, false);
+        }
+        if self.flows.pending() {
+            self.flows.expire(&mut self.cx, now_ns);
+        }
+        if self.environ.pending() {
+            self.environ.expire(&mut self.cx, now_ns, false);
+        }
+    }
+
+    /// Protection decisions, with the kernel that enforces them.
+    pub fn with_protection(mut self, protector: Protector, kernel: KernelControl) -> Self {
+        self.cx.protector = protector;
+        self.cx.kernel = kernel;
+        self
+    }
+
+    /// Protection changes, carried out in the kernel.
+    pub fn apply(&mut self, changes: &[Change]) {
+        self.cx.apply(changes);
+    }
+
+    /// A file that appeared in a crash handler's dump directory (`scan`: a
+    /// new one, for the key scanner).
+    pub fn dump_dir_file(&mut self, path: &std::path::Path, scan: bool) {
+        self.dumps.dump_dir_file(&mut self.cx, path, scan);
+        self.emit_raised();
+    }
+
+    /// Key files the key-path rescan no longer finds.
+    pub fn keys_departed(&mut self, removed: &[sensor_common::InodeKey]) {
+        self.cx.keys_departed(removed);
+        self.emit_raised();
+    }
+
+    /// The scanner finished a file: `key-material` when it held keys.
+    /// Recorded with the time it was handled, so a replay raises the same
+    /// alert at the same point.
+    pub fn scanned(&mut self, r: crate::enrich::scan::ScanResult) {
+        let rec = crate::agent::record::ScanRec {
+            at_ns: boot_now(),
+            id: r.id,
+            path: r.path.to_string_lossy().into_owned(),
+            report: r.report,
+        };
+        self.scanned_at(rec.clone());
+        self.record(Record::Scan(rec));
+    }
+
+    /// A scanner result, live or from a recording.
+    pub(crate) fn scanned_at(&mut self, r: crate::agent::record::ScanRec) {
+        let s = crate::detect::keyscan::Scanned {
+            at_ns: r.at_ns,
+            id: r.id,
+            path: r.path,
+            report: r.report,
+        };
+        crate::detect::keyscan::scanned(&mut self.cx, &s);
+        self.emit_raised();
+    }
+
+    /// One ring-buffer record through decode, enrich, detect, correlate,
+    /// score and output; with `--record`, the record and the /proc reads
+    /// its handling made are written to the recording first.
+    pub fn handle(&mut self, bytes: &[u8]) {
+        self.handle_event(bytes);
+        if self.recorder.is_some() {
+            self.record_event(bytes);
+        }
+    }
+
+    pub(crate) fn handle_event(&mut self, bytes: &[u8]) {
+        let ev = match decode::decode(bytes) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.cx
+                    .metrics
+                    .events_malformed
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                tracing::debug!("skipped malformed record: {e}");
+                return;
+            }
+        };
+        self.events_by_kind[ev.kind() as usize % KIND_SLOTS as usize].inc();
+        let (cx, policy) = (&mut self.cx, &self.policy);
+        match ev {
+            Event::Exec {
+                task,
+                ppid,
+                start_ns,
+                argv,
+                exe,
+            } => {
+                cx.procs.exec(&task, ppid, start_ns, argv, exe);
+                if ppid == 2 && !self.dumps.helpers.contains_key(&task.pid) {
+                    self.dumps.usermode_helper_exec(cx, task.pid);
+                }
+                let change = cx.procs.get(task.pid).and_then(|p| cx.protector.on_exec(p));
+                if let Some(c) = change {
+                    cx.apply(&[c]);
+                }
+            }
+            Event::Fork {
+                parent,
+                child_pid,
+                child_start_ns,
+            } => {
+                cx.procs.fork(&parent, child_pid, child_start_ns);
+                cx.protector.on_fork(parent.pid, child_pid);
+            }
+            Event::Rename { task, comm } => {
+                cx.procs.rename(task.pid, &comm);
+                if let Some(c) = cx.protector.on_rename(task.pid, &comm) {
+                    cx.apply(&[c]);
+                }
+            }
+            Event::Exit {
+                task,
+                exit_code,
+                environ_reads,
+            } => {
+                if self.environ.pending() {
+                    self.environ.reader_exited(cx, task.pid, environ_reads);
+                }
+                if exit_code & 0x80 != 0 {
+                    self.dumps.core_dumped(cx, policy, &task, exit_code & 0x7f);
+                }
+                if !self.dumps.pending_user.is_empty() {
+                    self.dumps.writer_exited(cx, task.pid);
+                }
+                if self.flows.pending() {
+                    self.flows.writer_exited(cx, task.pid);
+                }
+                if self.dumps.is_helper(task.pid) {
+                    self.dumps.helper_exited(cx, policy, task.pid);
+                }
+                // Scored and correlated while the process is still known.
+                self.emit_raised();
+                let cx = &mut self.cx;
+                self.denied.exited(task.tid);
+                cx.procs.exit(task.pid);
+                cx.protector.on_exit(task.pid);
+                self.memory.exited(task.pid);
+                cx.mem_readers.remove(&task.pid);
+                self.dumps.exited(task.pid);
+            }
+            // The exit tracepoint's view of an open an LSM hook denied.
+            Event::Open(rec) if rec.failed && self.denied.take_open(rec.task.tid, rec.ret) => {}
+            Event::Open(rec) if rec.proc_file != 0 => {
+                self.memory
+                    .proc_file_open(cx, policy, &mut self.environ, &rec)
+            }
+            Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => {
+                let a = TrackedAccess {
+                    task: &rec.task,
+                    kdev: rec.dev,
+                    ino: rec.ino,
+                    igen: rec.igen,
+                    watch_id: rec.watch_id,
+                    flags: rec.flags,
+                    via: "open",
+                };
+                self.flows.tracked_open(cx, policy, &a)
+            }
+            Event::Open(rec) => crate::detect::keys::key_open(cx, policy, &rec),
+            Event::Mem(m)
+                if self
+                    .denied
+                    .follows_denial(m.task.tid, cx.procs.tgid_of(m.target), m.ret) => {}
+            Event::Mem(m) => self.memory.mem_access(cx, policy, &mut self.environ, &m),
+            Event::Denied(d) => self.denied.denied(cx, policy, &d),
+            Event::FdAccess(r) => {
+                crate::detect::fdaccess::fd_access(cx, policy, &mut self.flows, &r)
+            }
+            Event::Signal(s) => self.dumps.dump_signal(cx, policy, &s),
+            Event::DumpConfig(d) => self.dumps.dump_config(cx, policy, &d),
+            Event::FileWrite(w) => self.flows.file_write(cx, policy, &mut self.dumps, &w),
+            Event::FileClose(c) => self.flows.file_closed(cx, &mut self.dumps, &c),
+            Event::NetSend(n) => crate::detect::sends::net_send(cx, policy, &n),
+            Event::PathChange(p) => crate::detect::renames::path_change(cx, policy, &p),
+        }
+        self.emit_raised();
+    }
+}

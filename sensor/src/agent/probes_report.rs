@@ -1,0 +1,142 @@
+//! `keysentry probes`, around the path rather than on it: loads the object
+//! (and one LSM program, to ask the kernel whether BPF LSM works) without
+//! attaching anything, and says for each detection which hook serves it on
+//! this kernel and why, and for each enforceable rule its mode and whether
+//! BPF LSM can enforce it.
+
+use anyhow::Result;
+use sensor_common::SensorSettings;
+
+use crate::{
+    agent::live::check_privileges, config::Config, kernel::btf, kernel::loader, kernel::tracefs,
+};
+
+/// Why a detection is served by its tracepoint, with or without BPF LSM.
+fn tracepoint_why(program: &str) -> &'static str {
+    match program {
+        "ks_exit_ptrace"
+        | "ks_exit_process_vm_readv"
+        | "ks_exit_process_vm_writev"
+        | "ks_exit_pidfd_getfd" => {
+            "only the tracepoint sees failed attempts, the result and the ptrace request (lsm/ptrace_access_check leaves this syscall to it)"
+        }
+        p if p.starts_with("ks_exit_open") || p == "ks_exit_creat" || p == "ks_iou_complete" => {
+            "only the tracepoint sees the path argument and failed opens (lsm/file_open only records openers)"
+        }
+        _ => "no LSM hook serves it",
+    }
+}
+
+/// Why BPF LSM is not used, as `keysentry probes` says it.
+fn lsm_unavailable_words(reason: &str) -> String {
+    if reason.starts_with("--backend") {
+        reason.to_string()
+    } else {
+        format!("BPF LSM unavailable: {reason}")
+    }
+}
+
+/// `keysentry probes`: for each detection, the hook that serves it on this
+/// kernel and why; for each enforceable rule, its mode and whether BPF LSM
+/// can enforce it. Loads the object (and one LSM program, to ask the
+/// kernel) but attaches nothing.
+pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<String> {
+    use std::fmt::Write;
+    check_privileges()?;
+    tracefs::ensure_mounted()?;
+    let kbtf = btf::KernelBtf::load()?;
+    let offsets = btf::kernel_offsets(&kbtf)?;
+    let settings = SensorSettings {
+        self_pid: std::process::id(),
+        empty_programs: 0,
+        wakeup_bytes: 1 << 16,
+        max_generations: cfg.flow.max_generations,
+    };
+    let mut ebpf = loader::load(&offsets, &settings, 1 << 16)?;
+    let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);
+    let enforce = loader::lsm::effective_enforce(cfg.enforce_bits(), &lsm);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let kernel = kernel.trim();
+    let mut out = String::new();
+    let _ = writeln!(out, "kernel {kernel}");
+    let _ = writeln!(
+        out,
+        "BPF LSM: {} ({})",
+        if lsm.available {
+            "available"
+        } else {
+            "unavailable"
+        },
+        lsm.reason
+    );
+    let _ = writeln!(out, "\ndetections (hook serving each: why):");
+    for p in loader::probes::PROBES {
+        let status = match p.hook {
+            loader::probes::Hook::Tracepoint(c, n) if !tracefs::has_tracepoint(c, n) => {
+                "unavailable: the tracepoint does not exist on this kernel"
+            }
+            _ if p.program == "ks_iou_complete" && !btf::has_io_uring(&offsets) => {
+                "unavailable: no io_uring offsets in the kernel's BTF"
+            }
+            _ if p.program == "ks_task_rename" && !btf::has_task_rename(&offsets) => {
+                "unavailable: task:task_rename has no pid/newcomm fields in tracefs"
+            }
+            _ => "available",
+        };
+        // The same on every kernel: these detections stay on tracepoints.
+        let why = if status == "available" {
+            format!(" ({})", tracepoint_why(p.program))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  {:<50} {}: {status}{why}", p.serves, p.label());
+    }
+    // What only the LSM backend sees.
+    for d in loader::probes::LSM_DETECTIONS {
+        let hooks: Vec<String> = loader::probes::LSM_PROBES
+            .iter()
+            .filter(|p| p.detects.is_some_and(|(pd, _)| pd == *d))
+            .map(|p| format!("lsm/{}", p.hook))
+            .collect();
+        let line = if lsm.available {
+            format!("{}: {}", hooks.join(", "), lsm.reason)
+        } else {
+            format!(
+                "not covered: {} (no tracepoint sees it)",
+                lsm_unavailable_words(&lsm.reason)
+            )
+        };
+        let _ = writeln!(out, "  {d:<50} {line}");
+    }
+    let _ = writeln!(out, "\nenforcement (per [[rule]] mode; default observe):");
+    let requested = cfg.enforce_bits();
+    for (i, name) in sensor_common::ENF_RULES.iter().enumerate() {
+        let i = i as u32;
+        let lsm_hook = format!("lsm/{}", loader::probes::lsm_probe_for(i).hook);
+        let line = if enforce & (1 << i) != 0 {
+            format!(
+                "enforce  {lsm_hook}: {} (denials), detection by {}",
+                lsm.reason,
+                loader::probes::tracepoint_for(i)
+            )
+        } else if requested & (1 << i) != 0 {
+            format!(
+                "observe  {}: enforce requested but {} (runs in observe mode)",
+                loader::probes::tracepoint_for(i),
+                lsm.reason
+            )
+        } else {
+            format!(
+                "observe  {}: rule in observe mode ({lsm_hook} {})",
+                loader::probes::tracepoint_for(i),
+                if lsm.available {
+                    "available for enforce"
+                } else {
+                    "unavailable"
+                }
+            )
+        };
+        let _ = writeln!(out, "  {name:<18} {line}");
+    }
+    Ok(out)
+}

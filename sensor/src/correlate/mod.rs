@@ -1,0 +1,782 @@
+//! Correlation: alerts that share a protected process, a tracked file's
+//! lineage, or an actor's process tree within a window join one incident;
+//! repeats of one alert fold into a count. Generic over rules: it reads
+//! only the alert's rule, actor, target, lineage and score, so a new rule
+//! joins incidents with no code here (its stage is a line of `[scoring]`).
+//!
+//! Time is the kernel's boot-time clock of the events (and of the ticks
+//! the agent feeds in), so a replay correlates exactly as the live run did.
+
+pub mod score;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    alert::{Alert, Severity, Target},
+    correlate::score::ScoringConfig,
+};
+
+/// `[correlation]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorrelationConfig {
+    /// An incident stays open this long after its last step (seconds).
+    pub window_seconds: u64,
+    /// Repeats (same rule, actor, target and operation) within this many seconds of
+    /// the first fold into one alert with a count.
+    pub fold_seconds: u64,
+    /// How many ancestors of the actor join its process tree (0: the actor
+    /// only, 1: the actor and its parent, ...).
+    pub tree_depth: u32,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self {
+            window_seconds: 600,
+            fold_seconds: 60,
+            tree_depth: 1,
+        }
+    }
+}
+
+impl CorrelationConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.window_seconds == 0 {
+            return Err((
+                "correlation.window_seconds".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        if self.tree_depth > 16 {
+            return Err(("correlation.tree_depth".into(), "at most 16".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One step of an incident: an alert (with its fold count).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Step {
+    pub ts: String,
+    pub rule: String,
+    pub stage: String,
+    pub score: u32,
+    pub severity: Severity,
+    pub actor_pid: u32,
+    pub actor_comm: String,
+    pub target: Target,
+    /// Alerts this step stands for (repeats folded in).
+    pub count: u32,
+    pub message: String,
+}
+
+/// The incident record (docs/alerts.md): `"type": "incident"`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Incident {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: String,
+    /// "open" (updated on each new step) or "closed" (window passed).
+    pub status: &'static str,
+    pub first_ts: String,
+    pub last_ts: String,
+    pub host: String,
+    pub score: u32,
+    pub severity: Severity,
+    /// Distinct stages reached, in chain order.
+    pub stages: Vec<String>,
+    /// Incidents merged into this one (a step joined two of them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<String>,
+    pub steps: Vec<Step>,
+    /// Steps past `MAX_STEPS`, counted but not listed (a key opened by
+    /// thousands of processes in one window is one bounded record).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub steps_omitted: u64,
+    #[serde(skip)]
+    last_ns: u64,
+    /// Its correlation keys (at most `MAX_KEYS`).
+    #[serde(skip)]
+    keys: std::collections::BTreeSet<String>,
+    #[serde(skip)]
+    max_step: u32,
+}
+
+/// What the actor's process tree is (the pipeline fills it from the
+/// process table): the actor and its ancestors, nearest first.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    /// (pid, start_ns) of the actor and its ancestors, nearest first.
+    pub tree: Vec<(u32, u64)>,
+    /// Whether the target process is protected.
+    pub target_protected: bool,
+    /// More keys from the alert's details (e.g. `proc:<pid>` of the
+    /// process a dump came from).
+    pub extra_keys: Vec<String>,
+}
+
+struct Fold {
+    first_ns: u64,
+    /// Repeats since the first emission, and the latest of them.
+    repeats: u32,
+    last: Option<Alert>,
+    incident: String,
+}
+
+/// What one alert, or one tick, sends to the outputs, in order.
+/// Alerts are the common case; boxing them would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Out {
+    Alert(Alert),
+    Incident(Incident),
+}
+
+#[derive(Default)]
+pub struct Correlator {
+    cfg: CorrelationConfig,
+    scoring: ScoringConfig,
+    incidents: BTreeMap<String, Incident>,
+    by_key: HashMap<String, String>,
+    folds: HashMap<(String, u32, String), Fold>,
+    /// No fold or incident expires before this (boot ns): `tick` scans
+    /// only after it. A lower bound: steps only push expiries later.
+    next_expiry: u64,
+}
+
+/// Incidents kept open at most (the oldest closes first).
+const MAX_OPEN: usize = 4096;
+/// Steps listed in one incident record; later ones are counted.
+pub const MAX_STEPS: usize = 128;
+/// Correlation keys one incident holds; later alerts still join it through
+/// the keys it has (their target), only their new keys are not indexed.
+const MAX_KEYS: usize = 1024;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn target_key(t: &Target) -> String {
+    match t {
+        Target::File { dev, inode, .. } => format!("file:{dev}:{inode}"),
+        Target::Process { pid, .. } => format!("proc:{pid}"),
+    }
+}
+
+impl Correlator {
+    pub fn new(cfg: CorrelationConfig, scoring: ScoringConfig) -> Self {
+        Self {
+            cfg,
+            scoring,
+            ..Default::default()
+        }
+    }
+
+    /// New settings; what is open stays open.
+    pub fn reconfigure(&mut self, cfg: CorrelationConfig, scoring: ScoringConfig) {
+        self.cfg = cfg;
+        self.scoring = scoring;
+    }
+
+    /// Whether anything waits for a window to close.
+    pub fn pending(&self) -> bool {
+        !self.incidents.is_empty() || !self.folds.is_empty()
+    }
+
+    pub fn open_incidents(&self) -> usize {
+        self.incidents.len()
+    }
+
+    fn window_ns(&self) -> u64 {
+        self.cfg.window_seconds.saturating_mul(1_000_000_000)
+    }
+
+    fn fold_ns(&self) -> u64 {
+        self.cfg.fold_seconds.saturating_mul(1_000_000_000)
+    }
+
+    /// The correlation keys of an alert.
+    fn keys(&self, a: &Alert, lin: &Lineage) -> Vec<String> {
+        let mut keys = Vec::new();
+        match &a.target {
+            Target::Process { pid, .. } => keys.push(format!("proc:{pid}")),
+            Target::File { dev, inode, .. } => {
+                keys.push(format!("file:{dev}:{inode}"));
+            }
+        }
+        if let Some(l) = &a.lineage {
+            keys.push(format!("lineage:{l}"));
+        }
+        for (pid, start) in lin
+            .tree
+            .iter()
+            .take(self.cfg.tree_depth as usize + 1)
+            .filter(|(pid, _)| *pid > 1)
+        {
+            keys.push(format!("tree:{pid}:{start:x}"));
+        }
+        keys.extend(lin.extra_keys.iter().cloned());
+        // A protected actor (its own core dump) is also its process key.
+        if a.rule == "core-dump" {
+            keys.push(format!("proc:{}", a.process.pid));
+        }
+        keys
+    }
+
+    /// Closes what expired by `now_ns`: folded repeats are reported, closed
+    /// incidents are emitted with status "closed".
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<Out>) {
+        if now_ns <= self.next_expiry {
+            return;
+        }
+        let fold_ns = self.fold_ns();
+        let mut expired: Vec<_> = self
+            .folds
+            .iter()
+            .filter(|(_, f)| now_ns.saturating_sub(f.first_ns) > fold_ns)
+            .map(|(k, _)| k.clone())
+            .collect();
+        expired.sort();
+        for k in expired {
+            if let Some(f) = self.folds.remove(&k) {
+                self.report_fold(f, out);
+            }
+        }
+        let window = self.window_ns();
+        let closed: Vec<String> = self
+            .incidents
+            .iter()
+            .filter(|(_, i)| now_ns.saturating_sub(i.last_ns) > window)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in closed {
+            self.close(&id, out);
+        }
+        let folds = self
+            .folds
+            .values()
+            .map(|f| f.first_ns.saturating_add(fold_ns));
+        let incs = self
+            .incidents
+            .values()
+            .map(|i| i.last_ns.saturating_add(window));
+        self.next_expiry = folds.chain(incs).min().unwrap_or(u64::MAX);
+    }
+
+    /// Something new expires at `ns + span` at the earliest.
+    fn expires(&mut self, ns: u64, span: u64) {
+        self.next_expiry = self.next_expiry.min(ns.saturating_add(span));
+    }
+
+    /// Everything still open, as at shutdown or the end of a replay.
+    pub fn flush(&mut self, out: &mut Vec<Out>) {
+        self.next_expiry = 0;
+        self.tick(u64::MAX, out);
+    }
+
+    fn report_fold(&mut self, f: Fold, out: &mut Vec<Out>) {
+        if let Some(mut a) = f.last {
+            a.count = f.repeats;
+            a.incident = self.resolve_id(&f.incident);
+            out.push(Out::Alert(a));
+        }
+    }
+
+    /// An incident id, following merges.
+    fn resolve_id(&self, id: &str) -> String {
+        if self.incidents.contains_key(id) {
+            return id.to_string();
+        }
+        self.incidents
+            .values()
+            .find(|i| i.merged.iter().any(|m| m == id))
+            .map_or_else(|| id.to_string(), |i| i.id.clone())
+    }
+
+    fn close(&mut self, id: &str, out: &mut Vec<Out>) {
+        if let Some(mut inc) = self.incidents.remove(id) {
+            for k in &inc.keys {
+                if self.by_key.get(k).is_some_and(|v| v == id) {
+                    self.by_key.remove(k);
+                }
+            }
+            inc.status = "closed";
+            out.push(Out::Incident(inc));
+        }
+    }
+
+    /// One scored alert at boot-time `now_ns`: it joins (or opens) an
+    /// incident, and is emitted now unless it repeats one still folding.
+    /// The incident record follows each alert that adds or counts a step.
+    pub fn add(&mut self, mut a: Alert, now_ns: u64, lin: &Lineage, out: &mut Vec<Out>) -> bool {
+        self.tick(now_ns, out);
+        // The message names the operation (PTRACE_ATTACH vs PEEKDATA, read
+        // vs write): only the same operation again is a repeat.
+        let fold_key = (
+            a.rule.to_string(),
+            a.process.pid,
+            format!("{}|{}", target_key(&a.target), a.message),
+        );
+        if let Some(inc_id) = self.folds.get(&fold_key).map(|f| f.incident.clone()) {
+            // A repeat: counted on its step, reported when the fold closes.
+            let id = self.resolve_id(&inc_id);
+            a.incident = id.clone();
+            let f = self.folds.get_mut(&fold_key).expect("present");
+            f.repeats += 1;
+            f.last = Some(a.clone());
+            if let Some(inc) = self.incidents.get_mut(&id) {
+                inc.last_ns = now_ns;
+                inc.last_ts = a.ts.clone();
+                if let Some(s) = inc.steps.iter_mut().rev().find(|s| {
+                    s.rule == a.rule && s.actor_pid == a.process.pid && s.message == a.message
+                }) {
+                    s.count += 1;
+                }
+            }
+            return false;
+        }
+        // Low and info alerts are not attack steps: they fold, but neither
+        // open an incident nor join one (an admin session's gdb of its own
+        // program and a new ssh key must not gather into, or merge, the
+        // incident of an attack run from the same shell). They keep the
+        // actor's own incident id.
+        if self.scoring.severity(a.score) < Severity::Medium {
+            a.count = 1;
+            self.folds.insert(
+                fold_key,
+                Fold {
+                    first_ns: now_ns,
+                    repeats: 0,
+                    last: None,
+                    incident: a.incident.clone(),
+                },
+            );
+            let fold_ns = self.fold_ns();
+            self.expires(now_ns, fold_ns);
+            out.push(Out::Alert(a));
+            return true;
+        }
+        let keys = self.keys(&a, lin);
+        let mut ids: Vec<String> = keys
+            .iter()
+            .filter_map(|k| self.by_key.get(k).cloned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        if self.incidents.len() >= MAX_OPEN && ids.is_empty() {
+            let oldest = self
+                .incidents
+                .values()
+                .min_by_key(|i| i.last_ns)
+                .map(|i| i.id.clone());
+            if let Some(o) = oldest {
+                self.close(&o, out);
+            }
+        }
+        // The oldest incident absorbs the others.
+        ids.sort_by_key(|id| self.incidents.get(id).map_or(0, |i| i.last_ns));
+        let id = match ids.first() {
+            Some(first) => {
+                let first = self
+                    .incidents
+                    .values()
+                    .filter(|i| ids.contains(&i.id))
+                    .min_by_key(|i| (i.first_ts.clone(), i.id.clone()))
+                    .map_or_else(|| first.clone(), |i| i.id.clone());
+                for other in ids.iter().filter(|o| **o != first) {
+                    if let Some(o) = self.incidents.remove(other) {
+                        for k in &o.keys {
+                            self.by_key.insert(k.clone(), first.clone());
+                        }
+                        let inc = self.incidents.get_mut(&first).expect("present");
+                        inc.merged.push(o.id.clone());
+                        inc.merged.extend(o.merged);
+                        inc.keys.extend(o.keys);
+                        inc.steps.extend(o.steps);
+                        inc.steps.sort_by(|x, y| x.ts.cmp(&y.ts));
+                        inc.steps_omitted += o.steps_omitted;
+                        if inc.steps.len() > MAX_STEPS {
+                            inc.steps_omitted += (inc.steps.len() - MAX_STEPS) as u64;
+                            inc.steps.truncate(MAX_STEPS);
+                        }
+                        inc.max_step = inc.max_step.max(o.max_step);
+                        for s in o.stages {
+                            if !inc.stages.contains(&s) {
+                                inc.stages.push(s);
+                            }
+                        }
+                    }
+                }
+                first
+            }
+            None => {
+                let id = format!("inc-{now_ns:x}-{}", a.process.pid);
+                self.incidents.insert(
+                    id.clone(),
+                    Incident {
+                        kind: "incident",
+                        id: id.clone(),
+                        status: "open",
+                        first_ts: a.ts.clone(),
+                        last_ts: a.ts.clone(),
+                        host: a.host.clone(),
+                        score: 0,
+                        severity: Severity::Low,
+                        stages: Vec::new(),
+                        merged: Vec::new(),
+                        steps: Vec::new(),
+                        steps_omitted: 0,
+                        last_ns: now_ns,
+                        keys: Default::default(),
+                        max_step: 0,
+                    },
+                );
+                id
+            }
+        };
+        let stage = self.scoring.stage(a.rule).to_string();
+        let inc = self.incidents.get_mut(&id).expect("present");
+        for k in keys {
+            if inc.keys.len() < MAX_KEYS || inc.keys.contains(&k) {
+                self.by_key.insert(k.clone(), id.clone());
+                inc.keys.insert(k);
+            }
+        }
+        let before = (inc.score, inc.stages.len());
+        inc.last_ns = now_ns;
+        inc.last_ts = a.ts.clone();
+        inc.status = "open";
+        inc.max_step = inc.max_step.max(a.score);
+        if !inc.stages.contains(&stage) {
+            inc.stages.push(stage.clone());
+            inc.stages.sort_by_key(|s| {
+                score::STAGES
+                    .iter()
+                    .position(|x| x == s)
+                    .unwrap_or(usize::MAX)
+            });
+        }
+        inc.score = score::incident_score(
+            &self.scoring,
+            inc.max_step,
+            inc.stages.iter().map(|s| s.as_str()),
+        );
+        inc.severity = self.scoring.severity(inc.score);
+        let listed = inc.steps.len() < MAX_STEPS;
+        if !listed {
+            inc.steps_omitted += 1;
+        }
+        let step = listed.then(|| Step {
+            ts: a.ts.clone(),
+            rule: a.rule.to_string(),
+            stage,
+            score: a.score,
+            severity: a.severity,
+            actor_pid: a.process.pid,
+            actor_comm: a.process.comm.clone(),
+            target: a.target.clone(),
+            count: 1,
+            message: a.message.clone(),
+        });
+        inc.steps.extend(step);
+        // The record is written when the incident changed beyond its count.
+        let record = (listed || (inc.score, inc.stages.len()) != before).then(|| inc.clone());
+        a.incident = id.clone();
+        a.count = 1;
+        self.folds.insert(
+            fold_key,
+            Fold {
+                first_ns: now_ns,
+                repeats: 0,
+                last: None,
+                incident: id,
+            },
+        );
+        let (fold_ns, window) = (self.fold_ns(), self.window_ns());
+        self.expires(now_ns, fold_ns.min(window));
+        out.push(Out::Alert(a));
+        out.extend(record.map(Out::Incident));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::ProcessCtx;
+
+    fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
+        Alert {
+            ts: format!("t{score:03}"),
+            rule,
+            severity: Severity::Low,
+            score,
+            attack: "T",
+            host: "h".into(),
+            process: ProcessCtx {
+                pid,
+                ppid: 1,
+                uid: 0,
+                comm: "a".into(),
+                exe: "/a".into(),
+                cmdline: "a".into(),
+            },
+            target,
+            incident: String::new(),
+            count: 1,
+            lineage: None,
+            factors: Vec::new(),
+            message: "m".into(),
+            open: None,
+            memory: None,
+            dump: None,
+            flow: None,
+            action: None,
+        }
+    }
+
+    fn proc_t(pid: u32) -> Target {
+        Target::Process {
+            pid,
+            comm: "vault".into(),
+            exe: "/v".into(),
+        }
+    }
+
+    fn file_t(inode: u64) -> Target {
+        Target::File {
+            path: "/k".into(),
+            dev: 1,
+            inode,
+        }
+    }
+
+    fn tree(pids: &[u32]) -> Lineage {
+        Lineage {
+            tree: pids.iter().map(|p| (*p, 7)).collect(),
+            target_protected: true,
+            extra_keys: Vec::new(),
+        }
+    }
+
+    fn alerts(out: &[Out]) -> Vec<&Alert> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Alert(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn last_incident(out: &[Out]) -> &Incident {
+        out.iter()
+            .rev()
+            .find_map(|o| match o {
+                Out::Incident(i) => Some(i),
+                _ => None,
+            })
+            .expect("an incident record")
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn chain_by_target_and_tree_scores_stages() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        // Actor 10 (child of shell 9) attaches to vault 500, then reads
+        // its memory; a sibling 11 opens a key file.
+        assert!(c.add(
+            alert("ptrace-attach", 10, proc_t(500), 80),
+            S,
+            &tree(&[10, 9]),
+            &mut out
+        ));
+        let id = alerts(&out)[0].incident.clone();
+        assert_eq!(last_incident(&out).score, 80);
+        c.add(
+            alert("proc-mem-open", 10, proc_t(500), 85),
+            2 * S,
+            &tree(&[10, 9]),
+            &mut out,
+        );
+        c.add(
+            alert("key-file-open", 11, file_t(5), 70),
+            3 * S,
+            &tree(&[11, 9]),
+            &mut out,
+        );
+        let inc = last_incident(&out);
+        assert_eq!(inc.id, id);
+        assert_eq!(inc.steps.len(), 3);
+        assert_eq!(inc.stages, vec!["access", "dump"]);
+        assert_eq!(inc.score, 95, "85 + dump 10");
+        assert_eq!(inc.severity, Severity::Critical);
+        assert!(alerts(&out).iter().all(|a| a.incident == id));
+        // An unrelated actor and target open their own incident.
+        c.add(
+            alert("key-file-open", 40, file_t(6), 70),
+            4 * S,
+            &tree(&[40, 39]),
+            &mut out,
+        );
+        assert_ne!(last_incident(&out).id, id);
+    }
+
+    #[test]
+    fn low_alerts_fold_but_neither_open_nor_join_incidents() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        // A shell's child attaches to its own program (low), then a
+        // sibling dumps vault (high): the low one stays out of it.
+        let mut low = alert("ptrace-attach", 10, proc_t(600), 30);
+        low.incident = "inc-own".into();
+        assert!(c.add(low.clone(), S, &tree(&[10, 9]), &mut out));
+        assert!(
+            out.iter().all(|o| matches!(o, Out::Alert(_))),
+            "a low alert opens no incident"
+        );
+        assert_eq!(alerts(&out)[0].incident, "inc-own");
+        c.add(
+            alert("proc-mem-open", 11, proc_t(500), 85),
+            2 * S,
+            &tree(&[11, 9]),
+            &mut out,
+        );
+        let inc = last_incident(&out);
+        assert_eq!(inc.steps.len(), 1);
+        // Its repeat folds into a count, still outside the incident.
+        assert!(!c.add(low, 3 * S, &tree(&[10, 9]), &mut out));
+        assert_eq!(last_incident(&out).steps.len(), 1);
+    }
+
+    #[test]
+    fn an_incident_lists_at_most_max_steps_and_counts_the_rest() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        // 200 processes open the same key within the window: one incident.
+        for pid in 0..200u32 {
+            assert!(c.add(
+                alert("key-file-open", 1000 + pid, file_t(5), 70),
+                S + u64::from(pid),
+                &tree(&[1000 + pid]),
+                &mut out
+            ));
+        }
+        assert_eq!(alerts(&out).len(), 200);
+        let records: Vec<&Incident> = out
+            .iter()
+            .filter_map(|o| match o {
+                Out::Incident(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        // A record per listed step; past the cap only changes are written.
+        assert_eq!(records.len(), MAX_STEPS);
+        let mut end = Vec::new();
+        c.flush(&mut end);
+        let inc = last_incident(&end);
+        assert_eq!(inc.status, "closed");
+        assert_eq!(inc.steps.len(), MAX_STEPS);
+        assert_eq!(inc.steps_omitted, 200 - MAX_STEPS as u64);
+        assert!(inc.keys.len() <= MAX_KEYS);
+        assert!(!c.pending());
+    }
+
+    #[test]
+    fn repeats_fold_and_report_with_count() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        assert!(c.add(
+            alert("key-file-open", 10, file_t(5), 70),
+            S,
+            &tree(&[10]),
+            &mut out
+        ));
+        for i in 0..3 {
+            assert!(!c.add(
+                alert("key-file-open", 10, file_t(5), 70),
+                (2 + i) * S,
+                &tree(&[10]),
+                &mut out
+            ));
+        }
+        assert_eq!(alerts(&out).len(), 1);
+        // The fold window (60 s) closes: one report with count 3.
+        let mut later = Vec::new();
+        c.tick(62 * S, &mut later);
+        let rep = alerts(&later);
+        assert_eq!(rep.len(), 1);
+        assert_eq!(rep[0].count, 3);
+        // The incident is still open; at its window's end it closes with
+        // the step counting all four alerts.
+        let mut end = Vec::new();
+        c.tick(700 * S, &mut end);
+        let inc = last_incident(&end);
+        assert_eq!(inc.status, "closed");
+        assert_eq!(inc.steps[0].count, 4);
+        assert!(!c.pending());
+    }
+
+    #[test]
+    fn another_operation_is_not_a_repeat() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        let mut a = alert("ptrace-attach", 10, proc_t(500), 80);
+        a.message = "via PTRACE_ATTACH".into();
+        let mut b = a.clone();
+        b.message = "via PTRACE_PEEKDATA".into();
+        assert!(c.add(a, S, &tree(&[10]), &mut out));
+        assert!(c.add(b.clone(), 2 * S, &tree(&[10]), &mut out));
+        assert!(!c.add(b, 3 * S, &tree(&[10]), &mut out));
+        assert_eq!(alerts(&out).len(), 2);
+    }
+
+    #[test]
+    fn a_step_joining_two_incidents_merges_them() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        c.add(
+            alert("ptrace-attach", 10, proc_t(500), 80),
+            S,
+            &tree(&[10]),
+            &mut out,
+        );
+        c.add(
+            alert("key-file-open", 20, file_t(5), 70),
+            2 * S,
+            &tree(&[20]),
+            &mut out,
+        );
+        // Actor 10 opens the key file 20 opened: both incidents join.
+        c.add(
+            alert("key-file-open", 10, file_t(5), 70),
+            3 * S,
+            &tree(&[10]),
+            &mut out,
+        );
+        let inc = last_incident(&out);
+        assert_eq!(inc.merged.len(), 1);
+        assert_eq!(inc.steps.len(), 3);
+        assert_eq!(c.open_incidents(), 1);
+    }
+
+    #[test]
+    fn lineage_joins_copies() {
+        let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+        let mut out = Vec::new();
+        let mut a = alert("core-dump", 500, proc_t(500), 90);
+        a.lineage = Some("dump-1".into());
+        c.add(a, S, &tree(&[500]), &mut out);
+        let mut b = alert("tracked-copy", 77, file_t(9), 60);
+        b.lineage = Some("dump-1".into());
+        c.add(b, 2 * S, &tree(&[77]), &mut out);
+        let inc = last_incident(&out);
+        assert_eq!(inc.steps.len(), 2);
+        assert_eq!(inc.stages, vec!["dump", "copy"]);
+        assert_eq!(inc.score, 100);
+    }
+}

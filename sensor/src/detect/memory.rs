@@ -1,0 +1,254 @@
+//! Detect, memory access to other processes: the handlers that turn a
+//! `MemRecord` (ptrace, process_vm_readv/writev, pidfd_getfd, and BPF LSM's
+//! ptrace_access_check) or an open of /proc/<pid>/{mem,pagemap,environ}
+//! into `ptrace-attach`, `process-vm-read`, `process-vm-write`,
+//! `pidfd-getfd`, `process-access`, `proc-mem-open` and `proc-environ-read`
+//! (judged when its reader exits, `environ.rs`). Reads of a protected
+//! process's maps/smaps/status are remembered as reconnaissance for
+//! scoring. The alerts are built by `detect.rs`'s policy.
+
+use std::path::Path;
+
+use sensor_common::{
+    MEM_LSM_ACCESS, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, PROC_ENVIRON,
+    PROC_MAPS,
+};
+
+use crate::{
+    detect::environ::Environ,
+    detect::{MemAccess, Policy},
+    enrich::context::Context,
+    ingest::decode::{memory::MemRecord, open::OpenRecord},
+    rules::Rule,
+};
+
+/// Most actors remembered for reconnaissance.
+const RECON_ACTORS: usize = 4096;
+
+/// The memory rules' state: reconnaissance seen (actor pid -> protected
+/// targets whose maps/smaps/status it read).
+#[derive(Default)]
+pub struct Memory {
+    recon: std::collections::HashMap<u32, std::collections::HashSet<u32>>,
+}
+
+/// Memory rules: one `MemRecord` or /proc file open each.
+impl Memory {
+    /// A process exited: its reconnaissance is forgotten.
+    pub fn exited(&mut self, pid: u32) {
+        self.recon.remove(&pid);
+    }
+
+    /// /proc/<pid>/{mem,pagemap,environ} opens alert; maps/smaps/status of
+    /// a protected process is reconnaissance, remembered for scoring.
+    pub(crate) fn proc_file_open(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        pending: &mut Environ,
+        rec: &OpenRecord,
+    ) {
+        let actor = cx.procs.resolve(&rec.task);
+        let Some(path) = rec.path.as_deref() else {
+            return;
+        };
+        // The file's directory is /proc/<pid> or /proc/<pid>/task/<tid>.
+        let Some(tid) = Path::new(path)
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let target = cx.procs.tgid_of(tid);
+        if target == actor.pid {
+            return;
+        }
+        if rec.proc_file >= PROC_MAPS {
+            if self.recon.len() >= RECON_ACTORS {
+                self.recon.clear();
+            }
+            self.recon.entry(actor.pid).or_default().insert(target);
+            return;
+        }
+        let target_info = cx.procs.lookup(target);
+        // A protected process's environment (tokens, passwords) read: its
+        // own rule; reading it is not reading the process's memory, so no
+        // dump follows from it.
+        let environ = rec.proc_file == PROC_ENVIRON;
+        let m = MemAccess {
+            rule: if environ {
+                Rule::ProcEnvironRead
+            } else {
+                Rule::ProcMemOpen
+            },
+            access: if rec.flags & 3 == 0 { "read" } else { "write" },
+            op: format!("open {path}"),
+            ret: rec.ret,
+            actor: &actor,
+            target: &target_info,
+            target_protected: cx.protector.is_protected(target),
+            recon: self
+                .recon
+                .get(&actor.pid)
+                .is_some_and(|t| t.contains(&target)),
+            path: Some(path.to_string()),
+            ts_boot_ns: rec.task.ts_boot_ns,
+        };
+        alert_memory(cx, policy, pending, &m);
+    }
+
+    pub(crate) fn mem_access(
+        &mut self,
+        cx: &mut Context,
+        policy: &Policy,
+        pending: &mut Environ,
+        rec: &MemRecord,
+    ) {
+        let actor = cx.procs.resolve(&rec.task);
+        let target = match rec.op {
+            // The kernel resolves the pidfd; fdinfo is the fallback.
+            MEM_PIDFD_GETFD if rec.target == 0 => match cx
+                .view
+                .value(format!("pidfd:{}:{}", actor.pid, rec.request), || {
+                    pidfd_target(actor.pid, rec.request).into()
+                })
+                .as_u64()
+                .map(|p| p as u32)
+            {
+                Some(t) => t,
+                None => {
+                    tracing::debug!("pidfd_getfd by {}: target not resolved", actor.pid);
+                    return;
+                }
+            },
+            _ => cx.procs.tgid_of(rec.target),
+        };
+        let (rule, access, op) = match rec.op {
+            MEM_PTRACE => {
+                let (name, access) = ptrace_request(rec.request);
+                (Rule::PtraceAttach, access, name)
+            }
+            MEM_VM_READV => (Rule::ProcessVmRead, "read", "process_vm_readv".into()),
+            MEM_VM_WRITEV => (Rule::ProcessVmWrite, "write", "process_vm_writev".into()),
+            MEM_LSM_ACCESS => {
+                let (op, access) = process_access_op(rec.request, rec.arg);
+                (Rule::ProcessAccess, access, op)
+            }
+            _ => (
+                Rule::PidfdGetfd,
+                "read",
+                format!("pidfd_getfd(fd {})", rec.arg),
+            ),
+        };
+        let target_info = cx.procs.lookup(target);
+        let m = MemAccess {
+            rule,
+            access,
+            op,
+            ret: rec.ret,
+            actor: &actor,
+            target: &target_info,
+            target_protected: rec.target_protected || cx.protector.is_protected(target),
+            recon: self
+                .recon
+                .get(&actor.pid)
+                .is_some_and(|t| t.contains(&target)),
+            path: None,
+            ts_boot_ns: rec.task.ts_boot_ns,
+        };
+        alert_memory(cx, policy, pending, &m);
+    }
+}
+
+fn alert_memory(cx: &mut Context, policy: &Policy, pending: &mut Environ, m: &MemAccess<'_>) {
+    if let Some(alert) = policy.memory_access(m, &cx.host, cx.wall(m.ts_boot_ns)) {
+        // A process-access is an access check, and environ is not the
+        // memory: neither makes the actor a memory reader.
+        if m.target_protected
+            && m.ret >= 0
+            && m.access != "write"
+            && m.rule != Rule::ProcessAccess
+            && m.rule != Rule::ProcEnvironRead
+        {
+            cx.note_memory_reader(m.actor.pid, m.target);
+        }
+        if m.rule == Rule::ProcEnvironRead && m.target_protected && m.ret >= 0 {
+            // Judged when the reader exits: a lister reads them all.
+            pending.pend(alert, m.ts_boot_ns);
+            return;
+        }
+        cx.raise(alert, m.ts_boot_ns);
+    }
+}
+
+/// What a `process-access` was, from the actor's syscall (x86_64) and the
+/// ptrace access mode the kernel checked: (op, access).
+pub fn process_access_op(nr: u64, mode: u64) -> (String, &'static str) {
+    const PTRACE_MODE_ATTACH: u64 = 0x02;
+    const ACCESSES: [&str; 12] = [
+        "read",
+        "pread64",
+        "readv",
+        "readlink",
+        "readlinkat",
+        "get_robust_list",
+        "migrate_pages",
+        "move_pages",
+        "perf_event_open",
+        "kcmp",
+        "process_madvise",
+        "process_mrelease",
+    ];
+    let name = i32::try_from(nr)
+        .ok()
+        .and_then(sensor_common::x86_64::syscall_name)
+        .filter(|n| ACCESSES.contains(n))
+        .unwrap_or("");
+    let op = if name.is_empty() {
+        format!("syscall {nr}")
+    } else {
+        name.to_string()
+    };
+    (
+        op,
+        if mode & PTRACE_MODE_ATTACH != 0 {
+            "attach"
+        } else {
+            "read"
+        },
+    )
+}
+
+/// Name of a ptrace request, and whether it reads, writes or attaches.
+pub fn ptrace_request(req: u64) -> (String, &'static str) {
+    let (name, access) = match req {
+        1 => ("PTRACE_PEEKTEXT", "read"),
+        2 => ("PTRACE_PEEKDATA", "read"),
+        3 => ("PTRACE_PEEKUSER", "read"),
+        4 => ("PTRACE_POKETEXT", "write"),
+        5 => ("PTRACE_POKEDATA", "write"),
+        6 => ("PTRACE_POKEUSER", "write"),
+        12 => ("PTRACE_GETREGS", "read"),
+        13 => ("PTRACE_SETREGS", "write"),
+        14 => ("PTRACE_GETFPREGS", "read"),
+        15 => ("PTRACE_SETFPREGS", "write"),
+        16 => ("PTRACE_ATTACH", "attach"),
+        0x4204 => ("PTRACE_GETREGSET", "read"),
+        0x4205 => ("PTRACE_SETREGSET", "write"),
+        0x4206 => ("PTRACE_SEIZE", "attach"),
+        other => return (format!("ptrace request {other}"), "read"),
+    };
+    (name.to_string(), access)
+}
+
+/// The pid behind `pidfd` in process `pid` (from its fdinfo).
+fn pidfd_target(pid: u32, pidfd: u64) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{pidfd}")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|p| *p > 0)
+        .map(|p| p as u32)
+}

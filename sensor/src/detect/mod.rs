@@ -1,0 +1,452 @@
+//! Rules: turn enriched events into alerts. This stage knows the policy
+//! (key paths, key-name rules, the allowlist) and nothing of the kernel.
+//! Here: the policy, and its key-file, memory and dump-file-access rules
+//! (the dump rules are in `detect_dumps.rs`); each rule's name, technique,
+//! stage and verdict are in `rules.rs`.
+
+use std::path::Path;
+
+pub mod dump_rules;
+pub mod dumps;
+pub mod enforce;
+pub mod environ;
+pub mod evidence;
+pub mod fdaccess;
+pub mod flows;
+pub mod keys;
+pub mod keyscan;
+pub mod memory;
+pub mod renames;
+pub mod sends;
+
+pub use crate::enrich::facts::{KeyAccess, MemAccess, TrackedOpen, via};
+
+use crate::{
+    alert::{Alert, FlowDetail, LineageStep, MemDetail, OpenDetail, ProcessCtx, Severity, Target},
+    config::Config,
+    enrich::proctab::ProcInfo,
+    redact,
+    rules::Rule,
+};
+
+const O_ACCMODE: u32 = 0o3;
+const O_PATH: u32 = 0o10000000;
+
+#[derive(Debug, Clone)]
+struct AllowRule {
+    /// The configured exe and its canonical form.
+    exe: Vec<String>,
+    /// Restricts the allowance to one key_path (by index).
+    key_path: Option<u32>,
+    /// A memory-access allowance for targets running this exe.
+    target: Option<Vec<String>>,
+    /// May open registered dump files.
+    dumps: bool,
+}
+
+/// A path and its canonical form, for comparing with real exe paths.
+fn exe_forms(p: &Path) -> Vec<String> {
+    let mut v = vec![p.to_string_lossy().into_owned()];
+    if let Ok(c) = std::fs::canonicalize(p) {
+        v.push(c.to_string_lossy().into_owned());
+    }
+    v
+}
+
+/// The detection policy, compiled from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub key_paths: Vec<String>,
+    pub key_names: Vec<String>,
+    allow: Vec<AllowRule>,
+}
+
+impl Policy {
+    pub fn from_config(cfg: &Config) -> Self {
+        let key_paths: Vec<String> = cfg
+            .key_path
+            .iter()
+            .map(|k| k.path.to_string_lossy().into_owned())
+            .collect();
+        let key_names = cfg.key_name.iter().map(|k| k.to_string()).collect();
+        let allow = cfg
+            .allow
+            .iter()
+            .map(|a| AllowRule {
+                exe: exe_forms(&a.exe),
+                target: a.target.as_deref().map(exe_forms),
+                dumps: a.dumps,
+                key_path: a.key_path.as_ref().and_then(|p| {
+                    key_paths
+                        .iter()
+                        .position(|k| Path::new(k) == p.as_path())
+                        .map(|i| i as u32)
+                }),
+            })
+            .collect();
+        Self {
+            key_paths,
+            key_names,
+            allow,
+        }
+    }
+
+    /// Is `exe` allowed to open a key covered by `watch_id` (None: matched by
+    /// name only)?
+    pub fn allowed(&self, exe: &str, watch_id: Option<u32>) -> bool {
+        !exe.is_empty()
+            && self.allow.iter().any(|a| {
+                a.target.is_none()
+                    && !a.dumps
+                    && a.exe.iter().any(|e| e == exe)
+                    && match a.key_path {
+                        None => true,
+                        Some(k) => watch_id == Some(k),
+                    }
+            })
+    }
+}
+
+impl Policy {
+    /// Is `exe` allowed to open dump files (an `[[allow]]` with `dumps`)?
+    pub fn allowed_dumps(&self, exe: &str) -> bool {
+        !exe.is_empty()
+            && self
+                .allow
+                .iter()
+                .any(|a| a.dumps && a.exe.iter().any(|e| e == exe))
+    }
+
+    /// Is `exe` allowed to access the memory of processes running `target`?
+    pub fn allowed_memory(&self, exe: &str, target: &str) -> bool {
+        !exe.is_empty()
+            && self.allow.iter().any(|a| {
+                a.exe.iter().any(|e| e == exe)
+                    && a.target
+                        .as_ref()
+                        .is_some_and(|t| t.iter().any(|t| t == target))
+            })
+    }
+}
+
+pub fn errno_text(ret: i64) -> String {
+    if ret >= 0 {
+        return String::new();
+    }
+    format!("{:?}", nix::errno::Errno::from_raw((-ret) as i32))
+}
+
+impl Policy {
+    /// The memory-access rules. None for self access, an allowlisted
+    /// actor, or a tracer starting its own child (attach before the
+    /// child's first exec, as strace and gdb do).
+    pub fn memory_access(&self, m: &MemAccess<'_>, host: &str, ts: String) -> Option<Alert> {
+        let (a, t) = (m.actor, m.target);
+        if a.pid == t.pid {
+            return None;
+        }
+        if self.allowed_memory(&a.exe, &t.exe) {
+            return None;
+        }
+        if m.rule == Rule::PtraceAttach && t.ppid == a.pid && !t.execed {
+            return None;
+        }
+        let ok = m.ret >= 0;
+        let environ = m.rule == Rule::ProcEnvironRead;
+        let access_check = m.rule == Rule::ProcessAccess;
+        // The rule's verdict (rules.rs) is for a protected process reached;
+        // the other cases lower it.
+        let lowered = match (m.target_protected, ok) {
+            (true, true) => None,
+            // An access check passed, not a memory read seen happening:
+            // the same verdict whatever the syscall then did.
+            (true, false) if access_check => None,
+            // A process's environment holds tokens, not its memory.
+            _ if environ || access_check => Some((Severity::Low, 25)),
+            (true, false) => Some((Severity::Medium, 55)),
+            (false, true) => Some((Severity::Low, 30)),
+            (false, false) => Some((Severity::Low, 20)),
+        };
+        // The technique: a ptrace write injects; an attach-mode access
+        // check reaches the memory (rules.rs, the rules' variants).
+        let attack = match (m.rule, m.access) {
+            (Rule::PtraceAttach, "write") | (Rule::ProcessAccess, "attach") => m.rule.alt_attack(),
+            _ => m.rule.attack(),
+        };
+        let what = if m.target_protected {
+            "protected process"
+        } else {
+            "process"
+        };
+        let message = format!(
+            "{} (pid {}, uid {}) {} {} {} {} (pid {}) via {}{}",
+            a.comm,
+            a.pid,
+            a.uid,
+            if ok { "did" } else { "tried" },
+            match m.access {
+                _ if access_check => "an access (kernel ptrace check) to",
+                _ if environ => "a read of the environment of",
+                "attach" => "a ptrace attach to",
+                "write" => "a memory write to",
+                _ => "a memory read of",
+            },
+            what,
+            t.comm,
+            t.pid,
+            m.op,
+            if ok {
+                String::new()
+            } else {
+                format!(" and failed ({})", errno_text(m.ret))
+            }
+        );
+        let mut alert = rule_alert(m.rule, a, process_target(t), host, ts)
+            .attack(attack)
+            .message(message)
+            .memory(MemDetail {
+                op: m.op.clone(),
+                access: m.access,
+                result: if ok { "success" } else { "failed" },
+                errno: (!ok).then(|| errno_text(m.ret)),
+                target_protected: m.target_protected,
+                recon: m.recon,
+                path: m.path.clone(),
+            });
+        if let Some((severity, score)) = lowered {
+            alert = alert.verdict(severity, score);
+        }
+        if m.recon {
+            alert.score += 10;
+        }
+        Some(alert)
+    }
+}
+
+pub fn access(flags: u32) -> &'static str {
+    if flags & O_PATH != 0 {
+        return "path";
+    }
+    match flags & O_ACCMODE {
+        0 => "read",
+        1 => "write",
+        _ => "read-write",
+    }
+}
+
+pub fn errno_name(ret: i64) -> Option<&'static str> {
+    match -ret {
+        1 => Some("EPERM"),
+        13 => Some("EACCES"),
+        _ => None,
+    }
+}
+
+pub fn process_ctx(p: &ProcInfo) -> ProcessCtx {
+    ProcessCtx {
+        pid: p.pid,
+        ppid: p.ppid,
+        uid: p.uid,
+        comm: p.comm.clone(),
+        exe: p.exe.to_string(),
+        cmdline: redact::cmdline(&p.argv),
+    }
+}
+
+/// Incident id of an actor: one per process lifetime (correlation of
+/// several processes into one incident comes with the incident engine).
+pub fn incident_id(p: &ProcInfo) -> String {
+    format!("inc-{}-{:x}", p.pid, p.start_ns)
+}
+
+/// A process as an alert's target.
+pub fn process_target(p: &ProcInfo) -> Target {
+    Target::Process {
+        pid: p.pid,
+        comm: p.comm.clone(),
+        exe: p.exe.to_string(),
+    }
+}
+
+/// `Alert::new` (rules.rs) for an actor of the process table: its context
+/// and its own incident id.
+pub fn rule_alert(rule: Rule, actor: &ProcInfo, target: Target, host: &str, ts: String) -> Alert {
+    Alert::new(
+        rule,
+        process_ctx(actor),
+        incident_id(actor),
+        target,
+        host,
+        ts,
+    )
+}
+
+impl Policy {
+    /// The `key-file-open` rule. None when allowed or not an access (O_PATH).
+    pub fn key_file_open(&self, k: &KeyAccess<'_>, host: &str, ts: String) -> Option<Alert> {
+        let acc = access(k.flags);
+        if acc == "path" {
+            return None;
+        }
+        if self.allowed(&k.actor.exe, k.watch_id) {
+            return None;
+        }
+        let mut matched = Vec::new();
+        if k.watch_id.is_some() || k.by_key_path {
+            matched.push("key_path");
+        }
+        let key_name: Vec<String> = (0..32)
+            .filter(|b| k.name_rules & (1 << b) != 0)
+            .filter_map(|b| self.key_names.get(b).cloned())
+            .collect();
+        if k.by_name || !key_name.is_empty() {
+            matched.push("key_name");
+        }
+        let p = k.actor;
+        // A non-root user's own file that only a key-name pattern matched
+        // (ssh reading ~/.ssh/id_ed25519): `own_key` lowers its score.
+        let own_key =
+            !k.failed && p.uid != 0 && k.owner == p.uid && k.watch_id.is_none() && !k.by_key_path;
+        // An open that created the key file: a new key, inventory (never a
+        // failed open).
+        let created = k.created && acc != "read";
+        let (rule, message) = if created {
+            (
+                Rule::KeyCreated,
+                format!(
+                    "{} (pid {}, uid {}) created key file {}",
+                    p.comm, p.pid, p.uid, k.path
+                ),
+            )
+        } else if k.failed {
+            (
+                Rule::KeyFileOpen,
+                format!(
+                    "{} (pid {}, uid {}) tried to open key file {} for {} and failed ({})",
+                    p.comm,
+                    p.pid,
+                    p.uid,
+                    k.path,
+                    acc,
+                    errno_name(k.ret).unwrap_or("error")
+                ),
+            )
+        } else {
+            (
+                Rule::KeyFileOpen,
+                format!(
+                    "{} (pid {}, uid {}) opened key file {} for {}",
+                    p.comm, p.pid, p.uid, k.path, acc
+                ),
+            )
+        };
+        let target = Target::File {
+            path: k.path.clone(),
+            dev: k.dev,
+            inode: k.ino,
+        };
+        let alert = rule_alert(rule, p, target, host, ts)
+            .message(message)
+            .open(OpenDetail {
+                result: if k.failed { "failed" } else { "success" },
+                errno: if k.failed { errno_name(k.ret) } else { None },
+                access: acc,
+                via: k.via,
+                arg: k.arg.clone(),
+                matched,
+                key_path: k
+                    .watch_id
+                    .and_then(|i| self.key_paths.get(i as usize).cloned()),
+                key_name,
+                fd_op: None,
+                opened_by: None,
+                own_key: own_key && !created,
+                fresh_key: k.fresh && !k.failed && !created,
+            });
+        // A failed attempt is medium; the rule's verdict is a success's.
+        Some(if k.failed {
+            alert.verdict(Severity::Medium, 40)
+        } else {
+            alert
+        })
+    }
+}
+
+impl Policy {
+    /// The `dump-file-access` rule (`lineage` is read only for an alert).
+    /// None for the file's writer and its children (they handle it), an
+    /// O_PATH open, and a reader allowlisted for dumps (`dumps = true`) or,
+    /// for a copy of a key, for keys.
+    pub fn dump_file_access(
+        &self,
+        o: TrackedOpen<'_>,
+        lineage: impl FnOnce() -> Vec<LineageStep>,
+        host: &str,
+        ts: String,
+    ) -> Option<Alert> {
+        let actor = o.actor;
+        if o.origin_pid == Some(actor.pid)
+            || (o.origin_pid.is_some() && o.origin_pid == Some(actor.ppid))
+        {
+            return None;
+        }
+        if access(o.flags) == "path" {
+            return None;
+        }
+        if o.dump {
+            if self.allowed_dumps(&actor.exe) {
+                return None;
+            }
+        } else if self.allowed(&actor.exe, None) {
+            return None;
+        }
+        let message = format!(
+            "{} (pid {}, uid {}) {} {} {} for {}{}",
+            actor.comm,
+            actor.pid,
+            actor.uid,
+            if o.via == "open" {
+                "opened"
+            } else {
+                "accessed"
+            },
+            if o.dump {
+                "dump file"
+            } else {
+                "a copy of key material,"
+            },
+            o.path,
+            access(o.flags),
+            if o.via == "open" {
+                String::new()
+            } else {
+                format!(" through an fd it did not open ({})", o.via)
+            }
+        );
+        let target = Target::File {
+            path: o.path,
+            dev: o.dev,
+            inode: o.ino,
+        };
+        let alert = rule_alert(Rule::DumpFileAccess, actor, target, host, ts)
+            .message(message)
+            .flow(FlowDetail {
+                via: o.via,
+                tracked_id: Some(o.id),
+                lineage: lineage(),
+                dumped: o.dumped,
+                ..Default::default()
+            });
+        // A weak copy's open is as weak as the copy.
+        Some(if o.weak {
+            alert.verdict(Severity::Low, 25)
+        } else {
+            alert
+        })
+    }
+}
+
+#[cfg(test)]
+mod dump_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! The enrich stage's shared state, `Context`: what every rule family may
+//! consult and the actions it may ask for, and nothing of the correlate and
+//! output stages after it. It holds the process table, protection, the key
+//! paths watched, the tracked-file registry (its kernel side is
+//! `tracking.rs`), the processes that read a protected process's memory,
+//! the reads of the live system (`SystemView`), the clock, the narrow
+//! kernel-control interface and the scanner's queue. A rule raises an alert
+//! with `raise`; the pipeline takes the raised alerts after each event and
+//! scores, correlates and outputs them.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::{
+    alert::{Alert, Origin, rfc3339},
+    enrich::proctab::{ProcInfo, ProcessTable},
+    enrich::protect::{Change, Protector},
+    enrich::scan::ScanJob,
+    enrich::sysview::SystemView,
+    enrich::track::Registry,
+    enrich::watch::Watcher,
+    kernel::control::KernelControl,
+    metrics::Metrics,
+};
+
+/// Clock conversion: kernel boot-time ns to wall-clock ns since the epoch.
+pub(crate) struct Clock {
+    pub(crate) offset_ns: i128,
+}
+
+impl Clock {
+    fn new() -> Self {
+        use nix::time::{ClockId, clock_gettime};
+        let ns = |c| {
+            clock_gettime(c)
+                .map(|t| t.tv_sec() as i128 * 1_000_000_000 + t.tv_nsec() as i128)
+                .unwrap_or(0)
+        };
+        Self {
+            offset_ns: ns(ClockId::CLOCK_REALTIME) - ns(ClockId::CLOCK_BOOTTIME),
+        }
+    }
+
+    pub(crate) fn wall(&self, boot_ns: u64) -> String {
+        rfc3339(self.offset_ns + boot_ns as i128)
+    }
+}
+
+/// CLOCK_BOOTTIME now, in ns (the kernel records' clock).
+pub fn boot_now() -> u64 {
+    use nix::time::{ClockId, clock_gettime};
+    clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Most memory readers remembered.
+pub(crate) const MEM_READERS: usize = 4096;
+
+/// Everything the rule families share: enrichment state, system reads,
+/// kernel control, and the alerts raised while handling one event.
+pub struct Context {
+    pub procs: ProcessTable,
+    pub watcher: Watcher,
+    pub protector: Protector,
+    /// Dumps, keys seen opened and their derived copies.
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    pub(crate) host: String,
+    pub(crate) clock: Clock,
+    /// Reads of the live system, recorded (live) or answered from the
+    /// recording (replay).
+    pub(crate) view: SystemView,
+    /// What the kernel watches, taints and protects (no-ops in replay).
+    pub kernel: KernelControl,
+    /// Tracked files to scan for key material.
+    pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<ScanJob>>,
+    /// actor pid -> the protected process whose memory it read.
+    pub(crate) mem_readers: HashMap<u32, Origin>,
+    /// Alerts raised by the rules, in order, with their event time.
+    raised: Vec<(Alert, u64)>,
+    /// Tracked files that left the kernel's watch map since the rules last
+    /// looked (their pending copies are dropped).
+    pub(crate) untracked: Vec<u32>,
+}
+
+impl Context {
+    pub fn new(procs: ProcessTable, watcher: Watcher, metrics: Arc<Metrics>) -> Self {
+        Self {
+            procs,
+            watcher,
+            protector: Protector::default(),
+            registry: Registry::default(),
+            metrics,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            clock: Clock::new(),
+            view: SystemView::default(),
+            kernel: KernelControl::default(),
+            scan_tx: None,
+            mem_readers: HashMap::new(),
+            raised: Vec::new(),
+            untracked: Vec::new(),
+        }
+    }
+
+    /// A rule's alert, to be scored, correlated and output after the rule.
+    pub fn raise(&mut self, alert: Alert, ts_boot_ns: u64) {
+        self.raised.push((alert, ts_boot_ns));
+    }
+
+    /// The alerts raised since the last call, in order.
+    pub fn take_raised(&mut self) -> Vec<(Alert, u64)> {
+        std::mem::take(&mut self.raised)
+    }
+
+    /// Wall-clock time of a kernel timestamp.
+    pub(crate) fn wall(&self, boot_ns: u64) -> String {
+        self.clock.wall(boot_ns)
+    }
+
+    /// Protection changes, carried out in the kernel.
+    pub fn apply(&mut self, changes: &[Change]) {
+        for c in changes {
+            match *c {
+                Change::Protect(pid, rule) => self.kernel.protect(pid, rule),
+                Change::Unprotect(pid) => self.kernel.unprotect(pid),
+            }
+        }
+    }
+
+    /// Remembers a successful memory read of a protected process (the
+    /// actor's next file may be a dump of it).
+    pub(crate) fn note_memory_reader(&mut self, actor: u32, target: &ProcInfo) {
+        if self.mem_readers.len() >= MEM_READERS {
+            self.mem_readers.clear();
+        }
+        self.mem_readers.insert(actor, Origin::of(target));
+    }
+
+    /// The protected process whose memory `pid` (or an ancestor that
+    /// passed its taint on at fork) read.
+    pub(crate) fn memory_source(&mut self, pid: u32) -> Option<Origin> {
+        let mut cur = pid;
+        for _ in 0..8 {
+            if let Some(o) = self.mem_readers.get(&cur) {
+                return Some(o.clone());
+            }
+            let p = self.procs.get(cur)?.ppid;
+            if p <= 1 {
+                return None;
+            }
+            cur = p;
+        }
+        None
+    }
+
+    /// Queues a tracked file for the key-material scanner (with the key
+    /// file its lineage starts at, if any: keys found are compared with
+    /// that key's, to tell a copy from a new key).
+    pub(crate) fn queue_scan(&mut self, id: u32, path: std::path::PathBuf) {
+        if let Some(t) = self.registry.get_mut(id) {
+            t.scanned = true;
+        }
+        let origin = self
+            .registry
+            .root(id)
+            .filter(|r| r.kind == crate::alert::TrackedKind::Key && r.id != id)
+            .map(|r| std::path::PathBuf::from(&r.path));
+        if let Some(tx) = &self.scan_tx
+            && tx.try_send(ScanJob { id, path, origin }).is_err()
+        {
+            self.metrics
+                .output_dropped
+                .with_label_values(&["scanner"])
+                .inc();
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! Stage 3, enrich: the state every rule consults (`context::Context`),
+//! the facts rules take (`facts`), and the reads of the live system they
+//! rest on (`sysview`); the tracked-file registry (`track`) and its kernel
+//! side (`tracking`); the key-material scanner (`scan/`).
+
+pub mod context;
+pub mod coredump;
+pub mod devnum;
+pub mod facts;
+pub mod handle;
+pub mod proctab;
+pub mod protect;
+pub mod scan;
+pub mod sysview;
+pub mod track;
+pub mod tracking;
+pub mod watch;

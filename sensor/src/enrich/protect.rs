@@ -1,0 +1,330 @@
+//! Protected processes: which processes hold secrets. Chosen by
+//! `[[protected]]` (real exe path, comm, pid file, cgroup) plus keysentry
+//! itself. The set is mirrored in the kernel's PROTECTED map; the kernel
+//! also protects children at fork and forgets processes at exit, so this
+//! side only decides at start, at exec, when a process renames itself
+//! (comm rules) and when pid files change.
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use sensor_common::InodeKey;
+
+use crate::{
+    config::Config,
+    enrich::proctab::{ProcInfo, ProcessTable},
+};
+
+/// Value stored for keysentry itself.
+pub const SELF_RULE: u32 = u32::MAX;
+
+#[derive(Debug, Clone)]
+enum Rule {
+    /// The configured exe and its canonical path.
+    Exe(Vec<String>),
+    Comm(String),
+    PidFile(PathBuf),
+    /// cgroup v2 directory: its inode is the cgroup id.
+    Cgroup(PathBuf),
+}
+
+/// Protected executables (identity -> rule value) and comms (NUL padded ->
+/// rule value), for the kernel to protect processes at exec.
+pub type KernelRules = (Vec<(InodeKey, u32)>, Vec<([u8; 16], u32)>);
+
+/// A change to push into the kernel map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Protect(u32, u32),
+    Unprotect(u32),
+}
+
+#[derive(Debug, Default)]
+pub struct Protector {
+    rules: Vec<Rule>,
+    /// pid -> rule index + 1 (SELF_RULE for keysentry).
+    set: HashMap<u32, u32>,
+}
+
+impl Protector {
+    pub fn new(cfg: &Config) -> Self {
+        let rules = cfg
+            .protected
+            .iter()
+            .map(|p| {
+                if let Some(exe) = &p.exe {
+                    let mut v = vec![exe.to_string_lossy().into_owned()];
+                    if let Ok(c) = std::fs::canonicalize(exe) {
+                        v.push(c.to_string_lossy().into_owned());
+                    }
+                    Rule::Exe(v)
+                } else if let Some(c) = &p.comm {
+                    Rule::Comm(c.clone())
+                } else if let Some(f) = &p.pid_file {
+                    Rule::PidFile(f.clone())
+                } else {
+                    let cg = p.cgroup.clone().unwrap_or_default();
+                    let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
+                    Rule::Cgroup(Path::new("/sys/fs/cgroup").join(rel))
+                }
+            })
+            .collect();
+        Self {
+            rules,
+            set: HashMap::new(),
+        }
+    }
+
+    /// (exe identity, rule value) and (comm, rule value) the kernel uses to
+    /// protect a process at its exec.
+    pub fn kernel_rules(&self) -> KernelRules {
+        let mut exes = Vec::new();
+        let mut comms = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let v = i as u32 + 1;
+            match r {
+                Rule::Exe(paths) => {
+                    if let Some(md) = paths.iter().find_map(|p| std::fs::metadata(p).ok()) {
+                        exes.push((crate::enrich::watch::inode_key(&md), v));
+                    }
+                }
+                Rule::Comm(c) => {
+                    let mut k = [0u8; 16];
+                    let n = c.len().min(15);
+                    k[..n].copy_from_slice(&c.as_bytes()[..n]);
+                    comms.push((k, v));
+                }
+                _ => {}
+            }
+        }
+        (exes, comms)
+    }
+
+    pub fn is_protected(&self, pid: u32) -> bool {
+        self.set.contains_key(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// The protected set, (pid, rule), for a recording's header.
+    pub fn snapshot(&self) -> Vec<(u32, u32)> {
+        self.set.iter().map(|(p, r)| (*p, *r)).collect()
+    }
+
+    /// The protected set of a recording.
+    pub fn restore(&mut self, set: &[(u32, u32)]) {
+        self.set = set.iter().copied().collect();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// The rule (index + 1) protecting a process by what it runs.
+    fn rule_for(&self, p: &ProcInfo) -> Option<u32> {
+        self.rules
+            .iter()
+            .position(|r| match r {
+                Rule::Exe(v) => v.iter().any(|e| **e == *p.exe),
+                Rule::Comm(c) => *c == p.comm,
+                Rule::PidFile(f) => read_pid(f) == Some(p.pid),
+                Rule::Cgroup(dir) => {
+                    p.cgroup_id != 0 && std::fs::metadata(dir).is_ok_and(|m| m.ino() == p.cgroup_id)
+                }
+            })
+            .map(|i| i as u32 + 1)
+    }
+
+    /// Everything to protect at start: matching processes and keysentry.
+    pub fn initial(&mut self, procs: &ProcessTable, self_pid: u32) -> Vec<Change> {
+        let mut out = vec![Change::Protect(self_pid, SELF_RULE)];
+        self.set.insert(self_pid, SELF_RULE);
+        for p in procs.iter() {
+            if let Some(r) = self.rule_for(p) {
+                self.set.insert(p.pid, r);
+                out.push(Change::Protect(p.pid, r));
+            }
+        }
+        out
+    }
+
+    /// A process exec'd: it is protected when its new program matches, and
+    /// stops being protected (inherited at fork) when it does not.
+    pub fn on_exec(&mut self, p: &ProcInfo) -> Option<Change> {
+        match (self.rule_for(p), self.set.get(&p.pid).copied()) {
+            (Some(r), prev) if prev != Some(r) => {
+                self.set.insert(p.pid, r);
+                Some(Change::Protect(p.pid, r))
+            }
+            (None, Some(prev)) if prev != SELF_RULE => {
+                self.set.remove(&p.pid);
+                Some(Change::Unprotect(p.pid))
+            }
+            _ => None,
+        }
+    }
+
+    /// A process's leader was renamed (prctl(PR_SET_NAME), a write to
+    /// /proc/<pid>/comm): it is protected when a comm rule names its new
+    /// comm, as the kernel's task_rename program did already. A process
+    /// already protected keeps its rule, and renaming away from a
+    /// protected name never lifts protection: the keys it loaded under that
+    /// name are still in its memory (only an exec, a new image, does).
+    pub fn on_rename(&mut self, pid: u32, comm: &str) -> Option<Change> {
+        if self.set.contains_key(&pid) {
+            return None;
+        }
+        let r = self
+            .rules
+            .iter()
+            .position(|r| matches!(r, Rule::Comm(c) if c == comm))? as u32
+            + 1;
+        self.set.insert(pid, r);
+        Some(Change::Protect(pid, r))
+    }
+
+    /// Mirrors the kernel's inheritance at fork.
+    pub fn on_fork(&mut self, parent: u32, child: u32) {
+        if let Some(r) = self.set.get(&parent).copied() {
+            self.set.insert(child, r);
+        }
+    }
+
+    pub fn on_exit(&mut self, pid: u32) {
+        self.set.remove(&pid);
+    }
+
+    /// Re-reads pid files (a daemon restarted): new pids to protect.
+    pub fn refresh_pid_files(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            if let Rule::PidFile(f) = r
+                && let Some(pid) = read_pid(f)
+                && !self.set.contains_key(&pid)
+                && Path::new(&format!("/proc/{pid}")).exists()
+            {
+                self.set.insert(pid, i as u32 + 1);
+                out.push(Change::Protect(pid, i as u32 + 1));
+            }
+        }
+        out
+    }
+}
+
+fn read_pid(f: &Path) -> Option<u32> {
+    std::fs::read_to_string(f).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn proc(pid: u32, exe: &str, comm: &str) -> ProcInfo {
+        ProcInfo {
+            pid,
+            ppid: 1,
+            uid: 0,
+            comm: comm.into(),
+            exe: Arc::from(exe),
+            argv: Arc::from([]),
+            start_ns: 1,
+            cgroup_id: 0,
+            execed: true,
+        }
+    }
+
+    #[test]
+    fn rules_exec_fork_exit() {
+        let dir = std::env::temp_dir().join(format!("ks-protect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pid_file = dir.join("d.pid");
+        std::fs::write(&pid_file, "4242\n").unwrap();
+        let cfg = Config::parse(
+            &format!(
+                "[[protected]]\nexe = \"/usr/bin/vault\"\n[[protected]]\ncomm = \"signerd\"\n[[protected]]\npid_file = \"{}\"\n",
+                pid_file.display()
+            ),
+            "t",
+        )
+        .unwrap();
+        let mut p = Protector::new(&cfg);
+        assert_eq!(
+            p.initial(&ProcessTable::new(), 7),
+            vec![Change::Protect(7, SELF_RULE)]
+        );
+        assert_eq!(
+            p.on_exec(&proc(10, "/usr/bin/vault", "vault")),
+            Some(Change::Protect(10, 1))
+        );
+        assert_eq!(
+            p.on_exec(&proc(11, "/usr/bin/x", "signerd")),
+            Some(Change::Protect(11, 2))
+        );
+        assert_eq!(
+            p.on_exec(&proc(4242, "/usr/bin/y", "y")),
+            Some(Change::Protect(4242, 3))
+        );
+        // A protected process's child is protected until it execs something else.
+        p.on_fork(10, 12);
+        assert!(p.is_protected(12));
+        assert_eq!(
+            p.on_exec(&proc(12, "/bin/sh", "sh")),
+            Some(Change::Unprotect(12))
+        );
+        assert!(!p.is_protected(12));
+        // keysentry stays protected whatever it execs.
+        assert_eq!(p.on_exec(&proc(7, "/usr/bin/keysentry", "keysentry")), None);
+        p.on_exit(10);
+        assert!(!p.is_protected(10));
+        assert_eq!(p.on_exec(&proc(13, "/usr/bin/vaultx", "vaultx")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rename_protects_by_comm_and_never_unprotects() {
+        let cfg = Config::parse(
+            "[[protected]]\nexe = \"/usr/bin/vault\"\n[[protected]]\ncomm = \"signerd\"\n",
+            "t",
+        )
+        .unwrap();
+        let mut p = Protector::new(&cfg);
+        p.initial(&ProcessTable::new(), 7);
+        // Exec'd under another name, then named itself.
+        assert_eq!(p.on_exec(&proc(20, "/usr/bin/python3", "python3")), None);
+        assert_eq!(p.on_rename(20, "signerd"), Some(Change::Protect(20, 2)));
+        assert!(p.is_protected(20));
+        // Renaming away keeps it protected, and back again changes nothing.
+        assert_eq!(p.on_rename(20, "worker"), None);
+        assert!(p.is_protected(20));
+        assert_eq!(p.on_rename(20, "signerd"), None);
+        // Other names protect nothing; exe rules are not comm rules.
+        assert_eq!(p.on_rename(21, "signer"), None);
+        assert_eq!(p.on_rename(21, "vault"), None);
+        assert!(!p.is_protected(21));
+        // Already protected by its exe: keeps that rule.
+        assert_eq!(
+            p.on_exec(&proc(22, "/usr/bin/vault", "vault")),
+            Some(Change::Protect(22, 1))
+        );
+        assert_eq!(p.on_rename(22, "signerd"), None);
+        assert_eq!(
+            p.snapshot().into_iter().find(|(pid, _)| *pid == 22),
+            Some((22, 1))
+        );
+        // keysentry itself stays as it is.
+        assert_eq!(p.on_rename(7, "signerd"), None);
+        // An exec (a new image) under an unprotected name ends it.
+        assert_eq!(
+            p.on_exec(&proc(20, "/bin/sh", "sh")),
+            Some(Change::Unprotect(20))
+        );
+        assert!(!p.is_protected(20));
+    }
+}
