@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use sensor::{
     agent::pipeline::Pipeline, config::Config, detect::Policy, enrich::proctab::ProcessTable,
-    enrich::watch::Watcher, metrics::Metrics, output::sinks::Outputs,
+    enrich::watch::Watcher, metrics::Metrics, output::Outputs,
 };
 use sensor_common::{
     EventKind, ExecEvent, ExitEvent, ForkEvent, Header, KPath, MATCH_INODE, OpenEvent, SRC_OPENAT,

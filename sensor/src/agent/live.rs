@@ -34,7 +34,7 @@ use crate::{
     kernel::loader,
     kernel::tracefs,
     metrics::{self, Metrics},
-    output::sinks::Outputs,
+    output::Outputs,
 };
 
 #[derive(Debug, Clone)]

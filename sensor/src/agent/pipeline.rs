@@ -33,7 +33,7 @@ use crate::{
     ingest::decode::{self, Event},
     kernel::control::KernelControl,
     metrics::Metrics,
-    output::sinks::Outputs,
+    output::Outputs,
     rules::Rule,
 };
 

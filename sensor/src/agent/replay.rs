@@ -16,7 +16,7 @@ use crate::{
     enrich::protect::Protector,
     enrich::watch::Watcher,
     metrics::Metrics,
-    output::sinks::Outputs,
+    output::Outputs,
 };
 
 /// `keysentry replay FILE`: the recorded events through the same
