@@ -446,5 +446,4 @@ impl Outputs {
 }
 
 #[cfg(test)]
-#[path = "sinks_tests.rs"]
 mod tests;
