@@ -449,4 +449,8 @@ impl Policy {
 #[cfg(test)]
 mod dump_tests;
 #[cfg(test)]
+mod flow_tests;
+#[cfg(test)]
+mod lsm_tests;
+#[cfg(test)]
 mod tests;
