@@ -164,9 +164,19 @@ impl Context {
             .registry
             .root(id)
             .filter(|r| r.kind == crate::alert::TrackedKind::Key && r.id != id)
-            .map(|r| std::path::PathBuf::from(&r.path));
+            .map(|r| (std::path::PathBuf::from(&r.path), r.kdev, r.ino));
+        let Some((kdev, ino)) = self.registry.get(id).map(|t| (t.kdev, t.ino)) else {
+            return;
+        };
+        let job = ScanJob {
+            id,
+            path,
+            kdev,
+            ino,
+            origin,
+        };
         if let Some(tx) = &self.scan_tx
-            && tx.try_send(ScanJob { id, path, origin }).is_err()
+            && tx.try_send(job).is_err()
         {
             self.metrics
                 .output_dropped

@@ -21,7 +21,10 @@ mod openssh;
 mod pem;
 mod worker;
 
-pub use worker::{SCAN_QUEUE, ScanChannels, ScanJob, ScanResult, scan_keys, start_scanner};
+pub use worker::{
+    MAX_SCAN_BYTES, SCAN_QUEUE, SCAN_TIMEOUT, ScanChannels, ScanJob, ScanResult, scan_keys,
+    scan_tracked, start_scanner,
+};
 
 /// What the pipeline keeps of a scan of a tracked file (recorded, so a
 /// replay reuses it instead of reading the file again).

@@ -2,16 +2,116 @@
 //! the event loop when their writer closes them; kinds and fingerprints
 //! come back, never key bytes.
 
-use std::path::PathBuf;
+use std::{
+    io::{ErrorKind, Read},
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
-use super::ScanOutcome;
+use super::{ScanLimits, ScanOutcome, ScanReport};
 
-/// A file for the scanner.
+/// A tracked file for the scanner: its path and the inode it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanJob {
     pub id: u32,
     pub path: PathBuf,
-    /// The key file the lineage starts at.
-    pub origin: Option<PathBuf>,
+    /// Kernel dev_t and inode of the tracked file.
+    pub kdev: u32,
+    pub ino: u64,
+    /// The key file the lineage starts at (path, dev_t, inode).
+    pub origin: Option<(PathBuf, u32, u64)>,
+}
+
+/// Most data bytes read of one file (a core of a large process is big; a
+/// sparse file's holes do not count).
+pub const MAX_SCAN_BYTES: u64 = 16 << 30;
+/// Longest one scan may take; past it the scan stops with an error.
+pub const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The data of one tracked file, read without trusting what is at its path:
+/// opened with O_NONBLOCK|O_NOFOLLOW|O_NOCTTY (`handle::open_tracked`: a
+/// FIFO, a symlink, a device or another inode renamed over it is refused),
+/// at most the size it had when opened (it cannot grow under the scan) and
+/// `MAX_SCAN_BYTES`, its holes skipped (SEEK_DATA), within `SCAN_TIMEOUT`.
+struct TrackedReader {
+    file: std::fs::File,
+    pos: u64,
+    end: u64,
+    budget: u64,
+    deadline: Instant,
+}
+
+impl TrackedReader {
+    fn open(path: &Path, kdev: u32, ino: u64, timeout: Duration) -> Result<Self, String> {
+        let file = crate::enrich::handle::open_tracked(path, kdev, ino).ok_or_else(|| {
+            format!(
+                "{}: not the tracked regular file (gone, replaced, or not regular)",
+                path.display()
+            )
+        })?;
+        let end = file.metadata().map_err(|e| e.to_string())?.len();
+        Ok(Self {
+            file,
+            pos: 0,
+            end,
+            budget: MAX_SCAN_BYTES,
+            deadline: Instant::now() + timeout,
+        })
+    }
+}
+
+impl Read for TrackedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if Instant::now() > self.deadline {
+            return Err(std::io::Error::new(ErrorKind::TimedOut, "scan timed out"));
+        }
+        if self.pos >= self.end || self.budget == 0 {
+            return Ok(0);
+        }
+        // SAFETY: lseek on a descriptor this reader owns; no memory passed.
+        let data = unsafe {
+            libc::lseek(
+                self.file.as_raw_fd(),
+                self.pos as libc::off_t,
+                libc::SEEK_DATA,
+            )
+        };
+        if data < 0 {
+            let e = std::io::Error::last_os_error();
+            // ENXIO: only a hole is left. EINVAL: no SEEK_DATA here.
+            match e.raw_os_error() {
+                Some(libc::ENXIO) => return Ok(0),
+                Some(libc::EINVAL) => {}
+                _ => return Err(e),
+            }
+        } else {
+            self.pos = data as u64;
+        }
+        let want = (buf.len() as u64)
+            .min(self.end.saturating_sub(self.pos))
+            .min(self.budget) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        self.budget -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Scans the tracked file (kdev, ino) at `path` (see `TrackedReader`).
+pub fn scan_tracked(
+    path: &Path,
+    kdev: u32,
+    ino: u64,
+    limits: &ScanLimits,
+    timeout: Duration,
+) -> Result<ScanReport, String> {
+    let r = TrackedReader::open(path, kdev, ino, timeout)?;
+    super::scan_reader(r, limits).map_err(|e| format!("{}: {e:#}", path.display()))
 }
 
 /// What the scanner says of one tracked file.
@@ -23,7 +123,7 @@ pub struct ScanResult {
 }
 
 /// Public-key fingerprints of a scan's findings.
-fn fingerprints(r: &super::ScanReport) -> Vec<String> {
+fn fingerprints(r: &ScanReport) -> Vec<String> {
     r.findings
         .iter()
         .flat_map(|f| [f.fingerprint.clone(), f.ssh_fingerprint.clone()])
@@ -37,16 +137,18 @@ fn fingerprints(r: &super::ScanReport) -> Vec<String> {
 /// tell whether the keys found are its keys (a copy) or others (a key the
 /// writer generated).
 pub fn scan_keys(job: &ScanJob) -> Result<ScanOutcome, String> {
-    let limits = super::ScanLimits::default();
-    let report = super::scan_path(&job.path, &limits).map_err(|e| format!("{e:#}"))?;
+    let limits = ScanLimits::default();
+    let report = scan_tracked(&job.path, job.kdev, job.ino, &limits, SCAN_TIMEOUT)?;
     let found = report.findings.len() + report.findings_dropped as usize;
     let origin_match = match &job.origin {
-        Some(o) if found > 0 => super::scan_path(o, &limits).ok().and_then(|r| {
-            let theirs = fingerprints(&r);
-            let ours = fingerprints(&report);
-            (!theirs.is_empty() && !ours.is_empty())
-                .then(|| ours.iter().any(|f| theirs.contains(f)))
-        }),
+        Some((o, kd, ino)) if found > 0 => scan_tracked(o, *kd, *ino, &limits, SCAN_TIMEOUT)
+            .ok()
+            .and_then(|r| {
+                let theirs = fingerprints(&r);
+                let ours = fingerprints(&report);
+                (!theirs.is_empty() && !ours.is_empty())
+                    .then(|| ours.iter().any(|f| theirs.contains(f)))
+            }),
         _ => None,
     };
     Ok(ScanOutcome {
