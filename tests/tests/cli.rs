@@ -75,3 +75,39 @@ fn refuses_to_run_without_privileges() {
     assert_eq!(err.lines().count(), 1, "one clear line: {err}");
     assert!(err.contains("root"), "{err}");
 }
+
+/// Under systemd (`Type=notify`, `WatchdogSec=`): READY once the probes are
+/// attached, watchdog pings from the event loop while it runs, STOPPING at
+/// SIGTERM. The socket stands in for systemd's.
+#[test]
+fn it_tells_systemd_it_is_ready_and_pings_the_watchdog_from_its_loop() {
+    use std::os::unix::net::UnixDatagram;
+    require_root();
+    let dir = tempdir();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(deadline())).unwrap();
+    let usec = std::path::PathBuf::from("200000");
+    let s = Sensor::start_env(
+        dir.path(),
+        "",
+        &[],
+        &[("NOTIFY_SOCKET", &path), ("WATCHDOG_USEC", &usec)],
+    );
+    let next = || {
+        let mut buf = [0u8; 256];
+        let n = sock.recv(&mut buf).expect("a notification from keysentry");
+        String::from_utf8_lossy(&buf[..n]).trim().to_string()
+    };
+    assert_eq!(next(), "READY=1");
+    // Pings keep coming while the loop runs (each one a tick of the loop).
+    for _ in 0..3 {
+        assert_eq!(next(), "WATCHDOG=1");
+    }
+    s.stop();
+    let mut last = next();
+    while last == "WATCHDOG=1" {
+        last = next();
+    }
+    assert_eq!(last, "STOPPING=1");
+}

@@ -313,6 +313,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         pipe.cx.procs.len(),
         pipe.cx.protector.len()
     );
+    let mut watchdog = crate::agent::watchdog::Watchdog::from_env();
+    watchdog.ready();
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut stats_tick = tokio::time::interval(Duration::from_secs(10));
@@ -334,6 +336,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                     pipe.handle(&item);
                 }
                 pipe.tick();
+                watchdog.tick();
                 update_lost(&lost, &mut lost_seen, &metrics);
                 update_stopped(&stopped, &mut stopped_seen, &metrics);
                 metrics.process_table_entries.set(pipe.cx.procs.len() as i64);
@@ -374,6 +377,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             pipe.handle(&item);
         }
     }
+    watchdog.stopping();
     pipe.finish();
     tracing::info!("stopping: detaching probes");
     drop(ring);

@@ -10,3 +10,4 @@ pub mod probes_report;
 pub mod record;
 pub mod recording;
 pub mod replay;
+pub mod watchdog;

@@ -122,6 +122,11 @@ impl Sensor {
 
     /// As `start`, with extra `keysentry run` arguments.
     pub fn start_with(dir: &Path, body: &str, args: &[&str]) -> Sensor {
+        Self::start_env(dir, body, args, &[])
+    }
+
+    /// As `start_with`, with extra environment variables.
+    pub fn start_env(dir: &Path, body: &str, args: &[&str], env: &[(&str, &Path)]) -> Sensor {
         require_root();
         let port = free_port();
         let cfg = dir.join("keysentry.toml");
@@ -140,6 +145,7 @@ impl Sensor {
                 "KEYSENTRY_LOG",
                 std::env::var("KEYSENTRY_LOG").unwrap_or_else(|_| "info".to_string()),
             )
+            .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
