@@ -25,20 +25,105 @@ fn is_secret_name(name: &str) -> bool {
     })
 }
 
+/// Environment-style names (`PGPASSWORD`, `MYSQL_PWD`,
+/// `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`): upper case, digits and `_`,
+/// ending in one of these, with or without a separator.
+const ENV_SECRET_SUFFIXES: [&str; 9] = [
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "PWD",
+    "SECRET",
+    "TOKEN",
+    "KEY",
+    "CREDENTIALS",
+    "PASSPHRASE",
+];
+
+fn is_env_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && ENV_SECRET_SUFFIXES.iter().any(|w| name.ends_with(w))
+}
+
+/// URL query parameters whose value is a credential.
+const SECRET_PARAMS: [&str; 12] = [
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "password",
+    "sig",
+    "signature",
+    "x-amz-signature",
+];
+
+/// HTTP headers whose value is a credential (`curl -H`).
+fn is_secret_header(name: &str) -> bool {
+    let n = name.trim().to_ascii_lowercase();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || n.ends_with("token")
+        || n.ends_with("api-key")
+        || n.ends_with("secret")
+}
+
+/// MySQL/MariaDB clients take the password glued to `-p`.
+const MYSQL_CLIENTS: [&str; 8] = [
+    "mysql",
+    "mysqldump",
+    "mysqladmin",
+    "mysqlimport",
+    "mysqlshow",
+    "mariadb",
+    "mariadb-dump",
+    "mariadb-admin",
+];
+
+fn program(argv: &[String]) -> &str {
+    argv.first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or("")
+}
+
 /// Redacts values of secret-looking options (`--password x`,
-/// `--token=x`, `PASSWORD=x`), `-passin pass:x` style OpenSSL arguments and
-/// credentials in URLs (`https://user:pw@host`).
+/// `--token=x`, `PASSWORD=x`, `PGPASSWORD=x`), `-passin pass:x` style
+/// OpenSSL arguments, credentials in URLs (`https://user:pw@host`,
+/// `?token=x`), secret HTTP headers (`Authorization: Bearer x`), curl's
+/// `-u user:pass`, MySQL's `-pSECRET`, and the positional secrets of
+/// `vault login TOKEN` and `vault operator unseal KEY`.
 pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    let prog = program(argv);
+    let mysql = MYSQL_CLIENTS.contains(&prog);
+    let curl = prog == "curl";
+    // vault login TOKEN, vault unseal KEY, vault operator unseal KEY.
+    let vault_positional = prog == "vault"
+        && (argv.get(1).is_some_and(|a| a == "login" || a == "unseal")
+            || (argv.get(1).is_some_and(|a| a == "operator")
+                && argv.get(2).is_some_and(|a| a == "unseal")));
     let mut out = Vec::with_capacity(argv.len());
     let mut redact_next = false;
-    for arg in argv {
+    let mut user_next = false;
+    for (i, arg) in argv.iter().enumerate() {
         if redact_next {
             out.push(MARK.to_string());
             redact_next = false;
             continue;
         }
+        if user_next {
+            out.push(redact_userpass(arg));
+            user_next = false;
+            continue;
+        }
         if let Some((name, _)) = arg.split_once('=')
-            && is_secret_name(name)
+            && (is_secret_name(name) || is_env_secret_name(name))
         {
             out.push(format!("{name}={MARK}"));
             continue;
@@ -53,27 +138,94 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
             out.push(format!("pass:{MARK}"));
             continue;
         }
-        out.push(redact_url(arg));
+        if mysql && arg.starts_with("-p") && arg.len() > 2 && !arg.starts_with("--") {
+            out.push(format!("-p{MARK}"));
+            continue;
+        }
+        if curl && (arg == "-u" || arg == "--user" || arg == "-U" || arg == "--proxy-user") {
+            out.push(arg.clone());
+            user_next = true;
+            continue;
+        }
+        if curl && let Some(v) = arg.strip_prefix("-u").filter(|v| !v.is_empty()) {
+            out.push(format!("-u{}", redact_userpass(v)));
+            continue;
+        }
+        if let Some((name, _)) = arg.split_once(':')
+            && !name.contains('/')
+            && !name.contains(' ')
+            && is_secret_header(name)
+        {
+            out.push(format!("{name}: {MARK}"));
+            continue;
+        }
+        if vault_positional
+            && i >= 2
+            && !arg.starts_with('-')
+            && !arg.contains('=')
+            && arg != "unseal"
+        {
+            out.push(MARK.to_string());
+            continue;
+        }
+        out.push(redact_bearer(&redact_url(arg)));
     }
     out
 }
 
-fn redact_url(arg: &str) -> String {
-    if let Some(scheme_end) = arg.find("://") {
-        let rest = &arg[scheme_end + 3..];
-        let host_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..host_end].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            return format!(
-                "{}{}:{MARK}{}",
-                &arg[..scheme_end + 3],
-                &rest[..colon],
-                &rest[at..]
-            );
-        }
+/// `user:pass` -> `user:[REDACTED]` (a bare user is kept).
+fn redact_userpass(v: &str) -> String {
+    match v.split_once(':') {
+        Some((user, _)) => format!("{user}:{MARK}"),
+        None => v.to_string(),
     }
-    arg.to_string()
+}
+
+/// `Bearer xyz` anywhere in an argument.
+fn redact_bearer(arg: &str) -> String {
+    let lower = arg.to_ascii_lowercase();
+    match lower.find("bearer ") {
+        Some(i) => format!("{}{MARK}", &arg[..i + "bearer ".len()]),
+        None => arg.to_string(),
+    }
+}
+
+fn redact_url(arg: &str) -> String {
+    let Some(scheme_end) = arg.find("://") else {
+        return arg.to_string();
+    };
+    let mut arg = arg.to_string();
+    let rest = &arg[scheme_end + 3..];
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some(at) = rest[..host_end].rfind('@')
+        && let Some(colon) = rest[..at].find(':')
+    {
+        arg = format!(
+            "{}{}:{MARK}{}",
+            &arg[..scheme_end + 3],
+            &rest[..colon],
+            &rest[at..]
+        );
+    }
+    // Credentials in the query: ?token=x&key=y.
+    let Some(q) = arg.find('?') else {
+        return arg;
+    };
+    let (base, query) = arg.split_at(q + 1);
+    let (query, frag) = match query.find('#') {
+        Some(h) => query.split_at(h),
+        None => (query, ""),
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s)) => {
+                format!("{k}={MARK}")
+            }
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{base}{}{frag}", params.join("&"))
 }
 
 /// The command line as one string, redacted.
@@ -119,6 +271,97 @@ mod tests {
         assert_eq!(r(&["ls", "-p"]), "ls -p");
     }
 
+    #[test]
+    fn redacts_the_forms_of_issue_14() {
+        // Environment-style names, with or without a separator.
+        assert_eq!(
+            r(&[
+                "env",
+                "PGPASSWORD=a",
+                "MYSQL_PWD=b",
+                "AWS_SECRET_ACCESS_KEY=c",
+                "GITHUB_TOKEN=d",
+                "X_CREDENTIALS=e",
+                "HOME=/root"
+            ]),
+            "env PGPASSWORD=[REDACTED] MYSQL_PWD=[REDACTED] AWS_SECRET_ACCESS_KEY=[REDACTED] GITHUB_TOKEN=[REDACTED] X_CREDENTIALS=[REDACTED] HOME=/root"
+        );
+        // MySQL's glued password; not other programs' -p flags.
+        assert_eq!(
+            r(&["mysql", "-uroot", "-phunter2", "db"]),
+            "mysql -uroot -p[REDACTED] db"
+        );
+        assert_eq!(
+            r(&["/usr/bin/mysqldump", "-phunter2"]),
+            "/usr/bin/mysqldump -p[REDACTED]"
+        );
+        assert_eq!(r(&["ls", "-pla"]), "ls -pla");
+        assert_eq!(r(&["mysql", "--port=3306"]), "mysql --port=3306");
+        // curl: -u user:pass, glued or not; headers; bearer tokens.
+        assert_eq!(
+            r(&["curl", "-u", "bob:pw", "https://h"]),
+            "curl -u bob:[REDACTED] https://h"
+        );
+        assert_eq!(
+            r(&["curl", "-ubob:pw", "https://h"]),
+            "curl -ubob:[REDACTED] https://h"
+        );
+        assert_eq!(
+            r(&["curl", "-u", "bob", "https://h"]),
+            "curl -u bob https://h"
+        );
+        assert_eq!(
+            r(&[
+                "curl",
+                "-H",
+                "Authorization: Bearer abc.def",
+                "-H",
+                "X-Vault-Token: s.x",
+                "-H",
+                "Accept: json"
+            ]),
+            "curl -H Authorization: [REDACTED] -H X-Vault-Token: [REDACTED] -H Accept: json"
+        );
+        assert_eq!(
+            r(&["x", "--header=Bearer abc"]),
+            "x --header=Bearer [REDACTED]"
+        );
+        // URLs: user info and credential query parameters.
+        assert_eq!(
+            r(&[
+                "curl",
+                "https://h/p?token=abc&page=2&X-Amz-Signature=s#frag"
+            ]),
+            "curl https://h/p?token=[REDACTED]&page=2&X-Amz-Signature=[REDACTED]#frag"
+        );
+        assert_eq!(
+            r(&["git", "clone", "https://bob:pw@h/r.git"]),
+            "git clone https://bob:[REDACTED]@h/r.git"
+        );
+        // Vault's positional secrets.
+        assert_eq!(r(&["vault", "login", "s.abc"]), "vault login [REDACTED]");
+        assert_eq!(
+            r(&[
+                "vault",
+                "login",
+                "-method=userpass",
+                "username=bob",
+                "password=pw"
+            ]),
+            "vault login -method=userpass username=bob password=[REDACTED]"
+        );
+        assert_eq!(
+            r(&["vault", "operator", "unseal", "KEYSHARE"]),
+            "vault operator unseal [REDACTED]"
+        );
+        assert_eq!(r(&["vault", "read", "secret/x"]), "vault read secret/x");
+        // File arguments stay (they are what an alert is about).
+        assert_eq!(
+            r(&["openssl", "req", "-key", "/etc/ssl/private/ca.key"]),
+            "openssl req -key /etc/ssl/private/ca.key"
+        );
+    }
+
     /// Recordings keep redacted argv; redacting again changes nothing, so
     /// a replay prints the command lines the live run printed.
     #[test]
@@ -128,6 +371,11 @@ mod tests {
             &["x", "--password=hunter2", "DB_PASSWORD=y"],
             &["openssl", "pkcs12", "-passin", "pass:hunter2"],
             &["curl", "https://bob:hunter2@example.org/x"],
+            &["curl", "-u", "bob:pw", "-H", "Authorization: Bearer abc"],
+            &["mysql", "-pSECRET", "-u", "root"],
+            &["vault", "operator", "unseal", "KEYSHARE"],
+            &["env", "PGPASSWORD=x", "AWS_SECRET_ACCESS_KEY=y"],
+            &["curl", "https://h/x?token=abc&page=2#f"],
         ] {
             let v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
             let once = redact_argv(&v);

@@ -187,9 +187,23 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// A new recording at `path`: created, never opened if anything is
+    /// there already (O_EXCL: no overwritten file, no symlink followed),
+    /// readable by root only (it holds command lines and paths).
     pub fn create(path: &Path, header: &Header) -> Result<Self> {
-        let f = std::fs::File::create(path)
-            .with_context(|| format!("creating recording {}", path.display()))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| {
+                format!(
+                    "creating recording {} (it must not exist yet)",
+                    path.display()
+                )
+            })?;
         let mut r = Self {
             out: BufWriter::new(f),
         };
@@ -273,6 +287,7 @@ mod tests {
             self_pid: 1,
             protected: vec![(2, 1)],
         };
+        let _ = std::fs::remove_file(&dir);
         let mut r = Recorder::create(&dir, &h).unwrap();
         let recs = vec![
             Record::Event(vec![1, 2, 3]),
@@ -294,5 +309,37 @@ mod tests {
         assert!(e.to_string().contains("truncated"), "{e}");
         assert!(parse(b"nope").is_err());
         let _ = std::fs::remove_file(&dir);
+    }
+
+    /// A recording is a new file, mode 0600; an existing file or a
+    /// symlink planted at its path is refused, never overwritten or
+    /// followed.
+    #[test]
+    fn a_recording_is_created_new_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("ksrec-new-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let h = Header {
+            version: VERSION,
+            host: "h".into(),
+            clock_offset_ns: 0,
+            config: String::new(),
+            self_pid: 1,
+            protected: vec![],
+        };
+        let p = dir.join("rec");
+        drop(Recorder::create(&p, &h).unwrap());
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let e = Recorder::create(&p, &h).err().unwrap();
+        assert!(format!("{e:#}").contains("must not exist yet"), "{e:#}");
+        let target = dir.join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(Recorder::create(&link, &h).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
