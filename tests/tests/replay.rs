@@ -178,3 +178,38 @@ fn a_damaged_recording_is_refused_with_where_it_is_damaged() {
     let e = run(&bad);
     assert!(e.contains(&format!("record at byte {}", 11 + len)), "{e}");
 }
+
+/// A recording whose config names a file and syslog output (planted, or
+/// made on another host) replays to stdout only: the replay writes nowhere
+/// the recording says.
+#[test]
+fn a_replay_never_writes_where_the_recording_says() {
+    let dir = tempdir();
+    let planted = dir.path().join("planted.log");
+    let data = std::fs::read(fixture("attack-chain.ksrec")).unwrap();
+    let len = u32::from_le_bytes(data[7..11].try_into().unwrap()) as usize;
+    let mut h: Value = serde_json::from_slice(&data[12..11 + len]).unwrap();
+    let cfg = h["config"].as_str().unwrap().replace(
+        "[alerts]",
+        &format!("[alerts]\nfile = \"{}\"\nsyslog = true", planted.display()),
+    );
+    assert!(
+        cfg.contains("planted.log"),
+        "the recorded config has an [alerts] table"
+    );
+    h["config"] = cfg.into();
+    let header = serde_json::to_vec(&h).unwrap();
+    let mut out = data[..7].to_vec();
+    out.extend_from_slice(&(header.len() as u32 + 1).to_le_bytes());
+    out.push(b'H');
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data[11 + len..]);
+    let rec = dir.path().join("planted.ksrec");
+    std::fs::write(&rec, out).unwrap();
+    assert_eq!(replay(&rec, &[]), expected());
+    assert!(
+        !planted.exists(),
+        "the replay wrote to {}",
+        planted.display()
+    );
+}

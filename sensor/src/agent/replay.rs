@@ -21,16 +21,30 @@ use crate::{
 
 /// `keysentry replay FILE`: the recorded events through the same
 /// enrichment, rules, correlation and scoring; alerts and incident records
-/// to the config's outputs (`cfg` None: the config in the recording).
+/// to the config's outputs (`cfg` None: the config in the recording, with
+/// stdout as its only output).
 /// `trim`: also write a copy of the recording without the start-snapshot
 /// processes the replay never looked at (a recording to share or commit).
 pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<()> {
     let (header, records) = record::read(path)?;
     let cfg = match cfg {
         Some(c) => c,
-        None if header.config.is_empty() => Config::default_config(),
-        None => Config::parse(&header.config, "the recording's config")
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        None => {
+            let mut c = if header.config.is_empty() {
+                Config::default_config()
+            } else {
+                Config::parse(&header.config, "the recording's config")
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+            };
+            // A recording is data, not instructions: its config never
+            // names where a replay writes (a file to create or append to,
+            // a socket to send to). Alerts go to stdout; a config given
+            // with --config decides otherwise.
+            c.alerts.stdout = true;
+            c.alerts.file = None;
+            c.alerts.syslog = false;
+            c
+        }
     };
     let metrics = Metrics::new()?;
     let mut outputs = Outputs::start(&cfg.alerts, metrics.clone())?;
