@@ -191,7 +191,7 @@ fn main() -> ExitCode {
             backend,
         } => {
             let cfg = match &config {
-                Some(path) => Config::load(path),
+                Some(path) => Config::load_trusted(path),
                 None => Ok(Config::default_config()),
             };
             let cfg = match cfg {

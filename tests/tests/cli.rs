@@ -111,3 +111,34 @@ fn it_tells_systemd_it_is_ready_and_pings_the_watchdog_from_its_loop() {
     }
     assert_eq!(last, "STOPPING=1");
 }
+
+/// The config decides what is watched and who is allowed: a file someone
+/// other than root owns or can write is refused, with why, before anything
+/// is loaded.
+#[test]
+fn refuses_a_config_others_could_have_written() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let dir = tempdir();
+    let cfg = dir.path().join("keysentry.toml");
+    std::fs::write(&cfg, default_config_body()).unwrap();
+    let run = || {
+        let out = Command::new(keysentry_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let e = run();
+    assert!(e.contains("refused: mode 666: writable by anyone"), "{e}");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let e = run();
+    assert!(e.contains("writable by its group"), "{e}");
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&cfg, Some(65534), None).unwrap();
+    let e = run();
+    assert!(e.contains("refused: owned by uid 65534, not root"), "{e}");
+}

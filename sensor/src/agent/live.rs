@@ -417,7 +417,7 @@ fn reload(
         );
         count("invalid");
     };
-    let mut new = match Config::load(path) {
+    let mut new = match Config::load_trusted(path) {
         Ok(c) => c,
         Err(e) => return invalid(e.to_string()),
     };
