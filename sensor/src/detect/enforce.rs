@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    alert::DumpDetail,
+    alert::{Alert, DumpDetail},
     config::Config,
     detect::dump_rules::signal_name,
     detect::{MemAccess, Policy},
@@ -160,110 +160,128 @@ impl DeniedThreads {
         let actor = cx.procs.resolve(&d.task);
         let ts = cx.wall(d.task.ts_boot_ns);
         let rule = ENF_RULES.get(d.rule as usize).copied().unwrap_or("unknown");
-        let alert = match d.rule {
-            ENF_KEY_OPEN => {
-                // An attempt that failed (EPERM), as the policy words it.
-                let k = KeyAccess {
-                    actor: &actor,
-                    task: &d.task,
-                    path: d.path.clone().unwrap_or_default(),
-                    dev: st_dev(d.dev),
-                    ino: d.ino,
-                    kdev: d.dev,
-                    igen: 0,
-                    watch_id: Some(d.watch_id),
-                    by_key_path: true,
-                    by_name: false,
-                    name_rules: 0,
-                    flags: d.flags,
-                    failed: true,
-                    ret: -EPERM,
-                    via: crate::detect::via(match d.syscall {
-                        2 => SRC_OPEN,
-                        85 => SRC_CREAT,
-                        437 => SRC_OPENAT2,
-                        426 => SRC_IO_URING,
-                        _ => SRC_OPENAT,
-                    }),
-                    arg: None,
-                    owner: u32::MAX,
-                    created: false,
-                    size: 0,
-                    fresh: false,
-                };
-                policy.key_file_open(&k, &cx.host, ts)
-            }
-            ENF_PTRACE | ENF_VM_READ | ENF_VM_WRITE | ENF_PROC_MEM | ENF_PIDFD_GETFD => {
-                let target = cx.procs.lookup(d.target);
-                let (rule, access) = match d.rule {
-                    ENF_PTRACE => (Rule::PtraceAttach, "attach"),
-                    ENF_VM_READ => (Rule::ProcessVmRead, "read"),
-                    ENF_VM_WRITE => (Rule::ProcessVmWrite, "write"),
-                    ENF_PROC_MEM => (Rule::ProcMemOpen, "read"),
-                    _ => (Rule::PidfdGetfd, "read"),
-                };
-                let m = MemAccess {
-                    rule,
-                    access,
-                    op: syscall_name(d.syscall).to_string(),
-                    ret: -EPERM,
-                    actor: &actor,
-                    target: &target,
-                    target_protected: true,
-                    recon: false,
-                    path: (d.rule == ENF_PROC_MEM).then(|| format!("/proc/{}/mem", d.target)),
-                    ts_boot_ns: d.task.ts_boot_ns,
-                };
-                policy.memory_access(&m, &cx.host, ts)
-            }
-            ENF_FORCED_CRASH => {
-                let target = cx.procs.lookup(d.target);
-                let detail = DumpDetail {
-                    signal: Some(signal_name(d.arg)),
-                    sent_by: Some(match d.syscall {
-                        62 | 424 => "kill",
-                        200 | 234 => "tkill",
-                        129 | 297 => "sigqueue",
-                        _ => "other",
-                    }),
-                    delivered: Some(false),
-                    ..Default::default()
-                };
-                Some(policy.forced_crash(&actor, &target, detail, &cx.host, ts))
-            }
-            ENF_CORE_DUMP => {
-                let (pattern, _) = cx.view.core_pattern();
-                let exists = d.path.clone().map(|p| {
-                    cx.view
-                        .value(format!("exists:{p}"), || {
-                            std::path::Path::new(&p).exists().into()
-                        })
-                        .as_bool()
-                        .unwrap_or(false)
-                });
-                let detail = DumpDetail {
-                    core_pattern: Some(pattern),
-                    path: d.path.clone(),
-                    exists,
-                    ..Default::default()
-                };
-                Some(policy.core_dump(&actor, detail, &cx.host, ts))
-            }
-            _ => None,
-        };
-        match alert {
-            Some(mut a) => {
-                // The rule judged the attempt (a failure, as the kernel
-                // refused it); the denial is said here.
-                a.action = Some("denied");
-                a.message = format!("{} (denied: enforce mode)", a.message);
-                cx.raise(a, d.task.ts_boot_ns);
-            }
-            None => tracing::warn!(
+        let mut alert = judge(cx, policy, d, &actor, ts.clone());
+        let mut note = "";
+        if alert.is_none() {
+            // The kernel's allowlist and user space's disagree (the file
+            // changed on disk before a reload): the denial happened, so it
+            // is an alert, judged without the allowlist.
+            tracing::warn!(
                 "rule {rule}: the kernel denied pid {} ({}) but user space's policy allows it (allowlist changed on disk?)",
                 actor.pid,
                 actor.exe
-            ),
+            );
+            alert = judge(cx, &Policy::default(), d, &actor, ts);
+            note = "; user space's allowlist allows it: was the config changed without a reload?";
         }
+        if let Some(mut a) = alert {
+            // The rule judged the attempt (a failure, as the kernel
+            // refused it); the denial is said here.
+            a.action = Some("denied");
+            a.message = format!("{} (denied: enforce mode{note})", a.message);
+            cx.raise(a, d.task.ts_boot_ns);
+        }
+    }
+}
+
+/// What the rule behind a denial says of the attempt, as a failure (the
+/// kernel refused it); None when `policy` allows it.
+fn judge(
+    cx: &mut Context,
+    policy: &Policy,
+    d: &DeniedRecord,
+    actor: &crate::enrich::proctab::ProcInfo,
+    ts: String,
+) -> Option<Alert> {
+    match d.rule {
+        ENF_KEY_OPEN => {
+            // An attempt that failed (EPERM), as the policy words it.
+            let k = KeyAccess {
+                actor: &actor,
+                task: &d.task,
+                path: d.path.clone().unwrap_or_default(),
+                dev: st_dev(d.dev),
+                ino: d.ino,
+                kdev: d.dev,
+                igen: 0,
+                watch_id: Some(d.watch_id),
+                by_key_path: true,
+                by_name: false,
+                name_rules: 0,
+                flags: d.flags,
+                failed: true,
+                ret: -EPERM,
+                via: crate::detect::via(match d.syscall {
+                    2 => SRC_OPEN,
+                    85 => SRC_CREAT,
+                    437 => SRC_OPENAT2,
+                    426 => SRC_IO_URING,
+                    _ => SRC_OPENAT,
+                }),
+                arg: None,
+                owner: u32::MAX,
+                created: false,
+                size: 0,
+                fresh: false,
+            };
+            policy.key_file_open(&k, &cx.host, ts)
+        }
+        ENF_PTRACE | ENF_VM_READ | ENF_VM_WRITE | ENF_PROC_MEM | ENF_PIDFD_GETFD => {
+            let target = cx.procs.lookup(d.target);
+            let (rule, access) = match d.rule {
+                ENF_PTRACE => (Rule::PtraceAttach, "attach"),
+                ENF_VM_READ => (Rule::ProcessVmRead, "read"),
+                ENF_VM_WRITE => (Rule::ProcessVmWrite, "write"),
+                ENF_PROC_MEM => (Rule::ProcMemOpen, "read"),
+                _ => (Rule::PidfdGetfd, "read"),
+            };
+            let m = MemAccess {
+                rule,
+                access,
+                op: syscall_name(d.syscall).to_string(),
+                ret: -EPERM,
+                actor: &actor,
+                target: &target,
+                target_protected: true,
+                recon: false,
+                path: (d.rule == ENF_PROC_MEM).then(|| format!("/proc/{}/mem", d.target)),
+                ts_boot_ns: d.task.ts_boot_ns,
+            };
+            policy.memory_access(&m, &cx.host, ts)
+        }
+        ENF_FORCED_CRASH => {
+            let target = cx.procs.lookup(d.target);
+            let detail = DumpDetail {
+                signal: Some(signal_name(d.arg)),
+                sent_by: Some(match d.syscall {
+                    62 | 424 => "kill",
+                    200 | 234 => "tkill",
+                    129 | 297 => "sigqueue",
+                    _ => "other",
+                }),
+                delivered: Some(false),
+                ..Default::default()
+            };
+            Some(policy.forced_crash(&actor, &target, detail, &cx.host, ts))
+        }
+        ENF_CORE_DUMP => {
+            let (pattern, _) = cx.view.core_pattern();
+            let exists = d.path.clone().map(|p| {
+                cx.view
+                    .value(format!("exists:{p}"), || {
+                        std::path::Path::new(&p).exists().into()
+                    })
+                    .as_bool()
+                    .unwrap_or(false)
+            });
+            let detail = DumpDetail {
+                core_pattern: Some(pattern),
+                path: d.path.clone(),
+                exists,
+                ..Default::default()
+            };
+            Some(policy.core_dump(&actor, detail, &cx.host, ts))
+        }
+        _ => None,
     }
 }

@@ -81,9 +81,9 @@ fn a_denial_is_one_alert_and_its_follow_up_failures_are_not_alerted_again() {
 }
 
 #[test]
-fn no_denial_alert_when_user_space_allows_what_the_kernel_denied() {
-    // The allowlist changed on disk before the kernel's copy: logged, and
-    // no alert claims a denial of an allowed reader.
+fn a_denial_is_an_alert_even_when_user_space_allows_it() {
+    // The allowlist changed on disk before the kernel's copy: the kernel
+    // denied the open, so that is said, with the disagreement.
     let nginx = proc(30, 1, 33, "/usr/sbin/nginx");
     let mut cx = with(std::slice::from_ref(&nginx));
     let mut d = DeniedThreads::default();
@@ -92,7 +92,14 @@ fn no_denial_alert_when_user_space_allows_what_the_kernel_denied() {
         &policy(ALLOW_NGINX),
         &denial(&nginx, ENF_KEY_OPEN, 0),
     );
-    assert!(raised(&mut cx).is_empty());
+    let a = raised(&mut cx);
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].rule, a[0].action), ("key-file-open", Some("denied")));
+    assert!(
+        a[0].message.contains("user space's allowlist allows it"),
+        "{}",
+        a[0].message
+    );
 }
 
 // ---- fd hand-offs (BPF LSM) ----
