@@ -42,7 +42,7 @@ use crate::{
         watch_entry,
     },
     off,
-    probes::open::arg_final_name,
+    probes::open_arg::arg_final_name,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
     taint::{next_gen, pipe_gate, pipe_read},
     vfs::{Ptr, dentry_name_key, fd_file, rd, rd_ptr},
