@@ -76,6 +76,18 @@ kptr!(
     InodePtr
 );
 kptr!(
+    /// `struct files_struct *`: a task's descriptor table.
+    FilesPtr
+);
+kptr!(
+    /// `struct fdtable *`.
+    FdtablePtr
+);
+kptr!(
+    /// `struct file **`: an fdtable's array of files, by descriptor.
+    FdArrayPtr
+);
+kptr!(
     /// `struct pt_regs *`: a task's saved user registers (x86_64's
     /// members; which one holds which syscall argument is syscall.rs's).
     PtRegsPtr
@@ -132,10 +144,9 @@ impl TaskPtr {
         member_ptr(self.0, off!(task_mm)).map(MmPtr)
     }
 
-    /// `struct files_struct *`.
     #[inline(always)]
-    pub fn files(self) -> Option<Ptr> {
-        member_ptr(self.0, off!(task_files))
+    pub fn files(self) -> Option<FilesPtr> {
+        member_ptr(self.0, off!(task_files)).map(FilesPtr)
     }
 
     /// `struct signal_struct *`.
@@ -296,6 +307,48 @@ impl InodePtr {
     #[inline(always)]
     pub fn private(self) -> Option<Ptr> {
         member_ptr(self.0, off!(inode_i_private))
+    }
+}
+
+impl FilesPtr {
+    #[inline(always)]
+    pub fn fdt(self) -> Option<FdtablePtr> {
+        member_ptr(self.0, off!(files_fdt)).map(FdtablePtr)
+    }
+}
+
+impl FdtablePtr {
+    /// Size of the `fd` array.
+    #[inline(always)]
+    pub fn max_fds(self) -> Option<u32> {
+        member(self.0, off!(fdt_max_fds))
+    }
+
+    /// The `fd` array (`struct file **`), as an address for
+    /// `FdArrayPtr::from_addr`: returning an `FdArrayPtr` here changed the
+    /// layout of ks_sched_exec's code.
+    #[inline(always)]
+    pub fn fd(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(fdt_fd))
+    }
+}
+
+impl FdArrayPtr {
+    /// The file of descriptor `fd`, None when the slot is empty. Not
+    /// checked against `max_fds`: a slot past the array is a failed read.
+    #[inline(always)]
+    pub fn get(self, fd: usize) -> Option<FilePtr> {
+        // SAFETY: bpf_probe_read_kernel checks the address (computed, never
+        // dereferenced directly); the slot is read into an integer.
+        let file: u64 = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_kernel(self.0.wrapping_add(fd * 8) as *const u64)
+        }
+        .ok()?;
+        if file == 0 {
+            None
+        } else {
+            Some(FilePtr(file as Ptr))
+        }
     }
 }
 
