@@ -76,6 +76,10 @@ kptr!(
     InodePtr
 );
 kptr!(
+    /// `struct signal_struct *`: a thread group's shared state.
+    SignalPtr
+);
+kptr!(
     /// `struct files_struct *`: a task's descriptor table.
     FilesPtr
 );
@@ -149,7 +153,9 @@ impl TaskPtr {
         member_ptr(self.0, off!(task_files)).map(FilesPtr)
     }
 
-    /// `struct signal_struct *`.
+    /// `struct signal_struct *`, as an address for `SignalPtr::from_addr`:
+    /// returning a `SignalPtr` here changed the code of ks_sched_exit, the
+    /// program that once failed to load after such a change.
     #[inline(always)]
     pub fn signal(self) -> Option<Ptr> {
         member_ptr(self.0, off!(task_signal))
@@ -307,6 +313,27 @@ impl InodePtr {
     #[inline(always)]
     pub fn private(self) -> Option<Ptr> {
         member_ptr(self.0, off!(inode_i_private))
+    }
+}
+
+impl SignalPtr {
+    /// Threads alive (0 once the last one exits).
+    #[inline(always)]
+    pub fn live(self) -> Option<i32> {
+        member(self.0, off!(signal_live))
+    }
+
+    /// The group's exit code when it exited as a group (exit_group, a
+    /// fatal signal, a core dump's 0x80).
+    #[inline(always)]
+    pub fn group_exit_code(self) -> Option<u32> {
+        member(self.0, off!(signal_group_exit_code))
+    }
+
+    /// `struct core_state *`, non-null while the group dumps core.
+    #[inline(always)]
+    pub fn core_state(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(signal_core_state))
     }
 }
 

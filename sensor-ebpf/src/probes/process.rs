@@ -15,7 +15,7 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    kptr::{FdArrayPtr, TaskPtr},
+    kptr::{FdArrayPtr, SignalPtr, TaskPtr},
     maps::{
         ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
         TAINTED_PIPES, count_stop, watch_entry,
@@ -23,7 +23,7 @@ use crate::{
     off, setting,
     syscall::current_nr,
     taint::{add_taint, next_gen},
-    vfs::{Ptr, fd_file, rd},
+    vfs::fd_file,
 };
 
 /// sched:sched_process_exec (fields unused: the new image is read from
@@ -274,8 +274,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     let group_dead = if signal == 0 {
         leader
     } else {
-        // SAFETY: an integer read through bpf_probe_read_kernel.
-        match unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) } {
+        match SignalPtr::from_addr(signal).live() {
             Some(n) => n == 0,
             None => leader,
         }
@@ -286,7 +285,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     let group: u32 = if signal == 0 {
         0
     } else {
-        unsafe { rd::<u32>(signal as Ptr, off!(signal_group_exit_code)) }.unwrap_or(0)
+        SignalPtr::from_addr(signal).group_exit_code().unwrap_or(0)
     };
     let own: u32 = task.exit_code().unwrap_or(0);
     let exit_code = if group != 0 { group } else { own };
