@@ -36,7 +36,7 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    kptr::{FilePtr, InodePtr},
+    kptr::{FilePtr, InodePtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
         watch_entry,
@@ -45,7 +45,7 @@ use crate::{
     probes::open_arg::arg_final_name,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
     taint::{next_gen, pipe_gate, pipe_read},
-    vfs::{Ptr, dentry_name_key, fd_file, rd, rd_ptr},
+    vfs::{Ptr, dentry_name_key, fd_file, rd_ptr},
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -368,10 +368,10 @@ fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, de
         let Some(sock) = file.private_data() else {
             return;
         };
-        let Some(sk) = rd_ptr(sock, off!(socket_sk)) else {
+        let Some(sk) = SocketPtr::from_addr(sock as u64).sk() else {
             return;
         };
-        let key = [tgid as u64, sk as u64];
+        let key = [tgid as u64, sk.addr()];
         if SENT.get(key).is_some() {
             return;
         }
@@ -384,23 +384,23 @@ fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, de
         (*ev).bytes = ret;
         (*ev).fd = fd as i32;
         (*ev).via = via;
-        let family = rd::<u16>(sk, off!(sk_family)).unwrap_or(0);
+        let family = sk.family().unwrap_or(0);
         (*ev).family = family;
-        (*ev).sock_type = rd::<u16>(sk, off!(sk_type)).unwrap_or(0);
-        (*ev).protocol = rd::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
-        (*ev).sport = rd::<u16>(sk, off!(sk_num)).unwrap_or(0);
-        (*ev).dport = u16::from_be(rd::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+        (*ev).sock_type = sk.sock_type().unwrap_or(0);
+        (*ev).protocol = sk.protocol().unwrap_or(0);
+        (*ev).sport = sk.num().unwrap_or(0);
+        (*ev).dport = u16::from_be(sk.dport().unwrap_or(0));
         (*ev)._pad = [0; 3];
         (*ev).saddr = [0; 16];
         (*ev).daddr = [0; 16];
         if family == AF_INET {
-            let s = rd::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
-            let d = rd::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+            let s = sk.rcv_saddr().unwrap_or([0; 4]);
+            let d = sk.daddr().unwrap_or([0; 4]);
             (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
             (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         } else if family == AF_INET6 {
-            (*ev).saddr = rd::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-            (*ev).daddr = rd::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+            (*ev).saddr = sk.v6_rcv_saddr().unwrap_or([0; 16]);
+            (*ev).daddr = sk.v6_daddr().unwrap_or([0; 16]);
         }
         (*ev).dest_len = 0;
         (*ev)._pad2 = 0;
