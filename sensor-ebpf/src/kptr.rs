@@ -100,6 +100,10 @@ kptr!(
     SockPtr
 );
 kptr!(
+    /// `struct io_kiocb *`: an io_uring request.
+    IoKiocbPtr
+);
+kptr!(
     /// `struct pt_regs *`: a task's saved user registers (x86_64's
     /// members; which one holds which syscall argument is syscall.rs's).
     PtRegsPtr
@@ -447,6 +451,20 @@ impl SockPtr {
     #[inline(always)]
     pub fn v6_daddr(self) -> Option<[u8; 16]> {
         member(self.0, off!(sk_v6_daddr))
+    }
+}
+
+impl IoKiocbPtr {
+    /// IORING_OP_* of the request.
+    #[inline(always)]
+    pub fn opcode(self) -> Option<u8> {
+        member(self.0, off!(io_kiocb_opcode))
+    }
+
+    /// The file the request works on.
+    #[inline(always)]
+    pub fn file(self) -> Option<FilePtr> {
+        member_ptr(self.0, off!(io_kiocb_file)).map(FilePtr)
     }
 }
 

@@ -36,16 +36,15 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    kptr::{FilePtr, InodePtr, SocketPtr},
+    kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
         watch_entry,
     },
-    off,
     probes::open_arg::arg_final_name,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
     taint::{next_gen, pipe_gate, pipe_read},
-    vfs::{Ptr, dentry_name_key, fd_file, rd_ptr},
+    vfs::{dentry_name_key, fd_file},
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -250,17 +249,15 @@ fn sink_file(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i6
 /// An io_uring write or send completed (`res` bytes) in a tainted
 /// process (or its io_uring worker, which shares its tgid).
 #[inline(always)]
-pub fn iou_sink(req: Ptr, res: i32) {
+pub fn iou_sink(req: IoKiocbPtr, res: i32) {
     let Some(tgid) = acting_tgid() else { return };
-    // SAFETY: the map value is copied out; `req` is read through
-    // bpf_probe_read_kernel, into a pointer.
+    // SAFETY: the map value is copied out.
     unsafe {
         let Some(taint) = TAINTED.get(tgid) else {
             return;
         };
         let taint = *taint;
-        let Some(file) = rd_ptr(req, off!(io_kiocb_file)).map(|f| FilePtr::from_addr(f as u64))
-        else {
+        let Some(file) = req.file() else {
             return;
         };
         sink_file(

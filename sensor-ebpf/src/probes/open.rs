@@ -25,14 +25,14 @@ use sensor_common::{
 
 use crate::{
     emit::emit_as,
-    kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
+    kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
     maps::{NAME_PATTERNS, WATCHED, allowed, count_stop, watch_entry},
     off,
     probes::{open_arg::check_failed, open_proc::check_other_file},
     setting,
     syscall::{args3, sys_ret},
     taint::add_taint,
-    vfs::{Ptr, dentry_name_key, eval_patterns, fd_file, rd},
+    vfs::{dentry_name_key, eval_patterns, fd_file},
 };
 
 const EPERM: i64 = 1;
@@ -89,9 +89,10 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     let Ok(req) = (unsafe { ctx.read_at::<u64>(off!(tp_iou_complete_req) as usize) }) else {
         return 0;
     };
-    let opcode = unsafe { rd::<u8>(req as Ptr, off!(io_kiocb_opcode)) }.unwrap_or(0) as u32;
+    let req = IoKiocbPtr::from_addr(req);
+    let opcode = req.opcode().unwrap_or(0) as u32;
     if opcode < 64 && (off!(iou_sink_ops) >> opcode) & 1 != 0 {
-        crate::probes::flow::iou_sink(req as Ptr, res);
+        crate::probes::flow::iou_sink(req, res);
         return 0;
     }
     if opcode != off!(iou_op_openat) && opcode != off!(iou_op_openat2) {
