@@ -104,6 +104,10 @@ kptr!(
     IoKiocbPtr
 );
 kptr!(
+    /// `struct pid *`.
+    PidPtr
+);
+kptr!(
     /// `struct pt_regs *`: a task's saved user registers (x86_64's
     /// members; which one holds which syscall argument is syscall.rs's).
     PtRegsPtr
@@ -465,6 +469,14 @@ impl IoKiocbPtr {
     #[inline(always)]
     pub fn file(self) -> Option<FilePtr> {
         member_ptr(self.0, off!(io_kiocb_file)).map(FilePtr)
+    }
+}
+
+impl PidPtr {
+    /// `numbers[0].nr`: the pid in the root namespace.
+    #[inline(always)]
+    pub fn nr(self) -> Option<i32> {
+        member(self.0, off!(pid_nr))
     }
 }
 
