@@ -1,8 +1,11 @@
 //! Typed pointers to the kernel objects the programs read: a task, its mm,
-//! a file, a dentry, an inode. Each type reads only its own struct's
-//! members (at the offsets of `OFFSETS`, from the running kernel's BTF),
-//! so a dentry cannot be read as a file. The other structs (superblock,
-//! mount, signal, socket...) are read where they are used, with `rd`.
+//! a file, a dentry, an inode, a signal struct, a descriptor table, a
+//! socket, an io_uring request, a struct pid, the saved user registers.
+//! Each type reads only its own struct's members (at the offsets of
+//! `OFFSETS`, from the running kernel's BTF), so a dentry cannot be read
+//! as a file. The superblock is read through its inode (`InodePtr::dev`,
+//! `fs_magic`); the path walk (`struct path`, mounts) reads where it is
+//! used, in vfs.rs, with `rd`.
 //!
 //! The readers are safe: every read goes through bpf_probe_read_kernel,
 //! which checks the address and fails cleanly (None), into plain integers
