@@ -1,8 +1,11 @@
 //! Typed pointers to the kernel objects the programs read: a task, its mm,
-//! a file, a dentry, an inode. Each type reads only its own struct's
-//! members (at the offsets of `OFFSETS`, from the running kernel's BTF),
-//! so a dentry cannot be read as a file. The other structs (superblock,
-//! mount, signal, socket...) are read where they are used, with `rd`.
+//! a file, a dentry, an inode, a signal struct, a descriptor table, a
+//! socket, an io_uring request, a struct pid, the saved user registers.
+//! Each type reads only its own struct's members (at the offsets of
+//! `OFFSETS`, from the running kernel's BTF), so a dentry cannot be read
+//! as a file. The superblock is read through its inode (`InodePtr::dev`,
+//! `fs_magic`); the path walk (`struct path`, mounts) reads where it is
+//! used, in vfs.rs, with `rd`.
 //!
 //! The readers are safe: every read goes through bpf_probe_read_kernel,
 //! which checks the address and fails cleanly (None), into plain integers
@@ -75,6 +78,43 @@ kptr!(
     /// `struct inode *`.
     InodePtr
 );
+kptr!(
+    /// `struct signal_struct *`: a thread group's shared state.
+    SignalPtr
+);
+kptr!(
+    /// `struct files_struct *`: a task's descriptor table.
+    FilesPtr
+);
+kptr!(
+    /// `struct fdtable *`.
+    FdtablePtr
+);
+kptr!(
+    /// `struct file **`: an fdtable's array of files, by descriptor.
+    FdArrayPtr
+);
+kptr!(
+    /// `struct socket *` (a socket file's private data).
+    SocketPtr
+);
+kptr!(
+    /// `struct sock *`.
+    SockPtr
+);
+kptr!(
+    /// `struct io_kiocb *`: an io_uring request.
+    IoKiocbPtr
+);
+kptr!(
+    /// `struct pid *`.
+    PidPtr
+);
+kptr!(
+    /// `struct pt_regs *`: a task's saved user registers (x86_64's
+    /// members; which one holds which syscall argument is syscall.rs's).
+    PtRegsPtr
+);
 
 impl TaskPtr {
     /// The current task.
@@ -127,13 +167,14 @@ impl TaskPtr {
         member_ptr(self.0, off!(task_mm)).map(MmPtr)
     }
 
-    /// `struct files_struct *`.
     #[inline(always)]
-    pub fn files(self) -> Option<Ptr> {
-        member_ptr(self.0, off!(task_files))
+    pub fn files(self) -> Option<FilesPtr> {
+        member_ptr(self.0, off!(task_files)).map(FilesPtr)
     }
 
-    /// `struct signal_struct *`.
+    /// `struct signal_struct *`, as an address for `SignalPtr::from_addr`:
+    /// returning a `SignalPtr` here changed the code of ks_sched_exit, the
+    /// program that once failed to load after such a change.
     #[inline(always)]
     pub fn signal(self) -> Option<Ptr> {
         member_ptr(self.0, off!(task_signal))
@@ -291,5 +332,200 @@ impl InodePtr {
     #[inline(always)]
     pub fn private(self) -> Option<Ptr> {
         member_ptr(self.0, off!(inode_i_private))
+    }
+}
+
+impl SignalPtr {
+    /// Threads alive (0 once the last one exits).
+    #[inline(always)]
+    pub fn live(self) -> Option<i32> {
+        member(self.0, off!(signal_live))
+    }
+
+    /// The group's exit code when it exited as a group (exit_group, a
+    /// fatal signal, a core dump's 0x80).
+    #[inline(always)]
+    pub fn group_exit_code(self) -> Option<u32> {
+        member(self.0, off!(signal_group_exit_code))
+    }
+
+    /// `struct core_state *`, non-null while the group dumps core.
+    #[inline(always)]
+    pub fn core_state(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(signal_core_state))
+    }
+}
+
+impl FilesPtr {
+    #[inline(always)]
+    pub fn fdt(self) -> Option<FdtablePtr> {
+        member_ptr(self.0, off!(files_fdt)).map(FdtablePtr)
+    }
+}
+
+impl FdtablePtr {
+    /// Size of the `fd` array.
+    #[inline(always)]
+    pub fn max_fds(self) -> Option<u32> {
+        member(self.0, off!(fdt_max_fds))
+    }
+
+    /// The `fd` array (`struct file **`), as an address for
+    /// `FdArrayPtr::from_addr`: returning an `FdArrayPtr` here changed the
+    /// layout of ks_sched_exec's code.
+    #[inline(always)]
+    pub fn fd(self) -> Option<Ptr> {
+        member_ptr(self.0, off!(fdt_fd))
+    }
+}
+
+impl FdArrayPtr {
+    /// The file of descriptor `fd`, None when the slot is empty. Not
+    /// checked against `max_fds`: a slot past the array is a failed read.
+    #[inline(always)]
+    pub fn get(self, fd: usize) -> Option<FilePtr> {
+        // SAFETY: bpf_probe_read_kernel checks the address (computed, never
+        // dereferenced directly); the slot is read into an integer.
+        let file: u64 = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_kernel(self.0.wrapping_add(fd * 8) as *const u64)
+        }
+        .ok()?;
+        if file == 0 {
+            None
+        } else {
+            Some(FilePtr(file as Ptr))
+        }
+    }
+}
+
+impl SocketPtr {
+    #[inline(always)]
+    pub fn sk(self) -> Option<SockPtr> {
+        member_ptr(self.0, off!(socket_sk)).map(SockPtr)
+    }
+}
+
+impl SockPtr {
+    /// AF_* (`sk_family`).
+    #[inline(always)]
+    pub fn family(self) -> Option<u16> {
+        member(self.0, off!(sk_family))
+    }
+
+    /// SOCK_* (`sk_type`).
+    #[inline(always)]
+    pub fn sock_type(self) -> Option<u16> {
+        member(self.0, off!(sk_type))
+    }
+
+    /// IPPROTO_* (`sk_protocol`).
+    #[inline(always)]
+    pub fn protocol(self) -> Option<u16> {
+        member(self.0, off!(sk_protocol))
+    }
+
+    /// The local port, host order (`skc_num`).
+    #[inline(always)]
+    pub fn num(self) -> Option<u16> {
+        member(self.0, off!(sk_num))
+    }
+
+    /// The peer's port, network order (`skc_dport`).
+    #[inline(always)]
+    pub fn dport(self) -> Option<u16> {
+        member(self.0, off!(sk_dport))
+    }
+
+    /// The local IPv4 address (`skc_rcv_saddr`).
+    #[inline(always)]
+    pub fn rcv_saddr(self) -> Option<[u8; 4]> {
+        member(self.0, off!(sk_rcv_saddr))
+    }
+
+    /// The peer's IPv4 address (`skc_daddr`).
+    #[inline(always)]
+    pub fn daddr(self) -> Option<[u8; 4]> {
+        member(self.0, off!(sk_daddr))
+    }
+
+    /// The local IPv6 address (`skc_v6_rcv_saddr`).
+    #[inline(always)]
+    pub fn v6_rcv_saddr(self) -> Option<[u8; 16]> {
+        member(self.0, off!(sk_v6_rcv_saddr))
+    }
+
+    /// The peer's IPv6 address (`skc_v6_daddr`).
+    #[inline(always)]
+    pub fn v6_daddr(self) -> Option<[u8; 16]> {
+        member(self.0, off!(sk_v6_daddr))
+    }
+}
+
+impl IoKiocbPtr {
+    /// IORING_OP_* of the request.
+    #[inline(always)]
+    pub fn opcode(self) -> Option<u8> {
+        member(self.0, off!(io_kiocb_opcode))
+    }
+
+    /// The file the request works on.
+    #[inline(always)]
+    pub fn file(self) -> Option<FilePtr> {
+        member_ptr(self.0, off!(io_kiocb_file)).map(FilePtr)
+    }
+}
+
+impl PidPtr {
+    /// `numbers[0].nr`: the pid in the root namespace.
+    #[inline(always)]
+    pub fn nr(self) -> Option<i32> {
+        member(self.0, off!(pid_nr))
+    }
+}
+
+/// A register of `struct pt_regs` (its offset, from `OFFSETS`), so only a
+/// register can be read from a `PtRegsPtr`. A value rather than a method
+/// per register: syscall.rs picks the register (reads its offset) before
+/// it finds the registers.
+#[derive(Clone, Copy)]
+pub struct Reg(u32);
+
+impl Reg {
+    #[inline(always)]
+    pub fn di() -> Reg {
+        Reg(off!(pt_regs_di))
+    }
+
+    #[inline(always)]
+    pub fn si() -> Reg {
+        Reg(off!(pt_regs_si))
+    }
+
+    #[inline(always)]
+    pub fn dx() -> Reg {
+        Reg(off!(pt_regs_dx))
+    }
+
+    #[inline(always)]
+    pub fn r10() -> Reg {
+        Reg(off!(pt_regs_r10))
+    }
+
+    #[inline(always)]
+    pub fn r8() -> Reg {
+        Reg(off!(pt_regs_r8))
+    }
+}
+
+impl PtRegsPtr {
+    #[inline(always)]
+    pub fn get(self, reg: Reg) -> Option<u64> {
+        member(self.0, reg.0)
+    }
+
+    /// The syscall number the task entered with (-1 outside a syscall).
+    #[inline(always)]
+    pub fn orig_ax(self) -> Option<i64> {
+        member(self.0, off!(pt_regs_orig_ax))
     }
 }

@@ -6,75 +6,64 @@
 
 use aya_ebpf::{EbpfContext, helpers::generated, programs::TracePointContext};
 
-use crate::{
-    off,
-    vfs::{Ptr, rd},
-};
+use crate::kptr::{PtRegsPtr, Reg};
 
-/// The current task's saved user registers (null for a kernel thread).
+/// The current task's saved user registers (None for a kernel thread).
 #[inline(always)]
-fn user_regs() -> Ptr {
+fn user_regs() -> Option<PtRegsPtr> {
     // SAFETY: both helpers take no pointer from us; the result is only
-    // read through bpf_probe_read_kernel.
-    unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) as Ptr }
+    // read through bpf_probe_read_kernel (PtRegsPtr's readers).
+    let regs = unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) };
+    if regs == 0 {
+        None
+    } else {
+        Some(PtRegsPtr::from_addr(regs as u64))
+    }
 }
 
 /// (di, si, dx): the first three syscall arguments on x86_64.
 #[inline(always)]
 pub fn args3() -> Option<(u64, u64, u64)> {
-    let regs = user_regs();
-    if regs.is_null() {
-        return None;
-    }
-    // SAFETY: reads through bpf_probe_read_kernel, which fails cleanly.
-    unsafe {
-        Some((
-            rd(regs, off!(pt_regs_di))?,
-            rd(regs, off!(pt_regs_si))?,
-            rd(regs, off!(pt_regs_dx))?,
-        ))
-    }
+    let regs = user_regs()?;
+    Some((
+        regs.get(Reg::di())?,
+        regs.get(Reg::si())?,
+        regs.get(Reg::dx())?,
+    ))
 }
 
-/// The syscall argument register at `reg_off` in pt_regs.
+/// The syscall argument register `reg`.
 #[inline(always)]
-fn arg_reg(reg_off: u32) -> Option<u64> {
-    let regs = user_regs();
-    if regs.is_null() {
-        return None;
-    }
-    // SAFETY: a read through bpf_probe_read_kernel.
-    unsafe { rd(regs, reg_off) }
+fn arg_reg(reg: Reg) -> Option<u64> {
+    user_regs()?.get(reg)
 }
 
 /// The 2nd syscall argument (si).
 #[inline(always)]
 pub fn arg2() -> Option<u64> {
-    arg_reg(off!(pt_regs_si))
+    arg_reg(Reg::si())
 }
 
 /// The 4th syscall argument (r10: the syscall ABI's, not the C ABI's rcx).
 #[inline(always)]
 pub fn arg4() -> Option<u64> {
-    arg_reg(off!(pt_regs_r10))
+    arg_reg(Reg::r10())
 }
 
 /// The 5th syscall argument (r8).
 #[inline(always)]
 pub fn arg5() -> Option<u64> {
-    arg_reg(off!(pt_regs_r8))
+    arg_reg(Reg::r8())
 }
 
 /// The current syscall's number from the saved registers (`orig_ax`), -1
 /// outside a syscall: for hooks other than the syscall tracepoints.
 #[inline(always)]
 pub fn current_nr() -> i32 {
-    let regs = user_regs();
-    if regs.is_null() {
+    let Some(regs) = user_regs() else {
         return -1;
-    }
-    // SAFETY: a read through bpf_probe_read_kernel.
-    unsafe { rd::<i64>(regs, off!(pt_regs_orig_ax)) }.unwrap_or(-1) as i32
+    };
+    regs.orig_ax().unwrap_or(-1) as i32
 }
 
 /// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked

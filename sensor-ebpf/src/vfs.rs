@@ -13,7 +13,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kptr::{DentryPtr, FilePtr, TaskPtr},
+    kptr::{DentryPtr, FdArrayPtr, FilePtr, TaskPtr},
     off,
 };
 
@@ -44,20 +44,11 @@ pub unsafe fn rd_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
 #[inline(always)]
 pub fn fd_file(fd: u64) -> Option<FilePtr> {
     let files = TaskPtr::current().files()?;
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only, into
-    // pointers.
-    unsafe {
-        let fdt = rd_ptr(files, off!(files_fdt))?;
-        // No max_fds check: `fd` was just installed by the open that
-        // returned it, and a stray read would only fail the helper.
-        let fds = rd_ptr(fdt, off!(fdt_fd))?;
-        let slot: u64 = bpf_probe_read_kernel(fds.add((fd as usize) * 8) as *const u64).ok()?;
-        if slot == 0 {
-            None
-        } else {
-            Some(FilePtr::from_addr(slot))
-        }
-    }
+    let fdt = files.fdt()?;
+    // No max_fds check: `fd` was just installed by the open that
+    // returned it, and a stray read would only fail the helper.
+    let fds = fdt.fd()?;
+    FdArrayPtr::from_addr(fds as u64).get(fd as usize)
 }
 
 /// Head/tail words of a dentry's name (see `sensor_common::names`); all

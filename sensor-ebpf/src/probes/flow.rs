@@ -36,16 +36,15 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    kptr::{FilePtr, InodePtr},
+    kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
         watch_entry,
     },
-    off,
-    probes::open::arg_final_name,
+    probes::open_arg::arg_final_name,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
     taint::{next_gen, pipe_gate, pipe_read},
-    vfs::{Ptr, dentry_name_key, fd_file, rd, rd_ptr},
+    vfs::{dentry_name_key, fd_file},
 };
 
 const S_IFMT: u32 = 0o170000;
@@ -250,17 +249,15 @@ fn sink_file(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i6
 /// An io_uring write or send completed (`res` bytes) in a tainted
 /// process (or its io_uring worker, which shares its tgid).
 #[inline(always)]
-pub fn iou_sink(req: Ptr, res: i32) {
+pub fn iou_sink(req: IoKiocbPtr, res: i32) {
     let Some(tgid) = acting_tgid() else { return };
-    // SAFETY: the map value is copied out; `req` is read through
-    // bpf_probe_read_kernel, into a pointer.
+    // SAFETY: the map value is copied out.
     unsafe {
         let Some(taint) = TAINTED.get(tgid) else {
             return;
         };
         let taint = *taint;
-        let Some(file) = rd_ptr(req, off!(io_kiocb_file)).map(|f| FilePtr::from_addr(f as u64))
-        else {
+        let Some(file) = req.file() else {
             return;
         };
         sink_file(
@@ -368,10 +365,10 @@ fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, de
         let Some(sock) = file.private_data() else {
             return;
         };
-        let Some(sk) = rd_ptr(sock, off!(socket_sk)) else {
+        let Some(sk) = SocketPtr::from_addr(sock as u64).sk() else {
             return;
         };
-        let key = [tgid as u64, sk as u64];
+        let key = [tgid as u64, sk.addr()];
         if SENT.get(key).is_some() {
             return;
         }
@@ -384,23 +381,23 @@ fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, de
         (*ev).bytes = ret;
         (*ev).fd = fd as i32;
         (*ev).via = via;
-        let family = rd::<u16>(sk, off!(sk_family)).unwrap_or(0);
+        let family = sk.family().unwrap_or(0);
         (*ev).family = family;
-        (*ev).sock_type = rd::<u16>(sk, off!(sk_type)).unwrap_or(0);
-        (*ev).protocol = rd::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
-        (*ev).sport = rd::<u16>(sk, off!(sk_num)).unwrap_or(0);
-        (*ev).dport = u16::from_be(rd::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+        (*ev).sock_type = sk.sock_type().unwrap_or(0);
+        (*ev).protocol = sk.protocol().unwrap_or(0);
+        (*ev).sport = sk.num().unwrap_or(0);
+        (*ev).dport = u16::from_be(sk.dport().unwrap_or(0));
         (*ev)._pad = [0; 3];
         (*ev).saddr = [0; 16];
         (*ev).daddr = [0; 16];
         if family == AF_INET {
-            let s = rd::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
-            let d = rd::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+            let s = sk.rcv_saddr().unwrap_or([0; 4]);
+            let d = sk.daddr().unwrap_or([0; 4]);
             (*ev).saddr = [s[0], s[1], s[2], s[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
             (*ev).daddr = [d[0], d[1], d[2], d[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         } else if family == AF_INET6 {
-            (*ev).saddr = rd::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-            (*ev).daddr = rd::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+            (*ev).saddr = sk.v6_rcv_saddr().unwrap_or([0; 16]);
+            (*ev).daddr = sk.v6_daddr().unwrap_or([0; 16]);
         }
         (*ev).dest_len = 0;
         (*ev)._pad2 = 0;

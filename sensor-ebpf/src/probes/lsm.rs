@@ -33,11 +33,10 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    kptr::{FilePtr, TaskPtr},
+    kptr::{FilePtr, SignalPtr, TaskPtr},
     maps::{ENFORCE, PROTECTED, allowed, watch_entry},
-    off, setting,
+    setting,
     syscall::current_nr,
-    vfs::rd_ptr,
 };
 
 const EPERM: i32 = 1;
@@ -244,8 +243,7 @@ fn dumping() -> bool {
         return true;
     }
     task.signal()
-        // SAFETY: a pointer read through bpf_probe_read_kernel.
-        .and_then(|s| unsafe { rd_ptr(s, off!(signal_core_state)) })
+        .and_then(|s| SignalPtr::from_addr(s as u64).core_state())
         .is_some()
 }
 

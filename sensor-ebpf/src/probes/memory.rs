@@ -14,11 +14,11 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
+    kptr::PidPtr,
     maps::PROTECTED,
-    off,
     syscall::{args3, sys_ret},
     taint::add_taint,
-    vfs::{fd_file, rd},
+    vfs::fd_file,
 };
 
 const PTRACE_TRACEME: u64 = 0;
@@ -139,8 +139,7 @@ fn pidfd_target(pidfd: u64) -> u32 {
     } else {
         file.private_data()
     };
-    // SAFETY: an integer read through bpf_probe_read_kernel.
-    pid.and_then(|p| unsafe { rd::<i32>(p, off!(pid_nr)) })
+    pid.and_then(|p| PidPtr::from_addr(p as u64).nr())
         .map(|n| n.max(0) as u32)
         .unwrap_or(0)
 }

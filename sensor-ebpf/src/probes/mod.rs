@@ -4,5 +4,7 @@ pub mod lsm;
 pub mod lsm_detect;
 pub mod memory;
 pub mod open;
+pub mod open_arg;
+pub mod open_proc;
 pub mod process;
 pub mod signal;

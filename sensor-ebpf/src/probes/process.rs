@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated},
+    helpers::{bpf_get_current_pid_tgid, generated},
     macros::{raw_tracepoint, tracepoint},
     programs::{RawTracePointContext, TracePointContext},
 };
@@ -15,7 +15,7 @@ use sensor_common::{
 
 use crate::{
     emit::emit,
-    kptr::{FilePtr, TaskPtr},
+    kptr::{FdArrayPtr, SignalPtr, TaskPtr},
     maps::{
         ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
         TAINTED_PIPES, count_stop, watch_entry,
@@ -23,7 +23,7 @@ use crate::{
     off, setting,
     syscall::current_nr,
     taint::{add_taint, next_gen},
-    vfs::{Ptr, fd_file, rd, rd_ptr},
+    vfs::fd_file,
 };
 
 /// sched:sched_process_exec (fields unused: the new image is read from
@@ -92,21 +92,18 @@ struct FdScan {
 #[inline(never)]
 unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is taint_at_exec's `FdScan` (bpf_loop passes it
-    // through); the fd array is read through bpf_probe_read_kernel only;
+    // through); the fd array is read through FdArrayPtr (bpf_probe_read_kernel);
     // `watch_entry`'s pointer is a live map value.
     unsafe {
         let scan = ctx as *mut FdScan;
         if i >= (*scan).max {
             return 1;
         }
-        let slot = ((*scan).fds as Ptr).add((i as usize & (EXEC_FD_SCAN as usize - 1)) * 8);
-        let Ok(file) = bpf_probe_read_kernel(slot as *const u64) else {
+        let fds = FdArrayPtr::from_addr((*scan).fds);
+        let Some(file) = fds.get(i as usize & (EXEC_FD_SCAN as usize - 1)) else {
             return 0;
         };
-        if file == 0 {
-            return 0;
-        }
-        let Some((key, inode)) = FilePtr::from_addr(file).identity() else {
+        let Some((key, inode)) = file.identity() else {
             return 0;
         };
         let source = match watch_entry(&key, inode) {
@@ -131,17 +128,14 @@ fn taint_at_exec() {
     if TAINTED.get_ptr_mut(tgid).is_none() {
         return;
     }
-    // SAFETY: kernel memory read through bpf_probe_read_kernel only; `scan`
-    // outlives the bpf_loop that hands it to fd_scan_step, whose signature
-    // is bpf_loop's callback's.
+    // SAFETY: `scan` outlives the bpf_loop that hands it to fd_scan_step,
+    // whose signature is bpf_loop's callback's.
     let keep = unsafe {
-        let fdt = TaskPtr::current()
-            .files()
-            .and_then(|f| rd_ptr(f, off!(files_fdt)));
+        let fdt = TaskPtr::current().files().and_then(|f| f.fdt());
         match fdt {
             Some(fdt) => {
-                let max = rd::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0);
-                let fds = rd_ptr(fdt, off!(fdt_fd)).map_or(0, |p| p as u64);
+                let max = fdt.max_fds().unwrap_or(0);
+                let fds = fdt.fd().map_or(0, |p| p as u64);
                 let mut scan = FdScan {
                     fds,
                     max: if max > EXEC_FD_SCAN {
@@ -280,8 +274,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     let group_dead = if signal == 0 {
         leader
     } else {
-        // SAFETY: an integer read through bpf_probe_read_kernel.
-        match unsafe { rd::<i32>(signal as Ptr, off!(signal_live)) } {
+        match SignalPtr::from_addr(signal).live() {
             Some(n) => n == 0,
             None => leader,
         }
@@ -292,7 +285,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     let group: u32 = if signal == 0 {
         0
     } else {
-        unsafe { rd::<u32>(signal as Ptr, off!(signal_group_exit_code)) }.unwrap_or(0)
+        SignalPtr::from_addr(signal).group_exit_code().unwrap_or(0)
     };
     let own: u32 = task.exit_code().unwrap_or(0);
     let exit_code = if group != 0 { group } else { own };

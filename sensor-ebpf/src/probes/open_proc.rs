@@ -1,0 +1,186 @@
+//! Opens that matched no watch or pattern but are still worth a record:
+//! write-opens of the core-dump control files and opens of the /proc/<pid>/
+//! files (mem, pagemap, environ, and the reconnaissance files of protected
+//! processes), both recognised on procfs by superblock magic. Part of
+//! `check_opened` (open.rs), working on its `OPEN_STATE` slot.
+
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use sensor_common::{
+    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE, OpenKind,
+    PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint,
+    name_head, names::NameKey, short_name,
+};
+
+use crate::{
+    kptr::{DentryPtr, FilePtr, InodePtr},
+    maps::{ENVIRON_READS, PROTECTED},
+    probes::{
+        dumpcfg::emit_dump_config,
+        open::{OpenState, get, put},
+    },
+    taint::add_taint,
+    vfs::dentry_name_key,
+};
+
+/// An open that matched no watch or pattern: a write-open of a core-dump
+/// control file (reported here) or a /proc/<pid>/ file worth reporting
+/// (returns true with `kind` and `rules` set in the state).
+#[inline(always)]
+pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i64) -> bool {
+    // SAFETY: `s` is check_opened's OPEN_STATE slot (the caller's); map
+    // values are live while the program runs.
+    unsafe {
+        let inode = InodePtr::from_addr(get!(s.inode));
+        let parent = match get!(s.parent) {
+            0 => None,
+            p => Some(DentryPtr::from_addr(p)),
+        };
+        if check_dump_config(name, inode, FilePtr::from_addr(get!(s.file)), parent, ret) {
+            return false;
+        }
+        // /proc/<pid>/{mem,pagemap,environ}, and the reconnaissance
+        // files of protected processes.
+        let pf = proc_file(name);
+        if pf == 0 {
+            return false;
+        }
+        let magic = inode.fs_magic().unwrap_or(0);
+        if magic != PROC_SUPER_MAGIC {
+            return false;
+        }
+        let pid = match parent {
+            Some(p) => parse_pid(&dentry_name_key(p)),
+            None => 0,
+        };
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if pf == PROC_ENVIRON && pid != tgid {
+            match ENVIRON_READS.get_ptr_mut(tgid) {
+                Some(n) => *n += 1,
+                None => {
+                    let _ = ENVIRON_READS.insert(tgid, 1, 0);
+                }
+            }
+        }
+        let protected = pid != 0 && PROTECTED.get(pid).is_some();
+        // mem and pagemap of any process; environ (tokens) and the
+        // reconnaissance files of protected processes only.
+        if (pf == PROC_ENVIRON || pf >= PROC_MAPS) && !protected {
+            return false;
+        }
+        // Reading a protected process's memory taints the reader: what it
+        // writes next may be a dump. Its environment is not its memory.
+        if (pf == PROC_MEM || pf == PROC_PAGEMAP) && protected && tgid != pid {
+            add_taint(
+                tgid,
+                &Taint {
+                    flags: TAINT_MEMORY,
+                    src_pid: pid,
+                    ..Default::default()
+                },
+            );
+        }
+        put!(s.kind, OpenKind::ProcFileOpen);
+        put!(s.rules, pf);
+        true
+    }
+}
+
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+
+/// DCFG_* value of a core-dump control file name, 0 for other names.
+#[inline(always)]
+fn dump_config_file(name: &NameKey) -> u32 {
+    let h = name.head;
+    if name.len == 12 && h == name_head(b"core_pattern") {
+        DCFG_CORE_PATTERN
+    } else if name.len == 15 && h == name_head(b"core_pipe_limit") {
+        DCFG_CORE_PIPE_LIMIT
+    } else if name.len == 13 && h == name_head(b"suid_dumpable") {
+        DCFG_SUID_DUMPABLE
+    } else if name.len == 15 && h == name_head(b"coredump_filter") {
+        DCFG_COREDUMP_FILTER
+    } else {
+        0
+    }
+}
+
+/// A write-open of /proc/sys/kernel/core_pattern, core_pipe_limit,
+/// /proc/sys/fs/suid_dumpable or /proc/<pid>/coredump_filter. Returns true
+/// when the open was one (reported or not).
+#[inline(always)]
+fn check_dump_config(
+    name: &NameKey,
+    inode: InodePtr,
+    file: FilePtr,
+    parent: Option<DentryPtr>,
+    ret: i64,
+) -> bool {
+    let what = dump_config_file(name);
+    if what == 0 {
+        return false;
+    }
+    let magic = inode.fs_magic().unwrap_or(0);
+    if magic != PROC_SUPER_MAGIC {
+        return false;
+    }
+    let flags = file.flags().unwrap_or(0);
+    if flags & 3 == 0 {
+        return true;
+    }
+    let target = if what == DCFG_COREDUMP_FILTER {
+        match parent {
+            Some(p) => parse_pid(&dentry_name_key(p)),
+            None => 0,
+        }
+    } else {
+        0
+    };
+    emit_dump_config(what, target, 0, ret);
+    true
+}
+
+/// PROC_* value of a /proc/<pid>/ file name, 0 for other names.
+#[inline(always)]
+fn proc_file(name: &NameKey) -> u32 {
+    if name.len > 8 {
+        return 0;
+    }
+    let w = name.head[0];
+    if w == short_name(b"mem") {
+        PROC_MEM
+    } else if w == short_name(b"pagemap") {
+        PROC_PAGEMAP
+    } else if w == short_name(b"environ") {
+        PROC_ENVIRON
+    } else if w == short_name(b"maps") {
+        PROC_MAPS
+    } else if w == short_name(b"smaps") {
+        PROC_SMAPS
+    } else if w == short_name(b"status") {
+        PROC_STATUS
+    } else {
+        0
+    }
+}
+
+/// The number a /proc directory is named after (0 if not all digits).
+#[inline(always)]
+fn parse_pid(name: &NameKey) -> u32 {
+    if name.len == 0 || name.len > 10 {
+        return 0;
+    }
+    let mut n = 0u32;
+    let mut i = 0u32;
+    while i < 10 {
+        if i >= name.len {
+            break;
+        }
+        let b = ((name.head[(i / 8) as usize] >> (8 * (i % 8))) & 0xff) as u8;
+        if !b.is_ascii_digit() {
+            return 0;
+        }
+        n = n.wrapping_mul(10).wrapping_add((b - b'0') as u32);
+        i += 1;
+    }
+    n
+}
