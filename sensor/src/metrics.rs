@@ -1,6 +1,6 @@
 //! Prometheus metrics (prometheus crate) and their HTTP endpoint (hyper).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::{
     Request, Response, StatusCode, body::Incoming, server::conn::http1, service::service_fn,
 };
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -233,30 +233,85 @@ impl Metrics {
     }
 }
 
-/// Binds the listener (so a bad address fails at start) and serves
-/// /metrics on it in the background.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding metrics listener {addr}"))?;
-    tracing::info!("metrics on http://{addr}/metrics");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(handle(&req, &metrics)) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+/// Connections served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 16;
+/// A client has this long to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long, whatever it does.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// A listener that could not bind tries again this often.
+const RETRY_BIND: Duration = Duration::from_secs(5);
+
+/// Serves /metrics on its own thread and runtime: detection never waits
+/// for it and never depends on it. The listener is bound here first (so it
+/// is up when start-up says ready); a bind that fails (the port taken) is a
+/// warning, and the thread keeps trying. Each connection gets a header
+/// timeout and a lifetime cap, and at most `MAX_CONNECTIONS` are served.
+pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<std::thread::JoinHandle<()>> {
+    let first = std::net::TcpListener::bind(addr);
+    match &first {
+        Ok(_) => tracing::info!("metrics on http://{addr}/metrics"),
+        Err(e) => tracing::warn!(
+            "metrics listener {addr}: {e}; retrying every {}s (detection runs without it)",
+            RETRY_BIND.as_secs()
+        ),
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("metrics runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("keysentry-metrics".into())
+        .spawn(move || rt.block_on(serve_on(addr, first, metrics)))
+        .context("metrics thread")?;
+    Ok(thread)
+}
+
+async fn serve_on(
+    addr: SocketAddr,
+    first: std::io::Result<std::net::TcpListener>,
+    metrics: Arc<Metrics>,
+) {
+    let mut bound = first;
+    let listener = loop {
+        match bound.and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        }) {
+            Ok(l) => break l,
+            Err(e) => tracing::debug!("metrics listener {addr}: {e}"),
         }
-    }))
+        tokio::time::sleep(RETRY_BIND).await;
+        bound = std::net::TcpListener::bind(addr);
+        if bound.is_ok() {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        // Over the cap: closed at once (a scraper retries; a flood of idle
+        // connections never starves the next scrape for long).
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(handle(&req, &metrics)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            drop(slot);
+        });
+    }
 }
 
 fn handle(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {

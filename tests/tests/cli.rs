@@ -142,3 +142,21 @@ fn refuses_a_config_others_could_have_written() {
     let e = run();
     assert!(e.contains("refused: owned by uid 65534, not root"), "{e}");
 }
+
+/// Detection never depends on the metrics server: with its port taken,
+/// keysentry starts, says so, and serves metrics once the port is free.
+#[test]
+fn a_taken_metrics_port_is_a_warning_and_is_retried() {
+    require_root();
+    let dir = tempdir();
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let mut s = Sensor::start_on_port(dir.path(), "", port);
+    let warn = s
+        .logged("retrying every")
+        .expect("a warning about the metrics port");
+    assert!(warn.contains(&format!("127.0.0.1:{port}")), "{warn}");
+    drop(squatter);
+    s.wait_log(&format!("metrics on http://127.0.0.1:{port}/metrics"));
+    assert!(s.metrics().contains("keysentry_events_total"));
+}

@@ -251,7 +251,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let map_stats = MapStats::take(&mut ebpf)?;
 
     let _server = if cfg.metrics.enabled {
-        Some(metrics::serve(cfg.metrics.listen, metrics.clone()).await?)
+        Some(metrics::serve(cfg.metrics.listen, metrics.clone())?)
     } else {
         None
     };
@@ -382,6 +382,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     tracing::info!("stopping: detaching probes");
     drop(ring);
     drop(ebpf);
+    // Alerts still queued are written before exit (bounded: a stuck output
+    // does not hold the shutdown).
+    pipe.into_outputs().close_within(Duration::from_secs(5));
     Ok(())
 }
 

@@ -289,6 +289,11 @@ impl Pipeline {
         }
     }
 
+    /// The outputs, to close at shutdown.
+    pub fn into_outputs(self) -> Outputs {
+        self.outputs
+    }
+
     /// The metrics registry.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.cx.metrics

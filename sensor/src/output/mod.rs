@@ -433,6 +433,34 @@ impl Outputs {
 
     /// Closes the queues and waits for every output to write what it was
     /// given (a blocked syslog socket waits for its send timeout per alert).
+    /// `close` within `limit`: the alerts still queued at shutdown are
+    /// written unless an output is stuck (a hung syslog), which is then
+    /// left behind and named in the log.
+    pub fn close_within(mut self, limit: std::time::Duration) {
+        let names: Vec<&'static str> = self.queues.iter().map(|q| q.name).collect();
+        let threads: Vec<_> = self
+            .queues
+            .drain(..)
+            .filter_map(|mut q| q.thread.take())
+            .collect();
+        let (done, wait) = std::sync::mpsc::channel();
+        let joiner = std::thread::spawn(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+            let _ = done.send(());
+        });
+        match wait.recv_timeout(limit) {
+            Ok(()) => {
+                let _ = joiner.join();
+            }
+            Err(_) => tracing::warn!(
+                "outputs {} did not finish their queues within {limit:?} at shutdown",
+                names.join(", ")
+            ),
+        }
+    }
+
     pub fn close(mut self) {
         let threads: Vec<_> = self
             .queues

@@ -319,3 +319,25 @@ fn a_blocked_output_drops_and_counts_while_others_get_everything() {
     assert_eq!(metrics.output_dropped.with_label_values(&["file"]).get(), 0);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Shutdown: what is still queued is written before the outputs close
+/// (bounded); the file holds every alert sent.
+#[test]
+fn alerts_queued_at_shutdown_are_written() {
+    let d = tmp("shutdown");
+    let path = d.join("alerts.jsonl");
+    let c = crate::config::Alerts {
+        file: Some(path.clone()),
+        ..cfg()
+    };
+    let metrics = Metrics::new().unwrap();
+    let out = Outputs::start(&c, metrics.clone()).unwrap();
+    for n in 0..500 {
+        out.send(alert(n, "/usr/bin/cat"));
+    }
+    out.close_within(std::time::Duration::from_secs(60));
+    let written = pids(&std::fs::read_to_string(&path).unwrap());
+    assert_eq!(written, (0..500).collect::<Vec<u64>>());
+    assert_eq!(metrics.output_dropped.with_label_values(&["file"]).get(), 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -103,6 +103,8 @@ pub struct Sensor {
     alerts: Receiver<Value>,
     incidents: Receiver<Value>,
     logs: Receiver<String>,
+    /// Log lines `wait_log` read so far.
+    seen: Vec<String>,
     pub metrics_port: u16,
 }
 
@@ -127,8 +129,16 @@ impl Sensor {
 
     /// As `start_with`, with extra environment variables.
     pub fn start_env(dir: &Path, body: &str, args: &[&str], env: &[(&str, &Path)]) -> Sensor {
+        Self::launch(dir, body, args, env, free_port())
+    }
+
+    /// As `start`, with the metrics listener on `port` (which may be taken).
+    pub fn start_on_port(dir: &Path, body: &str, port: u16) -> Sensor {
+        Self::launch(dir, body, &[], &[], port)
+    }
+
+    fn launch(dir: &Path, body: &str, args: &[&str], env: &[(&str, &Path)], port: u16) -> Sensor {
         require_root();
-        let port = free_port();
         let cfg = dir.join("keysentry.toml");
         std::fs::write(
             &cfg,
@@ -184,6 +194,7 @@ impl Sensor {
             alerts,
             incidents,
             logs,
+            seen: Vec::new(),
             metrics_port: port,
         };
         s.wait_log("ready");
@@ -221,8 +232,12 @@ impl Sensor {
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.logs.recv_timeout(left) {
-                Ok(l) if l.contains(needle) => return l,
-                Ok(_) => {}
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.contains(needle) {
+                        return l;
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     panic!("no log line with {needle:?} within {deadline:?}")
                 }
@@ -232,6 +247,15 @@ impl Sensor {
                 }
             }
         }
+    }
+
+    /// A log line already read (by `wait_log`, start-up's included) with
+    /// `needle`.
+    pub fn logged(&self, needle: &str) -> Option<&str> {
+        self.seen
+            .iter()
+            .find(|l| l.contains(needle))
+            .map(String::as_str)
     }
 
     /// Alerts received until (not including) the first alert about
