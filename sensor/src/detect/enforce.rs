@@ -197,7 +197,7 @@ fn judge(
         ENF_KEY_OPEN => {
             // An attempt that failed (EPERM), as the policy words it.
             let k = KeyAccess {
-                actor: &actor,
+                actor,
                 task: &d.task,
                 path: d.path.clone().unwrap_or_default(),
                 dev: st_dev(d.dev),
@@ -240,7 +240,7 @@ fn judge(
                 access,
                 op: syscall_name(d.syscall).to_string(),
                 ret: -EPERM,
-                actor: &actor,
+                actor,
                 target: &target,
                 target_protected: true,
                 recon: false,
@@ -262,7 +262,7 @@ fn judge(
                 delivered: Some(false),
                 ..Default::default()
             };
-            Some(policy.forced_crash(&actor, &target, detail, &cx.host, ts))
+            Some(policy.forced_crash(actor, &target, detail, &cx.host, ts))
         }
         ENF_CORE_DUMP => {
             let (pattern, _) = cx.view.core_pattern();
@@ -280,7 +280,7 @@ fn judge(
                 exists,
                 ..Default::default()
             };
-            Some(policy.core_dump(&actor, detail, &cx.host, ts))
+            Some(policy.core_dump(actor, detail, &cx.host, ts))
         }
         _ => None,
     }
