@@ -99,7 +99,24 @@ fn program(argv: &[String]) -> &str {
 /// `?token=x`), secret HTTP headers (`Authorization: Bearer x`), curl's
 /// `-u user:pass`, MySQL's `-pSECRET`, and the positional secrets of
 /// `vault login TOKEN` and `vault operator unseal KEY`.
+///
+/// Idempotent by construction: the pass is repeated until it changes
+/// nothing (a redaction can expose another one: a URL's user info removed
+/// leaves a positional argument), so a recording's redacted command line
+/// redacts to itself in a replay.
 pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    let mut cur = redact_pass(argv);
+    for _ in 0..8 {
+        let next = redact_pass(&cur);
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    cur
+}
+
+fn redact_pass(argv: &[String]) -> Vec<String> {
     let prog = program(argv);
     let mysql = MYSQL_CLIENTS.contains(&prog);
     let curl = prog == "curl";
@@ -159,16 +176,19 @@ pub fn redact_argv(argv: &[String]) -> Vec<String> {
             out.push(format!("{name}: {MARK}"));
             continue;
         }
+        // The positional rule looks at the argument as redacted above, so
+        // a second pass decides the same (redaction is idempotent).
+        let red = redact_bearer(&redact_url(arg));
         if vault_positional
             && i >= 2
-            && !arg.starts_with('-')
-            && !arg.contains('=')
-            && arg != "unseal"
+            && !red.starts_with('-')
+            && !red.contains('=')
+            && red != "unseal"
         {
             out.push(MARK.to_string());
-            continue;
+        } else {
+            out.push(red);
         }
-        out.push(redact_bearer(&redact_url(arg)));
     }
     out
 }

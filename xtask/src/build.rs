@@ -93,23 +93,35 @@ pub fn run_sensor(root: &Path, args: Vec<String>) -> Result<()> {
     Err(err).with_context(|| format!("cannot exec `{}`", cmd::describe(&cmd)))
 }
 
-/// `cargo xtask fuzz`: the scanner's cargo-fuzz target (fuzz/) for
-/// `seconds`, installing cargo-fuzz when missing. libFuzzer needs nightly
-/// compiler flags (`-Zsanitizer`): RUSTC_BOOTSTRAP=1 lets the stable
-/// compiler accept them. The corpus stays in fuzz/corpus/scan, crashes in
-/// fuzz/artifacts/scan.
-pub fn fuzz(root: &Path, seconds: u64) -> Result<()> {
+/// The cargo-fuzz targets (fuzz/fuzz_targets/): the key scanner, the
+/// ring-record decoder, the recording reader, the config loader and the
+/// redactor: everything that reads bytes someone else chose.
+pub const FUZZ_TARGETS: [&str; 5] = ["scan", "decode", "recording", "config", "redact"];
+
+/// `cargo xtask fuzz`: each cargo-fuzz target (fuzz/) for `seconds`,
+/// installing cargo-fuzz when missing. libFuzzer needs nightly compiler
+/// flags (`-Zsanitizer`): RUSTC_BOOTSTRAP=1 lets the stable compiler accept
+/// them. Each target's corpus stays in fuzz/corpus/TARGET, crashes in
+/// fuzz/artifacts/TARGET; a crash fails the run.
+pub fn fuzz(root: &Path, seconds: u64, only: Option<&str>) -> Result<()> {
     if !cmd::have("cargo-fuzz") {
         cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
             .context("installing cargo-fuzz failed")?;
     }
-    let mut c = Command::new("cargo");
-    c.current_dir(root.join("fuzz"))
-        .env("RUSTC_BOOTSTRAP", "1")
-        .env(EBPF_OBJ_ENV, ebpf_object(root))
-        .args(["fuzz", "run", "-O", "scan", "--", "-rss_limit_mb=512"])
-        .arg(format!("-max_total_time={seconds}"));
-    cmd::run(&mut c).context("fuzzing the scanner failed (see fuzz/artifacts/scan)")
+    for target in FUZZ_TARGETS
+        .iter()
+        .filter(|t| only.is_none_or(|o| o == **t))
+    {
+        let mut c = Command::new("cargo");
+        c.current_dir(root.join("fuzz"))
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env(EBPF_OBJ_ENV, ebpf_object(root))
+            .args(["fuzz", "run", "-O", target, "--", "-rss_limit_mb=512"])
+            .arg(format!("-max_total_time={seconds}"));
+        cmd::run(&mut c)
+            .with_context(|| format!("fuzzing {target} failed (see fuzz/artifacts/{target})"))?;
+    }
+    Ok(())
 }
 
 /// `cargo xtask bench`: the workload cost of the sensor (ks-bench: openat

@@ -49,10 +49,14 @@ enum Command {
     /// Build, then run the integration tests inside qemu VMs booted with
     /// the cached kernels (fetched when missing).
     VmTest(vm::VmTestArgs),
-    /// Fuzz the key scanner (cargo-fuzz target fuzz/scan) for N seconds.
+    /// Fuzz each cargo-fuzz target (fuzz/: scan, decode, recording,
+    /// config, redact) for N seconds.
     Fuzz {
         #[arg(long, default_value_t = 120)]
         seconds: u64,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -94,10 +98,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             build::run_sensor(&root, args)
         }
         Command::Test(args) => test::run(&root, &args),
-        Command::Fuzz { seconds } => {
+        Command::Fuzz { seconds, target } => {
             toolchain::setup()?;
             build::ebpf(&root)?;
-            build::fuzz(&root, seconds)
+            build::fuzz(&root, seconds, target.as_deref())
         }
         Command::Bench => {
             toolchain::setup()?;

@@ -25,7 +25,13 @@ pub struct TestArgs {
     /// (xtask/src/vm.rs QUICK_SUBSET) instead of all of them.
     #[arg(long)]
     vm_subset: bool,
+    /// Seconds each fuzz target runs (0: no fuzzing).
+    #[arg(long, default_value_t = FUZZ_SECONDS)]
+    fuzz_seconds: u64,
 }
+
+/// Each fuzz target's share of `cargo xtask test`.
+const FUZZ_SECONDS: u64 = 45;
 
 type StepFn<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
 
@@ -91,6 +97,13 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<()> {
             ]))
         }),
     ));
+    if args.fuzz_seconds > 0 && args.filter.is_none() {
+        let seconds = args.fuzz_seconds;
+        steps.push((
+            "fuzz (scan, decode, recording, config, redact)",
+            Box::new(move || build::fuzz(root, seconds, None)),
+        ));
+    }
     let filter = args.filter.clone();
     steps.push((
         "integration tests",

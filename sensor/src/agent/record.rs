@@ -117,7 +117,7 @@ pub struct ScanRec {
 }
 
 impl Record {
-    fn encode(&self) -> Result<(u8, Vec<u8>)> {
+    pub fn encode(&self) -> Result<(u8, Vec<u8>)> {
         Ok(match self {
             Record::Header(h) => (b'H', serde_json::to_vec(h)?),
             Record::Event(b) => (b'E', b.clone()),
