@@ -88,7 +88,7 @@ pub struct FileWriteEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 32 + 32 + 8 + 8 + PATH_BUF);
-record!(FileWriteEvent: FileWrite);
+record!(FileWriteEvent: FileWrite, Critical);
 
 /// A tainted process closed a file it had written.
 #[repr(C)]
@@ -106,7 +106,7 @@ pub struct FileCloseEvent {
     pub written: u64,
 }
 const _: () = assert!(core::mem::size_of::<FileCloseEvent>() == 96);
-record!(FileCloseEvent: FileClose);
+record!(FileCloseEvent: FileClose, Bulk);
 
 /// A tainted process sent on a socket (the first send per socket).
 #[repr(C)]
@@ -137,7 +137,7 @@ pub struct NetSendEvent {
     pub dest: [u8; 32],
 }
 const _: () = assert!(core::mem::size_of::<NetSendEvent>() == 56 + 32 + 16 + 16 + 32 + 8 + 32);
-record!(NetSendEvent: NetSend);
+record!(NetSendEvent: NetSend, Critical);
 
 /// PathChangeEvent::op values.
 pub const PATH_OP_RENAME: u32 = 1;
@@ -165,7 +165,7 @@ pub struct PathChangeEvent {
     pub new: [u8; ARG_BUF],
 }
 const _: () = assert!(core::mem::size_of::<PathChangeEvent>() == 56 + 32 + 2 * ARG_BUF);
-record!(PathChangeEvent: PathChange);
+record!(PathChangeEvent: PathChange, Critical);
 
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]

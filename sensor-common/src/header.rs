@@ -80,6 +80,46 @@ event_kinds! {
 /// Number of slots in the lost-event counter array.
 pub const KIND_SLOTS: u32 = 64;
 
+/// The ring buffer a record travels in, chosen per record type at compile
+/// time (`Record::LANE`, `SharedRecord::LANE`), so a flood of bulk records
+/// can never take the space of a critical one.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// What must never vanish: memory access, dump signals and
+    /// configuration, LSM denials and fd accesses, tracked writes, sends and
+    /// path changes. Every submit wakes user space.
+    Critical = 0,
+    /// Exec, fork, exit, rename: the process table.
+    Lifecycle = 1,
+    /// Opens (key, failed, /proc files) and closes of written files.
+    Bulk = 2,
+}
+
+/// Number of lanes (the lost-event counters are `LANES * KIND_SLOTS`,
+/// indexed by [`lost_slot`]).
+pub const LANES: u32 = 3;
+
+impl Lane {
+    /// In drain order (user space reads the critical lane first).
+    pub const ALL: [Lane; LANES as usize] = [Lane::Critical, Lane::Lifecycle, Lane::Bulk];
+
+    /// Stable metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Lane::Critical => "critical",
+            Lane::Lifecycle => "lifecycle",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+/// The slot of the lost-event counters that counts `kind` lost in `lane`.
+#[inline(always)]
+pub const fn lost_slot(lane: Lane, kind: EventKind) -> u32 {
+    lane as u32 * KIND_SLOTS + kind as u32
+}
+
 // Every kind indexes the per-kind counters.
 const _: () = {
     let mut i = 0;
@@ -113,6 +153,30 @@ impl EventKind {
             EventKind::PathChange => "path_change",
             EventKind::Denied => "denied",
             EventKind::FdAccess => "fd_access",
+        }
+    }
+
+    /// The lane this kind travels in: its record type's (`Record::LANE`,
+    /// `SharedRecord::LANE`), so the lane is stated once, next to the
+    /// record. An exhaustive match, as `record_size`.
+    pub const fn lane(self) -> Lane {
+        match self {
+            EventKind::Exec => <ExecEvent as Record>::LANE,
+            EventKind::Fork => <ForkEvent as Record>::LANE,
+            EventKind::Exit => <ExitEvent as Record>::LANE,
+            EventKind::Rename => <RenameEvent as Record>::LANE,
+            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
+                <OpenEvent as SharedRecord>::LANE
+            }
+            EventKind::MemAccess => <MemAccessEvent as Record>::LANE,
+            EventKind::DumpSignal => <SignalEvent as Record>::LANE,
+            EventKind::DumpConfig => <DumpConfigEvent as Record>::LANE,
+            EventKind::FileWrite => <FileWriteEvent as Record>::LANE,
+            EventKind::FileClose => <FileCloseEvent as Record>::LANE,
+            EventKind::NetSend => <NetSendEvent as Record>::LANE,
+            EventKind::PathChange => <PathChangeEvent as Record>::LANE,
+            EventKind::Denied => <DeniedEvent as Record>::LANE,
+            EventKind::FdAccess => <FdAccessEvent as Record>::LANE,
         }
     }
 
@@ -150,6 +214,8 @@ impl EventKind {
 /// the record pointer cast to `*mut Header`.
 pub unsafe trait Record: Sized {
     const KIND: EventKind;
+    /// The ring buffer it travels in.
+    const LANE: Lane;
 }
 
 /// A record type several kinds travel in (only [`crate::OpenEvent`]: a
@@ -162,6 +228,8 @@ pub unsafe trait SharedRecord: Sized {
     type Kind: Copy + Into<EventKind> + 'static;
     /// Every value of `Kind`.
     const KINDS: &'static [Self::Kind];
+    /// The ring buffer every kind of it travels in.
+    const LANE: Lane;
 }
 
 /// Checks that a record type starts with `hdr: Header`.
@@ -177,13 +245,15 @@ macro_rules! header_first {
 }
 pub(crate) use header_first;
 
-/// `record!(ExecEvent: Exec)`: `ExecEvent` travels as `EventKind::Exec`.
+/// `record!(ExecEvent: Exec, Lifecycle)`: `ExecEvent` travels as
+/// `EventKind::Exec` in the lifecycle lane.
 macro_rules! record {
-    ($t:ty : $kind:ident) => {
+    ($t:ty : $kind:ident, $lane:ident) => {
         $crate::header::header_first!($t);
         // SAFETY: repr(C) (the type's own attribute), `hdr` first (checked above).
         unsafe impl $crate::Record for $t {
             const KIND: $crate::EventKind = $crate::EventKind::$kind;
+            const LANE: $crate::Lane = $crate::Lane::$lane;
         }
     };
 }
@@ -333,6 +403,23 @@ mod tests {
                 "{k:?}: {name} is {size} bytes, decode expects {}",
                 k.record_size()
             );
+        }
+        // The lanes issue 13 names, each kind in exactly one.
+        for k in EventKind::ALL {
+            let want = match k {
+                EventKind::Exec | EventKind::Fork | EventKind::Exit | EventKind::Rename => {
+                    Lane::Lifecycle
+                }
+                EventKind::KeyOpen
+                | EventKind::KeyOpenFailed
+                | EventKind::ProcFileOpen
+                | EventKind::FileClose => Lane::Bulk,
+                _ => Lane::Critical,
+            };
+            assert_eq!(k.lane(), want, "{k:?}");
+            for lane in Lane::ALL {
+                assert!(lost_slot(lane, k) < LANES * KIND_SLOTS);
+            }
         }
         // The kernel tags an OpenEvent with `OpenKind as u32`.
         for k in <OpenEvent as SharedRecord>::KINDS {

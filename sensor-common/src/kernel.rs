@@ -118,8 +118,11 @@ pub struct SensorSettings {
     pub self_pid: u32,
     /// Bench switch: every program returns at once (measures the hook floor).
     pub empty_programs: u32,
-    /// Ring-buffer fill (bytes) above which a non-urgent submit wakes user space.
+    /// Bulk ring fill (bytes) above which a bulk submit wakes user space.
     pub wakeup_bytes: u32,
+    /// Lifecycle ring fill (bytes) above which a lifecycle submit wakes
+    /// user space (critical submits always wake it).
+    pub lifecycle_wakeup_bytes: u32,
     /// `[flow] max_generations`: the last generation of tracked files.
     pub max_generations: u32,
 }

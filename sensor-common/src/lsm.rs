@@ -72,7 +72,7 @@ pub struct DeniedEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
-record!(DeniedEvent: Denied);
+record!(DeniedEvent: Denied, Critical);
 
 /// What a process did through an fd it did not open (`FdAccessEvent::op`).
 pub const FDA_READ: u32 = 1;
@@ -120,7 +120,7 @@ pub struct FdAccessEvent {
     pub path: KPath,
 }
 const _: () = assert!(core::mem::size_of::<FdAccessEvent>() == 56 + 48 + 8 + PATH_BUF);
-record!(FdAccessEvent: FdAccess);
+record!(FdAccessEvent: FdAccess, Critical);
 
 /// Who opened a watched file (`struct file` address -> opener), recorded
 /// by the LSM file_open hook: the process image (tgid and mm) that owns

@@ -35,7 +35,7 @@ pub struct MemAccessEvent {
     pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
-record!(MemAccessEvent: MemAccess);
+record!(MemAccessEvent: MemAccess, Critical);
 
 /// A dump-producing signal (SIGQUIT, ILL, TRAP, ABRT, BUS, FPE, SEGV, XCPU,
 /// XFSZ, SYS) generated for another process.
@@ -54,7 +54,7 @@ pub struct SignalEvent {
     pub result: i32,
 }
 const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
-record!(SignalEvent: DumpSignal);
+record!(SignalEvent: DumpSignal, Critical);
 
 /// What a DumpConfigEvent changes.
 pub const DCFG_CORE_PATTERN: u32 = 1;
@@ -80,7 +80,7 @@ pub struct DumpConfigEvent {
     pub target: u32,
 }
 const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
-record!(DumpConfigEvent: DumpConfig);
+record!(DumpConfigEvent: DumpConfig, Critical);
 
 /// Is `sig` a signal whose default action dumps core?
 pub const fn is_dump_signal(sig: u32) -> bool {

@@ -2,7 +2,7 @@
 //! with its source, match and /proc file values, and the name words the
 //! kernel compares short fixed names with.
 
-use crate::{ARG_BUF, EventKind, Header, KPath, SharedRecord, header::header_first};
+use crate::{ARG_BUF, EventKind, Header, KPath, Lane, SharedRecord, header::header_first};
 
 /// Where an open was seen.
 pub const SRC_OPEN: u32 = 1;
@@ -71,6 +71,7 @@ unsafe impl SharedRecord for OpenEvent {
         OpenKind::KeyOpenFailed,
         OpenKind::ProcFileOpen,
     ];
+    const LANE: Lane = Lane::Bulk;
 }
 
 /// The kinds an [`OpenEvent`] travels as (the same values as their

@@ -16,7 +16,7 @@ pub struct ExecEvent {
     pub exe: KPath,
 }
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
-record!(ExecEvent: Exec);
+record!(ExecEvent: Exec, Lifecycle);
 
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -28,7 +28,7 @@ pub struct ForkEvent {
     pub child_start_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<ForkEvent>() == 72);
-record!(ForkEvent: Fork);
+record!(ForkEvent: Fork, Lifecycle);
 
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
@@ -41,7 +41,7 @@ pub struct ExitEvent {
     pub environ_reads: u32,
 }
 const _: () = assert!(core::mem::size_of::<ExitEvent>() == 64);
-record!(ExitEvent: Exit);
+record!(ExitEvent: Exit, Lifecycle);
 
 /// The thread-group leader of the process in the header was renamed. The
 /// header describes the renaming thread (the leader itself for
@@ -55,7 +55,7 @@ pub struct RenameEvent {
     pub comm: [u8; COMM_LEN],
 }
 const _: () = assert!(core::mem::size_of::<RenameEvent>() == 72);
-record!(RenameEvent: Rename);
+record!(RenameEvent: Rename, Lifecycle);
 
 /// `comm` with every byte after its first NUL zeroed (a `PROTECTED_COMMS`
 /// key), as bpf_get_current_comm gives it; task:task_rename's `newcomm`

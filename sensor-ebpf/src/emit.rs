@@ -1,6 +1,8 @@
-//! Sending one record to user space: `emit::<T>()` reserves a `T` on
-//! `EVENTS` (a failed reserve is counted in `LOST[kind]`) and fills its
-//! header from the current task; the caller fills the body through
+//! Sending one record to user space: `emit::<T>()` reserves a `T` on its
+//! lane's ring (`T::LANE`, fixed per record type: `RB_CRITICAL`,
+//! `RB_LIFECYCLE` or `RB_BULK`; a failed reserve is counted in
+//! `LOST[lost_slot(lane, kind)]`, and a critical one sets `CRITICAL_LOST`)
+//! and fills its header from the current task; the caller fills the body through
 //! [`Pending::ptr`] and calls [`Pending::submit`]. The kind comes from the
 //! record's type (`sensor_common::Record`; `emit_as` for a
 //! `SharedRecord`, with a kind of that type), and the size reserved and
@@ -19,43 +21,53 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, generated,
 };
 use core::ffi::c_void;
-use sensor_common::{EventKind, Header, Record, SharedRecord};
+use sensor_common::{EventKind, Header, Lane, Record, SharedRecord};
 
-use crate::maps::{BPF_RB_FORCE_WAKEUP, EVENTS, count_lost, submit_flags};
+use crate::maps::{
+    BPF_RB_FORCE_WAKEUP, RB_BULK, RB_CRITICAL, RB_LIFECYCLE, count_lost, submit_flags,
+};
 
-/// A record reserved on `EVENTS`, its header filled: submitted by
+/// A record reserved on its lane's ring, its header filled: submitted by
 /// [`Pending::submit`], discarded if dropped.
 #[must_use = "a reserved record is discarded unless submitted"]
 pub struct Pending<T: 'static> {
     ev: *mut T,
+    /// A constant once inlined (the record type's lane).
+    lane: Lane,
 }
 
-/// Reserves a `T` record tagged `T::KIND` and fills its header; `None`
-/// (counted lost) when the ring is full.
+/// Reserves a `T` record tagged `T::KIND` on `T::LANE` and fills its
+/// header; `None` (counted lost) when that ring is full.
 #[inline(always)]
 pub fn emit<T: Record + 'static>() -> Option<Pending<T>> {
-    reserve(T::KIND)
+    reserve(T::LANE, T::KIND)
 }
 
-/// Reserves a `T` record that several kinds travel in, tagged `kind`.
+/// Reserves a `T` record that several kinds travel in, tagged `kind`, on
+/// `T::LANE`.
 #[inline(always)]
 pub fn emit_as<T: SharedRecord + 'static>(kind: T::Kind) -> Option<Pending<T>> {
-    reserve(kind.into())
+    reserve(T::LANE, kind.into())
 }
 
 /// Callers guarantee (through the `Record`/`SharedRecord` bound) that `T`
 /// is a `#[repr(C)]` record starting with its `Header`.
 #[inline(always)]
-fn reserve<T: 'static>(kind: EventKind) -> Option<Pending<T>> {
-    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
-        count_lost(kind);
+fn reserve<T: 'static>(lane: Lane, kind: EventKind) -> Option<Pending<T>> {
+    let ring = match lane {
+        Lane::Critical => &RB_CRITICAL,
+        Lane::Lifecycle => &RB_LIFECYCLE,
+        Lane::Bulk => &RB_BULK,
+    };
+    let Some(mut entry) = ring.reserve::<T>(0) else {
+        count_lost(lane, kind);
         return None;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points at the `size_of::<T>()` bytes just reserved, and
     // `T` starts with its `Header` (the Record/SharedRecord contract).
     unsafe { fill_header(ev as *mut Header, kind as u32, size_of::<T>()) };
-    Some(Pending { ev })
+    Some(Pending { ev, lane })
 }
 
 impl<T: 'static> Pending<T> {
@@ -66,11 +78,13 @@ impl<T: 'static> Pending<T> {
         self.ev
     }
 
-    /// Submits the record, waking user space only once the ring holds
-    /// more than `wakeup_bytes` (`submit_flags`).
+    /// Submits the record: a critical one wakes user space at once, the
+    /// others only once their ring holds more than its threshold
+    /// (`submit_flags`).
     #[inline(always)]
     pub fn submit(self) {
-        self.submit_with(submit_flags());
+        let flags = submit_flags(self.lane);
+        self.submit_with(flags);
     }
 
     /// Submits the record and wakes user space now (a denial is urgent).
@@ -83,7 +97,7 @@ impl<T: 'static> Pending<T> {
     fn submit_with(self, flags: u64) {
         let ev = self.ev;
         core::mem::forget(self);
-        // SAFETY: `ev` was reserved on EVENTS and is released once: the
+        // SAFETY: `ev` was reserved on a ring and is released once: the
         // guard is forgotten, so its drop does not discard it too.
         unsafe { generated::bpf_ringbuf_submit(ev as *mut c_void, flags) };
     }
@@ -92,7 +106,7 @@ impl<T: 'static> Pending<T> {
 impl<T: 'static> Drop for Pending<T> {
     #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: `ev` was reserved on EVENTS and not submitted (submit
+        // SAFETY: `ev` was reserved on a ring and not submitted (submit
         // forgets the guard).
         unsafe { generated::bpf_ringbuf_discard(self.ev as *mut c_void, 0) };
     }

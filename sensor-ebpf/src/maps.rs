@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    AllowKey, EventKind, FileOpener, InodeKey, KIND_SLOTS, KernelOffsets, STOP_SLOTS,
-    STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey,
+    AllowKey, EventKind, FileOpener, InodeKey, KIND_SLOTS, KernelOffsets, LANES, Lane, STOP_SLOTS,
+    STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey, lost_slot,
     names::{NameKey, NamePatterns},
 };
 
@@ -46,13 +46,30 @@ macro_rules! setting {
     }};
 }
 
-/// All events to user space, in order.
+/// The critical lane (`Lane::Critical`): memory access, dump signals and
+/// configuration, LSM denials and fd accesses, tracked writes, sends and
+/// path changes. Every submit wakes user space, which drains it first.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+pub static RB_CRITICAL: RingBuf = RingBuf::with_byte_size(2 << 20, 0);
 
-/// Events that did not fit in EVENTS, per EventKind.
+/// The lifecycle lane (`Lane::Lifecycle`): exec, fork, exit, rename.
 #[map]
-pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+pub static RB_LIFECYCLE: RingBuf = RingBuf::with_byte_size(2 << 20, 0);
+
+/// The bulk lane (`Lane::Bulk`): opens and closes. Sized by user space
+/// (`--ring-buffer-bytes`).
+#[map]
+pub static RB_BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Records that did not fit in their lane's ring, per lane and EventKind
+/// (`sensor_common::lost_slot`).
+#[map]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LANES * KIND_SLOTS, 0);
+
+/// [0]: set to 1 when a critical record did not fit; user space reads and
+/// clears it on every tick and raises an `events-lost` alert.
+#[map]
+pub static CRITICAL_LOST: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Watched inodes: key files, and directories whose children are watched.
 #[map]
@@ -153,12 +170,20 @@ pub const BPF_RB_NO_WAKEUP: u64 = 1;
 pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Counts an event that could not be reserved.
+/// Counts an event that could not be reserved in `lane`; a critical one
+/// also sets the sticky `CRITICAL_LOST` flag.
 #[inline(always)]
-pub fn count_lost(kind: EventKind) {
-    if let Some(p) = LOST.get_ptr_mut(kind as u32) {
+pub fn count_lost(lane: Lane, kind: EventKind) {
+    if let Some(p) = LOST.get_ptr_mut(lost_slot(lane, kind)) {
         // SAFETY: a per-CPU array slot, this CPU's alone.
         unsafe { *p += 1 };
+    }
+    if lane == Lane::Critical
+        && let Some(p) = CRITICAL_LOST.get_ptr_mut(0)
+    {
+        // SAFETY: an array slot; every writer stores the same value, user
+        // space clears it.
+        unsafe { core::ptr::write_volatile(p, 1) };
     }
 }
 
@@ -193,13 +218,19 @@ pub fn watch_entry(key: &InodeKey, inode: InodePtr) -> Option<*mut WatchEntry> {
     Some(w)
 }
 
-/// Submit flags: wake the reader only when the ring holds more than
-/// `wakeup_bytes`; user space also drains on a short timer. Waking user
-/// space per event would cost the workload several microseconds per event.
+/// Submit flags of a record in `lane`: a critical record wakes user space
+/// at once; the others wake it only when their ring holds more than its
+/// threshold (`wakeup_bytes` for bulk, `lifecycle_wakeup_bytes`), and user
+/// space also drains on a short timer. Waking user space per event would
+/// cost the workload several microseconds per event.
 #[inline(always)]
-pub fn submit_flags() -> u64 {
-    let threshold = crate::setting!(wakeup_bytes) as u64;
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= threshold {
+pub fn submit_flags(lane: Lane) -> u64 {
+    let (ring, threshold) = match lane {
+        Lane::Critical => return BPF_RB_FORCE_WAKEUP,
+        Lane::Lifecycle => (&RB_LIFECYCLE, crate::setting!(lifecycle_wakeup_bytes)),
+        Lane::Bulk => (&RB_BULK, crate::setting!(wakeup_bytes)),
+    };
+    if ring.query(BPF_RB_AVAIL_DATA) >= threshold as u64 {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

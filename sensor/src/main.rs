@@ -26,9 +26,10 @@ enum Cmd {
         /// Daemon log format on stderr.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         log_format: String,
-        /// Size of the kernel's event ring buffer in bytes (a power of two,
-        /// at least 4096). Events that do not fit are counted in
-        /// keysentry_events_lost_total{kind}.
+        /// Size of the kernel's bulk ring buffer (opens and closes) in bytes
+        /// (a power of two, at least 4096); the critical and lifecycle rings
+        /// are 2 MiB each. Events that do not fit are counted in
+        /// keysentry_events_lost_total{kind,lane}.
         #[arg(long, default_value_t = sensor::kernel::loader::DEFAULT_RING_BYTES)]
         ring_buffer_bytes: u32,
         /// Write the raw kernel events, and what enrichment read from /proc,

@@ -61,8 +61,8 @@ impl Metrics {
         let events_lost = counter_vec(
             &r,
             "keysentry_events_lost_total",
-            "Kernel events dropped because the ring buffer was full, by kind.",
-            &["kind"],
+            "Kernel events dropped because their lane's ring buffer was full, by kind and lane.",
+            &["kind", "lane"],
         )?;
         let events_malformed = counter_vec(
             &r,
@@ -198,7 +198,7 @@ impl Metrics {
         // Known label sets start at zero so dashboards see them.
         for k in EventKind::ALL {
             events.with_label_values(&[k.name()]);
-            events_lost.with_label_values(&[k.name()]);
+            events_lost.with_label_values(&[k.name(), k.lane().name()]);
         }
         Ok(Arc::new(Self {
             registry: r,

@@ -39,6 +39,9 @@ pub enum Rule {
     TrackedCopy,
     Exfiltration,
     KeyMaterial,
+    /// The kernel could not hand user space a critical record (its lane's
+    /// ring was full): a detection may be missing (`agent/live.rs`).
+    EventsLost,
 }
 
 /// A stage of the attack chain (`[scoring.stages]`, docs/scoring.md): an
@@ -146,6 +149,9 @@ mod attack {
     pub const EXFIL_C2: &str = "T1041";
     /// Exfiltration Over Alternative Protocol (datagrams and others).
     pub const EXFIL_ALT: &str = "T1048";
+    /// Impair Defenses: Indicator Blocking (a flood that makes the
+    /// sensor drop what it should have seen).
+    pub const INDICATOR_BLOCKING: &str = "T1562.006";
 }
 
 /// Every rule, in `Rule` order (checked at compile time below). The
@@ -153,7 +159,7 @@ mod attack {
 /// (PTRACE_POKE*, SETREGS), process-access's attach-mode checks,
 /// tracked-copy's archives, exfiltration other than over TCP.
 #[rustfmt::skip]
-const TABLE: [Def; 17] = {
+const TABLE: [Def; 18] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -175,6 +181,7 @@ const TABLE: [Def; 17] = {
         def(Rule::TrackedCopy, "tracked-copy", two(STAGED, ARCHIVE), Copy, None, false),
         def(Rule::Exfiltration, "exfiltration", two(EXFIL_C2, EXFIL_ALT), Send, Some((Critical, 95)), false),
         def(Rule::KeyMaterial, "key-material", one(PRIVATE_KEYS), Key, Some((Critical, 95)), false),
+        def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
     ]
 };
 

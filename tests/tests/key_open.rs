@@ -295,7 +295,7 @@ fn metrics_are_served_over_http() {
             >= 1.0
     );
     assert_eq!(
-        s.metric("keysentry_events_lost_total{kind=\"key_open\"}"),
+        s.metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}"),
         Some(0.0)
     );
     assert!(s.metric("keysentry_process_table_entries").unwrap() > 1.0);
@@ -323,7 +323,7 @@ fn key_path_created_after_start_is_watched_once_it_appears() {
 }
 
 #[test]
-fn a_full_ring_buffer_is_counted_per_kind_never_silent() {
+fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
     let k = keys();
     // Room for about four open records: a burst must overflow it.
     let mut s = Sensor::start_with(&k.root, &config(&k, ""), &["--ring-buffer-bytes", "8192"]);
@@ -331,11 +331,11 @@ fn a_full_ring_buffer_is_counted_per_kind_never_silent() {
     let seen = |s: &Sensor| {
         s.metric("keysentry_events_total{kind=\"key_open\"}")
             .unwrap()
-            + s.metric("keysentry_events_lost_total{kind=\"key_open\"}")
+            + s.metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}")
                 .unwrap()
     };
     let lost_before = s
-        .metric("keysentry_events_lost_total{kind=\"key_open\"}")
+        .metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}")
         .unwrap();
     let before = seen(&s);
     let n = 300;
@@ -358,17 +358,21 @@ fn a_full_ring_buffer_is_counted_per_kind_never_silent() {
         "each open is delivered or counted lost, once"
     );
     let lost = s
-        .metric("keysentry_events_lost_total{kind=\"key_open\"}")
+        .metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}")
         .unwrap()
         - lost_before;
     assert!(
         lost > 0.0,
         "a burst of {n} opens into an 8 KiB ring lost nothing"
     );
-    // Each kind has its own counter (exec records of whatever else runs on
-    // the host may be lost too in so small a ring).
-    assert!(
-        s.metric("keysentry_events_lost_total{kind=\"exec\"}")
-            .is_some()
+    // Each kind has its own counter, labelled with its lane; the option
+    // sizes the bulk lane only, so the other lanes lost nothing.
+    assert_eq!(
+        s.metric("keysentry_events_lost_total{kind=\"exec\",lane=\"lifecycle\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        s.metric("keysentry_events_lost_total{kind=\"mem_access\",lane=\"critical\"}"),
+        Some(0.0)
     );
 }

@@ -1,9 +1,11 @@
 //! The live sensor, from start to stop: privileges, tracefs, BTF, load,
 //! the kernel maps filled from the config, attach (tracepoints, then the
-//! LSM hooks), and the event loop that drains the ring buffer (tokio's
-//! `AsyncFd`, and every 50 ms) into the `Pipeline`, with its timers: lost
-//! and stopped counters, map fill, key-path rescans (inotify and every
-//! 30 s), dump directories, pid files and SIGHUP's reload.
+//! LSM hooks), and the event loop that drains the three ring buffers
+//! (`lanes.rs`: at each kernel wake-up, through tokio's `AsyncFd`, and
+//! every 50 ms) into the `Pipeline`, with its timers: lost counters and
+//! the critical-lost flag (an `events-lost` alert), stopped counters, map
+//! fill, key-path rescans (inotify and every 30 s), dump directories, pid
+//! files and SIGHUP's reload.
 
 use std::{
     collections::HashMap,
@@ -12,17 +14,15 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use sensor_common::{
-    EventKind, InodeKey, KIND_SLOTS, SensorSettings,
+    EventKind, InodeKey, KIND_SLOTS, Lane, SensorSettings, lost_slot,
     names::{NamePattern, NamePatterns, PAT_DIR, PAT_EXACT, PAT_PREFIX, PAT_SUFFIX},
 };
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
+    agent::lanes::Lanes,
     agent::pipeline::Pipeline,
     config::{Config, names::NameMatch},
     detect::Policy,
@@ -41,7 +41,7 @@ use crate::{
 pub struct RunOptions {
     /// Bench only: attach the programs but make them return at once.
     pub empty_programs: bool,
-    /// Size of the event ring buffer in bytes.
+    /// Size of the bulk lane's ring buffer in bytes.
     pub ring_bytes: u32,
     /// The config file, re-read at SIGHUP (None: the embedded default).
     pub config_path: Option<PathBuf>,
@@ -135,8 +135,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let settings = SensorSettings {
         self_pid: std::process::id(),
         empty_programs: opts.empty_programs as u32,
-        // Wake user space when a sixteenth of the ring is used.
+        // Wake user space when a sixteenth of a ring is used (the
+        // critical lane wakes it at every record).
         wakeup_bytes: opts.ring_bytes / 16,
+        lifecycle_wakeup_bytes: loader::LIFECYCLE_RING_BYTES / 16,
         max_generations: cfg.flow.max_generations,
     };
     let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes)?;
@@ -237,14 +239,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     loader::lsm::attach_lsm(&mut ebpf, &metrics, enforce, lsm.available)?;
 
-    let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS")?)?;
-    // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
-    // so the fd stays open for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(ring) }
-        .map_err(|e| anyhow::anyhow!("registering the ring buffer with tokio: {}", e))?;
+    let mut lanes = Lanes::take(&mut ebpf)?;
     let lost: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("LOST").context("map LOST")?)?;
     let mut lost_seen = [0u64; KIND_SLOTS as usize];
+    let mut critical_flag: Array<MapData, u64> = Array::try_from(
+        ebpf.take_map("CRITICAL_LOST")
+            .context("map CRITICAL_LOST")?,
+    )?;
     let stopped: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("FLOW_STOPPED").context("map FLOW_STOPPED")?)?;
     let mut stopped_seen = [0u64; sensor_common::STOP_SLOTS as usize];
@@ -320,24 +322,36 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let mut stats_tick = tokio::time::interval(Duration::from_secs(10));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(30));
     use futures_util::StreamExt;
+    // Records left by a drain that stopped to let the loop turn.
+    let mut more = false;
     loop {
         tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                let rb = guard.get_inner_mut();
-                while let Some(item) = rb.next() {
-                    pipe.handle(&item);
-                }
-                guard.clear_ready();
+            r = lanes.woken(Lane::Critical) => {
+                r?;
+                more = lanes.drain(&mut pipe);
+            }
+            r = lanes.woken(Lane::Lifecycle) => {
+                r?;
+                more = lanes.drain(&mut pipe);
+            }
+            r = lanes.woken(Lane::Bulk) => {
+                r?;
+                more = lanes.drain(&mut pipe);
+            }
+            _ = std::future::ready(()), if more => {
+                more = lanes.drain(&mut pipe);
             }
             _ = tick.tick() => {
-                let rb = ring.get_mut();
-                while let Some(item) = rb.next() {
-                    pipe.handle(&item);
-                }
+                more = lanes.drain(&mut pipe);
                 pipe.tick();
                 watchdog.tick();
-                update_lost(&lost, &mut lost_seen, &metrics);
+                // The flag first, then the counters: a critical record lost
+                // between the two is in the counts, and sets the flag again.
+                let flagged = take_critical_flag(&mut critical_flag);
+                let critical = update_lost(&lost, &mut lost_seen, &metrics);
+                if flagged || !critical.is_empty() {
+                    pipe.critical_lost(&critical);
+                }
                 update_stopped(&stopped, &mut stopped_seen, &metrics);
                 metrics.process_table_entries.set(pipe.cx.procs.len() as i64);
             }
@@ -371,16 +385,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             }
         }
     }
-    {
-        let rb = ring.get_mut();
-        while let Some(item) = rb.next() {
-            pipe.handle(&item);
-        }
-    }
+    lanes.drain_all(&mut pipe);
     watchdog.stopping();
     pipe.finish();
     tracing::info!("stopping: detaching probes");
-    drop(ring);
+    drop(lanes);
     drop(ebpf);
     // Alerts still queued are written before exit (bounded: a stuck output
     // does not hold the shutdown).
@@ -514,20 +523,49 @@ fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
     }
 }
 
-fn update_lost(lost: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics: &Metrics) {
+/// The kernel's LOST counters (per lane and kind; each kind travels in one
+/// lane) into keysentry_events_lost_total{kind,lane}; returns the critical
+/// records lost since the last call, per kind.
+fn update_lost(
+    lost: &PerCpuArray<MapData, u64>,
+    seen: &mut [u64],
+    metrics: &Metrics,
+) -> Vec<(EventKind, u64)> {
+    let mut critical = Vec::new();
     for kind in EventKind::ALL {
-        let i = kind as u32;
-        let Ok(values) = lost.get(&i, 0) else {
+        let lane = kind.lane();
+        let Ok(values) = lost.get(&lost_slot(lane, kind), 0) else {
             continue;
         };
         let total: u64 = values.iter().sum();
-        let prev = seen[i as usize];
+        let prev = seen[kind as usize];
         if total > prev {
             metrics
                 .events_lost
-                .with_label_values(&[kind.name()])
+                .with_label_values(&[kind.name(), lane.name()])
                 .inc_by(total - prev);
-            seen[i as usize] = total;
+            seen[kind as usize] = total;
+            if lane == Lane::Critical {
+                critical.push((kind, total - prev));
+            }
+        }
+    }
+    critical
+}
+
+/// Reads and clears the kernel's sticky critical-lost flag.
+fn take_critical_flag(flag: &mut Array<MapData, u64>) -> bool {
+    match flag.get(&0, 0) {
+        Ok(0) => false,
+        Ok(_) => {
+            if let Err(e) = flag.set(0, 0, 0) {
+                tracing::warn!("clearing CRITICAL_LOST: {e}");
+            }
+            true
+        }
+        Err(e) => {
+            tracing::warn!("reading CRITICAL_LOST: {e}");
+            false
         }
     }
 }

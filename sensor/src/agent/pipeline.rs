@@ -337,6 +337,13 @@ impl Pipeline {
         self.emit_raised();
     }
 
+    /// Critical records the kernel could not deliver (the sticky flag, and
+    /// the counts per kind since the last call): `events-lost`.
+    pub fn critical_lost(&mut self, lost: &[(EventKind, u64)]) {
+        crate::detect::lost::critical_lost(&mut self.cx, lost);
+        self.emit_raised();
+    }
+
     /// Key files the key-path rescan no longer finds.
     pub fn keys_departed(&mut self, removed: &[sensor_common::InodeKey]) {
         self.cx.keys_departed(removed);

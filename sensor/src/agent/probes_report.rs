@@ -50,6 +50,7 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         self_pid: std::process::id(),
         empty_programs: 0,
         wakeup_bytes: 1 << 16,
+        lifecycle_wakeup_bytes: 1 << 16,
         max_generations: cfg.flow.max_generations,
     };
     let mut ebpf = loader::load(&offsets, &settings, 1 << 16)?;

@@ -15,6 +15,7 @@ pub mod fdaccess;
 pub mod flows;
 pub mod keys;
 pub mod keyscan;
+pub mod lost;
 pub mod memory;
 pub mod renames;
 pub mod sends;

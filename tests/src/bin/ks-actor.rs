@@ -55,6 +55,8 @@
 //!   leader-exit-copy PATH OUT read PATH; a thread waits for the main thread to
 //!                             exit (SYS_exit: the process lives on), then writes OUT
 //!   environ-all               read /proc/N/environ of every process, as `ps aux` does
+//!   open-loop PATH MAX        print "go", then open and close PATH (O_RDONLY) in a
+//!                             tight loop until stdin closes or MAX opens (a flood)
 
 use std::{ffi::CString, process::exit};
 
@@ -367,6 +369,7 @@ fn main() {
                 }
             }
         }
+        ["open-loop", path, max] => open_loop(path, num(max)),
         _ => usage(),
     }
 }
@@ -420,6 +423,36 @@ fn uring_open(path: &str) {
     });
     let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
     check(cqe.result(), "io_uring openat");
+}
+
+/// Opens and closes `path` until stdin closes (a thread waits for it) or
+/// `max` opens; prints "go" first and nothing after (having opened a key,
+/// the process is tainted: what it writes to a pipe would taint the reader).
+fn open_loop(path: &str, max: u64) {
+    use std::{
+        io::{Read, Write},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, Ordering},
+        },
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        s.store(true, Ordering::Relaxed);
+    });
+    let p = cstr(path);
+    println!("go");
+    let _ = std::io::stdout().flush();
+    for _ in 0..max {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
+        check(fd, "open");
+        unsafe { libc::close(fd) };
+    }
 }
 
 fn num(s: &str) -> u64 {

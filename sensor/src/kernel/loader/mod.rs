@@ -32,12 +32,16 @@ use crate::{kernel::tracefs, metrics::Metrics};
 /// The kernel programs, built by `cargo xtask build-ebpf`.
 pub static EBPF_OBJ: &[u8] = aya::include_bytes_aligned!(env!("KEYSENTRY_EBPF_OBJ"));
 
-/// Default size of the event ring buffer.
+/// Default size of the bulk lane's ring buffer (`--ring-buffer-bytes`).
 pub const DEFAULT_RING_BYTES: u32 = 8 << 20;
+/// Size of the critical lane's ring buffer.
+pub const CRITICAL_RING_BYTES: u32 = 2 << 20;
+/// Size of the lifecycle lane's ring buffer.
+pub const LIFECYCLE_RING_BYTES: u32 = 2 << 20;
 
-/// Loads the object with the kernel's offsets and the settings as globals
-/// and the event ring buffer sized `ring_bytes` (a power of two, at least a
-/// page).
+/// Loads the object with the kernel's offsets and the settings as globals,
+/// the bulk lane's ring buffer sized `ring_bytes` (a power of two, at least
+/// a page) and the critical and lifecycle rings at their fixed sizes.
 pub fn load(offsets: &KernelOffsets, settings: &SensorSettings, ring_bytes: u32) -> Result<Ebpf> {
     if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
         bail!("ring buffer size {ring_bytes} must be a power of two of at least 4096 bytes");
@@ -45,7 +49,9 @@ pub fn load(offsets: &KernelOffsets, settings: &SensorSettings, ring_bytes: u32)
     EbpfLoader::new()
         .override_global("OFFSETS", offsets, true)
         .override_global("SETTINGS", settings, true)
-        .map_max_entries("EVENTS", ring_bytes)
+        .map_max_entries("RB_CRITICAL", CRITICAL_RING_BYTES)
+        .map_max_entries("RB_LIFECYCLE", LIFECYCLE_RING_BYTES)
+        .map_max_entries("RB_BULK", ring_bytes)
         .load(EBPF_OBJ)
         .context("loading the kernel programs")
 }
