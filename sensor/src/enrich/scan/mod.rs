@@ -44,6 +44,8 @@ pub struct ScanOutcome {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tracked_tests;
 
 use std::{
     fs::File,
