@@ -12,6 +12,88 @@ pub const TAINT_MEMORY: u32 = 2;
 pub const TAINT_PIPE: u32 = 4;
 /// It is the core_pattern pipe helper (it receives core dumps).
 pub const TAINT_HELPER: u32 = 8;
+/// The taint comes from a real secret: a configured key path (or a file
+/// in a watched key directory), a protected process's memory, the core
+/// helper, or a tracked file marked `WATCH_STRONG` (a dump, or a copy of
+/// such a source). Nobody can create it without an alert, so it may use
+/// `TAINT_RESERVE` when `TAINTED` is full; a taint without it (a file
+/// matched by name only, and what it was handed on to) may not. Carried
+/// to pipes and children like the other bits.
+pub const TAINT_STRONG: u32 = 0x100;
+
+/// Slots of the kernel's `INSERT_FAILED` counters, one per map whose
+/// entries decide detection (`keysentry_map_insert_failures_total{map}`,
+/// label `INSERT_FAIL_MAPS[slot]`). User space counts its own failed
+/// inserts into the same maps under the same slots
+/// (`kernel::control::count_insert_failed`). A refusal by a full hash map
+/// (or, rarely, an LRU map that could not free an entry) costs what
+/// `INSERT_FAIL_COSTS[slot]` says; the agent warns with it once per tick
+/// per map whose count moved. FOLD and CRIT_RATE are not counted: a fold
+/// or rate entry that could not be made costs a record more, never an
+/// alert.
+///
+/// `TAINTED`: a taint refused by a full `TAINTED` (a name-only one, which
+/// may not use the reserve); `TAINT_RESERVE`: a strong taint refused by a
+/// full `TAINT_RESERVE` too (an `events-lost` alert, not only a warning).
+pub const INSERT_FAIL_TAINTED: u32 = 0;
+pub const INSERT_FAIL_RESERVE: u32 = 1;
+pub const INSERT_FAIL_WATCHED: u32 = 2;
+pub const INSERT_FAIL_WATCHED_NAMES: u32 = 3;
+pub const INSERT_FAIL_PROTECTED: u32 = 4;
+pub const INSERT_FAIL_PROTECTED_THREADS: u32 = 5;
+pub const INSERT_FAIL_ALLOW_BYPASS: u32 = 6;
+pub const INSERT_FAIL_GROUP_EXITED: u32 = 7;
+pub const INSERT_FAIL_TAINTED_PIPES: u32 = 8;
+pub const INSERT_FAIL_WRITTEN: u32 = 9;
+pub const INSERT_FAIL_SENT: u32 = 10;
+pub const INSERT_FAIL_ENVIRON_READS: u32 = 11;
+pub const INSERT_FAIL_FILE_OPENERS: u32 = 12;
+pub const INSERT_FAIL_FD_RECEIVED: u32 = 13;
+pub const INSERT_FAIL_FD_REPORTED: u32 = 14;
+pub const INSERT_FAIL_ALLOWED: u32 = 15;
+pub const INSERT_FAIL_ALLOW_EXES: u32 = 16;
+pub const INSERT_FAIL_SLOTS: u32 = 17;
+/// Map label of each INSERT_FAIL_* slot.
+pub const INSERT_FAIL_MAPS: [&str; INSERT_FAIL_SLOTS as usize] = [
+    "TAINTED",
+    "TAINT_RESERVE",
+    "WATCHED",
+    "WATCHED_NAMES",
+    "PROTECTED",
+    "PROTECTED_THREADS",
+    "ALLOW_BYPASS",
+    "GROUP_EXITED",
+    "TAINTED_PIPES",
+    "WRITTEN",
+    "SENT",
+    "ENVIRON_READS",
+    "FILE_OPENERS",
+    "FD_RECEIVED",
+    "FD_REPORTED",
+    "ALLOWED",
+    "ALLOW_EXES",
+];
+/// What a refused insert into each INSERT_FAIL_* map costs (the warning's
+/// text after "<map> full: ").
+pub const INSERT_FAIL_COSTS: [&str; INSERT_FAIL_SLOTS as usize] = [
+    "a process that read a file matched by name only is not tainted, so what it writes or sends is not followed",
+    "a process that read a key path's key, a dump or a protected process's memory is not tainted (an events-lost alert follows)",
+    "a key path's file or a copy of tracked material is not watched in the kernel: its opens are not reported and its readers are not tainted",
+    "a watched file's name is not in the rename/link/unlink filter: such a change to it may go unreported",
+    "a new process of a protected program is not protected in the kernel: access to its memory is neither denied nor tainting",
+    "a thread of a protected process is not known to the kernel: access through that thread id falls back to user space (no denial, no taint)",
+    "a process of an allowlisted program that lost its allowance (loader variables, traced) may keep it in the kernel's LSM checks",
+    "an exit of a multi-threaded process may be reported twice",
+    "a pipe a tainted process wrote is not followed: its readers are not tainted",
+    "a file a tainted process wrote is reported again at each write, or not marked as past the last generation",
+    "a tainted process's send on a socket is reported again at each send",
+    "a process's /proc/<pid>/environ reads are not counted: proc-environ-read may miss it",
+    "the opener of a watched file is not recorded: an access through a passed descriptor may be taken for its opener's",
+    "a watched file received over SCM_RIGHTS or pidfd_getfd is not recorded as received",
+    "an access to a watched file through a descriptor the process did not open is reported again",
+    "an [[allow]] entry is not in the kernel: the allowed program's reads are tainted and may be denied",
+    "an [[allow]]ed program's execs are not checked for loader variables or tracing: a run with LD_PRELOAD may keep its allowance in the kernel",
+];
 
 /// What a process has read that its writes and sends may carry.
 #[repr(C)]
@@ -90,7 +172,14 @@ pub struct FileWriteEvent {
 const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 32 + 32 + 8 + 8 + PATH_BUF);
 record!(FileWriteEvent: FileWrite, Critical);
 
-/// A tainted process closed a file it had written.
+/// How the writer's descriptor of a written file went (`FileCloseEvent::how`).
+pub const CLOSE_BY_CLOSE: u32 = 0;
+pub const CLOSE_BY_CLOSE_RANGE: u32 = 1;
+pub const CLOSE_BY_DUP2: u32 = 2;
+pub const CLOSE_BY_IO_URING: u32 = 3;
+
+/// A tainted process closed a file it had written (close, close_range,
+/// dup2/dup3 over its descriptor, io_uring IORING_OP_CLOSE).
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]
 pub struct FileCloseEvent {
@@ -99,7 +188,8 @@ pub struct FileCloseEvent {
     pub dev: u32,
     pub fd: i32,
     pub igen: u32,
-    pub _pad: u32,
+    /// CLOSE_BY_*: the syscall that closed the descriptor.
+    pub how: u32,
     /// The file's size (i_size) at the close.
     pub size: i64,
     /// Bytes this process wrote to it since its first reported write.

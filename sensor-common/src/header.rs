@@ -204,6 +204,23 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// The size records of this kind had before they carried a
+    /// [`crate::FoldTag`] (recordings made before kernel folding), for the
+    /// kinds that carry one now.
+    pub const fn unfolded_record_size(self) -> Option<usize> {
+        match self {
+            EventKind::KeyOpen
+            | EventKind::KeyOpenFailed
+            | EventKind::ProcFileOpen
+            | EventKind::MemAccess => {
+                Some(self.record_size() - core::mem::size_of::<crate::FoldTag>())
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A record type that travels as one kind: the kernel's `emit::<T>()`
 /// takes the kind from the type and reserves `size_of::<T>()`, so the two
 /// cannot disagree. Implemented with `record!` next to each record.

@@ -83,7 +83,8 @@ pub struct KernelOffsets {
     pub iou_op_openat2: u32,
     /// io_kiocb.file, and a bit per io_uring opcode that writes or sends.
     pub io_kiocb_file: u32,
-    pub _pad_iou: u32,
+    /// IORING_OP_CLOSE's opcode value.
+    pub iou_op_close: u32,
     pub iou_sink_ops: u64,
     /// task_struct.flags (PF_DUMPCORE), task_struct.signal,
     /// signal_struct.core_state (non-null while the process dumps core).
@@ -108,7 +109,54 @@ pub struct KernelOffsets {
     /// kernel has no such tracepoint (its probe then does not attach).
     pub tp_rename_pid: u32,
     pub tp_rename_newcomm: u32,
+    /// Offset in struct io_kiocb of an IORING_OP_CLOSE request's `fd`
+    /// (struct io_close, in the request's command area), `file_slot`
+    /// right after it; 0 when the kernel's BTF lacks it.
+    pub iou_close_fd: u32,
+    /// task_struct.ptrace (non-zero while traced), mm_struct.env_start and
+    /// env_end (the environment strings of the new image, read at exec).
+    pub task_ptrace: u32,
+    pub _pad_ptrace: u32,
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    /// sched:sched_process_exec `old_pid` field offset: the thread id the
+    /// exec'ing thread had before exec (a non-leader's exec takes the
+    /// leader's pid); 0 when not found.
+    pub tp_exec_old_pid: u32,
+    pub _pad_exec: u32,
+    /// io_kiocb.ctx (the ring), and the offset in struct io_kiocb of an
+    /// OPENAT/OPENAT2 request's `file_slot` (struct io_open, in the command
+    /// area: 0 for an open into the fd table, slot + 1, or
+    /// IORING_FILE_INDEX_ALLOC); 0 when the kernel's BTF lacks them.
+    pub io_kiocb_ctx: u32,
+    pub iou_open_slot: u32,
+    /// The ring's fixed file table: in struct io_ring_ctx, the array
+    /// (`file_table.files`, 6.1-6.12; `file_table.data.nodes`, 6.13+) and
+    /// its length (`nr_user_files`; `file_table.data.nr`); the offset of
+    /// `file_ptr` in an entry (`io_fixed_file`) or in the node an entry
+    /// points to (`io_rsrc_node`); `iou_table_layout` says which
+    /// (`IOU_TABLE_*`, 0: not resolved on this kernel).
+    pub iou_ctx_files: u32,
+    pub iou_ctx_nr_files: u32,
+    pub iou_slot_file_ptr: u32,
+    pub iou_table_layout: u32,
+    /// pt_regs.ax: -ENOSYS while a syscall runs (set at entry), its result
+    /// once it returned (task work on the way back to user space).
+    pub pt_regs_ax: u32,
+    pub _pad_ax: u32,
 }
+
+/// `KernelOffsets::iou_table_layout`: the fixed file table is an array of
+/// `struct io_fixed_file { unsigned long file_ptr; }` (6.1-6.12).
+pub const IOU_TABLE_FIXED_FILES: u32 = 1;
+/// ... an array of `struct io_rsrc_node *`, each with its `file_ptr` (6.13+).
+pub const IOU_TABLE_RSRC_NODES: u32 = 2;
+/// The low bits of a table entry's `file_ptr` are flags (FFS_NOWAIT,
+/// FFS_ISREG, and FFS_SCM before 6.7); `struct file` is at least 8-aligned.
+pub const IOU_FILE_PTR_MASK: u64 = !7;
+/// `io_open.file_slot` asking the kernel to pick a free slot (the slot is
+/// then the completion's result).
+pub const IORING_FILE_INDEX_ALLOC: u32 = u32::MAX;
 
 /// Run-time switches handed to the programs as a global.
 #[repr(C)]
@@ -125,6 +173,11 @@ pub struct SensorSettings {
     pub lifecycle_wakeup_bytes: u32,
     /// `[flow] max_generations`: the last generation of tracked files.
     pub max_generations: u32,
+    /// Kernel fold window (ms): an event identical to one sent less than
+    /// this long ago is counted, not sent (0: folding off).
+    pub fold_window_ms: u32,
+    /// 1: the critical lane's per-(tgid, kind) rate limit is on.
+    pub crit_rate_limit: u32,
 }
 
 // SAFETY: repr(C), without padding, valid for any bits.

@@ -20,6 +20,7 @@ pub mod names;
 pub mod x86_64;
 
 mod flow;
+mod fold;
 mod header;
 mod kernel;
 mod lsm;
@@ -29,6 +30,7 @@ mod process;
 mod watch;
 
 pub use flow::*;
+pub use fold::*;
 pub use header::*;
 pub use kernel::*;
 pub use lsm::*;
@@ -40,6 +42,15 @@ pub use watch::*;
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for names::NamePatterns {}
+// SAFETY: repr(C), without padding, valid for any bits.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FoldKey {}
+// SAFETY: repr(C), without padding, valid for any bits.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for FoldVal {}
+// SAFETY: repr(C), without padding, valid for any bits.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for CritBucket {}
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for names::NameKey {}

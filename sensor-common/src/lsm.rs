@@ -68,9 +68,15 @@ pub struct DeniedEvent {
     pub watch_id: u32,
     /// file f_flags (key-file-open, core-dump).
     pub flags: u32,
-    pub _pad: u32,
+    /// 0: a denial. `DENIED_OBSERVED`: nothing was denied; what the hook
+    /// saw, for user space (ENF_CORE_DUMP: the core file the kernel opened
+    /// for a protected process that dumps, in observe mode).
+    pub observed: u32,
     pub path: KPath,
 }
+
+/// `DeniedEvent::observed`: not a denial (see there).
+pub const DENIED_OBSERVED: u32 = 1;
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
 record!(DeniedEvent: Denied, Critical);
 

@@ -1,7 +1,7 @@
 //! Memory access to other processes, dump-producing signals and dump
 //! configuration changes.
 
-use crate::{Header, header::record};
+use crate::{FoldTag, Header, header::record};
 
 /// Memory-access operations (`MemAccessEvent::op`).
 pub const MEM_PTRACE: u32 = 1;
@@ -28,13 +28,22 @@ pub struct MemAccessEvent {
     pub arg: u64,
     /// MEM_* value.
     pub op: u32,
-    /// Target pid (tid for ptrace), 0 when user space must resolve it.
+    /// Target process: the pid the caller named, or the thread group
+    /// (tgid) of the thread id it named when the kernel knows that thread
+    /// (`PROTECTED_THREADS`: threads of protected processes); 0 when user
+    /// space must resolve it (an unresolved pidfd).
     pub target: u32,
     /// 1 when the target is in the kernel's protected set.
     pub target_protected: u32,
-    pub _pad: u32,
+    /// The thread id the caller named when the kernel resolved it to
+    /// another thread group id (`target`), else 0.
+    pub tid: u32,
+    /// The fold key and the identical accesses folded since the previous
+    /// record of that key (last: records written before it decode
+    /// without it).
+    pub fold: FoldTag,
 }
-const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<MemAccessEvent>() == 96 + 56);
 record!(MemAccessEvent: MemAccess, Critical);
 
 /// A dump-producing signal (SIGQUIT, ILL, TRAP, ABRT, BUS, FPE, SEGV, XCPU,

@@ -2,7 +2,7 @@
 //! with its source, match and /proc file values, and the name words the
 //! kernel compares short fixed names with.
 
-use crate::{ARG_BUF, EventKind, Header, KPath, Lane, SharedRecord, header::header_first};
+use crate::{ARG_BUF, EventKind, FoldTag, Header, KPath, Lane, SharedRecord, header::header_first};
 
 /// Where an open was seen.
 pub const SRC_OPEN: u32 = 1;
@@ -11,6 +11,9 @@ pub const SRC_OPENAT2: u32 = 3;
 pub const SRC_CREAT: u32 = 4;
 pub const SRC_OPEN_BY_HANDLE: u32 = 5;
 pub const SRC_IO_URING: u32 = 6;
+/// An io_uring open into a fixed file slot (a direct descriptor), found
+/// in the ring's fixed file table at the open's completion.
+pub const SRC_IO_URING_FIXED: u32 = 7;
 
 /// Why an open was reported (bits of `OpenEvent::matched`).
 pub const MATCH_INODE: u32 = 1;
@@ -41,7 +44,10 @@ pub struct OpenEvent {
     pub source: u32,
     /// MATCH_* bits.
     pub matched: u32,
-    /// Value stored with the matched watch entry (its key_path index).
+    /// Value stored with the matched watch entry (its key_path index). For
+    /// a `ProcFileOpen`: the thread group (tgid) of the process whose file
+    /// it is, when the kernel resolved it (the directory named a thread of
+    /// a protected process, or `/proc/<pid>/task/<tid>`), else 0.
     pub watch_id: u32,
     /// Bit per key_name rule that matched.
     pub name_rules: u32,
@@ -60,6 +66,10 @@ pub struct OpenEvent {
     pub arg: [u8; ARG_BUF],
     /// The opened file's path, rebuilt from its dentry (success only).
     pub path: KPath,
+    /// The fold key and the identical opens folded since the previous
+    /// record of that key (last: records written before it decode
+    /// without it).
+    pub fold: FoldTag,
 }
 const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
 header_first!(OpenEvent);

@@ -14,9 +14,37 @@ pub struct ExecEvent {
     pub cmdline: [u8; CMDLINE_BUF],
     /// mm->exe_file, rebuilt from its dentry.
     pub exe: KPath,
+    /// (dev, inode) of mm->exe_file (kernel dev encoding): the identity
+    /// allowlists compare, never the path string. Last, with the flags:
+    /// records written before them decode without them
+    /// (`EXEC_RECORD_WITHOUT_IDENTITY`).
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    /// EXEC_* bits: what the loader was told at exec.
+    pub exec_flags: u32,
 }
+
+/// Size of an exec record written before it carried the executable's
+/// identity (a recording's).
+pub const EXEC_RECORD_WITHOUT_IDENTITY: usize = core::mem::offset_of!(ExecEvent, exe_ino);
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 record!(ExecEvent: Exec, Lifecycle);
+
+/// The process was being traced when it exec'd (PTRACE_TRACEME, or a
+/// tracer attached before the exec).
+pub const EXEC_PTRACED: u32 = 1;
+/// LD_PRELOAD, LD_AUDIT or LD_LIBRARY_PATH was in the new environment.
+pub const EXEC_LD_ENV: u32 = 2;
+/// The environment was too large to check completely (treated as if it
+/// had one of those variables: the allowance fails closed).
+pub const EXEC_ENV_UNCHECKED: u32 = 4;
+/// The executable is allowlisted (`[[allow]]`): only then is the
+/// environment checked.
+pub const EXEC_ALLOWLISTED: u32 = 8;
+/// Set by the decoder (never by the kernel) on a record written before
+/// exec records carried the executable's identity: its path is taken as
+/// it was then.
+pub const EXEC_NO_IDENTITY: u32 = 1 << 31;
 
 #[repr(C)]
 #[derive(Copy, Clone, Debug)]

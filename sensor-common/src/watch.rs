@@ -38,6 +38,11 @@ pub const WATCH_TRACKED: u32 = 4;
 /// keysentry's own open of the file (user space registers, then opens it
 /// and checks the fd's (dev, inode): the kernel stamps the entry).
 pub const WATCH_IGEN: u32 = 8;
+/// A tracked file whose reader gets a strong taint (`TAINT_STRONG`): a
+/// dump, or a copy of a key path's key or of a dump. Set by the kernel at
+/// the first write of a strongly tainted writer and by user space when it
+/// registers the file (from its root's kind).
+pub const WATCH_STRONG: u32 = 16;
 /// `watch_id` of a file the kernel marked tracked itself, at the first
 /// write of a tainted process, before user space registered it (or
 /// removed it: not every write of a tainted process is a copy). A reader

@@ -20,10 +20,12 @@ compile_error!(
 // passes them: `int __syscall_nr` of the syscall tracepoints, `orig_ax`.
 pub const NR_WRITE: i32 = 1;
 pub const NR_OPEN: i32 = 2;
+pub const NR_CLOSE: i32 = 3;
 pub const NR_MMAP: i32 = 9;
 pub const NR_IOCTL: i32 = 16;
 pub const NR_PWRITE64: i32 = 18;
 pub const NR_WRITEV: i32 = 20;
+pub const NR_DUP2: i32 = 33;
 pub const NR_SENDFILE: i32 = 40;
 pub const NR_SENDTO: i32 = 44;
 pub const NR_SENDMSG: i32 = 46;
@@ -40,6 +42,7 @@ pub const NR_LINKAT: i32 = 265;
 pub const NR_SPLICE: i32 = 275;
 pub const NR_TEE: i32 = 276;
 pub const NR_VMSPLICE: i32 = 278;
+pub const NR_DUP3: i32 = 292;
 pub const NR_PWRITEV: i32 = 296;
 pub const NR_OPEN_BY_HANDLE_AT: i32 = 304;
 pub const NR_SENDMMSG: i32 = 307;
@@ -50,6 +53,7 @@ pub const NR_EXECVEAT: i32 = 322;
 pub const NR_COPY_FILE_RANGE: i32 = 326;
 pub const NR_PWRITEV2: i32 = 328;
 pub const NR_IO_URING_ENTER: i32 = 426;
+pub const NR_CLOSE_RANGE: i32 = 436;
 pub const NR_OPENAT2: i32 = 437;
 pub const NR_PIDFD_GETFD: i32 = 438;
 

@@ -1,7 +1,8 @@
 //! Sending one record to user space: `emit::<T>()` reserves a `T` on its
 //! lane's ring (`T::LANE`, fixed per record type: `RB_CRITICAL`,
 //! `RB_LIFECYCLE` or `RB_BULK`; a failed reserve is counted in
-//! `LOST[lost_slot(lane, kind)]`, and a critical one sets `CRITICAL_LOST`)
+//! `LOST[lost_slot(lane, kind)]`, and a critical one sets `CRITICAL_LOST`;
+//! a process past its critical rate limit is held back, `fold::crit_held`)
 //! and fills its header from the current task; the caller fills the body through
 //! [`Pending::ptr`] and calls [`Pending::submit`]. The kind comes from the
 //! record's type (`sensor_common::Record`; `emit_as` for a
@@ -37,7 +38,8 @@ pub struct Pending<T: 'static> {
 }
 
 /// Reserves a `T` record tagged `T::KIND` on `T::LANE` and fills its
-/// header; `None` (counted lost) when that ring is full.
+/// header; `None` (counted lost) when that ring is full, or (counted
+/// held) when the process is past its critical rate limit.
 #[inline(always)]
 pub fn emit<T: Record + 'static>() -> Option<Pending<T>> {
     reserve(T::LANE, T::KIND)
@@ -59,6 +61,9 @@ fn reserve<T: 'static>(lane: Lane, kind: EventKind) -> Option<Pending<T>> {
         Lane::Lifecycle => &RB_LIFECYCLE,
         Lane::Bulk => &RB_BULK,
     };
+    if lane == Lane::Critical && crate::fold::crit_held(kind) {
+        return None;
+    }
     let Some(mut entry) = ring.reserve::<T>(0) else {
         count_lost(lane, kind);
         return None;

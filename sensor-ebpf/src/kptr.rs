@@ -107,6 +107,10 @@ kptr!(
     IoKiocbPtr
 );
 kptr!(
+    /// `struct io_ring_ctx *`: an io_uring instance.
+    IoRingCtxPtr
+);
+kptr!(
     /// `struct pid *`.
     PidPtr
 );
@@ -144,6 +148,12 @@ impl TaskPtr {
     #[inline(always)]
     pub fn flags(self) -> Option<u32> {
         member(self.0, off!(task_flags))
+    }
+
+    /// task_struct.ptrace: non-zero while the task is traced.
+    #[inline(always)]
+    pub fn ptrace(self) -> Option<u32> {
+        member(self.0, off!(task_ptrace))
     }
 
     #[inline(always)]
@@ -197,6 +207,17 @@ impl MmPtr {
     #[inline(always)]
     pub fn arg_end(self) -> Option<u64> {
         member(self.0, off!(mm_arg_end))
+    }
+
+    /// Start and end of the environment strings in the process's memory.
+    #[inline(always)]
+    pub fn env_start(self) -> Option<u64> {
+        member(self.0, off!(mm_env_start))
+    }
+
+    #[inline(always)]
+    pub fn env_end(self) -> Option<u64> {
+        member(self.0, off!(mm_env_end))
     }
 
     #[inline(always)]
@@ -473,6 +494,63 @@ impl IoKiocbPtr {
     pub fn file(self) -> Option<FilePtr> {
         member_ptr(self.0, off!(io_kiocb_file)).map(FilePtr)
     }
+
+    /// An IORING_OP_CLOSE request's `fd` (low half) and `file_slot` (high
+    /// half: nonzero for a direct descriptor) (struct io_close).
+    #[inline(always)]
+    pub fn close_fd_slot(self) -> Option<u64> {
+        member(self.0, off!(iou_close_fd))
+    }
+
+    /// An OPENAT/OPENAT2 request's `file_slot` (struct io_open): 0 for an
+    /// open into the fd table, the slot + 1, or IORING_FILE_INDEX_ALLOC.
+    /// None where the kernel's BTF did not give its offset.
+    #[inline(always)]
+    pub fn open_slot(self) -> Option<u32> {
+        let off = off!(iou_open_slot);
+        if off == 0 {
+            return None;
+        }
+        member(self.0, off)
+    }
+
+    /// The ring the request belongs to.
+    #[inline(always)]
+    pub fn ctx(self) -> Option<IoRingCtxPtr> {
+        member_ptr(self.0, off!(io_kiocb_ctx)).map(IoRingCtxPtr)
+    }
+}
+
+impl IoRingCtxPtr {
+    /// The file in fixed file slot `slot` (a direct descriptor), within
+    /// the table's length, in the layout of the running kernel
+    /// (`KernelOffsets::iou_table_layout`).
+    #[inline(always)]
+    pub fn fixed_file(self, slot: u32) -> Option<FilePtr> {
+        let layout = off!(iou_table_layout);
+        let nr: u32 = member(self.0, off!(iou_ctx_nr_files))?;
+        if slot >= nr || slot >= 1 << 20 {
+            return None;
+        }
+        let table = member_ptr(self.0, off!(iou_ctx_files))?;
+        let at = slot * 8;
+        let v: u64 = if layout == sensor_common::IOU_TABLE_FIXED_FILES {
+            // struct io_fixed_file files[nr]: file_ptr in each entry.
+            member(table, at + off!(iou_slot_file_ptr))?
+        } else if layout == sensor_common::IOU_TABLE_RSRC_NODES {
+            // struct io_rsrc_node *nodes[nr]: file_ptr in each node.
+            let node = member_ptr(table, at)?;
+            member(node, off!(iou_slot_file_ptr))?
+        } else {
+            return None;
+        };
+        let file = v & sensor_common::IOU_FILE_PTR_MASK;
+        if file == 0 {
+            None
+        } else {
+            Some(FilePtr(file as Ptr))
+        }
+    }
 }
 
 impl PidPtr {
@@ -521,6 +599,12 @@ impl PtRegsPtr {
     #[inline(always)]
     pub fn get(self, reg: Reg) -> Option<u64> {
         member(self.0, reg.0)
+    }
+
+    /// `ax`: -ENOSYS while the syscall runs, its result once it returned.
+    #[inline(always)]
+    pub fn ax(self) -> Option<i64> {
+        member(self.0, off!(pt_regs_ax))
     }
 
     /// The syscall number the task entered with (-1 outside a syscall).

@@ -1,11 +1,13 @@
 //! keysentry's kernel programs. One module per hook family under `probes/`;
 //! typed pointers to kernel objects in `kptr`, shared kernel-memory readers
-//! in `vfs`, maps and globals in `maps`, the record sender in `emit`, the
-//! current syscall in `syscall`.
+//! in `vfs`, maps and globals in `maps`, the record sender in `emit`,
+//! folding of repeats and the critical rate limit in `fold`, the current
+//! syscall in `syscall`.
 #![no_std]
 #![no_main]
 
 mod emit;
+mod fold;
 mod kptr;
 mod maps;
 mod probes;

@@ -2,10 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    AllowKey, EventKind, FileOpener, InodeKey, KIND_SLOTS, KernelOffsets, LANES, Lane, STOP_SLOTS,
+    AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind, FOLD_ENTRIES, FileOpener, FoldKey, FoldVal,
+    INSERT_FAIL_SLOTS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, Lane, STOP_SLOTS,
     STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey, lost_slot,
     names::{NameKey, NamePatterns},
 };
@@ -66,10 +67,33 @@ pub static RB_BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LANES * KIND_SLOTS, 0);
 
-/// [0]: set to 1 when a critical record did not fit; user space reads and
-/// clears it on every tick and raises an `events-lost` alert.
+/// [0]: set to 1 when a critical record did not fit; [1]: set to 1 when
+/// a process's critical records were held back by its rate limit
+/// (`fold::crit_held`). User space reads and clears both on every tick
+/// and raises an `events-lost` alert.
 #[map]
-pub static CRITICAL_LOST: Array<u64> = Array::with_max_entries(1, 0);
+pub static CRITICAL_LOST: Array<u64> = Array::with_max_entries(2, 0);
+
+/// Repeats folded in the kernel (`fold.rs`): the key of an event -> per
+/// CPU, the start of its window and the events folded since its last
+/// record.
+#[map]
+pub static FOLD: LruPerCpuHashMap<FoldKey, FoldVal> =
+    LruPerCpuHashMap::with_max_entries(FOLD_ENTRIES, 0);
+
+/// Events folded, per EventKind.
+#[map]
+pub static FOLDED: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
+
+/// The critical lane's rate limit per process and kind ((tgid << 32) |
+/// kind -> bucket).
+#[map]
+pub static CRIT_RATE: LruHashMap<u64, CritBucket> =
+    LruHashMap::with_max_entries(CRIT_RATE_ENTRIES, 0);
+
+/// Critical records held back by the rate limit, per EventKind.
+#[map]
+pub static THROTTLED: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOTS, 0);
 
 /// Watched inodes: key files, and directories whose children are watched.
 #[map]
@@ -83,6 +107,20 @@ pub static WATCHED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(1638
 /// sensor itself is protected too). Children inherit it at fork.
 #[map]
 pub static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Threads of protected processes other than their leader (tid -> tgid),
+/// so that a thread id given as the target of ptrace, process_vm_readv/
+/// writev, pidfd_getfd or a /proc/<tid>/ open is the protected process:
+/// added when a protected process starts a thread (`ks_sched_fork`), by
+/// user space for the threads a process already had when it protects it
+/// (`KernelControl::protect`, from /proc/<pid>/task), removed at each
+/// thread's exit and at a non-leader's exec (its old tid). Bounded: at most
+/// 16384 threads over all protected processes; past that, further threads
+/// are not added (`PROTECTED_THREADS` in `keysentry_map_entries`), and an
+/// access through such a tid falls back to user space's resolution
+/// (severity right, no kernel taint).
+#[map]
+pub static PROTECTED_THREADS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// Protected programs by executable (dev, inode) -> rule value: a process
 /// is protected in the kernel at its exec, before user space sees it.
@@ -98,9 +136,30 @@ pub static PROTECTED_COMMS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(2
 /// generation further); exec ends it unless the new image holds a
 /// descriptor of a tainted source; the last thread's exit removes it. Not
 /// an LRU: nobody can push a thief's entry out by tainting many processes
-/// (a full map refuses new entries, counted as `map_full`).
+/// (a full map refuses new entries, counted as `map_full`). Read and
+/// changed through `taint.rs` only, which also looks in `TAINT_RESERVE`.
 #[map]
 pub static TAINTED: HashMap<u32, Taint> = HashMap::with_max_entries(16384, 0);
+
+/// Where a strong taint (`TAINT_STRONG`: a key path's key, a protected
+/// process's memory, a dump, the core helper) goes when `TAINTED` is full.
+/// A name-only taint never comes here, so a user who fills `TAINTED` with
+/// thousands of self-tainted processes cannot keep a real theft from being
+/// followed; filling this one takes thousands of processes descending from
+/// an alerted read. Both full: counted (`INSERT_FAILED`) and alerted.
+#[map]
+pub static TAINT_RESERVE: HashMap<u32, Taint> = HashMap::with_max_entries(4096, 0);
+
+/// [0]: nonzero once `TAINT_RESERVE` took an entry. Until then (a host
+/// whose `TAINTED` never filled) a lookup that misses `TAINTED` costs one
+/// array load more, not a second hash lookup.
+#[map]
+pub static TAINT_RESERVE_USED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Inserts refused by a map that decides detection, per INSERT_FAIL_*
+/// slot (`keysentry_map_insert_failures_total{map}`, a warning per map).
+#[map]
+pub static INSERT_FAILED: PerCpuArray<u64> = PerCpuArray::with_max_entries(INSERT_FAIL_SLOTS, 0);
 
 /// /proc/<pid>/environ opens per process (tgid -> count), reported at its
 /// exit: a lister (`ps aux` reads every environment) from a targeted read.
@@ -139,6 +198,22 @@ pub static SENT: LruHashMap<[u64; 2], u32> = LruHashMap::with_max_entries(8192, 
 /// `[[allow]]` entries the LSM hooks honour (actor exe, scope, target exe).
 #[map]
 pub static ALLOWED: HashMap<AllowKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Executables (dev, inode) with any `[[allow]]` entry: only their execs
+/// have the environment checked for loader variables.
+#[map]
+pub static ALLOW_EXES: HashMap<InodeKey, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Processes (tgid -> EXEC_* bits) of an allowlisted executable that lost
+/// their allowance at exec (loader variables, traced). Removed at the next
+/// exec and when the group dies; a hash map, not an LRU, so a flood of
+/// other processes cannot evict an entry and give an allowance back. Only
+/// live processes of allowlisted executables run with loader variables or
+/// traced hold an entry; a failed insert is counted (STOP_MAP_FULL and
+/// `INSERT_FAILED`) and user space still withdraws the allowance from the
+/// exec record's flags.
+#[map]
+pub static ALLOW_BYPASS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
 /// [0]: bit per ENF_* rule in enforce mode (written by user space once it
 /// knows the kernel runs BPF LSM).
@@ -196,6 +271,29 @@ pub fn count_stop(reason: u32) {
     }
 }
 
+/// Counts an insert that `map` (an INSERT_FAIL_* slot) refused.
+#[inline(always)]
+pub fn count_insert_failed(map: u32) {
+    if let Some(p) = INSERT_FAILED.get_ptr_mut(map) {
+        // SAFETY: a per-CPU array slot, this CPU's alone.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Counts a refused insert (`r`, an insert's result) into the map of
+/// INSERT_FAIL_* slot `map`. An insert with BPF_NOEXIST that found its key
+/// (-EEXIST) was not refused.
+#[inline(always)]
+pub fn check_insert(r: Result<(), i32>, map: u32) {
+    if let Err(e) = r
+        && e != -EEXIST
+    {
+        count_insert_failed(map);
+    }
+}
+
+const EEXIST: i32 = 17;
+
 /// The watch entry of an inode, unless it is stale: an entry stamped with
 /// an i_generation other than the inode's belongs to a file that is gone,
 /// whose inode number a new file reuses. A stale entry is removed (and
@@ -252,10 +350,39 @@ pub fn acting_tgid() -> Option<u32> {
     Some(tgid)
 }
 
+/// The protected process that `pid` names, as a target: `pid` itself when
+/// it is a protected tgid, the thread group of a thread of a protected
+/// process (`PROTECTED_THREADS`), else None.
+#[inline(always)]
+pub fn protected_target(pid: u32) -> Option<u32> {
+    if pid == 0 {
+        return None;
+    }
+    // SAFETY: map values are read while the program runs.
+    unsafe {
+        if PROTECTED.get(pid).is_some() {
+            return Some(pid);
+        }
+        let tgid = *PROTECTED_THREADS.get(pid)?;
+        PROTECTED.get(tgid).map(|_| tgid)
+    }
+}
+
 /// Is executable `exe` in `ALLOWED` for `scope` (a key path's watch id,
 /// `ALLOW_ANY_KEY` or `ALLOW_MEMORY`) and `target`?
 #[inline(always)]
 pub fn allowed(exe: &InodeKey, scope: u32, target: Option<&InodeKey>) -> bool {
+    // An allowance trusts the executable's image, not what is loaded into
+    // it or what controls it: none while the process is traced, or since
+    // it exec'd with loader variables (ALLOW_BYPASS).
+    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    if crate::kptr::TaskPtr::current()
+        .ptrace()
+        .is_none_or(|p| p != 0)
+        || unsafe { ALLOW_BYPASS.get(tgid) }.is_some()
+    {
+        return false;
+    }
     let mut k = AllowKey {
         dev: exe.dev,
         scope,

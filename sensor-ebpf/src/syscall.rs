@@ -66,6 +66,18 @@ pub fn current_nr() -> i32 {
     regs.orig_ax().unwrap_or(-1) as i32
 }
 
+/// (number, ax) of the current syscall from the saved registers: `ax` is
+/// -ENOSYS while the syscall itself runs (entry sets it), its result once
+/// it returned (task work run on the way back to user space). (-1, 0)
+/// without user registers.
+#[inline(always)]
+pub fn current_nr_ax() -> (i32, i64) {
+    let Some(regs) = user_regs() else {
+        return (-1, 0);
+    };
+    (regs.orig_ax().unwrap_or(-1) as i32, regs.ax().unwrap_or(0))
+}
+
 /// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
 /// against tracefs at load time).
 #[inline(always)]

@@ -8,13 +8,85 @@
 //! processes write and send are `probes/flow.rs`.
 
 use aya_ebpf::helpers::bpf_ktime_get_boot_ns;
-use sensor_common::{STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE, TAINT_PIPE, Taint};
+use sensor_common::{
+    INSERT_FAIL_RESERVE, INSERT_FAIL_TAINTED, STOP_GENERATION, STOP_MAP_FULL, TAINT_FILE,
+    TAINT_PIPE, TAINT_STRONG, Taint,
+};
 
 use crate::{
-    maps::{PIPE_TAINT_TS, TAINTED, TAINTED_PIPES, count_stop},
+    maps::{
+        PIPE_TAINT_TS, TAINT_RESERVE, TAINT_RESERVE_USED, TAINTED, TAINTED_PIPES,
+        count_insert_failed, count_stop,
+    },
     setting,
     vfs::fd_file,
 };
+
+/// Has `TAINT_RESERVE` ever taken an entry (one array load)?
+#[inline(always)]
+fn reserve_used() -> bool {
+    TAINT_RESERVE_USED.get(0).is_some_and(|u| *u != 0)
+}
+
+/// The taint entry of `tgid` (in `TAINTED`, else in `TAINT_RESERVE` once
+/// that was used): one hash lookup and one array load for an untainted
+/// process while the reserve was never needed.
+#[inline(always)]
+pub fn taint_ptr(tgid: u32) -> Option<*mut Taint> {
+    if let Some(p) = TAINTED.get_ptr_mut(tgid) {
+        return Some(p);
+    }
+    if reserve_used() {
+        return TAINT_RESERVE.get_ptr_mut(tgid);
+    }
+    None
+}
+
+/// Is `tgid` tainted?
+#[inline(always)]
+pub fn is_tainted(tgid: u32) -> bool {
+    taint_ptr(tgid).is_some()
+}
+
+/// A copy of the taint of `tgid`.
+#[inline(always)]
+pub fn taint_of(tgid: u32) -> Option<Taint> {
+    // SAFETY: a live map value, copied out.
+    taint_ptr(tgid).map(|p| unsafe { *p })
+}
+
+/// Ends the taint of `tgid` (wherever it is).
+#[inline(always)]
+pub fn remove_taint(tgid: u32) {
+    if TAINTED.remove(tgid).is_err() && reserve_used() {
+        let _ = TAINT_RESERVE.remove(tgid);
+    }
+}
+
+/// A new taint entry: in `TAINTED`, or, when that is full, a strong one
+/// in `TAINT_RESERVE`. A refusal is counted per map (a name-only taint
+/// refused by a full `TAINTED`; a strong one refused by both, which user
+/// space alerts on) and as `map_full`.
+#[inline(always)]
+pub fn insert_taint(tgid: u32, t: &Taint) {
+    if TAINTED.insert(tgid, t, 0).is_ok() {
+        return;
+    }
+    let slot = if t.flags & TAINT_STRONG == 0 {
+        INSERT_FAIL_TAINTED
+    } else {
+        if let Some(u) = TAINT_RESERVE_USED.get_ptr_mut(0) {
+            // SAFETY: an array slot; every writer stores the same 1.
+            unsafe { *u = 1 };
+        }
+        if TAINT_RESERVE.insert(tgid, t, 0).is_ok() {
+            return;
+        }
+        INSERT_FAIL_RESERVE
+    };
+    count_stop(STOP_MAP_FULL);
+    count_insert_failed(slot);
+}
 
 /// How long after the last pipe taint reads still look pipes up.
 const PIPE_TAINT_WINDOW_NS: u64 = 300 * 1_000_000_000;
@@ -22,12 +94,12 @@ const PIPE_TAINT_WINDOW_NS: u64 = 300 * 1_000_000_000;
 /// Adds `t` to the taint of `tgid`. The first source of each kind stays,
 /// except that a file the process opens itself (flags exactly
 /// `TAINT_FILE`; a pipe's taint carries `TAINT_PIPE`) replaces an
-/// earlier file source: a copy tool's next writes come from what it read
+/// earlier file source (the `TAINT_STRONG` bit aside): a copy tool's next writes come from what it read
 /// last, not from what a parent's pipe once carried. The generation is the
 /// replacing source's, else the nearest (smallest) of the two.
 #[inline(always)]
 pub fn add_taint(tgid: u32, t: &Taint) {
-    match TAINTED.get_ptr_mut(tgid) {
+    match taint_ptr(tgid) {
         // SAFETY: a live map value (another CPU may update the same entry
         // at once: at worst a mixed taint).
         Some(cur) => unsafe {
@@ -35,7 +107,7 @@ pub fn add_taint(tgid: u32, t: &Taint) {
             if (*cur).src_pid == 0 {
                 (*cur).src_pid = t.src_pid;
             }
-            if t.src_ino != 0 && ((*cur).src_ino == 0 || t.flags == TAINT_FILE) {
+            if t.src_ino != 0 && ((*cur).src_ino == 0 || t.flags & !TAINT_STRONG == TAINT_FILE) {
                 (*cur).src_dev = t.src_dev;
                 (*cur).src_ino = t.src_ino;
                 (*cur).src_igen = t.src_igen;
@@ -47,11 +119,7 @@ pub fn add_taint(tgid: u32, t: &Taint) {
                 (*cur).via_pid = t.via_pid;
             }
         },
-        None => {
-            if TAINTED.insert(tgid, t, 0).is_err() {
-                count_stop(STOP_MAP_FULL);
-            }
-        }
+        None => insert_taint(tgid, t),
     }
 }
 
@@ -76,7 +144,7 @@ pub fn pipe_gate(tgid: u32) -> bool {
     let ts = *ts;
     ts != 0
         && unsafe { bpf_ktime_get_boot_ns() }.wrapping_sub(ts) <= PIPE_TAINT_WINDOW_NS
-        && unsafe { TAINTED.get(tgid) }.is_none()
+        && !is_tainted(tgid)
 }
 
 /// A read from `fd`: taints the reader when `fd` is a pipe a tainted

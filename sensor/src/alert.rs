@@ -69,6 +69,10 @@ pub struct MemDetail {
     pub recon: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// The thread id the actor named when it is not the target's pid (the
+    /// target is the process the thread belongs to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -80,6 +84,11 @@ pub struct ProcessCtx {
     pub exe: String,
     /// Redacted command line.
     pub cmdline: String,
+    /// Why the `[[allow]]` naming this executable did not hold (loader
+    /// variables or a tracer at exec, a tracer since, a path that is not
+    /// its file): the `allow_bypass` factor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_bypass: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -150,8 +159,10 @@ pub struct Alert {
     pub target: Target,
     /// The incident this alert belongs to (`sensor/src/correlate.rs`).
     pub incident: String,
-    /// Alerts this line stands for: 1, or on a fold report the repeats
-    /// (same rule, actor and target) folded since the first was emitted.
+    /// Events this line stands for: 1 (plus the identical events the
+    /// kernel folded into its record, if any), or on a fold report the
+    /// repeats (same rule, actor and target) folded since the first was
+    /// emitted, those the kernel folded included.
     pub count: u32,
     /// Origin id of a tracked file's lineage (copies of a dump or key share
     /// it); rules that track files fill it. Files without one correlate by
@@ -302,6 +313,7 @@ mod tests {
                 comm: "cat".into(),
                 exe: "/usr/bin/cat".into(),
                 cmdline: "cat k".into(),
+                allow_bypass: None,
             },
             target: Target::File {
                 path: "/k".into(),

@@ -39,6 +39,14 @@ enum Cmd {
         /// Benchmarks only: attach every program but make each return at once.
         #[arg(long, hide = true)]
         bench_empty_programs: bool,
+        /// Tests only: entries of the kernel's TAINTED map (16384), so a test
+        /// can fill it with a few hundred processes.
+        #[arg(long, hide = true)]
+        taint_map_entries: Option<u32>,
+        /// Benchmarks and diagnosis only: send every repeat instead of
+        /// folding repeats in the kernel.
+        #[arg(long, hide = true)]
+        no_kernel_fold: bool,
         /// auto: BPF LSM enforces rules in enforce mode where the kernel
         /// allows it; tracepoint: no LSM program (nothing is denied).
         #[arg(long, value_enum, default_value = "auto")]
@@ -149,16 +157,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: ok", file.display());
-                ExitCode::SUCCESS
+        Cmd::CheckConfig { file } => {
+            match Config::load(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    live::metrics_endpoint(&c.metrics)
+                        .map_err(|e| format!("{}: {e}", file.display()))
+                }) {
+                Ok(_) => {
+                    println!("{}: ok", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("keysentry: invalid config: {e}");
+                    ExitCode::from(2)
+                }
             }
-            Err(e) => {
-                eprintln!("keysentry: invalid config: {e}");
-                ExitCode::from(2)
-            }
-        },
+        }
         Cmd::Probes { config, backend } => {
             let cfg = match &config {
                 Some(path) => Config::load(path),
@@ -189,6 +204,8 @@ fn main() -> ExitCode {
             ring_buffer_bytes,
             record,
             bench_empty_programs,
+            taint_map_entries,
+            no_kernel_fold,
             backend,
         } => {
             let cfg = match &config {
@@ -219,7 +236,9 @@ fn main() -> ExitCode {
             };
             let opts = live::RunOptions {
                 empty_programs: bench_empty_programs,
+                no_kernel_fold,
                 ring_bytes: ring_buffer_bytes,
+                taint_map_entries,
                 config_path: config.clone(),
                 backend,
                 record: record.map(|r| {

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
     pub events_lost: IntCounterVec,
+    pub events_folded: IntCounterVec,
+    pub events_throttled: IntCounterVec,
     pub events_malformed: IntCounterVec,
     pub alerts: IntCounterVec,
     pub probe_attached: IntGaugeVec,
@@ -34,9 +36,14 @@ pub struct Metrics {
     pub incidents: IntCounterVec,
     pub incident_score: prometheus::Histogram,
     pub flow_stopped: IntCounterVec,
+    pub map_insert_failures: IntCounterVec,
     pub copies: IntCounterVec,
     pub tainted_processes: IntGauge,
     pub map_entries: IntGaugeVec,
+    pub map_capacity: IntGaugeVec,
+    pub map_evictions: IntCounterVec,
+    pub queue_bytes: IntGaugeVec,
+    pub queue_evicted: IntCounterVec,
 }
 
 /// `reason` labels of `keysentry_flow_stopped_total` counted in user space
@@ -63,6 +70,18 @@ impl Metrics {
             "keysentry_events_lost_total",
             "Kernel events dropped because their lane's ring buffer was full, by kind and lane.",
             &["kind", "lane"],
+        )?;
+        let events_folded = counter_vec(
+            &r,
+            "keysentry_events_folded_total",
+            "Kernel events counted instead of sent because they repeated one sent less than the fold window ago (same process, executable, object and access), by kind; their count reaches the alert's count.",
+            &["kind"],
+        )?;
+        let events_throttled = counter_vec(
+            &r,
+            "keysentry_events_throttled_total",
+            "Critical kernel events held back by the critical lane's per-process rate limit, by kind (each raises an events-lost alert naming the process).",
+            &["kind"],
         )?;
         let events_malformed = counter_vec(
             &r,
@@ -162,6 +181,15 @@ impl Metrics {
         for reason in sensor_common::STOP_REASONS.iter().chain(&USER_STOP_REASONS) {
             flow_stopped.with_label_values(&[reason]);
         }
+        let map_insert_failures = counter_vec(
+            &r,
+            "keysentry_map_insert_failures_total",
+            "Entries a kernel map that decides detection refused (full), inserted by the kernel or by keysentry: each a warning naming what it costs; TAINT_RESERVE (a strong taint, from a key path, a protected process's memory or a dump, refused by both taint maps) also an events-lost alert.",
+            &["map"],
+        )?;
+        for map in sensor_common::INSERT_FAIL_MAPS {
+            map_insert_failures.with_label_values(&[map]);
+        }
         let copies = counter_vec(
             &r,
             "keysentry_copies_total",
@@ -176,11 +204,42 @@ impl Metrics {
         let map_entries = IntGaugeVec::new(
             Opts::new(
                 "keysentry_map_entries",
-                "Entries in each kernel map, read every 10 s (compare with keysentry_map_capacity).",
+                "Entries in each kernel map (UPPERCASE, as in sensor-ebpf/src/maps.rs; counted about every 10 s) and user-space table (lowercase; every 50 ms); compare with keysentry_map_capacity.",
             ),
             &["map"],
         )?;
         r.register(Box::new(map_entries.clone()))?;
+        let map_capacity = IntGaugeVec::new(
+            Opts::new(
+                "keysentry_map_capacity",
+                "The bound of each kernel map (its max_entries) and user-space table in keysentry_map_entries.",
+            ),
+            &["map"],
+        )?;
+        r.register(Box::new(map_capacity.clone()))?;
+        let map_evictions = counter_vec(
+            &r,
+            "keysentry_map_evictions_total",
+            "Entries pushed out of a full table to make room, where keysentry sees it: the user-space tables (tracked_files: the oldest derived file, then the oldest key; fold_alerts: the alerts of the oldest fold keys; pending_copies: the oldest copy waiting for its evidence, decided early). The kernel's LRU maps evict without telling: watch their keysentry_map_entries against keysentry_map_capacity.",
+            &["map"],
+        )?;
+        for map in ["tracked_files", "fold_alerts"] {
+            map_evictions.with_label_values(&[map]);
+        }
+        let queue_bytes = IntGaugeVec::new(
+            Opts::new(
+                "keysentry_queue_bytes",
+                "Bytes of records read from the kernel rings and not yet handled, per lane, read every 50 ms (bounded: 16 MiB in all, bulk at most 8 MiB).",
+            ),
+            &["lane"],
+        )?;
+        r.register(Box::new(queue_bytes.clone()))?;
+        let queue_evicted = counter_vec(
+            &r,
+            "keysentry_queue_evicted_total",
+            "Bulk events dropped from the user-space queue (newest first) to make room for critical or lifecycle records, by kind, with the repeats the kernel folded into them; also counted in keysentry_events_lost_total{lane=\"bulk\"}.",
+            &["kind"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "keysentry_build_info",
@@ -199,11 +258,23 @@ impl Metrics {
         for k in EventKind::ALL {
             events.with_label_values(&[k.name()]);
             events_lost.with_label_values(&[k.name(), k.lane().name()]);
+            events_folded.with_label_values(&[k.name()]);
+            if k.lane() == sensor_common::Lane::Critical {
+                events_throttled.with_label_values(&[k.name()]);
+            }
+            if k.lane() == sensor_common::Lane::Bulk {
+                queue_evicted.with_label_values(&[k.name()]);
+            }
+        }
+        for lane in sensor_common::Lane::ALL {
+            queue_bytes.with_label_values(&[lane.name()]);
         }
         Ok(Arc::new(Self {
             registry: r,
             events,
             events_lost,
+            events_folded,
+            events_throttled,
             events_malformed,
             alerts,
             probe_attached,
@@ -220,9 +291,14 @@ impl Metrics {
             incidents,
             incident_score,
             flow_stopped,
+            map_insert_failures,
             copies,
             tainted_processes,
             map_entries,
+            map_capacity,
+            map_evictions,
+            queue_bytes,
+            queue_evicted,
         }))
     }
 
@@ -242,15 +318,142 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// A listener that could not bind tries again this often.
 const RETRY_BIND: Duration = Duration::from_secs(5);
 
+/// How the endpoint proves itself and whom it answers (`[metrics]`
+/// tls_* and bearer_token_file), loaded once at start: a bad file refuses
+/// to start, naming the field.
+#[derive(Clone, Default)]
+pub struct Endpoint {
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    token: Option<Arc<[u8]>>,
+}
+
+/// A file named in `[metrics]` that holds a secret: opened without
+/// following a final symlink, owned by root, readable by no one else.
+fn secret_file(field: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::{
+        io::Read,
+        os::unix::fs::{MetadataExt, OpenOptionsExt},
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{field}: {}: {e}", path.display()))?;
+    let md = f
+        .metadata()
+        .map_err(|e| format!("{field}: {}: {e}", path.display()))?;
+    if !md.is_file() {
+        return Err(format!("{field}: {}: not a regular file", path.display()));
+    }
+    if md.uid() != 0 || md.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{field}: {}: refused: owner uid {}, mode {:o} (a secret: owner root, no group or other access)",
+            path.display(),
+            md.uid(),
+            md.mode() & 0o7777
+        ));
+    }
+    let mut buf = Vec::new();
+    f.by_ref()
+        .take(1 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("{field}: {}: {e}", path.display()))?;
+    Ok(buf)
+}
+
+/// The files `[metrics]` names for the endpoint (all optional).
+#[derive(Default)]
+pub struct EndpointFiles<'a> {
+    pub tls_cert: Option<&'a std::path::Path>,
+    pub tls_key: Option<&'a std::path::Path>,
+    pub tls_client_ca: Option<&'a std::path::Path>,
+    pub bearer_token_file: Option<&'a std::path::Path>,
+}
+
+impl Endpoint {
+    pub fn load(m: &EndpointFiles<'_>) -> Result<Endpoint, String> {
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        use tokio_rustls::rustls;
+        let mut e = Endpoint::default();
+        if let Some(path) = m.bearer_token_file {
+            let raw = secret_file("metrics.bearer_token_file", path)?;
+            let token = String::from_utf8_lossy(&raw).trim().to_string();
+            if token.len() < 16 {
+                return Err(format!(
+                    "metrics.bearer_token_file: {}: the token is shorter than 16 characters",
+                    path.display()
+                ));
+            }
+            e.token = Some(Arc::from(token.into_bytes()));
+        }
+        let (Some(cert), Some(key)) = (m.tls_cert, m.tls_key) else {
+            return Ok(e);
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|i| i.collect::<Result<_, _>>())
+            .map_err(|err| format!("metrics.tls_cert: {}: {err}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "metrics.tls_cert: {}: no certificate in the file",
+                cert.display()
+            ));
+        }
+        let key_pem = secret_file("metrics.tls_key", key)?;
+        let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|err| format!("metrics.tls_key: {}: {err}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|err| format!("metrics: TLS: {err}"))?;
+        let builder = match m.tls_client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(ca)
+                    .map_err(|err| format!("metrics.tls_client_ca: {}: {err}", ca.display()))?
+                {
+                    let c =
+                        c.map_err(|err| format!("metrics.tls_client_ca: {}: {err}", ca.display()))?;
+                    roots
+                        .add(c)
+                        .map_err(|err| format!("metrics.tls_client_ca: {}: {err}", ca.display()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|err| format!("metrics.tls_client_ca: {}: {err}", ca.display()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder
+            .with_single_cert(certs, key_der)
+            .map_err(|err| format!("metrics.tls_key: {}: {err}", key.display()))?;
+        e.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
+        Ok(e)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+}
+
 /// Serves /metrics on its own thread and runtime: detection never waits
 /// for it and never depends on it. The listener is bound here first (so it
 /// is up when start-up says ready); a bind that fails (the port taken) is a
 /// warning, and the thread keeps trying. Each connection gets a header
-/// timeout and a lifetime cap, and at most `MAX_CONNECTIONS` are served.
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<std::thread::JoinHandle<()>> {
+/// timeout (the TLS handshake included) and a lifetime cap, and at most
+/// `MAX_CONNECTIONS` are served.
+pub fn serve(
+    addr: SocketAddr,
+    endpoint: Endpoint,
+    metrics: Arc<Metrics>,
+) -> Result<std::thread::JoinHandle<()>> {
     let first = std::net::TcpListener::bind(addr);
+    let scheme = endpoint.scheme();
     match &first {
-        Ok(_) => tracing::info!("metrics on http://{addr}/metrics"),
+        Ok(_) => tracing::info!("metrics on {scheme}://{addr}/metrics"),
         Err(e) => tracing::warn!(
             "metrics listener {addr}: {e}; retrying every {}s (detection runs without it)",
             RETRY_BIND.as_secs()
@@ -262,7 +465,7 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<std::thread::Joi
         .context("metrics runtime")?;
     let thread = std::thread::Builder::new()
         .name("keysentry-metrics".into())
-        .spawn(move || rt.block_on(serve_on(addr, first, metrics)))
+        .spawn(move || rt.block_on(serve_on(addr, first, endpoint, metrics)))
         .context("metrics thread")?;
     Ok(thread)
 }
@@ -270,6 +473,7 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<std::thread::Joi
 async fn serve_on(
     addr: SocketAddr,
     first: std::io::Result<std::net::TcpListener>,
+    endpoint: Endpoint,
     metrics: Arc<Metrics>,
 ) {
     let mut bound = first;
@@ -284,7 +488,7 @@ async fn serve_on(
         tokio::time::sleep(RETRY_BIND).await;
         bound = std::net::TcpListener::bind(addr);
         if bound.is_ok() {
-            tracing::info!("metrics on http://{addr}/metrics");
+            tracing::info!("metrics on {}://{addr}/metrics", endpoint.scheme());
         }
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -299,22 +503,67 @@ async fn serve_on(
             continue;
         };
         let metrics = metrics.clone();
+        let endpoint = endpoint.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req: Request<Incoming>| {
-                let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(handle(&req, &metrics)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            let work = async {
+                match &endpoint.tls {
+                    None => serve_conn(stream, &endpoint, metrics).await,
+                    Some(acceptor) => {
+                        let Ok(Ok(tls)) =
+                            tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        serve_conn(tls, &endpoint, metrics).await
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, work).await;
             drop(slot);
         });
     }
 }
 
-fn handle(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+/// One HTTP/1 connection on `io` (plain or TLS).
+async fn serve_conn<S>(io: S, endpoint: &Endpoint, metrics: Arc<Metrics>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let token = endpoint.token.clone();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let metrics = metrics.clone();
+        let token = token.clone();
+        async move { Ok::<_, Infallible>(handle(&req, &metrics, token.as_deref())) }
+    });
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+}
+
+/// Does the request carry `Authorization: Bearer <token>` (compared in
+/// constant time)?
+fn authorized(req: &Request<Incoming>, token: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .is_some_and(|t| t.len() == token.len() && bool::from(t.ct_eq(token)))
+}
+
+fn handle(
+    req: &Request<Incoming>,
+    metrics: &Metrics,
+    token: Option<&[u8]>,
+) -> Response<Full<Bytes>> {
+    if token.is_some_and(|t| !authorized(req, t)) {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(hyper::header::WWW_AUTHENTICATE, "Bearer")
+            .body(Full::new(Bytes::from_static(b"unauthorized\n")))
+            .unwrap_or_default();
+    }
     if req.uri().path() != "/metrics" {
         return Response::builder()
             .status(StatusCode::NOT_FOUND)

@@ -106,6 +106,9 @@ fn program(argv: &[String]) -> &str {
 /// redacts to itself in a replay.
 pub fn redact_argv(argv: &[String]) -> Vec<String> {
     let mut cur = redact_pass(argv);
+    if CmdlineMode::current() == CmdlineMode::ProgramAndFiles {
+        cur = program_and_files(&cur);
+    }
     for _ in 0..8 {
         let next = redact_pass(&cur);
         if next == cur {
@@ -248,6 +251,68 @@ fn redact_url(arg: &str) -> String {
     format!("{base}{}{frag}", params.join("&"))
 }
 
+/// How much of a command line leaves the sensor (`[alerts] cmdline`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmdlineMode {
+    /// Every argument, secrets redacted.
+    Redacted,
+    /// The program and the arguments that are paths; the rest omitted.
+    ProgramAndFiles,
+}
+
+static PROGRAM_AND_FILES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl CmdlineMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "redacted" => Some(Self::Redacted),
+            "program-and-files" => Some(Self::ProgramAndFiles),
+            _ => None,
+        }
+    }
+
+    /// The mode every command line is rendered in from now on (start,
+    /// reload, replay).
+    pub fn set(self) {
+        PROGRAM_AND_FILES.store(
+            self == Self::ProgramAndFiles,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    pub fn current() -> Self {
+        if PROGRAM_AND_FILES.load(std::sync::atomic::Ordering::Relaxed) {
+            Self::ProgramAndFiles
+        } else {
+            Self::Redacted
+        }
+    }
+}
+
+const OMITTED: &str = "[omitted]";
+
+/// A path argument: absolute, relative with `./`/`../`, or home-relative.
+fn is_path(a: &str) -> bool {
+    a.starts_with('/') || a.starts_with("./") || a.starts_with("../") || a.starts_with("~/")
+}
+
+/// The program and its path arguments (an option's path value too:
+/// `--out=/tmp/x`); every other argument becomes `[omitted]`.
+fn program_and_files(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == 0 || is_path(a) || a == OMITTED {
+                return a.clone();
+            }
+            match a.split_once('=') {
+                Some((name, v)) if name.starts_with('-') && is_path(v) => a.clone(),
+                _ => OMITTED.to_string(),
+            }
+        })
+        .collect()
+}
+
 /// The command line as one string, redacted.
 pub fn cmdline(argv: &[String]) -> String {
     redact_argv(argv).join(" ")
@@ -259,6 +324,35 @@ mod tests {
 
     fn r(v: &[&str]) -> String {
         cmdline(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn program_and_files_keeps_only_those() {
+        let v = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let out = program_and_files(&v(&[
+            "/usr/bin/openssl",
+            "pkcs12",
+            "-passin",
+            "pass:hunter2",
+            "-in",
+            "/etc/ssl/private/ca.p12",
+            "--out=./ca.pem",
+            "--tag=x",
+        ]));
+        assert_eq!(
+            out,
+            v(&[
+                "/usr/bin/openssl",
+                "[omitted]",
+                "[omitted]",
+                "[omitted]",
+                "[omitted]",
+                "/etc/ssl/private/ca.p12",
+                "--out=./ca.pem",
+                "[omitted]",
+            ])
+        );
+        assert_eq!(program_and_files(&out), out, "idempotent");
     }
 
     #[test]

@@ -401,6 +401,7 @@ mod tests {
             comm: "c".into(),
             exe: "/c".into(),
             cmdline: "c".into(),
+            allow_bypass: None,
         };
         let t = Target::Process {
             pid: 2,

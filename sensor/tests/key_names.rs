@@ -1,7 +1,7 @@
 //! The two key-name matchers agree: the one on strings
 //! (`config::names::KeyName::matches`, `config::names::name_matches`) and
 //! the one the kernel runs on name words (`sensor_common::names`, its table
-//! compiled from the config by `live::name_patterns`), on a shared table of
+//! compiled from the config by `reload::name_patterns`), on a shared table of
 //! names.
 //!
 //! The kernel's loop itself (`eval_patterns` in sensor-ebpf/src/vfs.rs)
@@ -15,7 +15,7 @@
 //! lines): a change to one must be made to the other.
 
 use sensor::{
-    agent::live::name_patterns,
+    agent::reload::name_patterns,
     config::{Config, DEFAULT_CONFIG, names::name_matches},
 };
 use sensor_common::names::{NameKey, NamePatterns, name_key};

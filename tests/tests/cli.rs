@@ -160,3 +160,46 @@ fn a_taken_metrics_port_is_a_warning_and_is_retried() {
     s.wait_log(&format!("metrics on http://127.0.0.1:{port}/metrics"));
     assert!(s.metrics().contains("keysentry_events_total"));
 }
+
+/// With tracefs mounted (the unit's privileged ExecStartPre) keysentry
+/// needs no CAP_SYS_ADMIN where perf_event_paranoid is 2 or less: it runs
+/// and alerts without it.
+#[test]
+fn it_runs_and_alerts_without_cap_sys_admin() {
+    require_root();
+    // Debian's kernels carry perf_event_paranoid 3, where only
+    // CAP_SYS_ADMIN may open perf events (attach a tracepoint).
+    let paranoid: i32 = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(2);
+    if paranoid > 2 {
+        eprintln!(
+            "SKIP: perf_event_paranoid is {paranoid}: this kernel lets only CAP_SYS_ADMIN attach tracepoints"
+        );
+        return;
+    }
+    let dir = tempdir();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let key = keys.join("ca.key");
+    std::fs::write(&key, b"k").unwrap();
+    let mut s = Sensor::start_wrapped(
+        dir.path(),
+        &format!("[[key_path]]\npath = \"{}\"\n", keys.display()),
+        &[actor_bin().to_str().unwrap(), "without-cap", "21"],
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap();
+    assert_eq!(eff & (1 << 21), 0, "CAP_SYS_ADMIN still effective: {eff:x}");
+    let (pid, st) = actor(&["open", key.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let alerts = s.alerts_until(|a| a["process"]["pid"] == pid);
+    let a = by_pid(&alerts, "key-file-open", pid);
+    assert_eq!(a.len(), 1, "{alerts:#?}");
+    assert_eq!(a[0]["target"]["path"], key.to_str().unwrap());
+}

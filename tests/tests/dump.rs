@@ -188,6 +188,42 @@ fn changes_that_enable_or_redirect_dumps_alert() {
     assert_eq!(folded[0]["process"]["pid"], me);
 }
 
+/// RLIMIT_CORE and coredump_filter are per process: set through a thread
+/// id of a protected process, they change (and alert for) the process.
+#[test]
+fn dump_settings_changed_through_a_thread_id_alert_for_the_process() {
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let (_victim, vp, line) = spawn_line(&l.victim_bin, &["victim-threads"]);
+    let tid: u32 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|t| t.parse().ok())
+        .expect("victim-threads prints its thread id");
+    assert_ne!(tid, vp);
+    let _ = s.alerts_until_marker(&l.marker);
+
+    std::fs::write(format!("/proc/{tid}/coredump_filter"), "0x7f").unwrap();
+    let (limiter, st) = actor(&["prlimit-core", &tid.to_string()], None, None);
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let of = |setting: &str| -> Vec<&serde_json::Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "dump-config-change" && a["dump"]["setting"] == setting)
+            .collect()
+    };
+    let f = of("coredump_filter");
+    assert_eq!(f.len(), 1, "{alerts:#?}");
+    assert_eq!(f[0]["target"]["pid"], vp);
+    let r = of("RLIMIT_CORE");
+    assert_eq!(r.len(), 1, "{alerts:#?}");
+    assert_eq!(r[0]["process"]["pid"], limiter);
+    assert_eq!(r[0]["target"]["pid"], vp);
+    assert_eq!(r[0]["dump"]["result"], "success");
+}
+
 #[test]
 fn files_in_dump_directories_are_registered_dumps() {
     let l = lab();
@@ -227,4 +263,61 @@ fn files_in_dump_directories_are_registered_dumps() {
         assert_eq!(a[0]["target"]["path"], path.to_str().unwrap());
         assert_eq!(a[0]["flow"]["lineage"][0]["how"], "dump-handler");
     }
+}
+
+/// The core file is the inode the kernel wrote (BPF LSM file_open): a
+/// core renamed away and replaced by a decoy before keysentry handles the
+/// crash (keysentry stopped meanwhile) is still the file tracked; the
+/// decoy at its name is not.
+#[test]
+fn the_core_file_is_the_inode_the_kernel_wrote_not_what_its_name_holds_later() {
+    if let Some(why) = lsm_unavailable() {
+        println!("SKIPPED: the core file's identity comes from BPF LSM file_open: {why}");
+        return;
+    }
+    let l = lab();
+    let _pattern = CorePattern::set(&format!("{}/core.%p.%e", l.root.display()));
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let (mut victim, vp) = spawn_victim(&l.victim_bin);
+    let _ = s.alerts_until_marker(&l.marker);
+
+    // keysentry stopped: its records wait in the kernel's rings while the
+    // crash is written and the core swapped for a decoy.
+    let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vp as i32),
+        nix::sys::signal::Signal::SIGSEGV,
+    )
+    .unwrap();
+    let status = victim.wait().unwrap();
+    assert!(status.core_dumped(), "the kernel wrote a core");
+    let core = l.root.join(format!("core.{vp}.ks-victim"));
+    let hidden = l.root.join("hidden.bin");
+    std::fs::rename(&core, &hidden).unwrap();
+    std::fs::write(&core, b"a decoy, not a core").unwrap();
+    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGCONT).unwrap();
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let dumps: Vec<_> = alerts.iter().filter(|a| a["rule"] == "core-dump").collect();
+    assert_eq!(dumps.len(), 1, "{alerts:#?}");
+    assert_eq!(dumps[0]["target"]["pid"], vp);
+    assert_eq!(dumps[0]["dump"]["path"], core.to_str().unwrap());
+    // The name holds another file now.
+    assert_eq!(dumps[0]["dump"]["exists"], false, "{:#}", dumps[0]);
+
+    // The real core, under its new name, is the tracked dump; the decoy is
+    // nothing.
+    let (real_reader, st) = actor(&["open", hidden.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let (decoy_reader, st) = actor(&["open", core.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    let real = by_pid(&alerts, "dump-file-access", real_reader);
+    assert_eq!(real.len(), 1, "{alerts:#?}");
+    assert_eq!(real[0]["flow"]["dumped"]["pid"], vp);
+    assert!(
+        by_pid(&alerts, "dump-file-access", decoy_reader).is_empty(),
+        "the decoy is not the dump: {alerts:#?}"
+    );
 }

@@ -169,7 +169,27 @@ fn a_key_open_by_a_program_not_allowed_is_denied() {
     // for a file outside the key paths.
     let (backup, out) = run(&e.backup_bin, &["open", key]);
     assert!(out.status.success(), "{out:?}");
+    // The same program with a loader variable is not the allowlisted
+    // program any more: the kernel denies it too.
+    let preloaded = Command::new(&e.backup_bin)
+        .args(["open", key])
+        .env("LD_LIBRARY_PATH", "/nonexistent")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let preloaded_pid = preloaded.id();
+    let out = preloaded.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let alerts = s.alerts_until_marker(&e.marker);
+    let a = one(&alerts, "key-file-open", preloaded_pid);
+    assert_eq!(a["action"], "denied", "{a:#}");
+    assert_eq!(a["open"]["errno"], "EPERM");
+    assert!(
+        a["factors"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "allow_bypass")),
+        "{a:#}"
+    );
 
     let a = one(&alerts, "key-file-open", thief);
     assert_eq!(a["action"], "denied", "{a:#}");

@@ -298,7 +298,16 @@ fn metrics_are_served_over_http() {
         s.metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}"),
         Some(0.0)
     );
-    assert!(s.metric("keysentry_process_table_entries").unwrap() > 1.0);
+    let procs = s.metric("keysentry_process_table_entries").unwrap();
+    assert!(
+        procs > 1.0,
+        "process table entries {procs}: {}",
+        s.metrics()
+            .lines()
+            .filter(|l| l.contains("process_table") || l.contains("events_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(s.metric("keysentry_watched_inodes").unwrap() >= 3.0);
 }
 
@@ -325,6 +334,16 @@ fn key_path_created_after_start_is_watched_once_it_appears() {
 #[test]
 fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
     let k = keys();
+    // 300 distinct key files: the kernel folds repeats of one open, never
+    // opens of different files, so each of these is a record.
+    let n = 300;
+    let files: Vec<_> = (0..n)
+        .map(|i| {
+            let f = k.keydir.join(format!("burst-{i}.secret"));
+            std::fs::write(&f, b"k").unwrap();
+            f
+        })
+        .collect();
     // Room for about four open records: a burst must overflow it.
     let mut s = Sensor::start_with(&k.root, &config(&k, ""), &["--ring-buffer-bytes", "8192"]);
     let _ = s.alerts_until_marker(&k.marker);
@@ -333,17 +352,19 @@ fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
             .unwrap()
             + s.metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}")
                 .unwrap()
+            + s.metric("keysentry_events_folded_total{kind=\"key_open\"}")
+                .unwrap()
     };
     let lost_before = s
         .metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}")
         .unwrap();
     let before = seen(&s);
-    let n = 300;
-    for _ in 0..n {
-        std::fs::File::open(&k.secret).unwrap();
+    for f in &files {
+        std::fs::File::open(f).unwrap();
     }
-    // Every open is accounted for, delivered or lost (lost counts are read
-    // by the agent on its 50 ms drain, so wait for them with a deadline).
+    // Every open is accounted for, delivered, folded or lost (lost and
+    // folded counts are read by the agent on its 50 and 500 ms timers, so
+    // wait for them with a deadline).
     let end = std::time::Instant::now() + deadline();
     let mut got = seen(&s) - before;
     while got < n as f64 {
@@ -355,7 +376,7 @@ fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
     }
     assert_eq!(
         got, n as f64,
-        "each open is delivered or counted lost, once"
+        "each open is delivered, folded or counted lost, once"
     );
     let lost = s
         .metric("keysentry_events_lost_total{kind=\"key_open\",lane=\"bulk\"}")

@@ -62,6 +62,8 @@ struct Victim {
     addr: String,
     len: String,
     fd: String,
+    /// The id of its second thread (`victim-threads`).
+    tid: Option<u32>,
 }
 
 impl Drop for Victim {
@@ -72,8 +74,12 @@ impl Drop for Victim {
 }
 
 fn victim(bin: &Path) -> Victim {
+    victim_as(bin, "victim")
+}
+
+fn victim_as(bin: &Path, role: &str) -> Victim {
     let mut child = Command::new(bin)
-        .arg("victim")
+        .arg(role)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -89,6 +95,7 @@ fn victim(bin: &Path) -> Victim {
         addr: f[0].clone(),
         len: f[1].clone(),
         fd: f[2].clone(),
+        tid: f.get(3).and_then(|t| t.parse().ok()),
     }
 }
 
@@ -288,4 +295,186 @@ fn failed_attempts_and_the_sensor_itself_are_protected() {
         a["memory"]["target_protected"], true,
         "keysentry protects itself"
     );
+}
+
+/// The memory alerts through a thread id: the target is the process (tgid)
+/// the thread belongs to, the thread named is `memory.thread`, and the
+/// severity, taint and dump tracking are the leader's.
+fn assert_via_thread(a: &Value, rule: &str, v: &Victim, tid: u32) {
+    assert_via_thread_any_severity(a, rule, v, tid);
+    assert_eq!(a["severity"], "high", "{rule}: {a:#}");
+}
+
+fn assert_via_thread_any_severity(a: &Value, rule: &str, v: &Victim, tid: u32) {
+    assert_eq!(a["rule"], rule, "{a:#}");
+    assert_eq!(
+        a["target"]["pid"], v.pid,
+        "{rule}: target is the tgid: {a:#}"
+    );
+    assert_eq!(a["memory"]["thread"], tid, "{rule}: the tid named: {a:#}");
+    assert_eq!(a["memory"]["target_protected"], true, "{rule}: {a:#}");
+    assert_eq!(a["memory"]["result"], "success", "{rule}: {a:#}");
+}
+
+/// A thread id of a protected process given as the target: ptrace
+/// (attach and PEEKDATA of the thread), process_vm_readv, /proc/TID/mem,
+/// /proc/PID/task/TID/mem, task/TID/maps (reconnaissance), task/TID/environ,
+/// pidfd_getfd
+/// through a thread pidfd, and a reader that writes what it read (a dump,
+/// followed by the kernel's taint). `protect_before_start`: the victim and
+/// its thread run before keysentry starts (user space fills the kernel's
+/// thread map from /proc/PID/task), else its thread starts after its
+/// protected exec (the kernel adds it at clone).
+fn thread_id_targets(protect_before_start: bool) {
+    let l = lab();
+    let (v, mut s) = if protect_before_start {
+        let v = victim_as(&l.victim_bin, "victim-threads");
+        (v, Sensor::start(&l.root, &config(&l)))
+    } else {
+        let s = Sensor::start(&l.root, &config(&l));
+        (victim_as(&l.victim_bin, "victim-threads"), s)
+    };
+    let _ = s.alerts_until_marker(&l.marker);
+    let tid = v.tid.expect("victim-threads prints its thread id");
+    assert_ne!(tid, v.pid);
+    let (vp, ts) = (v.pid.to_string(), tid.to_string());
+
+    let (peek, st) = actor(&["ptrace-peek", &ts, &v.addr], None, None);
+    assert!(st.success());
+    let (vm, st) = actor(&["vm-read", &ts, &v.addr, &v.len], None, None);
+    assert!(st.success());
+    let (mem, st) = actor(&["proc-mem", &ts, &v.addr, &v.len], None, None);
+    assert!(st.success());
+    let task_mem = format!("/proc/{vp}/task/{ts}/mem");
+    let (task, st) = actor(&["pread", &task_mem, &v.addr, &v.len], None, None);
+    assert!(st.success());
+    let task_maps = format!("/proc/{vp}/task/{ts}/maps");
+    let (recon, st) = actor(
+        &["read-then-vm-read", &task_maps, &ts, &v.addr, &v.len],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let task_environ = format!("/proc/{vp}/task/{ts}/environ");
+    let (environ, st) = actor(&["open", &task_environ], None, None);
+    assert!(st.success());
+    let (getfd, st) = actor(&["pidfd-getfd-thread", &ts, &v.fd], None, None);
+    let thread_pidfd = match st.code() {
+        Some(0) => true,
+        Some(3) => {
+            eprintln!("SKIP pidfd_getfd through a thread pidfd: no PIDFD_THREAD (kernel < 6.9)");
+            false
+        }
+        _ => panic!("pidfd-getfd-thread: {st}"),
+    };
+    let out = l.root.join("thread-read.bin");
+    let (dumper, st) = actor(
+        &["vm-read-write", &ts, &v.addr, &v.len, out.to_str().unwrap()],
+        None,
+        None,
+    );
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    let p = alerts_of(&alerts, peek);
+    assert_eq!(p.len(), 2, "attach and peek of a thread: {alerts:#?}");
+    assert_eq!(p[0]["memory"]["op"], "PTRACE_ATTACH");
+    assert_eq!(p[1]["memory"]["op"], "PTRACE_PEEKDATA");
+    assert_eq!(p[1]["memory"]["access"], "read");
+    for a in &p {
+        assert_via_thread(a, "ptrace-attach", &v, tid);
+    }
+    let a = only(&alerts, vm, "process-vm-read", v.pid);
+    assert_via_thread(&a, "process-vm-read", &v, tid);
+    let a = only(&alerts, mem, "proc-mem-open", v.pid);
+    assert_via_thread(&a, "proc-mem-open", &v, tid);
+    assert_eq!(a["memory"]["path"], format!("/proc/{ts}/mem"));
+    let a = only(&alerts, task, "proc-mem-open", v.pid);
+    assert_via_thread(&a, "proc-mem-open", &v, tid);
+    assert_eq!(a["memory"]["path"], task_mem);
+    // task/TID/maps is reconnaissance of the process: the read after it
+    // scores higher.
+    let a = only(&alerts, recon, "process-vm-read", v.pid);
+    assert_via_thread_any_severity(&a, "process-vm-read", &v, tid);
+    assert_eq!(a["memory"]["recon"], true, "task/TID/maps is recon: {a:#}");
+    assert!(
+        a["score"].as_u64().unwrap() > 80,
+        "recon raises the score: {a:#}"
+    );
+    // The environment through a thread: the process's, medium as ever.
+    let a = only(&alerts, environ, "proc-environ-read", v.pid);
+    assert_eq!(a["memory"]["path"], task_environ);
+    assert_eq!(a["memory"]["thread"], tid);
+    assert_eq!(a["severity"], "medium");
+    if thread_pidfd {
+        let a = only(&alerts, getfd, "pidfd-getfd", v.pid);
+        assert_via_thread(&a, "pidfd-getfd", &v, tid);
+    }
+    // The reader was tainted by the kernel like a reader of the leader:
+    // its file is a user-space dump of the process.
+    let d = alerts_of(&alerts, dumper);
+    let read = d
+        .iter()
+        .find(|a| a["rule"] == "process-vm-read")
+        .unwrap_or_else(|| panic!("the dumper's read: {alerts:#?}"));
+    assert_via_thread(read, "process-vm-read", &v, tid);
+    let dump: Vec<_> = d.iter().filter(|a| a["rule"] == "userspace-dump").collect();
+    assert_eq!(dump.len(), 1, "the reader's write is a dump: {alerts:#?}");
+    assert_eq!(dump[0]["target"]["path"], out.to_str().unwrap());
+    assert_eq!(dump[0]["flow"]["dumped"]["pid"], v.pid);
+    assert_eq!(dump[0]["severity"], "critical");
+}
+
+#[test]
+fn a_thread_id_of_a_protected_process_is_the_process() {
+    thread_id_targets(false);
+}
+
+#[test]
+fn threads_a_process_had_when_protected_at_start_are_the_process() {
+    thread_id_targets(true);
+}
+
+#[test]
+fn own_threads_are_no_alert_and_an_unprotected_thread_stays_low() {
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let plain = victim_as(&actor_bin(), "victim-threads");
+    let _ = s.alerts_until_marker(&l.marker);
+    let tid = plain.tid.expect("victim-threads prints its thread id");
+
+    let (me, st) = actor(&["self-thread-access"], None, None);
+    assert!(st.success());
+    let (unprotected, st) = actor(
+        &["vm-read", &tid.to_string(), &plain.addr, &plain.len],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let out = l.root.join("plain-read.bin");
+    let (writer, st) = actor(
+        &[
+            "vm-read-write",
+            &tid.to_string(),
+            &plain.addr,
+            &plain.len,
+            out.to_str().unwrap(),
+        ],
+        None,
+        None,
+    );
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    assert!(
+        alerts_of(&alerts, me).is_empty(),
+        "a process's own threads: {alerts:#?}"
+    );
+    let a = only(&alerts, unprotected, "process-vm-read", plain.pid);
+    assert_eq!(a["severity"], "low");
+    assert_eq!(a["memory"]["target_protected"], false);
+    assert_eq!(a["memory"]["thread"], tid);
+    let w = alerts_of(&alerts, writer);
+    assert_eq!(w.len(), 1, "a read, no dump: {alerts:#?}");
+    assert_eq!(w[0]["severity"], "low");
 }

@@ -54,9 +54,21 @@ fn key_lab() -> (Lab, PathBuf) {
     (l, key)
 }
 
+/// Waits (with the harness's deadline) until `sample` reaches `min`: the
+/// agent reads the kernel's counters on its 50 ms tick, which may come
+/// just after the alert the test waited for.
 fn metric_at_least(s: &Sensor, sample: &str, min: f64) {
-    let v = s.metric(sample).unwrap_or(0.0);
-    assert!(v >= min, "{sample} = {v}, expected at least {min}");
+    let end = std::time::Instant::now() + deadline();
+    loop {
+        let v = s.metric(sample).unwrap_or(0.0);
+        if v >= min {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{sample} = {v}, expected at least {min}"
+        );
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DumpConfigEvent};
 
 use crate::{
     emit::emit,
-    maps::PROTECTED,
+    maps::{PROTECTED, protected_target},
     setting,
     syscall::{args3, sys_ret},
 };
@@ -103,10 +103,12 @@ pub fn ks_exit_prlimit64(ctx: TracePointContext) -> u32 {
     if resource != RLIMIT_CORE || new == 0 {
         return 0;
     }
-    let target = if pid == 0 { current_tgid() } else { pid as u32 };
-    if !is_protected(target) {
+    // prlimit64 of a thread id sets its process's limit: a thread of a
+    // protected process names that process.
+    let named = if pid == 0 { current_tgid() } else { pid as u32 };
+    let Some(target) = protected_target(named) else {
         return 0;
-    }
+    };
     emit_dump_config(DCFG_RLIMIT_CORE, target, rlimit_cur(new), sys_ret(&ctx));
     0
 }

@@ -22,9 +22,9 @@
 
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use sensor_common::{
-    ALLOW_ANY_KEY, ALLOW_MEMORY, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH, ENF_KEY_OPEN,
-    ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, InodeKey, MEM_LSM_ACCESS,
-    MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    ALLOW_ANY_KEY, ALLOW_MEMORY, DENIED_OBSERVED, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH,
+    ENF_KEY_OPEN, ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, InodeKey,
+    MEM_LSM_ACCESS, MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
     x86_64::{
         NR_CREAT, NR_IO_URING_ENTER, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2,
         NR_PIDFD_GETFD, NR_PROCESS_VM_READV, NR_PROCESS_VM_WRITEV, NR_PTRACE,
@@ -36,14 +36,17 @@ use crate::{
     kptr::{FilePtr, SignalPtr, TaskPtr},
     maps::{ENFORCE, PROTECTED, allowed, watch_entry},
     setting,
-    syscall::current_nr,
+    syscall::{current_nr, current_nr_ax},
 };
 
 const EPERM: i32 = 1;
 const PTRACE_MODE_ATTACH: u32 = 0x02;
 const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 const PTRACE_MODE_REALCREDS: u32 = 0x10;
+const PF_EXITING: u32 = 0x0000_0004;
 const PF_IO_WORKER: u32 = 0x0000_0010;
+const PF_KTHREAD: u32 = 0x0020_0000;
+const ENOSYS: i64 = 38;
 const PF_DUMPCORE: u32 = 0x0000_0200;
 const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
@@ -67,6 +70,21 @@ fn actor_tgid() -> Option<u32> {
 /// Reports a denial. `file` (when given) gives the record its file.
 #[inline(always)]
 fn report(rule: u32, target: u32, arg: u32, file: Option<FilePtr>, key: InodeKey, watch_id: u32) {
+    report_as(rule, target, arg, file, key, watch_id, 0);
+}
+
+/// `report`, or with `observed` = DENIED_OBSERVED what a hook saw without
+/// denying it.
+#[inline(always)]
+fn report_as(
+    rule: u32,
+    target: u32,
+    arg: u32,
+    file: Option<FilePtr>,
+    key: InodeKey,
+    watch_id: u32,
+    observed: u32,
+) {
     // SAFETY: `ev` is the reserved record.
     unsafe {
         let Some(rec) = emit::<DeniedEvent>() else {
@@ -81,7 +99,7 @@ fn report(rule: u32, target: u32, arg: u32, file: Option<FilePtr>, key: InodeKey
         (*ev).dev = key.dev;
         (*ev).watch_id = watch_id;
         (*ev).flags = 0;
-        (*ev)._pad = 0;
+        (*ev).observed = observed;
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
         if let Some(file) = file {
@@ -155,7 +173,8 @@ fn detect_access(target: u32, mode: u32) {
         (*ev).op = MEM_LSM_ACCESS;
         (*ev).target = target;
         (*ev).target_protected = protected as u32;
-        (*ev)._pad = 0;
+        (*ev).tid = 0;
+        crate::fold::no_fold(&raw mut (*ev).fold);
     }
     rec.submit();
 }
@@ -259,16 +278,56 @@ pub fn ks_lsm_file_open(ctx: LsmContext) -> i32 {
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    // The core file the kernel opens for a protected process that dumps.
-    if enforced(ENF_CORE_DUMP) && unsafe { PROTECTED.get(actor) }.is_some() && dumping() {
+    // The core file the kernel opens for a protected process that dumps:
+    // denied in enforce mode; else reported as seen, so user space names
+    // the core by the inode the kernel opened (whatever core_pattern, the
+    // dead process's cwd or a rename since say).
+    if dumping() && unsafe { PROTECTED.get(actor) }.is_some() {
         let key = file.identity().map(|(k, _)| k).unwrap_or_default();
-        report(ENF_CORE_DUMP, actor, 0, Some(file), key, 0);
-        return -EPERM;
-    }
-    if !enforced(ENF_KEY_OPEN) {
+        if enforced(ENF_CORE_DUMP) {
+            report(ENF_CORE_DUMP, actor, 0, Some(file), key, 0);
+            return -EPERM;
+        }
+        report_as(ENF_CORE_DUMP, actor, 0, Some(file), key, 0, DENIED_OBSERVED);
         return 0;
     }
-    check_key_open(file)
+    if enforced(ENF_KEY_OPEN) {
+        let r = check_key_open(file);
+        if r != 0 {
+            return r;
+        }
+    }
+    // Detection of the opens no syscall tracepoint sees: io_uring's.
+    if crate::probes::open::lsm_reports_iou_opens() && iou_context() {
+        crate::probes::open::check_lsm_open(file);
+    }
+    0
+}
+
+/// Is the current open io_uring's (an OPENAT/OPENAT2 request issued by
+/// the ring rather than an open syscall of the task)? An io-wq or SQPOLL
+/// thread (PF_IO_WORKER, in the submitter's thread group); the submitter
+/// inside io_uring_enter (inline issue, task work while it waits); the
+/// submitter past the end of any syscall or outside one (task work run on
+/// the way back to user space: `ax` no longer -ENOSYS, or no syscall), or
+/// exiting (requests cancelled or run at exit). Open syscalls in progress
+/// (their own exit tracepoints report them), exec, kernel threads and core
+/// dumps are not.
+#[inline(always)]
+fn iou_context() -> bool {
+    let flags = TaskPtr::current().flags().unwrap_or(0);
+    if flags & PF_KTHREAD != 0 {
+        return false;
+    }
+    if flags & PF_IO_WORKER != 0 {
+        return true;
+    }
+    let (nr, ax) = current_nr_ax();
+    if nr == NR_IO_URING_ENTER {
+        return true;
+    }
+    let in_syscall = nr >= 0 && ax == -ENOSYS;
+    (!in_syscall || flags & PF_EXITING != 0) && !dumping()
 }
 
 #[inline(always)]

@@ -19,14 +19,17 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use sensor_common::{
     ALLOW_ANY_KEY, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
-    FDV_UNKNOWN, FdAccessEvent, FileOpener, InodeKey, TAINT_FILE, Taint, WATCH_CHILDREN,
-    WATCH_SELF, WATCH_TRACKED, WatchEntry, WriteKey,
+    FDV_UNKNOWN, FdAccessEvent, FileOpener, INSERT_FAIL_FD_RECEIVED, INSERT_FAIL_FD_REPORTED,
+    INSERT_FAIL_FILE_OPENERS, InodeKey, TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN,
+    WATCH_SELF, WATCH_STRONG, WATCH_TRACKED, WatchEntry, WriteKey,
 };
 
 use crate::{
     emit::emit,
     kptr::{FilePtr, InodePtr, TaskPtr},
-    maps::{FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, watch_entry},
+    maps::{
+        FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, check_insert, watch_entry,
+    },
     syscall::current_nr,
     taint::add_taint,
 };
@@ -97,7 +100,10 @@ pub fn note_opener(file: FilePtr) {
         _pad: 0,
         mm: current_mm(),
     };
-    let _ = FILE_OPENERS.insert(file.addr(), o, 0);
+    check_insert(
+        FILE_OPENERS.insert(file.addr(), o, 0),
+        INSERT_FAIL_FILE_OPENERS,
+    );
 }
 
 // int file_receive(struct file *file)
@@ -112,7 +118,10 @@ pub fn ks_lsm_file_receive(ctx: LsmContext) -> i32 {
     if watched_file(FilePtr::from_addr(file)).is_none() {
         return 0;
     }
-    let _ = FD_RECEIVED.insert([tgid as u64, file], current_nr(), 0);
+    check_insert(
+        FD_RECEIVED.insert([tgid as u64, file], current_nr(), 0),
+        INSERT_FAIL_FD_RECEIVED,
+    );
     0
 }
 
@@ -185,7 +194,7 @@ fn fd_access(file: FilePtr, op: u32) {
         if FD_REPORTED.get(rk).is_some_and(|m| *m == mm) {
             return;
         }
-        let _ = FD_REPORTED.insert(rk, mm, 0);
+        check_insert(FD_REPORTED.insert(rk, mm, 0), INSERT_FAIL_FD_REPORTED);
         let igen = inode.generation().unwrap_or(0);
         // A reader is followed like a process that opened the file (not a
         // program allowed that key: a service's workers reading the key
@@ -198,7 +207,13 @@ fn fd_access(file: FilePtr, op: u32) {
             add_taint(
                 tgid,
                 &Taint {
-                    flags: TAINT_FILE,
+                    // Strong from a key path's file or a strong tracked one.
+                    flags: TAINT_FILE
+                        | if w.flags & WATCH_TRACKED == 0 || w.flags & WATCH_STRONG != 0 {
+                            TAINT_STRONG
+                        } else {
+                            0
+                        },
                     src_dev: key.dev,
                     src_ino: key.ino,
                     src_igen: igen,

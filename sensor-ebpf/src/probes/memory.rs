@@ -2,20 +2,22 @@
 //! pidfd_getfd, at syscall exit (arguments from the task's saved user
 //! registers, result from the tracepoint). Self access and PTRACE_TRACEME
 //! are dropped here; ptrace reads and writes (PEEK*/POKE*/GETREGS...) only
-//! reach user space when the target is protected.
+//! reach user space when the target is protected. A thread id of a
+//! protected process (`PROTECTED_THREADS`) names that process: the record's
+//! target is its tgid (the tid named goes along), with the same taint.
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
-    MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent, TAINT_MEMORY, Taint,
+    EventKind, FoldKey, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, MemAccessEvent,
+    TAINT_MEMORY, TAINT_STRONG, Taint,
     x86_64::{PTRACE_GETREGS, PTRACE_SETFPREGS},
 };
 
 use crate::{
     emit::emit,
-    kptr::PidPtr,
-    maps::PROTECTED,
+    fold::{fold_check, fold_sent},
+    kptr::{PidPtr, TaskPtr},
+    maps::protected_target,
     syscall::{args3, sys_ret},
     taint::add_taint,
     vfs::fd_file,
@@ -37,22 +39,73 @@ fn is_ptrace_access(req: u64) -> bool {
         || req == PTRACE_SETREGSET
 }
 
-/// Reports an access to another process's memory (a successful one to a
-/// protected process taints the actor first).
+/// The target of an access: the pid the caller named, the process it
+/// belongs to (a thread id of a protected process resolves to its tgid)
+/// and whether that process is protected.
+#[derive(Clone, Copy)]
+struct Target {
+    named: u32,
+    tgid: u32,
+    protected: bool,
+}
+
 #[inline(always)]
-fn report(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
-    let protected = unsafe { PROTECTED.get(target) }.is_some() as u32;
+fn target_of(named: u32) -> Target {
+    match protected_target(named) {
+        Some(tgid) => Target {
+            named,
+            tgid,
+            protected: true,
+        },
+        None => Target {
+            named,
+            tgid: named,
+            protected: false,
+        },
+    }
+}
+
+/// Reports an access to another process's memory (a successful one to a
+/// protected process taints the actor first). An access to the actor's
+/// own thread group, through any of its thread ids, is no report.
+#[inline(always)]
+fn report(actor: u32, op: u32, ret: i64, t: Target, request: u64, arg: u64) {
+    if t.tgid == actor {
+        return;
+    }
     // A successful read of (or attach to) a protected process taints the
     // actor: a file it writes next may be a dump of that memory.
-    if protected != 0 && ret >= 0 && op != MEM_VM_WRITEV {
+    if t.protected && ret >= 0 && op != MEM_VM_WRITEV {
         add_taint(
-            (bpf_get_current_pid_tgid() >> 32) as u32,
+            actor,
             &Taint {
-                flags: TAINT_MEMORY,
-                src_pid: target,
+                flags: TAINT_MEMORY | TAINT_STRONG,
+                src_pid: t.tgid,
                 ..Default::default()
             },
         );
+    }
+    // The same access again within the fold window (same process and
+    // executable, target, operation and request, result) is counted, not
+    // sent: a PEEKDATA loop is one record per window.
+    let (exe_dev, exe_ino) = match TaskPtr::current().exe() {
+        Some(e) => (e.dev, e.ino),
+        None => (0, 0),
+    };
+    let key = FoldKey {
+        tgid: actor,
+        kind: EventKind::MemAccess as u32,
+        exe_ino,
+        obj: t.named as u64,
+        exe_dev,
+        dev: op,
+        mode: request as u32,
+        uid: aya_ebpf::helpers::bpf_get_current_uid_gid() as u32,
+        extra: if ret < 0 { (-ret) as u32 } else { 0 },
+        _pad: 0,
+    };
+    if !fold_check(&key) {
+        return;
     }
     let Some(rec) = emit::<MemAccessEvent>() else {
         return;
@@ -60,13 +113,14 @@ fn report(op: u32, ret: i64, target: u32, request: u64, arg: u64) {
     let ev = rec.ptr();
     // SAFETY: `ev` is the reserved record.
     unsafe {
+        fold_sent(&key, &raw mut (*ev).fold);
         (*ev).ret = ret;
         (*ev).request = request;
         (*ev).arg = arg;
         (*ev).op = op;
-        (*ev).target = target;
-        (*ev).target_protected = protected;
-        (*ev)._pad = 0;
+        (*ev).target = t.tgid;
+        (*ev).target_protected = t.protected as u32;
+        (*ev).tid = if t.named != t.tgid { t.named } else { 0 };
     }
     rec.submit();
 }
@@ -88,11 +142,16 @@ pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let attach = request == PTRACE_ATTACH || request == PTRACE_SEIZE;
-    let protected_access = is_ptrace_access(request) && unsafe { PROTECTED.get(pid) }.is_some();
-    if !(attach || protected_access) {
+    if !attach && !is_ptrace_access(request) {
         return 0;
     }
-    report(MEM_PTRACE, sys_ret(&ctx), pid, request, addr);
+    // ptrace works on threads: PEEKDATA of a protected process's thread
+    // id reads the protected process.
+    let t = target_of(pid);
+    if !(attach || t.protected) {
+        return 0;
+    }
+    report(tgid, MEM_PTRACE, sys_ret(&ctx), t, request, addr);
     0
 }
 
@@ -118,7 +177,7 @@ fn vm_access(ctx: &TracePointContext, op: u32) -> u32 {
     if pid == tgid {
         return 0;
     }
-    report(op, sys_ret(ctx), pid, 0, 0);
+    report(tgid, op, sys_ret(ctx), target_of(pid), 0, 0);
     0
 }
 
@@ -147,13 +206,12 @@ fn pidfd_target(pidfd: u64) -> u32 {
 // syscalls:sys_exit_pidfd_getfd; (int pidfd, int targetfd, unsigned int flags)
 #[tracepoint]
 pub fn ks_exit_pidfd_getfd(ctx: TracePointContext) -> u32 {
-    if skip().is_none() {
-        return 0;
-    }
+    let Some(tgid) = skip() else { return 0 };
     let Some((pidfd, targetfd, _)) = args3() else {
         return 0;
     };
-    let target = pidfd_target(pidfd);
-    report(MEM_PIDFD_GETFD, sys_ret(&ctx), target, pidfd, targetfd);
+    // A pidfd may name a thread (PIDFD_THREAD, 6.9+): its pid is a tid.
+    let t = target_of(pidfd_target(pidfd));
+    report(tgid, MEM_PIDFD_GETFD, sys_ret(&ctx), t, pidfd, targetfd);
     0
 }

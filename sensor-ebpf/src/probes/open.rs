@@ -13,18 +13,21 @@ use core::ffi::c_void;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated},
     macros::{map, tracepoint},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::TracePointContext,
 };
 use sensor_common::{
-    ALLOW_ANY_KEY, ARG_BUF, InodeKey, MATCH_INODE, MATCH_NAME, MATCH_PARENT, MATCH_TRACKED,
-    OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT,
-    SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE, Taint, WATCH_CHILDREN, WATCH_IGEN,
-    WATCH_SELF, WATCH_TRACKED, names::NameKey,
+    ALLOW_ANY_KEY, ARG_BUF, FMODE_CREATED, FOLD_MODE_ACC, FOLD_MODE_CREAT, FOLD_MODE_CREATED,
+    FOLD_MODE_PATH, FOLD_MODE_TRUNC, FoldKey, IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_INODE,
+    MATCH_NAME, MATCH_PARENT, MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING,
+    SRC_IO_URING_FIXED, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST,
+    STOP_OWN_KEY, TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_IGEN, WATCH_SELF,
+    WATCH_STRONG, WATCH_TRACKED, names::NameKey,
 };
 
 use crate::{
     emit::emit_as,
+    fold::{fold_check, fold_sent},
     kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
     maps::{NAME_PATTERNS, WATCHED, allowed, count_stop, watch_entry},
     off,
@@ -42,6 +45,27 @@ const S_IFMT: u32 = 0o170000;
 const S_IFDIR: u32 = 0o040000;
 const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
 const O_PATH: u32 = 0o10000000;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+
+/// `FoldKey::mode` of an open: what it may do to the file.
+#[inline(always)]
+fn fold_mode(f_flags: u32, fmode: u32) -> u32 {
+    let mut m = f_flags & FOLD_MODE_ACC;
+    if f_flags & O_PATH != 0 {
+        m |= FOLD_MODE_PATH;
+    }
+    if f_flags & O_CREAT != 0 {
+        m |= FOLD_MODE_CREAT;
+    }
+    if f_flags & O_TRUNC != 0 {
+        m |= FOLD_MODE_TRUNC;
+    }
+    if fmode & FMODE_CREATED != 0 {
+        m |= FOLD_MODE_CREATED;
+    }
+    m
+}
 
 // syscalls:sys_exit_<name>: common fields; int __syscall_nr; long ret
 // (offset of ret read from the tracepoint's format at load time).
@@ -73,7 +97,12 @@ pub fn ks_exit_open_by_handle_at(ctx: TracePointContext) -> u32 {
 /// io_uring:io_uring_complete: void *ctx; void *req; u64 user_data; int res;
 /// ... (offsets of req and res read from the format at load time). The
 /// completion runs in the submitter or one of its io_uring threads, which
-/// share its file table, so `res` is an fd of that table for OPENAT/OPENAT2.
+/// share its file table. An OPENAT/OPENAT2 into the fd table (`file_slot`
+/// 0) returns the fd; one into a fixed file slot (a direct descriptor)
+/// returns 0 for the slot it named (`file_slot` - 1) or the slot the kernel
+/// picked (IORING_FILE_INDEX_ALLOC): its file is found in the ring's fixed
+/// file table. Where lsm/file_open reports io_uring opens
+/// (`LSM_FILE_OPEN`), this probe leaves them to it (one report per open).
 #[tracepoint]
 pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
@@ -82,8 +111,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     let Ok(res) = (unsafe { ctx.read_at::<i32>(off!(tp_iou_complete_res) as usize) }) else {
         return 0;
     };
-    // res 0 is also what a direct-descriptor (fixed file slot) open returns.
-    if res <= 0 {
+    if res < 0 {
         return 0;
     }
     let Ok(req) = (unsafe { ctx.read_at::<u64>(off!(tp_iou_complete_req) as usize) }) else {
@@ -92,17 +120,61 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     let req = IoKiocbPtr::from_addr(req);
     let opcode = req.opcode().unwrap_or(0) as u32;
     if opcode < 64 && (off!(iou_sink_ops) >> opcode) & 1 != 0 {
-        crate::probes::flow::iou_sink(req, res);
+        if res > 0 {
+            crate::probes::flow::iou_sink(req, res);
+        }
         return 0;
     }
     if opcode != off!(iou_op_openat) && opcode != off!(iou_op_openat2) {
         return 0;
     }
-    if is_self() {
+    if is_self() || lsm_reports_iou_opens() {
         return 0;
     }
-    check_opened(res as u64, SRC_IO_URING, res as i64);
+    match req.open_slot() {
+        // Into the fd table: `res` is the fd (0 included).
+        Some(0) => check_opened(res as u64, SRC_IO_URING, res as i64),
+        // Into a fixed file slot.
+        Some(slot) => {
+            let index = if slot == IORING_FILE_INDEX_ALLOC {
+                res as u32
+            } else {
+                slot - 1
+            };
+            let Some(file) = req.ctx().and_then(|c| c.fixed_file(index)) else {
+                return 0;
+            };
+            check_file(file, SRC_IO_URING_FIXED, index as i64, TP_SLOT);
+        }
+        // No io_open offset in this kernel's BTF: a positive result is an
+        // fd (or, for a direct descriptor the kernel picked, a slot: not
+        // told apart here).
+        None if res > 0 => check_opened(res as u64, SRC_IO_URING, res as i64),
+        None => {}
+    }
     0
+}
+
+/// Does lsm/file_open report io_uring opens (user space sets the flag once
+/// it attached it for detection)?
+#[inline(always)]
+pub fn lsm_reports_iou_opens() -> bool {
+    LSM_FILE_OPEN.get(0).is_some_and(|v| *v != 0)
+}
+
+/// lsm/file_open, for an open in io_uring context (`lsm.rs` decides: an
+/// io-wq or SQPOLL thread, io_uring_enter's inline issue, task work run on
+/// the way back to user space): the same check as an open syscall's, from
+/// the `struct file` itself, so opens into fixed file slots (direct
+/// descriptors, never in the fd table) and opens whose completion is
+/// skipped (IOSQE_CQE_SKIP_SUCCESS) are seen. The syscall tracepoints
+/// never see these opens (they see their own syscall's fd only).
+#[inline(always)]
+pub fn check_lsm_open(file: FilePtr) {
+    if setting!(empty_programs) != 0 || is_self() {
+        return;
+    }
+    check_file(file, SRC_IO_URING, 0, LSM_SLOT);
 }
 
 #[inline(always)]
@@ -189,16 +261,37 @@ pub struct OpenState {
     pub(super) watch_id: u32,
     /// Generation of a tracked file's readers (the watch entry's).
     pub(super) generation: u32,
+    /// TAINT_STRONG when a reader's taint is strong (a key path's file, a
+    /// file in a watched directory, a tracked file marked WATCH_STRONG).
+    pub(super) strength: u32,
     pub(super) rules: u32,
     pub(super) kind: OpenKind,
     /// A failed open's path: (len, start of the final component, end).
     pub(super) arg_len: u32,
     pub(super) arg_start: u32,
     pub(super) arg_end: u32,
+    /// The opener's executable (dev, inode); `exe_ok` 0 when unknown.
+    /// Kept here rather than in an `Option` on the stack, whose unset
+    /// payload 6.1's verifier refuses to see read (a path the compiler
+    /// shares between Some and None).
+    pub(super) exe_ino: u64,
+    pub(super) exe_dev: u32,
+    pub(super) exe_ok: u32,
 }
 
+/// OPEN_STATE slots: the tracepoints' (they run with preemption off, so a
+/// CPU's slot is one program's at a time) and lsm/file_open's (BPF LSM
+/// programs can be preempted, and are not mixed with the tracepoints').
+const TP_SLOT: u32 = 0;
+const LSM_SLOT: u32 = 1;
+
 #[map]
-pub(super) static OPEN_STATE: PerCpuArray<OpenState> = PerCpuArray::with_max_entries(1, 0);
+pub(super) static OPEN_STATE: PerCpuArray<OpenState> = PerCpuArray::with_max_entries(2, 0);
+
+/// Set to 1 by user space once lsm/file_open is attached for detection:
+/// it reports io_uring opens, and `ks_iou_complete` leaves them to it.
+#[map]
+pub static LSM_FILE_OPEN: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Stores a field of the OpenState behind `$s`.
 macro_rules! put {
@@ -217,19 +310,27 @@ macro_rules! get {
 
 pub(super) use {get, put};
 
-/// Checks the file behind `fd` of the current task against the watch map
-/// (the inode itself, then its parent directory) and the name patterns.
+/// Checks the file behind `fd` of the current task (`check_file`).
 #[inline(always)]
 fn check_opened(fd: u64, src: u32, ret: i64) {
-    // SAFETY: `s` is this CPU's OPEN_STATE slot, the program's alone while
-    // it runs; watch entries are live map values.
+    let Some(file) = fd_file(fd) else { return };
+    check_file(file, src, ret, TP_SLOT);
+}
+
+/// Checks an opened file against the watch map (the inode itself, then its
+/// parent directory) and the name patterns, and reports a match (tainting
+/// the opener of a key), working in OPEN_STATE slot `slot`.
+#[inline(always)]
+fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32) {
+    // SAFETY: `s` is this CPU's OPEN_STATE slot `slot`, the program's
+    // alone while it runs (checked again before the report); watch
+    // entries are live map values.
     unsafe {
-        let Some(s) = OPEN_STATE.get_ptr_mut(0) else {
+        let Some(s) = OPEN_STATE.get_ptr_mut(slot) else {
             return;
         };
         // The file, its identity, its dentry and parent.
         {
-            let Some(file) = fd_file(fd) else { return };
             let Some((key, inode)) = file.identity() else {
                 return;
             };
@@ -251,6 +352,7 @@ fn check_opened(fd: u64, src: u32, ret: i64) {
             let mut matched = 0u32;
             let mut watch_id = 0u32;
             let mut g = 0u32;
+            let mut strength = 0u32;
             let key = InodeKey {
                 dev,
                 _pad: 0,
@@ -262,6 +364,11 @@ fn check_opened(fd: u64, src: u32, ret: i64) {
                 matched |= MATCH_INODE;
                 if (*w).flags & WATCH_TRACKED != 0 {
                     matched |= MATCH_TRACKED;
+                    if (*w).flags & WATCH_STRONG != 0 {
+                        strength = TAINT_STRONG;
+                    }
+                } else {
+                    strength = TAINT_STRONG;
                 }
                 watch_id = (*w).watch_id;
                 g = (*w).generation;
@@ -281,12 +388,14 @@ fn check_opened(fd: u64, src: u32, ret: i64) {
                     {
                         matched |= MATCH_PARENT;
                         watch_id = (*w).watch_id;
+                        strength = TAINT_STRONG;
                     }
                 }
             }
             put!(s.matched, matched);
             put!(s.watch_id, watch_id);
             put!(s.generation, g);
+            put!(s.strength, strength);
             put!(s.kind, OpenKind::KeyOpen);
         }
         // The name patterns.
@@ -310,6 +419,11 @@ fn check_opened(fd: u64, src: u32, ret: i64) {
             }
         }
         if get!(s.matched) == 0 && !check_other_file(s, &name, ret) {
+            return;
+        }
+        // A preempted LSM program whose slot another one took meanwhile
+        // reports nothing rather than another open's findings.
+        if get!(s.file) != file.addr() {
             return;
         }
         report_open(s, src, ret);
@@ -339,17 +453,35 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         // could drop its taint.
         let igen = inode.generation().unwrap_or(0);
         let owner = inode.uid().unwrap_or(u32::MAX);
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        match TaskPtr::current().exe() {
+            Some(e) => {
+                put!(s.exe_dev, e.dev);
+                put!(s.exe_ino, e.ino);
+                put!(s.exe_ok, 1);
+            }
+            None => {
+                put!(s.exe_dev, 0);
+                put!(s.exe_ino, 0);
+                put!(s.exe_ok, 0);
+            }
+        }
+        let exe = InodeKey {
+            dev: get!(s.exe_dev),
+            _pad: 0,
+            ino: get!(s.exe_ino),
+        };
+        let exe_ok = get!(s.exe_ok) != 0;
         if kind == OpenKind::KeyOpen && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
-            if key_allowed(get!(s.matched), get!(s.watch_id)) {
+            if key_allowed(get!(s.matched), get!(s.watch_id), exe_ok, &exe) {
                 count_stop(STOP_ALLOWLIST);
             } else if own_key(get!(s.matched), owner) {
                 count_stop(STOP_OWN_KEY);
             } else {
-                let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
                 add_taint(
                     tgid,
                     &Taint {
-                        flags: TAINT_FILE,
+                        flags: TAINT_FILE | get!(s.strength),
                         src_dev: get!(s.dev),
                         src_ino: get!(s.ino),
                         src_igen: igen,
@@ -359,10 +491,31 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
                 );
             }
         }
+        // The same open again within the fold window (same process and
+        // executable, file, access mode, match and uid) is counted, not
+        // sent: taint above is kept up to date all the same.
+        let fmode = file.mode().unwrap_or(0);
+        let (exe_dev, exe_ino) = (exe.dev, exe.ino);
+        let key = FoldKey {
+            tgid,
+            kind: kind as u32,
+            exe_ino,
+            obj: get!(s.ino),
+            exe_dev,
+            dev: get!(s.dev),
+            mode: fold_mode(f_flags, fmode),
+            uid: aya_ebpf::helpers::bpf_get_current_uid_gid() as u32,
+            extra: get!(s.matched) | (get!(s.rules) << 8),
+            _pad: 0,
+        };
+        if !fold_check(&key) {
+            return;
+        }
         let Some(rec) = emit_as::<OpenEvent>(kind) else {
             return;
         };
         let ev = rec.ptr();
+        fold_sent(&key, &raw mut (*ev).fold);
         (*ev).ret = ret;
         (*ev).ino = get!(s.ino);
         (*ev).dev = get!(s.dev);
@@ -373,7 +526,7 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         (*ev).watch_id = get!(s.watch_id);
         (*ev).name_rules = get!(s.rules);
         (*ev).igen = igen;
-        (*ev).fmode = file.mode().unwrap_or(0);
+        (*ev).fmode = fmode;
         (*ev).owner = owner;
         (*ev).size = inode.size().unwrap_or(0);
         (*ev).dfd = AT_FDCWD;
@@ -399,14 +552,11 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
 /// Is the current executable allowed the key it opened (tracked dumps
 /// and copies are never: `[[allow]] dumps` is a user-space allowance)?
 #[inline(always)]
-fn key_allowed(matched: u32, watch_id: u32) -> bool {
+fn key_allowed(matched: u32, watch_id: u32, exe_ok: bool, exe: &InodeKey) -> bool {
     if matched & MATCH_TRACKED != 0 {
         return false;
     }
-    match TaskPtr::current().exe() {
-        Some(exe) => allowed(&exe, ALLOW_ANY_KEY, None) || allowed(&exe, watch_id, None),
-        None => false,
-    }
+    exe_ok && (allowed(exe, ALLOW_ANY_KEY, None) || allowed(exe, watch_id, None))
 }
 
 /// A non-root process reading a file it owns that only a key-name pattern

@@ -163,6 +163,7 @@ pub(super) fn check_failed(src: u32, ret: i64) {
         );
         (*ev).path.len = 0;
         (*ev).path.flags = 0;
+        crate::fold::no_fold(&raw mut (*ev).fold);
         rec.submit();
     }
 }

@@ -1,19 +1,21 @@
 //! Opens that matched no watch or pattern but are still worth a record:
 //! write-opens of the core-dump control files and opens of the /proc/<pid>/
 //! files (mem, pagemap, environ, and the reconnaissance files of protected
-//! processes), both recognised on procfs by superblock magic. Part of
+//! processes), both recognised on procfs by superblock magic. A thread id
+//! of a protected process (/proc/<tid>/, /proc/<pid>/task/<tid>/) names
+//! that process (`PROTECTED_THREADS`). Part of
 //! `check_opened` (open.rs), working on its `OPEN_STATE` slot.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{
-    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE, OpenKind,
-    PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint,
-    name_head, names::NameKey, short_name,
+    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE,
+    INSERT_FAIL_ENVIRON_READS, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
+    PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey, short_name,
 };
 
 use crate::{
     kptr::{DentryPtr, FilePtr, InodePtr},
-    maps::{ENVIRON_READS, PROTECTED},
+    maps::{ENVIRON_READS, check_insert, protected_target},
     probes::{
         dumpcfg::emit_dump_config,
         open::{OpenState, get, put},
@@ -48,20 +50,29 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
         if magic != PROC_SUPER_MAGIC {
             return false;
         }
-        let pid = match parent {
+        // The directory: /proc/<pid>, /proc/<tid> or /proc/<pid>/task/<tid>.
+        // A thread of a protected process names that process.
+        let named = match parent {
             Some(p) => parse_pid(&dentry_name_key(p)),
             None => 0,
         };
+        let target = protected_target(named);
+        let protected = target.is_some();
+        let pid = target.unwrap_or(named);
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        if pf == PROC_ENVIRON && pid != tgid {
+        // The process's own files (through any of its thread ids, when
+        // the kernel knows them) are no report.
+        if pid == tgid {
+            return false;
+        }
+        if pf == PROC_ENVIRON {
             match ENVIRON_READS.get_ptr_mut(tgid) {
                 Some(n) => *n += 1,
                 None => {
-                    let _ = ENVIRON_READS.insert(tgid, 1, 0);
+                    check_insert(ENVIRON_READS.insert(tgid, 1, 0), INSERT_FAIL_ENVIRON_READS);
                 }
             }
         }
-        let protected = pid != 0 && PROTECTED.get(pid).is_some();
         // mem and pagemap of any process; environ (tokens) and the
         // reconnaissance files of protected processes only.
         if (pf == PROC_ENVIRON || pf >= PROC_MAPS) && !protected {
@@ -69,7 +80,7 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
         }
         // Reading a protected process's memory taints the reader: what it
         // writes next may be a dump. Its environment is not its memory.
-        if (pf == PROC_MEM || pf == PROC_PAGEMAP) && protected && tgid != pid {
+        if (pf == PROC_MEM || pf == PROC_PAGEMAP) && protected {
             add_taint(
                 tgid,
                 &Taint {
@@ -79,6 +90,9 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
                 },
             );
         }
+        // The process as the kernel resolved it (0: user space resolves
+        // the directory's number).
+        put!(s.watch_id, if protected { pid } else { 0 });
         put!(s.kind, OpenKind::ProcFileOpen);
         put!(s.rules, pf);
         true

@@ -4,12 +4,15 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, generated},
-    macros::{raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::PerCpuArray,
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    CMDLINE_BUF, ExecEvent, ExitEvent, ForkEvent, RenameEvent, STOP_EXEC, STOP_MAP_FULL,
-    TAINT_HELPER, Taint, WATCH_SELF,
+    CMDLINE_BUF, EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED, ExecEvent,
+    ExitEvent, ForkEvent, INSERT_FAIL_ALLOW_BYPASS, INSERT_FAIL_GROUP_EXITED,
+    INSERT_FAIL_PROTECTED, INSERT_FAIL_PROTECTED_THREADS, INSERT_FAIL_TAINTED_PIPES, InodeKey,
+    RenameEvent, STOP_EXEC, STOP_MAP_FULL, TAINT_HELPER, TAINT_STRONG, Taint, WATCH_SELF,
     x86_64::{NR_EXECVE, NR_EXECVEAT},
 };
 
@@ -17,12 +20,13 @@ use crate::{
     emit::emit,
     kptr::{FdArrayPtr, SignalPtr, TaskPtr},
     maps::{
-        ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS, PROTECTED_EXES, TAINTED,
-        TAINTED_PIPES, count_stop, watch_entry,
+        ALLOW_BYPASS, ALLOW_EXES, ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS,
+        PROTECTED_EXES, PROTECTED_THREADS, TAINTED_PIPES, check_insert, count_insert_failed,
+        count_stop, watch_entry,
     },
     off, setting,
     syscall::current_nr,
-    taint::{add_taint, next_gen},
+    taint::{add_taint, insert_taint, is_tainted, next_gen, remove_taint, taint_of},
     vfs::fd_file,
 };
 
@@ -30,12 +34,14 @@ use crate::{
 /// `current->mm`: exe_file for the real executable, arg_start..arg_end for
 /// the command line).
 #[tracepoint]
-pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
+pub fn ks_sched_exec(ctx: TracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
+    forget_old_tid(&ctx);
     taint_at_exec();
     protect_at_exec();
+    let (exe_id, exec_flags) = allowance_at_exec();
     let Some(rec) = emit::<ExecEvent>() else {
         return 0;
     };
@@ -48,6 +54,9 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
         (*ev).ppid = task.real_parent().and_then(|p| p.tgid()).unwrap_or(0);
         (*ev).start_ns = task.start_time().unwrap_or(0);
         (*ev).cmdline_len = 0;
+        (*ev).exe_dev = exe_id.dev;
+        (*ev).exe_ino = exe_id.ino;
+        (*ev).exec_flags = exec_flags;
         (*ev).exe.len = 0;
         (*ev).exe.flags = 0;
         if let Some(mm) = task.mm() {
@@ -74,6 +83,169 @@ pub fn ks_sched_exec(_ctx: TracePointContext) -> u32 {
     }
     rec.submit();
     0
+}
+
+/// Most environment strings (or 4 KiB pieces of one) looked at when an
+/// allowlisted executable execs; an environment with more is unchecked.
+const ENV_SCAN: u32 = 4096;
+/// Bytes of one environment string read at a time.
+const ENV_PIECE: usize = 4096;
+
+/// Where the environment scan stands (a bpf_loop callback's context).
+#[repr(C)]
+struct EnvScan {
+    at: u64,
+    end: u64,
+    /// 1 while `at` is inside a string longer than ENV_PIECE.
+    inside: u64,
+    flags: u32,
+    done: u32,
+}
+
+/// One environment string at a time (bpf_probe_read_user_str finds its end).
+#[map]
+static ENV_SCRATCH: PerCpuArray<[u8; ENV_PIECE]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The loader variables that put code into (or change the libraries of) an
+/// allowlisted executable.
+const LD_VARS: [&[u8]; 3] = [b"LD_PRELOAD=", b"LD_AUDIT=", b"LD_LIBRARY_PATH="];
+
+/// bpf_loop callback: checks the environment string at `scan.at` and
+/// moves past it. Returns 1 to stop (end reached or a variable found).
+#[inline(never)]
+unsafe extern "C" fn env_scan_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is allowance_at_exec's `EnvScan`; user memory is read
+    // through bpf_probe_read_user_str into the per-CPU ENV_PIECE buffer.
+    unsafe {
+        let scan = ctx as *mut EnvScan;
+        if (*scan).at >= (*scan).end {
+            (*scan).done = 1;
+            return 1;
+        }
+        let Some(buf) = ENV_SCRATCH.get_ptr_mut(0) else {
+            return 1;
+        };
+        let n = generated::bpf_probe_read_user_str(
+            buf as *mut c_void,
+            ENV_PIECE as u32,
+            (*scan).at as *const c_void,
+        );
+        if n <= 0 {
+            // Unreadable: the scan is not complete.
+            return 1;
+        }
+        if (*scan).inside == 0 {
+            for var in LD_VARS {
+                let mut same = true;
+                let mut i = 0;
+                while i < var.len() {
+                    if (*buf)[i] != var[i] {
+                        same = false;
+                        break;
+                    }
+                    i += 1;
+                }
+                if same {
+                    (*scan).flags |= EXEC_LD_ENV;
+                    (*scan).done = 1;
+                    return 1;
+                }
+            }
+        }
+        if n as usize >= ENV_PIECE && (*buf)[ENV_PIECE - 1] != 0 {
+            // No NUL in this piece: the rest of the string comes next.
+            (*scan).at += ENV_PIECE as u64 - 1;
+            (*scan).inside = 1;
+        } else {
+            (*scan).at += n as u64;
+            (*scan).inside = 0;
+        }
+        0
+    }
+}
+
+/// The executable's (dev, inode) and the EXEC_* bits that withdraw an
+/// allowance: an allowlisted executable exec'd while traced, or with a
+/// loader variable anywhere in its environment (an environment too large
+/// to check counts as one), is recorded in ALLOW_BYPASS so `allowed`
+/// refuses it until its next exec or exit. Executables without an
+/// `[[allow]]` are not scanned (one map lookup).
+#[inline(always)]
+fn allowance_at_exec() -> (InodeKey, u32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let task = TaskPtr::current();
+    let mm = task.mm();
+    let Some(exe) = mm
+        .and_then(|mm| mm.exe_file())
+        .and_then(|f| f.identity())
+        .map(|(k, _)| k)
+    else {
+        return (InodeKey::default(), 0);
+    };
+    // SAFETY: a map lookup.
+    if unsafe { ALLOW_EXES.get(exe) }.is_none() {
+        if unsafe { ALLOW_BYPASS.get(tgid) }.is_some() {
+            let _ = ALLOW_BYPASS.remove(tgid);
+        }
+        return (exe, 0);
+    }
+    let mut flags = EXEC_ALLOWLISTED;
+    if task.ptrace().is_none_or(|p| p != 0) {
+        flags |= EXEC_PTRACED;
+    }
+    let (start, end) = match mm {
+        Some(mm) => (mm.env_start().unwrap_or(0), mm.env_end().unwrap_or(0)),
+        None => (0, 0),
+    };
+    let mut scan = EnvScan {
+        at: start,
+        end,
+        inside: 0,
+        flags: 0,
+        done: 0,
+    };
+    if end > start {
+        // SAFETY: `scan` outlives the bpf_loop that hands it to
+        // env_scan_step, whose signature is bpf_loop's callback's.
+        unsafe {
+            generated::bpf_loop(
+                ENV_SCAN,
+                env_scan_step as *mut c_void,
+                &raw mut scan as *mut c_void,
+                0,
+            );
+        }
+        flags |= scan.flags;
+        if scan.done == 0 {
+            flags |= EXEC_ENV_UNCHECKED;
+        }
+    }
+    if flags & (EXEC_PTRACED | EXEC_LD_ENV | EXEC_ENV_UNCHECKED) != 0 {
+        if ALLOW_BYPASS.insert(tgid, flags, 0).is_err() {
+            count_stop(STOP_MAP_FULL);
+            count_insert_failed(INSERT_FAIL_ALLOW_BYPASS);
+        }
+    } else if unsafe { ALLOW_BYPASS.get(tgid) }.is_some() {
+        let _ = ALLOW_BYPASS.remove(tgid);
+    }
+    (exe, flags)
+}
+
+/// A thread other than the leader that execs takes the leader's pid (the
+/// other threads exited, each removing its own entry): its old thread id
+/// no longer names the process.
+#[inline(always)]
+fn forget_old_tid(ctx: &TracePointContext) {
+    let off = off!(tp_exec_old_pid);
+    if off == 0 {
+        return;
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Ok(old) = unsafe { ctx.read_at::<i32>(off as usize) }
+        && old as u32 != tgid
+    {
+        let _ = PROTECTED_THREADS.remove(old as u32);
+    }
 }
 
 /// Most descriptors looked at when a tainted process execs.
@@ -125,7 +297,7 @@ unsafe extern "C" fn fd_scan_step(i: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn taint_at_exec() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if TAINTED.get_ptr_mut(tgid).is_none() {
+    if !is_tainted(tgid) {
         return;
     }
     // SAFETY: `scan` outlives the bpf_loop that hands it to fd_scan_step,
@@ -159,7 +331,7 @@ fn taint_at_exec() {
         }
     };
     if !keep {
-        let _ = TAINTED.remove(tgid);
+        remove_taint(tgid);
         count_stop(STOP_EXEC);
     }
 }
@@ -181,7 +353,7 @@ fn protect_at_exec() {
         let parent = task.real_parent().and_then(|p| p.tgid()).unwrap_or(0);
         if parent == 2 {
             let t = Taint {
-                flags: TAINT_HELPER,
+                flags: TAINT_HELPER | TAINT_STRONG,
                 ..Default::default()
             };
             add_taint(tgid, &t);
@@ -193,26 +365,30 @@ fn protect_at_exec() {
             {
                 let mut pt = t;
                 pt.via_pid = tgid;
-                let _ = TAINTED_PIPES.insert(inode.addr(), pt, 0);
+                check_insert(
+                    TAINTED_PIPES.insert(inode.addr(), pt, 0),
+                    INSERT_FAIL_TAINTED_PIPES,
+                );
             }
         }
         if let Some(exe) = exe
             && let Some((key, _)) = exe.identity()
             && let Some(rule) = PROTECTED_EXES.get(key)
         {
-            let _ = PROTECTED.insert(tgid, *rule, 0);
+            check_insert(PROTECTED.insert(tgid, *rule, 0), INSERT_FAIL_PROTECTED);
             return;
         }
     }
     if let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm()
         && let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) }
     {
-        let _ = PROTECTED.insert(tgid, *rule, 0);
+        check_insert(PROTECTED.insert(tgid, *rule, 0), INSERT_FAIL_PROTECTED);
     }
 }
 
 /// raw_tp sched_process_fork: TP_PROTO(struct task_struct *parent,
-/// struct task_struct *child). Only new processes (child pid == tgid).
+/// struct task_struct *child). New processes (child pid == tgid); a new
+/// thread of a protected process only goes into `PROTECTED_THREADS`.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
@@ -221,23 +397,35 @@ pub fn ks_sched_fork(ctx: RawTracePointContext) -> u32 {
     let child = TaskPtr::from_addr(ctx.arg(1));
     let (pid, tgid) = (child.pid().unwrap_or(0), child.tgid().unwrap_or(1));
     if pid != tgid {
+        // Its thread id names the protected process from now on.
+        if unsafe { PROTECTED.get(tgid) }.is_some() {
+            check_insert(
+                PROTECTED_THREADS.insert(pid, tgid, 0),
+                INSERT_FAIL_PROTECTED_THREADS,
+            );
+        }
         return 0;
     }
     // A protected process's children are protected from their first
     // instruction (user space may lift it when the child execs).
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(p) = unsafe { PROTECTED.get(parent) } {
-        let _ = PROTECTED.insert(tgid, p, 0);
+        check_insert(PROTECTED.insert(tgid, p, 0), INSERT_FAIL_PROTECTED);
+    }
+    // The child runs the parent's code, preloaded libraries included: an
+    // allowance the parent lost, the child has not either.
+    if let Some(f) = unsafe { ALLOW_BYPASS.get(parent) }
+        && ALLOW_BYPASS.insert(tgid, *f, 0).is_err()
+    {
+        count_stop(STOP_MAP_FULL);
+        count_insert_failed(INSERT_FAIL_ALLOW_BYPASS);
     }
     // What the parent read, the child may write (one generation further).
-    if let Some(t) = unsafe { TAINTED.get(parent) }
+    if let Some(mut t) = taint_of(parent)
         && let Some(g) = next_gen(t.generation)
     {
-        let mut t = *t;
         t.generation = g;
-        if TAINTED.insert(tgid, t, 0).is_err() {
-            count_stop(STOP_MAP_FULL);
-        }
+        insert_taint(tgid, &t);
     }
     let Some(rec) = emit::<ForkEvent>() else {
         return 0;
@@ -289,6 +477,11 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     };
     let own: u32 = task.exit_code().unwrap_or(0);
     let exit_code = if group != 0 { group } else { own };
+    // A thread's id is free again once it exits: it no longer names the
+    // process (a hash delete; nothing to do for most threads).
+    if !leader {
+        let _ = PROTECTED_THREADS.remove(pid_tgid as u32);
+    }
     if !group_dead {
         return 0;
     }
@@ -306,10 +499,14 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         if unsafe { GROUP_EXITED.get(tgid) }.is_some_and(|s| *s == leader_start) {
             return 0;
         }
-        let _ = GROUP_EXITED.insert(tgid, leader_start, 0);
+        check_insert(
+            GROUP_EXITED.insert(tgid, leader_start, 0),
+            INSERT_FAIL_GROUP_EXITED,
+        );
     }
     let _ = PROTECTED.remove(tgid);
-    let _ = TAINTED.remove(tgid);
+    remove_taint(tgid);
+    let _ = ALLOW_BYPASS.remove(tgid);
     let Some(rec) = emit::<ExitEvent>() else {
         return 0;
     };
@@ -365,7 +562,10 @@ pub fn ks_task_rename(ctx: TracePointContext) -> u32 {
     // NUL is stale, and PROTECTED_COMMS keys are NUL padded.
     let comm = sensor_common::comm_key(comm);
     if let Some(rule) = unsafe { PROTECTED_COMMS.get(comm) } {
-        let _ = PROTECTED.insert(tgid, *rule, BPF_NOEXIST);
+        check_insert(
+            PROTECTED.insert(tgid, *rule, BPF_NOEXIST),
+            INSERT_FAIL_PROTECTED,
+        );
     }
     let Some(rec) = emit::<RenameEvent>() else {
         return 0;

@@ -1,36 +1,33 @@
 //! The live sensor, from start to stop: privileges, tracefs, BTF, load,
 //! the kernel maps filled from the config, attach (tracepoints, then the
-//! LSM hooks), and the event loop that drains the three ring buffers
-//! (`lanes.rs`: at each kernel wake-up, through tokio's `AsyncFd`, and
-//! every 50 ms) into the `Pipeline`, with its timers: lost counters and
-//! the critical-lost flag (an `events-lost` alert), stopped counters, map
-//! fill, key-path rescans (inotify and every 30 s), dump directories, pid
-//! files and SIGHUP's reload.
+//! LSM hooks), the ring reader's thread (`reader.rs`), and the event loop
+//! that hands what it read to the `Pipeline`, with its timers: lost
+//! counters and the critical-lost flag (an `events-lost` alert), stopped
+//! counters, map fill, key-path rescans (inotify and every 30 s), dump
+//! directories, pid files and SIGHUP's reload (`reload.rs`).
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{collections::HashMap, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray};
 use sensor_common::{
-    EventKind, InodeKey, KIND_SLOTS, Lane, SensorSettings, lost_slot,
-    names::{NamePattern, NamePatterns, PAT_DIR, PAT_EXACT, PAT_PREFIX, PAT_SUFFIX},
+    EventKind, InodeKey, KIND_SLOTS, Lane, SensorSettings, lost_slot, names::NamePatterns,
 };
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    agent::lanes::Lanes,
+    agent::folds::KernelFolds,
     agent::pipeline::Pipeline,
-    config::{Config, names::NameMatch},
+    agent::reader::Reader,
+    agent::reload::{add_watches, name_patterns, set_cmdline_mode},
+    config::Config,
     detect::Policy,
+    enrich::context::boot_now,
     enrich::proctab::ProcessTable,
     enrich::protect::Protector,
     enrich::watch::Watcher,
     kernel::btf,
-    kernel::control::{KernelControl, KernelMaps, MapStats},
+    kernel::control::{KernelControl, KernelMaps, MapStats, ProtectedMaps},
     kernel::loader,
     kernel::tracefs,
     metrics::{self, Metrics},
@@ -41,8 +38,13 @@ use crate::{
 pub struct RunOptions {
     /// Bench only: attach the programs but make them return at once.
     pub empty_programs: bool,
+    /// Bench and diagnosis only: the kernel sends every repeat (fold
+    /// window 0).
+    pub no_kernel_fold: bool,
     /// Size of the bulk lane's ring buffer in bytes.
     pub ring_bytes: u32,
+    /// Tests: entries of the kernel's TAINTED map (None: its built-in 16384).
+    pub taint_map_entries: Option<u32>,
     /// The config file, re-read at SIGHUP (None: the embedded default).
     pub config_path: Option<PathBuf>,
     /// `--backend`: tracepoint forces the tracepoint backend (no LSM).
@@ -72,51 +74,17 @@ pub fn check_privileges() -> Result<()> {
     Ok(())
 }
 
-/// Compiles the key_name rules into the kernel's pattern table.
-pub fn name_patterns(cfg: &Config) -> Result<NamePatterns> {
-    let mut t = NamePatterns::default();
-    let mut n = 0usize;
-    let mut push = |m: NameMatch, rule: usize, exclude: bool| -> Result<()> {
-        let (kind, text) = match m {
-            NameMatch::Exact(s) => (PAT_EXACT, s),
-            NameMatch::Prefix(s) => (PAT_PREFIX, s),
-            NameMatch::Suffix(s) => (PAT_SUFFIX, s),
-            NameMatch::Dir(s) => (PAT_DIR, s),
-        };
-        if n >= t.pats.len() {
-            bail!("too many key_name patterns");
-        }
-        let p = NamePattern::new(kind, text.as_bytes(), rule as u8, exclude)
-            .with_context(|| format!("key_name[{rule}]: pattern {text:?} cannot be compiled"))?;
-        if kind == PAT_DIR {
-            t.has_dir = 1;
-        }
-        t.pats[n] = p;
-        n += 1;
-        Ok(())
-    };
-    for (i, k) in cfg.key_name.iter().enumerate() {
-        push(k.include(), i, false)?;
-        for e in k.excludes() {
-            push(e, i, true)?;
-        }
-    }
-    t.count = n as u32;
-    Ok(t)
-}
-
-/// Watches directories for files created, moved in or out, or deleted
-/// (re-adding is a no-op).
-fn add_watches(mut watches: inotify::Watches, dirs: &[PathBuf]) {
+/// Watches the directories of `[[allow]]` programs for files created,
+/// written, moved in or changed (re-adding is a no-op).
+fn watch_allow_dirs(mut watches: inotify::Watches, dirs: &[PathBuf]) {
     use inotify::WatchMask;
+    let mask = WatchMask::CREATE | WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::ATTRIB;
     for d in dirs {
-        let mask = WatchMask::CREATE
-            | WatchMask::MOVED_TO
-            | WatchMask::ATTRIB
-            | WatchMask::DELETE
-            | WatchMask::MOVED_FROM;
         if let Err(e) = watches.add(d, mask) {
-            tracing::warn!("inotify on {}: {e}", d.display());
+            tracing::debug!(
+                "inotify on allowlisted program directory {}: {e}",
+                d.display()
+            );
         }
     }
 }
@@ -128,6 +96,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut cfg = cfg;
+    set_cmdline_mode(&cfg);
+    // The endpoint's certificate, key and token, before anything loads: a
+    // bad file refuses to start, naming the field.
+    let endpoint = if cfg.metrics.enabled {
+        metrics_endpoint(&cfg.metrics).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?
+    } else {
+        metrics::Endpoint::default()
+    };
     tracefs::ensure_mounted()?;
     let kbtf = btf::KernelBtf::load()?;
     let offsets = btf::kernel_offsets(&kbtf)?;
@@ -140,8 +116,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         wakeup_bytes: opts.ring_bytes / 16,
         lifecycle_wakeup_bytes: loader::LIFECYCLE_RING_BYTES / 16,
         max_generations: cfg.flow.max_generations,
+        // Repeats of an event within a second are counted in the kernel,
+        // not sent (agent/folds.rs takes the counts).
+        fold_window_ms: if opts.no_kernel_fold {
+            0
+        } else {
+            sensor_common::FOLD_WINDOW_MS
+        },
+        crit_rate_limit: 1,
     };
-    let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes)?;
+    let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes, opts.taint_map_entries)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
         tracing::debug!("no kernel log map: {e}");
     }
@@ -159,7 +143,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 .context("map WATCHED_NAMES")?,
         )?,
         tainted: BpfHashMap::try_from(ebpf.take_map("TAINTED").context("map TAINTED")?)?,
+        taint_reserve: BpfHashMap::try_from(
+            ebpf.take_map("TAINT_RESERVE")
+                .context("map TAINT_RESERVE")?,
+        )?,
         allowed: BpfHashMap::try_from(ebpf.take_map("ALLOWED").context("map ALLOWED")?)?,
+        allow_exes: BpfHashMap::try_from(ebpf.take_map("ALLOW_EXES").context("map ALLOW_EXES")?)?,
         environ: BpfHashMap::try_from(
             ebpf.take_map("ENVIRON_READS")
                 .context("map ENVIRON_READS")?,
@@ -202,7 +191,18 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     if !btf::has_task_rename(&offsets) {
         skip.push("ks_task_rename");
     }
-    loader::attach_all(&mut ebpf, &metrics, &skip)?;
+    // The io_uring close probe: the submit tracepoint this kernel has (the
+    // other name is another kernel version's; without either, or without
+    // the offsets, one warning).
+    let other_kernel = match btf::io_uring_close_probe(&offsets) {
+        Some("ks_iou_submit_req") => vec!["ks_iou_submit_sqe"],
+        Some(_) => vec!["ks_iou_submit_req"],
+        None => {
+            skip.push("ks_iou_submit_req");
+            vec!["ks_iou_submit_sqe"]
+        }
+    };
+    loader::attach_all(&mut ebpf, &metrics, &skip, &other_kernel)?;
     // The open probes see keysentry's own opens now: stamp the key path
     // entries with their inodes' generations.
     for (k, w) in watcher.entries() {
@@ -231,15 +231,22 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             loader::lsm::rule_names(enforce)
         }
     );
+    let allow_ids = crate::detect::allow_ids::AllowIds::new(&cfg);
     {
-        kernel.set_allowed(&crate::detect::enforce::allow_keys(&cfg));
+        kernel.set_allowed(allow_ids.keys(), allow_ids.exes());
         let mut bits: Array<&mut MapData, u32> =
             Array::try_from(ebpf.map_mut("ENFORCE").context("map ENFORCE")?)?;
         bits.set(0, enforce, 0)?;
     }
-    loader::lsm::attach_lsm(&mut ebpf, &metrics, enforce, lsm.available)?;
+    let detecting = loader::lsm::attach_lsm(&mut ebpf, &metrics, enforce, lsm.available)?;
+    // io_uring opens: lsm/file_open sees every one with its file (into a
+    // fixed file slot too); the completion probe then leaves them to it.
+    if detecting.iter().any(|l| l == "lsm/file_open") {
+        let mut flag: Array<&mut MapData, u32> =
+            Array::try_from(ebpf.map_mut("LSM_FILE_OPEN").context("map LSM_FILE_OPEN")?)?;
+        flag.set(0, 1, 0)?;
+    }
 
-    let mut lanes = Lanes::take(&mut ebpf)?;
     let lost: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("LOST").context("map LOST")?)?;
     let mut lost_seen = [0u64; KIND_SLOTS as usize];
@@ -247,13 +254,26 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         ebpf.take_map("CRITICAL_LOST")
             .context("map CRITICAL_LOST")?,
     )?;
+    let mut kfolds = KernelFolds::take(&mut ebpf, settings.fold_window_ms)?;
+    // The fold map is swept every this many ticks.
+    const SWEEP_TICKS: u32 = 10;
+    let mut ticks = 0u32;
     let stopped: PerCpuArray<MapData, u64> =
         PerCpuArray::try_from(ebpf.take_map("FLOW_STOPPED").context("map FLOW_STOPPED")?)?;
     let mut stopped_seen = [0u64; sensor_common::STOP_SLOTS as usize];
-    let map_stats = MapStats::take(&mut ebpf)?;
+    let insert_failed: PerCpuArray<MapData, u64> = PerCpuArray::try_from(
+        ebpf.take_map("INSERT_FAILED")
+            .context("map INSERT_FAILED")?,
+    )?;
+    let mut insert_failed_seen = [0u64; sensor_common::INSERT_FAIL_SLOTS as usize];
+    let mut map_stats = MapStats::take(&mut ebpf)?;
 
     let _server = if cfg.metrics.enabled {
-        Some(metrics::serve(cfg.metrics.listen, metrics.clone())?)
+        Some(metrics::serve(
+            cfg.metrics.listen,
+            endpoint,
+            metrics.clone(),
+        )?)
     } else {
         None
     };
@@ -278,8 +298,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let mut dump_events = dump_inotify.into_event_stream([0u8; 4096])?;
 
     // Attached first, then the snapshot: no process falls between them.
-    let protected_map: BpfHashMap<MapData, u32, u32> =
-        BpfHashMap::try_from(ebpf.take_map("PROTECTED").context("map PROTECTED")?)?;
+    let protected_map = ProtectedMaps {
+        tgids: BpfHashMap::try_from(ebpf.take_map("PROTECTED").context("map PROTECTED")?)?,
+        threads: BpfHashMap::try_from(
+            ebpf.take_map("PROTECTED_THREADS")
+                .context("map PROTECTED_THREADS")?,
+        )?,
+    };
     let mut pipe = Pipeline::new(
         ProcessTable::snapshot(),
         watcher,
@@ -289,6 +314,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     )
     .with_protection(protector, kernel.with_protected(protected_map))
     .with_correlation(&cfg);
+    // From here on, new files at `[[allow]]` paths reach the kernel too.
+    pipe.allow_ids = allow_ids;
+    // Directories of `[[allow]]` programs: a program replaced in place
+    // (an upgrade) reaches the kernel's allowlist before it is run.
+    let allow_inotify = inotify::Inotify::init().context("inotify")?;
+    watch_allow_dirs(allow_inotify.watches(), &pipe.allow_ids.dirs());
+    let mut allow_events = allow_inotify.into_event_stream([0u8; 1024])?;
     let (scan_tx, mut scan_results) =
         crate::enrich::scan::start_scanner(metrics.clone(), crate::enrich::scan::scan_keys)?;
     pipe.cx.scan_tx = Some(scan_tx);
@@ -315,49 +347,74 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         pipe.cx.procs.len(),
         pipe.cx.protector.len()
     );
+    // The table gauges hold from the start, not from the first tick (the
+    // first records may be handled before it).
+    metrics
+        .process_table_entries
+        .set(pipe.cx.procs.len() as i64);
+    pipe.update_table_metrics();
+    // The ring reader starts last: the pipeline is ready for its records.
+    let reader = Reader::start(&mut ebpf, metrics.clone())?;
     let mut watchdog = crate::agent::watchdog::Watchdog::from_env();
     watchdog.ready();
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut stats_tick = tokio::time::interval(Duration::from_secs(10));
+    // One kernel map counted per step (MapStats::step): each about every
+    // 10 s, at most one map's walk (65536 keys for WATCHED) per step.
+    let mut stats_tick = tokio::time::interval(Duration::from_millis(500));
     let mut slow_tick = tokio::time::interval(Duration::from_secs(30));
     use futures_util::StreamExt;
-    // Records left by a drain that stopped to let the loop turn.
+    // Records left by a hand-over that stopped to let the loop turn.
     let mut more = false;
     loop {
         tokio::select! {
-            r = lanes.woken(Lane::Critical) => {
-                r?;
-                more = lanes.drain(&mut pipe);
-            }
-            r = lanes.woken(Lane::Lifecycle) => {
-                r?;
-                more = lanes.drain(&mut pipe);
-            }
-            r = lanes.woken(Lane::Bulk) => {
-                r?;
-                more = lanes.drain(&mut pipe);
+            _ = reader.ready() => {
+                more = reader.hand_over(&mut pipe)?;
             }
             _ = std::future::ready(()), if more => {
-                more = lanes.drain(&mut pipe);
+                more = reader.hand_over(&mut pipe)?;
             }
             _ = tick.tick() => {
-                more = lanes.drain(&mut pipe);
                 pipe.tick();
-                watchdog.tick();
+                watchdog.tick(reader.heartbeat());
                 // The flag first, then the counters: a critical record lost
                 // between the two is in the counts, and sets the flag again.
-                let flagged = take_critical_flag(&mut critical_flag);
+                let flagged = take_critical_flag(&mut critical_flag, 0);
                 let critical = update_lost(&lost, &mut lost_seen, &metrics);
                 if flagged || !critical.is_empty() {
                     pipe.critical_lost(&critical);
                 }
                 update_stopped(&stopped, &mut stopped_seen, &metrics);
+                let lost_taints = update_insert_failed(&insert_failed, &mut insert_failed_seen, &metrics);
+                if lost_taints > 0 {
+                    pipe.taint_lost(lost_taints);
+                }
                 metrics.process_table_entries.set(pipe.cx.procs.len() as i64);
+                pipe.update_table_metrics();
+                reader.update_metrics(&metrics);
+                // Processes past their critical rate limit (flag 1).
+                if take_critical_flag(&mut critical_flag, 1) {
+                    kfolds.update_counters(&metrics);
+                    let held = kfolds.held();
+                    if !held.is_empty() {
+                        pipe.critical_held(&held);
+                    }
+                }
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(SWEEP_TICKS) {
+                    kfolds.sweep(boot_now(), false, |items| pipe.folded(items));
+                    kfolds.update_counters(&metrics);
+                }
             }
             ev = inotify.next() => {
                 if ev.is_some() {
                     rescan(&mut pipe, &metrics, inotify.watches());
+                }
+            }
+            Some(Ok(ev)) = allow_events.next() => {
+                if ev.name.as_deref().is_some_and(|n| pipe.allow_ids.is_program_name(n)) {
+                    pipe.allow_ids.mark_stale();
+                    pipe.refresh_allowlist(boot_now());
                 }
             }
             Some(result) = scan_results.recv() => pipe.scanned(result),
@@ -367,11 +424,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 }
             }
             _ = stats_tick.tick() => {
-                map_stats.update(
-                    &metrics,
-                    pipe.cx.kernel.maps(),
-                    pipe.cx.kernel.protected_entries(),
-                );
+                if map_stats.step(&metrics, &pipe.cx.kernel) {
+                    kfolds.update_fill(&metrics);
+                }
             }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &metrics, inotify.watches());
@@ -381,128 +436,23 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
             _ = sighup.recv() => {
-                reload(&mut pipe, &mut cfg, opts.config_path.as_deref(), &mut pats, inotify.watches());
+                crate::agent::reload::reload(&mut pipe, &mut cfg, opts.config_path.as_deref(), &mut pats, inotify.watches());
+                watch_allow_dirs(allow_events.watches(), &pipe.allow_ids.dirs());
             }
         }
     }
-    lanes.drain_all(&mut pipe);
+    reader.finish(&mut pipe).await;
+    // Every count still in the kernel's fold map goes to its alerts.
+    kfolds.sweep(boot_now(), true, |items| pipe.folded(items));
+    kfolds.update_counters(&metrics);
     watchdog.stopping();
     pipe.finish();
     tracing::info!("stopping: detaching probes");
-    drop(lanes);
     drop(ebpf);
     // Alerts still queued are written before exit (bounded: a stuck output
     // does not hold the shutdown).
     pipe.into_outputs().close_within(Duration::from_secs(5));
     Ok(())
-}
-
-/// SIGHUP: re-reads and validates the config file and applies it: the
-/// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
-/// `[alerts]`, `[scoring]` and `[correlation]` (open incidents stay open).
-/// `[metrics]`, `[[protected]]`, `[dumps]` and `[flow]` need a restart
-/// (logged when they changed). An invalid file changes nothing: the running
-/// config stays and the log says why, naming the field.
-fn reload(
-    pipe: &mut Pipeline,
-    cur: &mut Config,
-    path: Option<&Path>,
-    pats: &mut Array<MapData, NamePatterns>,
-    watches: inotify::Watches,
-) {
-    let metrics = pipe.metrics().clone();
-    let count = |result: &str| metrics.config_reloads.with_label_values(&[result]).inc();
-    let Some(path) = path else {
-        tracing::warn!("SIGHUP: running on the embedded default config, nothing to reload");
-        return;
-    };
-    let invalid = |why: String| {
-        // One log line (TOML errors span several).
-        let why: Vec<&str> = why
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect();
-        tracing::error!(
-            "config reload failed, keeping the running config: {}",
-            why.join(" ")
-        );
-        count("invalid");
-    };
-    let mut new = match Config::load_trusted(path) {
-        Ok(c) => c,
-        Err(e) => return invalid(e.to_string()),
-    };
-    // Everything that can fail first; then apply.
-    let new_pats = match name_patterns(&new) {
-        Ok(p) => p,
-        Err(e) => return invalid(format!("{}: key_name: {e:#}", path.display())),
-    };
-    let new_outputs = if new.alerts != cur.alerts {
-        match Outputs::start(&new.alerts, metrics.clone()) {
-            Ok(o) => Some(o),
-            Err(e) => return invalid(format!("{}: alerts: {e:#}", path.display())),
-        }
-    } else {
-        None
-    };
-    if new.key_name != cur.key_name
-        && let Err(e) = pats.set(0, new_pats, 0)
-    {
-        return invalid(format!("{}: key_name: kernel map: {e}", path.display()));
-    }
-    if let Some(o) = new_outputs {
-        // The old outputs finish their queues on their own threads.
-        drop(std::mem::replace(&mut pipe.outputs, o));
-    }
-    let paths = |c: &Config| {
-        c.key_path
-            .iter()
-            .map(|k| k.path.clone())
-            .collect::<Vec<_>>()
-    };
-    if paths(&new) != paths(cur) {
-        // Key-path entries go; tracked files (flows) stay.
-        pipe.cx.kernel.clear_key_paths();
-        pipe.cx.watcher = Watcher::new(paths(&new));
-        let delta = pipe.cx.watcher.scan();
-        delta.push(&mut pipe.cx.kernel, true);
-        pipe.cx
-            .metrics
-            .watched_inodes
-            .set(pipe.cx.watcher.len() as i64);
-        add_watches(watches, &pipe.cx.watcher.inotify_dirs());
-    }
-    pipe.policy = Policy::from_config(&new);
-    pipe.cx
-        .kernel
-        .set_allowed(&crate::detect::enforce::allow_keys(&new));
-    pipe.reconfigure_scoring(&new);
-    for (field, changed) in [
-        ("metrics", new.metrics != cur.metrics),
-        ("protected", new.protected != cur.protected),
-        ("dumps", new.dumps != cur.dumps),
-        ("flow", new.flow != cur.flow),
-    ] {
-        if changed {
-            tracing::warn!("config reload: [{field}] changed; it takes effect at the next restart");
-        }
-    }
-    new.metrics = cur.metrics.clone();
-    new.protected = cur.protected.clone();
-    new.dumps = cur.dumps.clone();
-    new.flow = cur.flow.clone();
-    *cur = new;
-    count("ok");
-    tracing::info!(
-        "config reloaded from {}: {} key paths ({} inodes), {} key-name rules, {} allow entries, outputs: {}",
-        path.display(),
-        cur.key_path.len(),
-        pipe.cx.watcher.len(),
-        cur.key_name.len(),
-        cur.allow.len(),
-        pipe.outputs.names().join(", ")
-    );
 }
 
 /// An inotify event (or the periodic rescan): watch the directories where
@@ -553,12 +503,13 @@ fn update_lost(
     critical
 }
 
-/// Reads and clears the kernel's sticky critical-lost flag.
-fn take_critical_flag(flag: &mut Array<MapData, u64>) -> bool {
-    match flag.get(&0, 0) {
+/// Reads and clears one of the kernel's sticky critical flags (0: a
+/// critical record did not fit, 1: a process was past its rate limit).
+fn take_critical_flag(flag: &mut Array<MapData, u64>, slot: u32) -> bool {
+    match flag.get(&slot, 0) {
         Ok(0) => false,
         Ok(_) => {
-            if let Err(e) = flag.set(0, 0, 0) {
+            if let Err(e) = flag.set(slot, 0, 0) {
                 tracing::warn!("clearing CRITICAL_LOST: {e}");
             }
             true
@@ -568,6 +519,56 @@ fn take_critical_flag(flag: &mut Array<MapData, u64>) -> bool {
             false
         }
     }
+}
+
+/// The kernel's INSERT_FAILED counters plus user space's own refused
+/// inserts (`kernel::control::count_insert_failed`) into
+/// keysentry_map_insert_failures_total{map}. A map whose count moved since
+/// the last call is one warning naming what the refusals cost (once per
+/// tick per map, however many); strong taints refused by both taint maps
+/// are returned instead (an `events-lost` alert).
+fn update_insert_failed(
+    failed: &PerCpuArray<MapData, u64>,
+    seen: &mut [u64],
+    metrics: &Metrics,
+) -> u64 {
+    let totals: Vec<u64> = (0..sensor_common::INSERT_FAIL_SLOTS)
+        .map(|i| {
+            let kernel: u64 = failed.get(&i, 0).map_or(0, |v| v.iter().sum());
+            kernel + crate::kernel::control::user_insert_failures(i)
+        })
+        .collect();
+    let mut strong = 0;
+    for (slot, n) in insert_failure_deltas(&totals, seen) {
+        let map = sensor_common::INSERT_FAIL_MAPS[slot];
+        metrics
+            .map_insert_failures
+            .with_label_values(&[map])
+            .inc_by(n);
+        if slot as u32 == sensor_common::INSERT_FAIL_RESERVE {
+            strong += n;
+        } else {
+            tracing::warn!(
+                "{map} full: {n} insert(s) refused: {}",
+                sensor_common::INSERT_FAIL_COSTS[slot]
+            );
+        }
+    }
+    strong
+}
+
+/// The slots whose total grew past what was `seen`, with by how much;
+/// `seen` takes the new totals. A total below `seen` (a counter that
+/// could not be read) is no change.
+fn insert_failure_deltas(totals: &[u64], seen: &mut [u64]) -> Vec<(usize, u64)> {
+    let mut moved = Vec::new();
+    for (i, (&total, s)) in totals.iter().zip(seen.iter_mut()).enumerate() {
+        if total > *s {
+            moved.push((i, total - *s));
+            *s = total;
+        }
+    }
+    moved
 }
 
 /// The kernel's FLOW_STOPPED counters into keysentry_flow_stopped_total.
@@ -584,5 +585,36 @@ fn update_stopped(stopped: &PerCpuArray<MapData, u64>, seen: &mut [u64], metrics
                 .inc_by(total - seen[i]);
             seen[i] = total;
         }
+    }
+}
+
+/// The metrics endpoint's certificate, key and token as `[metrics]` names
+/// them (a bad file: the field and why).
+pub fn metrics_endpoint(m: &crate::config::Metrics) -> Result<metrics::Endpoint, String> {
+    metrics::Endpoint::load(&metrics::EndpointFiles {
+        tls_cert: m.tls_cert.as_deref(),
+        tls_key: m.tls_key.as_deref(),
+        tls_client_ca: m.tls_client_ca.as_deref(),
+        bearer_token_file: m.bearer_token_file.as_deref(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::insert_failure_deltas;
+
+    #[test]
+    fn insert_failures_move_once_per_change() {
+        let mut seen = [0u64; 3];
+        assert_eq!(insert_failure_deltas(&[0, 2, 0], &mut seen), vec![(1, 2)]);
+        // Nothing moved: no warning.
+        assert!(insert_failure_deltas(&[0, 2, 0], &mut seen).is_empty());
+        assert_eq!(
+            insert_failure_deltas(&[5, 3, 0], &mut seen),
+            vec![(0, 5), (1, 1)]
+        );
+        // An unreadable counter (0) is no change, and no negative delta.
+        assert!(insert_failure_deltas(&[0, 3, 0], &mut seen).is_empty());
+        assert_eq!(seen, [5, 3, 0]);
     }
 }

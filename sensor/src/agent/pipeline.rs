@@ -15,11 +15,13 @@ use std::sync::Arc;
 use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 
 use crate::{
+    agent::folds::{FoldedAlerts, Settled},
     agent::record::{Record, Recorder},
     alert::{Alert, Target},
     correlate::score::{self, Context as ScoreContext, ScoringConfig},
     correlate::{Correlator, Lineage, Out},
     detect::Policy,
+    detect::allow_ids::AllowIds,
     detect::dumps::Dumps,
     detect::enforce::DeniedThreads,
     detect::environ::Environ,
@@ -55,7 +57,12 @@ pub struct Pipeline {
     denied: DeniedThreads,
     scoring: ScoringConfig,
     correlator: Correlator,
+    /// The alerts of each kernel fold key's last record (`agent/folds.rs`).
+    kfolds: FoldedAlerts,
     pub(crate) recorder: Option<Recorder>,
+    /// The kernel's allowlist following `[[allow]]` programs replaced in
+    /// place (live only: set at start and reload).
+    pub allow_ids: AllowIds,
 }
 
 /// The correlate/score stage (the rest of the pipeline calls `emit` with
@@ -79,8 +86,52 @@ impl Pipeline {
     /// The agent's clock: closes fold and incident windows and expires
     /// what waits for a writer or a helper (recorded when anything was
     /// pending, so a replay does the same at the same point).
+    /// The user-space tables' fill and bounds into
+    /// `keysentry_map_entries{map}` and `keysentry_map_capacity{map}`
+    /// (lowercase names), and their evictions into
+    /// `keysentry_map_evictions_total{map}` (the registry counts its own).
+    /// A few lengths: cheap enough for every tick.
+    pub fn update_table_metrics(&mut self) {
+        let m = &self.cx.metrics;
+        for (map, len, cap) in [
+            ("process_table", self.cx.procs.len(), None),
+            (
+                "tracked_files",
+                self.cx.registry.len(),
+                Some(crate::enrich::track::MAX_TRACKED),
+            ),
+            (
+                "pending_copies",
+                self.flows.pending_len(),
+                Some(crate::detect::flows::MAX_PENDING),
+            ),
+            (
+                "fold_alerts",
+                self.kfolds.len(),
+                Some(crate::agent::folds::ALERTS_MAX),
+            ),
+            (
+                "incidents",
+                self.correlator.open_incidents(),
+                Some(crate::correlate::MAX_OPEN),
+            ),
+        ] {
+            m.map_entries.with_label_values(&[map]).set(len as i64);
+            if let Some(cap) = cap {
+                m.map_capacity.with_label_values(&[map]).set(cap as i64);
+            }
+        }
+        let evicted = self.kfolds.take_evicted();
+        if evicted > 0 {
+            m.map_evictions
+                .with_label_values(&["fold_alerts"])
+                .inc_by(evicted);
+        }
+    }
+
     pub fn tick(&mut self) {
         let now = boot_now();
+        self.refresh_allowlist(now);
         if !self.correlator.pending() && !self.timers_pending() {
             return;
         }
@@ -210,8 +261,12 @@ impl Pipeline {
             Target::File { .. } => (true, None),
         };
         let recent_ns = self.scoring.recent_seconds.saturating_mul(1_000_000_000);
+        let withdrawn = actor
+            .as_ref()
+            .and_then(|a| self.policy.allowance_withdrawn(a));
         let ctx = ScoreContext {
-            not_allowlisted: !self.policy.allowed(&alert.process.exe, None),
+            not_allowlisted: !actor.as_ref().is_some_and(|a| self.policy.allowed(a, None)),
+            allow_bypass: withdrawn.is_some(),
             uid_differs: target_uid.is_some_and(|u| u != alert.process.uid && u != u32::MAX),
             recent_start: actor
                 .as_ref()
@@ -230,6 +285,7 @@ impl Pipeline {
         alert.severity = self.scoring.severity(alert.score);
         // Rules leave `factors` empty: the context is known only here.
         alert.factors = ctx.factors();
+        alert.process.allow_bypass = withdrawn;
         let flow = alert.flow.as_ref();
         if alert.lineage.is_none() {
             // Tracked files: the origin of the lineage (origin first).
@@ -285,7 +341,28 @@ impl Pipeline {
             denied: DeniedThreads::default(),
             scoring: ScoringConfig::default(),
             correlator: Correlator::new(Default::default(), ScoringConfig::default()),
+            kfolds: FoldedAlerts::default(),
             recorder: None,
+            allow_ids: AllowIds::default(),
+        }
+    }
+
+    /// A directory holding an `[[allow]]` program changed, or a check is
+    /// due: new identities go to the kernel at once.
+    pub fn refresh_allowlist(&mut self, now_ns: u64) {
+        if let Some((keys, exes)) = self.allow_ids.due(now_ns) {
+            // In the kernel before the log line says so (tests wait for it).
+            self.cx.kernel.add_allowed(&keys, &exes);
+            let ids: Vec<String> = exes
+                .iter()
+                .map(|k| format!("{}:{}", k.dev, k.ino))
+                .collect();
+            tracing::info!(
+                "allowlist: {} replaced [[allow]] executable(s) added to the kernel's allowlist ({} entries; dev:inode {})",
+                exes.len(),
+                keys.len(),
+                ids.join(", ")
+            );
         }
     }
 
@@ -337,10 +414,23 @@ impl Pipeline {
         self.emit_raised();
     }
 
+    /// Critical records the kernel held back because their process was
+    /// past its rate limit, per (tgid, kind): `events-lost` per process.
+    pub fn critical_held(&mut self, held: &[(u32, EventKind, u64)]) {
+        crate::detect::lost::critical_held(&mut self.cx, held);
+        self.emit_raised();
+    }
+
     /// Critical records the kernel could not deliver (the sticky flag, and
     /// the counts per kind since the last call): `events-lost`.
     pub fn critical_lost(&mut self, lost: &[(EventKind, u64)]) {
         crate::detect::lost::critical_lost(&mut self.cx, lost);
+        self.emit_raised();
+    }
+
+    /// Strong taints the kernel could not record (both taint maps full).
+    pub fn taint_lost(&mut self, n: u64) {
+        crate::detect::lost::taint_lost(&mut self.cx, n);
         self.emit_raised();
     }
 
@@ -387,6 +477,7 @@ impl Pipeline {
     }
 
     pub(crate) fn handle_event(&mut self, bytes: &[u8]) {
+        let fold = decode::fold_tag(bytes);
         let ev = match decode::decode(bytes) {
             Ok(ev) => ev,
             Err(e) => {
@@ -408,8 +499,43 @@ impl Pipeline {
                 start_ns,
                 argv,
                 exe,
+                exe_id,
+                exec_flags,
             } => {
-                cx.procs.exec(&task, ppid, start_ns, argv, exe);
+                // Its close-on-exec descriptors are gone: its copies are
+                // decided and scanned now, like at a close or an exit.
+                if self.flows.pending() {
+                    self.flows.writer_exec(cx, task.pid);
+                    self.emit_raised();
+                }
+                let cx = &mut self.cx;
+                let genuine = match (&exe, exe_id) {
+                    (Some(path), Some(id)) => cx.exe_ids.genuine(&mut cx.view, path, id),
+                    // A recording's record from before exec records had
+                    // the identity: the path as it was trusted then.
+                    _ => exec_flags & sensor_common::EXEC_NO_IDENTITY != 0,
+                };
+                let mut allow_bypass = crate::enrich::proctab::exec_bypass(exec_flags);
+                // An allowlisted path whose file the kernel did not know
+                // at exec (replaced in place since the allowlist was read):
+                // its loader variables were not checked, so no allowance
+                // (fail closed), and the kernel learns the new file.
+                if genuine
+                    && exec_flags
+                        & (sensor_common::EXEC_ALLOWLISTED | sensor_common::EXEC_NO_IDENTITY)
+                        == 0
+                    && exe.as_deref().is_some_and(|e| self.policy.names_exe(e))
+                {
+                    allow_bypass = Some(Arc::from(crate::detect::allow_ids::UNKNOWN_AT_EXEC));
+                    self.allow_ids.mark_stale();
+                }
+                let image = crate::enrich::proctab::Image {
+                    argv,
+                    exe,
+                    exe_genuine: genuine,
+                    allow_bypass,
+                };
+                cx.procs.exec(&task, ppid, start_ns, image);
                 if ppid == 2 && !self.dumps.helpers.contains_key(&task.pid) {
                     self.dumps.usermode_helper_exec(cx, task.pid);
                 }
@@ -486,6 +612,9 @@ impl Pipeline {
                     .denied
                     .follows_denial(m.task.tid, cx.procs.tgid_of(m.target), m.ret) => {}
             Event::Mem(m) => self.memory.mem_access(cx, policy, &mut self.environ, &m),
+            // The core file the kernel opened for a protected process
+            // (observe mode): its identity, for the core-dump alert.
+            Event::Denied(d) if d.observed => self.dumps.core_file_opened(&d),
             Event::Denied(d) => self.denied.denied(cx, policy, &d),
             Event::FdAccess(r) => {
                 crate::detect::fdaccess::fd_access(cx, policy, &mut self.flows, &r)
@@ -497,6 +626,56 @@ impl Pipeline {
             Event::NetSend(n) => crate::detect::sends::net_send(cx, policy, &n),
             Event::PathChange(p) => crate::detect::renames::path_change(cx, policy, &p),
         }
-        self.emit_raised();
+        match fold {
+            Some(f) => self.emit_folded(f),
+            None => self.emit_raised(),
+        }
+    }
+
+    /// The alerts a record with a kernel fold tag raised: each stands for
+    /// itself and the identical events the kernel folded since the key's
+    /// previous record; kept for the counts the sweep takes later.
+    fn emit_folded(&mut self, f: decode::FoldRef) {
+        let raised = self.cx.take_raised();
+        self.kfolds
+            .remember(f.key, f.ts, raised.iter().map(|(a, _)| a.clone()).collect());
+        let extra = u32::try_from(f.folded).unwrap_or(u32::MAX);
+        for (mut a, ts) in raised {
+            a.count = a.count.max(1).saturating_add(extra);
+            self.emit(a, ts);
+        }
+        self.flows.prune(&mut self.cx);
+    }
+
+    /// Windows of the kernel's FOLD map that closed with nothing sent after
+    /// them (`KernelFolds::sweep`): their counts go to the alerts of their
+    /// keys' last records. Returns the keys no record of which was handled
+    /// yet (kept in the kernel for a later sweep). Recorded.
+    pub fn folded(&mut self, items: &[Settled]) -> Vec<sensor_common::FoldKey> {
+        let (known, unknown): (Vec<Settled>, Vec<Settled>) =
+            items.iter().partition(|(k, _)| self.kfolds.knows(k));
+        if !known.is_empty() {
+            let now = boot_now();
+            self.folded_at(now, &known);
+            self.record(Record::Folded(now, known));
+        }
+        unknown.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Counts the sweep took, live or from a recording.
+    pub(crate) fn folded_at(&mut self, now_ns: u64, items: &[Settled]) {
+        for (key, n) in items {
+            let alerts = self.kfolds.take(key);
+            if *n == 0 {
+                continue;
+            }
+            let n = u32::try_from(*n).unwrap_or(u32::MAX);
+            for mut a in alerts {
+                a.count = n;
+                a.ts = self.cx.wall(now_ns);
+                self.emit(a, now_ns);
+            }
+        }
+        self.kfolds.prune_old(now_ns);
     }
 }

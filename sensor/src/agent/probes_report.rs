@@ -20,12 +20,47 @@ fn tracepoint_why(program: &str) -> &'static str {
         | "ks_exit_pidfd_getfd" => {
             "only the tracepoint sees failed attempts, the result and the ptrace request (lsm/ptrace_access_check leaves this syscall to it)"
         }
-        p if p.starts_with("ks_exit_open") || p == "ks_exit_creat" || p == "ks_iou_complete" => {
+        p if p.starts_with("ks_exit_open") || p == "ks_exit_creat" => {
             "only the tracepoint sees the path argument and failed opens (lsm/file_open only records openers)"
+        }
+        "ks_iou_complete" => {
+            "io_uring writes and sends; io_uring opens only where lsm/file_open does not report them (below)"
         }
         _ => "no LSM hook serves it",
     }
 }
+
+/// How io_uring opens into fixed file slots (direct descriptors, never in
+/// the fd table) are seen on this kernel.
+fn iou_direct_line(
+    lsm_available: bool,
+    lsm_reason: &str,
+    offsets: &sensor_common::KernelOffsets,
+) -> String {
+    if lsm_available {
+        format!(
+            "lsm/file_open: {lsm_reason} (every io_uring open, with its file, whatever its completion)"
+        )
+    } else if btf::has_io_uring(offsets) && btf::has_io_uring_fixed_table(offsets) {
+        format!(
+            "tracepoint/io_uring/io_uring_complete: the ring's fixed file table ({}); partial: a completion the submitter skips (IOSQE_CQE_SKIP_SUCCESS), or a slot closed or reused before the completion is posted, is not seen without BPF LSM ({})",
+            if offsets.iou_table_layout == sensor_common::IOU_TABLE_FIXED_FILES {
+                "file_table.files, 6.1-6.12 layout"
+            } else {
+                "file_table.data.nodes, 6.13+ layout"
+            },
+            lsm_unavailable_words(lsm_reason)
+        )
+    } else {
+        format!(
+            "not covered: seen only with BPF LSM on this kernel ({}; the fixed file table's layout is not in its BTF)",
+            lsm_unavailable_words(lsm_reason)
+        )
+    }
+}
+
+/// The detection line for io_uring opens into fixed file slots.
+pub const IOU_DIRECT_DETECTION: &str = "key-file-open (io_uring direct descriptor)";
 
 /// Why BPF LSM is not used, as `keysentry probes` says it.
 fn lsm_unavailable_words(reason: &str) -> String {
@@ -52,8 +87,10 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         wakeup_bytes: 1 << 16,
         lifecycle_wakeup_bytes: 1 << 16,
         max_generations: cfg.flow.max_generations,
+        fold_window_ms: sensor_common::FOLD_WINDOW_MS,
+        crit_rate_limit: 1,
     };
-    let mut ebpf = loader::load(&offsets, &settings, 1 << 16)?;
+    let mut ebpf = loader::load(&offsets, &settings, 1 << 16, None)?;
     let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);
     let enforce = loader::lsm::effective_enforce(cfg.enforce_bits(), &lsm);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -79,6 +116,11 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
             _ if p.program == "ks_iou_complete" && !btf::has_io_uring(&offsets) => {
                 "unavailable: no io_uring offsets in the kernel's BTF"
             }
+            _ if p.program.starts_with("ks_iou_submit_")
+                && btf::io_uring_close_probe(&offsets) != Some(p.program) =>
+            {
+                "unavailable: not this kernel's io_uring submit tracepoint, or no io_close in its BTF"
+            }
             _ if p.program == "ks_task_rename" && !btf::has_task_rename(&offsets) => {
                 "unavailable: task:task_rename has no pid/newcomm fields in tracefs"
             }
@@ -92,6 +134,12 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         };
         let _ = writeln!(out, "  {:<50} {}: {status}{why}", p.serves, p.label());
     }
+    let _ = writeln!(
+        out,
+        "  {:<50} {}",
+        IOU_DIRECT_DETECTION,
+        iou_direct_line(lsm.available, &lsm.reason, &offsets)
+    );
     // What only the LSM backend sees.
     for d in loader::probes::LSM_DETECTIONS {
         let hooks: Vec<String> = loader::probes::LSM_PROBES

@@ -13,7 +13,10 @@
 //!   were pending;
 //! - `K` a key-material scanner result, where the pipeline took it from
 //!   the scanner thread (JSON `ScanRec`: kinds and fingerprints, never key
-//!   bytes).
+//!   bytes);
+//! - `D` counts of repeats the kernel folded, as the sweep of its FOLD map
+//!   took them (`agent/folds.rs`): u64 LE boot-time ns, then per key the
+//!   48 bytes of its `FoldKey` and a u64 LE count.
 //!
 //! Replay takes enrichment only from the stream, so it is deterministic.
 //! Command lines are recorded redacted (`redact.rs`), as alerts show them.
@@ -58,6 +61,15 @@ pub struct ProcSnap {
     pub start_ns: u64,
     pub cgroup_id: u64,
     pub execed: bool,
+    /// Recordings made before these existed: a genuine exe, no bypass.
+    #[serde(default = "genuine")]
+    pub exe_genuine: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_bypass: Option<String>,
+}
+
+fn genuine() -> bool {
+    true
 }
 
 impl From<&ProcInfo> for ProcSnap {
@@ -74,6 +86,8 @@ impl From<&ProcInfo> for ProcSnap {
             start_ns: p.start_ns,
             cgroup_id: p.cgroup_id,
             execed: p.execed,
+            exe_genuine: p.exe_genuine,
+            allow_bypass: p.allow_bypass.as_deref().map(str::to_string),
         }
     }
 }
@@ -90,6 +104,8 @@ impl From<ProcSnap> for ProcInfo {
             start_ns: p.start_ns,
             cgroup_id: p.cgroup_id,
             execed: p.execed,
+            exe_genuine: p.exe_genuine,
+            allow_bypass: p.allow_bypass.map(Arc::from),
         }
     }
 }
@@ -104,7 +120,10 @@ pub enum Record {
     Fact(String, serde_json::Value),
     Tick(u64),
     Scan(ScanRec),
+    Folded(u64, Vec<(sensor_common::FoldKey, u64)>),
 }
+
+const FOLD_ITEM: usize = size_of::<sensor_common::FoldKey>() + 8;
 
 /// A scanner result as the pipeline handled it, at `at_ns` (boot time).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -131,6 +150,21 @@ impl Record {
             Record::Fact(k, v) => (b'F', serde_json::to_vec(&(k, v))?),
             Record::Tick(ns) => (b'T', ns.to_le_bytes().to_vec()),
             Record::Scan(r) => (b'K', serde_json::to_vec(r)?),
+            Record::Folded(ns, items) => {
+                let mut v = ns.to_le_bytes().to_vec();
+                for (k, n) in items {
+                    // SAFETY: FoldKey is repr(C) without padding.
+                    let kb = unsafe {
+                        std::slice::from_raw_parts(
+                            k as *const sensor_common::FoldKey as *const u8,
+                            size_of::<sensor_common::FoldKey>(),
+                        )
+                    };
+                    v.extend_from_slice(kb);
+                    v.extend_from_slice(&n.to_le_bytes());
+                }
+                (b'D', v)
+            }
         })
     }
 
@@ -177,6 +211,23 @@ impl Record {
             b'K' => Record::Scan(
                 serde_json::from_slice(&p).with_context(|| format!("scan record at byte {at}"))?,
             ),
+            b'D' => {
+                if p.len() < 8 || !(p.len() - 8).is_multiple_of(FOLD_ITEM) {
+                    bail!("fold record at byte {at}: {} bytes", p.len());
+                }
+                let items = p[8..]
+                    .chunks_exact(FOLD_ITEM)
+                    .map(|c| {
+                        let kb = &c[..FOLD_ITEM - 8];
+                        // SAFETY: a FoldKey's bytes (repr(C), valid for any bits).
+                        let k: sensor_common::FoldKey =
+                            unsafe { std::ptr::read_unaligned(kb.as_ptr() as *const _) };
+                        let n = u64::from_le_bytes(c[FOLD_ITEM - 8..].try_into().expect("8 bytes"));
+                        (k, n)
+                    })
+                    .collect();
+                Record::Folded(u64::from_le_bytes(p[..8].try_into()?), items)
+            }
             k => bail!("record at byte {at}: unknown type {k:#x}"),
         })
     }
@@ -295,6 +346,18 @@ mod tests {
             Record::Fact("tty:1".into(), true.into()),
             Record::Fact("core_pattern".into(), serde_json::json!(["core", false])),
             Record::Tick(9),
+            Record::Folded(
+                11,
+                vec![(
+                    sensor_common::FoldKey {
+                        tgid: 7,
+                        kind: 10,
+                        obj: 99,
+                        ..Default::default()
+                    },
+                    41,
+                )],
+            ),
         ];
         for x in &recs {
             r.write(x).unwrap();

@@ -63,6 +63,7 @@ impl Pipeline {
             }
             Record::Tick(ns) => self.tick_at(ns),
             Record::Scan(r) => self.scanned_at(r),
+            Record::Folded(ns, items) => self.folded_at(ns, &items),
         }
     }
 

@@ -46,6 +46,7 @@ pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<(
             c
         }
     };
+    super::reload::set_cmdline_mode(&cfg);
     let metrics = Metrics::new()?;
     let mut outputs = Outputs::start(&cfg.alerts, metrics.clone())?;
     outputs.blocking = true;

@@ -29,7 +29,7 @@ pub const MAX_KEY_PATHS: usize = 256;
 pub const MAX_KEY_NAMES: usize = 32;
 /// Most name patterns in all: every `[[key_name]]` entry plus its excludes.
 /// Equals `sensor_common::names::MAX_PATTERNS` (the kernel's pattern table);
-/// repeated here so this module stands alone, and `live::name_patterns`
+/// repeated here so this module stands alone, and `reload::name_patterns`
 /// checks again against the kernel's own limits.
 pub const MAX_PATTERNS: usize = 32;
 /// Most excludes of one `[[key_name]]`.
@@ -177,13 +177,26 @@ impl Default for Dumps {
     }
 }
 
-/// `[metrics]`: Prometheus text exposition at `http://<listen>/metrics`.
+/// `[metrics]`: Prometheus text exposition at `http://<listen>/metrics`,
+/// or `https://` with `tls_cert` and `tls_key`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Metrics {
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
     pub enabled: bool,
+    /// PEM certificate chain the endpoint presents (a process squatting on
+    /// the port cannot: the scraper checks it).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (owned by root, readable by no one
+    /// else).
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate they signed.
+    pub tls_client_ca: Option<PathBuf>,
+    /// A file holding the token scrapers must send as
+    /// `Authorization: Bearer TOKEN` (owned by root, readable by no one
+    /// else).
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 impl Default for Metrics {
@@ -191,6 +204,10 @@ impl Default for Metrics {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9979)),
             enabled: true,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            bearer_token_file: None,
         }
     }
 }
@@ -215,7 +232,14 @@ pub struct Alerts {
     pub syslog_facility: String,
     /// Alerts each output may hold before it drops (and counts) more.
     pub queue: usize,
+    /// Command lines in alerts and recordings: "redacted" (every argument,
+    /// secrets redacted) or "program-and-files" (the program and the
+    /// arguments that are paths; every other argument omitted).
+    pub cmdline: String,
 }
+
+/// The values of `alerts.cmdline` (`redact::CmdlineMode`).
+pub const CMDLINE_MODES: [&str; 2] = ["redacted", "program-and-files"];
 
 /// Largest `alerts.queue`.
 pub const MAX_QUEUE: usize = 1 << 20;
@@ -231,6 +255,7 @@ impl Default for Alerts {
             syslog_socket: PathBuf::from("/dev/log"),
             syslog_facility: "authpriv".into(),
             queue: 4096,
+            cmdline: "redacted".into(),
         }
     }
 }

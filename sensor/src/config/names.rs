@@ -1,6 +1,6 @@
 //! `[[key_name]]`: key files recognised by name wherever they are, and the
 //! string matcher (`name_matches`). The kernel runs the same rules on name
-//! words (`sensor_common::names`, compiled by `live::name_patterns`);
+//! words (`sensor_common::names`, compiled by `reload::name_patterns`);
 //! sensor/tests/key_names.rs checks that the two agree.
 
 use std::fmt;

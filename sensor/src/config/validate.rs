@@ -29,11 +29,38 @@ impl Config {
         self.validate_protected()?;
         self.validate_allow()?;
         self.validate_rules()?;
+        self.validate_metrics()?;
         for (i, d) in self.dumps.dirs.iter().enumerate() {
             absolute(&format!("dumps.dirs[{i}]"), d)?;
         }
         if !(1..=16).contains(&self.flow.max_generations) {
             return invalid("flow.max_generations", "must be between 1 and 16");
+        }
+        Ok(())
+    }
+
+    fn validate_metrics(&self) -> Result<(), Invalid> {
+        let m = &self.metrics;
+        for (field, p) in [
+            ("metrics.tls_cert", &m.tls_cert),
+            ("metrics.tls_key", &m.tls_key),
+            ("metrics.tls_client_ca", &m.tls_client_ca),
+            ("metrics.bearer_token_file", &m.bearer_token_file),
+        ] {
+            if let Some(p) = p {
+                absolute(field, p)?;
+            }
+        }
+        match (&m.tls_cert, &m.tls_key) {
+            (Some(_), None) => return invalid("metrics.tls_key", "tls_cert needs tls_key"),
+            (None, Some(_)) => return invalid("metrics.tls_cert", "tls_key needs tls_cert"),
+            _ => {}
+        }
+        if m.tls_client_ca.is_some() && m.tls_cert.is_none() {
+            return invalid(
+                "metrics.tls_client_ca",
+                "client certificates need TLS: set tls_cert and tls_key",
+            );
         }
         Ok(())
     }
@@ -69,6 +96,12 @@ impl Config {
                     "{:?} is not a facility: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron, authpriv, ftp, ntp, audit, alert, clock, local0 .. local7",
                     a.syslog_facility
                 ),
+            );
+        }
+        if !super::CMDLINE_MODES.contains(&a.cmdline.as_str()) {
+            return invalid(
+                "alerts.cmdline",
+                format!("{:?}: \"redacted\" or \"program-and-files\"", a.cmdline),
             );
         }
         if a.queue == 0 || a.queue > MAX_QUEUE {
@@ -471,6 +504,18 @@ mod tests {
         );
         assert!(s.contains("\"local9\""), "{s}");
         invalid_field("[alerts]\nqueue = 0\n", "alerts.queue");
+        invalid_field("[metrics]\ntls_cert = \"/c.pem\"\n", "metrics.tls_key");
+        invalid_field("[metrics]\ntls_key = \"/k.pem\"\n", "metrics.tls_cert");
+        invalid_field(
+            "[metrics]\ntls_client_ca = \"/ca.pem\"\n",
+            "metrics.tls_client_ca",
+        );
+        invalid_field(
+            "[metrics]\nbearer_token_file = \"token\"\n",
+            "metrics.bearer_token_file",
+        );
+        invalid_field("[alerts]\ncmdline = \"argv0\"\n", "alerts.cmdline");
+        Config::parse("[alerts]\ncmdline = \"program-and-files\"\n", "t").unwrap();
     }
 
     #[test]

@@ -148,7 +148,7 @@ pub struct Correlator {
 }
 
 /// Incidents kept open at most (the oldest closes first).
-const MAX_OPEN: usize = 4096;
+pub const MAX_OPEN: usize = 4096;
 /// Steps listed in one incident record; later ones are counted.
 pub const MAX_STEPS: usize = 128;
 /// Correlation keys one incident holds; later alerts still join it through
@@ -320,12 +320,15 @@ impl Correlator {
             a.process.pid,
             format!("{}|{}", target_key(&a.target), a.message),
         );
+        // An alert may stand for several events (`count`: repeats the
+        // kernel folded into its record); each is counted.
+        let weight = a.count.max(1);
         if let Some(inc_id) = self.folds.get(&fold_key).map(|f| f.incident.clone()) {
             // A repeat: counted on its step, reported when the fold closes.
             let id = self.resolve_id(&inc_id);
             a.incident = id.clone();
             let f = self.folds.get_mut(&fold_key).expect("present");
-            f.repeats += 1;
+            f.repeats = f.repeats.saturating_add(weight);
             f.last = Some(a.clone());
             if let Some(inc) = self.incidents.get_mut(&id) {
                 inc.last_ns = now_ns;
@@ -333,7 +336,7 @@ impl Correlator {
                 if let Some(s) = inc.steps.iter_mut().rev().find(|s| {
                     s.rule == a.rule && s.actor_pid == a.process.pid && s.message == a.message
                 }) {
-                    s.count += 1;
+                    s.count = s.count.saturating_add(weight);
                 }
             }
             return false;
@@ -344,7 +347,7 @@ impl Correlator {
         // incident of an attack run from the same shell). They keep the
         // actor's own incident id.
         if self.scoring.severity(a.score) < Severity::Medium {
-            a.count = 1;
+            a.count = weight;
             self.folds.insert(
                 fold_key,
                 Fold {
@@ -478,14 +481,14 @@ impl Correlator {
             actor_pid: a.process.pid,
             actor_comm: a.process.comm.clone(),
             target: a.target.clone(),
-            count: 1,
+            count: weight,
             message: a.message.clone(),
         });
         inc.steps.extend(step);
         // The record is written when the incident changed beyond its count.
         let record = (listed || (inc.score, inc.stages.len()) != before).then(|| inc.clone());
         a.incident = id.clone();
-        a.count = 1;
+        a.count = weight;
         self.folds.insert(
             fold_key,
             Fold {

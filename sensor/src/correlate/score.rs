@@ -48,6 +48,7 @@ pub struct Weights {
     pub recon: i32,
     pub own_key: i32,
     pub fresh_key: i32,
+    pub allow_bypass: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -81,6 +82,7 @@ impl Default for Weights {
             recon: 10,
             own_key: -45,
             fresh_key: -45,
+            allow_bypass: 10,
         }
     }
 }
@@ -209,6 +211,9 @@ pub struct Context {
     pub recon: bool,
     pub own_key: bool,
     pub fresh_key: bool,
+    /// The actor's executable is allowlisted but the allowance did not
+    /// hold (loader variables, a tracer, a path that is not its file).
+    pub allow_bypass: bool,
 }
 
 impl Context {
@@ -225,6 +230,7 @@ impl Context {
             (self.recon, "recon"),
             (self.own_key, "own_key"),
             (self.fresh_key, "fresh_key"),
+            (self.allow_bypass, "allow_bypass"),
         ];
         for (on, name) in flags {
             if on {
@@ -272,6 +278,7 @@ fn weights(cfg: &ScoringConfig, ctx: &Context) -> i32 {
     add(ctx.recon, w.recon, &mut s);
     add(ctx.own_key, w.own_key, &mut s);
     add(ctx.fresh_key, w.fresh_key, &mut s);
+    add(ctx.allow_bypass, w.allow_bypass, &mut s);
     s
 }
 

@@ -16,6 +16,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
             comm: "a".into(),
             exe: "/a".into(),
             cmdline: "a".into(),
+            allow_bypass: None,
         },
         target,
         incident: String::new(),
@@ -212,6 +213,40 @@ fn repeats_fold_and_report_with_count() {
     assert_eq!(inc.status, "closed");
     assert_eq!(inc.steps[0].count, 4);
     assert!(!c.pending());
+}
+
+#[test]
+fn an_alert_standing_for_kernel_folded_repeats_counts_them_all() {
+    let mut c = Correlator::new(Default::default(), ScoringConfig::default());
+    let mut out = Vec::new();
+    // The first record, and the next one after the kernel's fold window
+    // (it stands for itself and 40 opens the kernel folded), then 7 more
+    // the sweep found folded with nothing sent after them.
+    assert!(c.add(
+        alert("key-file-open", 10, file_t(5), 70),
+        S,
+        &tree(&[10]),
+        &mut out
+    ));
+    let mut a = alert("key-file-open", 10, file_t(5), 70);
+    a.count = 41;
+    assert!(!c.add(a, 2 * S, &tree(&[10]), &mut out));
+    let mut a = alert("key-file-open", 10, file_t(5), 70);
+    a.count = 7;
+    assert!(!c.add(a, 3 * S, &tree(&[10]), &mut out));
+    assert_eq!(alerts(&out)[0].count, 1);
+    let mut later = Vec::new();
+    c.tick(62 * S, &mut later);
+    assert_eq!(alerts(&later)[0].count, 48);
+    let mut end = Vec::new();
+    c.tick(700 * S, &mut end);
+    assert_eq!(last_incident(&end).steps[0].count, 49);
+    // A first alert that already stands for several events says so.
+    let mut out = Vec::new();
+    let mut a = alert("key-file-open", 11, file_t(6), 70);
+    a.count = 5;
+    assert!(c.add(a, 800 * S, &tree(&[11]), &mut out));
+    assert_eq!(alerts(&out)[0].count, 5);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! files the helper writes, `dumps.rs`). The alerts are built by the
 //! policy's dump rules at the end of this file.
 
-use std::path::PathBuf;
+use std::{os::unix::fs::MetadataExt, path::PathBuf};
 
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_RLIMIT_CORE,
@@ -19,6 +19,7 @@ use crate::{
     detect::{Policy, process_target, rule_alert},
     enrich::context::Context,
     enrich::coredump,
+    enrich::devnum::kdev,
     enrich::proctab::ProcInfo,
     ingest::decode::{
         self,
@@ -119,6 +120,36 @@ impl Dumps {
         let dumped = cx.procs.resolve(task);
         self.note_crash(&dumped);
         let (pattern, uses_pid) = cx.view.core_pattern();
+        // The file the kernel opened for this dump (BPF LSM): named by its
+        // inode, whatever the pattern, the dead process's cwd or a rename
+        // since would say.
+        if let Some(cf) = self.core_files.remove(&task.pid) {
+            let path = PathBuf::from(&cf.path);
+            let here = cx
+                .view
+                .value(
+                    format!("core-at:{}:{}:{}", cf.path, cf.kdev, cf.ino),
+                    || {
+                        crate::detect::dumps::regular_file(&path)
+                            .is_some_and(|m| kdev(m.dev()) == cf.kdev && m.ino() == cf.ino)
+                            .into()
+                    },
+                )
+                .as_bool()
+                .unwrap_or(false);
+            let detail = DumpDetail {
+                signal: Some(signal_name(sig)),
+                core_pattern: Some(pattern),
+                path: Some(cf.path.clone()),
+                exists: Some(here),
+                tracked_id: self.register_core_inode(cx, &dumped, &path, cf.kdev, cf.ino),
+                ..Default::default()
+            };
+            let ts = cx.wall(task.ts_boot_ns);
+            let alert = policy.core_dump(&dumped, detail, &cx.host, ts);
+            cx.raise(alert, task.ts_boot_ns);
+            return;
+        }
         let pid = task.pid;
         let cwd = cx
             .view

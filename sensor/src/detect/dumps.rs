@@ -87,12 +87,48 @@ pub struct Dumps {
     /// Protected processes that crashed (latest last), to attribute files
     /// in the dump directories.
     pub(crate) recent_crashes: VecDeque<Origin>,
+    /// The core files the kernel opened for protected processes that were
+    /// dumping (BPF LSM file_open, observe mode): tgid -> the file by
+    /// (kernel dev, inode) and the kernel's path, taken when the process's
+    /// death is handled.
+    pub(crate) core_files: HashMap<u32, KernelCoreFile>,
 }
+
+/// A core file as the kernel opened it (`Dumps::core_files`).
+#[derive(Debug, Clone)]
+pub(crate) struct KernelCoreFile {
+    pub kdev: u32,
+    pub ino: u64,
+    pub path: String,
+}
+
+/// Most core files remembered for processes whose death is not handled
+/// yet.
+const MAX_CORE_FILES: usize = 256;
 
 impl Dumps {
     /// Whether a crash or a user-space dump waits for its files.
     pub fn pending(&self) -> bool {
         !self.pending.is_empty() || !self.pending_user.is_empty()
+    }
+
+    /// The kernel opened `d.path` to write the core of the protected
+    /// process `d.task` (an observed, not denied, ENF_CORE_DUMP).
+    pub fn core_file_opened(&mut self, d: &crate::ingest::decode::lsm::DeniedRecord) {
+        if d.ino == 0 {
+            return;
+        }
+        if self.core_files.len() >= MAX_CORE_FILES {
+            self.core_files.clear();
+        }
+        self.core_files.insert(
+            d.task.pid,
+            KernelCoreFile {
+                kdev: d.dev,
+                ino: d.ino,
+                path: d.path.clone().unwrap_or_default(),
+            },
+        );
     }
 
     /// Whether `pid` is a pipe helper that wrote files or is awaited.
@@ -394,10 +430,21 @@ impl Dumps {
         path: &Path,
     ) -> Option<u32> {
         let md = regular_file(path)?;
-        let kd = kdev(md.dev());
+        self.register_core_inode(cx, dumped, path, kdev(md.dev()), md.ino())
+    }
+
+    /// `register_core_file` for the file (`kd`, `ino`) the kernel opened.
+    pub(crate) fn register_core_inode(
+        &mut self,
+        cx: &mut Context,
+        dumped: &ProcInfo,
+        path: &Path,
+        kd: u32,
+        ino: u64,
+    ) -> Option<u32> {
         let (id, _) = cx.registry.register(
             kd,
-            md.ino(),
+            ino,
             path.to_string_lossy().into_owned(),
             TrackedKind::Dump,
             "core-dump",
@@ -405,7 +452,7 @@ impl Dumps {
             None,
             Some(Origin::of(dumped)),
         );
-        cx.track_in_kernel(id, kd, md.ino(), &path.to_string_lossy());
+        cx.track_in_kernel(id, kd, ino, &path.to_string_lossy());
         cx.identify(id);
         cx.queue_scan(id, path.to_path_buf());
         Some(id)

@@ -18,7 +18,6 @@ use sensor_common::{
 
 use crate::{
     alert::{Alert, DumpDetail},
-    config::Config,
     detect::dump_rules::signal_name,
     detect::{MemAccess, Policy},
     enrich::context::Context,
@@ -49,11 +48,26 @@ fn exe_ids(p: &std::path::Path) -> Vec<(u32, u64)> {
     v
 }
 
-/// The `[[allow]]` entries as the LSM hooks check them. Executables that do
-/// not exist are skipped (nothing can run them).
-pub fn allow_keys(cfg: &Config) -> Vec<AllowKey> {
+/// The kernel's allowlist for `allow` (with the configured key paths, by
+/// index): the `ALLOWED` entries (executables that do not exist are
+/// skipped: nothing can run them) and the `ALLOW_EXES` identities (every
+/// kind of allowance: the kernel checks their execs for loader variables
+/// and tracing), read from the files the paths name now.
+pub fn allowlist_of(
+    allow: &[crate::config::Allow],
+    key_paths: &[std::path::PathBuf],
+) -> (Vec<AllowKey>, Vec<sensor_common::InodeKey>) {
+    let mut exes: Vec<sensor_common::InodeKey> = Vec::new();
+    for a in allow {
+        for (dev, ino) in exe_ids(&a.exe) {
+            let k = sensor_common::InodeKey { dev, _pad: 0, ino };
+            if !exes.contains(&k) {
+                exes.push(k);
+            }
+        }
+    }
     let mut out = Vec::new();
-    for a in &cfg.allow {
+    for a in allow {
         if a.dumps {
             continue;
         }
@@ -73,7 +87,7 @@ pub fn allow_keys(cfg: &Config) -> Vec<AllowKey> {
             }
             let scope = match &a.key_path {
                 None => ALLOW_ANY_KEY,
-                Some(p) => match cfg.key_path.iter().position(|k| &k.path == p) {
+                Some(p) => match key_paths.iter().position(|k| k == p) {
                     Some(i) => i as u32,
                     None => continue,
                 },
@@ -86,7 +100,7 @@ pub fn allow_keys(cfg: &Config) -> Vec<AllowKey> {
             });
         }
     }
-    out
+    (out, exes)
 }
 
 /// Threads whose last operation was denied, with the target (for the
@@ -245,6 +259,7 @@ fn judge(
                 target_protected: true,
                 recon: false,
                 path: (d.rule == ENF_PROC_MEM).then(|| format!("/proc/{}/mem", d.target)),
+                thread: None,
                 ts_boot_ns: d.task.ts_boot_ns,
             };
             policy.memory_access(&m, &cx.host, ts)

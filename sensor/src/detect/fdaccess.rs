@@ -93,7 +93,7 @@ pub(crate) fn fd_access(cx: &mut Context, policy: &Policy, flows: &mut Flows, r:
         flows.tracked_open(cx, policy, &a);
         return;
     }
-    let allowed = policy.allowed(&actor.exe, Some(r.watch_id));
+    let allowed = policy.allowed(&actor, Some(r.watch_id));
     let k = KeyAccess {
         actor: &actor,
         task: &r.task,

@@ -130,6 +130,86 @@ pub(super) fn with(procs: &[ProcInfo]) -> Context {
 
 // ---- tracked-copy ----
 
+/// A copy whose writer exec'd (its close-on-exec descriptor went without a
+/// close record) is decided and scanned then, like at a close; a later
+/// close of a descriptor that survived the exec scans it again; another
+/// process's exec decides nothing.
+#[test]
+fn a_copy_is_decided_and_scanned_at_its_writers_exec() {
+    let c = cat();
+    let mut cx = with(std::slice::from_ref(&c));
+    let _ = key(&mut cx);
+    let (mut flows, mut dumps) = (Flows::default(), Dumps::default());
+    let policy = Policy::default();
+    let w = write(&c, file_taint(0), 40, "/tmp/x");
+    flows.file_write(&mut cx, &policy, &mut dumps, &w);
+    flows.writer_exec(&mut cx, c.pid + 1);
+    assert!(cx.take_raised().is_empty());
+    assert!(flows.pending());
+    flows.writer_exec(&mut cx, c.pid);
+    let a: Vec<Alert> = cx.take_raised().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].rule, "tracked-copy");
+    assert!(!flows.pending());
+    // Queued for a scan, and left to scan again at a later close.
+    let t = cx.registry.by_inode(KDEV, 40).unwrap();
+    assert!(!t.scanned);
+    flows.file_closed(&mut cx, &mut dumps, &close(&c, 40, 300));
+    assert!(cx.registry.by_inode(KDEV, 40).unwrap().scanned);
+    assert!(cx.take_raised().is_empty());
+}
+
+/// Past the bound, the oldest pending copy is decided at once (as at its
+/// writer's exit), counted as an eviction of `pending_copies`, and scanned;
+/// the others still wait for their writer's close, found by writer.
+#[test]
+fn past_the_bound_the_oldest_pending_copy_is_decided_early() {
+    let writers: Vec<ProcInfo> = (0..4)
+        .map(|i| {
+            let mut c = cat();
+            c.pid += i;
+            c
+        })
+        .collect();
+    let mut cx = with(&writers);
+    let _ = key(&mut cx);
+    let (mut flows, mut dumps) = (Flows::with_bound(3), Dumps::default());
+    let policy = Policy::default();
+    for (i, w) in writers.iter().take(3).enumerate() {
+        let rec = write(w, file_taint(0), 40 + i as u64, &format!("/tmp/c{i}"));
+        flows.file_write(&mut cx, &policy, &mut dumps, &rec);
+    }
+    assert_eq!(flows.pending_len(), 3);
+    assert!(cx.take_raised().is_empty());
+    assert_eq!(cx_evictions(&cx), 0);
+    // A fourth: the first writer's copy is decided now, without its close.
+    let rec = write(&writers[3], file_taint(0), 43, "/tmp/c3");
+    flows.file_write(&mut cx, &policy, &mut dumps, &rec);
+    assert_eq!(flows.pending_len(), 3);
+    let a: Vec<Alert> = cx.take_raised().into_iter().map(|(a, _)| a).collect();
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].rule, "tracked-copy");
+    assert!(a[0].message.contains("/tmp/c0"), "{}", a[0].message);
+    assert_eq!(cx_evictions(&cx), 1);
+    // Its writer's close finds nothing pending any more.
+    flows.file_closed(&mut cx, &mut dumps, &close(&writers[0], 40, 300));
+    assert!(cx.take_raised().is_empty());
+    // The others are decided by their own writer.
+    for (i, w) in writers.iter().enumerate().skip(1) {
+        flows.file_closed(&mut cx, &mut dumps, &close(w, 40 + i as u64, 300));
+        assert_eq!(cx.take_raised().len(), 1, "copy {i}");
+    }
+    assert!(!flows.pending());
+    assert_eq!(cx_evictions(&cx), 1);
+}
+
+fn cx_evictions(cx: &Context) -> u64 {
+    cx.metrics
+        .map_evictions
+        .with_label_values(&["pending_copies"])
+        .get()
+}
+
 #[test]
 fn a_whole_key_written_by_its_reader_is_a_tracked_copy() {
     let c = cat();

@@ -5,7 +5,10 @@
 //! `renames.rs`'s, dumps `dumps.rs`'s, the tracked-file registry's kernel
 //! side `tracking.rs`'s, the key-material scanner `keyscan.rs`'s.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::{Path, PathBuf},
+};
 
 use sensor_common::{
     TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, VIA_CLONE,
@@ -94,42 +97,170 @@ pub fn is_archive_content(head: &[u8]) -> bool {
     MAGIC.iter().any(|m| head.starts_with(m)) || head.get(257..262).is_some_and(|u| u == b"ustar")
 }
 
-/// A path argument as the process saw it: (as shown, as reachable from
-/// here through /proc/<pid>/{root,cwd,fd/N}).
-pub fn user_path(pid: u32, dfd: i32, arg: &str) -> (PathBuf, PathBuf) {
-    let proc_base = |p: &str| PathBuf::from(format!("/proc/{pid}/{p}"));
-    if arg.starts_with('/') {
-        let root = proc_base("root");
-        let seen = if root.exists() {
-            root.join(arg.trim_start_matches('/'))
-        } else {
-            PathBuf::from(arg)
-        };
-        (PathBuf::from(arg), seen)
+/// A path argument as the process saw it: `shown` (as the process named
+/// it, made absolute) and `seen` (the same file as reachable from here).
+/// The process's root (absolute argument) or cwd / `dfd` (relative) is
+/// held as an O_PATH descriptor and `seen` goes through it, so the
+/// process exiting while the caller looks (a rename handled while `mv`
+/// exits) cannot make the lookup fail. When the process is already gone,
+/// an absolute argument is looked up from here; a relative one cannot be.
+pub struct UserPath {
+    pub shown: PathBuf,
+    pub seen: PathBuf,
+    /// Keeps `seen`'s /proc/self/fd/N valid.
+    _base: Option<std::fs::File>,
+}
+
+pub fn user_path(pid: u32, dfd: i32, arg: &str) -> UserPath {
+    use std::os::{fd::AsRawFd, unix::fs::OpenOptionsExt};
+    let absolute = arg.starts_with('/');
+    let base = if absolute {
+        format!("/proc/{pid}/root")
+    } else if dfd == -100 {
+        format!("/proc/{pid}/cwd")
     } else {
-        let base = if dfd == -100 {
-            proc_base("cwd")
-        } else {
-            proc_base(&format!("fd/{dfd}"))
+        format!("/proc/{pid}/fd/{dfd}")
+    };
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(&base)
+        .ok();
+    let Some(dir) = held else {
+        // Gone (or dfd is not a directory): the argument as it is.
+        return UserPath {
+            shown: PathBuf::from(arg),
+            seen: if absolute {
+                PathBuf::from(arg)
+            } else {
+                PathBuf::from(&base).join(arg)
+            },
+            _base: None,
         };
-        let shown = std::fs::read_link(&base)
+    };
+    let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let shown = if absolute {
+        PathBuf::from(arg)
+    } else {
+        std::fs::read_link(&via)
             .map(|b| b.join(arg))
-            .unwrap_or_else(|_| PathBuf::from(arg));
-        (shown, base.join(arg))
+            .unwrap_or_else(|_| PathBuf::from(arg))
+    };
+    UserPath {
+        shown,
+        seen: via.join(arg.trim_start_matches('/')),
+        _base: Some(dir),
     }
 }
 
+/// [`user_path`] and the metadata of what it names, not following a
+/// final symlink.
+pub fn stat_user_path(pid: u32, dfd: i32, arg: &str) -> Option<(PathBuf, std::fs::Metadata)> {
+    let up = user_path(pid, dfd, arg);
+    let md = std::fs::symlink_metadata(&up.seen).ok()?;
+    Some((up.shown, md))
+}
+
+/// Copies that may wait for their evidence at once. Past it, the oldest
+/// is decided at once, as at its writer's exit (what it holds now, and a
+/// scan), and counted in `keysentry_map_evictions_total{map="pending_copies"}`:
+/// a flood of files written by tainted processes costs early decisions,
+/// never a copy that goes undecided. Half the tracked-file registry's
+/// bound (`MAX_TRACKED`): every pending copy is a tracked file, and one
+/// the registry pushed out would leave the queue undecided.
+pub const MAX_PENDING: usize = crate::enrich::track::MAX_TRACKED / 2;
+
 /// The copy rule's state: files tainted processes are writing, decided
-/// when their writer closes them.
-#[derive(Default)]
+/// when their writer closes them. Kept in arrival order (a sequence
+/// number), with an index by writer: a close, an exec or an exit finds its
+/// writer's copies, and the bound its oldest, in O(log n).
 pub struct Flows {
-    pending: Vec<PendingCopy>,
+    pending: BTreeMap<u64, PendingCopy>,
+    /// Writer pid -> the sequence numbers of its pending copies.
+    by_writer: HashMap<u32, BTreeSet<u64>>,
+    next_seq: u64,
+    /// `MAX_PENDING` (smaller in tests).
+    max: usize,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        Self::with_bound(MAX_PENDING)
+    }
 }
 
 impl Flows {
+    /// At most `max` (at least 1) pending copies.
+    pub(crate) fn with_bound(max: usize) -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            by_writer: HashMap::new(),
+            next_seq: 0,
+            max: max.max(1),
+        }
+    }
+
     /// Whether a copy waits for its writer.
     pub fn pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Copies waiting for their evidence (each decided within 10 s of
+    /// event time, or earlier past `MAX_PENDING`).
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Adds a pending copy; past `MAX_PENDING`, the oldest ones are decided
+    /// first.
+    fn push(&mut self, cx: &mut Context, c: PendingCopy) {
+        while self.pending.len() >= self.max {
+            let Some((seq, old)) = self.pending.pop_first() else {
+                break;
+            };
+            self.unindex(&old, seq);
+            cx.metrics
+                .map_evictions
+                .with_label_values(&["pending_copies"])
+                .inc();
+            self.decide_now(cx, old);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.by_writer.entry(c.actor.pid).or_default().insert(seq);
+        self.pending.insert(seq, c);
+    }
+
+    /// Removes `seq`, a copy of `c`'s writer, from the writer index.
+    fn unindex(&mut self, c: &PendingCopy, seq: u64) {
+        let pid = c.actor.pid;
+        if let Some(set) = self.by_writer.get_mut(&pid) {
+            set.remove(&seq);
+            if set.is_empty() {
+                self.by_writer.remove(&pid);
+            }
+        }
+    }
+
+    /// Takes the pending copy `seq` out of both the queue and the index.
+    fn take(&mut self, seq: u64) -> Option<PendingCopy> {
+        let c = self.pending.remove(&seq)?;
+        self.unindex(&c, seq);
+        Some(c)
+    }
+
+    /// Decides a copy on what it holds now and scans it, as at its
+    /// writer's exit.
+    fn decide_now(&mut self, cx: &mut Context, p: PendingCopy) {
+        let id = p.id;
+        let size = cx.size_fact(id);
+        self.emit_copy(cx, p, size, 0);
+        if let Some(t) = cx.registry.get(id)
+            && !t.scanned
+        {
+            let path = PathBuf::from(&t.path);
+            cx.queue_scan(id, path);
+        }
     }
 
     /// Drops the pending copies of tracked files that left the kernel's
@@ -139,7 +270,15 @@ impl Flows {
             return;
         }
         let gone = std::mem::take(&mut cx.untracked);
-        self.pending.retain(|c| !gone.contains(&c.id));
+        let seqs: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, c)| gone.contains(&c.id))
+            .map(|(&s, _)| s)
+            .collect();
+        for s in seqs {
+            self.take(s);
+        }
     }
 
     /// A tainted process wrote a regular file. The kernel marked it
@@ -255,7 +394,7 @@ impl Flows {
         if src_kind == TrackedKind::Key {
             // The key's own service, or a new key read by the uid that
             // just made it: not a copy.
-            if policy.allowed(&actor.exe, src_watch)
+            if policy.allowed(&actor, src_watch)
                 || cx.fresh_own_key(src_id, actor.uid, w.task.ts_boot_ns)
             {
                 cx.metrics
@@ -286,17 +425,20 @@ impl Flows {
         }
         cx.track_in_kernel(id, w.dev, w.ino, &path);
         cx.identify(id);
-        self.pending.push(PendingCopy {
-            id,
-            actor,
-            src_id,
-            via,
-            archive,
-            hops: t.generation.saturating_sub(src_gen),
-            pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
-            bytes: w.bytes.max(0),
-            ts_boot_ns: w.task.ts_boot_ns,
-        });
+        self.push(
+            cx,
+            PendingCopy {
+                id,
+                actor,
+                src_id,
+                via,
+                archive,
+                hops: t.generation.saturating_sub(src_gen),
+                pipe_from: (t.flags & TAINT_PIPE != 0 && t.via_pid != 0).then_some(t.via_pid),
+                bytes: w.bytes.max(0),
+                ts_boot_ns: w.task.ts_boot_ns,
+            },
+        );
     }
 
     /// A pending copy is complete (its writer closed it or exited, or it
@@ -411,12 +553,12 @@ impl Flows {
         let Some((id, path, scanned)) = t else {
             return;
         };
-        if let Some(i) = self
-            .pending
-            .iter()
-            .position(|p| p.id == id && p.actor.pid == c.task.pid)
-        {
-            let p = self.pending.remove(i);
+        let seq = self.by_writer.get(&c.task.pid).and_then(|seqs| {
+            seqs.iter()
+                .copied()
+                .find(|s| self.pending.get(s).is_some_and(|p| p.id == id))
+        });
+        if let Some(p) = seq.and_then(|s| self.take(s)) {
             self.emit_copy(cx, p, c.size, c.written);
         }
         if let Some(i) = dumps
@@ -432,25 +574,39 @@ impl Flows {
         }
     }
 
-    /// The writer of pending copies exited (its files closed without a
-    /// close(2), or never closed): decide them on what was written.
+    /// The writer of pending copies exec'd: its close-on-exec descriptors
+    /// went without a close record, and the image that read the source is
+    /// gone. Decided and scanned as at an exit; a descriptor that survived
+    /// the exec is still the kernel's `WRITTEN`, so the file is left
+    /// unscanned-since-written and its later close (a `FileClose`) scans
+    /// it again with whatever the new image added.
+    pub(crate) fn writer_exec(&mut self, cx: &mut Context, pid: u32) {
+        let ids: Vec<u32> = self
+            .by_writer
+            .get(&pid)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.pending.get(s).map(|p| p.id))
+            .collect();
+        self.writer_exited(cx, pid);
+        for id in ids {
+            if let Some(t) = cx.registry.get_mut(id) {
+                t.scanned = false;
+            }
+        }
+    }
+
+    /// The writer of pending copies exited (its files closed by the exit,
+    /// without a close record), or exec'd: decide them on what was written,
+    /// and scan them, as at a close.
     pub(crate) fn writer_exited(&mut self, cx: &mut Context, pid: u32) {
         self.prune(cx);
-        let mut i = 0;
-        while i < self.pending.len() {
-            if self.pending[i].actor.pid == pid {
-                let p = self.pending.remove(i);
-                let id = p.id;
-                let size = cx.size_fact(id);
-                self.emit_copy(cx, p, size, 0);
-                if let Some(t) = cx.registry.get(id)
-                    && !t.scanned
-                {
-                    let path = PathBuf::from(&t.path);
-                    cx.queue_scan(id, path);
-                }
-            } else {
-                i += 1;
+        let Some(seqs) = self.by_writer.remove(&pid) else {
+            return;
+        };
+        for s in seqs {
+            if let Some(p) = self.pending.remove(&s) {
+                self.decide_now(cx, p);
             }
         }
     }
@@ -459,14 +615,16 @@ impl Flows {
     /// on what they hold now.
     pub(crate) fn expire(&mut self, cx: &mut Context, now_ns: u64) {
         self.prune(cx);
-        let mut i = 0;
-        while i < self.pending.len() {
-            if self.pending[i].ts_boot_ns.saturating_add(HELPER_WAIT_NS) <= now_ns {
-                let p = self.pending.remove(i);
+        let due: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.ts_boot_ns.saturating_add(HELPER_WAIT_NS) <= now_ns)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in due {
+            if let Some(p) = self.take(s) {
                 let size = cx.size_fact(p.id);
                 self.emit_copy(cx, p, size, 0);
-            } else {
-                i += 1;
             }
         }
     }
@@ -474,7 +632,8 @@ impl Flows {
     /// Copies still pending at shutdown (or the end of a replay).
     pub(crate) fn flush(&mut self, cx: &mut Context) {
         self.prune(cx);
-        while let Some(p) = self.pending.pop() {
+        self.by_writer.clear();
+        while let Some((_, p)) = self.pending.pop_last() {
             let size = cx.size_fact(p.id);
             self.emit_copy(cx, p, size, 0);
         }

@@ -31,7 +31,7 @@ pub(crate) fn key_open(cx: &mut Context, policy: &Policy, rec: &OpenRecord) {
         }
         (path, st_dev(rec.dev), rec.ino, watch_id)
     };
-    let allowed = policy.allowed(&actor.exe, watch_id);
+    let allowed = policy.allowed(&actor, watch_id);
     // A key this uid created moments ago (checked before this open
     // registers anything).
     let fresh = !rec.created()
@@ -76,13 +76,14 @@ fn resolve_failed_live(cx: &Context, rec: &OpenRecord) -> Resolved {
     let Some(arg) = rec.arg.as_deref() else {
         return Resolved::NotWatched;
     };
-    let (shown, seen) = crate::detect::flows::user_path(rec.task.pid, rec.dfd, arg);
-    let covered = cx.watcher.covers(&seen);
+    let up = crate::detect::flows::user_path(rec.task.pid, rec.dfd, arg);
+    let (shown, seen) = (&up.shown, &up.seen);
+    let covered = cx.watcher.covers(seen);
     let (watch_id, key) = match covered {
         Some((id, key)) => (Some(id), key),
         None if rec.name_rules != 0 => (None, None),
         None => {
-            if Path::new(&seen).exists() {
+            if Path::new(seen).exists() {
                 // The name filter matched but the file is not watched.
                 return Resolved::NotWatched;
             }

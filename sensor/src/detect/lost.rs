@@ -16,7 +16,6 @@ use crate::{
 /// Raises `events-lost` for `lost` (critical records lost since the last
 /// alert, per kind; empty when only the flag was seen).
 pub fn critical_lost(cx: &mut Context, lost: &[(EventKind, u64)]) {
-    let me = cx.procs.lookup(std::process::id());
     let now = boot_now();
     let total: u64 = lost.iter().map(|(_, n)| n).sum();
     let kinds = lost
@@ -32,10 +31,57 @@ pub fn critical_lost(cx: &mut Context, lost: &[(EventKind, u64)]) {
             if total == 1 { "" } else { "s" }
         )
     };
+    raise_lost(cx, std::process::id(), message, now);
+}
+
+/// Raises `events-lost` for `n` strong taints (a key path's key, a
+/// protected process's memory, a dump) that neither `TAINTED` nor
+/// `TAINT_RESERVE` could hold: what those processes write and send is
+/// not followed.
+pub fn taint_lost(cx: &mut Context, n: u64) {
+    let now = boot_now();
+    let message = format!(
+        "the kernel could not record {n} taint{} of processes that read a key, a dump or a protected process's memory (the taint maps were full): their copies and sends may go unseen",
+        if n == 1 { "" } else { "s" }
+    );
+    raise_lost(cx, std::process::id(), message, now);
+}
+
+/// Raises `events-lost` for each process whose critical records the
+/// kernel held back (past its per-(process, kind) rate limit in the
+/// critical lane): `held` is (tgid, kind, how many) since the last call.
+/// The process is the actor and the target: what it did beyond its first
+/// records of those kinds is unknown.
+pub fn critical_held(cx: &mut Context, held: &[(u32, EventKind, u64)]) {
+    let now = boot_now();
+    let mut tgids: Vec<u32> = held.iter().map(|(t, _, _)| *t).collect();
+    tgids.sort_unstable();
+    tgids.dedup();
+    for tgid in tgids {
+        let of: Vec<_> = held.iter().filter(|(t, _, _)| *t == tgid).collect();
+        let total: u64 = of.iter().map(|(_, _, n)| n).sum();
+        let kinds = of
+            .iter()
+            .map(|(_, k, n)| format!("{n} {}", k.name()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let per_s = 1_000_000_000 / sensor_common::CRIT_INTERVAL_NS;
+        let message = format!(
+            "the kernel held back {total} critical record{} of this process ({kinds}): past its rate limit in the critical lane ({} at once, then {per_s}/s), what it did beyond is not detected",
+            if total == 1 { "" } else { "s" },
+            sensor_common::CRIT_BURST
+        );
+        raise_lost(cx, tgid, message, now);
+    }
+}
+
+/// One `events-lost` alert whose actor and target are process `pid`.
+fn raise_lost(cx: &mut Context, pid: u32, message: String, now: u64) {
+    let p = cx.procs.lookup(pid);
     let alert = rule_alert(
         Rule::EventsLost,
-        &me,
-        process_target(&me),
+        &p,
+        process_target(&p),
         &cx.host,
         cx.wall(now),
     )

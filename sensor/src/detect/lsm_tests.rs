@@ -40,6 +40,7 @@ fn denial(actor: &crate::enrich::proctab::ProcInfo, rule: u32, target: u32) -> D
         ino: KEY_INO,
         watch_id: 0,
         flags: 0,
+        observed: false,
         path: Some("/etc/ssl/private/ca.key".into()),
     }
 }
@@ -196,6 +197,7 @@ fn environ_alert(cx: &mut Context, reader: &crate::enrich::proctab::ProcInfo) ->
         target_protected: true,
         recon: false,
         path: Some("/proc/20/environ".into()),
+        thread: None,
         ts_boot_ns: 1_000,
     };
     Policy::default()

@@ -52,16 +52,9 @@ impl Memory {
         let Some(path) = rec.path.as_deref() else {
             return;
         };
-        // The file's directory is /proc/<pid> or /proc/<pid>/task/<tid>.
-        let Some(tid) = Path::new(path)
-            .parent()
-            .and_then(|d| d.file_name())
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some((target, named)) = proc_file_target(cx, rec, path) else {
             return;
         };
-        let target = cx.procs.tgid_of(tid);
         if target == actor.pid {
             return;
         }
@@ -88,12 +81,13 @@ impl Memory {
             ret: rec.ret,
             actor: &actor,
             target: &target_info,
-            target_protected: cx.protector.is_protected(target),
+            target_protected: rec.proc_target != 0 || cx.protector.is_protected(target),
             recon: self
                 .recon
                 .get(&actor.pid)
                 .is_some_and(|t| t.contains(&target)),
             path: Some(path.to_string()),
+            thread: (named != target).then_some(named),
             ts_boot_ns: rec.task.ts_boot_ns,
         };
         alert_memory(cx, policy, pending, &m);
@@ -123,7 +117,17 @@ impl Memory {
                     return;
                 }
             },
+            // The kernel resolved a thread id of a protected process to
+            // its tgid already; any other thread id is resolved here.
             _ => cx.procs.tgid_of(rec.target),
+        };
+        // A thread of the actor's own group is the actor itself.
+        if target == actor.pid {
+            return;
+        }
+        let thread = match rec.tid {
+            0 => (rec.target != 0 && rec.target != target).then_some(rec.target),
+            tid => Some(tid),
         };
         let (rule, access, op) = match rec.op {
             MEM_PTRACE => {
@@ -142,6 +146,14 @@ impl Memory {
                 format!("pidfd_getfd(fd {})", rec.arg),
             ),
         };
+        if rule == Rule::PtraceAttach && access == "attach" && rec.ret >= 0 {
+            // A traced process is run by its tracer: no allowance holds
+            // for it from now on (the kernel checks `ptrace` itself).
+            cx.procs.withdraw_allowance(
+                target,
+                &format!("traced by pid {} ({})", actor.pid, actor.comm),
+            );
+        }
         let target_info = cx.procs.lookup(target);
         let m = MemAccess {
             rule,
@@ -156,10 +168,31 @@ impl Memory {
                 .get(&actor.pid)
                 .is_some_and(|t| t.contains(&target)),
             path: None,
+            thread,
             ts_boot_ns: rec.task.ts_boot_ns,
         };
         alert_memory(cx, policy, pending, &m);
     }
+}
+
+/// The process whose /proc file `path` is, and the number its directory
+/// names: the kernel's resolution (a protected process, also through one
+/// of its threads), else the `<pid>` of /proc/<pid>/task/<tid>, else the
+/// thread group of /proc/<n>.
+fn proc_file_target(cx: &mut Context, rec: &OpenRecord, path: &str) -> Option<(u32, u32)> {
+    let num = |d: &Path| d.file_name()?.to_str()?.parse::<u32>().ok();
+    let dir = Path::new(path).parent()?;
+    let named = num(dir)?;
+    if rec.proc_target != 0 {
+        return Some((rec.proc_target, named));
+    }
+    let up = dir.parent()?;
+    if up.file_name().is_some_and(|n| n == "task")
+        && let Some(pid) = up.parent().and_then(num)
+    {
+        return Some((pid, named));
+    }
+    Some((cx.procs.tgid_of(named), named))
 }
 
 fn alert_memory(cx: &mut Context, policy: &Policy, pending: &mut Environ, m: &MemAccess<'_>) {

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+pub mod allow_ids;
 pub mod dump_rules;
 pub mod dumps;
 pub mod enforce;
@@ -92,9 +93,18 @@ impl Policy {
         }
     }
 
-    /// Is `exe` allowed to open a key covered by `watch_id` (None: matched by
-    /// name only)?
-    pub fn allowed(&self, exe: &str, watch_id: Option<u32>) -> bool {
+    /// Is the actor allowed to open a key covered by `watch_id` (None:
+    /// matched by name only)? An allowance names an executable by path and
+    /// holds for a process whose executable is the file that path names
+    /// here (its (dev, inode) at exec, `exe_genuine`) and that nothing else
+    /// controls (no loader variables at exec, not traced: `allow_bypass`).
+    pub fn allowed(&self, p: &ProcInfo, watch_id: Option<u32>) -> bool {
+        self.allowed_exe(&p.exe, watch_id) && trusted(p)
+    }
+
+    /// Would an `[[allow]]` by path have covered `exe` (key opens, any
+    /// scope, dumps or memory)?
+    fn allowed_exe(&self, exe: &str, watch_id: Option<u32>) -> bool {
         !exe.is_empty()
             && self.allow.iter().any(|a| {
                 a.target.is_none()
@@ -106,23 +116,65 @@ impl Policy {
                     }
             })
     }
-}
 
-impl Policy {
-    /// Is `exe` allowed to open dump files (an `[[allow]]` with `dumps`)?
-    pub fn allowed_dumps(&self, exe: &str) -> bool {
-        !exe.is_empty()
-            && self
-                .allow
-                .iter()
-                .any(|a| a.dumps && a.exe.iter().any(|e| e == exe))
-    }
-
-    /// Is `exe` allowed to access the memory of processes running `target`?
-    pub fn allowed_memory(&self, exe: &str, target: &str) -> bool {
+    /// Does an `[[allow]]` entry (of any kind) name `exe`?
+    pub fn names_exe(&self, exe: &str) -> bool {
         !exe.is_empty()
             && self.allow.iter().any(|a| {
                 a.exe.iter().any(|e| e == exe)
+                    || a.target
+                        .as_ref()
+                        .is_some_and(|t| t.iter().any(|e| e == exe))
+            })
+    }
+
+    /// Why an `[[allow]]` naming the actor's executable does not hold for
+    /// it (None when no entry names it, or when it holds).
+    pub fn allowance_withdrawn(&self, p: &ProcInfo) -> Option<String> {
+        if p.exe.is_empty()
+            || !self
+                .allow
+                .iter()
+                .any(|a| a.exe.iter().any(|e| **e == *p.exe))
+        {
+            return None;
+        }
+        if let Some(why) = &p.allow_bypass {
+            return Some(why.to_string());
+        }
+        (!p.exe_genuine).then(|| {
+            format!(
+                "its executable is not the file {} names on this host",
+                p.exe
+            )
+        })
+    }
+}
+
+/// Nothing but the allowlisted program runs in the process: its path was
+/// verified by inode at exec and no loader variable or tracer is involved.
+fn trusted(p: &ProcInfo) -> bool {
+    p.exe_genuine && p.allow_bypass.is_none()
+}
+
+impl Policy {
+    /// Is the actor allowed to open dump files (an `[[allow]]` with `dumps`)?
+    pub fn allowed_dumps(&self, p: &ProcInfo) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self
+                .allow
+                .iter()
+                .any(|a| a.dumps && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is the actor allowed to access the memory of processes running
+    /// `target`?
+    pub fn allowed_memory(&self, p: &ProcInfo, target: &str) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self.allow.iter().any(|a| {
+                a.exe.iter().any(|e| **e == *p.exe)
                     && a.target
                         .as_ref()
                         .is_some_and(|t| t.iter().any(|t| t == target))
@@ -146,7 +198,7 @@ impl Policy {
         if a.pid == t.pid {
             return None;
         }
-        if self.allowed_memory(&a.exe, &t.exe) {
+        if self.allowed_memory(a, &t.exe) {
             return None;
         }
         if m.rule == Rule::PtraceAttach && t.ppid == a.pid && !t.execed {
@@ -213,6 +265,7 @@ impl Policy {
                 target_protected: m.target_protected,
                 recon: m.recon,
                 path: m.path.clone(),
+                thread: m.thread,
             });
         if let Some((severity, score)) = lowered {
             alert = alert.verdict(severity, score);
@@ -251,6 +304,7 @@ pub fn process_ctx(p: &ProcInfo) -> ProcessCtx {
         comm: p.comm.clone(),
         exe: p.exe.to_string(),
         cmdline: redact::cmdline(&p.argv),
+        allow_bypass: None,
     }
 }
 
@@ -289,7 +343,7 @@ impl Policy {
         if acc == "path" {
             return None;
         }
-        if self.allowed(&k.actor.exe, k.watch_id) {
+        if self.allowed(k.actor, k.watch_id) {
             return None;
         }
         let mut matched = Vec::new();
@@ -395,10 +449,10 @@ impl Policy {
             return None;
         }
         if o.dump {
-            if self.allowed_dumps(&actor.exe) {
+            if self.allowed_dumps(actor) {
                 return None;
             }
-        } else if self.allowed(&actor.exe, None) {
+        } else if self.allowed(actor, None) {
             return None;
         }
         let message = format!(
@@ -453,5 +507,7 @@ mod dump_tests;
 mod flow_tests;
 #[cfg(test)]
 mod lsm_tests;
+#[cfg(test)]
+mod memory_tests;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@ use sensor_common::{InodeKey, PATH_OP_LINK, PATH_OP_UNLINK};
 
 use crate::{
     alert::{FlowDetail, Origin, Severity, Target, TrackedKind},
-    detect::flows::user_path,
+    detect::flows::{stat_user_path, user_path},
     detect::{Policy, rule_alert},
     enrich::context::Context,
     enrich::watch::kdev,
@@ -30,9 +30,10 @@ pub(crate) fn path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     // and the replay's answer).
     let key = format!("path:{}:{:x}", p.task.tid, p.task.ts_boot_ns);
     let v = cx.view.value(key, || {
-        let (shown, seen) = user_path(p.task.pid, p.new_dfd, &p.new);
-        std::fs::symlink_metadata(&seen)
-            .map(|md| serde_json::json!([shown.to_string_lossy(), md.dev(), md.ino(), md.is_dir()]))
+        stat_user_path(p.task.pid, p.new_dfd, &p.new)
+            .map(|(shown, md)| {
+                serde_json::json!([shown.to_string_lossy(), md.dev(), md.ino(), md.is_dir()])
+            })
             .unwrap_or_default()
     });
     let Ok((shown, dev, ino, is_dir)) = serde_json::from_value::<(String, u64, u64, bool)>(v)
@@ -41,7 +42,7 @@ pub(crate) fn path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     };
     let kd = kdev(dev);
     // The new name as reachable from here (live reads only).
-    let seen = || user_path(p.task.pid, p.new_dfd, &p.new).1;
+    let seen = || user_path(p.task.pid, p.new_dfd, &p.new);
     if p.op != PATH_OP_LINK {
         // What had the new name before a rename lost it.
         cx.name_gone(&p.new, Some((kd, ino)));
@@ -62,11 +63,11 @@ pub(crate) fn path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
             let now = cx
                 .view
                 .value(format!("same:{kd}:{ino}:{id}"), || {
-                    let by_gen = igen.zip(crate::enrich::handle::generation(&seen(), kd, ino));
+                    let by_gen = igen.zip(crate::enrich::handle::generation(&seen().seen, kd, ino));
                     match (by_gen, &h) {
                         (Some((was, is)), _) => Some(was == is),
                         (None, Some(h)) => {
-                            crate::enrich::handle::Handle::of_inode(&seen(), kd, ino)
+                            crate::enrich::handle::Handle::of_inode(&seen().seen, kd, ino)
                                 .map(|n| n == *h)
                         }
                         (None, None) => None,
@@ -103,7 +104,7 @@ pub(crate) fn path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     }
     let actor = cx.procs.resolve(&p.task);
     let watch_id = watched.as_ref().map(|w| w.watch_id);
-    if tracked.is_none() && policy.allowed(&actor.exe, watch_id) {
+    if tracked.is_none() && policy.allowed(&actor, watch_id) {
         return;
     }
     let id = match tracked {

@@ -40,7 +40,7 @@ pub(crate) fn net_send(cx: &mut Context, policy: &Policy, s: &SendRecord) {
     let (what, tracked_id) = match (&src, &dumped) {
         (Some((id, kind, path, watch)), _) => {
             if *kind == TrackedKind::Key
-                && (policy.allowed(&actor.exe, *watch)
+                && (policy.allowed(&actor, *watch)
                     || cx.fresh_own_key(*id, actor.uid, s.task.ts_boot_ns))
             {
                 return;

@@ -32,6 +32,8 @@ pub(super) fn proc(pid: u32, ppid: u32, uid: u32, exe: &str) -> ProcInfo {
         start_ns: 0x10,
         cgroup_id: 0,
         execed: true,
+        exe_genuine: true,
+        allow_bypass: None,
     }
 }
 
@@ -63,6 +65,7 @@ fn mem<'a>(
         target_protected: protected,
         recon: false,
         path: None,
+        thread: None,
         ts_boot_ns: 0,
     }
 }
@@ -262,7 +265,7 @@ const O_WRONLY: u32 = 1;
 const O_CREAT: u32 = 0o100;
 pub(super) const O_PATH: u32 = 0o10000000;
 
-fn open_rec(flags: u32, ret: i64, matched: u32) -> OpenRecord {
+pub(super) fn open_rec(flags: u32, ret: i64, matched: u32) -> OpenRecord {
     OpenRecord {
         task: Task {
             ts_boot_ns: 0,
@@ -288,6 +291,7 @@ fn open_rec(flags: u32, ret: i64, matched: u32) -> OpenRecord {
         path: Some("/etc/ssl/private/ca.key".into()),
         path_truncated: false,
         proc_file: 0,
+        proc_target: 0,
         igen: 1,
         fmode: 0,
         owner: 0,
@@ -461,4 +465,44 @@ fn own_and_fresh_keys_are_marked_for_scoring() {
     k.fresh = true;
     let f = p.key_file_open(&k, HOST, ts()).unwrap().open.unwrap();
     assert!(!f.fresh_key && !f.own_key);
+}
+
+#[test]
+fn an_allowance_holds_only_for_the_genuine_untouched_program() {
+    let p = policy("[[allow]]\nexe = \"/usr/bin/cat\"\n");
+    let cat = cat();
+    assert!(p.allowed(&cat, None));
+    assert_eq!(p.allowance_withdrawn(&cat), None);
+    // Another file at that path (a bind mount in another namespace).
+    let look_alike = ProcInfo {
+        exe_genuine: false,
+        ..cat.clone()
+    };
+    assert!(!p.allowed(&look_alike, None));
+    assert!(
+        p.allowance_withdrawn(&look_alike)
+            .unwrap()
+            .contains("not the file /usr/bin/cat names")
+    );
+    // Loader variables or a tracer at exec.
+    let preloaded = ProcInfo {
+        allow_bypass: crate::enrich::proctab::exec_bypass(sensor_common::EXEC_LD_ENV),
+        ..cat.clone()
+    };
+    assert!(!p.allowed(&preloaded, None));
+    assert!(
+        p.allowance_withdrawn(&preloaded)
+            .unwrap()
+            .contains("LD_PRELOAD")
+    );
+    assert_eq!(
+        crate::enrich::proctab::exec_bypass(sensor_common::EXEC_ALLOWLISTED),
+        None
+    );
+    // A program no [[allow]] names has nothing withdrawn.
+    let gdb = ProcInfo {
+        allow_bypass: crate::enrich::proctab::exec_bypass(sensor_common::EXEC_PTRACED),
+        ..gdb()
+    };
+    assert_eq!(p.allowance_withdrawn(&gdb), None);
 }

@@ -70,6 +70,8 @@ pub struct Context {
     /// Reads of the live system, recorded (live) or answered from the
     /// recording (replay).
     pub(crate) view: SystemView,
+    /// Executable identities verified against their paths (exec).
+    pub(crate) exe_ids: crate::enrich::exeid::ExeIds,
     /// What the kernel watches, taints and protects (no-ops in replay).
     pub kernel: KernelControl,
     /// Tracked files to scan for key material.
@@ -94,6 +96,7 @@ impl Context {
             host: gethostname::gethostname().to_string_lossy().into_owned(),
             clock: Clock::new(),
             view: SystemView::default(),
+            exe_ids: Default::default(),
             kernel: KernelControl::default(),
             scan_tx: None,
             mem_readers: HashMap::new(),

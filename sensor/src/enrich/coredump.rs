@@ -121,6 +121,8 @@ mod tests {
             start_ns: 0,
             cgroup_id: 0,
             execed: true,
+            exe_genuine: true,
+            allow_bypass: None,
         };
         let cwd = Path::new("/var/lib/vault");
         assert_eq!(

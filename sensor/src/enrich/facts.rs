@@ -5,8 +5,8 @@
 //! registry, a `TrackedOpen`); a cross-process access is a `MemAccess`.
 
 use sensor_common::{
-    MATCH_INODE, MATCH_NAME, MATCH_PARENT, SRC_CREAT, SRC_IO_URING, SRC_OPEN, SRC_OPEN_BY_HANDLE,
-    SRC_OPENAT, SRC_OPENAT2,
+    MATCH_INODE, MATCH_NAME, MATCH_PARENT, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED, SRC_OPEN,
+    SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2,
 };
 
 use crate::{
@@ -34,6 +34,9 @@ pub struct MemAccess<'a> {
     pub recon: bool,
     /// The /proc file opened (proc-mem-open).
     pub path: Option<String>,
+    /// The thread id the actor named, when it is not the target's pid (a
+    /// thread of the target other than its leader).
+    pub thread: Option<u32>,
     pub ts_boot_ns: u64,
 }
 
@@ -160,6 +163,7 @@ pub fn via(source: u32) -> &'static str {
         SRC_CREAT => "creat",
         SRC_OPEN_BY_HANDLE => "open_by_handle_at",
         SRC_IO_URING => "io_uring",
+        SRC_IO_URING_FIXED => "io_uring-fixed",
         _ => "unknown",
     }
 }

@@ -6,6 +6,7 @@
 pub mod context;
 pub mod coredump;
 pub mod devnum;
+pub mod exeid;
 pub mod facts;
 pub mod handle;
 pub mod proctab;

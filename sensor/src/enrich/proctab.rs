@@ -25,6 +25,27 @@ pub struct ProcInfo {
     /// False between fork and the child's first exec (still the parent's
     /// program: a tracer attaching then is launching it, as strace does).
     pub execed: bool,
+    /// The exe path names this process's executable (dev, inode) in
+    /// keysentry's own mount namespace (checked at exec): false when the
+    /// path string came from another namespace's mount (a bind mount over
+    /// an allowlisted path) or the file was replaced. An `[[allow]]` by
+    /// path holds only for a genuine executable.
+    pub exe_genuine: bool,
+    /// Why no `[[allow]]` holds for this process although its executable
+    /// is allowlisted: loader variables or tracing at exec, a tracer that
+    /// attached since. Kept across fork (the child runs the same code).
+    pub allow_bypass: Option<Arc<str>>,
+}
+
+/// What an exec put in a process (`ProcessTable::exec`).
+#[derive(Debug, Default)]
+pub struct Image {
+    pub argv: Vec<String>,
+    pub exe: Option<String>,
+    /// See `ProcInfo::exe_genuine`.
+    pub exe_genuine: bool,
+    /// See `ProcInfo::allow_bypass`.
+    pub allow_bypass: Option<Arc<str>>,
 }
 
 /// How long an exited process stays in the table for late lookups.
@@ -143,6 +164,8 @@ impl ProcessTable {
             start_ns: 0,
             cgroup_id: task.cgroup_id,
             execed: true,
+            exe_genuine: true,
+            allow_bypass: None,
         }
     }
 
@@ -188,18 +211,13 @@ impl ProcessTable {
             start_ns: 0,
             cgroup_id: 0,
             execed: true,
+            exe_genuine: true,
+            allow_bypass: None,
         }
     }
 
-    pub fn exec(
-        &mut self,
-        task: &Task,
-        ppid: u32,
-        start_ns: u64,
-        argv: Vec<String>,
-        exe: Option<String>,
-    ) {
-        let exe: Arc<str> = Arc::from(exe.unwrap_or_default());
+    /// The process exec'd `image`.
+    pub fn exec(&mut self, task: &Task, ppid: u32, start_ns: u64, image: Image) {
         self.procs.insert(
             task.pid,
             ProcInfo {
@@ -207,11 +225,13 @@ impl ProcessTable {
                 ppid,
                 uid: task.uid,
                 comm: task.comm.clone(),
-                exe,
-                argv: Arc::from(argv),
+                exe: Arc::from(image.exe.unwrap_or_default()),
+                argv: Arc::from(image.argv),
                 start_ns,
                 cgroup_id: task.cgroup_id,
                 execed: true,
+                exe_genuine: image.exe_genuine,
+                allow_bypass: image.allow_bypass,
             },
         );
     }
@@ -237,9 +257,20 @@ impl ProcessTable {
                 start_ns: child_start_ns,
                 cgroup_id: parent.cgroup_id,
                 execed: false,
+                exe_genuine: true,
+                allow_bypass: None,
             },
         };
         self.procs.insert(child_pid, child);
+    }
+
+    /// No `[[allow]]` holds for the process from now on (until it execs).
+    pub fn withdraw_allowance(&mut self, pid: u32, why: &str) {
+        if let Some(p) = self.procs.get_mut(&pid)
+            && p.allow_bypass.is_none()
+        {
+            p.allow_bypass = Some(Arc::from(why));
+        }
     }
 
     /// The process's leader was renamed (prctl(PR_SET_NAME), a write to
@@ -279,21 +310,67 @@ impl ProcessTable {
 fn read_proc(p: &procfs::process::Process) -> Option<ProcInfo> {
     let stat = p.stat().ok()?;
     let tps = procfs::ticks_per_second().max(1);
+    let exe = p.exe().ok();
+    // The executable's identity through the /proc link (the file the
+    // process runs, wherever it is mounted) against what its path names
+    // here.
+    let exe_genuine = exe.as_ref().is_some_and(|e| {
+        use std::os::unix::fs::MetadataExt;
+        let real = std::fs::metadata(format!("/proc/{}/exe", stat.pid));
+        let named = std::fs::metadata(e);
+        matches!((real, named), (Ok(r), Ok(n)) if (r.dev(), r.ino()) == (n.dev(), n.ino()))
+    });
     Some(ProcInfo {
         pid: stat.pid as u32,
         ppid: stat.ppid as u32,
         uid: p.uid().unwrap_or(u32::MAX),
         comm: stat.comm.clone(),
         exe: Arc::from(
-            p.exe()
-                .map(|e| e.to_string_lossy().into_owned())
+            exe.map(|e| e.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         ),
         argv: Arc::from(p.cmdline().unwrap_or_default()),
         start_ns: stat.starttime.saturating_mul(1_000_000_000 / tps),
         cgroup_id: cgroup_id(stat.pid).unwrap_or(0),
         execed: true,
+        exe_genuine,
+        allow_bypass: running_bypass(p),
     })
+}
+
+/// Loader variables in a running process's environment, or a tracer: why
+/// an allowance would not hold for a process found in /proc (the kernel
+/// checks a new one at exec).
+fn running_bypass(p: &procfs::process::Process) -> Option<Arc<str>> {
+    if let Ok(st) = p.status()
+        && st.tracerpid != 0
+    {
+        return Some(Arc::from(format!("traced by pid {}", st.tracerpid)));
+    }
+    let env = p.environ().ok()?;
+    LD_VARS
+        .iter()
+        .find(|v| env.contains_key(std::ffi::OsStr::new(v)))
+        .map(|v| Arc::from(format!("{v} in its environment")))
+}
+
+/// The loader variables that put code into an allowlisted executable (the
+/// kernel's list, probes/process.rs).
+pub const LD_VARS: [&str; 3] = ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"];
+
+/// Why an allowance does not hold, from an exec record's EXEC_* bits.
+pub fn exec_bypass(flags: u32) -> Option<Arc<str>> {
+    use sensor_common::{EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED};
+    let why = if flags & EXEC_PTRACED != 0 {
+        "traced at exec"
+    } else if flags & EXEC_LD_ENV != 0 {
+        "LD_PRELOAD, LD_AUDIT or LD_LIBRARY_PATH at exec"
+    } else if flags & EXEC_ENV_UNCHECKED != 0 {
+        "environment too large to check at exec"
+    } else {
+        return None;
+    };
+    Some(Arc::from(why))
 }
 
 /// cgroup v2 id of a process: the inode of its cgroup directory.
@@ -329,8 +406,11 @@ mod tests {
             &task(10),
             1,
             100,
-            vec!["sh".into()],
-            Some("/usr/bin/sh".into()),
+            Image {
+                argv: vec!["sh".into()],
+                exe: Some("/usr/bin/sh".into()),
+                ..Default::default()
+            },
         );
         t.fork(&task(10), 11, 200);
         let c = t.get(11).unwrap();
@@ -347,7 +427,15 @@ mod tests {
     #[test]
     fn rename_changes_comm() {
         let mut t = ProcessTable::new();
-        t.exec(&task(10), 1, 100, vec![], Some("/usr/bin/sh".into()));
+        t.exec(
+            &task(10),
+            1,
+            100,
+            Image {
+                exe: Some("/usr/bin/sh".into()),
+                ..Default::default()
+            },
+        );
         t.rename(10, "signerd");
         assert_eq!(t.get(10).unwrap().comm, "signerd");
         t.rename(99, "other");

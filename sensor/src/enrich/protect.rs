@@ -237,6 +237,8 @@ mod tests {
             start_ns: 1,
             cgroup_id: 0,
             execed: true,
+            exe_genuine: true,
+            allow_bypass: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! files by (dev, inode) with WATCH_TRACKED, so opens of them and reads by
 //! later processes are followed too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use crate::{
     alert::{LineageStep, Origin, TrackedKind},
@@ -64,17 +64,28 @@ pub struct Tracked {
     pub gone: bool,
 }
 
-/// Most files tracked; the oldest derived files go first when full.
+/// Most files tracked: when full, registering one evicts the oldest derived
+/// file (copy or dump), or the oldest key when only keys are left, in O(1).
 pub const MAX_TRACKED: usize = 16384;
 /// Longest lineage walked.
 const MAX_DEPTH: usize = 32;
 
-#[derive(Default)]
 pub struct Registry {
     by_id: HashMap<u32, Tracked>,
     by_inode: HashMap<(u32, u64), u32>,
     next_id: u32,
     evicted: Vec<Tracked>,
+    /// Ids in registration order, for eviction: derived files (evicted
+    /// first), then keys. Ids removed meanwhile are skipped when they come
+    /// up, and pruned when a queue holds twice the bound.
+    order: [VecDeque<u32>; 2],
+    cap: usize,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_capacity(MAX_TRACKED)
+    }
 }
 
 /// Ids of tracked files start here, above any key_path index, so a watch
@@ -82,6 +93,18 @@ pub struct Registry {
 pub const TRACKED_ID_BASE: u32 = 1 << 20;
 
 impl Registry {
+    /// A registry of at most `cap` files (tests; `default()`: MAX_TRACKED).
+    pub fn with_capacity(cap: usize) -> Self {
+        Self {
+            by_id: HashMap::new(),
+            by_inode: HashMap::new(),
+            next_id: 0,
+            evicted: Vec::new(),
+            order: Default::default(),
+            cap: cap.max(1),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -181,9 +204,9 @@ impl Registry {
         if let Some(id) = self.by_inode.get(&(kdev, ino)) {
             return (*id, false);
         }
-        if self.by_id.len() >= MAX_TRACKED {
-            let gone = self.evict();
-            self.evicted.extend(gone);
+        while self.by_id.len() >= self.cap {
+            let Some(gone) = self.evict_one() else { break };
+            self.evicted.push(gone);
         }
         let generation = parent
             .and_then(|p| self.by_id.get(&p))
@@ -220,24 +243,29 @@ impl Registry {
             },
         );
         self.by_inode.insert((kdev, ino), id);
+        let q = usize::from(kind == TrackedKind::Key);
+        self.order[q].push_back(id);
+        if self.order[q].len() > 2 * self.cap {
+            // Ids of files removed since: each pruning follows at least
+            // `cap` registrations, so this is O(1) per registration.
+            let by_id = &self.by_id;
+            self.order[q].retain(|id| by_id.contains_key(id));
+        }
         (id, true)
     }
 
-    /// Drops the oldest quarter of the derived files and of the keys whose
-    /// file is gone (live keys stay); returns them, for their kernel entries
-    /// to go too.
-    fn evict(&mut self) -> Vec<Tracked> {
-        let mut ids: Vec<u32> = self
-            .by_id
-            .values()
-            .filter(|t| t.kind != TrackedKind::Key || t.gone)
-            .map(|t| t.id)
-            .collect();
-        ids.sort_unstable();
-        ids.into_iter()
-            .take(MAX_TRACKED / 4)
-            .filter_map(|id| self.remove(id))
-            .collect()
+    /// Drops the oldest derived file, or the oldest key when no derived
+    /// file is left; returns it, for its kernel entry to go too. Amortized
+    /// O(1): every id is queued once and popped at most once.
+    fn evict_one(&mut self) -> Option<Tracked> {
+        for q in 0..2 {
+            while let Some(id) = self.order[q].pop_front() {
+                if let Some(t) = self.remove(id) {
+                    return Some(t);
+                }
+            }
+        }
+        None
     }
 
     /// Files evicted since the last call (their kernel entries must go).
@@ -281,6 +309,22 @@ impl Registry {
     }
 
     /// The kind of the origin of `id`'s lineage.
+    /// Whether a reader of tracked file `id` gets a strong taint
+    /// (`WATCH_STRONG`): its lineage starts at a dump, or at a key a key
+    /// path covers (not one matched by its name only).
+    pub fn strong_root(&self, id: u32) -> bool {
+        let Some(mut cur) = self.by_id.get(&id) else {
+            return false;
+        };
+        for _ in 0..MAX_DEPTH {
+            match cur.parent.and_then(|p| self.by_id.get(&p)) {
+                Some(p) => cur = p,
+                None => break,
+            }
+        }
+        cur.kind == TrackedKind::Dump || (cur.kind == TrackedKind::Key && cur.watch.is_some())
+    }
+
     pub fn root_kind(&self, id: u32) -> Option<TrackedKind> {
         let mut cur = self.by_id.get(&id)?;
         for _ in 0..MAX_DEPTH {
@@ -296,6 +340,99 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader's taint is strong for tracked files whose lineage starts
+    /// at a dump or at a key a key path covers, not at a key matched by
+    /// its name only.
+    #[test]
+    fn strong_roots_are_dumps_and_key_path_keys() {
+        let mut r = Registry::default();
+        let reg = |r: &mut Registry, ino, kind, parent| {
+            r.register(
+                1,
+                ino,
+                format!("/f{ino}"),
+                kind,
+                "write",
+                parent,
+                None,
+                None,
+            )
+            .0
+        };
+        let dump = reg(&mut r, 1, TrackedKind::Dump, None);
+        let dump_copy = reg(&mut r, 2, TrackedKind::Copy, Some(dump));
+        let path_key = reg(&mut r, 3, TrackedKind::Key, None);
+        r.get_mut(path_key).unwrap().watch = Some(0);
+        let path_copy = reg(&mut r, 4, TrackedKind::Copy, Some(path_key));
+        let name_key = reg(&mut r, 5, TrackedKind::Key, None);
+        let name_copy = reg(&mut r, 6, TrackedKind::Copy, Some(name_key));
+        let name_copy2 = reg(&mut r, 7, TrackedKind::Copy, Some(name_copy));
+        for id in [dump, dump_copy, path_key, path_copy] {
+            assert!(r.strong_root(id), "{id}");
+        }
+        for id in [name_key, name_copy, name_copy2, 999] {
+            assert!(!r.strong_root(id), "{id}");
+        }
+    }
+
+    /// A full registry evicts the oldest derived file first, then the
+    /// oldest key when only keys are left; ids removed meanwhile are
+    /// skipped; it never holds more than its bound.
+    #[test]
+    fn eviction_takes_the_oldest_derived_file_then_keys() {
+        let mut r = Registry::with_capacity(4);
+        let reg = |r: &mut Registry, ino, kind| {
+            r.register(1, ino, format!("/f{ino}"), kind, "write", None, None, None)
+                .0
+        };
+        let k1 = reg(&mut r, 1, TrackedKind::Key);
+        let c1 = reg(&mut r, 2, TrackedKind::Copy);
+        let d1 = reg(&mut r, 3, TrackedKind::Dump);
+        let k2 = reg(&mut r, 4, TrackedKind::Key);
+        assert!(r.take_evicted().is_empty());
+        // c1 removed (its inode went): d1 is the oldest derived file left.
+        r.remove(c1);
+        let c2 = reg(&mut r, 5, TrackedKind::Copy);
+        assert!(r.take_evicted().is_empty(), "room left by c1");
+        let c3 = reg(&mut r, 6, TrackedKind::Copy);
+        let ids = |v: Vec<Tracked>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+        assert_eq!(ids(r.take_evicted()), [d1]);
+        let c4 = reg(&mut r, 7, TrackedKind::Copy);
+        assert_eq!(ids(r.take_evicted()), [c2]);
+        assert_eq!(r.len(), 4);
+        // Only keys left after two more keys: the oldest keys go.
+        let k3 = reg(&mut r, 8, TrackedKind::Key);
+        let k4 = reg(&mut r, 9, TrackedKind::Key);
+        assert_eq!(ids(r.take_evicted()), [c3, c4]);
+        let _k5 = reg(&mut r, 10, TrackedKind::Key);
+        assert_eq!(ids(r.take_evicted()), [k1]);
+        assert_eq!(r.len(), 4);
+        assert!(r.get(k2).is_some() && r.get(k3).is_some() && r.get(k4).is_some());
+        assert!(r.by_inode(1, 1).is_none(), "the inode index follows");
+    }
+
+    /// Files removed without eviction do not pile up in the eviction
+    /// queues.
+    #[test]
+    fn removed_files_do_not_grow_the_eviction_queues() {
+        let mut r = Registry::with_capacity(8);
+        for ino in 0..1000 {
+            let (id, _) = r.register(
+                1,
+                ino,
+                "/f".into(),
+                TrackedKind::Copy,
+                "write",
+                None,
+                None,
+                None,
+            );
+            r.remove(id);
+        }
+        assert!(r.order[0].len() <= 2 * 8 + 1);
+        assert!(r.is_empty());
+    }
 
     #[test]
     fn lineage_runs_from_the_origin() {

@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sensor_common::{InodeKey, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry};
+use sensor_common::{InodeKey, WATCH_IGEN, WATCH_SELF, WATCH_STRONG, WATCH_TRACKED, WatchEntry};
 
 use crate::{
     alert::TrackedKind, enrich::context::Context, enrich::facts::KeyAccess, enrich::watch::kdev,
@@ -87,12 +87,20 @@ impl Context {
             .registry
             .get(id)
             .map_or((None, 0), |t| (t.igen, t.generation));
+        let strong = if self.registry.strong_root(id) {
+            WATCH_STRONG
+        } else {
+            0
+        };
         if !self.kernel.is_live() {
             return;
         }
         let entry = WatchEntry {
             watch_id: id,
-            flags: WATCH_SELF | WATCH_TRACKED | if igen.is_some() { WATCH_IGEN } else { 0 },
+            flags: WATCH_SELF
+                | WATCH_TRACKED
+                | strong
+                | if igen.is_some() { WATCH_IGEN } else { 0 },
             igen: igen.unwrap_or(0),
             generation,
         };
@@ -157,6 +165,10 @@ impl Context {
         self.metrics
             .flow_stopped
             .with_label_values(&["eviction"])
+            .inc_by(gone.len() as u64);
+        self.metrics
+            .map_evictions
+            .with_label_values(&["tracked_files"])
             .inc_by(gone.len() as u64);
         for t in &gone {
             self.untrack_in_kernel(t);

@@ -117,6 +117,11 @@ impl KernelBtf {
         None
     }
 
+    /// Size in bytes of struct `name`.
+    pub fn struct_size(&self, name: &str) -> Result<usize> {
+        Ok(self.find_struct(name)?.size())
+    }
+
     /// Value of an enumerator of enum `enum_name` (e.g. io_uring_op,
     /// IORING_OP_OPENAT).
     pub fn enum_value(&self, enum_name: &str, enumerator: &str) -> Result<u64> {
@@ -215,6 +220,10 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         signal_live: o("signal_struct", "live")?,
         signal_group_exit_code: o("signal_struct", "group_exit_code")?,
         fdt_max_fds: o("fdtable", "max_fds")?,
+        task_ptrace: o("task_struct", "ptrace")?,
+        mm_env_start: o("mm_struct", "env_start")?,
+        mm_env_end: o("mm_struct", "env_end")?,
+        pt_regs_ax: o("pt_regs", "ax")?,
         ..Default::default()
     };
     // The programs read these with fixed offsets: refuse a kernel whose
@@ -244,6 +253,8 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             "struct qstr has len at {qstr_len} and name at {qstr_name}, the programs expect 4 and 8"
         );
     }
+    // A non-leader's exec: its old thread id leaves PROTECTED_THREADS.
+    k.tp_exec_old_pid = tracefs::field_offset("sched", "sched_process_exec", "old_pid")?;
     // task:task_rename is optional (its probe is skipped without it).
     if let (Ok(pid), Ok(comm)) = (
         tracefs::field_offset("task", "task_rename", "pid"),
@@ -269,6 +280,22 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         // processes (opcodes this kernel lacks are left out).
         if let Ok(file) = o("io_kiocb", "file") {
             k.io_kiocb_file = file;
+            // IORING_OP_CLOSE: struct io_close (file, fd, file_slot) is the
+            // request's command area, which starts where `file` does.
+            if let (Ok(close), Ok(fd), Ok(slot)) = (
+                btf.enum_value("io_uring_op", "IORING_OP_CLOSE"),
+                o("io_close", "fd"),
+                o("io_close", "file_slot"),
+            ) && slot == fd + 4
+            {
+                k.iou_op_close = close as u32;
+                k.iou_close_fd = file + fd;
+            }
+            // OPENAT/OPENAT2 into a fixed file slot: struct io_open's
+            // file_slot, the ring, and its fixed file table.
+            if let Ok(slot) = o("io_open", "file_slot") {
+                io_uring_fixed_table(btf, &mut k, file + slot);
+            }
             for op in [
                 "IORING_OP_WRITEV",
                 "IORING_OP_WRITE_FIXED",
@@ -291,6 +318,52 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     Ok(k)
 }
 
+/// The offsets the io_uring completion probe needs to find the file of an
+/// open into a fixed file slot (`iou_open_slot` is where the request keeps
+/// `io_open.file_slot`). Two layouts of the ring's fixed file table are
+/// known: `ctx->file_table.files[slot].file_ptr` (6.1-6.12, length
+/// `ctx->nr_user_files`) and `ctx->file_table.data.nodes[slot]->file_ptr`
+/// (6.13+, length `ctx->file_table.data.nr`). Any other layout leaves
+/// `iou_table_layout` 0: direct-descriptor opens are then seen only through
+/// BPF LSM (`keysentry probes` says so).
+fn io_uring_fixed_table(btf: &KernelBtf, k: &mut KernelOffsets, open_slot: u32) {
+    let o = |s: &str, m: &str| btf.offset(s, m);
+    let Ok(ctx) = o("io_kiocb", "ctx") else {
+        return;
+    };
+    k.io_kiocb_ctx = ctx;
+    k.iou_open_slot = open_slot;
+    let Ok(table) = o("io_ring_ctx", "file_table") else {
+        return;
+    };
+    if let (Ok(files), Ok(nr), Ok(ptr), Ok(8)) = (
+        o("io_file_table", "files"),
+        o("io_ring_ctx", "nr_user_files"),
+        o("io_fixed_file", "file_ptr"),
+        btf.struct_size("io_fixed_file"),
+    ) {
+        k.iou_ctx_files = table + files;
+        k.iou_ctx_nr_files = nr;
+        k.iou_slot_file_ptr = ptr;
+        k.iou_table_layout = sensor_common::IOU_TABLE_FIXED_FILES;
+    } else if let (Ok(nodes), Ok(nr), Ok(ptr)) = (
+        o("io_file_table", "data.nodes"),
+        o("io_file_table", "data.nr"),
+        o("io_rsrc_node", "file_ptr"),
+    ) {
+        k.iou_ctx_files = table + nodes;
+        k.iou_ctx_nr_files = table + nr;
+        k.iou_slot_file_ptr = ptr;
+        k.iou_table_layout = sensor_common::IOU_TABLE_RSRC_NODES;
+    }
+}
+
+/// True when the completion probe can find the file of an io_uring open
+/// into a fixed file slot (direct descriptor) on this kernel.
+pub fn has_io_uring_fixed_table(k: &KernelOffsets) -> bool {
+    k.iou_open_slot != 0 && k.iou_table_layout != 0
+}
+
 /// True when the task:task_rename field offsets were found.
 pub fn has_task_rename(k: &KernelOffsets) -> bool {
     k.tp_rename_newcomm != 0
@@ -299,6 +372,22 @@ pub fn has_task_rename(k: &KernelOffsets) -> bool {
 /// True when the offsets for the io_uring probe were found.
 pub fn has_io_uring(k: &KernelOffsets) -> bool {
     k.tp_iou_complete_res != 0
+}
+
+/// The io_uring submit probe that sees IORING_OP_CLOSE on this kernel
+/// (`io_uring_submit_req` since 6.2, `io_uring_submit_sqe` before), or
+/// None without the close offsets or either tracepoint.
+pub fn io_uring_close_probe(k: &KernelOffsets) -> Option<&'static str> {
+    if k.iou_close_fd == 0 {
+        return None;
+    }
+    if crate::kernel::tracefs::has_tracepoint("io_uring", "io_uring_submit_req") {
+        Some("ks_iou_submit_req")
+    } else if crate::kernel::tracefs::has_tracepoint("io_uring", "io_uring_submit_sqe") {
+        Some("ks_iou_submit_sqe")
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -319,5 +408,46 @@ mod tests {
         assert!(btf.offset("task_struct", "files").unwrap() > 0);
         assert!(btf.offset("task_struct", "no_such_member").is_err());
         assert!(btf.enum_value("io_uring_op", "IORING_OP_OPENAT").unwrap() > 0);
+    }
+
+    /// The fixed file table of the running kernel, and of the raw BTF files
+    /// (`btf-6.1`, `btf-6.12`, `btf-6.18`: the `.BTF` section of each
+    /// kernel) in `$KEYSENTRY_TEST_BTF_DIR` when set: each known layout
+    /// resolves.
+    #[test]
+    fn io_uring_fixed_table_layouts() {
+        let mut kernels: Vec<(String, KernelBtf)> = Vec::new();
+        if Path::new(VMLINUX).exists() {
+            kernels.push(("running".into(), KernelBtf::load().unwrap()));
+        }
+        if let Ok(dir) = std::env::var("KEYSENTRY_TEST_BTF_DIR") {
+            for v in ["6.1", "6.12", "6.18"] {
+                let p = Path::new(&dir).join(format!("btf-{v}"));
+                if p.exists() {
+                    kernels.push((v.into(), KernelBtf::from_file(&p).unwrap()));
+                }
+            }
+        }
+        for (name, btf) in &kernels {
+            let file = btf.offset("io_kiocb", "file").unwrap();
+            let slot = btf.offset("io_open", "file_slot").unwrap();
+            let mut k = KernelOffsets::default();
+            io_uring_fixed_table(btf, &mut k, file + slot);
+            assert!(has_io_uring_fixed_table(&k), "{name}: {k:?}");
+            let want = if btf.offset("io_file_table", "files").is_ok() {
+                sensor_common::IOU_TABLE_FIXED_FILES
+            } else {
+                sensor_common::IOU_TABLE_RSRC_NODES
+            };
+            assert_eq!(k.iou_table_layout, want, "{name}");
+            eprintln!(
+                "{name}: layout {} files@{} nr@{} file_ptr@{} slot@{}",
+                k.iou_table_layout,
+                k.iou_ctx_files,
+                k.iou_ctx_nr_files,
+                k.iou_slot_file_ptr,
+                k.iou_open_slot
+            );
+        }
     }
 }

@@ -2,46 +2,102 @@
 //! pipeline writes (watched inodes and names, taint, the allowlist,
 //! environment reads), with the key-path scan and allowlist updates that
 //! fill them; `MapStats`, the maps user space only counts, for
-//! `keysentry_map_entries` every 10 s.
+//! `keysentry_map_entries` (one map per step, each about every 10 s).
 
 use anyhow::{Context, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use sensor_common::{
-    InodeKey, TAINT_FILE, TRACKED_PENDING, Taint, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED,
-    WatchEntry,
+    INSERT_FAIL_ALLOW_EXES, INSERT_FAIL_ALLOWED, INSERT_FAIL_PROTECTED,
+    INSERT_FAIL_PROTECTED_THREADS, INSERT_FAIL_SLOTS, INSERT_FAIL_WATCHED,
+    INSERT_FAIL_WATCHED_NAMES, InodeKey, TAINT_FILE, TAINT_STRONG, TRACKED_PENDING, Taint,
+    WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
     names::{NameKey, name_key_of},
 };
 
 use crate::metrics::Metrics;
+
+/// Inserts user space made into kernel maps that the maps refused, per
+/// INSERT_FAIL_* slot: added to the kernel's own `INSERT_FAILED` counts
+/// on each tick (`keysentry_map_insert_failures_total{map}` and its
+/// warning, `agent::live`).
+static USER_INSERT_FAILED: [AtomicU64; INSERT_FAIL_SLOTS as usize] =
+    [const { AtomicU64::new(0) }; INSERT_FAIL_SLOTS as usize];
+
+/// Counts an insert into the map of INSERT_FAIL_* slot `map` that failed.
+pub(crate) fn count_insert_failed(map: u32) {
+    if let Some(c) = USER_INSERT_FAILED.get(map as usize) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Inserts into the map of slot `map` that user space saw refused, so far.
+pub(crate) fn user_insert_failures(map: u32) -> u64 {
+    USER_INSERT_FAILED
+        .get(map as usize)
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// Counts a failed user-space insert (`r`) into the map of slot `map`;
+/// `what` names the entry for the debug log (the warning is per tick).
+fn check_insert(r: Result<(), aya::maps::MapError>, map: u32, what: impl std::fmt::Display) {
+    if let Err(e) = r {
+        count_insert_failed(map);
+        tracing::debug!(
+            "{} insert of {what}: {e}",
+            sensor_common::INSERT_FAIL_MAPS[map as usize]
+        );
+    }
+}
 
 /// Kernel maps the agent writes.
 pub(crate) struct KernelMaps {
     pub(crate) watched: BpfHashMap<MapData, InodeKey, WatchEntry>,
     pub(crate) names: BpfHashMap<MapData, NameKey, u32>,
     pub(crate) tainted: BpfHashMap<MapData, u32, Taint>,
+    /// Strong taints that found `tainted` full.
+    pub(crate) taint_reserve: BpfHashMap<MapData, u32, Taint>,
     /// `[[allow]]` as the kernel checks it (LSM denials, and taint: an
     /// allowed key reader is not tainted).
     pub(crate) allowed: BpfHashMap<MapData, sensor_common::AllowKey, u32>,
+    /// Every `[[allow]]` executable: their execs are checked for loader
+    /// variables and tracing (ALLOW_BYPASS).
+    pub(crate) allow_exes: BpfHashMap<MapData, InodeKey, u32>,
     /// Environments each process read (proc-environ-read's lister count).
     pub(crate) environ: BpfHashMap<MapData, u32, u32>,
 }
 
 impl KernelMaps {
     /// Makes the kernel's `ALLOWED` hold exactly `keys` (start, SIGHUP).
-    pub(crate) fn set_allowed(&mut self, keys: &[sensor_common::AllowKey]) {
+    pub(crate) fn set_allowed(&mut self, keys: &[sensor_common::AllowKey], exes: &[InodeKey]) {
         let old: Vec<sensor_common::AllowKey> = self.allowed.keys().flatten().collect();
         for k in old.iter().filter(|k| !keys.contains(k)) {
             let _ = self.allowed.remove(k);
         }
         for k in keys {
-            if let Err(e) = self.allowed.insert(k, 1, 0) {
-                tracing::warn!("allowlist map insert failed: {e}");
-            }
+            check_insert(
+                self.allowed.insert(k, 1, 0),
+                INSERT_FAIL_ALLOWED,
+                "an [[allow]] entry",
+            );
+        }
+        let old: Vec<InodeKey> = self.allow_exes.keys().flatten().collect();
+        for k in old.iter().filter(|k| !exes.contains(k)) {
+            let _ = self.allow_exes.remove(k);
+        }
+        for k in exes {
+            check_insert(
+                self.allow_exes.insert(k, 1, 0),
+                INSERT_FAIL_ALLOW_EXES,
+                "an [[allow]] program",
+            );
         }
     }
 }
 
-/// The kernel maps user space only counts (their fill, every 10 s).
+/// The kernel maps user space only counts, and those it fills at start
+/// only.
 pub(crate) struct MapStats {
     pipes: BpfHashMap<MapData, u64, Taint>,
     written: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
@@ -49,11 +105,71 @@ pub(crate) struct MapStats {
     openers: BpfHashMap<MapData, u64, sensor_common::FileOpener>,
     received: BpfHashMap<MapData, [u64; 2], i32>,
     reported: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
+    bypass: BpfHashMap<MapData, u32, u32>,
+    group_exited: BpfHashMap<MapData, u32, u64>,
+    protected_exes: BpfHashMap<MapData, InodeKey, u32>,
+    protected_comms: BpfHashMap<MapData, [u8; 16], u32>,
+    /// The next map of `SAMPLED` to count.
+    next: usize,
+    /// TAINTED's last count (keysentry_tainted_processes adds TAINT_RESERVE).
+    tainted: i64,
 }
 
-/// Entries of a kernel hash map (one syscall per key).
+/// The kernel maps sampled into `keysentry_map_entries{map}`, one per
+/// `MapStats::step` (the agent steps every 500 ms, so each is counted
+/// about every 10 s; `FOLD` and `CRIT_RATE` are counted by the agent's
+/// fold sweep, `agent/folds.rs`).
+pub(crate) const SAMPLED: [&str; 19] = [
+    "WATCHED",
+    "WATCHED_NAMES",
+    "TAINTED",
+    "TAINT_RESERVE",
+    "PROTECTED",
+    "PROTECTED_THREADS",
+    "ALLOW_BYPASS",
+    "ENVIRON_READS",
+    "GROUP_EXITED",
+    "TAINTED_PIPES",
+    "WRITTEN",
+    "SENT",
+    "FILE_OPENERS",
+    "FD_RECEIVED",
+    "FD_REPORTED",
+    "ALLOWED",
+    "ALLOW_EXES",
+    "PROTECTED_EXES",
+    "PROTECTED_COMMS",
+];
+
+/// A kernel map's `max_entries`, as the kernel has it (0 if it cannot say).
+pub(crate) fn capacity(m: &MapData) -> i64 {
+    m.info().map_or(0, |i| i.max_entries() as i64)
+}
+
+/// Entries of a kernel hash map: one syscall per key, at most its
+/// capacity (a key removed while the walk passes it restarts the walk, so
+/// a map that changes fast cannot keep the count going).
 pub(crate) fn count_keys<K: aya::Pod, V: aya::Pod>(m: &BpfHashMap<MapData, K, V>) -> i64 {
-    m.keys().filter(|k| k.is_ok()).count() as i64
+    use aya::maps::IterableMap;
+    let cap = capacity(IterableMap::map(m)).max(1) as usize;
+    m.keys().take(cap).filter(|k| k.is_ok()).count() as i64
+}
+
+/// A map's fill and capacity into `keysentry_map_entries{map}` and
+/// `keysentry_map_capacity{map}`.
+pub(crate) fn set_fill<K: aya::Pod, V: aya::Pod>(
+    metrics: &Metrics,
+    name: &str,
+    m: &BpfHashMap<MapData, K, V>,
+) -> i64 {
+    use aya::maps::IterableMap;
+    let n = count_keys(m);
+    metrics.map_entries.with_label_values(&[name]).set(n);
+    metrics
+        .map_capacity
+        .with_label_values(&[name])
+        .set(capacity(IterableMap::map(m)));
+    n
 }
 
 impl MapStats {
@@ -66,26 +182,63 @@ impl MapStats {
             openers: BpfHashMap::try_from(take("FILE_OPENERS")?)?,
             received: BpfHashMap::try_from(take("FD_RECEIVED")?)?,
             reported: BpfHashMap::try_from(take("FD_REPORTED")?)?,
+            bypass: BpfHashMap::try_from(take("ALLOW_BYPASS")?)?,
+            group_exited: BpfHashMap::try_from(take("GROUP_EXITED")?)?,
+            protected_exes: BpfHashMap::try_from(take("PROTECTED_EXES")?)?,
+            protected_comms: BpfHashMap::try_from(take("PROTECTED_COMMS")?)?,
+            next: 0,
+            tainted: 0,
         })
     }
 
-    pub(crate) fn update(&self, metrics: &Metrics, k: Option<&KernelMaps>, protected: i64) {
-        let set = |map: &str, n: i64| metrics.map_entries.with_label_values(&[map]).set(n);
-        if let Some(k) = k {
-            let tainted = count_keys(&k.tainted);
-            metrics.tainted_processes.set(tainted);
-            set("TAINTED", tainted);
-            set("WATCHED", count_keys(&k.watched));
-            set("WATCHED_NAMES", count_keys(&k.names));
-            set("ENVIRON_READS", count_keys(&k.environ));
+    /// Counts the next map of `SAMPLED` (its cost: one syscall per entry,
+    /// at most the map's capacity: 65536 for WATCHED, 16384 or less for
+    /// the others). Returns true when the round of all maps is done.
+    pub(crate) fn step(&mut self, metrics: &Metrics, kernel: &KernelControl) -> bool {
+        let name = SAMPLED[self.next % SAMPLED.len()];
+        self.next = (self.next + 1) % SAMPLED.len();
+        let set = |m: &str, n: i64| metrics.map_entries.with_label_values(&[m]).set(n);
+        let k = kernel.maps();
+        match name {
+            "WATCHED" => k.map(|k| set_fill(metrics, name, &k.watched)),
+            "WATCHED_NAMES" => k.map(|k| set_fill(metrics, name, &k.names)),
+            "TAINTED" => k.map(|k| {
+                self.tainted = set_fill(metrics, name, &k.tainted);
+                self.tainted
+            }),
+            "TAINT_RESERVE" => k.map(|k| {
+                let n = set_fill(metrics, name, &k.taint_reserve);
+                metrics.tainted_processes.set(self.tainted + n);
+                n
+            }),
+            "ENVIRON_READS" => k.map(|k| set_fill(metrics, name, &k.environ)),
+            "ALLOWED" => k.map(|k| set_fill(metrics, name, &k.allowed)),
+            "ALLOW_EXES" => k.map(|k| set_fill(metrics, name, &k.allow_exes)),
+            "PROTECTED" => kernel
+                .protected
+                .as_ref()
+                .map(|p| set_fill(metrics, name, &p.tgids)),
+            "PROTECTED_THREADS" => kernel
+                .protected
+                .as_ref()
+                .map(|p| set_fill(metrics, name, &p.threads)),
+            "ALLOW_BYPASS" => Some(set_fill(metrics, name, &self.bypass)),
+            "GROUP_EXITED" => Some(set_fill(metrics, name, &self.group_exited)),
+            "TAINTED_PIPES" => Some(set_fill(metrics, name, &self.pipes)),
+            "WRITTEN" => Some(set_fill(metrics, name, &self.written)),
+            "SENT" => Some(set_fill(metrics, name, &self.sent)),
+            "FILE_OPENERS" => Some(set_fill(metrics, name, &self.openers)),
+            "FD_RECEIVED" => Some(set_fill(metrics, name, &self.received)),
+            "FD_REPORTED" => Some(set_fill(metrics, name, &self.reported)),
+            "PROTECTED_EXES" => Some(set_fill(metrics, name, &self.protected_exes)),
+            "PROTECTED_COMMS" => Some(set_fill(metrics, name, &self.protected_comms)),
+            _ => None,
         }
-        set("PROTECTED", protected);
-        set("TAINTED_PIPES", count_keys(&self.pipes));
-        set("WRITTEN", count_keys(&self.written));
-        set("SENT", count_keys(&self.sent));
-        set("FILE_OPENERS", count_keys(&self.openers));
-        set("FD_RECEIVED", count_keys(&self.received));
-        set("FD_REPORTED", count_keys(&self.reported));
+        .unwrap_or_else(|| {
+            set(name, 0);
+            0
+        });
+        self.next == 0
     }
 }
 
@@ -96,7 +249,25 @@ impl MapStats {
 #[derive(Default)]
 pub struct KernelControl {
     maps: Option<KernelMaps>,
-    protected: Option<BpfHashMap<MapData, u32, u32>>,
+    protected: Option<ProtectedMaps>,
+}
+
+/// The kernel's protected set: PROTECTED (tgid -> rule) and
+/// PROTECTED_THREADS (tid of a protected process's other threads -> tgid).
+pub(crate) struct ProtectedMaps {
+    pub(crate) tgids: BpfHashMap<MapData, u32, u32>,
+    pub(crate) threads: BpfHashMap<MapData, u32, u32>,
+}
+
+/// The thread ids of process `pid` other than its leader's, from
+/// /proc/<pid>/task (empty when it is gone).
+fn other_threads(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&tid| tid != pid)
+        .collect()
 }
 
 fn inode_key(dev: u32, ino: u64) -> InodeKey {
@@ -112,32 +283,59 @@ impl KernelControl {
         }
     }
 
-    /// With the kernel's PROTECTED map.
-    pub(crate) fn with_protected(mut self, protected: BpfHashMap<MapData, u32, u32>) -> Self {
+    /// With the kernel's PROTECTED and PROTECTED_THREADS maps.
+    pub(crate) fn with_protected(mut self, protected: ProtectedMaps) -> Self {
         self.protected = Some(protected);
         self
     }
 
     /// Watches a key path's inode (the key-path scan's entries).
     pub fn watch_inode(&mut self, key: &InodeKey, entry: &WatchEntry) {
-        if let Some(m) = self.maps.as_mut()
-            && let Err(e) = m.watched.insert(key, entry, 0)
-        {
-            tracing::warn!("watch map insert failed: {e}");
+        if let Some(m) = self.maps.as_mut() {
+            check_insert(
+                m.watched.insert(key, entry, 0),
+                INSERT_FAIL_WATCHED,
+                format_args!("inode {}:{}", key.dev, key.ino),
+            );
         }
     }
 
     /// A name pattern key for the rename filter.
     pub fn watch_name_key(&mut self, key: &NameKey) {
         if let Some(m) = self.maps.as_mut() {
-            let _ = m.names.insert(key, 1, 0);
+            check_insert(
+                m.names.insert(key, 1, 0),
+                INSERT_FAIL_WATCHED_NAMES,
+                "a name pattern",
+            );
         }
     }
 
     /// Makes the kernel's allowlist exactly `keys`.
-    pub(crate) fn set_allowed(&mut self, keys: &[sensor_common::AllowKey]) {
+    /// Adds entries to the kernel's `ALLOWED` and `ALLOW_EXES` (a program
+    /// replaced in place, `detect::allow_ids`); removes none.
+    pub(crate) fn add_allowed(&mut self, keys: &[sensor_common::AllowKey], exes: &[InodeKey]) {
         if let Some(m) = self.maps.as_mut() {
-            m.set_allowed(keys);
+            for k in keys {
+                check_insert(
+                    m.allowed.insert(k, 1, 0),
+                    INSERT_FAIL_ALLOWED,
+                    "an [[allow]] entry",
+                );
+            }
+            for k in exes {
+                check_insert(
+                    m.allow_exes.insert(k, 1, 0),
+                    INSERT_FAIL_ALLOW_EXES,
+                    "an [[allow]] program",
+                );
+            }
+        }
+    }
+
+    pub(crate) fn set_allowed(&mut self, keys: &[sensor_common::AllowKey], exes: &[InodeKey]) {
+        if let Some(m) = self.maps.as_mut() {
+            m.set_allowed(keys, exes);
         }
     }
 
@@ -168,26 +366,46 @@ impl KernelControl {
         self.maps.as_ref()
     }
 
-    /// Entries of the kernel's PROTECTED map (0 when replaying).
-    pub fn protected_entries(&self) -> i64 {
-        self.protected.as_ref().map_or(0, count_keys)
-    }
-
     /// Marks a process protected in the kernel (`rule`: the index of the
-    /// `[[protected]]` entry that matched).
+    /// `[[protected]]` entry that matched), and its threads: the kernel
+    /// adds the threads it starts from now on (the process is in PROTECTED
+    /// first), this adds those it has already (a process protected at
+    /// start, by a pid file or by a rename), so that any of its thread ids
+    /// names it.
     pub fn protect(&mut self, pid: u32, rule: u32) {
-        if let Some(m) = self.protected.as_mut()
-            && let Err(e) = m.insert(pid, rule, 0)
-        {
-            tracing::debug!("protected map insert {pid}: {e}");
+        let Some(m) = self.protected.as_mut() else {
+            return;
+        };
+        check_insert(
+            m.tgids.insert(pid, rule, 0),
+            INSERT_FAIL_PROTECTED,
+            format_args!("process {pid}"),
+        );
+        for tid in other_threads(pid) {
+            if let Err(e) = m.threads.insert(tid, pid, 0) {
+                check_insert(
+                    Err(e),
+                    INSERT_FAIL_PROTECTED_THREADS,
+                    format_args!("thread {tid} of {pid}"),
+                );
+                break;
+            }
         }
     }
 
+    /// Lifts a process's protection in the kernel, with its threads'
+    /// entries.
     pub fn unprotect(&mut self, pid: u32) {
-        if let Some(m) = self.protected.as_mut()
-            && let Err(e) = m.remove(&pid)
-        {
+        let Some(m) = self.protected.as_mut() else {
+            return;
+        };
+        if let Err(e) = m.tgids.remove(&pid) {
             tracing::debug!("protected map remove {pid}: {e}");
+        }
+        for tid in other_threads(pid) {
+            if m.threads.get(&tid, 0).is_ok_and(|g| g == pid) {
+                let _ = m.threads.remove(&tid);
+            }
         }
     }
 
@@ -205,9 +423,7 @@ impl KernelControl {
         {
             return;
         }
-        if let Err(e) = m.watched.insert(key, entry, 0) {
-            tracing::warn!("tracking {path} in the kernel: {e}");
-        }
+        check_insert(m.watched.insert(key, entry, 0), INSERT_FAIL_WATCHED, path);
         if let Some(name) = std::path::Path::new(path).file_name() {
             self.watch_name(name.as_encoded_bytes());
         }
@@ -216,7 +432,11 @@ impl KernelControl {
     /// A name that renames, links and unlinks are reported for.
     pub fn watch_name(&mut self, name: &[u8]) {
         if let Some(m) = self.maps.as_mut() {
-            let _ = m.names.insert(name_key_of(name), 1, 0);
+            check_insert(
+                m.names.insert(name_key_of(name), 1, 0),
+                INSERT_FAIL_WATCHED_NAMES,
+                String::from_utf8_lossy(name),
+            );
         }
     }
 
@@ -278,11 +498,19 @@ impl KernelControl {
     /// (an allowed reader, or the uid that just made the key).
     pub fn drop_key_taint(&mut self, pid: u32, kdev: u32, ino: u64) {
         if let Some(m) = self.maps.as_mut()
-            && m.tainted
-                .get(&pid, 0)
-                .is_ok_and(|t| t.flags == TAINT_FILE && (t.src_dev, t.src_ino) == (kdev, ino))
+            && m.tainted.get(&pid, 0).is_ok_and(|t| {
+                t.flags & !TAINT_STRONG == TAINT_FILE && (t.src_dev, t.src_ino) == (kdev, ino)
+            })
         {
             let _ = m.tainted.remove(&pid);
+        }
+        // Or in the reserve, where a strong taint goes when TAINTED is full.
+        if let Some(m) = self.maps.as_mut()
+            && m.taint_reserve.get(&pid, 0).is_ok_and(|t| {
+                t.flags & !TAINT_STRONG == TAINT_FILE && (t.src_dev, t.src_ino) == (kdev, ino)
+            })
+        {
+            let _ = m.taint_reserve.remove(&pid);
         }
     }
 

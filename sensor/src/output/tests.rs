@@ -16,6 +16,7 @@ fn alert(n: u32, exe: &str) -> Alert {
             comm: "cat".into(),
             exe: exe.into(),
             cmdline: format!("cat k{n}"),
+            allow_bypass: None,
         },
         target: Target::File {
             path: "/etc/ssl/private/ca.key".into(),

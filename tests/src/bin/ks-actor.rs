@@ -17,13 +17,26 @@
 //!                             crash with SIGSEGV
 //!                             (the dump releases them as the dumper exits)
 //!   victim-key PATH           read PATH (a key) into memory, then victim
+//!   victim-threads            start a second thread that waits, then victim,
+//!                             printing "ADDR LEN FD TID" (TID: that thread's id)
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
 //!   vm-read PID ADDR LEN      process_vm_readv
 //!   vm-write PID ADDR LEN     process_vm_writev
+//!   vm-read-many FIRST COUNT  process_vm_readv of pids FIRST..FIRST+COUNT (errors ignored)
 //!   proc-mem PID ADDR LEN     pread of /proc/PID/mem
 //!   proc-mem-dirfd PID        openat(open("/proc/PID"), "mem")
 //!   proc-mem-task PID         open /proc/PID/task/PID/mem
 //!   recon-then-read PID ADDR LEN   read /proc/PID/maps, then process_vm_readv
+//!   read-then-vm-read MAPS PID ADDR LEN   read the file MAPS (e.g.
+//!                             /proc/P/task/T/maps), then process_vm_readv
+//!   pread PATH ADDR LEN       open PATH (e.g. /proc/P/task/T/mem), pread LEN at ADDR
+//!   vm-read-write PID ADDR LEN OUT  process_vm_readv, then write what it read
+//!                             to OUT (a new file)
+//!   pidfd-getfd-thread TID FD pidfd_open(TID, PIDFD_THREAD) + pidfd_getfd;
+//!                             exits 3 when the kernel has no PIDFD_THREAD (< 6.9)
+//!   self-thread-access        start a thread; open /proc/self/task/TID/mem and
+//!                             /proc/TID/mem, process_vm_readv(TID) and read
+//!                             /proc/self/task/TID/maps: its own thread
 //!   pidfd-getfd PID FD        pidfd_open + pidfd_getfd
 //!   self-access               process_vm_readv and /proc/self/mem on itself
 //!   signal PID SIG            kill(PID, SIG)
@@ -35,6 +48,15 @@
 //!                             /proc/PID/mem into OUT (a raw dump), DETACH
 //!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
 //!   uring-copy SRC DST        read SRC, write it to DST with IORING_OP_WRITE
+//!   uring-direct SRC DST HOW  io_uring only, direct descriptors: OPENAT SRC into a
+//!                             fixed file slot (HOW: `slot` names slot 3, `alloc`
+//!                             lets the kernel pick: IORING_FILE_INDEX_ALLOC,
+//!                             `slot-skip` names slot 3 with IOSQE_CQE_SKIP_SUCCESS),
+//!                             READ it through the slot (IOSQE_FIXED_FILE), then
+//!                             (DST not `-`) OPENAT DST (O_CREAT) into a slot and
+//!                             WRITE the bytes through it; prints "slot N" for SRC.
+//!                             Exit status 3 when io_uring or direct descriptors
+//!                             are unavailable.
 //!   mmap-copy SRC DST         read SRC, copy it into a shared mapping of DST
 //!   scm-pass PATH BIN [PORT]  open PATH (O_CLOEXEC), spawn `BIN scm-recv SOCK [PORT]`
 //!                             and pass it the fd over a unix socket (SCM_RIGHTS);
@@ -56,7 +78,8 @@
 //!                             exit (SYS_exit: the process lives on), then writes OUT
 //!   environ-all               read /proc/N/environ of every process, as `ps aux` does
 //!   open-loop PATH MAX        print "go", then open and close PATH (O_RDONLY) in a
-//!                             tight loop until stdin closes or MAX opens (a flood)
+//!                             tight loop until stdin closes or MAX opens (a flood),
+//!                             then print "opened N"
 
 use std::{ffi::CString, process::exit};
 
@@ -82,6 +105,17 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     match a.as_slice() {
+        // Drops capability CAP from the bounding set, then execs PROG: as
+        // root, the new program has every capability but that one.
+        ["without-cap", cap, prog, rest @ ..] => {
+            let rc =
+                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, num(cap) as libc::c_ulong, 0, 0, 0) };
+            check(rc, "prctl(PR_CAPBSET_DROP)");
+            let err = std::os::unix::process::CommandExt::exec(
+                std::process::Command::new(prog).args(rest),
+            );
+            panic!("exec {prog}: {err}");
+        }
         ["open", path] => {
             let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY) };
             check(fd, "open");
@@ -101,6 +135,10 @@ fn main() {
         }
         ["uring", path] => uring_open(path),
         ["victim"] => victim(None),
+        ["victim-threads"] => {
+            let tid = spawn_waiting_thread();
+            victim_with(None, Some(tid))
+        }
         ["victim-key", path] => victim(Some(path)),
         ["victim-prctl-name", name] => {
             set_name(name);
@@ -185,7 +223,25 @@ fn main() {
             check(rc, "prlimit64");
         }
         ["ptrace-peek", pid, addr] => ptrace_peek(num(pid) as i32, num(addr)),
-        ["vm-read", pid, addr, len] => vm_read(num(pid) as i32, num(addr), num(len)),
+        ["vm-read-many", first, count] => {
+            // Distinct cheap critical events: one process_vm_readv per
+            // target pid, whatever it returns (ESRCH for pids nobody has).
+            let mut buf = [0u8; 8];
+            let local = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let remote = libc::iovec {
+                iov_base: 0x1000 as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            for pid in num(first)..num(first) + num(count) {
+                unsafe { libc::process_vm_readv(pid as i32, &local, 1, &remote, 1, 0) };
+            }
+        }
+        ["vm-read", pid, addr, len] => {
+            vm_read(num(pid) as i32, num(addr), num(len));
+        }
         ["vm-write", pid, addr, len] => {
             let buf = vec![b'X'; num(len) as usize];
             let local = libc::iovec {
@@ -230,6 +286,57 @@ fn main() {
             std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_else(|_| exit(1));
             vm_read(num(pid) as i32, num(addr), num(len));
         }
+        ["read-then-vm-read", maps, pid, addr, len] => {
+            std::fs::read_to_string(maps).unwrap_or_else(|_| exit(1));
+            vm_read(num(pid) as i32, num(addr), num(len));
+        }
+        ["pread", path, addr, len] => {
+            let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY) };
+            check(fd, "open");
+            let mut buf = vec![0u8; num(len) as usize];
+            let n =
+                unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), num(addr) as i64) };
+            check(n as i32, "pread");
+        }
+        ["vm-read-write", pid, addr, len, out] => {
+            let data = vm_read(num(pid) as i32, num(addr), num(len));
+            std::fs::write(out, data).unwrap_or_else(|e| {
+                eprintln!("write {out}: {e}");
+                exit(1)
+            });
+        }
+        ["pidfd-getfd-thread", tid, fd] => {
+            const PIDFD_THREAD: i32 = libc::O_EXCL;
+            let pidfd =
+                unsafe { libc::syscall(libc::SYS_pidfd_open, num(tid) as i32, PIDFD_THREAD) }
+                    as i32;
+            if pidfd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+                eprintln!("pidfd_open: no PIDFD_THREAD on this kernel");
+                exit(3);
+            }
+            check(pidfd, "pidfd_open");
+            let got =
+                unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, num(fd) as i32, 0) } as i32;
+            check(got, "pidfd_getfd");
+        }
+        ["self-thread-access"] => {
+            let tid = spawn_waiting_thread();
+            let secret = std::hint::black_box(*b"self");
+            let addr = secret.as_ptr() as u64;
+            for p in [
+                format!("/proc/self/task/{tid}/mem"),
+                format!("/proc/{tid}/mem"),
+            ] {
+                let fd = unsafe { libc::open(cstr(&p).as_ptr(), libc::O_RDONLY) };
+                check(fd, "open own thread's mem");
+                let mut buf = [0u8; 4];
+                let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 4, addr as i64) };
+                check(n as i32, "pread own thread's mem");
+            }
+            vm_read(tid as i32, addr, 4);
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/maps"))
+                .unwrap_or_else(|_| exit(1));
+        }
         ["pidfd-getfd", pid, fd] => {
             let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, num(pid) as i32, 0) } as i32;
             check(pidfd, "pidfd_open");
@@ -251,6 +358,7 @@ fn main() {
         ["attach-running", bin] => attach_running(bin),
         ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
         ["uring-copy", src, dst] => uring_copy(src, dst),
+        ["uring-direct", src, dst, how] => uring_direct(src, dst, how),
         ["mmap-copy", src, dst] => mmap_copy(src, dst),
         ["scm-pass", path, bin] => scm_pass(path, bin, None),
         ["scm-pass", path, bin, port] => scm_pass(path, bin, Some(port)),
@@ -370,6 +478,8 @@ fn main() {
             }
         }
         ["open-loop", path, max] => open_loop(path, num(max)),
+        ["copy-end", how, src, dst] => copy_end(how, src, dst),
+        ["taint-fill", path, n] => taint_fill(path, num(n) as usize),
         _ => usage(),
     }
 }
@@ -445,6 +555,7 @@ fn open_loop(path: &str, max: u64) {
     let p = cstr(path);
     println!("go");
     let _ = std::io::stdout().flush();
+    let mut opened = 0u64;
     for _ in 0..max {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -452,7 +563,10 @@ fn open_loop(path: &str, max: u64) {
         let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY) };
         check(fd, "open");
         unsafe { libc::close(fd) };
+        opened += 1;
     }
+    println!("opened {opened}");
+    let _ = std::io::stdout().flush();
 }
 
 fn num(s: &str) -> u64 {
@@ -463,8 +577,25 @@ fn num(s: &str) -> u64 {
     .unwrap_or_else(|_| usage())
 }
 
+/// Starts a thread that waits forever; returns its thread id once it runs.
+fn spawn_waiting_thread() -> u32 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv().unwrap()
+}
+
 /// Holds a secret in memory until stdin closes.
 fn victim(key: Option<&str>) {
+    victim_with(key, None)
+}
+
+/// `victim`, printing the id of its second thread `tid` too.
+fn victim_with(key: Option<&str>, tid: Option<u32>) {
     use std::io::Write;
     // A signing service: the key it loaded stays in its memory.
     let key = key.map(|p| std::fs::read(p).unwrap_or_else(|e| panic!("read {p}: {e}")));
@@ -478,7 +609,12 @@ fn victim(key: Option<&str>) {
     let fd = unsafe { libc::open(cstr("/dev/null").as_ptr(), libc::O_RDONLY) };
     check(fd, "open /dev/null");
     let mut out = std::io::stdout();
-    writeln!(out, "{:#x} {} {fd}", secret.as_ptr() as u64, secret.len()).unwrap();
+    write!(out, "{:#x} {} {fd}", secret.as_ptr() as u64, secret.len()).unwrap();
+    match tid {
+        Some(t) => writeln!(out, " {t}"),
+        None => writeln!(out),
+    }
+    .unwrap();
     out.flush().unwrap();
     // Until stdin closes; a line naming a signal crashes the victim itself.
     for line in std::io::stdin().lines() {
@@ -522,7 +658,7 @@ fn ptrace_peek(pid: i32, addr: u64) {
     }
 }
 
-fn vm_read(pid: i32, addr: u64, len: u64) {
+fn vm_read(pid: i32, addr: u64, len: u64) -> Vec<u8> {
     let mut buf = vec![0u8; len as usize];
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -534,6 +670,7 @@ fn vm_read(pid: i32, addr: u64, len: u64) {
     };
     let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     check(n as i32, "process_vm_readv");
+    buf
 }
 
 /// strace's way of launching: the child stops itself, the parent seizes it
@@ -657,6 +794,120 @@ fn uring_copy(src: &str, dst: &str) {
     ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
     let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
     check(cqe.result(), "io_uring write");
+}
+
+/// `uring-direct`: see the usage at the top. Nothing but io_uring touches
+/// SRC or DST (no open, read or write syscall).
+fn uring_direct(src: &str, dst: &str, how: &str) {
+    use io_uring::{IoUring, opcode, squeue, types};
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("{what}: {e}");
+        exit(3)
+    };
+    let mut ring = IoUring::new(8).unwrap_or_else(|e| unavailable("io_uring_setup", &e));
+    ring.submitter()
+        .register_files_sparse(8)
+        .unwrap_or_else(|e| unavailable("IORING_REGISTER_FILES2 (sparse)", &e));
+    // One request, its result (None when its completion was skipped).
+    let mut run = |sqe: squeue::Entry, skip: bool| -> Option<i32> {
+        let sqe = if skip {
+            sqe.flags(squeue::Flags::SKIP_SUCCESS)
+        } else {
+            sqe
+        };
+        unsafe { ring.submission().push(&sqe) }.unwrap_or_else(|_| exit(1));
+        if skip {
+            ring.submit().unwrap_or_else(|e| {
+                eprintln!("io_uring_enter: {e}");
+                exit(1)
+            });
+            // A NOP behind it, so the skipped request is known done.
+            let nop = opcode::Nop::new().build().user_data(99);
+            unsafe { ring.submission().push(&nop) }.unwrap_or_else(|_| exit(1));
+        }
+        ring.submit_and_wait(1).unwrap_or_else(|e| {
+            eprintln!("io_uring_enter: {e}");
+            exit(1)
+        });
+        let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
+        if skip && cqe.user_data() == 99 {
+            return None;
+        }
+        Some(cqe.result())
+    };
+    let p = cstr(src);
+    let (dest, skip) = match how {
+        "slot" => (
+            types::DestinationSlot::try_from_slot_target(3).unwrap(),
+            false,
+        ),
+        "slot-skip" => (
+            types::DestinationSlot::try_from_slot_target(3).unwrap(),
+            true,
+        ),
+        "alloc" => (types::DestinationSlot::auto_target(), false),
+        _ => usage(),
+    };
+    let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), p.as_ptr())
+        .flags(libc::O_RDONLY)
+        .file_index(Some(dest))
+        .build()
+        .user_data(1);
+    let slot = match run(open, skip) {
+        Some(r) if r == -libc::EINVAL || r == -libc::EOPNOTSUPP => {
+            unavailable("direct descriptors", &std::io::Error::from_raw_os_error(-r))
+        }
+        Some(r) if r < 0 => {
+            eprintln!(
+                "io_uring openat (direct) {src}: {}",
+                std::io::Error::from_raw_os_error(-r)
+            );
+            exit(1)
+        }
+        Some(r) if how == "alloc" => r as u32,
+        _ => 3,
+    };
+    println!("slot {slot}");
+    let mut buf = vec![0u8; 1 << 16];
+    let read = opcode::Read::new(types::Fixed(slot), buf.as_mut_ptr(), buf.len() as u32)
+        .build()
+        .user_data(2);
+    let n = run(read, false).unwrap_or(-1);
+    if n < 0 {
+        eprintln!(
+            "io_uring read (fixed {slot}): {}",
+            std::io::Error::from_raw_os_error(-n)
+        );
+        exit(1)
+    }
+    if dst == "-" {
+        return;
+    }
+    let d = cstr(dst);
+    let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), d.as_ptr())
+        .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+        .mode(0o600)
+        .file_index(Some(
+            types::DestinationSlot::try_from_slot_target(5).unwrap(),
+        ))
+        .build()
+        .user_data(3);
+    let r = run(open, false).unwrap_or(-1);
+    if r < 0 {
+        eprintln!(
+            "io_uring openat (direct) {dst}: {}",
+            std::io::Error::from_raw_os_error(-r)
+        );
+        exit(1)
+    }
+    let write = opcode::Write::new(types::Fixed(5), buf.as_ptr(), n as u32)
+        .build()
+        .user_data(4);
+    let w = run(write, false).unwrap_or(-1);
+    if w != n {
+        eprintln!("io_uring write (fixed 5): {w} of {n}");
+        exit(1)
+    }
 }
 
 /// Reads SRC, then copies it into a MAP_SHARED writable mapping of DST.
@@ -800,5 +1051,138 @@ fn scm_recv(sock: i32, port: Option<u16>) {
             exit(1)
         });
         s.write_all(&data).unwrap_or_else(|_| exit(1));
+    }
+}
+
+/// Reads SRC, writes it to DST and ends the descriptor without close(2):
+/// `exit` (exit_group with it open), `close-range` (close_range from it
+/// up), `close-range-far` (moved to descriptor 100000, then close_range
+/// from 3 up), `dup2` (/dev/null dup2'd over it), `uring-close` (an io_uring
+/// IORING_OP_CLOSE; exit status 3 when io_uring is unavailable), or `dup2-other` (dup2 over an
+/// unrelated descriptor: the copy stays open). Except for `exit`, it then
+/// prints "ready" and waits for its stdin to close, then exits with the
+/// copy's descriptor (if still open) open.
+fn copy_end(how: &str, src: &str, dst: &str) {
+    use std::io::{Read, Write};
+    use std::os::fd::IntoRawFd;
+    let data = std::fs::read(src).unwrap_or_else(|e| {
+        eprintln!("read {src}: {e}");
+        exit(1)
+    });
+    let mut out = std::fs::File::create(dst).unwrap_or_else(|e| {
+        eprintln!("create {dst}: {e}");
+        exit(1)
+    });
+    out.write_all(&data).unwrap_or_else(|_| exit(1));
+    let fd = out.into_raw_fd();
+    let null = || {
+        check(
+            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) },
+            "open /dev/null",
+        )
+    };
+    match how {
+        "exit" => unsafe { libc::_exit(0) },
+        "close-range" => {
+            let r = unsafe { libc::syscall(libc::SYS_close_range, fd as u32, u32::MAX, 0u32) };
+            check(r as i32, "close_range");
+        }
+        "close-range-far" => {
+            // The copy's descriptor moved far up the table (fd 100000,
+            // above 2^16), then everything from 3 closed.
+            // Exit status 4 when the hard limit does not reach it.
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            check(
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) },
+                "getrlimit NOFILE",
+            );
+            if lim.rlim_max <= 100_000 {
+                // Raised where allowed (CAP_SYS_RESOURCE, fs.nr_open).
+                let want = libc::rlimit {
+                    rlim_cur: 200_000,
+                    rlim_max: 200_000,
+                };
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0 {
+                    lim = want;
+                }
+            }
+            if lim.rlim_max <= 100_000 {
+                eprintln!("RLIMIT_NOFILE hard limit {} <= 100000", lim.rlim_max);
+                exit(4);
+            }
+            lim.rlim_cur = lim.rlim_max.min(200_000);
+            check(
+                unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) },
+                "setrlimit NOFILE",
+            );
+            check(unsafe { libc::dup2(fd, 100_000) }, "dup2 to 100000");
+            check(unsafe { libc::close(fd) }, "close");
+            let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+            check(r as i32, "close_range");
+        }
+        "dup2" => {
+            let n = null();
+            check(unsafe { libc::dup2(n, fd) }, "dup2");
+        }
+        "uring-close" => {
+            use io_uring::{IoUring, opcode, types};
+            let mut ring = IoUring::new(4).unwrap_or_else(|e| {
+                eprintln!("io_uring: {e}");
+                exit(3)
+            });
+            let sqe = opcode::Close::new(types::Fd(fd)).build().user_data(7);
+            unsafe { ring.submission().push(&sqe) }.unwrap_or_else(|_| exit(1));
+            ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
+            let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
+            check(cqe.result(), "io_uring close");
+        }
+        "dup2-other" => {
+            let (a, b) = (null(), null());
+            check(unsafe { libc::dup2(a, b) }, "dup2");
+        }
+        _ => usage(),
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    unsafe { libc::_exit(0) }
+}
+
+/// Opens PATH (a file matched by name only: a self-inflicted taint), then
+/// forks N children that inherit the taint and wait; prints "ready" once
+/// all are forked, and ends them when its stdin closes.
+fn taint_fill(path: &str, n: usize) {
+    use std::io::{Read, Write};
+    let _f = std::fs::File::open(path).unwrap_or_else(|e| {
+        eprintln!("open {path}: {e}");
+        exit(1)
+    });
+    let mut p = [0i32; 2];
+    check(unsafe { libc::pipe(p.as_mut_ptr()) }, "pipe");
+    let mut kids = Vec::new();
+    for _ in 0..n {
+        let pid = check(unsafe { libc::fork() }, "fork");
+        if pid == 0 {
+            unsafe {
+                libc::close(p[1]);
+                let mut b = 0u8;
+                libc::read(p[0], &raw mut b as *mut libc::c_void, 1);
+                libc::_exit(0);
+            }
+        }
+        kids.push(pid);
+    }
+    unsafe { libc::close(p[0]) };
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+    unsafe { libc::close(p[1]) };
+    for k in kids {
+        unsafe { libc::waitpid(k, std::ptr::null_mut(), 0) };
     }
 }

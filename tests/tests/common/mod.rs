@@ -66,8 +66,8 @@ pub fn require_root() {
     );
 }
 
-/// None when BPF LSM is available, else why not (from `keysentry probes`).
-pub fn lsm_unavailable() -> Option<String> {
+/// What `keysentry probes` prints (as root); panics when it fails.
+pub fn probes_report() -> String {
     require_root();
     let out = Command::new(keysentry_bin())
         .arg("probes")
@@ -80,6 +80,12 @@ pub fn lsm_unavailable() -> Option<String> {
         text,
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+/// None when BPF LSM is available, else why not (from `keysentry probes`).
+pub fn lsm_unavailable() -> Option<String> {
+    let text = probes_report();
     let line = text
         .lines()
         .find(|l| l.starts_with("BPF LSM: "))
@@ -129,23 +135,61 @@ impl Sensor {
 
     /// As `start_with`, with extra environment variables.
     pub fn start_env(dir: &Path, body: &str, args: &[&str], env: &[(&str, &Path)]) -> Sensor {
-        Self::launch(dir, body, args, env, free_port())
+        Self::launch(dir, body, args, env, free_port(), &[], "")
     }
 
     /// As `start`, with the metrics listener on `port` (which may be taken).
     pub fn start_on_port(dir: &Path, body: &str, port: u16) -> Sensor {
-        Self::launch(dir, body, &[], &[], port)
+        Self::launch(dir, body, &[], &[], port, &[], "")
     }
 
-    fn launch(dir: &Path, body: &str, args: &[&str], env: &[(&str, &Path)], port: u16) -> Sensor {
+    /// As `start`, run through `wrapper` (a command that then execs
+    /// keysentry: `setpriv ...`).
+    pub fn start_wrapped(dir: &Path, body: &str, wrapper: &[&str]) -> Sensor {
+        Self::launch(dir, body, &[], &[], free_port(), wrapper, "")
+    }
+
+    /// As `start`, with `metrics` (TOML keys) added to its `[metrics]`.
+    pub fn start_metrics(dir: &Path, body: &str, metrics: &str) -> Sensor {
+        Self::launch(dir, body, &[], &[], free_port(), &[], metrics)
+    }
+
+    fn launch(
+        dir: &Path,
+        body: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+        port: u16,
+        wrapper: &[&str],
+        metrics: &str,
+    ) -> Sensor {
         require_root();
+        // cargo runs tests with LD_LIBRARY_PATH set; an allowlisted program
+        // started with it loses its allowance (tests/allow.rs), so the
+        // programs the tests start must not inherit it. The tests run one
+        // at a time (--test-threads=1): no other thread reads the
+        // environment meanwhile.
+        if std::env::var_os("LD_LIBRARY_PATH").is_some() {
+            // SAFETY: single-threaded here (see above).
+            unsafe { std::env::remove_var("LD_LIBRARY_PATH") };
+        }
         let cfg = dir.join("keysentry.toml");
         std::fs::write(
             &cfg,
-            format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n[alerts]\nstdout = true\n\n{body}"),
+            format!(
+                "[metrics]\nlisten = \"127.0.0.1:{port}\"\n{metrics}\n[alerts]\nstdout = true\n\n{body}"
+            ),
         )
         .unwrap();
-        let mut child = Command::new(keysentry_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((w, wargs)) => {
+                let mut c = Command::new(w);
+                c.args(wargs).arg(keysentry_bin());
+                c
+            }
+            None => Command::new(keysentry_bin()),
+        };
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .args(args)

@@ -49,6 +49,8 @@ pub struct DeniedRecord {
     pub ino: u64,
     pub watch_id: u32,
     pub flags: u32,
+    /// Not a denial: what the hook saw (`DENIED_OBSERVED`).
+    pub observed: bool,
     /// The file (key-file-open, core-dump).
     pub path: Option<String>,
 }
@@ -66,6 +68,7 @@ pub(super) fn denied(buf: &[u8], h: &Header) -> DeniedRecord {
         ino: at(buf, offset_of!(DeniedEvent, ino)),
         watch_id: f(offset_of!(DeniedEvent, watch_id)),
         flags: f(offset_of!(DeniedEvent, flags)),
+        observed: f(offset_of!(DeniedEvent, observed)) == sensor_common::DENIED_OBSERVED,
         path: kpath_at(buf, offset_of!(DeniedEvent, path)).map(|(p, _)| p),
     }
 }

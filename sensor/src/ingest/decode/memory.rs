@@ -16,9 +16,14 @@ pub struct MemRecord {
     pub request: u64,
     /// ptrace addr, or the target fd of pidfd_getfd.
     pub arg: u64,
-    /// Target pid/tid (0: resolve from the pidfd).
+    /// Target pid/tid (0: resolve from the pidfd). The kernel resolves a
+    /// thread id of a protected process to its tgid (`tid` then says which
+    /// thread the caller named).
     pub target: u32,
     pub target_protected: bool,
+    /// The thread id the caller named, when the kernel resolved it to
+    /// another tgid (`target`); 0 otherwise.
+    pub tid: u32,
 }
 
 /// A dump-producing signal sent to another process.
@@ -52,6 +57,7 @@ pub(super) fn mem_access(buf: &[u8]) -> MemRecord {
         arg: m.arg,
         target: m.target,
         target_protected: m.target_protected != 0,
+        tid: m.tid,
     }
 }
 

@@ -17,7 +17,9 @@ pub mod process;
 
 use std::mem::offset_of;
 
-use sensor_common::{COMM_LEN, EventKind, Header, KPath, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED};
+use sensor_common::{
+    COMM_LEN, EventKind, FoldKey, FoldTag, Header, KPath, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED,
+};
 
 use self::{
     flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
@@ -72,6 +74,11 @@ pub enum Event {
         /// Arguments (NUL separated in the kernel).
         argv: Vec<String>,
         exe: Option<String>,
+        /// (dev, inode) of the executable, kernel dev encoding (None when
+        /// unknown).
+        exe_id: Option<(u32, u64)>,
+        /// EXEC_* bits.
+        exec_flags: u32,
     },
     Fork {
         parent: Task,
@@ -194,6 +201,32 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let h: Header = read(buf);
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     let want = kind.record_size();
+    // An exec record of a recording made before exec records carried the
+    // executable's identity: decoded with a zero identity, marked.
+    if kind == EventKind::Exec
+        && h.size as usize == sensor_common::EXEC_RECORD_WITHOUT_IDENTITY
+        && buf.len() >= sensor_common::EXEC_RECORD_WITHOUT_IDENTITY
+    {
+        let mut padded = buf[..h.size as usize].to_vec();
+        padded.resize(want, 0);
+        padded[offset_of!(Header, size)..offset_of!(Header, size) + 4]
+            .copy_from_slice(&(want as u32).to_le_bytes());
+        let flags = offset_of!(sensor_common::ExecEvent, exec_flags);
+        padded[flags..flags + 4].copy_from_slice(&sensor_common::EXEC_NO_IDENTITY.to_le_bytes());
+        return decode(&padded);
+    }
+    // A recording made before records carried their fold tag: decoded as
+    // a record whose tag is all zeroes (not folded).
+    if let Some(short) = kind.unfolded_record_size()
+        && h.size as usize == short
+        && buf.len() >= short
+    {
+        let mut padded = buf[..short].to_vec();
+        padded.resize(want, 0);
+        padded[offset_of!(Header, size)..offset_of!(Header, size) + 4]
+            .copy_from_slice(&(want as u32).to_le_bytes());
+        return decode(&padded);
+    }
     if h.size as usize != want || buf.len() < want {
         return Err(DecodeError::BadSize {
             kind,
@@ -220,6 +253,46 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         }
     })
 }
+
+/// The fold tag a record carries (`sensor_common::FoldTag`, its last
+/// field): the kernel's fold key and the identical events folded since the
+/// previous record of that key. None for a record that was not folded by
+/// any key (a kind without a tag, folding off, a record made before tags).
+pub fn fold_tag(buf: &[u8]) -> Option<FoldRef> {
+    if buf.len() < size_of::<Header>() {
+        return None;
+    }
+    let h: Header = read(buf);
+    let kind = EventKind::from_u32(h.kind)?;
+    kind.unfolded_record_size()?;
+    let size = kind.record_size();
+    if h.size as usize != size || buf.len() < size {
+        return None;
+    }
+    let tag: FoldTag = read(&buf[size - size_of::<FoldTag>()..]);
+    (tag.key.kind != 0).then_some(FoldRef {
+        key: tag.key,
+        folded: tag.folded,
+        ts: h.ts_boot_ns,
+    })
+}
+
+/// A record's fold tag (`fold_tag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoldRef {
+    pub key: FoldKey,
+    /// Identical events the kernel folded since the key's previous record.
+    pub folded: u64,
+    /// The record's time (boot ns).
+    pub ts: u64,
+}
+
+// The tag is the last field of each record that carries one.
+const _: () = {
+    use sensor_common::{MemAccessEvent, OpenEvent};
+    assert!(offset_of!(OpenEvent, fold) + size_of::<FoldTag>() == size_of::<OpenEvent>());
+    assert!(offset_of!(MemAccessEvent, fold) + size_of::<FoldTag>() == size_of::<MemAccessEvent>());
+};
 
 #[cfg(test)]
 pub mod tests {
@@ -286,6 +359,27 @@ pub mod tests {
         let mut b = bytes_of(&h);
         b.resize(64, 0);
         assert!(matches!(decode(&b), Err(DecodeError::BadSize { .. })));
+    }
+
+    #[test]
+    fn a_record_carries_its_fold_tag_and_an_older_one_decodes_without() {
+        let mut e = open_event(42, "/etc/ssl/private/server.key", 77);
+        e.fold.key.tgid = 42;
+        e.fold.key.kind = EventKind::KeyOpen as u32;
+        e.fold.key.obj = 77;
+        e.fold.folded = 1234;
+        let b = bytes_of(&e);
+        let f = fold_tag(&b).unwrap();
+        assert_eq!((f.key.obj, f.folded, f.ts), (77, 1234, e.hdr.ts_boot_ns));
+        // Not folded by any key: no tag.
+        e.fold.key.kind = 0;
+        assert_eq!(fold_tag(&bytes_of(&e)), None);
+        // A record from before fold tags (a recording): the same event.
+        let short = EventKind::KeyOpen.unfolded_record_size().unwrap();
+        let mut old = bytes_of(&e)[..short].to_vec();
+        old[4..8].copy_from_slice(&(short as u32).to_le_bytes());
+        assert_eq!(decode(&old).unwrap(), decode(&bytes_of(&e)).unwrap());
+        assert_eq!(fold_tag(&old), None);
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct OpenRecord {
     pub path_truncated: bool,
     /// For an open of a /proc/<pid>/ file: its PROC_* value, else 0.
     pub proc_file: u32,
+    /// For an open of a /proc/<pid>/ file: the process (tgid) whose file it
+    /// is, as the kernel resolved it (a protected process, also through one
+    /// of its thread ids); 0 when user space resolves the directory.
+    pub proc_target: u32,
     /// The inode's i_generation, f_mode, owner uid and size (success only).
     pub igen: u32,
     pub fmode: u32,
@@ -43,7 +47,7 @@ impl OpenRecord {
 }
 
 /// `KeyOpen`, `KeyOpenFailed` (no path: the open failed) and `ProcFileOpen`
-/// (its PROC_* value in `name_rules`).
+/// (its PROC_* value in `name_rules`, the kernel's target in `watch_id`).
 pub(super) fn open(buf: &[u8], h: &Header, kind: EventKind) -> OpenRecord {
     let f = |o: usize| -> u32 { at(buf, o) };
     let n = (f(offset_of!(OpenEvent, arg_len)) as usize).min(ARG_BUF);
@@ -76,6 +80,11 @@ pub(super) fn open(buf: &[u8], h: &Header, kind: EventKind) -> OpenRecord {
         path_truncated,
         proc_file: if kind == EventKind::ProcFileOpen {
             f(offset_of!(OpenEvent, name_rules))
+        } else {
+            0
+        },
+        proc_target: if kind == EventKind::ProcFileOpen {
+            f(offset_of!(OpenEvent, watch_id))
         } else {
             0
         },

@@ -23,6 +23,11 @@ pub(super) fn exec(buf: &[u8], h: &Header) -> Event {
         start_ns: at(buf, offset_of!(ExecEvent, start_ns)),
         argv,
         exe: kpath_at(buf, offset_of!(ExecEvent, exe)).map(|(p, _)| p),
+        exe_id: {
+            let ino: u64 = at(buf, offset_of!(ExecEvent, exe_ino));
+            (ino != 0).then(|| (at(buf, offset_of!(ExecEvent, exe_dev)), ino))
+        },
+        exec_flags: at(buf, offset_of!(ExecEvent, exec_flags)),
     }
 }
 
@@ -73,11 +78,41 @@ mod tests {
         e.cmdline[..cmd.len()].copy_from_slice(cmd);
         e.cmdline_len = cmd.len() as u32;
         e.exe = kpath_of("/usr/bin/cat");
-        let Event::Exec { argv, exe, .. } = decode(&bytes_of(&e)).unwrap() else {
+        e.exe_dev = 8 << 20 | 1;
+        e.exe_ino = 4242;
+        e.exec_flags = sensor_common::EXEC_ALLOWLISTED | sensor_common::EXEC_LD_ENV;
+        let Event::Exec {
+            argv,
+            exe,
+            exe_id,
+            exec_flags,
+            ..
+        } = decode(&bytes_of(&e)).unwrap()
+        else {
             panic!()
         };
         assert_eq!(argv, vec!["cat", "/etc/shadow"]);
         assert_eq!(exe.as_deref(), Some("/usr/bin/cat"));
+        assert_eq!(exe_id, Some((8 << 20 | 1, 4242)));
+        assert_eq!(exec_flags, e.exec_flags);
+        // The same record as written before it carried the identity.
+        let mut old = bytes_of(&e);
+        old.truncate(sensor_common::EXEC_RECORD_WITHOUT_IDENTITY);
+        let size = std::mem::offset_of!(Header, size);
+        old[size..size + 4]
+            .copy_from_slice(&(sensor_common::EXEC_RECORD_WITHOUT_IDENTITY as u32).to_le_bytes());
+        let Event::Exec {
+            argv,
+            exe_id,
+            exec_flags,
+            ..
+        } = decode(&old).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(argv, vec!["cat", "/etc/shadow"]);
+        assert_eq!(exe_id, None);
+        assert_eq!(exec_flags, sensor_common::EXEC_NO_IDENTITY);
     }
 
     #[test]

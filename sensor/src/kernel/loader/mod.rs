@@ -42,11 +42,21 @@ pub const LIFECYCLE_RING_BYTES: u32 = 2 << 20;
 /// Loads the object with the kernel's offsets and the settings as globals,
 /// the bulk lane's ring buffer sized `ring_bytes` (a power of two, at least
 /// a page) and the critical and lifecycle rings at their fixed sizes.
-pub fn load(offsets: &KernelOffsets, settings: &SensorSettings, ring_bytes: u32) -> Result<Ebpf> {
+/// `taint_entries` (tests only) sizes the TAINTED map.
+pub fn load(
+    offsets: &KernelOffsets,
+    settings: &SensorSettings,
+    ring_bytes: u32,
+    taint_entries: Option<u32>,
+) -> Result<Ebpf> {
     if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
         bail!("ring buffer size {ring_bytes} must be a power of two of at least 4096 bytes");
     }
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    if let Some(n) = taint_entries {
+        loader.map_max_entries("TAINTED", n.max(1));
+    }
+    loader
         .override_global("OFFSETS", offsets, true)
         .override_global("SETTINGS", settings, true)
         .map_max_entries("RB_CRITICAL", CRITICAL_RING_BYTES)
@@ -57,14 +67,20 @@ pub fn load(offsets: &KernelOffsets, settings: &SensorSettings, ring_bytes: u32)
 }
 
 /// Attaches every probe; fails only when a required one cannot attach.
-/// `skip` lists programs not to attach (e.g. io_uring without its offsets).
+/// `skip` lists programs not to attach (e.g. io_uring without its offsets);
+/// `other_kernel` programs whose hook another kernel version names (the
+/// name this one uses has its own entry), left out without a warning.
 pub fn attach_all(
     ebpf: &mut Ebpf,
     metrics: &Metrics,
     skip: &[&str],
+    other_kernel: &[&str],
 ) -> Result<Vec<(Probe, Result<(), String>)>> {
     let mut report = Vec::new();
     for probe in PROBES {
+        if other_kernel.contains(&probe.program) {
+            continue;
+        }
         let res = if skip.contains(&probe.program) {
             Err("the kernel lacks what it needs (see log)".to_string())
         } else {

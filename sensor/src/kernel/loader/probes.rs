@@ -245,6 +245,36 @@ pub const PROBES: &[Probe] = &[
         serves: "key-material scan of written files (close)",
     },
     Probe {
+        program: "ks_iou_submit_req",
+        hook: Hook::Raw("io_uring_submit_req"),
+        required: false,
+        serves: "key-material scan of written files (io_uring close, 6.2+)",
+    },
+    Probe {
+        program: "ks_iou_submit_sqe",
+        hook: Hook::Raw("io_uring_submit_sqe"),
+        required: false,
+        serves: "key-material scan of written files (io_uring close, before 6.2)",
+    },
+    Probe {
+        program: "ks_enter_close",
+        hook: Hook::Tracepoint("syscalls", "sys_enter_close_range"),
+        required: false,
+        serves: "key-material scan of written files (close_range)",
+    },
+    Probe {
+        program: "ks_enter_close",
+        hook: Hook::Tracepoint("syscalls", "sys_enter_dup2"),
+        required: false,
+        serves: "key-material scan of written files (dup2 over them)",
+    },
+    Probe {
+        program: "ks_enter_close",
+        hook: Hook::Tracepoint("syscalls", "sys_enter_dup3"),
+        required: false,
+        serves: "key-material scan of written files (dup3 over them)",
+    },
+    Probe {
         program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_rename"),
         required: false,
