@@ -48,7 +48,7 @@ pub struct Metrics {
 
 /// `reason` labels of `keysentry_flow_stopped_total` counted in user space
 /// (the kernel's are `sensor_common::STOP_REASONS`).
-pub const USER_STOP_REASONS: [&str; 2] = ["eviction", "deleted"];
+pub const USER_STOP_REASONS: [&str; 3] = ["eviction", "deleted", "not_a_copy"];
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;

@@ -464,3 +464,101 @@ fn a_users_own_key_is_low_and_not_followed() {
     assert_eq!(a[0]["severity"], "high");
     metric_at_least(&s, "keysentry_flow_stopped_total{reason=\"own_key\"}", 1.0);
 }
+
+/// The order the benign-day flake took, on purpose: a process read a file
+/// while the kernel had it pending (a key reader's first write, before user
+/// space judged it), and user space then found that write no copy (its
+/// creator's fresh key). The reader's taint must go with the pending mark,
+/// or its later work (a key it makes, which another process reads) is
+/// judged from a source nobody tracks.
+#[test]
+fn a_file_read_before_it_was_found_no_copy_taints_nothing() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let _ = s.alerts_until_marker(&l.marker);
+    // A key made while keysentry runs: its creator (root) is known.
+    let key = l.root.join("keys/made.key");
+    let (maker, st) = actor(&["write-file", key.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let made = s.alerts_until_marker(&l.marker);
+    assert_eq!(by_pid(&made, "key-created", maker).len(), 1, "{made:#?}");
+    let copy = l.root.join("made.copy");
+    let key2 = l.root.join("keys/second.key");
+    let copy2 = l.root.join("second.copy");
+    // keysentry stops, so the kernel runs ahead of user space: the copy is
+    // pending (marked at its writer's first write) when the shell reads it.
+    let ks = Pid::from_raw(s.pid() as i32);
+    kill(ks, Signal::SIGSTOP).unwrap();
+    let cp1 = run(Command::new("cp").arg(&key).arg(&copy));
+    let script = format!(
+        "read x < '{copy}'; echo ready; read go; printf 'new key' > '{key2}'; \
+         cp '{key2}' '{copy2}'",
+        copy = copy.display(),
+        key2 = key2.display(),
+        copy2 = copy2.display()
+    );
+    let mut shell = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(shell.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    kill(ks, Signal::SIGCONT).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // User space has judged the copy (no copy: the creator's fresh key).
+    let first = s.alerts_until_marker(&l.marker);
+    shell.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let st = shell.wait().unwrap();
+    assert!(st.success(), "{st}");
+    let shell_pid = shell.id();
+    let mut alerts = first;
+    alerts.extend(s.alerts_until_marker(&l.marker));
+    let read = by_pid(&alerts, "key-file-open", cp1);
+    assert_eq!(read.len(), 1, "{alerts:#?}");
+    assert_eq!(read[0]["severity"], "low", "{:#}", read[0]);
+    let created = by_pid(&alerts, "key-created", shell_pid);
+    assert_eq!(created.len(), 1, "{alerts:#?}");
+    // The second key's reader: its creator's uid, so a fresh own key (low),
+    // not a key whose creator a stale taint erased (high).
+    let second: Vec<&Value> = about(&alerts, "key-file-open", &key2)
+        .into_iter()
+        .filter(|a| a["process"]["pid"] != shell_pid)
+        .collect();
+    assert_eq!(second.len(), 1, "{alerts:#?}");
+    assert_eq!(second[0]["severity"], "low", "{:#}", second[0]);
+    assert!(
+        second[0]["factors"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("fresh_key")),
+        "{:#}",
+        second[0]
+    );
+    assert!(
+        about(&alerts, "tracked-copy", &copy).is_empty(),
+        "{alerts:#?}"
+    );
+    assert!(
+        about(&alerts, "tracked-copy", &copy2).is_empty(),
+        "{alerts:#?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["severity"] == "info" || a["severity"] == "low"),
+        "{alerts:#?}"
+    );
+    metric_at_least(
+        &s,
+        "keysentry_flow_stopped_total{reason=\"not_a_copy\"}",
+        1.0,
+    );
+}

@@ -153,6 +153,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             ebpf.take_map("ENVIRON_READS")
                 .context("map ENVIRON_READS")?,
         )?,
+        pipes: BpfHashMap::try_from(
+            ebpf.take_map("TAINTED_PIPES")
+                .context("map TAINTED_PIPES")?,
+        )?,
     });
     let protector = Protector::new(&cfg);
     {

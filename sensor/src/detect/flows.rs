@@ -11,7 +11,7 @@ use std::{
 };
 
 use sensor_common::{
-    TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, VIA_CLONE,
+    TAINT_FILE, TAINT_HELPER, TAINT_MEMORY, TAINT_PIPE, TRACKED_PENDING, Taint, VIA_CLONE,
     VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE,
 };
 
@@ -295,9 +295,40 @@ impl Flows {
         self.file_write_track(cx, policy, dumps, w);
         self.prune(cx);
         cx.drop_evicted();
-        if cx.registry.by_inode(w.dev, w.ino).is_none() {
-            cx.kernel.drop_pending(w.dev, w.ino);
+        if cx.registry.by_inode(w.dev, w.ino).is_none()
+            && let Some(igen) = cx.kernel.drop_pending(w.dev, w.ino)
+        {
+            // Readers the kernel followed while the file was pending carry a
+            // source nobody tracks: their taint goes with the mark.
+            let n = cx.kernel.drop_taint_from(w.dev, w.ino, igen);
+            if n > 0 {
+                cx.metrics
+                    .flow_stopped
+                    .with_label_values(&["not_a_copy"])
+                    .inc_by(n);
+            }
         }
+    }
+
+    /// Whether a writer's taint names a source user space knows: a tracked
+    /// file of the same generation, a protected process's memory it read,
+    /// or the core helper.
+    fn taint_source_known(cx: &mut Context, dumps: &Dumps, actor: &ProcInfo, t: &Taint) -> bool {
+        if t.flags & TAINT_HELPER != 0 && dumps.helper_of(cx, actor).is_some() {
+            return true;
+        }
+        if t.flags & TAINT_MEMORY != 0 && cx.memory_source(actor.pid).is_some() {
+            return true;
+        }
+        if t.flags & (TAINT_FILE | TAINT_PIPE) == 0 || t.src_ino == 0 {
+            return false;
+        }
+        let (src, stale) = cx.registry.by_file(t.src_dev, t.src_ino, t.src_igen);
+        let known = src.is_some();
+        if let Some(old) = stale {
+            cx.untrack_in_kernel(&old);
+        }
+        known
     }
 
     fn file_write_track(
@@ -322,10 +353,13 @@ impl Flows {
             // A key file its (tainted) writer just created: a copy after
             // all, registered as one below. Anything else was written again
             // (after a close): rescan when it is closed.
+            // Only when the writer's source is known: a taint left from a
+            // file found no copy must not unmake a new key's creator.
             let fresh_by_writer = kind == TrackedKind::Key
                 && created.is_some()
                 && (t.src_dev, t.src_ino) != (w.dev, w.ino)
-                && (t.flags & (TAINT_FILE | TAINT_PIPE) != 0 || t.flags & TAINT_MEMORY != 0);
+                && (t.flags & (TAINT_FILE | TAINT_PIPE) != 0 || t.flags & TAINT_MEMORY != 0)
+                && Self::taint_source_known(cx, dumps, &actor, t);
             if !fresh_by_writer {
                 if let Some(t) = cx.registry.get_mut(id) {
                     t.scanned = false;

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sensor_common::{
     INSERT_FAIL_ALLOW_EXES, INSERT_FAIL_ALLOWED, INSERT_FAIL_PROTECTED,
     INSERT_FAIL_PROTECTED_THREADS, INSERT_FAIL_SLOTS, INSERT_FAIL_WATCHED,
-    INSERT_FAIL_WATCHED_NAMES, InodeKey, TAINT_FILE, TAINT_STRONG, TRACKED_PENDING, Taint,
-    WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
+    INSERT_FAIL_WATCHED_NAMES, InodeKey, TAINT_FILE, TAINT_PIPE, TAINT_STRONG, TRACKED_PENDING,
+    Taint, WATCH_IGEN, WATCH_SELF, WATCH_TRACKED, WatchEntry,
     names::{NameKey, name_key_of},
 };
 
@@ -66,6 +66,8 @@ pub(crate) struct KernelMaps {
     pub(crate) allow_exes: BpfHashMap<MapData, InodeKey, u32>,
     /// Environments each process read (proc-environ-read's lister count).
     pub(crate) environ: BpfHashMap<MapData, u32, u32>,
+    /// Pipes a tainted process wrote (pipe address -> the writer's taint).
+    pub(crate) pipes: BpfHashMap<MapData, u64, Taint>,
 }
 
 impl KernelMaps {
@@ -99,7 +101,6 @@ impl KernelMaps {
 /// The kernel maps user space only counts, and those it fills at start
 /// only.
 pub(crate) struct MapStats {
-    pipes: BpfHashMap<MapData, u64, Taint>,
     written: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
     sent: BpfHashMap<MapData, [u64; 2], u32>,
     openers: BpfHashMap<MapData, u64, sensor_common::FileOpener>,
@@ -176,7 +177,6 @@ impl MapStats {
     pub(crate) fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
         Ok(Self {
-            pipes: BpfHashMap::try_from(take("TAINTED_PIPES")?)?,
             written: BpfHashMap::try_from(take("WRITTEN")?)?,
             sent: BpfHashMap::try_from(take("SENT")?)?,
             openers: BpfHashMap::try_from(take("FILE_OPENERS")?)?,
@@ -224,7 +224,7 @@ impl MapStats {
                 .map(|p| set_fill(metrics, name, &p.threads)),
             "ALLOW_BYPASS" => Some(set_fill(metrics, name, &self.bypass)),
             "GROUP_EXITED" => Some(set_fill(metrics, name, &self.group_exited)),
-            "TAINTED_PIPES" => Some(set_fill(metrics, name, &self.pipes)),
+            "TAINTED_PIPES" => k.map(|k| set_fill(metrics, name, &k.pipes)),
             "WRITTEN" => Some(set_fill(metrics, name, &self.written)),
             "SENT" => Some(set_fill(metrics, name, &self.sent)),
             "FILE_OPENERS" => Some(set_fill(metrics, name, &self.openers)),
@@ -472,17 +472,53 @@ impl KernelControl {
     }
 
     /// The kernel marked a file tracked at its first write (pending id) and
-    /// user space did not register it: the mark goes.
-    pub fn drop_pending(&mut self, kdev: u32, ino: u64) {
-        if let Some(m) = self.maps.as_mut() {
-            let key = inode_key(kdev, ino);
-            if m.watched
-                .get(&key, 0)
-                .is_ok_and(|e| e.watch_id == TRACKED_PENDING)
-            {
-                let _ = m.watched.remove(&key);
-            }
+    /// user space did not register it: the mark goes. Returns the entry's
+    /// inode generation (`None` for none, or when there was no pending mark).
+    pub fn drop_pending(&mut self, kdev: u32, ino: u64) -> Option<Option<u32>> {
+        let m = self.maps.as_mut()?;
+        let key = inode_key(kdev, ino);
+        let e = m.watched.get(&key, 0).ok()?;
+        if e.watch_id != TRACKED_PENDING {
+            return None;
         }
+        m.watched.remove(&key).ok()?;
+        Some((e.flags & WATCH_IGEN != 0).then_some(e.igen))
+    }
+
+    /// A pending file turned out to be no copy, but the kernel followed its
+    /// readers while it was pending: taints whose only source is that file
+    /// (file or pipe taint, same inode generation) leave `TAINTED`,
+    /// `TAINT_RESERVE` and `TAINTED_PIPES`, so the readers, their children
+    /// and the pipes they wrote stop carrying a source nobody tracks.
+    /// Returns how many went.
+    pub fn drop_taint_from(&mut self, kdev: u32, ino: u64, igen: Option<u32>) -> u64 {
+        let Some(m) = self.maps.as_mut() else {
+            return 0;
+        };
+        let only_from = |t: &Taint| {
+            t.flags & !TAINT_STRONG != 0
+                && t.flags & !(TAINT_STRONG | TAINT_FILE | TAINT_PIPE) == 0
+                && (t.src_dev, t.src_ino) == (kdev, ino)
+                && igen.is_none_or(|g| t.src_igen == g)
+        };
+        fn sweep<K: aya::Pod + Eq>(
+            map: &mut BpfHashMap<MapData, K, Taint>,
+            only_from: &impl Fn(&Taint) -> bool,
+        ) -> u64 {
+            use aya::maps::IterableMap;
+            let cap = capacity(IterableMap::map(map)).max(1) as usize;
+            let gone: Vec<K> = map
+                .iter()
+                .take(cap)
+                .flatten()
+                .filter(|(_, t)| only_from(t))
+                .map(|(k, _)| k)
+                .collect();
+            gone.iter().filter(|k| map.remove(k).is_ok()).count() as u64
+        }
+        sweep(&mut m.tainted, &only_from)
+            + sweep(&mut m.taint_reserve, &only_from)
+            + sweep(&mut m.pipes, &only_from)
     }
 
     /// Whether the kernel follows this inode as the tracked file `id`.
