@@ -144,6 +144,11 @@ pub struct KernelOffsets {
     /// once it returned (task work on the way back to user space).
     pub pt_regs_ax: u32,
     pub _pad_ax: u32,
+    /// signal_struct.thread_head and task_struct.thread_node (the thread
+    /// group's list, 3.14+): a thread id of the caller's own group is
+    /// recognised in the kernel; 0 when the kernel's BTF lacks them.
+    pub signal_thread_head: u32,
+    pub task_thread_node: u32,
 }
 
 /// `KernelOffsets::iou_table_layout`: the fixed file table is an array of

@@ -190,6 +190,13 @@ impl TaskPtr {
         member_ptr(self.0, off!(task_signal))
     }
 
+    /// The task whose `thread_node` is at `node` (an entry of a
+    /// `SignalPtr::thread_head` list).
+    #[inline(always)]
+    pub fn of_thread_node(node: u64) -> TaskPtr {
+        TaskPtr::from_addr(node.wrapping_sub(off!(task_thread_node) as u64))
+    }
+
     /// (dev, inode) of the task's executable.
     #[inline(always)]
     pub fn exe(self) -> Option<InodeKey> {
@@ -357,6 +364,16 @@ impl InodePtr {
 }
 
 impl SignalPtr {
+    /// Address of `thread_head`, the list of the group's threads (None
+    /// when the kernel's BTF did not give its offset).
+    #[inline(always)]
+    pub fn thread_head(self) -> Option<u64> {
+        match off!(signal_thread_head) {
+            0 => None,
+            o => Some(self.0 as u64 + o as u64),
+        }
+    }
+
     /// Threads alive (0 once the last one exits).
     #[inline(always)]
     pub fn live(self) -> Option<i32> {

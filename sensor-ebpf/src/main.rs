@@ -13,6 +13,7 @@ mod maps;
 mod probes;
 mod syscall;
 mod taint;
+mod thread;
 mod vfs;
 
 #[cfg(not(test))]

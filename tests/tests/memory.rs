@@ -443,7 +443,13 @@ fn own_threads_are_no_alert_and_an_unprotected_thread_stays_low() {
     let _ = s.alerts_until_marker(&l.marker);
     let tid = plain.tid.expect("victim-threads prints its thread id");
 
+    // keysentry stops while the actor reads its own thread and exits: by
+    // the time user space sees the records, the thread id names nobody,
+    // so only the kernel can say it was the actor's own.
+    let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let (me, st) = actor(&["self-thread-access"], None, None);
+    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(st.success());
     let (unprotected, st) = actor(
         &["vm-read", &tid.to_string(), &plain.addr, &plain.len],

@@ -4,7 +4,8 @@
 //! are dropped here; ptrace reads and writes (PEEK*/POKE*/GETREGS...) only
 //! reach user space when the target is protected. A thread id of a
 //! protected process (`PROTECTED_THREADS`) names that process: the record's
-//! target is its tgid (the tid named goes along), with the same taint.
+//! target is its tgid (the tid named goes along), with the same taint. A
+//! thread id of the caller's own group is no record (thread.rs).
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
@@ -20,6 +21,7 @@ use crate::{
     maps::protected_target,
     syscall::{args3, sys_ret},
     taint::add_taint,
+    thread::own_thread,
     vfs::fd_file,
 };
 
@@ -67,10 +69,12 @@ fn target_of(named: u32) -> Target {
 
 /// Reports an access to another process's memory (a successful one to a
 /// protected process taints the actor first). An access to the actor's
-/// own thread group, through any of its thread ids, is no report.
+/// own thread group, through any of its thread ids, is no report (a
+/// protected process's threads resolve through `PROTECTED_THREADS`, any
+/// other process's by a walk of the caller's own thread list).
 #[inline(always)]
 fn report(actor: u32, op: u32, ret: i64, t: Target, request: u64, arg: u64) {
-    if t.tgid == actor {
+    if t.tgid == actor || (!t.protected && own_thread(t.named)) {
         return;
     }
     // A successful read of (or attach to) a protected process taints the

@@ -14,7 +14,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kptr::{DentryPtr, FilePtr, InodePtr},
+    kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
     maps::{ENVIRON_READS, check_insert, protected_target},
     probes::{
         dumpcfg::emit_dump_config,
@@ -63,6 +63,17 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
         // The process's own files (through any of its thread ids, when
         // the kernel knows them) are no report.
         if pid == tgid {
+            return false;
+        }
+        // mem, pagemap and environ keep the mm they opened (proc_mem_open's
+        // file->private_data): the caller's own mm is its own memory, through
+        // a thread id user space may no longer resolve.
+        if (pf == PROC_MEM || pf == PROC_PAGEMAP || pf == PROC_ENVIRON)
+            && let Some(mm) = FilePtr::from_addr(get!(s.file)).private_data()
+            && TaskPtr::current()
+                .mm()
+                .is_some_and(|m| m.addr() == mm as u64)
+        {
             return false;
         }
         if pf == PROC_ENVIRON {

@@ -226,6 +226,14 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         pt_regs_ax: o("pt_regs", "ax")?,
         ..Default::default()
     };
+    // The thread list (own-thread checks): optional, both or neither.
+    if let (Ok(head), Ok(node)) = (
+        o("signal_struct", "thread_head"),
+        o("task_struct", "thread_node"),
+    ) {
+        k.signal_thread_head = head;
+        k.task_thread_node = node;
+    }
     // The programs read these with fixed offsets: refuse a kernel whose
     // layout differs rather than read the wrong bytes.
     k.tp_sys_exit_ret = tracefs::field_offset("syscalls", "sys_exit_openat", "ret")?;
