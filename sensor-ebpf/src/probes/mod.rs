@@ -1,3 +1,4 @@
+pub mod close;
 pub mod dumpcfg;
 pub mod flow;
 pub mod lsm;
