@@ -1,6 +1,8 @@
 //! A copy of a key ended without close(2) is still decided and scanned
 //! (issue 14): the writer exits with it open, close_range()s it, dup2()s
-//! another file over it, or closes it with io_uring's IORING_OP_CLOSE; each gives the tracked-copy alert and the
+//! another file over it, or closes it with io_uring's IORING_OP_CLOSE (of a
+//! descriptor, or of a fixed file slot it was opened into and written
+//! through); each gives the tracked-copy alert and the
 //! key-material scan a plain close gives. And a TAINTED map filled by
 //! thousands of self-tainted processes does not hide a real theft.
 
@@ -61,6 +63,10 @@ fn release(mut c: Child) {
 /// The tracked-copy and key-material alerts of `dst` written by `pid`
 /// from `key`, both seen in `alerts`.
 fn assert_copy_scanned(alerts: &[Value], key: &Path, dst: &Path, pid: u32) {
+    assert_copy_scanned_via(alerts, key, dst, pid, "write");
+}
+
+fn assert_copy_scanned_via(alerts: &[Value], key: &Path, dst: &Path, pid: u32, via: &str) {
     let tc = at(alerts, "tracked-copy", dst);
     assert_eq!(
         tc.len(),
@@ -69,7 +75,7 @@ fn assert_copy_scanned(alerts: &[Value], key: &Path, dst: &Path, pid: u32) {
         dst.display()
     );
     assert_eq!(tc[0]["process"]["pid"], pid);
-    assert_eq!(tc[0]["flow"]["via"], "write");
+    assert_eq!(tc[0]["flow"]["via"], via);
     assert_eq!(tc[0]["flow"]["lineage"][0]["path"], key.to_str().unwrap());
     let km = at(alerts, "key-material", dst);
     assert_eq!(
@@ -93,6 +99,7 @@ fn copy_ended_where_possible(
     how: &str,
     unavailable: i32,
     why: &str,
+    via: &str,
 ) {
     let dst = root.join(format!("out-{how}.bin"));
     let (mut c, line) = spawn_first_line(&[
@@ -104,7 +111,7 @@ fn copy_ended_where_possible(
     if line.trim() == "ready" {
         let pid = c.id();
         let alerts = s.alerts_until(|a| a["rule"] == "key-material");
-        assert_copy_scanned(&alerts, key, &dst, pid);
+        assert_copy_scanned_via(&alerts, key, &dst, pid, via);
         assert!(
             c.try_wait().unwrap().is_none(),
             "{how}: the writer is alive"
@@ -167,6 +174,7 @@ fn a_copy_ended_by_exit_close_range_dup2_or_io_uring_is_scanned_like_a_close() {
         "close-range-far",
         4,
         "close_range far up the table: RLIMIT_NOFILE cannot be raised above 100000 here",
+        "write",
     );
     // io_uring's IORING_OP_CLOSE, where io_uring works (kernel.io_uring_disabled).
     copy_ended_where_possible(
@@ -176,6 +184,18 @@ fn a_copy_ended_by_exit_close_range_dup2_or_io_uring_is_scanned_like_a_close() {
         "uring-close",
         3,
         "io_uring close: io_uring is not available here",
+        "write",
+    );
+    // Opened, written and closed through an io_uring fixed file slot only
+    // (a direct descriptor): the close is found in the ring's table.
+    copy_ended_where_possible(
+        &mut s,
+        &key,
+        &l.root,
+        "uring-slot-close",
+        3,
+        "io_uring slot close: io_uring or direct descriptors are not available here",
+        "io_uring",
     );
 
     // A dup2 over another descriptor ends nothing: no decision while the

@@ -91,9 +91,10 @@ pub fn ks_enter_close(ctx: TracePointContext) -> u32 {
 // io_uring:io_uring_submit_req (6.2+) and io_uring_submit_sqe (before),
 // raw: (struct io_kiocb *req, ...). Fired once the request is prepared
 // and before it runs, so an IORING_OP_CLOSE's descriptor still holds its
-// file: reported like a close. A direct descriptor (file_slot) is not in
-// the file table and is not followed. Every io_uring submission on the
-// host pays `acting_tgid` and `is_tainted`.
+// file: reported like a close. A direct descriptor (file_slot) is found in
+// the ring's fixed file table (`IoRingCtxPtr::fixed_file`) and reported
+// with fd -1. Every io_uring submission on the host pays `acting_tgid` and
+// `is_tainted`.
 #[raw_tracepoint(tracepoint = "io_uring_submit_req")]
 pub fn ks_iou_submit_req(ctx: RawTracePointContext) -> u32 {
     iou_submit(ctx.arg(0))
@@ -122,6 +123,11 @@ fn iou_submit(req: u64) -> u32 {
     };
     let (fd, slot) = (v as u32 as u64, (v >> 32) as u32);
     if slot != 0 {
+        // A direct descriptor (file_slot is the slot + 1): its file is in
+        // the ring's fixed file table, not the process's (fd -1).
+        if let Some(file) = req.ctx().and_then(|c| c.fixed_file(slot - 1)) {
+            close_written(tgid, u64::MAX, file, CLOSE_BY_IO_URING);
+        }
         return 0;
     }
     if let Some(file) = fd_file_checked(fd) {

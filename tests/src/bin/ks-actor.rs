@@ -1058,7 +1058,9 @@ fn scm_recv(sock: i32, port: Option<u16>) {
 /// `exit` (exit_group with it open), `close-range` (close_range from it
 /// up), `close-range-far` (moved to descriptor 100000, then close_range
 /// from 3 up), `dup2` (/dev/null dup2'd over it), `uring-close` (an io_uring
-/// IORING_OP_CLOSE; exit status 3 when io_uring is unavailable), or `dup2-other` (dup2 over an
+/// IORING_OP_CLOSE; exit status 3 when io_uring is unavailable),
+/// `uring-slot-close` (opened, written and closed through an io_uring
+/// fixed file slot only: `uring_slot_write_close`), or `dup2-other` (dup2 over an
 /// unrelated descriptor: the copy stays open). Except for `exit`, it then
 /// prints "ready" and waits for its stdin to close, then exits with the
 /// copy's descriptor (if still open) open.
@@ -1069,6 +1071,14 @@ fn copy_end(how: &str, src: &str, dst: &str) {
         eprintln!("read {src}: {e}");
         exit(1)
     });
+    if how == "uring-slot-close" {
+        uring_slot_write_close(&data, dst);
+        println!("ready");
+        let _ = std::io::stdout().flush();
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+        unsafe { libc::_exit(0) }
+    }
     let mut out = std::fs::File::create(dst).unwrap_or_else(|e| {
         eprintln!("create {dst}: {e}");
         exit(1)
@@ -1150,6 +1160,58 @@ fn copy_end(how: &str, src: &str, dst: &str) {
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
     unsafe { libc::_exit(0) }
+}
+
+/// `copy-end uring-slot-close`: DST is opened into fixed file slot 2,
+/// written through it and closed by IORING_OP_CLOSE of the slot; no
+/// descriptor of the process's table ever holds it. Exit status 3 when
+/// io_uring or direct descriptors are unavailable.
+fn uring_slot_write_close(data: &[u8], dst: &str) {
+    use io_uring::{IoUring, opcode, squeue, types};
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("{what}: {e}");
+        exit(3)
+    };
+    let mut ring = IoUring::new(4).unwrap_or_else(|e| unavailable("io_uring_setup", &e));
+    ring.submitter()
+        .register_files_sparse(4)
+        .unwrap_or_else(|e| unavailable("IORING_REGISTER_FILES2 (sparse)", &e));
+    let mut run = |sqe: squeue::Entry, what: &str| -> i32 {
+        unsafe { ring.submission().push(&sqe) }.unwrap_or_else(|_| exit(1));
+        ring.submit_and_wait(1).unwrap_or_else(|e| {
+            eprintln!("io_uring_enter: {e}");
+            exit(1)
+        });
+        let r = ring.completion().next().unwrap_or_else(|| exit(1)).result();
+        if r < 0 {
+            eprintln!("io_uring {what}: {}", std::io::Error::from_raw_os_error(-r));
+        }
+        r
+    };
+    let d = cstr(dst);
+    let open = opcode::OpenAt::new(types::Fd(libc::AT_FDCWD), d.as_ptr())
+        .flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC)
+        .mode(0o600)
+        .file_index(Some(
+            types::DestinationSlot::try_from_slot_target(2).unwrap(),
+        ))
+        .build()
+        .user_data(1);
+    match run(open, "openat (direct)") {
+        r if r == -libc::EINVAL || r == -libc::EOPNOTSUPP => exit(3),
+        r if r < 0 => exit(1),
+        _ => {}
+    }
+    let write = opcode::Write::new(types::Fixed(2), data.as_ptr(), data.len() as u32)
+        .build()
+        .user_data(2);
+    if run(write, "write (fixed 2)") < 0 {
+        exit(1);
+    }
+    let close = opcode::Close::new(types::Fixed(2)).build().user_data(3);
+    if run(close, "close (fixed 2)") < 0 {
+        exit(1);
+    }
 }
 
 /// Opens PATH (a file matched by name only: a self-inflicted taint), then
