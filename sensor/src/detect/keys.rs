@@ -76,7 +76,7 @@ fn resolve_failed_live(cx: &Context, rec: &OpenRecord) -> Resolved {
     let Some(arg) = rec.arg.as_deref() else {
         return Resolved::NotWatched;
     };
-    let up = crate::detect::flows::user_path(rec.task.pid, rec.dfd, arg);
+    let up = crate::enrich::userpath::user_path(rec.task.pid, rec.dfd, arg);
     let (shown, seen) = (&up.shown, &up.seen);
     let covered = cx.watcher.covers(seen);
     let (watch_id, key) = match covered {

@@ -11,9 +11,9 @@ use sensor_common::{InodeKey, PATH_OP_LINK, PATH_OP_UNLINK};
 
 use crate::{
     alert::{FlowDetail, Origin, Severity, Target, TrackedKind},
-    detect::flows::{stat_user_path, user_path},
     detect::{Policy, rule_alert},
     enrich::context::Context,
+    enrich::userpath::{stat_user_path, user_path},
     enrich::watch::kdev,
     ingest::decode::flow::PathRecord,
     rules::Rule,

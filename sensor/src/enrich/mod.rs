@@ -1,7 +1,8 @@
 //! Stage 3, enrich: the state every rule consults (`context::Context`),
 //! the facts rules take (`facts`), and the reads of the live system they
 //! rest on (`sysview`); the tracked-file registry (`track`) and its kernel
-//! side (`tracking`); the key-material scanner (`scan/`).
+//! side (`tracking`); the key-material scanner (`scan/`); path arguments
+//! resolved as their process saw them (`userpath`).
 
 pub mod context;
 pub mod coredump;
@@ -15,4 +16,5 @@ pub mod scan;
 pub mod sysview;
 pub mod track;
 pub mod tracking;
+pub mod userpath;
 pub mod watch;
