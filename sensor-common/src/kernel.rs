@@ -149,7 +149,21 @@ pub struct KernelOffsets {
     /// recognised in the kernel; 0 when the kernel's BTF lacks them.
     pub signal_thread_head: u32,
     pub task_thread_node: u32,
+    /// io_kiocb.flags (REQ_F_*, whose low bits are the uapi IOSQE_* bits)
+    /// and io_kiocb.cqe.fd (the SQE's fd, or its fixed file slot with
+    /// REQ_F_FIXED_FILE): a write or send submitted with
+    /// IOSQE_CQE_SKIP_SUCCESS is followed from its submission; 0 when the
+    /// kernel's BTF lacks them.
+    pub io_kiocb_flags: u32,
+    pub io_kiocb_cqe_fd: u32,
 }
+
+/// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed
+/// file slot.
+pub const REQ_F_FIXED_FILE: u32 = 1 << 0;
+/// REQ_F_CQE_SKIP (= IOSQE_CQE_SKIP_SUCCESS): no completion is posted
+/// when the request succeeds.
+pub const REQ_F_CQE_SKIP: u32 = 1 << 6;
 
 /// `KernelOffsets::iou_table_layout`: the fixed file table is an array of
 /// `struct io_fixed_file { unsigned long file_ptr; }` (6.1-6.12).

@@ -531,6 +531,26 @@ impl IoKiocbPtr {
         member(self.0, off)
     }
 
+    /// REQ_F_* flags (their low 32 bits; None where the kernel's BTF did
+    /// not give the offsets of `flags` and `cqe.fd`).
+    #[inline(always)]
+    pub fn flags(self) -> Option<u32> {
+        match off!(io_kiocb_flags) {
+            0 => None,
+            o => member(self.0, o),
+        }
+    }
+
+    /// `cqe.fd`: the fd the SQE named (a fixed file slot with
+    /// REQ_F_FIXED_FILE), set at submission for requests that take a file.
+    #[inline(always)]
+    pub fn cqe_fd(self) -> Option<i32> {
+        match off!(io_kiocb_cqe_fd) {
+            0 => None,
+            o => member(self.0, o),
+        }
+    }
+
     /// The ring the request belongs to.
     #[inline(always)]
     pub fn ctx(self) -> Option<IoRingCtxPtr> {

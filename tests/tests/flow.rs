@@ -132,6 +132,32 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
         ]
     );
 
+    // The same with IOSQE_CQE_SKIP_SUCCESS: the write posts no completion,
+    // so it is followed from its submission.
+    let skip_copy = l.root.join("stage-uring-skip.bin");
+    let (copier, st) = actor(
+        &[
+            "uring-copy-skip",
+            copy.to_str().unwrap(),
+            skip_copy.to_str().unwrap(),
+        ],
+        None,
+        None,
+    );
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    let a = one(&alerts, "tracked-copy", &skip_copy);
+    assert_eq!(a["process"]["pid"], copier);
+    assert_eq!(a["flow"]["via"], "io_uring");
+    assert_eq!(
+        lineage_paths(a),
+        [
+            dump.to_str().unwrap(),
+            copy.to_str().unwrap(),
+            skip_copy.to_str().unwrap()
+        ]
+    );
+
     // The copy leaves through a socket: a Rust sender, python, curl.
     let port = listener();
     let port_s = port.to_string();

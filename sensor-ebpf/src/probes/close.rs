@@ -2,7 +2,8 @@
 //! close_range, dup2/dup3 over it, and io_uring's IORING_OP_CLOSE. Each is
 //! reported (`FileClose`) with the bytes written and the file's size, so
 //! user space decides the copy and scans it once it is complete (the
-//! writes themselves are flow.rs's).
+//! writes themselves are flow.rs's, but for io_uring writes and sends
+//! whose completion is skipped, seen here at their submission).
 
 use core::ffi::c_void;
 
@@ -13,7 +14,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     CLOSE_BY_CLOSE, CLOSE_BY_CLOSE_RANGE, CLOSE_BY_DUP2, CLOSE_BY_IO_URING, FileCloseEvent,
-    WriteKey,
+    REQ_F_CQE_SKIP, REQ_F_FIXED_FILE, WriteKey,
     x86_64::{NR_CLOSE, NR_CLOSE_RANGE, NR_DUP2, NR_DUP3},
 };
 
@@ -22,7 +23,7 @@ use crate::{
     kptr::{FdArrayPtr, FilePtr, IoKiocbPtr, TaskPtr},
     maps::{WRITTEN, acting_tgid},
     off,
-    probes::flow::NOT_FOLLOWED,
+    probes::flow::{NOT_FOLLOWED, iou_sink_file},
     setting,
     syscall::{args3, tp_nr},
     taint::is_tainted,
@@ -93,8 +94,9 @@ pub fn ks_enter_close(ctx: TracePointContext) -> u32 {
 // and before it runs, so an IORING_OP_CLOSE's descriptor still holds its
 // file: reported like a close. A direct descriptor (file_slot) is found in
 // the ring's fixed file table (`IoRingCtxPtr::fixed_file`) and reported
-// with fd -1. Every io_uring submission on the host pays `acting_tgid` and
-// `is_tainted`.
+// with fd -1. A write or send with a skipped completion is followed here
+// too (`skipped_sink`). Every io_uring submission on the host pays
+// `acting_tgid` and `is_tainted`.
 #[raw_tracepoint(tracepoint = "io_uring_submit_req")]
 pub fn ks_iou_submit_req(ctx: RawTracePointContext) -> u32 {
     iou_submit(ctx.arg(0))
@@ -107,7 +109,7 @@ pub fn ks_iou_submit_sqe(ctx: RawTracePointContext) -> u32 {
 
 #[inline(always)]
 fn iou_submit(req: u64) -> u32 {
-    if setting!(empty_programs) != 0 || off!(iou_close_fd) == 0 {
+    if setting!(empty_programs) != 0 {
         return 0;
     }
     let Some(tgid) = acting_tgid() else { return 0 };
@@ -115,7 +117,12 @@ fn iou_submit(req: u64) -> u32 {
         return 0;
     }
     let req = IoKiocbPtr::from_addr(req);
-    if req.opcode().map_or(u32::MAX, |o| o as u32) != off!(iou_op_close) {
+    let op = req.opcode().map_or(u32::MAX, |o| o as u32);
+    if op < 64 && (off!(iou_sink_ops) >> op) & 1 != 0 {
+        skipped_sink(req);
+        return 0;
+    }
+    if op != off!(iou_op_close) || off!(iou_close_fd) == 0 {
         return 0;
     }
     let Some(v) = req.close_fd_slot() else {
@@ -134,6 +141,32 @@ fn iou_submit(req: u64) -> u32 {
         close_written(tgid, fd, file, CLOSE_BY_IO_URING);
     }
     0
+}
+
+/// A write or send submitted with IOSQE_CQE_SKIP_SUCCESS posts no
+/// completion when it succeeds, so `io_uring_complete` (where io_uring
+/// writes and sends are followed) never sees it. It is followed here, from
+/// the file its SQE named (the request gets its file only when issued): a
+/// descriptor, or a fixed file slot with REQ_F_FIXED_FILE. The bytes are
+/// not known yet (0): the file's size at its close gives them.
+#[inline(always)]
+fn skipped_sink(req: IoKiocbPtr) {
+    let Some(flags) = req.flags() else { return };
+    if flags & REQ_F_CQE_SKIP == 0 {
+        return;
+    }
+    let Some(fd) = req.cqe_fd() else { return };
+    if fd < 0 {
+        return;
+    }
+    let file = if flags & REQ_F_FIXED_FILE != 0 {
+        req.ctx().and_then(|c| c.fixed_file(fd as u32))
+    } else {
+        fd_file_checked(fd as u64)
+    };
+    if let Some(file) = file {
+        iou_sink_file(file, 0);
+    }
 }
 
 /// The file at `fd` (within the table's `max_fds`) of the current task.

@@ -253,24 +253,29 @@ fn sink_file(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i6
 /// process (or its io_uring worker, which shares its tgid).
 #[inline(always)]
 pub fn iou_sink(req: IoKiocbPtr, res: i32) {
+    if let Some(file) = req.file() {
+        iou_sink_file(file, res);
+    }
+}
+
+/// `res` bytes of a tainted process went into `file` through io_uring (at
+/// a completion, or at the submission of a request whose completion is
+/// skipped: close.rs).
+#[inline(always)]
+pub fn iou_sink_file(file: FilePtr, res: i32) {
     let Some(tgid) = acting_tgid() else { return };
     let Some(taint) = taint_of(tgid) else {
         return;
     };
-    {
-        let Some(file) = req.file() else {
-            return;
-        };
-        sink_file(
-            tgid,
-            &taint,
-            file,
-            u64::MAX,
-            VIA_IO_URING,
-            res as i64,
-            Dest::None,
-        );
-    }
+    sink_file(
+        tgid,
+        &taint,
+        file,
+        u64::MAX,
+        VIA_IO_URING,
+        res as i64,
+        Dest::None,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -304,6 +304,12 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             if let Ok(slot) = o("io_open", "file_slot") {
                 io_uring_fixed_table(btf, &mut k, file + slot);
             }
+            // A write or send with a skipped completion is seen at its
+            // submission, from the fd (or slot) the SQE named.
+            if let (Ok(flags), Ok(fd)) = (o("io_kiocb", "flags"), o("io_kiocb", "cqe.fd")) {
+                k.io_kiocb_flags = flags;
+                k.io_kiocb_cqe_fd = fd;
+            }
             for op in [
                 "IORING_OP_WRITEV",
                 "IORING_OP_WRITE_FIXED",

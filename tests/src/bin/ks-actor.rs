@@ -48,6 +48,8 @@
 //!                             /proc/PID/mem into OUT (a raw dump), DETACH
 //!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
 //!   uring-copy SRC DST        read SRC, write it to DST with IORING_OP_WRITE
+//!   uring-copy-skip SRC DST   the same, the write with IOSQE_CQE_SKIP_SUCCESS
+//!                             (no completion), linked to a NOP
 //!   uring-direct SRC DST HOW  io_uring only, direct descriptors: OPENAT SRC into a
 //!                             fixed file slot (HOW: `slot` names slot 3, `alloc`
 //!                             lets the kernel pick: IORING_FILE_INDEX_ALLOC,
@@ -358,6 +360,7 @@ fn main() {
         ["attach-running", bin] => attach_running(bin),
         ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
         ["uring-copy", src, dst] => uring_copy(src, dst),
+        ["uring-copy-skip", src, dst] => uring_copy_skip(src, dst),
         ["uring-direct", src, dst, how] => uring_direct(src, dst, how),
         ["mmap-copy", src, dst] => mmap_copy(src, dst),
         ["scm-pass", path, bin] => scm_pass(path, bin, None),
@@ -794,6 +797,40 @@ fn uring_copy(src: &str, dst: &str) {
     ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
     let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
     check(cqe.result(), "io_uring write");
+}
+
+/// Reads SRC, then writes it to DST through io_uring with
+/// IOSQE_CQE_SKIP_SUCCESS (no completion when it succeeds), linked to a
+/// NOP whose completion says the write is done.
+fn uring_copy_skip(src: &str, dst: &str) {
+    use io_uring::{IoUring, opcode, squeue, types};
+    use std::os::fd::AsRawFd;
+    let data = std::fs::read(src).unwrap_or_else(|e| {
+        eprintln!("read {src}: {e}");
+        exit(1)
+    });
+    let out = std::fs::File::create(dst).unwrap_or_else(|e| {
+        eprintln!("create {dst}: {e}");
+        exit(1)
+    });
+    let mut ring = IoUring::new(4).unwrap_or_else(|_| exit(1));
+    let write = opcode::Write::new(types::Fd(out.as_raw_fd()), data.as_ptr(), data.len() as u32)
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS | squeue::Flags::IO_LINK)
+        .user_data(9);
+    let nop = opcode::Nop::new().build().user_data(10);
+    unsafe {
+        ring.submission().push(&write).unwrap_or_else(|_| exit(1));
+        ring.submission().push(&nop).unwrap_or_else(|_| exit(1));
+    }
+    ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
+    let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
+    if cqe.user_data() != 10 {
+        // The write's own completion: it failed.
+        check(cqe.result(), "io_uring write (skip success)");
+        exit(1);
+    }
+    check(cqe.result(), "io_uring nop after the write");
 }
 
 /// `uring-direct`: see the usage at the top. Nothing but io_uring touches

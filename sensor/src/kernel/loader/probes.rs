@@ -248,13 +248,13 @@ pub const PROBES: &[Probe] = &[
         program: "ks_iou_submit_req",
         hook: Hook::Raw("io_uring_submit_req"),
         required: false,
-        serves: "key-material scan of written files (io_uring close, 6.2+)",
+        serves: "key-material scan of written files (io_uring close), io_uring writes and sends with skipped completions (6.2+)",
     },
     Probe {
         program: "ks_iou_submit_sqe",
         hook: Hook::Raw("io_uring_submit_sqe"),
         required: false,
-        serves: "key-material scan of written files (io_uring close, before 6.2)",
+        serves: "key-material scan of written files (io_uring close), io_uring writes and sends with skipped completions (before 6.2)",
     },
     Probe {
         program: "ks_enter_close",
