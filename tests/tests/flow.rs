@@ -107,56 +107,33 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     assert_eq!(a["process"]["pid"], mapper);
     assert_eq!(a["flow"]["via"], "mmap");
 
-    // A copy written through io_uring (no write syscall at all).
-    let uring_copy = l.root.join("stage-uring.bin");
-    let (copier, st) = actor(
-        &[
-            "uring-copy",
-            copy.to_str().unwrap(),
-            uring_copy.to_str().unwrap(),
-        ],
-        None,
-        None,
-    );
-    assert!(st.success());
-    let alerts = s.alerts_until_marker(&l.marker);
-    let a = one(&alerts, "tracked-copy", &uring_copy);
-    assert_eq!(a["process"]["pid"], copier);
-    assert_eq!(a["flow"]["via"], "io_uring");
-    assert_eq!(
-        lineage_paths(a),
-        [
-            dump.to_str().unwrap(),
-            copy.to_str().unwrap(),
-            uring_copy.to_str().unwrap()
-        ]
-    );
-
-    // The same with IOSQE_CQE_SKIP_SUCCESS: the write posts no completion,
-    // so it is followed from its submission.
-    let skip_copy = l.root.join("stage-uring-skip.bin");
-    let (copier, st) = actor(
-        &[
-            "uring-copy-skip",
-            copy.to_str().unwrap(),
-            skip_copy.to_str().unwrap(),
-        ],
-        None,
-        None,
-    );
-    assert!(st.success());
-    let alerts = s.alerts_until_marker(&l.marker);
-    let a = one(&alerts, "tracked-copy", &skip_copy);
-    assert_eq!(a["process"]["pid"], copier);
-    assert_eq!(a["flow"]["via"], "io_uring");
-    assert_eq!(
-        lineage_paths(a),
-        [
-            dump.to_str().unwrap(),
-            copy.to_str().unwrap(),
-            skip_copy.to_str().unwrap()
-        ]
-    );
+    // A copy written through io_uring (no write syscall at all); and the
+    // same with IOSQE_CQE_SKIP_SUCCESS, whose write posts no completion, so
+    // it is followed from its submission.
+    for (how, name) in [
+        ("uring-copy", "stage-uring.bin"),
+        ("uring-copy-skip", "stage-uring-skip.bin"),
+    ] {
+        let uring_copy = l.root.join(name);
+        let (copier, st) = actor(
+            &[how, copy.to_str().unwrap(), uring_copy.to_str().unwrap()],
+            None,
+            None,
+        );
+        assert!(st.success(), "{how}");
+        let alerts = s.alerts_until_marker(&l.marker);
+        let a = one(&alerts, "tracked-copy", &uring_copy);
+        assert_eq!(a["process"]["pid"], copier);
+        assert_eq!(a["flow"]["via"], "io_uring");
+        assert_eq!(
+            lineage_paths(a),
+            [
+                dump.to_str().unwrap(),
+                copy.to_str().unwrap(),
+                uring_copy.to_str().unwrap()
+            ]
+        );
+    }
 
     // The copy leaves through a socket: a Rust sender, python, curl.
     let port = listener();

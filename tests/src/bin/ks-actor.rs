@@ -359,8 +359,8 @@ fn main() {
         }
         ["attach-running", bin] => attach_running(bin),
         ["ptrace-dump", pid, out] => ptrace_dump(num(pid) as i32, out),
-        ["uring-copy", src, dst] => uring_copy(src, dst),
-        ["uring-copy-skip", src, dst] => uring_copy_skip(src, dst),
+        ["uring-copy", src, dst] => uring_copy(src, dst, false),
+        ["uring-copy-skip", src, dst] => uring_copy(src, dst, true),
         ["uring-direct", src, dst, how] => uring_direct(src, dst, how),
         ["mmap-copy", src, dst] => mmap_copy(src, dst),
         ["scm-pass", path, bin] => scm_pass(path, bin, None),
@@ -777,32 +777,10 @@ fn ptrace_dump(pid: i32, out: &str) {
     }
 }
 
-/// Reads SRC, then writes it to DST through io_uring (no write syscall).
-fn uring_copy(src: &str, dst: &str) {
-    use io_uring::{IoUring, opcode, types};
-    use std::os::fd::AsRawFd;
-    let data = std::fs::read(src).unwrap_or_else(|e| {
-        eprintln!("read {src}: {e}");
-        exit(1)
-    });
-    let out = std::fs::File::create(dst).unwrap_or_else(|e| {
-        eprintln!("create {dst}: {e}");
-        exit(1)
-    });
-    let mut ring = IoUring::new(4).unwrap_or_else(|_| exit(1));
-    let sqe = opcode::Write::new(types::Fd(out.as_raw_fd()), data.as_ptr(), data.len() as u32)
-        .build()
-        .user_data(9);
-    unsafe { ring.submission().push(&sqe) }.unwrap_or_else(|_| exit(1));
-    ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
-    let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
-    check(cqe.result(), "io_uring write");
-}
-
-/// Reads SRC, then writes it to DST through io_uring with
-/// IOSQE_CQE_SKIP_SUCCESS (no completion when it succeeds), linked to a
-/// NOP whose completion says the write is done.
-fn uring_copy_skip(src: &str, dst: &str) {
+/// Reads SRC, then writes it to DST through io_uring (no write syscall);
+/// with `skip`, the write has IOSQE_CQE_SKIP_SUCCESS (no completion when
+/// it succeeds) and is linked to a NOP whose completion says it is done.
+fn uring_copy(src: &str, dst: &str, skip: bool) {
     use io_uring::{IoUring, opcode, squeue, types};
     use std::os::fd::AsRawFd;
     let data = std::fs::read(src).unwrap_or_else(|e| {
@@ -816,21 +794,24 @@ fn uring_copy_skip(src: &str, dst: &str) {
     let mut ring = IoUring::new(4).unwrap_or_else(|_| exit(1));
     let write = opcode::Write::new(types::Fd(out.as_raw_fd()), data.as_ptr(), data.len() as u32)
         .build()
-        .flags(squeue::Flags::SKIP_SUCCESS | squeue::Flags::IO_LINK)
         .user_data(9);
-    let nop = opcode::Nop::new().build().user_data(10);
-    unsafe {
-        ring.submission().push(&write).unwrap_or_else(|_| exit(1));
-        ring.submission().push(&nop).unwrap_or_else(|_| exit(1));
+    if skip {
+        let write = write.flags(squeue::Flags::SKIP_SUCCESS | squeue::Flags::IO_LINK);
+        let nop = opcode::Nop::new().build().user_data(10);
+        unsafe {
+            ring.submission().push(&write).unwrap_or_else(|_| exit(1));
+            ring.submission().push(&nop).unwrap_or_else(|_| exit(1));
+        }
+    } else {
+        unsafe { ring.submission().push(&write) }.unwrap_or_else(|_| exit(1));
     }
     ring.submit_and_wait(1).unwrap_or_else(|_| exit(1));
     let cqe = ring.completion().next().unwrap_or_else(|| exit(1));
-    if cqe.user_data() != 10 {
-        // The write's own completion: it failed.
-        check(cqe.result(), "io_uring write (skip success)");
+    // With `skip`, a completion of the write itself means it failed.
+    check(cqe.result(), "io_uring write");
+    if skip && cqe.user_data() != 10 {
         exit(1);
     }
-    check(cqe.result(), "io_uring nop after the write");
 }
 
 /// `uring-direct`: see the usage at the top. Nothing but io_uring touches
