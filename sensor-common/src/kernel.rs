@@ -156,6 +156,11 @@ pub struct KernelOffsets {
     /// kernel's BTF lacks them.
     pub io_kiocb_flags: u32,
     pub io_kiocb_cqe_fd: u32,
+    /// 1 when dentry.d_parent, d_name (struct qstr, 16 bytes) and d_inode
+    /// are one 32-byte span (every 6.x kernel): the open verdict cache
+    /// reads them in one read; 0 leaves the cache off.
+    pub dentry_span: u32,
+    pub _pad_span: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

@@ -297,6 +297,19 @@ impl DentryPtr {
         member_ptr(self.0, off!(dentry_d_inode)).map(InodePtr)
     }
 
+    /// d_parent, d_name (hash_len, name pointer) and d_inode in one read
+    /// (a 32-byte span when `OFFSETS.dentry_span` says so).
+    #[inline(always)]
+    pub fn span(self) -> Option<[u64; 4]> {
+        member(self.0, off!(dentry_d_parent))
+    }
+
+    /// d_name.hash_len (the name's hash and length).
+    #[inline(always)]
+    pub fn hash_len(self) -> Option<u64> {
+        member(self.0, off!(dentry_d_name))
+    }
+
     /// (len, name pointer) of the dentry's name.
     #[inline(always)]
     pub fn name(self) -> Option<(u32, Ptr)> {

@@ -58,6 +58,13 @@ pub fn dentry_name_key(dentry: DentryPtr) -> NameKey {
     let Some((len, name)) = dentry.name() else {
         return NameKey::default();
     };
+    name_key_at(len, name)
+}
+
+/// Head/tail words of the `len`-byte dentry name at `name` (a qstr's
+/// name pointer, which is never null); all zero when it cannot be read.
+#[inline(always)]
+pub fn name_key_at(len: u32, name: Ptr) -> NameKey {
     // SAFETY: kernel memory read through bpf_probe_read_kernel only, 16
     // bytes into each of the two 16-byte arrays on the stack.
     unsafe {

@@ -359,6 +359,9 @@ fn wrote_file(
                 },
                 BPF_NOEXIST,
             );
+            if r.is_ok() {
+                crate::probes::verdict::bump();
+            }
             check_insert(r, INSERT_FAIL_WATCHED);
         }
         let Some(rec) = emit::<FileWriteEvent>() else {

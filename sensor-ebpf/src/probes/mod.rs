@@ -9,3 +9,4 @@ pub mod open_arg;
 pub mod open_proc;
 pub mod process;
 pub mod signal;
+pub mod verdict;

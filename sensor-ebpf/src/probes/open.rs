@@ -31,11 +31,15 @@ use crate::{
     kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
     maps::{NAME_PATTERNS, WATCHED, allowed, count_stop, watch_entry},
     off,
-    probes::{open_arg::check_failed, open_proc::check_other_file},
+    probes::{
+        open_arg::check_failed,
+        open_proc::{check_other_file, of_interest},
+        verdict,
+    },
     setting,
     syscall::{args3, sys_ret},
     taint::add_taint,
-    vfs::{dentry_name_key, eval_patterns, fd_file},
+    vfs::{Ptr, dentry_name_key, eval_patterns, fd_file, name_key_at},
 };
 
 const EPERM: i64 = 1;
@@ -277,6 +281,18 @@ pub struct OpenState {
     pub(super) exe_ino: u64,
     pub(super) exe_dev: u32,
     pub(super) exe_ok: u32,
+    /// What the verdict cache keys on (`verdict::cached`, `v_ok` 1 once
+    /// read): the dentry's parent, name and inode, the parent's name, the
+    /// watch map's generations.
+    pub(super) v_parent: u64,
+    pub(super) v_hash_len: u64,
+    pub(super) v_name: u64,
+    pub(super) v_inode: u64,
+    pub(super) v_pname: u64,
+    pub(super) v_ugen: u64,
+    pub(super) v_kgen: u64,
+    pub(super) v_ok: u32,
+    pub(super) _pad_v: u32,
 }
 
 /// OPEN_STATE slots: the tracepoints' (they run with preemption off, so a
@@ -329,15 +345,25 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32) {
         let Some(s) = OPEN_STATE.get_ptr_mut(slot) else {
             return;
         };
-        // The file, its identity, its dentry and parent.
+        // The file's dentry: an open of a file that matched nothing last
+        // time, through the same dentry, ends here (the tracepoints' only).
+        let Some(dentry) = file.dentry() else {
+            return;
+        };
+        put!(s.v_ok, 0);
+        if slot == TP_SLOT && verdict::cached(s, dentry) {
+            return;
+        }
+        // Its identity and parent.
         {
             let Some((key, inode)) = file.identity() else {
                 return;
             };
-            let Some(dentry) = file.dentry() else {
-                return;
+            let parent = if get!(s.v_ok) != 0 {
+                get!(s.v_parent)
+            } else {
+                dentry.parent().map_or(0, |p| p.addr())
             };
-            let parent = dentry.parent().map_or(0, |p| p.addr());
             put!(s.file, file.addr());
             put!(s.inode, inode.addr());
             put!(s.dentry, dentry.addr());
@@ -399,7 +425,11 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32) {
             put!(s.kind, OpenKind::KeyOpen);
         }
         // The name patterns.
-        let name = dentry_name_key(DentryPtr::from_addr(get!(s.dentry)));
+        let name = if get!(s.v_ok) != 0 && get!(s.v_name) != 0 {
+            name_key_at((get!(s.v_hash_len) >> 32) as u32, get!(s.v_name) as Ptr)
+        } else {
+            dentry_name_key(DentryPtr::from_addr(get!(s.dentry)))
+        };
         {
             let mut rules = 0u32;
             if let Some(pats) = NAME_PATTERNS.get(0)
@@ -418,8 +448,16 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32) {
                 put!(s.matched, get!(s.matched) | MATCH_NAME);
             }
         }
-        if get!(s.matched) == 0 && !check_other_file(s, &name, ret) {
-            return;
+        if get!(s.matched) == 0 {
+            // Nothing to report, for as long as the file, its name and the
+            // watch map stay as they are.
+            if !of_interest(&name) {
+                verdict::store(s);
+                return;
+            }
+            if !check_other_file(s, &name, ret) {
+                return;
+            }
         }
         // A preempted LSM program whose slot another one took meanwhile
         // reports nothing rather than another open's findings.

@@ -164,6 +164,14 @@ fn check_dump_config(
     true
 }
 
+/// Is `name` one `check_other_file` looks at (a /proc/<pid>/ file or a
+/// dump control file)? Its verdict then depends on more than the file
+/// (the target's protection, the opener), and is never cached.
+#[inline(always)]
+pub(super) fn of_interest(name: &NameKey) -> bool {
+    proc_file(name) != 0 || dump_config_file(name) != 0
+}
+
 /// PROC_* value of a /proc/<pid>/ file name, 0 for other names.
 #[inline(always)]
 fn proc_file(name: &NameKey) -> u32 {

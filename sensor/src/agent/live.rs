@@ -157,6 +157,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             ebpf.take_map("TAINTED_PIPES")
                 .context("map TAINTED_PIPES")?,
         )?,
+        verdict_gen: aya::maps::Array::try_from(
+            ebpf.take_map("VERDICT_GEN").context("map VERDICT_GEN")?,
+        )?,
     });
     let protector = Protector::new(&cfg);
     {

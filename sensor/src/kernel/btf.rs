@@ -261,6 +261,10 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             "struct qstr has len at {qstr_len} and name at {qstr_name}, the programs expect 4 and 8"
         );
     }
+    // The open verdict cache reads d_parent, d_name and d_inode at once.
+    if k.dentry_d_name == k.dentry_d_parent + 8 && k.dentry_d_inode == k.dentry_d_parent + 24 {
+        k.dentry_span = 1;
+    }
     // A non-leader's exec: its old thread id leaves PROTECTED_THREADS.
     k.tp_exec_old_pid = tracefs::field_offset("sched", "sched_process_exec", "old_pid")?;
     // task:task_rename is optional (its probe is skipped without it).

@@ -68,9 +68,24 @@ pub(crate) struct KernelMaps {
     pub(crate) environ: BpfHashMap<MapData, u32, u32>,
     /// Pipes a tainted process wrote (pipe address -> the writer's taint).
     pub(crate) pipes: BpfHashMap<MapData, u64, Taint>,
+    /// The watch map's generations ([0] user space's): the kernel's open
+    /// verdict cache forgets what it kept when one changes
+    /// (sensor-ebpf/src/probes/verdict.rs).
+    pub(crate) verdict_gen: aya::maps::Array<MapData, u64>,
 }
 
 impl KernelMaps {
+    /// Inserts into WATCHED, then voids the kernel's cached open verdicts
+    /// (a file opened before may be watched now).
+    fn watch(&mut self, key: &InodeKey, entry: &WatchEntry) -> Result<(), aya::maps::MapError> {
+        let r = self.watched.insert(key, entry, 0);
+        let g = self.verdict_gen.get(&0, 0).unwrap_or(0).wrapping_add(1);
+        if let Err(e) = self.verdict_gen.set(0, g, 0) {
+            tracing::warn!("verdict generation: {e}");
+        }
+        r
+    }
+
     /// Makes the kernel's `ALLOWED` hold exactly `keys` (start, SIGHUP).
     pub(crate) fn set_allowed(&mut self, keys: &[sensor_common::AllowKey], exes: &[InodeKey]) {
         let old: Vec<sensor_common::AllowKey> = self.allowed.keys().flatten().collect();
@@ -293,7 +308,7 @@ impl KernelControl {
     pub fn watch_inode(&mut self, key: &InodeKey, entry: &WatchEntry) {
         if let Some(m) = self.maps.as_mut() {
             check_insert(
-                m.watched.insert(key, entry, 0),
+                m.watch(key, entry),
                 INSERT_FAIL_WATCHED,
                 format_args!("inode {}:{}", key.dev, key.ino),
             );
@@ -423,7 +438,7 @@ impl KernelControl {
         {
             return;
         }
-        check_insert(m.watched.insert(key, entry, 0), INSERT_FAIL_WATCHED, path);
+        check_insert(m.watch(&key, &entry), INSERT_FAIL_WATCHED, path);
         if let Some(name) = std::path::Path::new(path).file_name() {
             self.watch_name(name.as_encoded_bytes());
         }
