@@ -52,7 +52,8 @@ pub const INSERT_FAIL_FD_RECEIVED: u32 = 13;
 pub const INSERT_FAIL_FD_REPORTED: u32 = 14;
 pub const INSERT_FAIL_ALLOWED: u32 = 15;
 pub const INSERT_FAIL_ALLOW_EXES: u32 = 16;
-pub const INSERT_FAIL_SLOTS: u32 = 17;
+pub const INSERT_FAIL_WRITERS: u32 = 17;
+pub const INSERT_FAIL_SLOTS: u32 = 18;
 /// Map label of each INSERT_FAIL_* slot.
 pub const INSERT_FAIL_MAPS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "TAINTED",
@@ -72,6 +73,7 @@ pub const INSERT_FAIL_MAPS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "FD_REPORTED",
     "ALLOWED",
     "ALLOW_EXES",
+    "WRITERS",
 ];
 /// What a refused insert into each INSERT_FAIL_* map costs (the warning's
 /// text after "<map> full: ").
@@ -93,6 +95,7 @@ pub const INSERT_FAIL_COSTS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "an access to a watched file through a descriptor the process did not open is reported again",
     "an [[allow]] entry is not in the kernel: the allowed program's reads are tainted and may be denied",
     "an [[allow]]ed program's execs are not checked for loader variables or tracing: a run with LD_PRELOAD may keep its allowance in the kernel",
+    "a tainted process that wrote a file is not recorded as a writer: every tainted process's closes take the slow path from then on (nothing is missed)",
 ];
 
 /// What a process has read that its writes and sends may carry.

@@ -6,8 +6,9 @@ use aya_ebpf::{
 };
 use sensor_common::{
     AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind, FOLD_ENTRIES, FileOpener, FoldKey, FoldVal,
-    INSERT_FAIL_SLOTS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, Lane, STOP_SLOTS,
-    STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey, lost_slot,
+    INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, Lane,
+    STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey,
+    lost_slot,
     names::{NameKey, NamePatterns},
 };
 
@@ -190,6 +191,40 @@ pub static PIPE_TAINT_TS: Array<u64> = Array::with_max_entries(1, 0);
 /// since (reported at the close).
 #[map]
 pub static WRITTEN: LruHashMap<WriteKey, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// Tainted processes that wrote a file `WRITTEN` follows (tgid -> 1, from
+/// the write until the process exits): the close probe skips every other
+/// tainted process at once. A plain hash, never evicted: a full map sets
+/// `WRITERS_FULL` instead, and every tainted close then takes the full
+/// path (slower, nothing missed).
+#[map]
+pub static WRITERS: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static WRITERS_FULL: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Records `tgid` as a writer, before its first `WRITTEN` entry.
+#[inline(always)]
+pub fn note_writer(tgid: u32) {
+    // SAFETY: a lookup; the value is not read.
+    if unsafe { WRITERS.get(tgid) }.is_some() {
+        return;
+    }
+    if WRITERS.insert(tgid, 1, 0).is_err() {
+        if let Some(f) = WRITERS_FULL.get_ptr_mut(0) {
+            // SAFETY: a live map value; a sticky flag (a plain store).
+            unsafe { core::ptr::write_volatile(f, 1) };
+        }
+        count_insert_failed(INSERT_FAIL_WRITERS);
+    }
+}
+
+/// May `tgid` have a file in `WRITTEN` (a close to report)?
+#[inline(always)]
+pub fn may_have_written(tgid: u32) -> bool {
+    // SAFETY: a lookup; the value is not read.
+    WRITERS_FULL.get(0).is_some_and(|f| *f != 0) || unsafe { WRITERS.get(tgid) }.is_some()
+}
 
 /// (process, socket address) pairs already reported as sent on.
 #[map]

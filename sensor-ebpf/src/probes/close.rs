@@ -21,7 +21,7 @@ use sensor_common::{
 use crate::{
     emit::emit,
     kptr::{FdArrayPtr, FilePtr, IoKiocbPtr, TaskPtr},
-    maps::{WRITTEN, acting_tgid},
+    maps::{WRITTEN, acting_tgid, may_have_written},
     off,
     probes::flow::{NOT_FOLLOWED, iou_sink_file},
     setting,
@@ -49,14 +49,16 @@ const CLOSE_RANGE_CLOEXEC: u64 = 1 << 2;
 // way it went. exit_group (and a fatal signal) closes them without any
 // of these: user space decides a writer's copies at its exit
 // (`Flows::writer_exited`), and at its exec (close-on-exec descriptors).
-// The untainted pay one hash lookup and one array load (`is_tainted`).
+// The untainted pay one hash lookup and one array load (`is_tainted`); a
+// tainted process that never wrote a file `WRITTEN` follows one lookup
+// more (`may_have_written`: a key reader's closes of what it only read).
 // No hook on the file's last release (`__fput`) is used: it has no
 // tracepoint, and kprobes and fentry are not available on every kernel
 // keysentry runs on.
 #[tracepoint]
 pub fn ks_enter_close(ctx: TracePointContext) -> u32 {
     let Some(tgid) = acting_tgid() else { return 0 };
-    if !is_tainted(tgid) {
+    if !is_tainted(tgid) || !may_have_written(tgid) {
         return 0;
     }
     let Some((a0, a1, a2)) = args3() else {

@@ -43,7 +43,7 @@ use crate::{
     kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
-        check_insert, watch_entry,
+        check_insert, note_writer, watch_entry,
     },
     probes::open_arg::arg_final_name,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
@@ -320,6 +320,8 @@ fn wrote_file(
             };
             g
         };
+        // A writer first: its closes are looked at from now on.
+        note_writer(tgid);
         check_insert(
             WRITTEN.insert(wk, if ret > 0 { ret as u64 } else { 0 }, 0),
             INSERT_FAIL_WRITTEN,

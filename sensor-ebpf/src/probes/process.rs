@@ -21,8 +21,8 @@ use crate::{
     kptr::{FdArrayPtr, SignalPtr, TaskPtr},
     maps::{
         ALLOW_BYPASS, ALLOW_EXES, ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS,
-        PROTECTED_EXES, PROTECTED_THREADS, TAINTED_PIPES, check_insert, count_insert_failed,
-        count_stop, watch_entry,
+        PROTECTED_EXES, PROTECTED_THREADS, TAINTED_PIPES, WRITERS, check_insert,
+        count_insert_failed, count_stop, watch_entry,
     },
     off, setting,
     syscall::current_nr,
@@ -506,6 +506,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     }
     let _ = PROTECTED.remove(tgid);
     remove_taint(tgid);
+    let _ = WRITERS.remove(tgid);
     let _ = ALLOW_BYPASS.remove(tgid);
     let Some(rec) = emit::<ExitEvent>() else {
         return 0;

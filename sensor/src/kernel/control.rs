@@ -117,6 +117,7 @@ impl KernelMaps {
 /// only.
 pub(crate) struct MapStats {
     written: BpfHashMap<MapData, sensor_common::WriteKey, u64>,
+    writers: BpfHashMap<MapData, u32, u32>,
     sent: BpfHashMap<MapData, [u64; 2], u32>,
     openers: BpfHashMap<MapData, u64, sensor_common::FileOpener>,
     received: BpfHashMap<MapData, [u64; 2], i32>,
@@ -135,7 +136,7 @@ pub(crate) struct MapStats {
 /// `MapStats::step` (the agent steps every 500 ms, so each is counted
 /// about every 10 s; `FOLD` and `CRIT_RATE` are counted by the agent's
 /// fold sweep, `agent/folds.rs`).
-pub(crate) const SAMPLED: [&str; 19] = [
+pub(crate) const SAMPLED: [&str; 20] = [
     "WATCHED",
     "WATCHED_NAMES",
     "TAINTED",
@@ -155,6 +156,7 @@ pub(crate) const SAMPLED: [&str; 19] = [
     "ALLOW_EXES",
     "PROTECTED_EXES",
     "PROTECTED_COMMS",
+    "WRITERS",
 ];
 
 /// A kernel map's `max_entries`, as the kernel has it (0 if it cannot say).
@@ -193,6 +195,7 @@ impl MapStats {
         let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("map {name}"));
         Ok(Self {
             written: BpfHashMap::try_from(take("WRITTEN")?)?,
+            writers: BpfHashMap::try_from(take("WRITERS")?)?,
             sent: BpfHashMap::try_from(take("SENT")?)?,
             openers: BpfHashMap::try_from(take("FILE_OPENERS")?)?,
             received: BpfHashMap::try_from(take("FD_RECEIVED")?)?,
@@ -241,6 +244,7 @@ impl MapStats {
             "GROUP_EXITED" => Some(set_fill(metrics, name, &self.group_exited)),
             "TAINTED_PIPES" => k.map(|k| set_fill(metrics, name, &k.pipes)),
             "WRITTEN" => Some(set_fill(metrics, name, &self.written)),
+            "WRITERS" => Some(set_fill(metrics, name, &self.writers)),
             "SENT" => Some(set_fill(metrics, name, &self.sent)),
             "FILE_OPENERS" => Some(set_fill(metrics, name, &self.openers)),
             "FD_RECEIVED" => Some(set_fill(metrics, name, &self.received)),
