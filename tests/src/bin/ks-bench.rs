@@ -4,15 +4,20 @@
 //! sensor's programs attached but returning at once (the hook floor), and
 //! with the real sensor. Rounds are interleaved; medians are reported.
 //!
-//! Rows: an unwatched open; a watched key opened again and again (what
-//! folding handles), and many watched keys each opened once (the first
-//! open of each); a write by a process that never opened a key (run in a
-//! fresh exec'd child) and by one that did (this process, tainted by its
-//! key opens). Each row is also given as a ratio to the empty-program
-//! floor of the same run.
+//! Rows: an unwatched file opened again and again by a process that never
+//! opened a key (a fresh exec'd child: the verdict cache's hit), many new
+//! unwatched files each opened once by such a child (its miss), and the
+//! unwatched file opened by this process once it is tainted by its key
+//! opens (its closes take the taint check); a watched key opened again and
+//! again (what folding handles), and many watched keys each opened once
+//! (the first open of each); a write by a process that never opened a key
+//! (a fresh child) and by one that did (this process). Each row is also
+//! given as a ratio to the empty-program floor of the same run.
 //!
 //! usage: ks-bench KEYSENTRY_BIN [ROUNDS]
 //!        ks-bench --writes OPS   (prints ns per write; the untainted row)
+//!        ks-bench --opens PATH OPS   (ns per openat+close of PATH)
+//!        ks-bench --first-opens DIR N   (ns per openat+close of DIR/u0..N)
 
 use std::{
     ffi::CString,
@@ -80,17 +85,25 @@ fn first_opens(paths: &[CString]) -> f64 {
     t.elapsed().as_nanos() as f64 / paths.len() as f64
 }
 
-/// `writes` in a fresh child (exec'd: it never opened a key, and exec
-/// ended any taint it inherited), pinned like this process.
-fn untainted_writes(ops: u32) -> f64 {
+/// ks-bench with `args` in a fresh child (exec'd: it never opened a key,
+/// and exec ended any taint it inherited), pinned like this process; the
+/// ns per operation it prints.
+fn untainted(args: &[&str]) -> f64 {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--writes", &ops.to_string()])
+        .args(args)
         .output()
-        .expect("ks-bench --writes");
+        .expect("ks-bench child");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .expect("ns per write")
+        .unwrap_or_else(|_| panic!("ks-bench {args:?}: no ns per operation"))
+}
+
+/// The files `--first-opens DIR N` opens.
+fn first_paths(dir: &Path, n: usize) -> Vec<CString> {
+    (0..n)
+        .map(|i| CString::new(dir.join(format!("u{i}")).as_os_str().as_encoded_bytes()).unwrap())
+        .collect()
 }
 
 struct Sensor(Child);
@@ -166,6 +179,16 @@ fn main() {
         println!("{}", writes(ops));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--opens") {
+        let ops = args[3].parse().expect("--opens PATH OPS");
+        println!("{}", open_close(Path::new(&args[2]), ops));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--first-opens") {
+        let n = args[3].parse().expect("--first-opens DIR N");
+        println!("{}", first_opens(&first_paths(Path::new(&args[2]), n)));
+        return;
+    }
     let stats = std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
         .map(|s| s.trim() == "1")
         .unwrap_or(false);
@@ -195,6 +218,8 @@ fn main() {
     pin(1);
     let modes = ["none", "empty", "full"];
     let mut unwatched: Vec<Vec<f64>> = vec![vec![]; 3];
+    let mut unwatched_new: Vec<Vec<f64>> = vec![vec![]; 3];
+    let mut unwatched_tainted: Vec<Vec<f64>> = vec![vec![]; 3];
     let mut watched: Vec<Vec<f64>> = vec![vec![]; 3];
     let mut first: Vec<Vec<f64>> = vec![vec![]; 3];
     let mut written: Vec<Vec<f64>> = vec![vec![]; 3];
@@ -213,14 +238,30 @@ fn main() {
                     CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
                 })
                 .collect();
+            let plain_sub = dir.join(format!("plain-b{batch}"));
+            std::fs::create_dir_all(&plain_sub).unwrap();
+            for n in 0..FIRST_KEYS {
+                std::fs::write(plain_sub.join(format!("u{n}")), b"p").unwrap();
+            }
             let sensor = match *mode {
                 "none" => None,
                 m => Some(Sensor::start(&bin, &cfg, m == "empty")),
             };
-            written[i].push(untainted_writes(WRITE_OPS));
-            unwatched[i].push(open_close(&plain, UNWATCHED_OPS));
+            written[i].push(untainted(&["--writes", &WRITE_OPS.to_string()]));
+            unwatched[i].push(untainted(&[
+                "--opens",
+                plain.to_str().unwrap(),
+                &UNWATCHED_OPS.to_string(),
+            ]));
+            unwatched_new[i].push(untainted(&[
+                "--first-opens",
+                plain_sub.to_str().unwrap(),
+                &FIRST_KEYS.to_string(),
+            ]));
             first[i].push(first_opens(&fresh));
             watched[i].push(open_close(&key, WATCHED_OPS));
+            // This process opened keys: its closes are a tainted process's.
+            unwatched_tainted[i].push(open_close(&plain, UNWATCHED_OPS));
             // This process opened keys: its writes are a tainted writer's.
             tainted[i].push(writes(WRITE_OPS));
             if *mode == "full" {
@@ -236,11 +277,14 @@ fn main() {
             }
             drop(sensor);
             let _ = std::fs::remove_dir_all(&sub);
+            let _ = std::fs::remove_dir_all(&plain_sub);
         }
     }
     let med = |v: &mut Vec<Vec<f64>>| -> Vec<f64> { v.iter_mut().map(|v| median(v)).collect() };
     let rows = [
         ("unwatched open", med(&mut unwatched)),
+        ("unwatched open, new files", med(&mut unwatched_new)),
+        ("unwatched open, tainted", med(&mut unwatched_tainted)),
         ("watched key, repeated", med(&mut watched)),
         ("watched key, first open", med(&mut first)),
         ("write 64 B, untainted", med(&mut written)),
@@ -265,7 +309,7 @@ fn main() {
             if floor > 0.0 { added / floor } else { f64::NAN }
         );
     }
-    let (u, w, f, wr) = (&rows[0].1, &rows[1].1, &rows[2].1, &rows[3].1);
+    let (u, w, f, wr) = (&rows[0].1, &rows[3].1, &rows[4].1, &rows[5].1);
     let floor = u[1] - u[0];
     let added = u[2] - u[0];
     println!(
