@@ -137,7 +137,11 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     }
     match req.open_slot() {
         // Into the fd table: `res` is the fd (0 included).
-        Some(0) => check_opened(res as u64, SRC_IO_URING, res as i64),
+        Some(0) => {
+            if let Some(file) = fd_file(res as u64) {
+                check_file(file, SRC_IO_URING, res as i64, TP_SLOT, false);
+            }
+        }
         // Into a fixed file slot.
         Some(slot) => {
             let index = if slot == IORING_FILE_INDEX_ALLOC {
@@ -148,12 +152,16 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
             let Some(file) = req.ctx().and_then(|c| c.fixed_file(index)) else {
                 return 0;
             };
-            check_file(file, SRC_IO_URING_FIXED, index as i64, TP_SLOT);
+            check_file(file, SRC_IO_URING_FIXED, index as i64, TP_SLOT, false);
         }
         // No io_open offset in this kernel's BTF: a positive result is an
         // fd (or, for a direct descriptor the kernel picked, a slot: not
         // told apart here).
-        None if res > 0 => check_opened(res as u64, SRC_IO_URING, res as i64),
+        None if res > 0 => {
+            if let Some(file) = fd_file(res as u64) {
+                check_file(file, SRC_IO_URING, res as i64, TP_SLOT, false);
+            }
+        }
         None => {}
     }
     0
@@ -178,7 +186,7 @@ pub fn check_lsm_open(file: FilePtr) {
     if setting!(empty_programs) != 0 || is_self() {
         return;
     }
-    check_file(file, SRC_IO_URING, 0, LSM_SLOT);
+    check_file(file, SRC_IO_URING, 0, LSM_SLOT, false);
 }
 
 #[inline(always)]
@@ -330,14 +338,18 @@ pub(super) use {get, put};
 #[inline(always)]
 fn check_opened(fd: u64, src: u32, ret: i64) {
     let Some(file) = fd_file(fd) else { return };
-    check_file(file, src, ret, TP_SLOT);
+    check_file(file, src, ret, TP_SLOT, true);
 }
 
 /// Checks an opened file against the watch map (the inode itself, then its
 /// parent directory) and the name patterns, and reports a match (tainting
-/// the opener of a key), working in OPEN_STATE slot `slot`.
+/// the opener of a key), working in OPEN_STATE slot `slot`. `cache`: the
+/// verdict cache serves it (the open syscalls' tracepoints only: it costs
+/// the io_uring completion program, verified with every io_uring path,
+/// more than 6.1's verifier should have to explore, and BPF LSM programs
+/// can be preempted).
 #[inline(always)]
-fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32) {
+fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
     // SAFETY: `s` is this CPU's OPEN_STATE slot `slot`, the program's
     // alone while it runs (checked again before the report); watch
     // entries are live map values.
@@ -351,7 +363,7 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32) {
             return;
         };
         put!(s.v_ok, 0);
-        if slot == TP_SLOT && verdict::cached(s, dentry) {
+        if cache && verdict::cached(s, dentry) {
             return;
         }
         // Its identity and parent.

@@ -21,9 +21,12 @@
 //!
 //! Only "nothing to report" is kept: a match is evaluated every time.
 //!
-//! The cache is per CPU and used by the tracepoints only (they run with
-//! preemption off, so a CPU's slots are one program's at a time); BPF LSM
-//! programs can be preempted and do not use it.
+//! The cache is per CPU and used by the open syscalls' tracepoints only
+//! (they run with preemption off, so a CPU's slots are one program's at a
+//! time). BPF LSM programs can be preempted, and the io_uring completion
+//! program is verified with every io_uring path already (the cache's
+//! branches cost 6.1's verifier 270,000 more instructions there): neither
+//! uses it.
 
 use aya_ebpf::{
     helpers::generated::bpf_ktime_get_ns,
