@@ -13,7 +13,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kptr::{DentryPtr, FdArrayPtr, FilePtr, TaskPtr},
+    kptr::{DentryPtr, FdArrayPtr, FdtablePtr, FilePtr},
     off,
 };
 
@@ -40,15 +40,39 @@ pub unsafe fn rd_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
     if p == 0 { None } else { Some(p as Ptr) }
 }
 
-/// `current->files->fdt->fd[fd]`.
+/// `current->files->fdt->fd[fd]`. `files` and `fdt` are direct loads
+/// from the current task's BTF pointer: the verifier types each pointer it
+/// walks (the offsets are frozen read-only globals, constants to it) and
+/// makes every load of an untrusted one a checked load, so this costs no
+/// helper call; the array and its slot are helper reads (to the verifier
+/// an array of pointers is a plain number).
 #[inline(always)]
 pub fn fd_file(fd: u64) -> Option<FilePtr> {
-    let files = TaskPtr::current().files()?;
-    let fdt = files.fdt()?;
+    // SAFETY: loads through BTF-typed pointers, which the verifier checks
+    // (a fault reads 0); each pointer is null-checked before its use.
+    let fdt = unsafe {
+        let task = generated::bpf_get_current_task_btf() as Ptr;
+        let files = load_ptr(task, off!(task_files))?;
+        load_ptr(files, off!(files_fdt))?
+    };
     // No max_fds check: `fd` was just installed by the open that
     // returned it, and a stray read would only fail the helper.
-    let fds = fdt.fd()?;
+    let fds = FdtablePtr::from_addr(fdt as u64).fd()?;
     FdArrayPtr::from_addr(fds as u64).get(fd as usize)
+}
+
+/// The pointer member at `base + offset` of a BTF-typed kernel object, by
+/// a direct load (None when null).
+///
+/// # Safety
+/// `base` is a pointer the verifier knows the type of (from
+/// bpf_get_current_task_btf or a load through one), `offset` a member of
+/// that type holding a pointer to a struct.
+#[inline(always)]
+unsafe fn load_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
+    // SAFETY: the caller's.
+    let p = unsafe { core::ptr::read_volatile(base.add(offset as usize) as *const Ptr) };
+    if p.is_null() { None } else { Some(p) }
 }
 
 /// Head/tail words of a dentry's name (see `sensor_common::names`); all
