@@ -1,9 +1,9 @@
 //! The kernel keeps "nothing to report" for the files it saw opened
 //! (per CPU, per dentry: sensor-ebpf/src/probes/verdict.rs), so the next
 //! open of the same file costs one read. These tests make a file matter
-//! after it was opened and cached (a reload makes it a key, a tainted
-//! process writes a copy over it) and show its next open, on the same
-//! CPU, is reported. Every opener runs on CPU 0, where the verdict was
+//! after it was opened and cached (a reload makes it a key path's file or
+//! gives it a key name, a tainted process writes a copy over it) and show
+//! its next open, on the same CPU, is reported. Every opener runs on CPU 0, where the verdict was
 //! kept.
 
 mod common;
@@ -66,6 +66,80 @@ fn a_file_opened_before_a_reload_made_it_a_key_is_reported_at_its_next_open() {
     let open = by_pid(&a, "key-file-open", after);
     assert_eq!(open.len(), 1, "{a:#?}");
     assert_eq!(open[0]["target"]["path"], later.to_str().unwrap());
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_file_opened_before_a_reload_added_its_key_name_is_reported_at_its_next_open() {
+    let tmp = tempdir();
+    let root = tmp.path();
+    let keys = root.join("keys");
+    let deploy = root.join("deploy");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::create_dir(&deploy).unwrap();
+    let marker = keys.join("zz-marker");
+    let token = deploy.join("release.token");
+    std::fs::write(&marker, b"m").unwrap();
+    std::fs::write(&token, b"not really a token").unwrap();
+    let v1 = format!("[[key_path]]\npath = \"{}\"\n", keys.display());
+    let mut s = Sensor::start(root, &v1);
+    // No pattern names it yet: opened twice (the verdict is kept).
+    let before: Vec<u32> = (0..2).map(|_| cat_on_cpu0(&token)).collect();
+    let a = s.alerts_until_marker(&marker);
+    for pid in &before {
+        assert!(by_pid(&a, "key-file-open", *pid).is_empty(), "{a:#?}");
+    }
+    // A key-name rule for it.
+    s.reload(
+        root,
+        "",
+        &format!("{v1}[[key_name]]\nsuffix = \".token\"\n"),
+    );
+    s.wait_log("config reloaded");
+    let after = cat_on_cpu0(&token);
+    let a = s.alerts_until_marker(&marker);
+    let open = by_pid(&a, "key-file-open", after);
+    assert_eq!(open.len(), 1, "{a:#?}");
+    assert_eq!(open[0]["target"]["path"], token.to_str().unwrap());
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_file_whose_directory_is_renamed_to_a_key_directory_is_reported_at_its_next_open() {
+    let tmp = tempdir();
+    let root = tmp.path();
+    let keys = root.join("keys");
+    let staging = root.join("staging");
+    std::fs::create_dir(&keys).unwrap();
+    std::fs::create_dir(&staging).unwrap();
+    let marker = keys.join("zz-marker");
+    std::fs::write(&marker, b"m").unwrap();
+    std::fs::write(staging.join("A1B2C3.key"), b"not really a key").unwrap();
+    let mut s = Sensor::start(
+        root,
+        &format!(
+            "[[key_path]]\npath = \"{}\"\n[[key_name]]\ndir = \"private-keys-v1.d\"\n",
+            keys.display()
+        ),
+    );
+    // Not in such a directory yet: opened twice (the verdict is kept).
+    let before: Vec<u32> = (0..2)
+        .map(|_| cat_on_cpu0(&staging.join("A1B2C3.key")))
+        .collect();
+    let a = s.alerts_until_marker(&marker);
+    for pid in &before {
+        assert!(by_pid(&a, "key-file-open", *pid).is_empty(), "{a:#?}");
+    }
+    // The directory is renamed: the file's own dentry (parent, name,
+    // inode) is unchanged, only its parent's name.
+    let gnupg = root.join("private-keys-v1.d");
+    std::fs::rename(&staging, &gnupg).unwrap();
+    let key = gnupg.join("A1B2C3.key");
+    let after = cat_on_cpu0(&key);
+    let a = s.alerts_until_marker(&marker);
+    let open = by_pid(&a, "key-file-open", after);
+    assert_eq!(open.len(), 1, "{a:#?}");
+    assert_eq!(open[0]["target"]["path"], key.to_str().unwrap());
     assert!(s.stop().success());
 }
 

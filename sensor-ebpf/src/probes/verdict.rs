@@ -11,8 +11,9 @@
 //! generations of the watch map. A hit needs all of them unchanged:
 //! - a rename or move changes the name or the parent; a file put in the
 //!   dentry's place changes the inode; a renamed parent changes its name;
-//! - any insert into WATCHED changes a generation: user space's
-//!   (`VERDICT_GEN[0]`, bumped after each of its inserts, `kernel::control`)
+//! - any insert into WATCHED, and a reload's new key-name patterns, change
+//!   a generation: user space's (`VERDICT_GEN[0]`, bumped after each of its
+//!   inserts and after the patterns, `kernel::control`)
 //!   or the kernel's (`VERDICT_GEN[1]`, a fresh timestamp after each of its
 //!   own, `bump`). The generations are read before the evaluation they
 //!   vouch for, so an insert that evaluation may have missed always

@@ -69,10 +69,12 @@ pub(crate) fn reload(
     } else {
         None
     };
-    if new.key_name != cur.key_name
-        && let Err(e) = pats.set(0, new_pats, 0)
-    {
-        return invalid(format!("{}: key_name: kernel map: {e}", path.display()));
+    if new.key_name != cur.key_name {
+        if let Err(e) = pats.set(0, new_pats, 0) {
+            return invalid(format!("{}: key_name: kernel map: {e}", path.display()));
+        }
+        // A file that matched no pattern before may match one now.
+        pipe.cx.kernel.void_verdicts();
     }
     if let Some(o) = new_outputs {
         // The old outputs finish their queues on their own threads.

@@ -79,11 +79,18 @@ impl KernelMaps {
     /// (a file opened before may be watched now).
     fn watch(&mut self, key: &InodeKey, entry: &WatchEntry) -> Result<(), aya::maps::MapError> {
         let r = self.watched.insert(key, entry, 0);
+        self.void_verdicts();
+        r
+    }
+
+    /// Voids the kernel's cached open verdicts (sensor-ebpf's verdict.rs):
+    /// after any change that can turn an open that matched nothing into a
+    /// match (an insert into WATCHED, new key-name patterns).
+    fn void_verdicts(&mut self) {
         let g = self.verdict_gen.get(&0, 0).unwrap_or(0).wrapping_add(1);
         if let Err(e) = self.verdict_gen.set(0, g, 0) {
             tracing::warn!("verdict generation: {e}");
         }
-        r
     }
 
     /// Makes the kernel's `ALLOWED` hold exactly `keys` (start, SIGHUP).
@@ -372,6 +379,13 @@ impl KernelControl {
             for k in &stale {
                 let _ = m.watched.remove(k);
             }
+        }
+    }
+
+    /// The kernel's name patterns changed: cached open verdicts are void.
+    pub(crate) fn void_verdicts(&mut self) {
+        if let Some(m) = self.maps.as_mut() {
+            m.void_verdicts();
         }
     }
 
