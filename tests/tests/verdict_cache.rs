@@ -10,7 +10,7 @@ mod common;
 
 use std::{
     os::unix::process::CommandExt,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -37,110 +37,101 @@ fn cat_on_cpu0(file: &Path) -> u32 {
     pid
 }
 
+/// keysentry watching a key directory (which holds the marker) under a
+/// temporary root, with `extra` config.
+struct Scene {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    marker: PathBuf,
+    base: String,
+    s: Sensor,
+}
+
+impl Scene {
+    fn new(extra: &str) -> Scene {
+        let tmp = tempdir();
+        let root = tmp.path().to_path_buf();
+        let keys = root.join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let marker = keys.join("zz-marker");
+        std::fs::write(&marker, b"m").unwrap();
+        let base = format!("[[key_path]]\npath = \"{}\"\n", keys.display());
+        let s = Sensor::start(&root, &format!("{base}{extra}"));
+        Scene {
+            _tmp: tmp,
+            root,
+            marker,
+            base,
+            s,
+        }
+    }
+
+    /// A file at `rel` under the root (its directory made).
+    fn file(&self, rel: &str) -> PathBuf {
+        let f = self.root.join(rel);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, b"not really a key").unwrap();
+        f
+    }
+
+    /// `file` opened twice on CPU 0, where its verdict is then kept: no
+    /// alert.
+    fn opened_unreported(&mut self, file: &Path) {
+        let pids: Vec<u32> = (0..2).map(|_| cat_on_cpu0(file)).collect();
+        let a = self.s.alerts_until_marker(&self.marker);
+        for pid in &pids {
+            assert!(by_pid(&a, "key-file-open", *pid).is_empty(), "{a:#?}");
+        }
+    }
+
+    /// The config is now the key directory and `extra`.
+    fn reload(&mut self, extra: &str) {
+        let body = format!("{}{extra}", self.base);
+        self.s.reload(&self.root, "", &body);
+        self.s.wait_log("config reloaded");
+    }
+
+    /// `file` opened once more on CPU 0: one key-file-open naming it.
+    fn reported_at_next_open(mut self, file: &Path) {
+        let pid = cat_on_cpu0(file);
+        let a = self.s.alerts_until_marker(&self.marker);
+        let open = by_pid(&a, "key-file-open", pid);
+        assert_eq!(open.len(), 1, "{a:#?}");
+        assert_eq!(open[0]["target"]["path"], file.to_str().unwrap());
+        assert!(self.s.stop().success());
+    }
+}
+
 #[test]
 fn a_file_opened_before_a_reload_made_it_a_key_is_reported_at_its_next_open() {
-    let tmp = tempdir();
-    let root = tmp.path();
-    let keys = root.join("keys");
-    let more = root.join("more-keys");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::create_dir(&more).unwrap();
-    let marker = keys.join("zz-marker");
-    let later = more.join("later.secret");
-    std::fs::write(&marker, b"m").unwrap();
-    std::fs::write(&later, b"not really a key").unwrap();
-    let v1 = format!("[[key_path]]\npath = \"{}\"\n", keys.display());
-    let mut s = Sensor::start(root, &v1);
-    // Not a key yet: opened twice (the verdict is kept), no alert.
-    let before: Vec<u32> = (0..2).map(|_| cat_on_cpu0(&later)).collect();
-    let a = s.alerts_until_marker(&marker);
-    for pid in &before {
-        assert!(by_pid(&a, "key-file-open", *pid).is_empty(), "{a:#?}");
-    }
+    let mut sc = Scene::new("");
+    let later = sc.file("more-keys/later.secret");
+    sc.opened_unreported(&later);
     // Its directory becomes a key path.
-    let v2 = format!("{v1}[[key_path]]\npath = \"{}\"\n", more.display());
-    s.reload(root, "", &v2);
-    s.wait_log("config reloaded");
-    let after = cat_on_cpu0(&later);
-    let a = s.alerts_until_marker(&marker);
-    let open = by_pid(&a, "key-file-open", after);
-    assert_eq!(open.len(), 1, "{a:#?}");
-    assert_eq!(open[0]["target"]["path"], later.to_str().unwrap());
-    assert!(s.stop().success());
+    let more = later.parent().unwrap().display().to_string();
+    sc.reload(&format!("[[key_path]]\npath = \"{more}\"\n"));
+    sc.reported_at_next_open(&later);
 }
 
 #[test]
 fn a_file_opened_before_a_reload_added_its_key_name_is_reported_at_its_next_open() {
-    let tmp = tempdir();
-    let root = tmp.path();
-    let keys = root.join("keys");
-    let deploy = root.join("deploy");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::create_dir(&deploy).unwrap();
-    let marker = keys.join("zz-marker");
-    let token = deploy.join("release.token");
-    std::fs::write(&marker, b"m").unwrap();
-    std::fs::write(&token, b"not really a token").unwrap();
-    let v1 = format!("[[key_path]]\npath = \"{}\"\n", keys.display());
-    let mut s = Sensor::start(root, &v1);
-    // No pattern names it yet: opened twice (the verdict is kept).
-    let before: Vec<u32> = (0..2).map(|_| cat_on_cpu0(&token)).collect();
-    let a = s.alerts_until_marker(&marker);
-    for pid in &before {
-        assert!(by_pid(&a, "key-file-open", *pid).is_empty(), "{a:#?}");
-    }
-    // A key-name rule for it.
-    s.reload(
-        root,
-        "",
-        &format!("{v1}[[key_name]]\nsuffix = \".token\"\n"),
-    );
-    s.wait_log("config reloaded");
-    let after = cat_on_cpu0(&token);
-    let a = s.alerts_until_marker(&marker);
-    let open = by_pid(&a, "key-file-open", after);
-    assert_eq!(open.len(), 1, "{a:#?}");
-    assert_eq!(open[0]["target"]["path"], token.to_str().unwrap());
-    assert!(s.stop().success());
+    let mut sc = Scene::new("");
+    let token = sc.file("deploy/release.token");
+    sc.opened_unreported(&token);
+    sc.reload("[[key_name]]\nsuffix = \".token\"\n");
+    sc.reported_at_next_open(&token);
 }
 
 #[test]
 fn a_file_whose_directory_is_renamed_to_a_key_directory_is_reported_at_its_next_open() {
-    let tmp = tempdir();
-    let root = tmp.path();
-    let keys = root.join("keys");
-    let staging = root.join("staging");
-    std::fs::create_dir(&keys).unwrap();
-    std::fs::create_dir(&staging).unwrap();
-    let marker = keys.join("zz-marker");
-    std::fs::write(&marker, b"m").unwrap();
-    std::fs::write(staging.join("A1B2C3.key"), b"not really a key").unwrap();
-    let mut s = Sensor::start(
-        root,
-        &format!(
-            "[[key_path]]\npath = \"{}\"\n[[key_name]]\ndir = \"private-keys-v1.d\"\n",
-            keys.display()
-        ),
-    );
-    // Not in such a directory yet: opened twice (the verdict is kept).
-    let before: Vec<u32> = (0..2)
-        .map(|_| cat_on_cpu0(&staging.join("A1B2C3.key")))
-        .collect();
-    let a = s.alerts_until_marker(&marker);
-    for pid in &before {
-        assert!(by_pid(&a, "key-file-open", *pid).is_empty(), "{a:#?}");
-    }
+    let mut sc = Scene::new("[[key_name]]\ndir = \"private-keys-v1.d\"\n");
+    let staged = sc.file("staging/A1B2C3.key");
+    sc.opened_unreported(&staged);
     // The directory is renamed: the file's own dentry (parent, name,
     // inode) is unchanged, only its parent's name.
-    let gnupg = root.join("private-keys-v1.d");
-    std::fs::rename(&staging, &gnupg).unwrap();
-    let key = gnupg.join("A1B2C3.key");
-    let after = cat_on_cpu0(&key);
-    let a = s.alerts_until_marker(&marker);
-    let open = by_pid(&a, "key-file-open", after);
-    assert_eq!(open.len(), 1, "{a:#?}");
-    assert_eq!(open[0]["target"]["path"], key.to_str().unwrap());
-    assert!(s.stop().success());
+    let gnupg = sc.root.join("private-keys-v1.d");
+    std::fs::rename(staged.parent().unwrap(), &gnupg).unwrap();
+    sc.reported_at_next_open(&gnupg.join("A1B2C3.key"));
 }
 
 #[test]
