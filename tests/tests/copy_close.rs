@@ -17,20 +17,6 @@ use std::{
 use common::{lab::*, *};
 use serde_json::Value;
 
-fn which(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn at<'a>(alerts: &'a [Value], rule: &str, path: &Path) -> Vec<&'a Value> {
-    alerts
-        .iter()
-        .filter(|a| a["rule"] == rule && a["target"]["path"] == path.to_str().unwrap())
-        .collect()
-}
-
 /// `ks-actor ARGS` with piped stdin and stdout, and the first line it
 /// printed (empty when it exited first).
 fn spawn_first_line(args: &[&str]) -> (Child, String) {
@@ -67,7 +53,7 @@ fn assert_copy_scanned(alerts: &[Value], key: &Path, dst: &Path, pid: u32) {
 }
 
 fn assert_copy_scanned_via(alerts: &[Value], key: &Path, dst: &Path, pid: u32, via: &str) {
-    let tc = at(alerts, "tracked-copy", dst);
+    let tc = about(alerts, "tracked-copy", dst);
     assert_eq!(
         tc.len(),
         1,
@@ -77,7 +63,7 @@ fn assert_copy_scanned_via(alerts: &[Value], key: &Path, dst: &Path, pid: u32, v
     assert_eq!(tc[0]["process"]["pid"], pid);
     assert_eq!(tc[0]["flow"]["via"], via);
     assert_eq!(tc[0]["flow"]["lineage"][0]["path"], key.to_str().unwrap());
-    let km = at(alerts, "key-material", dst);
+    let km = about(alerts, "key-material", dst);
     assert_eq!(
         km.len(),
         1,
@@ -127,7 +113,7 @@ fn copy_ended_where_possible(
 
 #[test]
 fn a_copy_ended_by_exit_close_range_dup2_or_io_uring_is_scanned_like_a_close() {
-    if !which("openssl") {
+    if !have("openssl") {
         println!("SKIPPED: openssl (to make a key at test time) is not installed");
         return;
     }
@@ -204,8 +190,14 @@ fn a_copy_ended_by_exit_close_range_dup2_or_io_uring_is_scanned_like_a_close() {
     let c = spawn_ready(&["copy-end", "dup2-other", k, dst.to_str().unwrap()]);
     let pid = c.id();
     let alerts = s.alerts_until_marker(&l.marker);
-    assert!(at(&alerts, "tracked-copy", &dst).is_empty(), "{alerts:#?}");
-    assert!(at(&alerts, "key-material", &dst).is_empty(), "{alerts:#?}");
+    assert!(
+        about(&alerts, "tracked-copy", &dst).is_empty(),
+        "{alerts:#?}"
+    );
+    assert!(
+        about(&alerts, "key-material", &dst).is_empty(),
+        "{alerts:#?}"
+    );
     release(c);
     let alerts = s.alerts_until(|a| a["rule"] == "key-material");
     assert_copy_scanned(&alerts, &key, &dst, pid);
@@ -253,7 +245,7 @@ fn a_taint_map_full_of_self_tainted_processes_does_not_hide_a_real_copy() {
     let cp_pid = cp.id();
     assert!(cp.wait().unwrap().success());
     let alerts = s.alerts_until_marker(&l.marker);
-    let tc = at(&alerts, "tracked-copy", &stolen);
+    let tc = about(&alerts, "tracked-copy", &stolen);
     assert_eq!(tc.len(), 1, "{alerts:#?}");
     assert_eq!(tc[0]["process"]["pid"], cp_pid);
     assert_eq!(tc[0]["flow"]["lineage"][0]["path"], key.to_str().unwrap());

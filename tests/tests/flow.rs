@@ -11,13 +11,6 @@ use std::{path::Path, process::Command};
 use common::{lab::*, *};
 use serde_json::Value;
 
-fn which(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn run(cmd: &mut Command) -> u32 {
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let pid = child.id();
@@ -142,7 +135,7 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     let (p, st) = actor(&["send-file", copy.to_str().unwrap(), &port_s], None, None);
     assert!(st.success());
     senders.push(("ks-actor".into(), p));
-    if which("python3") {
+    if have("python3") {
         let script = format!(
             "import socket\ndata = open({:?}, 'rb').read()\ns = socket.create_connection(('127.0.0.1', {port}))\ns.sendall(data)\ns.close()\n",
             copy.to_str().unwrap()
@@ -158,14 +151,14 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_port = udp.local_addr().unwrap().port();
     let mut udp_sender = None;
-    if which("python3") {
+    if have("python3") {
         let script = format!(
             "import socket\ndata = open({:?}, 'rb').read()[:1024]\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(data, ('127.0.0.1', {udp_port}))\n",
             copy.to_str().unwrap()
         );
         udp_sender = Some(run(Command::new("python3").args(["-c", &script])));
     }
-    if which("curl") {
+    if have("curl") {
         // curl sends the file as an HTTP body; the listener never answers,
         // so curl is bounded by a short max-time and its exit ignored.
         let mut c = Command::new("curl")
@@ -180,7 +173,7 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
     } else {
         println!("SKIPPED curl sender: curl is not installed");
     }
-    if which("nc") {
+    if have("nc") {
         // The shell opens the copy for nc's stdin, then execs nc.
         let cmd = format!(
             "exec nc -q0 127.0.0.1 {port} < '{}'",
@@ -219,7 +212,7 @@ fn a_user_space_dump_is_followed_to_its_copy_and_the_network() {
 
 #[test]
 fn gcore_of_a_protected_process_is_a_user_space_dump() {
-    if !which("gcore") {
+    if !have("gcore") {
         println!("SKIPPED: gcore (Debian's gdb) is not installed");
         return;
     }
@@ -341,7 +334,7 @@ fn an_allowlisted_reader_is_not_followed() {
 
 #[test]
 fn a_copy_holding_a_private_key_gives_key_material_with_its_fingerprint() {
-    if !which("openssl") {
+    if !have("openssl") {
         println!("SKIPPED: openssl (to make a key at test time) is not installed");
         return;
     }

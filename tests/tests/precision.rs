@@ -9,7 +9,7 @@ mod common;
 
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
 };
 
@@ -29,21 +29,6 @@ fn run(cmd: &mut Command) -> u32 {
 
 fn sh(script: &str) -> u32 {
     run(Command::new("sh").args(["-c", script]))
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The alerts of `rule` about `path`.
-fn about<'a>(alerts: &'a [Value], rule: &str, path: &Path) -> Vec<&'a Value> {
-    alerts
-        .iter()
-        .filter(|a| a["rule"] == rule && a["target"]["path"] == path.to_str().unwrap())
-        .collect()
 }
 
 /// A watched key directory holding a 2 KiB key.

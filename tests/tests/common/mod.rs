@@ -431,6 +431,22 @@ pub fn ino(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().ino()
 }
 
+/// Is `tool` on the PATH (tests that need it SKIP without it)?
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The alerts of `rule` about `path` (their target).
+pub fn about<'a>(alerts: &'a [Value], rule: &str, path: &Path) -> Vec<&'a Value> {
+    alerts
+        .iter()
+        .filter(|a| a["rule"] == rule && a["target"]["path"] == path.to_str().unwrap())
+        .collect()
+}
+
 /// The alerts of `rule` by process `pid`.
 pub fn by_pid<'a>(alerts: &'a [Value], rule: &str, pid: u32) -> Vec<&'a Value> {
     alerts
