@@ -137,11 +137,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
     }
     match req.open_slot() {
         // Into the fd table: `res` is the fd (0 included).
-        Some(0) => {
-            if let Some(file) = fd_file(res as u64) {
-                check_file(file, SRC_IO_URING, res as i64, TP_SLOT, false);
-            }
-        }
+        Some(0) => check_opened(res as u64, SRC_IO_URING, res as i64, false),
         // Into a fixed file slot.
         Some(slot) => {
             let index = if slot == IORING_FILE_INDEX_ALLOC {
@@ -157,11 +153,7 @@ pub fn ks_iou_complete(ctx: TracePointContext) -> u32 {
         // No io_open offset in this kernel's BTF: a positive result is an
         // fd (or, for a direct descriptor the kernel picked, a slot: not
         // told apart here).
-        None if res > 0 => {
-            if let Some(file) = fd_file(res as u64) {
-                check_file(file, SRC_IO_URING, res as i64, TP_SLOT, false);
-            }
-        }
+        None if res > 0 => check_opened(res as u64, SRC_IO_URING, res as i64, false),
         None => {}
     }
     0
@@ -202,7 +194,7 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
     let ret = sys_ret(ctx);
     if ret >= 0 {
         if !is_self() {
-            check_opened(ret as u64, src, ret);
+            check_opened(ret as u64, src, ret, true);
         } else {
             stamp_opened(ret as u64);
         }
@@ -334,11 +326,12 @@ macro_rules! get {
 
 pub(super) use {get, put};
 
-/// Checks the file behind `fd` of the current task (`check_file`).
+/// Checks the file behind `fd` of the current task (`check_file`, with
+/// the verdict cache when `cache`).
 #[inline(always)]
-fn check_opened(fd: u64, src: u32, ret: i64) {
+fn check_opened(fd: u64, src: u32, ret: i64, cache: bool) {
     let Some(file) = fd_file(fd) else { return };
-    check_file(file, src, ret, TP_SLOT, true);
+    check_file(file, src, ret, TP_SLOT, cache);
 }
 
 /// Checks an opened file against the watch map (the inode itself, then its
@@ -358,7 +351,7 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
             return;
         };
         // The file's dentry: an open of a file that matched nothing last
-        // time, through the same dentry, ends here (the tracepoints' only).
+        // time, through the same dentry, ends here (with `cache`).
         let Some(dentry) = file.dentry() else {
             return;
         };
