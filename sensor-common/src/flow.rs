@@ -174,6 +174,11 @@ pub struct FileWriteEvent {
 }
 const _: () = assert!(core::mem::size_of::<FileWriteEvent>() == 56 + 32 + 32 + 8 + 8 + PATH_BUF);
 record!(FileWriteEvent: FileWrite, Critical);
+// SAFETY: `path` is its KPath.
+unsafe impl crate::Compact for FileWriteEvent {
+    const COMPACTION: crate::Compaction =
+        crate::Compaction::of::<FileWriteEvent>(core::mem::offset_of!(FileWriteEvent, path));
+}
 
 /// How the writer's descriptor of a written file went (`FileCloseEvent::how`).
 pub const CLOSE_BY_CLOSE: u32 = 0;

@@ -205,6 +205,20 @@ impl EventKind {
 }
 
 impl EventKind {
+    /// How records of this kind travel compact, for the kinds that can.
+    pub const fn compaction(self) -> Option<Compaction> {
+        match self {
+            EventKind::Exec => Some(<ExecEvent as Compact>::COMPACTION),
+            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
+                Some(<OpenEvent as Compact>::COMPACTION)
+            }
+            EventKind::FileWrite => Some(<FileWriteEvent as Compact>::COMPACTION),
+            _ => None,
+        }
+    }
+}
+
+impl EventKind {
     /// The size records of this kind had before they carried a
     /// [`crate::FoldTag`] (recordings made before kernel folding), for the
     /// kinds that carry one now.
@@ -330,6 +344,80 @@ impl KPath {
     }
 }
 
+/// Longest rebuilt path a record travels compact with: the record ends
+/// after the path bytes used (rounded up to 8) and its trailer, instead of
+/// carrying all `PATH_BUF` bytes. A longer path travels in the full record.
+/// Below `PATH_BUF - 56`, so no compact record is as long as a record of
+/// an older layout (`EventKind::unfolded_record_size`,
+/// `EXEC_RECORD_WITHOUT_IDENTITY`): a size never means two layouts.
+pub const COMPACT_PATH_MAX: usize = 1024;
+const _: () = assert!(COMPACT_PATH_MAX + 56 < PATH_BUF && COMPACT_PATH_MAX.is_multiple_of(8));
+
+/// Where a record that can travel compact keeps its rebuilt path: the
+/// [`KPath`] at `path_at`, followed by `trailer` bytes of fields to the end
+/// of the record. Compact, the record is its bytes up to the path's used
+/// bytes (rounded up to 8), then the trailer: `size` in its header says
+/// which form it is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    pub path_at: usize,
+    pub trailer: usize,
+}
+
+impl Compaction {
+    /// Of a record type `T` whose `KPath` is at `path_at`.
+    pub const fn of<T>(path_at: usize) -> Compaction {
+        // Word-aligned, so the kernel moves the trailer a word at a time.
+        assert!(path_at.is_multiple_of(8) && core::mem::size_of::<T>().is_multiple_of(8));
+        Compaction {
+            path_at,
+            trailer: core::mem::size_of::<T>() - path_at - core::mem::size_of::<KPath>(),
+        }
+    }
+
+    /// Offset of the path bytes.
+    pub const fn bytes_at(self) -> usize {
+        self.path_at + core::mem::offset_of!(KPath, buf)
+    }
+
+    /// The compact size of a record whose path uses `path_len` bytes, or
+    /// None when the path is too long to travel compact.
+    pub const fn size(self, path_len: u32) -> Option<usize> {
+        let used = (path_len as usize).next_multiple_of(8);
+        if used > COMPACT_PATH_MAX {
+            return None;
+        }
+        Some(self.bytes_at() + used + self.trailer)
+    }
+
+    /// Turns a whole record (`rec`, of its type's size) into the compact
+    /// form the kernel sends (`emit::Staged::submit` in sensor-ebpf: the
+    /// trailer moved up behind the path's used bytes, the header's size
+    /// set) and returns its length; a path too long leaves it whole. For
+    /// tests and benchmarks that build records.
+    pub fn compact(self, rec: &mut [u8]) -> usize {
+        let at = self.path_at + core::mem::offset_of!(KPath, len);
+        let len = u32::from_le_bytes([rec[at], rec[at + 1], rec[at + 2], rec[at + 3]]);
+        let Some(size) = self.size(len) else {
+            return rec.len();
+        };
+        let from = rec.len() - self.trailer;
+        rec.copy_within(from.., size - self.trailer);
+        let h = core::mem::offset_of!(Header, size);
+        rec[h..h + 4].copy_from_slice(&(size as u32).to_le_bytes());
+        size
+    }
+}
+
+/// A record type that can travel compact (`Compaction`): the kernel stages
+/// it, then sends only the bytes its path uses.
+///
+/// # Safety
+/// `COMPACTION.path_at` is the offset of a `KPath` field of `Self`.
+pub unsafe trait Compact: Sized {
+    const COMPACTION: Compaction;
+}
+
 pub const PATH_TRUNCATED: u32 = 1;
 /// The walk reached the root of the mount namespace.
 pub const PATH_COMPLETE: u32 = 2;
@@ -437,6 +525,21 @@ mod tests {
             for lane in Lane::ALL {
                 assert!(lost_slot(lane, k) < LANES * KIND_SLOTS);
             }
+        }
+        // A compact record is shorter than its whole record and than any
+        // older layout of its kind, so its size names its form.
+        for k in EventKind::ALL {
+            let Some(c) = k.compaction() else { continue };
+            let longest = c.size(COMPACT_PATH_MAX as u32).unwrap();
+            assert_eq!(c.size(COMPACT_PATH_MAX as u32 + 1), None, "{k:?}");
+            assert!(longest < k.record_size(), "{k:?}");
+            if let Some(old) = k.unfolded_record_size() {
+                assert!(longest < old, "{k:?}");
+            }
+            if k == EventKind::Exec {
+                assert!(longest < EXEC_RECORD_WITHOUT_IDENTITY);
+            }
+            assert_eq!(c.size(0), Some(c.bytes_at() + c.trailer));
         }
         // The kernel tags an OpenEvent with `OpenKind as u32`.
         for k in <OpenEvent as SharedRecord>::KINDS {

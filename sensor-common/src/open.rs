@@ -73,6 +73,11 @@ pub struct OpenEvent {
 }
 const _: () = assert!(core::mem::size_of::<OpenEvent>().is_multiple_of(8));
 header_first!(OpenEvent);
+// SAFETY: `path` is its KPath.
+unsafe impl crate::Compact for OpenEvent {
+    const COMPACTION: crate::Compaction =
+        crate::Compaction::of::<OpenEvent>(core::mem::offset_of!(OpenEvent, path));
+}
 // SAFETY: repr(C), `hdr` first (checked above).
 unsafe impl SharedRecord for OpenEvent {
     type Kind = OpenKind;

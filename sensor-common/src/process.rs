@@ -29,6 +29,11 @@ pub struct ExecEvent {
 pub const EXEC_RECORD_WITHOUT_IDENTITY: usize = core::mem::offset_of!(ExecEvent, exe_ino);
 const _: () = assert!(core::mem::size_of::<ExecEvent>().is_multiple_of(8));
 record!(ExecEvent: Exec, Lifecycle);
+// SAFETY: `exe` is its KPath.
+unsafe impl crate::Compact for ExecEvent {
+    const COMPACTION: crate::Compaction =
+        crate::Compaction::of::<ExecEvent>(core::mem::offset_of!(ExecEvent, exe));
+}
 
 /// The process was being traced when it exec'd (PTRACE_TRACEME, or a
 /// tracer attached before the exec).

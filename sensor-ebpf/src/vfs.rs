@@ -228,10 +228,12 @@ pub(crate) unsafe fn read_path(path: Ptr, out: *mut KPath) {
         let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
             return;
         };
+        // Only the bytes the walk wrote: a compact record sends no more
+        // (`emit::Staged::submit`), and the rest is never read.
         let len = (w.pos as usize).min(PATH_BUF);
         generated::bpf_probe_read_kernel(
             (*out).buf.as_mut_ptr() as *mut c_void,
-            PATH_BUF as u32,
+            len as u32,
             (*scratch).buf.as_ptr() as *const c_void,
         );
         (*out).len = len as u32;

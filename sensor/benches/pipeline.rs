@@ -1,5 +1,6 @@
 //! User-space pipeline throughput: synthetic ring-buffer records (the
-//! kernel's exact layouts) through decode -> enrich -> detect -> outputs,
+//! kernel's exact layouts, compact where the kernel sends them compact)
+//! through decode -> enrich -> detect -> outputs,
 //! on one core. Reports events/s and peak RSS after a 1M-event flood.
 //! Run by `cargo xtask bench`.
 
@@ -35,7 +36,16 @@ fn kpath(path: &str) -> KPath {
 
 fn bytes<T>(v: &T) -> Vec<u8> {
     // SAFETY: the bytes of a plain repr(C) record.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec()
+    let mut b =
+        unsafe { std::slice::from_raw_parts(v as *const T as *const u8, size_of::<T>()) }.to_vec();
+    // As the kernel sends it: compact when its kind has a rebuilt path.
+    // SAFETY: every record starts with its Header, valid for any bits.
+    let h: Header = unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Header) };
+    if let Some(c) = EventKind::from_u32(h.kind).and_then(|k| k.compaction()) {
+        let n = c.compact(&mut b);
+        b.truncate(n);
+    }
+    b
 }
 
 fn records() -> Vec<Vec<u8>> {

@@ -17,6 +17,7 @@ use sensor_common::EventKind;
 pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
+    pub event_bytes: IntCounterVec,
     pub events_lost: IntCounterVec,
     pub events_folded: IntCounterVec,
     pub events_throttled: IntCounterVec,
@@ -63,6 +64,12 @@ impl Metrics {
             &r,
             "keysentry_events_total",
             "Kernel events received, by kind.",
+            &["kind"],
+        )?;
+        let event_bytes = counter_vec(
+            &r,
+            "keysentry_event_bytes_total",
+            "Bytes of kernel records received, by kind: what each kind takes of its lane's ring (a record with a rebuilt path takes the bytes its path uses).",
             &["kind"],
         )?;
         let events_lost = counter_vec(
@@ -272,6 +279,7 @@ impl Metrics {
         Ok(Arc::new(Self {
             registry: r,
             events,
+            event_bytes,
             events_lost,
             events_folded,
             events_throttled,

@@ -344,7 +344,8 @@ fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
             f
         })
         .collect();
-    // Room for about four open records: a burst must overflow it.
+    // Room for about sixteen open records (compact, about 450 bytes each):
+    // a burst must overflow it.
     let mut s = Sensor::start_with(&k.root, &config(&k, ""), &["--ring-buffer-bytes", "8192"]);
     let _ = s.alerts_until_marker(&k.marker);
     let seen = |s: &Sensor| {
@@ -401,4 +402,77 @@ fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
         s.metric("keysentry_events_lost_total{kind=\"mem_access\",lane=\"critical\"}"),
         Some(0.0)
     );
+}
+
+/// A directory under `root` whose key file `x.p12` has a path of exactly
+/// `len` bytes.
+fn key_at_length(root: &Path, len: usize) -> PathBuf {
+    let mut dir = root.join(format!("deep{len}"));
+    let leaf = "/x.p12".len();
+    while dir.as_os_str().len() + leaf + 1 + 120 < len {
+        dir = dir.join("d".repeat(120));
+    }
+    let pad = len - leaf - dir.as_os_str().len() - 1;
+    dir = dir.join("e".repeat(pad));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("x.p12");
+    assert_eq!(f.as_os_str().len(), len);
+    std::fs::write(&f, b"k").unwrap();
+    f
+}
+
+/// An open's record takes of its ring the bytes its path uses (the kernel
+/// sends it compact), up to `COMPACT_PATH_MAX`; a longer path travels in
+/// the whole record. Either way the alert has the path the kernel rebuilt.
+#[test]
+fn an_open_record_is_as_long_as_its_path_and_a_long_path_arrives_whole() {
+    use sensor_common::{COMPACT_PATH_MAX, EventKind, OpenEvent};
+    let k = keys();
+    let c = EventKind::KeyOpen.compaction().unwrap();
+    let short = k.root.join("short.p12");
+    std::fs::write(&short, b"k").unwrap();
+    // (file, sent compact, path complete): the longest path sent compact,
+    // one byte more, and one longer than the kernel's walk keeps (it keeps
+    // the components that start within its first 1024 bytes).
+    let cases = [
+        (short, true, true),
+        (key_at_length(&k.root, COMPACT_PATH_MAX), true, true),
+        (key_at_length(&k.root, COMPACT_PATH_MAX + 1), false, true),
+        (key_at_length(&k.root, 1200), false, false),
+    ];
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let _ = s.alerts_until_marker(&k.marker);
+    let metric = |s: &Sensor, m: &str| s.metric(&format!("{m}{{kind=\"key_open\"}}")).unwrap();
+    for (file, compact, complete) in &cases {
+        let len = file.as_os_str().len();
+        let (events, bytes) = (
+            metric(&s, "keysentry_events_total"),
+            metric(&s, "keysentry_event_bytes_total"),
+        );
+        let (pid, st) = actor(&["open", file.to_str().unwrap()], None, None);
+        assert!(st.success());
+        let got = s.alerts_until(|a| a["rule"] == RULE && a["process"]["pid"] == pid);
+        let a = got.last().unwrap();
+        let path = a["target"]["path"].as_str().unwrap();
+        if *complete {
+            assert_eq!(path, file.to_str().unwrap(), "{len}");
+        } else {
+            let tail = path.strip_prefix("...").unwrap();
+            assert!(tail.len() > COMPACT_PATH_MAX, "{len}: {path}");
+            assert!(file.to_str().unwrap().ends_with(tail), "{len}: {path}");
+        }
+        assert_eq!(a["target"]["inode"], ino(file), "{len}");
+        assert_eq!(metric(&s, "keysentry_events_total") - events, 1.0, "{len}");
+        let want = if *compact {
+            c.size(len as u32).unwrap()
+        } else {
+            assert_eq!(c.size(len as u32), None);
+            size_of::<OpenEvent>()
+        };
+        assert_eq!(
+            metric(&s, "keysentry_event_bytes_total") - bytes,
+            want as f64,
+            "a {len}-byte path"
+        );
+    }
 }

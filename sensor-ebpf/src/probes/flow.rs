@@ -39,7 +39,7 @@ use sensor_common::{
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, stage},
     kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
@@ -297,7 +297,7 @@ fn wrote_file(
         ino: key.ino,
     };
     // SAFETY: map values are live while the program runs; `ev` is the
-    // reserved record.
+    // staged record.
     unsafe {
         // Reported already: count the bytes for the close.
         if let Some(n) = WRITTEN.get_ptr_mut(wk) {
@@ -366,7 +366,7 @@ fn wrote_file(
             }
             check_insert(r, INSERT_FAIL_WATCHED);
         }
-        let Some(rec) = emit::<FileWriteEvent>() else {
+        let Some(rec) = stage::<FileWriteEvent>() else {
             return;
         };
         let ev = rec.ptr();

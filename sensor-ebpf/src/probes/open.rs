@@ -4,7 +4,7 @@
 //! A successful open is matched on the file it produced (fd -> struct file
 //! -> inode), so the name used to reach it does not matter: absolute or
 //! relative path, symlink, hardlink, bind mount, /proc/self/fd reopen.
-//! Only matches are reserved in the ring buffer. Opens that match nothing
+//! Only matches are sent to user space. Opens that match nothing
 //! but a /proc or core-dump control file are `open_proc.rs`'s; failed
 //! opens, matched by their path argument, `open_arg.rs`'s.
 
@@ -22,11 +22,13 @@ use sensor_common::{
     MATCH_NAME, MATCH_PARENT, MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING,
     SRC_IO_URING_FIXED, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST,
     STOP_OWN_KEY, TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_IGEN, WATCH_SELF,
-    WATCH_STRONG, WATCH_TRACKED, names::NameKey,
+    WATCH_STRONG, WATCH_TRACKED,
+    names::NameKey,
+    x86_64::{NR_CREAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2},
 };
 
 use crate::{
-    emit::emit_as,
+    emit::{emit_as, stage_as},
     fold::{fold_check, fold_sent},
     kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
     maps::{NAME_PATTERNS, WATCHED, allowed, count_stop, watch_entry},
@@ -469,13 +471,13 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
         if get!(s.file) != file.addr() {
             return;
         }
-        report_open(s, src, ret);
+        report_open(s, src, ret, slot);
     }
 }
 
 /// Reports the open `s` describes (taints the opener of a key file first).
 #[inline(always)]
-unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
+unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64, slot: u32) {
     // SAFETY: `s` is check_opened's OPEN_STATE slot (the caller's); user
     // memory read through bpf_probe_read_user_str only, into the
     // ARG_BUF-byte `arg`; `ev` is the reserved record.
@@ -554,27 +556,73 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
         if !fold_check(&key) {
             return;
         }
-        let Some(rec) = emit_as::<OpenEvent>(kind) else {
-            return;
+        // A tracepoint program stages the record (sent as long as its
+        // path); an LSM program, which can be preempted, reserves it.
+        let at = OpenAt {
+            ret,
+            mode,
+            f_flags,
+            src,
+            igen,
+            fmode,
+            owner,
+            size: inode.size().unwrap_or(0),
         };
-        let ev = rec.ptr();
-        fold_sent(&key, &raw mut (*ev).fold);
-        (*ev).ret = ret;
+        if slot == LSM_SLOT {
+            let Some(rec) = emit_as::<OpenEvent>(kind) else {
+                return;
+            };
+            fill_open(rec.ptr(), s, &key, &at);
+            rec.submit();
+        } else {
+            let Some(rec) = stage_as::<OpenEvent>(kind) else {
+                return;
+            };
+            fill_open(rec.ptr(), s, &key, &at);
+            rec.submit();
+        }
+    }
+}
+
+/// What `report_open` learnt of the open, for `fill_open`.
+struct OpenAt {
+    ret: i64,
+    mode: u32,
+    f_flags: u32,
+    src: u32,
+    igen: u32,
+    fmode: u32,
+    owner: u32,
+    size: i64,
+}
+
+/// Fills a reported open's record (reserved or staged).
+///
+/// # Safety
+/// `ev` is a writable `OpenEvent` whose header is filled; `s` is the
+/// caller's OPEN_STATE slot.
+#[inline(always)]
+unsafe fn fill_open(ev: *mut OpenEvent, s: *mut OpenState, key: &FoldKey, at: &OpenAt) {
+    // SAFETY: the caller's contract; user memory read through
+    // bpf_probe_read_user_str only, into the ARG_BUF-byte `arg`.
+    unsafe {
+        fold_sent(key, &raw mut (*ev).fold);
+        (*ev).ret = at.ret;
         (*ev).ino = get!(s.ino);
         (*ev).dev = get!(s.dev);
-        (*ev).mode = mode;
-        (*ev).flags = f_flags;
-        (*ev).source = src;
+        (*ev).mode = at.mode;
+        (*ev).flags = at.f_flags;
+        (*ev).source = at.src;
         (*ev).matched = get!(s.matched);
         (*ev).watch_id = get!(s.watch_id);
         (*ev).name_rules = get!(s.rules);
-        (*ev).igen = igen;
-        (*ev).fmode = fmode;
-        (*ev).owner = owner;
-        (*ev).size = inode.size().unwrap_or(0);
+        (*ev).igen = at.igen;
+        (*ev).fmode = at.fmode;
+        (*ev).owner = at.owner;
+        (*ev).size = at.size;
         (*ev).dfd = AT_FDCWD;
         (*ev).arg_len = 0;
-        if let Some((dfd, path, _flags)) = syscall_args(src) {
+        if let Some((dfd, path, _flags)) = syscall_args(at.src) {
             (*ev).dfd = dfd;
             if path != 0 {
                 let n = generated::bpf_probe_read_user_str(
@@ -588,7 +636,6 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64) {
             }
         }
         FilePtr::from_addr(get!(s.file)).read_path(&raw mut (*ev).path);
-        rec.submit();
     }
 }
 

@@ -13,7 +13,7 @@ use sensor_common::{
 };
 
 use crate::{
-    emit::emit_as,
+    emit::stage_as,
     maps::{NAME_PATTERNS, WATCHED_NAMES},
     probes::open::{OPEN_STATE, get, put, syscall_args},
     vfs::eval_patterns,
@@ -129,7 +129,7 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
 pub(super) fn check_failed(src: u32, ret: i64) {
     // SAFETY: user memory read through bpf_probe_read_user only; `buf` is
     // arg_final_name's scratch, ARG_BUF bytes readable; `ev` is the
-    // reserved record.
+    // staged record.
     unsafe {
         let Some((dfd, path, flags)) = syscall_args(src) else {
             return;
@@ -137,7 +137,7 @@ pub(super) fn check_failed(src: u32, ret: i64) {
         let Some((buf, len, rules)) = arg_final_name(path) else {
             return;
         };
-        let Some(rec) = emit_as::<OpenEvent>(OpenKind::KeyOpenFailed) else {
+        let Some(rec) = stage_as::<OpenEvent>(OpenKind::KeyOpenFailed) else {
             return;
         };
         let ev = rec.ptr();

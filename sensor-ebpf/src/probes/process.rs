@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, stage},
     kptr::{FdArrayPtr, SignalPtr, TaskPtr},
     maps::{
         ALLOW_BYPASS, ALLOW_EXES, ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS,
@@ -42,11 +42,11 @@ pub fn ks_sched_exec(ctx: TracePointContext) -> u32 {
     taint_at_exec();
     protect_at_exec();
     let (exe_id, exec_flags) = allowance_at_exec();
-    let Some(rec) = emit::<ExecEvent>() else {
+    let Some(rec) = stage::<ExecEvent>() else {
         return 0;
     };
     let ev = rec.ptr();
-    // SAFETY: `ev` is the reserved record; kernel and user memory are read
+    // SAFETY: `ev` is the staged record; kernel and user memory are read
     // through bpf_probe_read_kernel/user only (the command line into
     // `cmdline`, at most CMDLINE_BUF bytes).
     unsafe {

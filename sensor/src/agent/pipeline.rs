@@ -45,8 +45,10 @@ pub struct Pipeline {
     pub cx: Context,
     pub policy: Policy,
     pub outputs: Outputs,
-    /// keysentry_events_total{kind}, looked up once.
+    /// keysentry_events_total{kind} and keysentry_event_bytes_total{kind},
+    /// looked up once.
     events_by_kind: Vec<prometheus::IntCounter>,
+    bytes_by_kind: Vec<prometheus::IntCounter>,
     /// The rule families' own state.
     memory: Memory,
     environ: Environ,
@@ -331,6 +333,12 @@ impl Pipeline {
                     metrics.events.with_label_values(&[name])
                 })
                 .collect(),
+            bytes_by_kind: (0..KIND_SLOTS)
+                .map(|i| {
+                    let name = EventKind::from_u32(i).map_or("unknown", |k| k.name());
+                    metrics.event_bytes.with_label_values(&[name])
+                })
+                .collect(),
             cx: Context::new(procs, watcher, metrics),
             policy,
             outputs,
@@ -490,7 +498,9 @@ impl Pipeline {
                 return;
             }
         };
-        self.events_by_kind[ev.kind() as usize % KIND_SLOTS as usize].inc();
+        let slot = ev.kind() as usize % KIND_SLOTS as usize;
+        self.events_by_kind[slot].inc();
+        self.bytes_by_kind[slot].inc_by(bytes.len() as u64);
         let (cx, policy) = (&mut self.cx, &self.policy);
         match ev {
             Event::Exec {

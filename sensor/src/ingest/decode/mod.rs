@@ -18,7 +18,8 @@ pub mod process;
 use std::mem::offset_of;
 
 use sensor_common::{
-    COMM_LEN, EventKind, FoldKey, FoldTag, Header, KPath, PATH_BUF, PATH_COMPLETE, PATH_TRUNCATED,
+    COMM_LEN, Compaction, EventKind, FoldKey, FoldTag, Header, KPath, PATH_BUF, PATH_COMPLETE,
+    PATH_TRUNCATED,
 };
 
 use self::{
@@ -195,45 +196,10 @@ fn kpath_at(buf: &[u8], off: usize) -> Option<(String, bool)> {
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
-    if buf.len() < size_of::<Header>() {
-        return Err(DecodeError::Short(buf.len()));
-    }
+    let rec = whole(buf)?;
+    let buf = &rec[..];
     let h: Header = read(buf);
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
-    let want = kind.record_size();
-    // An exec record of a recording made before exec records carried the
-    // executable's identity: decoded with a zero identity, marked.
-    if kind == EventKind::Exec
-        && h.size as usize == sensor_common::EXEC_RECORD_WITHOUT_IDENTITY
-        && buf.len() >= sensor_common::EXEC_RECORD_WITHOUT_IDENTITY
-    {
-        let mut padded = buf[..h.size as usize].to_vec();
-        padded.resize(want, 0);
-        padded[offset_of!(Header, size)..offset_of!(Header, size) + 4]
-            .copy_from_slice(&(want as u32).to_le_bytes());
-        let flags = offset_of!(sensor_common::ExecEvent, exec_flags);
-        padded[flags..flags + 4].copy_from_slice(&sensor_common::EXEC_NO_IDENTITY.to_le_bytes());
-        return decode(&padded);
-    }
-    // A recording made before records carried their fold tag: decoded as
-    // a record whose tag is all zeroes (not folded).
-    if let Some(short) = kind.unfolded_record_size()
-        && h.size as usize == short
-        && buf.len() >= short
-    {
-        let mut padded = buf[..short].to_vec();
-        padded.resize(want, 0);
-        padded[offset_of!(Header, size)..offset_of!(Header, size) + 4]
-            .copy_from_slice(&(want as u32).to_le_bytes());
-        return decode(&padded);
-    }
-    if h.size as usize != want || buf.len() < want {
-        return Err(DecodeError::BadSize {
-            kind,
-            got: buf.len().min(h.size as usize),
-            want,
-        });
-    }
     Ok(match kind {
         EventKind::Exec => process::exec(buf, &h),
         EventKind::Fork => process::fork(buf),
@@ -254,22 +220,127 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
+/// The form a record travelled in (`form`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// Its kind's record size.
+    Whole,
+    /// Compact (`sensor_common::Compaction`): shorter by the path bytes it
+    /// did not use.
+    Compact(Compaction),
+    /// An exec record of a recording made before exec records carried the
+    /// executable's identity.
+    ExecWithoutIdentity,
+    /// A record of a recording made before records carried their fold tag.
+    Unfolded,
+}
+
+/// Checks a record's header and size and tells its form. No compact
+/// record is as long as an older layout (`COMPACT_PATH_MAX`), so a size
+/// names one form.
+fn form(buf: &[u8]) -> Result<(Header, EventKind, Form), DecodeError> {
+    if buf.len() < size_of::<Header>() {
+        return Err(DecodeError::Short(buf.len()));
+    }
+    let h: Header = read(buf);
+    let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
+    let want = kind.record_size();
+    let size = h.size as usize;
+    let bad = || DecodeError::BadSize {
+        kind,
+        got: buf.len().min(size),
+        want,
+    };
+    if buf.len() < size {
+        return Err(bad());
+    }
+    let form = if size == want {
+        Form::Whole
+    } else if kind == EventKind::Exec && size == sensor_common::EXEC_RECORD_WITHOUT_IDENTITY {
+        Form::ExecWithoutIdentity
+    } else if kind.unfolded_record_size() == Some(size) {
+        Form::Unfolded
+    } else {
+        let c = kind.compaction().ok_or_else(bad)?;
+        if size < c.bytes_at() + c.trailer {
+            return Err(bad());
+        }
+        let len: u32 = at(buf, c.path_at + offset_of!(KPath, len));
+        if c.size(len) != Some(size) {
+            return Err(bad());
+        }
+        Form::Compact(c)
+    };
+    Ok((h, kind, form))
+}
+
+/// A record in the layout of its kind's record type, whatever form it
+/// travelled in (`whole`).
+pub(crate) enum Whole<'a> {
+    /// The ring's own bytes: it came whole.
+    Borrowed(&'a [u8]),
+    /// Expanded from its compact form or a recording's older layout.
+    Expanded(Box<[u8]>),
+}
+
+impl std::ops::Deref for Whole<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Whole::Borrowed(b) => b,
+            Whole::Expanded(b) => b,
+        }
+    }
+}
+
+/// A record, checked (`form`), in its record type's layout: a compact one
+/// expanded (its unused path bytes zero), an older layout padded with
+/// zeroes (an exec record without identity marked `EXEC_NO_IDENTITY`, a
+/// record without its fold tag not folded).
+pub(crate) fn whole(buf: &[u8]) -> Result<Whole<'_>, DecodeError> {
+    let (h, kind, form) = form(buf)?;
+    let want = kind.record_size();
+    let size = h.size as usize;
+    let mut v = match form {
+        Form::Whole => return Ok(Whole::Borrowed(&buf[..want])),
+        Form::Compact(c) => {
+            let kept = size - c.trailer;
+            let mut v = vec![0u8; want];
+            v[..kept].copy_from_slice(&buf[..kept]);
+            v[want - c.trailer..].copy_from_slice(&buf[kept..size]);
+            v
+        }
+        Form::ExecWithoutIdentity => {
+            let mut v = buf[..size].to_vec();
+            v.resize(want, 0);
+            let flags = offset_of!(sensor_common::ExecEvent, exec_flags);
+            v[flags..flags + 4].copy_from_slice(&sensor_common::EXEC_NO_IDENTITY.to_le_bytes());
+            v
+        }
+        Form::Unfolded => {
+            let mut v = buf[..size].to_vec();
+            v.resize(want, 0);
+            v
+        }
+    };
+    v[offset_of!(Header, size)..offset_of!(Header, size) + 4]
+        .copy_from_slice(&(want as u32).to_le_bytes());
+    Ok(Whole::Expanded(v.into()))
+}
+
 /// The fold tag a record carries (`sensor_common::FoldTag`, its last
 /// field): the kernel's fold key and the identical events folded since the
 /// previous record of that key. None for a record that was not folded by
 /// any key (a kind without a tag, folding off, a record made before tags).
 pub fn fold_tag(buf: &[u8]) -> Option<FoldRef> {
-    if buf.len() < size_of::<Header>() {
-        return None;
-    }
-    let h: Header = read(buf);
-    let kind = EventKind::from_u32(h.kind)?;
+    let (h, kind, form) = form(buf).ok()?;
     kind.unfolded_record_size()?;
-    let size = kind.record_size();
-    if h.size as usize != size || buf.len() < size {
+    if form == Form::Unfolded || form == Form::ExecWithoutIdentity {
         return None;
     }
-    let tag: FoldTag = read(&buf[size - size_of::<FoldTag>()..]);
+    // Last, whole or compact (a compact record's trailer is its tag).
+    let end = h.size as usize;
+    let tag: FoldTag = read(&buf[end - size_of::<FoldTag>()..end]);
     (tag.key.kind != 0).then_some(FoldRef {
         key: tag.key,
         folded: tag.folded,
@@ -287,9 +358,11 @@ pub struct FoldRef {
     pub ts: u64,
 }
 
-// The tag is the last field of each record that carries one.
+// The tag is the last field of each record that carries one, and the
+// whole trailer of a compact one.
 const _: () = {
-    use sensor_common::{MemAccessEvent, OpenEvent};
+    use sensor_common::{Compact, MemAccessEvent, OpenEvent};
+    assert!(<OpenEvent as Compact>::COMPACTION.trailer == size_of::<FoldTag>());
     assert!(offset_of!(OpenEvent, fold) + size_of::<FoldTag>() == size_of::<OpenEvent>());
     assert!(offset_of!(MemAccessEvent, fold) + size_of::<FoldTag>() == size_of::<MemAccessEvent>());
 };
@@ -297,7 +370,7 @@ const _: () = {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use sensor_common::{MATCH_INODE, OpenEvent, SRC_OPENAT};
+    use sensor_common::{COMPACT_PATH_MAX, MATCH_INODE, OpenEvent, SRC_OPENAT};
 
     pub fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a repr(C) value.
@@ -380,6 +453,111 @@ pub mod tests {
         old[4..8].copy_from_slice(&(short as u32).to_le_bytes());
         assert_eq!(decode(&old).unwrap(), decode(&bytes_of(&e)).unwrap());
         assert_eq!(fold_tag(&old), None);
+    }
+
+    /// What the kernel sends for a whole record of a compactable kind
+    /// (`Compaction::compact`).
+    pub fn compact_bytes(whole: &[u8]) -> Vec<u8> {
+        let h: Header = read(whole);
+        let c = EventKind::from_u32(h.kind)
+            .and_then(|k| k.compaction())
+            .unwrap();
+        let mut v = whole.to_vec();
+        let n = c.compact(&mut v);
+        v.truncate(n);
+        v
+    }
+
+    /// A KPath of `n` bytes (components of up to 9 letters).
+    fn kpath_len(n: usize) -> KPath {
+        let mut p = kpath_of("/");
+        for (i, b) in p.buf[..n].iter_mut().enumerate() {
+            *b = if i % 10 == 9 {
+                b'/'
+            } else {
+                b'a' + (i % 10) as u8
+            };
+        }
+        p.len = n as u32;
+        p
+    }
+
+    #[test]
+    fn a_compact_record_decodes_as_the_whole_one() {
+        let mut e = open_event(42, "/etc/ssl/private/server.key", 77);
+        e.fold.key.tgid = 42;
+        e.fold.key.kind = EventKind::KeyOpen as u32;
+        e.fold.key.obj = 77;
+        e.fold.folded = 9;
+        let whole = bytes_of(&e);
+        let c = compact_bytes(&whole);
+        assert_eq!(
+            c.len(),
+            offset_of!(OpenEvent, path) + 8 + 32 + size_of::<FoldTag>()
+        );
+        assert_eq!(decode(&c).unwrap(), decode(&whole).unwrap());
+        assert_eq!(fold_tag(&c), fold_tag(&whole));
+        assert_eq!(fold_tag(&c).unwrap().folded, 9);
+        // Every path length: compact up to COMPACT_PATH_MAX, whole beyond.
+        for n in [0, 1, 7, 8, 9, 500, 1016, 1017, 1024, 1025, 1100, PATH_BUF] {
+            e.path = kpath_len(n);
+            let whole = bytes_of(&e);
+            let c = compact_bytes(&whole);
+            assert_eq!(c.len() < whole.len(), n <= COMPACT_PATH_MAX, "{n}");
+            assert_eq!(decode(&c).unwrap(), decode(&whole).unwrap(), "{n}");
+            assert_eq!(fold_tag(&c), fold_tag(&whole), "{n}");
+        }
+        // A size its path's length does not give is malformed: one word
+        // more or less, or a path too long for a compact record.
+        e.path = kpath_len(40);
+        let c = compact_bytes(&bytes_of(&e));
+        for delta in [-8i64, 8] {
+            let mut bad = c.clone();
+            let at = (c.len() as i64 - 56 + delta.min(0)) as usize;
+            if delta > 0 {
+                bad.splice(at..at, [0u8; 8]);
+            } else {
+                bad.drain(at..at + 8);
+            }
+            let n = bad.len() as u32;
+            bad[4..8].copy_from_slice(&n.to_le_bytes());
+            assert!(
+                matches!(decode(&bad), Err(DecodeError::BadSize { .. })),
+                "{delta}"
+            );
+            assert_eq!(fold_tag(&bad), None);
+        }
+        let mut long = c.clone();
+        let path_len = offset_of!(OpenEvent, path);
+        long[path_len..path_len + 4].copy_from_slice(&1100u32.to_le_bytes());
+        assert!(matches!(decode(&long), Err(DecodeError::BadSize { .. })));
+        // A record cut short of the size its header gives.
+        assert!(matches!(
+            decode(&c[..c.len() - 8]),
+            Err(DecodeError::BadSize { .. })
+        ));
+    }
+
+    #[test]
+    fn compact_exec_and_write_records_decode_as_whole_ones() {
+        use sensor_common::{ExecEvent, FileWriteEvent};
+        // SAFETY: all-zero is valid for these plain records.
+        let mut x: ExecEvent = unsafe { std::mem::zeroed() };
+        x.hdr = header(EventKind::Exec, 9);
+        x.cmdline[..8].copy_from_slice(b"signerd\0");
+        x.cmdline_len = 8;
+        x.exe = kpath_of("/usr/sbin/signerd");
+        (x.exe_ino, x.exe_dev, x.exec_flags) = (4242, 8 << 20 | 1, 2);
+        // SAFETY: as above.
+        let mut w: FileWriteEvent = unsafe { std::mem::zeroed() };
+        w.hdr = header(EventKind::FileWrite, 9);
+        (w.ino, w.dev, w.bytes) = (77, 8 << 20 | 1, 4096);
+        w.path = kpath_of("/var/tmp/core.dump");
+        for whole in [bytes_of(&x), bytes_of(&w)] {
+            let c = compact_bytes(&whole);
+            assert!(c.len() + PATH_BUF - 24 <= whole.len(), "{}", c.len());
+            assert_eq!(decode(&c).unwrap(), decode(&whole).unwrap());
+        }
     }
 
     #[test]
