@@ -79,11 +79,15 @@ pub fn current_nr_ax() -> (i32, i64) {
 }
 
 /// `int __syscall_nr` of a syscalls:sys_{enter,exit}_* record (checked
-/// against tracefs at load time).
+/// against tracefs at load time), by a direct context load.
 #[inline(always)]
 pub fn tp_nr(ctx: &TracePointContext) -> i32 {
-    // SAFETY: a bounded read of the tracepoint record (bpf_probe_read).
-    unsafe { ctx.read_at::<i32>(sensor_common::SYSCALL_NR_OFFSET as usize) }.unwrap_or(-1)
+    // SAFETY: the offset lies inside every syscalls record (checked at load
+    // time), and the verifier checks the context access: a direct load,
+    // not a bpf_probe_read call.
+    unsafe {
+        *((ctx.as_ptr() as *const u8).add(sensor_common::SYSCALL_NR_OFFSET as usize) as *const i32)
+    }
 }
 
 /// `long ret` of a syscalls:sys_exit_* record: a direct context load at the

@@ -78,7 +78,13 @@ pub fn ks_enter_close(ctx: TracePointContext) -> u32 {
             if old == new {
                 return 0;
             }
-            let (Some(o), Some(n)) = (fd_file_checked(old), fd_file_checked(new)) else {
+            // One at a time: a pair of Options leaves the compiler free
+            // to read the second's unset payload, which 6.1's verifier
+            // refuses as an uninitialised stack read.
+            let Some(o) = fd_file_checked(old) else {
+                return 0;
+            };
+            let Some(n) = fd_file_checked(new) else {
                 return 0;
             };
             if o.addr() != n.addr() {
