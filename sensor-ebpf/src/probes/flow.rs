@@ -125,7 +125,10 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
         // of a file writes it without a write syscall.
         NR_MMAP => {
             let Some(tgid) = acting_tgid() else { return 0 };
-            if !is_tainted(tgid) || sys_ret(&ctx) < 0 {
+            let Some(taint) = taint_of(tgid) else {
+                return 0;
+            };
+            if sys_ret(&ctx) < 0 {
                 return 0;
             }
             let Some((_, len, prot)) = args3() else {
@@ -136,9 +139,6 @@ pub fn ks_exit_sink(ctx: TracePointContext) -> u32 {
                 return 0;
             }
             let fd = arg5().unwrap_or(u64::MAX);
-            let Some(taint) = taint_of(tgid) else {
-                return 0;
-            };
             let Some(file) = fd_file(fd) else { return 0 };
             sink_file(tgid, &taint, file, fd, VIA_MMAP, len as i64, Dest::None);
             0
@@ -189,17 +189,22 @@ fn on_sink_to(
     if ret < 0 || (ret == 0 && via != VIA_CLONE) {
         return 0;
     }
-    // Untainted writers (nearly every write on the host) stop here,
-    // unless a recent pipe taint may reach them through `input`.
+    // Untainted writers (nearly every write on the host) stop here, after
+    // one TAINTED lookup, unless a recent pipe taint may reach them
+    // through `input` (then the taint is looked up after the pipe read,
+    // which may have made it).
     let gate = input.is_some() && pipe_gate(tgid);
-    if !gate && !is_tainted(tgid) {
-        return 0;
-    }
+    let early = if gate {
+        None
+    } else {
+        let Some(t) = taint_of(tgid) else { return 0 };
+        Some(t)
+    };
     let Some(args) = args3() else { return 0 };
     if gate && let Some(input) = input {
         pipe_read(tgid, pick(args, input));
     }
-    let Some(taint) = taint_of(tgid) else {
+    let Some(taint) = early.or_else(|| taint_of(tgid)) else {
         return 0;
     };
     let fd = pick(args, out);
