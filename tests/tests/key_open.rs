@@ -476,3 +476,44 @@ fn an_open_record_is_as_long_as_its_path_and_a_long_path_arrives_whole() {
         );
     }
 }
+
+/// Every open syscall is seen (one program serves the five tracepoints,
+/// dispatched on the syscall number): each gives an alert naming it, with
+/// the path argument read from that syscall's own argument.
+#[test]
+fn each_open_syscall_gives_one_alert_naming_it() {
+    let k = keys();
+    let mut s = Sensor::start(&k.root, &config(&k, ""));
+    let _ = s.alerts_until_marker(&k.marker);
+    let made = k.root.join("made.p12");
+    for (how, file) in [
+        ("open", k.secret.as_path()),
+        ("openat", k.secret.as_path()),
+        ("openat2", k.secret.as_path()),
+        ("creat", made.as_path()),
+        ("open_by_handle_at", k.secret.as_path()),
+    ] {
+        let path = file.to_str().unwrap();
+        let (pid, st) = actor(&["sys-open", how, path], None, None);
+        if !st.success() && how == "open_by_handle_at" {
+            println!("SKIP open_by_handle_at: no file handles on this file system");
+            continue;
+        }
+        assert!(st.success(), "{how}");
+        // creat makes a new key-named file: a key-created alert.
+        let rule = if how == "creat" { "key-created" } else { RULE };
+        let got = s.alerts_until(|a| a["rule"] == rule && a["process"]["pid"] == pid);
+        let a = got.last().unwrap();
+        assert_eq!(a["open"]["via"], how);
+        assert_eq!(a["target"]["path"], path, "{how}");
+        assert_eq!(a["target"]["inode"], ino(file), "{how}");
+        if how == "open_by_handle_at" {
+            // No path argument: the file came from a handle.
+            assert!(a["open"].get("arg").is_none(), "{how}: {a:#}");
+        } else {
+            assert_eq!(a["open"]["arg"], path, "{how}");
+        }
+        let access = if how == "creat" { "write" } else { "read" };
+        assert_eq!(a["open"]["access"], access, "{how}");
+    }
+}

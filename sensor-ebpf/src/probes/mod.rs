@@ -1,3 +1,5 @@
+//! The programs, one module per hook family.
+
 pub mod close;
 pub mod dumpcfg;
 pub mod flow;

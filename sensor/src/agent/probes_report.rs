@@ -20,7 +20,7 @@ fn tracepoint_why(program: &str) -> &'static str {
         | "ks_exit_pidfd_getfd" => {
             "only the tracepoint sees failed attempts, the result and the ptrace request (lsm/ptrace_access_check leaves this syscall to it)"
         }
-        p if p.starts_with("ks_exit_open") || p == "ks_exit_creat" => {
+        "ks_exit_open" => {
             "only the tracepoint sees the path argument and failed opens (lsm/file_open only records openers)"
         }
         "ks_iou_complete" => {

@@ -94,6 +94,65 @@ fn usage() -> ! {
     exit(2)
 }
 
+/// `sys-open`: one open syscall by number.
+fn sys_open(how: &str, path: &str) {
+    let p = cstr(path);
+    let rc = match how {
+        "open" => unsafe { libc::syscall(libc::SYS_open, p.as_ptr(), libc::O_RDONLY) },
+        "openat" => unsafe {
+            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p.as_ptr(), libc::O_RDONLY)
+        },
+        "openat2" => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let open_how = [libc::O_RDONLY as u64, 0, 0];
+            unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    p.as_ptr(),
+                    open_how.as_ptr(),
+                    size_of_val(&open_how),
+                )
+            }
+        }
+        "creat" => unsafe { libc::syscall(libc::SYS_creat, p.as_ptr(), 0o600) },
+        "open_by_handle_at" => {
+            // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[]; }
+            const MAX_HANDLE: usize = 128;
+            let mut fh = [0u32; 2 + MAX_HANDLE / 4];
+            fh[0] = MAX_HANDLE as u32;
+            let mut mount_id: i32 = 0;
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_name_to_handle_at,
+                    libc::AT_FDCWD,
+                    p.as_ptr(),
+                    fh.as_mut_ptr(),
+                    &mut mount_id,
+                    0,
+                )
+            };
+            check(rc as i32, "name_to_handle_at");
+            let dir = std::path::Path::new(path)
+                .parent()
+                .unwrap_or_else(|| usage());
+            let d = cstr(dir.to_str().unwrap_or_else(|| usage()));
+            let mfd = unsafe { libc::open(d.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY) };
+            check(mfd, "open mount dir");
+            unsafe {
+                libc::syscall(
+                    libc::SYS_open_by_handle_at,
+                    mfd,
+                    fh.as_mut_ptr(),
+                    libc::O_RDONLY,
+                )
+            }
+        }
+        _ => usage(),
+    };
+    check(rc as i32, how);
+}
+
 fn check(fd: i32, what: &str) -> i32 {
     if fd < 0 {
         let e = std::io::Error::last_os_error();
@@ -128,6 +187,12 @@ fn main() {
             let fd = unsafe { libc::openat(dfd, cstr(name).as_ptr(), libc::O_RDONLY) };
             check(fd, "openat");
         }
+        // Opens PATH for reading through one open syscall by its number
+        // (glibc's open() is openat): open, openat, openat2, creat (which
+        // creates or truncates PATH for writing), open_by_handle_at (a
+        // handle from name_to_handle_at, the mount named by PATH's
+        // directory).
+        ["sys-open", how, path] => sys_open(how, path),
         ["opath-reopen", path] => {
             let p = unsafe { libc::open(cstr(path).as_ptr(), libc::O_PATH) };
             check(p, "open O_PATH");

@@ -53,7 +53,7 @@ pub const PROBES: &[Probe] = &[
         serves: "[[protected]] comm after a rename",
     },
     Probe {
-        program: "ks_exit_openat",
+        program: "ks_exit_open",
         hook: Hook::Tracepoint("syscalls", "sys_exit_openat"),
         required: true,
         serves: "key-file-open (openat)",
@@ -65,19 +65,19 @@ pub const PROBES: &[Probe] = &[
         serves: "key-file-open (open)",
     },
     Probe {
-        program: "ks_exit_openat2",
+        program: "ks_exit_open",
         hook: Hook::Tracepoint("syscalls", "sys_exit_openat2"),
         required: false,
         serves: "key-file-open (openat2)",
     },
     Probe {
-        program: "ks_exit_creat",
+        program: "ks_exit_open",
         hook: Hook::Tracepoint("syscalls", "sys_exit_creat"),
         required: false,
         serves: "key-file-open (creat)",
     },
     Probe {
-        program: "ks_exit_open_by_handle_at",
+        program: "ks_exit_open",
         hook: Hook::Tracepoint("syscalls", "sys_exit_open_by_handle_at"),
         required: false,
         serves: "key-file-open (open_by_handle_at)",
