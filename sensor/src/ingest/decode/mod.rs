@@ -196,8 +196,8 @@ fn kpath_at(buf: &[u8], off: usize) -> Option<(String, bool)> {
 }
 
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
-    let rec = whole(buf)?;
-    let buf = &rec[..];
+    let mut space = None;
+    let buf = whole(buf, &mut space)?;
     let h: Header = read(buf);
     let kind = EventKind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     Ok(match kind {
@@ -274,58 +274,68 @@ fn form(buf: &[u8]) -> Result<(Header, EventKind, Form), DecodeError> {
     Ok((h, kind, form))
 }
 
-/// A record in the layout of its kind's record type, whatever form it
-/// travelled in (`whole`).
-pub(crate) enum Whole<'a> {
-    /// The ring's own bytes: it came whole.
-    Borrowed(&'a [u8]),
-    /// Expanded from its compact form or a recording's older layout.
-    Expanded(Box<[u8]>),
-}
-
-impl std::ops::Deref for Whole<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Whole::Borrowed(b) => b,
-            Whole::Expanded(b) => b,
+/// Bytes of the longest record of any kind: room for one record expanded
+/// to its type's layout (`whole`).
+const MAX_WHOLE: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < EventKind::ALL.len() {
+        if EventKind::ALL[i].record_size() > n {
+            n = EventKind::ALL[i].record_size();
         }
+        i += 1;
+    }
+    n
+};
+
+/// Room to expand one record into, on the decoder's stack (made only for
+/// a record that needs it).
+pub(crate) struct Space([u8; MAX_WHOLE]);
+
+impl Space {
+    pub(crate) fn new() -> Space {
+        Space([0; MAX_WHOLE])
     }
 }
 
-/// A record, checked (`form`), in its record type's layout: a compact one
-/// expanded (its unused path bytes zero), an older layout padded with
-/// zeroes (an exec record without identity marked `EXEC_NO_IDENTITY`, a
-/// record without its fold tag not folded).
-pub(crate) fn whole(buf: &[u8]) -> Result<Whole<'_>, DecodeError> {
+/// A record, checked (`form`), in its record type's layout: as it came
+/// when whole, else expanded into `space` (a compact one with its unused
+/// path bytes zero; an older layout padded with zeroes, an exec record
+/// without identity marked `EXEC_NO_IDENTITY`, a record without its fold
+/// tag not folded).
+pub(crate) fn whole<'a>(
+    buf: &'a [u8],
+    space: &'a mut Option<Space>,
+) -> Result<&'a [u8], DecodeError> {
     let (h, kind, form) = form(buf)?;
     let want = kind.record_size();
     let size = h.size as usize;
-    let mut v = match form {
-        Form::Whole => return Ok(Whole::Borrowed(&buf[..want])),
+    if form == Form::Whole {
+        return Ok(&buf[..want]);
+    }
+    let v = &mut space.get_or_insert_with(Space::new).0[..want];
+    match form {
+        Form::Whole => unreachable!("returned above"),
         Form::Compact(c) => {
             let kept = size - c.trailer;
-            let mut v = vec![0u8; want];
             v[..kept].copy_from_slice(&buf[..kept]);
+            v[kept..want - c.trailer].fill(0);
             v[want - c.trailer..].copy_from_slice(&buf[kept..size]);
-            v
         }
         Form::ExecWithoutIdentity => {
-            let mut v = buf[..size].to_vec();
-            v.resize(want, 0);
+            v[..size].copy_from_slice(&buf[..size]);
+            v[size..].fill(0);
             let flags = offset_of!(sensor_common::ExecEvent, exec_flags);
             v[flags..flags + 4].copy_from_slice(&sensor_common::EXEC_NO_IDENTITY.to_le_bytes());
-            v
         }
         Form::Unfolded => {
-            let mut v = buf[..size].to_vec();
-            v.resize(want, 0);
-            v
+            v[..size].copy_from_slice(&buf[..size]);
+            v[size..].fill(0);
         }
-    };
+    }
     v[offset_of!(Header, size)..offset_of!(Header, size) + 4]
         .copy_from_slice(&(want as u32).to_le_bytes());
-    Ok(Whole::Expanded(v.into()))
+    Ok(v)
 }
 
 /// The fold tag a record carries (`sensor_common::FoldTag`, its last
