@@ -87,19 +87,25 @@ pub fn ks_exit_open(ctx: TracePointContext) -> u32 {
         NR_OPEN_BY_HANDLE_AT => SRC_OPEN_BY_HANDLE,
         _ => return 0,
     };
-    // Read back from map memory, the syscall is one unknown value to the
-    // verifier rather than five constants, each verified through
-    // everything after (6.1's verifier runs out of its 1,000,000
-    // instructions that way).
-    let Some(s) = OPEN_STATE.get_ptr_mut(TP_SLOT) else {
-        return 0;
-    };
-    // SAFETY: this CPU's tracepoint slot, this program's while it runs.
-    let src = unsafe {
+    // `src` is one of five constants here: `check_file` and the failed
+    // open's check read it back from OPEN_STATE (`unknown_src`) before
+    // their work, so the verifier goes through that work once, not once
+    // per syscall (6.1's runs out of its 1,000,000 instructions that way).
+    on_open_exit(&ctx, src)
+}
+
+/// `src` stored in the OPEN_STATE slot `s` and read back: a value the
+/// verifier does not know, whichever constant it was.
+///
+/// # Safety
+/// `s` is the caller's OPEN_STATE slot.
+#[inline(always)]
+unsafe fn unknown_src(s: *mut OpenState, src: u32) -> u32 {
+    // SAFETY: the caller's contract.
+    unsafe {
         core::ptr::write_volatile(&raw mut (*s).src, src);
         core::ptr::read_volatile(&raw const (*s).src)
-    };
-    on_open_exit(&ctx, src)
+    }
 }
 
 /// io_uring:io_uring_complete: void *ctx; void *req; u64 user_data; int res;
@@ -203,7 +209,11 @@ fn on_open_exit(ctx: &TracePointContext, src: u32) -> u32 {
             stamp_opened(ret as u64);
         }
     } else if (ret == -EACCES || ret == -EPERM) && src != SRC_OPEN_BY_HANDLE && !is_self() {
-        check_failed(src, ret);
+        let Some(s) = OPEN_STATE.get_ptr_mut(TP_SLOT) else {
+            return 0;
+        };
+        // SAFETY: this CPU's tracepoint slot, this program's while it runs.
+        check_failed(unsafe { unknown_src(s, src) }, ret);
     }
     0
 }
@@ -296,8 +306,8 @@ pub struct OpenState {
     pub(super) v_ugen: u64,
     pub(super) v_kgen: u64,
     pub(super) v_ok: u32,
-    /// The open syscall (`SRC_*`), stored by `ks_exit_open` and read back
-    /// unknown to the verifier (`exit_open`).
+    /// The open's source (`SRC_*`), stored and read back unknown to the
+    /// verifier (`unknown_src`).
     pub(super) src: u32,
 }
 
@@ -356,6 +366,7 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
         let Some(s) = OPEN_STATE.get_ptr_mut(slot) else {
             return;
         };
+        let src = unknown_src(s, src);
         // The file's dentry: an open of a file that matched nothing last
         // time, through the same dentry, ends here (with `cache`).
         let Some(dentry) = file.dentry() else {
