@@ -31,7 +31,7 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, generated,
     },
     macros::map,
-    maps::PerCpuArray,
+    maps::{PerCpuArray, RingBuf},
 };
 use core::ffi::c_void;
 use sensor_common::{
@@ -67,19 +67,31 @@ pub fn emit_as<T: SharedRecord + 'static>(kind: T::Kind) -> Option<Pending<T>> {
     reserve(T::LANE, kind.into())
 }
 
+/// The ring of `lane` (a constant once inlined).
+#[inline(always)]
+fn ring(lane: Lane) -> &'static RingBuf {
+    match lane {
+        Lane::Critical => &RB_CRITICAL,
+        Lane::Lifecycle => &RB_LIFECYCLE,
+        Lane::Bulk => &RB_BULK,
+    }
+}
+
+/// Is a `kind` record of this process held back (a critical one past its
+/// rate limit, counted by `fold::crit_held`)?
+#[inline(always)]
+fn held(lane: Lane, kind: EventKind) -> bool {
+    lane == Lane::Critical && crate::fold::crit_held(kind)
+}
+
 /// Callers guarantee (through the `Record`/`SharedRecord` bound) that `T`
 /// is a `#[repr(C)]` record starting with its `Header`.
 #[inline(always)]
 fn reserve<T: 'static>(lane: Lane, kind: EventKind) -> Option<Pending<T>> {
-    let ring = match lane {
-        Lane::Critical => &RB_CRITICAL,
-        Lane::Lifecycle => &RB_LIFECYCLE,
-        Lane::Bulk => &RB_BULK,
-    };
-    if lane == Lane::Critical && crate::fold::crit_held(kind) {
+    if held(lane, kind) {
         return None;
     }
-    let Some(mut entry) = ring.reserve::<T>(0) else {
+    let Some(mut entry) = ring(lane).reserve::<T>(0) else {
         count_lost(lane, kind);
         return None;
     };
@@ -201,7 +213,7 @@ pub fn stage_as<T: SharedRecord + Compact + 'static>(kind: T::Kind) -> Option<St
 #[inline(always)]
 fn staged<T: Compact + 'static>(lane: Lane, kind: EventKind) -> Option<Staged<T>> {
     const { assert!(size_of::<T>() <= STAGE_WORDS * 8) };
-    if lane == Lane::Critical && crate::fold::crit_held(kind) {
+    if held(lane, kind) {
         return None;
     }
     let Some(stage) = STAGE.get_ptr_mut(0) else {
@@ -262,12 +274,10 @@ impl<T: Compact + 'static> Staged<T> {
                 return;
             }
             let bytes = core::slice::from_raw_parts(base as *const u8, size);
-            let ring = match self.lane {
-                Lane::Critical => &RB_CRITICAL,
-                Lane::Lifecycle => &RB_LIFECYCLE,
-                Lane::Bulk => &RB_BULK,
-            };
-            if ring.output::<[u8]>(bytes, submit_flags(self.lane)).is_err() {
+            if ring(self.lane)
+                .output::<[u8]>(bytes, submit_flags(self.lane))
+                .is_err()
+            {
                 count_lost(self.lane, self.kind);
             }
         }
