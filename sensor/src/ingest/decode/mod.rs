@@ -444,13 +444,20 @@ pub mod tests {
         assert!(matches!(decode(&b), Err(DecodeError::BadSize { .. })));
     }
 
-    #[test]
-    fn a_record_carries_its_fold_tag_and_an_older_one_decodes_without() {
+    /// A key open of pid 42 (inode 77) carrying a fold tag with `folded`
+    /// repeats.
+    fn folded_open(folded: u64) -> OpenEvent {
         let mut e = open_event(42, "/etc/ssl/private/server.key", 77);
         e.fold.key.tgid = 42;
         e.fold.key.kind = EventKind::KeyOpen as u32;
         e.fold.key.obj = 77;
-        e.fold.folded = 1234;
+        e.fold.folded = folded;
+        e
+    }
+
+    #[test]
+    fn a_record_carries_its_fold_tag_and_an_older_one_decodes_without() {
+        let mut e = folded_open(1234);
         let b = bytes_of(&e);
         let f = fold_tag(&b).unwrap();
         assert_eq!((f.key.obj, f.folded, f.ts), (77, 1234, e.hdr.ts_boot_ns));
@@ -494,11 +501,7 @@ pub mod tests {
 
     #[test]
     fn a_compact_record_decodes_as_the_whole_one() {
-        let mut e = open_event(42, "/etc/ssl/private/server.key", 77);
-        e.fold.key.tgid = 42;
-        e.fold.key.kind = EventKind::KeyOpen as u32;
-        e.fold.key.obj = 77;
-        e.fold.folded = 9;
+        let mut e = folded_open(9);
         let whole = bytes_of(&e);
         let c = compact_bytes(&whole);
         assert_eq!(
