@@ -39,6 +39,10 @@ enum Cmd {
         /// Benchmarks only: attach every program but make each return at once.
         #[arg(long, hide = true)]
         bench_empty_programs: bool,
+        /// Benchmarks only: one tp_btf dispatcher on raw_syscalls in place
+        /// of the syscalls: tracepoints (with --bench-empty-programs).
+        #[arg(long, hide = true, requires = "bench_empty_programs")]
+        bench_dispatcher: bool,
         /// Tests only: entries of the kernel's TAINTED map (16384), so a test
         /// can fill it with a few hundred processes.
         #[arg(long, hide = true)]
@@ -204,6 +208,7 @@ fn main() -> ExitCode {
             ring_buffer_bytes,
             record,
             bench_empty_programs,
+            bench_dispatcher,
             taint_map_entries,
             no_kernel_fold,
             backend,
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             };
             let opts = live::RunOptions {
                 empty_programs: bench_empty_programs,
+                bench_dispatcher,
                 no_kernel_fold,
                 ring_bytes: ring_buffer_bytes,
                 taint_map_entries,

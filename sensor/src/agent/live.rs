@@ -38,6 +38,9 @@ use crate::{
 pub struct RunOptions {
     /// Bench only: attach the programs but make them return at once.
     pub empty_programs: bool,
+    /// Bench only: one tp_btf dispatcher in place of the `syscalls:`
+    /// tracepoints (kernel/loader/bench.rs).
+    pub bench_dispatcher: bool,
     /// Bench and diagnosis only: the kernel sends every repeat (fold
     /// window 0).
     pub no_kernel_fold: bool,
@@ -201,7 +204,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // The io_uring close probe: the submit tracepoint this kernel has (the
     // other name is another kernel version's; without either, or without
     // the offsets, one warning).
-    let other_kernel = match btf::io_uring_close_probe(&offsets) {
+    let mut other_kernel = match btf::io_uring_close_probe(&offsets) {
         Some("ks_iou_submit_req") => vec!["ks_iou_submit_sqe"],
         Some(_) => vec!["ks_iou_submit_req"],
         None => {
@@ -209,6 +212,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             vec!["ks_iou_submit_sqe"]
         }
     };
+    if opts.bench_dispatcher {
+        other_kernel.extend(
+            loader::probes::PROBES
+                .iter()
+                .filter(|p| loader::bench::replaced(&p.hook))
+                .map(|p| p.program),
+        );
+        loader::bench::attach_dispatcher(&mut ebpf)?;
+    }
     loader::attach_all(&mut ebpf, &metrics, &skip, &other_kernel)?;
     // The open probes see keysentry's own opens now: stamp the key path
     // entries with their inodes' generations.

@@ -14,10 +14,21 @@
 //! (a fresh child) and by one that did (this process). Each row is also
 //! given as a ratio to the empty-program floor of the same run.
 //!
+//! Two rows weigh the transport: a syscall keysentry does not hook
+//! (getppid), and a mixed load (per unit: openat, fstat, read 64 B and
+//! close of an unwatched file, two 64-byte writes, four getppid: 6 hooked
+//! syscalls of 10). A fourth mode, "dispatcher", attaches one empty tp_btf
+//! dispatcher on raw_syscalls:sys_exit in place of the empty
+//! `syscalls:sys_exit_*` tracepoints (issue 13's evaluation); its floor is printed
+//! against theirs, with the share of hooked syscalls at which the two
+//! would cost the same.
+//!
 //! usage: ks-bench KEYSENTRY_BIN [ROUNDS]
 //!        ks-bench --writes OPS   (prints ns per write; the untainted row)
 //!        ks-bench --opens PATH OPS   (ns per openat+close of PATH)
 //!        ks-bench --first-opens DIR N   (ns per openat+close of DIR/u0..N)
+//!        ks-bench --unhooked OPS   (ns per getppid)
+//!        ks-bench --mixed PATH OPS   (ns per unit of the mixed load)
 
 use std::{
     ffi::CString,
@@ -74,6 +85,53 @@ fn writes(ops: u32) -> f64 {
     ns
 }
 
+const UNHOOKED_OPS: u32 = 1_000_000;
+const MIXED_OPS: u32 = 100_000;
+
+/// ns per getppid (a syscall no keysentry program hooks).
+fn unhooked(ops: u32) -> f64 {
+    for _ in 0..1000 {
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    let t = Instant::now();
+    for _ in 0..ops {
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    t.elapsed().as_nanos() as f64 / ops as f64
+}
+
+/// ns per unit of the mixed load on `path` (an unwatched file): openat,
+/// fstat, read 64 B, close, two 64-byte writes to /dev/null, four getppid.
+fn mixed(path: &Path, ops: u32) -> f64 {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY) };
+    assert!(null >= 0);
+    let mut buf = [0u8; 64];
+    let unit = |buf: &mut [u8; 64]| unsafe {
+        let fd = libc::openat(libc::AT_FDCWD, c.as_ptr(), libc::O_RDONLY);
+        assert!(fd >= 0);
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(fd, &mut st);
+        libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        libc::write(null, buf.as_ptr().cast(), buf.len());
+        libc::write(null, buf.as_ptr().cast(), buf.len());
+        for _ in 0..4 {
+            libc::syscall(libc::SYS_getppid);
+        }
+    };
+    for _ in 0..1000 {
+        unit(&mut buf);
+    }
+    let t = Instant::now();
+    for _ in 0..ops {
+        unit(&mut buf);
+    }
+    let ns = t.elapsed().as_nanos() as f64 / ops as f64;
+    unsafe { libc::close(null) };
+    ns
+}
+
 /// ns per openat+close over `paths`, each opened once.
 fn first_opens(paths: &[CString]) -> f64 {
     let t = Instant::now();
@@ -109,11 +167,14 @@ fn first_paths(dir: &Path, n: usize) -> Vec<CString> {
 struct Sensor(Child);
 
 impl Sensor {
-    fn start(bin: &str, cfg: &Path, empty: bool) -> Sensor {
+    fn start(bin: &str, cfg: &Path, mode: &str) -> Sensor {
         let mut cmd = Command::new(bin);
         cmd.args(["run", "--config"]).arg(cfg);
-        if empty {
+        if mode != "full" {
             cmd.arg("--bench-empty-programs");
+        }
+        if mode == "dispatcher" {
+            cmd.arg("--bench-dispatcher");
         }
         let mut child = cmd
             .stdout(Stdio::null())
@@ -184,6 +245,15 @@ fn main() {
         println!("{}", open_close(Path::new(&args[2]), ops));
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--unhooked") {
+        println!("{}", unhooked(args[2].parse().expect("--unhooked OPS")));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--mixed") {
+        let ops = args[3].parse().expect("--mixed PATH OPS");
+        println!("{}", mixed(Path::new(&args[2]), ops));
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("--first-opens") {
         let n = args[3].parse().expect("--first-opens DIR N");
         println!("{}", first_opens(&first_paths(Path::new(&args[2]), n)));
@@ -216,14 +286,18 @@ fn main() {
     )
     .unwrap();
     pin(1);
-    let modes = ["none", "empty", "full"];
-    let mut unwatched: Vec<Vec<f64>> = vec![vec![]; 3];
-    let mut unwatched_new: Vec<Vec<f64>> = vec![vec![]; 3];
-    let mut unwatched_tainted: Vec<Vec<f64>> = vec![vec![]; 3];
-    let mut watched: Vec<Vec<f64>> = vec![vec![]; 3];
-    let mut first: Vec<Vec<f64>> = vec![vec![]; 3];
-    let mut written: Vec<Vec<f64>> = vec![vec![]; 3];
-    let mut tainted: Vec<Vec<f64>> = vec![vec![]; 3];
+    // Column order of every row: none, empty, full, dispatcher.
+    let modes = ["none", "empty", "full", "dispatcher"];
+    let n = modes.len();
+    let mut unwatched: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut unwatched_new: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut unwatched_tainted: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut watched: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut first: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut written: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut tainted: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut unhooked_row: Vec<Vec<f64>> = vec![vec![]; n];
+    let mut mixed_row: Vec<Vec<f64>> = vec![vec![]; n];
     let mut lost = String::new();
     let mut batch = 0;
     for _ in 0..rounds {
@@ -245,9 +319,15 @@ fn main() {
             }
             let sensor = match *mode {
                 "none" => None,
-                m => Some(Sensor::start(&bin, &cfg, m == "empty")),
+                m => Some(Sensor::start(&bin, &cfg, m)),
             };
             written[i].push(untainted(&["--writes", &WRITE_OPS.to_string()]));
+            unhooked_row[i].push(untainted(&["--unhooked", &UNHOOKED_OPS.to_string()]));
+            mixed_row[i].push(untainted(&[
+                "--mixed",
+                plain.to_str().unwrap(),
+                &MIXED_OPS.to_string(),
+            ]));
             unwatched[i].push(untainted(&[
                 "--opens",
                 plain.to_str().unwrap(),
@@ -289,6 +369,8 @@ fn main() {
         ("watched key, first open", med(&mut first)),
         ("write 64 B, untainted", med(&mut written)),
         ("write 64 B, tainted", med(&mut tainted)),
+        ("unhooked syscall (getppid)", med(&mut unhooked_row)),
+        ("mixed load, per unit", med(&mut mixed_row)),
     ];
     println!(
         "keysentry bench: ns/op, median of {rounds} interleaved rounds, pinned to CPU 1; bpf_stats {}",
@@ -329,6 +411,41 @@ fn main() {
             (wr[2] - wr[0]) / (wr[1] - wr[0])
         } else {
             f64::NAN
+        }
+    );
+    println!(
+        "transport floors (empty programs minus none): per-syscall exit tracepoints vs one tp_btf dispatcher on raw_syscalls:sys_exit"
+    );
+    println!(
+        "{:<28}{:>14}{:>14}{:>14}",
+        "", "tracepoints", "dispatcher", "difference"
+    );
+    for (name, r) in &rows {
+        let (tp, disp) = (r[1] - r[0], r[3] - r[0]);
+        println!("{name:<28}{tp:>14.0}{disp:>14.0}{:>14.0}", disp - tp);
+    }
+    let floors = |r: &[f64]| (r[1] - r[0], r[3] - r[0]);
+    let (w_tp, w_disp) = floors(&rows[5].1);
+    let (u_tp, u_disp) = floors(&rows[7].1);
+    let (m_tp, m_disp) = floors(&rows[8].1);
+    let saved = w_tp - w_disp;
+    let cost = u_disp - u_tp;
+    if saved > 0.0 && cost > 0.0 {
+        println!(
+            "dispatcher: saves {saved:.0} ns per hooked write, costs {cost:.0} ns per unhooked syscall: cheaper only when more than {:.0}% of the host's syscalls are hooked ones",
+            100.0 * cost / (saved + cost)
+        );
+    } else {
+        println!(
+            "dispatcher: {saved:.0} ns saved per hooked write, {cost:.0} ns added per unhooked syscall"
+        );
+    }
+    println!(
+        "mixed load (6 hooked syscalls of 10): tracepoints add {m_tp:.0} ns per unit, the dispatcher {m_disp:.0} ns: {} is cheaper",
+        if m_disp < m_tp {
+            "the dispatcher"
+        } else {
+            "per-syscall tracepoints"
         }
     );
     println!("last full round: {lost}");

@@ -16,6 +16,7 @@
 //! the registry tables (`PROBES`, `LSM_PROBES`), `lsm` the BPF LSM probing
 //! and the LSM hooks' attachment.
 
+pub mod bench;
 pub mod lsm;
 pub mod probes;
 

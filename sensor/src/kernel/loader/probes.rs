@@ -474,6 +474,18 @@ mod tests {
             assert!(labels.insert(label.clone()), "{label} attached twice");
             used.insert(p.program);
         }
+        // The bench's dispatcher (loader/bench.rs), attached by
+        // `--bench-dispatcher` only.
+        for name in super::super::bench::BENCH_PROGRAMS {
+            let section = programs
+                .get(*name)
+                .unwrap_or_else(|| panic!("no bench program {name} in the object"));
+            assert!(
+                matches!(section, ProgramSection::BtfTracePoint),
+                "bench program {name} is {section:?}"
+            );
+            used.insert(name);
+        }
         let unattached: Vec<&String> = programs
             .keys()
             .filter(|name| !used.contains(name.as_str()))
