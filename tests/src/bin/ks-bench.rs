@@ -345,6 +345,22 @@ fn main() {
             // This process opened keys: its writes are a tainted writer's.
             tainted[i].push(writes(WRITE_OPS));
             if *mode == "full" {
+                // The repeated key opens' fold closes a fold window after
+                // the last: wait for its count (at most 5 s), then read.
+                let folded = |m: &str| -> u64 {
+                    m.lines()
+                        .find_map(|l| {
+                            l.strip_prefix("keysentry_events_folded_total{kind=\"key_open\"} ")
+                        })
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0)
+                };
+                let t = Instant::now();
+                while folded(&Sensor::metrics(port)) < WATCHED_OPS as u64
+                    && t.elapsed().as_secs() < 5
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
                 lost = Sensor::metrics(port)
                     .lines()
                     .filter(|l| {
