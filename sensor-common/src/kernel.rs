@@ -69,11 +69,6 @@ pub struct KernelOffsets {
     pub inode_i_private: u32,
     /// Offset of `numbers[0].nr` in struct pid (the pid in the root namespace).
     pub pid_nr: u32,
-    /// signal:signal_generate field offsets.
-    pub tp_sig_sig: u32,
-    pub tp_sig_code: u32,
-    pub tp_sig_pid: u32,
-    pub tp_sig_result: u32,
     /// Field offsets inside tracepoint records (from tracefs formats).
     pub tp_sys_exit_ret: u32,
     pub tp_iou_complete_req: u32,
@@ -161,6 +156,13 @@ pub struct KernelOffsets {
     /// reads them in one read; 0 leaves the cache off.
     pub dentry_span: u32,
     pub _pad_span: u32,
+    /// task_struct.sighand, sighand_struct.action (an array of struct
+    /// k_sigaction, `k_sigaction_size` bytes each, `sa.sa_handler` first):
+    /// the disposition of a dump signal at the target.
+    pub task_sighand: u32,
+    pub sighand_action: u32,
+    pub k_sigaction_size: u32,
+    pub _pad_sighand: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed
@@ -202,7 +204,16 @@ pub struct SensorSettings {
     pub fold_window_ms: u32,
     /// 1: the critical lane's per-(tgid, kind) rate limit is on.
     pub crit_rate_limit: u32,
+    /// `[protection] key_holders`: 1: a process that opens a watched key
+    /// file for reading is protected (`PROTECTED` = `HOLDER_RULE`) in the
+    /// open's own program.
+    pub key_holders: u32,
 }
+
+/// The `PROTECTED` value of a key holder: a process protected because it
+/// opened a watched key file for reading (no `[[protected]]` rule). A
+/// process a rule protects already keeps its rule.
+pub const HOLDER_RULE: u32 = u32::MAX - 1;
 
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]

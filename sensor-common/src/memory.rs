@@ -61,8 +61,26 @@ pub struct SignalEvent {
     pub code: i32,
     /// TRACE_SIGNAL_* result (0 delivered, 1 ignored, 2 already pending...).
     pub result: i32,
+    /// The signal's disposition at the target when it was sent
+    /// (`SIG_DISP_*`). Last: records made before it decode with
+    /// `SIG_DISP_UNKNOWN` (`SIGNAL_RECORD_WITHOUT_DISPOSITION`).
+    pub disposition: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<SignalEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<SignalEvent>() == 80);
+/// The size of a signal record before it carried the disposition.
+pub const SIGNAL_RECORD_WITHOUT_DISPOSITION: usize = 72;
+/// Not known (a record made before the field, the target's handler
+/// table unreadable).
+pub const SIG_DISP_UNKNOWN: u32 = 0;
+/// SIG_DFL: a dump signal's default action, a core dump.
+pub const SIG_DISP_DEFAULT: u32 = 1;
+/// SIG_IGN.
+pub const SIG_DISP_IGNORED: u32 = 2;
+/// The target handles the signal itself (nginx's SIGQUIT, a graceful
+/// shutdown; a runtime's SIGSEGV handler): no dump unless its handler
+/// makes one.
+pub const SIG_DISP_HANDLED: u32 = 3;
 record!(SignalEvent: DumpSignal, Critical);
 
 /// What a DumpConfigEvent changes.

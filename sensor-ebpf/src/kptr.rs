@@ -190,6 +190,25 @@ impl TaskPtr {
         member_ptr(self.0, off!(task_signal))
     }
 
+    /// What this task does with signal `sig` (1..=64): `SIG_DISP_*`,
+    /// from `sighand->action[sig - 1].sa.sa_handler`.
+    #[inline(always)]
+    pub fn sig_disposition(self, sig: u32) -> u32 {
+        let size = off!(k_sigaction_size);
+        if size == 0 || sig == 0 || sig > 64 {
+            return sensor_common::SIG_DISP_UNKNOWN;
+        }
+        let Some(sighand) = member_ptr(self.0, off!(task_sighand)) else {
+            return sensor_common::SIG_DISP_UNKNOWN;
+        };
+        match member::<u64>(sighand, off!(sighand_action) + (sig - 1) * size) {
+            Some(0) => sensor_common::SIG_DISP_DEFAULT,
+            Some(1) => sensor_common::SIG_DISP_IGNORED,
+            Some(_) => sensor_common::SIG_DISP_HANDLED,
+            None => sensor_common::SIG_DISP_UNKNOWN,
+        }
+    }
+
     /// The task whose `thread_node` is at `node` (an entry of a
     /// `SignalPtr::thread_head` list).
     #[inline(always)]

@@ -329,6 +329,9 @@ pub fn check_insert(r: Result<(), i32>, map: u32) {
 
 const EEXIST: i32 = 17;
 
+/// Map update flag: insert only when the key is absent.
+pub const BPF_NOEXIST: u64 = 1;
+
 /// The watch entry of an inode, unless it is stale: an entry stamped with
 /// an i_generation other than the inode's belongs to a file that is gone,
 /// whose inode number a new file reuses. A stale entry is removed (and

@@ -43,6 +43,10 @@ pub struct Origin {
     pub pid: u32,
     pub comm: String,
     pub exe: String,
+    /// Why the process was protected (as `Target::Process`), where that
+    /// matters: the process a dump was taken of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protected: Option<String>,
 }
 
 /// One step of a lineage, origin first.
@@ -104,6 +108,11 @@ pub enum Target {
         pid: u32,
         comm: String,
         exe: String,
+        /// Why the process is protected ("holds /etc/ssl/private/ca.key",
+        /// "[[protected]] exe = /usr/bin/vault", "keysentry itself"); absent
+        /// when it is not.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        protected: Option<String>,
     },
 }
 
@@ -253,6 +262,10 @@ pub struct DumpDetail {
     pub sent_by: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered: Option<bool>,
+    /// What the target does with the signal: "default" (a core dump),
+    /// "handled" (its own handler: nginx's graceful SIGQUIT), "ignored".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disposition: Option<&'static str>,
     /// core-dump: the core_pattern in force.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub core_pattern: Option<String>,

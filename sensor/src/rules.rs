@@ -407,6 +407,7 @@ mod tests {
             pid: 2,
             comm: "v".into(),
             exe: "/v".into(),
+            protected: None,
         };
         let a = Alert::new(
             Rule::CoreDump,

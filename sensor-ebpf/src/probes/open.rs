@@ -18,11 +18,11 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ALLOW_ANY_KEY, ARG_BUF, FMODE_CREATED, FOLD_MODE_ACC, FOLD_MODE_CREAT, FOLD_MODE_CREATED,
-    FOLD_MODE_PATH, FOLD_MODE_TRUNC, FoldKey, IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_INODE,
-    MATCH_NAME, MATCH_PARENT, MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING,
-    SRC_IO_URING_FIXED, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST,
-    STOP_OWN_KEY, TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_IGEN, WATCH_SELF,
-    WATCH_STRONG, WATCH_TRACKED,
+    FOLD_MODE_PATH, FOLD_MODE_TRUNC, FoldKey, HOLDER_RULE, INSERT_FAIL_PROTECTED,
+    IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_INODE, MATCH_NAME, MATCH_PARENT, MATCH_TRACKED,
+    OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED, SRC_OPEN, SRC_OPEN_BY_HANDLE,
+    SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE, TAINT_STRONG, Taint,
+    WATCH_CHILDREN, WATCH_IGEN, WATCH_SELF, WATCH_STRONG, WATCH_TRACKED,
     names::NameKey,
     x86_64::{NR_CREAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2},
 };
@@ -31,7 +31,10 @@ use crate::{
     emit::{emit_as, stage_as},
     fold::{fold_check, fold_sent},
     kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
-    maps::{NAME_PATTERNS, WATCHED, allowed, count_stop, watch_entry},
+    maps::{
+        BPF_NOEXIST, NAME_PATTERNS, PROTECTED, WATCHED, allowed, check_insert, count_stop,
+        watch_entry,
+    },
     off,
     probes::{
         open_arg::check_failed,
@@ -533,6 +536,18 @@ unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64, slot: u32) {
         };
         let exe_ok = get!(s.exe_ok) != 0;
         if kind == OpenKind::KeyOpen && f_flags & 3 != 1 && f_flags & O_PATH == 0 {
+            // A key holder, allowed or not: its memory now holds the key,
+            // so it is protected from here on (before user space hears of
+            // the open: a dump right after it is a protected dump). A rule
+            // that protects it already stays its reason. Watched key files
+            // only: readers of tracked copies and dumps are followed by
+            // taint.
+            if setting!(key_holders) != 0 && get!(s.matched) & MATCH_TRACKED == 0 {
+                check_insert(
+                    PROTECTED.insert(tgid, HOLDER_RULE, BPF_NOEXIST),
+                    INSERT_FAIL_PROTECTED,
+                );
+            }
             if key_allowed(get!(s.matched), get!(s.watch_id), exe_ok, &exe) {
                 count_stop(STOP_ALLOWLIST);
             } else if own_key(get!(s.matched), owner) {

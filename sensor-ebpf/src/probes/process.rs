@@ -20,8 +20,8 @@ use crate::{
     emit::{emit, stage},
     kptr::{FdArrayPtr, SignalPtr, TaskPtr},
     maps::{
-        ALLOW_BYPASS, ALLOW_EXES, ENVIRON_READS, GROUP_EXITED, PROTECTED, PROTECTED_COMMS,
-        PROTECTED_EXES, PROTECTED_THREADS, TAINTED_PIPES, WRITERS, check_insert,
+        ALLOW_BYPASS, ALLOW_EXES, BPF_NOEXIST, ENVIRON_READS, GROUP_EXITED, PROTECTED,
+        PROTECTED_COMMS, PROTECTED_EXES, PROTECTED_THREADS, TAINTED_PIPES, WRITERS, check_insert,
         count_insert_failed, count_stop, watch_entry,
     },
     off, setting,
@@ -526,8 +526,8 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// BPF_NOEXIST: a rename keeps the rule that protects a process already.
-const BPF_NOEXIST: u64 = 1;
+// BPF_NOEXIST (maps.rs): a rename keeps the rule that protects a process
+// already.
 
 /// task:task_rename (`pid` and `newcomm` offsets from tracefs): a task's
 /// comm changes, in the renaming task's context: prctl(PR_SET_NAME) by the

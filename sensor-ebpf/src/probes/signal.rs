@@ -1,37 +1,55 @@
 //! Dump-producing signals sent to another process, whatever the syscall
 //! (kill, tkill, tgkill, rt_sigqueueinfo, pidfd_send_signal): the
-//! signal:signal_generate tracepoint sees them all. Signals a process gets
-//! from its own faults or sends itself (abort) are dropped here.
+//! signal_generate tracepoint sees them all. Signals a process gets from
+//! its own faults or sends itself (abort) are dropped here. Each record
+//! says what the target does with the signal (`SIG_DISP_*`).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use sensor_common::{SignalEvent, is_dump_signal};
 
-use crate::{emit::emit, off, setting};
+use crate::{emit::emit, kptr::TaskPtr, setting};
 
-// signal:signal_generate: int sig; int errno; int code; char comm[16];
-// pid_t pid; int group; int result (offsets from the format at load time).
-#[tracepoint]
-pub fn ks_signal_generate(ctx: TracePointContext) -> u32 {
+/// SEND_SIG_NOINFO and SEND_SIG_PRIV: the kernel's stand-ins for a
+/// siginfo, whose si_code the tracepoint reports as SI_USER and SI_KERNEL.
+const SEND_SIG_PRIV: u64 = 1;
+const SI_KERNEL: i32 = 0x80;
+
+// raw_tp signal_generate: TP_PROTO(int sig, struct kernel_siginfo *info,
+// struct task_struct *task, int group, int result). The raw tracepoint
+// gives the target task itself: its thread group, and the signal's
+// disposition there (a handled SIGQUIT is nginx's graceful stop, not a
+// crash).
+#[raw_tracepoint(tracepoint = "signal_generate")]
+pub fn ks_signal_generate(ctx: RawTracePointContext) -> u32 {
     if setting!(empty_programs) != 0 {
         return 0;
     }
-    let Ok(sig) = (unsafe { ctx.read_at::<u32>(off!(tp_sig_sig) as usize) }) else {
-        return 0;
-    };
+    let sig = ctx.arg::<u64>(0) as u32;
     if !is_dump_signal(sig) {
         return 0;
     }
-    let Ok(target) = (unsafe { ctx.read_at::<u32>(off!(tp_sig_pid) as usize) }) else {
+    let task = TaskPtr::from_addr(ctx.arg(2));
+    let (Some(target), Some(target_tgid)) = (task.pid(), task.tgid()) else {
         return 0;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if target == pid_tgid as u32 || target == (pid_tgid >> 32) as u32 {
+    // Its own thread group (abort, a fault, a thread signalling another).
+    if target_tgid == (bpf_get_current_pid_tgid() >> 32) as u32 {
         return 0;
     }
-    let code = unsafe { ctx.read_at::<i32>(off!(tp_sig_code) as usize) }.unwrap_or(0);
-    let result = unsafe { ctx.read_at::<i32>(off!(tp_sig_result) as usize) }.unwrap_or(0);
+    let info: u64 = ctx.arg(1);
+    let code = match info {
+        0 => 0,
+        SEND_SIG_PRIV => SI_KERNEL,
+        // SAFETY: bpf_probe_read_kernel checks the address; si_code is
+        // the third int of struct kernel_siginfo.
+        p => unsafe { bpf_probe_read_kernel((p + 8) as *const i32) }.unwrap_or(0),
+    };
+    let result = ctx.arg::<u64>(4) as i32;
+    let disposition = task.sig_disposition(sig);
     let Some(rec) = emit::<SignalEvent>() else {
         return 0;
     };
@@ -42,6 +60,8 @@ pub fn ks_signal_generate(ctx: TracePointContext) -> u32 {
         (*ev).target = target;
         (*ev).code = code;
         (*ev).result = result;
+        (*ev).disposition = disposition;
+        (*ev)._pad = 0;
     }
     rec.submit();
     0

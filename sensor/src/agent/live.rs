@@ -127,6 +127,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             sensor_common::FOLD_WINDOW_MS
         },
         crit_rate_limit: 1,
+        key_holders: cfg.protection.key_holders as u32,
     };
     let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes, opts.taint_map_entries)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {

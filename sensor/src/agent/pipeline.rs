@@ -279,6 +279,13 @@ impl Pipeline {
             recon,
             own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
             fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
+            signal_handled: alert
+                .dump
+                .as_ref()
+                .is_some_and(|d| matches!(d.disposition, Some("handled") | Some("ignored"))),
+            holder_own_setting: alert.rule == Rule::DumpConfigChange.name()
+                && matches!(&alert.target, Target::Process { pid, .. }
+                    if *pid == alert.process.pid && self.cx.protector.is_holder(*pid)),
         };
         // `[scoring]` has the last word: the rule's score counts only for a
         // rule without a `[scoring.base]` (docs/scoring.md), and its

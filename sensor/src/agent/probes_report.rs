@@ -89,6 +89,7 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         max_generations: cfg.flow.max_generations,
         fold_window_ms: sensor_common::FOLD_WINDOW_MS,
         crit_rate_limit: 1,
+        key_holders: 0,
     };
     let mut ebpf = loader::load(&offsets, &settings, 1 << 16, None)?;
     let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);

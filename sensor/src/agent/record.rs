@@ -48,6 +48,9 @@ pub struct Header {
     pub self_pid: u32,
     /// Protected processes at start: (pid, rule).
     pub protected: Vec<(u32, u32)>,
+    /// The key holders among them: (pid, the key file that made each one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<(u32, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -337,6 +340,7 @@ mod tests {
             config: String::new(),
             self_pid: 1,
             protected: vec![(2, 1)],
+            holders: vec![],
         };
         let _ = std::fs::remove_file(&dir);
         let mut r = Recorder::create(&dir, &h).unwrap();
@@ -390,6 +394,7 @@ mod tests {
             config: String::new(),
             self_pid: 1,
             protected: vec![],
+            holders: vec![],
         };
         let p = dir.join("rec");
         drop(Recorder::create(&p, &h).unwrap());

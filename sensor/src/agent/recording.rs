@@ -17,6 +17,8 @@ impl Pipeline {
     pub fn record_to(&mut self, path: &Path, config_text: String) -> Result<()> {
         let mut protected: Vec<(u32, u32)> = self.cx.protector.snapshot();
         protected.sort();
+        let mut holders = self.cx.protector.holders();
+        holders.sort();
         let header = record::Header {
             version: record::VERSION,
             host: self.cx.host.clone(),
@@ -24,6 +26,7 @@ impl Pipeline {
             config: config_text,
             self_pid: std::process::id(),
             protected,
+            holders,
         };
         let mut r = Recorder::create(path, &header)?;
         let mut procs: Vec<&ProcInfo> = self.cx.procs.iter().collect();
@@ -48,7 +51,7 @@ impl Pipeline {
         self.cx.clock.offset_ns = h.clock_offset_ns;
         self.cx.procs.offline = true;
         self.cx.view.replaying();
-        self.cx.protector.restore(&h.protected);
+        self.cx.protector.restore(&h.protected, &h.holders);
     }
 
     /// One record of a recording (after the header).

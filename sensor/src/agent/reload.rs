@@ -21,7 +21,7 @@ use crate::{
 /// SIGHUP: re-reads and validates the config file and applies it: the
 /// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
 /// `[alerts]`, `[scoring]` and `[correlation]` (open incidents stay open).
-/// `[metrics]`, `[[protected]]`, `[dumps]` and `[flow]` need a restart
+/// `[metrics]`, `[[protected]]`, `[protection]`, `[dumps]` and `[flow]` need a restart
 /// (logged when they changed). An invalid file changes nothing: the running
 /// config stays and the log says why, naming the field.
 pub(crate) fn reload(
@@ -109,6 +109,7 @@ pub(crate) fn reload(
     for (field, changed) in [
         ("metrics", new.metrics != cur.metrics),
         ("protected", new.protected != cur.protected),
+        ("protection", new.protection != cur.protection),
         ("dumps", new.dumps != cur.dumps),
         ("flow", new.flow != cur.flow),
     ] {
@@ -118,6 +119,7 @@ pub(crate) fn reload(
     }
     new.metrics = cur.metrics.clone();
     new.protected = cur.protected.clone();
+    new.protection = cur.protection.clone();
     new.dumps = cur.dumps.clone();
     new.flow = cur.flow.clone();
     *cur = new;

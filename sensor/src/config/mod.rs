@@ -96,6 +96,9 @@ pub struct Config {
     pub key_name: Vec<KeyName>,
     #[serde(default)]
     pub protected: Vec<Protected>,
+    /// `[protection]`: who is protected without a `[[protected]]` rule.
+    #[serde(default)]
+    pub protection: Protection,
     #[serde(default)]
     pub allow: Vec<Allow>,
     #[serde(default)]
@@ -149,6 +152,24 @@ pub enum Mode {
     Observe,
     /// Deny with EPERM where BPF LSM is active, and alert.
     Enforce,
+}
+
+/// `[protection]`: processes protected without being listed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Protection {
+    /// A process that opens a watched key file for reading, allowed or
+    /// not, is a key holder: protected at once, in the kernel, as if a
+    /// `[[protected]]` rule matched it, until it execs or exits (its
+    /// children forked after the open too). Alerts say why a target is
+    /// protected ("holds /etc/ssl/private/ca.key").
+    pub key_holders: bool,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Self { key_holders: true }
+    }
 }
 
 /// `[dumps]`: where crash handlers keep dumps.
@@ -449,6 +470,7 @@ mod tests {
         assert_eq!(deploy.key_name, default.key_name);
         assert_eq!(deploy.allow, default.allow);
         assert_eq!(deploy.protected, default.protected);
+        assert_eq!(deploy.protection, default.protection);
         assert_eq!(deploy.dumps, default.dumps);
         assert_eq!(deploy.flow, default.flow);
         assert!(deploy.alerts.file.is_some() && deploy.alerts.syslog);

@@ -49,6 +49,13 @@ pub struct Weights {
     pub own_key: i32,
     pub fresh_key: i32,
     pub allow_bypass: i32,
+    /// `forced-crash` of a target that handles (or ignores) the signal:
+    /// no dump unless its own handler makes one.
+    pub signal_handled: i32,
+    /// `dump-config-change` of a key holder's own per-process setting
+    /// (nginx workers and sudo make themselves dumpable again after
+    /// changing uid).
+    pub holder_own_setting: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -83,6 +90,8 @@ impl Default for Weights {
             own_key: -45,
             fresh_key: -45,
             allow_bypass: 10,
+            signal_handled: -50,
+            holder_own_setting: -50,
         }
     }
 }
@@ -214,6 +223,8 @@ pub struct Context {
     /// The actor's executable is allowlisted but the allowance did not
     /// hold (loader variables, a tracer, a path that is not its file).
     pub allow_bypass: bool,
+    pub signal_handled: bool,
+    pub holder_own_setting: bool,
 }
 
 impl Context {
@@ -231,6 +242,8 @@ impl Context {
             (self.own_key, "own_key"),
             (self.fresh_key, "fresh_key"),
             (self.allow_bypass, "allow_bypass"),
+            (self.signal_handled, "signal_handled"),
+            (self.holder_own_setting, "holder_own_setting"),
         ];
         for (on, name) in flags {
             if on {
@@ -279,6 +292,8 @@ fn weights(cfg: &ScoringConfig, ctx: &Context) -> i32 {
     add(ctx.own_key, w.own_key, &mut s);
     add(ctx.fresh_key, w.fresh_key, &mut s);
     add(ctx.allow_bypass, w.allow_bypass, &mut s);
+    add(ctx.signal_handled, w.signal_handled, &mut s);
+    add(ctx.holder_own_setting, w.holder_own_setting, &mut s);
     s
 }
 

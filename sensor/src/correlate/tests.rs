@@ -37,6 +37,7 @@ fn proc_t(pid: u32) -> Target {
         pid,
         comm: "vault".into(),
         exe: "/v".into(),
+        protected: None,
     }
 }
 

@@ -93,6 +93,12 @@ impl Dumps {
                 _ => "other",
             }),
             delivered: Some(s.result == 0),
+            disposition: match s.disposition {
+                sensor_common::SIG_DISP_DEFAULT => Some("default"),
+                sensor_common::SIG_DISP_HANDLED => Some("handled"),
+                sensor_common::SIG_DISP_IGNORED => Some("ignored"),
+                _ => None,
+            },
             ..Default::default()
         };
         let ts = cx.wall(s.sender.ts_boot_ns);

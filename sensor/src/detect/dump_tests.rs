@@ -135,6 +135,7 @@ fn tracked<'a>(actor: &'a ProcInfo, dump: bool) -> TrackedOpen<'a> {
             pid: 20,
             comm: "vault".into(),
             exe: "/usr/bin/vault".into(),
+            protected: None,
         }),
     }
 }

@@ -27,6 +27,8 @@ use crate::{
 pub struct PendingDump {
     pub pid: u32,
     pub dumped: ProcInfo,
+    /// Why it was protected (it has exited when its alert is made).
+    pub why: Option<String>,
     pub detail: DumpDetail,
     pub ts_boot_ns: u64,
     pub helper: Option<u32>,
@@ -268,7 +270,11 @@ impl Dumps {
         let pending = self.pending.iter().position(|d| {
             d.helper == Some(helper_pid) || helper_argv.iter().any(|a| *a == d.pid.to_string())
         });
-        let dumped = pending.map(|i| Origin::of(&self.pending[i].dumped));
+        let dumped = pending.map(|i| {
+            let mut o = Origin::of(&self.pending[i].dumped);
+            o.protected = self.pending[i].why.clone();
+            o
+        });
         let (id, _) = cx.registry.register(
             w.dev,
             w.ino,
@@ -321,6 +327,7 @@ impl Dumps {
             .map(|(p, _)| *p);
         self.pending.push(PendingDump {
             pid: dumped.pid,
+            why: cx.protector.why(dumped.pid),
             dumped,
             detail,
             ts_boot_ns: ts,
@@ -410,14 +417,19 @@ impl Dumps {
         for id in &files {
             if let Some(t) = cx.registry.get_mut(*id) {
                 if t.dumped.is_none() {
-                    t.dumped = Some(Origin::of(&d.dumped));
+                    let mut o = Origin::of(&d.dumped);
+                    o.protected = d.why.clone();
+                    t.dumped = Some(o);
                 }
                 detail.files.push(t.path.clone());
             }
         }
         detail.tracked_id = files.first().copied();
         let ts = cx.wall(d.ts_boot_ns);
-        let alert = policy.core_dump(&d.dumped, detail, &cx.host, ts);
+        let mut alert = policy.core_dump(&d.dumped, detail, &cx.host, ts);
+        if let crate::alert::Target::Process { protected, .. } = &mut alert.target {
+            protected.clone_from(&d.why);
+        }
         cx.raise(alert, d.ts_boot_ns);
     }
 
@@ -450,7 +462,7 @@ impl Dumps {
             "core-dump",
             None,
             None,
-            Some(Origin::of(dumped)),
+            Some(cx.dumped(dumped)),
         );
         cx.track_in_kernel(id, kd, ino, &path.to_string_lossy());
         cx.identify(id);

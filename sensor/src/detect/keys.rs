@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use sensor_common::{InodeKey, MATCH_INODE, MATCH_PARENT};
+use sensor_common::{InodeKey, MATCH_INODE, MATCH_PARENT, MATCH_TRACKED};
 
 use crate::{
     detect::Policy, enrich::context::Context, enrich::facts::KeyAccess, enrich::watch::st_dev,
@@ -31,6 +31,17 @@ pub(crate) fn key_open(cx: &mut Context, policy: &Policy, rec: &OpenRecord) {
         }
         (path, st_dev(rec.dev), rec.ino, watch_id)
     };
+    // A successful read of a watched key file (not a tracked copy or
+    // dump, not O_PATH) makes the opener a key holder (the kernel
+    // protected it already; this learns why, and protects its threads).
+    if !rec.failed
+        && rec.matched & MATCH_TRACKED == 0
+        && rec.flags & 3 != libc::O_WRONLY as u32
+        && rec.flags & libc::O_PATH as u32 == 0
+        && let Some(change) = cx.protector.on_key_open(actor.pid, &path)
+    {
+        cx.apply(&[change]);
+    }
     let allowed = policy.allowed(&actor, watch_id);
     // A key this uid created moments ago (checked before this open
     // registers anything).

@@ -27,7 +27,7 @@ fn setup() -> Context {
     cx.procs.insert_tgid(21, 20);
     cx.procs.insert_tgid(31, 30);
     cx.procs.insert_tgid(11, 10);
-    cx.protector.restore(&[(20, 1)]);
+    cx.protector.restore(&[(20, 1)], &[]);
     cx
 }
 

@@ -320,6 +320,7 @@ pub fn process_target(p: &ProcInfo) -> Target {
         pid: p.pid,
         comm: p.comm.clone(),
         exe: p.exe.to_string(),
+        protected: None,
     }
 }
 

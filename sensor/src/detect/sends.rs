@@ -88,6 +88,7 @@ pub(crate) fn net_send(cx: &mut Context, policy: &Policy, s: &SendRecord) {
             pid: dumped.as_ref().map_or(0, |d| d.pid),
             comm: dumped.as_ref().map(|d| d.comm.clone()).unwrap_or_default(),
             exe: dumped.as_ref().map(|d| d.exe.clone()).unwrap_or_default(),
+            protected: dumped.as_ref().and_then(|d| d.protected.clone()),
         },
     };
     let alert = rule_alert(rule, &actor, target, &cx.host, ts)

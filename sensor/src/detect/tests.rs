@@ -94,7 +94,8 @@ fn memory_access_to_a_protected_process() {
         Target::Process {
             pid: 20,
             comm: "vault".into(),
-            exe: "/usr/bin/vault".into()
+            exe: "/usr/bin/vault".into(),
+            protected: None,
         }
     );
     assert_eq!((a.process.pid, a.incident.as_str()), (10, "inc-10-10"));

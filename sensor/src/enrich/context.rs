@@ -106,7 +106,13 @@ impl Context {
     }
 
     /// A rule's alert, to be scored, correlated and output after the rule.
-    pub fn raise(&mut self, alert: Alert, ts_boot_ns: u64) {
+    pub fn raise(&mut self, mut alert: Alert, ts_boot_ns: u64) {
+        // A process target says why it is protected.
+        if let crate::alert::Target::Process { pid, protected, .. } = &mut alert.target
+            && protected.is_none()
+        {
+            *protected = self.protector.why(*pid);
+        }
         self.raised.push((alert, ts_boot_ns));
     }
 
@@ -130,13 +136,21 @@ impl Context {
         }
     }
 
+    /// A process whose memory a dump holds, with why it is protected.
+    pub(crate) fn dumped(&self, p: &ProcInfo) -> Origin {
+        let mut o = Origin::of(p);
+        o.protected = self.protector.why(p.pid);
+        o
+    }
+
     /// Remembers a successful memory read of a protected process (the
     /// actor's next file may be a dump of it).
     pub(crate) fn note_memory_reader(&mut self, actor: u32, target: &ProcInfo) {
         if self.mem_readers.len() >= MEM_READERS {
             self.mem_readers.clear();
         }
-        self.mem_readers.insert(actor, Origin::of(target));
+        let dumped = self.dumped(target);
+        self.mem_readers.insert(actor, dumped);
     }
 
     /// The protected process whose memory `pid` (or an ancestor that

@@ -1,9 +1,14 @@
 //! Protected processes: which processes hold secrets. Chosen by
-//! `[[protected]]` (real exe path, comm, pid file, cgroup) plus keysentry
-//! itself. The set is mirrored in the kernel's PROTECTED map; the kernel
-//! also protects children at fork and forgets processes at exit, so this
-//! side only decides at start, at exec, when a process renames itself
-//! (comm rules) and when pid files change.
+//! `[[protected]]` (real exe path, comm, pid file, cgroup), keysentry
+//! itself, and, with `[protection] key_holders` (the default), every key
+//! holder: a process that opened a watched key file for reading, allowed or
+//! not (the kernel protects it in the open's own program, `HOLDER_RULE`;
+//! this side learns the reason, the key's path, from the open's record).
+//! The set is mirrored in the kernel's PROTECTED map; the kernel also
+//! protects children at fork and forgets processes at exit, so this side
+//! only decides at start, at exec (a new image: a holder's keys are gone
+//! from its memory), at a key open, when a process renames itself (comm
+//! rules) and when pid files change.
 
 use std::{
     collections::HashMap,
@@ -11,7 +16,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sensor_common::InodeKey;
+use sensor_common::{HOLDER_RULE, InodeKey};
 
 use crate::{
     config::Config,
@@ -45,8 +50,14 @@ pub enum Change {
 #[derive(Debug, Default)]
 pub struct Protector {
     rules: Vec<Rule>,
-    /// pid -> rule index + 1 (SELF_RULE for keysentry).
+    /// pid -> rule index + 1 (SELF_RULE for keysentry, HOLDER_RULE for a
+    /// key holder).
     set: HashMap<u32, u32>,
+    /// `[protection] key_holders`.
+    key_holders: bool,
+    /// Key holders (pid -> the key file whose open made it one; a child
+    /// forked after the open holds its parent's key).
+    holders: HashMap<u32, std::sync::Arc<str>>,
 }
 
 impl Protector {
@@ -75,7 +86,46 @@ impl Protector {
         Self {
             rules,
             set: HashMap::new(),
+            key_holders: cfg.protection.key_holders,
+            holders: HashMap::new(),
         }
+    }
+
+    /// Why a process is protected, for alerts: "holds PATH" for a key
+    /// holder, the `[[protected]]` rule that matched it, or keysentry
+    /// itself. None when it is not protected.
+    pub fn why(&self, pid: u32) -> Option<String> {
+        let rule = *self.set.get(&pid)?;
+        Some(match rule {
+            SELF_RULE => "keysentry itself".to_string(),
+            HOLDER_RULE => match self.holders.get(&pid) {
+                Some(path) => format!("holds {path}"),
+                None => "holds a key file".to_string(),
+            },
+            r => match self.rules.get(r as usize - 1) {
+                Some(Rule::Exe(v)) => format!("[[protected]] exe = {}", v[0]),
+                Some(Rule::Comm(c)) => format!("[[protected]] comm = {c}"),
+                Some(Rule::PidFile(f)) => format!("[[protected]] pid_file = {}", f.display()),
+                Some(Rule::Cgroup(d)) => format!(
+                    "[[protected]] cgroup = /{}",
+                    d.strip_prefix("/sys/fs/cgroup").unwrap_or(d).display()
+                ),
+                None => "[[protected]]".to_string(),
+            },
+        })
+    }
+
+    /// A process opened the watched key file `path` for reading: with
+    /// `[protection] key_holders` it is a key holder from now on (the
+    /// kernel made it one in the same instant; the change also protects
+    /// the threads it has). A process protected already keeps its reason.
+    pub fn on_key_open(&mut self, pid: u32, path: &str) -> Option<Change> {
+        if !self.key_holders || self.set.contains_key(&pid) {
+            return None;
+        }
+        self.set.insert(pid, HOLDER_RULE);
+        self.holders.insert(pid, std::sync::Arc::from(path));
+        Some(Change::Protect(pid, HOLDER_RULE))
     }
 
     /// (exe identity, rule value) and (comm, rule value) the kernel uses to
@@ -107,6 +157,11 @@ impl Protector {
         self.set.contains_key(&pid)
     }
 
+    /// Protected only as a key holder (no `[[protected]]` rule).
+    pub fn is_holder(&self, pid: u32) -> bool {
+        self.set.get(&pid) == Some(&HOLDER_RULE)
+    }
+
     pub fn len(&self) -> usize {
         self.set.len()
     }
@@ -116,9 +171,21 @@ impl Protector {
         self.set.iter().map(|(p, r)| (*p, *r)).collect()
     }
 
-    /// The protected set of a recording.
-    pub fn restore(&mut self, set: &[(u32, u32)]) {
+    /// The key holders, (pid, key path), for a recording's header.
+    pub fn holders(&self) -> Vec<(u32, String)> {
+        self.holders
+            .iter()
+            .map(|(p, k)| (*p, k.to_string()))
+            .collect()
+    }
+
+    /// The protected set and key holders of a recording.
+    pub fn restore(&mut self, set: &[(u32, u32)], holders: &[(u32, String)]) {
         self.set = set.iter().copied().collect();
+        self.holders = holders
+            .iter()
+            .map(|(p, k)| (*p, std::sync::Arc::from(k.as_str())))
+            .collect();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,10 +226,12 @@ impl Protector {
         match (self.rule_for(p), self.set.get(&p.pid).copied()) {
             (Some(r), prev) if prev != Some(r) => {
                 self.set.insert(p.pid, r);
+                self.holders.remove(&p.pid);
                 Some(Change::Protect(p.pid, r))
             }
             (None, Some(prev)) if prev != SELF_RULE => {
                 self.set.remove(&p.pid);
+                self.holders.remove(&p.pid);
                 Some(Change::Unprotect(p.pid))
             }
             _ => None,
@@ -192,11 +261,15 @@ impl Protector {
     pub fn on_fork(&mut self, parent: u32, child: u32) {
         if let Some(r) = self.set.get(&parent).copied() {
             self.set.insert(child, r);
+            if let Some(k) = self.holders.get(&parent).cloned() {
+                self.holders.insert(child, k);
+            }
         }
     }
 
     pub fn on_exit(&mut self, pid: u32) {
         self.set.remove(&pid);
+        self.holders.remove(&pid);
     }
 
     /// Re-reads pid files (a daemon restarted): new pids to protect.
@@ -328,5 +401,57 @@ mod tests {
             Some(Change::Unprotect(20))
         );
         assert!(!p.is_protected(20));
+    }
+
+    #[test]
+    fn key_holders_until_exec_or_exit_and_why() {
+        let cfg = Config::parse("[[protected]]\nexe = \"/usr/bin/vault\"\n", "t").unwrap();
+        let mut p = Protector::new(&cfg);
+        p.initial(&ProcessTable::new(), 7);
+        // A key open makes a holder, with its key as the reason.
+        assert_eq!(
+            p.on_key_open(30, "/etc/ssl/private/ca.key"),
+            Some(Change::Protect(30, HOLDER_RULE))
+        );
+        assert!(p.is_protected(30) && p.is_holder(30));
+        assert_eq!(p.why(30).as_deref(), Some("holds /etc/ssl/private/ca.key"));
+        // A second key changes nothing: the first reason stays.
+        assert_eq!(p.on_key_open(30, "/etc/ssl/private/b.key"), None);
+        // A child forked after the open holds the key too.
+        p.on_fork(30, 31);
+        assert!(p.is_holder(31));
+        assert_eq!(p.why(31).as_deref(), Some("holds /etc/ssl/private/ca.key"));
+        // Exec: a new image, the key is gone from its memory.
+        assert_eq!(
+            p.on_exec(&proc(31, "/bin/sh", "sh")),
+            Some(Change::Unprotect(31))
+        );
+        assert!(!p.is_protected(31) && p.why(31).is_none());
+        // ... unless the new program is a protected one: its rule now.
+        p.on_key_open(32, "/k");
+        assert_eq!(
+            p.on_exec(&proc(32, "/usr/bin/vault", "vault")),
+            Some(Change::Protect(32, 1))
+        );
+        assert!(!p.is_holder(32));
+        assert_eq!(
+            p.why(32).as_deref(),
+            Some("[[protected]] exe = /usr/bin/vault")
+        );
+        // A process protected by a rule keeps its rule when it opens a key.
+        assert_eq!(p.on_key_open(32, "/k"), None);
+        assert_eq!(p.why(7).as_deref(), Some("keysentry itself"));
+        // A recording carries the holders.
+        let (set, holders) = (p.snapshot(), p.holders());
+        let mut q = Protector::new(&cfg);
+        q.restore(&set, &holders);
+        assert_eq!(q.why(30).as_deref(), Some("holds /etc/ssl/private/ca.key"));
+        p.on_exit(30);
+        assert!(!p.is_protected(30) && p.why(30).is_none());
+        // Off: key opens protect nothing.
+        let off = Config::parse("[protection]\nkey_holders = false\n", "t").unwrap();
+        let mut p = Protector::new(&off);
+        assert_eq!(p.on_key_open(30, "/k"), None);
+        assert!(!p.is_protected(30));
     }
 }

@@ -18,6 +18,7 @@ impl Origin {
             pid: p.pid,
             comm: p.comm.clone(),
             exe: p.exe.to_string(),
+            protected: None,
         }
     }
 }
@@ -441,6 +442,7 @@ mod tests {
             pid: 7,
             comm: "vault".into(),
             exe: "/usr/bin/vault".into(),
+            protected: None,
         };
         let (a, new) = r.register(
             1,

@@ -226,6 +226,21 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         pt_regs_ax: o("pt_regs", "ax")?,
         ..Default::default()
     };
+    // A dump signal's disposition at its target (optional: without it,
+    // SIG_DISP_UNKNOWN): task->sighand->action[sig - 1].sa.sa_handler,
+    // the handler first in its k_sigaction.
+    if let (Ok(sighand), Ok(action), Ok(size), Ok(sa), Ok(handler)) = (
+        o("task_struct", "sighand"),
+        o("sighand_struct", "action"),
+        btf.struct_size("k_sigaction"),
+        o("k_sigaction", "sa"),
+        o("sigaction", "sa_handler"),
+    ) && sa + handler == 0
+    {
+        k.task_sighand = sighand;
+        k.sighand_action = action;
+        k.k_sigaction_size = size as u32;
+    }
     // The thread list (own-thread checks): optional, both or neither.
     if let (Ok(head), Ok(node)) = (
         o("signal_struct", "thread_head"),
@@ -251,11 +266,6 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
             sensor_common::SYSCALL_NR_OFFSET
         );
     }
-    let sig = |f| tracefs::field_offset("signal", "signal_generate", f);
-    k.tp_sig_sig = sig("sig")?;
-    k.tp_sig_code = sig("code")?;
-    k.tp_sig_pid = sig("pid")?;
-    k.tp_sig_result = sig("result")?;
     if (qstr_len, qstr_name) != (4, 8) {
         bail!(
             "struct qstr has len at {qstr_len} and name at {qstr_name}, the programs expect 4 and 8"

@@ -211,6 +211,7 @@ fn syslog_output_sends_rfc5424() {
         pid: 42,
         comm: "vault".into(),
         exe: "/usr/bin/vault".into(),
+        protected: None,
     };
     for a in &sent {
         out.send(a.clone());

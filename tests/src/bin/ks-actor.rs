@@ -17,6 +17,7 @@
 //!                             crash with SIGSEGV
 //!                             (the dump releases them as the dumper exits)
 //!   victim-key PATH           read PATH (a key) into memory, then victim
+//!   victim-handler SIG        handle signal SIG (a no-op handler), then victim
 //!   victim-threads            start a second thread that waits, then victim,
 //!                             printing "ADDR LEN FD TID" (TID: that thread's id)
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
@@ -207,6 +208,14 @@ fn main() {
             victim_with(None, Some(tid))
         }
         ["victim-key", path] => victim(Some(path)),
+        ["victim-handler", sig] => {
+            // A daemon that handles a dump signal itself (nginx's SIGQUIT:
+            // a graceful stop): the signal runs this, it dumps nothing.
+            extern "C" fn noop(_: libc::c_int) {}
+            let h: extern "C" fn(libc::c_int) = noop;
+            unsafe { libc::signal(num(sig) as i32, h as libc::sighandler_t) };
+            victim(None)
+        }
         ["victim-prctl-name", name] => {
             set_name(name);
             victim(None)

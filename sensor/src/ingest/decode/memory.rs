@@ -34,6 +34,8 @@ pub struct SignalRecord {
     pub target: u32,
     pub code: i32,
     pub result: i32,
+    /// `SIG_DISP_*`: what the target does with the signal.
+    pub disposition: u32,
 }
 
 /// A change that enables or redirects core dumps.
@@ -69,6 +71,7 @@ pub(super) fn signal(buf: &[u8]) -> SignalRecord {
         target: e.target,
         code: e.code,
         result: e.result,
+        disposition: e.disposition,
     }
 }
 

@@ -231,7 +231,8 @@ enum Form {
     /// An exec record of a recording made before exec records carried the
     /// executable's identity.
     ExecWithoutIdentity,
-    /// A record of a recording made before records carried their fold tag.
+    /// A record of a recording made before records carried their fold tag
+    /// (or, a signal, its disposition): shorter, the missing fields 0.
     Unfolded,
 }
 
@@ -258,7 +259,10 @@ fn form(buf: &[u8]) -> Result<(Header, EventKind, Form), DecodeError> {
         Form::Whole
     } else if kind == EventKind::Exec && size == sensor_common::EXEC_RECORD_WITHOUT_IDENTITY {
         Form::ExecWithoutIdentity
-    } else if kind.unfolded_record_size() == Some(size) {
+    } else if kind.unfolded_record_size() == Some(size)
+        || (kind == EventKind::DumpSignal
+            && size == sensor_common::SIGNAL_RECORD_WITHOUT_DISPOSITION)
+    {
         Form::Unfolded
     } else {
         let c = kind.compaction().ok_or_else(bad)?;
@@ -470,6 +474,35 @@ pub mod tests {
         old[4..8].copy_from_slice(&(short as u32).to_le_bytes());
         assert_eq!(decode(&old).unwrap(), decode(&bytes_of(&e)).unwrap());
         assert_eq!(fold_tag(&old), None);
+    }
+
+    #[test]
+    fn a_signal_carries_its_disposition_and_an_older_one_decodes_without() {
+        // SAFETY: all-zero is valid for this plain record.
+        let mut e: sensor_common::SignalEvent = unsafe { std::mem::zeroed() };
+        e.hdr = header(EventKind::DumpSignal, 9);
+        e.sig = 3;
+        e.target = 20;
+        e.disposition = sensor_common::SIG_DISP_HANDLED;
+        let Event::Signal(s) = decode(&bytes_of(&e)).unwrap() else {
+            panic!("a signal")
+        };
+        assert_eq!((s.sig, s.target, s.disposition), (3, 20, 3));
+        // A record from before the disposition (a recording): not known.
+        let short = sensor_common::SIGNAL_RECORD_WITHOUT_DISPOSITION;
+        let mut old = bytes_of(&e)[..short].to_vec();
+        old[4..8].copy_from_slice(&(short as u32).to_le_bytes());
+        let Event::Signal(o) = decode(&old).unwrap() else {
+            panic!("a signal")
+        };
+        assert_eq!(
+            (o.sig, o.target, o.disposition),
+            (3, 20, sensor_common::SIG_DISP_UNKNOWN)
+        );
+        // Any other size is malformed.
+        let mut bad = bytes_of(&e)[..short + 4].to_vec();
+        bad[4..8].copy_from_slice(&((short + 4) as u32).to_le_bytes());
+        assert!(matches!(decode(&bad), Err(DecodeError::BadSize { .. })));
     }
 
     /// What the kernel sends for a whole record of a compactable kind

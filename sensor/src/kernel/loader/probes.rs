@@ -108,7 +108,7 @@ pub const PROBES: &[Probe] = &[
     },
     Probe {
         program: "ks_signal_generate",
-        hook: Hook::Tracepoint("signal", "signal_generate"),
+        hook: Hook::Raw("signal_generate"),
         required: false,
         serves: "forced-crash",
     },
@@ -415,7 +415,7 @@ pub fn tracepoint_for(rule: u32) -> &'static str {
         ENF_VM_WRITE => "tracepoint/syscalls/sys_exit_process_vm_writev",
         ENF_PROC_MEM => "tracepoint/syscalls/sys_exit_openat (/proc/<pid>/mem)",
         ENF_PIDFD_GETFD => "tracepoint/syscalls/sys_exit_pidfd_getfd",
-        ENF_FORCED_CRASH => "tracepoint/signal/signal_generate",
+        ENF_FORCED_CRASH => "raw_tp/signal_generate",
         _ => "tracepoint/sched/sched_process_exit (exit code 0x80)",
     }
 }
