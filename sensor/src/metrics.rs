@@ -154,7 +154,7 @@ impl Metrics {
         let scans = counter_vec(
             &r,
             "keysentry_scans_total",
-            "Tracked files scanned for key material, by result (clean, found, error).",
+            "Tracked files scanned for key material, by result (clean, found, error), and key files read for their fingerprints (key_book).",
             &["result"],
         )?;
         let alerts_suppressed = counter_vec(

@@ -191,3 +191,63 @@ fn a_key_holder_is_protected_before_keysentry_hears_of_it() {
     drop(holder.stdin.take());
     let _ = holder.wait();
 }
+
+#[test]
+fn a_key_found_in_a_dump_is_named_by_its_key_file() {
+    let l = lab();
+    // A signing service (a [[protected]] program) loaded its key before
+    // keysentry started: the key book reads that key file at start. A key
+    // written later is read when a process first opens it.
+    let (pem_early, fp_early) = fresh_key();
+    let early = l.root.join("keys/early.pem");
+    std::fs::write(&early, &pem_early).unwrap();
+    let service = spawn_args(&l.victim_bin, &["victim-key", early.to_str().unwrap()]);
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let _ = s.alerts_until_marker(&l.marker);
+    let (pem_late, fp_late) = fresh_key();
+    let late = l.root.join("keys/late.pem");
+    std::fs::write(&late, &pem_late).unwrap();
+    let holder = spawn_args(&actor_bin(), &["victim-key", late.to_str().unwrap()]);
+    for ((mut victim, vp), key, fp, pem) in [
+        (service, &early, &fp_early, &pem_early),
+        (holder, &late, &fp_late, &pem_late),
+    ] {
+        let dump = l.root.join(format!("dump-{vp}.bin"));
+        let (_, st) = actor(
+            &["ptrace-dump", &vp.to_string(), dump.to_str().unwrap()],
+            None,
+            None,
+        );
+        assert!(st.success());
+        let alerts = s.alerts_until(|a| a["rule"] == "key-material");
+        let found = about(&alerts, "key-material", &dump);
+        assert_eq!(found.len(), 1, "{alerts:#?}");
+        let a = found[0];
+        let named = format!("the private key of {} ({fp})", key.display());
+        assert!(
+            a["message"].as_str().unwrap().contains(&named),
+            "{named}: {a:#}"
+        );
+        let findings = a["flow"]["keys"]["findings"].as_array().unwrap();
+        let mine: Vec<_> = findings
+            .iter()
+            .filter(|f| f["fingerprint"] == fp.as_str())
+            .collect();
+        assert!(!mine.is_empty(), "{a:#}");
+        for f in mine {
+            assert_eq!(f["key_file"], key.to_str().unwrap(), "{a:#}");
+        }
+        // Fingerprints only: no key bytes anywhere.
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        for v in &alerts {
+            assert!(!v.to_string().contains(&body), "key bytes in {v}");
+        }
+        drop(victim.stdin.take());
+        let _ = victim.wait();
+    }
+    assert!(
+        s.metric("keysentry_scans_total{result=\"key_book\"}")
+            .is_some_and(|n| n >= 2.0),
+        "the key book read both key files"
+    );
+}

@@ -344,6 +344,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     let (scan_tx, mut scan_results) =
         crate::enrich::scan::start_scanner(metrics.clone(), crate::enrich::scan::scan_keys)?;
     pipe.cx.scan_tx = Some(scan_tx);
+    // The key book: the watched key files' fingerprints (read on the
+    // scanner's thread; the others when first opened).
+    let book = crate::enrich::keybook::start_files(&pipe.cx.watcher);
+    let queued = book
+        .into_iter()
+        .filter(|(p, kdev, ino)| pipe.cx.queue_book(p.clone(), *kdev, *ino))
+        .count();
+    tracing::info!("key book: reading {queued} watched key files for their fingerprints");
     let initial = pipe
         .cx
         .protector

@@ -463,6 +463,7 @@ impl Pipeline {
             at_ns: boot_now(),
             id: r.id,
             path: r.path.to_string_lossy().into_owned(),
+            book: r.book,
             report: r.report,
         };
         self.scanned_at(rec.clone());
@@ -475,6 +476,7 @@ impl Pipeline {
             at_ns: r.at_ns,
             id: r.id,
             path: r.path,
+            book: r.book,
             report: r.report,
         };
         crate::detect::keyscan::scanned(&mut self.cx, &s);

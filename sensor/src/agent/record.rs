@@ -134,6 +134,9 @@ pub struct ScanRec {
     pub at_ns: u64,
     pub id: u32,
     pub path: String,
+    /// A key file read for the key book (its fingerprints).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub book: bool,
     /// The scanner's report (kinds and fingerprints), or why it failed.
     pub report: Result<crate::enrich::scan::ScanOutcome, String>,
 }

@@ -437,6 +437,7 @@ fn scanned(cx: &mut Context, id: u32, report: Result<ScanOutcome, String>) -> Ve
         at_ns: 2_000,
         id,
         path: String::new(),
+        book: false,
         report,
     };
     keyscan::scanned(cx, &s);

@@ -33,14 +33,19 @@ pub(crate) fn key_open(cx: &mut Context, policy: &Policy, rec: &OpenRecord) {
     };
     // A successful read of a watched key file (not a tracked copy or
     // dump, not O_PATH) makes the opener a key holder (the kernel
-    // protected it already; this learns why, and protects its threads).
+    // protected it already; this learns why, and protects its threads),
+    // and the key book reads the file once for its fingerprints.
     if !rec.failed
         && rec.matched & MATCH_TRACKED == 0
         && rec.flags & 3 != libc::O_WRONLY as u32
         && rec.flags & libc::O_PATH as u32 == 0
-        && let Some(change) = cx.protector.on_key_open(actor.pid, &path)
     {
-        cx.apply(&[change]);
+        if let Some(change) = cx.protector.on_key_open(actor.pid, &path) {
+            cx.apply(&[change]);
+        }
+        if !rec.path_truncated {
+            cx.queue_book(std::path::PathBuf::from(&path), rec.dev, rec.ino);
+        }
     }
     let allowed = policy.allowed(&actor, watch_id);
     // A key this uid created moments ago (checked before this open

@@ -1,7 +1,9 @@
 //! The key-material scanner: tracked files (dumps, copies) are scanned on
 //! a thread of their own when their writer closes them (`scan/`), and what
 //! it finds is `key-material` (or `key-created` for keys that are not the
-//! origin key file's: the writer generated them).
+//! origin key file's: the writer generated them), naming the key file of
+//! each key the key book knows (`enrich/keybook.rs`). The key book's own
+//! reads of key files come back here too and fill it.
 
 use crate::{
     alert::{FlowDetail, Target, TrackedKind},
@@ -17,6 +19,8 @@ pub struct Scanned {
     pub at_ns: u64,
     pub id: u32,
     pub path: String,
+    /// A key file read for the key book: its fingerprints, no alert.
+    pub book: bool,
     pub report: Result<ScanOutcome, String>,
 }
 
@@ -29,10 +33,17 @@ pub fn scanned(cx: &mut Context, r: &Scanned) {
             return;
         }
     };
-    let outcome = outcome.clone();
+    if r.book {
+        let n = cx.keybook.learn(&r.path, &outcome.findings);
+        tracing::debug!("key book: {} new fingerprints from {}", n, r.path);
+        return;
+    }
+    let mut outcome = outcome.clone();
     if outcome.found == 0 {
         return;
     }
+    // Whose keys they are, when the key book read their files.
+    let named = cx.keybook.name(&mut outcome.findings);
     let Some(t) = cx.registry.get(r.id) else {
         return;
     };
@@ -60,11 +71,23 @@ pub fn scanned(cx: &mut Context, r: &Scanned) {
         .unwrap_or_default();
     let n = outcome.found;
     let plural = if n == 1 { "" } else { "s" };
+    let whose = if named.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ": {}",
+            named
+                .iter()
+                .map(|(file, fp)| format!("the private key of {file} ({fp})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     let message = if generated {
         format!("{path} holds {n} new private key{plural} (not those of {origin_path})")
     } else {
         format!(
-            "{path} holds {n} private key{plural}{}",
+            "{path} holds {n} private key{plural}{}{whose}",
             match (&dumped, root) {
                 (Some(d), _) => format!(" from the memory of {} (pid {})", d.comm, d.pid),
                 (None, TrackedKind::Key) if origin_path != path => {

@@ -76,6 +76,8 @@ pub struct Context {
     pub kernel: KernelControl,
     /// Tracked files to scan for key material.
     pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<ScanJob>>,
+    /// Fingerprint -> key file (`keybook.rs`).
+    pub keybook: crate::enrich::keybook::KeyBook,
     /// actor pid -> the protected process whose memory it read.
     pub(crate) mem_readers: HashMap<u32, Origin>,
     /// Alerts raised by the rules, in order, with their event time.
@@ -99,6 +101,7 @@ impl Context {
             exe_ids: Default::default(),
             kernel: KernelControl::default(),
             scan_tx: None,
+            keybook: Default::default(),
             mem_readers: HashMap::new(),
             raised: Vec::new(),
             untracked: Vec::new(),
@@ -191,6 +194,7 @@ impl Context {
             kdev,
             ino,
             origin,
+            book: false,
         };
         if let Some(tx) = &self.scan_tx
             && tx.try_send(job).is_err()
@@ -200,5 +204,31 @@ impl Context {
                 .with_label_values(&["scanner"])
                 .inc();
         }
+    }
+
+    /// Reads the key file (kdev, ino) at `path` for the key book, once
+    /// (on the scanner's thread; its fingerprints come back as a scan
+    /// result). Returns false when it was read already or the scanner's
+    /// queue is full (then a later open tries again).
+    pub(crate) fn queue_book(&mut self, path: std::path::PathBuf, kdev: u32, ino: u64) -> bool {
+        let Some(tx) = &self.scan_tx else {
+            return false;
+        };
+        if !self.keybook.wants(kdev, ino) {
+            return false;
+        }
+        let job = ScanJob {
+            id: 0,
+            path,
+            kdev,
+            ino,
+            origin: None,
+            book: true,
+        };
+        if tx.try_send(job).is_err() {
+            self.keybook.forget(kdev, ino);
+            return false;
+        }
+        true
     }
 }

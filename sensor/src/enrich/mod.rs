@@ -1,7 +1,8 @@
 //! Stage 3, enrich: the state every rule consults (`context::Context`),
 //! the facts rules take (`facts`), and the reads of the live system they
 //! rest on (`sysview`); the tracked-file registry (`track`) and its kernel
-//! side (`tracking`); the key-material scanner (`scan/`); path arguments
+//! side (`tracking`); the key-material scanner (`scan/`) and the key book
+//! of the host's key fingerprints it fills (`keybook`); path arguments
 //! resolved as their process saw them (`userpath`).
 
 pub mod context;
@@ -10,6 +11,7 @@ pub mod devnum;
 pub mod exeid;
 pub mod facts;
 pub mod handle;
+pub mod keybook;
 pub mod proctab;
 pub mod protect;
 pub mod scan;

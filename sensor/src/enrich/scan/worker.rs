@@ -21,6 +21,9 @@ pub struct ScanJob {
     pub ino: u64,
     /// The key file the lineage starts at (path, dev_t, inode).
     pub origin: Option<(PathBuf, u32, u64)>,
+    /// A key file read for the key book (`keybook.rs`): its fingerprints,
+    /// no alert; `id` is 0.
+    pub book: bool,
 }
 
 /// Most data bytes read of one file (a core of a large process is big; a
@@ -118,6 +121,8 @@ pub fn scan_tracked(
 pub struct ScanResult {
     pub id: u32,
     pub path: PathBuf,
+    /// A key book job (`ScanJob::book`).
+    pub book: bool,
     /// The report (kinds and fingerprints only), or why it failed.
     pub report: Result<ScanOutcome, String>,
 }
@@ -138,7 +143,15 @@ fn fingerprints(r: &ScanReport) -> Vec<String> {
 /// writer generated).
 pub fn scan_keys(job: &ScanJob) -> Result<ScanOutcome, String> {
     let limits = ScanLimits::default();
-    let report = scan_tracked(&job.path, job.kdev, job.ino, &limits, SCAN_TIMEOUT)?;
+    let report = if job.book {
+        // A key file: its first BOOK_MAX_BYTES, read as a tracked file
+        // (no symlink, no FIFO, the inode checked).
+        let r = TrackedReader::open(&job.path, job.kdev, job.ino, SCAN_TIMEOUT)?
+            .take(crate::enrich::keybook::BOOK_MAX_BYTES);
+        super::scan_reader(r, &limits).map_err(|e| format!("{}: {e:#}", job.path.display()))?
+    } else {
+        scan_tracked(&job.path, job.kdev, job.ino, &limits, SCAN_TIMEOUT)?
+    };
     let found = report.findings.len() + report.findings_dropped as usize;
     let origin_match = match &job.origin {
         Some((o, kd, ino)) if found > 0 => scan_tracked(o, *kd, *ino, &limits, SCAN_TIMEOUT)
@@ -182,6 +195,7 @@ pub fn start_scanner(
             while let Ok(job) = rx.recv() {
                 let report = scan(&job);
                 let label = match &report {
+                    _ if job.book => "key_book",
                     Ok(o) if o.found > 0 => "found",
                     Ok(_) => "clean",
                     Err(_) => "error",
@@ -191,6 +205,7 @@ pub fn start_scanner(
                     .blocking_send(ScanResult {
                         id: job.id,
                         path: job.path,
+                        book: job.book,
                         report,
                     })
                     .is_err()
