@@ -152,6 +152,36 @@ fn ptrace_and_a_crash_signal_to_a_protected_process_are_denied() {
 }
 
 #[test]
+fn a_dump_signal_the_target_handles_is_not_denied() {
+    require_lsm!();
+    let e = enf_lab();
+    let mut s = Sensor::start(&e.lab.root, &enf_config(&e, &["forced-crash"]));
+    // The protected victim handles SIGQUIT itself (nginx's graceful stop).
+    let (mut victim, vp) = spawn_args(&e.lab.victim_bin, &["victim-handler", "3"]);
+    let _ = s.alerts_until_marker(&e.marker);
+    let vps = vp.to_string();
+    let (quitter, out) = run(&actor_bin(), &["signal", &vps, "3"]);
+    assert!(
+        out.status.success(),
+        "the handled SIGQUIT was refused: {out:?}"
+    );
+    assert!(victim.try_wait().unwrap().is_none(), "the victim died");
+    // A SIGSEGV it leaves to the kernel would dump it: refused.
+    let (killer, out) = run(&actor_bin(), &["signal", &vps, "11"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(victim.try_wait().unwrap().is_none(), "the victim died");
+    let alerts = s.alerts_until_marker(&e.marker);
+    let a = one(&alerts, "forced-crash", quitter);
+    assert_eq!(a["action"], "observed", "{a:#}");
+    assert_eq!(a["dump"]["disposition"], "handled", "{a:#}");
+    assert_eq!(a["severity"], "low", "{a:#}");
+    let a = one(&alerts, "forced-crash", killer);
+    assert_eq!(a["action"], "denied", "{a:#}");
+    drop(victim.stdin.take());
+    let _ = victim.wait();
+}
+
+#[test]
 fn a_key_open_by_a_program_not_allowed_is_denied() {
     require_lsm!();
     let e = enf_lab();

@@ -24,7 +24,8 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmCont
 use sensor_common::{
     ALLOW_ANY_KEY, ALLOW_MEMORY, DENIED_OBSERVED, DeniedEvent, ENF_CORE_DUMP, ENF_FORCED_CRASH,
     ENF_KEY_OPEN, ENF_PIDFD_GETFD, ENF_PROC_MEM, ENF_PTRACE, ENF_VM_READ, ENF_VM_WRITE, InodeKey,
-    MEM_LSM_ACCESS, MemAccessEvent, WATCH_CHILDREN, WATCH_SELF, WATCH_TRACKED, is_dump_signal,
+    MEM_LSM_ACCESS, MemAccessEvent, SIG_DISP_HANDLED, SIG_DISP_IGNORED, WATCH_CHILDREN, WATCH_SELF,
+    WATCH_TRACKED, is_dump_signal,
     x86_64::{
         NR_CREAT, NR_IO_URING_ENTER, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2,
         NR_PIDFD_GETFD, NR_PROCESS_VM_READV, NR_PROCESS_VM_WRITEV, NR_PTRACE,
@@ -236,10 +237,17 @@ pub fn ks_lsm_task_kill(ctx: LsmContext) -> i32 {
     let Some(actor) = actor_tgid() else {
         return 0;
     };
-    let Some(target) = TaskPtr::from_addr(ctx.arg(0)).tgid() else {
+    let task = TaskPtr::from_addr(ctx.arg(0));
+    let Some(target) = task.tgid() else {
         return 0;
     };
     if target == actor || target <= 1 || unsafe { PROTECTED.get(target) }.is_none() {
+        return 0;
+    }
+    // A signal the target handles or ignores dumps nothing (nginx's
+    // graceful SIGQUIT): let it through; the tracepoint reports it.
+    let disposition = task.sig_disposition(sig as u32);
+    if disposition == SIG_DISP_HANDLED || disposition == SIG_DISP_IGNORED {
         return 0;
     }
     report(
