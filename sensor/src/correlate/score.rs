@@ -91,7 +91,7 @@ impl Default for Weights {
             fresh_key: -45,
             allow_bypass: 10,
             signal_handled: -50,
-            holder_own_setting: -50,
+            holder_own_setting: -60,
         }
     }
 }
