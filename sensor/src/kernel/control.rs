@@ -547,7 +547,13 @@ impl KernelControl {
                 .filter(|(_, t)| only_from(t))
                 .map(|(k, _)| k)
                 .collect();
-            gone.iter().filter(|k| map.remove(k).is_ok()).count() as u64
+            // Read again just before the removal: an entry the kernel
+            // changed since the walk (the process read a real key meanwhile)
+            // stays. (The kernel can still change it between this read and
+            // the removal; the window is one syscall, not the whole walk.)
+            gone.iter()
+                .filter(|k| map.get(k, 0).is_ok_and(|t| only_from(&t)) && map.remove(k).is_ok())
+                .count() as u64
         }
         sweep(&mut m.tainted, &only_from)
             + sweep(&mut m.taint_reserve, &only_from)
