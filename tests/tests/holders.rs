@@ -251,3 +251,42 @@ fn a_key_found_in_a_dump_is_named_by_its_key_file() {
         "the key book read both key files"
     );
 }
+
+#[test]
+fn an_exec_ends_a_key_holder_in_the_kernel() {
+    let l = lab();
+    let key = l.root.join("keys/exec.key");
+    std::fs::write(&key, b"not a real key, a watched file").unwrap();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let _ = s.alerts_until_marker(&l.marker);
+    // keysentry stopped: what the kernel decides alone. The process reads
+    // a key, then execs a new image, which is dumped.
+    let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
+    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let (mut execd, ep) = spawn_args(&actor_bin(), &["key-then-exec", key.to_str().unwrap()]);
+    let out = l.root.join("after-exec.dump");
+    let (dumper, st) = actor(
+        &["ptrace-dump", &ep.to_string(), out.to_str().unwrap()],
+        None,
+        None,
+    );
+    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGCONT).unwrap();
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&l.marker);
+    // It was a key holder until its exec (its key open is there) ...
+    assert_eq!(by_pid(&alerts, "key-file-open", ep).len(), 1, "{alerts:#?}");
+    // ... and the image dumped after it holds no key: no dump of a
+    // protected process, nothing of medium or above about it.
+    assert!(
+        about(&alerts, "userspace-dump", &out).is_empty(),
+        "{alerts:#?}"
+    );
+    assert!(
+        !alerts
+            .iter()
+            .any(|a| a["process"]["pid"] == dumper && loud(a)),
+        "{alerts:#?}"
+    );
+    drop(execd.stdin.take());
+    let _ = execd.wait();
+}

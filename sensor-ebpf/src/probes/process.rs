@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     CMDLINE_BUF, EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED, ExecEvent,
-    ExitEvent, ForkEvent, INSERT_FAIL_ALLOW_BYPASS, INSERT_FAIL_GROUP_EXITED,
+    ExitEvent, ForkEvent, HOLDER_RULE, INSERT_FAIL_ALLOW_BYPASS, INSERT_FAIL_GROUP_EXITED,
     INSERT_FAIL_PROTECTED, INSERT_FAIL_PROTECTED_THREADS, INSERT_FAIL_TAINTED_PIPES, InodeKey,
     RenameEvent, STOP_EXEC, STOP_MAP_FULL, TAINT_HELPER, TAINT_STRONG, Taint, WATCH_SELF,
     x86_64::{NR_EXECVE, NR_EXECVEAT},
@@ -344,6 +344,13 @@ fn protect_at_exec() {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: map values are read while the program runs.
     unsafe {
+        // A key holder's new image holds no key: the exec ends it here,
+        // whatever order user space reads the open, fork and exec in (a
+        // child that inherited it at fork and execs a shell is no holder).
+        // The rules below may protect the new image again.
+        if PROTECTED.get(tgid).is_some_and(|r| *r == HOLDER_RULE) {
+            let _ = PROTECTED.remove(tgid);
+        }
         let task = TaskPtr::current();
         let exe = task.mm().and_then(|mm| mm.exe_file());
         // A usermode helper (the kernel starts it as a child of kthreadd,

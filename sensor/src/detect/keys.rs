@@ -40,8 +40,22 @@ pub(crate) fn key_open(cx: &mut Context, policy: &Policy, rec: &OpenRecord) {
         && rec.flags & 3 != libc::O_WRONLY as u32
         && rec.flags & libc::O_PATH as u32 == 0
     {
-        if let Some(change) = cx.protector.on_key_open(actor.pid, &path) {
-            cx.apply(&[change]);
+        // Still a holder in the kernel: an exec since the open (whose
+        // record may be read before this one: another lane) ended it
+        // there, and the new image must not be made one again. Recorded.
+        let pid = actor.pid;
+        if cx.protector.may_hold(pid) {
+            let k = &cx.kernel;
+            let held = cx
+                .view
+                .value(format!("holder:{pid}:{}", rec.task.ts_boot_ns), || {
+                    k.is_holder(pid).unwrap_or(true).into()
+                })
+                .as_bool()
+                .unwrap_or(true);
+            if held && let Some(change) = cx.protector.on_key_open(pid, &path) {
+                cx.apply(&[change]);
+            }
         }
         if !rec.path_truncated {
             cx.queue_book(std::path::PathBuf::from(&path), rec.dev, rec.ino);

@@ -115,6 +115,12 @@ impl Protector {
         })
     }
 
+    /// Whether a key open can make `pid` a key holder (the feature is on
+    /// and nothing protects it yet).
+    pub fn may_hold(&self, pid: u32) -> bool {
+        self.key_holders && !self.set.contains_key(&pid)
+    }
+
     /// A process opened the watched key file `path` for reading: with
     /// `[protection] key_holders` it is a key holder from now on (the
     /// kernel made it one in the same instant; the change also protects

@@ -426,6 +426,17 @@ impl KernelControl {
         }
     }
 
+    /// Whether the kernel has the process as a key holder (None without a
+    /// kernel: a replay).
+    pub fn is_holder(&self, pid: u32) -> Option<bool> {
+        let m = self.protected.as_ref()?;
+        Some(
+            m.tgids
+                .get(&pid, 0)
+                .is_ok_and(|r| r == sensor_common::HOLDER_RULE),
+        )
+    }
+
     /// Lifts a process's protection in the kernel, with its threads'
     /// entries.
     pub fn unprotect(&mut self, pid: u32) {

@@ -18,6 +18,7 @@
 //!                             (the dump releases them as the dumper exits)
 //!   victim-key PATH           read PATH (a key) into memory, then victim
 //!   victim-handler SIG        handle signal SIG (a no-op handler), then victim
+//!   key-then-exec PATH        read PATH (a key), then exec itself as victim
 //!   victim-threads            start a second thread that waits, then victim,
 //!                             printing "ADDR LEN FD TID" (TID: that thread's id)
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
@@ -208,6 +209,17 @@ fn main() {
             victim_with(None, Some(tid))
         }
         ["victim-key", path] => victim(Some(path)),
+        ["key-then-exec", path] => {
+            // Reads a key (a key holder), then execs itself as a plain
+            // victim: the new image holds no key.
+            let key = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+            std::hint::black_box(&key);
+            let me = cstr(&std::env::current_exe().unwrap().to_string_lossy());
+            let arg = cstr("victim");
+            let argv = [me.as_ptr(), arg.as_ptr(), std::ptr::null()];
+            unsafe { libc::execv(me.as_ptr(), argv.as_ptr()) };
+            exit(1)
+        }
         ["victim-handler", sig] => {
             // A daemon that handles a dump signal itself (nginx's SIGQUIT:
             // a graceful stop): the signal runs this, it dumps nothing.
