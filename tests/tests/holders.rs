@@ -135,6 +135,13 @@ fn a_dump_signal_the_target_handles_is_no_crash() {
     assert_eq!(a["dump"]["disposition"], "handled", "{a:#}");
     assert_eq!(a["severity"], "low", "{a:#}");
     assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("it handles SIGQUIT itself: no dump unless its handler makes one"),
+        "{a:#}"
+    );
+    assert!(
         a["factors"]
             .as_array()
             .unwrap()

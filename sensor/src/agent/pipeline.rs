@@ -269,7 +269,10 @@ impl Pipeline {
         let ctx = ScoreContext {
             not_allowlisted: !actor.as_ref().is_some_and(|a| self.policy.allowed(a, None)),
             allow_bypass: withdrawn.is_some(),
-            uid_differs: target_uid.is_some_and(|u| u != alert.process.uid && u != u32::MAX),
+            // A process acting on itself is one uid, whatever the table
+            // remembers from before a setuid (an nginx worker).
+            uid_differs: target_uid.is_some_and(|u| u != alert.process.uid && u != u32::MAX)
+                && !matches!(&alert.target, Target::Process { pid, .. } if *pid == alert.process.pid),
             recent_start: actor
                 .as_ref()
                 .is_some_and(|p| p.start_ns != 0 && now_ns.saturating_sub(p.start_ns) < recent_ns),

@@ -219,14 +219,17 @@ impl Policy {
         host: &str,
         ts: String,
     ) -> Alert {
+        let signal = detail.signal.as_deref().unwrap_or("a signal");
+        let outcome = match detail.disposition {
+            Some("handled") => {
+                format!("it handles {signal} itself: no dump unless its handler makes one")
+            }
+            Some("ignored") => format!("it ignores {signal}: no dump"),
+            _ => "a crash that dumps its memory".to_string(),
+        };
         let message = format!(
-            "{} (pid {}, uid {}) sent {} to protected process {} (pid {}): a crash that dumps its memory",
-            sender.comm,
-            sender.pid,
-            sender.uid,
-            detail.signal.as_deref().unwrap_or("a signal"),
-            target.comm,
-            target.pid
+            "{} (pid {}, uid {}) sent {signal} to protected process {} (pid {}): {outcome}",
+            sender.comm, sender.pid, sender.uid, target.comm, target.pid
         );
         rule_alert(Rule::ForcedCrash, sender, process_target(target), host, ts)
             .message(message)
