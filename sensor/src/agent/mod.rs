@@ -6,7 +6,8 @@
 //! `folds` takes the counts of the repeats the kernel folded; `replay`
 //! feeds a recording instead; `record`
 //! is the recording's format and `recording` the pipeline's hooks into it;
-//! `probes_report` is `keysentry probes`.
+//! `probes_report` is `keysentry probes`; `scoring` gives an alert its
+//! score from the pipeline's context.
 
 pub mod folds;
 pub mod lanes;
@@ -18,4 +19,5 @@ pub mod record;
 pub mod recording;
 pub mod reload;
 pub mod replay;
+pub mod scoring;
 pub mod watchdog;

@@ -6,7 +6,7 @@
 //! its rule family (`detect_keys`, `detect_memory`, `environ`,
 //! `detect_dumps`/`dumps`, `flows`, `sends`, `renames`, `fdaccess`,
 //! `enforce`, `keyscan`). The rules raise alerts into the context; after
-//! each record `emit` scores each (`score.rs`), correlates it into an
+//! each record `emit` scores each (`scoring.rs`, `correlate/score.rs`), correlates it into an
 //! incident (`correlate.rs`) and hands it to the outputs (`sinks.rs`).
 //! The recording hooks are `recording.rs`.
 
@@ -17,8 +17,8 @@ use sensor_common::{EventKind, KIND_SLOTS, MATCH_TRACKED};
 use crate::{
     agent::folds::{FoldedAlerts, Settled},
     agent::record::{Record, Recorder},
-    alert::{Alert, Target},
-    correlate::score::{self, Context as ScoreContext, ScoringConfig},
+    alert::Alert,
+    correlate::score::ScoringConfig,
     correlate::{Correlator, Lineage, Out},
     detect::Policy,
     detect::allow_ids::AllowIds,
@@ -36,7 +36,6 @@ use crate::{
     kernel::control::KernelControl,
     metrics::Metrics,
     output::Outputs,
-    rules::Rule,
 };
 
 /// Everything after the ring buffer: decode, enrich, detect, output.
@@ -57,7 +56,7 @@ pub struct Pipeline {
     /// Threads a BPF LSM hook just denied (their follow-up failures are
     /// not alerted again).
     denied: DeniedThreads,
-    scoring: ScoringConfig,
+    pub(crate) scoring: ScoringConfig,
     correlator: Correlator,
     /// The alerts of each kernel fold key's last record (`agent/folds.rs`).
     kfolds: FoldedAlerts,
@@ -186,34 +185,6 @@ impl Pipeline {
         }
     }
 
-    /// Whether an interactive shell (bash, sh, zsh, fish, dash, ksh, with a
-    /// terminal on its stdin) is among the actor's ancestors.
-    fn interactive_ancestry(&mut self, pid: u32) -> bool {
-        const SHELLS: [&str; 6] = ["bash", "sh", "zsh", "fish", "dash", "ksh"];
-        let mut shells = Vec::new();
-        let mut cur = self.cx.procs.get(pid).map(|p| p.ppid);
-        for _ in 0..32 {
-            let Some(p) = cur.and_then(|c| self.cx.procs.get(c)) else {
-                break;
-            };
-            if SHELLS.contains(&p.comm.as_str()) {
-                shells.push((p.pid, p.start_ns));
-            }
-            if p.ppid == p.pid || p.ppid == 0 {
-                break;
-            }
-            cur = Some(p.ppid);
-        }
-        shells.into_iter().any(|(spid, start)| {
-            self.cx.view.flag(format!("tty:{spid}:{start:x}"), || {
-                std::fs::read_link(format!("/proc/{spid}/fd/0")).is_ok_and(|l| {
-                    let l = l.to_string_lossy();
-                    l.starts_with("/dev/pts/") || l.starts_with("/dev/tty")
-                })
-            })
-        })
-    }
-
     /// The actor and its ancestors, nearest first.
     fn tree(&self, pid: u32) -> Vec<(u32, u64)> {
         let mut v = Vec::new();
@@ -242,62 +213,7 @@ impl Pipeline {
     /// The hand-off point between rules and outputs: score the alert from
     /// its context, correlate it into an incident, fold repeats, output.
     pub fn emit(&mut self, mut alert: Alert, now_ns: u64) {
-        let actor = self.cx.procs.get(alert.process.pid).cloned();
-        // The detail objects that carry a `result` (typed: no JSON round
-        // trip per alert).
-        let failed = alert.open.as_ref().is_some_and(|o| o.result == "failed")
-            || alert.memory.as_ref().is_some_and(|m| m.result == "failed")
-            || alert
-                .dump
-                .as_ref()
-                .is_some_and(|d| d.result == Some("failed"));
-        let recon = alert.memory.as_ref().is_some_and(|m| m.recon);
-        let (target_protected, target_uid) = match &alert.target {
-            Target::Process { pid, .. } => (
-                self.cx.protector.is_protected(*pid)
-                    || alert.memory.as_ref().is_some_and(|m| m.target_protected)
-                    // Protected when it dumped (it may have exited since).
-                    || alert.rule == Rule::CoreDump.name(),
-                self.cx.procs.get(*pid).map(|p| p.uid),
-            ),
-            Target::File { .. } => (true, None),
-        };
-        let recent_ns = self.scoring.recent_seconds.saturating_mul(1_000_000_000);
-        let withdrawn = actor
-            .as_ref()
-            .and_then(|a| self.policy.allowance_withdrawn(a));
-        let ctx = ScoreContext {
-            not_allowlisted: !actor.as_ref().is_some_and(|a| self.policy.allowed(a, None)),
-            allow_bypass: withdrawn.is_some(),
-            // A process acting on itself is one uid, whatever the table
-            // remembers from before a setuid (an nginx worker).
-            uid_differs: target_uid.is_some_and(|u| u != alert.process.uid && u != u32::MAX)
-                && !matches!(&alert.target, Target::Process { pid, .. } if *pid == alert.process.pid),
-            recent_start: actor
-                .as_ref()
-                .is_some_and(|p| p.start_ns != 0 && now_ns.saturating_sub(p.start_ns) < recent_ns),
-            interactive_shell: self.interactive_ancestry(alert.process.pid),
-            failed,
-            target_not_protected: !target_protected,
-            recon,
-            own_key: alert.open.as_ref().is_some_and(|o| o.own_key),
-            fresh_key: alert.open.as_ref().is_some_and(|o| o.fresh_key),
-            signal_handled: alert
-                .dump
-                .as_ref()
-                .is_some_and(|d| matches!(d.disposition, Some("handled") | Some("ignored"))),
-            holder_own_setting: alert.rule == Rule::DumpConfigChange.name()
-                && matches!(&alert.target, Target::Process { pid, .. }
-                    if *pid == alert.process.pid && self.cx.protector.is_holder(*pid)),
-        };
-        // `[scoring]` has the last word: the rule's score counts only for a
-        // rule without a `[scoring.base]` (docs/scoring.md), and its
-        // severity gives way to the final score's threshold band.
-        alert.score = score::alert_score(&self.scoring, alert.rule, alert.score, &ctx);
-        alert.severity = self.scoring.severity(alert.score);
-        // Rules leave `factors` empty: the context is known only here.
-        alert.factors = ctx.factors();
-        alert.process.allow_bypass = withdrawn;
+        let target_protected = self.score(&mut alert, now_ns);
         let flow = alert.flow.as_ref();
         if alert.lineage.is_none() {
             // Tracked files: the origin of the lineage (origin first).
