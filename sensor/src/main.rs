@@ -77,6 +77,27 @@ enum Cmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Make keysentry the kernel's core handler (as root): core_pattern
+    /// runs `keysentry core-handler`, which keeps the cores of protected
+    /// processes and key holders as `[dumps] key_holder_policy` says and
+    /// passes every other core to the pattern it replaced (docs/dumps.md).
+    InstallCoreHandler {
+        /// Config the handler reads (default: the embedded default config).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Give core_pattern back the pattern `install-core-handler` replaced.
+    UninstallCoreHandler {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The core_pattern pipe helper itself (the kernel runs it; see
+    /// install-core-handler): `core-handler [--state DIR] VALUES...`.
+    #[command(hide = true)]
+    CoreHandler {
+        #[arg(allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Run a recording (`run --record`) through enrichment, the rules,
     /// correlation and scoring; print the alerts and incident records.
     Replay {
@@ -123,6 +144,21 @@ fn scan(files: &[PathBuf]) -> ExitCode {
     })
 }
 
+/// Prints a command's result: its line on stdout, or the error on stderr
+/// (exit 1).
+fn report(r: anyhow::Result<String>) -> ExitCode {
+    match r {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keysentry: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYSENTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -138,8 +174,21 @@ fn init_logs(format: &str) {
 }
 
 fn main() -> ExitCode {
+    // The kernel's helper: its arguments are specifier values (a comm can
+    // start with '-'), never parsed as options.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("core-handler") {
+        return ExitCode::from(sensor::corehandler::main(&argv[2..]) as u8);
+    }
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::CoreHandler { .. } => unreachable!("handled above"),
+        Cmd::InstallCoreHandler { config } => {
+            report(sensor::corehandler::install(config.as_deref()))
+        }
+        Cmd::UninstallCoreHandler { config } => {
+            report(sensor::corehandler::uninstall(config.as_deref()))
+        }
         Cmd::Scan { files } => scan(&files),
         Cmd::DefaultConfig => {
             print!("{}", sensor::config::DEFAULT_CONFIG);

@@ -172,7 +172,9 @@ impl Default for Protection {
     }
 }
 
-/// `[dumps]`: where crash handlers keep dumps.
+/// `[dumps]`: where crash handlers keep dumps, and what keysentry's own
+/// core handler (`keysentry install-core-handler`, docs/dumps.md) does
+/// with the core of a protected process or key holder.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Dumps {
@@ -181,7 +183,36 @@ pub struct Dumps {
     /// opens, copies and sends of them are followed. Absolute paths; a
     /// missing directory is skipped.
     pub dirs: Vec<PathBuf>,
+    /// The core handler, for a protected process or key holder: `redact`
+    /// (keys found zeroed, the core kept in `quarantine_dir`),
+    /// `quarantine` (kept unmodified there) or `drop` (not kept).
+    pub key_holder_policy: KeyHolderPolicy,
+    /// Root-only (0700) directory the core handler keeps cores in.
+    pub quarantine_dir: PathBuf,
+    /// Bytes the quarantine may hold: a core that does not fit is dropped,
+    /// and older cores are removed, oldest first, to make room.
+    pub quarantine_max_bytes: u64,
+    /// Seconds the core handler may take for one core (reading it, the
+    /// scan, the redaction); then it stops, keeping nothing of a key
+    /// holder's core. 1..=3600.
+    pub handler_timeout_secs: u32,
+    /// Where the installed handler keeps its state (the core_pattern it
+    /// replaced) and its spool (one record per core it handled, read by
+    /// `keysentry run`).
+    pub state_dir: PathBuf,
 }
+
+/// `[dumps] key_holder_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyHolderPolicy {
+    Redact,
+    Quarantine,
+    Drop,
+}
+
+/// `[dumps] state_dir` by default.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/keysentry";
 
 impl Default for Dumps {
     fn default() -> Self {
@@ -194,6 +225,11 @@ impl Default for Dumps {
             .iter()
             .map(PathBuf::from)
             .collect(),
+            key_holder_policy: KeyHolderPolicy::Redact,
+            quarantine_dir: PathBuf::from("/var/lib/keysentry/quarantine"),
+            quarantine_max_bytes: 4 << 30,
+            handler_timeout_secs: 120,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         }
     }
 }

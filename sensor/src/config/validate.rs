@@ -33,6 +33,17 @@ impl Config {
         for (i, d) in self.dumps.dirs.iter().enumerate() {
             absolute(&format!("dumps.dirs[{i}]"), d)?;
         }
+        absolute("dumps.quarantine_dir", &self.dumps.quarantine_dir)?;
+        absolute("dumps.state_dir", &self.dumps.state_dir)?;
+        if !(1..=3600).contains(&self.dumps.handler_timeout_secs) {
+            return invalid("dumps.handler_timeout_secs", "must be between 1 and 3600");
+        }
+        if self.dumps.quarantine_max_bytes < 1 << 20 {
+            return invalid(
+                "dumps.quarantine_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
         if !(1..=16).contains(&self.flow.max_generations) {
             return invalid("flow.max_generations", "must be between 1 and 16");
         }
