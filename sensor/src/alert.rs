@@ -286,6 +286,34 @@ pub struct DumpDetail {
     /// Id of the dump in the tracked-file registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracked_id: Option<u32>,
+    /// core-dump through keysentry's core handler: what it did with the
+    /// core ("redacted", "quarantined", "dropped"), the file it kept, its
+    /// size, why nothing was kept, and the keys it removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handler_error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<RemovedKey>,
+}
+
+/// A key the core handler zeroed in a core: kinds, fingerprints and key
+/// files only, never bytes.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RemovedKey {
+    /// The scanner's kind (`ed25519`, `rsa`, ...), or `key bytes` for the
+    /// raw bytes of a watched key file found without its structure.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Places in the core it was zeroed at.
+    pub occurrences: u64,
 }
 
 /// RFC 3339 UTC timestamp of a wall-clock time in ns since the epoch.

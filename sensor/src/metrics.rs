@@ -31,6 +31,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub unresolved_failed_opens: IntCounter,
     pub core_dumps: IntCounterVec,
+    pub cores_handled: IntCounterVec,
     pub tracked_files: IntGauge,
     pub scans: IntCounterVec,
     pub alerts_suppressed: IntCounterVec,
@@ -145,6 +146,12 @@ impl Metrics {
             "keysentry_core_dumps_total",
             "Processes that dumped core, by whether they were protected.",
             &["protected"],
+        )?;
+        let cores_handled = counter_vec(
+            &r,
+            "keysentry_cores_handled_total",
+            "Cores of protected processes and key holders keysentry's core handler kept or dropped, by action (redacted, quarantined, dropped, unknown: no spool record).",
+            &["action"],
         )?;
         let tracked_files = IntGauge::new(
             "keysentry_tracked_files",
@@ -293,6 +300,7 @@ impl Metrics {
             build_info,
             unresolved_failed_opens,
             core_dumps,
+            cores_handled,
             tracked_files,
             scans,
             alerts_suppressed,

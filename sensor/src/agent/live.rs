@@ -317,6 +317,24 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     let mut dump_events = dump_inotify.into_event_stream([0u8; 4096])?;
 
+    // The core handler asks the kernel's PROTECTED map whether a crashed
+    // process was protected or a key holder (docs/dumps.md).
+    let _pin = match ebpf
+        .map("PROTECTED")
+        .map(crate::corehandler::pin::pin_protected)
+    {
+        Some(Ok(pin)) => Some(pin),
+        Some(Err(e)) => {
+            tracing::warn!(
+                "{e:#}: the core handler can tell key holders only by their open key files"
+            );
+            None
+        }
+        None => None,
+    };
+    if let Some(w) = crate::corehandler::check_installed(&cfg.dumps.state_dir) {
+        tracing::warn!("{w}");
+    }
     // Attached first, then the snapshot: no process falls between them.
     let protected_map = ProtectedMaps {
         tgids: BpfHashMap::try_from(ebpf.take_map("PROTECTED").context("map PROTECTED")?)?,

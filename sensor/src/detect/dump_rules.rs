@@ -66,6 +66,12 @@ impl Dumps {
             result: Some(if d.ret >= 0 { "success" } else { "failed" }),
             ..Default::default()
         };
+        if d.what == DCFG_CORE_PATTERN
+            && d.ret >= 0
+            && let Some(w) = crate::corehandler::check_installed(&policy.handler_state)
+        {
+            tracing::warn!("{w}");
+        }
         let ts = cx.wall(d.task.ts_boot_ns);
         let now_ns = d.task.ts_boot_ns;
         let alert = policy.dump_config(&actor, target.as_ref(), path, detail, &cx.host, ts);
@@ -249,12 +255,15 @@ impl Policy {
             (None, Some(h)) => format!("through {h}"),
             _ => String::new(),
         };
-        let message = format!(
+        let mut message = format!(
             "protected process {} (pid {}) dumped core on {} {whereto}",
             dumped.comm,
             dumped.pid,
             detail.signal.as_deref().unwrap_or("a signal")
         );
+        if let Some(action) = &detail.action {
+            message.push_str(&handled_message(action, &detail));
+        }
         rule_alert(Rule::CoreDump, dumped, process_target(dumped), host, ts)
             .message(message)
             .dump(detail)
@@ -303,5 +312,38 @@ impl Policy {
         } else {
             alert.verdict(Severity::Medium, 45)
         }
+    }
+}
+
+/// What keysentry's core handler did, for a core-dump alert's message.
+fn handled_message(action: &str, d: &DumpDetail) -> String {
+    let keys: Vec<String> = d
+        .removed
+        .iter()
+        .map(|k| match (&k.key_file, &k.fingerprint) {
+            (Some(f), Some(fp)) => format!("the private key of {f} ({fp})"),
+            (Some(f), None) => format!("bytes of {f}"),
+            (None, Some(fp)) => format!("a {} key ({fp})", k.kind),
+            (None, None) => format!("a {} key", k.kind),
+        })
+        .collect();
+    let kept = d
+        .stored
+        .as_deref()
+        .map(|p| format!(", kept at {p}"))
+        .unwrap_or_default();
+    match action {
+        "redacted" if keys.is_empty() => {
+            format!("; keysentry's core handler found no key in it{kept}")
+        }
+        "redacted" => format!(
+            "; keysentry's core handler removed {}{kept}",
+            keys.join(", ")
+        ),
+        "quarantined" => format!("; keysentry's core handler quarantined it unmodified{kept}"),
+        _ => match &d.handler_error {
+            Some(e) => format!("; keysentry's core handler kept nothing of it ({e})"),
+            None => "; keysentry's core handler kept nothing of it".to_string(),
+        },
     }
 }

@@ -270,6 +270,24 @@ impl Dumps {
         let pending = self.pending.iter().position(|d| {
             d.helper == Some(helper_pid) || helper_argv.iter().any(|a| *a == d.pid.to_string())
         });
+        // keysentry's own handler writes its cores and its spool records
+        // (`corehandler::store::spool`): a record is no dump, but it ties
+        // the handler to the crash even when no core was kept.
+        if helper_argv.get(1).map(String::as_str) == Some("core-handler")
+            && Path::new(&path).parent().and_then(Path::file_name) == Some("spool".as_ref())
+        {
+            self.helper_files
+                .entry(helper_pid)
+                .or_insert_with(|| HelperRec {
+                    files: Vec::new(),
+                    argv: helper_argv,
+                    exited: false,
+                });
+            if let Some(i) = pending {
+                self.pending[i].helper = Some(helper_pid);
+            }
+            return;
+        }
         let dumped = pending.map(|i| {
             let mut o = Origin::of(&self.pending[i].dumped);
             o.protected = self.pending[i].why.clone();
@@ -414,6 +432,11 @@ impl Dumps {
     ) {
         let mut detail = d.detail;
         detail.helper_pid = d.helper;
+        if let Some(h) = d.helper
+            && self.handled_by_keysentry(h)
+        {
+            handled(cx, policy, d.pid, &mut detail);
+        }
         for id in &files {
             if let Some(t) = cx.registry.get_mut(*id) {
                 if t.dumped.is_none() {
@@ -431,6 +454,15 @@ impl Dumps {
             protected.clone_from(&d.why);
         }
         cx.raise(alert, d.ts_boot_ns);
+    }
+
+    /// Whether the pipe helper `pid` is keysentry's own core handler.
+    fn handled_by_keysentry(&self, pid: u32) -> bool {
+        self.helper_files
+            .get(&pid)
+            .map(|h| &h.argv)
+            .or_else(|| self.helpers.get(&pid))
+            .is_some_and(|argv| argv.get(1).map(String::as_str) == Some("core-handler"))
     }
 
     /// The core file the kernel wrote for a protected process: registered
@@ -526,5 +558,46 @@ impl Dumps {
             self.recent_crashes.pop_front();
         }
         self.recent_crashes.push_back(Origin::of(dumped));
+    }
+}
+
+/// What keysentry's core handler did with the core of `pid` (its spool
+/// record, read once and recorded, so a replay says the same).
+fn handled(cx: &mut Context, policy: &Policy, pid: u32, detail: &mut DumpDetail) {
+    let dir = policy.handler_state.clone();
+    let rec = cx.view.value(format!("core-handler:{pid}"), || {
+        crate::corehandler::store::spooled(&dir, pid).unwrap_or(serde_json::Value::Null)
+    });
+    let text = |k: &str| rec.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    detail.action = text("action");
+    // Bounded labels: whatever a record says, one of four.
+    let action = detail
+        .action
+        .as_deref()
+        .filter(|a| matches!(*a, "redacted" | "quarantined" | "dropped"))
+        .unwrap_or("unknown");
+    cx.metrics.cores_handled.with_label_values(&[action]).inc();
+    detail.stored = text("path");
+    detail.handler_error = text("error");
+    detail.bytes = rec.get("bytes").and_then(|v| v.as_u64());
+    detail.removed = rec
+        .get("removed")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    // The handler wrote the core under a hidden name and renamed it before
+    // the kernel knew to report the rename: the tracked dump takes its
+    // final name (the file there, by inode).
+    if let Some(stored) = detail.stored.clone() {
+        let v = cx.view.value(format!("core-handler-file:{stored}"), || {
+            regular_file(Path::new(&stored))
+                .map(|m| serde_json::json!([m.dev(), m.ino()]))
+                .unwrap_or_default()
+        });
+        if let Ok((dev, ino)) = serde_json::from_value::<(u64, u64)>(v)
+            && let Some(id) = cx.registry.by_inode(kdev(dev), ino).map(|t| t.id)
+            && let Some(t) = cx.registry.get_mut(id)
+        {
+            t.path = stored;
+        }
     }
 }

@@ -61,6 +61,8 @@ pub struct Policy {
     pub key_paths: Vec<String>,
     pub key_names: Vec<String>,
     allow: Vec<AllowRule>,
+    /// `[dumps] state_dir`: the core handler's spool.
+    pub handler_state: std::path::PathBuf,
 }
 
 impl Policy {
@@ -90,6 +92,7 @@ impl Policy {
             key_paths,
             key_names,
             allow,
+            handler_state: cfg.dumps.state_dir.clone(),
         }
     }
 
