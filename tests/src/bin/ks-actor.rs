@@ -19,6 +19,13 @@
 //!   victim-key PATH           read PATH (a key) into memory, then victim
 //!   victim-handler SIG        handle signal SIG (a no-op handler), then victim
 //!   key-then-exec PATH        read PATH (a key), then exec itself as victim
+//!   hold-keys-crash PATH...   load each PATH (a PEM private key) as a TLS
+//!                             library does: its PEM text, its DER and its raw
+//!                             private values (an Ed25519 seed; RSA d, p, q,
+//!                             dp, dq, qinv in 64-bit little-endian limbs);
+//!                             raise RLIMIT_CORE, then crash with a real
+//!                             SIGSEGV (a store through a null pointer) in
+//!                             `crash_holding_keys`
 //!   victim-threads            start a second thread that waits, then victim,
 //!                             printing "ADDR LEN FD TID" (TID: that thread's id)
 //!   ptrace-peek PID ADDR      PTRACE_ATTACH, PEEKDATA, DETACH
@@ -219,6 +226,23 @@ fn main() {
             let argv = [me.as_ptr(), arg.as_ptr(), std::ptr::null()];
             unsafe { libc::execv(me.as_ptr(), argv.as_ptr()) };
             exit(1)
+        }
+        ["hold-keys-crash", paths @ ..] if !paths.is_empty() => {
+            let mut held: Vec<Vec<u8>> = Vec::new();
+            for path in paths {
+                let text = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+                held.extend(load_key(&text));
+                held.push(text);
+            }
+            let lim = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            check(
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lim) },
+                "setrlimit",
+            );
+            crash_holding_keys(std::hint::black_box(&held))
         }
         ["victim-handler", sig] => {
             // A daemon that handles a dump signal itself (nginx's SIGQUIT:
@@ -1351,4 +1375,51 @@ fn taint_fill(path: &str, n: usize) {
     for k in kids {
         unsafe { libc::waitpid(k, std::ptr::null_mut(), 0) };
     }
+}
+
+/// A PEM private key as a crypto library holds it once loaded: the DER,
+/// and the raw private values in the form its arithmetic uses.
+fn load_key(text: &[u8]) -> Vec<Vec<u8>> {
+    use pkcs8::der::Decode;
+    let pem = pem::parse(text).expect("a PEM key");
+    let der = pem.contents().to_vec();
+    let info = pkcs8::PrivateKeyInfo::from_der(&der).expect("a PKCS#8 key");
+    let mut out = vec![der.clone()];
+    if let Ok(k) = pkcs1::RsaPrivateKey::from_der(info.private_key) {
+        for v in [
+            k.private_exponent,
+            k.prime1,
+            k.prime2,
+            k.exponent1,
+            k.exponent2,
+            k.coefficient,
+        ] {
+            // Big-endian bytes to 64-bit limbs, least significant first.
+            let be = v.as_bytes();
+            let mut limbs: Vec<u64> = be
+                .rchunks(8)
+                .map(|c| c.iter().fold(0u64, |a, &b| a << 8 | b as u64))
+                .collect();
+            limbs.push(0);
+            out.push(limbs.iter().flat_map(|l| l.to_le_bytes()).collect());
+        }
+    } else if let Ok(seed) = pkcs8::der::asn1::OctetStringRef::from_der(info.private_key) {
+        out.push(seed.as_bytes().to_vec());
+    }
+    out
+}
+
+/// Crashes with a real SIGSEGV (a store through a null pointer) while
+/// `held` is live.
+#[inline(never)]
+fn crash_holding_keys(held: &[Vec<u8>]) -> ! {
+    std::hint::black_box(held);
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        std::ptr::write_volatile(
+            std::hint::black_box(std::ptr::null_mut::<u64>()),
+            held.len() as u64,
+        );
+    }
+    exit(1)
 }
