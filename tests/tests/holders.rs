@@ -297,3 +297,56 @@ fn an_exec_ends_a_key_holder_in_the_kernel() {
     drop(execd.stdin.take());
     let _ = execd.wait();
 }
+
+/// A sensor that restarts (an upgrade, its watchdog) keeps the key holders
+/// of the run before (the same processes, by start time), and a process
+/// that has a key file open when it starts is one too.
+#[test]
+fn key_holders_from_before_a_start_stay_key_holders() {
+    let l = lab();
+    let key = l.root.join("keys/holder.key");
+    std::fs::write(&key, b"not a real key, a watched file").unwrap();
+    let _pattern = CorePattern::set(&format!("{}/core.%p", l.root.display()));
+    let state = l.root.join("state");
+    let body = format!(
+        "[[key_path]]\npath = \"{}\"\n\n[dumps]\nstate_dir = \"{}\"\n",
+        l.root.join("keys").display(),
+        state.display()
+    );
+    // Opened before any sensor runs, and kept open.
+    let (mut early, ep) = spawn_args(&actor_bin(), &["victim-key-open", key.to_str().unwrap()]);
+    let mut s = Sensor::start(&l.root, &body);
+    // Read under the first run, then closed (nginx loading its TLS key).
+    let (mut late, lp) = spawn_args(&actor_bin(), &["victim-key", key.to_str().unwrap()]);
+    let (mut plain, pp) = spawn_args(&actor_bin(), &["victim"]);
+    let alerts = s.alerts_until_marker(&l.marker);
+    assert_eq!(by_pid(&alerts, "key-file-open", lp).len(), 1, "{alerts:#?}");
+    assert!(s.stop().success());
+
+    let mut s = Sensor::start(&l.root, &body);
+    for pid in [ep, lp, pp] {
+        let (_, st) = actor(&["signal", &pid.to_string(), "11"], None, None);
+        assert!(st.success());
+    }
+    for c in [&mut early, &mut late, &mut plain] {
+        assert!(c.wait().unwrap().core_dumped());
+    }
+    let alerts = s.alerts_until(|a| a["rule"] == "core-dump" && a["target"]["pid"] == lp);
+    let alerts = [alerts, s.alerts_until_marker(&l.marker)].concat();
+    let holds = format!("holds {}", key.display());
+    for pid in [ep, lp] {
+        let dumps = about_pid(&alerts, "core-dump", pid);
+        assert_eq!(dumps.len(), 1, "{pid}: {alerts:#?}");
+        assert_eq!(
+            dumps[0]["target"]["protected"],
+            holds.as_str(),
+            "{:#}",
+            dumps[0]
+        );
+        assert_eq!(dumps[0]["severity"], "critical", "{:#}", dumps[0]);
+    }
+    assert!(
+        !alerts.iter().any(|a| a["target"]["pid"] == pp),
+        "the plain process: {alerts:#?}"
+    );
+}

@@ -375,6 +375,20 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         .protector
         .initial(&pipe.cx.procs, std::process::id());
     pipe.apply(&initial);
+    // Key holders whose key open came before this run.
+    let before = crate::enrich::holders_at_start::find(
+        &pipe.cx.procs,
+        &pipe.cx.watcher,
+        &cfg.dumps.state_dir,
+    );
+    let held: Vec<_> = before
+        .iter()
+        .filter_map(|(pid, path)| pipe.cx.protector.on_key_open(*pid, path))
+        .collect();
+    if !held.is_empty() {
+        tracing::info!("{} key holders from before this start", held.len());
+    }
+    pipe.apply(&held);
     if let Some((path, text)) = &opts.record {
         pipe.record_to(path, text.clone())?;
         tracing::info!("recording events to {}", path.display());
@@ -493,6 +507,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     kfolds.update_counters(&metrics);
     watchdog.stopping();
     pipe.finish();
+    // The next start takes them over (`holders_at_start`).
+    if let Err(e) =
+        crate::enrich::holders_at_start::save(&cfg.dumps.state_dir, &pipe.cx.protector.holders())
+    {
+        tracing::warn!("saving the key holders: {e:#}");
+    }
     tracing::info!("stopping: detaching probes");
     drop(ebpf);
     // Alerts still queued are written before exit (bounded: a stuck output

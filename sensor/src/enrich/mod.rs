@@ -11,6 +11,7 @@ pub mod devnum;
 pub mod exeid;
 pub mod facts;
 pub mod handle;
+pub mod holders_at_start;
 pub mod keybook;
 pub mod proctab;
 pub mod protect;

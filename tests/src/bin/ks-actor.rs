@@ -17,6 +17,7 @@
 //!                             crash with SIGSEGV
 //!                             (the dump releases them as the dumper exits)
 //!   victim-key PATH           read PATH (a key) into memory, then victim
+//!   victim-key-open PATH      open PATH (a key) and keep it open, then victim
 //!   victim-handler SIG        handle signal SIG (a no-op handler), then victim
 //!   key-then-exec PATH        read PATH (a key), then exec itself as victim
 //!   hold-keys-crash PATH...   load each PATH (a PEM private key) as a TLS
@@ -216,6 +217,12 @@ fn main() {
             victim_with(None, Some(tid))
         }
         ["victim-key", path] => victim(Some(path)),
+        ["victim-key-open", path] => {
+            // A daemon that keeps its key file open (ssh-agent-style).
+            let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+            victim(None);
+            drop(f)
+        }
         ["key-then-exec", path] => {
             // Reads a key (a key holder), then execs itself as a plain
             // victim: the new image holds no key.
