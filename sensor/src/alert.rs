@@ -266,9 +266,14 @@ pub struct DumpDetail {
     /// "handled" (its own handler: nginx's graceful SIGQUIT), "ignored".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disposition: Option<&'static str>,
-    /// core-dump: the core_pattern in force.
+    /// core-dump: the core_pattern in force; dump-config-change of
+    /// core_pattern: the pattern after the change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub core_pattern: Option<String>,
+    /// dump-config-change of core_pattern: the new pattern runs this
+    /// keysentry's own core handler (docs/dumps.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_handler: Option<bool>,
     /// core-dump to a file: the file the kernel wrote.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,

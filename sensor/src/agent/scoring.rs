@@ -59,6 +59,11 @@ impl Pipeline {
                 .dump
                 .as_ref()
                 .is_some_and(|d| matches!(d.disposition, Some("handled") | Some("ignored"))),
+            keysentry_handler: alert.rule == Rule::DumpConfigChange.name()
+                && alert
+                    .dump
+                    .as_ref()
+                    .is_some_and(|d| d.own_handler == Some(true)),
             holder_own_setting: alert.rule == Rule::DumpConfigChange.name()
                 && matches!(&alert.target, Target::Process { pid, .. }
                     if *pid == alert.process.pid && self.cx.protector.is_holder(*pid)),

@@ -571,6 +571,27 @@ pub fn check_installed(state_dir: &Path) -> Option<String> {
     })
 }
 
+/// Whether `pattern` runs this very keysentry executable (the same file,
+/// by device and inode) as the core handler.
+pub fn is_own_handler(pattern: &str) -> bool {
+    if !pattern::is_handler(pattern) {
+        return false;
+    }
+    let Some(helper) = pattern
+        .strip_prefix('|')
+        .and_then(|c| c.split_ascii_whitespace().next())
+    else {
+        return false;
+    };
+    match (
+        std::fs::metadata(helper),
+        std::fs::metadata("/proc/self/exe"),
+    ) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 fn read_pattern() -> Result<String> {
     let s = std::fs::read_to_string(pattern::CORE_PATTERN).context("read core_pattern")?;
     Ok(s.trim_end_matches('\n').to_string())
@@ -593,4 +614,23 @@ fn write_state(state_dir: &Path, st: &State) -> Result<()> {
     f.write_all(serde_json::to_string_pretty(st)?.as_bytes())?;
     f.sync_all()?;
     store::rename_in(&dir, &tmp, pattern::STATE_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_executable_is_its_own_handler() {
+        let me = std::fs::canonicalize("/proc/self/exe").unwrap();
+        assert!(is_own_handler(&format!(
+            "|{} core-handler %P",
+            me.display()
+        )));
+        // Another program with the same arguments, or keysentry not as the
+        // handler, is not.
+        assert!(!is_own_handler("|/bin/true core-handler %P"));
+        assert!(!is_own_handler(&format!("|{} %P", me.display())));
+        assert!(!is_own_handler("core"));
+    }
 }

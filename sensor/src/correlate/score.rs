@@ -56,6 +56,9 @@ pub struct Weights {
     /// (nginx workers and sudo make themselves dumpable again after
     /// changing uid).
     pub holder_own_setting: i32,
+    /// `dump-config-change` that set core_pattern to keysentry's own core
+    /// handler (this binary: `keysentry install-core-handler`).
+    pub keysentry_handler: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -92,6 +95,7 @@ impl Default for Weights {
             allow_bypass: 10,
             signal_handled: -50,
             holder_own_setting: -60,
+            keysentry_handler: -60,
         }
     }
 }
@@ -225,6 +229,7 @@ pub struct Context {
     pub allow_bypass: bool,
     pub signal_handled: bool,
     pub holder_own_setting: bool,
+    pub keysentry_handler: bool,
 }
 
 impl Context {
@@ -244,6 +249,7 @@ impl Context {
             (self.allow_bypass, "allow_bypass"),
             (self.signal_handled, "signal_handled"),
             (self.holder_own_setting, "holder_own_setting"),
+            (self.keysentry_handler, "keysentry_handler"),
         ];
         for (on, name) in flags {
             if on {
@@ -294,6 +300,7 @@ fn weights(cfg: &ScoringConfig, ctx: &Context) -> i32 {
     add(ctx.allow_bypass, w.allow_bypass, &mut s);
     add(ctx.signal_handled, w.signal_handled, &mut s);
     add(ctx.holder_own_setting, w.holder_own_setting, &mut s);
+    add(ctx.keysentry_handler, w.keysentry_handler, &mut s);
     s
 }
 

@@ -60,12 +60,24 @@ impl Dumps {
         } else {
             None
         };
-        let detail = DumpDetail {
+        let mut detail = DumpDetail {
             setting: Some(setting),
             value: matches!(d.what, DCFG_SET_DUMPABLE | DCFG_RLIMIT_CORE).then_some(d.value),
             result: Some(if d.ret >= 0 { "success" } else { "failed" }),
             ..Default::default()
         };
+        if d.what == DCFG_CORE_PATTERN && d.ret >= 0 {
+            let (pattern, _) = cx.view.core_pattern();
+            let own = cx
+                .view
+                .value(format!("own-handler:{pattern}"), || {
+                    crate::corehandler::is_own_handler(&pattern).into()
+                })
+                .as_bool()
+                .unwrap_or(false);
+            detail.own_handler = own.then_some(true);
+            detail.core_pattern = Some(pattern);
+        }
         if d.what == DCFG_CORE_PATTERN
             && d.ret >= 0
             && let Some(w) = crate::corehandler::check_installed(&policy.handler_state)
@@ -288,8 +300,13 @@ impl Policy {
             Some(t) => format!(" of protected process {} (pid {})", t.comm, t.pid),
             None => String::new(),
         };
+        let what = if detail.own_handler == Some(true) {
+            "keysentry's core handler installed"
+        } else {
+            "core dumps enabled or redirected"
+        };
         let message = format!(
-            "{} (pid {}, uid {}) {} {setting}{on}: core dumps enabled or redirected",
+            "{} (pid {}, uid {}) {} {setting}{on}: {what}",
             actor.comm,
             actor.pid,
             actor.uid,

@@ -235,6 +235,22 @@ impl Dumps {
         }
     }
 
+    /// Whether `p` is keysentry's own core handler, started by the kernel
+    /// for a crash (a usermode helper: a child of kthreadd, running the
+    /// program core_pattern names, as `core-handler`). It reads the watched
+    /// key files to redact a key holder's core (docs/dumps.md): no alert.
+    pub(crate) fn is_core_handler(cx: &mut Context, p: &ProcInfo) -> bool {
+        if p.ppid != 2 || p.argv.get(1).map(String::as_str) != Some("core-handler") {
+            return false;
+        }
+        let (pattern, _) = cx.view.core_pattern();
+        crate::corehandler::pattern::is_handler(&pattern)
+            && pattern
+                .strip_prefix('|')
+                .and_then(|c| c.split_whitespace().next())
+                .is_some_and(|helper| *p.exe == *helper)
+    }
+
     /// The pipe helper behind `p` (itself or an ancestor).
     pub(crate) fn helper_of(
         &self,

@@ -18,6 +18,9 @@ use crate::{
 /// noted in the registry, then judged by the policy.
 pub(crate) fn key_open(cx: &mut Context, policy: &Policy, rec: &OpenRecord) {
     let actor = cx.procs.resolve(&rec.task);
+    if crate::detect::dumps::Dumps::is_core_handler(cx, &actor) {
+        return;
+    }
     let (path, dev, ino, watch_id) = if rec.failed {
         match resolve_failed(cx, rec) {
             Some(r) => r,
