@@ -171,30 +171,11 @@ fn by_config(pid: u32, cfg: &Config) -> Option<String> {
 /// The watched key files: each `[[key_path]]` file, and the files of each
 /// `[[key_path]]` directory (not below), by (dev, inode).
 fn key_files(cfg: &Config) -> Vec<((u64, u64), PathBuf)> {
-    let mut out = Vec::new();
-    for k in &cfg.key_path {
-        let Ok(md) = std::fs::symlink_metadata(&k.path) else {
-            continue;
-        };
-        if md.is_file() {
-            out.push(((md.dev(), md.ino()), k.path.clone()));
-        } else if md.is_dir()
-            && let Ok(rd) = std::fs::read_dir(&k.path)
-        {
-            for e in rd.flatten() {
-                if let Ok(m) = std::fs::symlink_metadata(e.path())
-                    && m.is_file()
-                {
-                    out.push(((m.dev(), m.ino()), e.path()));
-                }
-            }
-        }
-        if out.len() >= MAX_KEY_FILES {
-            out.truncate(MAX_KEY_FILES);
-            break;
-        }
-    }
-    out
+    let paths = cfg.key_path.iter().map(|k| k.path.clone());
+    crate::enrich::keybook::files_of(paths, MAX_KEY_FILES)
+        .into_iter()
+        .map(|(p, md)| ((md.dev(), md.ino()), p))
+        .collect()
 }
 
 /// An ordinary process's core: where the previous pattern sends it.
@@ -218,7 +199,7 @@ fn pass_on(previous: &str, v: &Values) -> Result<()> {
 /// most RLIMIT_CORE bytes.
 fn to_file(name: &str, v: &Values) -> Result<()> {
     let limit = v.num('c').unwrap_or(u64::MAX);
-    if limit == 0 {
+    if limit == 0 || name.is_empty() {
         return Ok(());
     }
     let pid = v.get('P');
@@ -608,12 +589,11 @@ fn write_pattern(p: &str) -> Result<()> {
 
 fn write_state(state_dir: &Path, st: &State) -> Result<()> {
     let dir = store::root_dir(state_dir, false)?;
-    let tmp = format!(".{}.tmp", pattern::STATE_FILE);
-    store::unlink_in(&dir, &tmp);
-    let mut f = store::create_in(&dir, &tmp)?;
-    f.write_all(serde_json::to_string_pretty(st)?.as_bytes())?;
-    f.sync_all()?;
-    store::rename_in(&dir, &tmp, pattern::STATE_FILE)
+    store::write_new(
+        &dir,
+        pattern::STATE_FILE,
+        serde_json::to_string_pretty(st)?.as_bytes(),
+    )
 }
 
 #[cfg(test)]

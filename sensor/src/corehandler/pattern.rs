@@ -69,6 +69,11 @@ impl Values {
         Ok(Values(specs.chars().zip(args.iter().cloned()).collect()))
     }
 
+    /// Values given directly (`keysentry run`'s own expansion).
+    pub fn of(pairs: impl IntoIterator<Item = (char, String)>) -> Values {
+        Values(pairs.into_iter().collect())
+    }
+
     pub fn get(&self, spec: char) -> &str {
         self.0.get(&spec).map(String::as_str).unwrap_or("")
     }
@@ -119,11 +124,11 @@ pub fn destination(previous: &str, v: &Values, uses_pid: bool) -> Result<Destina
         }
         return Ok(Destination::Pipe(argv));
     }
-    let template = if previous.is_empty() {
-        "core"
-    } else {
-        previous
-    };
+    // An empty pattern names no file: the kernel writes nothing.
+    if previous.is_empty() {
+        return Ok(Destination::File(String::new()));
+    }
+    let template = previous;
     let mut name = v.expand(template);
     if uses_pid && !has_spec(template, 'p') {
         name.push('.');
@@ -267,8 +272,8 @@ mod tests {
             Destination::File("core.7".into())
         );
         assert_eq!(
-            destination("", &v, false).unwrap(),
-            Destination::File("core".into())
+            destination("", &v, true).unwrap(),
+            Destination::File("".into())
         );
         assert_eq!(
             destination("/var/crash/core.%e.%p.%%", &v, true).unwrap(),

@@ -114,6 +114,17 @@ pub fn create_in(dir: &OwnedFd, name: &str) -> Result<File> {
     Ok(File::from(fd))
 }
 
+/// Writes `bytes` as `name` in `dir` whole or not at all: a hidden
+/// temporary file (0600) synced and renamed over `name`.
+pub fn write_new(dir: &OwnedFd, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = format!(".{name}.tmp");
+    unlink_in(dir, &tmp);
+    let mut f = create_in(dir, &tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    rename_in(dir, &tmp, name)
+}
+
 pub fn rename_in(dir: &OwnedFd, from: &str, to: &str) -> Result<()> {
     let (f, t) = (cstr(Path::new(from))?, cstr(Path::new(to))?);
     let d = dir.as_raw_fd();
@@ -313,12 +324,7 @@ pub fn spool(
     let path = spool_dir(state_dir);
     let dir = root_dir(&path, true)?;
     let name = format!("{}.{}.json", name_part(pid), name_part(time));
-    let tmp = format!(".{name}.tmp");
-    unlink_in(&dir, &tmp);
-    let mut f = create_in(&dir, &tmp)?;
-    f.write_all(serde_json::to_string(record)?.as_bytes())?;
-    f.sync_all()?;
-    rename_in(&dir, &tmp, &name)?;
+    write_new(&dir, &name, serde_json::to_string(record)?.as_bytes())?;
     if let Ok(rd) = std::fs::read_dir(&path) {
         let mut names: Vec<(i64, String)> = rd
             .flatten()

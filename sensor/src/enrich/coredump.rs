@@ -4,7 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::enrich::proctab::ProcInfo;
+use crate::{
+    corehandler::pattern::{Destination, Values, destination},
+    enrich::proctab::ProcInfo,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DumpTarget {
@@ -23,65 +26,50 @@ pub struct DumpCtx<'a> {
     pub cwd: Option<&'a Path>,
 }
 
-fn expand(pattern: &str, c: &DumpCtx<'_>) -> (String, bool) {
-    let mut out = String::new();
-    let mut has_pid = false;
-    let mut chars = pattern.chars();
-    while let Some(ch) = chars.next() {
-        if ch != '%' {
-            out.push(ch);
-            continue;
-        }
-        match chars.next() {
-            Some('%') => out.push('%'),
-            Some('p') | Some('P') => {
-                has_pid = true;
-                out.push_str(&c.proc.pid.to_string())
-            }
-            Some('i') | Some('I') => out.push_str(&c.tid.to_string()),
-            Some('u') => out.push_str(&c.proc.uid.to_string()),
-            Some('s') => out.push_str(&c.sig.to_string()),
-            Some('t') => out.push_str(&c.time_s.to_string()),
-            Some('h') => out.push_str(c.host),
-            Some('e') => out.push_str(&c.proc.comm),
-            Some('E') => out.push_str(&c.proc.exe.replace('/', "!")),
-            Some('f') => out.push_str(
-                Path::new(&*c.proc.exe)
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-                    .as_str(),
-            ),
-            // %g (gid), %c (core limit), %d (dump mode), %C (cgroup): not
-            // known here.
-            Some(_) | None => {}
-        }
-    }
-    (out, has_pid)
+/// The values the kernel would give each specifier, as far as keysentry
+/// knows them (not %g, %c, %d, %C, %F; %p and %i are taken as the host's
+/// ids).
+fn values(c: &DumpCtx<'_>) -> Values {
+    let pid = c.proc.pid.to_string();
+    let tid = c.tid.to_string();
+    let file = Path::new(&*c.proc.exe)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Values::of([
+        ('p', pid.clone()),
+        ('P', pid),
+        ('i', tid.clone()),
+        ('I', tid),
+        ('u', c.proc.uid.to_string()),
+        ('s', c.sig.to_string()),
+        ('t', c.time_s.to_string()),
+        ('h', c.host.to_string()),
+        ('e', c.proc.comm.clone()),
+        ('E', c.proc.exe.replace('/', "!")),
+        ('f', file),
+    ])
 }
 
-/// The dump's destination for `pattern` (the content of core_pattern).
+/// The dump's destination for `pattern` (the content of core_pattern),
+/// expanded as the kernel would (`corehandler::pattern::destination`).
 pub fn target(pattern: &str, uses_pid: bool, c: &DumpCtx<'_>) -> DumpTarget {
     let pattern = pattern.trim_end_matches('\n');
-    if let Some(pipe) = pattern.strip_prefix('|') {
-        return DumpTarget::Pipe(
-            pipe.split_whitespace()
-                .map(|a| expand(a, c).0)
-                .filter(|a| !a.is_empty())
-                .collect(),
-        );
+    match destination(pattern, &values(c), uses_pid) {
+        // Arguments keysentry cannot know are left out.
+        Ok(Destination::Pipe(argv)) => {
+            DumpTarget::Pipe(argv.into_iter().filter(|a| !a.is_empty()).collect())
+        }
+        Ok(Destination::File(name)) => {
+            let path = PathBuf::from(name);
+            DumpTarget::File(if path.is_absolute() {
+                path
+            } else {
+                c.cwd.map(|d| d.join(&path)).unwrap_or(path)
+            })
+        }
+        Err(_) => DumpTarget::Pipe(Vec::new()),
     }
-    let (mut path, has_pid) = expand(pattern, c);
-    if uses_pid && !has_pid {
-        path.push_str(&format!(".{}", c.proc.pid));
-    }
-    let path = PathBuf::from(path);
-    let path = if path.is_absolute() {
-        path
-    } else {
-        c.cwd.map(|d| d.join(&path)).unwrap_or(path)
-    };
-    DumpTarget::File(path)
 }
 
 /// The running kernel's core_pattern and core_uses_pid.

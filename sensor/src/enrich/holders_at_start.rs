@@ -53,11 +53,11 @@ pub fn save(state_dir: &Path, holders: &[(u32, String)]) -> anyhow::Result<()> {
         })
         .collect();
     let dir = store::root_dir(state_dir, false)?;
-    let tmp = format!(".{HOLDERS_FILE}.tmp");
-    store::unlink_in(&dir, &tmp);
-    let mut f = store::create_in(&dir, &tmp)?;
-    std::io::Write::write_all(&mut f, serde_json::to_string(&saved)?.as_bytes())?;
-    store::rename_in(&dir, &tmp, HOLDERS_FILE)
+    store::write_new(
+        &dir,
+        HOLDERS_FILE,
+        serde_json::to_string(&saved)?.as_bytes(),
+    )
 }
 
 /// The holders at start: (pid, key file), each once.

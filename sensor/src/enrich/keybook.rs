@@ -105,15 +105,29 @@ impl KeyBook {
 /// symlink), `START_FILES` at most, as (path, kernel dev, inode).
 pub fn start_files(watcher: &crate::enrich::watch::Watcher) -> Vec<(PathBuf, u32, u64)> {
     use std::os::unix::fs::MetadataExt;
+    let entries = watcher.entries().map(|(_, w)| w.path.clone());
+    files_of(entries, START_FILES)
+        .into_iter()
+        .map(|(p, md)| (p, crate::enrich::devnum::kdev(md.dev()), md.ino()))
+        .collect()
+}
+
+/// The regular files among `paths` and directly in those that are
+/// directories (not below, never through a symlink), in path order, at
+/// most `max`.
+pub fn files_of(
+    paths: impl IntoIterator<Item = PathBuf>,
+    max: usize,
+) -> Vec<(PathBuf, std::fs::Metadata)> {
     let mut out = Vec::new();
-    let mut add = |p: PathBuf, md: &std::fs::Metadata| {
-        if out.len() < START_FILES && md.file_type().is_file() {
-            out.push((p, crate::enrich::devnum::kdev(md.dev()), md.ino()));
+    let mut add = |p: PathBuf, md: std::fs::Metadata| {
+        if out.len() < max && md.file_type().is_file() {
+            out.push((p, md));
         }
     };
-    let mut entries: Vec<_> = watcher.entries().map(|(_, w)| w.path.clone()).collect();
-    entries.sort();
-    for path in entries {
+    let mut paths: Vec<PathBuf> = paths.into_iter().collect();
+    paths.sort();
+    for path in paths {
         let Ok(md) = std::fs::symlink_metadata(&path) else {
             continue;
         };
@@ -125,11 +139,11 @@ pub fn start_files(watcher: &crate::enrich::watch::Watcher) -> Vec<(PathBuf, u32
             files.sort();
             for f in files {
                 if let Ok(m) = std::fs::symlink_metadata(&f) {
-                    add(f, &m);
+                    add(f, m);
                 }
             }
         } else {
-            add(path, &md);
+            add(path, md);
         }
     }
     out
