@@ -207,20 +207,38 @@ fn to_file(name: &str, v: &Values) -> Result<()> {
         Some(rel) => (format!("/proc/{pid}/root"), rel, true),
         None => (format!("/proc/{pid}/cwd"), name, false),
     };
-    let dir = File::open(&base).with_context(|| format!("open {base}"))?;
     // A dump of a process that is not dumpable (suid_dumpable = 2) is
-    // root's; any other is its user's, with its user's permissions.
-    let (uid, gid) = match v.num('d') {
-        Some(2) => (0, 0),
-        _ => (
+    // root's, and the kernel writes it only to an absolute path; any other
+    // is its user's, with its user's permissions (groups included).
+    let suid_safe = v.num('d') == Some(2);
+    if suid_safe && !in_root {
+        bail!("suid_dumpable = 2 needs an absolute pattern: the kernel writes nothing to {name}");
+    }
+    let dir = File::open(&base).with_context(|| format!("open {base}"))?;
+    if !suid_safe {
+        let groups: Vec<libc::gid_t> = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (uid, gid) = (
             v.num('u').unwrap_or(0) as u32,
             v.num('g').unwrap_or(0) as u32,
-        ),
-    };
-    // SAFETY: setfsuid/setfsgid only change this thread's fs ids.
-    unsafe {
-        libc::setfsgid(gid);
-        libc::setfsuid(uid);
+        );
+        // SAFETY: setgroups with a valid array; setfsuid/setfsgid only
+        // change this process's file-system ids.
+        unsafe {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                bail!("setgroups: {}", std::io::Error::last_os_error());
+            }
+            libc::setfsgid(gid);
+            libc::setfsuid(uid);
+        }
     }
     let c = CString::new(rel.as_bytes())?;
     use std::os::fd::{AsRawFd, FromRawFd};
@@ -273,7 +291,7 @@ fn keep(cfg: &Config, v: &Values, why: &str, deadline: Instant) -> Value {
     let stdin = std::io::stdin().lock();
     let outcome = match cfg.dumps.key_holder_policy {
         KeyHolderPolicy::Drop => {
-            let (bytes, _) = store::drain(stdin, u64::MAX);
+            let (bytes, _) = store::drain(Timed { r: stdin, deadline }, u64::MAX);
             Ok(json!({"action": "dropped", "bytes": bytes}))
         }
         policy => quarantine(cfg, v, policy, stdin, deadline),

@@ -112,13 +112,14 @@ fn collect(text: &[u8], out: &mut Out) {
     }
 }
 
-/// The PEM text: each armoured block whole and each body line.
+/// The PEM text of each private-key block (not a certificate beside it):
+/// the block whole and each body line.
 fn armour(s: &str, out: &mut Out) {
     let mut block = String::new();
     let mut inside = false;
     for line in s.lines() {
         let line = line.trim_end_matches('\r');
-        if line.starts_with("-----BEGIN ") {
+        if line.starts_with("-----BEGIN ") && line.contains("PRIVATE KEY") {
             inside = true;
             block.clear();
         }
@@ -236,6 +237,22 @@ mod tests {
                 .starts_with("SHA256:")
         );
         assert!(s.patterns.iter().all(|p| p.bytes.len() >= MIN_PATTERN));
+    }
+
+    #[test]
+    fn a_certificate_beside_the_key_is_no_secret() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUAAAAAAAAAAAAAAAAAAAAAAAAAAAwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n";
+        let mut s = Secrets::default();
+        s.add_file(
+            Path::new("/k/bundle.pem"),
+            format!("{cert}{ED25519}").as_bytes(),
+        );
+        assert!(
+            !s.patterns
+                .iter()
+                .any(|p| p.bytes.windows(8).any(|w| w == b"MIIBszCC"))
+        );
+        assert!(s.patterns.iter().any(|p| *p.bytes == *ED25519.as_bytes()));
     }
 
     #[test]
