@@ -397,6 +397,71 @@ mod tests {
     }
 
     #[test]
+    fn the_quarantine_removes_its_oldest_cores_down_to_the_cap() {
+        if !nix::unistd::Uid::effective().is_root() {
+            println!("SKIPPED: the quarantine must be root's; run as root");
+            return;
+        }
+        let base = tempfile_dir().join("q-evict");
+        let _ = std::fs::remove_dir_all(&base);
+        let dir = root_dir(&base, true).unwrap();
+        let now = std::time::SystemTime::now();
+        for (i, name) in ["old", "mid", "new"].iter().enumerate() {
+            let f = create_in(&dir, name).unwrap();
+            f.set_len(1000).unwrap();
+            f.set_modified(now - std::time::Duration::from_secs(100 - i as u64 * 10))
+                .unwrap();
+        }
+        // The oldest go first; the core being written stays, whatever its age.
+        let removed = evict(&dir, &base, 2000, "old");
+        assert_eq!(removed, vec!["mid".to_string()]);
+        assert!(base.join("old").exists() && base.join("new").exists());
+        assert!(evict(&dir, &base, 2000, "new").is_empty());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn a_quarantine_open_to_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::Uid::effective().is_root() {
+            println!("SKIPPED: the quarantine must be root's; run as root");
+            return;
+        }
+        let base = tempfile_dir().join("q-open");
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = root_dir(&base, true).unwrap_err().to_string();
+        assert!(e.contains("mode 0700"), "{e}");
+        let link = tempfile_dir().join("q-link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&base, &link).unwrap();
+        assert!(
+            root_dir(&link, false).is_err(),
+            "a symlink is never followed"
+        );
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn reading_past_the_cap_fails_and_says_so() {
+        let data = vec![1u8; 5000];
+        let mut t = Tee {
+            r: &data[..],
+            out: None,
+            bytes: 0,
+            cap: 4096,
+            over: false,
+        };
+        let mut sink = std::io::sink();
+        assert!(std::io::copy(&mut t, &mut sink).is_err());
+        assert!(t.over);
+        let (n, over) = drain(&data[..], 10_000);
+        assert_eq!((n, over), (5000, false));
+    }
+
+    #[test]
     fn name_parts_are_safe() {
         assert_eq!(name_part("a/b c"), "a_b_c");
         assert_eq!(name_part(""), "_");
