@@ -21,7 +21,6 @@
 pub mod agent;
 pub mod alert;
 pub mod config;
-pub mod corehandler;
 pub mod correlate;
 pub mod detect;
 pub mod enrich;

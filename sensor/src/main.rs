@@ -178,16 +178,16 @@ fn main() -> ExitCode {
     // start with '-'), never parsed as options.
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).map(String::as_str) == Some("core-handler") {
-        return ExitCode::from(sensor::corehandler::main(&argv[2..]) as u8);
+        return ExitCode::from(sensor::agent::corehandler::main(&argv[2..]) as u8);
     }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::CoreHandler { .. } => unreachable!("handled above"),
         Cmd::InstallCoreHandler { config } => {
-            report(sensor::corehandler::install(config.as_deref()))
+            report(sensor::agent::corehandler::install(config.as_deref()))
         }
         Cmd::UninstallCoreHandler { config } => {
-            report(sensor::corehandler::uninstall(config.as_deref()))
+            report(sensor::agent::corehandler::uninstall(config.as_deref()))
         }
         Cmd::Scan { files } => scan(&files),
         Cmd::DefaultConfig => {

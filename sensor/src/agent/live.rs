@@ -319,10 +319,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
 
     // The core handler asks the kernel's PROTECTED map whether a crashed
     // process was protected or a key holder (docs/dumps.md).
-    let _pin = match ebpf
-        .map("PROTECTED")
-        .map(crate::corehandler::pin::pin_protected)
-    {
+    let _pin = match ebpf.map("PROTECTED").map(crate::kernel::pin::pin_protected) {
         Some(Ok(pin)) => Some(pin),
         Some(Err(e)) => {
             tracing::warn!(
@@ -332,7 +329,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         }
         None => None,
     };
-    if let Some(w) = crate::corehandler::check_installed(&cfg.dumps.state_dir) {
+    if let Some(w) = crate::enrich::corepattern::check_installed(&cfg.dumps.state_dir) {
         tracing::warn!("{w}");
     }
     // Attached first, then the snapshot: no process falls between them.

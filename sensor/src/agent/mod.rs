@@ -9,6 +9,7 @@
 //! `probes_report` is `keysentry probes`; `scoring` gives an alert its
 //! score from the pipeline's context.
 
+pub mod corehandler;
 pub mod folds;
 pub mod lanes;
 pub mod live;

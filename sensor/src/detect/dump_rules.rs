@@ -71,7 +71,7 @@ impl Dumps {
             let own = cx
                 .view
                 .value(format!("own-handler:{pattern}"), || {
-                    crate::corehandler::is_own_handler(&pattern).into()
+                    crate::enrich::corepattern::is_own_handler(&pattern).into()
                 })
                 .as_bool()
                 .unwrap_or(false);
@@ -80,7 +80,7 @@ impl Dumps {
         }
         if d.what == DCFG_CORE_PATTERN
             && d.ret >= 0
-            && let Some(w) = crate::corehandler::check_installed(&policy.handler_state)
+            && let Some(w) = crate::enrich::corepattern::check_installed(&policy.handler_state)
         {
             tracing::warn!("{w}");
         }

@@ -244,7 +244,7 @@ impl Dumps {
             return false;
         }
         let (pattern, _) = cx.view.core_pattern();
-        crate::corehandler::pattern::is_handler(&pattern)
+        crate::enrich::corepattern::is_handler(&pattern)
             && pattern
                 .strip_prefix('|')
                 .and_then(|c| c.split_whitespace().next())
@@ -287,7 +287,7 @@ impl Dumps {
             d.helper == Some(helper_pid) || helper_argv.iter().any(|a| *a == d.pid.to_string())
         });
         // keysentry's own handler writes its cores and its spool records
-        // (`corehandler::store::spool`): a record is no dump, but it ties
+        // (`enrich::rootfiles::spool`): a record is no dump, but it ties
         // the handler to the crash even when no core was kept.
         if helper_argv.get(1).map(String::as_str) == Some("core-handler")
             && Path::new(&path).parent().and_then(Path::file_name) == Some("spool".as_ref())
@@ -582,7 +582,7 @@ impl Dumps {
 fn handled(cx: &mut Context, policy: &Policy, pid: u32, detail: &mut DumpDetail) {
     let dir = policy.handler_state.clone();
     let rec = cx.view.value(format!("core-handler:{pid}"), || {
-        crate::corehandler::store::spooled(&dir, pid).unwrap_or(serde_json::Value::Null)
+        crate::enrich::rootfiles::spooled(&dir, pid).unwrap_or(serde_json::Value::Null)
     });
     let text = |k: &str| rec.get(k).and_then(|v| v.as_str()).map(str::to_string);
     detail.action = text("action");

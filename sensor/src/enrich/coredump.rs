@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
-    corehandler::pattern::{Destination, Values, destination},
+    enrich::corepattern::{Destination, Values, destination},
     enrich::proctab::ProcInfo,
 };
 
@@ -52,7 +52,7 @@ fn values(c: &DumpCtx<'_>) -> Values {
 }
 
 /// The dump's destination for `pattern` (the content of core_pattern),
-/// expanded as the kernel would (`corehandler::pattern::destination`).
+/// expanded as the kernel would (`corepattern::destination`).
 pub fn target(pattern: &str, uses_pid: bool, c: &DumpCtx<'_>) -> DumpTarget {
     let pattern = pattern.trim_end_matches('\n');
     match destination(pattern, &values(c), uses_pid) {

@@ -13,7 +13,7 @@ use sensor_common::InodeKey;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    corehandler::store,
+    enrich::rootfiles as store,
     enrich::{devnum::kdev, proctab::ProcessTable, watch::Watcher},
 };
 

@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod coredump;
+pub mod corepattern;
 pub mod devnum;
 pub mod exeid;
 pub mod facts;
@@ -15,6 +16,7 @@ pub mod holders_at_start;
 pub mod keybook;
 pub mod proctab;
 pub mod protect;
+pub mod rootfiles;
 pub mod scan;
 pub mod sysview;
 pub mod track;

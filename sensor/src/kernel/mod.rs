@@ -4,4 +4,5 @@
 pub mod btf;
 pub mod control;
 pub mod loader;
+pub mod pin;
 pub mod tracefs;

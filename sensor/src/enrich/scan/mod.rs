@@ -19,6 +19,7 @@ pub mod fingerprint;
 mod jwk;
 mod openssh;
 mod pem;
+pub mod secrets;
 mod worker;
 
 pub use worker::{

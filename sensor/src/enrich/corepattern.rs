@@ -1,11 +1,15 @@
-//! core_pattern for keysentry's core handler: the pattern it installs, the
-//! specifier values the kernel hands it, the previous pattern expanded
-//! with them, and the state `install-core-handler` keeps (docs/dumps.md).
+//! The kernel's core_pattern: expanded as the kernel would for one crash
+//! (where `keysentry run` expects a dump, and where the core handler passes
+//! one on), the pattern that runs keysentry's core handler, the state
+//! `install-core-handler` keeps, and whether the handler is in place
+//! (docs/dumps.md).
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
 };
+
+use std::os::unix::fs::MetadataExt;
 
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -46,7 +50,7 @@ impl State {
 
     pub fn load(state_dir: &Path) -> Result<State> {
         let p = Self::path(state_dir);
-        let text = crate::corehandler::store::read_root_file(&p, 64 << 10)
+        let text = crate::enrich::rootfiles::read_root_file(&p, 64 << 10)
             .with_context(|| format!("core handler state {}", p.display()))?;
         serde_json::from_slice(&text).with_context(|| format!("core handler state {}", p.display()))
     }
@@ -207,6 +211,47 @@ pub fn is_handler(pattern: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// At `keysentry run`'s start and at each change of core_pattern: a
+/// warning when the handler was installed (its state in `state_dir`) and
+/// someone has replaced it since.
+pub fn check_installed(state_dir: &Path) -> Option<String> {
+    let st = State::load(state_dir).ok()?;
+    let cur = read_pattern().ok()?;
+    (cur != st.installed).then(|| {
+        format!(
+            "keysentry's core handler was installed ({:?}) but core_pattern is now {cur:?}: cores of key holders are not kept from it",
+            st.installed
+        )
+    })
+}
+
+/// Whether `pattern` runs this very keysentry executable (the same file,
+/// by device and inode) as the core handler.
+pub fn is_own_handler(pattern: &str) -> bool {
+    if !is_handler(pattern) {
+        return false;
+    }
+    let Some(helper) = pattern
+        .strip_prefix('|')
+        .and_then(|c| c.split_ascii_whitespace().next())
+    else {
+        return false;
+    };
+    match (
+        std::fs::metadata(helper),
+        std::fs::metadata("/proc/self/exe"),
+    ) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// The kernel's core_pattern now.
+pub fn read_pattern() -> Result<String> {
+    let s = std::fs::read_to_string(CORE_PATTERN).context("read core_pattern")?;
+    Ok(s.trim_end_matches('\n').to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,5 +350,19 @@ mod tests {
     #[test]
     fn values_must_match_the_specifiers() {
         assert!(Values::new("Pp", &["1".into()]).is_err());
+    }
+
+    #[test]
+    fn only_this_executable_is_its_own_handler() {
+        let me = std::fs::canonicalize("/proc/self/exe").unwrap();
+        assert!(is_own_handler(&format!(
+            "|{} core-handler %P",
+            me.display()
+        )));
+        // Another program with the same arguments, or keysentry not as the
+        // handler, is not.
+        assert!(!is_own_handler("|/bin/true core-handler %P"));
+        assert!(!is_own_handler(&format!("|{} %P", me.display())));
+        assert!(!is_own_handler("core"));
     }
 }

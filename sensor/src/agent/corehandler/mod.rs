@@ -14,10 +14,7 @@
 //! `core-dump` alert). It fails closed for a key holder (nothing kept) and
 //! open for everyone else.
 
-pub mod pattern;
-pub mod pin;
-pub mod secrets;
-pub mod store;
+mod quarantine;
 
 use std::{
     ffi::CString,
@@ -35,9 +32,13 @@ use serde_json::{Value, json};
 
 use crate::{
     config::{Config, DEFAULT_STATE_DIR, KeyHolderPolicy},
-    enrich::scan::{Finding, ScanLimits, scan_reader},
+    enrich::{
+        corepattern::{self as pattern, Destination, State, Values, read_pattern},
+        rootfiles as store,
+        scan::{Finding, ScanLimits, scan_reader, secrets},
+    },
+    kernel::pin,
 };
-use pattern::{Destination, State, Values};
 
 /// Redaction passes over a stored core before it is given up as unclean.
 const MAX_PASSES: usize = 4;
@@ -291,7 +292,7 @@ fn keep(cfg: &Config, v: &Values, why: &str, deadline: Instant) -> Value {
     let stdin = std::io::stdin().lock();
     let outcome = match cfg.dumps.key_holder_policy {
         KeyHolderPolicy::Drop => {
-            let (bytes, _) = store::drain(Timed { r: stdin, deadline }, u64::MAX);
+            let (bytes, _) = quarantine::drain(Timed { r: stdin, deadline }, u64::MAX);
             Ok(json!({"action": "dropped", "bytes": bytes}))
         }
         policy => quarantine(cfg, v, policy, stdin, deadline),
@@ -347,7 +348,7 @@ fn quarantine(
         secrets::Secrets::default()
     };
     let result = (|| -> Result<Value> {
-        let mut tee = store::Tee {
+        let mut tee = quarantine::Tee {
             r: Timed { r: stdin, deadline },
             out: Some(&mut file),
             bytes: 0,
@@ -390,7 +391,7 @@ fn quarantine(
     match result {
         Ok(mut out) => {
             store::rename_in(&dir, &partial, &name)?;
-            let evicted = store::evict(&dir, qdir, cfg.dumps.quarantine_max_bytes, &name);
+            let evicted = quarantine::evict(&dir, qdir, cfg.dumps.quarantine_max_bytes, &name);
             out["path"] = json!(qdir.join(&name));
             if !evicted.is_empty() {
                 out["evicted"] = json!(evicted);
@@ -458,7 +459,7 @@ fn redact(
             }
         };
         let matches = match &ac {
-            Some(ac) => store::find_all(f, ac, max_len)?,
+            Some(ac) => quarantine::find_all(f, ac, max_len)?,
             None => Vec::new(),
         };
         if found.is_empty() && matches.is_empty() {
@@ -477,7 +478,7 @@ fn redact(
                 .collect());
         }
         for k in &found {
-            store::zero(f, k.offset, k.length)?;
+            quarantine::zero(f, k.offset, k.length)?;
             let file = k.fingerprint.as_ref().and_then(|fp| {
                 secrets
                     .keys
@@ -492,7 +493,7 @@ fn redact(
                 .1 += 1;
         }
         for &(off, len, pat) in &matches {
-            store::zero(f, off, len)?;
+            quarantine::zero(f, off, len)?;
             let key = &secrets.keys[secrets.patterns[pat].key];
             let id = key
                 .fingerprint
@@ -556,46 +557,6 @@ pub fn uninstall(config: Option<&Path>) -> Result<String> {
     Ok(format!("core_pattern is {:?} again", st.previous))
 }
 
-/// At `keysentry run`'s start and at each change of core_pattern: a
-/// warning when the handler was installed (its state in `state_dir`) and
-/// someone has replaced it since.
-pub fn check_installed(state_dir: &Path) -> Option<String> {
-    let st = State::load(state_dir).ok()?;
-    let cur = read_pattern().ok()?;
-    (cur != st.installed).then(|| {
-        format!(
-            "keysentry's core handler was installed ({:?}) but core_pattern is now {cur:?}: cores of key holders are not kept from it",
-            st.installed
-        )
-    })
-}
-
-/// Whether `pattern` runs this very keysentry executable (the same file,
-/// by device and inode) as the core handler.
-pub fn is_own_handler(pattern: &str) -> bool {
-    if !pattern::is_handler(pattern) {
-        return false;
-    }
-    let Some(helper) = pattern
-        .strip_prefix('|')
-        .and_then(|c| c.split_ascii_whitespace().next())
-    else {
-        return false;
-    };
-    match (
-        std::fs::metadata(helper),
-        std::fs::metadata("/proc/self/exe"),
-    ) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
-fn read_pattern() -> Result<String> {
-    let s = std::fs::read_to_string(pattern::CORE_PATTERN).context("read core_pattern")?;
-    Ok(s.trim_end_matches('\n').to_string())
-}
-
 fn write_pattern(p: &str) -> Result<()> {
     std::fs::write(pattern::CORE_PATTERN, format!("{p}\n")).context("write core_pattern")?;
     let now = read_pattern()?;
@@ -612,23 +573,4 @@ fn write_state(state_dir: &Path, st: &State) -> Result<()> {
         pattern::STATE_FILE,
         serde_json::to_string_pretty(st)?.as_bytes(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_this_executable_is_its_own_handler() {
-        let me = std::fs::canonicalize("/proc/self/exe").unwrap();
-        assert!(is_own_handler(&format!(
-            "|{} core-handler %P",
-            me.display()
-        )));
-        // Another program with the same arguments, or keysentry not as the
-        // handler, is not.
-        assert!(!is_own_handler("|/bin/true core-handler %P"));
-        assert!(!is_own_handler(&format!("|{} %P", me.display())));
-        assert!(!is_own_handler("core"));
-    }
 }
