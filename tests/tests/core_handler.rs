@@ -225,9 +225,27 @@ fn install_and_uninstall_round_trip_core_pattern() {
             & 0o777,
         0o600
     );
-    // Installed twice: refused, the first install's state kept.
+    // Installed again (the unit does it at every start): nothing changes,
+    // the pattern it replaced stays the one kept.
     let (ok, out) = h.run("install-core-handler", &config);
-    assert!(!ok && out.contains("already installed"), "{out}");
+    assert!(ok && out.contains("already installed"), "{out}");
+    assert_eq!(std::fs::read_to_string(CORE_PATTERN).unwrap(), now);
+    let again: Value =
+        serde_json::from_slice(&std::fs::read(h.state.join("core-handler.json")).unwrap()).unwrap();
+    assert_eq!(again, state);
+    // Another config (its own state directory) finds a handler it did not
+    // install: refused.
+    let other = h.l.root.join("other.toml");
+    std::fs::write(
+        &other,
+        h.config("redact", "").replace(
+            h.state.to_str().unwrap(),
+            h.l.root.join("s2").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let (ok, out) = h.run("install-core-handler", &other);
+    assert!(!ok && out.contains("did not install"), "{out}");
     let (ok, out) = h.run("uninstall-core-handler", &config);
     assert!(ok, "{out}");
     assert_eq!(

@@ -516,10 +516,18 @@ pub fn install(config: Option<&Path>) -> Result<String> {
     };
     let exe = std::fs::canonicalize("/proc/self/exe")?;
     let cur = read_pattern()?;
-    if pattern::is_handler(&cur) {
-        bail!("keysentry's core handler is already installed: {cur}");
-    }
     let state_dir = &cfg.dumps.state_dir;
+    if pattern::is_handler(&cur) {
+        // In place with this config's state: nothing to do (the unit runs
+        // the install at every start). The pattern it replaced stays the
+        // one kept, never keysentry's own.
+        if State::load(state_dir).is_ok_and(|st| st.installed == cur) {
+            return Ok(format!(
+                "keysentry's core handler is already installed: {cur}"
+            ));
+        }
+        bail!("a keysentry core handler this config did not install is in place: {cur}");
+    }
     store::root_dir(state_dir, false)?;
     let specs = pattern::specs_for(&cur);
     let own = (state_dir != Path::new(DEFAULT_STATE_DIR)).then_some(state_dir.as_path());
