@@ -241,14 +241,7 @@ fn main() {
                 held.extend(load_key(&text));
                 held.push(text);
             }
-            let lim = libc::rlimit {
-                rlim_cur: libc::RLIM_INFINITY,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            check(
-                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lim) },
-                "setrlimit",
-            );
+            unlimited_core();
             crash_holding_keys(std::hint::black_box(&held))
         }
         ["victim-handler", sig] => {
@@ -305,14 +298,7 @@ fn main() {
             for _ in 0..n {
                 rx.recv().unwrap();
             }
-            let lim = libc::rlimit {
-                rlim_cur: libc::RLIM_INFINITY,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            check(
-                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lim) },
-                "setrlimit",
-            );
+            unlimited_core();
             unsafe {
                 libc::signal(libc::SIGSEGV, libc::SIG_DFL);
                 libc::raise(libc::SIGSEGV);
@@ -1429,4 +1415,17 @@ fn crash_holding_keys(held: &[Vec<u8>]) -> ! {
         );
     }
     exit(1)
+}
+
+/// RLIMIT_CORE raised to unlimited, so the kernel dumps whatever the
+/// core_pattern.
+fn unlimited_core() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    check(
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &lim) },
+        "setrlimit",
+    );
 }
