@@ -16,6 +16,7 @@ use crate::{
     detect::Policy,
     detect::rule_alert,
     enrich::context::Context,
+    enrich::corepattern,
     enrich::proctab::ProcInfo,
     enrich::watch::{kdev, st_dev},
     ingest::decode::flow::WriteRecord,
@@ -220,10 +221,7 @@ impl Dumps {
     /// interpreter, so the first two arguments are checked).
     pub(crate) fn usermode_helper_exec(&mut self, cx: &mut Context, pid: u32) {
         let (pattern, _) = cx.view.core_pattern();
-        let Some(helper) = pattern
-            .strip_prefix('|')
-            .and_then(|p| p.split_whitespace().next())
-        else {
+        let Some(helper) = corepattern::helper_path(&pattern) else {
             return;
         };
         let Some(p) = cx.procs.get(pid) else { return };
@@ -240,15 +238,12 @@ impl Dumps {
     /// program core_pattern names, as `core-handler`). It reads the watched
     /// key files to redact a key holder's core (docs/dumps.md): no alert.
     pub(crate) fn is_core_handler(cx: &mut Context, p: &ProcInfo) -> bool {
-        if p.ppid != 2 || p.argv.get(1).map(String::as_str) != Some("core-handler") {
+        if p.ppid != 2 || !corepattern::runs_handler(&p.argv) {
             return false;
         }
         let (pattern, _) = cx.view.core_pattern();
-        crate::enrich::corepattern::is_handler(&pattern)
-            && pattern
-                .strip_prefix('|')
-                .and_then(|c| c.split_whitespace().next())
-                .is_some_and(|helper| *p.exe == *helper)
+        corepattern::is_handler(&pattern)
+            && corepattern::helper_path(&pattern).is_some_and(|helper| *p.exe == *helper)
     }
 
     /// The pipe helper behind `p` (itself or an ancestor).
@@ -289,7 +284,7 @@ impl Dumps {
         // keysentry's own handler writes its cores and its spool records
         // (`enrich::rootfiles::spool`): a record is no dump, but it ties
         // the handler to the crash even when no core was kept.
-        if helper_argv.get(1).map(String::as_str) == Some("core-handler")
+        if corepattern::runs_handler(&helper_argv)
             && Path::new(&path).parent().and_then(Path::file_name) == Some("spool".as_ref())
         {
             self.helper_files
@@ -478,7 +473,7 @@ impl Dumps {
             .get(&pid)
             .map(|h| &h.argv)
             .or_else(|| self.helpers.get(&pid))
-            .is_some_and(|argv| argv.get(1).map(String::as_str) == Some("core-handler"))
+            .is_some_and(|argv| corepattern::runs_handler(argv))
     }
 
     /// The core file the kernel wrote for a protected process: registered

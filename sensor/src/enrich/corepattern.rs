@@ -203,12 +203,24 @@ pub fn handler_pattern(exe: &Path, state_dir: Option<&Path>, specs: &str) -> Res
     Ok(p)
 }
 
+/// The program a pipe pattern runs (None: a file pattern).
+pub fn helper_path(pattern: &str) -> Option<&str> {
+    pattern
+        .strip_prefix('|')
+        .and_then(|c| c.split_ascii_whitespace().next())
+}
+
+/// Whether `argv` (a pattern's, or a helper process's) runs keysentry as
+/// its core handler: `keysentry core-handler ...`.
+pub fn runs_handler<S: AsRef<str>>(argv: &[S]) -> bool {
+    argv.get(1).is_some_and(|a| a.as_ref() == "core-handler")
+}
+
 /// Whether `pattern` runs keysentry's core handler.
 pub fn is_handler(pattern: &str) -> bool {
     pattern
         .strip_prefix('|')
-        .map(|c| c.split_ascii_whitespace().nth(1) == Some("core-handler"))
-        .unwrap_or(false)
+        .is_some_and(|c| runs_handler(&c.split_ascii_whitespace().collect::<Vec<_>>()))
 }
 
 /// At `keysentry run`'s start and at each change of core_pattern: a
@@ -231,10 +243,7 @@ pub fn is_own_handler(pattern: &str) -> bool {
     if !is_handler(pattern) {
         return false;
     }
-    let Some(helper) = pattern
-        .strip_prefix('|')
-        .and_then(|c| c.split_ascii_whitespace().next())
-    else {
+    let Some(helper) = helper_path(pattern) else {
         return false;
     };
     match (
