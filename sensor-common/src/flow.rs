@@ -98,6 +98,46 @@ pub const INSERT_FAIL_COSTS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "a tainted process that wrote a file is not recorded as a writer: every tainted process's closes take the slow path from then on (nothing is missed)",
 ];
 
+/// Slots of the kernel's `LRU_CHURN` counters, one per LRU map. An LRU
+/// map makes room by evicting its least recently used entry without a
+/// word, so the kernel counts, per CPU, the keys it added
+/// (`lru_added(slot)`) and removed (`lru_removed(slot)`) in each; user
+/// space counts its own removals, and every entry that is neither there
+/// nor removed was evicted: `keysentry_map_evictions_total{map}`
+/// (`kernel::lru` in the agent).
+pub const LRU_FOLD: u32 = 0;
+pub const LRU_CRIT_RATE: u32 = 1;
+pub const LRU_ENVIRON_READS: u32 = 2;
+pub const LRU_GROUP_EXITED: u32 = 3;
+pub const LRU_TAINTED_PIPES: u32 = 4;
+pub const LRU_WRITTEN: u32 = 5;
+pub const LRU_SENT: u32 = 6;
+pub const LRU_FILE_OPENERS: u32 = 7;
+pub const LRU_FD_RECEIVED: u32 = 8;
+pub const LRU_FD_REPORTED: u32 = 9;
+pub const LRU_SLOTS: u32 = 10;
+/// Map label of each LRU_* slot.
+pub const LRU_MAPS: [&str; LRU_SLOTS as usize] = [
+    "FOLD",
+    "CRIT_RATE",
+    "ENVIRON_READS",
+    "GROUP_EXITED",
+    "TAINTED_PIPES",
+    "WRITTEN",
+    "SENT",
+    "FILE_OPENERS",
+    "FD_RECEIVED",
+    "FD_REPORTED",
+];
+/// Index in `LRU_CHURN` of the count of keys added to LRU map `slot`.
+pub const fn lru_added(slot: u32) -> u32 {
+    slot * 2
+}
+/// Index in `LRU_CHURN` of the count of keys removed from LRU map `slot`.
+pub const fn lru_removed(slot: u32) -> u32 {
+    slot * 2 + 1
+}
+
 /// What a process has read that its writes and sends may carry.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

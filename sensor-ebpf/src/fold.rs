@@ -20,10 +20,11 @@
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
 use sensor_common::{
     CRIT_BURST, CRIT_INTERVAL_NS, CritBucket, EventKind, FoldKey, FoldTag, FoldVal, KIND_SLOTS,
+    LRU_CRIT_RATE, LRU_FOLD,
 };
 
 use crate::{
-    maps::{CRIT_RATE, CRITICAL_LOST, FOLD, FOLDED, THROTTLED},
+    maps::{CRIT_RATE, CRITICAL_LOST, FOLD, FOLDED, THROTTLED, lru_insert, lru_insert_percpu},
     setting,
 };
 
@@ -88,13 +89,14 @@ pub unsafe fn fold_sent(key: &FoldKey, tag: *mut FoldTag) {
                 core::ptr::write_volatile(&raw mut (*v).first_ns, now);
             },
             None => {
-                let _ = FOLD.insert(
+                let _ = lru_insert_percpu(
+                    &FOLD,
+                    LRU_FOLD,
                     key,
-                    FoldVal {
+                    &FoldVal {
                         first_ns: now,
                         pending: 0,
                     },
-                    0,
                 );
             }
         }
@@ -156,13 +158,14 @@ pub fn crit_held(kind: EventKind) -> bool {
     let key = (tgid << 32) | kind as u64;
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let Some(b) = CRIT_RATE.get_ptr_mut(key) else {
-        let _ = CRIT_RATE.insert(
-            key,
-            CritBucket {
+        let _ = lru_insert(
+            &CRIT_RATE,
+            LRU_CRIT_RATE,
+            &key,
+            &CritBucket {
                 tat: now + CRIT_INTERVAL_NS,
                 held: 0,
             },
-            0,
         );
         return false;
     };

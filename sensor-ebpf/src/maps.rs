@@ -6,9 +6,9 @@ use aya_ebpf::{
 };
 use sensor_common::{
     AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind, FOLD_ENTRIES, FileOpener, FoldKey, FoldVal,
-    INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, Lane,
-    STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey,
-    lost_slot,
+    INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, LRU_SLOTS,
+    Lane, STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey,
+    lost_slot, lru_added, lru_removed,
     names::{NameKey, NamePatterns},
 };
 
@@ -328,6 +328,71 @@ pub fn check_insert(r: Result<(), i32>, map: u32) {
 }
 
 const EEXIST: i32 = 17;
+
+/// Keys added to and removed from each LRU map, per CPU
+/// (`sensor_common::lru_added`, `lru_removed`): user space tells its
+/// evictions from them (`keysentry_map_evictions_total{map}`). Plain
+/// per-CPU increments: a preempted LSM program may lose one, which makes
+/// the count of evictions lower, never higher, for an added key.
+#[map]
+pub static LRU_CHURN: PerCpuArray<u64> = PerCpuArray::with_max_entries(LRU_SLOTS * 2, 0);
+
+#[inline(always)]
+fn churn(i: u32) {
+    if let Some(p) = LRU_CHURN.get_ptr_mut(i) {
+        // SAFETY: a per-CPU array slot, this CPU's alone.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Inserts into the LRU map of LRU_* slot `slot`, counting a new key: the
+/// key is added if absent, else its value replaced. Returns the insert's
+/// result for `check_insert`.
+#[inline(always)]
+pub fn lru_insert<K, V>(map: &LruHashMap<K, V>, slot: u32, key: &K, value: &V) -> Result<(), i32> {
+    match map.insert(key, value, BPF_NOEXIST) {
+        Ok(()) => {
+            churn(lru_added(slot));
+            Ok(())
+        }
+        Err(e) if e == -EEXIST => map.insert(key, value, 0),
+        Err(e) => Err(e),
+    }
+}
+
+/// `lru_insert` for the per-CPU LRU map `FOLD` (its value on this CPU).
+#[inline(always)]
+pub fn lru_insert_percpu<K, V>(
+    map: &LruPerCpuHashMap<K, V>,
+    slot: u32,
+    key: &K,
+    value: &V,
+) -> Result<(), i32> {
+    match map.insert(key, value, BPF_NOEXIST) {
+        Ok(()) => {
+            churn(lru_added(slot));
+            Ok(())
+        }
+        Err(e) if e == -EEXIST => map.insert(key, value, 0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a key from the LRU map of LRU_* slot `slot`, counted when it
+/// was there.
+#[inline(always)]
+pub fn lru_remove<K, V>(map: &LruHashMap<K, V>, slot: u32, key: &K) {
+    if map.remove(key).is_ok() {
+        churn(lru_removed(slot));
+    }
+}
+
+/// Counts a key added to the LRU map of slot `slot` by an insert the
+/// caller made itself (with BPF_NOEXIST, which succeeded).
+#[inline(always)]
+pub fn lru_added_one(slot: u32) {
+    churn(lru_added(slot));
+}
 
 /// Map update flag: insert only when the key is absent.
 pub const BPF_NOEXIST: u64 = 1;

@@ -43,10 +43,10 @@ enum Cmd {
         /// of the syscalls: tracepoints (with --bench-empty-programs).
         #[arg(long, hide = true, requires = "bench_empty_programs")]
         bench_dispatcher: bool,
-        /// Tests only: entries of the kernel's TAINTED map (16384), so a test
-        /// can fill it with a few hundred processes.
-        #[arg(long, hide = true)]
-        taint_map_entries: Option<u32>,
+        /// Tests only: MAP=N sizes the kernel map MAP to N entries (TAINTED
+        /// holds 16384), so a test can fill it with a few hundred processes.
+        #[arg(long = "map-entries", hide = true, value_name = "MAP=N", value_parser = parse_map_entries)]
+        map_entries: Vec<(String, u32)>,
         /// Benchmarks and diagnosis only: send every repeat instead of
         /// folding repeats in the kernel.
         #[arg(long, hide = true)]
@@ -258,7 +258,7 @@ fn main() -> ExitCode {
             record,
             bench_empty_programs,
             bench_dispatcher,
-            taint_map_entries,
+            map_entries,
             no_kernel_fold,
             backend,
         } => {
@@ -293,7 +293,7 @@ fn main() -> ExitCode {
                 bench_dispatcher,
                 no_kernel_fold,
                 ring_bytes: ring_buffer_bytes,
-                taint_map_entries,
+                map_entries,
                 config_path: config.clone(),
                 backend,
                 record: record.map(|r| {
@@ -313,4 +313,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `--map-entries MAP=N`: a kernel map's name and its entries (at least 1).
+fn parse_map_entries(s: &str) -> Result<(String, u32), String> {
+    let (name, n) = s.split_once('=').ok_or("expected MAP=N")?;
+    let n: u32 = n.parse().map_err(|e| format!("{n}: {e}"))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') || n == 0 {
+        return Err(format!(
+            "{s}: expected a map name in capitals and a count of at least 1"
+        ));
+    }
+    Ok((name.to_string(), n))
 }

@@ -227,7 +227,7 @@ fn a_taint_map_full_of_self_tainted_processes_does_not_hide_a_real_copy() {
     let cfg = format!("{}\n[[key_name]]\nsuffix = \".key\"\n", config(&l));
     // TAINTED shrunk to 64 entries: 100 children of a process that read a
     // file matched by name only fill it.
-    let mut s = Sensor::start_with(&l.root, &cfg, &["--taint-map-entries", "64"]);
+    let mut s = Sensor::start_with(&l.root, &cfg, &["--map-entries", "TAINTED=64"]);
     let _ = s.alerts_until_marker(&l.marker);
     let fill = spawn_ready(&["taint-fill", filler.to_str().unwrap(), "100"]);
     let _ = s.alerts_until_marker(&l.marker);

@@ -14,14 +14,14 @@ use aya_ebpf::{
 };
 use sensor_common::{
     CLOSE_BY_CLOSE, CLOSE_BY_CLOSE_RANGE, CLOSE_BY_DUP2, CLOSE_BY_IO_URING, FileCloseEvent,
-    REQ_F_CQE_SKIP, REQ_F_FIXED_FILE, WriteKey,
+    LRU_WRITTEN, REQ_F_CQE_SKIP, REQ_F_FIXED_FILE, WriteKey,
     x86_64::{NR_CLOSE, NR_CLOSE_RANGE, NR_DUP2, NR_DUP3},
 };
 
 use crate::{
     emit::emit,
     kptr::{FdArrayPtr, FilePtr, IoKiocbPtr, TaskPtr},
-    maps::{WRITTEN, acting_tgid, may_have_written},
+    maps::{WRITTEN, acting_tgid, lru_remove, may_have_written},
     off,
     probes::flow::{NOT_FOLLOWED, iou_sink_file},
     setting,
@@ -270,7 +270,7 @@ fn close_written(tgid: u32, fd: u64, file: FilePtr, how: u32) {
         let Some(written) = WRITTEN.get(wk).copied() else {
             return;
         };
-        let _ = WRITTEN.remove(wk);
+        lru_remove(&WRITTEN, LRU_WRITTEN, &wk);
         if written == NOT_FOLLOWED {
             return;
         }

@@ -26,11 +26,11 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ARG_BUF, FileWriteEvent, INSERT_FAIL_SENT, INSERT_FAIL_TAINTED_PIPES, INSERT_FAIL_WATCHED,
-    INSERT_FAIL_WATCHED_NAMES, INSERT_FAIL_WRITTEN, InodeKey, NetSendEvent, PATH_OP_LINK,
-    PATH_OP_RENAME, PATH_OP_UNLINK, PathChangeEvent, TAINT_FILE, TAINT_PIPE, TAINT_STRONG,
-    TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
-    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_STRONG, WATCH_TRACKED,
-    WatchEntry, WriteKey,
+    INSERT_FAIL_WATCHED_NAMES, INSERT_FAIL_WRITTEN, InodeKey, LRU_SENT, LRU_TAINTED_PIPES,
+    LRU_WRITTEN, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME, PATH_OP_UNLINK, PathChangeEvent,
+    TAINT_FILE, TAINT_PIPE, TAINT_STRONG, TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE,
+    VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF,
+    WATCH_STRONG, WATCH_TRACKED, WatchEntry, WriteKey,
     x86_64::{
         NR_COPY_FILE_RANGE, NR_IOCTL, NR_LINK, NR_LINKAT, NR_MMAP, NR_PWRITE64, NR_PWRITEV,
         NR_PWRITEV2, NR_RENAME, NR_RENAMEAT, NR_RENAMEAT2, NR_SENDFILE, NR_SENDMMSG, NR_SENDMSG,
@@ -43,7 +43,7 @@ use crate::{
     kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
-        check_insert, note_writer, watch_entry,
+        check_insert, lru_insert, note_writer, watch_entry,
     },
     probes::open_arg::arg_final_name,
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
@@ -237,7 +237,7 @@ fn sink_file(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i6
                         None => t.flags = 0,
                     }
                     check_insert(
-                        TAINTED_PIPES.insert(inode.addr(), t, 0),
+                        lru_insert(&TAINTED_PIPES, LRU_TAINTED_PIPES, &inode.addr(), &t),
                         INSERT_FAIL_TAINTED_PIPES,
                     );
                     if t.flags == 0 {
@@ -320,7 +320,10 @@ fn wrote_file(
         } else {
             let Some(g) = next_gen(taint.generation) else {
                 // Marked, so its next writes stop here uncounted.
-                check_insert(WRITTEN.insert(wk, NOT_FOLLOWED, 0), INSERT_FAIL_WRITTEN);
+                check_insert(
+                    lru_insert(&WRITTEN, LRU_WRITTEN, &wk, &NOT_FOLLOWED),
+                    INSERT_FAIL_WRITTEN,
+                );
                 return;
             };
             g
@@ -328,7 +331,12 @@ fn wrote_file(
         // A writer first: its closes are looked at from now on.
         note_writer(tgid);
         check_insert(
-            WRITTEN.insert(wk, if ret > 0 { ret as u64 } else { 0 }, 0),
+            lru_insert(
+                &WRITTEN,
+                LRU_WRITTEN,
+                &wk,
+                &if ret > 0 { ret as u64 } else { 0 },
+            ),
             INSERT_FAIL_WRITTEN,
         );
         let igen: u32 = inode.generation().unwrap_or(0);
@@ -405,7 +413,7 @@ fn sent(tgid: u32, taint: &Taint, file: FilePtr, fd: u64, via: u32, ret: i64, de
         if SENT.get(key).is_some() {
             return;
         }
-        check_insert(SENT.insert(key, 1, 0), INSERT_FAIL_SENT);
+        check_insert(lru_insert(&SENT, LRU_SENT, &key, &1), INSERT_FAIL_SENT);
         let Some(rec) = emit::<NetSendEvent>() else {
             return;
         };

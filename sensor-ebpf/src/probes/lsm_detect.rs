@@ -20,15 +20,17 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use sensor_common::{
     ALLOW_ANY_KEY, FDA_MMAP, FDA_READ, FDA_WRITE, FDV_EXEC, FDV_INHERITED, FDV_RECEIVED,
     FDV_UNKNOWN, FdAccessEvent, FileOpener, INSERT_FAIL_FD_RECEIVED, INSERT_FAIL_FD_REPORTED,
-    INSERT_FAIL_FILE_OPENERS, InodeKey, TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN,
-    WATCH_SELF, WATCH_STRONG, WATCH_TRACKED, WatchEntry, WriteKey,
+    INSERT_FAIL_FILE_OPENERS, InodeKey, LRU_FD_RECEIVED, LRU_FD_REPORTED, LRU_FILE_OPENERS,
+    TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_SELF, WATCH_STRONG, WATCH_TRACKED,
+    WatchEntry, WriteKey,
 };
 
 use crate::{
     emit::emit,
     kptr::{FilePtr, InodePtr, TaskPtr},
     maps::{
-        FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, check_insert, watch_entry,
+        FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, check_insert, lru_insert,
+        watch_entry,
     },
     syscall::current_nr,
     taint::add_taint,
@@ -101,7 +103,7 @@ pub fn note_opener(file: FilePtr) {
         mm: current_mm(),
     };
     check_insert(
-        FILE_OPENERS.insert(file.addr(), o, 0),
+        lru_insert(&FILE_OPENERS, LRU_FILE_OPENERS, &file.addr(), &o),
         INSERT_FAIL_FILE_OPENERS,
     );
 }
@@ -119,7 +121,12 @@ pub fn ks_lsm_file_receive(ctx: LsmContext) -> i32 {
         return 0;
     }
     check_insert(
-        FD_RECEIVED.insert([tgid as u64, file], current_nr(), 0),
+        lru_insert(
+            &FD_RECEIVED,
+            LRU_FD_RECEIVED,
+            &[tgid as u64, file],
+            &current_nr(),
+        ),
         INSERT_FAIL_FD_RECEIVED,
     );
     0
@@ -194,7 +201,10 @@ fn fd_access(file: FilePtr, op: u32) {
         if FD_REPORTED.get(rk).is_some_and(|m| *m == mm) {
             return;
         }
-        check_insert(FD_REPORTED.insert(rk, mm, 0), INSERT_FAIL_FD_REPORTED);
+        check_insert(
+            lru_insert(&FD_REPORTED, LRU_FD_REPORTED, &rk, &mm),
+            INSERT_FAIL_FD_REPORTED,
+        );
         let igen = inode.generation().unwrap_or(0);
         // A reader is followed like a process that opened the file (not a
         // program allowed that key: a service's workers reading the key

@@ -9,13 +9,14 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE,
-    INSERT_FAIL_ENVIRON_READS, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP,
-    PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey, short_name,
+    INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM,
+    PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey,
+    short_name,
 };
 
 use crate::{
     kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
-    maps::{ENVIRON_READS, check_insert, protected_target},
+    maps::{ENVIRON_READS, check_insert, lru_insert, protected_target},
     probes::{
         dumpcfg::emit_dump_config,
         open::{OpenState, get, put},
@@ -80,7 +81,10 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
             match ENVIRON_READS.get_ptr_mut(tgid) {
                 Some(n) => *n += 1,
                 None => {
-                    check_insert(ENVIRON_READS.insert(tgid, 1, 0), INSERT_FAIL_ENVIRON_READS);
+                    check_insert(
+                        lru_insert(&ENVIRON_READS, LRU_ENVIRON_READS, &tgid, &1),
+                        INSERT_FAIL_ENVIRON_READS,
+                    );
                 }
             }
         }

@@ -12,7 +12,8 @@ use sensor_common::{
     CMDLINE_BUF, EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED, ExecEvent,
     ExitEvent, ForkEvent, HOLDER_RULE, INSERT_FAIL_ALLOW_BYPASS, INSERT_FAIL_GROUP_EXITED,
     INSERT_FAIL_PROTECTED, INSERT_FAIL_PROTECTED_THREADS, INSERT_FAIL_TAINTED_PIPES, InodeKey,
-    RenameEvent, STOP_EXEC, STOP_MAP_FULL, TAINT_HELPER, TAINT_STRONG, Taint, WATCH_SELF,
+    LRU_ENVIRON_READS, LRU_GROUP_EXITED, LRU_TAINTED_PIPES, RenameEvent, STOP_EXEC, STOP_MAP_FULL,
+    TAINT_HELPER, TAINT_STRONG, Taint, WATCH_SELF,
     x86_64::{NR_EXECVE, NR_EXECVEAT},
 };
 
@@ -22,7 +23,7 @@ use crate::{
     maps::{
         ALLOW_BYPASS, ALLOW_EXES, BPF_NOEXIST, ENVIRON_READS, GROUP_EXITED, PROTECTED,
         PROTECTED_COMMS, PROTECTED_EXES, PROTECTED_THREADS, TAINTED_PIPES, WRITERS, check_insert,
-        count_insert_failed, count_stop, watch_entry,
+        count_insert_failed, count_stop, lru_added_one, lru_insert, lru_remove, watch_entry,
     },
     off, setting,
     syscall::current_nr,
@@ -373,7 +374,7 @@ fn protect_at_exec() {
                 let mut pt = t;
                 pt.via_pid = tgid;
                 check_insert(
-                    TAINTED_PIPES.insert(inode.addr(), pt, 0),
+                    lru_insert(&TAINTED_PIPES, LRU_TAINTED_PIPES, &inode.addr(), &pt),
                     INSERT_FAIL_TAINTED_PIPES,
                 );
             }
@@ -499,6 +500,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         .unwrap_or(0);
     if GROUP_EXITED
         .insert(tgid, leader_start, BPF_NOEXIST)
+        .inspect(|()| lru_added_one(LRU_GROUP_EXITED))
         .is_err()
     {
         // Another thread of this group reported it already, or the entry
@@ -526,7 +528,7 @@ pub fn ks_sched_exit(_ctx: TracePointContext) -> u32 {
         (*ev).environ_reads = 0;
         if let Some(n) = ENVIRON_READS.get(tgid) {
             (*ev).environ_reads = *n;
-            let _ = ENVIRON_READS.remove(tgid);
+            lru_remove(&ENVIRON_READS, LRU_ENVIRON_READS, &tgid);
         }
     }
     rec.submit();

@@ -22,9 +22,9 @@ use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap},
 };
-use sensor_common::{CritBucket, EventKind, FoldKey, FoldVal, KIND_SLOTS};
+use sensor_common::{CritBucket, EventKind, FoldKey, FoldVal, KIND_SLOTS, LRU_CRIT_RATE, LRU_FOLD};
 
-use crate::{alert::Alert, metrics::Metrics};
+use crate::{alert::Alert, kernel::lru::LruChurn, metrics::Metrics};
 
 /// A window is swept this long after it closed, so that the sweep does
 /// not race the record the next identical event would send.
@@ -101,27 +101,32 @@ impl KernelFolds {
             if unknown.contains(k) && age < &UNKNOWN_KEEP_NS && !all {
                 continue;
             }
-            let _ = self.fold.remove(k);
+            if self.fold.remove(k).is_ok() {
+                crate::kernel::lru::count_removed(LRU_FOLD, 1);
+            }
         }
     }
 
     /// The fill of FOLD and CRIT_RATE into `keysentry_map_entries{map}`
-    /// (one syscall per key, at most each map's capacity: 16384 and 4096).
-    pub fn update_fill(&self, metrics: &Metrics) {
+    /// (one syscall per key, at most each map's capacity: 16384 and 4096),
+    /// and their evictions.
+    pub fn update_fill(&self, metrics: &Metrics, lru: &mut LruChurn) {
         use aya::maps::IterableMap;
         let cap = crate::kernel::control::capacity(IterableMap::map(&self.fold));
-        let n = self
-            .fold
-            .keys()
-            .take(cap.max(1) as usize)
-            .filter(|k| k.is_ok())
-            .count();
-        metrics
-            .map_entries
-            .with_label_values(&["FOLD"])
-            .set(n as i64);
+        lru.sample(metrics, LRU_FOLD, || {
+            let n = self
+                .fold
+                .keys()
+                .take(cap.max(1) as usize)
+                .filter(|k| k.is_ok())
+                .count() as i64;
+            metrics.map_entries.with_label_values(&["FOLD"]).set(n);
+            n
+        });
         metrics.map_capacity.with_label_values(&["FOLD"]).set(cap);
-        crate::kernel::control::set_fill(metrics, "CRIT_RATE", &self.crit_rate);
+        lru.sample(metrics, LRU_CRIT_RATE, || {
+            crate::kernel::control::set_fill(metrics, "CRIT_RATE", &self.crit_rate)
+        });
     }
 
     /// FOLDED and THROTTLED into their metrics.

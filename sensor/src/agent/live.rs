@@ -46,8 +46,8 @@ pub struct RunOptions {
     pub no_kernel_fold: bool,
     /// Size of the bulk lane's ring buffer in bytes.
     pub ring_bytes: u32,
-    /// Tests: entries of the kernel's TAINTED map (None: its built-in 16384).
-    pub taint_map_entries: Option<u32>,
+    /// Tests: kernel maps sized other than built (name, entries).
+    pub map_entries: Vec<(String, u32)>,
     /// The config file, re-read at SIGHUP (None: the embedded default).
     pub config_path: Option<PathBuf>,
     /// `--backend`: tracepoint forces the tracepoint backend (no LSM).
@@ -129,7 +129,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         crit_rate_limit: 1,
         key_holders: cfg.protection.key_holders as u32,
     };
-    let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes, opts.taint_map_entries)?;
+    let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes, &opts.map_entries)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
         tracing::debug!("no kernel log map: {e}");
     }
@@ -482,7 +482,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             }
             _ = stats_tick.tick() => {
                 if map_stats.step(&metrics, &pipe.cx.kernel) {
-                    kfolds.update_fill(&metrics);
+                    kfolds.update_fill(&metrics, map_stats.lru());
                 }
             }
             _ = slow_tick.tick() => {

@@ -91,7 +91,7 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         crit_rate_limit: 1,
         key_holders: 0,
     };
-    let mut ebpf = loader::load(&offsets, &settings, 1 << 16, None)?;
+    let mut ebpf = loader::load(&offsets, &settings, 1 << 16, &[])?;
     let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);
     let enforce = loader::lsm::effective_enforce(cfg.enforce_bits(), &lsm);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();

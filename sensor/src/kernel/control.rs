@@ -137,6 +137,8 @@ pub(crate) struct MapStats {
     next: usize,
     /// TAINTED's last count (keysentry_tainted_processes adds TAINT_RESERVE).
     tainted: i64,
+    /// The LRU maps' churn, for their evictions.
+    lru: super::lru::LruChurn,
 }
 
 /// The kernel maps sampled into `keysentry_map_entries{map}`, one per
@@ -213,17 +215,29 @@ impl MapStats {
             protected_comms: BpfHashMap::try_from(take("PROTECTED_COMMS")?)?,
             next: 0,
             tainted: 0,
+            lru: super::lru::LruChurn::take(ebpf)?,
         })
     }
 
     /// Counts the next map of `SAMPLED` (its cost: one syscall per entry,
     /// at most the map's capacity: 65536 for WATCHED, 16384 or less for
     /// the others). Returns true when the round of all maps is done.
+    /// The LRU maps' churn (FOLD and CRIT_RATE are sampled by the agent's
+    /// fold sweep).
+    pub(crate) fn lru(&mut self) -> &mut super::lru::LruChurn {
+        &mut self.lru
+    }
+
     pub(crate) fn step(&mut self, metrics: &Metrics, kernel: &KernelControl) -> bool {
+        use sensor_common::{
+            LRU_ENVIRON_READS, LRU_FD_RECEIVED, LRU_FD_REPORTED, LRU_FILE_OPENERS,
+            LRU_GROUP_EXITED, LRU_SENT, LRU_TAINTED_PIPES, LRU_WRITTEN,
+        };
         let name = SAMPLED[self.next % SAMPLED.len()];
         self.next = (self.next + 1) % SAMPLED.len();
         let set = |m: &str, n: i64| metrics.map_entries.with_label_values(&[m]).set(n);
         let k = kernel.maps();
+        let lru = &mut self.lru;
         match name {
             "WATCHED" => k.map(|k| set_fill(metrics, name, &k.watched)),
             "WATCHED_NAMES" => k.map(|k| set_fill(metrics, name, &k.names)),
@@ -236,7 +250,11 @@ impl MapStats {
                 metrics.tainted_processes.set(self.tainted + n);
                 n
             }),
-            "ENVIRON_READS" => k.map(|k| set_fill(metrics, name, &k.environ)),
+            "ENVIRON_READS" => k.map(|k| {
+                lru.sample(metrics, LRU_ENVIRON_READS, || {
+                    set_fill(metrics, name, &k.environ)
+                })
+            }),
             "ALLOWED" => k.map(|k| set_fill(metrics, name, &k.allowed)),
             "ALLOW_EXES" => k.map(|k| set_fill(metrics, name, &k.allow_exes)),
             "PROTECTED" => kernel
@@ -248,14 +266,28 @@ impl MapStats {
                 .as_ref()
                 .map(|p| set_fill(metrics, name, &p.threads)),
             "ALLOW_BYPASS" => Some(set_fill(metrics, name, &self.bypass)),
-            "GROUP_EXITED" => Some(set_fill(metrics, name, &self.group_exited)),
-            "TAINTED_PIPES" => k.map(|k| set_fill(metrics, name, &k.pipes)),
-            "WRITTEN" => Some(set_fill(metrics, name, &self.written)),
+            "GROUP_EXITED" => Some(lru.sample(metrics, LRU_GROUP_EXITED, || {
+                set_fill(metrics, name, &self.group_exited)
+            })),
+            "TAINTED_PIPES" => k.map(|k| {
+                lru.sample(metrics, LRU_TAINTED_PIPES, || {
+                    set_fill(metrics, name, &k.pipes)
+                })
+            }),
+            "WRITTEN" => Some(lru.sample(metrics, LRU_WRITTEN, || {
+                set_fill(metrics, name, &self.written)
+            })),
             "WRITERS" => Some(set_fill(metrics, name, &self.writers)),
-            "SENT" => Some(set_fill(metrics, name, &self.sent)),
-            "FILE_OPENERS" => Some(set_fill(metrics, name, &self.openers)),
-            "FD_RECEIVED" => Some(set_fill(metrics, name, &self.received)),
-            "FD_REPORTED" => Some(set_fill(metrics, name, &self.reported)),
+            "SENT" => Some(lru.sample(metrics, LRU_SENT, || set_fill(metrics, name, &self.sent))),
+            "FILE_OPENERS" => Some(lru.sample(metrics, LRU_FILE_OPENERS, || {
+                set_fill(metrics, name, &self.openers)
+            })),
+            "FD_RECEIVED" => Some(lru.sample(metrics, LRU_FD_RECEIVED, || {
+                set_fill(metrics, name, &self.received)
+            })),
+            "FD_REPORTED" => Some(lru.sample(metrics, LRU_FD_REPORTED, || {
+                set_fill(metrics, name, &self.reported)
+            })),
             "PROTECTED_EXES" => Some(set_fill(metrics, name, &self.protected_exes)),
             "PROTECTED_COMMS" => Some(set_fill(metrics, name, &self.protected_comms)),
             _ => None,
@@ -566,9 +598,9 @@ impl KernelControl {
                 .filter(|k| map.get(k, 0).is_ok_and(|t| only_from(&t)) && map.remove(k).is_ok())
                 .count() as u64
         }
-        sweep(&mut m.tainted, &only_from)
-            + sweep(&mut m.taint_reserve, &only_from)
-            + sweep(&mut m.pipes, &only_from)
+        let pipes = sweep(&mut m.pipes, &only_from);
+        super::lru::count_removed(sensor_common::LRU_TAINTED_PIPES, pipes);
+        sweep(&mut m.tainted, &only_from) + sweep(&mut m.taint_reserve, &only_from) + pipes
     }
 
     /// Whether the kernel follows this inode as the tracked file `id`.

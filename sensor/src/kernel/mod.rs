@@ -4,5 +4,6 @@
 pub mod btf;
 pub mod control;
 pub mod loader;
+pub mod lru;
 pub mod pin;
 pub mod tracefs;

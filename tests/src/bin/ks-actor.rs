@@ -1181,8 +1181,9 @@ fn scm_recv(sock: i32, port: Option<u16>) {
 /// from 3 up), `dup2` (/dev/null dup2'd over it), `uring-close` (an io_uring
 /// IORING_OP_CLOSE; exit status 3 when io_uring is unavailable),
 /// `uring-slot-close` (opened, written and closed through an io_uring
-/// fixed file slot only: `uring_slot_write_close`), or `dup2-other` (dup2 over an
-/// unrelated descriptor: the copy stays open). Except for `exit`, it then
+/// fixed file slot only: `uring_slot_write_close`), `dup2-other` (dup2 over an
+/// unrelated descriptor: the copy stays open), or `close` (a plain close(2),
+/// for the tests of the close probe itself). Except for `exit`, it then
 /// prints "ready" and waits for its stdin to close, then exits with the
 /// copy's descriptor (if still open) open.
 fn copy_end(how: &str, src: &str, dst: &str) {
@@ -1273,6 +1274,9 @@ fn copy_end(how: &str, src: &str, dst: &str) {
         "dup2-other" => {
             let (a, b) = (null(), null());
             check(unsafe { libc::dup2(a, b) }, "dup2");
+        }
+        "close" => {
+            check(unsafe { libc::close(fd) }, "close");
         }
         _ => usage(),
     }

@@ -43,28 +43,33 @@ pub const LIFECYCLE_RING_BYTES: u32 = 2 << 20;
 /// Loads the object with the kernel's offsets and the settings as globals,
 /// the bulk lane's ring buffer sized `ring_bytes` (a power of two, at least
 /// a page) and the critical and lifecycle rings at their fixed sizes.
-/// `taint_entries` (tests only) sizes the TAINTED map.
+/// `sizes` (tests only) resizes maps by name: a name the object does not
+/// have is an error.
 pub fn load(
     offsets: &KernelOffsets,
     settings: &SensorSettings,
     ring_bytes: u32,
-    taint_entries: Option<u32>,
+    sizes: &[(String, u32)],
 ) -> Result<Ebpf> {
     if !ring_bytes.is_power_of_two() || ring_bytes < 4096 {
         bail!("ring buffer size {ring_bytes} must be a power of two of at least 4096 bytes");
     }
     let mut loader = EbpfLoader::new();
-    if let Some(n) = taint_entries {
-        loader.map_max_entries("TAINTED", n.max(1));
+    for (name, n) in sizes {
+        loader.map_max_entries(name, (*n).max(1));
     }
-    loader
+    let ebpf = loader
         .override_global("OFFSETS", offsets, true)
         .override_global("SETTINGS", settings, true)
         .map_max_entries("RB_CRITICAL", CRITICAL_RING_BYTES)
         .map_max_entries("RB_LIFECYCLE", LIFECYCLE_RING_BYTES)
         .map_max_entries("RB_BULK", ring_bytes)
         .load(EBPF_OBJ)
-        .context("loading the kernel programs")
+        .context("loading the kernel programs")?;
+    if let Some((name, _)) = sizes.iter().find(|(n, _)| ebpf.map(n).is_none()) {
+        bail!("--map-entries: the kernel programs have no map {name}");
+    }
+    Ok(ebpf)
 }
 
 /// Attaches every probe; fails only when a required one cannot attach.
