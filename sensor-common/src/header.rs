@@ -213,6 +213,8 @@ impl EventKind {
                 Some(<OpenEvent as Compact>::COMPACTION)
             }
             EventKind::FileWrite => Some(<FileWriteEvent as Compact>::COMPACTION),
+            EventKind::Denied => Some(<DeniedEvent as Compact>::COMPACTION),
+            EventKind::FdAccess => Some(<FdAccessEvent as Compact>::COMPACTION),
             _ => None,
         }
     }

@@ -79,6 +79,11 @@ pub struct DeniedEvent {
 pub const DENIED_OBSERVED: u32 = 1;
 const _: () = assert!(core::mem::size_of::<DeniedEvent>() == 56 + 40 + 8 + PATH_BUF);
 record!(DeniedEvent: Denied, Critical);
+// SAFETY: `path` is its KPath (the last field: no trailer).
+unsafe impl crate::Compact for DeniedEvent {
+    const COMPACTION: crate::Compaction =
+        crate::Compaction::of::<DeniedEvent>(core::mem::offset_of!(DeniedEvent, path));
+}
 
 /// What a process did through an fd it did not open (`FdAccessEvent::op`).
 pub const FDA_READ: u32 = 1;
@@ -127,6 +132,11 @@ pub struct FdAccessEvent {
 }
 const _: () = assert!(core::mem::size_of::<FdAccessEvent>() == 56 + 48 + 8 + PATH_BUF);
 record!(FdAccessEvent: FdAccess, Critical);
+// SAFETY: `path` is its KPath (the last field: no trailer).
+unsafe impl crate::Compact for FdAccessEvent {
+    const COMPACTION: crate::Compaction =
+        crate::Compaction::of::<FdAccessEvent>(core::mem::offset_of!(FdAccessEvent, path));
+}
 
 /// Who opened a watched file (`struct file` address -> opener), recorded
 /// by the LSM file_open hook: the process image (tgid and mm) that owns

@@ -16,7 +16,9 @@
 //! and [`Staged::submit`] sends only the bytes the path uses (the record's
 //! trailer moved up behind them, `sensor_common::Compaction`), so a
 //! 1.7 KB open takes about 0.45 KB of its ring. The LSM programs, which
-//! can be preempted, reserve as before (a full record).
+//! can be preempted, stage theirs (a denial, an fd access) in a per-thread
+//! entry of [`TASK_STAGE`] instead (`emit_lsm`), or reserve the whole
+//! record when that map is full.
 //!
 //! A guard rather than a closure: a closure body used by several programs
 //! is compiled as a BPF subprogram (rustc cannot be told to inline it),
@@ -31,7 +33,7 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, generated,
     },
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use core::ffi::c_void;
 use sensor_common::{
@@ -39,9 +41,7 @@ use sensor_common::{
     PATH_BUF, Record, SharedRecord,
 };
 
-use crate::maps::{
-    BPF_RB_FORCE_WAKEUP, RB_BULK, RB_CRITICAL, RB_LIFECYCLE, count_lost, submit_flags,
-};
+use crate::maps::{RB_BULK, RB_CRITICAL, RB_LIFECYCLE, count_lost, submit_flags};
 
 /// A record reserved on its lane's ring, its header filled: submitted by
 /// [`Pending::submit`], discarded if dropped.
@@ -91,6 +91,12 @@ fn reserve<T: 'static>(lane: Lane, kind: EventKind) -> Option<Pending<T>> {
     if held(lane, kind) {
         return None;
     }
+    reserve_held_checked(lane, kind)
+}
+
+/// `reserve` once the rate limit let the record through.
+#[inline(always)]
+fn reserve_held_checked<T: 'static>(lane: Lane, kind: EventKind) -> Option<Pending<T>> {
     let Some(mut entry) = ring(lane).reserve::<T>(0) else {
         count_lost(lane, kind);
         return None;
@@ -116,17 +122,6 @@ impl<T: 'static> Pending<T> {
     #[inline(always)]
     pub fn submit(self) {
         let flags = submit_flags(self.lane);
-        self.submit_with(flags);
-    }
-
-    /// Submits the record and wakes user space now (a denial is urgent).
-    #[inline(always)]
-    pub fn submit_now(self) {
-        self.submit_with(BPF_RB_FORCE_WAKEUP);
-    }
-
-    #[inline(always)]
-    fn submit_with(self, flags: u64) {
         let ev = self.ev;
         core::mem::forget(self);
         // SAFETY: `ev` was reserved on a ring and is released once: the
@@ -241,45 +236,161 @@ impl<T: Compact + 'static> Staged<T> {
     /// Wakes user space as [`Pending::submit`] does.
     #[inline(always)]
     pub fn submit(self) {
-        let c = T::COMPACTION;
-        const { assert!(T::COMPACTION.trailer.is_multiple_of(8)) };
-        const { assert!(T::COMPACTION.bytes_at().is_multiple_of(8)) };
-        let base = self.ev as *mut u8;
-        // SAFETY: `base` is the stage, `size_of::<T>()` bytes; the path's
-        // `len` is at `path_at` (the Compact contract); every offset below
-        // is at most `bytes_at + COMPACT_PATH_MAX + trailer`, inside it.
-        unsafe {
-            let len = *(base.add(c.path_at) as *const u32) as usize;
-            let used = (len + 7) & !7;
-            let size = if used <= COMPACT_PATH_MAX {
-                let from = base.add(c.bytes_at() + PATH_BUF) as *const u64;
-                let to = base.add(c.bytes_at() + used) as *mut u64;
-                let mut i = 0;
-                while i < c.trailer / 8 {
-                    *to.add(i) = *from.add(i);
-                    i += 1;
-                }
-                c.bytes_at() + used + c.trailer
-            } else {
-                size_of::<T>()
-            };
-            // Through memory and checked again at its use: the compiler
-            // computes `size` before the branch that bounds `used`, and
-            // 6.1's verifier does not carry that bound over to `size`.
-            let hsize = &raw mut (*(base as *mut Header)).size;
-            core::ptr::write_volatile(hsize, size as u32);
-            let size = core::ptr::read_volatile(hsize) as usize;
-            if size > size_of::<T>() {
-                count_lost(self.lane, self.kind);
-                return;
+        // SAFETY: `ev` is a staged `T` (this CPU's stage).
+        unsafe { send_compact::<T>(self.ev as *mut u8, self.lane, self.kind) }
+    }
+}
+
+/// Sends the staged `T` at `base` compact (`Staged::submit`).
+///
+/// # Safety
+/// `base` points at a whole `T` record being staged, its header filled.
+#[inline(always)]
+unsafe fn send_compact<T: Compact>(base: *mut u8, lane: Lane, kind: EventKind) {
+    let c = T::COMPACTION;
+    const { assert!(T::COMPACTION.trailer.is_multiple_of(8)) };
+    const { assert!(T::COMPACTION.bytes_at().is_multiple_of(8)) };
+    // SAFETY: `base` is a staged record, `size_of::<T>()` bytes; the
+    // path's `len` is at `path_at` (the Compact contract); every offset
+    // below is at most `bytes_at + COMPACT_PATH_MAX + trailer`, inside it.
+    unsafe {
+        let len = *(base.add(c.path_at) as *const u32) as usize;
+        let used = (len + 7) & !7;
+        let size = if used <= COMPACT_PATH_MAX {
+            let from = base.add(c.bytes_at() + PATH_BUF) as *const u64;
+            let to = base.add(c.bytes_at() + used) as *mut u64;
+            let mut i = 0;
+            while i < c.trailer / 8 {
+                *to.add(i) = *from.add(i);
+                i += 1;
             }
-            let bytes = core::slice::from_raw_parts(base as *const u8, size);
-            if ring(self.lane)
-                .output::<[u8]>(bytes, submit_flags(self.lane))
-                .is_err()
-            {
-                count_lost(self.lane, self.kind);
+            c.bytes_at() + used + c.trailer
+        } else {
+            size_of::<T>()
+        };
+        // Through memory and checked again at its use: the compiler
+        // computes `size` before the branch that bounds `used`, and
+        // 6.1's verifier does not carry that bound over to `size`.
+        let hsize = &raw mut (*(base as *mut Header)).size;
+        core::ptr::write_volatile(hsize, size as u32);
+        let size = core::ptr::read_volatile(hsize) as usize;
+        if size > size_of::<T>() {
+            count_lost(lane, kind);
+            return;
+        }
+        let bytes = core::slice::from_raw_parts(base as *const u8, size);
+        if ring(lane)
+            .output::<[u8]>(bytes, submit_flags(lane))
+            .is_err()
+        {
+            count_lost(lane, kind);
+        }
+    }
+}
+
+/// Threads at once between `emit_lsm` and their record's submit.
+const TASK_STAGE_ENTRIES: u32 = 1024;
+
+/// Where the LSM programs, which run preemptible (so another program on
+/// the same CPU could take a per-CPU [`STAGE`] over midway), build a
+/// record that travels compact: one entry per thread, made by
+/// [`emit_lsm`] and removed when its record is sent or dropped. A
+/// program never runs inside another LSM program of the same thread, so
+/// an entry left by one (none should be) is simply overwritten.
+#[map]
+static TASK_STAGE: HashMap<u32, [u64; STAGE_WORDS]> =
+    HashMap::with_max_entries(TASK_STAGE_ENTRIES, 0);
+
+/// Zeroes, the value a new [`TASK_STAGE`] entry is made from (a record
+/// does not fit on the BPF stack). Never written.
+#[map]
+static STAGE_ZERO: Array<[u64; STAGE_WORDS]> = Array::with_max_entries(1, 0);
+
+/// A record an LSM program fills: staged in [`TASK_STAGE`] and sent
+/// compact, or, when that map is full, reserved whole on its ring as
+/// [`emit`] does. Sent by [`LsmRecord::submit`], discarded if dropped.
+#[must_use = "a record is not sent unless submitted"]
+pub struct LsmRecord<T: 'static> {
+    ev: *mut T,
+    lane: Lane,
+    kind: EventKind,
+    /// The thread whose `TASK_STAGE` entry holds the record; None for a
+    /// record reserved on the ring.
+    staged: Option<u32>,
+}
+
+/// `emit` for LSM programs, for records that can travel compact: `None`
+/// (counted) when the process is past its critical rate limit or the ring
+/// is full.
+#[inline(always)]
+pub fn emit_lsm<T: Record + Compact + 'static>() -> Option<LsmRecord<T>> {
+    const { assert!(size_of::<T>() <= STAGE_WORDS * 8) };
+    let (lane, kind) = (T::LANE, T::KIND);
+    if held(lane, kind) {
+        return None;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(zero) = STAGE_ZERO.get(0)
+        && TASK_STAGE.insert(tid, zero, 0).is_ok()
+    {
+        if let Some(p) = TASK_STAGE.get_ptr_mut(tid) {
+            let ev = p as *mut T;
+            // SAFETY: the entry holds `size_of::<T>()` bytes (asserted
+            // above) and `T` starts with its `Header`.
+            unsafe { fill_header(ev as *mut Header, kind as u32, size_of::<T>()) };
+            return Some(LsmRecord {
+                ev,
+                lane,
+                kind,
+                staged: Some(tid),
+            });
+        }
+        let _ = TASK_STAGE.remove(tid);
+    }
+    let p = reserve_held_checked::<T>(lane, kind)?;
+    let ev = p.ev;
+    core::mem::forget(p);
+    Some(LsmRecord {
+        ev,
+        lane,
+        kind,
+        staged: None,
+    })
+}
+
+impl<T: Compact + 'static> LsmRecord<T> {
+    /// The record, to fill its body (write every field).
+    #[inline(always)]
+    pub fn ptr(&self) -> *mut T {
+        self.ev
+    }
+
+    /// Sends the record (compact when staged) and wakes user space.
+    #[inline(always)]
+    pub fn submit(self) {
+        let (ev, lane, kind, staged) = (self.ev, self.lane, self.kind, self.staged);
+        core::mem::forget(self);
+        match staged {
+            Some(tid) => {
+                // SAFETY: `ev` is this thread's staged record.
+                unsafe { send_compact::<T>(ev as *mut u8, lane, kind) };
+                let _ = TASK_STAGE.remove(tid);
             }
+            // SAFETY: `ev` was reserved on a ring and is released once.
+            None => unsafe { generated::bpf_ringbuf_submit(ev as *mut c_void, submit_flags(lane)) },
+        }
+    }
+}
+
+impl<T: 'static> Drop for LsmRecord<T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        match self.staged {
+            Some(tid) => {
+                let _ = TASK_STAGE.remove(tid);
+            }
+            // SAFETY: `ev` was reserved on a ring and not submitted.
+            None => unsafe { generated::bpf_ringbuf_discard(self.ev as *mut c_void, 0) },
         }
     }
 }

@@ -231,6 +231,8 @@ fn a_key_open_by_a_program_not_allowed_is_denied() {
         by_pid(&alerts, "key-file-open", backup).is_empty(),
         "{alerts:#?}"
     );
+    // The LSM program staged its denials per thread and sent them compact.
+    assert_sent_compact(&s, "denied", key.len());
 }
 
 #[test]

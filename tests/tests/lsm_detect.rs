@@ -233,6 +233,9 @@ fn a_key_read_through_a_handed_over_fd_is_alerted() {
     let a = by_pid(&alerts, "dump-file-access", csender);
     assert_eq!(a.len(), 1, "{alerts:#?}");
     assert_eq!(a[0]["flow"]["via"], "open");
+    // The LSM programs staged these accesses per thread and sent them
+    // compact.
+    assert_sent_compact(&s, "fd_access", key.len().max(copy.as_os_str().len()));
     for hook in ["file_permission", "mmap_file", "file_receive", "file_open"] {
         assert_eq!(
             s.metric(&format!(

@@ -33,7 +33,7 @@ use sensor_common::{
 };
 
 use crate::{
-    emit::emit,
+    emit::{emit, emit_lsm},
     kptr::{FilePtr, SignalPtr, TaskPtr},
     maps::{ENFORCE, PROTECTED, allowed, watch_entry},
     setting,
@@ -88,7 +88,7 @@ fn report_as(
 ) {
     // SAFETY: `ev` is the reserved record.
     unsafe {
-        let Some(rec) = emit::<DeniedEvent>() else {
+        let Some(rec) = emit_lsm::<DeniedEvent>() else {
             return;
         };
         let ev = rec.ptr();
@@ -107,8 +107,8 @@ fn report_as(
             (*ev).flags = file.flags().unwrap_or(0);
             file.read_path(&raw mut (*ev).path);
         }
-        // A denial is urgent: wake user space now.
-        rec.submit_now();
+        // A denial is urgent: the critical lane wakes user space now.
+        rec.submit();
     }
 }
 

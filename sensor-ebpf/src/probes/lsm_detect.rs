@@ -26,7 +26,7 @@ use sensor_common::{
 };
 
 use crate::{
-    emit::emit,
+    emit::emit_lsm,
     kptr::{FilePtr, InodePtr, TaskPtr},
     maps::{
         FD_RECEIVED, FD_REPORTED, FILE_OPENERS, acting_tgid, allowed, check_insert, lru_insert,
@@ -232,7 +232,7 @@ fn fd_access(file: FilePtr, op: u32) {
                 },
             );
         }
-        let Some(rec) = emit::<FdAccessEvent>() else {
+        let Some(rec) = emit_lsm::<FdAccessEvent>() else {
             return;
         };
         let ev = rec.ptr();

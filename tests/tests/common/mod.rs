@@ -544,3 +544,29 @@ fn without_tables(toml: &str, drop: &[&str]) -> String {
     }
     out
 }
+
+/// Asserts that `s` received `kind` records (at least one), each no
+/// longer than the compact form of a `path_max`-byte path: the kernel
+/// sent them compact (the bytes their path uses), not whole.
+pub fn assert_sent_compact(s: &Sensor, kind: &str, path_max: usize) {
+    use sensor_common::EventKind;
+    let k = EventKind::ALL
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .unwrap();
+    let most = k.compaction().unwrap().size(path_max as u32).unwrap();
+    let m = |name: &str| {
+        s.metric(&format!("{name}{{kind=\"{kind}\"}}"))
+            .unwrap_or(0.0)
+    };
+    let (n, bytes) = (
+        m("keysentry_events_total"),
+        m("keysentry_event_bytes_total"),
+    );
+    assert!(n >= 1.0, "no {kind} record");
+    assert!(
+        bytes <= n * most as f64,
+        "{bytes} bytes in {n} {kind} records: not compact (at most {most} each; whole {})",
+        k.record_size()
+    );
+}

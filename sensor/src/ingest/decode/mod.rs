@@ -585,8 +585,8 @@ pub mod tests {
     }
 
     #[test]
-    fn compact_exec_and_write_records_decode_as_whole_ones() {
-        use sensor_common::{ExecEvent, FileWriteEvent};
+    fn compact_exec_write_and_lsm_records_decode_as_whole_ones() {
+        use sensor_common::{DeniedEvent, ExecEvent, FdAccessEvent, FileWriteEvent};
         // SAFETY: all-zero is valid for these plain records.
         let mut x: ExecEvent = unsafe { std::mem::zeroed() };
         x.hdr = header(EventKind::Exec, 9);
@@ -599,7 +599,18 @@ pub mod tests {
         w.hdr = header(EventKind::FileWrite, 9);
         (w.ino, w.dev, w.bytes) = (77, 8 << 20 | 1, 4096);
         w.path = kpath_of("/var/tmp/core.dump");
-        for whole in [bytes_of(&x), bytes_of(&w)] {
+        // The LSM programs' records (staged per thread, `emit_lsm`).
+        // SAFETY: as above.
+        let mut d: DeniedEvent = unsafe { std::mem::zeroed() };
+        d.hdr = header(EventKind::Denied, 9);
+        (d.rule, d.ino, d.dev, d.observed) = (1, 77, 8 << 20 | 1, 1);
+        d.path = kpath_of("/etc/ssl/private/ca.key");
+        // SAFETY: as above.
+        let mut f: FdAccessEvent = unsafe { std::mem::zeroed() };
+        f.hdr = header(EventKind::FdAccess, 9);
+        (f.ino, f.dev, f.op, f.opener, f.owner) = (77, 8 << 20 | 1, 1, 4242, 0);
+        f.path = kpath_of("/etc/ssl/private/ca.key");
+        for whole in [bytes_of(&x), bytes_of(&w), bytes_of(&d), bytes_of(&f)] {
             let c = compact_bytes(&whole);
             assert!(c.len() + PATH_BUF - 24 <= whole.len(), "{}", c.len());
             assert_eq!(decode(&c).unwrap(), decode(&whole).unwrap());
