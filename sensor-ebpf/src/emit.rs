@@ -288,8 +288,9 @@ unsafe fn send_compact<T: Compact>(base: *mut u8, lane: Lane, kind: EventKind) {
     }
 }
 
-/// Threads at once between `emit_lsm` and their record's submit.
-const TASK_STAGE_ENTRIES: u32 = 1024;
+/// Threads at once between `emit_lsm` and their record's submit (each
+/// entry holds a record: about 450 KB in all, preallocated).
+const TASK_STAGE_ENTRIES: u32 = 256;
 
 /// Where the LSM programs, which run preemptible (so another program on
 /// the same CPU could take a per-CPU [`STAGE`] over midway), build a
