@@ -8,43 +8,10 @@
 
 mod common;
 
-use std::{
-    io::{BufRead, BufReader},
-    path::Path,
-    process::{Child, Command, Stdio},
-};
+use std::{path::Path, process::Command};
 
 use common::{lab::*, *};
 use serde_json::Value;
-
-/// `ks-actor ARGS` with piped stdin and stdout, and the first line it
-/// printed (empty when it exited first).
-fn spawn_first_line(args: &[&str]) -> (Child, String) {
-    let mut c = Command::new(actor_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ks-actor");
-    let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (c, line)
-}
-
-/// `ks-actor copy-end HOW KEY DST`, once it printed "ready" (it then
-/// waits for its stdin to close).
-fn spawn_ready(args: &[&str]) -> Child {
-    let (c, line) = spawn_first_line(args);
-    assert_eq!(line.trim(), "ready", "{args:?}");
-    c
-}
-
-fn release(mut c: Child) {
-    drop(c.stdin.take());
-    assert!(c.wait().unwrap().success());
-}
 
 /// The tracked-copy and key-material alerts of `dst` written by `pid`
 /// from `key`, both seen in `alerts`.
@@ -113,18 +80,11 @@ fn copy_ended_where_possible(
 
 #[test]
 fn a_copy_ended_by_exit_close_range_dup2_or_io_uring_is_scanned_like_a_close() {
-    if !have("openssl") {
-        println!("SKIPPED: openssl (to make a key at test time) is not installed");
-        return;
-    }
     let l = lab();
     let key = l.root.join("keys/signing.pem");
-    let st = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "ed25519", "-out"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    if !openssl_ed25519(&key) {
+        return;
+    }
     let mut s = Sensor::start(&l.root, &config(&l));
     let _ = s.alerts_until_marker(&l.marker);
     let k = key.to_str().unwrap();

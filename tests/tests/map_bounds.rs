@@ -8,34 +8,11 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Instant,
 };
 
 use common::{lab::*, *};
-
-/// `ks-actor ARGS` once it printed "ready" (stdin held: it runs on until
-/// `release`).
-fn spawn_ready(args: &[&str]) -> Child {
-    let mut c = Command::new(actor_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn ks-actor");
-    let mut line = String::new();
-    BufReader::new(c.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "{args:?}");
-    c
-}
-
-fn release(mut c: Child) {
-    drop(c.stdin.take());
-    assert!(c.wait().unwrap().success());
-}
 
 /// The value of the metric line that starts with `series` (0 if absent).
 fn metric(s: &Sensor, series: &str) -> u64 {
@@ -62,18 +39,11 @@ fn metric_until(s: &Sensor, series: &str, done: impl Fn(u64) -> bool) -> u64 {
 
 #[test]
 fn a_full_writers_map_still_decides_a_copy_at_its_close() {
-    if !have("openssl") {
-        println!("SKIPPED: openssl (to make a key at test time) is not installed");
-        return;
-    }
     let l = lab();
     let key = l.root.join("keys/signing.pem");
-    let st = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "ed25519", "-out"])
-        .arg(&key)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    if !openssl_ed25519(&key) {
+        return;
+    }
     // WRITERS shrunk to 2 entries: two tainted writers that keep their
     // copies open fill it.
     let mut s = Sensor::start_with(&l.root, &config(&l), &["--map-entries", "WRITERS=2"]);

@@ -570,3 +570,48 @@ pub fn assert_sent_compact(s: &Sensor, kind: &str, path_max: usize) {
         k.record_size()
     );
 }
+
+/// `ks-actor ARGS` with piped stdin and stdout, and the first line it
+/// printed (empty when it exited first).
+pub fn spawn_first_line(args: &[&str]) -> (Child, String) {
+    let mut c = Command::new(actor_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ks-actor");
+    let mut line = String::new();
+    BufReader::new(c.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (c, line)
+}
+
+/// `ks-actor ARGS` once it printed "ready" (it then waits for its stdin
+/// to close: `release`).
+pub fn spawn_ready(args: &[&str]) -> Child {
+    let (c, line) = spawn_first_line(args);
+    assert_eq!(line.trim(), "ready", "{args:?}");
+    c
+}
+
+pub fn release(mut c: Child) {
+    drop(c.stdin.take());
+    assert!(c.wait().unwrap().success());
+}
+
+/// An ed25519 private key made by openssl at `path`; false (and SKIPPED
+/// printed) where openssl is not installed.
+pub fn openssl_ed25519(path: &Path) -> bool {
+    if !have("openssl") {
+        println!("SKIPPED: openssl (to make a key at test time) is not installed");
+        return false;
+    }
+    let st = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    true
+}
