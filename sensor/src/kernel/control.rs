@@ -219,15 +219,16 @@ impl MapStats {
         })
     }
 
-    /// Counts the next map of `SAMPLED` (its cost: one syscall per entry,
-    /// at most the map's capacity: 65536 for WATCHED, 16384 or less for
-    /// the others). Returns true when the round of all maps is done.
     /// The LRU maps' churn (FOLD and CRIT_RATE are sampled by the agent's
     /// fold sweep).
     pub(crate) fn lru(&mut self) -> &mut super::lru::LruChurn {
         &mut self.lru
     }
 
+    /// Counts the next map of `SAMPLED` (its cost: one syscall per entry,
+    /// at most the map's capacity: 65536 for WATCHED, 16384 or less for
+    /// the others), an LRU map's evictions with it. Returns true when the
+    /// round of all maps is done.
     pub(crate) fn step(&mut self, metrics: &Metrics, kernel: &KernelControl) -> bool {
         use sensor_common::{
             LRU_ENVIRON_READS, LRU_FD_RECEIVED, LRU_FD_REPORTED, LRU_FILE_OPENERS,
