@@ -164,11 +164,10 @@ fn a_copy_ended_by_exit_close_range_dup2_or_io_uring_is_scanned_like_a_close() {
 }
 
 fn insert_failures(s: &Sensor, map: &str) -> u64 {
-    let needle = format!("keysentry_map_insert_failures_total{{map=\"{map}\"}} ");
-    s.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    s.metric(&format!(
+        "keysentry_map_insert_failures_total{{map=\"{map}\"}}"
+    ))
+    .map_or(0, |v| v as u64)
 }
 
 #[test]

@@ -16,11 +16,7 @@ use common::{lab::*, *};
 
 /// The value of the metric line that starts with `series` (0 if absent).
 fn metric(s: &Sensor, series: &str) -> u64 {
-    let needle = format!("{series} ");
-    s.metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix(&needle))
-        .map_or(0, |v| v.trim().parse::<f64>().unwrap() as u64)
+    s.metric(series).map_or(0, |v| v as u64)
 }
 
 /// Polls the metric `series` until `done` accepts it (the agent samples
