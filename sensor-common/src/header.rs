@@ -4,8 +4,8 @@
 
 use crate::{
     DeniedEvent, DumpConfigEvent, ExecEvent, ExitEvent, FdAccessEvent, FileCloseEvent,
-    FileWriteEvent, ForkEvent, MemAccessEvent, NetSendEvent, OpenEvent, PathChangeEvent,
-    RenameEvent, SignalEvent,
+    FileWriteEvent, ForkEvent, KernelReaderEvent, MemAccessEvent, NetSendEvent, OpenEvent,
+    PathChangeEvent, RenameEvent, SignalEvent,
 };
 
 /// Bytes kept of a path rebuilt from dentries (components leaf first).
@@ -75,6 +75,9 @@ event_kinds! {
     /// A BPF LSM hook saw a process read, write or map a watched file
     /// through an fd it did not open itself (first access per process).
     FdAccess = 13,
+    /// A BPF tracing program, kernel module or kexec image loaded, or
+    /// perf sampling of other processes' user stacks (failed or not).
+    KernelReader = 25,
 }
 
 /// Number of slots in the lost-event counter array.
@@ -153,6 +156,7 @@ impl EventKind {
             EventKind::PathChange => "path_change",
             EventKind::Denied => "denied",
             EventKind::FdAccess => "fd_access",
+            EventKind::KernelReader => "kernel_reader",
         }
     }
 
@@ -177,6 +181,7 @@ impl EventKind {
             EventKind::PathChange => <PathChangeEvent as Record>::LANE,
             EventKind::Denied => <DeniedEvent as Record>::LANE,
             EventKind::FdAccess => <FdAccessEvent as Record>::LANE,
+            EventKind::KernelReader => <KernelReaderEvent as Record>::LANE,
         }
     }
 
@@ -200,6 +205,7 @@ impl EventKind {
             EventKind::PathChange => core::mem::size_of::<PathChangeEvent>(),
             EventKind::Denied => core::mem::size_of::<DeniedEvent>(),
             EventKind::FdAccess => core::mem::size_of::<FdAccessEvent>(),
+            EventKind::KernelReader => core::mem::size_of::<KernelReaderEvent>(),
         }
     }
 }
@@ -488,6 +494,7 @@ mod tests {
             PathChangeEvent,
             DeniedEvent,
             FdAccessEvent,
+            KernelReaderEvent,
         );
         let records = || {
             singles.iter().copied().chain(

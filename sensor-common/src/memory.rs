@@ -1,7 +1,7 @@
 //! Memory access to other processes, dump-producing signals and dump
 //! configuration changes.
 
-use crate::{FoldTag, Header, header::record};
+use crate::{FoldTag, Header, InodeKey, KPath, header::record};
 
 /// Memory-access operations (`MemAccessEvent::op`).
 pub const MEM_PTRACE: u32 = 1;
@@ -108,6 +108,68 @@ pub struct DumpConfigEvent {
 }
 const _: () = assert!(core::mem::size_of::<DumpConfigEvent>() == 80);
 record!(DumpConfigEvent: DumpConfig, Critical);
+
+/// What a KernelReaderEvent reports: a way to read any process's memory
+/// from the kernel side, around the watched syscalls and files.
+/// bpf(BPF_PROG_LOAD) of a tracing program type (`detail`: prog_type).
+pub const KR_BPF_PROG_LOAD: u32 = 1;
+/// init_module (a module image from memory).
+pub const KR_INIT_MODULE: u32 = 2;
+/// finit_module (`file`: the module file).
+pub const KR_FINIT_MODULE: u32 = 3;
+/// kexec_load (`arg`: flags).
+pub const KR_KEXEC_LOAD: u32 = 4;
+/// kexec_file_load (`file`: the kernel image, `arg`: flags).
+pub const KR_KEXEC_FILE_LOAD: u32 = 5;
+/// perf_event_open sampling user stacks, user registers or raw data of
+/// every process (`target` -1) or of a protected one (`detail`:
+/// attr.type, `arg`: attr.sample_type).
+pub const KR_PERF_EVENT: u32 = 6;
+
+/// BPF program types that can read any process's memory
+/// (bpf_probe_read_user, bpf_copy_from_user_task): kprobe (and uprobe),
+/// tracepoint, perf_event, raw tracepoint (and writable), tracing
+/// (fentry/fexit, iterators) and LSM.
+pub const BPF_TRACING_PROG_TYPES: [u32; 7] = [2, 5, 7, 17, 24, 26, 29];
+
+/// perf_event_attr.sample_type bits that copy a process's data out:
+/// PERF_SAMPLE_RAW, PERF_SAMPLE_REGS_USER, PERF_SAMPLE_STACK_USER.
+pub const PERF_SAMPLE_USER_DATA: u64 = (1 << 10) | (1 << 12) | (1 << 13);
+
+/// Loading code into the kernel or sampling other processes' user data:
+/// BPF tracing programs, kernel modules, kexec images, perf sampling of
+/// user stacks (`KR_*`). Reported at syscall exit, failed or not.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct KernelReaderEvent {
+    pub hdr: Header,
+    pub ret: i64,
+    /// perf: attr.sample_type; kexec: flags; finit_module: flags.
+    pub arg: u64,
+    /// The file loaded (finit_module, kexec_file_load), zero otherwise.
+    pub file: InodeKey,
+    /// KR_* value.
+    pub what: u32,
+    /// bpf: prog_type; perf: attr.type.
+    pub detail: u32,
+    /// bpf: expected_attach_type; perf: attr.config (low 32 bits);
+    /// finit_module, kexec_file_load: the file's descriptor.
+    pub detail2: u32,
+    /// perf: the pid argument (-1: every process).
+    pub target: i32,
+    /// perf: the process `target` names when it is protected (a thread id
+    /// names its process), 0 otherwise.
+    pub target_tgid: u32,
+    pub _pad: u32,
+    /// bpf: prog_name (NUL padded).
+    pub name: [u8; 16],
+    /// The file loaded (finit_module, kexec_file_load), rebuilt from its
+    /// dentries; empty otherwise.
+    pub path: KPath,
+}
+const _: () =
+    assert!(core::mem::size_of::<KernelReaderEvent>() == 128 + core::mem::size_of::<KPath>());
+record!(KernelReaderEvent: KernelReader, Critical);
 
 /// Is `sig` a signal whose default action dumps core?
 pub const fn is_dump_signal(sig: u32) -> bool {

@@ -56,6 +56,12 @@ pub const NR_IO_URING_ENTER: i32 = 426;
 pub const NR_CLOSE_RANGE: i32 = 436;
 pub const NR_OPENAT2: i32 = 437;
 pub const NR_PIDFD_GETFD: i32 = 438;
+pub const NR_PERF_EVENT_OPEN: i32 = 298;
+pub const NR_INIT_MODULE: i32 = 175;
+pub const NR_FINIT_MODULE: i32 = 313;
+pub const NR_KEXEC_LOAD: i32 = 246;
+pub const NR_KEXEC_FILE_LOAD: i32 = 320;
+pub const NR_BPF: i32 = 321;
 
 /// Names of the syscalls user space reports (an LSM denial's syscall, the
 /// syscall behind a kernel ptrace access check), by number.

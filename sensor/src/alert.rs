@@ -190,6 +190,8 @@ pub struct Alert {
     pub dump: Option<DumpDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelDetail>,
     /// For the enforceable rules (`sensor_common::ENF_RULES`): "denied"
     /// when a BPF LSM hook refused the operation, "observed" when it went
     /// ahead. Absent on the other rules.
@@ -238,6 +240,38 @@ pub struct FlowDetail {
     /// key-material: what the scanner found (kinds and fingerprints only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<serde_json::Value>,
+}
+
+/// Details of a kernel-reader alert: what was loaded into the kernel, or
+/// what was sampled.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KernelDetail {
+    /// The syscall: "bpf", "init_module", "finit_module", "kexec_load",
+    /// "kexec_file_load", "perf_event_open".
+    pub op: &'static str,
+    /// "success" or "failed", and the errno name of a failure.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    /// bpf: the program type ("kprobe" covers uprobes), its name, and
+    /// the expected attach type's number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prog_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prog_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attach_type: Option<u32>,
+    /// perf_event_open: whose data is sampled ("every process", "a
+    /// cgroup", "protected process"), and what ("stack_user",
+    /// "regs_user", "raw").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sample: Vec<&'static str>,
+    /// A module load the kernel asked for (request_module: modprobe run
+    /// by a kernel thread), with the module it named.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kernel_requested: bool,
 }
 
 /// Details of forced-crash, core-dump and dump-config-change alerts.
@@ -346,6 +380,7 @@ mod tests {
     fn schema_fields() {
         let a = Alert {
             action: None,
+            kernel: None,
             ts: rfc3339(0),
             rule: "key-file-open",
             severity: Severity::High,

@@ -10,7 +10,8 @@
 //! `Alert::new` (below) starts every alert a rule makes from this table.
 
 use crate::alert::{
-    Alert, DumpDetail, FlowDetail, MemDetail, OpenDetail, ProcessCtx, Severity, Target,
+    Alert, DumpDetail, FlowDetail, KernelDetail, MemDetail, OpenDetail, ProcessCtx, Severity,
+    Target,
 };
 
 /// A detection rule.
@@ -39,6 +40,10 @@ pub enum Rule {
     TrackedCopy,
     Exfiltration,
     KeyMaterial,
+    /// Code loaded into the kernel (BPF tracing program, module, kexec
+    /// image) or other processes' user stacks sampled: a way to read any
+    /// process's memory from the kernel side (`kernel_reader.rs`).
+    KernelReader,
     /// The kernel could not hand user space a critical record (its lane's
     /// ring was full): a detection may be missing (`agent/live.rs`).
     EventsLost,
@@ -152,14 +157,19 @@ mod attack {
     /// Impair Defenses: Indicator Blocking (a flood that makes the
     /// sensor drop what it should have seen).
     pub const INDICATOR_BLOCKING: &str = "T1562.006";
+    /// Rootkit (BPF programs that read other processes from the kernel).
+    pub const ROOTKIT: &str = "T1014";
+    /// Boot or Logon Autostart Execution: Kernel Modules and Extensions.
+    pub const KERNEL_MODULES: &str = "T1547.006";
 }
 
 /// Every rule, in `Rule` order (checked at compile time below). The
 /// variants' alternative techniques: ptrace-attach's memory writes
 /// (PTRACE_POKE*, SETREGS), process-access's attach-mode checks,
-/// tracked-copy's archives, exfiltration other than over TCP.
+/// tracked-copy's archives, exfiltration other than over TCP, kernel-reader's
+/// module loads.
 #[rustfmt::skip]
-const TABLE: [Def; 18] = {
+const TABLE: [Def; 19] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -181,6 +191,7 @@ const TABLE: [Def; 18] = {
         def(Rule::TrackedCopy, "tracked-copy", two(STAGED, ARCHIVE), Copy, None, false),
         def(Rule::Exfiltration, "exfiltration", two(EXFIL_C2, EXFIL_ALT), Send, Some((Critical, 95)), false),
         def(Rule::KeyMaterial, "key-material", one(PRIVATE_KEYS), Key, Some((Critical, 95)), false),
+        def(Rule::KernelReader, "kernel-reader", two(ROOTKIT, KERNEL_MODULES), Access, Some((High, 80)), false),
         def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
     ]
 };
@@ -281,6 +292,7 @@ impl Alert {
             memory: None,
             dump: None,
             flow: None,
+            kernel: None,
             action: None,
         }
     }
@@ -310,6 +322,11 @@ impl Alert {
 
     pub fn memory(mut self, memory: MemDetail) -> Self {
         self.memory = Some(memory);
+        self
+    }
+
+    pub fn kernel(mut self, kernel: KernelDetail) -> Self {
+        self.kernel = Some(kernel);
         self
     }
 

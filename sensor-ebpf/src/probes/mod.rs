@@ -4,6 +4,7 @@ pub mod bench;
 pub mod close;
 pub mod dumpcfg;
 pub mod flow;
+pub mod kreader;
 pub mod lsm;
 pub mod lsm_detect;
 pub mod memory;

@@ -375,6 +375,11 @@ pub struct Allow {
     /// (a crash-report uploader, the dump handler's own tools).
     #[serde(default)]
     pub dumps: bool,
+    /// Makes this a kernel-reader allowance: `exe` may load BPF tracing
+    /// programs, kernel modules and kexec images and sample other
+    /// processes' user stacks (the monitoring stack, udev, systemd).
+    #[serde(default)]
+    pub kernel_reader: bool,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

@@ -300,6 +300,12 @@ impl Config {
                     "cannot be combined with key_path or target: use one entry per kind of allowance",
                 );
             }
+            if a.kernel_reader && (a.key_path.is_some() || a.target.is_some() || a.dumps) {
+                return invalid(
+                    format!("allow[{i}].kernel_reader"),
+                    "cannot be combined with key_path, target or dumps: use one entry per kind of allowance",
+                );
+            }
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
             {
@@ -575,6 +581,35 @@ mod tests {
         let c = Config::parse("[[allow]]\nexe = \"/usr/bin/x\"\ndumps = true\n", "t").unwrap();
         assert!(c.allow[0].dumps);
         assert_eq!(Config::default_config().dumps, Dumps::default());
+    }
+
+    #[test]
+    fn kernel_reader_allowances_stand_alone() {
+        for other in [
+            "dumps = true",
+            "target = \"/usr/bin/y\"",
+            "key_path = \"/k\"",
+        ] {
+            let f = invalid_field(
+                &format!(
+                    "[[key_path]]\npath = \"/k\"\n[[allow]]\nexe = \"/usr/bin/x\"\nkernel_reader = true\n{other}\n"
+                ),
+                "allow[0].kernel_reader",
+            );
+            assert!(f.contains("cannot be combined"), "{f}");
+        }
+        let c = Config::parse(
+            "[[allow]]\nexe = \"/usr/bin/x\"\nkernel_reader = true\n",
+            "t",
+        )
+        .unwrap();
+        assert!(c.allow[0].kernel_reader && !c.allow[0].dumps);
+        assert!(
+            Config::default_config()
+                .allow
+                .iter()
+                .any(|a| a.kernel_reader && a.exe.ends_with("systemd-udevd"))
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
         dump: None,
         flow: None,
         action: None,
+        kernel: None,
     }
 }
 

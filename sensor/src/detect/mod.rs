@@ -14,6 +14,7 @@ pub mod environ;
 pub mod evidence;
 pub mod fdaccess;
 pub mod flows;
+pub mod kernel_reader;
 pub mod keys;
 pub mod keyscan;
 pub mod lost;
@@ -44,6 +45,8 @@ struct AllowRule {
     target: Option<Vec<String>>,
     /// May open registered dump files.
     dumps: bool,
+    /// May load code into the kernel and sample other processes.
+    kernel_reader: bool,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -80,6 +83,7 @@ impl Policy {
                 exe: exe_forms(&a.exe),
                 target: a.target.as_deref().map(exe_forms),
                 dumps: a.dumps,
+                kernel_reader: a.kernel_reader,
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -112,6 +116,7 @@ impl Policy {
             && self.allow.iter().any(|a| {
                 a.target.is_none()
                     && !a.dumps
+                    && !a.kernel_reader
                     && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,
@@ -169,6 +174,17 @@ impl Policy {
                 .allow
                 .iter()
                 .any(|a| a.dumps && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is the actor allowed to load code into the kernel or sample other
+    /// processes (an `[[allow]]` with `kernel_reader`)?
+    pub fn allowed_kernel_reader(&self, p: &ProcInfo) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self
+                .allow
+                .iter()
+                .any(|a| a.kernel_reader && a.exe.iter().any(|e| **e == *p.exe))
     }
 
     /// Is the actor allowed to access the memory of processes running

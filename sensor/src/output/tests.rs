@@ -32,6 +32,7 @@ fn alert(n: u32, exe: &str) -> Alert {
         memory: None,
         dump: None,
         flow: None,
+        kernel: None,
         // As send() marks an enforceable rule's alert.
         action: Some("observed"),
     }

@@ -58,6 +58,16 @@
 //!                             /proc/PID/mem into OUT (a raw dump), DETACH
 //!   send-file PATH PORT       read PATH, connect to 127.0.0.1:PORT, send it
 //!   uring-copy SRC DST        read SRC, write it to DST with IORING_OP_WRITE
+//!   bpf-load TYPE NAME        bpf(BPF_PROG_LOAD) of a program of type TYPE (its
+//!                             number: 1 socket filter, 2 kprobe/uprobe) named NAME
+//!                             that returns 0
+//!   module-load PATH          finit_module(open(PATH), "", 0)
+//!   kexec-file PATH           kexec_file_load(open(PATH), -1, 0, NULL, NO_INITRAMFS)
+//!   perf-sample PID           perf_event_open sampling PID's user stack and
+//!                             registers (PID -1: every process, on CPU 0)
+//!   perf-count                perf_event_open counting its own CPU time, no samples
+//!   mount-fs FSTYPE DIR       mount(2) of file-system type FSTYPE on DIR (a type the
+//!                             kernel lacks makes it ask for its module: request_module)
 //!   uring-copy-skip SRC DST   the same, the write with IOSQE_CQE_SKIP_SUCCESS
 //!                             (no completion), linked to a NOP
 //!   uring-direct SRC DST HOW  io_uring only, direct descriptors: OPENAT SRC into a
@@ -586,6 +596,46 @@ fn main() {
         ["open-loop", path, max] => open_loop(path, num(max)),
         ["copy-end", how, src, dst] => copy_end(how, src, dst),
         ["taint-fill", path, n] => taint_fill(path, num(n) as usize),
+        ["bpf-load", ty, name] => bpf_load(num(ty) as u32, name),
+        ["module-load", path] => {
+            let fd = open_ro(path);
+            let empty = cstr("");
+            let rc = unsafe { libc::syscall(libc::SYS_finit_module, fd, empty.as_ptr(), 0) };
+            check(rc as i32, "finit_module");
+        }
+        ["kexec-file", path] => {
+            const KEXEC_FILE_NO_INITRAMFS: libc::c_ulong = 4;
+            let fd = open_ro(path);
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_kexec_file_load,
+                    fd,
+                    -1,
+                    0 as libc::c_ulong,
+                    std::ptr::null::<u8>(),
+                    KEXEC_FILE_NO_INITRAMFS,
+                )
+            };
+            check(rc as i32, "kexec_file_load");
+        }
+        ["perf-sample", pid] => {
+            let pid: i32 = pid.parse().unwrap_or_else(|_| usage());
+            perf_open(pid, true)
+        }
+        ["perf-count"] => perf_open(0, false),
+        ["mount-fs", fstype, dir] => {
+            let (src, t, d) = (cstr("none"), cstr(fstype), cstr(dir));
+            let rc = unsafe {
+                libc::mount(
+                    src.as_ptr(),
+                    d.as_ptr(),
+                    t.as_ptr(),
+                    libc::MS_RDONLY,
+                    std::ptr::null(),
+                )
+            };
+            check(rc, "mount");
+        }
         _ => usage(),
     }
 }
@@ -673,6 +723,72 @@ fn open_loop(path: &str, max: u64) {
     }
     println!("opened {opened}");
     let _ = std::io::stdout().flush();
+}
+
+fn open_ro(path: &str) -> i32 {
+    let fd = unsafe { libc::open(cstr(path).as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    check(fd, "open")
+}
+
+/// bpf(BPF_PROG_LOAD) of `r0 = 0; exit` as a program of type `ty`.
+fn bpf_load(ty: u32, name: &str) {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    // BPF_ALU64|BPF_MOV|BPF_K r0 = 0; BPF_JMP|BPF_EXIT.
+    let insns: [u64; 2] = [0xb7, 0x95];
+    let license = cstr("GPL");
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&ty.to_ne_bytes());
+    attr[4..8].copy_from_slice(&2u32.to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    let n = name.len().min(15);
+    attr[48..48 + n].copy_from_slice(&name.as_bytes()[..n]);
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    check(fd as i32, "bpf(BPF_PROG_LOAD)");
+}
+
+/// perf_event_open of the CPU clock: sampling the user stack and
+/// registers of `pid` (-1: every process, on CPU 0) when `sample`, else
+/// counting only.
+fn perf_open(pid: i32, sample: bool) {
+    const PERF_TYPE_SOFTWARE: u32 = 1;
+    const PERF_SAMPLE_IP: u64 = 1;
+    const PERF_SAMPLE_REGS_USER: u64 = 1 << 12;
+    const PERF_SAMPLE_STACK_USER: u64 = 1 << 13;
+    // struct perf_event_attr, PERF_ATTR_SIZE_VER7 (128 bytes).
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&PERF_TYPE_SOFTWARE.to_ne_bytes());
+    attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+    // config: PERF_COUNT_SW_CPU_CLOCK (0)
+    // flags: disabled, exclude_kernel, exclude_hv
+    attr[40..48].copy_from_slice(&((1u64) | (1 << 5) | (1 << 6)).to_ne_bytes());
+    if sample {
+        attr[16..24].copy_from_slice(&1_000_000u64.to_ne_bytes());
+        let st = PERF_SAMPLE_IP | PERF_SAMPLE_REGS_USER | PERF_SAMPLE_STACK_USER;
+        attr[24..32].copy_from_slice(&st.to_ne_bytes());
+        // sample_regs_user: ax..sp; sample_stack_user: 4 KiB.
+        attr[80..88].copy_from_slice(&0xffu64.to_ne_bytes());
+        attr[88..92].copy_from_slice(&4096u32.to_ne_bytes());
+    }
+    let cpu: i32 = if pid == -1 { 0 } else { -1 };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            pid,
+            cpu,
+            -1,
+            0 as libc::c_ulong,
+        )
+    };
+    check(fd as i32, "perf_event_open");
 }
 
 fn num(s: &str) -> u64 {

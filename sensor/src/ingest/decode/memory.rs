@@ -1,9 +1,9 @@
 //! Memory records (`sensor_common::memory`): cross-process memory access,
 //! dump-producing signals and core-dump configuration changes.
 
-use sensor_common::{DumpConfigEvent, MemAccessEvent, SignalEvent};
+use sensor_common::{DumpConfigEvent, KernelReaderEvent, MemAccessEvent, SignalEvent};
 
-use super::{Task, read, task};
+use super::{Task, cstr, read, task};
 
 /// A cross-process memory access (ptrace, process_vm_*, pidfd_getfd).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +47,44 @@ pub struct DumpConfigRecord {
     /// DCFG_* value.
     pub what: u32,
     pub target: u32,
+}
+
+/// Code loaded into the kernel, or other processes' user data sampled
+/// (`KR_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelReaderRecord {
+    pub task: Task,
+    pub ret: i64,
+    /// KR_* value.
+    pub what: u32,
+    pub arg: u64,
+    /// The file loaded: (kernel dev, inode), (0, 0) when none.
+    pub file: (u32, u64),
+    pub detail: u32,
+    pub detail2: u32,
+    pub target: i32,
+    pub target_tgid: u32,
+    pub name: String,
+    /// The file loaded, as the kernel rebuilt its path (and whether it was
+    /// cut short).
+    pub path: Option<(String, bool)>,
+}
+
+pub(super) fn kernel_reader(buf: &[u8]) -> KernelReaderRecord {
+    let e: KernelReaderEvent = read(buf);
+    KernelReaderRecord {
+        task: task(&e.hdr),
+        ret: e.ret,
+        what: e.what,
+        arg: e.arg,
+        file: (e.file.dev, e.file.ino),
+        detail: e.detail,
+        detail2: e.detail2,
+        target: e.target,
+        target_tgid: e.target_tgid,
+        name: cstr(&e.name),
+        path: super::kpath(&e.path),
+    }
 }
 
 pub(super) fn mem_access(buf: &[u8]) -> MemRecord {

@@ -25,7 +25,7 @@ use sensor_common::{
 use self::{
     flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
     lsm::{DeniedRecord, FdAccessRecord},
-    memory::{DumpConfigRecord, MemRecord, SignalRecord},
+    memory::{DumpConfigRecord, KernelReaderRecord, MemRecord, SignalRecord},
     open::OpenRecord,
 };
 
@@ -108,6 +108,7 @@ pub enum Event {
     PathChange(PathRecord),
     Denied(DeniedRecord),
     FdAccess(FdAccessRecord),
+    KernelReader(KernelReaderRecord),
 }
 
 impl Event {
@@ -129,6 +130,7 @@ impl Event {
             Event::PathChange(_) => EventKind::PathChange,
             Event::Denied(_) => EventKind::Denied,
             Event::FdAccess(_) => EventKind::FdAccess,
+            Event::KernelReader(_) => EventKind::KernelReader,
         }
     }
 }
@@ -206,6 +208,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => process::exit(buf),
         EventKind::Rename => process::rename(buf),
         EventKind::DumpConfig => Event::DumpConfig(memory::dump_config(buf)),
+        EventKind::KernelReader => Event::KernelReader(memory::kernel_reader(buf)),
         EventKind::DumpSignal => Event::Signal(memory::signal(buf)),
         EventKind::MemAccess => Event::Mem(memory::mem_access(buf)),
         EventKind::FileWrite => Event::FileWrite(flow::file_write(buf)),

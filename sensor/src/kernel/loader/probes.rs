@@ -131,6 +131,42 @@ pub const PROBES: &[Probe] = &[
         serves: "dump-config-change (RLIMIT_CORE via prlimit64)",
     },
     Probe {
+        program: "ks_exit_kreader",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_bpf"),
+        required: false,
+        serves: "kernel-reader (bpf)",
+    },
+    Probe {
+        program: "ks_exit_kreader",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_init_module"),
+        required: false,
+        serves: "kernel-reader (init_module)",
+    },
+    Probe {
+        program: "ks_exit_kreader",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_finit_module"),
+        required: false,
+        serves: "kernel-reader (finit_module)",
+    },
+    Probe {
+        program: "ks_exit_kreader",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_kexec_load"),
+        required: false,
+        serves: "kernel-reader (kexec_load)",
+    },
+    Probe {
+        program: "ks_exit_kreader",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_kexec_file_load"),
+        required: false,
+        serves: "kernel-reader (kexec_file_load)",
+    },
+    Probe {
+        program: "ks_exit_kreader",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_perf_event_open"),
+        required: false,
+        serves: "kernel-reader (perf_event_open)",
+    },
+    Probe {
         program: "ks_iou_complete",
         hook: Hook::Tracepoint("io_uring", "io_uring_complete"),
         required: false,

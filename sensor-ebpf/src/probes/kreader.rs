@@ -1,0 +1,182 @@
+//! Reading memory from the kernel side: loads of BPF tracing programs,
+//! kernel modules and kexec images, and perf sampling of other processes'
+//! user stacks, registers or raw data. One program on the exit
+//! tracepoints of bpf, init_module, finit_module, kexec_load,
+//! kexec_file_load and perf_event_open, dispatched on the syscall number;
+//! arguments from the task's saved user registers, so a failed attempt is
+//! reported with its error too. User space decides (rule `kernel-reader`).
+
+use aya_ebpf::{
+    helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext,
+};
+use sensor_common::{
+    BPF_TRACING_PROG_TYPES, KR_BPF_PROG_LOAD, KR_FINIT_MODULE, KR_INIT_MODULE,
+    KR_KEXEC_FILE_LOAD, KR_KEXEC_LOAD, KR_PERF_EVENT, KernelReaderEvent, PERF_SAMPLE_USER_DATA,
+    x86_64::{
+        NR_BPF, NR_FINIT_MODULE, NR_INIT_MODULE, NR_KEXEC_FILE_LOAD, NR_KEXEC_LOAD,
+        NR_PERF_EVENT_OPEN,
+    },
+};
+
+use crate::{
+    emit::emit,
+    kptr::FilePtr,
+    maps::{acting_tgid, protected_target},
+    syscall::{arg4, arg5, args3, sys_ret, tp_nr},
+    vfs::fd_file,
+};
+
+const BPF_PROG_LOAD: u64 = 5;
+/// perf_event_open's flag: `pid` is a cgroup descriptor.
+const PERF_FLAG_PID_CGROUP: u64 = 1 << 2;
+
+/// What to report, filled per syscall.
+struct Report {
+    what: u32,
+    arg: u64,
+    /// The file loaded (finit_module, kexec_file_load).
+    file: Option<FilePtr>,
+    detail: u32,
+    detail2: u32,
+    target: i32,
+    target_tgid: u32,
+    name: [u8; 16],
+}
+
+impl Report {
+    #[inline(always)]
+    fn new(what: u32) -> Self {
+        Report {
+            what,
+            arg: 0,
+            file: None,
+            detail: 0,
+            detail2: 0,
+            target: 0,
+            target_tgid: 0,
+            name: [0; 16],
+        }
+    }
+}
+
+/// A user-memory read of a `T` at `addr + off` (0 when it faults).
+#[inline(always)]
+fn user_at<T: Default>(addr: u64, off: u64) -> T {
+    if addr == 0 {
+        return T::default();
+    }
+    // SAFETY: bpf_probe_read_user checks the address.
+    unsafe { bpf_probe_read_user((addr + off) as *const T) }.unwrap_or_default()
+}
+
+// syscalls:sys_exit_{bpf,init_module,finit_module,kexec_load,
+// kexec_file_load,perf_event_open}.
+#[tracepoint]
+pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
+    if acting_tgid().is_none() {
+        return 0;
+    }
+    let Some((a1, a2, _a3)) = args3() else {
+        return 0;
+    };
+    let r = match tp_nr(&ctx) {
+        NR_BPF => {
+            // bpf(cmd, union bpf_attr *attr, size): prog_type at 0,
+            // prog_name at 48, expected_attach_type at 68.
+            if a1 != BPF_PROG_LOAD {
+                return 0;
+            }
+            let prog_type: u32 = user_at(a2, 0);
+            if !BPF_TRACING_PROG_TYPES.contains(&prog_type) {
+                return 0;
+            }
+            let mut r = Report::new(KR_BPF_PROG_LOAD);
+            r.detail = prog_type;
+            r.detail2 = user_at(a2, 68);
+            r.name = user_at(a2, 48);
+            r
+        }
+        NR_INIT_MODULE => Report::new(KR_INIT_MODULE),
+        NR_FINIT_MODULE => {
+            // finit_module(fd, uargs, flags)
+            let mut r = Report::new(KR_FINIT_MODULE);
+            r.file = fd_file(a1);
+            r.detail2 = a1 as u32;
+            r.arg = args3().map(|a| a.2).unwrap_or(0);
+            r
+        }
+        NR_KEXEC_LOAD => {
+            // kexec_load(entry, nr_segments, segments, flags)
+            let mut r = Report::new(KR_KEXEC_LOAD);
+            r.arg = arg4().unwrap_or(0);
+            r
+        }
+        NR_KEXEC_FILE_LOAD => {
+            // kexec_file_load(kernel_fd, initrd_fd, cmdline_len, cmdline, flags)
+            let mut r = Report::new(KR_KEXEC_FILE_LOAD);
+            r.file = fd_file(a1);
+            r.detail2 = a1 as u32;
+            r.arg = arg5().unwrap_or(0);
+            r
+        }
+        NR_PERF_EVENT_OPEN => {
+            // perf_event_open(attr, pid, cpu, group_fd, flags): type at 0,
+            // config at 8, sample_type at 24.
+            let sample_type: u64 = user_at(a1, 24);
+            if sample_type & PERF_SAMPLE_USER_DATA == 0 {
+                return 0;
+            }
+            let pid = a2 as i32;
+            let flags = arg5().unwrap_or(0);
+            let mut r = Report::new(KR_PERF_EVENT);
+            if flags & PERF_FLAG_PID_CGROUP != 0 {
+                // Every process of a cgroup.
+                r.target = -2;
+            } else if pid == -1 {
+                r.target = -1;
+            } else {
+                // One process: reported when it is protected.
+                let Some(t) = protected_target(pid as u32) else {
+                    return 0;
+                };
+                r.target = pid;
+                r.target_tgid = t;
+            }
+            r.arg = sample_type;
+            r.detail = user_at(a1, 0);
+            r.detail2 = user_at::<u64>(a1, 8) as u32;
+            r
+        }
+        _ => return 0,
+    };
+    let Some(rec) = emit::<KernelReaderEvent>() else {
+        return 0;
+    };
+    let ev = rec.ptr();
+    // SAFETY: `ev` is the reserved record; every field is written.
+    unsafe {
+        (*ev).ret = sys_ret(&ctx);
+        (*ev).arg = r.arg;
+        (*ev).file = r
+            .file
+            .and_then(|f| f.identity())
+            .map(|(k, _)| k)
+            .unwrap_or_default();
+        match r.file {
+            Some(f) => f.read_path(&raw mut (*ev).path),
+            None => {
+                (*ev).path.len = 0;
+                (*ev).path.flags = 0;
+            }
+        }
+        (*ev).what = r.what;
+        (*ev).detail = r.detail;
+        (*ev).detail2 = r.detail2;
+        (*ev).target = r.target;
+        (*ev).target_tgid = r.target_tgid;
+        (*ev)._pad = 0;
+        (*ev).name = r.name;
+    }
+    rec.submit();
+    0
+}

@@ -1,0 +1,330 @@
+//! `kernel-reader`: reading memory from the kernel side. A BPF tracing
+//! program (kprobe and uprobe, tracepoint, perf_event, raw tracepoint,
+//! fentry/fexit, LSM) can read any process's memory; so can a kernel
+//! module or a kexec'd kernel; perf sampling of user stacks, user
+//! registers or raw data copies other processes' data out. The kernel
+//! reports each such syscall at exit (`sensor-ebpf/src/probes/kreader.rs`);
+//! this rule decides:
+//!
+//! - an `[[allow]]` with `kernel_reader = true` whose executable is
+//!   genuine and uncontrolled (no loader variables at exec, no tracer:
+//!   `Policy::allowed_kernel_reader`), and keysentry's own executable, are
+//!   no alert;
+//! - a module load the kernel asked for (request_module: modprobe started
+//!   by a kernel thread) is low: the module is one the kernel named;
+//! - a failed attempt is medium, a success high.
+
+use sensor_common::{
+    KR_BPF_PROG_LOAD, KR_FINIT_MODULE, KR_INIT_MODULE, KR_KEXEC_FILE_LOAD, KR_KEXEC_LOAD,
+    KR_PERF_EVENT,
+};
+use serde_json::Value;
+
+use crate::{
+    alert::{KernelDetail, Severity, Target},
+    detect::{Policy, errno_text, process_target, rule_alert},
+    enrich::{context::Context, devnum::st_dev, proctab::ProcInfo},
+    ingest::decode::memory::KernelReaderRecord,
+    rules::Rule,
+};
+
+/// kthreadd: the parent of every kernel thread.
+const KTHREADD: u32 = 2;
+
+/// The name of a BPF program type keysentry reports.
+fn prog_type_name(t: u32) -> &'static str {
+    match t {
+        2 => "kprobe",
+        5 => "tracepoint",
+        7 => "perf_event",
+        17 => "raw_tracepoint",
+        24 => "raw_tracepoint_writable",
+        26 => "tracing",
+        29 => "lsm",
+        _ => "other",
+    }
+}
+
+/// The user data a perf sample_type copies out.
+fn sample_names(sample_type: u64) -> Vec<&'static str> {
+    [
+        (1 << 13, "stack_user"),
+        (1 << 12, "regs_user"),
+        (1 << 10, "raw"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| sample_type & bit != 0)
+    .map(|(_, n)| n)
+    .collect()
+}
+
+/// Is `pid` a kernel thread (kthreadd or one of its children without an
+/// executable)? A user process can never have one as its parent except
+/// through the kernel's own usermode helper.
+fn kernel_thread(cx: &mut Context, pid: u32) -> bool {
+    if pid == KTHREADD {
+        return true;
+    }
+    let p = cx.procs.lookup(pid);
+    p.ppid == KTHREADD && p.exe.is_empty()
+}
+
+/// Is `p` a keysentry process (this program's own executable, checked by
+/// inode at exec)?
+fn is_keysentry(cx: &mut Context, p: &ProcInfo) -> bool {
+    let own = cx.view.value("self-exe".to_string(), || {
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| Value::String(p.to_string_lossy().into_owned()))
+            .unwrap_or_default()
+    });
+    p.exe_genuine && p.allow_bypass.is_none() && own.as_str() == Some(&*p.exe)
+}
+
+/// The file the kernel loaded, by the identity and path it reported.
+fn loaded(r: &KernelReaderRecord) -> Target {
+    Target::File {
+        path: r.path.as_ref().map(|(p, _)| p.clone()).unwrap_or_default(),
+        dev: st_dev(r.file.0),
+        inode: r.file.1,
+    }
+}
+
+/// A kernel-reader record.
+pub fn kernel_reader(cx: &mut Context, policy: &Policy, r: &KernelReaderRecord) {
+    let actor = cx.procs.resolve(&r.task);
+    if policy.allowed_kernel_reader(&actor) || is_keysentry(cx, &actor) {
+        return;
+    }
+    let ok = r.ret >= 0;
+    let mut detail = KernelDetail {
+        result: if ok { "success" } else { "failed" },
+        errno: (!ok).then(|| errno_text(r.ret)),
+        ..Default::default()
+    };
+    let mut target = Target::File {
+        path: "kernel".into(),
+        dev: 0,
+        inode: 0,
+    };
+    let what: String;
+    let mut verdict = None;
+    match r.what {
+        KR_BPF_PROG_LOAD => {
+            detail.op = "bpf";
+            let t = prog_type_name(r.detail);
+            detail.prog_type = Some(t);
+            detail.prog_name = (!r.name.is_empty()).then(|| r.name.clone());
+            detail.attach_type = Some(r.detail2);
+            what = format!(
+                "a BPF {t} program{} into the kernel: it can read any process's memory",
+                match &detail.prog_name {
+                    Some(n) => format!(" ({n})"),
+                    None => String::new(),
+                }
+            );
+        }
+        KR_INIT_MODULE | KR_FINIT_MODULE => {
+            detail.op = if r.what == KR_INIT_MODULE {
+                "init_module"
+            } else {
+                "finit_module"
+            };
+            let file = r.path.as_ref().map(|(p, _)| p.clone());
+            if r.file != (0, 0) {
+                target = loaded(r);
+            }
+            detail.kernel_requested = kernel_thread(cx, actor.ppid);
+            what = format!(
+                "a kernel module{}",
+                file.map(|f| format!(" ({f})")).unwrap_or_default()
+            );
+            if detail.kernel_requested {
+                verdict = Some((Severity::Low, 20));
+            }
+        }
+        KR_KEXEC_LOAD | KR_KEXEC_FILE_LOAD => {
+            detail.op = if r.what == KR_KEXEC_LOAD {
+                "kexec_load"
+            } else {
+                "kexec_file_load"
+            };
+            if r.what == KR_KEXEC_FILE_LOAD && r.file != (0, 0) {
+                target = loaded(r);
+            }
+            what = "a kernel image to boot into (kexec): the new kernel sees all memory".into();
+        }
+        KR_PERF_EVENT => {
+            detail.op = "perf_event_open";
+            detail.sample = sample_names(r.arg);
+            let whose = match r.target {
+                -1 => "every process",
+                -2 => "a cgroup",
+                _ => "protected process",
+            };
+            detail.sampled = Some(whose);
+            if r.target > 0 {
+                let tgid = cx.procs.tgid_of(r.target_tgid);
+                let t = cx.procs.lookup(tgid);
+                what = format!(
+                    "perf sampling of protected process {} (pid {})'s {}",
+                    t.comm,
+                    t.pid,
+                    detail.sample.join(", ")
+                );
+                target = process_target(&t);
+            } else {
+                what = format!("perf sampling of {whose}'s {}", detail.sample.join(", "));
+            }
+        }
+        _ => return,
+    }
+    let message = format!(
+        "{} (pid {}, uid {}) {} {what}{}",
+        actor.comm,
+        actor.pid,
+        actor.uid,
+        match (ok, r.what) {
+            (true, KR_PERF_EVENT) => "started",
+            (false, KR_PERF_EVENT) => "tried to start",
+            (true, _) => "loaded",
+            (false, _) => "tried to load",
+        },
+        if detail.kernel_requested {
+            ", asked for by the kernel (request_module)"
+        } else {
+            ""
+        }
+    );
+    let verdict = verdict.or((!ok).then_some((Severity::Medium, 45)));
+    let mut alert = rule_alert(
+        Rule::KernelReader,
+        &actor,
+        target,
+        &cx.host,
+        cx.wall(r.task.ts_boot_ns),
+    )
+    .message(message)
+    .kernel(detail);
+    if let Some((s, score)) = verdict {
+        alert = alert.verdict(s, score);
+    }
+    if matches!(r.what, KR_INIT_MODULE | KR_FINIT_MODULE) {
+        alert = alert.attack(Rule::KernelReader.alt_attack());
+    }
+    cx.raise(alert, r.task.ts_boot_ns);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        alert::Alert,
+        detect::{
+            flow_tests::{task, with},
+            tests::{policy, proc},
+        },
+    };
+
+    fn record(actor: &ProcInfo, what: u32, ret: i64) -> KernelReaderRecord {
+        KernelReaderRecord {
+            task: task(actor),
+            ret,
+            what,
+            arg: 0,
+            file: (0, 0),
+            detail: 2,
+            detail2: 0,
+            target: 0,
+            target_tgid: 0,
+            name: "peek".into(),
+            path: None,
+        }
+    }
+
+    fn raised(cx: &mut Context) -> Vec<Alert> {
+        cx.take_raised().into_iter().map(|(a, _)| a).collect()
+    }
+
+    const AGENT: &str = "[[allow]]\nexe = \"/usr/bin/agent\"\nkernel_reader = true\n";
+
+    /// A module the kernel asked for (modprobe run by a kworker) is low;
+    /// the same modprobe run from a shell is high; a refused one medium.
+    #[test]
+    fn a_module_the_kernel_asked_for_is_low() {
+        let kworker = ProcInfo {
+            exe: "".into(),
+            ..proc(30, KTHREADD, 0, "/kworker")
+        };
+        let shell = proc(40, 1, 0, "/usr/bin/bash");
+        let by_kernel = proc(31, 30, 0, "/usr/sbin/modprobe");
+        let by_shell = proc(41, 40, 0, "/usr/sbin/modprobe");
+        let mut cx = with(&[kworker, shell, by_kernel.clone(), by_shell.clone()]);
+        let p = Policy::default();
+        kernel_reader(&mut cx, &p, &record(&by_kernel, KR_FINIT_MODULE, 0));
+        kernel_reader(&mut cx, &p, &record(&by_shell, KR_FINIT_MODULE, 0));
+        kernel_reader(&mut cx, &p, &record(&by_shell, KR_FINIT_MODULE, -8));
+        let a = raised(&mut cx);
+        assert_eq!(a.len(), 3);
+        assert_eq!((a[0].rule, a[0].severity), ("kernel-reader", Severity::Low));
+        assert!(a[0].kernel.as_ref().unwrap().kernel_requested);
+        assert!(
+            a[0].message.contains("asked for by the kernel"),
+            "{}",
+            a[0].message
+        );
+        assert_eq!(a[1].severity, Severity::High);
+        assert_eq!(a[1].attack, "T1547.006");
+        assert!(!a[1].kernel.as_ref().unwrap().kernel_requested);
+        assert_eq!(a[2].severity, Severity::Medium);
+        assert_eq!(
+            a[2].kernel.as_ref().unwrap().errno.as_deref(),
+            Some("ENOEXEC")
+        );
+    }
+
+    /// An allowance holds for the genuine program only.
+    #[test]
+    fn an_allowance_holds_for_the_genuine_program_only() {
+        let agent = proc(50, 1, 0, "/usr/bin/agent");
+        let preloaded = ProcInfo {
+            allow_bypass: Some(Arc::from("LD_PRELOAD at exec")),
+            ..proc(51, 1, 0, "/usr/bin/agent")
+        };
+        let lookalike = ProcInfo {
+            exe_genuine: false,
+            ..proc(52, 1, 0, "/usr/bin/agent")
+        };
+        let mut cx = with(&[agent.clone(), preloaded.clone(), lookalike.clone()]);
+        let p = policy(AGENT);
+        for a in [&agent, &preloaded, &lookalike] {
+            kernel_reader(&mut cx, &p, &record(a, KR_BPF_PROG_LOAD, 3));
+        }
+        let a = raised(&mut cx);
+        assert_eq!(
+            a.iter().map(|a| a.process.pid).collect::<Vec<_>>(),
+            vec![51, 52]
+        );
+        assert_eq!(a[0].kernel.as_ref().unwrap().prog_type, Some("kprobe"));
+        // A kernel-reader allowance allows no key opens.
+        assert!(!p.allowed(&agent, None));
+    }
+
+    #[test]
+    fn sample_names_are_the_user_data_bits() {
+        assert_eq!(
+            sample_names((1 << 13) | (1 << 12) | 1),
+            vec!["stack_user", "regs_user"]
+        );
+        assert_eq!(sample_names(1 << 10), vec!["raw"]);
+        assert!(sample_names(1).is_empty());
+    }
+
+    #[test]
+    fn every_reported_program_type_has_a_name() {
+        for t in sensor_common::BPF_TRACING_PROG_TYPES {
+            assert_ne!(prog_type_name(t), "other", "{t}");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! `kernel-reader`: reading memory from the kernel side, re-enacted with the
+//! real syscalls. A BPF kprobe/uprobe program loaded (what bpftrace does
+//! before it reads a process through a uprobe), perf sampling of user
+//! stacks of every process or of a protected one, a kernel module and a
+//! kexec image loaded (both refused by the kernel: the files are not
+//! ones). Not alerts: a socket filter, perf counting its own process,
+//! perf sampling a process that is not protected, an allowlisted
+//! monitoring agent; but the same agent under LD_PRELOAD, or a renamed
+//! copy of it, is.
+
+mod common;
+
+use std::{
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use common::{lab::spawn_victim, *};
+use serde_json::Value;
+
+const RULE: &str = "kernel-reader";
+
+struct Lab {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    marker: PathBuf,
+    /// A protected copy of ks-actor.
+    victim_bin: PathBuf,
+    /// A copy of ks-actor allowlisted as a kernel reader (a monitoring agent).
+    agent_bin: PathBuf,
+    config: String,
+}
+
+fn lab() -> Lab {
+    let tmp = tempdir();
+    let root = tmp.path().to_path_buf();
+    std::fs::create_dir(root.join("keys")).unwrap();
+    let marker = root.join("keys/zz-marker");
+    std::fs::write(&marker, b"m").unwrap();
+    let copy = |name: &str| {
+        let p = root.join(name);
+        std::fs::copy(actor_bin(), &p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let victim_bin = copy("ks-victim");
+    let agent_bin = copy("ks-agent");
+    let config = format!(
+        "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[allow]]\nexe = \"{}\"\nkernel_reader = true\n",
+        root.join("keys").display(),
+        victim_bin.display(),
+        agent_bin.display(),
+    );
+    Lab {
+        _tmp: tmp,
+        root,
+        marker,
+        victim_bin,
+        agent_bin,
+        config,
+    }
+}
+
+/// Runs `bin ARGS` (with `env`); returns (pid, exited 0).
+fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], uid: Option<u32>) -> (u32, bool) {
+    let mut c = Command::new(bin);
+    c.args(args).stdout(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    if let Some(u) = uid {
+        c.uid(u).gid(u);
+    }
+    let mut child = c.spawn().unwrap();
+    let pid = child.id();
+    (pid, child.wait().unwrap().success())
+}
+
+fn one(alerts: &[Value], pid: u32) -> &Value {
+    let got = by_pid(alerts, RULE, pid);
+    assert_eq!(got.len(), 1, "one {RULE} alert by pid {pid}: {alerts:#?}");
+    got[0]
+}
+
+fn none(alerts: &[Value], pid: u32, what: &str) {
+    let got = by_pid(alerts, RULE, pid);
+    assert!(
+        got.is_empty(),
+        "{what} (pid {pid}) must not alert: {got:#?}"
+    );
+}
+
+/// The C library this test runs with (a harmless LD_PRELOAD).
+fn libc_path() -> String {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
+        .expect("libc in /proc/self/maps")
+        .to_string()
+}
+
+#[test]
+fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
+    require_root();
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &l.config);
+    let actor = actor_bin();
+    let (victim, vpid) = spawn_victim(&l.victim_bin);
+    let (plain, ppid) = spawn_victim(&actor);
+
+    // Not alerts: a socket filter, counting one's own CPU time, sampling
+    // a process that is not protected.
+    let (sock, ok) = run(&actor, &["bpf-load", "1", "ks_sock"], &[], None);
+    assert!(ok, "socket filter load");
+    let (count, ok) = run(&actor, &["perf-count"], &[], None);
+    assert!(ok, "perf counting");
+    let (unprot, ok) = run(&actor, &["perf-sample", &ppid.to_string()], &[], None);
+    assert!(ok, "perf sampling of a plain process");
+
+    // Alerts.
+    let (kprobe, ok) = run(&actor, &["bpf-load", "2", "ks_peek"], &[], None);
+    assert!(ok, "kprobe program load");
+    let (all, ok) = run(&actor, &["perf-sample", "-1"], &[], None);
+    assert!(ok, "system-wide perf sampling");
+    let (prot, ok) = run(&actor, &["perf-sample", &vpid.to_string()], &[], None);
+    assert!(ok, "perf sampling of the protected victim");
+    // An unprivileged attempt: refused by the kernel, still an attempt.
+    let (nobody, ok) = run(
+        &world_executable(&actor),
+        &["bpf-load", "2", "ks_try"],
+        &[],
+        Some(65534),
+    );
+    assert!(!ok, "an unprivileged kprobe load must fail");
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    release(victim);
+    release(plain);
+
+    none(&alerts, sock, "a socket filter load");
+    none(&alerts, count, "perf counting its own process");
+    none(&alerts, unprot, "perf sampling of an unprotected process");
+
+    let a = one(&alerts, kprobe);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["kernel"]["op"], "bpf");
+    assert_eq!(a["kernel"]["prog_type"], "kprobe");
+    assert_eq!(a["kernel"]["prog_name"], "ks_peek");
+    assert_eq!(a["kernel"]["result"], "success");
+    assert_eq!(a["target"]["path"], "kernel");
+    assert_eq!(a["attack"], "T1014");
+
+    let a = one(&alerts, all);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["kernel"]["op"], "perf_event_open");
+    assert_eq!(a["kernel"]["sampled"], "every process");
+    assert_eq!(
+        a["kernel"]["sample"],
+        serde_json::json!(["stack_user", "regs_user"])
+    );
+
+    let a = one(&alerts, prot);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["kernel"]["sampled"], "protected process");
+    assert_eq!(a["target"]["pid"], vpid, "{a:#}");
+    assert!(
+        a["target"]["protected"].as_str().is_some(),
+        "the target says why it is protected: {a:#}"
+    );
+
+    let a = one(&alerts, nobody);
+    assert_eq!(a["severity"], "medium", "{a:#}");
+    assert_eq!(a["kernel"]["result"], "failed");
+    assert_eq!(a["kernel"]["errno"], "EPERM");
+    assert_eq!(a["process"]["uid"], 65534);
+}
+
+#[test]
+fn an_allowed_kernel_reader_holds_only_as_itself() {
+    require_root();
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &l.config);
+    // The monitoring agent: no alert.
+    let (agent, ok) = run(&l.agent_bin, &["bpf-load", "2", "ks_agent"], &[], None);
+    assert!(ok);
+    // The same agent with a loader variable: its allowance does not hold.
+    let libc = libc_path();
+    let (preload, ok) = run(
+        &l.agent_bin,
+        &["bpf-load", "2", "ks_agent"],
+        &[("LD_PRELOAD", &libc)],
+        None,
+    );
+    assert!(ok);
+    // A renamed copy of the same program is another program.
+    let renamed = l.root.join("ks-agent2");
+    std::fs::copy(&l.agent_bin, &renamed).unwrap();
+    std::fs::set_permissions(&renamed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (other, ok) = run(&renamed, &["bpf-load", "2", "ks_agent"], &[], None);
+    assert!(ok);
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    none(&alerts, agent, "the allowlisted agent");
+    let a = one(&alerts, preload);
+    assert!(
+        a["severity"] == "high" || a["severity"] == "critical",
+        "{a:#}"
+    );
+    assert!(
+        a["process"]["allow_bypass"]
+            .as_str()
+            .is_some_and(|w| w.contains("LD_PRELOAD")),
+        "{a:#}"
+    );
+    assert!(
+        a["factors"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "allow_bypass")),
+        "{a:#}"
+    );
+    let a = one(&alerts, other);
+    assert_eq!(a["severity"], "high", "{a:#}");
+}
+
+/// The kernel has the syscall's exit tracepoint (a kernel built without
+/// modules or kexec has neither the syscall nor its tracepoint).
+fn tracepoint(name: &str) -> bool {
+    Path::new("/sys/kernel/tracing/events/syscalls")
+        .join(format!("sys_exit_{name}"))
+        .exists()
+        || Path::new("/sys/kernel/debug/tracing/events/syscalls")
+            .join(format!("sys_exit_{name}"))
+            .exists()
+}
+
+#[test]
+fn module_and_kexec_loads_alert_with_the_file() {
+    require_root();
+    let have_module = tracepoint("finit_module");
+    let have_kexec = tracepoint("kexec_file_load");
+    if !have_module && !have_kexec {
+        println!(
+            "SKIPPED: this kernel has no finit_module or kexec_file_load (no sys_exit tracepoint: built without modules and kexec)"
+        );
+        return;
+    }
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &l.config);
+    // Files the kernel refuses to load: the attempt is what is seen.
+    let bogus = l.root.join("evil.ko");
+    std::fs::write(&bogus, b"not an ELF module").unwrap();
+    let actor = actor_bin();
+    let module = have_module.then(|| {
+        let (pid, ok) = run(&actor, &["module-load", bogus.to_str().unwrap()], &[], None);
+        assert!(!ok, "the kernel must refuse a file that is not a module");
+        pid
+    });
+    let kexec = have_kexec.then(|| {
+        let (pid, ok) = run(&actor, &["kexec-file", bogus.to_str().unwrap()], &[], None);
+        assert!(!ok, "the kernel must refuse a file that is not a kernel");
+        pid
+    });
+    let alerts = s.alerts_until_marker(&l.marker);
+    for (pid, op) in [(module, "finit_module"), (kexec, "kexec_file_load")] {
+        let Some(pid) = pid else {
+            println!("SKIPPED {op}: this kernel has no sys_exit_{op} tracepoint");
+            continue;
+        };
+        let a = one(&alerts, pid);
+        assert_eq!(a["kernel"]["op"], op, "{a:#}");
+        assert_eq!(a["kernel"]["result"], "failed", "{a:#}");
+        assert_eq!(a["severity"], "medium", "{a:#}");
+        assert_eq!(a["target"]["inode"], ino(&bogus), "{a:#}");
+        assert_eq!(a["target"]["path"], bogus.to_str().unwrap(), "{a:#}");
+        assert!(a["kernel"].get("kernel_requested").is_none(), "{a:#}");
+    }
+}
+
+/// Sets /proc/sys/kernel/modprobe (the program the kernel runs to load a
+/// module it needs) and restores it on drop, whatever happens in the test.
+struct Modprobe {
+    old: String,
+}
+
+const MODPROBE: &str = "/proc/sys/kernel/modprobe";
+
+impl Modprobe {
+    fn set(p: &Path) -> Self {
+        let old = std::fs::read_to_string(MODPROBE).unwrap();
+        std::fs::write(MODPROBE, p.to_str().unwrap()).unwrap();
+        Modprobe { old }
+    }
+}
+
+impl Drop for Modprobe {
+    fn drop(&mut self) {
+        let _ = std::fs::write(MODPROBE, self.old.trim_end());
+    }
+}
+
+/// A module the kernel asks for: a mount of a file-system type it lacks
+/// makes it run its modprobe helper (request_module), as a child of a
+/// kernel thread. The helper here tries to load a file that is not a
+/// module: the load is low and says the kernel asked for it; the same
+/// helper run by a user is medium.
+#[test]
+fn a_module_the_kernel_asks_for_is_low() {
+    require_root();
+    if !Path::new(MODPROBE).exists() || !tracepoint("finit_module") {
+        println!(
+            "SKIPPED: this kernel has no module loading (no {MODPROBE} or no finit_module tracepoint)"
+        );
+        return;
+    }
+    let l = lab();
+    let bogus = l.root.join("evil.ko");
+    std::fs::write(&bogus, b"not an ELF module").unwrap();
+    let helper = l.root.join("modprobe-helper");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nexec {} module-load {}\n",
+            actor_bin().display(),
+            bogus.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mnt = l.root.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut s = Sensor::start(&l.root, &l.config);
+    {
+        let _guard = Modprobe::set(&helper);
+        let (_, ok) = run(
+            &actor_bin(),
+            &["mount-fs", "ksnosuchfs", mnt.to_str().unwrap()],
+            &[],
+            None,
+        );
+        assert!(!ok, "a mount of a type the kernel lacks must fail");
+    }
+    let (by_user, ok) = run(&helper, &[], &[], None);
+    assert!(!ok);
+    let alerts = s.alerts_until_marker(&l.marker);
+    let loads: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["rule"] == RULE && a["kernel"]["op"] == "finit_module")
+        .collect();
+    let by_kernel: Vec<&&Value> = loads
+        .iter()
+        .filter(|a| a["process"]["pid"] != by_user)
+        .collect();
+    assert_eq!(by_kernel.len(), 1, "the kernel's request: {loads:#?}");
+    let a = by_kernel[0];
+    assert_eq!(a["severity"], "low", "{a:#}");
+    assert_eq!(a["kernel"]["kernel_requested"], true, "{a:#}");
+    assert_eq!(a["target"]["inode"], ino(&bogus), "{a:#}");
+    let a = one(&alerts, by_user);
+    assert_eq!(a["severity"], "medium", "{a:#}");
+    assert!(a["kernel"].get("kernel_requested").is_none(), "{a:#}");
+}
