@@ -43,9 +43,16 @@ pub const EXEC_LD_ENV: u32 = 2;
 /// The environment was too large to check completely (treated as if it
 /// had one of those variables: the allowance fails closed).
 pub const EXEC_ENV_UNCHECKED: u32 = 4;
-/// The executable is allowlisted (`[[allow]]`): only then is the
-/// environment checked.
+/// The executable is allowlisted (`[[allow]]`): its allowance is
+/// withdrawn by the bits above.
 pub const EXEC_ALLOWLISTED: u32 = 8;
+/// LD_PRELOAD was in the new environment.
+pub const EXEC_LD_PRELOAD: u32 = 16;
+/// LD_AUDIT was in the new environment.
+pub const EXEC_LD_AUDIT: u32 = 32;
+/// The process is protected from its exec (`[[protected]]` exe or comm):
+/// its environment and tracer were checked as an allowlisted one's are.
+pub const EXEC_PROTECTED: u32 = 64;
 /// Set by the decoder (never by the kernel) on a record written before
 /// exec records carried the executable's identity: its path is taken as
 /// it was then.

@@ -44,6 +44,9 @@ pub enum Rule {
     /// image) or other processes' user stacks sampled: a way to read any
     /// process's memory from the kernel side (`kernel_reader.rs`).
     KernelReader,
+    /// A protected or allowlisted program started with code loaded into
+    /// it (LD_PRELOAD, LD_AUDIT) or under a tracer (`tamper.rs`).
+    KeyHolderTamper,
     /// The kernel could not hand user space a critical record (its lane's
     /// ring was full): a detection may be missing (`agent/live.rs`).
     EventsLost,
@@ -157,6 +160,8 @@ mod attack {
     /// Impair Defenses: Indicator Blocking (a flood that makes the
     /// sensor drop what it should have seen).
     pub const INDICATOR_BLOCKING: &str = "T1562.006";
+    /// Hijack Execution Flow: Dynamic Linker Hijacking.
+    pub const DYLD_HIJACK: &str = "T1574.006";
     /// Rootkit (BPF programs that read other processes from the kernel).
     pub const ROOTKIT: &str = "T1014";
     /// Boot or Logon Autostart Execution: Kernel Modules and Extensions.
@@ -167,9 +172,9 @@ mod attack {
 /// variants' alternative techniques: ptrace-attach's memory writes
 /// (PTRACE_POKE*, SETREGS), process-access's attach-mode checks,
 /// tracked-copy's archives, exfiltration other than over TCP, kernel-reader's
-/// module loads.
+/// module loads, key-holder-tamper's tracer.
 #[rustfmt::skip]
-const TABLE: [Def; 19] = {
+const TABLE: [Def; 20] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -192,6 +197,7 @@ const TABLE: [Def; 19] = {
         def(Rule::Exfiltration, "exfiltration", two(EXFIL_C2, EXFIL_ALT), Send, Some((Critical, 95)), false),
         def(Rule::KeyMaterial, "key-material", one(PRIVATE_KEYS), Key, Some((Critical, 95)), false),
         def(Rule::KernelReader, "kernel-reader", two(ROOTKIT, KERNEL_MODULES), Access, Some((High, 80)), false),
+        def(Rule::KeyHolderTamper, "key-holder-tamper", two(DYLD_HIJACK, PTRACE_INJECT), Access, Some((High, 75)), false),
         def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
     ]
 };

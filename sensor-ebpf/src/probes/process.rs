@@ -9,7 +9,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
-    CMDLINE_BUF, EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED, ExecEvent,
+    CMDLINE_BUF, EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_AUDIT, EXEC_LD_ENV, EXEC_LD_PRELOAD,
+    EXEC_PROTECTED, EXEC_PTRACED, ExecEvent,
     ExitEvent, ForkEvent, HOLDER_RULE, INSERT_FAIL_ALLOW_BYPASS, INSERT_FAIL_GROUP_EXITED,
     INSERT_FAIL_PROTECTED, INSERT_FAIL_PROTECTED_THREADS, INSERT_FAIL_TAINTED_PIPES, InodeKey,
     LRU_ENVIRON_READS, LRU_GROUP_EXITED, LRU_TAINTED_PIPES, RenameEvent, STOP_EXEC, STOP_MAP_FULL,
@@ -104,12 +105,18 @@ struct EnvScan {
 }
 
 /// One environment string at a time (bpf_probe_read_user_str finds its end).
+/// The whole environment is read (each variable's bit is wanted).
 #[map]
 static ENV_SCRATCH: PerCpuArray<[u8; ENV_PIECE]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The loader variables that put code into (or change the libraries of) an
-/// allowlisted executable.
-const LD_VARS: [&[u8]; 3] = [b"LD_PRELOAD=", b"LD_AUDIT=", b"LD_LIBRARY_PATH="];
+/// allowlisted or protected executable, each with the EXEC_* bit that
+/// names it (LD_LIBRARY_PATH has none of its own: EXEC_LD_ENV).
+const LD_VARS: [(&[u8], u32); 3] = [
+    (b"LD_PRELOAD=", EXEC_LD_PRELOAD),
+    (b"LD_AUDIT=", EXEC_LD_AUDIT),
+    (b"LD_LIBRARY_PATH=", 0),
+];
 
 /// bpf_loop callback: checks the environment string at `scan.at` and
 /// moves past it. Returns 1 to stop (end reached or a variable found).
@@ -136,7 +143,7 @@ unsafe extern "C" fn env_scan_step(_i: u64, ctx: *mut c_void) -> i64 {
             return 1;
         }
         if (*scan).inside == 0 {
-            for var in LD_VARS {
+            for (var, bit) in LD_VARS {
                 let mut same = true;
                 let mut i = 0;
                 while i < var.len() {
@@ -147,9 +154,7 @@ unsafe extern "C" fn env_scan_step(_i: u64, ctx: *mut c_void) -> i64 {
                     i += 1;
                 }
                 if same {
-                    (*scan).flags |= EXEC_LD_ENV;
-                    (*scan).done = 1;
-                    return 1;
+                    (*scan).flags |= EXEC_LD_ENV | bit;
                 }
             }
         }
@@ -169,8 +174,11 @@ unsafe extern "C" fn env_scan_step(_i: u64, ctx: *mut c_void) -> i64 {
 /// allowance: an allowlisted executable exec'd while traced, or with a
 /// loader variable anywhere in its environment (an environment too large
 /// to check counts as one), is recorded in ALLOW_BYPASS so `allowed`
-/// refuses it until its next exec or exit. Executables without an
-/// `[[allow]]` are not scanned (one map lookup).
+/// refuses it until its next exec or exit. A process protected from its
+/// exec (`protect_at_exec`, before this) is checked the same way for
+/// user space (`key-holder-tamper`: code loaded into it at start, or a
+/// tracer from its start), without ALLOW_BYPASS. Other executables are
+/// not scanned (two map lookups).
 #[inline(always)]
 fn allowance_at_exec() -> (InodeKey, u32) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -183,14 +191,19 @@ fn allowance_at_exec() -> (InodeKey, u32) {
     else {
         return (InodeKey::default(), 0);
     };
-    // SAFETY: a map lookup.
-    if unsafe { ALLOW_EXES.get(exe) }.is_none() {
-        if unsafe { ALLOW_BYPASS.get(tgid) }.is_some() {
-            let _ = ALLOW_BYPASS.remove(tgid);
-        }
+    // SAFETY: map lookups.
+    let allowlisted = unsafe { ALLOW_EXES.get(exe) }.is_some();
+    if !allowlisted && unsafe { ALLOW_BYPASS.get(tgid) }.is_some() {
+        let _ = ALLOW_BYPASS.remove(tgid);
+    }
+    let protected = unsafe { PROTECTED.get(tgid) }.is_some_and(|r| *r != HOLDER_RULE);
+    if !allowlisted && !protected {
         return (exe, 0);
     }
-    let mut flags = EXEC_ALLOWLISTED;
+    let mut flags = if allowlisted { EXEC_ALLOWLISTED } else { 0 };
+    if protected {
+        flags |= EXEC_PROTECTED;
+    }
     if task.ptrace().is_none_or(|p| p != 0) {
         flags |= EXEC_PTRACED;
     }
@@ -220,6 +233,9 @@ fn allowance_at_exec() -> (InodeKey, u32) {
         if scan.done == 0 {
             flags |= EXEC_ENV_UNCHECKED;
         }
+    }
+    if !allowlisted {
+        return (exe, flags);
     }
     if flags & (EXEC_PTRACED | EXEC_LD_ENV | EXEC_ENV_UNCHECKED) != 0 {
         if ALLOW_BYPASS.insert(tgid, flags, 0).is_err() {

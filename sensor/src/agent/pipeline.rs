@@ -481,6 +481,7 @@ impl Pipeline {
                 if let Some(c) = change {
                     cx.apply(&[c]);
                 }
+                crate::detect::tamper::exec(cx, &self.policy, &task, exec_flags);
             }
             Event::Fork {
                 parent,

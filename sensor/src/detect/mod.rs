@@ -21,6 +21,7 @@ pub mod lost;
 pub mod memory;
 pub mod renames;
 pub mod sends;
+pub mod tamper;
 
 pub use crate::enrich::facts::{KeyAccess, MemAccess, TrackedOpen, via};
 

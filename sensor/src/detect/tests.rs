@@ -487,7 +487,9 @@ fn an_allowance_holds_only_for_the_genuine_untouched_program() {
     );
     // Loader variables or a tracer at exec.
     let preloaded = ProcInfo {
-        allow_bypass: crate::enrich::proctab::exec_bypass(sensor_common::EXEC_LD_ENV),
+        allow_bypass: crate::enrich::proctab::exec_bypass(
+            sensor_common::EXEC_ALLOWLISTED | sensor_common::EXEC_LD_ENV,
+        ),
         ..cat.clone()
     };
     assert!(!p.allowed(&preloaded, None));

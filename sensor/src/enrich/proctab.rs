@@ -358,10 +358,14 @@ fn running_bypass(p: &procfs::process::Process) -> Option<Arc<str>> {
 /// kernel's list, probes/process.rs).
 pub const LD_VARS: [&str; 3] = ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"];
 
-/// Why an allowance does not hold, from an exec record's EXEC_* bits.
+/// Why an allowance does not hold, from an exec record's EXEC_* bits
+/// (of an allowlisted executable: a protected one's are for
+/// `key-holder-tamper`).
 pub fn exec_bypass(flags: u32) -> Option<Arc<str>> {
-    use sensor_common::{EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED};
-    let why = if flags & EXEC_PTRACED != 0 {
+    use sensor_common::{EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED};
+    let why = if flags & EXEC_ALLOWLISTED == 0 {
+        return None;
+    } else if flags & EXEC_PTRACED != 0 {
         "traced at exec"
     } else if flags & EXEC_LD_ENV != 0 {
         "LD_PRELOAD, LD_AUDIT or LD_LIBRARY_PATH at exec"
