@@ -5,7 +5,7 @@
 use crate::{
     DeniedEvent, DumpConfigEvent, ExecEvent, ExitEvent, FdAccessEvent, FileCloseEvent,
     FileWriteEvent, ForkEvent, KernelReaderEvent, MemAccessEvent, NetSendEvent, OpenEvent,
-    PathChangeEvent, RenameEvent, SignalEvent,
+    PathChangeEvent, RenameEvent, SignalEvent, SysctlEvent,
 };
 
 /// Bytes kept of a path rebuilt from dentries (components leaf first).
@@ -78,6 +78,8 @@ event_kinds! {
     /// A BPF tracing program, kernel module or kexec image loaded, or
     /// perf sampling of other processes' user stacks (failed or not).
     KernelReader = 25,
+    /// A write to a sysctl, with the value in force and the value written.
+    Sysctl = 26,
 }
 
 /// Number of slots in the lost-event counter array.
@@ -157,6 +159,7 @@ impl EventKind {
             EventKind::Denied => "denied",
             EventKind::FdAccess => "fd_access",
             EventKind::KernelReader => "kernel_reader",
+            EventKind::Sysctl => "sysctl",
         }
     }
 
@@ -182,6 +185,7 @@ impl EventKind {
             EventKind::Denied => <DeniedEvent as Record>::LANE,
             EventKind::FdAccess => <FdAccessEvent as Record>::LANE,
             EventKind::KernelReader => <KernelReaderEvent as Record>::LANE,
+            EventKind::Sysctl => <SysctlEvent as Record>::LANE,
         }
     }
 
@@ -206,6 +210,7 @@ impl EventKind {
             EventKind::Denied => core::mem::size_of::<DeniedEvent>(),
             EventKind::FdAccess => core::mem::size_of::<FdAccessEvent>(),
             EventKind::KernelReader => core::mem::size_of::<KernelReaderEvent>(),
+            EventKind::Sysctl => core::mem::size_of::<SysctlEvent>(),
         }
     }
 }
@@ -495,6 +500,7 @@ mod tests {
             DeniedEvent,
             FdAccessEvent,
             KernelReaderEvent,
+            SysctlEvent,
         );
         let records = || {
             singles.iter().copied().chain(

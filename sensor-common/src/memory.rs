@@ -171,6 +171,31 @@ const _: () =
     assert!(core::mem::size_of::<KernelReaderEvent>() == 128 + core::mem::size_of::<KPath>());
 record!(KernelReaderEvent: KernelReader, Critical);
 
+/// Bytes kept of a sysctl's name ("kernel/perf_event_paranoid") and of
+/// each of its values.
+pub const SYSCTL_NAME: usize = 64;
+pub const SYSCTL_VALUE: usize = 32;
+
+/// A write to a sysctl (/proc/sys/...), from the cgroup sysctl hook before
+/// the kernel applies it: its name, the value in force and the value
+/// written. The write may still fail (an out-of-range value).
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct SysctlEvent {
+    pub hdr: Header,
+    /// bpf_sysctl_get_name's, get_current_value's and get_new_value's
+    /// results: bytes copied (NUL excluded), -E2BIG when cut short.
+    pub name_len: i32,
+    pub old_len: i32,
+    pub new_len: i32,
+    pub _pad: u32,
+    pub name: [u8; SYSCTL_NAME],
+    pub old: [u8; SYSCTL_VALUE],
+    pub new: [u8; SYSCTL_VALUE],
+}
+const _: () = assert!(core::mem::size_of::<SysctlEvent>() == 200);
+record!(SysctlEvent: Sysctl, Critical);
+
 /// Is `sig` a signal whose default action dumps core?
 pub const fn is_dump_signal(sig: u32) -> bool {
     matches!(sig, 3 | 4 | 5 | 6 | 7 | 8 | 11 | 24 | 25 | 31)

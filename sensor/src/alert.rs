@@ -287,6 +287,12 @@ pub struct DumpDetail {
     /// dump-config-change: the new value, when the syscall carries it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<u64>,
+    /// dump-config-change of a kernel guard (a sysctl): the value in force
+    /// and the value written, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
     /// dump-config-change: "success" or "failed".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<&'static str>,

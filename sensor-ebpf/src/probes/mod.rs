@@ -13,4 +13,5 @@ pub mod open_arg;
 pub mod open_proc;
 pub mod process;
 pub mod signal;
+pub mod sysctl;
 pub mod verdict;

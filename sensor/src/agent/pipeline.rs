@@ -561,6 +561,7 @@ impl Pipeline {
             Event::Signal(s) => self.dumps.dump_signal(cx, policy, &s),
             Event::DumpConfig(d) => self.dumps.dump_config(cx, policy, &d),
             Event::KernelReader(r) => crate::detect::kernel_reader::kernel_reader(cx, policy, &r),
+            Event::Sysctl(r) => crate::detect::guards::sysctl(cx, policy, &r),
             Event::FileWrite(w) => self.flows.file_write(cx, policy, &mut self.dumps, &w),
             Event::FileClose(c) => self.flows.file_closed(cx, &mut self.dumps, &c),
             Event::NetSend(n) => crate::detect::sends::net_send(cx, policy, &n),

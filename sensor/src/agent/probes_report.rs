@@ -26,6 +26,9 @@ fn tracepoint_why(program: &str) -> &'static str {
         "ks_iou_complete" => {
             "io_uring writes and sends; io_uring opens only where lsm/file_open does not report them (below)"
         }
+        "ks_sysctl" => {
+            "a cgroup sysctl program sees the value written; no tracepoint or LSM hook does"
+        }
         _ => "no LSM hook serves it",
     }
 }
@@ -121,6 +124,9 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
                 && btf::io_uring_close_probe(&offsets) != Some(p.program) =>
             {
                 "unavailable: not this kernel's io_uring submit tracepoint, or no io_close in its BTF"
+            }
+            loader::probes::Hook::CgroupSysctl if loader::probes::cgroup2_root().is_none() => {
+                "unavailable: no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified"
             }
             _ if p.program == "ks_task_rename" && !btf::has_task_rename(&offsets) => {
                 "unavailable: task:task_rename has no pid/newcomm fields in tracefs"

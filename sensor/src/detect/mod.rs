@@ -14,6 +14,7 @@ pub mod environ;
 pub mod evidence;
 pub mod fdaccess;
 pub mod flows;
+pub mod guards;
 pub mod kernel_reader;
 pub mod keys;
 pub mod keyscan;

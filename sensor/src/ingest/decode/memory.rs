@@ -1,7 +1,7 @@
 //! Memory records (`sensor_common::memory`): cross-process memory access,
 //! dump-producing signals and core-dump configuration changes.
 
-use sensor_common::{DumpConfigEvent, KernelReaderEvent, MemAccessEvent, SignalEvent};
+use sensor_common::{DumpConfigEvent, KernelReaderEvent, MemAccessEvent, SignalEvent, SysctlEvent};
 
 use super::{Task, cstr, read, task};
 
@@ -84,6 +84,28 @@ pub(super) fn kernel_reader(buf: &[u8]) -> KernelReaderRecord {
         target_tgid: e.target_tgid,
         name: cstr(&e.name),
         path: super::kpath(&e.path),
+    }
+}
+
+/// A sysctl write: its name as the kernel gives it ("kernel/yama/ptrace_scope"),
+/// the value in force and the value written (None when the kernel could
+/// not give it whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysctlRecord {
+    pub task: Task,
+    pub name: String,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+pub(super) fn sysctl(buf: &[u8]) -> SysctlRecord {
+    let e: SysctlEvent = read(buf);
+    let text = |len: i32, bytes: &[u8]| (len >= 0).then(|| cstr(bytes));
+    SysctlRecord {
+        task: task(&e.hdr),
+        name: cstr(&e.name),
+        old: text(e.old_len, &e.old),
+        new: text(e.new_len, &e.new),
     }
 }
 

@@ -25,7 +25,7 @@ use sensor_common::{
 use self::{
     flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
     lsm::{DeniedRecord, FdAccessRecord},
-    memory::{DumpConfigRecord, KernelReaderRecord, MemRecord, SignalRecord},
+    memory::{DumpConfigRecord, KernelReaderRecord, MemRecord, SignalRecord, SysctlRecord},
     open::OpenRecord,
 };
 
@@ -109,6 +109,7 @@ pub enum Event {
     Denied(DeniedRecord),
     FdAccess(FdAccessRecord),
     KernelReader(KernelReaderRecord),
+    Sysctl(SysctlRecord),
 }
 
 impl Event {
@@ -131,6 +132,7 @@ impl Event {
             Event::Denied(_) => EventKind::Denied,
             Event::FdAccess(_) => EventKind::FdAccess,
             Event::KernelReader(_) => EventKind::KernelReader,
+            Event::Sysctl(_) => EventKind::Sysctl,
         }
     }
 }
@@ -209,6 +211,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Rename => process::rename(buf),
         EventKind::DumpConfig => Event::DumpConfig(memory::dump_config(buf)),
         EventKind::KernelReader => Event::KernelReader(memory::kernel_reader(buf)),
+        EventKind::Sysctl => Event::Sysctl(memory::sysctl(buf)),
         EventKind::DumpSignal => Event::Signal(memory::signal(buf)),
         EventKind::MemAccess => Event::Mem(memory::mem_access(buf)),
         EventKind::FileWrite => Event::FileWrite(flow::file_write(buf)),

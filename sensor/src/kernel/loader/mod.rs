@@ -20,10 +20,12 @@ pub mod bench;
 pub mod lsm;
 pub mod probes;
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{RawTracePoint, TracePoint},
+    programs::{CgroupAttachMode, CgroupSysctl, RawTracePoint, TracePoint},
 };
 use sensor_common::{KernelOffsets, SensorSettings};
 
@@ -94,7 +96,7 @@ pub fn attach_all(
         };
         metrics
             .probe_attached
-            .with_label_values(&[probe.label().as_str(), "tracepoint"])
+            .with_label_values(&[probe.label().as_str(), probe.backend()])
             .set(res.is_ok() as i64);
         match &res {
             Ok(()) => tracing::debug!("attached {} ({})", probe.label(), probe.serves),
@@ -154,6 +156,27 @@ fn attach(ebpf: &mut Ebpf, probe: &Probe) -> Result<()> {
             log_verified(probe.program, tp.info().ok(), t);
             tp.attach(name)
                 .with_context(|| format!("attaching raw_tp {name}"))?;
+        }
+        Hook::CgroupSysctl => {
+            let Some(dir) = probes::cgroup2_root() else {
+                bail!("no cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified");
+            };
+            let prog: &mut CgroupSysctl = prog.try_into()?;
+            // The cgroup v2 root: a directory only root can replace, opened
+            // without following a symlink.
+            let cgroup = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(dir)
+                .with_context(|| format!("opening the cgroup {dir}"))?;
+            let t = std::time::Instant::now();
+            prog.load()
+                .with_context(|| format!("loading {}", probe.program))?;
+            log_verified(probe.program, prog.info().ok(), t);
+            // A bpf_link (5.7+) takes no attach flags and never replaces
+            // another program: `Single` passes none.
+            prog.attach(&cgroup, CgroupAttachMode::Single)
+                .with_context(|| format!("attaching to the cgroup {dir}"))?;
         }
         Hook::Lsm(hook) => bail!("LSM hook {hook} is attached by attach_lsm"),
     }

@@ -17,6 +17,9 @@ pub enum Hook {
     Raw(&'static str),
     /// BPF LSM hook.
     Lsm(&'static str),
+    /// Cgroup sysctl program, attached to the root of the cgroup v2
+    /// hierarchy (`cgroup2_root`).
+    CgroupSysctl,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +168,12 @@ pub const PROBES: &[Probe] = &[
         hook: Hook::Tracepoint("syscalls", "sys_exit_perf_event_open"),
         required: false,
         serves: "kernel-reader (perf_event_open)",
+    },
+    Probe {
+        program: "ks_sysctl",
+        hook: Hook::CgroupSysctl,
+        required: false,
+        serves: "dump-config-change (kernel guards weakened: sysctl values)",
     },
     Probe {
         program: "ks_iou_complete",
@@ -360,6 +369,16 @@ impl Probe {
             Hook::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
             Hook::Raw(n) => format!("raw_tp/{n}"),
             Hook::Lsm(n) => format!("lsm/{n}"),
+            Hook::CgroupSysctl => "cgroup_sysctl".to_string(),
+        }
+    }
+
+    /// The `backend` label of `keysentry_probe_attached`.
+    pub fn backend(&self) -> &'static str {
+        match self.hook {
+            Hook::Tracepoint(..) | Hook::Raw(_) => "tracepoint",
+            Hook::Lsm(_) => "lsm",
+            Hook::CgroupSysctl => "cgroup",
         }
     }
 }
@@ -456,6 +475,18 @@ pub fn tracepoint_for(rule: u32) -> &'static str {
     }
 }
 
+/// The root of the cgroup v2 hierarchy, which every process belongs to:
+/// /sys/fs/cgroup (unified), or /sys/fs/cgroup/unified (hybrid, as systemd
+/// mounts it beside the v1 controllers). None when neither is cgroup2.
+pub fn cgroup2_root() -> Option<&'static str> {
+    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+        .into_iter()
+        .find(|p| {
+            nix::sys::statfs::statfs(*p)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -490,6 +521,7 @@ mod tests {
             let fits = match p.hook {
                 Hook::Tracepoint(..) => matches!(section, ProgramSection::TracePoint),
                 Hook::Raw(_) => matches!(section, ProgramSection::RawTracePoint),
+                Hook::CgroupSysctl => matches!(section, ProgramSection::CgroupSysctl),
                 // attach() refuses these: LSM hooks go in LSM_PROBES.
                 Hook::Lsm(_) => false,
             };
