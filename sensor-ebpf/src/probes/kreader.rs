@@ -6,12 +6,10 @@
 //! arguments from the task's saved user registers, so a failed attempt is
 //! reported with its error too. User space decides (rule `kernel-reader`).
 
-use aya_ebpf::{
-    helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
-    BPF_TRACING_PROG_TYPES, KR_BPF_PROG_LOAD, KR_FINIT_MODULE, KR_INIT_MODULE,
-    KR_KEXEC_FILE_LOAD, KR_KEXEC_LOAD, KR_PERF_EVENT, KernelReaderEvent, PERF_SAMPLE_USER_DATA,
+    BPF_TRACING_PROG_TYPES, KR_BPF_PROG_LOAD, KR_FINIT_MODULE, KR_INIT_MODULE, KR_KEXEC_FILE_LOAD,
+    KR_KEXEC_LOAD, KR_PERF_EVENT, KernelReaderEvent, PERF_SAMPLE_USER_DATA,
     x86_64::{
         NR_BPF, NR_FINIT_MODULE, NR_INIT_MODULE, NR_KEXEC_FILE_LOAD, NR_KEXEC_LOAD,
         NR_PERF_EVENT_OPEN,
