@@ -362,3 +362,60 @@ fn a_module_the_kernel_asks_for_is_low() {
     assert_eq!(a["severity"], "medium", "{a:#}");
     assert!(a["kernel"].get("kernel_requested").is_none(), "{a:#}");
 }
+
+/// The test the issue asks for: bpftrace attaching a uprobe that reads a
+/// protected process's buffers (libc's read, filtered on its pid). Its
+/// kprobe-type program load is the alert, before any byte is read.
+#[test]
+fn a_bpftrace_uprobe_on_a_protected_process_is_an_alert() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    if !have("bpftrace") {
+        println!("SKIPPED: bpftrace is not installed");
+        return;
+    }
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &l.config);
+    let (victim, vpid) = spawn_victim(&l.victim_bin);
+    let libc = libc_path();
+    let script =
+        format!("uprobe:{libc}:read /pid == {vpid}/ {{ printf(\"%r\\n\", buf(arg1, 16)); }}");
+    let mut bt = Command::new("bpftrace")
+        .arg("-e")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let btpid = bt.id();
+    // "Attaching 1 probe..." once its program is loaded and attached.
+    let mut line = String::new();
+    BufReader::new(bt.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = bt.kill();
+    let _ = bt.wait();
+    release(victim);
+    if !line.starts_with("Attaching") {
+        println!("SKIPPED: bpftrace could not attach on this kernel: {line:?}");
+        return;
+    }
+    let alerts = s.alerts_until_marker(&l.marker);
+    // Its uprobe program (kprobe type): a success is high; a kernel that
+    // refuses it (lockdown refuses the buffer read) still shows the
+    // attempt, medium.
+    let loads: Vec<&Value> = by_pid(&alerts, RULE, btpid)
+        .into_iter()
+        .filter(|a| a["kernel"]["prog_type"] == "kprobe")
+        .collect();
+    assert!(!loads.is_empty(), "bpftrace's uprobe program: {alerts:#?}");
+    for a in &loads {
+        let want = if a["kernel"]["result"] == "success" {
+            "high"
+        } else {
+            "medium"
+        };
+        assert_eq!(a["severity"], want, "{a:#}");
+        assert_eq!(a["process"]["comm"], "bpftrace");
+    }
+}

@@ -64,6 +64,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "live_host.rs: a compiler run, the test package's library",
     ),
     ("procps", "live_host.rs: ps, top, pgrep"),
+    (
+        "bpftrace",
+        "kernel_reader.rs: a bpftrace uprobe script on a protected process",
+    ),
 ];
 
 /// The rustup toolchain name linked to Debian's compiler in /usr.

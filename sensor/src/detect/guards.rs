@@ -34,7 +34,14 @@ fn to_zero(old: i64, new: i64) -> bool {
     new == 0 && old != 0
 }
 
-const GUARDS: [Guard; 5] = [
+/// kernel.sysrq is a bit mask (1: every function): a value that enables a
+/// function the old one did not is weaker. Sysrq 'c' crashes the kernel,
+/// and kdump then writes all of memory, every key holder's included.
+fn more_sysrq(old: i64, new: i64) -> bool {
+    old != 1 && new != 0 && (new == 1 || new & !old != 0)
+}
+
+const GUARDS: [Guard; 6] = [
     Guard {
         kernel_name: "kernel/yama/ptrace_scope",
         name: "kernel.yama.ptrace_scope",
@@ -58,6 +65,12 @@ const GUARDS: [Guard; 5] = [
         name: "kernel.unprivileged_bpf_disabled",
         guards: "BPF for unprivileged users",
         weaker: to_zero,
+    },
+    Guard {
+        kernel_name: "kernel/sysrq",
+        name: "kernel.sysrq",
+        guards: "the magic SysRq functions (a forced crash makes kdump write all memory)",
+        weaker: more_sysrq,
     },
     Guard {
         kernel_name: "kernel/randomize_va_space",
@@ -152,6 +165,10 @@ mod tests {
             ("kernel/unprivileged_bpf_disabled", "2", "0"),
             ("kernel/yama/ptrace_scope", "1", "0"),
             ("vm/swappiness", "60", "0"),
+            ("kernel/sysrq", "176", "1"),
+            ("kernel/sysrq", "176", "16"),
+            ("kernel/sysrq", "1", "0"),
+            ("kernel/sysrq", "0", "8"),
             ("kernel/kptr_restrict", "1", "x"),
         ] {
             sysctl(&mut cx, &p, &write(&sh, name, old, new));
@@ -175,6 +192,8 @@ mod tests {
                 ("kernel.perf_event_paranoid", "2", "-1"),
                 ("kernel.unprivileged_bpf_disabled", "2", "0"),
                 ("kernel.yama.ptrace_scope", "1", "0"),
+                ("kernel.sysrq", "176", "1"),
+                ("kernel.sysrq", "0", "8"),
             ]
         );
         assert_eq!(a[0].rule, "dump-config-change");
