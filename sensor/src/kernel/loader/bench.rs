@@ -68,6 +68,12 @@ fn hooked_syscalls() -> Result<Vec<i64>> {
             "linkat" => libc::SYS_linkat,
             "unlink" => libc::SYS_unlink,
             "unlinkat" => libc::SYS_unlinkat,
+            "bpf" => libc::SYS_bpf,
+            "init_module" => libc::SYS_init_module,
+            "finit_module" => libc::SYS_finit_module,
+            "kexec_load" => libc::SYS_kexec_load,
+            "kexec_file_load" => libc::SYS_kexec_file_load,
+            "perf_event_open" => libc::SYS_perf_event_open,
             other => bail!("no syscall number known for tracepoint syscalls:{other}"),
         };
         nrs.push(nr);
@@ -116,4 +122,16 @@ pub fn attach_dispatcher(ebpf: &mut Ebpf) -> Result<()> {
         .try_into()?;
     p.attach().context("attaching ks_bench_sys_exit")?;
     Ok(())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    /// Every syscall exit tracepoint of the registry has its number here,
+    /// or `--bench-dispatcher` refuses to start (as it did when the
+    /// kernel-reader probes came without theirs).
+    #[test]
+    fn every_hooked_syscall_has_a_number() {
+        let nrs = super::hooked_syscalls().unwrap();
+        assert!(nrs.len() > 30, "{nrs:?}");
+    }
 }
