@@ -71,17 +71,6 @@ fn cat_with_env(file: &Path, env: &[(&str, &str)]) -> u32 {
     pid
 }
 
-/// The path of the C library this test runs with (a harmless LD_PRELOAD).
-fn libc_path() -> String {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
-        .expect("libc mapped")
-        .to_string()
-}
-
 /// The one key-file-open alert of `pid`, which must carry the
 /// allow_bypass factor and a reason containing `why`.
 fn bypass_alert(alerts: &[serde_json::Value], pid: u32, file: &Path, why: &str) {

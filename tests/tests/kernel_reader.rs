@@ -35,17 +35,9 @@ struct Lab {
 fn lab() -> Lab {
     let tmp = tempdir();
     let root = tmp.path().to_path_buf();
-    std::fs::create_dir(root.join("keys")).unwrap();
-    let marker = root.join("keys/zz-marker");
-    std::fs::write(&marker, b"m").unwrap();
-    let copy = |name: &str| {
-        let p = root.join(name);
-        std::fs::copy(actor_bin(), &p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    };
-    let victim_bin = copy("ks-victim");
-    let agent_bin = copy("ks-agent");
+    let marker = keys_with_marker(&root);
+    let victim_bin = actor_copy(&root, "ks-victim");
+    let agent_bin = actor_copy(&root, "ks-agent");
     let config = format!(
         "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[allow]]\nexe = \"{}\"\nkernel_reader = true\n",
         root.join("keys").display(),
@@ -89,17 +81,6 @@ fn none(alerts: &[Value], pid: u32, what: &str) {
         got.is_empty(),
         "{what} (pid {pid}) must not alert: {got:#?}"
     );
-}
-
-/// The C library this test runs with (a harmless LD_PRELOAD).
-fn libc_path() -> String {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
-        .expect("libc in /proc/self/maps")
-        .to_string()
 }
 
 #[test]
@@ -196,9 +177,7 @@ fn an_allowed_kernel_reader_holds_only_as_itself() {
     );
     assert!(ok);
     // A renamed copy of the same program is another program.
-    let renamed = l.root.join("ks-agent2");
-    std::fs::copy(&l.agent_bin, &renamed).unwrap();
-    std::fs::set_permissions(&renamed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let renamed = actor_copy(&l.root, "ks-agent2");
     let (other, ok) = run(&renamed, &["bpf-load", "2", "ks_agent"], &[], None);
     assert!(ok);
 

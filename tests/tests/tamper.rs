@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
 };
@@ -33,18 +32,10 @@ struct Lab {
 fn lab() -> Lab {
     let tmp = tempdir();
     let root = tmp.path().to_path_buf();
+    let marker = keys_with_marker(&root);
     let keys = root.join("keys");
-    std::fs::create_dir(&keys).unwrap();
-    let marker = keys.join("zz-marker");
-    std::fs::write(&marker, b"m").unwrap();
-    let copy = |name: &str| {
-        let p = root.join(name);
-        std::fs::copy(actor_bin(), &p).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        p
-    };
-    let victim_bin = copy("ks-victim");
-    let reader_bin = copy("ks-reader");
+    let victim_bin = actor_copy(&root, "ks-victim");
+    let reader_bin = actor_copy(&root, "ks-reader");
     let config = format!(
         "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[allow]]\nexe = \"{}\"\nkey_path = \"{}\"\n",
         keys.display(),
@@ -82,17 +73,6 @@ fn start(prefix: &[&str], bin: &Path, env: &[(&str, &str)]) -> Child {
         .unwrap();
     assert!(!line.is_empty(), "{args:?} printed nothing");
     child
-}
-
-/// The C library this test runs with (a harmless LD_PRELOAD).
-fn libc_path() -> String {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
-        .expect("libc in /proc/self/maps")
-        .to_string()
 }
 
 fn tamper_by(alerts: &[Value], pid: u32) -> Vec<&Value> {

@@ -120,6 +120,11 @@ fn copy(cx: &mut Context, policy: &Policy, w: &WriteRecord, size: i64) -> Vec<Al
     cx.take_raised().into_iter().map(|(a, _)| a).collect()
 }
 
+/// The alerts the rules raised since the last call, in order.
+pub(super) fn raised(cx: &mut Context) -> Vec<Alert> {
+    cx.take_raised().into_iter().map(|(a, _)| a).collect()
+}
+
 pub(super) fn with(procs: &[ProcInfo]) -> Context {
     let mut c = cx();
     for p in procs {

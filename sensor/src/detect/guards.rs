@@ -125,17 +125,10 @@ pub fn sysctl(cx: &mut Context, _policy: &Policy, r: &SysctlRecord) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        alert::Alert,
-        detect::{
-            flow_tests::{task, with},
-            tests::proc,
-        },
+    use crate::detect::{
+        flow_tests::{raised, task, with},
+        tests::proc,
     };
-
-    fn raised(cx: &mut Context) -> Vec<Alert> {
-        cx.take_raised().into_iter().map(|(a, _)| a).collect()
-    }
 
     fn write(
         who: &crate::enrich::proctab::ProcInfo,

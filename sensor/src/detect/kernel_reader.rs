@@ -219,12 +219,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{
-        alert::Alert,
-        detect::{
-            flow_tests::{task, with},
-            tests::{policy, proc},
-        },
+    use crate::detect::{
+        flow_tests::{raised, task, with},
+        tests::{policy, proc},
     };
 
     fn record(actor: &ProcInfo, what: u32, ret: i64) -> KernelReaderRecord {
@@ -241,10 +238,6 @@ mod tests {
             name: "peek".into(),
             path: None,
         }
-    }
-
-    fn raised(cx: &mut Context) -> Vec<Alert> {
-        cx.take_raised().into_iter().map(|(a, _)| a).collect()
     }
 
     const AGENT: &str = "[[allow]]\nexe = \"/usr/bin/agent\"\nkernel_reader = true\n";

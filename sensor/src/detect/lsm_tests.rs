@@ -8,7 +8,7 @@ use sensor_common::{
     ENF_KEY_OPEN, ENF_PTRACE, FDA_READ, FDV_RECEIVED, PATH_OP_RENAME, PATH_OP_UNLINK, WATCH_TRACKED,
 };
 
-use super::flow_tests::{KDEV, KEY_INO, task, with};
+use super::flow_tests::{KDEV, KEY_INO, raised, task, with};
 use super::tests::{cat, policy, proc, vault};
 use super::{Policy, enforce::DeniedThreads, environ::Environ, fdaccess, flows::Flows, renames};
 use crate::{
@@ -22,10 +22,6 @@ use crate::{
 
 const ALLOW_NGINX: &str =
     "[[key_path]]\npath = \"/etc/ssl/private\"\n[[allow]]\nexe = \"/usr/sbin/nginx\"\n";
-
-fn raised(cx: &mut Context) -> Vec<Alert> {
-    cx.take_raised().into_iter().map(|(a, _)| a).collect()
-}
 
 // ---- enforcement denials ----
 

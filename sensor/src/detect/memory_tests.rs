@@ -4,18 +4,14 @@
 
 use sensor_common::{MEM_VM_READV, PROC_MAPS, PROC_MEM};
 
-use super::flow_tests::{cx, task};
+use super::flow_tests::{cx, raised, task};
 use super::tests::{open_rec, proc, vault};
 use super::{Policy, environ::Environ, memory::Memory};
 use crate::{
-    alert::{Alert, Severity},
+    alert::Severity,
     enrich::context::Context,
     ingest::decode::{memory::MemRecord, open::OpenRecord},
 };
-
-fn raised(cx: &mut Context) -> Vec<Alert> {
-    cx.take_raised().into_iter().map(|(a, _)| a).collect()
-}
 
 /// vault (pid 20, protected) with its thread 21; an unprotected worker
 /// (pid 30) with its thread 31; the reader (pid 10) with its thread 11.

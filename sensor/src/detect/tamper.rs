@@ -93,17 +93,12 @@ mod tests {
 
     use super::*;
     use crate::{
-        alert::Alert,
         detect::{
-            flow_tests::{task, with},
+            flow_tests::{raised, task, with},
             tests::{policy, proc},
         },
         enrich::proctab::ProcInfo,
     };
-
-    fn raised(cx: &mut Context) -> Vec<Alert> {
-        cx.take_raised().into_iter().map(|(a, _)| a).collect()
-    }
 
     const ALLOW_AGENT: &str =
         "[[key_path]]\npath = \"/k\"\n[[allow]]\nexe = \"/usr/bin/agent\"\nkey_path = \"/k\"\n";

@@ -57,6 +57,37 @@ pub fn world_executable(bin: &Path) -> PathBuf {
     copy
 }
 
+/// The C library this test process runs with (a harmless LD_PRELOAD).
+pub fn libc_path() -> String {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
+        .expect("libc mapped")
+        .to_string()
+}
+
+/// A copy of ks-actor at `dir/name`, executable by everyone: a program of
+/// its own that a config names by path (protected, allowlisted).
+pub fn actor_copy(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::copy(actor_bin(), &p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// `root/keys` with its marker file `zz-marker` (the barrier
+/// `Sensor::alerts_until_marker` opens): the marker's path.
+pub fn keys_with_marker(root: &Path) -> PathBuf {
+    let keys = root.join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let marker = keys.join("zz-marker");
+    std::fs::write(&marker, b"m").unwrap();
+    marker
+}
+
 /// Fails the test unless it runs as root (the suite needs it; `cargo xtask
 /// test` checks this up front).
 pub fn require_root() {
