@@ -29,8 +29,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, generated,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated,
     },
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -157,7 +156,14 @@ unsafe fn fill_header(h: *mut Header, kind: u32, size: usize) {
         (*h).uid = uid_gid as u32;
         (*h).gid = (uid_gid >> 32) as u32;
         (*h).cgroup_id = bpf_get_current_cgroup_id();
-        (*h).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        // Straight into the header (the helper zeroes it on failure): a
+        // zeroed stack buffer copied in becomes a call of the global
+        // memset in some builds, which 6.1's verifier refuses a stack
+        // pointer for ("reg type unsupported for arg#0 function memset").
+        generated::bpf_get_current_comm(
+            (&raw mut (*h).comm) as *mut c_void,
+            sensor_common::COMM_LEN as u32,
+        );
     }
 }
 
