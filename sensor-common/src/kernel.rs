@@ -163,6 +163,13 @@ pub struct KernelOffsets {
     pub sighand_action: u32,
     pub k_sigaction_size: u32,
     pub _pad_sighand: u32,
+    /// bpf_prog.type and perf_event.attr (the uapi struct perf_event_attr,
+    /// fields at their uapi offsets): what a successful bpf(BPF_PROG_LOAD)
+    /// or perf_event_open made, read from the kernel's object through the
+    /// new fd, since another thread can rewrite the caller's attr after the
+    /// kernel copied it; 0 when the kernel's BTF lacks them.
+    pub bpf_prog_type: u32,
+    pub perf_event_attr: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

@@ -160,7 +160,10 @@ pub struct KernelReaderEvent {
     /// perf: the process `target` names when it is protected (a thread id
     /// names its process), 0 otherwise.
     pub target_tgid: u32,
-    pub _pad: u32,
+    /// bpf, perf: 1 when `detail`, `detail2` (perf) and `arg` were read
+    /// from the object the kernel made (through the new fd), 0 when from
+    /// the caller's attr (a refused call, or a kernel without the offsets).
+    pub verified: u32,
     /// bpf: prog_name (NUL padded).
     pub name: [u8; 16],
     /// The file loaded (finit_module, kexec_file_load), rebuilt from its

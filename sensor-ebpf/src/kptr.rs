@@ -290,6 +290,51 @@ impl FilePtr {
         member_ptr(self.0, off!(file_private_data))
     }
 
+    /// Whether the file's dentry name is `len` bytes whose first 16 are
+    /// `head` (`name_head`, zero padded): an anonymous-inode file's kind
+    /// ("bpf-prog", "[perf_event]").
+    #[inline(always)]
+    pub fn named(self, len: u32, head: [u64; 2]) -> bool {
+        let Some((l, name)) = self.dentry().and_then(|d| d.name()) else {
+            return false;
+        };
+        if l != len || member::<u64>(name, 0) != Some(head[0]) {
+            return false;
+        }
+        if len <= 8 {
+            return true;
+        }
+        let bits = (len.min(16) - 8) * 8;
+        let mask = if bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << bits) - 1
+        };
+        member::<u64>(name, 8).is_some_and(|w| w & mask == head[1])
+    }
+
+    /// `bpf_prog.type` of a BPF program's file (its `private_data`); None
+    /// without the offset.
+    #[inline(always)]
+    pub fn bpf_prog_type(self) -> Option<u32> {
+        let off = off!(bpf_prog_type);
+        if off == 0 {
+            return None;
+        }
+        member(self.private_data()?, off)
+    }
+
+    /// A field of a perf event file's `perf_event.attr`, at its uapi
+    /// offset `field`; None without the offset.
+    #[inline(always)]
+    pub fn perf_attr<T: Copy>(self, field: u32) -> Option<T> {
+        let off = off!(perf_event_attr);
+        if off == 0 {
+            return None;
+        }
+        member(self.private_data()?, off + field)
+    }
+
     /// Rebuilds the file's path (`f_path`) into `out`.
     ///
     /// # Safety

@@ -268,6 +268,12 @@ pub struct KernelDetail {
     pub sampled: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sample: Vec<&'static str>,
+    /// bpf, perf_event_open: where the program type or the sampled data
+    /// was read: "kernel" (the object the kernel made, through the new
+    /// fd) or "caller" (the caller's attr: a refused call; another thread
+    /// can rewrite it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attr_from: Option<&'static str>,
     /// A module load the kernel asked for (request_module: modprobe run
     /// by a kernel thread), with the module it named.
     #[serde(skip_serializing_if = "std::ops::Not::not")]

@@ -131,6 +131,8 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
     assert_eq!(a["kernel"]["prog_type"], "kprobe");
     assert_eq!(a["kernel"]["prog_name"], "ks_peek");
     assert_eq!(a["kernel"]["result"], "success");
+    // The type as the kernel loaded it, not the caller's attr.
+    assert_eq!(a["kernel"]["attr_from"], "kernel", "{a:#}");
     assert_eq!(a["target"]["path"], "kernel");
     assert_eq!(a["attack"], "T1014");
 
@@ -138,6 +140,7 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
     assert_eq!(a["severity"], "high", "{a:#}");
     assert_eq!(a["kernel"]["op"], "perf_event_open");
     assert_eq!(a["kernel"]["sampled"], "every process");
+    assert_eq!(a["kernel"]["attr_from"], "kernel", "{a:#}");
     assert_eq!(
         a["kernel"]["sample"],
         serde_json::json!(["stack_user", "regs_user"])
@@ -156,6 +159,7 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
     assert_eq!(a["severity"], "medium", "{a:#}");
     assert_eq!(a["kernel"]["result"], "failed");
     assert_eq!(a["kernel"]["errno"], "EPERM");
+    assert_eq!(a["kernel"]["attr_from"], "caller", "{a:#}");
     assert_eq!(a["process"]["uid"], 65534);
 }
 

@@ -9,7 +9,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
     BPF_TRACING_PROG_TYPES, KR_BPF_PROG_LOAD, KR_FINIT_MODULE, KR_INIT_MODULE, KR_KEXEC_FILE_LOAD,
-    KR_KEXEC_LOAD, KR_PERF_EVENT, KernelReaderEvent, PERF_SAMPLE_USER_DATA,
+    KR_KEXEC_LOAD, KR_PERF_EVENT, KernelReaderEvent, PERF_SAMPLE_USER_DATA, name_head,
     x86_64::{
         NR_BPF, NR_FINIT_MODULE, NR_INIT_MODULE, NR_KEXEC_FILE_LOAD, NR_KEXEC_LOAD,
         NR_PERF_EVENT_OPEN,
@@ -28,7 +28,9 @@ const BPF_PROG_LOAD: u64 = 5;
 /// perf_event_open's flag: `pid` is a cgroup descriptor.
 const PERF_FLAG_PID_CGROUP: u64 = 1 << 2;
 
-/// What to report, filled per syscall.
+/// What to report, filled per syscall. Scalars only: an aggregate
+/// copied or zeroed whole becomes a memset/memcpy call, a global function
+/// 6.1's verifier refuses pointers into the stack or the ring for.
 struct Report {
     what: u32,
     arg: u64,
@@ -38,7 +40,9 @@ struct Report {
     detail2: u32,
     target: i32,
     target_tgid: u32,
-    name: [u8; 16],
+    verified: u32,
+    /// bpf: prog_name, as two words.
+    name: [u64; 2],
 }
 
 impl Report {
@@ -52,7 +56,8 @@ impl Report {
             detail2: 0,
             target: 0,
             target_tgid: 0,
-            name: [0; 16],
+            verified: 0,
+            name: [0, 0],
         }
     }
 }
@@ -65,6 +70,16 @@ fn user_at<T: Default>(addr: u64, off: u64) -> T {
     }
     // SAFETY: bpf_probe_read_user checks the address.
     unsafe { bpf_probe_read_user((addr + off) as *const T) }.unwrap_or_default()
+}
+
+/// The file a successful syscall returned as fd `ret`, when it is still
+/// the anonymous-inode file named `name` (`len` bytes) it made.
+#[inline(always)]
+fn new_file(ret: i64, len: u32, name: [u64; 2]) -> Option<FilePtr> {
+    if ret < 0 {
+        return None;
+    }
+    fd_file(ret as u64).filter(|f| f.named(len, name))
 }
 
 // syscalls:sys_exit_{bpf,init_module,finit_module,kexec_load,
@@ -84,14 +99,28 @@ pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
             if a1 != BPF_PROG_LOAD {
                 return 0;
             }
-            let prog_type: u32 = user_at(a2, 0);
-            if !BPF_TRACING_PROG_TYPES.contains(&prog_type) {
+            // A loaded program's type as the kernel holds it: another
+            // thread can rewrite the caller's attr once the kernel copied
+            // it. A refused load: what the caller asked for.
+            let ret = sys_ret(&ctx);
+            let loaded = new_file(ret, 8, name_head(b"bpf-prog"));
+            let kernel_type = loaded.and_then(|f| f.bpf_prog_type());
+            let prog_type = match kernel_type {
+                Some(t) => t,
+                None => user_at(a2, 0),
+            };
+            // The new fd no longer names the program (another thread
+            // closed it and opened something else): reported whatever
+            // the attr says now.
+            let replaced = ret >= 0 && loaded.is_none();
+            if !replaced && !BPF_TRACING_PROG_TYPES.contains(&prog_type) {
                 return 0;
             }
             let mut r = Report::new(KR_BPF_PROG_LOAD);
+            r.verified = kernel_type.is_some() as u32;
             r.detail = prog_type;
             r.detail2 = user_at(a2, 68);
-            r.name = user_at(a2, 48);
+            r.name = [user_at(a2, 48), user_at(a2, 56)];
             r
         }
         NR_INIT_MODULE => Report::new(KR_INIT_MODULE),
@@ -119,9 +148,25 @@ pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
         }
         NR_PERF_EVENT_OPEN => {
             // perf_event_open(attr, pid, cpu, group_fd, flags): type at 0,
-            // config at 8, sample_type at 24.
-            let sample_type: u64 = user_at(a1, 24);
-            if sample_type & PERF_SAMPLE_USER_DATA == 0 {
+            // config at 8, sample_type at 24 (uapi offsets). An event the
+            // kernel made: its own copy of the attr (see NR_BPF).
+            let ret = sys_ret(&ctx);
+            let made = new_file(ret, 12, name_head(b"[perf_event]"));
+            let kernel_attr = made.and_then(|f| f.perf_attr::<u64>(24));
+            let (kind, config, sample_type) = match (made, kernel_attr) {
+                (Some(f), Some(st)) => (
+                    f.perf_attr::<u32>(0).unwrap_or(0),
+                    f.perf_attr::<u64>(8).unwrap_or(0),
+                    st,
+                ),
+                _ => (
+                    user_at::<u32>(a1, 0),
+                    user_at::<u64>(a1, 8),
+                    user_at::<u64>(a1, 24),
+                ),
+            };
+            let replaced = ret >= 0 && made.is_none();
+            if !replaced && sample_type & PERF_SAMPLE_USER_DATA == 0 {
                 return 0;
             }
             let pid = a2 as i32;
@@ -140,9 +185,10 @@ pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
                 r.target = pid;
                 r.target_tgid = t;
             }
+            r.verified = kernel_attr.is_some() as u32;
             r.arg = sample_type;
-            r.detail = user_at(a1, 0);
-            r.detail2 = user_at::<u64>(a1, 8) as u32;
+            r.detail = kind;
+            r.detail2 = config as u32;
             r
         }
         _ => return 0,
@@ -155,11 +201,15 @@ pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
     unsafe {
         (*ev).ret = sys_ret(&ctx);
         (*ev).arg = r.arg;
-        (*ev).file = r
-            .file
-            .and_then(|f| f.identity())
-            .map(|(k, _)| k)
-            .unwrap_or_default();
+        // Volatile: plain zero stores into the ring record are merged into
+        // a memset call, which 6.1's verifier refuses a ring pointer for.
+        let (dev, ino) = match r.file.and_then(|f| f.identity()) {
+            Some((k, _)) => (k.dev, k.ino),
+            None => (0, 0),
+        };
+        core::ptr::write_volatile(&raw mut (*ev).file.dev, dev);
+        core::ptr::write_volatile(&raw mut (*ev).file._pad, 0);
+        core::ptr::write_volatile(&raw mut (*ev).file.ino, ino);
         match r.file {
             Some(f) => f.read_path(&raw mut (*ev).path),
             None => {
@@ -172,8 +222,9 @@ pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
         (*ev).detail2 = r.detail2;
         (*ev).target = r.target;
         (*ev).target_tgid = r.target_tgid;
-        (*ev)._pad = 0;
-        (*ev).name = r.name;
+        (*ev).verified = r.verified;
+        let name = (&raw mut (*ev).name) as *mut [u64; 2];
+        core::ptr::write_unaligned(name, r.name);
     }
     rec.submit();
     0

@@ -58,6 +58,11 @@ fn sample_names(sample_type: u64) -> Vec<&'static str> {
     .collect()
 }
 
+/// Where a bpf or perf record's values were read (`KernelDetail::attr_from`).
+fn attr_from(verified: bool) -> &'static str {
+    if verified { "kernel" } else { "caller" }
+}
+
 /// Is `pid` a kernel thread (kthreadd or one of its children without an
 /// executable)? A user process can never have one as its parent except
 /// through the kernel's own usermode helper.
@@ -111,6 +116,7 @@ pub fn kernel_reader(cx: &mut Context, policy: &Policy, r: &KernelReaderRecord) 
     match r.what {
         KR_BPF_PROG_LOAD => {
             detail.op = "bpf";
+            detail.attr_from = Some(attr_from(r.verified));
             let t = prog_type_name(r.detail);
             detail.prog_type = Some(t);
             detail.prog_name = (!r.name.is_empty()).then(|| r.name.clone());
@@ -155,6 +161,7 @@ pub fn kernel_reader(cx: &mut Context, policy: &Policy, r: &KernelReaderRecord) 
         }
         KR_PERF_EVENT => {
             detail.op = "perf_event_open";
+            detail.attr_from = Some(attr_from(r.verified));
             detail.sample = sample_names(r.arg);
             let whose = match r.target {
                 -1 => "every process",
@@ -235,6 +242,7 @@ mod tests {
             detail2: 0,
             target: 0,
             target_tgid: 0,
+            verified: true,
             name: "peek".into(),
             path: None,
         }

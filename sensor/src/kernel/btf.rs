@@ -241,6 +241,13 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         k.sighand_action = action;
         k.k_sigaction_size = size as u32;
     }
+    // What a BPF program or perf event fd is (kernel-reader): optional.
+    if let Ok(t) = o("bpf_prog", "type") {
+        k.bpf_prog_type = t;
+    }
+    if let Ok(a) = o("perf_event", "attr") {
+        k.perf_event_attr = a;
+    }
     // The thread list (own-thread checks): optional, both or neither.
     if let (Ok(head), Ok(node)) = (
         o("signal_struct", "thread_head"),

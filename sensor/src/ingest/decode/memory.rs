@@ -64,6 +64,8 @@ pub struct KernelReaderRecord {
     pub detail2: u32,
     pub target: i32,
     pub target_tgid: u32,
+    /// bpf, perf: read from the kernel's object, not the caller's attr.
+    pub verified: bool,
     pub name: String,
     /// The file loaded, as the kernel rebuilt its path (and whether it was
     /// cut short).
@@ -82,6 +84,7 @@ pub(super) fn kernel_reader(buf: &[u8]) -> KernelReaderRecord {
         detail2: e.detail2,
         target: e.target,
         target_tgid: e.target_tgid,
+        verified: e.verified != 0,
         name: cstr(&e.name),
         path: super::kpath(&e.path),
     }
