@@ -80,6 +80,9 @@ event_kinds! {
     KernelReader = 25,
     /// A write to a sysctl, with the value in force and the value written.
     Sysctl = 26,
+    /// An open of the kernel's memory (/dev/mem, /dev/kmem, /dev/port,
+    /// /proc/kcore) or of a block device holding a watched file system.
+    RawOpen = 14,
 }
 
 /// Number of slots in the lost-event counter array.
@@ -149,6 +152,7 @@ impl EventKind {
             EventKind::KeyOpen => "key_open",
             EventKind::KeyOpenFailed => "key_open_failed",
             EventKind::ProcFileOpen => "proc_file_open",
+            EventKind::RawOpen => "raw_open",
             EventKind::MemAccess => "mem_access",
             EventKind::DumpSignal => "dump_signal",
             EventKind::DumpConfig => "dump_config",
@@ -172,9 +176,10 @@ impl EventKind {
             EventKind::Fork => <ForkEvent as Record>::LANE,
             EventKind::Exit => <ExitEvent as Record>::LANE,
             EventKind::Rename => <RenameEvent as Record>::LANE,
-            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
-                <OpenEvent as SharedRecord>::LANE
-            }
+            EventKind::KeyOpen
+            | EventKind::KeyOpenFailed
+            | EventKind::ProcFileOpen
+            | EventKind::RawOpen => <OpenEvent as SharedRecord>::LANE,
             EventKind::MemAccess => <MemAccessEvent as Record>::LANE,
             EventKind::DumpSignal => <SignalEvent as Record>::LANE,
             EventKind::DumpConfig => <DumpConfigEvent as Record>::LANE,
@@ -197,9 +202,10 @@ impl EventKind {
             EventKind::Fork => core::mem::size_of::<ForkEvent>(),
             EventKind::Exit => core::mem::size_of::<ExitEvent>(),
             EventKind::Rename => core::mem::size_of::<RenameEvent>(),
-            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
-                core::mem::size_of::<OpenEvent>()
-            }
+            EventKind::KeyOpen
+            | EventKind::KeyOpenFailed
+            | EventKind::ProcFileOpen
+            | EventKind::RawOpen => core::mem::size_of::<OpenEvent>(),
             EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
             EventKind::DumpSignal => core::mem::size_of::<SignalEvent>(),
             EventKind::DumpConfig => core::mem::size_of::<DumpConfigEvent>(),
@@ -220,9 +226,10 @@ impl EventKind {
     pub const fn compaction(self) -> Option<Compaction> {
         match self {
             EventKind::Exec => Some(<ExecEvent as Compact>::COMPACTION),
-            EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
-                Some(<OpenEvent as Compact>::COMPACTION)
-            }
+            EventKind::KeyOpen
+            | EventKind::KeyOpenFailed
+            | EventKind::ProcFileOpen
+            | EventKind::RawOpen => Some(<OpenEvent as Compact>::COMPACTION),
             EventKind::FileWrite => Some(<FileWriteEvent as Compact>::COMPACTION),
             EventKind::Denied => Some(<DeniedEvent as Compact>::COMPACTION),
             EventKind::FdAccess => Some(<FdAccessEvent as Compact>::COMPACTION),
@@ -533,6 +540,7 @@ mod tests {
                 EventKind::KeyOpen
                 | EventKind::KeyOpenFailed
                 | EventKind::ProcFileOpen
+                | EventKind::RawOpen
                 | EventKind::FileClose => Lane::Bulk,
                 _ => Lane::Critical,
             };

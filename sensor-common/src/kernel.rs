@@ -170,6 +170,10 @@ pub struct KernelOffsets {
     /// kernel copied it; 0 when the kernel's BTF lacks them.
     pub bpf_prog_type: u32,
     pub perf_event_attr: u32,
+    /// inode.i_rdev: the device a character or block special file is
+    /// (raw-read).
+    pub inode_i_rdev: u32,
+    pub _pad_rdev: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

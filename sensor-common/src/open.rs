@@ -48,6 +48,8 @@ pub struct OpenEvent {
     /// a `ProcFileOpen`: the thread group (tgid) of the process whose file
     /// it is, when the kernel resolved it (the directory named a thread of
     /// a protected process, or `/proc/<pid>/task/<tid>`), else 0.
+    /// For a `RawOpen`: the device number (kernel dev_t) of the device
+    /// opened (0 for /proc/kcore).
     pub watch_id: u32,
     /// Bit per key_name rule that matched.
     pub name_rules: u32,
@@ -85,6 +87,7 @@ unsafe impl SharedRecord for OpenEvent {
         OpenKind::KeyOpen,
         OpenKind::KeyOpenFailed,
         OpenKind::ProcFileOpen,
+        OpenKind::RawOpen,
     ];
     const LANE: Lane = Lane::Bulk;
 }
@@ -97,6 +100,7 @@ pub enum OpenKind {
     KeyOpen = EventKind::KeyOpen as u32,
     KeyOpenFailed = EventKind::KeyOpenFailed as u32,
     ProcFileOpen = EventKind::ProcFileOpen as u32,
+    RawOpen = EventKind::RawOpen as u32,
 }
 
 impl From<OpenKind> for EventKind {
@@ -106,6 +110,7 @@ impl From<OpenKind> for EventKind {
             OpenKind::KeyOpen => EventKind::KeyOpen,
             OpenKind::KeyOpenFailed => EventKind::KeyOpenFailed,
             OpenKind::ProcFileOpen => EventKind::ProcFileOpen,
+            OpenKind::RawOpen => EventKind::RawOpen,
         }
     }
 }
@@ -121,6 +126,21 @@ pub const PROC_ENVIRON: u32 = 3;
 pub const PROC_MAPS: u32 = 4;
 pub const PROC_SMAPS: u32 = 5;
 pub const PROC_STATUS: u32 = 6;
+
+/// What a `RawOpen` opened (in `OpenEvent::name_rules`): physical memory
+/// (char 1:1), kernel virtual memory (1:2, gone since 5.13), I/O ports
+/// (1:4), /proc/kcore, a block device holding a watched file system.
+pub const RAW_MEM: u32 = 1;
+pub const RAW_KMEM: u32 = 2;
+pub const RAW_PORT: u32 = 3;
+pub const RAW_KCORE: u32 = 4;
+pub const RAW_BLOCK: u32 = 5;
+/// Kernel dev_t of /dev/mem, /dev/kmem and /dev/port (MEM_MAJOR 1).
+pub const DEV_MEM: u32 = (1 << 20) | 1;
+pub const DEV_KMEM: u32 = (1 << 20) | 2;
+pub const DEV_PORT: u32 = (1 << 20) | 4;
+/// Most block devices the kernel checks raw opens against (`RAW_DEVS`).
+pub const RAW_DEVS_MAX: u32 = 64;
 
 /// A short (<= 8 bytes) file name as the first head word of its NameKey.
 pub const fn short_name(s: &[u8]) -> u64 {

@@ -418,6 +418,12 @@ impl InodePtr {
         member(self.0, off!(inode_i_mode))
     }
 
+    /// The device a special file is (kernel dev_t).
+    #[inline(always)]
+    pub fn rdev(self) -> Option<u32> {
+        member(self.0, off!(inode_i_rdev))
+    }
+
     #[inline(always)]
     pub fn generation(self) -> Option<u32> {
         member(self.0, off!(inode_i_generation))

@@ -7,8 +7,8 @@ use aya_ebpf::{
 use sensor_common::{
     AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind, FOLD_ENTRIES, FileOpener, FoldKey, FoldVal,
     INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, LRU_SLOTS,
-    Lane, STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey,
-    lost_slot, lru_added, lru_removed,
+    Lane, RAW_DEVS_MAX, STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN,
+    WatchEntry, WriteKey, lost_slot, lru_added, lru_removed,
     names::{NameKey, NamePatterns},
 };
 
@@ -99,6 +99,13 @@ pub static THROTTLED: PerCpuArray<u64> = PerCpuArray::with_max_entries(KIND_SLOT
 /// Watched inodes: key files, and directories whose children are watched.
 #[map]
 pub static WATCHED: HashMap<InodeKey, WatchEntry> = HashMap::with_max_entries(65536, 0);
+
+/// Block devices under the watched key stores (kernel dev_t -> 1): the
+/// file systems themselves, the disks their partitions are on, the devices
+/// under a device-mapper or md device. An open of one is a raw read
+/// (`probes/open_raw.rs`). Filled by user space.
+#[map]
+pub static RAW_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(RAW_DEVS_MAX, 0);
 
 /// Final path components of watched files (filter for failed opens).
 #[map]

@@ -192,6 +192,8 @@ pub struct Alert {
     pub flow: Option<FlowDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<KernelDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawDetail>,
     /// For the enforceable rules (`sensor_common::ENF_RULES`): "denied"
     /// when a BPF LSM hook refused the operation, "observed" when it went
     /// ahead. Absent on the other rules.
@@ -278,6 +280,25 @@ pub struct KernelDetail {
     /// by a kernel thread), with the module it named.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kernel_requested: bool,
+}
+
+/// Details of a raw-read alert: which device, how it was opened, and
+/// what it holds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RawDetail {
+    /// "mem" (/dev/mem), "kmem", "port", "kcore" (/proc/kcore) or "block".
+    pub device: &'static str,
+    /// The device number, "major:minor" (none for kcore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdev: Option<String>,
+    /// "read", "write" or "read-write".
+    pub access: &'static str,
+    /// The path as the process passed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// block: the watched key paths whose file system is on the device.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<String>,
 }
 
 /// Details of forced-crash, core-dump and dump-config-change alerts.
@@ -393,6 +414,7 @@ mod tests {
         let a = Alert {
             action: None,
             kernel: None,
+            raw: None,
             ts: rfc3339(0),
             rule: "key-file-open",
             severity: Severity::High,

@@ -10,8 +10,8 @@
 //! `Alert::new` (below) starts every alert a rule makes from this table.
 
 use crate::alert::{
-    Alert, DumpDetail, FlowDetail, KernelDetail, MemDetail, OpenDetail, ProcessCtx, Severity,
-    Target,
+    Alert, DumpDetail, FlowDetail, KernelDetail, MemDetail, OpenDetail, ProcessCtx, RawDetail,
+    Severity, Target,
 };
 
 /// A detection rule.
@@ -47,6 +47,10 @@ pub enum Rule {
     /// A protected or allowlisted program started with code loaded into
     /// it (LD_PRELOAD, LD_AUDIT) or under a tracer (`tamper.rs`).
     KeyHolderTamper,
+    /// The kernel's memory (/dev/mem, /dev/kmem, /dev/port, /proc/kcore)
+    /// or a block device under a watched key store opened: every key in
+    /// memory or on the disk, past the file permissions (`raw_read.rs`).
+    RawRead,
     /// The kernel could not hand user space a critical record (its lane's
     /// ring was full): a detection may be missing (`agent/live.rs`).
     EventsLost,
@@ -166,15 +170,17 @@ mod attack {
     pub const ROOTKIT: &str = "T1014";
     /// Boot or Logon Autostart Execution: Kernel Modules and Extensions.
     pub const KERNEL_MODULES: &str = "T1547.006";
+    /// Direct Volume Access (a file system read from its block device).
+    pub const DIRECT_VOLUME: &str = "T1006";
 }
 
 /// Every rule, in `Rule` order (checked at compile time below). The
 /// variants' alternative techniques: ptrace-attach's memory writes
 /// (PTRACE_POKE*, SETREGS), process-access's attach-mode checks,
 /// tracked-copy's archives, exfiltration other than over TCP, kernel-reader's
-/// module loads, key-holder-tamper's tracer.
+/// module loads, key-holder-tamper's tracer, raw-read's kernel memory.
 #[rustfmt::skip]
-const TABLE: [Def; 20] = {
+const TABLE: [Def; 21] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -198,6 +204,7 @@ const TABLE: [Def; 20] = {
         def(Rule::KeyMaterial, "key-material", one(PRIVATE_KEYS), Key, Some((Critical, 95)), false),
         def(Rule::KernelReader, "kernel-reader", two(ROOTKIT, KERNEL_MODULES), Access, Some((High, 80)), false),
         def(Rule::KeyHolderTamper, "key-holder-tamper", two(DYLD_HIJACK, PTRACE_INJECT), Access, Some((High, 75)), false),
+        def(Rule::RawRead, "raw-read", two(DIRECT_VOLUME, CREDENTIAL_DUMPING), Access, Some((High, 80)), false),
         def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
     ]
 };
@@ -299,6 +306,7 @@ impl Alert {
             dump: None,
             flow: None,
             kernel: None,
+            raw: None,
             action: None,
         }
     }
@@ -333,6 +341,11 @@ impl Alert {
 
     pub fn kernel(mut self, kernel: KernelDetail) -> Self {
         self.kernel = Some(kernel);
+        self
+    }
+
+    pub fn raw(mut self, raw: RawDetail) -> Self {
+        self.raw = Some(raw);
         self
     }
 

@@ -65,6 +65,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("procps", "live_host.rs: ps, top, pgrep"),
     (
+        "e2fsprogs",
+        "raw_read.rs: mkfs.ext4 on a loop device holding a key store",
+    ),
+    (
         "bpftrace",
         "kernel_reader.rs: a bpftrace uprobe script on a protected process",
     ),

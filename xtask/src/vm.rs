@@ -39,8 +39,10 @@ const VM_PACKAGES: &[(&str, &str)] = &[
 ];
 
 /// Modules the guest needs when the kernel has them as modules (Debian's
-/// 6.1 cloud kernels; built in on 6.12): the virtio-serial output port.
-const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console"];
+/// 6.1 cloud kernels; built in on 6.12): the virtio-serial output port;
+/// loop devices and ext4 for raw_read.rs's key store on a block device.
+/// A cache made for another list is fetched again.
+const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console", "loop", "ext4"];
 
 /// Host programs the integration tests run, copied into the VM with their
 /// shared libraries when the host has them.
@@ -64,6 +66,11 @@ const GUEST_TOOLS: &[&str] = &[
     // prometheus package, about 50 MB each).
     "/usr/bin/promtool",
     "/usr/bin/prometheus",
+    // raw_read.rs: a key store's file system on a loop device, read by dd
+    // (a copy of it allowlisted: busybox's applets cannot be copied).
+    "/usr/sbin/losetup",
+    "/usr/sbin/mkfs.ext4",
+    "/usr/bin/dd",
     // gdb dlopens it for threaded programs (ldd does not list it).
     "/lib/x86_64-linux-gnu/libthread_db.so.1",
 ];
@@ -264,7 +271,11 @@ pub fn kernels(args: &KernelsArgs) -> Result<()> {
 pub fn kernel(spec: &'static KernelSpec, refresh: bool) -> Result<Kernel> {
     let dir = cache_dir()?.join(spec.name);
     let manifest = dir.join("manifest");
-    if refresh || !manifest.is_file() {
+    let current = fs::read_to_string(&manifest).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l == format!("guest_modules={}", GUEST_MODULES.join(" ")))
+    });
+    if refresh || !current {
         fetch_kernel(spec, &dir).with_context(|| format!("fetching kernel {}", spec.name))?;
     }
     let text = fs::read_to_string(&manifest)
@@ -453,9 +464,10 @@ fn fetch_kernel(spec: &KernelSpec, dir: &Path) -> Result<()> {
     fs::write(
         out.join("manifest"),
         format!(
-            "package={package}\nversion={version}\nrelease={release}\nsha256={sha256}\nsuite={}\nmodules={}\n",
+            "package={package}\nversion={version}\nrelease={release}\nsha256={sha256}\nsuite={}\nmodules={}\nguest_modules={}\n",
             spec.suite,
-            modules.join(" ")
+            modules.join(" "),
+            GUEST_MODULES.join(" ")
         ),
     )?;
     if dir.exists() {

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod open;
 pub mod open_arg;
 pub mod open_proc;
+pub mod open_raw;
 pub mod process;
 pub mod signal;
 pub mod sysctl;

@@ -39,6 +39,7 @@ use crate::{
     probes::{
         open_arg::check_failed,
         open_proc::{check_other_file, of_interest},
+        open_raw::{Raw, check_raw_file},
         verdict,
     },
     setting,
@@ -476,12 +477,19 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
         if get!(s.matched) == 0 {
             // Nothing to report, for as long as the file, its name and the
             // watch map stay as they are.
-            if !of_interest(&name) {
-                verdict::store(s);
-                return;
-            }
-            if !check_other_file(s, &name, ret) {
-                return;
+            if of_interest(&name) {
+                if !check_other_file(s, &name, ret) {
+                    return;
+                }
+            } else {
+                match check_raw_file(s, &name) {
+                    Raw::No => {
+                        verdict::store(s);
+                        return;
+                    }
+                    Raw::Quiet => return,
+                    Raw::Report => {}
+                }
             }
         }
         // A preempted LSM program whose slot another one took meanwhile

@@ -164,6 +164,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         verdict_gen: aya::maps::Array::try_from(
             ebpf.take_map("VERDICT_GEN").context("map VERDICT_GEN")?,
         )?,
+        raw_devs: BpfHashMap::try_from(ebpf.take_map("RAW_DEVS").context("map RAW_DEVS")?)?,
     });
     let protector = Protector::new(&cfg);
     {
@@ -351,6 +352,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     .with_correlation(&cfg);
     // From here on, new files at `[[allow]]` paths reach the kernel too.
     pipe.allow_ids = allow_ids;
+    // The block devices under the key stores (raw-read).
+    pipe.cx.sync_raw_devs();
     // Directories of `[[allow]]` programs: a program replaced in place
     // (an upgrade) reaches the kernel's allowlist before it is run.
     let allow_inotify = inotify::Inotify::init().context("inotify")?;
@@ -531,6 +534,7 @@ fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
             return;
         }
         delta.push(&mut pipe.cx.kernel, false);
+        pipe.cx.sync_raw_devs();
         pipe.keys_departed(&delta.removed);
         metrics.watched_inodes.set(pipe.cx.watcher.len() as i64);
     }

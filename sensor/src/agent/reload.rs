@@ -92,6 +92,7 @@ pub(crate) fn reload(
         pipe.cx.watcher = Watcher::new(paths(&new));
         let delta = pipe.cx.watcher.scan();
         delta.push(&mut pipe.cx.kernel, true);
+        pipe.cx.sync_raw_devs();
         pipe.cx
             .metrics
             .watched_inodes

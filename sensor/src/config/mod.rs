@@ -380,6 +380,11 @@ pub struct Allow {
     /// processes' user stacks (the monitoring stack, udev, systemd).
     #[serde(default)]
     pub kernel_reader: bool,
+    /// Makes this a raw-read allowance: `exe` may open /dev/mem,
+    /// /proc/kcore and the block devices under the watched key stores
+    /// (udev's probes, LVM, smartd, fsck).
+    #[serde(default)]
+    pub raw_read: bool,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

@@ -306,6 +306,14 @@ impl Config {
                     "cannot be combined with key_path, target or dumps: use one entry per kind of allowance",
                 );
             }
+            if a.raw_read
+                && (a.key_path.is_some() || a.target.is_some() || a.dumps || a.kernel_reader)
+            {
+                return invalid(
+                    format!("allow[{i}].raw_read"),
+                    "cannot be combined with key_path, target, dumps or kernel_reader: use one entry per kind of allowance",
+                );
+            }
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
             {
@@ -609,6 +617,30 @@ mod tests {
                 .allow
                 .iter()
                 .any(|a| a.kernel_reader && a.exe.ends_with("systemd-udevd"))
+        );
+    }
+
+    #[test]
+    fn raw_read_allowances_stand_alone() {
+        for other in [
+            "dumps = true",
+            "kernel_reader = true",
+            "target = \"/usr/bin/y\"",
+            "key_path = \"/k\"",
+        ] {
+            let f = invalid_field(
+                &format!(
+                    "[[key_path]]\npath = \"/k\"\n[[allow]]\nexe = \"/usr/bin/x\"\nraw_read = true\n{other}\n"
+                ),
+                "allow[0].raw_read",
+            );
+            assert!(f.contains("cannot be combined"), "{f}");
+        }
+        assert!(
+            Config::default_config()
+                .allow
+                .iter()
+                .any(|a| a.raw_read && a.exe.ends_with("systemd-udevd"))
         );
     }
 

@@ -30,6 +30,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
         flow: None,
         action: None,
         kernel: None,
+        raw: None,
     }
 }
 

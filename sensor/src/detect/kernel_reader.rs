@@ -76,7 +76,7 @@ fn kernel_thread(cx: &mut Context, pid: u32) -> bool {
 
 /// Is `p` a keysentry process (this program's own executable, checked by
 /// inode at exec)?
-fn is_keysentry(cx: &mut Context, p: &ProcInfo) -> bool {
+pub(crate) fn is_keysentry(cx: &mut Context, p: &ProcInfo) -> bool {
     let own = cx.view.value("self-exe".to_string(), || {
         std::fs::read_link("/proc/self/exe")
             .map(|p| Value::String(p.to_string_lossy().into_owned()))

@@ -20,6 +20,7 @@ pub mod keys;
 pub mod keyscan;
 pub mod lost;
 pub mod memory;
+pub mod raw_read;
 pub mod renames;
 pub mod sends;
 pub mod tamper;
@@ -49,6 +50,8 @@ struct AllowRule {
     dumps: bool,
     /// May load code into the kernel and sample other processes.
     kernel_reader: bool,
+    /// May open kernel memory and the key stores' block devices.
+    raw_read: bool,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -86,6 +89,7 @@ impl Policy {
                 target: a.target.as_deref().map(exe_forms),
                 dumps: a.dumps,
                 kernel_reader: a.kernel_reader,
+                raw_read: a.raw_read,
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -119,6 +123,7 @@ impl Policy {
                 a.target.is_none()
                     && !a.dumps
                     && !a.kernel_reader
+                    && !a.raw_read
                     && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,
@@ -187,6 +192,17 @@ impl Policy {
                 .allow
                 .iter()
                 .any(|a| a.kernel_reader && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is the actor allowed to open kernel memory and the key stores'
+    /// block devices (an `[[allow]]` with `raw_read`)?
+    pub fn allowed_raw_read(&self, p: &ProcInfo) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self
+                .allow
+                .iter()
+                .any(|a| a.raw_read && a.exe.iter().any(|e| **e == *p.exe))
     }
 
     /// Is the actor allowed to access the memory of processes running

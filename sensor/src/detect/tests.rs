@@ -293,6 +293,8 @@ pub(super) fn open_rec(flags: u32, ret: i64, matched: u32) -> OpenRecord {
         path_truncated: false,
         proc_file: 0,
         proc_target: 0,
+        raw: 0,
+        rdev: 0,
         igen: 1,
         fmode: 0,
         owner: 0,

@@ -78,6 +78,8 @@ pub struct Context {
     pub(crate) scan_tx: Option<std::sync::mpsc::SyncSender<ScanJob>>,
     /// Fingerprint -> key file (`keybook.rs`).
     pub keybook: crate::enrich::keybook::KeyBook,
+    /// The block devices under the watched key stores (raw-read).
+    pub raw_devs: crate::enrich::rawdev::RawDevs,
     /// actor pid -> the protected process whose memory it read.
     pub(crate) mem_readers: HashMap<u32, Origin>,
     /// Alerts raised by the rules, in order, with their event time.
@@ -102,9 +104,41 @@ impl Context {
             kernel: KernelControl::default(),
             scan_tx: None,
             keybook: Default::default(),
+            raw_devs: Default::default(),
             mem_readers: HashMap::new(),
             raised: Vec::new(),
             untracked: Vec::new(),
+        }
+    }
+
+    /// Puts the block devices under the watched key stores' file systems
+    /// in the kernel's RAW_DEVS (those not there yet): after each scan of
+    /// the key paths (live only).
+    pub fn sync_raw_devs(&mut self) {
+        if !self.kernel.is_live() {
+            return;
+        }
+        let mut stores: Vec<(std::path::PathBuf, u32)> = Vec::new();
+        for (k, w) in self.watcher.entries() {
+            let root = self
+                .watcher
+                .roots()
+                .iter()
+                .find(|r| w.path.starts_with(r))
+                .unwrap_or(&w.path);
+            if !stores.iter().any(|(p, d)| p == root && *d == k.dev) {
+                stores.push((root.clone(), k.dev));
+            }
+        }
+        let fresh = self.raw_devs.add(&stores);
+        for d in &fresh {
+            self.kernel.watch_raw_dev(*d);
+        }
+        if !fresh.is_empty() {
+            tracing::info!(
+                "raw reads watched on {} block device(s) under the key stores",
+                self.raw_devs.len()
+            );
         }
     }
 

@@ -16,6 +16,7 @@ pub mod holders_at_start;
 pub mod keybook;
 pub mod proctab;
 pub mod protect;
+pub mod rawdev;
 pub mod rootfiles;
 pub mod scan;
 pub mod sysview;

@@ -72,6 +72,8 @@ pub(crate) struct KernelMaps {
     /// verdict cache forgets what it kept when one changes
     /// (sensor-ebpf/src/probes/verdict.rs).
     pub(crate) verdict_gen: aya::maps::Array<MapData, u64>,
+    /// The block devices under the watched key stores (raw-read).
+    pub(crate) raw_devs: BpfHashMap<MapData, u32, u32>,
 }
 
 impl KernelMaps {
@@ -412,6 +414,17 @@ impl KernelControl {
             for k in &stale {
                 let _ = m.watched.remove(k);
             }
+        }
+    }
+
+    /// A block device under a watched key store: its opens are raw reads.
+    /// Cached open verdicts are void (an open of it matched nothing).
+    pub fn watch_raw_dev(&mut self, kdev: u32) {
+        if let Some(m) = self.maps.as_mut() {
+            if let Err(e) = m.raw_devs.insert(kdev, 1, 0) {
+                tracing::warn!("RAW_DEVS insert of {}:{}: {e}", kdev >> 20, kdev & 0xfffff);
+            }
+            m.void_verdicts();
         }
     }
 

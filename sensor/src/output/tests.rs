@@ -33,6 +33,7 @@ fn alert(n: u32, exe: &str) -> Alert {
         dump: None,
         flow: None,
         kernel: None,
+        raw: None,
         // As send() marks an enforceable rule's alert.
         action: Some("observed"),
     }

@@ -121,6 +121,7 @@ impl Event {
             Event::Rename { .. } => EventKind::Rename,
             Event::Open(o) if o.failed => EventKind::KeyOpenFailed,
             Event::Open(o) if o.proc_file != 0 => EventKind::ProcFileOpen,
+            Event::Open(o) if o.raw != 0 => EventKind::RawOpen,
             Event::Open(_) => EventKind::KeyOpen,
             Event::Mem(_) => EventKind::MemAccess,
             Event::Signal(_) => EventKind::DumpSignal,
@@ -220,9 +221,10 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::PathChange => Event::PathChange(flow::path_change(buf)),
         EventKind::Denied => Event::Denied(lsm::denied(buf, &h)),
         EventKind::FdAccess => Event::FdAccess(lsm::fd_access(buf, &h)),
-        EventKind::KeyOpen | EventKind::KeyOpenFailed | EventKind::ProcFileOpen => {
-            Event::Open(open::open(buf, &h, kind))
-        }
+        EventKind::KeyOpen
+        | EventKind::KeyOpenFailed
+        | EventKind::ProcFileOpen
+        | EventKind::RawOpen => Event::Open(open::open(buf, &h, kind)),
     })
 }
 

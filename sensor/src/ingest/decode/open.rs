@@ -1,5 +1,6 @@
 //! Open records (`sensor_common::open`): opens of watched or name-matched
-//! files (failed ones by their path argument) and of `/proc/<pid>/` files.
+//! files (failed ones by their path argument), of `/proc/<pid>/` files and
+//! of raw devices.
 
 use std::mem::offset_of;
 
@@ -32,6 +33,10 @@ pub struct OpenRecord {
     /// is, as the kernel resolved it (a protected process, also through one
     /// of its thread ids); 0 when user space resolves the directory.
     pub proc_target: u32,
+    /// For a raw open (kernel memory, a key store's block device): its
+    /// RAW_* value, else 0; `rdev` the device's number (kernel dev_t).
+    pub raw: u32,
+    pub rdev: u32,
     /// The inode's i_generation, f_mode, owner uid and size (success only).
     pub igen: u32,
     pub fmode: u32,
@@ -46,8 +51,9 @@ impl OpenRecord {
     }
 }
 
-/// `KeyOpen`, `KeyOpenFailed` (no path: the open failed) and `ProcFileOpen`
-/// (its PROC_* value in `name_rules`, the kernel's target in `watch_id`).
+/// `KeyOpen`, `KeyOpenFailed` (no path: the open failed), `ProcFileOpen`
+/// (its PROC_* value in `name_rules`, the kernel's target in `watch_id`)
+/// and `RawOpen` (RAW_* in `name_rules`, the device in `watch_id`).
 pub(super) fn open(buf: &[u8], h: &Header, kind: EventKind) -> OpenRecord {
     let f = |o: usize| -> u32 { at(buf, o) };
     let n = (f(offset_of!(OpenEvent, arg_len)) as usize).min(ARG_BUF);
@@ -84,6 +90,16 @@ pub(super) fn open(buf: &[u8], h: &Header, kind: EventKind) -> OpenRecord {
             0
         },
         proc_target: if kind == EventKind::ProcFileOpen {
+            f(offset_of!(OpenEvent, watch_id))
+        } else {
+            0
+        },
+        raw: if kind == EventKind::RawOpen {
+            f(offset_of!(OpenEvent, name_rules))
+        } else {
+            0
+        },
+        rdev: if kind == EventKind::RawOpen {
             f(offset_of!(OpenEvent, watch_id))
         } else {
             0

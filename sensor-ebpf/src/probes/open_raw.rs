@@ -1,0 +1,82 @@
+//! Raw reads: opens of the kernel's memory (/dev/mem, /dev/kmem,
+//! /dev/port, /proc/kcore) and of a block device that holds a watched file
+//! system (`RAW_DEVS`, which user space fills with the devices under each
+//! watched key store). Recognised by the inode: a character device's
+//! number, a block device's number, procfs's kcore. A node made with mknod
+//! anywhere, a symlink, a relative path or a renamed copy of the device
+//! file is the same device. Part of `check_file` (open.rs), for opens that
+//! matched no watch or pattern.
+
+use sensor_common::{
+    DEV_KMEM, DEV_MEM, DEV_PORT, OpenKind, RAW_BLOCK, RAW_KCORE, RAW_KMEM, RAW_MEM, RAW_PORT,
+    names::NameKey, short_name,
+};
+
+use crate::{
+    kptr::{FilePtr, InodePtr},
+    maps::RAW_DEVS,
+    probes::open::{OpenState, get, put},
+};
+
+const S_IFMT: u32 = 0o170000;
+const S_IFCHR: u32 = 0o020000;
+const S_IFBLK: u32 = 0o060000;
+const S_IFREG: u32 = 0o100000;
+const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+/// f_mode: the file was opened for reading, for writing (O_PATH: neither).
+const FMODE_READ: u32 = 1;
+const FMODE_WRITE: u32 = 2;
+
+/// What `check_raw_file` found.
+#[derive(PartialEq, Eq)]
+pub(super) enum Raw {
+    /// Not a raw device: the open's "nothing to report" may be cached.
+    No,
+    /// A raw device opened without access to its content (O_PATH): no
+    /// report, and no cached verdict (the next open may read it).
+    Quiet,
+    /// A raw open to report (`kind` and `rules` set in the state).
+    Report,
+}
+
+/// Is the opened file a raw device? Sets the state's kind (`RawOpen`) and
+/// `rules` (RAW_*) when it is to be reported.
+#[inline(always)]
+pub(super) unsafe fn check_raw_file(s: *mut OpenState, name: &NameKey) -> Raw {
+    // SAFETY: `s` is check_file's OPEN_STATE slot (the caller's).
+    unsafe {
+        let inode = InodePtr::from_addr(get!(s.inode));
+        let Some(mode) = inode.mode() else {
+            return Raw::No;
+        };
+        let rdev = inode.rdev().unwrap_or(0);
+        let class = match mode as u32 & S_IFMT {
+            S_IFCHR => match Some(rdev) {
+                Some(DEV_MEM) => RAW_MEM,
+                Some(DEV_KMEM) => RAW_KMEM,
+                Some(DEV_PORT) => RAW_PORT,
+                _ => 0,
+            },
+            S_IFBLK if RAW_DEVS.get(rdev).is_some() => RAW_BLOCK,
+            S_IFREG
+                if name.len == 5
+                    && name.head[0] == short_name(b"kcore")
+                    && inode.fs_magic() == Some(PROC_SUPER_MAGIC) =>
+            {
+                RAW_KCORE
+            }
+            _ => 0,
+        };
+        if class == 0 {
+            return Raw::No;
+        }
+        let fmode = FilePtr::from_addr(get!(s.file)).mode().unwrap_or(0);
+        if fmode & (FMODE_READ | FMODE_WRITE) == 0 {
+            return Raw::Quiet;
+        }
+        put!(s.watch_id, rdev);
+        put!(s.kind, OpenKind::RawOpen);
+        put!(s.rules, class);
+        Raw::Report
+    }
+}
