@@ -90,6 +90,15 @@ pub const DCFG_SUID_DUMPABLE: u32 = 3;
 pub const DCFG_COREDUMP_FILTER: u32 = 4;
 pub const DCFG_SET_DUMPABLE: u32 = 5;
 pub const DCFG_RLIMIT_CORE: u32 = 6;
+/// Write-opens of the kernel's own back doors, reported as DumpConfigEvent
+/// records and judged by kernel-reader: /proc/sysrq-trigger (a crash into
+/// kdump, whose vmcore holds all memory), tracefs's uprobe_events,
+/// kprobe_events and dynamic_events (probes whose fetch arguments read any
+/// process's or the kernel's memory, no BPF needed).
+pub const DCFG_SYSRQ_TRIGGER: u32 = 7;
+pub const DCFG_UPROBE_EVENTS: u32 = 8;
+pub const DCFG_KPROBE_EVENTS: u32 = 9;
+pub const DCFG_DYNAMIC_EVENTS: u32 = 10;
 
 /// A write-open of a core-dump sysctl or of /proc/<pid>/coredump_filter,
 /// PR_SET_DUMPABLE by a protected process, or RLIMIT_CORE set on one.

@@ -249,7 +249,8 @@ pub struct FlowDetail {
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct KernelDetail {
     /// The syscall: "bpf", "init_module", "finit_module", "kexec_load",
-    /// "kexec_file_load", "perf_event_open".
+    /// "kexec_file_load", "perf_event_open"; or the file write-opened:
+    /// "sysrq-trigger", "uprobe_events", "kprobe_events", "dynamic_events".
     pub op: &'static str,
     /// "success" or "failed", and the errno name of a failure.
     pub result: &'static str,
@@ -280,6 +281,10 @@ pub struct KernelDetail {
     /// by a kernel thread), with the module it named.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub kernel_requested: bool,
+    /// sysrq-trigger: a crash kernel is loaded (kdump), so a crash
+    /// forced through it writes all memory to a vmcore.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_kernel: Option<bool>,
 }
 
 /// Details of a raw-read alert: which device, how it was opened, and

@@ -402,3 +402,90 @@ fn a_bpftrace_uprobe_on_a_protected_process_is_an_alert() {
         assert_eq!(a["process"]["comm"], "bpftrace");
     }
 }
+
+/// The kernel's own back doors: a tracefs dynamic-probe file opened for
+/// writing (a uprobe's fetch arguments read any process's memory, no BPF
+/// needed) is high; the SysRq trigger is high with a crash kernel loaded
+/// (kdump writes all memory to a vmcore), else medium. Each is opened
+/// for append and nothing is written. Not alerts: reading uprobe_events,
+/// an allowlisted agent (a copy of the shell) writing it.
+#[test]
+fn the_kernels_back_doors_alert() {
+    require_root();
+    let l = lab();
+    let sh = std::fs::canonicalize("/bin/sh").unwrap();
+    let agent_sh = l.root.join("ks-agent-sh");
+    std::fs::copy(&sh, &agent_sh).unwrap();
+    std::fs::set_permissions(&agent_sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy_runs = Command::new(&agent_sh)
+        .args(["-c", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let config = format!(
+        "[[key_path]]\npath = \"{}\"\n\n[[allow]]\nexe = \"{}\"\nkernel_reader = true\n",
+        l.root.join("keys").display(),
+        agent_sh.display(),
+    );
+    let mut s = Sensor::start(&l.root, &config);
+    // keysentry mounts tracefs at /sys/kernel/tracing when it is not.
+    let uprobes = Path::new("/sys/kernel/tracing/uprobe_events");
+    let have_uprobes = uprobes.exists();
+    let sysrq = Path::new("/proc/sysrq-trigger");
+    let have_sysrq = sysrq.exists();
+    let append =
+        |bin: &Path, file: &Path| run(bin, &["-c", &format!(": >> {}", file.display())], &[], None);
+    let (w_uprobe, read_uprobe, agent) = if have_uprobes {
+        let (w, ok) = append(Path::new("/bin/sh"), uprobes);
+        assert!(ok, "append-open of uprobe_events");
+        let (r, _) = run(
+            Path::new("/bin/sh"),
+            &["-c", &format!("read x < {}", uprobes.display())],
+            &[],
+            None,
+        );
+        let agent = copy_runs.then(|| {
+            let (a, ok) = append(&agent_sh, uprobes);
+            assert!(ok, "the agent's append-open of uprobe_events");
+            a
+        });
+        (w, r, agent)
+    } else {
+        (0, 0, None)
+    };
+    let w_sysrq = have_sysrq.then(|| {
+        let (p, ok) = append(Path::new("/bin/sh"), sysrq);
+        assert!(ok, "append-open of sysrq-trigger");
+        p
+    });
+    let alerts = s.alerts_until_marker(&l.marker);
+
+    if have_uprobes {
+        let a = one(&alerts, w_uprobe);
+        assert_eq!(a["severity"], "high", "{a:#}");
+        assert_eq!(a["kernel"]["op"], "uprobe_events", "{a:#}");
+        none(&alerts, read_uprobe, "a read of uprobe_events");
+        match agent {
+            Some(p) => none(&alerts, p, "an allowlisted agent"),
+            None => {
+                println!("SKIPPED part: a copy of /bin/sh does not run under another name here")
+            }
+        }
+    } else {
+        println!("SKIPPED part: this kernel has no uprobe_events (CONFIG_UPROBE_EVENTS)");
+    }
+    match w_sysrq {
+        Some(p) => {
+            let a = one(&alerts, p);
+            assert_eq!(a["kernel"]["op"], "sysrq-trigger", "{a:#}");
+            let crash = a["kernel"]["crash_kernel"] == true;
+            assert_eq!(
+                a["severity"],
+                if crash { "high" } else { "medium" },
+                "{a:#}"
+            );
+        }
+        None => {
+            println!("SKIPPED part: this kernel has no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ)")
+        }
+    }
+}

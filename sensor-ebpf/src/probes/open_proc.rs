@@ -8,7 +8,8 @@
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{
-    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_SUID_DUMPABLE,
+    DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_DYNAMIC_EVENTS,
+    DCFG_KPROBE_EVENTS, DCFG_SUID_DUMPABLE, DCFG_SYSRQ_TRIGGER, DCFG_UPROBE_EVENTS,
     INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM,
     PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey,
     short_name,
@@ -115,6 +116,7 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
 }
 
 const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+const TRACEFS_MAGIC: u64 = 0x74726163;
 
 /// DCFG_* value of a core-dump control file name, 0 for other names.
 #[inline(always)]
@@ -128,14 +130,24 @@ fn dump_config_file(name: &NameKey) -> u32 {
         DCFG_SUID_DUMPABLE
     } else if name.len == 15 && h == name_head(b"coredump_filter") {
         DCFG_COREDUMP_FILTER
+    } else if name.len == 13 && h == name_head(b"sysrq-trigger") {
+        DCFG_SYSRQ_TRIGGER
+    } else if name.len == 13 && h == name_head(b"uprobe_events") {
+        DCFG_UPROBE_EVENTS
+    } else if name.len == 13 && h == name_head(b"kprobe_events") {
+        DCFG_KPROBE_EVENTS
+    } else if name.len == 14 && h == name_head(b"dynamic_events") {
+        DCFG_DYNAMIC_EVENTS
     } else {
         0
     }
 }
 
 /// A write-open of /proc/sys/kernel/core_pattern, core_pipe_limit,
-/// /proc/sys/fs/suid_dumpable or /proc/<pid>/coredump_filter. Returns true
-/// when the open was one (reported or not).
+/// /proc/sys/fs/suid_dumpable or /proc/<pid>/coredump_filter, or of
+/// /proc/sysrq-trigger or tracefs's uprobe_events, kprobe_events and
+/// dynamic_events (kernel-reader's). Returns true when the open was one
+/// (reported or not).
 #[inline(always)]
 fn check_dump_config(
     name: &NameKey,
@@ -149,7 +161,12 @@ fn check_dump_config(
         return false;
     }
     let magic = inode.fs_magic().unwrap_or(0);
-    if magic != PROC_SUPER_MAGIC {
+    let want = if what >= DCFG_UPROBE_EVENTS {
+        TRACEFS_MAGIC
+    } else {
+        PROC_SUPER_MAGIC
+    };
+    if magic != want {
         return false;
     }
     let flags = file.flags().unwrap_or(0);

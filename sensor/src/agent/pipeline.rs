@@ -560,6 +560,9 @@ impl Pipeline {
                 crate::detect::fdaccess::fd_access(cx, policy, &mut self.flows, &r)
             }
             Event::Signal(s) => self.dumps.dump_signal(cx, policy, &s),
+            Event::DumpConfig(d) if crate::detect::kernel_reader::is_back_door(d.what) => {
+                crate::detect::kernel_reader::back_door(cx, policy, &d)
+            }
             Event::DumpConfig(d) => self.dumps.dump_config(cx, policy, &d),
             Event::KernelReader(r) => crate::detect::kernel_reader::kernel_reader(cx, policy, &r),
             Event::Sysctl(r) => crate::detect::guards::sysctl(cx, policy, &r),

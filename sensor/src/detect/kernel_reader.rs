@@ -13,8 +13,16 @@
 //! - a module load the kernel asked for (request_module: modprobe started
 //!   by a kernel thread) is low: the module is one the kernel named;
 //! - a failed attempt is medium, a success high.
+//!
+//! The kernel's own back doors are judged here too, from the write-opens
+//! the open probes report (`back_door`): tracefs's uprobe_events,
+//! kprobe_events and dynamic_events (a probe's fetch arguments read any
+//! process's or the kernel's memory, no BPF needed), high; and
+//! /proc/sysrq-trigger, high when a crash kernel is loaded (a forced crash
+//! then writes all memory, every key in it, to a vmcore), else medium.
 
 use sensor_common::{
+    DCFG_DYNAMIC_EVENTS, DCFG_KPROBE_EVENTS, DCFG_SYSRQ_TRIGGER, DCFG_UPROBE_EVENTS,
     KR_BPF_PROG_LOAD, KR_FINIT_MODULE, KR_INIT_MODULE, KR_KEXEC_FILE_LOAD, KR_KEXEC_LOAD,
     KR_PERF_EVENT,
 };
@@ -24,7 +32,7 @@ use crate::{
     alert::{KernelDetail, Severity, Target},
     detect::{Policy, errno_text, process_target, rule_alert},
     enrich::{context::Context, devnum::st_dev, proctab::ProcInfo},
-    ingest::decode::memory::KernelReaderRecord,
+    ingest::decode::memory::{DumpConfigRecord, KernelReaderRecord},
     rules::Rule,
 };
 
@@ -221,6 +229,94 @@ pub fn kernel_reader(cx: &mut Context, policy: &Policy, r: &KernelReaderRecord) 
     cx.raise(alert, r.task.ts_boot_ns);
 }
 
+/// A DumpConfig record that is one of the kernel's back doors (sysrq,
+/// tracefs dynamic probes), judged by `back_door`.
+pub fn is_back_door(what: u32) -> bool {
+    matches!(
+        what,
+        DCFG_SYSRQ_TRIGGER | DCFG_UPROBE_EVENTS | DCFG_KPROBE_EVENTS | DCFG_DYNAMIC_EVENTS
+    )
+}
+
+/// Is a crash kernel loaded (kdump)? As the live system says (the
+/// recorded answer in a replay).
+fn crash_kernel_loaded(cx: &mut Context) -> bool {
+    cx.view
+        .value("kexec-crash-loaded".to_string(), || {
+            std::fs::read_to_string("/sys/kernel/kexec_crash_loaded")
+                .is_ok_and(|s| s.trim() == "1")
+                .into()
+        })
+        .as_bool()
+        .unwrap_or(false)
+}
+
+/// A write-open of /proc/sysrq-trigger or of a tracefs dynamic-probe file.
+pub fn back_door(cx: &mut Context, policy: &Policy, d: &DumpConfigRecord) {
+    let actor = cx.procs.resolve(&d.task);
+    if policy.allowed_kernel_reader(&actor) || is_keysentry(cx, &actor) {
+        return;
+    }
+    let ok = d.ret >= 0;
+    let (op, path) = match d.what {
+        DCFG_SYSRQ_TRIGGER => ("sysrq-trigger", "/proc/sysrq-trigger"),
+        DCFG_UPROBE_EVENTS => ("uprobe_events", "/sys/kernel/tracing/uprobe_events"),
+        DCFG_KPROBE_EVENTS => ("kprobe_events", "/sys/kernel/tracing/kprobe_events"),
+        _ => ("dynamic_events", "/sys/kernel/tracing/dynamic_events"),
+    };
+    let mut detail = KernelDetail {
+        op,
+        result: if ok { "success" } else { "failed" },
+        errno: (!ok).then(|| errno_text(d.ret)),
+        ..Default::default()
+    };
+    let (what, verdict) = if d.what == DCFG_SYSRQ_TRIGGER {
+        let crash = crash_kernel_loaded(cx);
+        detail.crash_kernel = Some(crash);
+        if crash {
+            (
+                "the SysRq trigger, with a crash kernel loaded: a forced crash writes all memory, every key in it, to a vmcore",
+                None,
+            )
+        } else {
+            (
+                "the SysRq trigger: it can crash the kernel or dump tasks and memory to the console",
+                Some((Severity::Medium, 45)),
+            )
+        }
+    } else {
+        (
+            "a tracefs dynamic-probe file: a probe's fetch arguments read any process's or the kernel's memory",
+            None,
+        )
+    };
+    let verdict = verdict.or((!ok).then_some((Severity::Medium, 45)));
+    let message = format!(
+        "{} (pid {}, uid {}) {} {path} for writing, {what}",
+        actor.comm,
+        actor.pid,
+        actor.uid,
+        if ok { "opened" } else { "tried to open" },
+    );
+    let mut alert = rule_alert(
+        Rule::KernelReader,
+        &actor,
+        Target::File {
+            path: path.into(),
+            dev: 0,
+            inode: 0,
+        },
+        &cx.host,
+        cx.wall(d.task.ts_boot_ns),
+    )
+    .message(message)
+    .kernel(detail);
+    if let Some((s, score)) = verdict {
+        alert = alert.verdict(s, score);
+    }
+    cx.raise(alert, d.task.ts_boot_ns);
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -310,6 +406,46 @@ mod tests {
         assert_eq!(a[0].kernel.as_ref().unwrap().prog_type, Some("kprobe"));
         // A kernel-reader allowance allows no key opens.
         assert!(!p.allowed(&agent, None));
+    }
+
+    fn door(actor: &ProcInfo, what: u32) -> DumpConfigRecord {
+        DumpConfigRecord {
+            task: task(actor),
+            ret: 3,
+            value: 0,
+            what,
+            target: 0,
+        }
+    }
+
+    /// A tracefs dynamic-probe file opened for writing is high; the SysRq
+    /// trigger high with a crash kernel loaded, else medium; an allowed
+    /// agent is silent.
+    #[test]
+    fn the_kernels_back_doors_are_kernel_readers() {
+        let sh = proc(60, 1, 0, "/usr/bin/dash");
+        let agent = proc(61, 1, 0, "/usr/bin/agent");
+        let mut cx = with(&[sh.clone(), agent.clone()]);
+        let p = policy(AGENT);
+        back_door(&mut cx, &p, &door(&sh, DCFG_UPROBE_EVENTS));
+        back_door(&mut cx, &p, &door(&agent, DCFG_KPROBE_EVENTS));
+        back_door(&mut cx, &p, &door(&sh, DCFG_SYSRQ_TRIGGER));
+        let a = raised(&mut cx);
+        assert_eq!(a.len(), 2, "{a:#?}");
+        assert_eq!(
+            (a[0].rule, a[0].severity),
+            ("kernel-reader", Severity::High)
+        );
+        assert_eq!(a[0].kernel.as_ref().unwrap().op, "uprobe_events");
+        let k = a[1].kernel.as_ref().unwrap();
+        assert_eq!(k.op, "sysrq-trigger");
+        let want = if k.crash_kernel == Some(true) {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        assert_eq!(a[1].severity, want);
+        assert!(is_back_door(DCFG_DYNAMIC_EVENTS) && !is_back_door(1));
     }
 
     #[test]
