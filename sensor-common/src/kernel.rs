@@ -173,7 +173,8 @@ pub struct KernelOffsets {
     /// inode.i_rdev: the device a character or block special file is
     /// (raw-read).
     pub inode_i_rdev: u32,
-    pub _pad_rdev: u32,
+    /// inode.i_nlink (0: no name leads to it: a memfd, a deleted file).
+    pub inode_i_nlink: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

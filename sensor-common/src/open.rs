@@ -126,6 +126,11 @@ pub const PROC_ENVIRON: u32 = 3;
 pub const PROC_MAPS: u32 = 4;
 pub const PROC_SMAPS: u32 = 5;
 pub const PROC_STATUS: u32 = 6;
+/// A regular file no name leads to (a memfd, a deleted file) opened by
+/// path: only a /proc magic link reaches one (/proc/<pid>/fd/N,
+/// /proc/<pid>/map_files/A-B, through any symlink or relative path).
+/// Whose it is, user space finds (`watch_id` 0).
+pub const PROC_REOPEN: u32 = 7;
 
 /// What a `RawOpen` opened (in `OpenEvent::name_rules`): physical memory
 /// (char 1:1), kernel virtual memory (1:2, gone since 5.13), I/O ports

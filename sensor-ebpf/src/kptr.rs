@@ -418,6 +418,12 @@ impl InodePtr {
         member(self.0, off!(inode_i_mode))
     }
 
+    /// Names that lead to it (0: a memfd, a deleted or O_TMPFILE file).
+    #[inline(always)]
+    pub fn nlink(self) -> Option<u32> {
+        member(self.0, off!(inode_i_nlink))
+    }
+
     /// The device a special file is (kernel dev_t).
     #[inline(always)]
     pub fn rdev(self) -> Option<u32> {

@@ -6,10 +6,16 @@
 //! anywhere, a symlink, a relative path or a renamed copy of the device
 //! file is the same device. Part of `check_file` (open.rs), for opens that
 //! matched no watch or pattern.
+//!
+//! Also here, for the same opens: a regular file no name leads to (a
+//! memfd, a deleted file: `i_nlink` 0) opened by path, which only a /proc
+//! magic link can do (`/proc/<pid>/fd/N`, `map_files/`), however the path
+//! was spelt. Reported as a `ProcFileOpen` of `PROC_REOPEN`; user space
+//! finds the protected process that holds it.
 
 use sensor_common::{
-    DEV_KMEM, DEV_MEM, DEV_PORT, OpenKind, RAW_BLOCK, RAW_KCORE, RAW_KMEM, RAW_MEM, RAW_PORT,
-    names::NameKey, short_name,
+    DEV_KMEM, DEV_MEM, DEV_PORT, OpenKind, PROC_REOPEN, RAW_BLOCK, RAW_KCORE, RAW_KMEM, RAW_MEM,
+    RAW_PORT, names::NameKey, short_name,
 };
 
 use crate::{
@@ -26,6 +32,11 @@ const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 /// f_mode: the file was opened for reading, for writing (O_PATH: neither).
 const FMODE_READ: u32 = 1;
 const FMODE_WRITE: u32 = 2;
+/// f_flags: O_TMPFILE (a new unnamed file, not a reopen).
+const O_TMPFILE: u32 = 0o20000000;
+
+/// `check_raw_file`'s class for an unnamed regular file (not a RAW_*).
+const REOPEN: u32 = 0x100;
 
 /// What `check_raw_file` found.
 #[derive(PartialEq, Eq)]
@@ -39,8 +50,9 @@ pub(super) enum Raw {
     Report,
 }
 
-/// Is the opened file a raw device? Sets the state's kind (`RawOpen`) and
-/// `rules` (RAW_*) when it is to be reported.
+/// Is the opened file a raw device, or an unnamed file reopened? Sets the
+/// state's kind (`RawOpen`, `ProcFileOpen`) and `rules` (RAW_*,
+/// PROC_REOPEN) when it is to be reported.
 #[inline(always)]
 pub(super) unsafe fn check_raw_file(s: *mut OpenState, name: &NameKey) -> Raw {
     // SAFETY: `s` is check_file's OPEN_STATE slot (the caller's).
@@ -65,14 +77,25 @@ pub(super) unsafe fn check_raw_file(s: *mut OpenState, name: &NameKey) -> Raw {
             {
                 RAW_KCORE
             }
+            S_IFREG if inode.nlink() == Some(0) => REOPEN,
             _ => 0,
         };
         if class == 0 {
             return Raw::No;
         }
-        let fmode = FilePtr::from_addr(get!(s.file)).mode().unwrap_or(0);
+        let file = FilePtr::from_addr(get!(s.file));
+        let fmode = file.mode().unwrap_or(0);
         if fmode & (FMODE_READ | FMODE_WRITE) == 0 {
             return Raw::Quiet;
+        }
+        if class == REOPEN {
+            if file.flags().unwrap_or(0) & O_TMPFILE != 0 {
+                return Raw::Quiet;
+            }
+            put!(s.watch_id, 0);
+            put!(s.kind, OpenKind::ProcFileOpen);
+            put!(s.rules, PROC_REOPEN);
+            return Raw::Report;
         }
         put!(s.watch_id, rdev);
         put!(s.kind, OpenKind::RawOpen);

@@ -5,14 +5,17 @@
 //! `pidfd-getfd`, `process-access`, `proc-mem-open` and `proc-environ-read`
 //! (judged when its reader exits, `environ.rs`). Reads of a protected
 //! process's maps/smaps/status are remembered as reconnaissance for
-//! scoring. The alerts are built by `detect.rs`'s policy.
+//! scoring. A memfd or deleted file reopened through /proc/<pid>/fd or
+//! map_files is `proc-mem-open` of the protected process that holds it.
+//! The alerts are built by `detect.rs`'s policy.
 
 use std::path::Path;
 
 use sensor_common::{
     MEM_LSM_ACCESS, MEM_PIDFD_GETFD, MEM_PTRACE, MEM_VM_READV, MEM_VM_WRITEV, PROC_ENVIRON,
-    PROC_MAPS,
+    PROC_MAPS, PROC_REOPEN, PROC_STATUS,
 };
+use serde_json::Value;
 
 use crate::{
     detect::environ::Environ,
@@ -52,13 +55,21 @@ impl Memory {
         let Some(path) = rec.path.as_deref() else {
             return;
         };
-        let Some((target, named)) = proc_file_target(cx, rec, path) else {
-            return;
+        let (target, named) = if rec.proc_file == PROC_REOPEN {
+            let Some(holder) = reopen_holder(cx, actor.pid, rec) else {
+                return;
+            };
+            (holder, holder)
+        } else {
+            let Some(t) = proc_file_target(cx, rec, path) else {
+                return;
+            };
+            t
         };
         if target == actor.pid {
             return;
         }
-        if rec.proc_file >= PROC_MAPS {
+        if (PROC_MAPS..=PROC_STATUS).contains(&rec.proc_file) {
             if self.recon.len() >= RECON_ACTORS {
                 self.recon.clear();
             }
@@ -77,7 +88,13 @@ impl Memory {
                 Rule::ProcMemOpen
             },
             access: if rec.flags & 3 == 0 { "read" } else { "write" },
-            op: format!("open {path}"),
+            op: if rec.proc_file == PROC_REOPEN {
+                format!(
+                    "open {path} (a file no name leads to, held by pid {target}: reopened through /proc/{target}/fd or map_files)"
+                )
+            } else {
+                format!("open {path}")
+            },
             ret: rec.ret,
             actor: &actor,
             target: &target_info,
@@ -173,6 +190,55 @@ impl Memory {
         };
         alert_memory(cx, policy, pending, &m);
     }
+}
+
+/// The protected process, other than `actor`, that holds the file a
+/// `PROC_REOPEN` open reopened (a memfd or deleted file: only a /proc magic
+/// link of a process holding it reaches it), by (dev, inode) among its
+/// descriptors and mapped files; the recorded answer in a replay.
+fn reopen_holder(cx: &mut Context, actor: u32, rec: &OpenRecord) -> Option<u32> {
+    let dev = crate::enrich::devnum::st_dev(rec.dev);
+    let mut pids: Vec<u32> = cx
+        .protector
+        .snapshot()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| *p != actor)
+        .collect();
+    pids.sort_unstable();
+    cx.view
+        .value(format!("reopen-holder:{actor}:{dev}:{}", rec.ino), || {
+            holder_of(&pids, dev, rec.ino).map_or(Value::Null, Value::from)
+        })
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+/// Most descriptors and mappings looked at for one reopen.
+const HOLDER_ENTRIES: usize = 65536;
+
+/// The first of `pids` with (dev, ino) among its descriptors or mapped
+/// files. stat() through the magic links never opens what they name.
+fn holder_of(pids: &[u32], dev: u64, ino: u64) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = 0usize;
+    for pid in pids {
+        for sub in ["fd", "map_files"] {
+            let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/{sub}")) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                seen += 1;
+                if seen > HOLDER_ENTRIES {
+                    return None;
+                }
+                if std::fs::metadata(e.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
+                    return Some(*pid);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The process whose /proc file `path` is, and the number its directory

@@ -222,6 +222,7 @@ fn main() {
         }
         ["uring", path] => uring_open(path),
         ["victim"] => victim(None),
+        ["victim-memfd"] => victim_memfd(),
         ["victim-threads"] => {
             let tid = spawn_waiting_thread();
             victim_with(None, Some(tid))
@@ -851,6 +852,46 @@ fn victim_with(key: Option<&str>, tid: Option<u32>) {
     }
     std::hint::black_box(&secret);
     std::hint::black_box(&key);
+}
+
+/// A key service that keeps its secret in a memfd, mapped: prints
+/// "ADDR LEN FD" (the mapping and the memfd's descriptor) once it has
+/// reopened the memfd itself through /proc/self/fd (its own: no alert),
+/// then waits until stdin closes.
+fn victim_memfd() {
+    use std::io::Write;
+    let name = cstr("ks-secret");
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    check(fd, "memfd_create");
+    check(unsafe { libc::ftruncate(fd, 4096) }, "ftruncate");
+    let secret = b"KEYSENTRY-TEST-SECRET-0123456789";
+    let n = unsafe { libc::pwrite(fd, secret.as_ptr().cast(), secret.len(), 0) };
+    check(n as i32, "pwrite");
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if map == libc::MAP_FAILED {
+        check(-1, "mmap");
+    }
+    let own = format!("/proc/self/fd/{fd}");
+    let again = unsafe { libc::open(cstr(&own).as_ptr(), libc::O_RDONLY) };
+    check(again, "reopen own memfd");
+    unsafe { libc::close(again) };
+    let mut out = std::io::stdout();
+    writeln!(out, "{:#x} 4096 {fd}", map as u64).unwrap();
+    out.flush().unwrap();
+    for line in std::io::stdin().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
 }
 
 /// prctl(PR_SET_NAME): the calling thread's comm.
