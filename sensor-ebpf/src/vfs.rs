@@ -17,6 +17,23 @@ use crate::{
     off,
 };
 
+/// The kernel values the programs compare with (uapi and on-disk, stable):
+/// i_mode's file type bits, f_mode's access bits, f_flags' O_PATH, and the
+/// superblock magics of procfs and tracefs.
+pub const S_IFMT: u32 = 0o170000;
+pub const S_IFSOCK: u32 = 0o140000;
+pub const S_IFREG: u32 = 0o100000;
+pub const S_IFBLK: u32 = 0o060000;
+pub const S_IFDIR: u32 = 0o040000;
+pub const S_IFCHR: u32 = 0o020000;
+pub const S_IFIFO: u32 = 0o010000;
+/// f_mode: opened for reading, for writing (O_PATH: neither).
+pub const FMODE_READ: u32 = 1;
+pub const FMODE_WRITE: u32 = 2;
+pub const O_PATH: u32 = 0o10000000;
+pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+pub const TRACEFS_MAGIC: u64 = 0x74726163;
+
 pub type Ptr = *const u8;
 
 /// Reads a `T` at `base + offset` of kernel memory.

@@ -38,6 +38,7 @@ use sensor_common::{
     },
 };
 
+use crate::vfs::{S_IFIFO, S_IFMT, S_IFREG, S_IFSOCK};
 use crate::{
     emit::{emit, stage},
     kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
@@ -51,10 +52,6 @@ use crate::{
     vfs::{dentry_name_key, fd_file},
 };
 
-const S_IFMT: u32 = 0o170000;
-const S_IFREG: u32 = 0o100000;
-const S_IFIFO: u32 = 0o010000;
-const S_IFSOCK: u32 = 0o140000;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const BPF_NOEXIST: u64 = 1;

@@ -32,6 +32,7 @@ use sensor_common::{
     },
 };
 
+use crate::vfs::{S_IFDIR, S_IFMT};
 use crate::{
     emit::{emit, emit_lsm},
     kptr::{FilePtr, SignalPtr, TaskPtr},
@@ -49,8 +50,6 @@ const PF_IO_WORKER: u32 = 0x0000_0010;
 const PF_KTHREAD: u32 = 0x0020_0000;
 const ENOSYS: i64 = 38;
 const PF_DUMPCORE: u32 = 0x0000_0200;
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
 
 #[inline(always)]
 fn enforced(rule: u32) -> bool {

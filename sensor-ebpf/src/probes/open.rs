@@ -27,6 +27,7 @@ use sensor_common::{
     x86_64::{NR_CREAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2},
 };
 
+use crate::vfs::{O_PATH, S_IFDIR, S_IFMT};
 use crate::{
     emit::{emit_as, stage_as},
     fold::{fold_check, fold_sent},
@@ -51,10 +52,7 @@ use crate::{
 const EPERM: i64 = 1;
 const EACCES: i64 = 13;
 const AT_FDCWD: i32 = -100;
-const S_IFMT: u32 = 0o170000;
-const S_IFDIR: u32 = 0o040000;
 const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
-const O_PATH: u32 = 0o10000000;
 const O_CREAT: u32 = 0o100;
 const O_TRUNC: u32 = 0o1000;
 

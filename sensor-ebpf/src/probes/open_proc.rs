@@ -15,6 +15,7 @@ use sensor_common::{
     short_name,
 };
 
+use crate::vfs::{PROC_SUPER_MAGIC, TRACEFS_MAGIC};
 use crate::{
     kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
     maps::{ENVIRON_READS, check_insert, lru_insert, protected_target},
@@ -114,9 +115,6 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
         true
     }
 }
-
-const PROC_SUPER_MAGIC: u64 = 0x9fa0;
-const TRACEFS_MAGIC: u64 = 0x74726163;
 
 /// DCFG_* value of a core-dump control file name, 0 for other names.
 #[inline(always)]

@@ -18,20 +18,13 @@ use sensor_common::{
     RAW_PORT, names::NameKey, short_name,
 };
 
+use crate::vfs::{FMODE_READ, FMODE_WRITE, PROC_SUPER_MAGIC, S_IFBLK, S_IFCHR, S_IFMT, S_IFREG};
 use crate::{
     kptr::{FilePtr, InodePtr},
     maps::RAW_DEVS,
     probes::open::{OpenState, get, put},
 };
 
-const S_IFMT: u32 = 0o170000;
-const S_IFCHR: u32 = 0o020000;
-const S_IFBLK: u32 = 0o060000;
-const S_IFREG: u32 = 0o100000;
-const PROC_SUPER_MAGIC: u64 = 0x9fa0;
-/// f_mode: the file was opened for reading, for writing (O_PATH: neither).
-const FMODE_READ: u32 = 1;
-const FMODE_WRITE: u32 = 2;
 /// f_flags: O_TMPFILE (a new unnamed file, not a reopen).
 const O_TMPFILE: u32 = 0o20000000;
 
