@@ -69,20 +69,6 @@ fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], uid: Option<u32>) -> (u3
     (pid, child.wait().unwrap().success())
 }
 
-fn one(alerts: &[Value], pid: u32) -> &Value {
-    let got = by_pid(alerts, RULE, pid);
-    assert_eq!(got.len(), 1, "one {RULE} alert by pid {pid}: {alerts:#?}");
-    got[0]
-}
-
-fn none(alerts: &[Value], pid: u32, what: &str) {
-    let got = by_pid(alerts, RULE, pid);
-    assert!(
-        got.is_empty(),
-        "{what} (pid {pid}) must not alert: {got:#?}"
-    );
-}
-
 #[test]
 fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
     require_root();
@@ -121,11 +107,16 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
     release(victim);
     release(plain);
 
-    none(&alerts, sock, "a socket filter load");
-    none(&alerts, count, "perf counting its own process");
-    none(&alerts, unprot, "perf sampling of an unprotected process");
+    none_by_pid(&alerts, RULE, sock, "a socket filter load");
+    none_by_pid(&alerts, RULE, count, "perf counting its own process");
+    none_by_pid(
+        &alerts,
+        RULE,
+        unprot,
+        "perf sampling of an unprotected process",
+    );
 
-    let a = one(&alerts, kprobe);
+    let a = one_by_pid(&alerts, RULE, kprobe);
     assert_eq!(a["severity"], "high", "{a:#}");
     assert_eq!(a["kernel"]["op"], "bpf");
     assert_eq!(a["kernel"]["prog_type"], "kprobe");
@@ -136,7 +127,7 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
     assert_eq!(a["target"]["path"], "kernel");
     assert_eq!(a["attack"], "T1014");
 
-    let a = one(&alerts, all);
+    let a = one_by_pid(&alerts, RULE, all);
     assert_eq!(a["severity"], "high", "{a:#}");
     assert_eq!(a["kernel"]["op"], "perf_event_open");
     assert_eq!(a["kernel"]["sampled"], "every process");
@@ -146,7 +137,7 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
         serde_json::json!(["stack_user", "regs_user"])
     );
 
-    let a = one(&alerts, prot);
+    let a = one_by_pid(&alerts, RULE, prot);
     assert_eq!(a["severity"], "high", "{a:#}");
     assert_eq!(a["kernel"]["sampled"], "protected process");
     assert_eq!(a["target"]["pid"], vpid, "{a:#}");
@@ -155,7 +146,7 @@ fn bpf_tracing_programs_and_perf_sampling_of_others_alert() {
         "the target says why it is protected: {a:#}"
     );
 
-    let a = one(&alerts, nobody);
+    let a = one_by_pid(&alerts, RULE, nobody);
     assert_eq!(a["severity"], "medium", "{a:#}");
     assert_eq!(a["kernel"]["result"], "failed");
     assert_eq!(a["kernel"]["errno"], "EPERM");
@@ -186,8 +177,8 @@ fn an_allowed_kernel_reader_holds_only_as_itself() {
     assert!(ok);
 
     let alerts = s.alerts_until_marker(&l.marker);
-    none(&alerts, agent, "the allowlisted agent");
-    let a = one(&alerts, preload);
+    none_by_pid(&alerts, RULE, agent, "the allowlisted agent");
+    let a = one_by_pid(&alerts, RULE, preload);
     assert!(
         a["severity"] == "high" || a["severity"] == "critical",
         "{a:#}"
@@ -204,7 +195,7 @@ fn an_allowed_kernel_reader_holds_only_as_itself() {
             .is_some_and(|f| f.iter().any(|x| x == "allow_bypass")),
         "{a:#}"
     );
-    let a = one(&alerts, other);
+    let a = one_by_pid(&alerts, RULE, other);
     assert_eq!(a["severity"], "high", "{a:#}");
 }
 
@@ -252,7 +243,7 @@ fn module_and_kexec_loads_alert_with_the_file() {
             println!("SKIPPED {op}: this kernel has no sys_exit_{op} tracepoint");
             continue;
         };
-        let a = one(&alerts, pid);
+        let a = one_by_pid(&alerts, RULE, pid);
         assert_eq!(a["kernel"]["op"], op, "{a:#}");
         assert_eq!(a["kernel"]["result"], "failed", "{a:#}");
         assert_eq!(a["severity"], "medium", "{a:#}");
@@ -341,7 +332,7 @@ fn a_module_the_kernel_asks_for_is_low() {
     assert_eq!(a["severity"], "low", "{a:#}");
     assert_eq!(a["kernel"]["kernel_requested"], true, "{a:#}");
     assert_eq!(a["target"]["inode"], ino(&bogus), "{a:#}");
-    let a = one(&alerts, by_user);
+    let a = one_by_pid(&alerts, RULE, by_user);
     assert_eq!(a["severity"], "medium", "{a:#}");
     assert!(a["kernel"].get("kernel_requested").is_none(), "{a:#}");
 }
@@ -460,12 +451,12 @@ fn the_kernels_back_doors_alert() {
     let alerts = s.alerts_until_marker(&l.marker);
 
     if have_uprobes {
-        let a = one(&alerts, w_uprobe);
+        let a = one_by_pid(&alerts, RULE, w_uprobe);
         assert_eq!(a["severity"], "high", "{a:#}");
         assert_eq!(a["kernel"]["op"], "uprobe_events", "{a:#}");
-        none(&alerts, read_uprobe, "a read of uprobe_events");
+        none_by_pid(&alerts, RULE, read_uprobe, "a read of uprobe_events");
         match agent {
-            Some(p) => none(&alerts, p, "an allowlisted agent"),
+            Some(p) => none_by_pid(&alerts, RULE, p, "an allowlisted agent"),
             None => {
                 println!("SKIPPED part: a copy of /bin/sh does not run under another name here")
             }
@@ -475,7 +466,7 @@ fn the_kernels_back_doors_alert() {
     }
     match w_sysrq {
         Some(p) => {
-            let a = one(&alerts, p);
+            let a = one_by_pid(&alerts, RULE, p);
             assert_eq!(a["kernel"]["op"], "sysrq-trigger", "{a:#}");
             let crash = a["kernel"]["crash_kernel"] == true;
             assert_eq!(

@@ -12,15 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{lab::spawn_line, *};
-use serde_json::Value;
 
 const RULE: &str = "proc-mem-open";
-
-fn one(alerts: &[Value], pid: u32) -> &Value {
-    let got = by_pid(alerts, RULE, pid);
-    assert_eq!(got.len(), 1, "one {RULE} alert by pid {pid}: {alerts:#?}");
-    got[0]
-}
 
 /// The victim's line: mapping address, length and the memfd's descriptor.
 fn parse(line: &str) -> (u64, u64, u32) {
@@ -84,7 +77,7 @@ fn a_protected_processs_memfd_reopened_through_proc_alerts() {
         (mapped, "map_files"),
         (two_step, "O_PATH, then /proc/self/fd"),
     ] {
-        let a = one(&alerts, pid);
+        let a = one_by_pid(&alerts, RULE, pid);
         assert_eq!(a["severity"], "high", "{what}: {a:#}");
         assert_eq!(a["target"]["pid"], vpid, "{what}: {a:#}");
         assert!(

@@ -17,7 +17,6 @@ use std::{
 };
 
 use common::*;
-use serde_json::Value;
 
 const RULE: &str = "raw-read";
 
@@ -47,20 +46,6 @@ fn dd(bin: &Path, input: &Path, env: &[(&str, &str)]) -> (u32, bool) {
         ],
         env,
     )
-}
-
-fn one(alerts: &[Value], pid: u32) -> &Value {
-    let got = by_pid(alerts, RULE, pid);
-    assert_eq!(got.len(), 1, "one {RULE} alert by pid {pid}: {alerts:#?}");
-    got[0]
-}
-
-fn none(alerts: &[Value], pid: u32, what: &str) {
-    let got = by_pid(alerts, RULE, pid);
-    assert!(
-        got.is_empty(),
-        "{what} (pid {pid}) must not alert: {got:#?}"
-    );
 }
 
 fn sh(cmd: &str) -> Option<String> {
@@ -215,7 +200,7 @@ fn reads_of_a_key_stores_block_device_alert() {
     let alerts = s.alerts_until_marker(&marker);
 
     let keys = store.join("keys").display().to_string();
-    let a = one(&alerts, p_part);
+    let a = one_by_pid(&alerts, RULE, p_part);
     assert_eq!(a["severity"], "high", "{a:#}");
     assert_eq!(a["attack"], "T1006", "{a:#}");
     assert_eq!(a["raw"]["device"], "block", "{a:#}");
@@ -224,12 +209,12 @@ fn reads_of_a_key_stores_block_device_alert() {
     assert_eq!(a["raw"]["holds"], serde_json::json!([keys]), "{a:#}");
     assert_eq!(a["target"]["path"], part.display().to_string(), "{a:#}");
     if let Some(p) = p_disk {
-        let a = one(&alerts, p);
+        let a = one_by_pid(&alerts, RULE, p);
         assert_eq!(a["raw"]["rdev"], rdev(&disk.dev), "{a:#}");
         assert_eq!(a["raw"]["holds"], serde_json::json!([keys]), "{a:#}");
     }
     if node_ok {
-        let a = one(&alerts, p_node);
+        let a = one_by_pid(&alerts, RULE, p_node);
         assert_eq!(a["target"]["path"], node.display().to_string(), "{a:#}");
         assert_eq!(a["raw"]["rdev"], rdev(&part), "{a:#}");
     } else {
@@ -238,16 +223,16 @@ fn reads_of_a_key_stores_block_device_alert() {
             root.display()
         );
     }
-    let a = one(&alerts, p_link);
+    let a = one_by_pid(&alerts, RULE, p_link);
     assert_eq!(a["target"]["path"], part.display().to_string(), "{a:#}");
     assert_eq!(
         a["raw"]["arg"],
         link.display().to_string(),
         "the path as passed: {a:#}"
     );
-    none(&alerts, p_other, "a device that holds no key store");
-    none(&alerts, p_allowed, "an allowlisted prober");
-    let a = one(&alerts, p_preload);
+    none_by_pid(&alerts, RULE, p_other, "a device that holds no key store");
+    none_by_pid(&alerts, RULE, p_allowed, "an allowlisted prober");
+    let a = one_by_pid(&alerts, RULE, p_preload);
     assert!(
         a["process"]["allow_bypass"]
             .as_str()
@@ -285,9 +270,9 @@ fn opens_of_the_kernels_memory_alert() {
     let (p_null, ok) = dd(&dd_bin, Path::new("/dev/zero"), &[]);
     assert!(ok, "dd of /dev/zero");
     let alerts = s.alerts_until_marker(&marker);
-    none(&alerts, p_null, "/dev/zero");
+    none_by_pid(&alerts, RULE, p_null, "/dev/zero");
     if mem_ok {
-        let a = one(&alerts, p_mem);
+        let a = one_by_pid(&alerts, RULE, p_mem);
         assert_eq!(a["severity"], "high", "{a:#}");
         assert_eq!(a["attack"], "T1003", "{a:#}");
         assert_eq!(a["raw"]["device"], "mem", "{a:#}");
@@ -299,7 +284,7 @@ fn opens_of_the_kernels_memory_alert() {
         );
     }
     if kcore_ok {
-        let a = one(&alerts, p_kcore);
+        let a = one_by_pid(&alerts, RULE, p_kcore);
         assert_eq!(a["raw"]["device"], "kcore", "{a:#}");
         assert_eq!(a["target"]["path"], "/proc/kcore", "{a:#}");
         assert!(a["raw"].get("rdev").is_none(), "{a:#}");

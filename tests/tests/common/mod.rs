@@ -486,6 +486,22 @@ pub fn by_pid<'a>(alerts: &'a [Value], rule: &str, pid: u32) -> Vec<&'a Value> {
         .collect()
 }
 
+/// The one alert of `rule` by process `pid` (the test fails otherwise).
+pub fn one_by_pid<'a>(alerts: &'a [Value], rule: &str, pid: u32) -> &'a Value {
+    let got = by_pid(alerts, rule, pid);
+    assert_eq!(got.len(), 1, "one {rule} alert by pid {pid}: {alerts:#?}");
+    got[0]
+}
+
+/// No alert of `rule` by process `pid`; `what` names it in the failure.
+pub fn none_by_pid(alerts: &[Value], rule: &str, pid: u32, what: &str) {
+    let got = by_pid(alerts, rule, pid);
+    assert!(
+        got.is_empty(),
+        "{what} (pid {pid}) must not alert: {got:#?}"
+    );
+}
+
 /// A world-traversable temporary directory (the tests also act as nobody).
 pub fn tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
