@@ -53,7 +53,8 @@ pub const INSERT_FAIL_FD_REPORTED: u32 = 14;
 pub const INSERT_FAIL_ALLOWED: u32 = 15;
 pub const INSERT_FAIL_ALLOW_EXES: u32 = 16;
 pub const INSERT_FAIL_WRITERS: u32 = 17;
-pub const INSERT_FAIL_SLOTS: u32 = 18;
+pub const INSERT_FAIL_AGENT_SOCKS: u32 = 18;
+pub const INSERT_FAIL_SLOTS: u32 = 19;
 /// Map label of each INSERT_FAIL_* slot.
 pub const INSERT_FAIL_MAPS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "TAINTED",
@@ -74,6 +75,7 @@ pub const INSERT_FAIL_MAPS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "ALLOWED",
     "ALLOW_EXES",
     "WRITERS",
+    "AGENT_SOCKS",
 ];
 /// What a refused insert into each INSERT_FAIL_* map costs (the warning's
 /// text after "<map> full: ").
@@ -96,6 +98,7 @@ pub const INSERT_FAIL_COSTS: [&str; INSERT_FAIL_SLOTS as usize] = [
     "an [[allow]] entry is not in the kernel: the allowed program's reads are tainted and may be denied",
     "an [[allow]]ed program's execs are not checked for loader variables or tracing: a run with LD_PRELOAD may keep its allowance in the kernel",
     "a tainted process that wrote a file is not recorded as a writer: every tainted process's closes take the slow path from then on (nothing is missed)",
+    "a socket a key agent bound is not watched: connections to it by other users are not reported",
 ];
 
 /// Slots of the kernel's `LRU_CHURN` counters, one per LRU map. An LRU

@@ -3,9 +3,9 @@
 //! buffers ([`KPath`]) and their limits.
 
 use crate::{
-    DeniedEvent, DumpConfigEvent, ExecEvent, ExitEvent, FdAccessEvent, FileCloseEvent,
-    FileWriteEvent, ForkEvent, KernelReaderEvent, MemAccessEvent, NetSendEvent, OpenEvent,
-    PathChangeEvent, RenameEvent, SignalEvent, SysctlEvent,
+    AgentSocketEvent, DeniedEvent, DumpConfigEvent, ExecEvent, ExitEvent, FdAccessEvent,
+    FileCloseEvent, FileWriteEvent, ForkEvent, KernelReaderEvent, MemAccessEvent, NetSendEvent,
+    OpenEvent, PathChangeEvent, RenameEvent, SignalEvent, SysctlEvent,
 };
 
 /// Bytes kept of a path rebuilt from dentries (components leaf first).
@@ -83,6 +83,9 @@ event_kinds! {
     /// An open of the kernel's memory (/dev/mem, /dev/kmem, /dev/port,
     /// /proc/kcore) or of a block device holding a watched file system.
     RawOpen = 14,
+    /// A key agent's unix socket bound, or connected to by another
+    /// principal.
+    AgentSocket = 27,
 }
 
 /// Number of slots in the lost-event counter array.
@@ -164,6 +167,7 @@ impl EventKind {
             EventKind::FdAccess => "fd_access",
             EventKind::KernelReader => "kernel_reader",
             EventKind::Sysctl => "sysctl",
+            EventKind::AgentSocket => "agent_socket",
         }
     }
 
@@ -191,6 +195,7 @@ impl EventKind {
             EventKind::FdAccess => <FdAccessEvent as Record>::LANE,
             EventKind::KernelReader => <KernelReaderEvent as Record>::LANE,
             EventKind::Sysctl => <SysctlEvent as Record>::LANE,
+            EventKind::AgentSocket => <AgentSocketEvent as Record>::LANE,
         }
     }
 
@@ -217,6 +222,7 @@ impl EventKind {
             EventKind::FdAccess => core::mem::size_of::<FdAccessEvent>(),
             EventKind::KernelReader => core::mem::size_of::<KernelReaderEvent>(),
             EventKind::Sysctl => core::mem::size_of::<SysctlEvent>(),
+            EventKind::AgentSocket => core::mem::size_of::<AgentSocketEvent>(),
         }
     }
 }
@@ -508,6 +514,7 @@ mod tests {
             FdAccessEvent,
             KernelReaderEvent,
             SysctlEvent,
+            AgentSocketEvent,
         );
         let records = || {
             singles.iter().copied().chain(

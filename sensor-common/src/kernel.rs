@@ -175,6 +175,16 @@ pub struct KernelOffsets {
     pub inode_i_rdev: u32,
     /// inode.i_nlink (0: no name leads to it: a memfd, a deleted file).
     pub inode_i_nlink: u32,
+    /// unix_sock.peer and unix_sock.path (struct path: the socket file a
+    /// bound unix socket is; a connected socket's peer carries the path of
+    /// the socket it connected to): agent-socket-use; 0 when the kernel's
+    /// BTF lacks them (its probe then does not attach).
+    pub unix_sock_peer: u32,
+    pub unix_sock_path: u32,
+    /// task_struct.loginuid (the uid of the login the process descends
+    /// from, kept across setuid and su: CONFIG_AUDIT); 0 when absent.
+    pub task_loginuid: u32,
+    pub _pad_loginuid: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed
@@ -220,6 +230,9 @@ pub struct SensorSettings {
     /// file for reading is protected (`PROTECTED` = `HOLDER_RULE`) in the
     /// open's own program.
     pub key_holders: u32,
+    /// `[agents] protected`: 1: a unix socket a `[[protected]]` process
+    /// (a rule, not a key holder) binds is a key agent's socket.
+    pub agent_protected: u32,
 }
 
 /// The `PROTECTED` value of a key holder: a process protected because it

@@ -11,7 +11,7 @@
 //! dump signals and configuration), `flow` (taint, writes, sends, path
 //! changes), `watch` (watched inodes), `lsm` (enforcement, allowlist, fd
 //! hand-offs), `kernel` (offsets and settings handed to the programs);
-//! `names` is the key-name matcher both sides run; `x86_64` states the one
+//! `agent` (key-agent sockets); `names` is the key-name matcher both sides run; `x86_64` states the one
 //! architecture keysentry supports and holds its syscall numbers. The
 //! `user` feature adds the `aya::Pod` impls of the map keys and values.
 #![no_std]
@@ -19,6 +19,7 @@
 pub mod names;
 pub mod x86_64;
 
+mod agent;
 mod flow;
 mod fold;
 mod header;
@@ -29,6 +30,7 @@ mod open;
 mod process;
 mod watch;
 
+pub use agent::*;
 pub use flow::*;
 pub use fold::*;
 pub use header::*;
@@ -51,6 +53,9 @@ unsafe impl aya::Pod for FoldVal {}
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for CritBucket {}
+// SAFETY: repr(C), without padding, valid for any bits.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for AgentSock {}
 // SAFETY: repr(C), without padding, valid for any bits.
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for names::NameKey {}

@@ -62,6 +62,8 @@ pub const NR_FINIT_MODULE: i32 = 313;
 pub const NR_KEXEC_LOAD: i32 = 246;
 pub const NR_KEXEC_FILE_LOAD: i32 = 320;
 pub const NR_BPF: i32 = 321;
+pub const NR_CONNECT: i32 = 42;
+pub const NR_BIND: i32 = 49;
 
 /// Names of the syscalls user space reports (an LSM denial's syscall, the
 /// syscall behind a kernel ptrace access check), by number.

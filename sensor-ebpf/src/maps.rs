@@ -5,10 +5,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind, FOLD_ENTRIES, FileOpener, FoldKey, FoldVal,
-    INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, LRU_SLOTS,
-    Lane, RAW_DEVS_MAX, STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_IGEN,
-    WatchEntry, WriteKey, lost_slot, lru_added, lru_removed,
+    AGENT_EXES_MAX, AGENT_SOCKS_MAX, AgentSock, AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind,
+    FOLD_ENTRIES, FileOpener, FoldKey, FoldVal, INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey,
+    KIND_SLOTS, KernelOffsets, LANES, LRU_SLOTS, Lane, RAW_DEVS_MAX, STOP_SLOTS, STOP_STALE_INODE,
+    SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey, lost_slot, lru_added, lru_removed,
     names::{NameKey, NamePatterns},
 };
 
@@ -134,6 +134,19 @@ pub static PROTECTED_THREADS: HashMap<u32, u32> = HashMap::with_max_entries(1638
 /// is protected in the kernel at its exec, before user space sees it.
 #[map]
 pub static PROTECTED_EXES: HashMap<InodeKey, u32> = HashMap::with_max_entries(256, 0);
+
+/// Key agents by executable (dev, inode), from `[agents] exes`: a unix
+/// socket one of them binds goes into `AGENT_SOCKS` (agent-socket-use).
+#[map]
+pub static AGENT_EXES: HashMap<InodeKey, u32> = HashMap::with_max_entries(AGENT_EXES_MAX, 0);
+
+/// Key agents' sockets by socket file (dev, inode) -> who bound it: added
+/// by the kernel when an agent binds, by user space for the sockets agents
+/// already listened on; removed by user space when the file is gone.
+/// Connections to one by another uid or login uid are reported.
+#[map]
+pub static AGENT_SOCKS: HashMap<InodeKey, AgentSock> =
+    HashMap::with_max_entries(AGENT_SOCKS_MAX, 0);
 
 /// Protected programs by comm (16 bytes, NUL padded) -> rule value.
 #[map]

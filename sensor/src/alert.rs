@@ -194,6 +194,8 @@ pub struct Alert {
     pub kernel: Option<KernelDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<RawDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentDetail>,
     /// For the enforceable rules (`sensor_common::ENF_RULES`): "denied"
     /// when a BPF LSM hook refused the operation, "observed" when it went
     /// ahead. Absent on the other rules.
@@ -285,6 +287,32 @@ pub struct KernelDetail {
     /// forced through it writes all memory to a vmcore.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crash_kernel: Option<bool>,
+}
+
+/// Details of an agent-socket-use alert: the agent whose socket was used,
+/// and who it belongs to.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct AgentDetail {
+    /// The socket file (as the agent bound it).
+    pub socket: String,
+    /// sun_path as the connecting process passed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// The agent process (at bind) and its program.
+    pub pid: u32,
+    pub exe: String,
+    /// The agent's owner: uid, user name, login uid.
+    pub owner_uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_loginuid: Option<u32>,
+    /// The connecting process's login uid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loginuid: Option<u32>,
+    /// Environments of other processes the connecting process or its
+    /// parent read (looking for SSH_AUTH_SOCK), as the kernel counted.
+    pub environ_reads: u32,
 }
 
 /// Details of a raw-read alert: which device, how it was opened, and
@@ -420,6 +448,7 @@ mod tests {
             action: None,
             kernel: None,
             raw: None,
+            agent: None,
             ts: rfc3339(0),
             rule: "key-file-open",
             severity: Severity::High,

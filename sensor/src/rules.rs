@@ -51,6 +51,10 @@ pub enum Rule {
     /// or a block device under a watched key store opened: every key in
     /// memory or on the disk, past the file permissions (`raw_read.rs`).
     RawRead,
+    /// A key agent's socket (ssh-agent, gpg-agent, ...) connected to by
+    /// another uid or login uid: its keys used without being stolen
+    /// (`agent_socket.rs`).
+    AgentSocketUse,
     /// The kernel could not hand user space a critical record (its lane's
     /// ring was full): a detection may be missing (`agent/live.rs`).
     EventsLost,
@@ -172,6 +176,9 @@ mod attack {
     pub const KERNEL_MODULES: &str = "T1547.006";
     /// Direct Volume Access (a file system read from its block device).
     pub const DIRECT_VOLUME: &str = "T1006";
+    /// Remote Service Session Hijacking: SSH Hijacking (another user's
+    /// agent socket used).
+    pub const SSH_HIJACK: &str = "T1563.001";
 }
 
 /// Every rule, in `Rule` order (checked at compile time below). The
@@ -180,7 +187,7 @@ mod attack {
 /// tracked-copy's archives, exfiltration other than over TCP, kernel-reader's
 /// module loads, key-holder-tamper's tracer, raw-read's kernel memory.
 #[rustfmt::skip]
-const TABLE: [Def; 21] = {
+const TABLE: [Def; 22] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -205,6 +212,7 @@ const TABLE: [Def; 21] = {
         def(Rule::KernelReader, "kernel-reader", two(ROOTKIT, KERNEL_MODULES), Access, Some((High, 80)), false),
         def(Rule::KeyHolderTamper, "key-holder-tamper", two(DYLD_HIJACK, PTRACE_INJECT), Access, Some((High, 75)), false),
         def(Rule::RawRead, "raw-read", two(DIRECT_VOLUME, CREDENTIAL_DUMPING), Access, Some((High, 80)), false),
+        def(Rule::AgentSocketUse, "agent-socket-use", one(SSH_HIJACK), Access, Some((High, 80)), false),
         def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
     ]
 };
@@ -307,6 +315,7 @@ impl Alert {
             flow: None,
             kernel: None,
             raw: None,
+            agent: None,
             action: None,
         }
     }
@@ -336,6 +345,11 @@ impl Alert {
 
     pub fn memory(mut self, memory: MemDetail) -> Self {
         self.memory = Some(memory);
+        self
+    }
+
+    pub fn agent(mut self, agent: crate::alert::AgentDetail) -> Self {
+        self.agent = Some(agent);
         self
     }
 

@@ -71,6 +71,10 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/sbin/losetup",
     "/usr/sbin/mkfs.ext4",
     "/usr/bin/dd",
+    // agent_socket.rs: another user's ssh-agent used.
+    "/usr/bin/ssh-agent",
+    "/usr/bin/ssh-add",
+    "/usr/bin/ssh-keygen",
     // gdb dlopens it for threaded programs (ldd does not list it).
     "/lib/x86_64-linux-gnu/libthread_db.so.1",
 ];

@@ -64,4 +64,27 @@ impl SockPtr {
     pub fn v6_daddr(self) -> Option<[u8; 16]> {
         member(self.0, off!(sk_v6_daddr))
     }
+
+    /// A unix socket's peer (`unix_sock.peer`, the sock first in struct
+    /// unix_sock): for a connected stream socket, the server's end, which
+    /// carries the path of the socket connected to.
+    #[inline(always)]
+    pub fn unix_peer(self) -> Option<SockPtr> {
+        let off = off!(unix_sock_peer);
+        if off == 0 {
+            return None;
+        }
+        member_ptr(self.0, off).map(SockPtr)
+    }
+
+    /// The socket file a bound unix socket is (`unix_sock.path.dentry`;
+    /// None for an unbound or abstract socket).
+    #[inline(always)]
+    pub fn unix_path(self) -> Option<DentryPtr> {
+        let off = off!(unix_sock_path);
+        if off == 0 {
+            return None;
+        }
+        member_ptr(self.0, off + off!(path_dentry)).map(DentryPtr)
+    }
 }

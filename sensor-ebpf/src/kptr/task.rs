@@ -101,6 +101,17 @@ impl TaskPtr {
         TaskPtr::from_addr(node.wrapping_sub(off!(task_thread_node) as u64))
     }
 
+    /// The login uid (`loginuid`: kept across setuid, su and sudo; None
+    /// when the kernel has none).
+    #[inline(always)]
+    pub fn loginuid(self) -> Option<u32> {
+        let off = off!(task_loginuid);
+        if off == 0 {
+            return None;
+        }
+        member(self.0, off)
+    }
+
     /// (dev, inode) of the task's executable.
     #[inline(always)]
     pub fn exe(self) -> Option<InodeKey> {

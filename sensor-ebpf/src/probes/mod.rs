@@ -1,5 +1,6 @@
 //! The programs, one module per hook family.
 
+pub mod agent;
 pub mod bench;
 pub mod close;
 pub mod dumpcfg;

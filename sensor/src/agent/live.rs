@@ -128,6 +128,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         },
         crit_rate_limit: 1,
         key_holders: cfg.protection.key_holders as u32,
+        agent_protected: cfg.agents.protected as u32,
     };
     let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes, &opts.map_entries)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {
@@ -165,7 +166,19 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             ebpf.take_map("VERDICT_GEN").context("map VERDICT_GEN")?,
         )?,
         raw_devs: BpfHashMap::try_from(ebpf.take_map("RAW_DEVS").context("map RAW_DEVS")?)?,
+        agent_socks: BpfHashMap::try_from(
+            ebpf.take_map("AGENT_SOCKS").context("map AGENT_SOCKS")?,
+        )?,
     });
+    // The key agents' executables: a socket one binds is watched.
+    let agents = crate::enrich::agents::Agents::new(&cfg.agents.exes, cfg.agents.protected);
+    {
+        let mut m: BpfHashMap<&mut MapData, InodeKey, u32> =
+            BpfHashMap::try_from(ebpf.map_mut("AGENT_EXES").context("map AGENT_EXES")?)?;
+        for k in agents.exe_keys() {
+            m.insert(k, 1, 0)?;
+        }
+    }
     let protector = Protector::new(&cfg);
     {
         let (exes, comms) = protector.kernel_rules();
@@ -202,6 +215,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     };
     if !btf::has_task_rename(&offsets) {
         skip.push("ks_task_rename");
+    }
+    if !btf::has_unix_sock(&offsets) {
+        skip.push("ks_exit_unix");
     }
     // The io_uring close probe: the submit tracepoint this kernel has (the
     // other name is another kernel version's; without either, or without
@@ -354,6 +370,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     pipe.allow_ids = allow_ids;
     // The block devices under the key stores (raw-read).
     pipe.cx.sync_raw_devs();
+    // The sockets key agents already hold (agent-socket-use).
+    pipe.cx.agents = agents;
+    pipe.cx.sync_agents();
     // Directories of `[[allow]]` programs: a program replaced in place
     // (an upgrade) reaches the kernel's allowlist before it is run.
     let allow_inotify = inotify::Inotify::init().context("inotify")?;
@@ -490,6 +509,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
             }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &metrics, inotify.watches());
+                pipe.cx.sync_agents();
                 let changes = pipe.cx.protector.refresh_pid_files();
                 pipe.apply(&changes);
             }

@@ -93,6 +93,7 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         fold_window_ms: sensor_common::FOLD_WINDOW_MS,
         crit_rate_limit: 1,
         key_holders: 0,
+        agent_protected: 0,
     };
     let mut ebpf = loader::load(&offsets, &settings, 1 << 16, &[])?;
     let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);
@@ -130,6 +131,9 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
             }
             _ if p.program == "ks_task_rename" && !btf::has_task_rename(&offsets) => {
                 "unavailable: task:task_rename has no pid/newcomm fields in tracefs"
+            }
+            _ if p.program == "ks_exit_unix" && !btf::has_unix_sock(&offsets) => {
+                "unavailable: no unix_sock.peer/path in the kernel's BTF"
             }
             _ => "available",
         };

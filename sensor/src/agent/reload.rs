@@ -21,7 +21,8 @@ use crate::{
 /// SIGHUP: re-reads and validates the config file and applies it: the
 /// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
 /// `[alerts]`, `[scoring]` and `[correlation]` (open incidents stay open).
-/// `[metrics]`, `[[protected]]`, `[protection]`, `[dumps]` and `[flow]` need a restart
+/// `[metrics]`, `[[protected]]`, `[protection]`, `[dumps]`, `[flow]` and
+/// `[agents]` need a restart
 /// (logged when they changed). An invalid file changes nothing: the running
 /// config stays and the log says why, naming the field.
 pub(crate) fn reload(
@@ -113,6 +114,7 @@ pub(crate) fn reload(
         ("protection", new.protection != cur.protection),
         ("dumps", new.dumps != cur.dumps),
         ("flow", new.flow != cur.flow),
+        ("agents", new.agents != cur.agents),
     ] {
         if changed {
             tracing::warn!("config reload: [{field}] changed; it takes effect at the next restart");
@@ -123,6 +125,7 @@ pub(crate) fn reload(
     new.protection = cur.protection.clone();
     new.dumps = cur.dumps.clone();
     new.flow = cur.flow.clone();
+    new.agents = cur.agents.clone();
     *cur = new;
     count("ok");
     tracing::info!(

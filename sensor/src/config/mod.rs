@@ -114,6 +114,51 @@ pub struct Config {
     /// `[flow]`: how far taint and tracking follow data.
     #[serde(default)]
     pub flow: Flow,
+    /// `[agents]`: key agents, whose sockets sign for whoever connects.
+    #[serde(default)]
+    pub agents: Agents,
+}
+
+/// `[agents]`: programs that hold keys and use them for whoever connects
+/// to their unix socket (ssh-agent, gpg-agent, a PKCS#11 proxy, pcscd).
+/// A unix socket one of them binds is watched from its bind (by the
+/// socket file's identity); sockets they listened on before keysentry
+/// started are found at start and at each key-path rescan. A connection
+/// by a process of another uid or another login uid is `agent-socket-use`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Agents {
+    /// The agents' executables (absolute; the real path, as
+    /// `readlink /proc/PID/exe` shows it). Missing ones are skipped.
+    pub exes: Vec<PathBuf>,
+    /// The unix sockets of `[[protected]]` processes (a rule's, not key
+    /// holders') are agents' sockets too: a signing daemon that serves
+    /// clients over a socket is a key oracle. Off by default: its clients
+    /// of other uids then alert until allowed (`agent_use`).
+    pub protected: bool,
+}
+
+/// The key agents Debian ships: OpenSSH's agent and the user-privileged
+/// sshd process that binds a forwarded agent's socket, GnuPG's agent,
+/// p11-kit's PKCS#11 server, the smart-card daemon, GNOME's keyring.
+pub const DEFAULT_AGENTS: [&str; 8] = [
+    "/usr/bin/ssh-agent",
+    "/usr/lib/openssh/sshd-session",
+    "/usr/sbin/sshd",
+    "/usr/bin/gpg-agent",
+    "/usr/libexec/p11-kit/p11-kit-server",
+    "/usr/lib/x86_64-linux-gnu/p11-kit/p11-kit-server",
+    "/usr/sbin/pcscd",
+    "/usr/bin/gnome-keyring-daemon",
+];
+
+impl Default for Agents {
+    fn default() -> Self {
+        Self {
+            exes: DEFAULT_AGENTS.iter().map(PathBuf::from).collect(),
+            protected: false,
+        }
+    }
 }
 
 /// `[flow]`: how far keysentry follows data from a key, a dump or a
@@ -385,6 +430,10 @@ pub struct Allow {
     /// (udev's probes, LVM, smartd, fsck).
     #[serde(default)]
     pub raw_read: bool,
+    /// Makes this an agent-use allowance: `exe` may use other users' key
+    /// agents (a deployment tool that signs through a designated agent).
+    #[serde(default)]
+    pub agent_use: bool,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

@@ -33,6 +33,9 @@ impl Config {
         for (i, d) in self.dumps.dirs.iter().enumerate() {
             absolute(&format!("dumps.dirs[{i}]"), d)?;
         }
+        for (i, e) in self.agents.exes.iter().enumerate() {
+            absolute(&format!("agents.exes[{i}]"), e)?;
+        }
         absolute("dumps.quarantine_dir", &self.dumps.quarantine_dir)?;
         absolute("dumps.state_dir", &self.dumps.state_dir)?;
         if !(1..=3600).contains(&self.dumps.handler_timeout_secs) {
@@ -312,6 +315,18 @@ impl Config {
                 return invalid(
                     format!("allow[{i}].raw_read"),
                     "cannot be combined with key_path, target, dumps or kernel_reader: use one entry per kind of allowance",
+                );
+            }
+            if a.agent_use
+                && (a.key_path.is_some()
+                    || a.target.is_some()
+                    || a.dumps
+                    || a.kernel_reader
+                    || a.raw_read)
+            {
+                return invalid(
+                    format!("allow[{i}].agent_use"),
+                    "cannot be combined with key_path, target, dumps, kernel_reader or raw_read: use one entry per kind of allowance",
                 );
             }
             if let Some(kp) = &a.key_path

@@ -31,6 +31,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
         action: None,
         kernel: None,
         raw: None,
+        agent: None,
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+pub mod agent_socket;
 pub mod allow_ids;
 pub mod dump_rules;
 pub mod dumps;
@@ -52,6 +53,8 @@ struct AllowRule {
     kernel_reader: bool,
     /// May open kernel memory and the key stores' block devices.
     raw_read: bool,
+    /// May use other users' key agents.
+    agent_use: bool,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -90,6 +93,7 @@ impl Policy {
                 dumps: a.dumps,
                 kernel_reader: a.kernel_reader,
                 raw_read: a.raw_read,
+                agent_use: a.agent_use,
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -124,6 +128,7 @@ impl Policy {
                     && !a.dumps
                     && !a.kernel_reader
                     && !a.raw_read
+                    && !a.agent_use
                     && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,
@@ -203,6 +208,17 @@ impl Policy {
                 .allow
                 .iter()
                 .any(|a| a.raw_read && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is the actor allowed to use other users' key agents (an
+    /// `[[allow]]` with `agent_use`)?
+    pub fn allowed_agent_use(&self, p: &ProcInfo) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self
+                .allow
+                .iter()
+                .any(|a| a.agent_use && a.exe.iter().any(|e| **e == *p.exe))
     }
 
     /// Is the actor allowed to access the memory of processes running

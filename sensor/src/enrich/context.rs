@@ -80,6 +80,8 @@ pub struct Context {
     pub keybook: crate::enrich::keybook::KeyBook,
     /// The block devices under the watched key stores (raw-read).
     pub raw_devs: crate::enrich::rawdev::RawDevs,
+    /// Key agents and their sockets (agent-socket-use).
+    pub agents: crate::enrich::agents::Agents,
     /// actor pid -> the protected process whose memory it read.
     pub(crate) mem_readers: HashMap<u32, Origin>,
     /// Alerts raised by the rules, in order, with their event time.
@@ -105,6 +107,7 @@ impl Context {
             scan_tx: None,
             keybook: Default::default(),
             raw_devs: Default::default(),
+            agents: Default::default(),
             mem_readers: HashMap::new(),
             raised: Vec::new(),
             untracked: Vec::new(),
@@ -139,6 +142,38 @@ impl Context {
                 "raw reads watched on {} block device(s) under the key stores",
                 self.raw_devs.len()
             );
+        }
+    }
+
+    /// The key agents' sockets in the kernel's AGENT_SOCKS as the agents
+    /// hold them now (live only): at start and every 30 s.
+    pub fn sync_agents(&mut self) {
+        if !self.kernel.is_live() {
+            return;
+        }
+        // `[agents] protected`: the processes a [[protected]] rule
+        // protects (not key holders, not keysentry).
+        let protected: Vec<u32> = if self.agents.protected {
+            self.protector
+                .snapshot()
+                .into_iter()
+                .filter(|(_, r)| {
+                    *r != sensor_common::HOLDER_RULE && *r != crate::enrich::protect::SELF_RULE
+                })
+                .map(|(p, _)| p)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let (fresh, gone) = self.agents.sync(&protected);
+        for k in &gone {
+            self.kernel.forget_agent_sock(k);
+        }
+        for (k, v) in &fresh {
+            self.kernel.watch_agent_sock(*k, *v);
+        }
+        if !fresh.is_empty() || !gone.is_empty() {
+            tracing::info!("{} key-agent socket(s) watched", self.agents.len());
         }
     }
 

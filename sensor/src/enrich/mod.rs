@@ -5,6 +5,7 @@
 //! of the host's key fingerprints it fills (`keybook`); path arguments
 //! resolved as their process saw them (`userpath`).
 
+pub mod agents;
 pub mod context;
 pub mod coredump;
 pub mod corepattern;

@@ -250,6 +250,15 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     if let Ok(a) = o("perf_event", "attr") {
         k.perf_event_attr = a;
     }
+    // A unix socket's peer and bound path (agent-socket-use), the login
+    // uid: optional.
+    if let (Ok(peer), Ok(path)) = (o("unix_sock", "peer"), o("unix_sock", "path")) {
+        k.unix_sock_peer = peer;
+        k.unix_sock_path = path;
+    }
+    if let Ok(l) = o("task_struct", "loginuid") {
+        k.task_loginuid = l;
+    }
     // The thread list (own-thread checks): optional, both or neither.
     if let (Ok(head), Ok(node)) = (
         o("signal_struct", "thread_head"),
@@ -404,6 +413,11 @@ pub fn has_io_uring_fixed_table(k: &KernelOffsets) -> bool {
 /// True when the task:task_rename field offsets were found.
 pub fn has_task_rename(k: &KernelOffsets) -> bool {
     k.tp_rename_newcomm != 0
+}
+
+/// True when the unix socket offsets (agent-socket-use) were found.
+pub fn has_unix_sock(k: &KernelOffsets) -> bool {
+    k.unix_sock_peer != 0 && k.unix_sock_path != 0
 }
 
 /// True when the offsets for the io_uring probe were found.

@@ -74,6 +74,7 @@ pub(crate) struct KernelMaps {
     pub(crate) verdict_gen: aya::maps::Array<MapData, u64>,
     /// The block devices under the watched key stores (raw-read).
     pub(crate) raw_devs: BpfHashMap<MapData, u32, u32>,
+    pub(crate) agent_socks: BpfHashMap<MapData, InodeKey, sensor_common::AgentSock>,
 }
 
 impl KernelMaps {
@@ -425,6 +426,24 @@ impl KernelControl {
                 tracing::warn!("RAW_DEVS insert of {}:{}: {e}", kdev >> 20, kdev & 0xfffff);
             }
             m.void_verdicts();
+        }
+    }
+
+    /// A key agent's socket: connections to it by others are reported.
+    pub fn watch_agent_sock(&mut self, key: InodeKey, v: sensor_common::AgentSock) {
+        if let Some(m) = self.maps.as_mut() {
+            check_insert(
+                m.agent_socks.insert(key, v, 0),
+                sensor_common::INSERT_FAIL_AGENT_SOCKS,
+                "a key agent's socket",
+            );
+        }
+    }
+
+    /// A key agent's socket no agent holds any more.
+    pub fn forget_agent_sock(&mut self, key: &InodeKey) {
+        if let Some(m) = self.maps.as_mut() {
+            let _ = m.agent_socks.remove(key);
         }
     }
 

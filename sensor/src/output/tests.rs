@@ -34,6 +34,7 @@ fn alert(n: u32, exe: &str) -> Alert {
         flow: None,
         kernel: None,
         raw: None,
+        agent: None,
         // As send() marks an enforceable rule's alert.
         action: Some("observed"),
     }

@@ -1,7 +1,9 @@
 //! Memory records (`sensor_common::memory`): cross-process memory access,
 //! dump-producing signals and core-dump configuration changes.
 
-use sensor_common::{DumpConfigEvent, KernelReaderEvent, MemAccessEvent, SignalEvent, SysctlEvent};
+use sensor_common::{
+    AgentSocketEvent, DumpConfigEvent, KernelReaderEvent, MemAccessEvent, SignalEvent, SysctlEvent,
+};
 
 use super::{Task, cstr, read, task};
 
@@ -146,5 +148,42 @@ pub(super) fn dump_config(buf: &[u8]) -> DumpConfigRecord {
         value: e.value,
         what: e.what,
         target: e.target,
+    }
+}
+
+/// A key agent's socket bound, or connected to by another principal
+/// (`sensor_common::AgentSocketEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSocketRecord {
+    pub task: Task,
+    /// AGENT_BIND or AGENT_CONNECT.
+    pub op: u32,
+    pub fd: i32,
+    /// The socket file: (kernel dev, inode).
+    pub sock: (u32, u64),
+    /// Who bound it: tgid, uid, login uid (None when unknown).
+    pub agent_pid: u32,
+    pub agent_uid: u32,
+    pub agent_loginuid: Option<u32>,
+    /// The caller's login uid.
+    pub loginuid: Option<u32>,
+    /// sun_path as the caller passed it.
+    pub path: String,
+}
+
+pub(super) fn agent_socket(buf: &[u8]) -> AgentSocketRecord {
+    let e: AgentSocketEvent = read(buf);
+    let login = |l: u32| (l != sensor_common::NO_LOGINUID).then_some(l);
+    let n = (e.path_len as usize).min(e.path.len());
+    AgentSocketRecord {
+        task: task(&e.hdr),
+        op: e.op,
+        fd: e.fd,
+        sock: (e.sock.dev, e.sock.ino),
+        agent_pid: e.agent.tgid,
+        agent_uid: e.agent.uid,
+        agent_loginuid: login(e.agent.loginuid),
+        loginuid: login(e.loginuid),
+        path: cstr(&e.path[..n]),
     }
 }

@@ -25,7 +25,10 @@ use sensor_common::{
 use self::{
     flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
     lsm::{DeniedRecord, FdAccessRecord},
-    memory::{DumpConfigRecord, KernelReaderRecord, MemRecord, SignalRecord, SysctlRecord},
+    memory::{
+        AgentSocketRecord, DumpConfigRecord, KernelReaderRecord, MemRecord, SignalRecord,
+        SysctlRecord,
+    },
     open::OpenRecord,
 };
 
@@ -110,6 +113,7 @@ pub enum Event {
     FdAccess(FdAccessRecord),
     KernelReader(KernelReaderRecord),
     Sysctl(SysctlRecord),
+    AgentSocket(AgentSocketRecord),
 }
 
 impl Event {
@@ -134,6 +138,7 @@ impl Event {
             Event::FdAccess(_) => EventKind::FdAccess,
             Event::KernelReader(_) => EventKind::KernelReader,
             Event::Sysctl(_) => EventKind::Sysctl,
+            Event::AgentSocket(_) => EventKind::AgentSocket,
         }
     }
 }
@@ -213,6 +218,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::DumpConfig => Event::DumpConfig(memory::dump_config(buf)),
         EventKind::KernelReader => Event::KernelReader(memory::kernel_reader(buf)),
         EventKind::Sysctl => Event::Sysctl(memory::sysctl(buf)),
+        EventKind::AgentSocket => Event::AgentSocket(memory::agent_socket(buf)),
         EventKind::DumpSignal => Event::Signal(memory::signal(buf)),
         EventKind::MemAccess => Event::Mem(memory::mem_access(buf)),
         EventKind::FileWrite => Event::FileWrite(flow::file_write(buf)),

@@ -170,6 +170,18 @@ pub const PROBES: &[Probe] = &[
         serves: "kernel-reader (perf_event_open)",
     },
     Probe {
+        program: "ks_exit_unix",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_bind"),
+        required: false,
+        serves: "agent-socket-use (a key agent's bind)",
+    },
+    Probe {
+        program: "ks_exit_unix",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_connect"),
+        required: false,
+        serves: "agent-socket-use (a connect to a key agent)",
+    },
+    Probe {
         program: "ks_sysctl",
         hook: Hook::CgroupSysctl,
         required: false,
