@@ -568,6 +568,7 @@ mod tests {
         assert_eq!(deploy.protection, default.protection);
         assert_eq!(deploy.dumps, default.dumps);
         assert_eq!(deploy.flow, default.flow);
+        assert_eq!(deploy.agents, default.agents);
         assert!(deploy.alerts.file.is_some() && deploy.alerts.syslog);
     }
 
