@@ -1,5 +1,5 @@
 //! Key agents' sockets (`agent-socket-use`): a unix socket bound by a key
-//! agent (ssh-agent, gpg-agent, a PKCS#11 proxy, pcscd, ...) signs with
+//! agent (ssh-agent, gpg-agent, a PKCS#11 proxy, ...) signs with
 //! keys that never leave the agent, for whoever connects to it.
 
 use crate::{Header, InodeKey, header::record};

@@ -5,8 +5,9 @@
 //! a symlink to the socket, and lists its keys through a relative path:
 //! each is a high alert naming the agent, its owner and the socket. An
 //! agent started before keysentry is found at start. Not alerts: the
-//! owner adding and listing its own keys, root in the owner's login (sudo
-//! keeps the login uid), a socket a program that is not an agent bound (a
+//! owner adding and listing its own keys, the owner using its agent that
+//! runs outside any login (as systemd --user starts one), root in the
+//! owner's login (sudo keeps the login uid), a socket a program that is not an agent bound (a
 //! renamed copy of ssh-agent). With `[agents] protected`, a
 //! `[[protected]]` signing daemon's socket is an agent's too.
 
@@ -41,7 +42,8 @@ fn unavailable() -> Option<String> {
 }
 
 /// A command that starts in login `login` (written to /proc/self/loginuid
-/// as pam_loginuid does at a login) as `uid` (None: stays root).
+/// as pam_loginuid does at a login; u32::MAX: the test's own, unset here)
+/// as `uid` (None: stays root).
 fn in_login(bin: &str, login: u32, uid: Option<u32>) -> Command {
     let mut c = Command::new(bin);
     c.stdin(Stdio::null());
@@ -49,8 +51,10 @@ fn in_login(bin: &str, login: u32, uid: Option<u32>) -> Command {
     // write, close and the set*id syscalls.
     unsafe {
         c.pre_exec(move || {
-            let text = format!("{login}");
-            std::fs::write("/proc/self/loginuid", text.as_bytes())?;
+            if login != u32::MAX {
+                let text = format!("{login}");
+                std::fs::write("/proc/self/loginuid", text.as_bytes())?;
+            }
             if let Some(u) = uid
                 && (libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(u) != 0
@@ -176,6 +180,9 @@ fn another_principals_agent_used_alerts() {
     let agent_pid = agent_proc.id();
     let other_sock = home.join("other.sock");
     let other = agent(copy.to_str().unwrap(), &other_sock, OWNER + 1, Some(OWNER));
+    // An agent outside any login (as systemd --user starts gpg-agent).
+    let nologin_sock = home.join("nologin.sock");
+    let nologin = agent("ssh-agent", &nologin_sock, u32::MAX, Some(OWNER));
     let keyd_sock = home.join("keyd.sock");
     let keyd_proc = agent(keyd.to_str().unwrap(), &keyd_sock, OWNER + 1, Some(OWNER));
     let sock_s = sock.to_str().unwrap();
@@ -188,6 +195,11 @@ fn another_principals_agent_used_alerts() {
     list.arg("-l");
     let (p_own_list, ok) = with_agent(list, sock_s, None);
     assert!(ok, "the owner's ssh-add -l");
+    // The owner, from its login, using its agent that runs outside any.
+    let mut own_nologin = in_login("ssh-add", OWNER, Some(OWNER));
+    own_nologin.arg("-l");
+    let (p_own_nologin, code) = with_agent_code(own_nologin, nologin_sock.to_str().unwrap(), None);
+    assert_eq!(code, Some(1), "ssh-add -l reached the agent (no keys)");
     // Root in the owner's login (sudo): the same principal.
     let mut sudo = in_login("ssh-add", OWNER, None);
     sudo.arg("-l");
@@ -273,7 +285,13 @@ fn another_principals_agent_used_alerts() {
     none_by_pid(&alerts, RULE, p_add, "the owner adding its key");
     none_by_pid(&alerts, RULE, p_own_list, "the owner listing its keys");
     none_by_pid(&alerts, RULE, p_sudo, "root in the owner's login");
+    none_by_pid(
+        &alerts,
+        RULE,
+        p_own_nologin,
+        "the owner using its agent that runs outside a login",
+    );
     none_by_pid(&alerts, RULE, p_other, "a socket no agent bound");
     drop(s);
-    drop((agent_proc, other, keyd_proc, early));
+    drop((agent_proc, other, keyd_proc, early, nologin));
 }

@@ -1,5 +1,5 @@
 //! Key agents' sockets: a key agent (ssh-agent, gpg-agent, a PKCS#11
-//! proxy, pcscd: `[agents] exes`, by executable identity) signs for
+//! proxy: `[agents] exes`, by executable identity) signs for
 //! whoever connects to its socket, with keys that never leave it. One
 //! program on the exit tracepoints of bind and connect, dispatched on the
 //! syscall number:
@@ -108,10 +108,12 @@ pub fn ks_exit_unix(ctx: TracePointContext) -> u32 {
             return 0;
         };
         // Another file at a reused inode number, the agent itself, or its
-        // owner (same uid and login uid): not reported.
+        // owner: the same uid, in the same login or where either has none
+        // (an agent systemd --user started has no login uid).
         if (a.igen != IGEN_ANY && a.igen != igen)
             || a.tgid == tgid
-            || (a.uid == uid && a.loginuid == loginuid)
+            || (a.uid == uid
+                && (a.loginuid == loginuid || a.loginuid == NO_LOGINUID || loginuid == NO_LOGINUID))
         {
             return 0;
         }

@@ -120,7 +120,7 @@ pub struct Config {
 }
 
 /// `[agents]`: programs that hold keys and use them for whoever connects
-/// to their unix socket (ssh-agent, gpg-agent, a PKCS#11 proxy, pcscd).
+/// to their unix socket (ssh-agent, gpg-agent, a PKCS#11 proxy).
 /// A unix socket one of them binds is watched from its bind (by the
 /// socket file's identity); sockets they listened on before keysentry
 /// started are found at start and at each key-path rescan. A connection
@@ -140,15 +140,16 @@ pub struct Agents {
 
 /// The key agents Debian ships: OpenSSH's agent and the user-privileged
 /// sshd process that binds a forwarded agent's socket, GnuPG's agent,
-/// p11-kit's PKCS#11 server, the smart-card daemon, GNOME's keyring.
-pub const DEFAULT_AGENTS: [&str; 8] = [
+/// p11-kit's PKCS#11 server, GNOME's keyring. Not pcscd: the smart-card
+/// daemon runs as root for every user's card readers (the card's PIN
+/// guards the key), so each user's use of a card would alert.
+pub const DEFAULT_AGENTS: [&str; 7] = [
     "/usr/bin/ssh-agent",
     "/usr/lib/openssh/sshd-session",
     "/usr/sbin/sshd",
     "/usr/bin/gpg-agent",
     "/usr/libexec/p11-kit/p11-kit-server",
     "/usr/lib/x86_64-linux-gnu/p11-kit/p11-kit-server",
-    "/usr/sbin/pcscd",
     "/usr/bin/gnome-keyring-daemon",
 ];
 

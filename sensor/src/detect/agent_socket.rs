@@ -1,5 +1,5 @@
 //! `agent-socket-use`: a key agent's socket (ssh-agent, gpg-agent, a
-//! PKCS#11 proxy, pcscd: `[agents] exes`) connected to by a process of
+//! PKCS#11 proxy: `[agents] exes`) connected to by a process of
 //! another principal. The agent signs with keys that never leave it, for
 //! whoever reaches its socket: root, or anyone who can, uses another
 //! user's keys without stealing them (`SSH_AUTH_SOCK=/tmp/ssh-.../agent.N
@@ -104,10 +104,7 @@ fn socket_info(cx: &mut Context, key: &InodeKey) -> Option<AgentSocket> {
 
 /// A connection to an agent's socket by another uid or login uid.
 fn connected(cx: &mut Context, policy: &Policy, r: &AgentSocketRecord, key: InodeKey) {
-    // The owner's own login, through sudo or su: not another principal.
-    if let (Some(a), Some(b)) = (r.agent_loginuid, r.loginuid)
-        && a == b
-    {
+    if same_principal(r) {
         return;
     }
     let actor = cx.procs.resolve(&r.task);
@@ -162,6 +159,17 @@ fn connected(cx: &mut Context, policy: &Policy, r: &AgentSocketRecord, key: Inod
         environ_reads,
     });
     cx.raise(alert, r.task.ts_boot_ns);
+}
+
+/// The agent's owner connecting: the same login uid (sudo and su keep it),
+/// or the same uid where either login uid is unset (an agent that
+/// systemd --user started has none). Another uid in another login, or the
+/// same uid from another login, is another principal.
+fn same_principal(r: &AgentSocketRecord) -> bool {
+    match (r.agent_loginuid, r.loginuid) {
+        (Some(a), Some(b)) => a == b,
+        _ => r.agent_uid == r.task.uid,
+    }
 }
 
 /// Environments of other processes the connecting process or its parent
@@ -219,7 +227,8 @@ mod tests {
 
     /// The agent's bind names the socket; a connection from another login
     /// is high and names agent, owner and socket; the owner's login (sudo
-    /// keeps it) is none, nor is an allowed program, unless preloaded.
+    /// keeps it) is none, nor is an allowed program, unless preloaded; an
+    /// agent without a login uid is its uid's.
     #[test]
     fn another_login_using_an_agent_is_high() {
         let agent = proc(400, 1, 1000, "/usr/bin/ssh-agent");
@@ -257,10 +266,26 @@ mod tests {
             &p,
             &rec(&preloaded, AGENT_CONNECT, Some(0), "/tmp/l"),
         );
+        // An agent systemd --user started (no login uid): its owner's
+        // shell is the owner; root from no login is not.
+        let own = proc(504, 1, 1000, "/usr/bin/gpg");
+        let cron = proc(505, 1, 0, "/usr/bin/gpg");
+        cx.procs.insert(own.clone());
+        cx.procs.insert(cron.clone());
+        for (who, login) in [(&own, Some(1000)), (&cron, None)] {
+            let mut r = rec(
+                who,
+                AGENT_CONNECT,
+                login,
+                "/run/user/1000/gnupg/S.gpg-agent",
+            );
+            r.agent_loginuid = None;
+            agent_socket(&mut cx, &p, &r);
+        }
         let a = raised(&mut cx);
         assert_eq!(
             a.iter().map(|a| a.process.pid).collect::<Vec<_>>(),
-            vec![500, 503]
+            vec![500, 503, 505]
         );
         assert_eq!(a[0].rule, "agent-socket-use");
         assert_eq!(a[0].severity, Severity::High);
