@@ -184,7 +184,8 @@ pub struct KernelOffsets {
     /// task_struct.loginuid (the uid of the login the process descends
     /// from, kept across setuid and su: CONFIG_AUDIT); 0 when absent.
     pub task_loginuid: u32,
-    pub _pad_loginuid: u32,
+    /// inode.i_flags (S_SWAPFILE: an active swap file).
+    pub inode_i_flags: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

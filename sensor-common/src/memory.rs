@@ -99,6 +99,17 @@ pub const DCFG_SYSRQ_TRIGGER: u32 = 7;
 pub const DCFG_UPROBE_EVENTS: u32 = 8;
 pub const DCFG_KPROBE_EVENTS: u32 = 9;
 pub const DCFG_DYNAMIC_EVENTS: u32 = 10;
+/// A swap area switched on (swapon succeeded): pages of every process,
+/// keys included, may be written to it (`value`: swapon's flags).
+pub const DCFG_SWAPON: u32 = 11;
+/// A write-open of a hibernation control in sysfs's power/ directory
+/// (`value`: POWER_*): hibernation writes all of memory to swap.
+pub const DCFG_SYS_POWER: u32 = 12;
+/// `DumpConfigEvent::value` of a DCFG_SYS_POWER: which file.
+pub const POWER_STATE: u64 = 1;
+pub const POWER_DISK: u64 = 2;
+pub const POWER_RESUME: u64 = 3;
+pub const POWER_RESUME_OFFSET: u64 = 4;
 
 /// A write-open of a core-dump sysctl or of /proc/<pid>/coredump_filter,
 /// PR_SET_DUMPABLE by a protected process, or RLIMIT_CORE set on one.

@@ -140,6 +140,12 @@ pub const RAW_KMEM: u32 = 2;
 pub const RAW_PORT: u32 = 3;
 pub const RAW_KCORE: u32 = 4;
 pub const RAW_BLOCK: u32 = 5;
+/// A file the kernel swaps to (`S_SWAPFILE` on its inode: an active swap
+/// file), opened for reading or writing: pages of every process.
+pub const RAW_SWAP: u32 = 6;
+/// inode.i_flags bit of an active swap file (and a swap block device's
+/// inode).
+pub const S_SWAPFILE: u32 = 1 << 8;
 /// Kernel dev_t of /dev/mem, /dev/kmem and /dev/port (MEM_MAJOR 1).
 pub const DEV_MEM: u32 = (1 << 20) | 1;
 pub const DEV_KMEM: u32 = (1 << 20) | 2;

@@ -33,6 +33,7 @@ pub const FMODE_WRITE: u32 = 2;
 pub const O_PATH: u32 = 0o10000000;
 pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 pub const TRACEFS_MAGIC: u64 = 0x74726163;
+pub const SYSFS_MAGIC: u64 = 0x62656572;
 
 pub type Ptr = *const u8;
 

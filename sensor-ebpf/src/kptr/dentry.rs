@@ -72,6 +72,12 @@ impl InodePtr {
         member(self.0, off!(inode_i_mode))
     }
 
+    /// S_* inode flags (`i_flags`: S_SWAPFILE).
+    #[inline(always)]
+    pub fn flags(self) -> Option<u32> {
+        member(self.0, off!(inode_i_flags))
+    }
+
     /// Names that lead to it (0: a memfd, a deleted or O_TMPFILE file).
     #[inline(always)]
     pub fn nlink(self) -> Option<u32> {

@@ -1,14 +1,15 @@
 //! Changes that enable or redirect core dumps: PR_SET_DUMPABLE by a
 //! protected process, RLIMIT_CORE set on one (setrlimit, prlimit64), and
 //! (from the open probe) write-opens of the core-dump sysctls and of
-//! /proc/<pid>/coredump_filter.
+//! /proc/<pid>/coredump_filter; and a swap area switched on (swapon), to
+//! which every process's pages, keys included, may be written.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
-use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DumpConfigEvent};
+use sensor_common::{DCFG_RLIMIT_CORE, DCFG_SET_DUMPABLE, DCFG_SWAPON, DumpConfigEvent};
 
 use crate::{
     emit::emit,
@@ -110,5 +111,23 @@ pub fn ks_exit_prlimit64(ctx: TracePointContext) -> u32 {
         return 0;
     };
     emit_dump_config(DCFG_RLIMIT_CORE, target, rlimit_cur(new), sys_ret(&ctx));
+    0
+}
+
+// syscalls:sys_exit_swapon; int swapon(const char *path, int swapflags).
+// A swap area switched on: cached open verdicts are void (an active swap
+// file is a raw read from now on, `open_raw.rs`), and user space is told.
+#[tracepoint]
+pub fn ks_exit_swapon(ctx: TracePointContext) -> u32 {
+    if setting!(empty_programs) != 0 {
+        return 0;
+    }
+    let ret = sys_ret(&ctx);
+    if ret != 0 {
+        return 0;
+    }
+    crate::probes::verdict::bump();
+    let flags = args3().map_or(0, |(_, f, _)| f);
+    emit_dump_config(DCFG_SWAPON, current_tgid(), flags, ret);
     0
 }

@@ -9,13 +9,13 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_DYNAMIC_EVENTS,
-    DCFG_KPROBE_EVENTS, DCFG_SUID_DUMPABLE, DCFG_SYSRQ_TRIGGER, DCFG_UPROBE_EVENTS,
-    INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, PROC_ENVIRON, PROC_MAPS, PROC_MEM,
-    PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey,
-    short_name,
+    DCFG_KPROBE_EVENTS, DCFG_SUID_DUMPABLE, DCFG_SYS_POWER, DCFG_SYSRQ_TRIGGER, DCFG_UPROBE_EVENTS,
+    INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, POWER_DISK, POWER_RESUME,
+    POWER_RESUME_OFFSET, POWER_STATE, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS,
+    PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey, short_name,
 };
 
-use crate::vfs::{PROC_SUPER_MAGIC, TRACEFS_MAGIC};
+use crate::vfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, TRACEFS_MAGIC};
 use crate::{
     kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
     maps::{ENVIRON_READS, check_insert, lru_insert, protected_target},
@@ -136,6 +136,26 @@ fn dump_config_file(name: &NameKey) -> u32 {
         DCFG_KPROBE_EVENTS
     } else if name.len == 14 && h == name_head(b"dynamic_events") {
         DCFG_DYNAMIC_EVENTS
+    } else if power_file(name) != 0 {
+        DCFG_SYS_POWER
+    } else {
+        0
+    }
+}
+
+/// POWER_* of a hibernation control's name in sysfs's power/ directory,
+/// 0 for other names.
+#[inline(always)]
+fn power_file(name: &NameKey) -> u64 {
+    let h = name.head;
+    if name.len == 5 && h == name_head(b"state") {
+        POWER_STATE
+    } else if name.len == 4 && h == name_head(b"disk") {
+        POWER_DISK
+    } else if name.len == 6 && h == name_head(b"resume") {
+        POWER_RESUME
+    } else if name.len == 13 && h == name_head(b"resume_offset") {
+        POWER_RESUME_OFFSET
     } else {
         0
     }
@@ -159,7 +179,9 @@ fn check_dump_config(
         return false;
     }
     let magic = inode.fs_magic().unwrap_or(0);
-    let want = if what >= DCFG_UPROBE_EVENTS {
+    let want = if what == DCFG_SYS_POWER {
+        SYSFS_MAGIC
+    } else if what >= DCFG_UPROBE_EVENTS {
         TRACEFS_MAGIC
     } else {
         PROC_SUPER_MAGIC
@@ -170,6 +192,17 @@ fn check_dump_config(
     let flags = file.flags().unwrap_or(0);
     if flags & 3 == 0 {
         return true;
+    }
+    // sysfs's power/ directory (/sys/power): its hibernation controls.
+    if what == DCFG_SYS_POWER {
+        let in_power = parent.is_some_and(|p| {
+            let n = dentry_name_key(p);
+            n.len == 5 && n.head == name_head(b"power")
+        });
+        if in_power {
+            emit_dump_config(what, 0, power_file(name), ret);
+        }
+        return in_power;
     }
     let target = if what == DCFG_COREDUMP_FILTER {
         match parent {

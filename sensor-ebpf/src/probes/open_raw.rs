@@ -4,8 +4,9 @@
 //! watched key store). Recognised by the inode: a character device's
 //! number, a block device's number, procfs's kcore. A node made with mknod
 //! anywhere, a symlink, a relative path or a renamed copy of the device
-//! file is the same device. Part of `check_file` (open.rs), for opens that
-//! matched no watch or pattern.
+//! file is the same device. An active swap file, by the `S_SWAPFILE` flag
+//! swapon set on its inode (the swapon probe voids cached verdicts). Part
+//! of `check_file` (open.rs), for opens that matched no watch or pattern.
 //!
 //! Also here, for the same opens: a regular file no name leads to (a
 //! memfd, a deleted file: `i_nlink` 0) opened by path, which only a /proc
@@ -15,7 +16,7 @@
 
 use sensor_common::{
     DEV_KMEM, DEV_MEM, DEV_PORT, OpenKind, PROC_REOPEN, RAW_BLOCK, RAW_KCORE, RAW_KMEM, RAW_MEM,
-    RAW_PORT, names::NameKey, short_name,
+    RAW_PORT, RAW_SWAP, S_SWAPFILE, names::NameKey, short_name,
 };
 
 use crate::vfs::{FMODE_READ, FMODE_WRITE, PROC_SUPER_MAGIC, S_IFBLK, S_IFCHR, S_IFMT, S_IFREG};
@@ -70,6 +71,8 @@ pub(super) unsafe fn check_raw_file(s: *mut OpenState, name: &NameKey) -> Raw {
             {
                 RAW_KCORE
             }
+            // An active swap file, by the flag swapon set on its inode.
+            S_IFREG if inode.flags().unwrap_or(0) & S_SWAPFILE != 0 => RAW_SWAP,
             S_IFREG if inode.nlink() == Some(0) => REOPEN,
             _ => 0,
         };

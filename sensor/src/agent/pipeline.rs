@@ -563,6 +563,14 @@ impl Pipeline {
             Event::DumpConfig(d) if crate::detect::kernel_reader::is_back_door(d.what) => {
                 crate::detect::kernel_reader::back_door(cx, policy, &d)
             }
+            Event::DumpConfig(d)
+                if matches!(
+                    d.what,
+                    sensor_common::DCFG_SWAPON | sensor_common::DCFG_SYS_POWER
+                ) =>
+            {
+                crate::detect::swap::swap_config(cx, policy, &d)
+            }
             Event::DumpConfig(d) => self.dumps.dump_config(cx, policy, &d),
             Event::KernelReader(r) => crate::detect::kernel_reader::kernel_reader(cx, policy, &r),
             Event::Sysctl(r) => crate::detect::guards::sysctl(cx, policy, &r),

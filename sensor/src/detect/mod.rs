@@ -24,6 +24,7 @@ pub mod memory;
 pub mod raw_read;
 pub mod renames;
 pub mod sends;
+pub mod swap;
 pub mod tamper;
 
 pub use crate::enrich::facts::{KeyAccess, MemAccess, TrackedOpen, via};

@@ -12,7 +12,7 @@
 //!   dumping), a block device under T1006 (direct volume access), with the
 //!   key paths the device holds.
 
-use sensor_common::{RAW_BLOCK, RAW_KCORE, RAW_KMEM, RAW_MEM, RAW_PORT};
+use sensor_common::{RAW_BLOCK, RAW_KCORE, RAW_KMEM, RAW_MEM, RAW_PORT, RAW_SWAP};
 use serde_json::Value;
 
 use crate::{
@@ -39,6 +39,15 @@ fn holds(cx: &mut Context, rdev: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether block device `rdev` is an active swap area (recorded).
+fn is_swap(cx: &mut Context, rdev: u32) -> bool {
+    let live = cx.raw_devs.is_swap(rdev);
+    cx.view
+        .value(format!("raw-dev-swap:{rdev}"), || Value::Bool(live))
+        .as_bool()
+        .unwrap_or(false)
+}
+
 /// A raw open.
 pub fn raw_open(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
     let actor = cx.procs.resolve(&r.task);
@@ -51,15 +60,26 @@ pub fn raw_open(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
         RAW_PORT => ("port", "I/O ports".to_string()),
         RAW_KCORE => ("kcore", "kernel memory (/proc/kcore)".to_string()),
         RAW_BLOCK => ("block", String::new()),
+        RAW_SWAP => (
+            "swap",
+            "an active swap file: pages of every process, keys included".to_string(),
+        ),
         _ => return,
     };
-    let rdev = (r.raw != RAW_KCORE).then(|| format!("{}:{}", r.rdev >> 20, r.rdev & 0xfffff));
+    let rdev = (!matches!(r.raw, RAW_KCORE | RAW_SWAP))
+        .then(|| format!("{}:{}", r.rdev >> 20, r.rdev & 0xfffff));
     let holds = if r.raw == RAW_BLOCK {
         holds(cx, r.rdev)
     } else {
         Vec::new()
     };
-    let what = if r.raw == RAW_BLOCK {
+    let swap_area = r.raw == RAW_BLOCK && is_swap(cx, r.rdev);
+    let what = if swap_area && holds.is_empty() {
+        format!(
+            "block device {}, an active swap area: pages of every process, keys included",
+            rdev.as_deref().unwrap_or_default()
+        )
+    } else if r.raw == RAW_BLOCK {
         format!(
             "block device {}, which holds the key store{} {}",
             rdev.as_deref().unwrap_or_default(),
@@ -97,7 +117,7 @@ pub fn raw_open(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
         arg: r.arg.clone(),
         holds,
     });
-    if r.raw != RAW_BLOCK {
+    if r.raw != RAW_BLOCK || swap_area {
         alert = alert.attack(Rule::RawRead.alt_attack());
     }
     cx.raise(alert, r.task.ts_boot_ns);

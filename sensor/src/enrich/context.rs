@@ -133,7 +133,8 @@ impl Context {
                 stores.push((root.clone(), k.dev));
             }
         }
-        let fresh = self.raw_devs.add(&stores);
+        let mut fresh = self.raw_devs.add(&stores);
+        fresh.extend(self.raw_devs.add_swaps());
         for d in &fresh {
             self.kernel.watch_raw_dev(*d);
         }

@@ -126,6 +126,8 @@ fn stat_block(p: &Path) -> Option<(u32, u32)> {
 pub struct RawDevs {
     /// Block device (kernel dev_t) -> key paths whose file system it holds.
     devs: HashMap<u32, BTreeSet<PathBuf>>,
+    /// Block devices that are active swap areas (/proc/swaps).
+    swaps: BTreeSet<u32>,
 }
 
 impl RawDevs {
@@ -154,6 +156,42 @@ impl RawDevs {
         fresh.sort_unstable();
         fresh.dedup();
         fresh
+    }
+
+    /// Adds the block devices that are active swap areas (/proc/swaps,
+    /// partitions only: a swap file is recognised by its inode in the
+    /// kernel); returns those new to the kernel's set.
+    pub fn add_swaps(&mut self) -> Vec<u32> {
+        let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+        let mut fresh = Vec::new();
+        for line in swaps.lines().skip(1) {
+            let mut f = line.split_whitespace();
+            let (Some(path), Some("partition")) = (f.next(), f.next()) else {
+                continue;
+            };
+            // /proc/swaps escapes spaces as \040; device nodes have none.
+            let Ok(md) = std::fs::metadata(path) else {
+                continue;
+            };
+            use std::os::unix::fs::{FileTypeExt, MetadataExt};
+            if !md.file_type().is_block_device() {
+                continue;
+            }
+            let d = crate::enrich::devnum::kdev(md.rdev());
+            if !self.swaps.insert(d) {
+                continue;
+            }
+            if !self.devs.contains_key(&d) && self.devs.len() < RAW_DEVS_MAX as usize {
+                self.devs.insert(d, BTreeSet::new());
+                fresh.push(d);
+            }
+        }
+        fresh
+    }
+
+    /// Whether block device `rdev` is an active swap area.
+    pub fn is_swap(&self, rdev: u32) -> bool {
+        self.swaps.contains(&rdev)
     }
 
     /// The key paths block device `rdev` holds.

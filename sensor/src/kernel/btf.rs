@@ -218,6 +218,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         inode_i_size: o("inode", "i_size")?,
         inode_i_rdev: o("inode", "i_rdev")?,
         inode_i_nlink: o("inode", "i_nlink")?,
+        inode_i_flags: o("inode", "i_flags")?,
         file_f_mode: o("file", "f_mode")?,
         signal_live: o("signal_struct", "live")?,
         signal_group_exit_code: o("signal_struct", "group_exit_code")?,

@@ -75,6 +75,7 @@ fn hooked_syscalls() -> Result<Vec<i64>> {
             "kexec_file_load" => libc::SYS_kexec_file_load,
             "perf_event_open" => libc::SYS_perf_event_open,
             "bind" => libc::SYS_bind,
+            "swapon" => libc::SYS_swapon,
             "connect" => libc::SYS_connect,
             other => bail!("no syscall number known for tracepoint syscalls:{other}"),
         };

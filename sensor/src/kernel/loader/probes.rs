@@ -170,6 +170,12 @@ pub const PROBES: &[Probe] = &[
         serves: "kernel-reader (perf_event_open)",
     },
     Probe {
+        program: "ks_exit_swapon",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_swapon"),
+        required: false,
+        serves: "dump-config-change (a swap area switched on)",
+    },
+    Probe {
         program: "ks_exit_unix",
         hook: Hook::Tracepoint("syscalls", "sys_exit_bind"),
         required: false,
