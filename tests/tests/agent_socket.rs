@@ -152,17 +152,7 @@ fn another_principals_agent_used_alerts() {
     let early = agent("ssh-agent", &early_sock, OWNER, Some(OWNER));
     // A program that is not an agent: a copy of ssh-agent under another
     // name, run by root; and another copy, a [[protected]] signing daemon.
-    let ssh_agent = PathBuf::from(
-        String::from_utf8(
-            Command::new("sh")
-                .args(["-c", "command -v ssh-agent"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-        .unwrap()
-        .trim(),
-    );
+    let ssh_agent = PathBuf::from(shell("command -v ssh-agent").expect("ssh-agent on PATH"));
     let real = std::fs::canonicalize(&ssh_agent).unwrap();
     let copy = root.join("ks-other");
     std::fs::copy(&real, &copy).unwrap();

@@ -48,15 +48,6 @@ fn dd(bin: &Path, input: &Path, env: &[(&str, &str)]) -> (u32, bool) {
     )
 }
 
-fn sh(cmd: &str) -> Option<String> {
-    let o = Command::new("sh").args(["-c", cmd]).output().ok()?;
-    if !o.status.success() {
-        println!("({cmd}: {})", String::from_utf8_lossy(&o.stderr).trim_end());
-        return None;
-    }
-    Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// A loop device over `img` (with its partitions scanned), detached and
 /// unmounted on drop.
 struct Loop {
@@ -90,7 +81,7 @@ fn loop_disk(img: &Path, mib: u64) -> Option<Loop> {
     f.set_len(size).unwrap();
     std::os::unix::fs::FileExt::write_all_at(&f, &mbr, 0).unwrap();
     drop(f);
-    let dev = sh(&format!(
+    let dev = shell(&format!(
         "losetup --find --show --partscan {}",
         img.display()
     ))?;
@@ -149,8 +140,8 @@ fn reads_of_a_key_stores_block_device_alert() {
     };
     let store = root.join("store");
     std::fs::create_dir(&store).unwrap();
-    sh(&format!("mkfs.ext4 -q -F {}", part.display())).expect("mkfs.ext4");
-    sh(&format!("mount {} {}", part.display(), store.display())).expect("mount");
+    shell(&format!("mkfs.ext4 -q -F {}", part.display())).expect("mkfs.ext4");
+    shell(&format!("mount {} {}", part.display(), store.display())).expect("mount");
     disk.mounted = Some(store.clone());
     std::fs::create_dir(store.join("keys")).unwrap();
     std::fs::write(store.join("keys/signing.key"), b"not really a key\n").unwrap();
@@ -160,7 +151,7 @@ fn reads_of_a_key_stores_block_device_alert() {
         return;
     };
     // A program allowed raw reads (a disk prober), and dd itself.
-    let dd_bin = PathBuf::from(sh("command -v dd").unwrap());
+    let dd_bin = PathBuf::from(shell("command -v dd").unwrap());
     let prober = root.join("ks-prober");
     std::fs::copy(&dd_bin, &prober).unwrap();
     let config = format!(
@@ -175,7 +166,7 @@ fn reads_of_a_key_stores_block_device_alert() {
         let r = std::fs::metadata(&part).unwrap().rdev();
         (nix::sys::stat::major(r), nix::sys::stat::minor(r))
     };
-    sh(&format!("mknod {} b {maj} {min}", node.display())).expect("mknod");
+    shell(&format!("mknod {} b {maj} {min}", node.display())).expect("mknod");
     let link = root.join("lnk");
     std::os::unix::fs::symlink(&part, &link).unwrap();
 
@@ -250,10 +241,10 @@ fn opens_of_the_kernels_memory_alert() {
     let root = tmp.path().to_path_buf();
     let marker = keys_with_marker(&root);
     let config = format!("[[key_path]]\npath = \"{}\"\n", root.join("keys").display());
-    let dd_bin = PathBuf::from(sh("command -v dd").unwrap());
+    let dd_bin = PathBuf::from(shell("command -v dd").unwrap());
     // /dev/mem by a node of its own: the device number decides.
     let mem = root.join("m");
-    sh(&format!("mknod {} c 1 1", mem.display())).expect("mknod");
+    shell(&format!("mknod {} c 1 1", mem.display())).expect("mknod");
     let mut s = Sensor::start(&root, &config);
     let (p_mem, mem_ok) = dd(&dd_bin, &mem, &[]);
     let kcore = Path::new("/proc/kcore");

@@ -28,15 +28,6 @@ fn run(bin: &str, args: &[&str]) -> (u32, bool) {
     (pid, child.wait().unwrap().success())
 }
 
-fn sh(cmd: &str) -> Option<String> {
-    let o = Command::new("sh").args(["-c", cmd]).output().ok()?;
-    if !o.status.success() {
-        println!("({cmd}: {})", String::from_utf8_lossy(&o.stderr).trim_end());
-        return None;
-    }
-    Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// Loop devices, mounts and swap areas, undone on drop (a failed
 /// assertion too), in reverse order.
 #[derive(Default)]
@@ -59,7 +50,7 @@ fn loop_dev(undo: &mut Undo, img: &Path, mib: u64) -> Option<PathBuf> {
     let f = std::fs::File::create(img).unwrap();
     f.set_len(mib << 20).unwrap();
     drop(f);
-    let dev = sh(&format!("losetup --find --show {}", img.display()))?;
+    let dev = shell(&format!("losetup --find --show {}", img.display()))?;
     undo.0.push(format!("losetup -d {dev}"));
     Some(PathBuf::from(dev))
 }
@@ -113,16 +104,16 @@ fn swap_areas_switched_on_and_read_alert() {
     };
     let mnt = root.join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    sh(&format!("mkfs.ext4 -q -F {}", fs_dev.display())).expect("mkfs.ext4");
-    sh(&format!("mount {} {}", fs_dev.display(), mnt.display())).expect("mount");
+    shell(&format!("mkfs.ext4 -q -F {}", fs_dev.display())).expect("mkfs.ext4");
+    shell(&format!("mount {} {}", fs_dev.display(), mnt.display())).expect("mount");
     undo.0.push(format!("umount {}", mnt.display()));
     let swapfile = mnt.join("swapfile");
-    sh(&format!(
+    shell(&format!(
         "dd if=/dev/zero of={} bs=1M count=16 status=none && chmod 600 {0} && mkswap {0}",
         swapfile.display()
     ))
     .expect("mkswap of the swap file");
-    sh(&format!("mkswap {}", part.display())).expect("mkswap of the partition");
+    shell(&format!("mkswap {}", part.display())).expect("mkswap of the partition");
     let config = format!("[[key_path]]\npath = \"{}\"\n", root.join("keys").display());
     let mut s = Sensor::start(&root, &config);
 

@@ -463,6 +463,17 @@ pub fn ino(p: &Path) -> u64 {
 }
 
 /// Is `tool` on the PATH (tests that need it SKIP without it)?
+/// `sh -c CMD`'s trimmed stdout, or None (its stderr printed) when it
+/// fails.
+pub fn shell(cmd: &str) -> Option<String> {
+    let o = Command::new("sh").args(["-c", cmd]).output().ok()?;
+    if !o.status.success() {
+        println!("({cmd}: {})", String::from_utf8_lossy(&o.stderr).trim_end());
+        return None;
+    }
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
