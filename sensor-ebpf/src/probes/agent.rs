@@ -66,8 +66,6 @@ pub fn ks_exit_unix(ctx: TracePointContext) -> u32 {
     };
     let Some(sk) = unix_sock(fd) else { return 0 };
     let task = TaskPtr::current();
-    let uid = bpf_get_current_uid_gid() as u32;
-    let loginuid = task.loginuid().unwrap_or(NO_LOGINUID);
     let (op, dentry) = if nr == NR_BIND {
         // Only an agent's own bind (or, with `[agents] protected`, a
         // `[[protected]]` process's): a socket file bound by anybody else
@@ -92,21 +90,21 @@ pub fn ks_exit_unix(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let key = InodeKey { dev, _pad: 0, ino };
-    let igen = inode.generation().unwrap_or(0);
-    let agent = if op == AGENT_BIND {
-        let a = AgentSock {
-            tgid,
-            uid,
-            loginuid,
-            igen,
-        };
-        check_insert(AGENT_SOCKS.insert(key, a, 0), INSERT_FAIL_AGENT_SOCKS);
-        a
-    } else {
+    // A connect to a socket no agent bound (nearly every one) ends here,
+    // before the caller's identity is read.
+    let known = if op == AGENT_CONNECT {
         // SAFETY: a plain value copied out of the map.
         let Some(a) = (unsafe { AGENT_SOCKS.get(key) }).copied() else {
             return 0;
         };
+        Some(a)
+    } else {
+        None
+    };
+    let uid = bpf_get_current_uid_gid() as u32;
+    let loginuid = task.loginuid().unwrap_or(NO_LOGINUID);
+    let igen = inode.generation().unwrap_or(0);
+    let agent = if let Some(a) = known {
         // Another file at a reused inode number, the agent itself, or its
         // owner: the same uid, in the same login or where either has none
         // (an agent systemd --user started has no login uid).
@@ -117,6 +115,15 @@ pub fn ks_exit_unix(ctx: TracePointContext) -> u32 {
         {
             return 0;
         }
+        a
+    } else {
+        let a = AgentSock {
+            tgid,
+            uid,
+            loginuid,
+            igen,
+        };
+        check_insert(AGENT_SOCKS.insert(key, a, 0), INSERT_FAIL_AGENT_SOCKS);
         a
     };
     let Some(rec) = emit::<AgentSocketEvent>() else {
