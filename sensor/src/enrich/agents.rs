@@ -10,17 +10,17 @@
 
 use std::{
     collections::HashMap,
-    ffi::CString,
-    os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
-        unix::{ffi::OsStrExt, fs::MetadataExt},
-    },
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
 use sensor_common::{AgentSock, IGEN_ANY, InodeKey};
 
-use crate::enrich::{devnum::kdev, watch::inode_key};
+use crate::enrich::{
+    devnum::kdev,
+    rootfiles::{open_raw, openat2},
+    watch::inode_key,
+};
 
 /// A socket a key agent bound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,39 +205,15 @@ fn socket_file_from(root: &Path, path: &Path) -> Option<InodeKey> {
     if !path.is_absolute() {
         return None;
     }
-    let r = CString::new(root.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a valid C string; the descriptor returned is ours.
-    let dir = unsafe {
-        libc::open(
-            r.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if dir < 0 {
-        return None;
-    }
-    // SAFETY: just opened.
-    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
-    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: open_how is plain data; all zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a valid struct and its size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: just opened.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let dir = open_raw(libc::AT_FDCWD, root, libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+    let fd = openat2(
+        &dir,
+        path,
+        libc::O_PATH | libc::O_NOFOLLOW,
+        0,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()?;
     let md = std::fs::File::from(fd).metadata().ok()?;
     use std::os::unix::fs::FileTypeExt;
     if !md.file_type().is_socket() {

@@ -22,7 +22,8 @@ fn cstr(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes()).context("a path with NUL")
 }
 
-fn open_raw(dirfd: i32, path: &Path, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+/// openat(2) of `path` at `dirfd` (close-on-exec).
+pub(crate) fn open_raw(dirfd: i32, path: &Path, flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
     let c = cstr(path).map_err(std::io::Error::other)?;
     // SAFETY: a valid C string; the descriptor returned is ours.
     let fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags | libc::O_CLOEXEC, mode) };
@@ -31,6 +32,39 @@ fn open_raw(dirfd: i32, path: &Path, flags: i32, mode: u32) -> std::io::Result<O
     }
     // SAFETY: fd was just opened.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// openat2(2) of `path` at `dir` (close-on-exec), resolved as `resolve`
+/// (RESOLVE_* bits) says.
+pub(crate) fn openat2(
+    dir: &impl AsRawFd,
+    path: &Path,
+    flags: i32,
+    mode: u64,
+    resolve: u64,
+) -> std::io::Result<OwnedFd> {
+    let c = cstr(path).map_err(std::io::Error::other)?;
+    // SAFETY: open_how is plain data; all zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = mode;
+    how.resolve = resolve;
+    // SAFETY: openat2 with a valid C string, struct and its size; the
+    // descriptor returned is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just opened.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// A regular file read whole (at most `max` bytes), never through a

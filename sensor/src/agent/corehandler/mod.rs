@@ -242,30 +242,18 @@ fn to_file(name: &str, v: &Values) -> Result<()> {
         }
     }
     let c = CString::new(rel.as_bytes())?;
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     // SAFETY: a valid C string and a directory descriptor we hold.
     unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
-    // SAFETY: open_how is plain data; all zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags =
-        (libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64;
-    how.mode = 0o600;
-    how.resolve = if in_root { libc::RESOLVE_IN_ROOT } else { 0 };
-    // SAFETY: openat2 with a valid struct and its size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context(format!("create {name}"));
-    }
-    // SAFETY: fd was just opened.
-    let mut out = unsafe { File::from_raw_fd(fd as i32) };
+    let fd = crate::enrich::rootfiles::openat2(
+        &dir,
+        std::path::Path::new(rel),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o600,
+        if in_root { libc::RESOLVE_IN_ROOT } else { 0 },
+    )
+    .with_context(|| format!("create {name}"))?;
+    let mut out = File::from(fd);
     std::io::copy(&mut std::io::stdin().lock().take(limit), &mut out)?;
     Ok(())
 }
