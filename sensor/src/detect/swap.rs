@@ -51,7 +51,7 @@ pub fn swap_config(cx: &mut Context, _policy: &Policy, d: &DumpConfigRecord) {
     let ok = d.ret >= 0;
     let (setting, path, what) = if d.what == DCFG_SWAPON {
         // A new swap partition is a raw device from now on.
-        cx.sync_raw_devs();
+        cx.sync_swap_devs();
         let areas = swap_areas(cx);
         (
             "swapon",

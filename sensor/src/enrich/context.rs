@@ -133,14 +133,29 @@ impl Context {
                 stores.push((root.clone(), k.dev));
             }
         }
-        let mut fresh = self.raw_devs.add(&stores);
-        fresh.extend(self.raw_devs.add_swaps());
-        for d in &fresh {
+        let fresh = self.raw_devs.add(&stores);
+        self.watch_raw_devs(&fresh);
+        self.sync_swap_devs();
+    }
+
+    /// Puts the active swap partitions (/proc/swaps) not there yet in the
+    /// kernel's RAW_DEVS (live only): with the key stores' devices, and at
+    /// each swapon.
+    pub fn sync_swap_devs(&mut self) {
+        if !self.kernel.is_live() {
+            return;
+        }
+        let fresh = self.raw_devs.add_swaps();
+        self.watch_raw_devs(&fresh);
+    }
+
+    fn watch_raw_devs(&mut self, fresh: &[u32]) {
+        for d in fresh {
             self.kernel.watch_raw_dev(*d);
         }
         if !fresh.is_empty() {
             tracing::info!(
-                "raw reads watched on {} block device(s) under the key stores",
+                "raw reads watched on {} block device(s): the key stores' and the swap areas'",
                 self.raw_devs.len()
             );
         }
