@@ -113,15 +113,12 @@ fn with_agent(cmd: Command, sock: &str, cwd: Option<&Path>) -> (u32, bool) {
 /// ... and its exit code (ssh-add -l: 1 for an agent without keys, 2 when
 /// it could not reach the agent).
 fn with_agent_code(mut cmd: Command, sock: &str, cwd: Option<&Path>) -> (u32, Option<i32>) {
-    cmd.env("SSH_AUTH_SOCK", sock)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.env("SSH_AUTH_SOCK", sock);
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let mut child = cmd.spawn().unwrap();
-    let pid = child.id();
-    (pid, child.wait().unwrap().code())
+    let (pid, st) = run_quiet(&mut cmd);
+    (pid, st.code())
 }
 
 #[test]

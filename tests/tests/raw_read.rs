@@ -13,7 +13,7 @@ mod common;
 use std::{
     os::unix::fs::{FileTypeExt, MetadataExt},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
 };
 
 use common::*;
@@ -22,14 +22,8 @@ const RULE: &str = "raw-read";
 
 /// Runs `bin ARGS` (with `env`); returns (pid, exited 0).
 fn run(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> (u32, bool) {
-    let mut c = Command::new(bin);
-    c.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c.spawn().unwrap();
-    let pid = child.id();
-    (pid, child.wait().unwrap().success())
+    let (pid, st) = run_quiet(Command::new(bin).args(args).envs(env.iter().copied()));
+    (pid, st.success())
 }
 
 /// `dd if=DEV` of one block (count=0 for character devices: opened, not

@@ -18,14 +18,8 @@ use common::*;
 
 /// Runs `bin ARGS`; returns (pid, exited 0).
 fn run(bin: &str, args: &[&str]) -> (u32, bool) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    (pid, child.wait().unwrap().success())
+    let (pid, st) = run_quiet(Command::new(bin).args(args));
+    (pid, st.success())
 }
 
 /// Loop devices, mounts and swap areas, undone on drop (a failed

@@ -438,6 +438,17 @@ impl Drop for Sensor {
     }
 }
 
+/// Runs `cmd` with its output discarded; returns (pid, exit status).
+pub fn run_quiet(cmd: &mut Command) -> (u32, ExitStatus) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    (pid, child.wait().unwrap())
+}
+
 /// Runs ks-actor with `args` (optionally as `uid`, in `cwd`) and returns
 /// (pid, exit status).
 pub fn actor(args: &[&str], cwd: Option<&Path>, uid: Option<u32>) -> (u32, ExitStatus) {
