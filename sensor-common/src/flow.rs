@@ -285,6 +285,9 @@ pub const PATH_OP_RENAME: u32 = 1;
 pub const PATH_OP_LINK: u32 = 2;
 /// unlink/unlinkat of a name: `old` is the name, `new` empty.
 pub const PATH_OP_UNLINK: u32 = 3;
+/// symlink/symlinkat: `new` is the link made, `old` what it points to
+/// (only the new name is matched).
+pub const PATH_OP_SYMLINK: u32 = 4;
 
 /// A successful rename or link whose source's or destination's final
 /// component names a watched or tracked file or matches a key-name pattern
@@ -304,8 +307,23 @@ pub struct PathChangeEvent {
     pub new_len: u32,
     pub old: [u8; ARG_BUF],
     pub new: [u8; ARG_BUF],
+    /// The directory the new name is in, when the kernel knows it without
+    /// a lookup (`PATH_BASE_KNOWN` in `base_flags`: a bare relative name,
+    /// or `./name`: the working directory or `new_dfd`'s directory), so
+    /// user space resolves it after the process is gone.
+    pub base_dev: u32,
+    pub base_flags: u32,
+    pub base_ino: u64,
 }
-const _: () = assert!(core::mem::size_of::<PathChangeEvent>() == 56 + 32 + 2 * ARG_BUF);
+const _: () = assert!(core::mem::size_of::<PathChangeEvent>() == 56 + 32 + 2 * ARG_BUF + 16);
+/// The layout before `base_*` (recordings): decoded with them zero.
+pub const PATH_CHANGE_WITHOUT_BASE: usize = 56 + 32 + 2 * ARG_BUF;
+/// `PathChangeEvent::base_flags`: `base_dev`/`base_ino` hold the new
+/// name's directory.
+pub const PATH_BASE_KNOWN: u32 = 1;
+/// `PathChangeEvent::flags`: the new name's directory is named like a
+/// code-loading directory (CODE_NAMES): reported for that alone.
+pub const PATH_IN_CODE_DIR: u32 = 1;
 record!(PathChangeEvent: PathChange, Critical);
 
 // SAFETY: repr(C), without padding, valid for any bits.

@@ -83,6 +83,10 @@ event_kinds! {
     /// An open of the kernel's memory (/dev/mem, /dev/kmem, /dev/port,
     /// /proc/kcore) or of a block device holding a watched file system.
     RawOpen = 14,
+    /// An open that may change a code-loading file (the loader's preload
+    /// list and search path, the loader, PAM, OpenSSL and PKCS#11 modules:
+    /// `[tamper] code_paths`): for writing, truncating or creating.
+    CodeWrite = 15,
     /// A key agent's unix socket bound, or connected to by another
     /// principal.
     AgentSocket = 27,
@@ -156,6 +160,7 @@ impl EventKind {
             EventKind::KeyOpenFailed => "key_open_failed",
             EventKind::ProcFileOpen => "proc_file_open",
             EventKind::RawOpen => "raw_open",
+            EventKind::CodeWrite => "code_write",
             EventKind::MemAccess => "mem_access",
             EventKind::DumpSignal => "dump_signal",
             EventKind::DumpConfig => "dump_config",
@@ -183,7 +188,8 @@ impl EventKind {
             EventKind::KeyOpen
             | EventKind::KeyOpenFailed
             | EventKind::ProcFileOpen
-            | EventKind::RawOpen => <OpenEvent as SharedRecord>::LANE,
+            | EventKind::RawOpen
+            | EventKind::CodeWrite => <OpenEvent as SharedRecord>::LANE,
             EventKind::MemAccess => <MemAccessEvent as Record>::LANE,
             EventKind::DumpSignal => <SignalEvent as Record>::LANE,
             EventKind::DumpConfig => <DumpConfigEvent as Record>::LANE,
@@ -210,7 +216,8 @@ impl EventKind {
             EventKind::KeyOpen
             | EventKind::KeyOpenFailed
             | EventKind::ProcFileOpen
-            | EventKind::RawOpen => core::mem::size_of::<OpenEvent>(),
+            | EventKind::RawOpen
+            | EventKind::CodeWrite => core::mem::size_of::<OpenEvent>(),
             EventKind::MemAccess => core::mem::size_of::<MemAccessEvent>(),
             EventKind::DumpSignal => core::mem::size_of::<SignalEvent>(),
             EventKind::DumpConfig => core::mem::size_of::<DumpConfigEvent>(),
@@ -235,7 +242,8 @@ impl EventKind {
             EventKind::KeyOpen
             | EventKind::KeyOpenFailed
             | EventKind::ProcFileOpen
-            | EventKind::RawOpen => Some(<OpenEvent as Compact>::COMPACTION),
+            | EventKind::RawOpen
+            | EventKind::CodeWrite => Some(<OpenEvent as Compact>::COMPACTION),
             EventKind::FileWrite => Some(<FileWriteEvent as Compact>::COMPACTION),
             EventKind::Denied => Some(<DeniedEvent as Compact>::COMPACTION),
             EventKind::FdAccess => Some(<FdAccessEvent as Compact>::COMPACTION),
@@ -548,6 +556,7 @@ mod tests {
                 | EventKind::KeyOpenFailed
                 | EventKind::ProcFileOpen
                 | EventKind::RawOpen
+                | EventKind::CodeWrite
                 | EventKind::FileClose => Lane::Bulk,
                 _ => Lane::Critical,
             };

@@ -186,6 +186,10 @@ pub struct KernelOffsets {
     pub task_loginuid: u32,
     /// inode.i_flags (S_SWAPFILE: an active swap file).
     pub inode_i_flags: u32,
+    /// task_struct.fs and fs_struct.pwd (struct path: the working
+    /// directory a relative path starts from).
+    pub task_fs: u32,
+    pub fs_pwd: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

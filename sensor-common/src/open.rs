@@ -23,6 +23,9 @@ pub const MATCH_NAME: u32 = 4;
 pub const MATCH_FAILED_NAME: u32 = 8;
 /// The inode is a tracked file (a registered dump or a derived copy).
 pub const MATCH_TRACKED: u32 = 16;
+/// The inode, or its directory, is a code-loading path (`WATCH_CODE`) and
+/// the open may change it (`CodeWrite`).
+pub const MATCH_CODE: u32 = 32;
 
 /// A reported open (success or failure).
 #[repr(C)]
@@ -88,6 +91,7 @@ unsafe impl SharedRecord for OpenEvent {
         OpenKind::KeyOpenFailed,
         OpenKind::ProcFileOpen,
         OpenKind::RawOpen,
+        OpenKind::CodeWrite,
     ];
     const LANE: Lane = Lane::Bulk;
 }
@@ -101,6 +105,7 @@ pub enum OpenKind {
     KeyOpenFailed = EventKind::KeyOpenFailed as u32,
     ProcFileOpen = EventKind::ProcFileOpen as u32,
     RawOpen = EventKind::RawOpen as u32,
+    CodeWrite = EventKind::CodeWrite as u32,
 }
 
 impl From<OpenKind> for EventKind {
@@ -111,6 +116,7 @@ impl From<OpenKind> for EventKind {
             OpenKind::KeyOpenFailed => EventKind::KeyOpenFailed,
             OpenKind::ProcFileOpen => EventKind::ProcFileOpen,
             OpenKind::RawOpen => EventKind::RawOpen,
+            OpenKind::CodeWrite => EventKind::CodeWrite,
         }
     }
 }

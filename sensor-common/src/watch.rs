@@ -43,6 +43,18 @@ pub const WATCH_IGEN: u32 = 8;
 /// the first write of a strongly tainted writer and by user space when it
 /// registers the file (from its root's kind).
 pub const WATCH_STRONG: u32 = 16;
+/// A code-loading path (`[tamper] code_paths`: the loader's preload list,
+/// PAM, OpenSSL and PKCS#11 modules), not a key: the open programs report
+/// an open of it (or, with `WATCH_CHILDREN`, of a file in it) only when it
+/// may change the file (`CodeWrite`); reads are neither reported nor taint.
+/// `watch_id` indexes the code paths.
+pub const WATCH_CODE: u32 = 32;
+/// Entries of the kernel's CODE_NAMES map (final components of the code
+/// paths).
+pub const CODE_NAMES_MAX: u32 = 256;
+/// `watch_id` of a `CodeWrite` matched by its name in CODE_NAMES (a file
+/// created under a code path's name): user space finds which code path.
+pub const CODE_BY_NAME: u32 = u32::MAX - 1;
 /// `watch_id` of a file the kernel marked tracked itself, at the first
 /// write of a tainted process, before user space registered it (or
 /// removed it: not every write of a tainted process is a copy). A reader

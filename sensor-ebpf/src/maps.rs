@@ -5,10 +5,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    AGENT_EXES_MAX, AGENT_SOCKS_MAX, AgentSock, AllowKey, CRIT_RATE_ENTRIES, CritBucket, EventKind,
-    FOLD_ENTRIES, FileOpener, FoldKey, FoldVal, INSERT_FAIL_SLOTS, INSERT_FAIL_WRITERS, InodeKey,
-    KIND_SLOTS, KernelOffsets, LANES, LRU_SLOTS, Lane, RAW_DEVS_MAX, STOP_SLOTS, STOP_STALE_INODE,
-    SensorSettings, Taint, WATCH_IGEN, WatchEntry, WriteKey, lost_slot, lru_added, lru_removed,
+    AGENT_EXES_MAX, AGENT_SOCKS_MAX, AgentSock, AllowKey, CODE_NAMES_MAX, CRIT_RATE_ENTRIES,
+    CritBucket, EventKind, FOLD_ENTRIES, FileOpener, FoldKey, FoldVal, INSERT_FAIL_SLOTS,
+    INSERT_FAIL_WRITERS, InodeKey, KIND_SLOTS, KernelOffsets, LANES, LRU_SLOTS, Lane, RAW_DEVS_MAX,
+    STOP_SLOTS, STOP_STALE_INODE, SensorSettings, Taint, WATCH_CODE, WATCH_IGEN, WatchEntry,
+    WriteKey, lost_slot, lru_added, lru_removed,
     names::{NameKey, NamePatterns},
 };
 
@@ -110,6 +111,13 @@ pub static RAW_DEVS: HashMap<u32, u32> = HashMap::with_max_entries(RAW_DEVS_MAX,
 /// Final path components of watched files (filter for failed opens).
 #[map]
 pub static WATCHED_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(16384, 0);
+
+/// Final path components of the code-loading paths (`[tamper]
+/// code_paths`): a file created under one of these names (wherever: user
+/// space decides whether it is at a code path) is reported, so a code path
+/// that did not exist (/etc/ld.so.preload) is seen as it is made.
+#[map]
+pub static CODE_NAMES: HashMap<NameKey, u32> = HashMap::with_max_entries(CODE_NAMES_MAX, 0);
 
 /// Protected processes (tgid -> 1 + index of the [[protected]] rule; the
 /// sensor itself is protected too). Children inherit it at fork.
@@ -417,12 +425,25 @@ pub fn lru_added_one(slot: u32) {
 /// Map update flag: insert only when the key is absent.
 pub const BPF_NOEXIST: u64 = 1;
 
-/// The watch entry of an inode, unless it is stale: an entry stamped with
-/// an i_generation other than the inode's belongs to a file that is gone,
-/// whose inode number a new file reuses. A stale entry is removed (and
-/// counted) and never matches.
+/// The watch entry of a key, a key directory or a tracked file (not of a
+/// code-loading path: those are the open probes' alone, `any_watch_entry`),
+/// unless it is stale.
 #[inline(always)]
 pub fn watch_entry(key: &InodeKey, inode: InodePtr) -> Option<*mut WatchEntry> {
+    let w = any_watch_entry(key, inode)?;
+    // SAFETY: a live map value.
+    if unsafe { (*w).flags } & WATCH_CODE != 0 {
+        return None;
+    }
+    Some(w)
+}
+
+/// The watch entry of an inode, code-loading paths' included, unless it is
+/// stale: an entry stamped with an i_generation other than the inode's
+/// belongs to a file that is gone, whose inode number a new file reuses. A
+/// stale entry is removed (and counted) and never matches.
+#[inline(always)]
+pub fn any_watch_entry(key: &InodeKey, inode: InodePtr) -> Option<*mut WatchEntry> {
     let w = WATCHED.get_ptr_mut(key)?;
     // SAFETY: a map value pointer stays valid for the program's run (even
     // if the entry is removed meanwhile).

@@ -196,6 +196,8 @@ pub struct Alert {
     pub raw: Option<RawDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<CodeDetail>,
     /// For the enforceable rules (`sensor_common::ENF_RULES`): "denied"
     /// when a BPF LSM hook refused the operation, "observed" when it went
     /// ahead. Absent on the other rules.
@@ -334,6 +336,25 @@ pub struct RawDetail {
     pub holds: Vec<String>,
 }
 
+/// Details of a `key-holder-tamper` change of a code-loading path.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CodeDetail {
+    /// The configured code path (`[tamper] code_paths`) that covers it.
+    pub code_path: String,
+    /// What that path is to the programs that load it.
+    pub role: &'static str,
+    /// "write", "read-write", "truncate", "create" (an open), "rename",
+    /// "link" or "symlink" (a name made there).
+    pub how: &'static str,
+    /// The path as the process passed it (for a rename or link, the new
+    /// name; for a symlink, its name, with `from` what it points to).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arg: Option<String>,
+    /// The renamed or linked file's old name, or a symlink's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
 /// Details of forced-crash, core-dump and dump-config-change alerts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DumpDetail {
@@ -449,6 +470,7 @@ mod tests {
             kernel: None,
             raw: None,
             agent: None,
+            code: None,
             ts: rfc3339(0),
             rule: "key-file-open",
             severity: Severity::High,

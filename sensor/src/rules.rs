@@ -10,8 +10,8 @@
 //! `Alert::new` (below) starts every alert a rule makes from this table.
 
 use crate::alert::{
-    Alert, DumpDetail, FlowDetail, KernelDetail, MemDetail, OpenDetail, ProcessCtx, RawDetail,
-    Severity, Target,
+    Alert, CodeDetail, DumpDetail, FlowDetail, KernelDetail, MemDetail, OpenDetail, ProcessCtx,
+    RawDetail, Severity, Target,
 };
 
 /// A detection rule.
@@ -140,7 +140,7 @@ const fn two(attack: &'static str, alt: &'static str) -> (&'static str, Option<&
 }
 
 /// ATT&CK techniques.
-mod attack {
+pub(crate) mod attack {
     /// Unsecured Credentials: Private Keys.
     pub const PRIVATE_KEYS: &str = "T1552.004";
     /// Unsecured Credentials (environment variables holding secrets).
@@ -170,6 +170,10 @@ mod attack {
     pub const INDICATOR_BLOCKING: &str = "T1562.006";
     /// Hijack Execution Flow: Dynamic Linker Hijacking.
     pub const DYLD_HIJACK: &str = "T1574.006";
+    /// Hijack Execution Flow (a module a program loads replaced).
+    pub const HIJACK: &str = "T1574";
+    /// Modify Authentication Process: Pluggable Authentication Modules.
+    pub const PAM: &str = "T1556.003";
     /// Rootkit (BPF programs that read other processes from the kernel).
     pub const ROOTKIT: &str = "T1014";
     /// Boot or Logon Autostart Execution: Kernel Modules and Extensions.
@@ -316,6 +320,7 @@ impl Alert {
             kernel: None,
             raw: None,
             agent: None,
+            code: None,
             action: None,
         }
     }
@@ -355,6 +360,11 @@ impl Alert {
 
     pub fn kernel(mut self, kernel: KernelDetail) -> Self {
         self.kernel = Some(kernel);
+        self
+    }
+
+    pub fn code(mut self, code: CodeDetail) -> Self {
+        self.code = Some(code);
         self
     }
 

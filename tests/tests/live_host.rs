@@ -11,9 +11,10 @@
 //!   and an ssh key login (as that user) to an sshd on a local port;
 //! - nginx loading Debian's snakeoil TLS key, an HTTPS request, a reload
 //!   (the key loaded again), another request, a graceful stop;
-//! - `apt-get install --reinstall` of a local package with a shared library
-//!   and an ldconfig trigger (dpkg triggers, ldconfig rewriting
-//!   /etc/ld.so.cache through ld.so.cache~ and a rename), then its purge;
+//! - `apt-get install --reinstall` of a local package with a shared library,
+//!   a conffile in /etc/ld.so.conf.d and an ldconfig trigger (dpkg
+//!   triggers, ldconfig rewriting /etc/ld.so.cache through ld.so.cache~ and
+//!   a rename), then its purge;
 //! - new keys: ssh-keygen and openssl genpkey as root, a self-signed
 //!   certificate from the new key;
 //! - tar, rsync and logrotate (compress) of ordinary files;
@@ -746,6 +747,16 @@ fn apt_package(day: &Day, r: &mut Round) {
     let libdir = root.join("usr/lib").join(&h.multiarch);
     mkdir(&root.join("DEBIAN"), 0o755);
     mkdir(&libdir, 0o755);
+    // A conffile in the loader's search path (a code-loading path that
+    // dpkg, allowed code_change, writes).
+    let confdir = root.join("etc/ld.so.conf.d");
+    fs::create_dir_all(&confdir).unwrap();
+    fs::write(
+        confdir.join(format!("{PKG}.conf")),
+        "# keysentry live-host test: nothing to add
+",
+    )
+    .unwrap();
     let src = dir.join("lib.c");
     fs::write(&src, "int ks_live_host(void) { return 42; }\n").unwrap();
     run(

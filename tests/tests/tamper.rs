@@ -3,7 +3,8 @@
 //! LD_PRELOAD, with LD_AUDIT, and under strace; an allowlisted program
 //! started with LD_PRELOAD. Not alerts: the same programs started plainly
 //! or with LD_LIBRARY_PATH only, and an unprotected program with
-//! LD_PRELOAD.
+//! LD_PRELOAD. The second half, changes of code-loading paths, is
+//! `code_loading_paths_changed`.
 
 mod common;
 
@@ -177,5 +178,291 @@ fn protected_and_allowlisted_programs_started_with_loader_code_alert() {
     .chain(traced)
     {
         release(c);
+    }
+}
+
+/// `sh -c CMD` in `cwd`, which must succeed; its pid (the shell's: a
+/// redirection is the shell's open, a command it runs last is exec'd in
+/// its place).
+fn sh_in(cwd: &Path, cmd: &str) -> u32 {
+    let (pid, st) = run_quiet(Command::new("sh").args(["-c", cmd]).current_dir(cwd));
+    assert!(st.success(), "sh -c {cmd:?} failed: {st}");
+    pid
+}
+
+/// `sh -c CMD` in `cwd` on CPU 0 (with what it runs): the kernel's open
+/// verdict cache is per CPU, so a read there is cached for the write
+/// after it.
+fn sh_on_cpu0(cwd: &Path, cmd: &str) -> u32 {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new("sh");
+    c.args(["-c", cmd]).current_dir(cwd).stdout(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success(), "sh -c {cmd:?} failed");
+    pid
+}
+
+/// Removes /etc/ld.so.preload if this test made it.
+struct PreloadGuard(bool);
+
+impl Drop for PreloadGuard {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::fs::remove_file("/etc/ld.so.preload");
+        }
+    }
+}
+
+/// A package for dpkg: ships a file into a code directory
+/// (/etc/ld.so.conf.d) and runs a maintainer script that appends to the
+/// lab's watched PAM file: the package manager and what it runs.
+fn code_package(dir: &Path, pam_file: &Path) -> Option<PathBuf> {
+    const PKG: &str = "ks-tamper-test";
+    if !have("dpkg-deb") || !have("dpkg") || !Path::new("/var/lib/dpkg/status").exists() {
+        println!("SKIPPED dpkg part: no working dpkg (dpkg-deb, /var/lib/dpkg) on this system");
+        return None;
+    }
+    let root = dir.join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("etc/ld.so.conf.d")).unwrap();
+    std::fs::write(
+        root.join("etc/ld.so.conf.d/ks-tamper-test.conf"),
+        "# keysentry tamper test\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {PKG}\nVersion: 1.0\nArchitecture: all\nMaintainer: keysentry tests <root@localhost>\n\
+             Description: keysentry key-holder-tamper test\n a file in a code directory\n"
+        ),
+    )
+    .unwrap();
+    let postinst = root.join("DEBIAN/postinst");
+    std::fs::write(
+        &postinst,
+        format!(
+            "#!/bin/sh\nset -e\necho '# postinst' >> '{}'\n",
+            pam_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&postinst, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let deb = dir.join(format!("{PKG}.deb"));
+    let st = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "dpkg-deb --build failed");
+    Some(deb)
+}
+
+/// Purges the test package whatever happens.
+struct PkgGuard;
+
+impl Drop for PkgGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg")
+            .args(["--purge", "ks-tamper-test"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The rule's other half: a change of a code-loading path. Re-enacted on
+/// the lab's code paths (a PAM directory, a PAM module directory, a
+/// preload list that does not exist yet) and on the real
+/// /etc/ld.so.preload: an append through a relative path after two reads
+/// on the same CPU (the open verdict cache keeps reads only), a module copied
+/// in through a symlink to its directory, a file renamed onto the preload
+/// list, files moved into the PAM directories under new names (a bare
+/// name from inside, by a process gone before keysentry looks, and an
+/// absolute one), a hard link made at a PAM file's name and a symlink at a
+/// PAM module's, an empty /etc/ld.so.preload created. Not alerts: reads of the same files, a file
+/// renamed elsewhere, and dpkg installing a package that ships a file into
+/// /etc/ld.so.conf.d and whose maintainer script appends to the PAM file.
+#[test]
+fn code_loading_paths_changed() {
+    require_root();
+    let tmp = tempdir();
+    let root = tmp.path().to_path_buf();
+    let marker = keys_with_marker(&root);
+    let pamd = root.join("pam.d");
+    let security = root.join("security");
+    std::fs::create_dir(&pamd).unwrap();
+    std::fs::create_dir(&security).unwrap();
+    std::fs::write(pamd.join("sshd"), "auth required pam_unix.so\n").unwrap();
+    std::fs::write(security.join("pam_unix.so"), "not a module\n").unwrap();
+    std::fs::write(root.join("other"), "x\n").unwrap();
+    std::fs::write(root.join("other2"), "x\n").unwrap();
+    std::fs::write(root.join("other3"), "x\n").unwrap();
+    std::fs::write(root.join("other4"), "x\n").unwrap();
+    std::os::unix::fs::symlink(&security, root.join("modules")).unwrap();
+    let preload = root.join("ld.so.preload");
+    let real_preload = Path::new("/etc/ld.so.preload");
+    let config = format!(
+        "[[key_path]]\npath = \"{}\"\n\n[tamper]\ncode_paths = [\"{}\", \"{}\", \"{}\", \"/etc/ld.so.preload\", \"/etc/ld.so.conf.d\"]\n\n\
+         [[allow]]\nexe = \"/usr/bin/dpkg\"\ncode_change = true\n",
+        root.join("keys").display(),
+        pamd.display(),
+        security.display(),
+        preload.display(),
+    );
+    let deb = code_package(&root, &pamd.join("sshd"));
+    let mut s = Sensor::start(&root, &config);
+
+    // Alerts.
+    // Read twice (the verdict cache keeps "nothing to report" for reads
+    // of a code path), then appended to through the same dentry.
+    let append = sh_on_cpu0(
+        &pamd,
+        "cat sshd; cat sshd; echo 'auth optional pam_evil.so' >> sshd",
+    );
+    let copy = sh_in(&root, "exec cp /bin/true modules/pam_evil.so");
+    std::fs::write(root.join("staged"), "/tmp/evil.so\n").unwrap();
+    // New names in a code directory, by processes gone before keysentry
+    // looks: a bare name (the kernel names the directory) and an absolute
+    // one (the directory's name is a code path's).
+    let bare = sh_in(&pamd, &format!("exec mv {}/other3 evil", root.display()));
+    let into = sh_in(
+        &root,
+        &format!("exec mv {0}/other4 {0}/security/pam_new.so", root.display()),
+    );
+    let rename = sh_in(
+        &root,
+        &format!("exec mv {0}/staged {0}/ld.so.preload", root.display()),
+    );
+    let link = sh_in(
+        &root,
+        &format!(
+            "rm {0}/sshd && exec ln {1}/other {0}/sshd",
+            pamd.display(),
+            root.display()
+        ),
+    );
+    let symlink = sh_in(
+        &root,
+        &format!(
+            "rm {0}/pam_unix.so && exec ln -s /tmp/evil {0}/pam_unix.so",
+            security.display()
+        ),
+    );
+    let real = (!real_preload.exists()).then(|| sh_in(&root, ": >> /etc/ld.so.preload"));
+    let _guard = PreloadGuard(real.is_some());
+    // Not alerts.
+    let read = sh_in(&pamd, "exec cat sshd ../ld.so.preload");
+    let elsewhere = sh_in(
+        &root,
+        &format!("exec mv {0}/other2 {0}/moved", root.display()),
+    );
+    let _pkg = deb.as_ref().map(|deb| {
+        let g = PkgGuard;
+        let st = Command::new("dpkg")
+            .arg("-i")
+            .arg(deb)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "dpkg -i failed");
+        let st = Command::new("dpkg")
+            .args(["--purge", "ks-tamper-test"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "dpkg --purge failed");
+        g
+    });
+    let alerts = s.alerts_until_marker(&marker);
+
+    let code = |pid: u32, how: &str, code_path: &Path| -> Value {
+        let a = tamper_by(&alerts, pid);
+        assert_eq!(a.len(), 1, "pid {pid} ({how}): {alerts:#?}");
+        let a = a[0].clone();
+        assert_eq!(a["severity"], "high", "{a:#}");
+        assert_eq!(a["code"]["how"], how, "{a:#}");
+        assert_eq!(a["code"]["code_path"], code_path.to_str().unwrap(), "{a:#}");
+        a
+    };
+    let a = code(append, "write", &pamd);
+    assert_eq!(a["target"]["path"], pamd.join("sshd").to_str().unwrap());
+    assert_eq!(a["code"]["arg"], "sshd");
+    assert_eq!(a["attack"], "T1556.003");
+    let a = code(copy, "create", &security);
+    assert_eq!(
+        a["target"]["path"],
+        security.join("pam_evil.so").to_str().unwrap(),
+        "the file, not the symlink it was named through"
+    );
+    let a = code(rename, "rename", &preload);
+    assert_eq!(a["attack"], "T1574.006");
+    assert_eq!(a["target"]["inode"], ino(&preload));
+    let a = code(bare, "rename", &pamd);
+    assert_eq!(a["target"]["path"], pamd.join("evil").to_str().unwrap());
+    assert_eq!(a["code"]["arg"], "evil");
+    let a = code(into, "rename", &security);
+    assert_eq!(
+        a["target"]["path"],
+        security.join("pam_new.so").to_str().unwrap()
+    );
+    code(link, "link", &pamd);
+    let a = code(symlink, "symlink", &security);
+    assert_eq!(a["code"]["from"], "/tmp/evil");
+    match real {
+        Some(pid) => {
+            let a = code(pid, "create", real_preload);
+            assert!(
+                a["message"].as_str().unwrap().contains("preload list"),
+                "{a:#}"
+            );
+        }
+        None => println!("SKIPPED /etc/ld.so.preload part: the file exists on this host"),
+    }
+    for (pid, what) in [(read, "reads"), (elsewhere, "a rename elsewhere")] {
+        let got = tamper_by(&alerts, pid);
+        assert!(got.is_empty(), "{what} must not alert: {got:#?}");
+    }
+    // Nothing else: dpkg, its maintainer script and ldconfig are silent.
+    let expected = [append, copy, bare, into, rename, link, symlink]
+        .into_iter()
+        .chain(real)
+        .collect::<Vec<_>>();
+    let others: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| {
+            a["rule"] == RULE
+                && !expected.contains(&(a["process"]["pid"].as_u64().unwrap_or(0) as u32))
+        })
+        .collect();
+    assert!(others.is_empty(), "unexpected alerts: {others:#?}");
+    if deb.is_some() {
+        // The kernel did report dpkg's and its script's writes (the
+        // package's file created in /etc/ld.so.conf.d, the PAM file
+        // appended to): the allowance, not a blind spot, kept them silent.
+        let writes = s
+            .metric("keysentry_events_total{kind=\"code_write\"}")
+            .unwrap_or(0.0);
+        let opens_alerted = 2 + real.iter().count();
+        assert!(
+            writes >= (opens_alerted + 2) as f64,
+            "{writes} code_write records: dpkg's writes were not seen"
+        );
+        println!("dpkg -i and --purge of a package writing code paths: seen, no alert");
     }
 }

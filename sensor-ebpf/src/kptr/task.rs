@@ -101,6 +101,14 @@ impl TaskPtr {
         TaskPtr::from_addr(node.wrapping_sub(off!(task_thread_node) as u64))
     }
 
+    /// The working directory (`fs->pwd.dentry`): where a relative path
+    /// given with AT_FDCWD starts.
+    #[inline(always)]
+    pub fn cwd(self) -> Option<DentryPtr> {
+        let fs = member_ptr(self.0, off!(task_fs))?;
+        member_ptr(fs, off!(fs_pwd) + off!(path_dentry)).map(DentryPtr)
+    }
+
     /// The login uid (`loginuid`: kept across setuid, su and sudo; None
     /// when the kernel has none).
     #[inline(always)]

@@ -27,14 +27,16 @@ use aya_ebpf::{
 use sensor_common::{
     ARG_BUF, FileWriteEvent, INSERT_FAIL_SENT, INSERT_FAIL_TAINTED_PIPES, INSERT_FAIL_WATCHED,
     INSERT_FAIL_WATCHED_NAMES, INSERT_FAIL_WRITTEN, InodeKey, LRU_SENT, LRU_TAINTED_PIPES,
-    LRU_WRITTEN, NetSendEvent, PATH_OP_LINK, PATH_OP_RENAME, PATH_OP_UNLINK, PathChangeEvent,
-    TAINT_FILE, TAINT_PIPE, TAINT_STRONG, TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE,
-    VIA_IO_URING, VIA_MMAP, VIA_SEND, VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF,
-    WATCH_STRONG, WATCH_TRACKED, WatchEntry, WriteKey,
+    LRU_WRITTEN, NetSendEvent, PATH_BASE_KNOWN, PATH_IN_CODE_DIR, PATH_OP_LINK, PATH_OP_RENAME,
+    PATH_OP_SYMLINK, PATH_OP_UNLINK, PathChangeEvent, TAINT_FILE, TAINT_PIPE, TAINT_STRONG,
+    TRACKED_PENDING, Taint, VIA_CLONE, VIA_COPY_FILE_RANGE, VIA_IO_URING, VIA_MMAP, VIA_SEND,
+    VIA_SENDFILE, VIA_SPLICE, VIA_WRITE, WATCH_IGEN, WATCH_SELF, WATCH_STRONG, WATCH_TRACKED,
+    WatchEntry, WriteKey,
     x86_64::{
         NR_COPY_FILE_RANGE, NR_IOCTL, NR_LINK, NR_LINKAT, NR_MMAP, NR_PWRITE64, NR_PWRITEV,
         NR_PWRITEV2, NR_RENAME, NR_RENAMEAT, NR_RENAMEAT2, NR_SENDFILE, NR_SENDMMSG, NR_SENDMSG,
-        NR_SENDTO, NR_SPLICE, NR_TEE, NR_UNLINK, NR_UNLINKAT, NR_VMSPLICE, NR_WRITE, NR_WRITEV,
+        NR_SENDTO, NR_SPLICE, NR_SYMLINK, NR_SYMLINKAT, NR_TEE, NR_UNLINK, NR_UNLINKAT,
+        NR_VMSPLICE, NR_WRITE, NR_WRITEV,
     },
 };
 
@@ -44,9 +46,9 @@ use crate::{
     kptr::{FilePtr, InodePtr, IoKiocbPtr, SocketPtr},
     maps::{
         PIPE_TAINT_TS, SENT, TAINTED_PIPES, WATCHED, WATCHED_NAMES, WRITTEN, acting_tgid,
-        check_insert, lru_insert, note_writer, watch_entry,
+        any_watch_entry, check_insert, lru_insert, note_writer,
     },
-    probes::open_arg::arg_final_name,
+    probes::open_arg::{NewDir, arg_final_name, new_name_dir},
     syscall::{arg2, arg4, arg5, args3, sys_ret, tp_nr},
     taint::{is_tainted, next_gen, pipe_gate, pipe_read, taint_of},
     vfs::{dentry_name_key, fd_file},
@@ -342,7 +344,8 @@ fn wrote_file(
         // before user space could register it. User space replaces the
         // pending id with the tracked id, or removes the entry when the
         // write is no copy.
-        if watch_entry(&key, inode).is_none() {
+        // (A code-loading path's entry counts: it stays the open probes'.)
+        if any_watch_entry(&key, inode).is_none() {
             // Its name too, for the rename and unlink filter: an `rm` right
             // after the copy is seen before user space registers it.
             if let Some(d) = file.dentry() {
@@ -483,6 +486,8 @@ pub fn ks_exit_pathchange(ctx: TracePointContext) -> u32 {
         NR_LINKAT => path_change(&ctx, PATH_OP_LINK, true),
         NR_UNLINK => path_change(&ctx, PATH_OP_UNLINK, false),
         NR_UNLINKAT => path_change(&ctx, PATH_OP_UNLINK, true),
+        NR_SYMLINK => path_change(&ctx, PATH_OP_SYMLINK, false),
+        NR_SYMLINKAT => path_change(&ctx, PATH_OP_SYMLINK, true),
         _ => 0,
     }
 }
@@ -504,7 +509,14 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         let Some((a0, a1, a2)) = args3() else {
             return 0;
         };
-        let (old_dfd, old, new_dfd, new) = if op == PATH_OP_UNLINK {
+        let (old_dfd, old, new_dfd, new) = if op == PATH_OP_SYMLINK {
+            // symlink(target, linkpath), symlinkat(target, newdirfd, linkpath).
+            if at {
+                (AT_FDCWD, a0, a1 as i32, a2)
+            } else {
+                (AT_FDCWD, a0, AT_FDCWD, a1)
+            }
+        } else if op == PATH_OP_UNLINK {
             if at {
                 (a0 as i32, a1, AT_FDCWD, 0)
             } else {
@@ -519,7 +531,21 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         // The old name's last component (the file moved, linked or
         // unlinked), else the new name's (a rename over a tracked file
         // ends that file).
-        if arg_final_name(old).is_none() && (new == 0 || arg_final_name(new).is_none()) {
+        // Where the new name goes: a directory named like a code path's
+        // (a file put in /etc/ld.so.conf.d under a new name), and the
+        // directory itself for a bare name.
+        let dir = if op == PATH_OP_UNLINK {
+            NewDir {
+                code: false,
+                dev: 0,
+                ino: 0,
+            }
+        } else {
+            new_name_dir(new, new_dfd)
+        };
+        // A symlink's target is only a string: its new name alone counts.
+        let old_named = op != PATH_OP_SYMLINK && arg_final_name(old).is_some();
+        if !old_named && !dir.code && (new == 0 || arg_final_name(new).is_none()) {
             return 0;
         }
         let Some(rec) = emit::<PathChangeEvent>() else {
@@ -528,7 +554,10 @@ fn path_change(ctx: &TracePointContext, op: u32, at: bool) -> u32 {
         let ev = rec.ptr();
         (*ev).ret = ret;
         (*ev).op = op;
-        (*ev).flags = 0;
+        (*ev).flags = if dir.code { PATH_IN_CODE_DIR } else { 0 };
+        (*ev).base_dev = dir.dev;
+        (*ev).base_ino = dir.ino;
+        (*ev).base_flags = if dir.ino != 0 { PATH_BASE_KNOWN } else { 0 };
         (*ev).old_dfd = old_dfd;
         (*ev).new_dfd = new_dfd;
         (*ev).old_len = 0;

@@ -17,12 +17,13 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ALLOW_ANY_KEY, ARG_BUF, FMODE_CREATED, FOLD_MODE_ACC, FOLD_MODE_CREAT, FOLD_MODE_CREATED,
-    FOLD_MODE_PATH, FOLD_MODE_TRUNC, FoldKey, HOLDER_RULE, INSERT_FAIL_PROTECTED,
-    IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_INODE, MATCH_NAME, MATCH_PARENT, MATCH_TRACKED,
-    OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED, SRC_OPEN, SRC_OPEN_BY_HANDLE,
-    SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE, TAINT_STRONG, Taint,
-    WATCH_CHILDREN, WATCH_IGEN, WATCH_SELF, WATCH_STRONG, WATCH_TRACKED,
+    ALLOW_ANY_KEY, ARG_BUF, CODE_BY_NAME, FMODE_CREATED, FOLD_MODE_ACC, FOLD_MODE_CREAT,
+    FOLD_MODE_CREATED, FOLD_MODE_PATH, FOLD_MODE_TRUNC, FoldKey, HOLDER_RULE,
+    INSERT_FAIL_PROTECTED, IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_CODE, MATCH_INODE, MATCH_NAME,
+    MATCH_PARENT, MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED,
+    SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY,
+    TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_CODE, WATCH_IGEN, WATCH_SELF,
+    WATCH_STRONG, WATCH_TRACKED,
     names::NameKey,
     x86_64::{NR_CREAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2},
 };
@@ -33,8 +34,8 @@ use crate::{
     fold::{fold_check, fold_sent},
     kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
     maps::{
-        BPF_NOEXIST, NAME_PATTERNS, PROTECTED, WATCHED, allowed, check_insert, count_stop,
-        watch_entry,
+        BPF_NOEXIST, CODE_NAMES, NAME_PATTERNS, PROTECTED, WATCHED, allowed, any_watch_entry,
+        check_insert, count_stop,
     },
     off,
     probes::{
@@ -308,6 +309,9 @@ pub struct OpenState {
     pub(super) v_ugen: u64,
     pub(super) v_kgen: u64,
     pub(super) v_ok: u32,
+    /// 1 when the verdict holds for reads only (a code-loading path read:
+    /// an open that may change it is evaluated).
+    pub(super) v_ro: u32,
     /// The open's source (`SRC_*`), stored and read back unknown to the
     /// verifier (`unknown_src`).
     pub(super) src: u32,
@@ -375,7 +379,8 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
             return;
         };
         put!(s.v_ok, 0);
-        if cache && verdict::cached(s, dentry) {
+        put!(s.v_ro, 0);
+        if cache && verdict::cached(s, dentry, file) {
             return;
         }
         // Its identity and parent.
@@ -408,9 +413,13 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
                 _pad: 0,
                 ino: get!(s.ino),
             };
-            if let Some(w) = watch_entry(&key, InodePtr::from_addr(get!(s.inode)))
+            let mut code = false;
+            if let Some(w) = any_watch_entry(&key, InodePtr::from_addr(get!(s.inode)))
                 && (*w).flags & WATCH_SELF != 0
             {
+                if (*w).flags & WATCH_CODE != 0 {
+                    code = true;
+                }
                 matched |= MATCH_INODE;
                 if (*w).flags & WATCH_TRACKED != 0 {
                     matched |= MATCH_TRACKED;
@@ -433,20 +442,37 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
                         _pad: 0,
                         ino: pino,
                     };
-                    if let Some(w) = watch_entry(&pkey, pi)
+                    if let Some(w) = any_watch_entry(&pkey, pi)
                         && (*w).flags & WATCH_CHILDREN != 0
                     {
+                        if (*w).flags & WATCH_CODE != 0 {
+                            code = true;
+                        }
                         matched |= MATCH_PARENT;
                         watch_id = (*w).watch_id;
                         strength = TAINT_STRONG;
                     }
                 }
             }
+            put!(s.v_ro, 0);
+            put!(s.kind, OpenKind::KeyOpen);
+            if code {
+                // A code-loading path: reported only when the open may
+                // change the file; a read is nothing to report, and the
+                // verdict cache keeps that for reads only.
+                if may_change(file) {
+                    matched = MATCH_CODE;
+                    put!(s.kind, OpenKind::CodeWrite);
+                } else {
+                    matched = 0;
+                    put!(s.v_ro, 1);
+                }
+                strength = 0;
+            }
             put!(s.matched, matched);
             put!(s.watch_id, watch_id);
             put!(s.generation, g);
             put!(s.strength, strength);
-            put!(s.kind, OpenKind::KeyOpen);
         }
         // The name patterns.
         let name = if get!(s.v_ok) != 0 && get!(s.v_name) != 0 {
@@ -471,6 +497,16 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
             if rules != 0 {
                 put!(s.matched, get!(s.matched) | MATCH_NAME);
             }
+        }
+        // A file created under a code path's name (one that did not exist:
+        // no watched inode yet).
+        if get!(s.matched) == 0
+            && file.mode().unwrap_or(0) & FMODE_CREATED != 0
+            && CODE_NAMES.get(name).is_some()
+        {
+            put!(s.matched, MATCH_CODE);
+            put!(s.watch_id, CODE_BY_NAME);
+            put!(s.kind, OpenKind::CodeWrite);
         }
         if get!(s.matched) == 0 {
             // Nothing to report, for as long as the file, its name and the
@@ -497,6 +533,16 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
         }
         report_open(s, src, ret, slot);
     }
+}
+
+/// May this open change the file: opened for writing, truncated or
+/// created by it?
+#[inline(always)]
+pub(super) fn may_change(file: FilePtr) -> bool {
+    let f_flags = file.flags().unwrap_or(0);
+    let fmode = file.mode().unwrap_or(0);
+    f_flags & O_PATH == 0
+        && (f_flags & 3 != 0 || f_flags & O_TRUNC != 0 || fmode & FMODE_CREATED != 0)
 }
 
 /// Reports the open `s` describes (taints the opener of a key file first).

@@ -14,7 +14,7 @@ use sensor_common::{
 
 use crate::{
     emit::stage_as,
-    maps::{NAME_PATTERNS, WATCHED_NAMES},
+    maps::{CODE_NAMES, NAME_PATTERNS, WATCHED_NAMES},
     probes::open::{OPEN_STATE, get, put, syscall_args},
     vfs::eval_patterns,
 };
@@ -27,6 +27,9 @@ static ARG_SCRATCH: PerCpuArray<[u8; ARG_BUF + 32]> = PerCpuArray::with_max_entr
 struct SlashScan {
     len: u64,
     start: u64,
+    /// Start of the component before the final one (its end is
+    /// `start - 1`); meaningful when `start` > 0.
+    pstart: u64,
 }
 
 /// bpf_loop callback: remembers the position after each '/'.
@@ -43,6 +46,7 @@ unsafe extern "C" fn slash_step(i: u64, ctx: *mut c_void) -> i64 {
             return 1;
         };
         if (*buf)[(i as usize) & (ARG_BUF - 1)] == b'/' {
+            (*scan).pstart = (*scan).start;
             (*scan).start = i + 1;
         }
         0
@@ -82,6 +86,7 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
         let mut scan = SlashScan {
             len: end as u64,
             start: 0,
+            pstart: 0,
         };
         generated::bpf_loop(
             ARG_BUF as u32,
@@ -119,6 +124,122 @@ pub unsafe fn arg_final_name(path: u64) -> Option<(*const u8, u32, u32)> {
             return None;
         }
         Some((buf as *const u8, len as u32, rules))
+    }
+}
+
+/// Where the new name of a rename, link or symlink (`path`, relative to
+/// `dfd` or the working directory) goes, as far as the kernel can tell
+/// without a lookup.
+pub struct NewDir {
+    /// The directory's name is a code-loading path's (CODE_NAMES): the
+    /// component before the final one, or, for a bare name or `./name`,
+    /// the base directory's own name.
+    pub code: bool,
+    /// The base directory's identity, for a bare name or `./name` (the
+    /// directory the name is in), else 0.
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// The base directory of a relative path: `dfd`'s, or the working
+/// directory (AT_FDCWD).
+#[inline(always)]
+fn base_dir(dfd: i32) -> Option<crate::kptr::DentryPtr> {
+    if dfd == AT_FDCWD {
+        crate::kptr::TaskPtr::current().cwd()
+    } else if dfd >= 0 {
+        crate::vfs::fd_file(dfd as u64)?.dentry()
+    } else {
+        None
+    }
+}
+
+const AT_FDCWD: i32 = -100;
+
+/// See [`NewDir`].
+#[inline(always)]
+pub unsafe fn new_name_dir(path: u64, dfd: i32) -> NewDir {
+    let mut out = NewDir {
+        code: false,
+        dev: 0,
+        ino: 0,
+    };
+    // SAFETY: as arg_final_name: user memory read with
+    // bpf_probe_read_user_str into this CPU's ARG_SCRATCH, every index
+    // masked below ARG_BUF, 16-byte reads starting below ARG_BUF.
+    unsafe {
+        if path == 0 {
+            return out;
+        }
+        let Some(buf) = ARG_SCRATCH.get_ptr_mut(0) else {
+            return out;
+        };
+        let buf = buf as *mut u8;
+        let n = generated::bpf_probe_read_user_str(
+            buf as *mut c_void,
+            ARG_BUF as u32,
+            path as *const c_void,
+        );
+        if n <= 1 {
+            return out;
+        }
+        let mut end = (n - 1) as usize & (ARG_BUF - 1);
+        if end > 1 && *buf.add((end - 1) & (ARG_BUF - 1)) == b'/' {
+            end -= 1;
+        }
+        let mut scan = SlashScan {
+            len: end as u64,
+            start: 0,
+            pstart: 0,
+        };
+        generated::bpf_loop(
+            ARG_BUF as u32,
+            slash_step as *mut c_void,
+            &raw mut scan as *mut c_void,
+            0,
+        );
+        let Some(s) = OPEN_STATE.get_ptr_mut(0) else {
+            return out;
+        };
+        put!(s.arg_start, scan.start as u32);
+        put!(s.arg_end, scan.pstart as u32);
+        let start = get!(s.arg_start) as usize & (ARG_BUF - 1);
+        let pstart = get!(s.arg_end) as usize & (ARG_BUF - 1);
+        let first = *buf;
+        // The parent component [pstart, start - 1), if any.
+        let plen = if start > 0 {
+            (start - 1).saturating_sub(pstart)
+        } else {
+            0
+        };
+        let dot = plen == 1 && *buf.add(pstart) == b'.';
+        let key = if start == 0 || (dot && pstart == 0) {
+            // A bare name, or `./name`: in the base directory.
+            if first == b'/' {
+                return out;
+            }
+            let Some(d) = base_dir(dfd) else {
+                return out;
+            };
+            if let Some(i) = d.inode() {
+                out.dev = i.dev().unwrap_or(0);
+                out.ino = i.ino().unwrap_or(0);
+            }
+            crate::vfs::dentry_name_key(d)
+        } else if plen > 0 {
+            let head: [u64; 2] = core::ptr::read_unaligned(buf.add(pstart) as *const [u64; 2]);
+            let pend = (start - 1) & (ARG_BUF - 1);
+            let tail: [u64; 2] = if plen >= 16 {
+                core::ptr::read_unaligned(buf.add((pend - 16) & (ARG_BUF - 1)) as *const [u64; 2])
+            } else {
+                [0, 0]
+            };
+            name_key(head, tail, plen as u32)
+        } else {
+            return out;
+        };
+        out.code = CODE_NAMES.get(key).is_some();
+        out
     }
 }
 

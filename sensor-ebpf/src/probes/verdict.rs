@@ -20,7 +20,9 @@
 //!   changes one of them before the slot could be hit. Removals need no
 //!   bump: a removed entry only turns matches into non-matches.
 //!
-//! Only "nothing to report" is kept: a match is evaluated every time.
+//! Only "nothing to report" is kept: a match is evaluated every time. A
+//! read of a code-loading path (`WATCH_CODE`) is nothing to report too,
+//! but its slot says so (`ro`): an open that may change the file misses.
 //!
 //! The cache is per CPU and used by the open syscalls' tracepoints only
 //! (they run with preemption off, so a CPU's slots are one program's at a
@@ -36,10 +38,10 @@ use aya_ebpf::{
 };
 
 use crate::{
-    kptr::DentryPtr,
+    kptr::{DentryPtr, FilePtr},
     maps::NAME_PATTERNS,
     off,
-    probes::open::{OpenState, get, put},
+    probes::open::{OpenState, get, may_change, put},
 };
 
 /// Slots per CPU (a power of two).
@@ -55,6 +57,8 @@ pub struct VerdictSlot {
     pname: u64,
     ugen: u64,
     kgen: u64,
+    /// 1: the verdict holds for opens that cannot change the file only.
+    ro: u64,
 }
 
 #[map]
@@ -93,7 +97,7 @@ fn slot_of(dentry: u64) -> u32 {
 /// # Safety
 /// `s` is the caller's OPEN_STATE slot.
 #[inline(always)]
-pub(super) unsafe fn cached(s: *mut OpenState, dentry: DentryPtr) -> bool {
+pub(super) unsafe fn cached(s: *mut OpenState, dentry: DentryPtr, file: FilePtr) -> bool {
     // SAFETY: `s` is the caller's; map values are live while the program
     // runs.
     unsafe {
@@ -128,6 +132,7 @@ pub(super) unsafe fn cached(s: *mut OpenState, dentry: DentryPtr) -> bool {
             && (*c).pname == get!(s.v_pname)
             && (*c).ugen == get!(s.v_ugen)
             && (*c).kgen == get!(s.v_kgen)
+            && ((*c).ro == 0 || !may_change(file))
     }
 }
 
@@ -155,5 +160,6 @@ pub(super) unsafe fn store(s: *mut OpenState) {
         (*c).pname = get!(s.v_pname);
         (*c).ugen = get!(s.v_ugen);
         (*c).kgen = get!(s.v_kgen);
+        (*c).ro = get!(s.v_ro) as u64;
     }
 }

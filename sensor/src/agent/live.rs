@@ -169,6 +169,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         agent_socks: BpfHashMap::try_from(
             ebpf.take_map("AGENT_SOCKS").context("map AGENT_SOCKS")?,
         )?,
+        code_names: BpfHashMap::try_from(ebpf.take_map("CODE_NAMES").context("map CODE_NAMES")?)?,
     });
     // The key agents' executables: a socket one binds is watched.
     let agents = crate::enrich::agents::Agents::new(&cfg.agents.exes, cfg.agents.protected);
@@ -245,6 +246,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     for (k, w) in watcher.entries() {
         crate::enrich::handle::stamp(&w.path, k.dev, k.ino);
     }
+    // The code-loading paths (key-holder-tamper): watched from now on, each
+    // entry stamped as it goes in.
+    let mut code = Watcher::code(cfg.tamper.code_paths.clone());
+    code.scan().without(&watcher).push(&mut kernel, false);
+    kernel.watch_code_names(code.roots());
 
     // Enforcement: only where BPF LSM is active and a rule asks for it.
     let lsm = loader::lsm::probe_lsm(&mut ebpf, opts.backend);
@@ -368,6 +374,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     .with_correlation(&cfg);
     // From here on, new files at `[[allow]]` paths reach the kernel too.
     pipe.allow_ids = allow_ids;
+    pipe.cx.code = code;
     // The block devices under the key stores (raw-read).
     pipe.cx.sync_raw_devs();
     // The sockets key agents already hold (agent-socket-use).
@@ -549,8 +556,13 @@ fn rescan(pipe: &mut Pipeline, metrics: &Metrics, watches: inotify::Watches) {
     // Bounded: each round adds at least one directory level.
     for _ in 0..64 {
         add_watches(watches.clone(), &pipe.cx.watcher.inotify_dirs());
+        add_watches(watches.clone(), &pipe.cx.code.inotify_dirs());
+        let code_changed = pipe.cx.scan_code(false);
         let delta = pipe.cx.watcher.scan();
         if delta.entries.is_empty() && delta.appeared.is_empty() && delta.removed.is_empty() {
+            if code_changed {
+                continue;
+            }
             return;
         }
         delta.push(&mut pipe.cx.kernel, false);

@@ -534,6 +534,9 @@ impl Pipeline {
                     .proc_file_open(cx, policy, &mut self.environ, &rec)
             }
             Event::Open(rec) if rec.raw != 0 => crate::detect::raw_read::raw_open(cx, policy, &rec),
+            Event::Open(rec) if rec.matched & sensor_common::MATCH_CODE != 0 => {
+                crate::detect::tamper::code_write(cx, policy, &rec)
+            }
             Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => {
                 let a = TrackedAccess {
                     task: &rec.task,

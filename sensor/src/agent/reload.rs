@@ -87,8 +87,9 @@ pub(crate) fn reload(
             .map(|k| k.path.clone())
             .collect::<Vec<_>>()
     };
-    if paths(&new) != paths(cur) {
-        // Key-path entries go; tracked files (flows) stay.
+    let key_paths_changed = paths(&new) != paths(cur);
+    if key_paths_changed {
+        // Key-path entries go (code paths' too); tracked files (flows) stay.
         pipe.cx.kernel.clear_key_paths();
         pipe.cx.watcher = Watcher::new(paths(&new));
         let delta = pipe.cx.watcher.scan();
@@ -98,7 +99,19 @@ pub(crate) fn reload(
             .metrics
             .watched_inodes
             .set(pipe.cx.watcher.len() as i64);
-        add_watches(watches, &pipe.cx.watcher.inotify_dirs());
+        add_watches(watches.clone(), &pipe.cx.watcher.inotify_dirs());
+    }
+    if key_paths_changed || new.tamper != cur.tamper {
+        if !key_paths_changed {
+            let old: Vec<_> = pipe.cx.code.entries().map(|(k, _)| *k).collect();
+            for k in old {
+                pipe.cx.kernel.drop_key_entry(k.dev, k.ino);
+            }
+        }
+        pipe.cx.code = Watcher::code(new.tamper.code_paths.clone());
+        pipe.cx.scan_code(false);
+        pipe.cx.kernel.watch_code_names(&new.tamper.code_paths);
+        add_watches(watches, &pipe.cx.code.inotify_dirs());
     }
     pipe.policy = Policy::from_config(&new);
     let allow_ids = crate::detect::allow_ids::AllowIds::new(&new);

@@ -59,6 +59,8 @@ pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<(
     let mut pipe = Pipeline::new(procs, watcher, Policy::from_config(&cfg), outputs, metrics)
         .with_protection(Protector::new(&cfg), Default::default())
         .with_correlation(&cfg);
+    // The code paths by index (the recorded facts say which a name is at).
+    pipe.cx.code = Watcher::code(cfg.tamper.code_paths.clone());
     pipe.replay_from(&header);
     for rec in records.iter().cloned() {
         pipe.replay(rec);

@@ -117,6 +117,58 @@ pub struct Config {
     /// `[agents]`: key agents, whose sockets sign for whoever connects.
     #[serde(default)]
     pub agents: Agents,
+    /// `[tamper]`: the code-loading paths whose change is
+    /// `key-holder-tamper`.
+    #[serde(default)]
+    pub tamper: Tamper,
+}
+
+/// `[tamper]`: files and directories whose content becomes code inside
+/// the programs that hold keys (the loader's preload list and search path,
+/// the loader itself, PAM's configuration and modules, OpenSSL's
+/// configuration, providers and engines, PKCS#11 modules and their
+/// registrations). An open of one of them (or of a file in one of the
+/// directories) that may change it, and a rename, hard link or symlink
+/// made at one of their names, is `key-holder-tamper`, unless made by an
+/// `[[allow]] code_change = true` program or a program it runs (dpkg and
+/// its maintainer scripts).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tamper {
+    /// Absolute paths, files or directories (a directory covers what is
+    /// in it, recursively). Missing ones are watched once they appear.
+    /// Replaces the default list when set.
+    pub code_paths: Vec<PathBuf>,
+}
+
+/// The code-loading paths of a Debian (or Ubuntu) x86_64 host; RHEL's
+/// lib64 locations too.
+pub const DEFAULT_CODE_PATHS: [&str; 17] = [
+    "/etc/ld.so.preload",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/lib64/ld-linux-x86-64.so.2",
+    "/etc/pam.d",
+    "/etc/pam.conf",
+    "/usr/lib/x86_64-linux-gnu/security",
+    "/usr/lib64/security",
+    "/etc/ssl/openssl.cnf",
+    "/etc/pki/tls/openssl.cnf",
+    "/usr/lib/x86_64-linux-gnu/ossl-modules",
+    "/usr/lib/x86_64-linux-gnu/engines-3",
+    "/usr/lib64/ossl-modules",
+    "/usr/lib64/engines-3",
+    "/usr/lib/x86_64-linux-gnu/pkcs11",
+    "/usr/share/p11-kit/modules",
+    "/etc/pkcs11",
+];
+
+impl Default for Tamper {
+    fn default() -> Self {
+        Self {
+            code_paths: DEFAULT_CODE_PATHS.iter().map(PathBuf::from).collect(),
+        }
+    }
 }
 
 /// `[agents]`: programs that hold keys and use them for whoever connects
@@ -435,6 +487,11 @@ pub struct Allow {
     /// agents (a deployment tool that signs through a designated agent).
     #[serde(default)]
     pub agent_use: bool,
+    /// Makes this a code-change allowance: `exe`, and the programs it runs
+    /// (a package manager's maintainer scripts), may change the
+    /// `[tamper] code_paths` (dpkg).
+    #[serde(default)]
+    pub code_change: bool,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -570,6 +627,8 @@ mod tests {
         assert_eq!(deploy.dumps, default.dumps);
         assert_eq!(deploy.flow, default.flow);
         assert_eq!(deploy.agents, default.agents);
+        assert_eq!(deploy.tamper, default.tamper);
+        assert_eq!(default.tamper, Tamper::default());
         assert!(deploy.alerts.file.is_some() && deploy.alerts.syslog);
     }
 

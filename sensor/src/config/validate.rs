@@ -33,6 +33,9 @@ impl Config {
         for (i, d) in self.dumps.dirs.iter().enumerate() {
             absolute(&format!("dumps.dirs[{i}]"), d)?;
         }
+        for (i, e) in self.tamper.code_paths.iter().enumerate() {
+            absolute(&format!("tamper.code_paths[{i}]"), e)?;
+        }
         for (i, e) in self.agents.exes.iter().enumerate() {
             absolute(&format!("agents.exes[{i}]"), e)?;
         }
@@ -329,6 +332,19 @@ impl Config {
                     "cannot be combined with key_path, target, dumps, kernel_reader or raw_read: use one entry per kind of allowance",
                 );
             }
+            if a.code_change
+                && (a.key_path.is_some()
+                    || a.target.is_some()
+                    || a.dumps
+                    || a.kernel_reader
+                    || a.raw_read
+                    || a.agent_use)
+            {
+                return invalid(
+                    format!("allow[{i}].code_change"),
+                    "cannot be combined with key_path, target, dumps, kernel_reader, raw_read or agent_use: use one entry per kind of allowance",
+                );
+            }
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
             {
@@ -447,6 +463,36 @@ mod tests {
         invalid_field(&many, "key_path");
         let c = Config::parse("[[key_path]]\npath = \"/does/not/exist\"\n", "t").unwrap();
         assert_eq!(c.key_path[0].label(), "/does/not/exist");
+    }
+
+    #[test]
+    fn tamper_errors() {
+        let s = invalid_field(
+            "[tamper]\ncode_paths = [\"/etc/pam.d\", \"etc/ld.so.preload\"]\n",
+            "tamper.code_paths[1]",
+        );
+        assert!(s.contains("must be absolute"), "{s}");
+        invalid_field(
+            "[[allow]]\nexe = \"/usr/bin/dpkg\"\ncode_change = true\ndumps = true\n",
+            "allow[0].code_change",
+        );
+        let c = Config::parse(
+            "[tamper]\ncode_paths = [\"/opt/hsm/lib\"]\n[[allow]]\nexe = \"/usr/bin/dpkg\"\ncode_change = true\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tamper.code_paths,
+            [std::path::PathBuf::from("/opt/hsm/lib")]
+        );
+        assert!(c.allow[0].code_change);
+        // Unset: the built-in list.
+        let c = Config::parse("", "t").unwrap();
+        assert!(
+            c.tamper
+                .code_paths
+                .contains(&std::path::PathBuf::from("/etc/ld.so.preload"))
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
         kernel: None,
         raw: None,
         agent: None,
+        code: None,
     }
 }
 

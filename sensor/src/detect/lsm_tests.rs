@@ -251,6 +251,7 @@ fn rename(actor: &crate::enrich::proctab::ProcInfo, op: u32, new: &str) -> PathR
         new_dfd: -100,
         old: "/tmp/core.20".into(),
         new: new.into(),
+        base: None,
     }
 }
 

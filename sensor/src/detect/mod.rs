@@ -56,6 +56,8 @@ struct AllowRule {
     raw_read: bool,
     /// May use other users' key agents.
     agent_use: bool,
+    /// May change the code-loading paths, with the programs it runs.
+    code_change: bool,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -95,6 +97,7 @@ impl Policy {
                 kernel_reader: a.kernel_reader,
                 raw_read: a.raw_read,
                 agent_use: a.agent_use,
+                code_change: a.code_change,
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -130,6 +133,7 @@ impl Policy {
                     && !a.kernel_reader
                     && !a.raw_read
                     && !a.agent_use
+                    && !a.code_change
                     && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,
@@ -220,6 +224,18 @@ impl Policy {
                 .allow
                 .iter()
                 .any(|a| a.agent_use && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is this process allowed to change the code-loading paths (an
+    /// `[[allow]]` with `code_change`)? The caller checks its ancestors
+    /// too (the programs a package manager runs).
+    pub fn allowed_code_change(&self, p: &ProcInfo) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self
+                .allow
+                .iter()
+                .any(|a| a.code_change && a.exe.iter().any(|e| **e == *p.exe))
     }
 
     /// Is the actor allowed to access the memory of processes running

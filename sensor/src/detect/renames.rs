@@ -7,7 +7,7 @@
 
 use std::{os::unix::fs::MetadataExt, path::Path};
 
-use sensor_common::{InodeKey, PATH_OP_LINK, PATH_OP_UNLINK};
+use sensor_common::{InodeKey, PATH_OP_LINK, PATH_OP_SYMLINK, PATH_OP_UNLINK};
 
 use crate::{
     alert::{FlowDetail, Origin, Severity, Target, TrackedKind},
@@ -22,6 +22,14 @@ use crate::{
 /// A rename or link whose source or destination name may be tracked,
 /// or an unlink of such a name.
 pub(crate) fn path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
+    // A name made at a code-loading path (key-holder-tamper); a symlink
+    // is nothing else.
+    if p.op != PATH_OP_UNLINK {
+        crate::detect::tamper::code_path_change(cx, policy, p);
+    }
+    if p.op == PATH_OP_SYMLINK {
+        return;
+    }
     if p.op == PATH_OP_UNLINK {
         cx.name_gone(&p.old, None);
         return;

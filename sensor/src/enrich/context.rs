@@ -61,6 +61,8 @@ pub(crate) const MEM_READERS: usize = 4096;
 pub struct Context {
     pub procs: ProcessTable,
     pub watcher: Watcher,
+    /// The code-loading paths (`[tamper] code_paths`), watched for changes.
+    pub code: Watcher,
     pub protector: Protector,
     /// Dumps, keys seen opened and their derived copies.
     pub registry: Registry,
@@ -96,6 +98,7 @@ impl Context {
         Self {
             procs,
             watcher,
+            code: Watcher::code(Vec::new()),
             protector: Protector::default(),
             registry: Registry::default(),
             metrics,
@@ -112,6 +115,16 @@ impl Context {
             raised: Vec::new(),
             untracked: Vec::new(),
         }
+    }
+
+    /// Scans the code-loading paths and pushes what changed into the
+    /// kernel (inodes the key paths watch stay keys). `initial`: before
+    /// the probes are attached (nothing is stamped).
+    pub fn scan_code(&mut self, initial: bool) -> bool {
+        let delta = self.code.scan().without(&self.watcher);
+        let changed = !delta.entries.is_empty() || !delta.removed.is_empty();
+        delta.push(&mut self.kernel, initial);
+        changed
     }
 
     /// Puts the block devices under the watched key stores' file systems

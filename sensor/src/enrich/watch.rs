@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use sensor_common::{InodeKey, WATCH_CHILDREN, WATCH_SELF, WatchEntry, names::NameKey};
+use sensor_common::{InodeKey, WATCH_CHILDREN, WATCH_CODE, WATCH_SELF, WatchEntry, names::NameKey};
 
 pub use super::devnum::{kdev, st_dev};
 
@@ -53,6 +53,14 @@ pub struct ScanDelta {
 }
 
 impl ScanDelta {
+    /// Leaves out the entries `other` watches already (a code path that is
+    /// also a key path stays a key: one entry per inode in the kernel).
+    pub fn without(mut self, other: &Watcher) -> Self {
+        self.entries.retain(|(k, _, _)| other.get(k).is_none());
+        self.removed.retain(|k| other.get(k).is_none());
+        self
+    }
+
     /// Pushes a scan's new entries into the kernel. `initial`: the first
     /// scan (summarised); later ones log each new directory.
     pub fn push(&self, kernel: &mut crate::kernel::control::KernelControl, initial: bool) {
@@ -101,6 +109,8 @@ pub struct Watcher {
     /// Entries a rescan dropped lately (a key moved out of its key path is
     /// reported as a rename that may be handled after the rescan).
     departed: HashMap<InodeKey, Watched>,
+    /// Bits added to every entry's flags (`WATCH_CODE` for the code paths).
+    extra: u32,
 }
 
 /// Most departed entries remembered.
@@ -115,7 +125,22 @@ impl Watcher {
             index: HashMap::new(),
             names: HashSet::new(),
             departed: HashMap::new(),
+            extra: 0,
         }
+    }
+
+    /// The code-loading paths (`[tamper] code_paths`): entries flagged
+    /// `WATCH_CODE`, whose `watch_id` indexes the code paths.
+    pub fn code(roots: Vec<PathBuf>) -> Self {
+        Self {
+            extra: WATCH_CODE,
+            ..Self::new(roots)
+        }
+    }
+
+    /// The root `watch_id` names.
+    pub fn root(&self, watch_id: u32) -> Option<&Path> {
+        self.roots.get(watch_id as usize).map(PathBuf::as_path)
     }
 
     pub fn roots(&self) -> &[PathBuf] {
@@ -163,11 +188,30 @@ impl Watcher {
         for id in 0..self.roots.len() {
             let root = self.roots[id].clone();
             let Ok(md) = std::fs::metadata(&root) else {
+                // A missing path's name goes in the name filter all the
+                // same: a rename or link that makes it is then reported.
+                if let Some(name) = root.file_name() {
+                    let nk = sensor_common::names::name_key_of(name.as_bytes());
+                    if self.names.insert(nk) {
+                        delta.names.push(nk);
+                    }
+                }
                 continue;
             };
             if !self.present[id] {
                 self.present[id] = true;
                 delta.appeared.push(root.clone());
+            }
+            // A root that is a symlink: the name of the file it leads to
+            // too (a rename onto the real loader, not onto /lib64's link).
+            if let Some(name) = std::fs::canonicalize(&root)
+                .ok()
+                .and_then(|c| c.file_name().map(|n| n.to_os_string()))
+            {
+                let nk = sensor_common::names::name_key_of(name.as_bytes());
+                if self.names.insert(nk) {
+                    delta.names.push(nk);
+                }
             }
             if md.is_dir() {
                 for entry in walkdir::WalkDir::new(&root)
@@ -228,6 +272,7 @@ impl Watcher {
             delta.overflow += 1;
             return;
         }
+        let flags = flags | self.extra;
         self.index.insert(
             key,
             Watched {

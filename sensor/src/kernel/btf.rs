@@ -160,6 +160,8 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     let qstr_name = o("qstr", "name")?;
     let mut k = KernelOffsets {
         task_files: o("task_struct", "files")?,
+        task_fs: o("task_struct", "fs")?,
+        fs_pwd: o("fs_struct", "pwd")?,
         task_mm: o("task_struct", "mm")?,
         task_real_parent: o("task_struct", "real_parent")?,
         task_tgid: o("task_struct", "tgid")?,

@@ -75,6 +75,9 @@ pub(crate) struct KernelMaps {
     /// The block devices under the watched key stores (raw-read).
     pub(crate) raw_devs: BpfHashMap<MapData, u32, u32>,
     pub(crate) agent_socks: BpfHashMap<MapData, InodeKey, sensor_common::AgentSock>,
+    /// Final components of the code-loading paths (files created under
+    /// them are reported).
+    pub(crate) code_names: BpfHashMap<MapData, NameKey, u32>,
 }
 
 impl KernelMaps {
@@ -424,6 +427,26 @@ impl KernelControl {
         if let Some(m) = self.maps.as_mut() {
             if let Err(e) = m.raw_devs.insert(kdev, 1, 0) {
                 tracing::warn!("RAW_DEVS insert of {}:{}: {e}", kdev >> 20, kdev & 0xfffff);
+            }
+            m.void_verdicts();
+        }
+    }
+
+    /// The final components of the code-loading paths: a file created
+    /// under one of those names is reported (`CodeWrite`).
+    pub fn watch_code_names(&mut self, paths: &[std::path::PathBuf]) {
+        use std::os::unix::ffi::OsStrExt;
+        if let Some(m) = self.maps.as_mut() {
+            // Each path's name, and the name of the file a symlink there
+            // leads to.
+            let real = paths.iter().filter_map(|p| std::fs::canonicalize(p).ok());
+            let all: Vec<std::path::PathBuf> = paths.iter().cloned().chain(real).collect();
+            for p in &all {
+                let Some(name) = p.file_name() else { continue };
+                let key = sensor_common::names::name_key_of(name.as_bytes());
+                if let Err(e) = m.code_names.insert(key, 1, 0) {
+                    tracing::warn!("CODE_NAMES insert of {}: {e}", p.display());
+                }
             }
             m.void_verdicts();
         }

@@ -35,6 +35,7 @@ fn alert(n: u32, exe: &str) -> Alert {
         kernel: None,
         raw: None,
         agent: None,
+        code: None,
         // As send() marks an enforceable rule's alert.
         action: Some("observed"),
     }

@@ -70,6 +70,9 @@ pub struct PathRecord {
     pub new_dfd: i32,
     pub old: String,
     pub new: String,
+    /// The new name's directory (kernel dev, inode), when the kernel knew
+    /// it (a bare relative name or `./name`).
+    pub base: Option<(u32, u64)>,
 }
 
 pub(super) fn file_write(buf: &[u8]) -> WriteRecord {
@@ -136,6 +139,8 @@ pub(super) fn path_change(buf: &[u8]) -> PathRecord {
         new_dfd: p.new_dfd,
         old: cstr(&p.old[..old]),
         new: cstr(&p.new[..new]),
+        base: (p.base_flags & sensor_common::PATH_BASE_KNOWN != 0)
+            .then_some((p.base_dev, p.base_ino)),
     }
 }
 

@@ -126,6 +126,7 @@ impl Event {
             Event::Open(o) if o.failed => EventKind::KeyOpenFailed,
             Event::Open(o) if o.proc_file != 0 => EventKind::ProcFileOpen,
             Event::Open(o) if o.raw != 0 => EventKind::RawOpen,
+            Event::Open(o) if o.matched & sensor_common::MATCH_CODE != 0 => EventKind::CodeWrite,
             Event::Open(_) => EventKind::KeyOpen,
             Event::Mem(_) => EventKind::MemAccess,
             Event::Signal(_) => EventKind::DumpSignal,
@@ -230,7 +231,8 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::KeyOpen
         | EventKind::KeyOpenFailed
         | EventKind::ProcFileOpen
-        | EventKind::RawOpen => Event::Open(open::open(buf, &h, kind)),
+        | EventKind::RawOpen
+        | EventKind::CodeWrite => Event::Open(open::open(buf, &h, kind)),
     })
 }
 
@@ -246,7 +248,8 @@ enum Form {
     /// executable's identity.
     ExecWithoutIdentity,
     /// A record of a recording made before records carried their fold tag
-    /// (or, a signal, its disposition): shorter, the missing fields 0.
+    /// (or, a signal, its disposition; a path change, its new name's
+    /// directory): shorter, the missing fields 0.
     Unfolded,
 }
 
@@ -276,6 +279,7 @@ fn form(buf: &[u8]) -> Result<(Header, EventKind, Form), DecodeError> {
     } else if kind.unfolded_record_size() == Some(size)
         || (kind == EventKind::DumpSignal
             && size == sensor_common::SIGNAL_RECORD_WITHOUT_DISPOSITION)
+        || (kind == EventKind::PathChange && size == sensor_common::PATH_CHANGE_WITHOUT_BASE)
     {
         Form::Unfolded
     } else {
@@ -517,6 +521,31 @@ pub mod tests {
         let mut bad = bytes_of(&e)[..short + 4].to_vec();
         bad[4..8].copy_from_slice(&((short + 4) as u32).to_le_bytes());
         assert!(matches!(decode(&bad), Err(DecodeError::BadSize { .. })));
+    }
+
+    #[test]
+    fn a_path_change_carries_its_new_names_directory_and_an_older_one_decodes_without() {
+        // SAFETY: all-zero is valid for this plain record.
+        let mut e: sensor_common::PathChangeEvent = unsafe { std::mem::zeroed() };
+        e.hdr = header(EventKind::PathChange, 9);
+        e.op = sensor_common::PATH_OP_RENAME;
+        e.new[..4].copy_from_slice(b"evil");
+        e.new_len = 4;
+        e.base_flags = sensor_common::PATH_BASE_KNOWN;
+        e.base_dev = 0x800001;
+        e.base_ino = 77;
+        let Event::PathChange(p) = decode(&bytes_of(&e)).unwrap() else {
+            panic!("a path change")
+        };
+        assert_eq!((p.new.as_str(), p.base), ("evil", Some((0x800001, 77))));
+        let short = sensor_common::PATH_CHANGE_WITHOUT_BASE;
+        let mut old = bytes_of(&e)[..short].to_vec();
+        old[4..8].copy_from_slice(&(short as u32).to_le_bytes());
+        let Event::PathChange(o) = decode(&old).unwrap() else {
+            panic!("a path change")
+        };
+        assert_eq!((o.new.as_str(), o.base), ("evil", None));
+        assert_eq!(fold_tag(&bytes_of(&e)), None);
     }
 
     /// What the kernel sends for a whole record of a compactable kind

@@ -68,6 +68,8 @@ fn hooked_syscalls() -> Result<Vec<i64>> {
             "linkat" => libc::SYS_linkat,
             "unlink" => libc::SYS_unlink,
             "unlinkat" => libc::SYS_unlinkat,
+            "symlink" => libc::SYS_symlink,
+            "symlinkat" => libc::SYS_symlinkat,
             "bpf" => libc::SYS_bpf,
             "init_module" => libc::SYS_init_module,
             "finit_module" => libc::SYS_finit_module,

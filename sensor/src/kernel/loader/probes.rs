@@ -379,6 +379,18 @@ pub const PROBES: &[Probe] = &[
         required: false,
         serves: "tracked files end with their inode (unlinkat)",
     },
+    Probe {
+        program: "ks_exit_pathchange",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_symlink"),
+        required: false,
+        serves: "key-holder-tamper (a symlink put at a code-loading path, symlink)",
+    },
+    Probe {
+        program: "ks_exit_pathchange",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_symlinkat"),
+        required: false,
+        serves: "key-holder-tamper (a symlink put at a code-loading path, symlinkat)",
+    },
 ];
 
 impl Probe {
