@@ -284,7 +284,7 @@ fn the_core_file_is_the_inode_the_kernel_wrote_not_what_its_name_holds_later() {
     // keysentry stopped: its records wait in the kernel's rings while the
     // crash is written and the core swapped for a decoy.
     let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
-    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(vp as i32),
         nix::sys::signal::Signal::SIGSEGV,

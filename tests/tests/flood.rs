@@ -329,7 +329,7 @@ fn a_stalled_keysentry_still_delivers_the_critical_events_of_the_stall() {
     // keysentry stops reading; the flood goes on, and the protected
     // process is ptraced and read through /proc/PID/mem meanwhile.
     let ks = nix::unistd::Pid::from_raw(sc.sensor.pid() as i32);
-    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     let (tracer, st) = actor(&["ptrace-peek", &vp, &sc.addr], None, None);
     assert!(st.success(), "ptrace-peek failed");
     let (reader, st) = actor(&["proc-mem", &vp, &sc.addr, "8"], None, None);

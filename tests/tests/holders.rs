@@ -175,7 +175,7 @@ fn a_key_holder_is_protected_before_keysentry_hears_of_it() {
     // dumper reads its memory (and so taint the dumper and follow the
     // file it writes).
     let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
-    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     let (mut holder, hp) = spawn_args(&actor_bin(), &["victim-key", key.to_str().unwrap()]);
     let out = l.root.join("early.dump");
     let (dumper, st) = actor(
@@ -269,7 +269,7 @@ fn an_exec_ends_a_key_holder_in_the_kernel() {
     // keysentry stopped: what the kernel decides alone. The process reads
     // a key, then execs a new image, which is dumped.
     let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
-    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     let (mut execd, ep) = spawn_args(&actor_bin(), &["key-then-exec", key.to_str().unwrap()]);
     let out = l.root.join("after-exec.dump");
     let (dumper, st) = actor(

@@ -363,7 +363,7 @@ fn a_full_ring_buffer_is_counted_per_kind_and_lane_never_silent() {
     // keysentry stops for the burst, so the ring overflows by the scenario,
     // not by a race with a reader that may keep up.
     let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
-    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     for f in &files {
         std::fs::File::open(f).unwrap();
     }

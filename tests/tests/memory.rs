@@ -447,7 +447,7 @@ fn own_threads_are_no_alert_and_an_unprotected_thread_stays_low() {
     // the time user space sees the records, the thread id names nobody,
     // so only the kernel can say it was the actor's own.
     let ks = nix::unistd::Pid::from_raw(s.pid() as i32);
-    nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     let (me, st) = actor(&["self-thread-access"], None, None);
     nix::sys::signal::kill(ks, nix::sys::signal::Signal::SIGCONT).unwrap();
     assert!(st.success());

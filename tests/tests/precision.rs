@@ -477,7 +477,7 @@ fn a_file_read_before_it_was_found_no_copy_taints_nothing() {
     // keysentry stops, so the kernel runs ahead of user space: the copy is
     // pending (marked at its writer's first write) when the shell reads it.
     let ks = Pid::from_raw(s.pid() as i32);
-    kill(ks, Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     let cp1 = run(Command::new("cp").arg(&key).arg(&copy));
     let script = format!(
         "read x < '{copy}'; echo ready; read go; printf 'new key' > '{key2}'; \

@@ -155,7 +155,7 @@ fn a_file_opened_before_a_key_was_copied_over_it_is_followed() {
     // process that read the key writes it over the file (the kernel marks
     // the file at the first write), and another process reads the file.
     let ks = Pid::from_raw(s.pid() as i32);
-    kill(ks, Signal::SIGSTOP).unwrap();
+    stop_and_wait(ks);
     let st = Command::new("sh")
         .arg("-c")
         .arg(format!("cat '{}' > '{}'", key.display(), notes.display()))

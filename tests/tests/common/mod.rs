@@ -438,6 +438,34 @@ impl Drop for Sensor {
     }
 }
 
+/// Stops process `pid` (SIGSTOP) and returns once every one of its
+/// threads is stopped: kill() only queues the signal, and a thread that is
+/// running (keysentry's ring reader mid-round) goes on until it next
+/// enters the kernel.
+pub fn stop_and_wait(pid: nix::unistd::Pid) {
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let end = Instant::now() + deadline();
+    loop {
+        let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rfind(')')
+                            .and_then(|i| s[i + 1..].trim_start().chars().next())
+                    })
+                    .is_none_or(|state| state == 'T' || state == 't')
+            });
+        if stopped {
+            return;
+        }
+        assert!(Instant::now() < end, "process {pid} did not stop");
+        std::thread::yield_now();
+    }
+}
+
 /// Runs `cmd` with its output discarded; returns (pid, exit status).
 pub fn run_quiet(cmd: &mut Command) -> (u32, ExitStatus) {
     let mut child = cmd
