@@ -4,8 +4,8 @@
 
 use crate::{
     AgentSocketEvent, DeniedEvent, DumpConfigEvent, ExecEvent, ExitEvent, FdAccessEvent,
-    FileCloseEvent, FileWriteEvent, ForkEvent, KernelReaderEvent, MemAccessEvent, NetSendEvent,
-    OpenEvent, PathChangeEvent, RenameEvent, SignalEvent, SysctlEvent,
+    FileCloseEvent, FileWriteEvent, ForkEvent, KernelReaderEvent, KeyringEvent, MemAccessEvent,
+    NetSendEvent, OpenEvent, PathChangeEvent, RenameEvent, SignalEvent, SysctlEvent,
 };
 
 /// Bytes kept of a path rebuilt from dentries (components leaf first).
@@ -90,6 +90,9 @@ event_kinds! {
     /// A key agent's unix socket bound, or connected to by another
     /// principal.
     AgentSocket = 27,
+    /// A kernel key read by another principal, or another uid's
+    /// persistent keyring taken.
+    KeyringAccess = 28,
 }
 
 /// Number of slots in the lost-event counter array.
@@ -173,6 +176,7 @@ impl EventKind {
             EventKind::KernelReader => "kernel_reader",
             EventKind::Sysctl => "sysctl",
             EventKind::AgentSocket => "agent_socket",
+            EventKind::KeyringAccess => "keyring_access",
         }
     }
 
@@ -202,6 +206,7 @@ impl EventKind {
             EventKind::KernelReader => <KernelReaderEvent as Record>::LANE,
             EventKind::Sysctl => <SysctlEvent as Record>::LANE,
             EventKind::AgentSocket => <AgentSocketEvent as Record>::LANE,
+            EventKind::KeyringAccess => <KeyringEvent as Record>::LANE,
         }
     }
 
@@ -230,6 +235,7 @@ impl EventKind {
             EventKind::KernelReader => core::mem::size_of::<KernelReaderEvent>(),
             EventKind::Sysctl => core::mem::size_of::<SysctlEvent>(),
             EventKind::AgentSocket => core::mem::size_of::<AgentSocketEvent>(),
+            EventKind::KeyringAccess => core::mem::size_of::<KeyringEvent>(),
         }
     }
 }
@@ -523,6 +529,7 @@ mod tests {
             KernelReaderEvent,
             SysctlEvent,
             AgentSocketEvent,
+            KeyringEvent,
         );
         let records = || {
             singles.iter().copied().chain(

@@ -190,6 +190,17 @@ pub struct KernelOffsets {
     /// directory a relative path starts from).
     pub task_fs: u32,
     pub fs_pwd: u32,
+    /// struct key (serial, uid, type, description), key_type.name,
+    /// cred.fsuid and enum key_need_perm's KEY_NEED_READ (keyring-read);
+    /// `key_need_read` 0 when the kernel has no keys (its hook is then
+    /// not attached).
+    pub key_serial: u32,
+    pub key_uid: u32,
+    pub key_type: u32,
+    pub key_desc: u32,
+    pub key_type_name: u32,
+    pub cred_fsuid: u32,
+    pub key_need_read: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

@@ -67,6 +67,7 @@ pub const NR_BPF: i32 = 321;
 pub const NR_CONNECT: i32 = 42;
 pub const NR_BIND: i32 = 49;
 pub const NR_SWAPON: i32 = 167;
+pub const NR_KEYCTL: i32 = 250;
 
 /// Names of the syscalls user space reports (an LSM denial's syscall, the
 /// syscall behind a kernel ptrace access check), by number.

@@ -198,6 +198,8 @@ pub struct Alert {
     pub agent: Option<AgentDetail>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<CodeDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<KeyringDetail>,
     /// For the enforceable rules (`sensor_common::ENF_RULES`): "denied"
     /// when a BPF LSM hook refused the operation, "observed" when it went
     /// ahead. Absent on the other rules.
@@ -336,6 +338,34 @@ pub struct RawDetail {
     pub holds: Vec<String>,
 }
 
+/// Details of a `keyring-read` alert.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct KeyringDetail {
+    /// "read" (a key's payload read) or "persistent" (another uid's
+    /// persistent keyring taken).
+    pub op: &'static str,
+    /// The key's serial (read), or the persistent keyring's (taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<i32>,
+    /// The key's type (`user`, `big_key`, ...) and description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Whose key or persistent keyring it is: uid and user name.
+    pub owner_uid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The reader's file-system uid and login uid.
+    pub fsuid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loginuid: Option<u32>,
+    /// "success" or "failed" (persistent; a read is reported granted).
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<&'static str>,
+}
+
 /// Details of a `key-holder-tamper` change of a code-loading path.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct CodeDetail {
@@ -471,6 +501,7 @@ mod tests {
             raw: None,
             agent: None,
             code: None,
+            keyring: None,
             ts: rfc3339(0),
             rule: "key-file-open",
             severity: Severity::High,

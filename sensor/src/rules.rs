@@ -10,8 +10,8 @@
 //! `Alert::new` (below) starts every alert a rule makes from this table.
 
 use crate::alert::{
-    Alert, CodeDetail, DumpDetail, FlowDetail, KernelDetail, MemDetail, OpenDetail, ProcessCtx,
-    RawDetail, Severity, Target,
+    Alert, CodeDetail, DumpDetail, FlowDetail, KernelDetail, KeyringDetail, MemDetail, OpenDetail,
+    ProcessCtx, RawDetail, Severity, Target,
 };
 
 /// A detection rule.
@@ -58,6 +58,9 @@ pub enum Rule {
     /// The kernel could not hand user space a critical record (its lane's
     /// ring was full): a detection may be missing (`agent/live.rs`).
     EventsLost,
+    /// A kernel key read by another principal than its owner, or another
+    /// uid's persistent keyring taken (`keyring.rs`).
+    KeyringRead,
 }
 
 /// A stage of the attack chain (`[scoring.stages]`, docs/scoring.md): an
@@ -172,6 +175,9 @@ pub(crate) mod attack {
     pub const DYLD_HIJACK: &str = "T1574.006";
     /// Hijack Execution Flow (a module a program loads replaced).
     pub const HIJACK: &str = "T1574";
+    /// Credentials from Password Stores (a kernel keyring: Kerberos
+    /// tickets, tokens, passphrases).
+    pub const PASSWORD_STORES: &str = "T1555";
     /// Modify Authentication Process: Pluggable Authentication Modules.
     pub const PAM: &str = "T1556.003";
     /// Rootkit (BPF programs that read other processes from the kernel).
@@ -191,7 +197,7 @@ pub(crate) mod attack {
 /// tracked-copy's archives, exfiltration other than over TCP, kernel-reader's
 /// module loads, key-holder-tamper's tracer, raw-read's kernel memory.
 #[rustfmt::skip]
-const TABLE: [Def; 22] = {
+const TABLE: [Def; 23] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -218,6 +224,7 @@ const TABLE: [Def; 22] = {
         def(Rule::RawRead, "raw-read", two(DIRECT_VOLUME, CREDENTIAL_DUMPING), Access, Some((High, 80)), false),
         def(Rule::AgentSocketUse, "agent-socket-use", one(SSH_HIJACK), Access, Some((High, 80)), false),
         def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
+        def(Rule::KeyringRead, "keyring-read", one(PASSWORD_STORES), Access, Some((High, 80)), false),
     ]
 };
 
@@ -321,6 +328,7 @@ impl Alert {
             raw: None,
             agent: None,
             code: None,
+            keyring: None,
             action: None,
         }
     }
@@ -360,6 +368,11 @@ impl Alert {
 
     pub fn kernel(mut self, kernel: KernelDetail) -> Self {
         self.kernel = Some(kernel);
+        self
+    }
+
+    pub fn keyring(mut self, keyring: KeyringDetail) -> Self {
+        self.keyring = Some(keyring);
         self
     }
 

@@ -295,7 +295,9 @@ impl Drop for PkgGuard {
 /// list, files moved into the PAM directories under new names (a bare
 /// name from inside, by a process gone before keysentry looks, and an
 /// absolute one), a hard link made at a PAM file's name and a symlink at a
-/// PAM module's, an empty /etc/ld.so.preload created. Not alerts: reads of the same files, a file
+/// PAM module's, an empty /etc/ld.so.preload created; and a drop-in
+/// written into a coredump.conf.d (`[tamper] dump_paths`), a
+/// dump-config-change. Not alerts: reads of the same files, a file
 /// renamed elsewhere, and dpkg installing a package that ships a file into
 /// /etc/ld.so.conf.d and whose maintainer script appends to the PAM file.
 #[test]
@@ -315,15 +317,18 @@ fn code_loading_paths_changed() {
     std::fs::write(root.join("other3"), "x\n").unwrap();
     std::fs::write(root.join("other4"), "x\n").unwrap();
     std::os::unix::fs::symlink(&security, root.join("modules")).unwrap();
+    let dumpconf = root.join("coredump.conf.d");
+    std::fs::create_dir(&dumpconf).unwrap();
     let preload = root.join("ld.so.preload");
     let real_preload = Path::new("/etc/ld.so.preload");
     let config = format!(
-        "[[key_path]]\npath = \"{}\"\n\n[tamper]\ncode_paths = [\"{}\", \"{}\", \"{}\", \"/etc/ld.so.preload\", \"/etc/ld.so.conf.d\"]\n\n\
+        "[[key_path]]\npath = \"{}\"\n\n[tamper]\ncode_paths = [\"{}\", \"{}\", \"{}\", \"/etc/ld.so.preload\", \"/etc/ld.so.conf.d\"]\ndump_paths = [\"{}\"]\n\n\
          [[allow]]\nexe = \"/usr/bin/dpkg\"\ncode_change = true\n",
         root.join("keys").display(),
         pamd.display(),
         security.display(),
         preload.display(),
+        dumpconf.display(),
     );
     let deb = code_package(&root, &pamd.join("sshd"));
     let mut s = Sensor::start(&root, &config);
@@ -363,6 +368,11 @@ fn code_loading_paths_changed() {
             "rm {0}/pam_unix.so && exec ln -s /tmp/evil {0}/pam_unix.so",
             security.display()
         ),
+    );
+    // systemd-coredump told to keep dumps in the journal (a drop-in).
+    let journal = sh_in(
+        &dumpconf,
+        "echo '[Coredump]\nStorage=journal' > 50-journal.conf",
     );
     let real = (!real_preload.exists()).then(|| sh_in(&root, ": >> /etc/ld.so.preload"));
     let _guard = PreloadGuard(real.is_some());
@@ -434,6 +444,19 @@ fn code_loading_paths_changed() {
         }
         None => println!("SKIPPED /etc/ld.so.preload part: the file exists on this host"),
     }
+    let a = by_pid(&alerts, "dump-config-change", journal);
+    assert_eq!(a.len(), 1, "{alerts:#?}");
+    assert_eq!(a[0]["severity"], "medium");
+    assert_eq!(a[0]["code"]["how"], "create");
+    assert_eq!(a[0]["code"]["code_path"], dumpconf.to_str().unwrap());
+    assert!(
+        a[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Storage=journal"),
+        "{:#}",
+        a[0]
+    );
     for (pid, what) in [(read, "reads"), (elsewhere, "a rename elsewhere")] {
         let got = tamper_by(&alerts, pid);
         assert!(got.is_empty(), "{what} must not alert: {got:#?}");

@@ -69,6 +69,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "raw_read.rs: mkfs.ext4 on a loop device holding a key store",
     ),
     (
+        "keyutils",
+        "keyring.rs: keyctl, another user's kernel keys read",
+    ),
+    (
         "bpftrace",
         "kernel_reader.rs: a bpftrace uprobe script on a protected process",
     ),

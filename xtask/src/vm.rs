@@ -75,6 +75,8 @@ const GUEST_TOOLS: &[&str] = &[
     "/usr/bin/ssh-agent",
     "/usr/bin/ssh-add",
     "/usr/bin/ssh-keygen",
+    // keyring.rs: another user's kernel keys read.
+    "/usr/bin/keyctl",
     // gdb dlopens it for threaded programs (ldd does not list it).
     "/lib/x86_64-linux-gnu/libthread_db.so.1",
 ];

@@ -14,7 +14,8 @@
 //! The types are declared here; their readers live by kernel area:
 //! task.rs (task, mm, signal struct, struct pid), file.rs (file and
 //! descriptor table), dentry.rs (dentry, inode), net.rs (socket, sock),
-//! io_uring.rs (request, ring), regs.rs (saved user registers).
+//! io_uring.rs (request, ring), regs.rs (saved user registers), key.rs
+//! (kernel key, credentials).
 
 use crate::vfs::{Ptr, rd, rd_ptr};
 
@@ -119,10 +120,19 @@ kptr!(
     /// members; which one holds which syscall argument is syscall.rs's).
     PtRegsPtr
 );
+kptr!(
+    /// `struct key *`: a kernel key.
+    KeyPtr
+);
+kptr!(
+    /// `struct cred *`.
+    CredPtr
+);
 
 mod dentry;
 mod file;
 mod io_uring;
+mod key;
 mod net;
 mod regs;
 mod task;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod close;
 pub mod dumpcfg;
 pub mod flow;
+pub mod keyring;
 pub mod kreader;
 pub mod lsm;
 pub mod lsm_detect;

@@ -248,7 +248,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     }
     // The code-loading paths (key-holder-tamper): watched from now on, each
     // entry stamped as it goes in.
-    let mut code = Watcher::code(cfg.tamper.code_paths.clone());
+    let mut code = Watcher::code(cfg.tamper.all_paths());
     code.scan().without(&watcher).push(&mut kernel, false);
     kernel.watch_code_names(code.roots());
 

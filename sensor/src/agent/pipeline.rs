@@ -578,6 +578,7 @@ impl Pipeline {
             Event::KernelReader(r) => crate::detect::kernel_reader::kernel_reader(cx, policy, &r),
             Event::Sysctl(r) => crate::detect::guards::sysctl(cx, policy, &r),
             Event::AgentSocket(r) => crate::detect::agent_socket::agent_socket(cx, policy, &r),
+            Event::Keyring(r) => crate::detect::keyring::keyring(cx, policy, &r),
             Event::FileWrite(w) => self.flows.file_write(cx, policy, &mut self.dumps, &w),
             Event::FileClose(c) => self.flows.file_closed(cx, &mut self.dumps, &c),
             Event::NetSend(n) => crate::detect::sends::net_send(cx, policy, &n),

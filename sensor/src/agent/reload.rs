@@ -108,9 +108,9 @@ pub(crate) fn reload(
                 pipe.cx.kernel.drop_key_entry(k.dev, k.ino);
             }
         }
-        pipe.cx.code = Watcher::code(new.tamper.code_paths.clone());
+        pipe.cx.code = Watcher::code(new.tamper.all_paths());
         pipe.cx.scan_code(false);
-        pipe.cx.kernel.watch_code_names(&new.tamper.code_paths);
+        pipe.cx.kernel.watch_code_names(&new.tamper.all_paths());
         add_watches(watches, &pipe.cx.code.inotify_dirs());
     }
     pipe.policy = Policy::from_config(&new);

@@ -60,7 +60,7 @@ pub fn replay(path: &Path, cfg: Option<Config>, trim: Option<&Path>) -> Result<(
         .with_protection(Protector::new(&cfg), Default::default())
         .with_correlation(&cfg);
     // The code paths by index (the recorded facts say which a name is at).
-    pipe.cx.code = Watcher::code(cfg.tamper.code_paths.clone());
+    pipe.cx.code = Watcher::code(cfg.tamper.all_paths());
     pipe.replay_from(&header);
     for rec in records.iter().cloned() {
         pipe.replay(rec);

@@ -139,7 +139,20 @@ pub struct Tamper {
     /// in it, recursively). Missing ones are watched once they appear.
     /// Replaces the default list when set.
     pub code_paths: Vec<PathBuf>,
+    /// Files that configure where core dumps go (systemd-coredump's
+    /// coredump.conf and its drop-ins: `Storage=journal` keeps every dump
+    /// in the journal): a change is `dump-config-change`. Same rules as
+    /// `code_paths`.
+    pub dump_paths: Vec<PathBuf>,
 }
+
+/// systemd-coredump's configuration and its drop-in directories.
+pub const DEFAULT_DUMP_PATHS: [&str; 4] = [
+    "/etc/systemd/coredump.conf",
+    "/etc/systemd/coredump.conf.d",
+    "/run/systemd/coredump.conf.d",
+    "/usr/lib/systemd/coredump.conf.d",
+];
 
 /// The code-loading paths of a Debian (or Ubuntu) x86_64 host; RHEL's
 /// lib64 locations too.
@@ -163,10 +176,23 @@ pub const DEFAULT_CODE_PATHS: [&str; 17] = [
     "/etc/pkcs11",
 ];
 
+impl Tamper {
+    /// Every watched path: the code paths, then the dump paths (a watch
+    /// id at or past `code_paths.len()` is a dump path's).
+    pub fn all_paths(&self) -> Vec<PathBuf> {
+        self.code_paths
+            .iter()
+            .chain(&self.dump_paths)
+            .cloned()
+            .collect()
+    }
+}
+
 impl Default for Tamper {
     fn default() -> Self {
         Self {
             code_paths: DEFAULT_CODE_PATHS.iter().map(PathBuf::from).collect(),
+            dump_paths: DEFAULT_DUMP_PATHS.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -492,6 +518,11 @@ pub struct Allow {
     /// `[tamper] code_paths` (dpkg).
     #[serde(default)]
     pub code_change: bool,
+    /// Makes this a keyring-read allowance: `exe` may read other users'
+    /// kernel keys and take their persistent keyrings (NFS's rpc.gssd and
+    /// gssproxy act for users with their Kerberos credentials).
+    #[serde(default)]
+    pub keyring_read: bool,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {

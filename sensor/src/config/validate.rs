@@ -36,6 +36,9 @@ impl Config {
         for (i, e) in self.tamper.code_paths.iter().enumerate() {
             absolute(&format!("tamper.code_paths[{i}]"), e)?;
         }
+        for (i, e) in self.tamper.dump_paths.iter().enumerate() {
+            absolute(&format!("tamper.dump_paths[{i}]"), e)?;
+        }
         for (i, e) in self.agents.exes.iter().enumerate() {
             absolute(&format!("agents.exes[{i}]"), e)?;
         }
@@ -345,6 +348,20 @@ impl Config {
                     "cannot be combined with key_path, target, dumps, kernel_reader, raw_read or agent_use: use one entry per kind of allowance",
                 );
             }
+            if a.keyring_read
+                && (a.key_path.is_some()
+                    || a.target.is_some()
+                    || a.dumps
+                    || a.kernel_reader
+                    || a.raw_read
+                    || a.agent_use
+                    || a.code_change)
+            {
+                return invalid(
+                    format!("allow[{i}].keyring_read"),
+                    "cannot be combined with another kind of allowance: use one entry per kind",
+                );
+            }
             if let Some(kp) = &a.key_path
                 && !self.key_path.iter().any(|k| &k.path == kp)
             {
@@ -486,6 +503,10 @@ mod tests {
             [std::path::PathBuf::from("/opt/hsm/lib")]
         );
         assert!(c.allow[0].code_change);
+        invalid_field(
+            "[tamper]\ndump_paths = [\"coredump.conf\"]\n",
+            "tamper.dump_paths[0]",
+        );
         // Unset: the built-in list.
         let c = Config::parse("", "t").unwrap();
         assert!(

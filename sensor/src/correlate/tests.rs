@@ -33,6 +33,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
         raw: None,
         agent: None,
         code: None,
+        keyring: None,
     }
 }
 

@@ -185,7 +185,7 @@ fn environ_reads(cx: &mut Context, actor: &crate::enrich::proctab::ProcInfo) -> 
 }
 
 /// A uid's user name (the host's passwd), recorded.
-fn user_name(cx: &mut Context, uid: u32) -> Option<String> {
+pub(crate) fn user_name(cx: &mut Context, uid: u32) -> Option<String> {
     let v = cx.view.value(format!("user:{uid}"), || {
         nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
             .ok()

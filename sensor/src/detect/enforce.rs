@@ -68,7 +68,13 @@ pub fn allowlist_of(
     }
     let mut out = Vec::new();
     for a in allow {
-        if a.dumps || a.kernel_reader || a.raw_read || a.agent_use || a.code_change {
+        if a.dumps
+            || a.kernel_reader
+            || a.raw_read
+            || a.agent_use
+            || a.code_change
+            || a.keyring_read
+        {
             continue;
         }
         for (dev, ino) in exe_ids(&a.exe) {

@@ -17,6 +17,7 @@ pub mod fdaccess;
 pub mod flows;
 pub mod guards;
 pub mod kernel_reader;
+pub mod keyring;
 pub mod keys;
 pub mod keyscan;
 pub mod lost;
@@ -58,6 +59,8 @@ struct AllowRule {
     agent_use: bool,
     /// May change the code-loading paths, with the programs it runs.
     code_change: bool,
+    /// May read other users' kernel keys.
+    keyring_read: bool,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -77,6 +80,9 @@ pub struct Policy {
     allow: Vec<AllowRule>,
     /// `[dumps] state_dir`: the core handler's spool.
     pub handler_state: std::path::PathBuf,
+    /// How many of the code watcher's paths are code paths (the rest are
+    /// `[tamper] dump_paths`).
+    pub code_paths: usize,
 }
 
 impl Policy {
@@ -98,6 +104,7 @@ impl Policy {
                 raw_read: a.raw_read,
                 agent_use: a.agent_use,
                 code_change: a.code_change,
+                keyring_read: a.keyring_read,
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -111,6 +118,7 @@ impl Policy {
             key_names,
             allow,
             handler_state: cfg.dumps.state_dir.clone(),
+            code_paths: cfg.tamper.code_paths.len(),
         }
     }
 
@@ -134,6 +142,7 @@ impl Policy {
                     && !a.raw_read
                     && !a.agent_use
                     && !a.code_change
+                    && !a.keyring_read
                     && a.exe.iter().any(|e| e == exe)
                     && match a.key_path {
                         None => true,
@@ -236,6 +245,17 @@ impl Policy {
                 .allow
                 .iter()
                 .any(|a| a.code_change && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is the actor allowed to read other users' kernel keys (an
+    /// `[[allow]]` with `keyring_read`)?
+    pub fn allowed_keyring_read(&self, p: &ProcInfo) -> bool {
+        !p.exe.is_empty()
+            && trusted(p)
+            && self
+                .allow
+                .iter()
+                .any(|a| a.keyring_read && a.exe.iter().any(|e| **e == *p.exe))
     }
 
     /// Is the actor allowed to access the memory of processes running

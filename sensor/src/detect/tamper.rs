@@ -18,7 +18,8 @@
 //! name there (`PathChange`, matched in the kernel by the name's final
 //! component, resolved here). A package manager (`[[allow]] code_change`)
 //! and what it runs (its maintainer scripts) change them as routine: no
-//! alert.
+//! alert. `[tamper] dump_paths` (systemd-coredump's configuration) are
+//! watched the same way and raise `dump-config-change`.
 
 use std::{
     os::unix::{ffi::OsStrExt, fs::MetadataExt},
@@ -32,7 +33,7 @@ use sensor_common::{
 use serde_json::Value;
 
 use crate::{
-    alert::{CodeDetail, Severity, Target},
+    alert::{CodeDetail, DumpDetail, Severity, Target},
     detect::{Policy, access, kernel_reader::is_keysentry, process_target, rule_alert},
     enrich::{
         context::Context, devnum::st_dev, proctab::ProcInfo, userpath::user_path, watch::inode_key,
@@ -228,6 +229,7 @@ pub fn code_write(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
     };
     raise_code(
         cx,
+        id >= policy.code_paths as u32,
         &actor,
         &r.task,
         target,
@@ -271,6 +273,7 @@ pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     };
     raise_code(
         cx,
+        id >= policy.code_paths as u32,
         &actor,
         &p.task,
         target,
@@ -286,6 +289,7 @@ pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
 #[allow(clippy::too_many_arguments)]
 fn raise_code(
     cx: &mut Context,
+    dump_path: bool,
     actor: &ProcInfo,
     task: &Task,
     target: Target,
@@ -296,22 +300,35 @@ fn raise_code(
     arg: Option<String>,
     from: Option<String>,
 ) {
-    let (role, technique) = role(code_path);
+    let (role, technique) = if dump_path {
+        (
+            "systemd-coredump's configuration: where core dumps are kept (Storage=journal keeps every dump, keys included, in the journal) and how large they may be",
+            Rule::DumpConfigChange.attack(),
+        )
+    } else {
+        role(code_path)
+    };
     let message = format!(
         "{} (pid {}, uid {}) {verb} {path}, {role}",
         actor.comm, actor.pid, actor.uid
     );
-    let alert = rule_alert(
-        Rule::KeyHolderTamper,
-        actor,
-        target,
-        &cx.host,
-        cx.wall(task.ts_boot_ns),
-    )
-    .message(message)
-    .attack(technique)
-    .verdict(Severity::High, 80)
-    .code(CodeDetail {
+    let rule = if dump_path {
+        Rule::DumpConfigChange
+    } else {
+        Rule::KeyHolderTamper
+    };
+    let mut alert = rule_alert(rule, actor, target, &cx.host, cx.wall(task.ts_boot_ns))
+        .message(message)
+        .attack(technique);
+    alert = if dump_path {
+        alert.verdict(Severity::Medium, 50).dump(DumpDetail {
+            setting: Some("coredump.conf"),
+            ..Default::default()
+        })
+    } else {
+        alert.verdict(Severity::High, 80)
+    };
+    let alert = alert.code(CodeDetail {
         code_path: code_path.to_string(),
         role,
         how,
@@ -511,8 +528,12 @@ mod tests {
             "/etc/ld.so.preload".into(),
             "/etc/pam.d".into(),
             "/usr/lib/x86_64-linux-gnu/pkcs11".into(),
+            "/etc/systemd/coredump.conf".into(),
         ]);
-        let p = policy(DPKG);
+        let p = policy(&format!(
+            "{DPKG}[tamper]\ncode_paths = [\"/etc/ld.so.preload\", \"/etc/pam.d\", \"/usr/lib/x86_64-linux-gnu/pkcs11\"]\n\
+             dump_paths = [\"/etc/systemd/coredump.conf\"]\n"
+        ));
         const O_WRONLY: u32 = 1;
         for who in [&dpkg, &script, &grandchild] {
             code_write(&mut cx, &p, &code_open(who, 0, O_WRONLY, 0));
@@ -526,6 +547,19 @@ mod tests {
             &code_open(&admin, 2, O_WRONLY, sensor_common::FMODE_CREATED),
         );
         let a = raised(&mut cx);
+        // A dump path: dump-config-change, medium.
+        code_write(&mut cx, &p, &code_open(&admin, 3, O_WRONLY, 0));
+        let d = raised(&mut cx);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            (d[0].rule, d[0].severity),
+            ("dump-config-change", Severity::Medium)
+        );
+        assert_eq!(
+            d[0].code.as_ref().unwrap().code_path,
+            "/etc/systemd/coredump.conf"
+        );
+        assert!(d[0].message.contains("Storage=journal"), "{}", d[0].message);
         let got: Vec<(u32, &str, &str, Severity)> = a
             .iter()
             .map(|a| {

@@ -262,6 +262,24 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
     if let Ok(l) = o("task_struct", "loginuid") {
         k.task_loginuid = l;
     }
+    // Kernel keys (keyring-read): optional, all or none.
+    if let (Ok(serial), Ok(uid), Ok(ty), Ok(desc), Ok(tname), Ok(fsuid), Ok(read)) = (
+        o("key", "serial"),
+        o("key", "uid"),
+        o("key", "type"),
+        o("key", "description"),
+        o("key_type", "name"),
+        o("cred", "fsuid"),
+        btf.enum_value("key_need_perm", "KEY_NEED_READ"),
+    ) {
+        k.key_serial = serial;
+        k.key_uid = uid;
+        k.key_type = ty;
+        k.key_desc = desc;
+        k.key_type_name = tname;
+        k.cred_fsuid = fsuid;
+        k.key_need_read = read as u32;
+    }
     // The thread list (own-thread checks): optional, both or neither.
     if let (Ok(head), Ok(node)) = (
         o("signal_struct", "thread_head"),
@@ -421,6 +439,11 @@ pub fn has_task_rename(k: &KernelOffsets) -> bool {
 /// True when the unix socket offsets (agent-socket-use) were found.
 pub fn has_unix_sock(k: &KernelOffsets) -> bool {
     k.unix_sock_peer != 0 && k.unix_sock_path != 0
+}
+
+/// True when the kernel key offsets (keyring-read's LSM hook) were found.
+pub fn has_keys(k: &KernelOffsets) -> bool {
+    k.key_need_read != 0
 }
 
 /// True when the offsets for the io_uring probe were found.

@@ -36,6 +36,7 @@ fn alert(n: u32, exe: &str) -> Alert {
         raw: None,
         agent: None,
         code: None,
+        keyring: None,
         // As send() marks an enforceable rule's alert.
         action: Some("observed"),
     }

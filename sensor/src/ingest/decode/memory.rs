@@ -187,3 +187,36 @@ pub(super) fn agent_socket(buf: &[u8]) -> AgentSocketRecord {
         path: cstr(&e.path[..n]),
     }
 }
+
+/// A kernel key read by another principal, or another uid's persistent
+/// keyring taken (`sensor_common::KeyringEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringRecord {
+    pub task: Task,
+    /// KEYRING_READ or KEYRING_PERSISTENT.
+    pub op: u32,
+    pub ret: i64,
+    /// The key's serial (a read; the keyring's, a persistent one taken).
+    pub serial: i32,
+    /// The key's owner, or the uid whose persistent keyring was asked for.
+    pub owner: u32,
+    pub fsuid: u32,
+    pub loginuid: Option<u32>,
+    pub ktype: String,
+    pub desc: String,
+}
+
+pub(super) fn keyring(buf: &[u8]) -> KeyringRecord {
+    let e: sensor_common::KeyringEvent = read(buf);
+    KeyringRecord {
+        task: task(&e.hdr),
+        op: e.op,
+        ret: e.ret,
+        serial: e.serial,
+        owner: e.owner,
+        fsuid: e.fsuid,
+        loginuid: (e.loginuid != sensor_common::NO_LOGINUID).then_some(e.loginuid),
+        ktype: cstr(&e.ktype),
+        desc: cstr(&e.desc),
+    }
+}

@@ -26,8 +26,8 @@ use self::{
     flow::{CloseRecord, PathRecord, SendRecord, WriteRecord},
     lsm::{DeniedRecord, FdAccessRecord},
     memory::{
-        AgentSocketRecord, DumpConfigRecord, KernelReaderRecord, MemRecord, SignalRecord,
-        SysctlRecord,
+        AgentSocketRecord, DumpConfigRecord, KernelReaderRecord, KeyringRecord, MemRecord,
+        SignalRecord, SysctlRecord,
     },
     open::OpenRecord,
 };
@@ -114,6 +114,7 @@ pub enum Event {
     KernelReader(KernelReaderRecord),
     Sysctl(SysctlRecord),
     AgentSocket(AgentSocketRecord),
+    Keyring(KeyringRecord),
 }
 
 impl Event {
@@ -140,6 +141,7 @@ impl Event {
             Event::KernelReader(_) => EventKind::KernelReader,
             Event::Sysctl(_) => EventKind::Sysctl,
             Event::AgentSocket(_) => EventKind::AgentSocket,
+            Event::Keyring(_) => EventKind::KeyringAccess,
         }
     }
 }
@@ -220,6 +222,7 @@ pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
         EventKind::KernelReader => Event::KernelReader(memory::kernel_reader(buf)),
         EventKind::Sysctl => Event::Sysctl(memory::sysctl(buf)),
         EventKind::AgentSocket => Event::AgentSocket(memory::agent_socket(buf)),
+        EventKind::KeyringAccess => Event::Keyring(memory::keyring(buf)),
         EventKind::DumpSignal => Event::Signal(memory::signal(buf)),
         EventKind::MemAccess => Event::Mem(memory::mem_access(buf)),
         EventKind::FileWrite => Event::FileWrite(flow::file_write(buf)),

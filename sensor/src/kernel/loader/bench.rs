@@ -79,6 +79,7 @@ fn hooked_syscalls() -> Result<Vec<i64>> {
             "bind" => libc::SYS_bind,
             "swapon" => libc::SYS_swapon,
             "connect" => libc::SYS_connect,
+            "keyctl" => libc::SYS_keyctl,
             other => bail!("no syscall number known for tracepoint syscalls:{other}"),
         };
         nrs.push(nr);

@@ -380,6 +380,12 @@ pub const PROBES: &[Probe] = &[
         serves: "tracked files end with their inode (unlinkat)",
     },
     Probe {
+        program: "ks_exit_keyctl",
+        hook: Hook::Tracepoint("syscalls", "sys_exit_keyctl"),
+        required: false,
+        serves: "keyring-read (another uid's persistent keyring taken)",
+    },
+    Probe {
         program: "ks_exit_pathchange",
         hook: Hook::Tracepoint("syscalls", "sys_exit_symlink"),
         required: false,
@@ -430,8 +436,14 @@ pub struct LsmProbe {
 pub const FD_ACCESS_DETECTION: &str = "key-file-open via an fd it did not open";
 /// Accesses to other processes the syscall tracepoints do not enumerate.
 pub const PROCESS_ACCESS_DETECTION: &str = "process-access (kcmp, perf_event_open, ...)";
+/// Reads of other users' kernel keys.
+pub const KEYRING_DETECTION: &str = "keyring-read (another user's kernel key read)";
 /// The detections only the LSM backend serves.
-pub const LSM_DETECTIONS: &[&str] = &[FD_ACCESS_DETECTION, PROCESS_ACCESS_DETECTION];
+pub const LSM_DETECTIONS: &[&str] = &[
+    FD_ACCESS_DETECTION,
+    PROCESS_ACCESS_DETECTION,
+    KEYRING_DETECTION,
+];
 
 pub const LSM_PROBES: &[LsmProbe] = &[
     LsmProbe {
@@ -472,6 +484,15 @@ pub const LSM_PROBES: &[LsmProbe] = &[
         detects: Some((
             PROCESS_ACCESS_DETECTION,
             "accesses to other processes by syscalls the tracepoints do not enumerate",
+        )),
+    },
+    LsmProbe {
+        program: "ks_lsm_key_permission",
+        hook: "key_permission",
+        rules: 0,
+        detects: Some((
+            KEYRING_DETECTION,
+            "key reads the key's permissions granted, by another uid than its owner",
         )),
     },
     LsmProbe {
