@@ -192,70 +192,51 @@ fn trusted(p: &ProcInfo) -> bool {
 }
 
 impl Policy {
-    /// Is the actor allowed to open dump files (an `[[allow]]` with `dumps`)?
-    pub fn allowed_dumps(&self, p: &ProcInfo) -> bool {
+    /// Does an `[[allow]]` of the kind `kind` picks name the actor's
+    /// executable, and does the allowance hold for it (`trusted`)?
+    fn allowed_kind(&self, p: &ProcInfo, kind: impl Fn(&AllowRule) -> bool) -> bool {
         !p.exe.is_empty()
             && trusted(p)
             && self
                 .allow
                 .iter()
-                .any(|a| a.dumps && a.exe.iter().any(|e| **e == *p.exe))
+                .any(|a| kind(a) && a.exe.iter().any(|e| **e == *p.exe))
+    }
+
+    /// Is the actor allowed to open dump files (an `[[allow]]` with `dumps`)?
+    pub fn allowed_dumps(&self, p: &ProcInfo) -> bool {
+        self.allowed_kind(p, |a| a.dumps)
     }
 
     /// Is the actor allowed to load code into the kernel or sample other
     /// processes (an `[[allow]]` with `kernel_reader`)?
     pub fn allowed_kernel_reader(&self, p: &ProcInfo) -> bool {
-        !p.exe.is_empty()
-            && trusted(p)
-            && self
-                .allow
-                .iter()
-                .any(|a| a.kernel_reader && a.exe.iter().any(|e| **e == *p.exe))
+        self.allowed_kind(p, |a| a.kernel_reader)
     }
 
     /// Is the actor allowed to open kernel memory and the key stores'
     /// block devices (an `[[allow]]` with `raw_read`)?
     pub fn allowed_raw_read(&self, p: &ProcInfo) -> bool {
-        !p.exe.is_empty()
-            && trusted(p)
-            && self
-                .allow
-                .iter()
-                .any(|a| a.raw_read && a.exe.iter().any(|e| **e == *p.exe))
+        self.allowed_kind(p, |a| a.raw_read)
     }
 
     /// Is the actor allowed to use other users' key agents (an
     /// `[[allow]]` with `agent_use`)?
     pub fn allowed_agent_use(&self, p: &ProcInfo) -> bool {
-        !p.exe.is_empty()
-            && trusted(p)
-            && self
-                .allow
-                .iter()
-                .any(|a| a.agent_use && a.exe.iter().any(|e| **e == *p.exe))
+        self.allowed_kind(p, |a| a.agent_use)
     }
 
     /// Is this process allowed to change the code-loading paths (an
     /// `[[allow]]` with `code_change`)? The caller checks its ancestors
     /// too (the programs a package manager runs).
     pub fn allowed_code_change(&self, p: &ProcInfo) -> bool {
-        !p.exe.is_empty()
-            && trusted(p)
-            && self
-                .allow
-                .iter()
-                .any(|a| a.code_change && a.exe.iter().any(|e| **e == *p.exe))
+        self.allowed_kind(p, |a| a.code_change)
     }
 
     /// Is the actor allowed to read other users' kernel keys (an
     /// `[[allow]]` with `keyring_read`)?
     pub fn allowed_keyring_read(&self, p: &ProcInfo) -> bool {
-        !p.exe.is_empty()
-            && trusted(p)
-            && self
-                .allow
-                .iter()
-                .any(|a| a.keyring_read && a.exe.iter().any(|e| **e == *p.exe))
+        self.allowed_kind(p, |a| a.keyring_read)
     }
 
     /// Is the actor allowed to access the memory of processes running
