@@ -194,20 +194,9 @@ fn sh_in(cwd: &Path, cmd: &str) -> u32 {
 /// verdict cache is per CPU, so a read there is cached for the write
 /// after it.
 fn sh_on_cpu0(cwd: &Path, cmd: &str) -> u32 {
-    use std::os::unix::process::CommandExt;
     let mut c = Command::new("sh");
     c.args(["-c", cmd]).current_dir(cwd).stdout(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pin_to_cpu0(&mut c);
     let mut child = c.spawn().unwrap();
     let pid = child.id();
     assert!(child.wait().unwrap().success(), "sh -c {cmd:?} failed");

@@ -9,7 +9,6 @@
 mod common;
 
 use std::{
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -20,17 +19,7 @@ use common::{lab::*, *};
 fn cat_on_cpu0(file: &Path) -> u32 {
     let mut c = Command::new("/usr/bin/cat");
     c.arg(file).stdout(Stdio::null());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut set);
-            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    pin_to_cpu0(&mut c);
     let mut child = c.spawn().unwrap();
     let pid = child.id();
     assert!(child.wait().unwrap().success());

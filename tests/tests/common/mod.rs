@@ -466,6 +466,23 @@ pub fn stop_and_wait(pid: nix::unistd::Pid) {
     }
 }
 
+/// Makes `cmd`'s process (and what it runs) run on CPU 0 only: the
+/// kernel's open verdict cache is per CPU.
+pub fn pin_to_cpu0(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` with its output discarded; returns (pid, exit status).
 pub fn run_quiet(cmd: &mut Command) -> (u32, ExitStatus) {
     let mut child = cmd
