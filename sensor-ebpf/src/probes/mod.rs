@@ -14,6 +14,7 @@ pub mod open;
 pub mod open_arg;
 pub mod open_proc;
 pub mod open_raw;
+pub mod open_rules;
 pub mod process;
 pub mod signal;
 pub mod sysctl;

@@ -17,13 +17,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use sensor_common::{
-    ALLOW_ANY_KEY, ARG_BUF, CODE_BY_NAME, FMODE_CREATED, FOLD_MODE_ACC, FOLD_MODE_CREAT,
-    FOLD_MODE_CREATED, FOLD_MODE_PATH, FOLD_MODE_TRUNC, FoldKey, HOLDER_RULE,
-    INSERT_FAIL_PROTECTED, IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_CODE, MATCH_INODE, MATCH_NAME,
-    MATCH_PARENT, MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED,
-    SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY,
-    TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_CODE, WATCH_IGEN, WATCH_SELF,
-    WATCH_STRONG, WATCH_TRACKED,
+    ARG_BUF, CODE_BY_NAME, FMODE_CREATED, FoldKey, HOLDER_RULE, INSERT_FAIL_PROTECTED,
+    IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_CODE, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
+    MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED, SRC_OPEN,
+    SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE,
+    TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_CODE, WATCH_IGEN, WATCH_SELF, WATCH_STRONG,
+    WATCH_TRACKED,
     names::NameKey,
     x86_64::{NR_CREAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2},
 };
@@ -34,14 +33,15 @@ use crate::{
     fold::{fold_check, fold_sent},
     kptr::{DentryPtr, FilePtr, InodePtr, IoKiocbPtr, TaskPtr},
     maps::{
-        BPF_NOEXIST, CODE_NAMES, NAME_PATTERNS, PROTECTED, WATCHED, allowed, any_watch_entry,
-        check_insert, count_stop,
+        BPF_NOEXIST, CODE_NAMES, NAME_PATTERNS, PROTECTED, WATCHED, any_watch_entry, check_insert,
+        count_stop,
     },
     off,
     probes::{
         open_arg::check_failed,
         open_proc::{check_other_file, of_interest},
         open_raw::{Raw, check_raw_file},
+        open_rules::{fold_mode, key_allowed, may_change, own_key},
         verdict,
     },
     setting,
@@ -54,27 +54,6 @@ const EPERM: i64 = 1;
 const EACCES: i64 = 13;
 const AT_FDCWD: i32 = -100;
 const O_CREAT_WRONLY_TRUNC: u32 = 0o1101;
-const O_CREAT: u32 = 0o100;
-const O_TRUNC: u32 = 0o1000;
-
-/// `FoldKey::mode` of an open: what it may do to the file.
-#[inline(always)]
-fn fold_mode(f_flags: u32, fmode: u32) -> u32 {
-    let mut m = f_flags & FOLD_MODE_ACC;
-    if f_flags & O_PATH != 0 {
-        m |= FOLD_MODE_PATH;
-    }
-    if f_flags & O_CREAT != 0 {
-        m |= FOLD_MODE_CREAT;
-    }
-    if f_flags & O_TRUNC != 0 {
-        m |= FOLD_MODE_TRUNC;
-    }
-    if fmode & FMODE_CREATED != 0 {
-        m |= FOLD_MODE_CREATED;
-    }
-    m
-}
 
 // syscalls:sys_exit_{open,openat,openat2,creat,open_by_handle_at}: common
 // fields; int __syscall_nr; long ret (offsets checked against the
@@ -535,16 +514,6 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
     }
 }
 
-/// May this open change the file: opened for writing, truncated or
-/// created by it?
-#[inline(always)]
-pub(super) fn may_change(file: FilePtr) -> bool {
-    let f_flags = file.flags().unwrap_or(0);
-    let fmode = file.mode().unwrap_or(0);
-    f_flags & O_PATH == 0
-        && (f_flags & 3 != 0 || f_flags & O_TRUNC != 0 || fmode & FMODE_CREATED != 0)
-}
-
 /// Reports the open `s` describes (taints the opener of a key file first).
 #[inline(always)]
 unsafe fn report_open(s: *mut OpenState, src: u32, ret: i64, slot: u32) {
@@ -719,26 +688,4 @@ unsafe fn fill_open(ev: *mut OpenEvent, s: *mut OpenState, key: &FoldKey, at: &O
         }
         FilePtr::from_addr(get!(s.file)).read_path(&raw mut (*ev).path);
     }
-}
-
-/// Is the current executable allowed the key it opened (tracked dumps
-/// and copies are never: `[[allow]] dumps` is a user-space allowance)?
-#[inline(always)]
-fn key_allowed(matched: u32, watch_id: u32, exe_ok: bool, exe: &InodeKey) -> bool {
-    if matched & MATCH_TRACKED != 0 {
-        return false;
-    }
-    exe_ok && (allowed(exe, ALLOW_ANY_KEY, None) || allowed(exe, watch_id, None))
-}
-
-/// A non-root process reading a file it owns that only a key-name pattern
-/// matched (not a configured key path, not a tracked file): a user's own
-/// key (ssh reading ~/.ssh/id_ed25519), not followed.
-#[inline(always)]
-fn own_key(matched: u32, owner: u32) -> bool {
-    if matched & (MATCH_INODE | MATCH_PARENT | MATCH_TRACKED) != 0 {
-        return false;
-    }
-    let uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
-    uid != 0 && uid == owner
 }

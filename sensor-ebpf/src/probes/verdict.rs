@@ -41,7 +41,10 @@ use crate::{
     kptr::{DentryPtr, FilePtr},
     maps::NAME_PATTERNS,
     off,
-    probes::open::{OpenState, get, may_change, put},
+    probes::{
+        open::{OpenState, get, put},
+        open_rules::may_change,
+    },
 };
 
 /// Slots per CPU (a power of two).
