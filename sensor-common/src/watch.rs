@@ -51,7 +51,7 @@ pub const WATCH_STRONG: u32 = 16;
 pub const WATCH_CODE: u32 = 32;
 /// Entries of the kernel's CODE_NAMES map (final components of the code
 /// paths).
-pub const CODE_NAMES_MAX: u32 = 256;
+pub const CODE_NAMES_MAX: u32 = 2048;
 /// `watch_id` of a `CodeWrite` matched by its name in CODE_NAMES (a file
 /// created under a code path's name): user space finds which code path.
 pub const CODE_BY_NAME: u32 = u32::MAX - 1;

@@ -369,7 +369,8 @@ pub struct KeyringDetail {
 /// Details of a `key-holder-tamper` change of a code-loading path.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct CodeDetail {
-    /// The configured code path (`[tamper] code_paths`) that covers it.
+    /// The configured code path (`[tamper] code_paths`) that covers it,
+    /// or the file a key holder runs.
     pub code_path: String,
     /// What that path is to the programs that load it.
     pub role: &'static str,
@@ -383,6 +384,10 @@ pub struct CodeDetail {
     /// The renamed or linked file's old name, or a symlink's target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
+    /// For a file a key holder runs (not a configured code path): the
+    /// process first seen running it, "comm (pid N)".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loaded_by: Option<String>,
 }
 
 /// Details of forced-crash, core-dump and dump-config-change alerts.

@@ -4,7 +4,9 @@
 //! started with LD_PRELOAD. Not alerts: the same programs started plainly
 //! or with LD_LIBRARY_PATH only, and an unprotected program with
 //! LD_PRELOAD. The second half, changes of code-loading paths, is
-//! `code_loading_paths_changed`.
+//! `code_loading_paths_changed`; changes of the files a key holder runs
+//! (a vendor library it loaded from outside every code path, its own
+//! executable) are `files_a_key_holder_runs_changed`.
 
 mod common;
 
@@ -476,5 +478,96 @@ fn code_loading_paths_changed() {
             "{writes} code_write records: dpkg's writes were not seen"
         );
         println!("dpkg -i and --purge of a package writing code paths: seen, no alert");
+    }
+}
+
+/// A library a protected program loaded from a directory no code path
+/// covers (a vendor module under /opt), and the program's executable:
+/// keysentry reads them from its mappings and watches them. Alerts: an
+/// append to the library, the library deleted and created again under
+/// its name, a file renamed over the executable. Not alerts: reading the
+/// library, a new file next to it that nothing loaded.
+#[test]
+fn files_a_key_holder_runs_changed() {
+    require_root();
+    let l = lab();
+    let Some(libz) = [
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .iter()
+    .find_map(|p| std::fs::canonicalize(p).ok()) else {
+        println!("SKIPPED: no libz.so.1 to load");
+        return;
+    };
+    let vendor = l.root.join("vendor");
+    std::fs::create_dir(&vendor).unwrap();
+    let lib = vendor.join("libks-hsm.so.1");
+    std::fs::copy(&libz, &lib).unwrap();
+    let mut s = Sensor::start(&l.root, &l.config);
+    let mut holder = Command::new(&l.victim_bin)
+        .args(["dlopen", lib.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let holder_pid = holder.id();
+    // Synchronised on keysentry's own report, not a sleep.
+    let mut batches = String::new();
+    while !batches.contains(lib.to_str().unwrap()) {
+        batches += &s.wait_log("key holders run");
+    }
+    assert!(
+        batches.contains(l.victim_bin.to_str().unwrap()),
+        "{batches}"
+    );
+
+    // Not alerts.
+    let read = sh_in(&vendor, "exec cat libks-hsm.so.1 > /dev/null");
+    let other = sh_in(&vendor, "exec cp /bin/true libother.so.1");
+    // Alerts.
+    let append = sh_in(&vendor, "printf x >> libks-hsm.so.1");
+    let recreate = sh_in(
+        &vendor,
+        "rm libks-hsm.so.1 && exec cp /bin/true libks-hsm.so.1",
+    );
+    std::fs::copy("/bin/true", l.root.join("staged")).unwrap();
+    let over_exe = sh_in(
+        &l.root,
+        &format!("exec mv staged {}", l.victim_bin.display()),
+    );
+    let alerts = s.alerts_until_marker(&l.marker);
+    release(holder);
+
+    let code = |pid: u32, how: &str, path: &Path| -> Value {
+        let a = tamper_by(&alerts, pid);
+        assert_eq!(a.len(), 1, "pid {pid} ({how}): {alerts:#?}");
+        let a = a[0].clone();
+        assert_eq!(a["severity"], "high", "{a:#}");
+        assert_eq!(a["attack"], "T1574", "{a:#}");
+        assert_eq!(a["code"]["how"], how, "{a:#}");
+        assert_eq!(a["code"]["code_path"], path.to_str().unwrap(), "{a:#}");
+        let by = a["code"]["loaded_by"].as_str().unwrap_or_default();
+        assert!(
+            by.contains(&format!("(pid {holder_pid})")),
+            "loaded_by {by:?}: {a:#}"
+        );
+        a
+    };
+    let a = code(append, "write", &lib);
+    assert_eq!(a["target"]["path"], lib.to_str().unwrap());
+    code(recreate, "create", &lib);
+    let a = code(over_exe, "rename", &l.victim_bin);
+    assert_eq!(a["code"]["arg"], l.victim_bin.to_str().unwrap());
+    for (pid, what) in [
+        (read, "a read of the library"),
+        (other, "a file nothing loaded"),
+    ] {
+        none_by_pid(&alerts, RULE, pid, what);
     }
 }

@@ -380,6 +380,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // The sockets key agents already hold (agent-socket-use).
     pipe.cx.agents = agents;
     pipe.cx.sync_agents();
+    // The files key holders run (key-holder-tamper): their mappings are
+    // read on a thread of their own.
+    let holder_code =
+        crate::enrich::holder_code::HolderCode::start().context("holder code thread")?;
+    let mut allowed_pids = allowed_pids_of(&pipe);
     // Directories of `[[allow]]` programs: a program replaced in place
     // (an upgrade) reaches the kernel's allowlist before it is run.
     let allow_inotify = inotify::Inotify::init().context("inotify")?;
@@ -513,10 +518,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 if map_stats.step(&metrics, &pipe.cx.kernel) {
                     kfolds.update_fill(&metrics, map_stats.lru());
                 }
+                holder_code.set_pids(pipe.cx.holder_pids(&allowed_pids));
+                let found = holder_code.take();
+                if !found.is_empty() {
+                    pipe.cx.watch_holder_code(found);
+                    add_watches(inotify.watches(), &pipe.cx.code.inotify_dirs());
+                }
             }
             _ = slow_tick.tick() => {
                 rescan(&mut pipe, &metrics, inotify.watches());
                 pipe.cx.sync_agents();
+                allowed_pids = allowed_pids_of(&pipe);
                 let changes = pipe.cx.protector.refresh_pid_files();
                 pipe.apply(&changes);
             }
@@ -546,6 +558,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // does not hold the shutdown).
     pipe.into_outputs().close_within(Duration::from_secs(5));
     Ok(())
+}
+
+/// The live processes of `[[allow]]` programs (genuine executables): their
+/// code counts like a key holder's.
+fn allowed_pids_of(pipe: &Pipeline) -> Vec<u32> {
+    pipe.cx
+        .procs
+        .live()
+        .filter(|p| p.exe_genuine && pipe.policy.names_exe(&p.exe))
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// An inotify event (or the periodic rescan): watch the directories where

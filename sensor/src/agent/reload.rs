@@ -108,7 +108,7 @@ pub(crate) fn reload(
                 pipe.cx.kernel.drop_key_entry(k.dev, k.ino);
             }
         }
-        pipe.cx.code = Watcher::code(new.tamper.all_paths());
+        pipe.cx.set_code_paths(new.tamper.all_paths());
         pipe.cx.scan_code(false);
         pipe.cx.kernel.watch_code_names(&new.tamper.all_paths());
         add_watches(watches, &pipe.cx.code.inotify_dirs());

@@ -72,6 +72,17 @@ fn exe_forms(p: &Path) -> Vec<String> {
     v
 }
 
+/// The kinds of path the code watcher watches (`Policy::code_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeKind {
+    /// `[tamper] code_paths`.
+    Configured,
+    /// `[tamper] dump_paths`.
+    DumpConfig,
+    /// A file a key holder runs (`enrich::holder_code`).
+    HolderFile,
+}
+
 /// The detection policy, compiled from the config.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -80,9 +91,11 @@ pub struct Policy {
     allow: Vec<AllowRule>,
     /// `[dumps] state_dir`: the core handler's spool.
     pub handler_state: std::path::PathBuf,
-    /// How many of the code watcher's paths are code paths (the rest are
-    /// `[tamper] dump_paths`).
+    /// How many of the code watcher's paths are code paths; then come
+    /// `[tamper] dump_paths`, then the files key holders run
+    /// (`enrich::holder_code`).
     pub code_paths: usize,
+    pub dump_paths: usize,
 }
 
 impl Policy {
@@ -119,6 +132,19 @@ impl Policy {
             allow,
             handler_state: cfg.dumps.state_dir.clone(),
             code_paths: cfg.tamper.code_paths.len(),
+            dump_paths: cfg.tamper.dump_paths.len(),
+        }
+    }
+
+    /// What the code watcher's path `id` is.
+    pub fn code_kind(&self, id: u32) -> CodeKind {
+        let id = id as usize;
+        if id < self.code_paths {
+            CodeKind::Configured
+        } else if id < self.code_paths + self.dump_paths {
+            CodeKind::DumpConfig
+        } else {
+            CodeKind::HolderFile
         }
     }
 

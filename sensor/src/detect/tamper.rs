@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::{
     alert::{CodeDetail, DumpDetail, Severity, Target},
-    detect::{Policy, access, kernel_reader::is_keysentry, process_target, rule_alert},
+    detect::{CodeKind, Policy, access, kernel_reader::is_keysentry, process_target, rule_alert},
     enrich::{
         context::Context, devnum::st_dev, proctab::ProcInfo, userpath::user_path, watch::inode_key,
     },
@@ -203,7 +203,8 @@ pub fn code_write(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
     } else {
         r.watch_id
     };
-    let Some(code_path) = cx.code.root(id).map(|p| p.to_string_lossy().into_owned()) else {
+    let key = format!("code-root:{id}:{}:{:x}", r.task.tid, r.task.ts_boot_ns);
+    let Some((code_path, loaded_by)) = code_root(cx, policy, key, id) else {
         return;
     };
     let how = if r.created() {
@@ -229,7 +230,7 @@ pub fn code_write(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
     };
     raise_code(
         cx,
-        id >= policy.code_paths as u32,
+        (policy.code_kind(id), loaded_by),
         &actor,
         &r.task,
         target,
@@ -258,7 +259,8 @@ pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     if is_keysentry(cx, &actor) || code_change_allowed(cx, policy, &actor) {
         return;
     }
-    let Some(code_path) = cx.code.root(id).map(|p| p.to_string_lossy().into_owned()) else {
+    let key = format!("code-root:{id}:{}:{:x}", p.task.tid, p.task.ts_boot_ns);
+    let Some((code_path, loaded_by)) = code_root(cx, policy, key, id) else {
         return;
     };
     let (how, verb) = match p.op {
@@ -273,7 +275,7 @@ pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     };
     raise_code(
         cx,
-        id >= policy.code_paths as u32,
+        (policy.code_kind(id), loaded_by),
         &actor,
         &p.task,
         target,
@@ -286,10 +288,38 @@ pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
     );
 }
 
+/// The path the code watcher's `id` names and, for a file a key holder
+/// runs, who was seen running it. A fact (`key`); a recording made before
+/// it was one gives the configured path alone.
+fn code_root(
+    cx: &mut Context,
+    policy: &Policy,
+    key: String,
+    id: u32,
+) -> Option<(String, Option<String>)> {
+    let code = &cx.code;
+    let holders = &cx.holder_code;
+    let configured = policy.code_paths + policy.dump_paths;
+    let v = cx.view.value(key, || {
+        let Some(root) = code.root(id) else {
+            return Value::Null;
+        };
+        let by = (id as usize)
+            .checked_sub(configured)
+            .and_then(|i| holders.get(i))
+            .map(|l| l.by.clone());
+        serde_json::json!([root.to_string_lossy(), by])
+    });
+    serde_json::from_value(v).ok().or_else(|| {
+        code.root(id)
+            .map(|p| (p.to_string_lossy().into_owned(), None))
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn raise_code(
     cx: &mut Context,
-    dump_path: bool,
+    (kind, loaded_by): (CodeKind, Option<String>),
     actor: &ProcInfo,
     task: &Task,
     target: Target,
@@ -300,18 +330,25 @@ fn raise_code(
     arg: Option<String>,
     from: Option<String>,
 ) {
-    let (role, technique) = if dump_path {
-        (
+    let dump_path = kind == CodeKind::DumpConfig;
+    let (role, technique) = match kind {
+        CodeKind::DumpConfig => (
             "systemd-coredump's configuration: where core dumps are kept (Storage=journal keeps every dump, keys included, in the journal) and how large they may be",
             Rule::DumpConfigChange.attack(),
-        )
-    } else {
-        role(code_path)
+        ),
+        CodeKind::HolderFile => (
+            "a file a key holder runs (its executable or a library it has mapped): code that runs inside the process holding the keys",
+            attack::HIJACK,
+        ),
+        CodeKind::Configured => role(code_path),
     };
-    let message = format!(
+    let mut message = format!(
         "{} (pid {}, uid {}) {verb} {path}, {role}",
         actor.comm, actor.pid, actor.uid
     );
+    if let Some(by) = &loaded_by {
+        message.push_str(&format!(" (seen running in {by})"));
+    }
     let rule = if dump_path {
         Rule::DumpConfigChange
     } else {
@@ -334,6 +371,7 @@ fn raise_code(
         how,
         arg,
         from,
+        loaded_by,
     });
     cx.raise(alert, task.ts_boot_ns);
 }
@@ -560,6 +598,27 @@ mod tests {
             "/etc/systemd/coredump.conf"
         );
         assert!(d[0].message.contains("Storage=journal"), "{}", d[0].message);
+        // A file a key holder runs (after the configured paths): high,
+        // naming the process seen running it; dpkg still replaces it.
+        // (Live lookups: who ran it is a fact.)
+        cx.view = Default::default();
+        cx.watch_holder_code(vec![crate::enrich::holder_code::Loaded {
+            path: "/opt/hsm/lib/libhsm.so".into(),
+            by: "vault (pid 77)".into(),
+        }]);
+        code_write(&mut cx, &p, &code_open(&dpkg, 4, O_WRONLY, 0));
+        assert!(raised(&mut cx).is_empty());
+        code_write(&mut cx, &p, &code_open(&admin, 4, O_WRONLY, 0));
+        let h = raised(&mut cx);
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            (h[0].rule, h[0].severity, h[0].attack),
+            ("key-holder-tamper", Severity::High, "T1574")
+        );
+        let c = h[0].code.as_ref().unwrap();
+        assert_eq!(c.code_path, "/opt/hsm/lib/libhsm.so");
+        assert_eq!(c.loaded_by.as_deref(), Some("vault (pid 77)"));
+        assert!(c.role.contains("key holder runs"), "{}", c.role);
         let got: Vec<(u32, &str, &str, Severity)> = a
             .iter()
             .map(|a| {

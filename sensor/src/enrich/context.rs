@@ -61,8 +61,12 @@ pub(crate) const MEM_READERS: usize = 4096;
 pub struct Context {
     pub procs: ProcessTable,
     pub watcher: Watcher,
-    /// The code-loading paths (`[tamper] code_paths`), watched for changes.
+    /// The code-loading paths (`[tamper] code_paths`, then `dump_paths`,
+    /// then the files key holders run), watched for changes.
     pub code: Watcher,
+    /// The files key holders run, in the order they join `code`'s roots
+    /// (`enrich::holder_code`).
+    pub holder_code: Vec<crate::enrich::holder_code::Loaded>,
     pub protector: Protector,
     /// Dumps, keys seen opened and their derived copies.
     pub registry: Registry,
@@ -99,6 +103,7 @@ impl Context {
             procs,
             watcher,
             code: Watcher::code(Vec::new()),
+            holder_code: Vec::new(),
             protector: Protector::default(),
             registry: Registry::default(),
             metrics,
@@ -125,6 +130,71 @@ impl Context {
         let changed = !delta.entries.is_empty() || !delta.removed.is_empty();
         delta.push(&mut self.kernel, initial);
         changed
+    }
+
+    /// A new code watcher for `configured` paths (start, reload), with
+    /// the files key holders run after them.
+    pub fn set_code_paths(&mut self, configured: Vec<std::path::PathBuf>) {
+        self.code = Watcher::code(configured);
+        for l in &self.holder_code {
+            self.code.add_root(l.path.clone());
+        }
+    }
+
+    /// Files key holders run, found since the last call: watched from now
+    /// on as code paths (their names too, for a file created or renamed
+    /// there after a delete).
+    pub fn watch_holder_code(&mut self, found: Vec<crate::enrich::holder_code::Loaded>) {
+        let mut added = Vec::new();
+        for l in found {
+            if self.holder_code.len() >= crate::enrich::holder_code::MAX_FILES {
+                break;
+            }
+            if self.code.add_root(l.path.clone()) {
+                added.push(l.path.clone());
+                self.holder_code.push(l);
+            }
+        }
+        if added.is_empty() {
+            return;
+        }
+        self.kernel.watch_code_names(&added);
+        // (Logged below as one line, not each as a path appearing.)
+        let mut delta = self.code.scan().without(&self.watcher);
+        delta.appeared.clear();
+        delta.push(&mut self.kernel, false);
+        let shown: Vec<String> = added.iter().map(|p| p.display().to_string()).collect();
+        tracing::info!(
+            "watching {} more file(s) key holders run: {}",
+            added.len(),
+            shown.join(", ")
+        );
+    }
+
+    /// The processes whose code counts (`enrich::holder_code`): protected
+    /// processes and key holders (not keysentry), with `allowed`, the
+    /// processes of allowlisted programs.
+    pub fn holder_pids(&self, allowed: &[u32]) -> Vec<(u32, String)> {
+        let mut pids: Vec<u32> = self
+            .protector
+            .snapshot()
+            .into_iter()
+            .filter(|(_, r)| *r != crate::enrich::protect::SELF_RULE)
+            .map(|(p, _)| p)
+            .chain(allowed.iter().copied())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids.into_iter()
+            .map(|p| {
+                let comm = self
+                    .procs
+                    .get(p)
+                    .map(|i| i.comm.clone())
+                    .unwrap_or_default();
+                (p, comm)
+            })
+            .collect()
     }
 
     /// Puts the block devices under the watched key stores' file systems

@@ -3,7 +3,8 @@
 //! rest on (`sysview`); the tracked-file registry (`track`) and its kernel
 //! side (`tracking`); the key-material scanner (`scan/`) and the key book
 //! of the host's key fingerprints it fills (`keybook`); path arguments
-//! resolved as their process saw them (`userpath`).
+//! resolved as their process saw them (`userpath`); the files key holders
+//! run, read from their mappings (`holder_code`).
 
 pub mod agents;
 pub mod context;
@@ -13,6 +14,7 @@ pub mod devnum;
 pub mod exeid;
 pub mod facts;
 pub mod handle;
+pub mod holder_code;
 pub mod holders_at_start;
 pub mod keybook;
 pub mod proctab;

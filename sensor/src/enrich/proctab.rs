@@ -282,6 +282,14 @@ impl ProcessTable {
         }
     }
 
+    /// Processes that have not exited.
+    pub fn live(&self) -> impl Iterator<Item = &ProcInfo> {
+        let exited: std::collections::HashSet<(u32, u64)> = self.exited.iter().copied().collect();
+        self.procs
+            .values()
+            .filter(move |p| !exited.contains(&(p.pid, p.start_ns)))
+    }
+
     /// Processes with a program (not kernel threads) that have not exited.
     pub fn live_programs(&self) -> usize {
         let exited: std::collections::HashSet<(u32, u64)> = self.exited.iter().copied().collect();

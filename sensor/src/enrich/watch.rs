@@ -50,6 +50,8 @@ pub struct ScanDelta {
     pub new_dirs: Vec<PathBuf>,
     /// Entries not added because the map is full.
     pub overflow: usize,
+    /// "key path" or "code path" (the logs).
+    pub what: &'static str,
 }
 
 impl ScanDelta {
@@ -88,7 +90,7 @@ impl ScanDelta {
                 tracing::info!("watching new directory {}", d.display());
             }
             for p in &self.appeared {
-                tracing::info!("watching key path {}", p.display());
+                tracing::info!("watching {} {}", self.what, p.display());
             }
         }
         if self.overflow > 0 {
@@ -138,6 +140,17 @@ impl Watcher {
         }
     }
 
+    /// One more root (a file a key holder runs): its id is the next.
+    /// False when it is a root already.
+    pub fn add_root(&mut self, root: PathBuf) -> bool {
+        if self.roots.contains(&root) {
+            return false;
+        }
+        self.roots.push(root);
+        self.present.push(false);
+        true
+    }
+
     /// The root `watch_id` names.
     pub fn root(&self, watch_id: u32) -> Option<&Path> {
         self.roots.get(watch_id as usize).map(PathBuf::as_path)
@@ -183,7 +196,14 @@ impl Watcher {
     /// Walks every key path; returns what is new since the last scan and
     /// what is gone.
     pub fn scan(&mut self) -> ScanDelta {
-        let mut delta = ScanDelta::default();
+        let mut delta = ScanDelta {
+            what: if self.extra & WATCH_CODE != 0 {
+                "code path"
+            } else {
+                "key path"
+            },
+            ..Default::default()
+        };
         let mut seen = HashSet::new();
         for id in 0..self.roots.len() {
             let root = self.roots[id].clone();

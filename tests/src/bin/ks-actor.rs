@@ -221,6 +221,20 @@ fn main() {
             check(fd, "reopen");
         }
         ["uring", path] => uring_open(path),
+        // Loads the shared library PATH (a key holder's vendor module),
+        // prints "ready" and waits for its stdin to close.
+        ["dlopen", path] => {
+            use std::io::{Read, Write};
+            let h = unsafe { libc::dlopen(cstr(path).as_ptr(), libc::RTLD_NOW) };
+            if h.is_null() {
+                eprintln!("dlopen {path} failed");
+                exit(1)
+            }
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            let mut rest = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut rest);
+        }
         ["victim"] => victim(None),
         ["victim-memfd"] => victim_memfd(),
         ["victim-threads"] => {
