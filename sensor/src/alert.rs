@@ -388,6 +388,12 @@ pub struct CodeDetail {
     /// process first seen running it, "comm (pid N)".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loaded_by: Option<String>,
+    /// A systemd unit changed (`[tamper] unit_paths`): the unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// What the changed unit now sets: `LD_PRELOAD=/tmp/x.so`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setting: Option<String>,
 }
 
 /// Details of forced-crash, core-dump and dump-config-change alerts.

@@ -571,3 +571,106 @@ fn files_a_key_holder_runs_changed() {
         none_by_pid(&alerts, RULE, pid, what);
     }
 }
+
+/// systemd units that start a key holder with loader code: a drop-in
+/// written into a protected service's drop-in directory, one renamed
+/// there (as `systemctl edit` does), one written into a drop-in directory
+/// made at that moment, each setting LD_PRELOAD or LD_AUDIT, are high; the same in a service that runs no key holder is low; a
+/// drop-in that sets nothing of the kind is no alert. The unit directory
+/// is the test's (`[tamper] unit_paths`): nothing here needs systemd.
+#[test]
+fn systemd_units_that_start_a_key_holder_with_loader_code() {
+    require_root();
+    let l = lab();
+    let units = l.root.join("units");
+    let holder_d = units.join("ks-holder.service.d");
+    let other_d = units.join("ks-other.service.d");
+    std::fs::create_dir_all(&holder_d).unwrap();
+    std::fs::create_dir_all(&other_d).unwrap();
+    std::fs::write(
+        units.join("ks-holder.service"),
+        format!("[Service]\nExecStart=-{} victim\n", l.victim_bin.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        units.join("ks-holder-b.service"),
+        format!("[Service]\nExecStart={} victim\n", l.victim_bin.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        units.join("ks-other.service"),
+        "[Service]\nExecStart=/bin/sleep 1000\n",
+    )
+    .unwrap();
+    std::fs::write(
+        l.root.join("staged.conf"),
+        "[Service]\nEnvironment=\"LD_AUDIT=/tmp/ks-audit.so\" TOKEN=do-not-show\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{}\n[tamper]\nunit_paths = [\"{}\"]\n",
+        l.config,
+        units.display()
+    );
+    let mut s = Sensor::start(&l.root, &config);
+
+    let benign = sh_in(&holder_d, "printf '[Service]\\nNice=5\\n' > 20-nice.conf");
+    let written = sh_in(
+        &holder_d,
+        "printf '[Service]\\nEnvironment=LD_PRELOAD=/tmp/ks-evil.so\\n' > 10-env.conf",
+    );
+    let renamed = sh_in(
+        &l.root,
+        &format!(
+            "exec mv {}/staged.conf {}/override.conf",
+            l.root.display(),
+            holder_d.display()
+        ),
+    );
+    // A drop-in directory made and written at once, before keysentry's
+    // rescan watches it (the kernel knows its parent).
+    let fresh = sh_in(
+        &units,
+        "mkdir ks-holder-b.service.d && printf '[Service]\\nEnvironment=LD_PRELOAD=/tmp/ks-evil.so\\n' > ks-holder-b.service.d/x.conf",
+    );
+    let other = sh_in(
+        &other_d,
+        "printf '[Service]\\nEnvironment=LD_PRELOAD=/tmp/ks-evil.so\\n' > env.conf",
+    );
+    let alerts = s.alerts_until(|a| a["process"]["pid"] == other);
+
+    let unit = |pid: u32| -> Value {
+        let a = tamper_by(&alerts, pid);
+        assert_eq!(a.len(), 1, "pid {pid}: {alerts:#?}");
+        assert_eq!(a[0]["attack"], "T1574.006", "{:#}", a[0]);
+        a[0].clone()
+    };
+    let a = unit(written);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["code"]["unit"], "ks-holder.service");
+    assert_eq!(a["code"]["setting"], "LD_PRELOAD=/tmp/ks-evil.so");
+    assert_eq!(a["code"]["how"], "create");
+    assert_eq!(a["code"]["code_path"], units.to_str().unwrap());
+    assert!(
+        a["code"]["loaded_by"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("[[protected]]"),
+        "{a:#}"
+    );
+    let a = unit(renamed);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["code"]["how"], "rename");
+    assert_eq!(a["code"]["setting"], "LD_AUDIT=/tmp/ks-audit.so");
+    assert!(
+        !a.to_string().contains("do-not-show"),
+        "another variable of the line is shown: {a:#}"
+    );
+    let a = unit(fresh);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["code"]["unit"], "ks-holder-b.service");
+    let a = unit(other);
+    assert_eq!(a["severity"], "low", "{a:#}");
+    assert_eq!(a["code"]["unit"], "ks-other.service");
+    none_by_pid(&alerts, RULE, benign, "a drop-in without loader variables");
+}

@@ -478,14 +478,19 @@ fn check_file(file: FilePtr, src: u32, ret: i64, slot: u32, cache: bool) {
             }
         }
         // A file created under a code path's name (one that did not exist:
-        // no watched inode yet).
-        if get!(s.matched) == 0
-            && file.mode().unwrap_or(0) & FMODE_CREATED != 0
-            && CODE_NAMES.get(name).is_some()
-        {
-            put!(s.matched, MATCH_CODE);
-            put!(s.watch_id, CODE_BY_NAME);
-            put!(s.kind, OpenKind::CodeWrite);
+        // no watched inode yet), or in a directory just made in a code
+        // directory, before keysentry's rescan watches it (`mkdir
+        // vault.service.d && echo ... > vault.service.d/x.conf`).
+        if get!(s.matched) == 0 && file.mode().unwrap_or(0) & FMODE_CREATED != 0 {
+            if CODE_NAMES.get(name).is_some() {
+                put!(s.matched, MATCH_CODE);
+                put!(s.watch_id, CODE_BY_NAME);
+                put!(s.kind, OpenKind::CodeWrite);
+            } else if let Some(id) = code_grandparent(get!(s.parent), get!(s.dev)) {
+                put!(s.matched, MATCH_CODE);
+                put!(s.watch_id, id);
+                put!(s.kind, OpenKind::CodeWrite);
+            }
         }
         if get!(s.matched) == 0 {
             // Nothing to report, for as long as the file, its name and the
@@ -688,4 +693,23 @@ unsafe fn fill_open(ev: *mut OpenEvent, s: *mut OpenState, key: &FoldKey, at: &O
         }
         FilePtr::from_addr(get!(s.file)).read_path(&raw mut (*ev).path);
     }
+}
+
+/// The code directory (its `watch_id`) a directory is in, when it is not
+/// watched itself yet: the parent of `parent`, on the same device.
+#[inline(always)]
+fn code_grandparent(parent: u64, dev: u32) -> Option<u32> {
+    if parent == 0 {
+        return None;
+    }
+    let gp = DentryPtr::from_addr(parent).parent()?;
+    let gi = gp.inode()?;
+    let key = InodeKey {
+        dev,
+        _pad: 0,
+        ino: gi.ino()?,
+    };
+    let w = any_watch_entry(&key, gi)?;
+    let flags = unsafe { (*w).flags };
+    (flags & WATCH_CHILDREN != 0 && flags & WATCH_CODE != 0).then(|| unsafe { (*w).watch_id })
 }

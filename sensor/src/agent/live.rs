@@ -249,8 +249,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // The code-loading paths (key-holder-tamper): watched from now on, each
     // entry stamped as it goes in.
     let mut code = Watcher::code(cfg.tamper.all_paths());
-    code.scan().without(&watcher).push(&mut kernel, false);
+    let delta = code.scan().without(&watcher);
+    delta.push(&mut kernel, false);
     kernel.watch_code_names(code.roots());
+    kernel.watch_code_names(&delta.new_dirs);
 
     // Enforcement: only where BPF LSM is active and a rule asks for it.
     let lsm = loader::lsm::probe_lsm(&mut ebpf, opts.backend);

@@ -53,6 +53,7 @@ pub struct Pipeline {
     environ: Environ,
     dumps: Dumps,
     flows: Flows,
+    units: crate::detect::units::UnitChecks,
     /// Threads a BPF LSM hook just denied (their follow-up failures are
     /// not alerted again).
     denied: DeniedThreads,
@@ -156,6 +157,7 @@ impl Pipeline {
         self.flows.flush(&mut self.cx);
         self.dumps.expire(&mut self.cx, &self.policy, 0, true);
         self.environ.expire(&mut self.cx, 0, true);
+        self.units.expire(&mut self.cx, &self.policy, 0, true);
         self.emit_raised();
         let mut out = Vec::new();
         self.correlator.flush(&mut out);
@@ -271,6 +273,7 @@ impl Pipeline {
             memory: Memory::default(),
             environ: Environ::default(),
             dumps: Dumps::default(),
+            units: Default::default(),
             flows: Flows::default(),
             denied: DeniedThreads::default(),
             scoring: ScoringConfig::default(),
@@ -312,7 +315,10 @@ impl Pipeline {
 
     /// Whether anything waits for a writer, a helper or a reader's exit.
     fn timers_pending(&self) -> bool {
-        self.dumps.pending() || self.flows.pending() || self.environ.pending()
+        self.dumps.pending()
+            || self.flows.pending()
+            || self.environ.pending()
+            || self.units.pending()
     }
 
     /// Timers, in event time: pipe-helper crashes, user-space dumps,
@@ -326,6 +332,9 @@ impl Pipeline {
         }
         if self.environ.pending() {
             self.environ.expire(&mut self.cx, now_ns, false);
+        }
+        if self.units.pending() {
+            self.units.expire(&mut self.cx, &self.policy, now_ns, false);
         }
     }
 
@@ -535,7 +544,7 @@ impl Pipeline {
             }
             Event::Open(rec) if rec.raw != 0 => crate::detect::raw_read::raw_open(cx, policy, &rec),
             Event::Open(rec) if rec.matched & sensor_common::MATCH_CODE != 0 => {
-                crate::detect::tamper::code_write(cx, policy, &rec)
+                crate::detect::tamper::code_write(cx, policy, &mut self.units, &rec)
             }
             Event::Open(rec) if rec.matched & MATCH_TRACKED != 0 => {
                 let a = TrackedAccess {
@@ -582,7 +591,9 @@ impl Pipeline {
             Event::FileWrite(w) => self.flows.file_write(cx, policy, &mut self.dumps, &w),
             Event::FileClose(c) => self.flows.file_closed(cx, &mut self.dumps, &c),
             Event::NetSend(n) => crate::detect::sends::net_send(cx, policy, &n),
-            Event::PathChange(p) => crate::detect::renames::path_change(cx, policy, &p),
+            Event::PathChange(p) => {
+                crate::detect::renames::path_change(cx, policy, &mut self.units, &p)
+            }
         }
         match fold {
             Some(f) => self.emit_folded(f),

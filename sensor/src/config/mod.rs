@@ -144,7 +144,23 @@ pub struct Tamper {
     /// in the journal): a change is `dump-config-change`. Same rules as
     /// `code_paths`.
     pub dump_paths: Vec<PathBuf>,
+    /// systemd unit directories: a unit file or drop-in changed to start
+    /// its service with `LD_PRELOAD` or `LD_AUDIT` is `key-holder-tamper`
+    /// (high when the service is a key holder). Same watching as
+    /// `code_paths`; the content decides.
+    pub unit_paths: Vec<PathBuf>,
 }
+
+/// The systemd system unit directories an administrator or package writes
+/// (not the generators' and transient units' in /run).
+pub const DEFAULT_UNIT_PATHS: [&str; 6] = [
+    "/etc/systemd/system",
+    "/etc/systemd/system.control",
+    "/run/systemd/system",
+    "/run/systemd/system.control",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
 
 /// systemd-coredump's configuration and its drop-in directories.
 pub const DEFAULT_DUMP_PATHS: [&str; 4] = [
@@ -177,12 +193,13 @@ pub const DEFAULT_CODE_PATHS: [&str; 17] = [
 ];
 
 impl Tamper {
-    /// Every watched path: the code paths, then the dump paths (a watch
-    /// id at or past `code_paths.len()` is a dump path's).
+    /// Every watched path: the code paths, then the dump paths, then the
+    /// unit directories (`Policy::code_kind` tells a watch id's).
     pub fn all_paths(&self) -> Vec<PathBuf> {
         self.code_paths
             .iter()
             .chain(&self.dump_paths)
+            .chain(&self.unit_paths)
             .cloned()
             .collect()
     }
@@ -193,6 +210,7 @@ impl Default for Tamper {
         Self {
             code_paths: DEFAULT_CODE_PATHS.iter().map(PathBuf::from).collect(),
             dump_paths: DEFAULT_DUMP_PATHS.iter().map(PathBuf::from).collect(),
+            unit_paths: DEFAULT_UNIT_PATHS.iter().map(PathBuf::from).collect(),
         }
     }
 }

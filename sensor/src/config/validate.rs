@@ -39,6 +39,9 @@ impl Config {
         for (i, e) in self.tamper.dump_paths.iter().enumerate() {
             absolute(&format!("tamper.dump_paths[{i}]"), e)?;
         }
+        for (i, e) in self.tamper.unit_paths.iter().enumerate() {
+            absolute(&format!("tamper.unit_paths[{i}]"), e)?;
+        }
         for (i, e) in self.agents.exes.iter().enumerate() {
             absolute(&format!("agents.exes[{i}]"), e)?;
         }

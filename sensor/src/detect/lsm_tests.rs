@@ -276,7 +276,7 @@ fn moving_a_tracked_dump_is_a_critical_tracked_copy_and_other_renames_are_not() 
     let fact = |ino: u64| serde_json::json!(["/srv/share/core.20", st_dev(KDEV), ino, false]);
     cx.view
         .insert_recorded(format!("path:{}:{:x}", c.pid, 1_000), fact(80));
-    renames::path_change(&mut cx, &Policy::default(), &r);
+    renames::path_change(&mut cx, &Policy::default(), &mut Default::default(), &r);
     let a = raised(&mut cx);
     assert_eq!(a.len(), 1);
     assert_eq!(
@@ -290,8 +290,13 @@ fn moving_a_tracked_dump_is_a_critical_tracked_copy_and_other_renames_are_not() 
     let mut cx = with(std::slice::from_ref(&c));
     cx.view
         .insert_recorded(format!("path:{}:{:x}", c.pid, 1_000), fact(81));
-    renames::path_change(&mut cx, &Policy::default(), &r);
+    renames::path_change(&mut cx, &Policy::default(), &mut Default::default(), &r);
     // An unlink is the registry's business (the file may be gone), never an alert.
-    renames::path_change(&mut cx, &Policy::default(), &rename(&c, PATH_OP_UNLINK, ""));
+    renames::path_change(
+        &mut cx,
+        &Policy::default(),
+        &mut Default::default(),
+        &rename(&c, PATH_OP_UNLINK, ""),
+    );
     assert!(raised(&mut cx).is_empty());
 }

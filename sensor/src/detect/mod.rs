@@ -27,6 +27,7 @@ pub mod renames;
 pub mod sends;
 pub mod swap;
 pub mod tamper;
+pub mod units;
 
 pub use crate::enrich::facts::{KeyAccess, MemAccess, TrackedOpen, via};
 
@@ -79,6 +80,8 @@ pub enum CodeKind {
     Configured,
     /// `[tamper] dump_paths`.
     DumpConfig,
+    /// `[tamper] unit_paths`: the content decides (`detect::units`).
+    Unit,
     /// A file a key holder runs (`enrich::holder_code`).
     HolderFile,
 }
@@ -96,6 +99,10 @@ pub struct Policy {
     /// (`enrich::holder_code`).
     pub code_paths: usize,
     pub dump_paths: usize,
+    /// `[tamper] unit_paths` (after the dump paths in the code watcher).
+    pub unit_paths: Vec<std::path::PathBuf>,
+    /// `[[protected]]` executables (and their canonical paths).
+    protected_exes: Vec<String>,
 }
 
 impl Policy {
@@ -133,6 +140,13 @@ impl Policy {
             handler_state: cfg.dumps.state_dir.clone(),
             code_paths: cfg.tamper.code_paths.len(),
             dump_paths: cfg.tamper.dump_paths.len(),
+            unit_paths: cfg.tamper.unit_paths.clone(),
+            protected_exes: cfg
+                .protected
+                .iter()
+                .filter_map(|p| p.exe.as_deref())
+                .flat_map(exe_forms)
+                .collect(),
         }
     }
 
@@ -143,6 +157,8 @@ impl Policy {
             CodeKind::Configured
         } else if id < self.code_paths + self.dump_paths {
             CodeKind::DumpConfig
+        } else if id < self.code_paths + self.dump_paths + self.unit_paths.len() {
+            CodeKind::Unit
         } else {
             CodeKind::HolderFile
         }
@@ -175,6 +191,11 @@ impl Policy {
                         Some(k) => watch_id == Some(k),
                     }
             })
+    }
+
+    /// Does a `[[protected]]` rule name the executable `exe`?
+    pub fn protects_exe(&self, exe: &str) -> bool {
+        !exe.is_empty() && self.protected_exes.iter().any(|e| e == exe)
     }
 
     /// Does an `[[allow]]` entry (of any kind) name `exe`?

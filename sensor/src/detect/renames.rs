@@ -21,11 +21,16 @@ use crate::{
 
 /// A rename or link whose source or destination name may be tracked,
 /// or an unlink of such a name.
-pub(crate) fn path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
+pub(crate) fn path_change(
+    cx: &mut Context,
+    policy: &Policy,
+    units: &mut crate::detect::units::UnitChecks,
+    p: &PathRecord,
+) {
     // A name made at a code-loading path (key-holder-tamper); a symlink
     // is nothing else.
     if p.op != PATH_OP_UNLINK {
-        crate::detect::tamper::code_path_change(cx, policy, p);
+        crate::detect::tamper::code_path_change(cx, policy, units, p);
     }
     if p.op == PATH_OP_SYMLINK {
         return;

@@ -34,7 +34,12 @@ use serde_json::Value;
 
 use crate::{
     alert::{CodeDetail, DumpDetail, Severity, Target},
-    detect::{CodeKind, Policy, access, kernel_reader::is_keysentry, process_target, rule_alert},
+    detect::{
+        CodeKind, Policy, access,
+        kernel_reader::is_keysentry,
+        process_target, rule_alert,
+        units::{Pending, UnitChecks},
+    },
     enrich::{
         context::Context, devnum::st_dev, proctab::ProcInfo, userpath::user_path, watch::inode_key,
     },
@@ -185,7 +190,7 @@ fn code_at(
 }
 
 /// An open that may change a code-loading path (`CodeWrite`).
-pub fn code_write(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
+pub fn code_write(cx: &mut Context, policy: &Policy, units: &mut UnitChecks, r: &OpenRecord) {
     let actor = cx.procs.resolve(&r.task);
     if is_keysentry(cx, &actor) || code_change_allowed(cx, policy, &actor) {
         return;
@@ -228,6 +233,21 @@ pub fn code_write(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
         "truncate" => "truncated",
         _ => "opened for writing",
     };
+    if policy.code_kind(id) == CodeKind::Unit {
+        units.add(Pending {
+            actor,
+            task: r.task.clone(),
+            path: path.clone().into(),
+            dev: st_dev(r.dev),
+            ino: r.ino,
+            unit_dir: code_path,
+            how,
+            verb,
+            arg: r.arg.clone(),
+            from: None,
+        });
+        return;
+    }
     raise_code(
         cx,
         (policy.code_kind(id), loaded_by),
@@ -246,7 +266,7 @@ pub fn code_write(cx: &mut Context, policy: &Policy, r: &OpenRecord) {
 /// A rename, hard link or symlink whose new name may be at a code-loading
 /// path (its final component is a watched name): where the new name is,
 /// as the process saw it, decides.
-pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
+pub fn code_path_change(cx: &mut Context, policy: &Policy, units: &mut UnitChecks, p: &PathRecord) {
     if p.new.is_empty() {
         return;
     }
@@ -273,6 +293,21 @@ pub fn code_path_change(cx: &mut Context, policy: &Policy, p: &PathRecord) {
         dev,
         inode: ino,
     };
+    if policy.code_kind(id) == CodeKind::Unit {
+        units.add(Pending {
+            actor,
+            task: p.task.clone(),
+            path: shown.clone().into(),
+            dev,
+            ino,
+            unit_dir: code_path,
+            how,
+            verb,
+            arg: Some(p.new.clone()),
+            from: (!p.old.is_empty()).then(|| p.old.clone()),
+        });
+        return;
+    }
     raise_code(
         cx,
         (policy.code_kind(id), loaded_by),
@@ -299,7 +334,7 @@ fn code_root(
 ) -> Option<(String, Option<String>)> {
     let code = &cx.code;
     let holders = &cx.holder_code;
-    let configured = policy.code_paths + policy.dump_paths;
+    let configured = policy.code_paths + policy.dump_paths + policy.unit_paths.len();
     let v = cx.view.value(key, || {
         let Some(root) = code.root(id) else {
             return Value::Null;
@@ -340,7 +375,7 @@ fn raise_code(
             "a file a key holder runs (its executable or a library it has mapped): code that runs inside the process holding the keys",
             attack::HIJACK,
         ),
-        CodeKind::Configured => role(code_path),
+        CodeKind::Configured | CodeKind::Unit => role(code_path),
     };
     let mut message = format!(
         "{} (pid {}, uid {}) {verb} {path}, {role}",
@@ -372,6 +407,8 @@ fn raise_code(
         arg,
         from,
         loaded_by,
+        unit: None,
+        setting: None,
     });
     cx.raise(alert, task.ts_boot_ns);
 }
@@ -570,23 +607,44 @@ mod tests {
         ]);
         let p = policy(&format!(
             "{DPKG}[tamper]\ncode_paths = [\"/etc/ld.so.preload\", \"/etc/pam.d\", \"/usr/lib/x86_64-linux-gnu/pkcs11\"]\n\
-             dump_paths = [\"/etc/systemd/coredump.conf\"]\n"
+             dump_paths = [\"/etc/systemd/coredump.conf\"]\nunit_paths = []\n"
         ));
         const O_WRONLY: u32 = 1;
         for who in [&dpkg, &script, &grandchild] {
-            code_write(&mut cx, &p, &code_open(who, 0, O_WRONLY, 0));
+            code_write(
+                &mut cx,
+                &p,
+                &mut UnitChecks::default(),
+                &code_open(who, 0, O_WRONLY, 0),
+            );
         }
         assert!(raised(&mut cx).is_empty());
-        code_write(&mut cx, &p, &code_open(&older, 0, O_WRONLY, 0));
-        code_write(&mut cx, &p, &code_open(&preloaded, 1, O_TRUNC, 0));
         code_write(
             &mut cx,
             &p,
+            &mut UnitChecks::default(),
+            &code_open(&older, 0, O_WRONLY, 0),
+        );
+        code_write(
+            &mut cx,
+            &p,
+            &mut UnitChecks::default(),
+            &code_open(&preloaded, 1, O_TRUNC, 0),
+        );
+        code_write(
+            &mut cx,
+            &p,
+            &mut UnitChecks::default(),
             &code_open(&admin, 2, O_WRONLY, sensor_common::FMODE_CREATED),
         );
         let a = raised(&mut cx);
         // A dump path: dump-config-change, medium.
-        code_write(&mut cx, &p, &code_open(&admin, 3, O_WRONLY, 0));
+        code_write(
+            &mut cx,
+            &p,
+            &mut UnitChecks::default(),
+            &code_open(&admin, 3, O_WRONLY, 0),
+        );
         let d = raised(&mut cx);
         assert_eq!(d.len(), 1);
         assert_eq!(
@@ -606,9 +664,19 @@ mod tests {
             path: "/opt/hsm/lib/libhsm.so".into(),
             by: "vault (pid 77)".into(),
         }]);
-        code_write(&mut cx, &p, &code_open(&dpkg, 4, O_WRONLY, 0));
+        code_write(
+            &mut cx,
+            &p,
+            &mut UnitChecks::default(),
+            &code_open(&dpkg, 4, O_WRONLY, 0),
+        );
         assert!(raised(&mut cx).is_empty());
-        code_write(&mut cx, &p, &code_open(&admin, 4, O_WRONLY, 0));
+        code_write(
+            &mut cx,
+            &p,
+            &mut UnitChecks::default(),
+            &code_open(&admin, 4, O_WRONLY, 0),
+        );
         let h = raised(&mut cx);
         assert_eq!(h.len(), 1);
         assert_eq!(
@@ -691,17 +759,25 @@ mod tests {
         code_path_change(
             &mut cx,
             &p,
+            &mut UnitChecks::default(),
             &change(sensor_common::PATH_OP_RENAME, &preload),
         );
         code_path_change(
             &mut cx,
             &p,
+            &mut UnitChecks::default(),
             &change(sensor_common::PATH_OP_LINK, &pamd.join("sshd")),
         );
-        code_path_change(&mut cx, &p, &change(PATH_OP_SYMLINK, &pamd.join("sudo")));
         code_path_change(
             &mut cx,
             &p,
+            &mut UnitChecks::default(),
+            &change(PATH_OP_SYMLINK, &pamd.join("sudo")),
+        );
+        code_path_change(
+            &mut cx,
+            &p,
+            &mut UnitChecks::default(),
             &change(sensor_common::PATH_OP_RENAME, &dir.path().join("other")),
         );
         let a = raised(&mut cx);

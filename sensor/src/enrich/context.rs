@@ -129,6 +129,9 @@ impl Context {
         let delta = self.code.scan().without(&self.watcher);
         let changed = !delta.entries.is_empty() || !delta.removed.is_empty();
         delta.push(&mut self.kernel, initial);
+        // A name made in a subdirectory of a code path (a unit's drop-in
+        // directory) is reported by the directory's name too.
+        self.kernel.watch_code_names(&delta.new_dirs);
         changed
     }
 

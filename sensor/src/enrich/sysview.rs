@@ -64,6 +64,20 @@ impl SystemView {
         v
     }
 
+    /// A read repeated until it finds something (a poll each tick): only
+    /// what it finds (not Null) is recorded; a replay answers that, else
+    /// Null.
+    pub fn found(&mut self, key: String, live: impl FnOnce() -> Value) -> Value {
+        if let Some(f) = &self.recorded {
+            return f.get(&key).cloned().unwrap_or_default();
+        }
+        let v = live();
+        if self.recording && !v.is_null() {
+            self.new.push((key, v.clone()));
+        }
+        v
+    }
+
     /// A yes/no read from the system now, or from the recording.
     pub fn flag(&mut self, key: String, live: impl FnOnce() -> bool) -> bool {
         self.value(key, || Value::Bool(live()))

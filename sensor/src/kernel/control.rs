@@ -436,6 +436,9 @@ impl KernelControl {
     /// under one of those names is reported (`CodeWrite`).
     pub fn watch_code_names(&mut self, paths: &[std::path::PathBuf]) {
         use std::os::unix::ffi::OsStrExt;
+        if paths.is_empty() {
+            return;
+        }
         if let Some(m) = self.maps.as_mut() {
             // Each path's name, and the name of the file a symlink there
             // leads to.
