@@ -74,3 +74,73 @@ fn credential_caches_tokens_and_shadow_backups_are_keys() {
         None => println!("SKIPPED part: this host has no /etc/shadow-"),
     }
 }
+
+/// Removes what the SSSD test made.
+struct Made(Vec<std::path::PathBuf>);
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+/// SSSD's cache (`/var/lib/sss/db`: cached credentials) is a key store in
+/// the default config: read by a program the config does not allow, it
+/// is a high alert; read by sssd's back end, none; its memory cache (read
+/// by every user lookup) is no key. The test makes the directories and a
+/// copy of ks-actor at the back end's path, so it runs only where SSSD is
+/// not installed (it never touches a real cache).
+#[test]
+fn sssd_cache_is_a_key_store_its_daemons_read() {
+    require_root();
+    let sss = Path::new("/var/lib/sss");
+    let libexec = Path::new("/usr/libexec/sssd");
+    if sss.exists() || libexec.exists() {
+        println!("SKIPPED: SSSD is installed here; the test does not touch a real cache");
+        return;
+    }
+    let mut made = Made(Vec::new());
+    made.0.push(sss.to_path_buf());
+    for d in ["db", "mc"] {
+        std::fs::create_dir_all(sss.join(d)).unwrap();
+    }
+    let cache = sss.join("db/cache_ks.example.ldb");
+    std::fs::write(&cache, b"cached credentials\n").unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mc = sss.join("mc/passwd");
+    std::fs::write(&mc, b"memory cache\n").unwrap();
+    if !Path::new("/usr/libexec").exists() {
+        made.0.push("/usr/libexec".into());
+    }
+    std::fs::create_dir_all(libexec).unwrap();
+    made.0.push(libexec.to_path_buf());
+    let backend = libexec.join("sssd_be");
+    std::fs::copy(actor_bin(), &backend).unwrap();
+    std::fs::set_permissions(&backend, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let tmp = tempdir();
+    let root = tmp.path().to_path_buf();
+    let marker = keys_with_marker(&root);
+    let body = format!(
+        "{}\n[[key_path]]\npath = \"{}\"\n",
+        default_config_body(),
+        root.join("keys").display()
+    );
+    let mut s = Sensor::start(&root, &body);
+    let (p_root, st) = actor(&["open", cache.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let (p_mc, st) = actor(&["open", mc.to_str().unwrap()], None, None);
+    assert!(st.success());
+    let (p_be, st) =
+        run_quiet(std::process::Command::new(&backend).args(["open", cache.to_str().unwrap()]));
+    assert!(st.success());
+    let alerts = s.alerts_until_marker(&marker);
+
+    let a = one_by_pid(&alerts, RULE, p_root);
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["open"]["key_path"], "/var/lib/sss/db", "{a:#}");
+    none_by_pid(&alerts, RULE, p_be, "sssd's back end reading its cache");
+    none_by_pid(&alerts, RULE, p_mc, "the memory cache every lookup reads");
+}
