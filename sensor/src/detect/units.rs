@@ -14,7 +14,7 @@
 
 use std::{
     io::Read,
-    os::unix::fs::{MetadataExt, OpenOptionsExt},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -174,13 +174,8 @@ pub fn unit_name(path: &Path) -> String {
 /// Opens a file keysentry did not make: no symlink followed, no FIFO or
 /// device blocked on, regular files only, `(dev, ino)` when given.
 fn open_plain(path: &Path, ident: Option<(u64, u64)>) -> Option<Vec<u8>> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()?;
-    let md = f.metadata().ok()?;
-    if !md.is_file() || ident.is_some_and(|(d, i)| (md.dev(), md.ino()) != (d, i)) {
+    let (f, md) = crate::enrich::handle::open_plain(path)?;
+    if ident.is_some_and(|(d, i)| (md.dev(), md.ino()) != (d, i)) {
         return None;
     }
     let mut buf = Vec::new();

@@ -30,14 +30,24 @@ pub fn stamp(path: &Path, kd: u32, ino: u64) -> bool {
 /// renamed over it does not hang the event loop), O_NOFOLLOW, O_NOCTTY,
 /// and only a regular file that is that inode.
 pub fn open_tracked(path: &Path, kd: u32, ino: u64) -> Option<std::fs::File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    use std::os::unix::fs::MetadataExt;
+    let (f, md) = open_plain(path)?;
+    (super::devnum::kdev(md.dev()) == kd && md.ino() == ino).then_some(f)
+}
+
+/// Opens a regular file someone else may control, for reading, never
+/// blocking on what is there: O_NONBLOCK (a FIFO does not hang the
+/// caller), O_NOFOLLOW, O_NOCTTY. With its metadata, for the caller's
+/// identity check.
+pub fn open_plain(path: &Path) -> Option<(std::fs::File, std::fs::Metadata)> {
+    use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(path)
         .ok()?;
     let md = f.metadata().ok()?;
-    (md.is_file() && super::devnum::kdev(md.dev()) == kd && md.ino() == ino).then_some(f)
+    md.is_file().then_some((f, md))
 }
 
 /// The inode generation (i_generation) of the regular file (kd, ino) at
