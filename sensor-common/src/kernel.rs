@@ -201,6 +201,26 @@ pub struct KernelOffsets {
     pub key_type_name: u32,
     pub cred_fsuid: u32,
     pub key_need_read: u32,
+    /// Pid namespaces (a target named by its pid in the caller's
+    /// namespace, `pidns.rs`): task_struct.thread_pid, pid.level, the
+    /// offset of `numbers[0].ns` in struct pid and the size of struct upid
+    /// (one level's number and namespace), pid_namespace.idr's xarray head
+    /// and idr_base, xa_node.shift and .slots and the slot mask (slots per
+    /// node - 1); proc_inode.pid and .vfs_inode (the struct pid a
+    /// /proc/<pid> directory stands for). `pidns_idr_head` 0 when the
+    /// kernel's BTF lacks any of them (numbers are then taken as host pids).
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_ns0: u32,
+    pub upid_size: u32,
+    pub pidns_idr_head: u32,
+    pub pidns_idr_base: u32,
+    pub xa_node_shift: u32,
+    pub xa_node_slots: u32,
+    pub xa_slot_mask: u32,
+    pub _pad_xa: u32,
+    pub proc_inode_pid: u32,
+    pub proc_inode_vfs: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed

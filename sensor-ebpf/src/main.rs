@@ -10,6 +10,7 @@ mod emit;
 mod fold;
 mod kptr;
 mod maps;
+mod pidns;
 mod probes;
 mod syscall;
 mod taint;

@@ -484,3 +484,120 @@ fn own_threads_are_no_alert_and_an_unprotected_thread_stays_low() {
     assert_eq!(w.len(), 1, "a read, no dump: {alerts:#?}");
     assert_eq!(w[0]["severity"], "low");
 }
+
+/// The host pid of `parent`'s only child (the pid 1 `unshare --fork`
+/// starts), checked to be pid 1 of its own namespace.
+fn ns_init_of(parent: u32) -> u32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(st) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        if st.lines().any(|l| l == format!("PPid:\t{parent}")) {
+            assert!(
+                st.lines().any(|l| l == format!("NSpid:\t{pid}\t1")),
+                "pid 1 of a new pid namespace: {st}"
+            );
+            return pid;
+        }
+    }
+    panic!("no child of {parent}");
+}
+
+/// ks-actor `args` run inside the pid and mount namespaces of `pid`
+/// (nsenter forks it there): nsenter's pid (the actor's parent) and the
+/// exit status.
+fn actor_in_ns(pid: u32, args: &[&str]) -> (u32, std::process::ExitStatus) {
+    let mut c = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-p", "-m", "--"])
+        .arg(actor_bin())
+        .args(args)
+        .spawn()
+        .expect("spawn nsenter");
+    (c.id(), c.wait().unwrap())
+}
+
+#[test]
+fn a_container_naming_its_pid_1_reaches_the_protected_process() {
+    if shell("command -v unshare && command -v nsenter").is_none() {
+        eprintln!("SKIP pid namespaces: no unshare/nsenter (util-linux)");
+        return;
+    }
+    let l = lab();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    // The protected program as pid 1 of a new pid namespace with its own
+    // /proc, like a containerised Vault.
+    let mut child = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--"])
+        .arg(&l.victim_bin)
+        .arg("victim")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let (addr, len) = (f[0].to_string(), f[1].to_string());
+    let host = ns_init_of(child.id());
+    let _ = s.alerts_until_marker(&l.marker);
+
+    // From inside the namespace the protected process is pid 1.
+    let (peek, st) = actor_in_ns(host, &["ptrace-peek", "1", &addr]);
+    assert!(st.success());
+    let (vm, st) = actor_in_ns(host, &["vm-read", "1", &addr, &len]);
+    assert!(st.success());
+    let (mem, st) = actor_in_ns(host, &["proc-mem", "1", &addr, &len]);
+    assert!(st.success());
+    let out = l.root.join("ns-read.bin");
+    let (dumper, st) = actor_in_ns(
+        host,
+        &["vm-read-write", "1", &addr, &len, out.to_str().unwrap()],
+    );
+    assert!(st.success());
+
+    let alerts = s.alerts_until_marker(&l.marker);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let by = |nsenter: u32| -> Vec<&Value> {
+        alerts
+            .iter()
+            .filter(|a| a["process"]["ppid"] == nsenter)
+            .collect()
+    };
+    let high = |a: &Value, rule: &str| {
+        assert_eq!(a["rule"], rule, "{a:#}");
+        assert_eq!(a["target"]["pid"], host, "the host pid: {a:#}");
+        assert_eq!(a["memory"]["target_protected"], true, "{a:#}");
+        assert_eq!(a["severity"], "high", "{a:#}");
+    };
+    let p = by(peek);
+    assert_eq!(p.len(), 2, "attach and peek: {alerts:#?}");
+    assert_eq!(p[0]["memory"]["op"], "PTRACE_ATTACH");
+    assert_eq!(p[1]["memory"]["op"], "PTRACE_PEEKDATA");
+    for a in &p {
+        high(a, "ptrace-attach");
+    }
+    let v = by(vm);
+    assert_eq!(v.len(), 1, "{alerts:#?}");
+    high(v[0], "process-vm-read");
+    let m = by(mem);
+    assert_eq!(m.len(), 1, "{alerts:#?}");
+    high(m[0], "proc-mem-open");
+    // The reader is tainted as on the host: what it writes is a dump of
+    // the protected process.
+    let d = by(dumper);
+    let dump: Vec<_> = d.iter().filter(|a| a["rule"] == "userspace-dump").collect();
+    assert_eq!(dump.len(), 1, "the reader's write is a dump: {alerts:#?}");
+    assert_eq!(dump[0]["flow"]["dumped"]["pid"], host);
+    assert_eq!(dump[0]["severity"], "critical");
+    // Nothing is reported against the host's pid 1.
+    assert!(
+        alerts.iter().all(|a| a["target"]["pid"] != 1),
+        "the host's init is no target: {alerts:#?}"
+    );
+}

@@ -116,6 +116,10 @@ kptr!(
     PidPtr
 );
 kptr!(
+    /// `struct pid_namespace *`.
+    PidNsPtr
+);
+kptr!(
     /// `struct pt_regs *`: a task's saved user registers (x86_64's
     /// members; which one holds which syscall argument is syscall.rs's).
     PtRegsPtr

@@ -51,6 +51,13 @@ impl TaskPtr {
         member_ptr(self.0, off!(task_real_parent)).map(TaskPtr)
     }
 
+    /// `thread_pid`: the task's struct pid (its numbers in every pid
+    /// namespace it is in).
+    #[inline(always)]
+    pub fn thread_pid(self) -> Option<PidPtr> {
+        member_ptr(self.0, off!(task_thread_pid)).map(PidPtr)
+    }
+
     #[inline(always)]
     pub fn group_leader(self) -> Option<TaskPtr> {
         member_ptr(self.0, off!(task_group_leader)).map(TaskPtr)
@@ -190,5 +197,32 @@ impl PidPtr {
     #[inline(always)]
     pub fn nr(self) -> Option<i32> {
         member(self.0, off!(pid_nr))
+    }
+
+    /// The depth of the namespace the pid was made in (0: the root).
+    #[inline(always)]
+    pub fn level(self) -> Option<u32> {
+        member(self.0, off!(pid_level))
+    }
+
+    /// `numbers[level]`: the number and namespace at `level` (at most
+    /// 32, MAX_PID_NS_LEVEL; the caller checks `level()` first).
+    #[inline(always)]
+    pub fn upid(self, level: u32) -> Option<(i32, u64)> {
+        let at = level.min(32) * off!(upid_size);
+        let nr = member(self.0, off!(pid_nr) + at)?;
+        let ns = member(self.0, off!(pid_ns0) + at)?;
+        Some((nr, ns))
+    }
+}
+impl PidNsPtr {
+    /// The head of the namespace's IDR (its xarray's `xa_head`) and the
+    /// IDR's base (the number its index 0 stands for).
+    #[inline(always)]
+    pub fn idr(self) -> Option<(u64, u32)> {
+        Some((
+            member(self.0, off!(pidns_idr_head))?,
+            member(self.0, off!(pidns_idr_base))?,
+        ))
     }
 }

@@ -106,7 +106,14 @@ pub fn ks_exit_prlimit64(ctx: TracePointContext) -> u32 {
     }
     // prlimit64 of a thread id sets its process's limit: a thread of a
     // protected process names that process.
-    let named = if pid == 0 { current_tgid() } else { pid as u32 };
+    let named = if pid == 0 {
+        current_tgid()
+    } else {
+        match crate::pidns::host_pid(pid as u32) {
+            Some(p) => p,
+            None => return 0,
+        }
+    };
     let Some(target) = protected_target(named) else {
         return 0;
     };

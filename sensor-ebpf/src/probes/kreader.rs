@@ -179,10 +179,14 @@ pub fn ks_exit_kreader(ctx: TracePointContext) -> u32 {
                 r.target = -1;
             } else {
                 // One process: reported when it is protected.
-                let Some(t) = protected_target(pid as u32) else {
+                // Named in the caller's pid namespace.
+                let Some(host) = crate::pidns::host_pid(pid as u32) else {
                     return 0;
                 };
-                r.target = pid;
+                let Some(t) = protected_target(host) else {
+                    return 0;
+                };
+                r.target = host as i32;
                 r.target_tgid = t;
             }
             r.verified = kernel_attr.is_some() as u32;

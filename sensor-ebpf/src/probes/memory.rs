@@ -5,7 +5,8 @@
 //! reach user space when the target is protected. A thread id of a
 //! protected process (`PROTECTED_THREADS`) names that process: the record's
 //! target is its tgid (the tid named goes along), with the same taint. A
-//! thread id of the caller's own group is no record (thread.rs).
+//! thread id of the caller's own group is no record (thread.rs). A pid
+//! named from inside a pid namespace is its host pid first (pidns.rs).
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use sensor_common::{
@@ -19,6 +20,7 @@ use crate::{
     fold::{fold_check, fold_sent},
     kptr::{PidPtr, TaskPtr},
     maps::protected_target,
+    pidns::host_pid,
     syscall::{args3, sys_ret},
     taint::add_taint,
     thread::own_thread,
@@ -141,8 +143,14 @@ pub fn ks_exit_ptrace(ctx: TracePointContext) -> u32 {
     let Some((request, pid, addr)) = args3() else {
         return 0;
     };
-    let pid = pid as u32;
-    if request == PTRACE_TRACEME || pid == tgid {
+    if request == PTRACE_TRACEME {
+        return 0;
+    }
+    // A caller in a container names the target in its pid namespace.
+    let Some(pid) = host_pid(pid as u32) else {
+        return 0;
+    };
+    if pid == tgid {
         return 0;
     }
     let attach = request == PTRACE_ATTACH || request == PTRACE_SEIZE;
@@ -177,7 +185,9 @@ fn vm_access(ctx: &TracePointContext, op: u32) -> u32 {
     let Some((pid, _, _)) = args3() else {
         return 0;
     };
-    let pid = pid as u32;
+    let Some(pid) = host_pid(pid as u32) else {
+        return 0;
+    };
     if pid == tgid {
         return 0;
     }

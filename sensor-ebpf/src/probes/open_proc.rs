@@ -55,10 +55,7 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
         }
         // The directory: /proc/<pid>, /proc/<tid> or /proc/<pid>/task/<tid>.
         // A thread of a protected process names that process.
-        let named = match parent {
-            Some(p) => parse_pid(&dentry_name_key(p)),
-            None => 0,
-        };
+        let named = proc_dir_target(parent);
         let target = protected_target(named);
         let protected = target.is_some();
         let pid = target.unwrap_or(named);
@@ -205,15 +202,25 @@ fn check_dump_config(
         return in_power;
     }
     let target = if what == DCFG_COREDUMP_FILTER {
-        match parent {
-            Some(p) => parse_pid(&dentry_name_key(p)),
-            None => 0,
-        }
+        proc_dir_target(parent)
     } else {
         0
     };
     emit_dump_config(what, target, 0, ret);
     true
+}
+
+/// The host pid a /proc/<pid> (or <tid>) directory stands for, 0 when
+/// its name is no number. The directory's own struct pid gives it
+/// whichever pid namespace the procfs mount shows (a container's /proc
+/// numbers its own processes from 1).
+#[inline(always)]
+fn proc_dir_target(dir: Option<DentryPtr>) -> u32 {
+    let Some(d) = dir else { return 0 };
+    match parse_pid(&dentry_name_key(d)) {
+        0 => 0,
+        n => d.inode().and_then(crate::pidns::proc_dir_pid).unwrap_or(n),
+    }
 }
 
 /// Is `name` one `check_other_file` looks at (a /proc/<pid>/ file or a

@@ -65,6 +65,9 @@ fn iou_direct_line(
 /// The detection line for io_uring opens into fixed file slots.
 pub const IOU_DIRECT_DETECTION: &str = "key-file-open (io_uring direct descriptor)";
 
+/// Memory access named from inside a pid namespace (a container's pid 1).
+pub const PIDNS_DETECTION: &str = "memory-access targets in a pid namespace";
+
 /// Why BPF LSM is not used, as `keysentry probes` says it.
 fn lsm_unavailable_words(reason: &str) -> String {
     if reason.starts_with("--backend") {
@@ -150,6 +153,16 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         "  {:<50} {}",
         IOU_DIRECT_DETECTION,
         iou_direct_line(lsm.available, &lsm.reason, &offsets)
+    );
+    let _ = writeln!(
+        out,
+        "  {:<50} {}",
+        PIDNS_DETECTION,
+        if btf::has_pid_namespaces(&offsets) {
+            "available (the caller's pid namespace IDR, /proc directories' struct pid)"
+        } else {
+            "unavailable: no pid namespace IDR or proc_inode in the kernel's BTF (numbers taken as host pids)"
+        }
     );
     // What only the LSM backend sees.
     for d in loader::probes::LSM_DETECTIONS {

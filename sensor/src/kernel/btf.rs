@@ -280,6 +280,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         k.cred_fsuid = fsuid;
         k.key_need_read = read as u32;
     }
+    pid_namespaces(btf, &mut k);
     // The thread list (own-thread checks): optional, both or neither.
     if let (Ok(head), Ok(node)) = (
         o("signal_struct", "thread_head"),
@@ -425,6 +426,65 @@ fn io_uring_fixed_table(btf: &KernelBtf, k: &mut KernelOffsets, open_slot: u32) 
     }
 }
 
+/// Pid namespace offsets (`pidns.rs`): all or none.
+fn pid_namespaces(btf: &KernelBtf, k: &mut KernelOffsets) {
+    let o = |s: &str, m: &str| btf.offset(s, m);
+    let (
+        Ok(thread_pid),
+        Ok(level),
+        Ok(numbers),
+        Ok(upid_ns),
+        Ok(upid_size),
+        Ok(head),
+        Ok(base),
+        Ok(shift),
+        Ok(slots),
+        Ok(pi_pid),
+        Ok(pi_vfs),
+    ) = (
+        o("task_struct", "thread_pid"),
+        o("pid", "level"),
+        o("pid", "numbers"),
+        o("upid", "ns"),
+        btf.struct_size("upid"),
+        o("pid_namespace", "idr.idr_rt.xa_head"),
+        o("pid_namespace", "idr.idr_base"),
+        o("xa_node", "shift"),
+        o("xa_node", "slots"),
+        o("proc_inode", "pid"),
+        o("proc_inode", "vfs_inode"),
+    )
+    else {
+        return;
+    };
+    // The slot array runs up to the marks (`tags` before 4.20's xarray
+    // naming): its length is the node's fan-out, a power of two.
+    let Ok(marks) = o("xa_node", "marks").or_else(|_| o("xa_node", "tags")) else {
+        return;
+    };
+    let n = marks.saturating_sub(slots) / 8;
+    if !n.is_power_of_two() || n < 4 {
+        return;
+    }
+    k.task_thread_pid = thread_pid;
+    k.pid_level = level;
+    k.pid_ns0 = numbers + upid_ns;
+    k.upid_size = upid_size as u32;
+    k.pidns_idr_head = head;
+    k.pidns_idr_base = base;
+    k.xa_node_shift = shift;
+    k.xa_node_slots = slots;
+    k.xa_slot_mask = n - 1;
+    k.proc_inode_pid = pi_pid;
+    k.proc_inode_vfs = pi_vfs;
+}
+
+/// True when a pid named in the caller's pid namespace is translated to
+/// the host's in the kernel.
+pub fn has_pid_namespaces(k: &KernelOffsets) -> bool {
+    k.pidns_idr_head != 0
+}
+
 /// True when the completion probe can find the file of an io_uring open
 /// into a fixed file slot (direct descriptor) on this kernel.
 pub fn has_io_uring_fixed_table(k: &KernelOffsets) -> bool {
@@ -485,6 +545,11 @@ mod tests {
         assert!(btf.offset("task_struct", "files").unwrap() > 0);
         assert!(btf.offset("task_struct", "no_such_member").is_err());
         assert!(btf.enum_value("io_uring_op", "IORING_OP_OPENAT").unwrap() > 0);
+        let mut k = KernelOffsets::default();
+        pid_namespaces(&btf, &mut k);
+        assert!(has_pid_namespaces(&k), "{k:?}");
+        assert_eq!(k.xa_slot_mask, 63, "64 slots per xarray node");
+        assert!(k.proc_inode_pid < k.proc_inode_vfs);
     }
 
     /// The fixed file table of the running kernel, and of the raw BTF files
