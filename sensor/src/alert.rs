@@ -79,7 +79,7 @@ pub struct MemDetail {
     pub thread: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ProcessCtx {
     pub pid: u32,
     pub ppid: u32,
@@ -93,6 +93,28 @@ pub struct ProcessCtx {
     /// its file): the `allow_bypass` factor.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_bypass: Option<String>,
+    /// The cgroup v2 path the process ran in (docs/containers.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    /// The systemd unit that path names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The container that path names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerCtx>,
+    /// The kernel's cgroup id (what `cgroup`, `unit` and `container` are
+    /// read from when the alert is emitted).
+    #[serde(skip)]
+    pub cgroup_id: u64,
+}
+
+/// A container, as its runtime names it in the cgroup path.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ContainerCtx {
+    /// The runtime's id (64 hex digits), or an lxc container's name.
+    pub id: String,
+    /// docker, containerd, cri-o, podman or lxc.
+    pub runtime: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -113,6 +135,12 @@ pub enum Target {
         /// when it is not.
         #[serde(skip_serializing_if = "Option::is_none")]
         protected: Option<String>,
+        /// The container the process runs in (as `process.container`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        container: Option<ContainerCtx>,
+        /// Its cgroup id (what `container` is read from).
+        #[serde(skip)]
+        cgroup_id: u64,
     },
 }
 
@@ -527,6 +555,7 @@ mod tests {
                 exe: "/usr/bin/cat".into(),
                 cmdline: "cat k".into(),
                 allow_bypass: None,
+                ..Default::default()
             },
             target: Target::File {
                 path: "/k".into(),

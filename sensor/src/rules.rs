@@ -475,12 +475,15 @@ mod tests {
             exe: "/c".into(),
             cmdline: "c".into(),
             allow_bypass: None,
+            ..Default::default()
         };
         let t = Target::Process {
             pid: 2,
             comm: "v".into(),
             exe: "/v".into(),
             protected: None,
+            container: None,
+            cgroup_id: 0,
         };
         let a = Alert::new(
             Rule::CoreDump,

@@ -212,9 +212,11 @@ impl Pipeline {
         self.flows.prune(&mut self.cx);
     }
 
-    /// The hand-off point between rules and outputs: score the alert from
-    /// its context, correlate it into an incident, fold repeats, output.
+    /// The hand-off point between rules and outputs: place the process
+    /// (cgroup, unit, container), score the alert from its context,
+    /// correlate it into an incident, fold repeats, output.
     pub fn emit(&mut self, mut alert: Alert, now_ns: u64) {
+        self.cx.place(&mut alert);
         let target_protected = self.score(&mut alert, now_ns);
         let flow = alert.flow.as_ref();
         if alert.lineage.is_none() {

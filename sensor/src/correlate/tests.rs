@@ -17,6 +17,7 @@ fn alert(rule: &'static str, pid: u32, target: Target, score: u32) -> Alert {
             exe: "/a".into(),
             cmdline: "a".into(),
             allow_bypass: None,
+            ..Default::default()
         },
         target,
         incident: String::new(),
@@ -43,6 +44,8 @@ fn proc_t(pid: u32) -> Target {
         comm: "vault".into(),
         exe: "/v".into(),
         protected: None,
+        container: None,
+        cgroup_id: 0,
     }
 }
 

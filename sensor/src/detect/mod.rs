@@ -423,6 +423,8 @@ pub fn process_ctx(p: &ProcInfo) -> ProcessCtx {
         exe: p.exe.to_string(),
         cmdline: redact::cmdline(&p.argv),
         allow_bypass: None,
+        cgroup_id: p.cgroup_id,
+        ..Default::default()
     }
 }
 
@@ -439,6 +441,8 @@ pub fn process_target(p: &ProcInfo) -> Target {
         comm: p.comm.clone(),
         exe: p.exe.to_string(),
         protected: None,
+        container: None,
+        cgroup_id: p.cgroup_id,
     }
 }
 

@@ -89,6 +89,8 @@ pub(crate) fn net_send(cx: &mut Context, policy: &Policy, s: &SendRecord) {
             comm: dumped.as_ref().map(|d| d.comm.clone()).unwrap_or_default(),
             exe: dumped.as_ref().map(|d| d.exe.clone()).unwrap_or_default(),
             protected: dumped.as_ref().and_then(|d| d.protected.clone()),
+            container: None,
+            cgroup_id: 0,
         },
     };
     let alert = rule_alert(rule, &actor, target, &cx.host, ts)

@@ -96,6 +96,8 @@ fn memory_access_to_a_protected_process() {
             comm: "vault".into(),
             exe: "/usr/bin/vault".into(),
             protected: None,
+            container: None,
+            cgroup_id: 0,
         }
     );
     assert_eq!((a.process.pid, a.incident.as_str()), (10, "inc-10-10"));

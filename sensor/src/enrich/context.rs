@@ -90,6 +90,8 @@ pub struct Context {
     pub agents: crate::enrich::agents::Agents,
     /// actor pid -> the protected process whose memory it read.
     pub(crate) mem_readers: HashMap<u32, Origin>,
+    /// Cgroup id -> cgroup path, unit and container (`enrich/cgroups.rs`).
+    places: crate::enrich::cgroups::Places,
     /// Alerts raised by the rules, in order, with their event time.
     raised: Vec<(Alert, u64)>,
     /// Tracked files that left the kernel's watch map since the rules last
@@ -117,9 +119,46 @@ impl Context {
             raw_devs: Default::default(),
             agents: Default::default(),
             mem_readers: HashMap::new(),
+            places: Default::default(),
             raised: Vec::new(),
             untracked: Vec::new(),
         }
+    }
+
+    /// The cgroup path, systemd unit and container of an alert's process,
+    /// and the container of a target process, from the cgroup ids of the
+    /// kernel's records (`cgroup:<id>` facts).
+    pub fn place(&mut self, alert: &mut Alert) {
+        let p = &mut alert.process;
+        if let Some(place) = self.place_of(p.cgroup_id) {
+            p.cgroup = Some(place.cgroup.clone());
+            p.unit.clone_from(&place.unit);
+            p.container.clone_from(&place.container);
+        }
+        if let crate::alert::Target::Process {
+            container,
+            cgroup_id,
+            ..
+        } = &mut alert.target
+            && let Some(place) = self.place_of(*cgroup_id)
+        {
+            container.clone_from(&place.container);
+        }
+    }
+
+    fn place_of(&mut self, id: u64) -> Option<Arc<crate::enrich::cgroups::Place>> {
+        if id == 0 {
+            return None;
+        }
+        let view = &mut self.view;
+        self.places.get(id, || {
+            view.found(format!("cgroup:{id}"), || {
+                crate::enrich::cgroups::path_of(id)
+                    .map_or(serde_json::Value::Null, serde_json::Value::String)
+            })
+            .as_str()
+            .map(String::from)
+        })
     }
 
     /// Scans the code-loading paths and pushes what changed into the

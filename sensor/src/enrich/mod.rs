@@ -4,9 +4,11 @@
 //! side (`tracking`); the key-material scanner (`scan/`) and the key book
 //! of the host's key fingerprints it fills (`keybook`); path arguments
 //! resolved as their process saw them (`userpath`); the files key holders
-//! run, read from their mappings (`holder_code`).
+//! run, read from their mappings (`holder_code`); the cgroup, unit and
+//! container a process runs in (`cgroups`).
 
 pub mod agents;
+pub mod cgroups;
 pub mod context;
 pub mod coredump;
 pub mod corepattern;

@@ -390,7 +390,8 @@ pub fn cgroup_id(pid: i32) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    std::fs::metadata(format!("/sys/fs/cgroup{path}"))
+    let root = crate::kernel::loader::probes::cgroup2_root()?;
+    std::fs::metadata(format!("{root}{path}"))
         .ok()
         .map(|m| m.ino())
 }

@@ -17,6 +17,7 @@ fn alert(n: u32, exe: &str) -> Alert {
             exe: exe.into(),
             cmdline: format!("cat k{n}"),
             allow_bypass: None,
+            ..Default::default()
         },
         target: Target::File {
             path: "/etc/ssl/private/ca.key".into(),
@@ -217,6 +218,8 @@ fn syslog_output_sends_rfc5424() {
         comm: "vault".into(),
         exe: "/usr/bin/vault".into(),
         protected: None,
+        container: None,
+        cgroup_id: 0,
     };
     for a in &sent {
         out.send(a.clone());
