@@ -1,5 +1,7 @@
-//! Where a process runs (issue 17): every alert's `process` names its
-//! cgroup v2 path, the systemd unit and the container that path names.
+//! Containers and namespaces (issue 17). Where a process runs: every
+//! alert's `process` names its cgroup v2 path, the systemd unit and the
+//! container that path names. Files a process writes in its own mount
+//! namespace (a container's /tmp) are read through its root.
 //! The test makes cgroups shaped like docker's systemd-driver scope and a
 //! service's, runs a real key read in each and a read of a protected
 //! process in the container, and reads the alerts.
@@ -13,7 +15,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use common::*;
+use common::{lab::*, *};
 use serde_json::Value;
 
 const ID: &str = "5e1f00d5c0ffee0123456789abcdef0123456789abcdef0123456789abcdef01";
@@ -165,4 +167,64 @@ fn alerts_name_the_cgroup_unit_and_container() {
     drop(victim.stdin.take());
     let _ = victim.wait();
     drop(s);
+}
+
+#[test]
+fn files_in_a_private_mount_are_read_from_their_writers_root() {
+    if shell("command -v unshare").is_none() {
+        println!("SKIP: no unshare (util-linux)");
+        return;
+    }
+    let l = lab();
+    let (pem, fp) = fresh_key();
+    let key = l.root.join("keys/signing.pem");
+    std::fs::write(&key, pem).unwrap();
+    // Exists here as an empty directory; the writer mounts its own tmpfs
+    // on it, as a container's /tmp or a PrivateTmp service's is.
+    let private = l.root.join("private");
+    std::fs::create_dir(&private).unwrap();
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let (mut victim, vp) = spawn_victim(&l.victim_bin);
+    let _ = s.alerts_until_marker(&l.marker);
+
+    // A shell in its own mount namespace dumps the protected process and
+    // copies the key into its private mount, then waits (its namespace,
+    // and the files, live while it does).
+    let mut sh = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            r#"mount -t tmpfs ks-private "$4" && "$1" ptrace-dump "$2" "$4/vault.dump" && cp "$3" "$4/exported.pem" && echo done && read x"#,
+        )
+        .arg("sh")
+        .arg(actor_bin())
+        .arg(vp.to_string())
+        .arg(&key)
+        .arg(&private)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "done");
+    let alerts = s.alerts_until(|a| a["rule"] == "key-material");
+    drop(sh.stdin.take());
+    let _ = sh.wait();
+    drop(victim.stdin.take());
+    let _ = victim.wait();
+
+    // Nothing of this is in keysentry's own namespace.
+    let dump = private.join("vault.dump");
+    let copy = private.join("exported.pem");
+    assert!(!dump.exists() && !copy.exists());
+    let d = about(&alerts, "userspace-dump", &dump);
+    assert_eq!(d.len(), 1, "{alerts:#?}");
+    assert_eq!(d[0]["flow"]["dumped"]["pid"], vp);
+    // Its format comes from its first bytes, read through the writer's root.
+    assert_eq!(d[0]["flow"]["format"], "raw", "{:#}", d[0]);
+    let km = about(&alerts, "key-material", &copy);
+    assert_eq!(km.len(), 1, "the copy was scanned: {alerts:#?}");
+    assert_eq!(km[0]["flow"]["keys"]["findings"][0]["fingerprint"], fp);
 }

@@ -173,12 +173,13 @@ impl Dumps {
         };
         let path = t.path.clone();
         let (kd, ino) = (t.kdev, t.ino);
+        let root = t.root.clone();
         let actor = &d.actor;
         let dumped = &d.dumped;
         let format = cx
             .view
             .value(format!("format:{kd}:{ino}"), || {
-                crate::enrich::handle::head(Path::new(&path), kd, ino, 18)
+                crate::enrich::handle::head(root.as_deref(), Path::new(&path), kd, ino, 18)
                     .map(|h| file_format(&h))
                     .into()
             })

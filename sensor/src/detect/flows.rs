@@ -420,6 +420,7 @@ impl Flows {
         };
         let path = t.path.clone();
         let (kd, ino) = (t.kdev, t.ino);
+        let fs_root = t.root.clone();
         let (src_path, src_size) = cx
             .registry
             .get(c.src_id)
@@ -432,7 +433,7 @@ impl Flows {
         let head = cx
             .view
             .value(format!("archive:{kd}:{ino}"), || {
-                crate::enrich::handle::head(Path::new(&path), kd, ino, 262)
+                crate::enrich::handle::head(fs_root.as_deref(), Path::new(&path), kd, ino, 262)
                     .map(|h| is_archive_content(&h))
                     .into()
             })

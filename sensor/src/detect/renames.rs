@@ -80,7 +80,7 @@ pub(crate) fn path_change(
                     match (by_gen, &h) {
                         (Some((was, is)), _) => Some(was == is),
                         (None, Some(h)) => {
-                            crate::enrich::handle::Handle::of_inode(&seen().seen, kd, ino)
+                            crate::enrich::handle::Handle::of_inode(None, &seen().seen, kd, ino)
                                 .map(|n| n == *h)
                         }
                         (None, None) => None,

@@ -92,6 +92,8 @@ pub struct Context {
     pub(crate) mem_readers: HashMap<u32, Origin>,
     /// Cgroup id -> cgroup path, unit and container (`enrich/cgroups.rs`).
     places: crate::enrich::cgroups::Places,
+    /// Roots tracked files were found from (`enrich/roots.rs`).
+    pub(crate) roots: crate::enrich::roots::Roots,
     /// Alerts raised by the rules, in order, with their event time.
     raised: Vec<(Alert, u64)>,
     /// Tracked files that left the kernel's watch map since the rules last
@@ -120,6 +122,7 @@ impl Context {
             agents: Default::default(),
             mem_readers: HashMap::new(),
             places: Default::default(),
+            roots: Default::default(),
             raised: Vec::new(),
             untracked: Vec::new(),
         }
@@ -395,12 +398,17 @@ impl Context {
             .root(id)
             .filter(|r| r.kind == crate::alert::TrackedKind::Key && r.id != id)
             .map(|r| (std::path::PathBuf::from(&r.path), r.kdev, r.ino));
-        let Some((kdev, ino)) = self.registry.get(id).map(|t| (t.kdev, t.ino)) else {
+        let Some((kdev, ino, root)) = self
+            .registry
+            .get(id)
+            .map(|t| (t.kdev, t.ino, t.root.clone()))
+        else {
             return;
         };
         let job = ScanJob {
             id,
             path,
+            root,
             kdev,
             ino,
             origin,
@@ -430,6 +438,7 @@ impl Context {
         let job = ScanJob {
             id: 0,
             path,
+            root: None,
             kdev,
             ino,
             origin: None,

@@ -4,6 +4,7 @@
 
 use std::{
     ffi::CString,
+    fs::File,
     os::{fd::AsRawFd, unix::ffi::OsStrExt},
     path::Path,
 };
@@ -25,13 +26,44 @@ pub fn stamp(path: &Path, kd: u32, ino: u64) -> bool {
         .is_ok_and(|md| super::devnum::kdev(md.dev()) == kd && md.ino() == ino)
 }
 
-/// Opens the tracked file (kd, ino) at `path` to read its first bytes,
-/// never blocking on what someone else put there: O_NONBLOCK (a FIFO
-/// renamed over it does not hang the event loop), O_NOFOLLOW, O_NOCTTY,
-/// and only a regular file that is that inode.
-pub fn open_tracked(path: &Path, kd: u32, ino: u64) -> Option<std::fs::File> {
+/// Opens `path` with `flags` (O_CLOEXEC added) as seen from `root`, a
+/// process's root directory (`enrich/roots.rs`): openat2 with
+/// RESOLVE_IN_ROOT, so `..` and absolute symlinks stay inside that root
+/// and magic links are refused; from keysentry's own root when None.
+pub fn open_in(root: Option<&File>, path: &Path, flags: i32) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = flags | libc::O_CLOEXEC;
+    let Some(root) = root else {
+        return std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(path)
+            .ok();
+    };
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let how = OpenHow::new()
+        .flags(OFlag::from_bits_truncate(flags))
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    openat2(root, path, how).ok().map(File::from)
+}
+
+/// Does `path`, from keysentry's own root, reach the inode (kd, ino)?
+/// (O_PATH, a final symlink not followed.)
+pub fn reaches_here(path: &Path, kd: u32, ino: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (f, md) = open_plain(path)?;
+    open_in(None, path, libc::O_PATH | libc::O_NOFOLLOW)
+        .and_then(|f| f.metadata().ok())
+        .is_some_and(|md| super::devnum::kdev(md.dev()) == kd && md.ino() == ino)
+}
+
+/// Opens the tracked file (kd, ino) at `path` (from `root`: its writer's
+/// root, `enrich/roots.rs`) to read it, never blocking on what someone
+/// else put there: O_NONBLOCK (a FIFO renamed over it does not hang the
+/// event loop), O_NOFOLLOW, O_NOCTTY, and only a regular file that is
+/// that inode.
+pub fn open_tracked(root: Option<&File>, path: &Path, kd: u32, ino: u64) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
+    let (f, md) = open_plain_in(root, path)?;
     (super::devnum::kdev(md.dev()) == kd && md.ino() == ino).then_some(f)
 }
 
@@ -39,13 +71,17 @@ pub fn open_tracked(path: &Path, kd: u32, ino: u64) -> Option<std::fs::File> {
 /// blocking on what is there: O_NONBLOCK (a FIFO does not hang the
 /// caller), O_NOFOLLOW, O_NOCTTY. With its metadata, for the caller's
 /// identity check.
-pub fn open_plain(path: &Path) -> Option<(std::fs::File, std::fs::Metadata)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)
-        .ok()?;
+pub fn open_plain(path: &Path) -> Option<(File, std::fs::Metadata)> {
+    open_plain_in(None, path)
+}
+
+/// `open_plain` from `root` (see `open_in`).
+pub fn open_plain_in(root: Option<&File>, path: &Path) -> Option<(File, std::fs::Metadata)> {
+    let f = open_in(
+        root,
+        path,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY,
+    )?;
     let md = f.metadata().ok()?;
     md.is_file().then_some((f, md))
 }
@@ -54,17 +90,18 @@ pub fn open_plain(path: &Path) -> Option<(std::fs::File, std::fs::Metadata)> {
 /// `path` (FS_IOC_GETVERSION: ext4, xfs, btrfs; None elsewhere).
 pub fn generation(path: &Path, kd: u32, ino: u64) -> Option<u32> {
     const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
-    let f = open_tracked(path, kd, ino)?;
+    let f = open_tracked(None, path, kd, ino)?;
     let mut g: libc::c_int = 0;
     // SAFETY: FS_IOC_GETVERSION writes one int to the pointer given.
     let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETVERSION, &mut g) };
     (r == 0).then_some(g as u32)
 }
 
-/// Up to `n` first bytes of the tracked file (kd, ino) at `path`.
-pub fn head(path: &Path, kd: u32, ino: u64, n: usize) -> Option<Vec<u8>> {
+/// Up to `n` first bytes of the tracked file (kd, ino) at `path` (from
+/// `root`, see `open_tracked`).
+pub fn head(root: Option<&File>, path: &Path, kd: u32, ino: u64, n: usize) -> Option<Vec<u8>> {
     use std::io::Read;
-    let f = open_tracked(path, kd, ino)?;
+    let f = open_tracked(root, path, kd, ino)?;
     let mut buf = Vec::with_capacity(n);
     f.take(n as u64).read_to_end(&mut buf).ok()?;
     Some(buf)
@@ -124,13 +161,9 @@ impl Handle {
     /// a final symlink not followed; None when the path leads elsewhere or
     /// the filesystem has no handles). keysentry's open also makes the
     /// kernel stamp the inode's watch entry with its generation.
-    pub fn of_inode(path: &Path, kd: u32, ino: u64) -> Option<Handle> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .ok()?;
+    pub fn of_inode(root: Option<&File>, path: &Path, kd: u32, ino: u64) -> Option<Handle> {
+        use std::os::unix::fs::MetadataExt;
+        let f = open_in(root, path, libc::O_PATH | libc::O_NOFOLLOW)?;
         let md = f.metadata().ok()?;
         if super::devnum::kdev(md.dev()) != kd || md.ino() != ino {
             return None;
@@ -141,16 +174,15 @@ impl Handle {
     /// Does the inode still exist? Asked through the directory that held
     /// the name that went away (`near`: the old path; the filesystem is
     /// the same). None when it cannot be told.
-    pub fn alive(&self, near: &Path) -> Option<bool> {
-        use std::os::unix::fs::OpenOptionsExt;
+    pub fn alive(&self, root: Option<&File>, near: &Path) -> Option<bool> {
         let dir = near.parent()?;
         // open_by_handle_at refuses an O_PATH mount fd (EBADF): a
         // directory opened for reading (it cannot block).
-        let d = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(dir)
-            .ok()?;
+        let d = open_in(
+            root,
+            dir,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        )?;
         let mut raw = RawHandle {
             handle_bytes: self.bytes.len() as u32,
             handle_type: self.handle_type,
@@ -198,9 +230,9 @@ mod tests {
         std::fs::remove_file(&a).unwrap();
         // Needs CAP_DAC_READ_SEARCH: as root it must tell.
         if nix::unistd::geteuid().is_root() {
-            assert_eq!(h.alive(&a), Some(true), "still linked as b");
+            assert_eq!(h.alive(None, &a), Some(true), "still linked as b");
             std::fs::remove_file(&b).unwrap();
-            assert_eq!(h.alive(&a), Some(false));
+            assert_eq!(h.alive(None, &a), Some(false));
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -5,7 +5,8 @@
 //! of the host's key fingerprints it fills (`keybook`); path arguments
 //! resolved as their process saw them (`userpath`); the files key holders
 //! run, read from their mappings (`holder_code`); the cgroup, unit and
-//! container a process runs in (`cgroups`).
+//! container a process runs in (`cgroups`); tracked files read from their
+//! writer's root (`roots`).
 
 pub mod agents;
 pub mod cgroups;
@@ -23,6 +24,7 @@ pub mod proctab;
 pub mod protect;
 pub mod rawdev;
 pub mod rootfiles;
+pub mod roots;
 pub mod scan;
 pub mod sysview;
 pub mod track;

@@ -58,6 +58,10 @@ pub struct Tracked {
     /// The inode's file handle (taken when it was registered), to tell
     /// whether it still exists once a name of it goes away.
     pub handle: Option<crate::enrich::handle::Handle>,
+    /// The root its path is read from when keysentry's own namespace does
+    /// not reach it (a container's file, the host's /tmp under
+    /// PrivateTmp): `enrich/roots.rs`.
+    pub root: Option<crate::enrich::roots::Root>,
     /// A copy's evidence once decided (Info: too weak to alert).
     pub evidence: Option<crate::alert::Severity>,
     /// Its last name went away: out of the kernel's watch map, kept here
@@ -239,6 +243,7 @@ impl Registry {
                 created: None,
                 new_file: false,
                 handle: None,
+                root: None,
                 evidence: None,
                 gone: false,
             },

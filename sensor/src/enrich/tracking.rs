@@ -131,11 +131,11 @@ impl Context {
     /// entries are kept for lineage, marked gone (evictable).
     pub(crate) fn keys_departed(&mut self, removed: &[InodeKey]) {
         for k in removed {
-            let Some((id, path, handle)) = self
+            let Some((id, path, handle, root)) = self
                 .registry
                 .by_inode(k.dev, k.ino)
                 .filter(|t| t.kind == TrackedKind::Key)
-                .map(|t| (t.id, t.path.clone(), t.handle.clone()))
+                .map(|t| (t.id, t.path.clone(), t.handle.clone(), t.root.clone()))
             else {
                 continue;
             };
@@ -146,7 +146,7 @@ impl Context {
             // Still alive under another name (a hard link made outside the
             // key path, then the key's own name removed): followed as a
             // tracked file from now on.
-            if handle.and_then(|h| h.alive(Path::new(&path))) == Some(true) {
+            if handle.and_then(|h| h.alive(root.as_deref(), Path::new(&path))) == Some(true) {
                 self.track_in_kernel(id, k.dev, k.ino, &path);
                 continue;
             }
@@ -207,9 +207,31 @@ impl Context {
         let Some(t) = self.registry.get(id) else {
             return;
         };
-        let h = crate::enrich::handle::Handle::of_inode(Path::new(&t.path), t.kdev, t.ino);
+        let path = std::path::PathBuf::from(&t.path);
+        let (kd, ino) = (t.kdev, t.ino);
+        let mut root = None;
+        let mut h = crate::enrich::handle::Handle::of_inode(None, &path, kd, ino);
+        if h.is_none() && !crate::enrich::handle::reaches_here(&path, kd, ino) {
+            // Not this namespace's file: its writer's (`enrich/roots.rs`).
+            let mut chain = Vec::new();
+            let mut cur = t.origin.as_ref().map(|o| o.pid);
+            while let Some(pid) = cur.filter(|p| *p > 1 && chain.len() < 5) {
+                chain.push(pid);
+                cur = self.procs.get(pid).map(|p| p.ppid);
+            }
+            let cgroup = chain
+                .first()
+                .and_then(|p| self.procs.get(*p))
+                .map_or(0, |p| p.cgroup_id);
+            if let Some((r, rh)) = self.roots.find(&chain, cgroup, &path, kd, ino) {
+                tracing::debug!("tracked {} is read from its writer's root", path.display());
+                root = Some(r);
+                h = rh;
+            }
+        }
         if let Some(t) = self.registry.get_mut(id) {
             t.handle = h;
+            t.root = root;
         }
     }
 
@@ -238,7 +260,7 @@ impl Context {
             let alive = self.view.value(format!("alive:{}:{}", t.kdev, t.ino), || {
                 t.handle
                     .as_ref()
-                    .and_then(|h| h.alive(Path::new(&t.path)))
+                    .and_then(|h| h.alive(t.root.as_deref(), Path::new(&t.path)))
                     .map_or(serde_json::Value::Null, serde_json::Value::Bool)
             });
             tracing::debug!(

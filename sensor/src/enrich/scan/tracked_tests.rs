@@ -31,7 +31,7 @@ fn ids(p: &Path) -> (u32, u64) {
 }
 
 fn tracked(p: &Path, kd: u32, ino: u64) -> std::result::Result<ScanReport, String> {
-    scan_tracked(p, kd, ino, &ScanLimits::default(), SCAN_TIMEOUT)
+    scan_tracked(None, p, kd, ino, &ScanLimits::default(), SCAN_TIMEOUT)
 }
 
 #[test]

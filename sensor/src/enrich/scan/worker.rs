@@ -12,10 +12,12 @@ use std::{
 use super::{ScanLimits, ScanOutcome, ScanReport};
 
 /// A tracked file for the scanner: its path and the inode it must be.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ScanJob {
     pub id: u32,
     pub path: PathBuf,
+    /// The root `path` is read from (None: keysentry's own; `enrich/roots.rs`).
+    pub root: Option<crate::enrich::roots::Root>,
     /// Kernel dev_t and inode of the tracked file.
     pub kdev: u32,
     pub ino: u64,
@@ -46,8 +48,14 @@ struct TrackedReader {
 }
 
 impl TrackedReader {
-    fn open(path: &Path, kdev: u32, ino: u64, timeout: Duration) -> Result<Self, String> {
-        let file = crate::enrich::handle::open_tracked(path, kdev, ino).ok_or_else(|| {
+    fn open(
+        root: Option<&std::fs::File>,
+        path: &Path,
+        kdev: u32,
+        ino: u64,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let file = crate::enrich::handle::open_tracked(root, path, kdev, ino).ok_or_else(|| {
             format!(
                 "{}: not the tracked regular file (gone, replaced, or not regular)",
                 path.display()
@@ -107,13 +115,14 @@ impl Read for TrackedReader {
 
 /// Scans the tracked file (kdev, ino) at `path` (see `TrackedReader`).
 pub fn scan_tracked(
+    root: Option<&std::fs::File>,
     path: &Path,
     kdev: u32,
     ino: u64,
     limits: &ScanLimits,
     timeout: Duration,
 ) -> Result<ScanReport, String> {
-    let r = TrackedReader::open(path, kdev, ino, timeout)?;
+    let r = TrackedReader::open(root, path, kdev, ino, timeout)?;
     super::scan_reader(r, limits).map_err(|e| format!("{}: {e:#}", path.display()))
 }
 
@@ -146,15 +155,28 @@ pub fn scan_keys(job: &ScanJob) -> Result<ScanOutcome, String> {
     let report = if job.book {
         // A key file: its first BOOK_MAX_BYTES, read as a tracked file
         // (no symlink, no FIFO, the inode checked).
-        let r = TrackedReader::open(&job.path, job.kdev, job.ino, SCAN_TIMEOUT)?
-            .take(crate::enrich::keybook::BOOK_MAX_BYTES);
+        let r = TrackedReader::open(
+            job.root.as_deref(),
+            &job.path,
+            job.kdev,
+            job.ino,
+            SCAN_TIMEOUT,
+        )?
+        .take(crate::enrich::keybook::BOOK_MAX_BYTES);
         super::scan_reader(r, &limits).map_err(|e| format!("{}: {e:#}", job.path.display()))?
     } else {
-        scan_tracked(&job.path, job.kdev, job.ino, &limits, SCAN_TIMEOUT)?
+        scan_tracked(
+            job.root.as_deref(),
+            &job.path,
+            job.kdev,
+            job.ino,
+            &limits,
+            SCAN_TIMEOUT,
+        )?
     };
     let found = report.findings.len() + report.findings_dropped as usize;
     let origin_match = match &job.origin {
-        Some((o, kd, ino)) if found > 0 => scan_tracked(o, *kd, *ino, &limits, SCAN_TIMEOUT)
+        Some((o, kd, ino)) if found > 0 => scan_tracked(None, o, *kd, *ino, &limits, SCAN_TIMEOUT)
             .ok()
             .and_then(|r| {
                 let theirs = fingerprints(&r);
