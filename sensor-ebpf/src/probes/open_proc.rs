@@ -55,10 +55,13 @@ pub(super) unsafe fn check_other_file(s: *mut OpenState, name: &NameKey, ret: i6
         }
         // The directory: /proc/<pid>, /proc/<tid> or /proc/<pid>/task/<tid>.
         // A thread of a protected process names that process.
-        let named = proc_dir_target(parent);
-        let target = protected_target(named);
-        let protected = target.is_some();
-        let pid = target.unwrap_or(named);
+        let named = match parent {
+            Some(p) => parse_pid(&dentry_name_key(p)),
+            None => 0,
+        };
+        let t = proc_target(get!(s.parent), named);
+        let protected = t >> 32 != 0;
+        let pid = t as u32;
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         // The process's own files (through any of its thread ids, when
         // the kernel knows them) are no report.
@@ -202,7 +205,10 @@ fn check_dump_config(
         return in_power;
     }
     let target = if what == DCFG_COREDUMP_FILTER {
-        proc_dir_target(parent)
+        match parent {
+            Some(p) => proc_target(p.addr(), parse_pid(&dentry_name_key(p))) as u32,
+            None => 0,
+        }
     } else {
         0
     };
@@ -210,16 +216,26 @@ fn check_dump_config(
     true
 }
 
-/// The host pid a /proc/<pid> (or <tid>) directory stands for, 0 when
-/// its name is no number. The directory's own struct pid gives it
-/// whichever pid namespace the procfs mount shows (a container's /proc
-/// numbers its own processes from 1).
-#[inline(always)]
-fn proc_dir_target(dir: Option<DentryPtr>) -> u32 {
-    let Some(d) = dir else { return 0 };
-    match parse_pid(&dentry_name_key(d)) {
-        0 => 0,
-        n => d.inode().and_then(crate::pidns::proc_dir_pid).unwrap_or(n),
+/// The process the /proc/<pid>/ (or <tid>/) directory `dentry`, named
+/// `named`, stands for, packed as `protected << 32 | pid`: its host pid (a
+/// thread of a protected process names that process), 0 when the name is
+/// no number. The directory's own struct pid gives the host pid whichever
+/// pid namespace the procfs mount shows (a container's /proc numbers its
+/// own processes from 1). A BPF function of its own: inlined into the open
+/// programs, LLVM reloaded the target from a stack slot on a path that
+/// never stored it, which the 6.1 verifier refuses.
+#[inline(never)]
+fn proc_target(dentry: u64, named: u32) -> u64 {
+    if named == 0 {
+        return 0;
+    }
+    let host = DentryPtr::from_addr(dentry)
+        .inode()
+        .and_then(crate::pidns::proc_dir_pid)
+        .unwrap_or(named);
+    match protected_target(host) {
+        Some(tgid) => (1 << 32) | tgid as u64,
+        None => host as u64,
     }
 }
 
