@@ -91,18 +91,41 @@ fn alerts_name_the_cgroup_unit_and_container() {
         made.0.push(d.clone());
     }
 
-    // A protected program (a copy of ks-actor) in the container.
+    // A protected program (a copy of ks-actor) in the container, and
+    // everything in the service's cgroup protected by its cgroup path.
     let vault = dir.join("ks-vault");
     std::fs::copy(actor_bin(), &vault).unwrap();
     std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slice_path = format!("/{}", slice.file_name().unwrap().to_str().unwrap());
     let mut s = Sensor::start(
         dir,
         &format!(
-            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n",
+            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[protected]]\ncgroup = \"{slice_path}/vault.service\"\n",
             dir.join("keys").display(),
             vault.display()
         ),
     );
+    let mut service_victim = Command::new("sh")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
+        .arg("sh")
+        .arg(&service)
+        .arg(actor_bin())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sline = String::new();
+    BufReader::new(service_victim.stdout.take().unwrap())
+        .read_line(&mut sline)
+        .unwrap();
+    let sf: Vec<&str> = sline.split_whitespace().collect();
+    // Its exec (protection by cgroup is decided there) is handled once
+    // the marker is through.
+    let _ = s.alerts_until_marker(&marker);
+    let sp = service_victim.id().to_string();
+    let (service_reader, st) = actor(&["vm-read", &sp, sf[0], sf[1]], None, None);
+    assert!(st.success());
     let mut victim = Command::new("sh")
         .arg("-c")
         .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
@@ -127,7 +150,6 @@ fn alerts_name_the_cgroup_unit_and_container() {
     assert!(st.success());
     let alerts = s.alerts_until_marker(&marker);
 
-    let slice_path = format!("/{}", slice.file_name().unwrap().to_str().unwrap());
     let a = &key_open(&alerts, in_docker)["process"];
     assert_eq!(
         a["cgroup"],
@@ -164,8 +186,25 @@ fn alerts_name_the_cgroup_unit_and_container() {
     assert_eq!(r[0]["target"]["container"]["id"], ID, "{:#}", r[0]);
     assert_eq!(r[0]["target"]["container"]["runtime"], "docker");
     assert!(r[0]["process"].get("container").is_none(), "{:#}", r[0]);
-    drop(victim.stdin.take());
-    let _ = victim.wait();
+    // A process of a cgroup a [[protected]] rule names is protected.
+    let r: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["process"]["pid"] == service_reader)
+        .collect();
+    assert_eq!(r.len(), 1, "{alerts:#?}");
+    assert_eq!(r[0]["target"]["pid"], service_victim.id(), "{:#}", r[0]);
+    assert_eq!(
+        r[0]["target"]["protected"],
+        format!("[[protected]] cgroup = {slice_path}/vault.service"),
+        "{:#}",
+        r[0]
+    );
+    assert_eq!(r[0]["memory"]["target_protected"], true, "{:#}", r[0]);
+    assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
+    for mut c in [victim, service_victim] {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
     drop(s);
 }
 

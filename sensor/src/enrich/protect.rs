@@ -79,7 +79,7 @@ impl Protector {
                 } else {
                     let cg = p.cgroup.clone().unwrap_or_default();
                     let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
-                    Rule::Cgroup(Path::new("/sys/fs/cgroup").join(rel))
+                    Rule::Cgroup(Path::new(cgroup_root()).join(rel))
                 }
             })
             .collect();
@@ -108,7 +108,7 @@ impl Protector {
                 Some(Rule::PidFile(f)) => format!("[[protected]] pid_file = {}", f.display()),
                 Some(Rule::Cgroup(d)) => format!(
                     "[[protected]] cgroup = /{}",
-                    d.strip_prefix("/sys/fs/cgroup").unwrap_or(d).display()
+                    d.strip_prefix(cgroup_root()).unwrap_or(d).display()
                 ),
                 None => "[[protected]]".to_string(),
             },
@@ -297,6 +297,12 @@ impl Protector {
 
 fn read_pid(f: &Path) -> Option<u32> {
     std::fs::read_to_string(f).ok()?.trim().parse().ok()
+}
+
+/// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or
+/// /sys/fs/cgroup/unified on a hybrid host.
+fn cgroup_root() -> &'static str {
+    crate::kernel::loader::probes::cgroup2_root().unwrap_or("/sys/fs/cgroup")
 }
 
 #[cfg(test)]
