@@ -171,15 +171,18 @@ mod tests {
     use super::*;
     use crate::enrich::rootfiles::{create_in, root_dir};
 
-    fn tempfile_dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("ks-quarantine-{}", std::process::id()));
+    /// A directory of the test's own (`test`): the unit tests run in
+    /// parallel, and one removing a shared directory removed another's
+    /// files under it.
+    fn tempfile_dir(test: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ks-quarantine-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
 
     #[test]
     fn patterns_are_found_across_chunk_boundaries_once_each() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("chunks");
         let p = dir.join("f");
         let mut data = vec![7u8; (1 << 20) + 100];
         let pat = b"0123456789abcdefXYZ";
@@ -202,7 +205,8 @@ mod tests {
             println!("SKIPPED: the quarantine must be root's; run as root");
             return;
         }
-        let base = tempfile_dir().join("q-evict");
+        let top = tempfile_dir("evict");
+        let base = top.join("q-evict");
         let _ = std::fs::remove_dir_all(&base);
         let dir = root_dir(&base, true).unwrap();
         let now = std::time::SystemTime::now();
@@ -217,7 +221,7 @@ mod tests {
         assert_eq!(removed, vec!["mid".to_string()]);
         assert!(base.join("old").exists() && base.join("new").exists());
         assert!(evict(&dir, &base, 2000, "new").is_empty());
-        std::fs::remove_dir_all(&base).unwrap();
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
