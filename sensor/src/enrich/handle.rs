@@ -47,11 +47,11 @@ pub fn open_in(root: Option<&File>, path: &Path, flags: i32) -> Option<File> {
     openat2(root, path, how).ok().map(File::from)
 }
 
-/// Does `path`, from keysentry's own root, reach the inode (kd, ino)?
-/// (O_PATH, a final symlink not followed.)
-pub fn reaches_here(path: &Path, kd: u32, ino: u64) -> bool {
+/// Does `path`, from `root` (keysentry's own when None), reach the inode
+/// (kd, ino)? (O_PATH, a final symlink not followed.)
+pub fn reaches(root: Option<&File>, path: &Path, kd: u32, ino: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    open_in(None, path, libc::O_PATH | libc::O_NOFOLLOW)
+    open_in(root, path, libc::O_PATH | libc::O_NOFOLLOW)
         .and_then(|f| f.metadata().ok())
         .is_some_and(|md| super::devnum::kdev(md.dev()) == kd && md.ino() == ino)
 }

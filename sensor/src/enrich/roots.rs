@@ -16,7 +16,7 @@
 
 use std::{fs::File, path::Path, sync::Arc};
 
-use crate::enrich::handle::{Handle, open_in};
+use crate::enrich::handle::{Handle, open_in, reaches};
 
 /// A process's root directory, held.
 pub type Root = Arc<File>;
@@ -71,8 +71,8 @@ impl Roots {
         kd: u32,
         ino: u64,
     ) -> Option<(Root, Option<Handle>)> {
-        let reaches = |r: &File| reaches(r, path, kd, ino);
-        if let Some(i) = self.recent.iter().position(|r| reaches(r).is_some()) {
+        let hits = |r: &File| reaches(Some(r), path, kd, ino);
+        if let Some(i) = self.recent.iter().position(|r| hits(r)) {
             let r = self.recent.remove(i);
             let h = Handle::of_inode(Some(&r), path, kd, ino);
             self.recent.insert(0, r.clone());
@@ -85,7 +85,7 @@ impl Roots {
         pids.push(1);
         for pid in pids {
             let Some(r) = proc_root(pid) else { continue };
-            if reaches(&r).is_some() {
+            if hits(&r) {
                 let r = Arc::new(r);
                 let h = Handle::of_inode(Some(&r), path, kd, ino);
                 self.recent.insert(0, r.clone());
@@ -95,15 +95,6 @@ impl Roots {
         }
         None
     }
-}
-
-/// Does `path`, from `root`, reach the inode (kd, ino)? (O_PATH, a final
-/// symlink not followed.)
-fn reaches(root: &File, path: &Path, kd: u32, ino: u64) -> Option<()> {
-    use std::os::unix::fs::MetadataExt;
-    let f = open_in(Some(root), path, libc::O_PATH | libc::O_NOFOLLOW)?;
-    let md = f.metadata().ok()?;
-    (crate::enrich::devnum::kdev(md.dev()) == kd && md.ino() == ino).then_some(())
 }
 
 #[cfg(test)]
@@ -124,16 +115,21 @@ mod tests {
         let md = std::fs::metadata(&x).unwrap();
         let (kd, ino) = (crate::enrich::devnum::kdev(md.dev()), md.ino());
         let root = File::open(d.path()).unwrap();
-        assert!(reaches(&root, Path::new("/tmp/x"), kd, ino).is_some());
+        assert!(reaches(Some(&root), Path::new("/tmp/x"), kd, ino));
         // The same path from keysentry's own root is another file (or none).
         assert!(crate::enrich::handle::open_tracked(None, Path::new("/tmp/x"), kd, ino).is_none());
         let f = crate::enrich::handle::head(Some(&root), Path::new("/tmp/x"), kd, ino, 6);
         assert_eq!(f.as_deref(), Some(&b"inside"[..]));
         // A final symlink is not followed, even to the right inode.
-        assert!(reaches(&root, Path::new("/tmp/link"), kd, ino).is_none());
+        assert!(!reaches(Some(&root), Path::new("/tmp/link"), kd, ino));
         // `..` cannot climb out of the root.
         let out = d.path().file_name().unwrap().to_str().unwrap();
-        assert!(reaches(&root, Path::new(&format!("/../../{out}/tmp/x")), kd, ino).is_none());
+        assert!(!reaches(
+            Some(&root),
+            Path::new(&format!("/../../{out}/tmp/x")),
+            kd,
+            ino
+        ));
     }
 
     #[test]
@@ -148,7 +144,7 @@ mod tests {
             .find(&[std::process::id()], 0, &x, kd, ino)
             .expect("this process's root reaches it");
         assert_eq!(r.recent.len(), 1);
-        assert!(reaches(&root, &x, kd, ino).is_some());
+        assert!(reaches(Some(&root), &x, kd, ino));
         // Another inode at the path: no root reaches the tracked one.
         let y = d.path().join("g");
         std::fs::write(&y, b"y").unwrap();

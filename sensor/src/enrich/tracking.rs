@@ -211,7 +211,7 @@ impl Context {
         let (kd, ino) = (t.kdev, t.ino);
         let mut root = None;
         let mut h = crate::enrich::handle::Handle::of_inode(None, &path, kd, ino);
-        if h.is_none() && !crate::enrich::handle::reaches_here(&path, kd, ino) {
+        if h.is_none() && !crate::enrich::handle::reaches(None, &path, kd, ino) {
             // Not this namespace's file: its writer's (`enrich/roots.rs`).
             let mut chain = Vec::new();
             let mut cur = t.origin.as_ref().map(|o| o.pid);
