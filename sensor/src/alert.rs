@@ -106,6 +106,21 @@ pub struct ProcessCtx {
     /// read from when the alert is emitted).
     #[serde(skip)]
     pub cgroup_id: u64,
+    /// The process's mount and pid namespaces, when either is not the
+    /// host's (read when the alert is emitted, from a process still
+    /// running with the start time the event gave).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Namespaces>,
+    /// Start time, boot ns (what `namespaces` checks).
+    #[serde(skip)]
+    pub start_ns: u64,
+}
+
+/// Namespace inode numbers (as `stat -L -c %i /proc/PID/ns/mnt`).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Namespaces {
+    pub mnt: u64,
+    pub pid: u64,
 }
 
 /// A container, as its runtime names it in the cgroup path.

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub probe_attached: IntGaugeVec,
     pub process_table_entries: IntGauge,
     pub watched_inodes: IntGauge,
+    pub namespace_inodes: IntGauge,
     pub output_dropped: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -136,6 +137,11 @@ impl Metrics {
             "Files and directories in the kernel's watch map.",
         )?;
         r.register(Box::new(watched_inodes.clone()))?;
+        let namespace_inodes = IntGauge::new(
+            "keysentry_namespace_watched_inodes",
+            "Of the watched inodes, those scope-\"all\" key paths name in other mount namespaces.",
+        )?;
+        r.register(Box::new(namespace_inodes.clone()))?;
         let unresolved_failed_opens = IntCounter::new(
             "keysentry_failed_opens_unresolved_total",
             "Failed opens reported by the kernel that user space could not resolve to a file.",
@@ -295,6 +301,7 @@ impl Metrics {
             probe_attached,
             process_table_entries,
             watched_inodes,
+            namespace_inodes,
             output_dropped,
             config_reloads,
             build_info,

@@ -10,7 +10,7 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
-    os::unix::fs::PermissionsExt,
+    os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Command, Stdio},
 };
@@ -266,4 +266,160 @@ fn files_in_a_private_mount_are_read_from_their_writers_root() {
     let km = about(&alerts, "key-material", &copy);
     assert_eq!(km.len(), 1, "the copy was scanned: {alerts:#?}");
     assert_eq!(km[0]["flow"]["keys"]["findings"][0]["fingerprint"], fp);
+}
+
+/// `[[key_path]] scope = "all"`: a container's own file at a key path (an
+/// overlay over the host's key directory, as an image layer puts one
+/// there) is a key in that container. Two key directories, each with an
+/// overlay in the container's mount namespace: the scope-"all" one's file
+/// there is watched (its open alerts, naming the container's namespaces
+/// and container); the scope-"host" one's is not, though the host's file
+/// at the same path is.
+#[test]
+fn a_scope_all_key_path_is_a_key_inside_a_container_too() {
+    if shell("command -v unshare").is_none() {
+        println!("SKIP: no unshare (util-linux)");
+        return;
+    }
+    if !std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("\toverlay\n")) {
+        println!("SKIP: this kernel has no overlay file system");
+        return;
+    }
+    let l = lab();
+    let store = l.root.join("store");
+    let hostonly = l.root.join("hostonly");
+    let layers = l.root.join("layers");
+    for d in [&store, &hostonly, &layers] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let (host_pem, _) = fresh_key();
+    let (image_pem, _) = fresh_key();
+    std::fs::write(store.join("signing.pem"), &host_pem).unwrap();
+    std::fs::write(hostonly.join("tls.pem"), &host_pem).unwrap();
+    let image_key = l.root.join("image.pem");
+    std::fs::write(&image_key, &image_pem).unwrap();
+    // A container cgroup, where cgroup v2 lets the test make one.
+    let mut made = Cgroups(Vec::new());
+    let docker = cgroup2_root().and_then(|r| {
+        let d = r.join(format!("docker-{ID}.scope"));
+        std::fs::create_dir(&d).ok()?;
+        made.0.push(d.clone());
+        Some(d)
+    });
+    if docker.is_none() {
+        println!("SKIPPED (container fields): no cgroup v2 hierarchy to make a test cgroup in");
+    }
+    let mut s = Sensor::start(
+        &l.root,
+        &format!(
+            "{}\n[[key_path]]\npath = \"{}\"\nscope = \"all\"\n\n[[key_path]]\npath = \"{}\"\nscope = \"host\"\n",
+            config(&l),
+            store.display(),
+            hostonly.display()
+        ),
+    );
+    let _ = s.alerts_until_marker(&l.marker);
+
+    // The container: its own mount namespace, an overlay over each key
+    // directory with the image's key in it, then its entrypoint's exec
+    // (a shell that, when told to, opens one key itself and keeps it open,
+    // and runs a program that reads the other).
+    let mut sh = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            r#"if [ -n "$6" ]; then echo $$ > "$6/cgroup.procs" || exit 1; fi
+L="$3"
+mount -t tmpfs ks-layers "$L" && mkdir "$L/u1" "$L/w1" "$L/u2" "$L/w2" &&
+cp "$4" "$L/u1/signing.pem" && cp "$4" "$L/u2/tls.pem" &&
+mount -t overlay ks-image -o "lowerdir=$1,upperdir=$L/u1,workdir=$L/w1" "$1" &&
+mount -t overlay ks-image -o "lowerdir=$2,upperdir=$L/u2,workdir=$L/w2" "$2" &&
+exec sh -c 'echo ready; read x; exec 3< "$2/signing.pem" && "$1" open "$3/tls.pem" && echo done; read y' sh "$5" "$1" "$2""#,
+        )
+        .arg("sh")
+        .arg(&store)
+        .arg(&hostonly)
+        .arg(&layers)
+        .arg(&image_key)
+        .arg(actor_bin())
+        .arg(docker.as_deref().unwrap_or(Path::new("")))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(sh.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let cpid = sh.id();
+    let inside = PathBuf::from(format!("/proc/{cpid}/root"));
+    let ino_in = |p: &Path| ino(&inside.join(p.strip_prefix("/").unwrap()));
+    let image_ino = ino_in(&store.join("signing.pem"));
+    assert_ne!(image_ino, ino(&store.join("signing.pem")));
+    // keysentry resolved the scope-"all" path in the new namespace: the
+    // overlay's directory and its file (nothing of the scope-"host" one).
+    let end = std::time::Instant::now() + deadline();
+    while s
+        .metric("keysentry_namespace_watched_inodes")
+        .is_none_or(|n| n < 2.0)
+    {
+        assert!(
+            std::time::Instant::now() < end,
+            "the container's key path was never resolved"
+        );
+        std::thread::yield_now();
+    }
+    let mut stdin = sh.stdin.take().unwrap();
+    use std::io::Write;
+    writeln!(stdin).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    // The host's files at the same paths, read on the host.
+    for p in [store.join("signing.pem"), hostonly.join("tls.pem")] {
+        let (_, st) = actor(&["open", p.to_str().unwrap()], None, None);
+        assert!(st.success());
+    }
+    let alerts = s.alerts_until_marker(&l.marker);
+    let mnt_ns = std::fs::metadata(format!("/proc/{cpid}/ns/mnt"))
+        .unwrap()
+        .ino();
+    drop(stdin);
+    let _ = sh.wait();
+
+    let opens = |p: &Path| -> Vec<&Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "key-file-open" && a["target"]["path"] == p.to_str().unwrap())
+            .collect()
+    };
+    // The image's key in the container: watched, and named as such.
+    let signing = opens(&store.join("signing.pem"));
+    let inside: Vec<_> = signing
+        .iter()
+        .filter(|a| a["target"]["inode"] == image_ino)
+        .collect();
+    assert_eq!(inside.len(), 1, "{alerts:#?}");
+    let a = inside[0];
+    assert_eq!(a["process"]["pid"], cpid, "{a:#}");
+    assert_eq!(a["severity"], "high", "{a:#}");
+    assert_eq!(a["process"]["namespaces"]["mnt"], mnt_ns, "{a:#}");
+    if docker.is_some() {
+        assert_eq!(a["process"]["container"]["id"], ID, "{a:#}");
+    }
+    // The host's own file too, read on the host (no namespaces named).
+    let host: Vec<_> = signing
+        .iter()
+        .filter(|a| a["target"]["inode"] == ino(&store.join("signing.pem")))
+        .collect();
+    assert_eq!(host.len(), 1, "{alerts:#?}");
+    assert!(
+        host[0]["process"].get("namespaces").is_none(),
+        "{:#}",
+        host[0]
+    );
+    // Scope "host": only the host's file.
+    let tls = opens(&hostonly.join("tls.pem"));
+    assert_eq!(tls.len(), 1, "{alerts:#?}");
+    assert_eq!(tls[0]["target"]["inode"], ino(&hostonly.join("tls.pem")));
+    drop(s);
 }

@@ -377,6 +377,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // From here on, new files at `[[allow]]` paths reach the kernel too.
     pipe.allow_ids = allow_ids;
     pipe.cx.code = code;
+    // Scope-"all" key paths in other mount namespaces: resolved on a
+    // thread of their own, applied at each stats tick.
+    pipe.cx.ns_keys = crate::enrich::nskeys::NsKeys::start(crate::enrich::nskeys::scoped(&cfg));
     // The block devices under the key stores (raw-read).
     pipe.cx.sync_raw_devs();
     // The sockets key agents already hold (agent-socket-use).
@@ -520,6 +523,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
                 if map_stats.step(&metrics, &pipe.cx.kernel) {
                     kfolds.update_fill(&metrics, map_stats.lru());
                 }
+                pipe.cx.apply_ns_keys();
                 holder_code.set_pids(pipe.cx.holder_pids(&allowed_pids));
                 let found = holder_code.take();
                 if !found.is_empty() {

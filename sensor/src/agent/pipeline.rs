@@ -485,6 +485,9 @@ impl Pipeline {
                     allow_bypass,
                 };
                 cx.procs.exec(&task, ppid, start_ns, image);
+                if let Some(n) = &cx.ns_keys {
+                    n.exec(task.pid);
+                }
                 if ppid == 2 && !self.dumps.helpers.contains_key(&task.pid) {
                     self.dumps.usermode_helper_exec(cx, task.pid);
                 }

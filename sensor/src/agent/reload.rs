@@ -87,7 +87,8 @@ pub(crate) fn reload(
             .map(|k| k.path.clone())
             .collect::<Vec<_>>()
     };
-    let key_paths_changed = paths(&new) != paths(cur);
+    let scoped = crate::enrich::nskeys::scoped;
+    let key_paths_changed = paths(&new) != paths(cur) || scoped(&new) != scoped(cur);
     if key_paths_changed {
         // Key-path entries go (code paths' too); tracked files (flows) stay.
         pipe.cx.kernel.clear_key_paths();
@@ -100,6 +101,12 @@ pub(crate) fn reload(
             .watched_inodes
             .set(pipe.cx.watcher.len() as i64);
         add_watches(watches.clone(), &pipe.cx.watcher.inotify_dirs());
+        // Other namespaces' entries went with the map's: resolved again.
+        match &pipe.cx.ns_keys {
+            Some(n) => n.set_paths(scoped(&new)),
+            None => pipe.cx.ns_keys = crate::enrich::nskeys::NsKeys::start(scoped(&new)),
+        }
+        pipe.cx.metrics.namespace_inodes.set(0);
     }
     if key_paths_changed || new.tamper != cur.tamper {
         if !key_paths_changed {

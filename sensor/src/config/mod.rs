@@ -468,6 +468,22 @@ pub struct KeyPath {
     /// A label (default: the path).
     #[serde(default)]
     pub name: Option<String>,
+    /// Where the path counts: the host's mount namespace only, or every
+    /// mount namespace keysentry sees too (`enrich/nskeys.rs`).
+    #[serde(default)]
+    pub scope: KeyScope,
+}
+
+/// `[[key_path]] scope`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// The path in the host's mount namespace.
+    #[default]
+    Host,
+    /// The same path inside every mount namespace too (a container's own
+    /// /etc/ssl/private), resolved against a member process's root.
+    All,
 }
 
 impl KeyPath {

@@ -424,6 +424,7 @@ pub fn process_ctx(p: &ProcInfo) -> ProcessCtx {
         cmdline: redact::cmdline(&p.argv),
         allow_bypass: None,
         cgroup_id: p.cgroup_id,
+        start_ns: p.start_ns,
         ..Default::default()
     }
 }

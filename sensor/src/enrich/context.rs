@@ -94,6 +94,9 @@ pub struct Context {
     places: crate::enrich::cgroups::Places,
     /// Roots tracked files were found from (`enrich/roots.rs`).
     pub(crate) roots: crate::enrich::roots::Roots,
+    /// Scope-"all" key paths resolved in other mount namespaces
+    /// (`enrich/nskeys.rs`; live only).
+    pub ns_keys: Option<crate::enrich::nskeys::NsKeys>,
     /// Alerts raised by the rules, in order, with their event time.
     raised: Vec<(Alert, u64)>,
     /// Tracked files that left the kernel's watch map since the rules last
@@ -123,6 +126,7 @@ impl Context {
             mem_readers: HashMap::new(),
             places: Default::default(),
             roots: Default::default(),
+            ns_keys: None,
             raised: Vec::new(),
             untracked: Vec::new(),
         }
@@ -137,6 +141,15 @@ impl Context {
             p.cgroup = Some(place.cgroup.clone());
             p.unit.clone_from(&place.unit);
             p.container.clone_from(&place.container);
+        }
+        if p.pid != 0 {
+            let (pid, start) = (p.pid, p.start_ns);
+            let v = self.view.found(format!("ns:{pid}:{start}"), || {
+                crate::enrich::nskeys::namespaces_of(pid, start)
+                    .and_then(|n| serde_json::to_value(n).ok())
+                    .unwrap_or_default()
+            });
+            p.namespaces = serde_json::from_value(v).ok();
         }
         if let crate::alert::Target::Process {
             container,
@@ -162,6 +175,49 @@ impl Context {
             .as_str()
             .map(String::from)
         })
+    }
+
+    /// What the namespace resolver found (`enrich/nskeys.rs`): each
+    /// namespace's key path entries into the kernel's watch map (stamped
+    /// through the handles it opened), the gone namespaces' out.
+    pub fn apply_ns_keys(&mut self) {
+        let Some(n) = self.ns_keys.as_ref() else {
+            return;
+        };
+        let found = n.take();
+        if found.is_empty() {
+            return;
+        }
+        for f in found {
+            let (ns, entries, pid) = match f {
+                crate::enrich::nskeys::Found::Resolved { ns, pid, entries } => {
+                    (ns, entries, Some(pid))
+                }
+                crate::enrich::nskeys::Found::Gone { ns } => (ns, Vec::new(), None),
+            };
+            let (delta, handles) = self.watcher.set_ns(ns, entries);
+            if delta.entries.is_empty() && delta.removed.is_empty() {
+                continue;
+            }
+            delta.push(&mut self.kernel, true);
+            // keysentry's own open of each new inode (through the handle:
+            // no path walked in the namespace again) stamps its entry.
+            for h in handles {
+                use std::os::fd::AsRawFd;
+                let _ = std::fs::File::open(format!("/proc/self/fd/{}", h.as_raw_fd()));
+            }
+            match pid {
+                Some(pid) if !delta.entries.is_empty() => tracing::info!(
+                    "watching {} inode(s) under scope-\"all\" key paths in mount namespace {ns} (pid {pid})",
+                    delta.entries.len()
+                ),
+                _ => {}
+            }
+        }
+        self.metrics
+            .namespace_inodes
+            .set(self.watcher.ns_len() as i64);
+        self.metrics.watched_inodes.set(self.watcher.len() as i64);
     }
 
     /// Scans the code-loading paths and pushes what changed into the
@@ -250,7 +306,7 @@ impl Context {
             return;
         }
         let mut stores: Vec<(std::path::PathBuf, u32)> = Vec::new();
-        for (k, w) in self.watcher.entries() {
+        for (k, w) in self.watcher.entries().filter(|(_, w)| w.ns.is_none()) {
             let root = self
                 .watcher
                 .roots()

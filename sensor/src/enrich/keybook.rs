@@ -105,7 +105,10 @@ impl KeyBook {
 /// symlink), `START_FILES` at most, as (path, kernel dev, inode).
 pub fn start_files(watcher: &crate::enrich::watch::Watcher) -> Vec<(PathBuf, u32, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let entries = watcher.entries().map(|(_, w)| w.path.clone());
+    let entries = watcher
+        .entries()
+        .filter(|(_, w)| w.ns.is_none())
+        .map(|(_, w)| w.path.clone());
     files_of(entries, START_FILES)
         .into_iter()
         .map(|(p, md)| (p, crate::enrich::devnum::kdev(md.dev()), md.ino()))

@@ -20,6 +20,7 @@ pub mod handle;
 pub mod holder_code;
 pub mod holders_at_start;
 pub mod keybook;
+pub mod nskeys;
 pub mod proctab;
 pub mod protect;
 pub mod rawdev;

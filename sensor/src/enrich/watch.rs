@@ -28,8 +28,11 @@ pub fn inode_key(md: &std::fs::Metadata) -> InodeKey {
 pub struct Watched {
     pub watch_id: u32,
     pub flags: u32,
-    /// One path under which it was found.
+    /// One path under which it was found (inside `ns` when set).
     pub path: PathBuf,
+    /// The mount namespace (nsfs inode) whose scope-"all" key path names
+    /// it; None: a host key path (`enrich/nskeys.rs`).
+    pub ns: Option<u64>,
 }
 
 /// Most inodes put in the kernel map (its size).
@@ -256,12 +259,13 @@ impl Watcher {
             }
         }
         // Inodes no key path reaches any more. Their names stay in the
-        // name filter (the same name is usually the replacement's).
+        // name filter (the same name is usually the replacement's). Other
+        // namespaces' entries are theirs to drop (`set_ns`).
         let gone: Vec<InodeKey> = self
             .index
-            .keys()
-            .filter(|k| !seen.contains(*k))
-            .copied()
+            .iter()
+            .filter(|(k, w)| w.ns.is_none() && !seen.contains(*k))
+            .map(|(k, _)| *k)
             .collect();
         if self.departed.len() + gone.len() > DEPARTED {
             self.departed.clear();
@@ -299,6 +303,7 @@ impl Watcher {
                 watch_id: id,
                 flags,
                 path: path.to_path_buf(),
+                ns: None,
             },
         );
         delta.entries.push((
@@ -324,13 +329,88 @@ impl Watcher {
         }
     }
 
+    /// Makes `entries` what namespace `ns`'s key paths name (all of them:
+    /// the ones not among them are dropped). An inode a host key path (or
+    /// another namespace) watches already stays theirs. Returns the delta
+    /// for the kernel, with the entries' O_PATH handles to stamp them.
+    pub fn set_ns(
+        &mut self,
+        ns: u64,
+        entries: Vec<super::nskeys::NsEntry>,
+    ) -> (ScanDelta, Vec<std::fs::File>) {
+        let mut delta = ScanDelta {
+            what: "key path",
+            ..Default::default()
+        };
+        let mut handles = Vec::new();
+        let keep: HashSet<InodeKey> = entries.iter().map(|e| e.key).collect();
+        let gone: Vec<InodeKey> = self
+            .index
+            .iter()
+            .filter(|(k, w)| w.ns == Some(ns) && !keep.contains(*k))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(w) = self.index.remove(&k) {
+                self.departed.insert(k, w);
+            }
+            delta.removed.push(k);
+        }
+        for e in entries {
+            if self.index.contains_key(&e.key) {
+                continue;
+            }
+            if self.index.len() >= MAX_WATCHED {
+                delta.overflow += 1;
+                continue;
+            }
+            let flags = e.flags | self.extra;
+            self.departed.remove(&e.key);
+            self.index.insert(
+                e.key,
+                Watched {
+                    watch_id: e.watch_id,
+                    flags,
+                    path: e.path.clone(),
+                    ns: Some(ns),
+                },
+            );
+            delta.entries.push((
+                e.key,
+                WatchEntry {
+                    watch_id: e.watch_id,
+                    flags,
+                    igen: 0,
+                    generation: 0,
+                },
+                e.path.clone(),
+            ));
+            if let Some(name) = e.path.file_name() {
+                let nk = sensor_common::names::name_key_of(name.as_bytes());
+                if self.names.insert(nk) {
+                    delta.names.push(nk);
+                }
+            }
+            handles.extend(e.handle);
+        }
+        if self.departed.len() > DEPARTED {
+            self.departed.clear();
+        }
+        (delta, handles)
+    }
+
+    /// Entries of other mount namespaces.
+    pub fn ns_len(&self) -> usize {
+        self.index.values().filter(|w| w.ns.is_some()).count()
+    }
+
     /// Directories to watch with inotify: every watched directory, and the
     /// nearest existing ancestor of each missing key path.
     pub fn inotify_dirs(&self) -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = self
             .index
             .values()
-            .filter(|w| w.flags & WATCH_CHILDREN != 0)
+            .filter(|w| w.flags & WATCH_CHILDREN != 0 && w.ns.is_none())
             .map(|w| w.path.clone())
             .collect();
         for (root, present) in self.roots.iter().zip(&self.present) {
