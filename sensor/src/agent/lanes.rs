@@ -24,19 +24,22 @@
 //!
 //! **Merge by watermark.** Records are handed to the pipeline in the order
 //! the events happened (the header's boot time; ring order within a lane;
-//! a tie to the lane read first), and only up to the watermark the reader
+//! a tie to the lane read first), and only up to the watermarks the reader
 //! publishes after each round: every lane it read empty in that round was
 //! read past the time the round started reading it (so everything
-//! committed before that time has been pushed), and a critical lane left
-//! behind (a full batch, or no room) up to its last record. A record's
-//! predecessors in other lanes (the actor's exec before its ptrace, the key
-//! open that registers the source before the copy's write, the maps read
-//! before a memory read, the close before the writer's exit), committed
-//! before it was even reserved, are therefore handed over before it. A
-//! lifecycle or bulk lane that is behind (a flood) is not waited for: the
-//! critical records read are handed over after at most one batch of older
-//! records, and may overtake older records still in a ring that is behind
-//! (the process table keeps exited processes for a while and reads /proc
+//! committed before that time has been pushed), and a lane left behind (a
+//! full batch, or no room) up to its last record. A record's predecessors
+//! in other lanes (the actor's exec before its ptrace, the key open that
+//! registers the source before the copy's write, the maps read before a
+//! memory read, the close before the writer's exit, a key holder's key
+//! opens before its exit), committed before it was even reserved, are
+//! therefore handed over before it. Lifecycle and bulk records wait for
+//! any lane behind (`ordered`): an exit never overtakes its process's
+//! opens still in a flooded bulk ring. Critical records wait only for the
+//! critical lane (`watermark`): in a flood they are handed over after at
+//! most one batch of older records, and may overtake older lifecycle and
+//! bulk records still in a ring that is behind (the process table keeps
+//! exited processes for a while and reads /proc
 //! for unknown ones). Records and the watermark are pushed under the
 //! queue's lock, the watermark after the round's records, so whatever
 //! watermark the pipeline sees is valid for every record it can pop.
@@ -125,6 +128,9 @@ pub(crate) struct Queue {
     lanes: [VecDeque<Rec>; 3],
     used: [usize; 3],
     watermark: u64,
+    /// Lifecycle and bulk records only up to this (module doc): a lane
+    /// behind is waited for by the others, never by critical records.
+    ordered: u64,
     /// Bulk events dropped to make room, per kind, not yet exported.
     evicted: [u64; KIND_SLOTS as usize],
 }
@@ -136,6 +142,7 @@ impl Queue {
             lanes: Default::default(),
             used: [0; 3],
             watermark: 0,
+            ordered: 0,
             evicted: [0; KIND_SLOTS as usize],
         }
     }
@@ -187,27 +194,33 @@ impl Queue {
         }
     }
 
-    /// The reader's watermark after a round (module doc).
-    pub(crate) fn set_watermark(&mut self, watermark: u64) {
+    /// The reader's watermarks after a round (module doc): `watermark`
+    /// for critical records, `ordered` (never above it) for the others.
+    pub(crate) fn set_watermark(&mut self, watermark: u64, ordered: u64) {
         self.watermark = watermark;
+        self.ordered = ordered.min(watermark);
     }
 
     /// The earliest queued record (the lane heads' least event time, ring
-    /// order within a lane, a tie to the lane read first) if it is not
-    /// after the watermark.
+    /// order within a lane, a tie to the lane read first) that is not after
+    /// its lane's watermark: a critical record may go ahead of a lifecycle
+    /// or bulk record that waits for a lane behind.
     pub(crate) fn pop_earliest(&mut self) -> Option<Rec> {
         let mut best: Option<(u64, usize)> = None;
         for (i, q) in self.lanes.iter().enumerate() {
+            let limit = if i == Lane::Critical as usize {
+                self.watermark
+            } else {
+                self.ordered
+            };
             if let Some(r) = q.front()
+                && r.ts <= limit
                 && best.is_none_or(|(b, _)| r.ts < b)
             {
                 best = Some((r.ts, i));
             }
         }
-        let (ts, i) = best?;
-        if ts > self.watermark {
-            return None;
-        }
+        let (_, i) = best?;
         let r = self.lanes[i].pop_front()?;
         self.used[i] -= r.cost();
         Some(r)
@@ -263,7 +276,11 @@ mod tests {
     }
 
     fn tags(q: &mut Queue, watermark: u64) -> Vec<u8> {
-        q.set_watermark(watermark);
+        tags2(q, watermark, watermark)
+    }
+
+    fn tags2(q: &mut Queue, watermark: u64, ordered: u64) -> Vec<u8> {
+        q.set_watermark(watermark, ordered);
         let mut out = Vec::new();
         while let Some(r) = q.pop_earliest() {
             out.push(r.bytes[16]);
@@ -286,6 +303,20 @@ mod tests {
         assert_eq!(tags(&mut q, u64::MAX), b"ze");
         assert!(q.is_empty());
         assert_eq!(q.used(), [0; 3]);
+    }
+
+    /// A lane behind (its ring not read to the round's start): lifecycle
+    /// and bulk records after its last record read wait for it (an exit
+    /// never goes ahead of its process's key opens still in the bulk ring);
+    /// critical records do not wait.
+    #[test]
+    fn a_lane_behind_holds_the_others_but_not_critical_records() {
+        let mut q = queue([&[(4, b'c'), (8, b'd')], &[(6, b'x')], &[(3, b'a')]]);
+        // Bulk read up to 3 only (a full batch): the exit at 6 waits.
+        assert_eq!(tags2(&mut q, 10, 3), b"acd");
+        q.push(Lane::Bulk, rec(5, b'b'));
+        assert_eq!(tags2(&mut q, 10, 10), b"bx");
+        assert!(q.is_empty());
     }
 
     /// A budget small enough to fill with a few records.
@@ -368,7 +399,7 @@ mod tests {
         assert!(!q.room(Lane::Bulk, open));
         assert_eq!(q.used()[Lane::Bulk as usize], 0);
         // Handing records over makes room again.
-        q.set_watermark(u64::MAX);
+        q.set_watermark(u64::MAX, u64::MAX);
         assert!(q.pop_earliest().is_some());
         assert!(q.room(Lane::Critical, open));
     }

@@ -237,7 +237,7 @@ fn reader_thread(rings: [RingBuf<MapData>; 3], shared: &Shared, metrics: &Metric
         g.error = Some(format!("{e:#}"));
     }
     g.closed = true;
-    g.queue.set_watermark(u64::MAX);
+    g.queue.set_watermark(u64::MAX, u64::MAX);
     drop(g);
     shared.ready.notify_one();
 }
@@ -306,6 +306,7 @@ fn round(
 ) -> Round {
     let mut out = Round::default();
     let mut watermark = u64::MAX;
+    let mut ordered = u64::MAX;
     for lane in Lane::ALL {
         let i = lane as usize;
         let max = if lane == Lane::Critical {
@@ -339,16 +340,18 @@ fn round(
         } else {
             out.batch_full |= n == max;
             out.no_room |= no_room;
-            // A critical ring behind: its records read so far. The other
-            // lanes are not waited for when behind.
+            // A ring behind: its records read so far. Critical records do
+            // not wait for a lifecycle or bulk ring behind; the others do.
             if lane == Lane::Critical {
                 watermark = watermark.min(last_ts[i]);
+            } else {
+                ordered = ordered.min(last_ts[i]);
             }
         }
     }
     let evicted = {
         let mut g = shared.lock();
-        g.queue.set_watermark(watermark);
+        g.queue.set_watermark(watermark, ordered);
         g.queue.take_evicted()
     };
     for (kind, n) in evicted {
