@@ -461,6 +461,12 @@ pub unsafe trait Compact: Sized {
 pub const PATH_TRUNCATED: u32 = 1;
 /// The walk reached the root of the mount namespace.
 pub const PATH_COMPLETE: u32 = 2;
+/// (Opens.) The file's mount belongs to another mount namespace than the
+/// opener's: reached through `/proc/<pid>/root`, a descriptor from another
+/// namespace, or a detached mount.
+pub const PATH_OTHER_NS: u32 = 4;
+/// (Opens.) The opener's mount namespace is not the host's.
+pub const PATH_GUEST: u32 = 8;
 
 #[cfg(test)]
 mod tests {

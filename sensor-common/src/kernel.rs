@@ -221,6 +221,14 @@ pub struct KernelOffsets {
     pub _pad_xa: u32,
     pub proc_inode_pid: u32,
     pub proc_inode_vfs: u32,
+    /// Mount namespaces (a key opened through a mount of another mount
+    /// namespace, `probes/open.rs`): task_struct.nsproxy, nsproxy.mnt_ns,
+    /// mount.mnt_ns and mnt_namespace.ns.inum. `task_nsproxy` 0 when the
+    /// kernel's BTF lacks any of them.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mount_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
 }
 
 /// REQ_F_FIXED_FILE (= IOSQE_FIXED_FILE): the request's fd is a fixed
@@ -269,6 +277,9 @@ pub struct SensorSettings {
     /// `[agents] protected`: 1: a unix socket a `[[protected]]` process
     /// (a rule, not a key holder) binds is a key agent's socket.
     pub agent_protected: u32,
+    /// The host's mount namespace (its nsfs inode number; 0: unknown): an
+    /// opener in another one is a guest (`PATH_GUEST`).
+    pub host_mnt_ns: u32,
 }
 
 /// The `PROTECTED` value of a key holder: a process protected because it

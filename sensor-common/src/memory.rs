@@ -105,6 +105,10 @@ pub const DCFG_SWAPON: u32 = 11;
 /// A write-open of a hibernation control in sysfs's power/ directory
 /// (`value`: POWER_*): hibernation writes all of memory to swap.
 pub const DCFG_SYS_POWER: u32 = 12;
+/// A write-open of a cgroup v1 hierarchy's `release_agent`: the program
+/// it names runs as root in the host's namespaces when a cgroup of that
+/// hierarchy empties (a container escape; judged by container-escape).
+pub const DCFG_RELEASE_AGENT: u32 = 13;
 /// `DumpConfigEvent::value` of a DCFG_SYS_POWER: which file.
 pub const POWER_STATE: u64 = 1;
 pub const POWER_DISK: u64 = 2;

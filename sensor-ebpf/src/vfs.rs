@@ -34,6 +34,9 @@ pub const O_PATH: u32 = 0o10000000;
 pub const PROC_SUPER_MAGIC: u64 = 0x9fa0;
 pub const TRACEFS_MAGIC: u64 = 0x74726163;
 pub const SYSFS_MAGIC: u64 = 0x62656572;
+/// A cgroup v1 hierarchy (cgroup2 is another magic, and has no
+/// release_agent).
+pub const CGROUP_SUPER_MAGIC: u64 = 0x27e0eb;
 
 pub type Ptr = *const u8;
 

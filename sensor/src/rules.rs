@@ -61,6 +61,11 @@ pub enum Rule {
     /// A kernel key read by another principal than its owner, or another
     /// uid's persistent keyring taken (`keyring.rs`).
     KeyringRead,
+    /// A way out of a container to the host's keys: a key opened from a
+    /// non-host mount namespace through a mount of another one
+    /// (`/proc/<pid>/root`), or a cgroup v1 `release_agent` opened for
+    /// writing (`keys.rs`, `escape.rs`).
+    ContainerEscape,
 }
 
 /// A stage of the attack chain (`[scoring.stages]`, docs/scoring.md): an
@@ -189,6 +194,9 @@ pub(crate) mod attack {
     /// Remote Service Session Hijacking: SSH Hijacking (another user's
     /// agent socket used).
     pub const SSH_HIJACK: &str = "T1563.001";
+    /// Escape to Host (a container reaching the host's files or running
+    /// code there).
+    pub const ESCAPE_TO_HOST: &str = "T1611";
 }
 
 /// Every rule, in `Rule` order (checked at compile time below). The
@@ -197,7 +205,7 @@ pub(crate) mod attack {
 /// tracked-copy's archives, exfiltration other than over TCP, kernel-reader's
 /// module loads, key-holder-tamper's tracer, raw-read's kernel memory.
 #[rustfmt::skip]
-const TABLE: [Def; 23] = {
+const TABLE: [Def; 24] = {
     use Severity::{Critical, High, Info, Medium};
     use Stage::{Access, Copy, Dump, Key, Send};
     use attack::*;
@@ -225,6 +233,7 @@ const TABLE: [Def; 23] = {
         def(Rule::AgentSocketUse, "agent-socket-use", one(SSH_HIJACK), Access, Some((High, 80)), false),
         def(Rule::EventsLost, "events-lost", one(INDICATOR_BLOCKING), Access, Some((High, 80)), false),
         def(Rule::KeyringRead, "keyring-read", one(PASSWORD_STORES), Access, Some((High, 80)), false),
+        def(Rule::ContainerEscape, "container-escape", one(ESCAPE_TO_HOST), Access, Some((High, 80)), false),
     ]
 };
 

@@ -446,3 +446,103 @@ exec sh -c 'echo ready; read x; exec 3< "$2/signing.pem" && "$1" open "$3/tls.pe
     assert_eq!(tls[0]["target"]["inode"], ino(&hostonly.join("tls.pem")));
     drop(s);
 }
+
+/// `container-escape`: from a process in its own mount namespace, the
+/// host's key opened through another process's `/proc/<pid>/root` (the
+/// host's mounts) is an escape; the same key opened through the
+/// namespace's own copy of the mount is an ordinary `key-file-open`. A
+/// cgroup v1 `release_agent` opened for writing is an escape too.
+#[test]
+fn a_container_reaching_the_hosts_keys_is_an_escape() {
+    if shell("command -v unshare").is_none() {
+        println!("SKIP: no unshare (util-linux)");
+        return;
+    }
+    let escape_line = probes_report()
+        .lines()
+        .any(|l| l.contains("container-escape (key opened") && l.contains(" available ("));
+    if !escape_line {
+        println!("SKIP: this kernel's BTF lacks the mount namespace offsets (keysentry probes)");
+        return;
+    }
+    let l = lab();
+    let key = l.root.join("keys/host.pem");
+    let (pem, _) = fresh_key();
+    std::fs::write(&key, pem).unwrap();
+    let hierarchy = l.root.join("v1");
+    let mut s = Sensor::start(&l.root, &config(&l));
+    let _ = s.alerts_until_marker(&l.marker);
+    let mut sh = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            r#""$1" open "$2" && "$1" open "/proc/$3/root$2" || exit 1
+mkdir -p "$4"
+if mount -t cgroup -o none,name=ks-escape-test ks-v1 "$4" 2>/dev/null; then
+  echo /bin/true > "$4/release_agent"; umount "$4"; echo agent
+else
+  echo no-agent
+fi
+read x"#,
+        )
+        .arg("sh")
+        .arg(actor_bin())
+        .arg(&key)
+        .arg(std::process::id().to_string())
+        .arg(&hierarchy)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let agent = match line.trim() {
+        "agent" => true,
+        "no-agent" => {
+            println!("SKIPPED (release_agent): no cgroup v1 hierarchy can be mounted here");
+            false
+        }
+        other => panic!("the shell failed: {other:?}"),
+    };
+    let alerts = s.alerts_until_marker(&l.marker);
+    let shp = sh.id();
+    drop(sh.stdin.take());
+    let _ = sh.wait();
+
+    let of = |rule: &str| -> Vec<&Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == rule && a["process"]["ppid"] == shp)
+            .collect()
+    };
+    // Through the namespace's own mount: the key read, no escape.
+    let opens = of("key-file-open");
+    assert_eq!(opens.len(), 1, "{alerts:#?}");
+    assert_eq!(opens[0]["target"]["path"], key.to_str().unwrap());
+    // Through the host's mounts (/proc/<pid>/root): an escape, named so.
+    let esc = of("container-escape");
+    assert_eq!(esc.len(), 1, "{alerts:#?}");
+    let e = esc[0];
+    assert_eq!(e["target"]["path"], key.to_str().unwrap(), "{e:#}");
+    assert_eq!(e["target"]["inode"], ino(&key), "{e:#}");
+    assert_eq!(e["severity"], "high", "{e:#}");
+    assert_eq!(e["attack"], "T1611", "{e:#}");
+    assert_ne!(e["process"]["pid"], opens[0]["process"]["pid"]);
+    // The release_agent, written by the shell itself.
+    let ra: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "container-escape" && a["process"]["pid"] == shp)
+        .collect();
+    if agent {
+        assert_eq!(ra.len(), 1, "{alerts:#?}");
+        assert_eq!(ra[0]["kernel"]["op"], "release_agent", "{:#}", ra[0]);
+        assert_eq!(ra[0]["kernel"]["result"], "success", "{:#}", ra[0]);
+    }
+    // Nothing else is an escape (the host's own opens, keysentry's).
+    let all: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["rule"] == "container-escape")
+        .collect();
+    assert_eq!(all.len(), 1 + agent as usize, "{alerts:#?}");
+}

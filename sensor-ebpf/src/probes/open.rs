@@ -19,10 +19,10 @@ use aya_ebpf::{
 use sensor_common::{
     ARG_BUF, CODE_BY_NAME, FMODE_CREATED, FoldKey, HOLDER_RULE, INSERT_FAIL_PROTECTED,
     IORING_FILE_INDEX_ALLOC, InodeKey, MATCH_CODE, MATCH_INODE, MATCH_NAME, MATCH_PARENT,
-    MATCH_TRACKED, OpenEvent, OpenKind, SRC_CREAT, SRC_IO_URING, SRC_IO_URING_FIXED, SRC_OPEN,
-    SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST, STOP_OWN_KEY, TAINT_FILE,
-    TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_CODE, WATCH_IGEN, WATCH_SELF, WATCH_STRONG,
-    WATCH_TRACKED,
+    MATCH_TRACKED, OpenEvent, OpenKind, PATH_GUEST, PATH_OTHER_NS, SRC_CREAT, SRC_IO_URING,
+    SRC_IO_URING_FIXED, SRC_OPEN, SRC_OPEN_BY_HANDLE, SRC_OPENAT, SRC_OPENAT2, STOP_ALLOWLIST,
+    STOP_OWN_KEY, TAINT_FILE, TAINT_STRONG, Taint, WATCH_CHILDREN, WATCH_CODE, WATCH_IGEN,
+    WATCH_SELF, WATCH_STRONG, WATCH_TRACKED,
     names::NameKey,
     x86_64::{NR_CREAT, NR_OPEN, NR_OPEN_BY_HANDLE_AT, NR_OPENAT, NR_OPENAT2},
 };
@@ -692,6 +692,45 @@ unsafe fn fill_open(ev: *mut OpenEvent, s: *mut OpenState, key: &FoldKey, at: &O
             }
         }
         FilePtr::from_addr(get!(s.file)).read_path(&raw mut (*ev).path);
+        (*ev).path.flags |= ns_flags(get!(s.file));
+    }
+}
+
+/// PATH_OTHER_NS (the file's mount is not in the opener's mount
+/// namespace: reached through /proc/<pid>/root, a descriptor from another
+/// namespace, or a detached mount) and PATH_GUEST (the opener's namespace
+/// is not the host's) of an open of `file` by the current task; 0 where
+/// the kernel's BTF lacks the offsets. A BPF function of its own: the
+/// open programs stay as the verifier knew them.
+#[inline(never)]
+fn ns_flags(file: u64) -> u32 {
+    use crate::vfs::{Ptr, rd, rd_ptr};
+    if off!(task_nsproxy) == 0 || file == 0 {
+        return 0;
+    }
+    // SAFETY: kernel memory is read through bpf_probe_read_kernel only.
+    unsafe {
+        let task = generated::bpf_get_current_task() as Ptr;
+        let Some(nsproxy) = rd_ptr(task, off!(task_nsproxy)) else {
+            return 0;
+        };
+        let Some(mine) = rd_ptr(nsproxy, off!(nsproxy_mnt_ns)) else {
+            return 0;
+        };
+        let mut flags = 0;
+        let host = crate::setting!(host_mnt_ns);
+        if host != 0 && rd::<u32>(mine, off!(mnt_ns_inum)).is_some_and(|n| n != host) {
+            flags |= PATH_GUEST;
+        }
+        let Some(vfsmnt) = rd_ptr(file as Ptr, off!(file_f_path) + off!(path_mnt)) else {
+            return flags;
+        };
+        let mount = (vfsmnt as u64).wrapping_sub(off!(mount_mnt) as u64) as Ptr;
+        let theirs = rd::<u64>(mount, off!(mount_mnt_ns)).unwrap_or(0);
+        if theirs != mine as u64 {
+            flags |= PATH_OTHER_NS;
+        }
+        flags
     }
 }
 

@@ -9,13 +9,14 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_DYNAMIC_EVENTS,
-    DCFG_KPROBE_EVENTS, DCFG_SUID_DUMPABLE, DCFG_SYS_POWER, DCFG_SYSRQ_TRIGGER, DCFG_UPROBE_EVENTS,
-    INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, POWER_DISK, POWER_RESUME,
-    POWER_RESUME_OFFSET, POWER_STATE, PROC_ENVIRON, PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS,
-    PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey, short_name,
+    DCFG_KPROBE_EVENTS, DCFG_RELEASE_AGENT, DCFG_SUID_DUMPABLE, DCFG_SYS_POWER, DCFG_SYSRQ_TRIGGER,
+    DCFG_UPROBE_EVENTS, INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, POWER_DISK,
+    POWER_RESUME, POWER_RESUME_OFFSET, POWER_STATE, PROC_ENVIRON, PROC_MAPS, PROC_MEM,
+    PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey,
+    short_name,
 };
 
-use crate::vfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, TRACEFS_MAGIC};
+use crate::vfs::{CGROUP_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC, TRACEFS_MAGIC};
 use crate::{
     kptr::{DentryPtr, FilePtr, InodePtr, TaskPtr},
     maps::{ENVIRON_READS, check_insert, lru_insert, protected_target},
@@ -136,6 +137,8 @@ fn dump_config_file(name: &NameKey) -> u32 {
         DCFG_KPROBE_EVENTS
     } else if name.len == 14 && h == name_head(b"dynamic_events") {
         DCFG_DYNAMIC_EVENTS
+    } else if name.len == 13 && h == name_head(b"release_agent") {
+        DCFG_RELEASE_AGENT
     } else if power_file(name) != 0 {
         DCFG_SYS_POWER
     } else {
@@ -181,6 +184,8 @@ fn check_dump_config(
     let magic = inode.fs_magic().unwrap_or(0);
     let want = if what == DCFG_SYS_POWER {
         SYSFS_MAGIC
+    } else if what == DCFG_RELEASE_AGENT {
+        CGROUP_SUPER_MAGIC
     } else if what >= DCFG_UPROBE_EVENTS {
         TRACEFS_MAGIC
     } else {

@@ -129,6 +129,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         crit_rate_limit: 1,
         key_holders: cfg.protection.key_holders as u32,
         agent_protected: cfg.agents.protected as u32,
+        host_mnt_ns: crate::enrich::nskeys::host_ns("mnt").unwrap_or(0) as u32,
     };
     let mut ebpf = loader::load(&offsets, &settings, opts.ring_bytes, &opts.map_entries)?;
     if let Err(e) = aya_log::EbpfLogger::init(&mut ebpf) {

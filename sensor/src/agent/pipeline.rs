@@ -577,6 +577,9 @@ impl Pipeline {
                 crate::detect::fdaccess::fd_access(cx, policy, &mut self.flows, &r)
             }
             Event::Signal(s) => self.dumps.dump_signal(cx, policy, &s),
+            Event::DumpConfig(d) if d.what == sensor_common::DCFG_RELEASE_AGENT => {
+                crate::detect::escape::release_agent(cx, policy, &d)
+            }
             Event::DumpConfig(d) if crate::detect::kernel_reader::is_back_door(d.what) => {
                 crate::detect::kernel_reader::back_door(cx, policy, &d)
             }

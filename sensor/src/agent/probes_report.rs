@@ -67,6 +67,8 @@ pub const IOU_DIRECT_DETECTION: &str = "key-file-open (io_uring direct descripto
 
 /// Memory access named from inside a pid namespace (a container's pid 1).
 pub const PIDNS_DETECTION: &str = "memory-access targets in a pid namespace";
+/// The `keysentry probes` line for container-escape's key opens.
+pub const ESCAPE_DETECTION: &str = "container-escape (key opened through another namespace)";
 
 /// Why BPF LSM is not used, as `keysentry probes` says it.
 fn lsm_unavailable_words(reason: &str) -> String {
@@ -97,6 +99,7 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
         crit_rate_limit: 1,
         key_holders: 0,
         agent_protected: 0,
+        host_mnt_ns: 0,
     };
     let mut ebpf = loader::load(&offsets, &settings, 1 << 16, &[])?;
     let lsm = loader::lsm::probe_lsm(&mut ebpf, backend);
@@ -162,6 +165,16 @@ pub fn probes_report(cfg: &Config, backend: loader::lsm::Backend) -> Result<Stri
             "available (the caller's pid namespace IDR, /proc directories' struct pid)"
         } else {
             "unavailable: no pid namespace IDR or proc_inode in the kernel's BTF (numbers taken as host pids)"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {:<50} {}",
+        ESCAPE_DETECTION,
+        if btf::has_mount_namespaces(&offsets) {
+            "available (the opened file's mount's namespace against the opener's)"
+        } else {
+            "unavailable: no nsproxy, mount.mnt_ns or mnt_namespace.ns in the kernel's BTF"
         }
     );
     // What only the LSM backend sees.

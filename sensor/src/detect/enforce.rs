@@ -243,6 +243,7 @@ fn judge(
                 created: false,
                 size: 0,
                 fresh: false,
+                escape: false,
             };
             policy.key_file_open(&k, &cx.host, ts)
         }

@@ -115,6 +115,7 @@ pub(crate) fn fd_access(cx: &mut Context, policy: &Policy, flows: &mut Flows, r:
         created: false,
         size: 0,
         fresh: false,
+        escape: false,
     };
     cx.note_key(&k, allowed);
     let ts = cx.wall(r.task.ts_boot_ns);

@@ -12,6 +12,7 @@ pub mod dump_rules;
 pub mod dumps;
 pub mod enforce;
 pub mod environ;
+pub mod escape;
 pub mod evidence;
 pub mod fdaccess;
 pub mod flows;
@@ -461,13 +462,18 @@ pub fn rule_alert(rule: Rule, actor: &ProcInfo, target: Target, host: &str, ts: 
 }
 
 impl Policy {
-    /// The `key-file-open` rule. None when allowed or not an access (O_PATH).
+    /// The `key-file-open` rule (`container-escape` for a key opened from
+    /// a container through another namespace's mount). None when allowed
+    /// or not an access (O_PATH).
     pub fn key_file_open(&self, k: &KeyAccess<'_>, host: &str, ts: String) -> Option<Alert> {
         let acc = access(k.flags);
         if acc == "path" {
             return None;
         }
-        if self.allowed(k.actor, k.watch_id) {
+        // An allowance is for the key where the program keeps it, not for
+        // a way out of its container.
+        let escape = k.escape && !k.failed;
+        if !escape && self.allowed(k.actor, k.watch_id) {
             return None;
         }
         let mut matched = Vec::new();
@@ -495,6 +501,14 @@ impl Policy {
                 format!(
                     "{} (pid {}, uid {}) created key file {}",
                     p.comm, p.pid, p.uid, k.path
+                ),
+            )
+        } else if escape {
+            (
+                Rule::ContainerEscape,
+                format!(
+                    "{} (pid {}, uid {}) opened key file {} for {} from its container, through a mount of another mount namespace (another process's /proc/<pid>/root)",
+                    p.comm, p.pid, p.uid, k.path, acc
                 ),
             )
         } else if k.failed {

@@ -293,6 +293,7 @@ pub(super) fn open_rec(flags: u32, ret: i64, matched: u32) -> OpenRecord {
         arg: Some("ca.key".into()),
         path: Some("/etc/ssl/private/ca.key".into()),
         path_truncated: false,
+        escape: false,
         proc_file: 0,
         proc_target: 0,
         raw: 0,

@@ -80,6 +80,9 @@ pub struct KeyAccess<'a> {
     pub size: i64,
     /// A key the actor's uid created in the last ten minutes.
     pub fresh: bool,
+    /// Opened from a container through a mount of another mount namespace
+    /// (`OpenRecord::escape`).
+    pub escape: bool,
 }
 
 impl<'a> KeyAccess<'a> {
@@ -112,6 +115,7 @@ impl<'a> KeyAccess<'a> {
             created: rec.created(),
             size: rec.size,
             fresh,
+            escape: rec.escape,
         }
     }
 }

@@ -281,6 +281,7 @@ pub fn kernel_offsets(btf: &KernelBtf) -> Result<KernelOffsets> {
         k.key_need_read = read as u32;
     }
     pid_namespaces(btf, &mut k);
+    mount_namespaces(btf, &mut k);
     // The thread list (own-thread checks): optional, both or neither.
     if let (Ok(head), Ok(node)) = (
         o("signal_struct", "thread_head"),
@@ -479,6 +480,29 @@ fn pid_namespaces(btf: &KernelBtf, k: &mut KernelOffsets) {
     k.proc_inode_vfs = pi_vfs;
 }
 
+/// Mount namespace offsets (a key opened through another namespace's
+/// mount): all or none.
+fn mount_namespaces(btf: &KernelBtf, k: &mut KernelOffsets) {
+    let o = |s: &str, m: &str| btf.offset(s, m);
+    if let (Ok(nsproxy), Ok(mnt_ns), Ok(mount_ns), Ok(inum)) = (
+        o("task_struct", "nsproxy"),
+        o("nsproxy", "mnt_ns"),
+        o("mount", "mnt_ns"),
+        o("mnt_namespace", "ns.inum"),
+    ) {
+        k.task_nsproxy = nsproxy;
+        k.nsproxy_mnt_ns = mnt_ns;
+        k.mount_mnt_ns = mount_ns;
+        k.mnt_ns_inum = inum;
+    }
+}
+
+/// True when a key opened through a mount of another mount namespace is
+/// told apart in the kernel.
+pub fn has_mount_namespaces(k: &KernelOffsets) -> bool {
+    k.task_nsproxy != 0
+}
+
 /// True when a pid named in the caller's pid namespace is translated to
 /// the host's in the kernel.
 pub fn has_pid_namespaces(k: &KernelOffsets) -> bool {
@@ -548,6 +572,8 @@ mod tests {
         let mut k = KernelOffsets::default();
         pid_namespaces(&btf, &mut k);
         assert!(has_pid_namespaces(&k), "{k:?}");
+        mount_namespaces(&btf, &mut k);
+        assert!(has_mount_namespaces(&k), "{k:?}");
         assert_eq!(k.xa_slot_mask, 63, "64 slots per xarray node");
         assert!(k.proc_inode_pid < k.proc_inode_vfs);
     }

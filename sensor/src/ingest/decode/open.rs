@@ -4,7 +4,7 @@
 
 use std::mem::offset_of;
 
-use sensor_common::{ARG_BUF, EventKind, Header, OpenEvent};
+use sensor_common::{ARG_BUF, EventKind, Header, KPath, OpenEvent};
 
 use super::{Task, at, cstr, kpath_at, task};
 
@@ -27,6 +27,10 @@ pub struct OpenRecord {
     /// Path rebuilt from the dentry (success only).
     pub path: Option<String>,
     pub path_truncated: bool,
+    /// The opener's mount namespace is not the host's, and the file's mount
+    /// is not in the opener's namespace (PATH_GUEST | PATH_OTHER_NS): a way
+    /// out of a container (`/proc/<pid>/root`).
+    pub escape: bool,
     /// For an open of a /proc/<pid>/ file: its PROC_* value, else 0.
     pub proc_file: u32,
     /// For an open of a /proc/<pid>/ file: the process (tgid) whose file it
@@ -60,6 +64,9 @@ pub(super) fn open(buf: &[u8], h: &Header, kind: EventKind) -> OpenRecord {
     let a = offset_of!(OpenEvent, arg);
     let arg = (n > 0).then(|| cstr(&buf[a..a + n]));
     let failed = kind == EventKind::KeyOpenFailed;
+    let pflags: u32 = at(buf, offset_of!(OpenEvent, path) + offset_of!(KPath, flags));
+    let both = sensor_common::PATH_GUEST | sensor_common::PATH_OTHER_NS;
+    let escape = !failed && pflags & both == both;
     let (path, path_truncated) = if failed {
         (None, false)
     } else {
@@ -84,6 +91,7 @@ pub(super) fn open(buf: &[u8], h: &Header, kind: EventKind) -> OpenRecord {
         arg,
         path,
         path_truncated,
+        escape,
         proc_file: if kind == EventKind::ProcFileOpen {
             f(offset_of!(OpenEvent, name_rules))
         } else {
