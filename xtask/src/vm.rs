@@ -40,9 +40,10 @@ const VM_PACKAGES: &[(&str, &str)] = &[
 
 /// Modules the guest needs when the kernel has them as modules (Debian's
 /// 6.1 cloud kernels; built in on 6.12): the virtio-serial output port;
-/// loop devices and ext4 for raw_read.rs's key store on a block device.
+/// loop devices and ext4 for raw_read.rs's key store on a block device;
+/// overlay for containers.rs's image layers.
 /// A cache made for another list is fetched again.
-const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console", "loop", "ext4"];
+const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_console", "loop", "ext4", "overlay"];
 
 /// Host programs the integration tests run, copied into the VM with their
 /// shared libraries when the host has them.
