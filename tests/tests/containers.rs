@@ -82,8 +82,9 @@ fn alerts_name_the_cgroup_unit_and_container() {
     let slice = root.join(format!("ks-test-{}.slice", std::process::id()));
     let docker = slice.join(format!("docker-{ID}.scope"));
     let service = slice.join("vault.service");
+    let signer = slice.join("signer.service");
     let mut made = Cgroups(Vec::new());
-    for d in [&slice, &docker, &service] {
+    for d in [&slice, &docker, &service, &signer] {
         if let Err(e) = std::fs::create_dir(d) {
             println!("SKIP: cannot make cgroup {}: {e}", d.display());
             return;
@@ -100,7 +101,7 @@ fn alerts_name_the_cgroup_unit_and_container() {
     let mut s = Sensor::start(
         dir,
         &format!(
-            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[protected]]\ncgroup = \"{slice_path}/vault.service\"\n",
+            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[protected]]\ncgroup = \"{slice_path}/vault.service\"\n\n[[protected]]\nunit = \"signer.service\"\n",
             dir.join("keys").display(),
             vault.display()
         ),
@@ -120,11 +121,30 @@ fn alerts_name_the_cgroup_unit_and_container() {
         .read_line(&mut sline)
         .unwrap();
     let sf: Vec<&str> = sline.split_whitespace().collect();
+    // A program of the unit a `[[protected]] unit` names.
+    let mut unit_victim = Command::new("sh")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
+        .arg("sh")
+        .arg(&signer)
+        .arg(actor_bin())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut uline = String::new();
+    BufReader::new(unit_victim.stdout.take().unwrap())
+        .read_line(&mut uline)
+        .unwrap();
+    let uf: Vec<&str> = uline.split_whitespace().collect();
     // Its exec (protection by cgroup is decided there) is handled once
     // the marker is through.
     let _ = s.alerts_until_marker(&marker);
     let sp = service_victim.id().to_string();
     let (service_reader, st) = actor(&["vm-read", &sp, sf[0], sf[1]], None, None);
+    assert!(st.success());
+    let up = unit_victim.id().to_string();
+    let (unit_reader, st) = actor(&["vm-read", &up, uf[0], uf[1]], None, None);
     assert!(st.success());
     let mut victim = Command::new("sh")
         .arg("-c")
@@ -201,7 +221,20 @@ fn alerts_name_the_cgroup_unit_and_container() {
     );
     assert_eq!(r[0]["memory"]["target_protected"], true, "{:#}", r[0]);
     assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
-    for mut c in [victim, service_victim] {
+    // A process of a unit a [[protected]] rule names, whatever its slice.
+    let r: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["process"]["pid"] == unit_reader)
+        .collect();
+    assert_eq!(r.len(), 1, "{alerts:#?}");
+    assert_eq!(r[0]["target"]["pid"], unit_victim.id(), "{:#}", r[0]);
+    assert_eq!(
+        r[0]["target"]["protected"], "[[protected]] unit = signer.service",
+        "{:#}",
+        r[0]
+    );
+    assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
+    for mut c in [victim, service_victim, unit_victim] {
         drop(c.stdin.take());
         let _ = c.wait();
     }

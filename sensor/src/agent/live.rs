@@ -407,10 +407,22 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         .filter(|(p, kdev, ino)| pipe.cx.queue_book(p.clone(), *kdev, *ino))
         .count();
     tracing::info!("key book: reading {queued} watched key files for their fingerprints");
+    // The units of the processes' cgroups, when a rule names one.
+    let mut units: std::collections::HashMap<u64, Option<String>> = Default::default();
+    if pipe.cx.protector.needs_unit() {
+        let ids: Vec<u64> = pipe.cx.procs.iter().map(|p| p.cgroup_id).collect();
+        for id in ids {
+            if let std::collections::hash_map::Entry::Vacant(e) = units.entry(id) {
+                e.insert(pipe.cx.unit_of(id));
+            }
+        }
+    }
     let initial = pipe
         .cx
         .protector
-        .initial(&pipe.cx.procs, std::process::id());
+        .initial(&pipe.cx.procs, std::process::id(), &mut |id| {
+            units.get(&id).cloned().flatten()
+        });
     pipe.apply(&initial);
     // Key holders whose key open came before this run.
     let before = crate::enrich::holders_at_start::find(

@@ -491,7 +491,16 @@ impl Pipeline {
                 if ppid == 2 && !self.dumps.helpers.contains_key(&task.pid) {
                     self.dumps.usermode_helper_exec(cx, task.pid);
                 }
-                let change = cx.procs.get(task.pid).and_then(|p| cx.protector.on_exec(p));
+                let unit = if cx.protector.needs_unit() {
+                    let id = cx.procs.get(task.pid).map_or(0, |p| p.cgroup_id);
+                    cx.unit_of(id)
+                } else {
+                    None
+                };
+                let change = cx
+                    .procs
+                    .get(task.pid)
+                    .and_then(|p| cx.protector.on_exec(p, unit.as_deref()));
                 if let Some(c) = change {
                     cx.apply(&[c]);
                 }

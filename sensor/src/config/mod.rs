@@ -513,6 +513,10 @@ pub struct Protected {
     /// cgroup v2 path inside the hierarchy, e.g. /system.slice/vault.service.
     #[serde(default)]
     pub cgroup: Option<PathBuf>,
+    /// systemd unit (`vault.service`, `docker-<id>.scope`): every process
+    /// whose cgroup's innermost unit it is, whatever slice it is under.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 /// `[[allow]]`: a program that may open keys.
@@ -755,6 +759,9 @@ mod tests {
         assert!(s.contains("bogus") && s.contains("line 3"), "{s}");
         assert!(bad("[[key_path]]\npath = \"/a\"\nlabel = \"x\"\n").contains("label"));
         assert!(bad("[[keypath]]\npath = \"/a\"\n").contains("keypath"));
+        assert!(bad("[[protected]]\nunit = \"vault\"\n").contains("protected[0].unit"));
+        assert!(bad("[[protected]]\nunit = \"a/b.service\"\n").contains("protected[0].unit"));
+        assert!(bad("[[protected]]\nunit = \"x.service\"\ncomm = \"x\"\n").contains("comm, unit"));
         assert!(bad("[[allow]]\nkey_path = \"/a\"\n").contains("exe"));
         assert!(bad("[alerts]\nstdout = \"yes\"\n").contains("stdout"));
     }

@@ -237,6 +237,7 @@ impl Config {
                 ("comm", p.comm.is_some()),
                 ("pid_file", p.pid_file.is_some()),
                 ("cgroup", p.cgroup.is_some()),
+                ("unit", p.unit.is_some()),
             ]
             .into_iter()
             .filter_map(|(f, set)| set.then_some(f))
@@ -249,7 +250,9 @@ impl Config {
                 };
                 return invalid(
                     format!("protected[{i}]"),
-                    format!("set exactly one of exe, comm, pid_file, cgroup (found: {found})"),
+                    format!(
+                        "set exactly one of exe, comm, pid_file, cgroup, unit (found: {found})"
+                    ),
                 );
             }
             if let Some(exe) = &p.exe {
@@ -288,6 +291,20 @@ impl Config {
                 }
                 if s.split('/').any(|c| c == "." || c == "..") {
                     return invalid(field, "must not contain \".\" or \"..\" components");
+                }
+            }
+            if let Some(u) = &p.unit {
+                let field = format!("protected[{i}].unit");
+                let stem = u
+                    .strip_suffix(".service")
+                    .or_else(|| u.strip_suffix(".scope"));
+                if stem.is_none_or(|s| s.is_empty()) || u.contains('/') || u.contains('\0') {
+                    return invalid(
+                        field,
+                        format!(
+                            "{u:?}: a systemd unit name ending in .service or .scope, e.g. \"vault.service\""
+                        ),
+                    );
                 }
             }
         }

@@ -162,6 +162,11 @@ impl Context {
         }
     }
 
+    /// The systemd unit of cgroup `id` (`[[protected]] unit`).
+    pub fn unit_of(&mut self, id: u64) -> Option<String> {
+        self.place_of(id).and_then(|p| p.unit.clone())
+    }
+
     fn place_of(&mut self, id: u64) -> Option<Arc<crate::enrich::cgroups::Place>> {
         if id == 0 {
             return None;

@@ -34,6 +34,9 @@ enum Rule {
     PidFile(PathBuf),
     /// cgroup v2 directory: its inode is the cgroup id.
     Cgroup(PathBuf),
+    /// systemd unit: the innermost `.service` or `.scope` of the process's
+    /// cgroup path (`enrich/cgroups.rs`).
+    Unit(String),
 }
 
 /// Protected executables (identity -> rule value) and comms (NUL padded ->
@@ -76,6 +79,8 @@ impl Protector {
                     Rule::Comm(c.clone())
                 } else if let Some(f) = &p.pid_file {
                     Rule::PidFile(f.clone())
+                } else if let Some(u) = &p.unit {
+                    Rule::Unit(u.clone())
                 } else {
                     let cg = p.cgroup.clone().unwrap_or_default();
                     let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
@@ -110,6 +115,7 @@ impl Protector {
                     "[[protected]] cgroup = /{}",
                     d.strip_prefix(cgroup_root()).unwrap_or(d).display()
                 ),
+                Some(Rule::Unit(u)) => format!("[[protected]] unit = {u}"),
                 None => "[[protected]]".to_string(),
             },
         })
@@ -198,8 +204,15 @@ impl Protector {
         self.set.is_empty()
     }
 
-    /// The rule (index + 1) protecting a process by what it runs.
-    fn rule_for(&self, p: &ProcInfo) -> Option<u32> {
+    /// Whether a rule names a systemd unit (the caller then looks up the
+    /// unit of a process's cgroup for `on_exec` and `initial`).
+    pub fn needs_unit(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r, Rule::Unit(_)))
+    }
+
+    /// The rule (index + 1) protecting a process by what it runs; `unit`:
+    /// the systemd unit of its cgroup, when a rule needs it.
+    fn rule_for(&self, p: &ProcInfo, unit: Option<&str>) -> Option<u32> {
         self.rules
             .iter()
             .position(|r| match r {
@@ -209,16 +222,30 @@ impl Protector {
                 Rule::Cgroup(dir) => {
                     p.cgroup_id != 0 && std::fs::metadata(dir).is_ok_and(|m| m.ino() == p.cgroup_id)
                 }
+                Rule::Unit(u) => unit == Some(u.as_str()),
             })
             .map(|i| i as u32 + 1)
     }
 
     /// Everything to protect at start: matching processes and keysentry.
-    pub fn initial(&mut self, procs: &ProcessTable, self_pid: u32) -> Vec<Change> {
+    /// `unit_of`: the systemd unit of a cgroup id (asked only when a rule
+    /// names a unit).
+    pub fn initial(
+        &mut self,
+        procs: &ProcessTable,
+        self_pid: u32,
+        unit_of: &mut dyn FnMut(u64) -> Option<String>,
+    ) -> Vec<Change> {
         let mut out = vec![Change::Protect(self_pid, SELF_RULE)];
         self.set.insert(self_pid, SELF_RULE);
+        let needs_unit = self.needs_unit();
         for p in procs.iter() {
-            if let Some(r) = self.rule_for(p) {
+            let unit = if needs_unit {
+                unit_of(p.cgroup_id)
+            } else {
+                None
+            };
+            if let Some(r) = self.rule_for(p, unit.as_deref()) {
                 self.set.insert(p.pid, r);
                 out.push(Change::Protect(p.pid, r));
             }
@@ -228,8 +255,8 @@ impl Protector {
 
     /// A process exec'd: it is protected when its new program matches, and
     /// stops being protected (inherited at fork) when it does not.
-    pub fn on_exec(&mut self, p: &ProcInfo) -> Option<Change> {
-        match (self.rule_for(p), self.set.get(&p.pid).copied()) {
+    pub fn on_exec(&mut self, p: &ProcInfo, unit: Option<&str>) -> Option<Change> {
+        match (self.rule_for(p, unit), self.set.get(&p.pid).copied()) {
             (Some(r), prev) if prev != Some(r) => {
                 self.set.insert(p.pid, r);
                 self.holders.remove(&p.pid);
@@ -343,34 +370,40 @@ mod tests {
         .unwrap();
         let mut p = Protector::new(&cfg);
         assert_eq!(
-            p.initial(&ProcessTable::new(), 7),
+            p.initial(&ProcessTable::new(), 7, &mut |_| None),
             vec![Change::Protect(7, SELF_RULE)]
         );
         assert_eq!(
-            p.on_exec(&proc(10, "/usr/bin/vault", "vault")),
+            p.on_exec(&proc(10, "/usr/bin/vault", "vault"), None),
             Some(Change::Protect(10, 1))
         );
         assert_eq!(
-            p.on_exec(&proc(11, "/usr/bin/x", "signerd")),
+            p.on_exec(&proc(11, "/usr/bin/x", "signerd"), None),
             Some(Change::Protect(11, 2))
         );
         assert_eq!(
-            p.on_exec(&proc(4242, "/usr/bin/y", "y")),
+            p.on_exec(&proc(4242, "/usr/bin/y", "y"), None),
             Some(Change::Protect(4242, 3))
         );
         // A protected process's child is protected until it execs something else.
         p.on_fork(10, 12);
         assert!(p.is_protected(12));
         assert_eq!(
-            p.on_exec(&proc(12, "/bin/sh", "sh")),
+            p.on_exec(&proc(12, "/bin/sh", "sh"), None),
             Some(Change::Unprotect(12))
         );
         assert!(!p.is_protected(12));
         // keysentry stays protected whatever it execs.
-        assert_eq!(p.on_exec(&proc(7, "/usr/bin/keysentry", "keysentry")), None);
+        assert_eq!(
+            p.on_exec(&proc(7, "/usr/bin/keysentry", "keysentry"), None),
+            None
+        );
         p.on_exit(10);
         assert!(!p.is_protected(10));
-        assert_eq!(p.on_exec(&proc(13, "/usr/bin/vaultx", "vaultx")), None);
+        assert_eq!(
+            p.on_exec(&proc(13, "/usr/bin/vaultx", "vaultx"), None),
+            None
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -382,9 +415,12 @@ mod tests {
         )
         .unwrap();
         let mut p = Protector::new(&cfg);
-        p.initial(&ProcessTable::new(), 7);
+        p.initial(&ProcessTable::new(), 7, &mut |_| None);
         // Exec'd under another name, then named itself.
-        assert_eq!(p.on_exec(&proc(20, "/usr/bin/python3", "python3")), None);
+        assert_eq!(
+            p.on_exec(&proc(20, "/usr/bin/python3", "python3"), None),
+            None
+        );
         assert_eq!(p.on_rename(20, "signerd"), Some(Change::Protect(20, 2)));
         assert!(p.is_protected(20));
         // Renaming away keeps it protected, and back again changes nothing.
@@ -397,7 +433,7 @@ mod tests {
         assert!(!p.is_protected(21));
         // Already protected by its exe: keeps that rule.
         assert_eq!(
-            p.on_exec(&proc(22, "/usr/bin/vault", "vault")),
+            p.on_exec(&proc(22, "/usr/bin/vault", "vault"), None),
             Some(Change::Protect(22, 1))
         );
         assert_eq!(p.on_rename(22, "signerd"), None);
@@ -409,7 +445,7 @@ mod tests {
         assert_eq!(p.on_rename(7, "signerd"), None);
         // An exec (a new image) under an unprotected name ends it.
         assert_eq!(
-            p.on_exec(&proc(20, "/bin/sh", "sh")),
+            p.on_exec(&proc(20, "/bin/sh", "sh"), None),
             Some(Change::Unprotect(20))
         );
         assert!(!p.is_protected(20));
@@ -419,7 +455,7 @@ mod tests {
     fn key_holders_until_exec_or_exit_and_why() {
         let cfg = Config::parse("[[protected]]\nexe = \"/usr/bin/vault\"\n", "t").unwrap();
         let mut p = Protector::new(&cfg);
-        p.initial(&ProcessTable::new(), 7);
+        p.initial(&ProcessTable::new(), 7, &mut |_| None);
         // A key open makes a holder, with its key as the reason.
         assert_eq!(
             p.on_key_open(30, "/etc/ssl/private/ca.key"),
@@ -435,14 +471,14 @@ mod tests {
         assert_eq!(p.why(31).as_deref(), Some("holds /etc/ssl/private/ca.key"));
         // Exec: a new image, the key is gone from its memory.
         assert_eq!(
-            p.on_exec(&proc(31, "/bin/sh", "sh")),
+            p.on_exec(&proc(31, "/bin/sh", "sh"), None),
             Some(Change::Unprotect(31))
         );
         assert!(!p.is_protected(31) && p.why(31).is_none());
         // ... unless the new program is a protected one: its rule now.
         p.on_key_open(32, "/k");
         assert_eq!(
-            p.on_exec(&proc(32, "/usr/bin/vault", "vault")),
+            p.on_exec(&proc(32, "/usr/bin/vault", "vault"), None),
             Some(Change::Protect(32, 1))
         );
         assert!(!p.is_holder(32));
