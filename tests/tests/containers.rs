@@ -56,6 +56,26 @@ fn open_in(dir: &Path, key: &Path) -> u32 {
     pid
 }
 
+/// `PROG victim` run inside cgroup `dir` (it joins before its exec), with
+/// piped stdin and stdout, and the (address, length) it printed first.
+fn victim_in(dir: &Path, prog: &Path) -> (std::process::Child, Vec<String>) {
+    let mut c = Command::new("sh")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
+        .arg("sh")
+        .arg(dir)
+        .arg(prog)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (c, line.split_whitespace().map(String::from).collect())
+}
+
 fn key_open(alerts: &[Value], pid: u32) -> &Value {
     let mine: Vec<_> = alerts
         .iter()
@@ -106,63 +126,21 @@ fn alerts_name_the_cgroup_unit_and_container() {
             vault.display()
         ),
     );
-    let mut service_victim = Command::new("sh")
-        .arg("-c")
-        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
-        .arg("sh")
-        .arg(&service)
-        .arg(actor_bin())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut sline = String::new();
-    BufReader::new(service_victim.stdout.take().unwrap())
-        .read_line(&mut sline)
-        .unwrap();
-    let sf: Vec<&str> = sline.split_whitespace().collect();
-    // A program of the unit a `[[protected]] unit` names.
-    let mut unit_victim = Command::new("sh")
-        .arg("-c")
-        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
-        .arg("sh")
-        .arg(&signer)
-        .arg(actor_bin())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut uline = String::new();
-    BufReader::new(unit_victim.stdout.take().unwrap())
-        .read_line(&mut uline)
-        .unwrap();
-    let uf: Vec<&str> = uline.split_whitespace().collect();
-    // Its exec (protection by cgroup is decided there) is handled once
-    // the marker is through.
+    // A program in the service's cgroup, and one of the unit a
+    // `[[protected]] unit` names: their execs (protection by cgroup or
+    // unit is decided there) are handled once the marker is through.
+    let (service_victim, sf) = victim_in(&service, &actor_bin());
+    let (unit_victim, uf) = victim_in(&signer, &actor_bin());
     let _ = s.alerts_until_marker(&marker);
     let sp = service_victim.id().to_string();
-    let (service_reader, st) = actor(&["vm-read", &sp, sf[0], sf[1]], None, None);
+    let (service_reader, st) = actor(&["vm-read", &sp, &sf[0], &sf[1]], None, None);
     assert!(st.success());
     let up = unit_victim.id().to_string();
-    let (unit_reader, st) = actor(&["vm-read", &up, uf[0], uf[1]], None, None);
+    let (unit_reader, st) = actor(&["vm-read", &up, &uf[0], &uf[1]], None, None);
     assert!(st.success());
-    let mut victim = Command::new("sh")
-        .arg("-c")
-        .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" victim"#)
-        .arg("sh")
-        .arg(&docker)
-        .arg(&vault)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(victim.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let f: Vec<&str> = line.split_whitespace().collect();
+    let (victim, f) = victim_in(&docker, &vault);
     let vp = victim.id().to_string();
-    let (reader, st) = actor(&["vm-read", &vp, f[0], f[1]], None, None);
+    let (reader, st) = actor(&["vm-read", &vp, &f[0], &f[1]], None, None);
     assert!(st.success());
     let in_docker = open_in(&docker, &key);
     let in_service = open_in(&service, &key);
