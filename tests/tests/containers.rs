@@ -28,6 +28,15 @@ fn cgroup2_root() -> Option<PathBuf> {
         .find(|d| d.join("cgroup.procs").exists() && !d.join("tasks").exists())
 }
 
+/// Whether util-linux's `unshare` is here (SKIP printed when not).
+fn have_unshare() -> bool {
+    let ok = shell("command -v unshare").is_some();
+    if !ok {
+        println!("SKIP: no unshare (util-linux)");
+    }
+    ok
+}
+
 /// Cgroups made for the test, removed (innermost first) on drop.
 struct Cgroups(Vec<PathBuf>);
 
@@ -221,8 +230,7 @@ fn alerts_name_the_cgroup_unit_and_container() {
 
 #[test]
 fn files_in_a_private_mount_are_read_from_their_writers_root() {
-    if shell("command -v unshare").is_none() {
-        println!("SKIP: no unshare (util-linux)");
+    if !have_unshare() {
         return;
     }
     let l = lab();
@@ -288,8 +296,7 @@ fn files_in_a_private_mount_are_read_from_their_writers_root() {
 /// at the same path is.
 #[test]
 fn a_scope_all_key_path_is_a_key_inside_a_container_too() {
-    if shell("command -v unshare").is_none() {
-        println!("SKIP: no unshare (util-linux)");
+    if !have_unshare() {
         return;
     }
     let l = lab();
@@ -465,8 +472,7 @@ exec sh -c 'echo ready; read x; exec 3< "$2/signing.pem" && "$1" open "$3/tls.pe
 /// cgroup v1 `release_agent` opened for writing is an escape too.
 #[test]
 fn a_container_reaching_the_hosts_keys_is_an_escape() {
-    if shell("command -v unshare").is_none() {
-        println!("SKIP: no unshare (util-linux)");
+    if !have_unshare() {
         return;
     }
     let escape_line = probes_report()
