@@ -287,14 +287,27 @@ impl Watcher {
         flags: u32,
         delta: &mut ScanDelta,
     ) {
-        let key = inode_key(md);
+        self.add_entry(inode_key(md), id, path, flags, None, delta);
+    }
+
+    /// One inode into the index and the delta (with its name), unless it
+    /// is watched already or the map is full. True when it went in.
+    fn add_entry(
+        &mut self,
+        key: InodeKey,
+        id: u32,
+        path: &Path,
+        flags: u32,
+        ns: Option<u64>,
+        delta: &mut ScanDelta,
+    ) -> bool {
         if self.index.contains_key(&key) {
-            return;
+            return false;
         }
         self.departed.remove(&key);
         if self.index.len() >= MAX_WATCHED {
             delta.overflow += 1;
-            return;
+            return false;
         }
         let flags = flags | self.extra;
         self.index.insert(
@@ -303,7 +316,7 @@ impl Watcher {
                 watch_id: id,
                 flags,
                 path: path.to_path_buf(),
-                ns: None,
+                ns,
             },
         );
         delta.entries.push((
@@ -316,7 +329,8 @@ impl Watcher {
             },
             path.to_path_buf(),
         ));
-        if flags & WATCH_CHILDREN != 0 {
+        // (Another namespace's directories are no inotify or log matter.)
+        if flags & WATCH_CHILDREN != 0 && ns.is_none() {
             delta.new_dirs.push(path.to_path_buf());
         }
         // Names of files (failed opens, renames) and of directories
@@ -327,6 +341,7 @@ impl Watcher {
                 delta.names.push(nk);
             }
         }
+        true
     }
 
     /// Makes `entries` what namespace `ns`'s key paths name (all of them:
@@ -357,41 +372,9 @@ impl Watcher {
             delta.removed.push(k);
         }
         for e in entries {
-            if self.index.contains_key(&e.key) {
-                continue;
+            if self.add_entry(e.key, e.watch_id, &e.path, e.flags, Some(ns), &mut delta) {
+                handles.extend(e.handle);
             }
-            if self.index.len() >= MAX_WATCHED {
-                delta.overflow += 1;
-                continue;
-            }
-            let flags = e.flags | self.extra;
-            self.departed.remove(&e.key);
-            self.index.insert(
-                e.key,
-                Watched {
-                    watch_id: e.watch_id,
-                    flags,
-                    path: e.path.clone(),
-                    ns: Some(ns),
-                },
-            );
-            delta.entries.push((
-                e.key,
-                WatchEntry {
-                    watch_id: e.watch_id,
-                    flags,
-                    igen: 0,
-                    generation: 0,
-                },
-                e.path.clone(),
-            ));
-            if let Some(name) = e.path.file_name() {
-                let nk = sensor_common::names::name_key_of(name.as_bytes());
-                if self.names.insert(nk) {
-                    delta.names.push(nk);
-                }
-            }
-            handles.extend(e.handle);
         }
         if self.departed.len() > DEPARTED {
             self.departed.clear();
