@@ -37,6 +37,30 @@ fn have_unshare() -> bool {
     ok
 }
 
+/// `sh -c SCRIPT sh ARGS` in a mount namespace of its own (`unshare -m`,
+/// private propagation), with piped stdin and stdout: the shell, its
+/// stdout and the first line it printed.
+fn unshare_sh(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut sh = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(sh.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    (sh, out, line)
+}
+
 /// Cgroups made for the test, removed (innermost first) on drop.
 struct Cgroups(Vec<PathBuf>);
 
@@ -248,24 +272,16 @@ fn files_in_a_private_mount_are_read_from_their_writers_root() {
     // A shell in its own mount namespace dumps the protected process and
     // copies the key into its private mount, then waits (its namespace,
     // and the files, live while it does).
-    let mut sh = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(
-            r#"mount -t tmpfs ks-private "$4" && "$1" ptrace-dump "$2" "$4/vault.dump" && cp "$3" "$4/exported.pem" && echo done && read x"#,
-        )
-        .arg("sh")
-        .arg(actor_bin())
-        .arg(vp.to_string())
-        .arg(&key)
-        .arg(&private)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sh.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let vps = vp.to_string();
+    let (mut sh, _out, line) = unshare_sh(
+        r#"mount -t tmpfs ks-private "$4" && "$1" ptrace-dump "$2" "$4/vault.dump" && cp "$3" "$4/exported.pem" && echo done && read x"#,
+        &[
+            actor_bin().as_ref(),
+            vps.as_ref(),
+            key.as_ref(),
+            private.as_ref(),
+        ],
+    );
     assert_eq!(line.trim(), "done");
     let alerts = s.alerts_until(|a| a["rule"] == "key-material");
     drop(sh.stdin.take());
@@ -365,31 +381,23 @@ fn a_scope_all_key_path_is_a_key_inside_a_container_too() {
     // directory with the image's key in it, then its entrypoint's exec
     // (a shell that, when told to, opens one key itself and keeps it open,
     // and runs a program that reads the other).
-    let mut sh = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(
-            r#"if [ -n "$6" ]; then echo $$ > "$6/cgroup.procs" || exit 1; fi
+    let (mut sh, mut out, mut line) = unshare_sh(
+        r#"if [ -n "$6" ]; then echo $$ > "$6/cgroup.procs" || exit 1; fi
 L="$3"
 mount -t tmpfs ks-layers "$L" && mkdir "$L/u1" "$L/w1" "$L/u2" "$L/w2" &&
 cp "$4" "$L/u1/signing.pem" && cp "$4" "$L/u2/tls.pem" &&
 mount -t overlay ks-image -o "lowerdir=$1,upperdir=$L/u1,workdir=$L/w1" "$1" &&
 mount -t overlay ks-image -o "lowerdir=$2,upperdir=$L/u2,workdir=$L/w2" "$2" &&
 exec sh -c 'echo ready; read x; exec 3< "$2/signing.pem" && "$1" open "$3/tls.pem" && echo done; read y' sh "$5" "$1" "$2""#,
-        )
-        .arg("sh")
-        .arg(&store)
-        .arg(&hostonly)
-        .arg(&layers)
-        .arg(&image_key)
-        .arg(actor_bin())
-        .arg(docker.as_deref().unwrap_or(Path::new("")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(sh.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
+        &[
+            store.as_ref(),
+            hostonly.as_ref(),
+            layers.as_ref(),
+            image_key.as_ref(),
+            actor_bin().as_ref(),
+            docker.as_deref().unwrap_or(Path::new("")).as_ref(),
+        ],
+    );
     assert_eq!(line.trim(), "ready");
     let cpid = sh.id();
     let inside = PathBuf::from(format!("/proc/{cpid}/root"));
@@ -489,10 +497,9 @@ fn a_container_reaching_the_hosts_keys_is_an_escape() {
     let hierarchy = l.root.join("v1");
     let mut s = Sensor::start(&l.root, &config(&l));
     let _ = s.alerts_until_marker(&l.marker);
-    let mut sh = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(
-            r#""$1" open "$2" && "$1" open "/proc/$3/root$2" || exit 1
+    let me = std::process::id().to_string();
+    let (mut sh, _out, line) = unshare_sh(
+        r#""$1" open "$2" && "$1" open "/proc/$3/root$2" || exit 1
 mkdir -p "$4"
 if mount -t cgroup -o none,name=ks-escape-test ks-v1 "$4" 2>/dev/null; then
   echo /bin/true > "$4/release_agent"; umount "$4"; echo agent
@@ -500,20 +507,13 @@ else
   echo no-agent
 fi
 read x"#,
-        )
-        .arg("sh")
-        .arg(actor_bin())
-        .arg(&key)
-        .arg(std::process::id().to_string())
-        .arg(&hierarchy)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sh.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+        &[
+            actor_bin().as_ref(),
+            key.as_ref(),
+            me.as_ref(),
+            hierarchy.as_ref(),
+        ],
+    );
     let agent = match line.trim() {
         "agent" => true,
         "no-agent" => {
