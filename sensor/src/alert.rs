@@ -124,12 +124,21 @@ pub struct Namespaces {
 }
 
 /// A container, as its runtime names it in the cgroup path.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct ContainerCtx {
     /// The runtime's id (64 hex digits), or an lxc container's name.
     pub id: String,
     /// docker, containerd, cri-o, podman or lxc.
     pub runtime: &'static str,
+    /// The name its runtime's state gives it (`enrich/runtimes.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The image it runs, as the runtime recorded the reference.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Kubernetes: "namespace/pod".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

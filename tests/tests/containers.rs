@@ -19,6 +19,17 @@ use common::{lab::*, *};
 use serde_json::Value;
 
 const ID: &str = "5e1f00d5c0ffee0123456789abcdef0123456789abcdef0123456789abcdef01";
+const ID2: &str = "5e1f00d5c0ffee02aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbbcccccccccccccccc";
+
+/// Docker's state for container `id` under `root` (`[containers]
+/// docker_root`): its name and the image it was run with.
+fn docker_state(root: &Path, id: &str, name: &str, image: &str) {
+    let d = root.join("containers").join(id);
+    std::fs::create_dir_all(&d).unwrap();
+    let state =
+        serde_json::json!({"ID": id, "Name": format!("/{name}"), "Config": {"Image": image}});
+    std::fs::write(d.join("config.v2.json"), state.to_string()).unwrap();
+}
 
 /// The cgroup2 mount, when it has one and new cgroups can be made there.
 fn cgroup2_root() -> Option<PathBuf> {
@@ -134,10 +145,23 @@ fn alerts_name_the_cgroup_unit_and_container() {
 
     let slice = root.join(format!("ks-test-{}.slice", std::process::id()));
     let docker = slice.join(format!("docker-{ID}.scope"));
+    let docker2 = slice.join(format!("docker-{ID2}.scope"));
     let service = slice.join("vault.service");
     let signer = slice.join("signer.service");
+    // A user's own systemd manager's tree: a unit of the same name there
+    // is its user's to name.
+    let user_mgr = slice.join("user@4242.service");
+    let user_signer = user_mgr.join("signer.service");
     let mut made = Cgroups(Vec::new());
-    for d in [&slice, &docker, &service, &signer] {
+    for d in [
+        &slice,
+        &docker,
+        &docker2,
+        &service,
+        &signer,
+        &user_mgr,
+        &user_signer,
+    ] {
         if let Err(e) = std::fs::create_dir(d) {
             println!("SKIP: cannot make cgroup {}: {e}", d.display());
             return;
@@ -151,19 +175,34 @@ fn alerts_name_the_cgroup_unit_and_container() {
     std::fs::copy(actor_bin(), &vault).unwrap();
     std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o755)).unwrap();
     let slice_path = format!("/{}", slice.file_name().unwrap().to_str().unwrap());
+    // The runtime's state names the containers (a docker data root of
+    // the test's own).
+    let docker_root = dir.join("docker");
+    docker_state(&docker_root, ID, "ks-vault-c", "hashicorp/vault:1.15");
+    docker_state(
+        &docker_root,
+        ID2,
+        "ks-signer-c",
+        "registry.example:5000/signer:3",
+    );
+    // ks-actor may open the keys, but only in signer.service.
     let mut s = Sensor::start(
         dir,
         &format!(
-            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[protected]]\ncgroup = \"{slice_path}/vault.service\"\n\n[[protected]]\nunit = \"signer.service\"\n",
+            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\nexe = \"{}\"\n\n[[protected]]\ncgroup = \"{slice_path}/vault.service\"\n\n[[protected]]\nunit = \"signer.service\"\n\n[[protected]]\ncontainer_image = \"registry.example:5000/signer\"\n\n[[allow]]\nexe = \"{}\"\nunit = \"signer.service\"\n\n[containers]\ndocker_root = \"{}\"\n",
             dir.join("keys").display(),
-            vault.display()
+            vault.display(),
+            actor_bin().display(),
+            docker_root.display(),
         ),
     );
-    // A program in the service's cgroup, and one of the unit a
-    // `[[protected]] unit` names: their execs (protection by cgroup or
+    // A program in the service's cgroup, one of the unit a
+    // `[[protected]] unit` names and one in a container: their execs (protection by cgroup or
     // unit is decided there) are handled once the marker is through.
     let (service_victim, sf) = victim_in(&service, &actor_bin());
     let (unit_victim, uf) = victim_in(&signer, &actor_bin());
+    // And one protected by its container's image.
+    let (image_victim, imf) = victim_in(&docker2, &actor_bin());
     let _ = s.alerts_until_marker(&marker);
     let sp = service_victim.id().to_string();
     let (service_reader, st) = actor(&["vm-read", &sp, &sf[0], &sf[1]], None, None);
@@ -175,8 +214,13 @@ fn alerts_name_the_cgroup_unit_and_container() {
     let vp = victim.id().to_string();
     let (reader, st) = actor(&["vm-read", &vp, &f[0], &f[1]], None, None);
     assert!(st.success());
+    let ip = image_victim.id().to_string();
+    let (image_reader, st) = actor(&["vm-read", &ip, &imf[0], &imf[1]], None, None);
+    assert!(st.success());
     let in_docker = open_in(&docker, &key);
     let in_service = open_in(&service, &key);
+    let in_signer = open_in(&signer, &key);
+    let in_user_signer = open_in(&user_signer, &key);
     let (here, st) = actor(&["open", key.to_str().unwrap()], None, None);
     assert!(st.success());
     let alerts = s.alerts_until_marker(&marker);
@@ -190,6 +234,23 @@ fn alerts_name_the_cgroup_unit_and_container() {
     assert_eq!(a["unit"], format!("docker-{ID}.scope"), "{a:#}");
     assert_eq!(a["container"]["runtime"], "docker", "{a:#}");
     assert_eq!(a["container"]["id"], ID, "{a:#}");
+    assert_eq!(a["container"]["name"], "ks-vault-c", "{a:#}");
+    assert_eq!(a["container"]["image"], "hashicorp/vault:1.15", "{a:#}");
+
+    // `[[allow]] unit`: the allowed program in its unit opens quietly;
+    // the same program elsewhere, and in a user's unit of that name, is
+    // an alert.
+    assert!(
+        !alerts.iter().any(|a| a["process"]["pid"] == in_signer),
+        "allowed in signer.service: {alerts:#?}"
+    );
+    let a = &key_open(&alerts, in_user_signer)["process"];
+    assert_eq!(a["unit"], "signer.service", "{a:#}");
+    assert_eq!(
+        a["cgroup"],
+        format!("{slice_path}/user@4242.service/signer.service"),
+        "{a:#}"
+    );
 
     let a = &key_open(&alerts, in_service)["process"];
     assert_eq!(a["cgroup"], format!("{slice_path}/vault.service"), "{a:#}");
@@ -216,6 +277,25 @@ fn alerts_name_the_cgroup_unit_and_container() {
     assert_eq!(r[0]["target"]["pid"], victim.id(), "{:#}", r[0]);
     assert_eq!(r[0]["target"]["container"]["id"], ID, "{:#}", r[0]);
     assert_eq!(r[0]["target"]["container"]["runtime"], "docker");
+    assert_eq!(r[0]["target"]["container"]["name"], "ks-vault-c");
+    // A process of a container whose image a [[protected]] rule names.
+    let r: Vec<_> = alerts
+        .iter()
+        .filter(|a| a["process"]["pid"] == image_reader)
+        .collect();
+    assert_eq!(r.len(), 1, "{alerts:#?}");
+    assert_eq!(r[0]["target"]["pid"], image_victim.id(), "{:#}", r[0]);
+    assert_eq!(
+        r[0]["target"]["protected"], "[[protected]] container_image = registry.example:5000/signer",
+        "{:#}",
+        r[0]
+    );
+    assert_eq!(
+        r[0]["target"]["container"]["name"], "ks-signer-c",
+        "{:#}",
+        r[0]
+    );
+    assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
     assert!(r[0]["process"].get("container").is_none(), "{:#}", r[0]);
     // A process of a cgroup a [[protected]] rule names is protected.
     let r: Vec<_> = alerts
@@ -245,7 +325,7 @@ fn alerts_name_the_cgroup_unit_and_container() {
         r[0]
     );
     assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
-    for mut c in [victim, service_victim, unit_victim] {
+    for mut c in [victim, service_victim, unit_victim, image_victim] {
         drop(c.stdin.take());
         let _ = c.wait();
     }

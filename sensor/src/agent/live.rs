@@ -381,6 +381,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
     // Scope-"all" key paths in other mount namespaces: resolved on a
     // thread of their own, applied at each stats tick.
     pipe.cx.ns_keys = crate::enrich::nskeys::NsKeys::start(crate::enrich::nskeys::scoped(&cfg));
+    pipe.cx.runtimes = crate::enrich::runtimes::Runtimes::new(&cfg.containers);
     // The block devices under the key stores (raw-read).
     pipe.cx.sync_raw_devs();
     // The sockets key agents already hold (agent-socket-use).
@@ -407,13 +408,15 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         .filter(|(p, kdev, ino)| pipe.cx.queue_book(p.clone(), *kdev, *ino))
         .count();
     tracing::info!("key book: reading {queued} watched key files for their fingerprints");
-    // The units of the processes' cgroups, when a rule names one.
-    let mut units: std::collections::HashMap<u64, Option<String>> = Default::default();
-    if pipe.cx.protector.needs_unit() {
+    // Where the processes' cgroups are (unit, container), when a rule
+    // selects by it.
+    let mut places: std::collections::HashMap<u64, crate::enrich::protect::Where> =
+        Default::default();
+    if pipe.cx.protector.needs_place() {
         let ids: Vec<u64> = pipe.cx.procs.iter().map(|p| p.cgroup_id).collect();
         for id in ids {
-            if let std::collections::hash_map::Entry::Vacant(e) = units.entry(id) {
-                e.insert(pipe.cx.unit_of(id));
+            if let std::collections::hash_map::Entry::Vacant(e) = places.entry(id) {
+                e.insert(pipe.cx.where_of(id));
             }
         }
     }
@@ -421,7 +424,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> Result<()> {
         .cx
         .protector
         .initial(&pipe.cx.procs, std::process::id(), &mut |id| {
-            units.get(&id).cloned().flatten()
+            places.get(&id).cloned()
         });
     pipe.apply(&initial);
     // Key holders whose key open came before this run.

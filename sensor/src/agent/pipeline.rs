@@ -437,6 +437,17 @@ impl Pipeline {
                 return;
             }
         };
+        if self.policy.needs_unit()
+            && let Some(id) = decode::cgroup_id(bytes)
+            && !self.policy.knows_unit(id)
+        {
+            let place = self.cx.place_of(id);
+            self.policy.learn_unit(
+                id,
+                place.as_ref().map(|p| p.cgroup.as_str()),
+                place.as_ref().and_then(|p| p.unit.clone()),
+            );
+        }
         let slot = ev.kind() as usize % KIND_SLOTS as usize;
         self.events_by_kind[slot].inc();
         self.bytes_by_kind[slot].inc_by(bytes.len() as u64);
@@ -491,16 +502,16 @@ impl Pipeline {
                 if ppid == 2 && !self.dumps.helpers.contains_key(&task.pid) {
                     self.dumps.usermode_helper_exec(cx, task.pid);
                 }
-                let unit = if cx.protector.needs_unit() {
+                let at = if cx.protector.needs_place() {
                     let id = cx.procs.get(task.pid).map_or(0, |p| p.cgroup_id);
-                    cx.unit_of(id)
+                    Some(cx.where_of(id))
                 } else {
                     None
                 };
                 let change = cx
                     .procs
                     .get(task.pid)
-                    .and_then(|p| cx.protector.on_exec(p, unit.as_deref()));
+                    .and_then(|p| cx.protector.on_exec(p, at.as_ref()));
                 if let Some(c) = change {
                     cx.apply(&[c]);
                 }

@@ -19,8 +19,9 @@ use crate::{
 };
 
 /// SIGHUP: re-reads and validates the config file and applies it: the
-/// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]` and
-/// `[alerts]`, `[scoring]` and `[correlation]` (open incidents stay open).
+/// allowlist and rules (`[[allow]]`), `[[key_path]]`, `[[key_name]]`,
+/// `[containers]` and `[alerts]`, `[scoring]` and `[correlation]` (open
+/// incidents stay open).
 /// `[metrics]`, `[[protected]]`, `[protection]`, `[dumps]`, `[flow]` and
 /// `[agents]` need a restart
 /// (logged when they changed). An invalid file changes nothing: the running
@@ -121,6 +122,7 @@ pub(crate) fn reload(
         add_watches(watches, &pipe.cx.code.inotify_dirs());
     }
     pipe.policy = Policy::from_config(&new);
+    pipe.cx.runtimes = crate::enrich::runtimes::Runtimes::new(&new.containers);
     let allow_ids = crate::detect::allow_ids::AllowIds::new(&new);
     pipe.cx
         .kernel

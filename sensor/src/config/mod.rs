@@ -121,6 +121,31 @@ pub struct Config {
     /// `key-holder-tamper`.
     #[serde(default)]
     pub tamper: Tamper,
+    /// `[containers]`: where the container runtimes keep their state.
+    #[serde(default)]
+    pub containers: Containers,
+}
+
+/// `[containers]`: the state directories of the container runtimes whose
+/// state names containers (`enrich/runtimes.rs`; containerd's and cri-o's
+/// are their fixed run directories).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Containers {
+    /// Docker's data root (`data-root` in /etc/docker/daemon.json).
+    pub docker_root: PathBuf,
+    /// Podman's storage root for root's containers (`graphroot` in
+    /// /etc/containers/storage.conf).
+    pub podman_root: PathBuf,
+}
+
+impl Default for Containers {
+    fn default() -> Self {
+        Self {
+            docker_root: "/var/lib/docker".into(),
+            podman_root: "/var/lib/containers/storage".into(),
+        }
+    }
 }
 
 /// `[tamper]`: files and directories whose content becomes code inside
@@ -517,6 +542,13 @@ pub struct Protected {
     /// whose cgroup's innermost unit it is, whatever slice it is under.
     #[serde(default)]
     pub unit: Option<String>,
+    /// A container's name, as its runtime's state says it (root's
+    /// docker, podman, containerd or cri-o containers).
+    #[serde(default)]
+    pub container_name: Option<String>,
+    /// A container's image ("hashicorp/vault" matches every tag).
+    #[serde(default)]
+    pub container_image: Option<String>,
 }
 
 /// `[[allow]]`: a program that may open keys.
@@ -561,6 +593,10 @@ pub struct Allow {
     /// gssproxy act for users with their Kerberos credentials).
     #[serde(default)]
     pub keyring_read: bool,
+    /// The allowance holds only for processes in this systemd unit of the
+    /// system manager ("vault.service"; a user's own units never match).
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -761,6 +797,16 @@ mod tests {
         assert!(bad("[[keypath]]\npath = \"/a\"\n").contains("keypath"));
         assert!(bad("[[protected]]\nunit = \"vault\"\n").contains("protected[0].unit"));
         assert!(bad("[[protected]]\nunit = \"a/b.service\"\n").contains("protected[0].unit"));
+        assert!(
+            bad("[[protected]]\ncontainer_name = \"a b\"\n")
+                .contains("protected[0].container_name")
+        );
+        assert!(
+            bad("[[protected]]\ncontainer_image = \"x\"\nunit = \"x.service\"\n")
+                .contains("(found: unit, container_image)")
+        );
+        assert!(bad("[[allow]]\nexe = \"/a\"\nunit = \"vault\"\n").contains("allow[0].unit"));
+        assert!(bad("[containers]\ndocker_root = \"docker\"\n").contains("containers.docker_root"));
         assert!(bad("[[protected]]\nunit = \"x.service\"\ncomm = \"x\"\n").contains("comm, unit"));
         assert!(bad("[[allow]]\nkey_path = \"/a\"\n").contains("exe"));
         assert!(bad("[alerts]\nstdout = \"yes\"\n").contains("stdout"));

@@ -45,6 +45,8 @@ impl Config {
         for (i, e) in self.agents.exes.iter().enumerate() {
             absolute(&format!("agents.exes[{i}]"), e)?;
         }
+        absolute("containers.docker_root", &self.containers.docker_root)?;
+        absolute("containers.podman_root", &self.containers.podman_root)?;
         absolute("dumps.quarantine_dir", &self.dumps.quarantine_dir)?;
         absolute("dumps.state_dir", &self.dumps.state_dir)?;
         if !(1..=3600).contains(&self.dumps.handler_timeout_secs) {
@@ -238,6 +240,8 @@ impl Config {
                 ("pid_file", p.pid_file.is_some()),
                 ("cgroup", p.cgroup.is_some()),
                 ("unit", p.unit.is_some()),
+                ("container_name", p.container_name.is_some()),
+                ("container_image", p.container_image.is_some()),
             ]
             .into_iter()
             .filter_map(|(f, set)| set.then_some(f))
@@ -251,7 +255,7 @@ impl Config {
                 return invalid(
                     format!("protected[{i}]"),
                     format!(
-                        "set exactly one of exe, comm, pid_file, cgroup, unit (found: {found})"
+                        "set exactly one of exe, comm, pid_file, cgroup, unit, container_name, container_image (found: {found})"
                     ),
                 );
             }
@@ -294,18 +298,13 @@ impl Config {
                 }
             }
             if let Some(u) = &p.unit {
-                let field = format!("protected[{i}].unit");
-                let stem = u
-                    .strip_suffix(".service")
-                    .or_else(|| u.strip_suffix(".scope"));
-                if stem.is_none_or(|s| s.is_empty()) || u.contains('/') || u.contains('\0') {
-                    return invalid(
-                        field,
-                        format!(
-                            "{u:?}: a systemd unit name ending in .service or .scope, e.g. \"vault.service\""
-                        ),
-                    );
-                }
+                unit_name(format!("protected[{i}].unit"), u)?;
+            }
+            if let Some(n) = &p.container_name {
+                container_sel(format!("protected[{i}].container_name"), n)?;
+            }
+            if let Some(n) = &p.container_image {
+                container_sel(format!("protected[{i}].container_image"), n)?;
             }
         }
         Ok(())
@@ -314,6 +313,9 @@ impl Config {
     fn validate_allow(&self) -> Result<(), Invalid> {
         for (i, a) in self.allow.iter().enumerate() {
             absolute(&format!("allow[{i}].exe"), &a.exe)?;
+            if let Some(u) = &a.unit {
+                unit_name(format!("allow[{i}].unit"), u)?;
+            }
             if let Some(t) = &a.target {
                 absolute(&format!("allow[{i}].target"), t)?;
                 if a.key_path.is_some() {
@@ -459,6 +461,33 @@ fn check_pattern(field: &str, kind: Kind, text: &str, exclude: bool) -> Result<(
                 "{text:?} is {} bytes, at most {max} are supported",
                 text.len()
             ),
+        );
+    }
+    Ok(())
+}
+
+/// A systemd unit's name: `<name>.service` or `<name>.scope`.
+fn unit_name(field: String, u: &str) -> Result<(), Invalid> {
+    let stem = u
+        .strip_suffix(".service")
+        .or_else(|| u.strip_suffix(".scope"));
+    if stem.is_none_or(|s| s.is_empty()) || u.contains('/') || u.contains('\0') {
+        return invalid(
+            field,
+            format!(
+                "{u:?}: a systemd unit name ending in .service or .scope, e.g. \"vault.service\""
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A container name or image reference.
+fn container_sel(field: String, s: &str) -> Result<(), Invalid> {
+    if s.is_empty() || s.len() > 255 || s.chars().any(|c| c.is_whitespace() || c == '\0') {
+        return invalid(
+            field,
+            format!("{s:?}: 1 to 255 characters, no spaces, e.g. \"vault\" or \"hashicorp/vault\""),
         );
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! (the dump rules are in `detect_dumps.rs`); each rule's name, technique,
 //! stage and verdict are in `rules.rs`.
 
-use std::path::Path;
+use std::{collections::HashMap, path::Path};
 
 pub mod agent_socket;
 pub mod allow_ids;
@@ -41,6 +41,8 @@ use crate::{
 };
 
 const O_ACCMODE: u32 = 0o3;
+/// Cgroups whose unit `Policy` remembers (emptied when full).
+const MAX_UNITS: usize = 4096;
 const O_PATH: u32 = 0o10000000;
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,8 @@ struct AllowRule {
     code_change: bool,
     /// May read other users' kernel keys.
     keyring_read: bool,
+    /// Holds only in this systemd unit of the system manager.
+    unit: Option<String>,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -104,6 +108,10 @@ pub struct Policy {
     pub unit_paths: Vec<std::path::PathBuf>,
     /// `[[protected]]` executables (and their canonical paths).
     protected_exes: Vec<String>,
+    /// The system manager's unit of each cgroup an event came from, when
+    /// an `[[allow]]` names a unit (`learn_unit`; None: not in one, or in
+    /// a user's delegated tree).
+    units: HashMap<u64, Option<String>>,
 }
 
 impl Policy {
@@ -126,6 +134,7 @@ impl Policy {
                 agent_use: a.agent_use,
                 code_change: a.code_change,
                 keyring_read: a.keyring_read,
+                unit: a.unit.clone(),
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -148,6 +157,41 @@ impl Policy {
                 .filter_map(|p| p.exe.as_deref())
                 .flat_map(exe_forms)
                 .collect(),
+            units: HashMap::new(),
+        }
+    }
+
+    /// Whether an `[[allow]]` names a unit (the pipeline then tells
+    /// `learn_unit` the cgroup of each event).
+    pub fn needs_unit(&self) -> bool {
+        self.allow.iter().any(|a| a.unit.is_some())
+    }
+
+    /// Does the policy know cgroup `id`'s unit?
+    pub fn knows_unit(&self, id: u64) -> bool {
+        self.units.contains_key(&id)
+    }
+
+    /// Cgroup `id` runs in `unit` (None: in none the system manager
+    /// runs; a unit under a `user@<uid>.service` is its user's, who can
+    /// name it anything).
+    pub fn learn_unit(&mut self, id: u64, cgroup: Option<&str>, unit: Option<String>) {
+        if self.units.len() >= MAX_UNITS {
+            self.units.clear();
+        }
+        let system = cgroup.is_some_and(|c| !crate::enrich::runtimes::rootless(c));
+        self.units.insert(id, unit.filter(|_| system));
+    }
+
+    /// Does allowance `a` hold where `p` runs (its `unit`, if it names
+    /// one)?
+    fn holds_where(&self, a: &AllowRule, p: &ProcInfo) -> bool {
+        match &a.unit {
+            None => true,
+            Some(u) => self
+                .units
+                .get(&p.cgroup_id)
+                .is_some_and(|have| have.as_ref() == Some(u)),
         }
     }
 
@@ -171,13 +215,9 @@ impl Policy {
     /// here (its (dev, inode) at exec, `exe_genuine`) and that nothing else
     /// controls (no loader variables at exec, not traced: `allow_bypass`).
     pub fn allowed(&self, p: &ProcInfo, watch_id: Option<u32>) -> bool {
-        self.allowed_exe(&p.exe, watch_id) && trusted(p)
-    }
-
-    /// Would an `[[allow]]` by path have covered `exe` (key opens, any
-    /// scope, dumps or memory)?
-    fn allowed_exe(&self, exe: &str, watch_id: Option<u32>) -> bool {
-        !exe.is_empty()
+        let exe = &*p.exe;
+        trusted(p)
+            && !exe.is_empty()
             && self.allow.iter().any(|a| {
                 a.target.is_none()
                     && !a.dumps
@@ -191,6 +231,7 @@ impl Policy {
                         None => true,
                         Some(k) => watch_id == Some(k),
                     }
+                    && self.holds_where(a, p)
             })
     }
 
@@ -248,7 +289,7 @@ impl Policy {
             && self
                 .allow
                 .iter()
-                .any(|a| kind(a) && a.exe.iter().any(|e| **e == *p.exe))
+                .any(|a| kind(a) && a.exe.iter().any(|e| **e == *p.exe) && self.holds_where(a, p))
     }
 
     /// Is the actor allowed to open dump files (an `[[allow]]` with `dumps`)?
@@ -297,6 +338,7 @@ impl Policy {
                     && a.target
                         .as_ref()
                         .is_some_and(|t| t.iter().any(|t| t == target))
+                    && self.holds_where(a, p)
             })
     }
 }

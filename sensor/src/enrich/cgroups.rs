@@ -137,6 +137,7 @@ fn container_of(seg: &str, parent: Option<&str>) -> Option<ContainerCtx> {
         Some(ContainerCtx {
             id: id.to_string(),
             runtime,
+            ..Default::default()
         })
     };
     // systemd driver: <prefix><id>.scope (conmon's own scopes are not the

@@ -92,6 +92,8 @@ pub struct Context {
     pub(crate) mem_readers: HashMap<u32, Origin>,
     /// Cgroup id -> cgroup path, unit and container (`enrich/cgroups.rs`).
     places: crate::enrich::cgroups::Places,
+    /// Containers' names and images from their runtimes' state.
+    pub runtimes: crate::enrich::runtimes::Runtimes,
     /// Roots tracked files were found from (`enrich/roots.rs`).
     pub(crate) roots: crate::enrich::roots::Roots,
     /// Scope-"all" key paths resolved in other mount namespaces
@@ -125,6 +127,7 @@ impl Context {
             agents: Default::default(),
             mem_readers: HashMap::new(),
             places: Default::default(),
+            runtimes: Default::default(),
             roots: Default::default(),
             ns_keys: None,
             raised: Vec::new(),
@@ -140,7 +143,7 @@ impl Context {
         if let Some(place) = self.place_of(p.cgroup_id) {
             p.cgroup = Some(place.cgroup.clone());
             p.unit.clone_from(&place.unit);
-            p.container.clone_from(&place.container);
+            p.container = self.container_of(&place);
         }
         if p.pid != 0 {
             let (pid, start) = (p.pid, p.start_ns);
@@ -158,16 +161,38 @@ impl Context {
         } = &mut alert.target
             && let Some(place) = self.place_of(*cgroup_id)
         {
-            container.clone_from(&place.container);
+            *container = self.container_of(&place);
         }
     }
 
-    /// The systemd unit of cgroup `id` (`[[protected]] unit`).
-    pub fn unit_of(&mut self, id: u64) -> Option<String> {
-        self.place_of(id).and_then(|p| p.unit.clone())
+    /// A place's container, named by its runtime's state.
+    fn container_of(
+        &mut self,
+        place: &crate::enrich::cgroups::Place,
+    ) -> Option<crate::alert::ContainerCtx> {
+        let mut c = place.container.clone()?;
+        if let Some(n) = self.runtimes.named(&c, &place.cgroup, &mut self.view) {
+            c.name.clone_from(&n.name);
+            c.image.clone_from(&n.image);
+            c.pod.clone_from(&n.pod);
+        }
+        Some(c)
     }
 
-    fn place_of(&mut self, id: u64) -> Option<Arc<crate::enrich::cgroups::Place>> {
+    /// Where the processes of cgroup `id` run: the unit and the named
+    /// container (the rules that select by them).
+    pub fn where_of(&mut self, id: u64) -> crate::enrich::protect::Where {
+        let Some(place) = self.place_of(id) else {
+            return Default::default();
+        };
+        crate::enrich::protect::Where {
+            unit: place.unit.clone(),
+            container: self.container_of(&place),
+        }
+    }
+
+    /// The cgroup path, unit and container cgroup `id` names.
+    pub fn place_of(&mut self, id: u64) -> Option<Arc<crate::enrich::cgroups::Place>> {
         if id == 0 {
             return None;
         }

@@ -26,6 +26,7 @@ pub mod protect;
 pub mod rawdev;
 pub mod rootfiles;
 pub mod roots;
+pub mod runtimes;
 pub mod scan;
 pub mod sysview;
 pub mod track;

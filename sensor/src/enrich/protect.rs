@@ -37,6 +37,19 @@ enum Rule {
     /// systemd unit: the innermost `.service` or `.scope` of the process's
     /// cgroup path (`enrich/cgroups.rs`).
     Unit(String),
+    /// A container's name, as its runtime's state says it
+    /// (`enrich/runtimes.rs`).
+    ContainerName(String),
+    /// A container's image (`runtimes::image_matches`).
+    ContainerImage(String),
+}
+
+/// Where a process runs, for the rules that select by it: its cgroup's
+/// systemd unit and its container (`Context::where_of`).
+#[derive(Debug, Clone, Default)]
+pub struct Where {
+    pub unit: Option<String>,
+    pub container: Option<crate::alert::ContainerCtx>,
 }
 
 /// Protected executables (identity -> rule value) and comms (NUL padded ->
@@ -81,6 +94,10 @@ impl Protector {
                     Rule::PidFile(f.clone())
                 } else if let Some(u) = &p.unit {
                     Rule::Unit(u.clone())
+                } else if let Some(n) = &p.container_name {
+                    Rule::ContainerName(n.clone())
+                } else if let Some(i) = &p.container_image {
+                    Rule::ContainerImage(i.clone())
                 } else {
                     let cg = p.cgroup.clone().unwrap_or_default();
                     let rel = cg.strip_prefix("/").unwrap_or(&cg).to_path_buf();
@@ -116,6 +133,8 @@ impl Protector {
                     d.strip_prefix(cgroup_root()).unwrap_or(d).display()
                 ),
                 Some(Rule::Unit(u)) => format!("[[protected]] unit = {u}"),
+                Some(Rule::ContainerName(n)) => format!("[[protected]] container_name = {n}"),
+                Some(Rule::ContainerImage(i)) => format!("[[protected]] container_image = {i}"),
                 None => "[[protected]]".to_string(),
             },
         })
@@ -204,15 +223,22 @@ impl Protector {
         self.set.is_empty()
     }
 
-    /// Whether a rule names a systemd unit (the caller then looks up the
-    /// unit of a process's cgroup for `on_exec` and `initial`).
-    pub fn needs_unit(&self) -> bool {
-        self.rules.iter().any(|r| matches!(r, Rule::Unit(_)))
+    /// Whether a rule names a systemd unit or a container (the caller
+    /// then looks up where a process runs for `on_exec` and `initial`).
+    pub fn needs_place(&self) -> bool {
+        self.rules.iter().any(|r| {
+            matches!(
+                r,
+                Rule::Unit(_) | Rule::ContainerName(_) | Rule::ContainerImage(_)
+            )
+        })
     }
 
-    /// The rule (index + 1) protecting a process by what it runs; `unit`:
-    /// the systemd unit of its cgroup, when a rule needs it.
-    fn rule_for(&self, p: &ProcInfo, unit: Option<&str>) -> Option<u32> {
+    /// The rule (index + 1) protecting a process by what it runs; `at`:
+    /// where it runs, when a rule needs it.
+    fn rule_for(&self, p: &ProcInfo, at: Option<&Where>) -> Option<u32> {
+        let unit = at.and_then(|w| w.unit.as_deref());
+        let container = at.and_then(|w| w.container.as_ref());
         self.rules
             .iter()
             .position(|r| match r {
@@ -223,29 +249,33 @@ impl Protector {
                     p.cgroup_id != 0 && std::fs::metadata(dir).is_ok_and(|m| m.ino() == p.cgroup_id)
                 }
                 Rule::Unit(u) => unit == Some(u.as_str()),
+                Rule::ContainerName(n) => container.and_then(|c| c.name.as_deref()) == Some(n),
+                Rule::ContainerImage(i) => container
+                    .and_then(|c| c.image.as_deref())
+                    .is_some_and(|image| crate::enrich::runtimes::image_matches(i, image)),
             })
             .map(|i| i as u32 + 1)
     }
 
     /// Everything to protect at start: matching processes and keysentry.
-    /// `unit_of`: the systemd unit of a cgroup id (asked only when a rule
-    /// names a unit).
+    /// `where_of`: where the processes of a cgroup id run (asked only when
+    /// a rule needs it).
     pub fn initial(
         &mut self,
         procs: &ProcessTable,
         self_pid: u32,
-        unit_of: &mut dyn FnMut(u64) -> Option<String>,
+        where_of: &mut dyn FnMut(u64) -> Option<Where>,
     ) -> Vec<Change> {
         let mut out = vec![Change::Protect(self_pid, SELF_RULE)];
         self.set.insert(self_pid, SELF_RULE);
-        let needs_unit = self.needs_unit();
+        let needs_place = self.needs_place();
         for p in procs.iter() {
-            let unit = if needs_unit {
-                unit_of(p.cgroup_id)
+            let at = if needs_place {
+                where_of(p.cgroup_id)
             } else {
                 None
             };
-            if let Some(r) = self.rule_for(p, unit.as_deref()) {
+            if let Some(r) = self.rule_for(p, at.as_ref()) {
                 self.set.insert(p.pid, r);
                 out.push(Change::Protect(p.pid, r));
             }
@@ -255,8 +285,8 @@ impl Protector {
 
     /// A process exec'd: it is protected when its new program matches, and
     /// stops being protected (inherited at fork) when it does not.
-    pub fn on_exec(&mut self, p: &ProcInfo, unit: Option<&str>) -> Option<Change> {
-        match (self.rule_for(p, unit), self.set.get(&p.pid).copied()) {
+    pub fn on_exec(&mut self, p: &ProcInfo, at: Option<&Where>) -> Option<Change> {
+        match (self.rule_for(p, at), self.set.get(&p.pid).copied()) {
             (Some(r), prev) if prev != Some(r) => {
                 self.set.insert(p.pid, r);
                 self.holders.remove(&p.pid);

@@ -208,6 +208,11 @@ fn kpath_at(buf: &[u8], off: usize) -> Option<(String, bool)> {
     kpath_parts(len, flags, &buf[b..b + PATH_BUF])
 }
 
+/// The cgroup id in a record's header.
+pub fn cgroup_id(buf: &[u8]) -> Option<u64> {
+    form(buf).ok().map(|(h, _, _)| h.cgroup_id)
+}
+
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let mut space = None;
     let buf = whole(buf, &mut space)?;
