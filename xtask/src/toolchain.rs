@@ -78,6 +78,23 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Debian packages installed without their recommendations (podman's
+/// would bring a user session's D-Bus and systemd).
+pub const DEBIAN_PACKAGES_ALONE: &[(&str, &str)] = &[
+    (
+        "podman",
+        "podman.rs: a real container, from an imported image",
+    ),
+    (
+        "runc",
+        "podman.rs: the OCI runtime (crun refuses a hybrid cgroup hierarchy)",
+    ),
+    (
+        "busybox-static",
+        "podman.rs: the image's static shell and sleep",
+    ),
+];
+
 /// The rustup toolchain name linked to Debian's compiler in /usr.
 pub const DEBIAN_TOOLCHAIN: &str = "debian-rustc";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -104,12 +121,17 @@ fn package_installed(pkg: &str) -> bool {
 }
 
 fn ensure_debian_packages() -> Result<bool> {
-    ensure_packages(DEBIAN_PACKAGES)
+    Ok(ensure_packages(DEBIAN_PACKAGES)? | install_missing(DEBIAN_PACKAGES_ALONE, false)?)
 }
 
 /// Install those of `packages` (name, why) that are missing with apt-get;
 /// whether anything was installed.
 pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<bool> {
+    install_missing(packages, true)
+}
+
+/// `ensure_packages`, with or without the packages' recommendations.
+fn install_missing(packages: &[(&str, &str)], recommends: bool) -> Result<bool> {
     let missing: Vec<_> = packages
         .iter()
         .filter(|(pkg, _)| !package_installed(pkg))
@@ -127,6 +149,7 @@ pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<bool> {
         cmd::as_root("apt-get", why)?
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y"])
+            .args((!recommends).then_some("--no-install-recommends"))
             .args(missing.iter().map(|(pkg, _)| *pkg)),
     )?;
     Ok(true)
