@@ -109,6 +109,11 @@ pub const DCFG_SYS_POWER: u32 = 12;
 /// it names runs as root in the host's namespaces when a cgroup of that
 /// hierarchy empties (a container escape; judged by container-escape).
 pub const DCFG_RELEASE_AGENT: u32 = 13;
+/// `DumpConfigEvent::value` of a DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT
+/// or DCFG_SUID_DUMPABLE: the opener's mount namespace is not the host's
+/// (these sysctls are the host's, whoever writes them: a container
+/// setting the core handler runs its program as root on the host).
+pub const DCFG_FROM_GUEST: u64 = 1;
 /// `DumpConfigEvent::value` of a DCFG_SYS_POWER: which file.
 pub const POWER_STATE: u64 = 1;
 pub const POWER_DISK: u64 = 2;

@@ -580,6 +580,7 @@ fn a_container_reaching_the_hosts_keys_is_an_escape() {
     let me = std::process::id().to_string();
     let (mut sh, _out, line) = unshare_sh(
         r#""$1" open "$2" && "$1" open "/proc/$3/root$2" || exit 1
+p=$(cat /proc/sys/kernel/core_pattern) && printf '%s\n' "$p" > /proc/sys/kernel/core_pattern || exit 1
 mkdir -p "$4"
 if mount -t cgroup -o none,name=ks-escape-test ks-v1 "$4" 2>/dev/null; then
   echo /bin/true > "$4/release_agent"; umount "$4"; echo agent
@@ -602,6 +603,9 @@ read x"#,
         }
         other => panic!("the shell failed: {other:?}"),
     };
+    // The host's core_pattern written (its own value) from the host.
+    let pattern = std::fs::read("/proc/sys/kernel/core_pattern").unwrap();
+    std::fs::write("/proc/sys/kernel/core_pattern", &pattern).unwrap();
     let alerts = s.alerts_until_marker(&l.marker);
     let shp = sh.id();
     drop(sh.stdin.take());
@@ -631,15 +635,33 @@ read x"#,
         .iter()
         .filter(|a| a["rule"] == "container-escape" && a["process"]["pid"] == shp)
         .collect();
+    let by_op = |op: &str| -> Vec<&Value> {
+        ra.iter()
+            .copied()
+            .filter(|a| a["kernel"]["op"] == op)
+            .collect()
+    };
     if agent {
+        let ra = by_op("release_agent");
         assert_eq!(ra.len(), 1, "{alerts:#?}");
-        assert_eq!(ra[0]["kernel"]["op"], "release_agent", "{:#}", ra[0]);
         assert_eq!(ra[0]["kernel"]["result"], "success", "{:#}", ra[0]);
     }
+    // The host's core_pattern, written from the namespace: an escape in
+    // place of its dump-config-change; from the host, no escape.
+    let cp = by_op("core_pattern");
+    assert_eq!(cp.len(), 1, "{alerts:#?}");
+    assert_eq!(cp[0]["severity"], "high", "{:#}", cp[0]);
+    assert_eq!(
+        cp[0]["target"]["path"], "/proc/sys/kernel/core_pattern",
+        "{:#}",
+        cp[0]
+    );
+    none_by_pid(&alerts, "dump-config-change", shp, "the namespace's write");
+    one_by_pid(&alerts, "dump-config-change", std::process::id());
     // Nothing else is an escape (the host's own opens, keysentry's).
     let all: Vec<_> = alerts
         .iter()
         .filter(|a| a["rule"] == "container-escape")
         .collect();
-    assert_eq!(all.len(), 1 + agent as usize, "{alerts:#?}");
+    assert_eq!(all.len(), 2 + agent as usize, "{alerts:#?}");
 }

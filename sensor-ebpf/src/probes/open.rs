@@ -703,7 +703,7 @@ unsafe fn fill_open(ev: *mut OpenEvent, s: *mut OpenState, key: &FoldKey, at: &O
 /// the kernel's BTF lacks the offsets. A BPF function of its own: the
 /// open programs stay as the verifier knew them.
 #[inline(never)]
-fn ns_flags(file: u64) -> u32 {
+pub(crate) fn ns_flags(file: u64) -> u32 {
     use crate::vfs::{Ptr, rd, rd_ptr};
     if off!(task_nsproxy) == 0 || file == 0 {
         return 0;

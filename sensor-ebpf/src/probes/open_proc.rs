@@ -9,11 +9,11 @@
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use sensor_common::{
     DCFG_CORE_PATTERN, DCFG_CORE_PIPE_LIMIT, DCFG_COREDUMP_FILTER, DCFG_DYNAMIC_EVENTS,
-    DCFG_KPROBE_EVENTS, DCFG_RELEASE_AGENT, DCFG_SUID_DUMPABLE, DCFG_SYS_POWER, DCFG_SYSRQ_TRIGGER,
-    DCFG_UPROBE_EVENTS, INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind, POWER_DISK,
-    POWER_RESUME, POWER_RESUME_OFFSET, POWER_STATE, PROC_ENVIRON, PROC_MAPS, PROC_MEM,
-    PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head, names::NameKey,
-    short_name,
+    DCFG_FROM_GUEST, DCFG_KPROBE_EVENTS, DCFG_RELEASE_AGENT, DCFG_SUID_DUMPABLE, DCFG_SYS_POWER,
+    DCFG_SYSRQ_TRIGGER, DCFG_UPROBE_EVENTS, INSERT_FAIL_ENVIRON_READS, LRU_ENVIRON_READS, OpenKind,
+    PATH_GUEST, POWER_DISK, POWER_RESUME, POWER_RESUME_OFFSET, POWER_STATE, PROC_ENVIRON,
+    PROC_MAPS, PROC_MEM, PROC_PAGEMAP, PROC_SMAPS, PROC_STATUS, TAINT_MEMORY, Taint, name_head,
+    names::NameKey, short_name,
 };
 
 use crate::vfs::{CGROUP_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC, TRACEFS_MAGIC};
@@ -217,7 +217,15 @@ fn check_dump_config(
     } else {
         0
     };
-    emit_dump_config(what, target, 0, ret);
+    // The host's core-dump sysctls written from a container.
+    let value = if what <= DCFG_SUID_DUMPABLE
+        && crate::probes::open::ns_flags(file.addr()) & PATH_GUEST != 0
+    {
+        DCFG_FROM_GUEST
+    } else {
+        0
+    };
+    emit_dump_config(what, target, value, ret);
     true
 }
 

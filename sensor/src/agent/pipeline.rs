@@ -600,6 +600,9 @@ impl Pipeline {
             Event::DumpConfig(d) if d.what == sensor_common::DCFG_RELEASE_AGENT => {
                 crate::detect::escape::release_agent(cx, policy, &d)
             }
+            Event::DumpConfig(d) if crate::detect::escape::from_guest(&d) => {
+                crate::detect::escape::dump_sysctl(cx, policy, &d)
+            }
             Event::DumpConfig(d) if crate::detect::kernel_reader::is_back_door(d.what) => {
                 crate::detect::kernel_reader::back_door(cx, policy, &d)
             }

@@ -1,5 +1,6 @@
 //! Detect, container escapes (`container-escape`), the part not judged at
-//! a key open: a write-open of a cgroup v1 hierarchy's `release_agent`.
+//! a key open: a write-open of a cgroup v1 hierarchy's `release_agent`,
+//! and of the host's core-dump sysctls from a container (`dump_sysctl`).
 //! The kernel runs the program that file names as root in the host's
 //! namespaces when a cgroup of the hierarchy empties, so a process that
 //! can mount a cgroup v1 hierarchy (root in a container with
@@ -45,6 +46,61 @@ pub fn release_agent(cx: &mut Context, _policy: &Policy, d: &DumpConfigRecord) {
     .message(message)
     .kernel(KernelDetail {
         op: "release_agent",
+        result: if ok { "success" } else { "failed" },
+        errno: (!ok).then(|| errno_text(d.ret)),
+        ..Default::default()
+    });
+    if !ok {
+        alert = alert.verdict(Severity::Medium, 45);
+    }
+    cx.raise(alert, d.task.ts_boot_ns);
+}
+
+/// Is `d` a write-open of a core-dump sysctl (core_pattern,
+/// core_pipe_limit, suid_dumpable) from a process whose mount namespace
+/// is not the host's?
+pub fn from_guest(d: &DumpConfigRecord) -> bool {
+    d.what <= sensor_common::DCFG_SUID_DUMPABLE
+        && d.what != 0
+        && d.value & sensor_common::DCFG_FROM_GUEST != 0
+}
+
+/// A core-dump sysctl opened for writing from a container. The sysctls
+/// are the host's: a core_pattern set there makes the kernel run the
+/// program it names as root in the host's namespaces at the next crash
+/// (the classic escape of a container that can write /proc/sys). The
+/// alert replaces its `dump-config-change`.
+pub fn dump_sysctl(cx: &mut Context, _policy: &Policy, d: &DumpConfigRecord) {
+    let actor = cx.procs.resolve(&d.task);
+    let (op, path) = match d.what {
+        sensor_common::DCFG_CORE_PATTERN => ("core_pattern", "/proc/sys/kernel/core_pattern"),
+        sensor_common::DCFG_CORE_PIPE_LIMIT => {
+            ("core_pipe_limit", "/proc/sys/kernel/core_pipe_limit")
+        }
+        _ => ("suid_dumpable", "/proc/sys/fs/suid_dumpable"),
+    };
+    let ok = d.ret >= 0;
+    let message = format!(
+        "{} (pid {}, uid {}), in a mount namespace not the host's, {} the host's {op} for writing: the kernel's core dumps are the host's, and a core_pattern pipe runs as root on the host",
+        actor.comm,
+        actor.pid,
+        actor.uid,
+        if ok { "opened" } else { "tried to open" },
+    );
+    let mut alert = rule_alert(
+        Rule::ContainerEscape,
+        &actor,
+        Target::File {
+            path: path.into(),
+            dev: 0,
+            inode: 0,
+        },
+        &cx.host,
+        cx.wall(d.task.ts_boot_ns),
+    )
+    .message(message)
+    .kernel(KernelDetail {
+        op,
         result: if ok { "success" } else { "failed" },
         errno: (!ok).then(|| errno_text(d.ret)),
         ..Default::default()
