@@ -175,7 +175,7 @@ fn it_runs_and_alerts_without_cap_sys_admin() {
         .unwrap_or(2);
     if paranoid > 2 {
         eprintln!(
-            "SKIP: perf_event_paranoid is {paranoid}: this kernel lets only CAP_SYS_ADMIN attach tracepoints"
+            "SKIPPED: perf_event_paranoid is {paranoid}: this kernel lets only CAP_SYS_ADMIN attach tracepoints"
         );
         return;
     }

@@ -43,7 +43,7 @@ fn cgroup2_root() -> Option<PathBuf> {
 fn have_unshare() -> bool {
     let ok = shell("command -v unshare").is_some();
     if !ok {
-        println!("SKIP: no unshare (util-linux)");
+        println!("SKIPPED: no unshare (util-linux)");
     }
     ok
 }
@@ -132,7 +132,7 @@ fn key_open(alerts: &[Value], pid: u32) -> &Value {
 #[test]
 fn alerts_name_the_cgroup_unit_and_container() {
     let Some(root) = cgroup2_root() else {
-        println!("SKIP: no cgroup v2 hierarchy to make test cgroups in");
+        println!("SKIPPED: no cgroup v2 hierarchy to make test cgroups in");
         return;
     };
     let tmp = tempdir();
@@ -163,7 +163,7 @@ fn alerts_name_the_cgroup_unit_and_container() {
         &user_signer,
     ] {
         if let Err(e) = std::fs::create_dir(d) {
-            println!("SKIP: cannot make cgroup {}: {e}", d.display());
+            println!("SKIPPED: cannot make cgroup {}: {e}", d.display());
             return;
         }
         made.0.push(d.clone());
@@ -420,7 +420,7 @@ fn a_scope_all_key_path_is_a_key_inside_a_container_too() {
         .status()
         .unwrap();
     if !st.success() {
-        println!("SKIP: no overlay mount here (no overlay file system in this kernel?)");
+        println!("SKIPPED: no overlay mount here (no overlay file system in this kernel?)");
         return;
     }
     let store = l.root.join("store");
@@ -567,7 +567,7 @@ fn a_container_reaching_the_hosts_keys_is_an_escape() {
         .lines()
         .any(|l| l.contains("container-escape (key opened") && l.contains(" available ("));
     if !escape_line {
-        println!("SKIP: this kernel's BTF lacks the mount namespace offsets (keysentry probes)");
+        println!("SKIPPED: this kernel's BTF lacks the mount namespace offsets (keysentry probes)");
         return;
     }
     let l = lab();

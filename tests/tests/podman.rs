@@ -106,7 +106,7 @@ fn a_podman_container_is_protected_and_named_by_its_runtimes_state() {
     for tool in ["podman", "runc", "ldd"] {
         if !have(tool) {
             println!(
-                "SKIP: no {tool} (cargo xtask setup installs podman, runc and busybox-static)"
+                "SKIPPED: no {tool} (cargo xtask setup installs podman, runc and busybox-static)"
             );
             return;
         }
@@ -115,7 +115,7 @@ fn a_podman_container_is_protected_and_named_by_its_runtimes_state() {
     if !String::from_utf8_lossy(&ldd.stdout).contains("not a dynamic")
         && !String::from_utf8_lossy(&ldd.stderr).contains("not a dynamic")
     {
-        println!("SKIP: no static /bin/busybox (busybox-static)");
+        println!("SKIPPED: no static /bin/busybox (busybox-static)");
         return;
     }
     let tmp = tempdir();
