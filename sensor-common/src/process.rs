@@ -53,6 +53,10 @@ pub const EXEC_LD_AUDIT: u32 = 32;
 /// The process is protected from its exec (`[[protected]]` exe or comm):
 /// its environment and tracer were checked as an allowlisted one's are.
 pub const EXEC_PROTECTED: u32 = 64;
+/// The process's mount namespace is not the host's (a container): its
+/// environment and tracer were checked as an allowlisted one's are, for
+/// an `[[allow]]` with a container selector, which user space decides.
+pub const EXEC_GUEST: u32 = 128;
 /// Set by the decoder (never by the kernel) on a record written before
 /// exec records carried the executable's identity: its path is taken as
 /// it was then.

@@ -4,7 +4,9 @@
 //! processes by the name podman's state gives it, and a read of its pid 1
 //! from inside the container (the namespace's own pid) is a high alert
 //! naming the host pid, the container's name and its image. The same
-//! read in another container of the same image is no high alert.
+//! read in another container of the same image is no high alert. An
+//! `[[allow]] container_name` lets ks-actor (as the image has it) read a
+//! key in that container only, and not with LD_PRELOAD set.
 //!
 //! SKIP where podman, runc or a static busybox is missing (the VMs):
 //! `cargo xtask setup` installs them on the host.
@@ -139,19 +141,25 @@ fn a_podman_container_is_protected_and_named_by_its_runtimes_state() {
     std::fs::write(&tarball, &tar.stdout).unwrap();
     podman(&["import", tarball.to_str().unwrap(), &image]);
 
+    let keys = marker.parent().unwrap();
+    std::fs::write(keys.join("host.pem"), b"a watched file").unwrap();
+    // ks-actor, as the image has it, may open the keys in the web
+    // container only.
     let mut s = Sensor::start(
         dir,
         &format!(
-            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\ncontainer_name = \"{vault}\"\n",
-            marker.parent().unwrap().display()
+            "[[key_path]]\npath = \"{}\"\n\n[[protected]]\ncontainer_name = \"{vault}\"\n\n[[allow]]\nexe = \"/bin/ks-actor\"\ncontainer_name = \"{web}\"\n",
+            keys.display()
         ),
     );
+    let volume = format!("{}:/keys:ro", keys.display());
     // Two containers of the image, one of the protected name; their
     // execs (protection is decided there) are handled once the marker is
     // through.
     let mut hosts = Vec::new();
     for name in [&vault, &web] {
         let mut args = vec!["run", "-d", "--name", name, "--network", "none"];
+        args.extend(["-v", &volume]);
         args.extend(["--runtime", "runc"]);
         let limits = ulimits();
         args.extend(limits.iter().map(String::as_str));
@@ -167,6 +175,20 @@ fn a_podman_container_is_protected_and_named_by_its_runtimes_state() {
         let addr = first_address(pid);
         podman(&["exec", name, "/bin/ks-actor", "vm-read", "1", &addr, "16"]);
     }
+    // The key (the host's, mounted) read in each; in the web container
+    // once more with a loader variable.
+    let open = ["/bin/ks-actor", "open", "/keys/host.pem"];
+    for name in [&vault, &web] {
+        podman(&[&["exec", name.as_str()][..], &open[..]].concat());
+    }
+    let preload = format!("LD_PRELOAD={}", libc_path());
+    podman(
+        &[
+            &["exec", "-e", preload.as_str(), web.as_str()][..],
+            &open[..],
+        ]
+        .concat(),
+    );
     let alerts = s.alerts_until_marker(&marker);
     let reads = |pid: &str| -> Vec<&Value> {
         let pid: u64 = pid.parse().unwrap();
@@ -202,6 +224,27 @@ fn a_podman_container_is_protected_and_named_by_its_runtimes_state() {
     assert!(a["target"].get("protected").is_none(), "{a:#}");
     assert_eq!(a["severity"], "low", "{a:#}");
     assert_eq!(a["process"]["container"]["name"], web.as_str(), "{a:#}");
+
+    // `[[allow]] container_name`: quiet in its container, an alert in
+    // the other, and an alert with a loader variable.
+    let key_opens = |name: &str| -> Vec<&Value> {
+        alerts
+            .iter()
+            .filter(|a| a["rule"] == "key-file-open" && a["process"]["container"]["name"] == name)
+            .collect()
+    };
+    let v = key_opens(&vault);
+    assert_eq!(v.len(), 1, "{alerts:#?}");
+    assert_eq!(v[0]["process"]["exe"], "/bin/ks-actor", "{:#}", v[0]);
+    let w = key_opens(&web);
+    assert_eq!(w.len(), 1, "only the preloaded open: {alerts:#?}");
+    assert!(
+        w[0]["process"]["allow_bypass"]
+            .as_str()
+            .is_some_and(|b| b.contains("LD_PRELOAD")),
+        "{:#}",
+        w[0]
+    );
     drop(made);
     drop(s);
 }

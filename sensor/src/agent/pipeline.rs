@@ -437,16 +437,12 @@ impl Pipeline {
                 return;
             }
         };
-        if self.policy.needs_unit()
+        if self.policy.needs_place()
             && let Some(id) = decode::cgroup_id(bytes)
-            && !self.policy.knows_unit(id)
+            && !self.policy.knows_place(id)
         {
-            let place = self.cx.place_of(id);
-            self.policy.learn_unit(
-                id,
-                place.as_ref().map(|p| p.cgroup.as_str()),
-                place.as_ref().and_then(|p| p.unit.clone()),
-            );
+            let at = self.cx.where_of(id);
+            self.policy.learn_place(id, &at);
         }
         let slot = ev.kind() as usize % KIND_SLOTS as usize;
         self.events_by_kind[slot].inc();
@@ -489,10 +485,21 @@ impl Pipeline {
                     allow_bypass = Some(Arc::from(crate::detect::allow_ids::UNKNOWN_AT_EXEC));
                     self.allow_ids.mark_stale();
                 }
+                // A container's program an `[[allow]]` names by its path
+                // inside the container: is that path its executable there?
+                let in_root = !genuine
+                    && exec_flags & sensor_common::EXEC_GUEST != 0
+                    && match (&exe, exe_id) {
+                        (Some(path), Some(id)) if self.policy.names_container_exe(path) => {
+                            cx.exe_ids.in_root(&mut cx.view, task.cgroup_id, path, id)
+                        }
+                        _ => false,
+                    };
                 let image = crate::enrich::proctab::Image {
                     argv,
                     exe,
                     exe_genuine: genuine,
+                    exe_in_root: in_root,
                     allow_bypass,
                 };
                 cx.procs.exec(&task, ppid, start_ns, image);

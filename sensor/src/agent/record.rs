@@ -69,6 +69,8 @@ pub struct ProcSnap {
     pub exe_genuine: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_bypass: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_in_root: bool,
 }
 
 fn genuine() -> bool {
@@ -90,6 +92,7 @@ impl From<&ProcInfo> for ProcSnap {
             cgroup_id: p.cgroup_id,
             execed: p.execed,
             exe_genuine: p.exe_genuine,
+            exe_in_root: p.exe_in_root,
             allow_bypass: p.allow_bypass.as_deref().map(str::to_string),
         }
     }
@@ -108,6 +111,7 @@ impl From<ProcSnap> for ProcInfo {
             cgroup_id: p.cgroup_id,
             execed: p.execed,
             exe_genuine: p.exe_genuine,
+            exe_in_root: p.exe_in_root,
             allow_bypass: p.allow_bypass.map(Arc::from),
         }
     }

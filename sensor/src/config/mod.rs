@@ -597,6 +597,22 @@ pub struct Allow {
     /// system manager ("vault.service"; a user's own units never match).
     #[serde(default)]
     pub unit: Option<String>,
+    /// The allowance holds only for processes of this container (its
+    /// name, as root's runtime state says it); `exe` is then the path
+    /// inside the container.
+    #[serde(default)]
+    pub container_name: Option<String>,
+    /// The allowance holds only for processes of containers running this
+    /// image; `exe` is then the path inside the container.
+    #[serde(default)]
+    pub container_image: Option<String>,
+}
+
+impl Allow {
+    /// Does the entry select a container (its `exe` a path inside it)?
+    pub fn in_container(&self) -> bool {
+        self.container_name.is_some() || self.container_image.is_some()
+    }
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -806,6 +822,14 @@ mod tests {
                 .contains("(found: unit, container_image)")
         );
         assert!(bad("[[allow]]\nexe = \"/a\"\nunit = \"vault\"\n").contains("allow[0].unit"));
+        assert!(
+            bad("[[allow]]\nexe = \"/a\"\nunit = \"v.service\"\ncontainer_name = \"v\"\n")
+                .contains("allow[0].unit")
+        );
+        assert!(
+            bad("[[allow]]\nexe = \"/a\"\ncontainer_image = \"\"\n")
+                .contains("allow[0].container_image")
+        );
         assert!(bad("[containers]\ndocker_root = \"docker\"\n").contains("containers.docker_root"));
         assert!(bad("[[protected]]\nunit = \"x.service\"\ncomm = \"x\"\n").contains("comm, unit"));
         assert!(bad("[[allow]]\nkey_path = \"/a\"\n").contains("exe"));

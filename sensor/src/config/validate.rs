@@ -316,6 +316,18 @@ impl Config {
             if let Some(u) = &a.unit {
                 unit_name(format!("allow[{i}].unit"), u)?;
             }
+            if let Some(n) = &a.container_name {
+                container_sel(format!("allow[{i}].container_name"), n)?;
+            }
+            if let Some(n) = &a.container_image {
+                container_sel(format!("allow[{i}].container_image"), n)?;
+            }
+            if a.unit.is_some() && a.in_container() {
+                return invalid(
+                    format!("allow[{i}].unit"),
+                    "cannot be combined with container_name or container_image: a container's processes run in its own scope",
+                );
+            }
             if let Some(t) = &a.target {
                 absolute(&format!("allow[{i}].target"), t)?;
                 if a.key_path.is_some() {

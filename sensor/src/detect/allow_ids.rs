@@ -117,7 +117,7 @@ impl AllowIds {
 
     fn exe_paths(&self) -> Vec<PathBuf> {
         let mut v = Vec::new();
-        for a in &self.allow {
+        for a in self.allow.iter().filter(|a| !a.in_container()) {
             for p in [Some(&a.exe), a.target.as_ref()].into_iter().flatten() {
                 v.push(p.clone());
                 if let Ok(c) = std::fs::canonicalize(p) {

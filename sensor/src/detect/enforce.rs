@@ -57,8 +57,11 @@ pub fn allowlist_of(
     allow: &[crate::config::Allow],
     key_paths: &[std::path::PathBuf],
 ) -> (Vec<AllowKey>, Vec<sensor_common::InodeKey>) {
+    // A container's program is named by its path inside the container:
+    // the host's file at that path is not it (user space decides those).
+    let allow: Vec<&crate::config::Allow> = allow.iter().filter(|a| !a.in_container()).collect();
     let mut exes: Vec<sensor_common::InodeKey> = Vec::new();
-    for a in allow {
+    for a in &allow {
         for (dev, ino) in exe_ids(&a.exe) {
             let k = sensor_common::InodeKey { dev, _pad: 0, ino };
             if !exes.contains(&k) {
@@ -67,7 +70,7 @@ pub fn allowlist_of(
         }
     }
     let mut out = Vec::new();
-    for a in allow {
+    for a in &allow {
         if a.dumps
             || a.kernel_reader
             || a.raw_read

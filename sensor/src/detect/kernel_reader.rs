@@ -391,6 +391,7 @@ mod tests {
         };
         let lookalike = ProcInfo {
             exe_genuine: false,
+            exe_in_root: false,
             ..proc(52, 1, 0, "/usr/bin/agent")
         };
         let mut cx = with(&[agent.clone(), preloaded.clone(), lookalike.clone()]);

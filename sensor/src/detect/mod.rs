@@ -41,8 +41,8 @@ use crate::{
 };
 
 const O_ACCMODE: u32 = 0o3;
-/// Cgroups whose unit `Policy` remembers (emptied when full).
-const MAX_UNITS: usize = 4096;
+/// Cgroups whose place `Policy` remembers (emptied when full).
+const MAX_PLACES: usize = 4096;
 const O_PATH: u32 = 0o10000000;
 
 #[derive(Debug, Clone)]
@@ -67,6 +67,28 @@ struct AllowRule {
     keyring_read: bool,
     /// Holds only in this systemd unit of the system manager.
     unit: Option<String>,
+    /// Holds only in this container (by name) ...
+    container_name: Option<String>,
+    /// ... or in containers of this image. `exe` is then the path inside
+    /// the container, checked there (`ProcInfo::exe_in_root`).
+    container_image: Option<String>,
+}
+
+impl AllowRule {
+    fn in_container(&self) -> bool {
+        self.container_name.is_some() || self.container_image.is_some()
+    }
+}
+
+/// Where the processes of a cgroup run, as the allowances select it.
+#[derive(Debug, Clone, Default)]
+struct PlaceSel {
+    /// The system manager's unit (None: in none, or in a user's own
+    /// manager's tree, whose units its user names).
+    unit: Option<String>,
+    /// The container's name and image, from root's runtime state.
+    container_name: Option<String>,
+    container_image: Option<String>,
 }
 
 /// A path and its canonical form, for comparing with real exe paths.
@@ -108,10 +130,9 @@ pub struct Policy {
     pub unit_paths: Vec<std::path::PathBuf>,
     /// `[[protected]]` executables (and their canonical paths).
     protected_exes: Vec<String>,
-    /// The system manager's unit of each cgroup an event came from, when
-    /// an `[[allow]]` names a unit (`learn_unit`; None: not in one, or in
-    /// a user's delegated tree).
-    units: HashMap<u64, Option<String>>,
+    /// Where each cgroup an event came from runs, when an `[[allow]]`
+    /// selects by unit or container (`learn_place`).
+    places: HashMap<u64, PlaceSel>,
 }
 
 impl Policy {
@@ -126,7 +147,12 @@ impl Policy {
             .allow
             .iter()
             .map(|a| AllowRule {
-                exe: exe_forms(&a.exe),
+                // A container's path means nothing on the host: as written.
+                exe: if a.in_container() {
+                    vec![a.exe.to_string_lossy().into_owned()]
+                } else {
+                    exe_forms(&a.exe)
+                },
                 target: a.target.as_deref().map(exe_forms),
                 dumps: a.dumps,
                 kernel_reader: a.kernel_reader,
@@ -135,6 +161,8 @@ impl Policy {
                 code_change: a.code_change,
                 keyring_read: a.keyring_read,
                 unit: a.unit.clone(),
+                container_name: a.container_name.clone(),
+                container_image: a.container_image.clone(),
                 key_path: a.key_path.as_ref().and_then(|p| {
                     key_paths
                         .iter()
@@ -157,42 +185,79 @@ impl Policy {
                 .filter_map(|p| p.exe.as_deref())
                 .flat_map(exe_forms)
                 .collect(),
-            units: HashMap::new(),
+            places: HashMap::new(),
         }
     }
 
-    /// Whether an `[[allow]]` names a unit (the pipeline then tells
-    /// `learn_unit` the cgroup of each event).
-    pub fn needs_unit(&self) -> bool {
-        self.allow.iter().any(|a| a.unit.is_some())
+    /// Whether an `[[allow]]` selects by unit or container (the pipeline
+    /// then tells `learn_place` where each event's cgroup is).
+    pub fn needs_place(&self) -> bool {
+        self.allow
+            .iter()
+            .any(|a| a.unit.is_some() || a.in_container())
     }
 
-    /// Does the policy know cgroup `id`'s unit?
-    pub fn knows_unit(&self, id: u64) -> bool {
-        self.units.contains_key(&id)
+    /// Does the policy know where cgroup `id` is?
+    pub fn knows_place(&self, id: u64) -> bool {
+        self.places.contains_key(&id)
     }
 
-    /// Cgroup `id` runs in `unit` (None: in none the system manager
-    /// runs; a unit under a `user@<uid>.service` is its user's, who can
-    /// name it anything).
-    pub fn learn_unit(&mut self, id: u64, cgroup: Option<&str>, unit: Option<String>) {
-        if self.units.len() >= MAX_UNITS {
-            self.units.clear();
+    /// Cgroup `id` is at `at`.
+    pub fn learn_place(&mut self, id: u64, at: &crate::enrich::protect::Where) {
+        if self.places.len() >= MAX_PLACES {
+            self.places.clear();
         }
-        let system = cgroup.is_some_and(|c| !crate::enrich::runtimes::rootless(c));
-        self.units.insert(id, unit.filter(|_| system));
+        let c = at.container.as_ref();
+        self.places.insert(
+            id,
+            PlaceSel {
+                unit: at.unit.clone().filter(|_| !at.rootless),
+                container_name: c.and_then(|c| c.name.clone()),
+                container_image: c.and_then(|c| c.image.clone()),
+            },
+        );
     }
 
-    /// Does allowance `a` hold where `p` runs (its `unit`, if it names
-    /// one)?
+    /// Does an `[[allow]]` with a container selector name `exe` (the
+    /// exec then checks the path inside the process's root)?
+    pub fn names_container_exe(&self, exe: &str) -> bool {
+        self.allow
+            .iter()
+            .any(|a| a.in_container() && a.exe.iter().any(|e| e == exe))
+    }
+
+    /// Does allowance `a` hold for `p`: its program is the file `a`
+    /// names (on the host, or inside its container for a container's
+    /// allowance), nothing else controls it, and it runs where `a` says?
+    fn holds(&self, a: &AllowRule, p: &ProcInfo) -> bool {
+        let identity = if a.in_container() {
+            p.exe_in_root
+        } else {
+            p.exe_genuine
+        };
+        identity && p.allow_bypass.is_none() && self.holds_where(a, p)
+    }
+
+    /// Does allowance `a` hold where `p` runs (its `unit` or container,
+    /// if it names one)?
     fn holds_where(&self, a: &AllowRule, p: &ProcInfo) -> bool {
-        match &a.unit {
-            None => true,
-            Some(u) => self
-                .units
-                .get(&p.cgroup_id)
-                .is_some_and(|have| have.as_ref() == Some(u)),
+        if a.unit.is_none() && !a.in_container() {
+            return true;
         }
+        let Some(at) = self.places.get(&p.cgroup_id) else {
+            return false;
+        };
+        let unit = a.unit.as_ref().is_none_or(|u| at.unit.as_ref() == Some(u));
+        let name = a
+            .container_name
+            .as_ref()
+            .is_none_or(|n| at.container_name.as_ref() == Some(n));
+        let image = a.container_image.as_ref().is_none_or(|want| {
+            at.container_image
+                .as_deref()
+                .is_some_and(|have| crate::enrich::runtimes::image_matches(want, have))
+        });
+        unit && name && image
     }
 
     /// What the code watcher's path `id` is.
@@ -216,8 +281,7 @@ impl Policy {
     /// controls (no loader variables at exec, not traced: `allow_bypass`).
     pub fn allowed(&self, p: &ProcInfo, watch_id: Option<u32>) -> bool {
         let exe = &*p.exe;
-        trusted(p)
-            && !exe.is_empty()
+        !exe.is_empty()
             && self.allow.iter().any(|a| {
                 a.target.is_none()
                     && !a.dumps
@@ -231,7 +295,7 @@ impl Policy {
                         None => true,
                         Some(k) => watch_id == Some(k),
                     }
-                    && self.holds_where(a, p)
+                    && self.holds(a, p)
             })
     }
 
@@ -254,42 +318,43 @@ impl Policy {
     /// Why an `[[allow]]` naming the actor's executable does not hold for
     /// it (None when no entry names it, or when it holds).
     pub fn allowance_withdrawn(&self, p: &ProcInfo) -> Option<String> {
-        if p.exe.is_empty()
-            || !self
-                .allow
-                .iter()
-                .any(|a| a.exe.iter().any(|e| **e == *p.exe))
-        {
+        let naming: Vec<&AllowRule> = self
+            .allow
+            .iter()
+            .filter(|a| !p.exe.is_empty() && a.exe.iter().any(|e| **e == *p.exe))
+            .collect();
+        if naming.is_empty() {
             return None;
         }
         if let Some(why) = &p.allow_bypass {
             return Some(why.to_string());
         }
-        (!p.exe_genuine).then(|| {
+        let host = naming.iter().any(|a| !a.in_container());
+        let container = naming.iter().any(|a| a.in_container());
+        let genuine = (host && p.exe_genuine) || (container && p.exe_in_root);
+        (!genuine).then(|| {
             format!(
-                "its executable is not the file {} names on this host",
-                p.exe
+                "its executable is not the file {} names {}",
+                p.exe,
+                if host {
+                    "on this host"
+                } else {
+                    "in its container"
+                }
             )
         })
     }
 }
 
-/// Nothing but the allowlisted program runs in the process: its path was
-/// verified by inode at exec and no loader variable or tracer is involved.
-fn trusted(p: &ProcInfo) -> bool {
-    p.exe_genuine && p.allow_bypass.is_none()
-}
-
 impl Policy {
     /// Does an `[[allow]]` of the kind `kind` picks name the actor's
-    /// executable, and does the allowance hold for it (`trusted`)?
+    /// executable, and does the allowance hold for it (`holds`)?
     fn allowed_kind(&self, p: &ProcInfo, kind: impl Fn(&AllowRule) -> bool) -> bool {
         !p.exe.is_empty()
-            && trusted(p)
             && self
                 .allow
                 .iter()
-                .any(|a| kind(a) && a.exe.iter().any(|e| **e == *p.exe) && self.holds_where(a, p))
+                .any(|a| kind(a) && a.exe.iter().any(|e| **e == *p.exe) && self.holds(a, p))
     }
 
     /// Is the actor allowed to open dump files (an `[[allow]]` with `dumps`)?
@@ -332,13 +397,12 @@ impl Policy {
     /// `target`?
     pub fn allowed_memory(&self, p: &ProcInfo, target: &str) -> bool {
         !p.exe.is_empty()
-            && trusted(p)
             && self.allow.iter().any(|a| {
                 a.exe.iter().any(|e| **e == *p.exe)
                     && a.target
                         .as_ref()
                         .is_some_and(|t| t.iter().any(|t| t == target))
-                    && self.holds_where(a, p)
+                    && self.holds(a, p)
             })
     }
 }

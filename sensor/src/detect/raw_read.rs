@@ -162,6 +162,7 @@ mod tests {
         };
         let lookalike = ProcInfo {
             exe_genuine: false,
+            exe_in_root: false,
             ..proc(303, 1, 0, "/usr/sbin/smartd")
         };
         let mut cx = with(&[

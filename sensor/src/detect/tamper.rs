@@ -501,6 +501,7 @@ mod tests {
         let agent = proc(30, 1, 0, "/usr/bin/agent");
         let lookalike = ProcInfo {
             exe_genuine: false,
+            exe_in_root: false,
             ..proc(31, 1, 0, "/usr/bin/agent")
         };
         let other = proc(40, 1, 0, "/usr/bin/other");

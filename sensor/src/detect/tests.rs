@@ -33,6 +33,7 @@ pub(super) fn proc(pid: u32, ppid: u32, uid: u32, exe: &str) -> ProcInfo {
         cgroup_id: 0,
         execed: true,
         exe_genuine: true,
+        exe_in_root: false,
         allow_bypass: None,
     }
 }
@@ -482,6 +483,7 @@ fn an_allowance_holds_only_for_the_genuine_untouched_program() {
     // Another file at that path (a bind mount in another namespace).
     let look_alike = ProcInfo {
         exe_genuine: false,
+        exe_in_root: false,
         ..cat.clone()
     };
     assert!(!p.allowed(&look_alike, None));
@@ -513,4 +515,71 @@ fn an_allowance_holds_only_for_the_genuine_untouched_program() {
         ..gdb()
     };
     assert_eq!(p.allowance_withdrawn(&gdb), None);
+}
+
+// ---- allowances by unit and container ----
+
+#[test]
+fn a_container_allowance_holds_for_its_containers_own_file_only() {
+    use crate::{alert::ContainerCtx, enrich::protect::Where};
+    let mut p = policy(
+        "[[allow]]\nexe = \"/usr/sbin/nginx\"\ncontainer_image = \"nginx\"\n\n[[allow]]\nexe = \"/usr/bin/signer\"\nunit = \"signer.service\"\n",
+    );
+    let at = |rootless, unit: &str, name: Option<&str>, image: Option<&str>| Where {
+        rootless,
+        unit: Some(unit.to_string()),
+        container: name.map(|n| ContainerCtx {
+            id: "c".into(),
+            runtime: "docker",
+            name: Some(n.into()),
+            image: image.map(String::from),
+            pod: None,
+        }),
+    };
+    p.learn_place(
+        1,
+        &at(
+            false,
+            "docker-c.scope",
+            Some("web"),
+            Some("docker.io/library/nginx:1.27"),
+        ),
+    );
+    p.learn_place(
+        2,
+        &at(false, "docker-d.scope", Some("db"), Some("postgres:16")),
+    );
+    p.learn_place(3, &at(false, "signer.service", None, None));
+    p.learn_place(4, &at(true, "signer.service", None, None));
+    let mut nginx = proc(30, 1, 33, "/usr/sbin/nginx");
+    nginx.cgroup_id = 1;
+    nginx.exe_genuine = false;
+    nginx.exe_in_root = true;
+    assert!(p.allowed(&nginx, None));
+    // Another container, or not the file the path names in its root.
+    let mut other = nginx.clone();
+    other.cgroup_id = 2;
+    assert!(!p.allowed(&other, None));
+    let mut fake = nginx.clone();
+    fake.exe_in_root = false;
+    assert!(!p.allowed(&fake, None));
+    assert_eq!(
+        p.allowance_withdrawn(&fake).as_deref(),
+        Some("its executable is not the file /usr/sbin/nginx names in its container")
+    );
+    let mut preloaded = nginx.clone();
+    preloaded.allow_bypass = Some(Arc::from("LD_PRELOAD at exec"));
+    assert!(!p.allowed(&preloaded, None));
+    // An unknown cgroup holds nothing.
+    let mut unknown = nginx.clone();
+    unknown.cgroup_id = 9;
+    assert!(!p.allowed(&unknown, None));
+    // The unit's allowance: the host's file, in the system manager's unit.
+    let mut signer = proc(40, 1, 0, "/usr/bin/signer");
+    signer.cgroup_id = 3;
+    assert!(p.allowed(&signer, None));
+    signer.cgroup_id = 4;
+    assert!(!p.allowed(&signer, None), "a user's own signer.service");
+    signer.cgroup_id = 1;
+    assert!(!p.allowed(&signer, None));
 }

@@ -186,6 +186,7 @@ impl Context {
             return Default::default();
         };
         crate::enrich::protect::Where {
+            rootless: crate::enrich::runtimes::rootless(&place.cgroup),
             unit: place.unit.clone(),
             container: self.container_of(&place),
         }

@@ -110,6 +110,7 @@ mod tests {
             cgroup_id: 0,
             execed: true,
             exe_genuine: true,
+            exe_in_root: false,
             allow_bypass: None,
         };
         let cwd = Path::new("/var/lib/vault");

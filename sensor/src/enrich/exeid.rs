@@ -62,6 +62,27 @@ impl ExeIds {
     }
 }
 
+impl ExeIds {
+    /// Does `path` name the file (`kdev`, `ino`) in the container of
+    /// cgroup `cgroup_id` (`roots::in_container`)? What an allowance for
+    /// a container's program checks: the path is the container's.
+    pub fn in_root(
+        &mut self,
+        view: &mut SystemView,
+        cgroup_id: u64,
+        path: &str,
+        (kdev, ino): (u32, u64),
+    ) -> bool {
+        if path.is_empty() || ino == 0 || cgroup_id == 0 {
+            return false;
+        }
+        view.flag(
+            format!("exe-in-root:{cgroup_id}:{path}:{kdev}:{ino}"),
+            || crate::enrich::roots::in_container(cgroup_id, std::path::Path::new(path), kdev, ino),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

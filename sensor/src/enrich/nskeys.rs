@@ -122,19 +122,8 @@ pub fn host_ns(kind: &str) -> Option<u64> {
 /// time (boot ns, as the kernel's records give it) is `start_ns` (0:
 /// unknown, not checked), when either is not the host's (init's).
 pub fn namespaces_of(pid: u32, start_ns: u64) -> Option<crate::alert::Namespaces> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    if start_ns != 0 {
-        // starttime, in clock ticks: field 22, the 20th after the comm.
-        let ticks: u64 = stat[stat.rfind(')')? + 2..]
-            .split(' ')
-            .nth(19)?
-            .parse()
-            .ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        if ticks != start_ns / (1_000_000_000 / hz) {
-            return None;
-        }
+    if start_ns != 0 && !started_at(pid, start_ns) {
+        return None;
     }
     let n = crate::alert::Namespaces {
         mnt: mnt_ns(pid)?,
@@ -142,6 +131,23 @@ pub fn namespaces_of(pid: u32, start_ns: u64) -> Option<crate::alert::Namespaces
     };
     let host = (host_ns("mnt")?, host_ns("pid")?);
     (host != (n.mnt, n.pid)).then_some(n)
+}
+
+/// Is process `pid` the one that started at `start_ns` (boot ns, as the
+/// kernel's records give it), not a later process given its number?
+pub fn started_at(pid: u32, start_ns: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // starttime, in clock ticks: field 22, the 20th after the comm.
+    let ticks = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.split(' ').nth(19))
+        .and_then(|t| t.parse::<u64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    ticks == Some(start_ns / (1_000_000_000 / hz))
 }
 
 /// The scope-"all" key paths of a configuration, with their indices.

@@ -31,6 +31,12 @@ pub struct ProcInfo {
     /// an allowlisted path) or the file was replaced. An `[[allow]]` by
     /// path holds only for a genuine executable.
     pub exe_genuine: bool,
+    /// The exe path names this process's executable (dev, inode) inside
+    /// its own root (checked at exec, for a process in another mount
+    /// namespace whose path an `[[allow]]` with a container selector
+    /// names): what such an allowance holds for, instead of
+    /// `exe_genuine`.
+    pub exe_in_root: bool,
     /// Why no `[[allow]]` holds for this process although its executable
     /// is allowlisted: loader variables or tracing at exec, a tracer that
     /// attached since. Kept across fork (the child runs the same code).
@@ -44,6 +50,8 @@ pub struct Image {
     pub exe: Option<String>,
     /// See `ProcInfo::exe_genuine`.
     pub exe_genuine: bool,
+    /// See `ProcInfo::exe_in_root`.
+    pub exe_in_root: bool,
     /// See `ProcInfo::allow_bypass`.
     pub allow_bypass: Option<Arc<str>>,
 }
@@ -165,6 +173,7 @@ impl ProcessTable {
             cgroup_id: task.cgroup_id,
             execed: true,
             exe_genuine: true,
+            exe_in_root: false,
             allow_bypass: None,
         }
     }
@@ -212,6 +221,7 @@ impl ProcessTable {
             cgroup_id: 0,
             execed: true,
             exe_genuine: true,
+            exe_in_root: false,
             allow_bypass: None,
         }
     }
@@ -231,6 +241,7 @@ impl ProcessTable {
                 cgroup_id: task.cgroup_id,
                 execed: true,
                 exe_genuine: image.exe_genuine,
+                exe_in_root: image.exe_in_root,
                 allow_bypass: image.allow_bypass,
             },
         );
@@ -258,6 +269,7 @@ impl ProcessTable {
                 cgroup_id: parent.cgroup_id,
                 execed: false,
                 exe_genuine: true,
+                exe_in_root: false,
                 allow_bypass: None,
             },
         };
@@ -328,6 +340,22 @@ fn read_proc(p: &procfs::process::Process) -> Option<ProcInfo> {
         let named = std::fs::metadata(e);
         matches!((real, named), (Ok(r), Ok(n)) if (r.dev(), r.ino()) == (n.dev(), n.ino()))
     });
+    let cgroup = cgroup_id(stat.pid).unwrap_or(0);
+    // Not the host's file: is it the file its path names in its
+    // container (a container's program)?
+    let exe_in_root = !exe_genuine
+        && cgroup != 0
+        && exe.as_ref().is_some_and(|e| {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(format!("/proc/{}/exe", stat.pid)).is_ok_and(|real| {
+                crate::enrich::roots::in_container(
+                    cgroup,
+                    e,
+                    crate::enrich::devnum::kdev(real.dev()),
+                    real.ino(),
+                )
+            })
+        });
     Some(ProcInfo {
         pid: stat.pid as u32,
         ppid: stat.ppid as u32,
@@ -339,9 +367,10 @@ fn read_proc(p: &procfs::process::Process) -> Option<ProcInfo> {
         ),
         argv: Arc::from(p.cmdline().unwrap_or_default()),
         start_ns: stat.starttime.saturating_mul(1_000_000_000 / tps),
-        cgroup_id: cgroup_id(stat.pid).unwrap_or(0),
+        cgroup_id: cgroup,
         execed: true,
         exe_genuine,
+        exe_in_root,
         allow_bypass: running_bypass(p),
     })
 }
@@ -371,7 +400,9 @@ pub const LD_VARS: [&str; 3] = ["LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH"];
 /// `key-holder-tamper`).
 pub fn exec_bypass(flags: u32) -> Option<Arc<str>> {
     use sensor_common::{EXEC_ALLOWLISTED, EXEC_ENV_UNCHECKED, EXEC_LD_ENV, EXEC_PTRACED};
-    let why = if flags & EXEC_ALLOWLISTED == 0 {
+    use sensor_common::{EXEC_GUEST, EXEC_PROTECTED};
+    // Only these execs had their environment and tracer checked.
+    let why = if flags & (EXEC_ALLOWLISTED | EXEC_PROTECTED | EXEC_GUEST) == 0 {
         return None;
     } else if flags & EXEC_PTRACED != 0 {
         "traced at exec"

@@ -48,6 +48,9 @@ enum Rule {
 /// systemd unit and its container (`Context::where_of`).
 #[derive(Debug, Clone, Default)]
 pub struct Where {
+    /// The cgroup is in a user's own manager's tree (`user@<uid>.service`):
+    /// its units are its user's to name.
+    pub rootless: bool,
     pub unit: Option<String>,
     pub container: Option<crate::alert::ContainerCtx>,
 }
@@ -380,6 +383,7 @@ mod tests {
             cgroup_id: 0,
             execed: true,
             exe_genuine: true,
+            exe_in_root: false,
             allow_bypass: None,
         }
     }

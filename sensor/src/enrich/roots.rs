@@ -42,6 +42,42 @@ pub fn proc_root(pid: u32) -> Option<File> {
     )
 }
 
+/// Does `path` reach the inode (kd, ino) from the root of the container
+/// whose cgroup is `cgroup_id`: its oldest live process's (the one the
+/// runtime started, before anything it runs could make a mount namespace
+/// of its own and mount another file at the path)? A process's own root
+/// is not asked: inside a user and mount namespace it mounts what it
+/// likes.
+pub fn in_container(cgroup_id: u64, path: &Path, kd: u32, ino: u64) -> bool {
+    let Some(root) = crate::kernel::loader::probes::cgroup2_root() else {
+        return false;
+    };
+    let Some(cg) = crate::enrich::cgroups::path_of(cgroup_id) else {
+        return false;
+    };
+    let procs = std::fs::read_to_string(format!("{root}{cg}/cgroup.procs")).unwrap_or_default();
+    let started = |pid: u32| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.get(stat.rfind(')')? + 2..)?
+            .split(' ')
+            .nth(19)?
+            .parse()
+            .ok()
+    };
+    let oldest = procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .take(MEMBERS)
+        .filter_map(|pid| Some((started(pid)?, pid)))
+        .min();
+    oldest
+        .and_then(|(_, pid)| proc_root(pid))
+        .is_some_and(|r| reaches(Some(&r), path, kd, ino))
+}
+
+/// Processes of a container's cgroup looked at for its oldest.
+const MEMBERS: usize = 256;
+
 /// Up to `CGROUP_PIDS` live processes of cgroup `id`.
 fn cgroup_pids(id: u64) -> Vec<u32> {
     let Some(root) = crate::kernel::loader::probes::cgroup2_root() else {
