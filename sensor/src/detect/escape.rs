@@ -20,40 +20,14 @@ use crate::{
 
 /// A write-open of a cgroup v1 `release_agent` (DCFG_RELEASE_AGENT).
 pub fn release_agent(cx: &mut Context, _policy: &Policy, d: &DumpConfigRecord) {
-    let actor = cx.procs.resolve(&d.task);
-    if is_keysentry(cx, &actor) {
-        return;
-    }
-    let ok = d.ret >= 0;
-    let message = format!(
-        "{} (pid {}, uid {}) {} a cgroup v1 release_agent for writing: the program it names runs as root on the host when a cgroup of that hierarchy empties",
-        actor.comm,
-        actor.pid,
-        actor.uid,
-        if ok { "opened" } else { "tried to open" },
+    raise(
+        cx,
+        d,
+        "release_agent",
+        "release_agent",
+        "a cgroup v1 release_agent",
+        "the program it names runs as root on the host when a cgroup of that hierarchy empties",
     );
-    let mut alert = rule_alert(
-        Rule::ContainerEscape,
-        &actor,
-        Target::File {
-            path: "release_agent".into(),
-            dev: 0,
-            inode: 0,
-        },
-        &cx.host,
-        cx.wall(d.task.ts_boot_ns),
-    )
-    .message(message)
-    .kernel(KernelDetail {
-        op: "release_agent",
-        result: if ok { "success" } else { "failed" },
-        errno: (!ok).then(|| errno_text(d.ret)),
-        ..Default::default()
-    });
-    if !ok {
-        alert = alert.verdict(Severity::Medium, 45);
-    }
-    cx.raise(alert, d.task.ts_boot_ns);
 }
 
 /// Is `d` a write-open of a core-dump sysctl (core_pattern,
@@ -71,7 +45,6 @@ pub fn from_guest(d: &DumpConfigRecord) -> bool {
 /// (the classic escape of a container that can write /proc/sys). The
 /// alert replaces its `dump-config-change`.
 pub fn dump_sysctl(cx: &mut Context, _policy: &Policy, d: &DumpConfigRecord) {
-    let actor = cx.procs.resolve(&d.task);
     let (op, path) = match d.what {
         sensor_common::DCFG_CORE_PATTERN => ("core_pattern", "/proc/sys/kernel/core_pattern"),
         sensor_common::DCFG_CORE_PIPE_LIMIT => {
@@ -79,9 +52,34 @@ pub fn dump_sysctl(cx: &mut Context, _policy: &Policy, d: &DumpConfigRecord) {
         }
         _ => ("suid_dumpable", "/proc/sys/fs/suid_dumpable"),
     };
+    raise(
+        cx,
+        d,
+        op,
+        path,
+        &format!("the host's {op}, from a mount namespace not the host's,"),
+        "the kernel's core dumps are the host's, and a core_pattern pipe runs as root on the host",
+    );
+}
+
+/// A `container-escape` for the write-open `d` of `path` (`kernel.op`
+/// `op`; the message names it `what` and says `why`): high when it
+/// opened, medium when refused.
+fn raise(
+    cx: &mut Context,
+    d: &DumpConfigRecord,
+    op: &'static str,
+    path: &str,
+    what: &str,
+    why: &str,
+) {
+    let actor = cx.procs.resolve(&d.task);
+    if is_keysentry(cx, &actor) {
+        return;
+    }
     let ok = d.ret >= 0;
     let message = format!(
-        "{} (pid {}, uid {}), in a mount namespace not the host's, {} the host's {op} for writing: the kernel's core dumps are the host's, and a core_pattern pipe runs as root on the host",
+        "{} (pid {}, uid {}) {} {what} for writing: {why}",
         actor.comm,
         actor.pid,
         actor.uid,
