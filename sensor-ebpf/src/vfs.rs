@@ -61,6 +61,37 @@ pub unsafe fn rd_ptr(base: Ptr, offset: u32) -> Option<Ptr> {
     if p == 0 { None } else { Some(p as Ptr) }
 }
 
+/// The current task's mount namespace (`current->nsproxy->mnt_ns`); None
+/// where the kernel's BTF lacks the offsets.
+#[inline(always)]
+pub fn current_mnt_ns() -> Option<Ptr> {
+    if off!(task_nsproxy) == 0 {
+        return None;
+    }
+    // SAFETY: kernel memory is read through bpf_probe_read_kernel only.
+    unsafe {
+        let task = generated::bpf_get_current_task() as Ptr;
+        let nsproxy = rd_ptr(task, off!(task_nsproxy))?;
+        rd_ptr(nsproxy, off!(nsproxy_mnt_ns))
+    }
+}
+
+/// Is the current task's mount namespace not the host's? 0 where the
+/// kernel's BTF lacks the offsets or the host's namespace is unknown. A
+/// BPF function of its own (the programs calling it stay as the verifier
+/// knew them).
+#[inline(never)]
+pub fn in_guest_mnt_ns() -> u32 {
+    let host = crate::setting!(host_mnt_ns);
+    if host == 0 {
+        return 0;
+    }
+    current_mnt_ns()
+        // SAFETY: as in `current_mnt_ns`.
+        .and_then(|ns| unsafe { rd::<u32>(ns, off!(mnt_ns_inum)) })
+        .is_some_and(|n| n != host) as u32
+}
+
 /// `current->files->fdt->fd[fd]`. `files` and `fdt` are direct loads
 /// from the current task's BTF pointer: the verifier types each pointer it
 /// walks (the offsets are frozen read-only globals, constants to it) and

@@ -705,18 +705,14 @@ unsafe fn fill_open(ev: *mut OpenEvent, s: *mut OpenState, key: &FoldKey, at: &O
 #[inline(never)]
 pub(crate) fn ns_flags(file: u64) -> u32 {
     use crate::vfs::{Ptr, rd, rd_ptr};
-    if off!(task_nsproxy) == 0 || file == 0 {
+    if file == 0 {
         return 0;
     }
+    let Some(mine) = crate::vfs::current_mnt_ns() else {
+        return 0;
+    };
     // SAFETY: kernel memory is read through bpf_probe_read_kernel only.
     unsafe {
-        let task = generated::bpf_get_current_task() as Ptr;
-        let Some(nsproxy) = rd_ptr(task, off!(task_nsproxy)) else {
-            return 0;
-        };
-        let Some(mine) = rd_ptr(nsproxy, off!(nsproxy_mnt_ns)) else {
-            return 0;
-        };
         let mut flags = 0;
         let host = crate::setting!(host_mnt_ns);
         if host != 0 && rd::<u32>(mine, off!(mnt_ns_inum)).is_some_and(|n| n != host) {

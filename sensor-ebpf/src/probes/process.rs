@@ -197,7 +197,7 @@ fn allowance_at_exec() -> (InodeKey, u32) {
         let _ = ALLOW_BYPASS.remove(tgid);
     }
     let protected = unsafe { PROTECTED.get(tgid) }.is_some_and(|r| *r != HOLDER_RULE);
-    let guest = in_guest_mnt_ns() != 0;
+    let guest = crate::vfs::in_guest_mnt_ns() != 0;
     if !allowlisted && !protected && !guest {
         return (exe, 0);
     }
@@ -250,30 +250,6 @@ fn allowance_at_exec() -> (InodeKey, u32) {
         let _ = ALLOW_BYPASS.remove(tgid);
     }
     (exe, flags)
-}
-
-/// Is the current task's mount namespace not the host's? 0 where the
-/// kernel's BTF lacks the offsets or the host's namespace is unknown. A
-/// BPF function of its own (the exec program stays as the verifier knew
-/// it).
-#[inline(never)]
-fn in_guest_mnt_ns() -> u32 {
-    use crate::vfs::{Ptr, rd, rd_ptr};
-    let host = crate::setting!(host_mnt_ns);
-    if off!(task_nsproxy) == 0 || host == 0 {
-        return 0;
-    }
-    // SAFETY: kernel memory is read through bpf_probe_read_kernel only.
-    unsafe {
-        let task = generated::bpf_get_current_task() as Ptr;
-        let Some(nsproxy) = rd_ptr(task, off!(task_nsproxy)) else {
-            return 0;
-        };
-        let Some(mnt) = rd_ptr(nsproxy, off!(nsproxy_mnt_ns)) else {
-            return 0;
-        };
-        rd::<u32>(mnt, off!(mnt_ns_inum)).is_some_and(|n| n != host) as u32
-    }
 }
 
 /// A thread other than the leader that execs takes the leader's pid (the
