@@ -266,65 +266,52 @@ fn alerts_name_the_cgroup_unit_and_container() {
     let a = &key_open(&alerts, here)["process"];
     assert_eq!(a["cgroup"], own, "{a:#}");
 
+    // The one alert of `reader`: its read of `target`.
+    let read_by = |reader: u32, target: u32| -> &Value {
+        let r: Vec<_> = alerts
+            .iter()
+            .filter(|a| a["process"]["pid"] == reader)
+            .collect();
+        assert_eq!(r.len(), 1, "{alerts:#?}");
+        assert_eq!(r[0]["rule"], "process-vm-read", "{:#}", r[0]);
+        assert_eq!(r[0]["target"]["pid"], target, "{:#}", r[0]);
+        r[0]
+    };
+    // A protected process read by a process of another rule: high, the
+    // rule named.
+    let protected_read = |reader: u32, target: u32, why: &str| -> &Value {
+        let r = read_by(reader, target);
+        assert_eq!(r["target"]["protected"], why, "{r:#}");
+        assert_eq!(r["memory"]["target_protected"], true, "{r:#}");
+        assert_eq!(r["severity"], "high", "{r:#}");
+        r
+    };
     // A process outside reading the protected one: the target's
     // container is named.
-    let r: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["process"]["pid"] == reader)
-        .collect();
-    assert_eq!(r.len(), 1, "{alerts:#?}");
-    assert_eq!(r[0]["rule"], "process-vm-read");
-    assert_eq!(r[0]["target"]["pid"], victim.id(), "{:#}", r[0]);
-    assert_eq!(r[0]["target"]["container"]["id"], ID, "{:#}", r[0]);
-    assert_eq!(r[0]["target"]["container"]["runtime"], "docker");
-    assert_eq!(r[0]["target"]["container"]["name"], "ks-vault-c");
+    let r = read_by(reader, victim.id());
+    assert_eq!(r["target"]["container"]["id"], ID, "{r:#}");
+    assert_eq!(r["target"]["container"]["runtime"], "docker");
+    assert_eq!(r["target"]["container"]["name"], "ks-vault-c");
     // A process of a container whose image a [[protected]] rule names.
-    let r: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["process"]["pid"] == image_reader)
-        .collect();
-    assert_eq!(r.len(), 1, "{alerts:#?}");
-    assert_eq!(r[0]["target"]["pid"], image_victim.id(), "{:#}", r[0]);
-    assert_eq!(
-        r[0]["target"]["protected"], "[[protected]] container_image = registry.example:5000/signer",
-        "{:#}",
-        r[0]
+    let r = protected_read(
+        image_reader,
+        image_victim.id(),
+        "[[protected]] container_image = registry.example:5000/signer",
     );
-    assert_eq!(
-        r[0]["target"]["container"]["name"], "ks-signer-c",
-        "{:#}",
-        r[0]
-    );
-    assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
-    assert!(r[0]["process"].get("container").is_none(), "{:#}", r[0]);
+    assert_eq!(r["target"]["container"]["name"], "ks-signer-c", "{r:#}");
+    assert!(r["process"].get("container").is_none(), "{r:#}");
     // A process of a cgroup a [[protected]] rule names is protected.
-    let r: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["process"]["pid"] == service_reader)
-        .collect();
-    assert_eq!(r.len(), 1, "{alerts:#?}");
-    assert_eq!(r[0]["target"]["pid"], service_victim.id(), "{:#}", r[0]);
-    assert_eq!(
-        r[0]["target"]["protected"],
-        format!("[[protected]] cgroup = {slice_path}/vault.service"),
-        "{:#}",
-        r[0]
+    protected_read(
+        service_reader,
+        service_victim.id(),
+        &format!("[[protected]] cgroup = {slice_path}/vault.service"),
     );
-    assert_eq!(r[0]["memory"]["target_protected"], true, "{:#}", r[0]);
-    assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
     // A process of a unit a [[protected]] rule names, whatever its slice.
-    let r: Vec<_> = alerts
-        .iter()
-        .filter(|a| a["process"]["pid"] == unit_reader)
-        .collect();
-    assert_eq!(r.len(), 1, "{alerts:#?}");
-    assert_eq!(r[0]["target"]["pid"], unit_victim.id(), "{:#}", r[0]);
-    assert_eq!(
-        r[0]["target"]["protected"], "[[protected]] unit = signer.service",
-        "{:#}",
-        r[0]
+    protected_read(
+        unit_reader,
+        unit_victim.id(),
+        "[[protected]] unit = signer.service",
     );
-    assert_eq!(r[0]["severity"], "high", "{:#}", r[0]);
     for mut c in [victim, service_victim, unit_victim, image_victim] {
         drop(c.stdin.take());
         let _ = c.wait();
