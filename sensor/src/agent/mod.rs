@@ -10,6 +10,7 @@
 //! score from the pipeline's context.
 
 pub mod corehandler;
+mod counters;
 pub mod folds;
 pub mod lanes;
 pub mod live;
