@@ -112,7 +112,7 @@ impl KernelFolds {
     /// and their evictions.
     pub fn update_fill(&self, metrics: &Metrics, lru: &mut LruChurn) {
         use aya::maps::IterableMap;
-        let cap = crate::kernel::control::capacity(IterableMap::map(&self.fold));
+        let cap = crate::kernel::mapstats::capacity(IterableMap::map(&self.fold));
         lru.sample(metrics, LRU_FOLD, || {
             let n = self
                 .fold
@@ -125,7 +125,7 @@ impl KernelFolds {
         });
         metrics.map_capacity.with_label_values(&["FOLD"]).set(cap);
         lru.sample(metrics, LRU_CRIT_RATE, || {
-            crate::kernel::control::set_fill(metrics, "CRIT_RATE", &self.crit_rate)
+            crate::kernel::mapstats::set_fill(metrics, "CRIT_RATE", &self.crit_rate)
         });
     }
 

@@ -5,5 +5,6 @@ pub mod btf;
 pub mod control;
 pub mod loader;
 pub mod lru;
+pub mod mapstats;
 pub mod pin;
 pub mod tracefs;
