@@ -297,15 +297,12 @@ impl Config {
                     return invalid(field, "must not contain \".\" or \"..\" components");
                 }
             }
-            if let Some(u) = &p.unit {
-                unit_name(format!("protected[{i}].unit"), u)?;
-            }
-            if let Some(n) = &p.container_name {
-                container_sel(format!("protected[{i}].container_name"), n)?;
-            }
-            if let Some(n) = &p.container_image {
-                container_sel(format!("protected[{i}].container_image"), n)?;
-            }
+            place_selectors(
+                &format!("protected[{i}]"),
+                p.unit.as_deref(),
+                p.container_name.as_deref(),
+                p.container_image.as_deref(),
+            )?;
         }
         Ok(())
     }
@@ -313,15 +310,12 @@ impl Config {
     fn validate_allow(&self) -> Result<(), Invalid> {
         for (i, a) in self.allow.iter().enumerate() {
             absolute(&format!("allow[{i}].exe"), &a.exe)?;
-            if let Some(u) = &a.unit {
-                unit_name(format!("allow[{i}].unit"), u)?;
-            }
-            if let Some(n) = &a.container_name {
-                container_sel(format!("allow[{i}].container_name"), n)?;
-            }
-            if let Some(n) = &a.container_image {
-                container_sel(format!("allow[{i}].container_image"), n)?;
-            }
+            place_selectors(
+                &format!("allow[{i}]"),
+                a.unit.as_deref(),
+                a.container_name.as_deref(),
+                a.container_image.as_deref(),
+            )?;
             if a.unit.is_some() && a.in_container() {
                 return invalid(
                     format!("allow[{i}].unit"),
@@ -474,6 +468,26 @@ fn check_pattern(field: &str, kind: Kind, text: &str, exclude: bool) -> Result<(
                 text.len()
             ),
         );
+    }
+    Ok(())
+}
+
+/// The `unit`, `container_name` and `container_image` selectors of the
+/// entry `entry` (`protected[0]`, `allow[2]`).
+fn place_selectors(
+    entry: &str,
+    unit: Option<&str>,
+    name: Option<&str>,
+    image: Option<&str>,
+) -> Result<(), Invalid> {
+    if let Some(u) = unit {
+        unit_name(format!("{entry}.unit"), u)?;
+    }
+    if let Some(n) = name {
+        container_sel(format!("{entry}.container_name"), n)?;
+    }
+    if let Some(n) = image {
+        container_sel(format!("{entry}.container_image"), n)?;
     }
     Ok(())
 }
